@@ -1,0 +1,110 @@
+"""Baseline recommenders: the yardsticks every learning or agentic recommender must beat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from recoworld.agents.base import Observation, Recommender
+from recoworld.catalog import Catalog
+
+#: Weight of each reaction level when building a taste profile (skip, click, like, share).
+_REACTION_WEIGHT = np.array([0.0, 1.0, 2.0, 3.0])
+_POPULARITY = -1  # column of candidate_features
+_QUALITY = -3
+
+
+class RandomRecommender(Recommender):
+    """A uniformly random slate of distinct candidates."""
+
+    name = "random"
+
+    def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
+        n = len(observation["candidate_ids"])
+        return self.rng.choice(n, size=self.slate_size, replace=False).astype(np.int64)
+
+
+class MostPopularRecommender(Recommender):
+    """The most popular candidates, by the catalog's popularity prior."""
+
+    name = "popular"
+
+    def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
+        return self.top_k(observation["candidate_features"][:, _POPULARITY], observation)
+
+
+class GreedyRelevanceRecommender(Recommender):
+    """Candidates most similar to the recently engaged items: pure exploitation.
+
+    The taste vector weights history items by reaction (like > click) and recency.
+    Without positive history it falls back to popularity.
+    """
+
+    name = "greedy"
+
+    def __init__(self, slate_size: int, seed: int | None = None, recency: float = 0.9) -> None:
+        super().__init__(slate_size, seed)
+        self.recency = recency
+
+    def taste(self, observation: Observation) -> np.ndarray | None:
+        reactions = observation["history_reactions"]
+        weights = _REACTION_WEIGHT[np.maximum(reactions, 0)] * (reactions > 0)
+        weights = weights * self.recency ** np.arange(len(reactions))[::-1]
+        if weights.sum() <= 0:
+            return None
+        d = observation["candidate_features"].shape[1] - 3
+        return weights @ observation["history_features"][:, :d]
+
+    def scores(self, observation: Observation) -> np.ndarray:
+        feats = observation["candidate_features"]
+        taste = self.taste(observation)
+        if taste is None:
+            return feats[:, _POPULARITY].astype(np.float64)
+        d = feats.shape[1] - 3
+        return feats[:, :d] @ (taste / max(float(np.linalg.norm(taste)), 1e-9))
+
+    def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
+        return self.top_k(self.scores(observation), observation)
+
+
+class InstructionAwareRecommender(GreedyRelevanceRecommender):
+    """Greedy relevance that follows the user's last structured instruction for the session.
+
+    `more` boosts the named topics; `less`/`different` demote them and boost the
+    suggested related topics; `quality: high` adds a quality term.
+    """
+
+    name = "instruct"
+
+    def __init__(self, slate_size: int, catalog: Catalog, seed: int | None = None, strength: float = 1.0) -> None:
+        super().__init__(slate_size, seed)
+        self.catalog = catalog
+        self.strength = strength
+        self._intent: dict[str, Any] | None = None
+        self._session = -1
+
+    def begin_episode(self, seed: int | None = None) -> None:
+        super().begin_episode(seed)
+        self._intent, self._session = None, -1
+
+    def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
+        session = info.get("session", self._session)
+        if session != self._session:
+            self._intent, self._session = None, session
+        if info.get("instruction_intent"):
+            self._intent = info["instruction_intent"]
+        scores = self.scores(observation)
+        if self._intent is not None:
+            scores = scores + self.strength * self.intent_bonus(observation, self._intent)
+        return self.top_k(scores, observation)
+
+    def intent_bonus(self, observation: Observation, intent: dict[str, Any]) -> np.ndarray:
+        cat = self.catalog
+        topics = cat.topic[observation["candidate_ids"]]
+        named = np.isin(topics, [cat.topic_index(t) for t in intent["topics"]])
+        related = np.isin(topics, [cat.topic_index(t) for t in intent.get("related", [])])
+        bonus = np.where(named, 1.0 if intent["kind"] == "more" else -1.0, 0.0) + related * 1.0
+        if intent.get("attributes", {}).get("quality") == "high":
+            bonus = bonus + observation["candidate_features"][:, _QUALITY]
+        return bonus

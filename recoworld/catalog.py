@@ -1,0 +1,363 @@
+"""The item catalog: columnar arrays plus metadata, a seeded synthetic generator, Parquet I/O.
+
+Items are stored column-wise so that scoring every item against a user is one matrix
+product, and so that the same object serves 10^3 synthetic items or 10^5 real ones.
+An item's *index* (its row) is what envs and agents pass around; `item_ids` keeps the
+external, human-facing id.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from recoworld.config import CatalogConfig
+from recoworld.errors import CatalogFormatError
+from recoworld.semantic_ids import ResidualQuantizer, format_semantic_id
+from recoworld.taxonomy import (
+    ADJECTIVES,
+    CREATOR_PARTS,
+    FORMATS,
+    TITLE_TEMPLATES,
+    Taxonomy,
+)
+
+#: Number of scalar features appended to the embedding in `Catalog.item_features`.
+N_SCALAR_FEATURES = 3
+
+
+class Item(BaseModel):
+    """One item, as shown to LLMs and written to reports. Never used in hot loops."""
+
+    index: int
+    item_id: str
+    title: str
+    description: str
+    topic: str
+    subtopic: str
+    creator: str
+    quality: float
+    duration_min: float
+    popularity: float
+    semantic_id: str
+
+
+@dataclass(eq=False)
+class Catalog:
+    """All items, column-wise. Row `i` of every array describes item index `i`."""
+
+    item_ids: np.ndarray  # (N,) str
+    titles: np.ndarray  # (N,) str
+    descriptions: np.ndarray  # (N,) str
+    topic: np.ndarray  # (N,) int16 into topic_names
+    subtopic: np.ndarray  # (N,) int16 into subtopic_names
+    creator: np.ndarray  # (N,) int32 into creator_names
+    quality: np.ndarray  # (N,) float32 in [0, 1]
+    duration_min: np.ndarray  # (N,) float32 > 0
+    popularity: np.ndarray  # (N,) float32 prior probability, sums to 1
+    embeddings: np.ndarray  # (N, D) float32, unit norm
+    semantic_ids: np.ndarray  # (N, L) int32 residual-quantization codes
+    topic_names: tuple[str, ...]
+    subtopic_names: tuple[str, ...]
+    creator_names: tuple[str, ...]
+    topic_group: tuple[int, ...]  # group index per topic; related topics share a group
+    multimodal: np.ndarray | None = None  # (N, M) float32
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.item_ids)
+        for name in ("titles", "descriptions", "topic", "subtopic", "creator", "quality",
+                     "duration_min", "popularity", "embeddings", "semantic_ids"):
+            got = len(getattr(self, name))
+            if got != n:
+                raise CatalogFormatError(f"catalog column {name!r} has {got} rows, expected {n}")
+        if self.multimodal is not None and len(self.multimodal) != n:
+            raise CatalogFormatError(f"catalog column 'multimodal' has {len(self.multimodal)} rows, expected {n}")
+        if len(self.topic_group) != len(self.topic_names):
+            raise CatalogFormatError("topic_group must give one group per topic name")
+        if n and (self.topic.max() >= len(self.topic_names) or self.topic.min() < 0):
+            raise CatalogFormatError("catalog column 'topic' indexes past topic_names")
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    @property
+    def n_topics(self) -> int:
+        return len(self.topic_names)
+
+    @functools.cached_property
+    def item_features(self) -> np.ndarray:
+        """(N, D + 3) float32: embedding, quality, duration (log-scaled), popularity (log-scaled).
+
+        This is what a platform knows of an item and what observations carry per candidate.
+        """
+        log_pop = np.log(self.popularity * len(self) + 1e-9)
+        pop = (log_pop - log_pop.min()) / max(float(np.ptp(log_pop)), 1e-9)
+        dur = np.log1p(self.duration_min) / np.log1p(max(float(self.duration_min.max()), 1.0))
+        return np.hstack(
+            [self.embeddings, self.quality[:, None], dur[:, None], pop[:, None]]
+        ).astype(np.float32)
+
+    @functools.cached_property
+    def topic_centroids(self) -> np.ndarray:
+        """(T, D) unit-norm mean embedding of each topic; (0, ...) rows for empty topics."""
+        sums = np.zeros((self.n_topics, self.embedding_dim), dtype=np.float64)
+        np.add.at(sums, self.topic, self.embeddings)
+        norms = np.linalg.norm(sums, axis=1, keepdims=True)
+        return (sums / np.maximum(norms, 1e-9)).astype(np.float32)
+
+    @functools.cached_property
+    def self_information(self) -> np.ndarray:
+        """(N,) -log2 popularity: the standard item novelty of recommender metrics."""
+        return -np.log2(np.maximum(self.popularity, 1e-12)).astype(np.float32)
+
+    def related_topics(self, topic: int) -> list[int]:
+        group = self.topic_group[topic]
+        return [t for t, g in enumerate(self.topic_group) if g == group and t != topic]
+
+    def topic_index(self, name: str) -> int:
+        try:
+            return self.topic_names.index(name)
+        except ValueError:
+            raise KeyError(f"unknown topic {name!r}; known topics: {', '.join(self.topic_names)}") from None
+
+    def item(self, index: int) -> Item:
+        if not 0 <= index < len(self):
+            raise IndexError(f"item index {index} out of range [0, {len(self)})")
+        return Item(
+            index=int(index),
+            item_id=str(self.item_ids[index]),
+            title=str(self.titles[index]),
+            description=str(self.descriptions[index]),
+            topic=self.topic_names[self.topic[index]],
+            subtopic=self.subtopic_names[self.subtopic[index]],
+            creator=self.creator_names[self.creator[index]],
+            quality=round(float(self.quality[index]), 3),
+            duration_min=round(float(self.duration_min[index]), 2),
+            popularity=float(self.popularity[index]),
+            semantic_id=format_semantic_id(self.semantic_ids[index]),
+        )
+
+    # ------------------------------------------------------------------ Parquet I/O
+
+    def to_parquet(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically: a reader never sees a half-written catalog."""
+        path = Path(path)
+        d = self.embedding_dim
+        cols: dict[str, pa.Array] = {
+            "item_id": pa.array(self.item_ids.astype(str)),
+            "title": pa.array(self.titles.astype(str)),
+            "description": pa.array(self.descriptions.astype(str)),
+            "topic": pa.array(self.topic.astype(np.int16)),
+            "subtopic": pa.array(self.subtopic.astype(np.int16)),
+            "creator": pa.array(self.creator.astype(np.int32)),
+            "quality": pa.array(self.quality.astype(np.float32)),
+            "duration_min": pa.array(self.duration_min.astype(np.float32)),
+            "popularity": pa.array(self.popularity.astype(np.float32)),
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(self.embeddings.astype(np.float32).ravel()), d
+            ),
+            "semantic_id": pa.FixedSizeListArray.from_arrays(
+                pa.array(self.semantic_ids.astype(np.int32).ravel()), self.semantic_ids.shape[1]
+            ),
+        }
+        if self.multimodal is not None:
+            cols["multimodal"] = pa.FixedSizeListArray.from_arrays(
+                pa.array(self.multimodal.astype(np.float32).ravel()), self.multimodal.shape[1]
+            )
+        meta = {
+            "recoworld.catalog": json.dumps(
+                {
+                    "topic_names": list(self.topic_names),
+                    "subtopic_names": list(self.subtopic_names),
+                    "creator_names": list(self.creator_names),
+                    "topic_group": list(self.topic_group),
+                    "metadata": self.metadata,
+                }
+            )
+        }
+        table = pa.table(cols).replace_schema_metadata(meta)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def from_parquet(cls, path: str | os.PathLike[str]) -> Catalog:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"catalog file not found: {path}")
+        table = pq.read_table(path)
+        raw_meta = (table.schema.metadata or {}).get(b"recoworld.catalog")
+        if raw_meta is None:
+            raise CatalogFormatError(
+                f"{path} has no 'recoworld.catalog' metadata; write it with Catalog.to_parquet "
+                "or load other formats through recoworld.data"
+            )
+        meta = json.loads(raw_meta)
+        required = ("item_id", "title", "description", "topic", "subtopic", "creator", "quality",
+                    "duration_min", "popularity", "embedding", "semantic_id")
+        missing = [c for c in required if c not in table.column_names]
+        if missing:
+            raise CatalogFormatError(f"{path} lacks catalog columns: {', '.join(missing)}")
+
+        def matrix(name: str, dtype: type) -> np.ndarray:
+            col = table.column(name).combine_chunks()
+            if not pa.types.is_fixed_size_list(col.type):
+                raise CatalogFormatError(f"catalog column {name!r} must be a fixed-size list, got {col.type}")
+            return col.flatten().to_numpy().astype(dtype).reshape(len(col), col.type.list_size)
+
+        return cls(
+            item_ids=np.asarray(table.column("item_id").to_pylist(), dtype=object),
+            titles=np.asarray(table.column("title").to_pylist(), dtype=object),
+            descriptions=np.asarray(table.column("description").to_pylist(), dtype=object),
+            topic=table.column("topic").to_numpy().astype(np.int16),
+            subtopic=table.column("subtopic").to_numpy().astype(np.int16),
+            creator=table.column("creator").to_numpy().astype(np.int32),
+            quality=table.column("quality").to_numpy().astype(np.float32),
+            duration_min=table.column("duration_min").to_numpy().astype(np.float32),
+            popularity=table.column("popularity").to_numpy().astype(np.float32),
+            embeddings=matrix("embedding", np.float32),
+            semantic_ids=matrix("semantic_id", np.int32),
+            multimodal=matrix("multimodal", np.float32) if "multimodal" in table.column_names else None,
+            topic_names=tuple(meta["topic_names"]),
+            subtopic_names=tuple(meta["subtopic_names"]),
+            creator_names=tuple(meta["creator_names"]),
+            topic_group=tuple(meta["topic_group"]),
+            metadata=dict(meta.get("metadata", {})),
+        )
+
+
+# ---------------------------------------------------------------------- generator
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def generate_catalog(config: CatalogConfig | None = None) -> Catalog:
+    """A seeded synthetic catalog whose items read like real content.
+
+    Embeddings are hierarchical: group -> topic -> subtopic -> creator -> item, each a
+    noisy offset of its parent, so similarity follows the taxonomy and creators have a
+    recognisable style. Quality comes from the creator plus noise, popularity from
+    quality plus a heavy-tailed exposure term.
+    """
+    cfg = config or CatalogConfig()
+    rng = np.random.default_rng(cfg.seed)
+    tax = Taxonomy.default(cfg.n_topics)
+    n, d = cfg.n_items, cfg.embedding_dim
+    n_topics, n_subs = len(tax.topics), len(tax.subtopics)
+
+    group_c = _unit(rng.normal(size=(len(tax.groups), d)))
+    topic_c = _unit(group_c[list(tax.topic_group)] + 0.75 * _unit(rng.normal(size=(n_topics, d))))
+    sub_c = _unit(topic_c[list(tax.subtopic_topic)] + 0.55 * _unit(rng.normal(size=(n_subs, d))))
+
+    n_creators = n_topics * cfg.creators_per_topic
+    creator_style = _unit(rng.normal(size=(n_creators, d)))
+    creator_skill = rng.normal(0.0, 1.0, size=n_creators)
+    creator_names = tuple(
+        f"{CREATOR_PARTS[0][rng.integers(len(CREATOR_PARTS[0]))]} "
+        f"{CREATOR_PARTS[1][rng.integers(len(CREATOR_PARTS[1]))]} {i}"
+        for i in range(n_creators)
+    )
+
+    subtopic_of_topic = [np.flatnonzero(np.asarray(tax.subtopic_topic) == t) for t in range(n_topics)]
+    topic_weight = rng.dirichlet(np.full(n_topics, 4.0))
+    topic = rng.choice(n_topics, size=n, p=topic_weight)
+    subtopic = np.array([subtopic_of_topic[t][rng.integers(len(subtopic_of_topic[t]))] for t in topic])
+    creator = topic * cfg.creators_per_topic + rng.integers(cfg.creators_per_topic, size=n)
+
+    embeddings = _unit(
+        sub_c[subtopic] + 0.25 * creator_style[creator] + 0.35 * _unit(rng.normal(size=(n, d)))
+    ).astype(np.float32)
+    quality = (1 / (1 + np.exp(-(0.8 * creator_skill[creator] + rng.normal(0, 0.8, n))))).astype(np.float32)
+    duration = np.exp(rng.normal(np.log(4.0), 0.7, n)).clip(0.25, 60).astype(np.float32)
+    exposure = rng.pareto(1.6, n) + 1.0
+    pop_raw = exposure * np.exp(1.5 * quality)
+    popularity = (pop_raw / pop_raw.sum()).astype(np.float32)
+
+    multimodal = None
+    if cfg.multimodal_dim:
+        proj = rng.normal(size=(d, cfg.multimodal_dim)) / np.sqrt(d)
+        multimodal = np.tanh(embeddings @ proj + 0.3 * rng.normal(size=(n, cfg.multimodal_dim))).astype(np.float32)
+
+    rq = ResidualQuantizer.fit(embeddings, cfg.semantic_id_levels, cfg.semantic_id_codebook, seed=cfg.seed)
+    semantic_ids = rq.encode(embeddings).astype(np.int32)
+
+    titles, descriptions = _write_texts(rng, tax, topic, subtopic, creator, creator_names, duration)
+    return Catalog(
+        item_ids=np.array([f"item_{i:06d}" for i in range(n)], dtype=object),
+        titles=titles,
+        descriptions=descriptions,
+        topic=topic.astype(np.int16),
+        subtopic=subtopic.astype(np.int16),
+        creator=creator.astype(np.int32),
+        quality=quality,
+        duration_min=duration,
+        popularity=popularity,
+        embeddings=embeddings,
+        semantic_ids=semantic_ids,
+        multimodal=multimodal,
+        topic_names=tax.topics,
+        subtopic_names=tax.subtopics,
+        creator_names=creator_names,
+        topic_group=tax.topic_group,
+        metadata={"source": "synthetic", "config": cfg.model_dump_json()},
+    )
+
+
+def _write_texts(
+    rng: np.random.Generator,
+    tax: Taxonomy,
+    topic: np.ndarray,
+    subtopic: np.ndarray,
+    creator: np.ndarray,
+    creator_names: tuple[str, ...],
+    duration: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    n = len(topic)
+    tpl = rng.integers(len(TITLE_TEMPLATES), size=n)
+    adj = rng.integers(len(ADJECTIVES), size=n)
+    fmt = rng.integers(len(FORMATS), size=n)
+    kw_start = rng.integers(0, 1 << 30, size=n)
+    titles = np.empty(n, dtype=object)
+    descriptions = np.empty(n, dtype=object)
+    for i in range(n):
+        kws = tax.keywords[subtopic[i]]
+        k1, k2, k3 = (kws[(kw_start[i] + j) % len(kws)] for j in range(3))
+        sub = tax.subtopics[subtopic[i]]
+        titles[i] = TITLE_TEMPLATES[tpl[i]].format(
+            Kw=k1.title(), Kw2=k2.title(), Adj=ADJECTIVES[adj[i]], Format=FORMATS[fmt[i]].title(),
+            Sub=sub.title(),
+        )
+        descriptions[i] = (
+            f"A {duration[i]:.0f}-minute {FORMATS[fmt[i]]} on {sub} ({tax.topics[topic[i]]}) "
+            f"covering {k1}, {k2} and {k3}. By {creator_names[creator[i]]}."
+        )
+    return titles, descriptions
+
+
+@functools.lru_cache(maxsize=8)
+def cached_catalog(config: CatalogConfig) -> Catalog:
+    """Generate once per process per config; envs built by `gym.make` share it read-only."""
+    return generate_catalog(config)

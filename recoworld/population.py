@@ -1,0 +1,260 @@
+"""Static user profiles and the seeded sampler that draws them from a population spec.
+
+A population is a list of named segments, each with a size and distributions over the
+traits that drive the simulated user: interests, novelty seeking, patience, time
+budget and return propensity. The profile is the *static* part of a user; the hidden,
+moving part is the `Mindset`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from recoworld.catalog import Catalog
+from recoworld.errors import ConfigError
+
+
+class _Dist(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Beta(_Dist):
+    dist: Literal["beta"] = "beta"
+    a: float = Field(gt=0)
+    b: float = Field(gt=0)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.beta(self.a, self.b, size=n)
+
+
+class Uniform(_Dist):
+    dist: Literal["uniform"] = "uniform"
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Uniform:
+        if self.high < self.low:
+            raise ValueError(f"uniform needs low <= high, got low={self.low}, high={self.high}")
+        return self
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.uniform(self.low, self.high, size=n)
+
+
+class Normal(_Dist):
+    """A normal distribution clipped to [low, high]."""
+
+    dist: Literal["normal"] = "normal"
+    mean: float
+    std: float = Field(ge=0)
+    low: float = -np.inf
+    high: float = np.inf
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return np.clip(rng.normal(self.mean, self.std, size=n), self.low, self.high)
+
+
+class Constant(_Dist):
+    dist: Literal["constant"] = "constant"
+    value: float
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return np.full(n, self.value, dtype=np.float64)
+
+
+Dist = Annotated[Beta | Uniform | Normal | Constant, Field(discriminator="dist")]
+
+DEFAULT_ATTRIBUTES: dict[str, list[str]] = {
+    "age_band": ["18-24", "25-34", "35-44", "45-54", "55-64", "65+"],
+    "region": ["Lisbon", "Toronto", "Lagos", "Seoul", "Berlin", "Mexico City", "Mumbai", "Austin", "Melbourne"],
+    "device": ["phone", "phone", "tablet", "laptop", "tv"],
+    "occupation": ["student", "nurse", "software engineer", "teacher", "retiree", "designer",
+                   "shop owner", "driver", "researcher", "parent at home"],
+}
+
+
+class Segment(BaseModel):
+    """One named group of users with trait distributions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    size: int = Field(ge=1, description="relative size; exact count when sampling the spec as is")
+    topics: list[str] | None = Field(None, description="favoured topics; random ones when unset")
+    n_favorite_topics: int = Field(3, ge=1)
+    interest_concentration: float = Field(1.0, gt=0, description="Dirichlet alpha over favourite topics")
+    novelty: Dist = Beta(a=2, b=2)
+    patience: Dist = Normal(mean=25, std=8, low=5, high=80)
+    time_budget_min: Dist = Normal(mean=35, std=12, low=5, high=240)
+    return_propensity: Dist = Beta(a=5, b=3)
+    attributes: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
+
+    @field_validator("attributes")
+    @classmethod
+    def _non_empty(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for key, options in value.items():
+            if not options:
+                raise ValueError(f"attribute {key!r} has no options")
+        return value
+
+
+class PopulationSpec(BaseModel):
+    """Named segments; validated from Python, dicts or YAML."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "population"
+    segments: list[Segment] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> PopulationSpec:
+        names = [s.name for s in self.segments]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"segment names must be unique, repeated: {dupes}")
+        return self
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> PopulationSpec:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError.from_validation("population spec", err) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str]) -> PopulationSpec:
+        data = yaml.safe_load(Path(path).read_text())
+        if not isinstance(data, dict):
+            raise ConfigError(f"population spec {path} must be a YAML mapping, got {type(data).__name__}")
+        return cls.parse(data)
+
+    @classmethod
+    def default(cls) -> PopulationSpec:
+        """Four segments with clearly different novelty, patience and loyalty."""
+        return cls(
+            name="default",
+            segments=[
+                Segment(name="casual", size=40, novelty=Beta(a=2, b=3),
+                        time_budget_min=Normal(mean=25, std=8, low=5, high=120)),
+                Segment(name="enthusiast", size=25, n_favorite_topics=2, interest_concentration=3.0,
+                        novelty=Beta(a=1.5, b=5), patience=Normal(mean=35, std=8, low=10, high=80),
+                        time_budget_min=Normal(mean=50, std=15, low=10, high=240),
+                        return_propensity=Beta(a=8, b=2)),
+                Segment(name="explorer", size=20, n_favorite_topics=5, interest_concentration=0.7,
+                        novelty=Beta(a=5, b=1.5)),
+                Segment(name="impatient", size=15, novelty=Beta(a=2, b=2),
+                        patience=Normal(mean=12, std=4, low=4, high=40),
+                        return_propensity=Beta(a=3, b=4)),
+            ],
+        )
+
+    def allocate(self, n: int | None) -> list[int]:
+        """Users per segment: the sizes themselves, or `n` split by largest remainder."""
+        sizes = np.array([s.size for s in self.segments], dtype=np.float64)
+        if n is None:
+            return [int(s) for s in sizes]
+        if n < 0:
+            raise ConfigError(f"number of users must be >= 0, got {n}")
+        quota = sizes / sizes.sum() * n
+        counts = np.floor(quota).astype(int)
+        order = np.argsort(-(quota - counts), kind="stable")
+        counts[order[: n - counts.sum()]] += 1
+        return [int(c) for c in counts]
+
+
+class UserProfile(BaseModel):
+    """The static part of a simulated user."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: str
+    segment: str
+    persona: str
+    attributes: dict[str, str]
+    topic_interests: dict[str, float] = Field(description="topic name -> weight; weights sum to 1")
+    novelty_trait: float = Field(ge=0, le=1)
+    patience: int = Field(ge=1, description="consecutive unengaging items tolerated")
+    time_budget_min: float = Field(gt=0, description="daily minutes available")
+    return_propensity: float = Field(gt=0, lt=1)
+
+    @field_validator("topic_interests")
+    @classmethod
+    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("topic_interests must name at least one topic")
+        if any(w < 0 for w in value.values()):
+            raise ValueError(f"topic_interests weights must be >= 0, got {value}")
+        total = sum(value.values())
+        if total <= 0:
+            raise ValueError("topic_interests weights must not all be zero")
+        return {k: v / total for k, v in value.items()}
+
+    def interest_vector(self, catalog: Catalog) -> np.ndarray:
+        """Long-term interests in the catalog's embedding space (unit norm)."""
+        vec = np.zeros(catalog.embedding_dim, dtype=np.float64)
+        for name, weight in self.topic_interests.items():
+            vec += weight * catalog.topic_centroids[catalog.topic_index(name)]
+        return (vec / max(float(np.linalg.norm(vec)), 1e-9)).astype(np.float32)
+
+
+def _describe(attrs: dict[str, str], topics: list[str], novelty: float, patience: int, budget: float) -> str:
+    taste = topics[0] if len(topics) == 1 else ", ".join(topics[:-1]) + f" and {topics[-1]}"
+    curiosity = (
+        "loves discovering unfamiliar things" if novelty > 0.66
+        else "likes a mix of familiar and new" if novelty > 0.33
+        else "sticks to what they know"
+    )
+    temper = "gives up quickly on a dull feed" if patience < 15 else "is fairly patient with a feed"
+    who = " ".join(v for k, v in attrs.items() if k in ("age_band", "occupation"))
+    where = f" from {attrs['region']}" if "region" in attrs else ""
+    return (
+        f"A {who}{where} who mostly watches {taste}; {curiosity}, {temper}, "
+        f"and has about {budget:.0f} minutes a day"
+        + (f", usually on a {attrs['device']}." if "device" in attrs else ".")
+    )
+
+
+def sample_population(
+    spec: PopulationSpec, catalog: Catalog, rng: np.random.Generator, n: int | None = None
+) -> list[UserProfile]:
+    """Draw profiles segment by segment; the same rng state gives the same users."""
+    profiles: list[UserProfile] = []
+    for segment, count in zip(spec.segments, spec.allocate(n)):
+        if segment.topics is not None:
+            fav_idx = [catalog.topic_index(t) for t in segment.topics]
+        for i in range(count):
+            if segment.topics is None:
+                k = min(segment.n_favorite_topics, catalog.n_topics)
+                chosen = rng.choice(catalog.n_topics, size=k, replace=False)
+            else:
+                k = min(segment.n_favorite_topics, len(fav_idx))
+                chosen = rng.choice(fav_idx, size=k, replace=False)
+            weights = rng.dirichlet(np.full(len(chosen), segment.interest_concentration))
+            order = np.argsort(-weights, kind="stable")
+            interests = {catalog.topic_names[int(chosen[j])]: round(float(weights[j]), 4) for j in order}
+            attrs = {key: str(opts[rng.integers(len(opts))]) for key, opts in segment.attributes.items()}
+            novelty = float(np.clip(segment.novelty.sample(rng, 1)[0], 0, 1))
+            patience = max(1, round(float(segment.patience.sample(rng, 1)[0])))
+            budget = max(1.0, float(segment.time_budget_min.sample(rng, 1)[0]))
+            ret = float(np.clip(segment.return_propensity.sample(rng, 1)[0], 0.01, 0.99))
+            profiles.append(
+                UserProfile(
+                    user_id=f"{segment.name}-{i:05d}",
+                    segment=segment.name,
+                    persona=_describe(attrs, list(interests), novelty, patience, budget),
+                    attributes=attrs,
+                    topic_interests=interests,
+                    novelty_trait=novelty,
+                    patience=patience,
+                    time_budget_min=budget,
+                    return_propensity=ret,
+                )
+            )
+    return profiles

@@ -1,0 +1,104 @@
+"""Reflective instructions written from a parametric user's state.
+
+When satisfaction is sliding, the user says what would help, in words and in a
+structured intent. The diagnosis mirrors what real users complain about: too much of
+one topic, content that is not for them, low quality, or sameness.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from recoworld.catalog import Catalog
+from recoworld.mindset import Instruction, Intent
+
+_TOO_MUCH = (
+    "Too much {d} lately; show me something different but related, like {r}.",
+    "I've had my fill of {d} for now. Could you mix in some {r}?",
+    "Enough {d} for today, maybe something like {r} instead.",
+)
+_NOT_ME = (
+    "None of this is really me. Show me more {f1}, and maybe some {f2}.",
+    "I'm not into most of this; I'd rather see {f1} or {f2}.",
+)
+_LOW_QUALITY = (
+    "These feel low-effort. Fewer of those please, I want well-made {f1} videos.",
+    "Less filler, more quality: the good {f1} creators, please.",
+)
+_SAMENESS = (
+    "Everything looks the same. Surprise me with something new, like {r}.",
+    "I'm bored of the usual {d}; show me something I haven't seen, maybe {r}.",
+)
+
+
+class InstructionWriter:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def write(
+        self,
+        recent_items: np.ndarray,
+        favourite_topics: list[str],
+        interests: np.ndarray,
+        novelty_propensity: float,
+        rng: np.random.Generator,
+    ) -> Instruction:
+        """`recent_items` are catalog indices of the items reviewed lately, oldest first."""
+        cat = self.catalog
+        recent = recent_items[recent_items >= 0][-10:]
+        topics = [cat.topic_names[t] for t in cat.topic[recent]] if len(recent) else []
+        counts = Counter(topics)
+        dominant, dom_n = counts.most_common(1)[0] if counts else (favourite_topics[0], 0)
+        share = dom_n / max(len(topics), 1)
+        fav_share = sum(counts[t] for t in favourite_topics) / max(len(topics), 1)
+        quality = float(cat.quality[recent].mean()) if len(recent) else 1.0
+        f1 = favourite_topics[0]
+        f2 = favourite_topics[1] if len(favourite_topics) > 1 else self._related(f1, interests, set())
+
+        def pick(templates: tuple[str, ...], **kw: str) -> str:
+            return templates[int(rng.integers(len(templates)))].format(**kw)
+
+        if share >= 0.6 and len(topics) >= 3:
+            r = self._related(dominant, interests, exclude={dominant})
+            if novelty_propensity > 0.6 and len(counts) <= 2:
+                text = pick(_SAMENESS, d=dominant, r=r)
+            else:
+                text = pick(_TOO_MUCH, d=dominant, r=r)
+            return Instruction(text=text, intent=Intent(kind="different", topics=[dominant], related=[r]))
+        if fav_share < 0.3:
+            return Instruction(text=pick(_NOT_ME, f1=f1, f2=f2), intent=Intent(kind="more", topics=[f1, f2]))
+        if quality < 0.45:
+            return Instruction(
+                text=pick(_LOW_QUALITY, f1=f1),
+                intent=Intent(kind="less", topics=[], related=[f1], attributes={"quality": "high"}),
+            )
+        r = self._related(dominant, interests, exclude=set(counts))
+        return Instruction(text=pick(_SAMENESS, d=dominant, r=r),
+                           intent=Intent(kind="different", topics=[dominant], related=[r]))
+
+    def _related(self, topic: str, interests: np.ndarray, exclude: set[str]) -> str:
+        """The topic closest to the user's interests among the same group, else overall."""
+        cat = self.catalog
+        t = cat.topic_index(topic)
+        pool = [i for i in cat.related_topics(t) if cat.topic_names[i] not in exclude]
+        if not pool:
+            pool = [i for i in range(cat.n_topics) if cat.topic_names[i] not in exclude and i != t]
+        if not pool:
+            return topic
+        affinity = cat.topic_centroids[pool] @ interests
+        return cat.topic_names[pool[int(np.argmax(affinity))]]
+
+
+def intent_direction(intent: Intent, catalog: Catalog) -> np.ndarray:
+    """Where the intent points in embedding space: towards wanted topics, away from unwanted ones."""
+    vec = np.zeros(catalog.embedding_dim, dtype=np.float64)
+    towards = intent.topics if intent.kind == "more" else intent.related
+    away = intent.topics if intent.kind in ("less", "different") else []
+    for name in towards:
+        vec += catalog.topic_centroids[catalog.topic_index(name)]
+    for name in away:
+        vec -= 0.5 * catalog.topic_centroids[catalog.topic_index(name)]
+    norm = float(np.linalg.norm(vec))
+    return (vec / norm if norm > 0 else vec).astype(np.float32)

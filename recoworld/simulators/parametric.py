@@ -1,0 +1,378 @@
+"""Parametric mindset users: the fast, numeric user model, vectorized over a batch.
+
+`ParametricUsers` holds B users' mindsets as arrays and reviews B slates at once. Items
+are reviewed in order; after each one the mindset moves (interests drift toward what
+was consumed, satisfaction follows the experience, fatigue follows repetition and low
+quality) and the user may leave. Everything that does not depend on the reactions
+(similarities, novelty, noise) is computed for the whole slate before the loop, and the
+interest drift is carried through the slate's Gram matrix, so the sequential part is a
+handful of (B,) array operations per position.
+
+`ParametricUser` is the single-user `UserSimulator` the env uses; it is the batch model
+with B = 1, so both paths share one implementation.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from recoworld.catalog import Catalog
+from recoworld.config import ChoiceConfig, DynamicsConfig, ReturnConfig
+from recoworld.mindset import REACTION_NAMES, UNSEEN, Instruction, Intent, MemoryEntry, Mindset
+from recoworld.population import UserProfile
+from recoworld.simulators.base import SlateFeedback
+from recoworld.simulators.choice import ChoiceModel
+from recoworld.simulators.instructions import InstructionWriter, intent_direction
+from recoworld.simulators.return_gap import ReturnGapModel
+
+_INITIAL_SATISFACTION = 0.6
+_SHORT_EMA, _LONG_EMA = 0.5, 0.1
+
+
+@dataclass
+class BatchFeedback:
+    reactions: np.ndarray  # (B, K) int8, UNSEEN after leaving
+    dwell_min: np.ndarray  # (B, K) float32
+    left: np.ndarray  # (B,) bool
+    instructions: list[Instruction | None]  # (B,)
+
+
+@functools.cache
+def _strictly_lower(k: int) -> np.ndarray:
+    return np.tril(np.ones((k, k)), -1)
+
+
+@functools.cache
+def _positions(k: int) -> np.ndarray:
+    return np.arange(k)
+
+
+def _unit_clip(x: np.ndarray) -> np.ndarray:
+    """np.clip(x, 0, 1) without np.clip's per-call overhead, which dominates on small arrays."""
+    return np.minimum(np.maximum(x, 0.0), 1.0)
+
+
+def _recurrence(x0: np.ndarray, rate: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Path of x_k = x_{k-1} + rate_k * (target_k - x_{k-1}) for every k, in closed form.
+
+    With L_k = sum_{i<=k} log(1 - rate_i):  x_k = e^{L_k} x0 + sum_{j<=k} rate_j target_j e^{L_k - L_j}.
+    Rates must be < 1. Shapes: x0 (B,), rate and target (B, K) -> (B, K).
+    """
+    log_keep = np.cumsum(np.log1p(-rate), axis=1)
+    k = rate.shape[1]
+    weights = np.exp(np.where(_lower(k), log_keep[:, :, None] - log_keep[:, None, :], -np.inf))
+    return np.exp(log_keep) * x0[:, None] + (weights @ (rate * target)[:, :, None])[:, :, 0]
+
+
+@functools.cache
+def _lower(k: int) -> np.ndarray:
+    return np.tril(np.ones((k, k), dtype=bool))
+
+
+@functools.cache
+def _ema_weights(rate: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    powers = (1.0 - rate) ** np.arange(k + 1)
+    lags = np.arange(k)[:, None] - np.arange(k)[None, :]
+    weights = np.where(lags >= 0, rate * powers[np.maximum(lags, 0)], 0.0)
+    return powers[1:], weights.T.copy()
+
+
+def _ema_path(x0: np.ndarray, rate: float, target: np.ndarray) -> np.ndarray:
+    """`_recurrence` for a constant rate, with the weights cached per (rate, K)."""
+    decay, weights = _ema_weights(rate, target.shape[1])
+    return x0[:, None] * decay + target @ weights
+
+
+class ParametricUsers:
+    """B simulated users whose mindsets live in arrays (struct of arrays)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        choice: ChoiceConfig | None = None,
+        dynamics: DynamicsConfig | None = None,
+        returns: ReturnConfig | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.choice = ChoiceModel(choice or ChoiceConfig())
+        self.dyn = dynamics or DynamicsConfig()
+        self.returns = ReturnGapModel(returns or ReturnConfig())
+        self.writer = InstructionWriter(catalog)
+        d = catalog.embedding_dim
+        self._emb_padded = np.vstack([catalog.embeddings, np.zeros((1, d), np.float32)]).astype(np.float64)
+        self._quality = catalog.quality.astype(np.float64)
+        low = np.minimum(np.maximum((0.4 - self._quality) / 0.4, 0.0), 1.0)
+        self._low_quality_fatigue = self.dyn.fatigue_low_quality * low
+        self._duration = catalog.duration_min.astype(np.float64)
+        self.profiles: list[UserProfile] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def reset(self, profiles: list[UserProfile], rng: np.random.Generator) -> None:
+        """Initialise one mindset per profile. Draws nothing from `rng` until sessions start."""
+        del rng
+        b, d, m = len(profiles), self.catalog.embedding_dim, self.dyn.memory_size
+        self.profiles = list(profiles)
+        self.long_term = np.stack([p.interest_vector(self.catalog) for p in profiles]).astype(np.float64)
+        self.interests = self.long_term.copy()
+        self.novelty_trait = np.array([p.novelty_trait for p in profiles])
+        self.patience = np.array([p.patience for p in profiles], dtype=np.int64)
+        self.budget = np.array([p.time_budget_min for p in profiles])
+        self.return_propensity = np.array([p.return_propensity for p in profiles])
+        self.satisfaction = np.full(b, _INITIAL_SATISFACTION)
+        self.sat_short = self.satisfaction.copy()
+        self.sat_long = self.satisfaction.copy()
+        self.fatigue = np.zeros(b)
+        self.novelty = self.novelty_trait.copy()
+        self.time_left = self.budget.copy()
+        self.patience_left = self.patience.copy()
+        self.memory_items = np.full((b, m), -1, dtype=np.int64)
+        self.memory_reactions = np.full((b, m), UNSEEN, dtype=np.int8)
+        self.memory_dwell = np.zeros((b, m), dtype=np.float32)
+        self.turn = np.zeros(b, dtype=np.int64)
+        self.last_instruction_turn = np.full(b, -(10**9), dtype=np.int64)
+        self.last_session_end = np.full(b, np.nan)
+        self._favourites = [list(p.topic_interests) for p in profiles]
+        self._d = d
+
+    def start_sessions(self, users: np.ndarray, now_days: np.ndarray, rng: np.random.Generator) -> None:
+        """Open a session for `users` (indices) at times `now_days`, recovering from the gap."""
+        users = np.asarray(users)
+        now = np.broadcast_to(np.asarray(now_days, dtype=np.float64), users.shape)
+        prev = self.last_session_end[users]
+        first = np.isnan(prev)
+        gap = np.where(first, 0.0, now - np.nan_to_num(prev))
+        new_day = first | (np.floor(now) > np.floor(np.nan_to_num(prev)))
+        r = self.returns.config
+        keep_interest = np.exp(-gap / r.interest_memory_days)[:, None]
+        self.interests[users] = self.long_term[users] + (self.interests[users] - self.long_term[users]) * keep_interest
+        self.fatigue[users] *= np.exp(-gap / r.fatigue_recovery_days)
+        sat = _INITIAL_SATISFACTION + (self.satisfaction[users] - _INITIAL_SATISFACTION) * np.exp(
+            -gap / r.satisfaction_recovery_days
+        )
+        self.satisfaction[users] = sat
+        self.sat_short[users] = sat
+        self.sat_long[users] = sat
+        self.time_left[users] = np.where(new_day, self.budget[users], self.time_left[users])
+        self.patience_left[users] = self.patience[users]
+        jitter = rng.normal(0.0, self.dyn.novelty_jitter, users.shape)
+        self.novelty[users] = np.clip(self.novelty_trait[users] + jitter, 0.0, 1.0)
+
+    def end_sessions(self, users: np.ndarray, now_days: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Gap in days to each user's next session (`inf` = churned).
+
+        A user who spent today's whole budget cannot come back before tomorrow.
+        """
+        users = np.asarray(users)
+        now = np.broadcast_to(np.asarray(now_days, dtype=np.float64), users.shape)
+        gap = self.returns.sample(self.satisfaction[users], self.return_propensity[users], rng)
+        exhausted = self.time_left[users] <= self.dyn.browse_minutes
+        to_tomorrow = np.floor(now) + 1.0 - now
+        gap = np.where(exhausted, np.maximum(gap, to_tomorrow), gap)
+        self.last_session_end[users] = now
+        return gap
+
+    # ------------------------------------------------------------------ reviewing
+
+    def review(self, slates: np.ndarray, rng: np.random.Generator) -> BatchFeedback:
+        """Every user reviews their slate in order. `slates` is (B, K) catalog indices.
+
+        Only the interest drift feeds back into later choices within a slate, so only it
+        runs position by position; satisfaction, fatigue, patience and time are linear
+        recurrences over the slate, solved for all positions at once. Positions after the
+        one where a user leaves are then masked out, which gives exactly the item-by-item
+        process because no position depends on a later one.
+        """
+        b, k = slates.shape
+        dyn, choice = self.dyn, self.choice
+        positions = _positions(k)
+        # Memory slots hold -1 when empty; -1 indexes the zero row appended to the table,
+        # so empty slots have similarity 0 and never count as "seen before".
+        context = self._emb_padded[np.concatenate([slates, self.memory_items], axis=1)]
+        emb = context[:, :k]  # (B, K, D)
+        quality = self._quality[slates]
+        duration = self._duration[slates]
+        rel = (emb @ self.interests[:, :, None])[:, :, 0]
+
+        # Novelty: 1 - max similarity to anything seen lately or earlier in this slate.
+        sims = emb @ context.transpose(0, 2, 1)
+        gram = sims[:, :, :k]
+        max_sim = np.maximum((gram * _strictly_lower(k)).max(axis=2), sims[:, :, k:].max(axis=2))
+        novelty = 1.0 - np.minimum(max_sim, 1.0)
+        tau = dyn.repetition_similarity
+        fatigue_inc = dyn.fatigue_repetition * _unit_clip((max_sim - tau) / (1.0 - tau)) + (
+            self._low_quality_fatigue[slates]
+        )
+        rho = dyn.fatigue_recovery
+        fat = np.minimum(_ema_path(self.fatigue, rho, fatigue_inc / rho), 1.0)
+        appetite = np.minimum(self.novelty[:, None] + 0.3 * fat, 1.0)
+
+        # Choices in order: a click pulls interests toward the item, which moves the
+        # relevance of every later item through the slate's Gram matrix. Between clicks
+        # nothing changes, so the loop jumps from one click position to the next.
+        noise = ChoiceModel.draw_noise(rng, (b, k, 4))
+        base = choice.utility(0.0, quality, novelty, appetite, fat, positions)
+        w_rel, eta = choice.config.relevance, dyn.interest_drift
+        # click <=> base + w_rel * relevance + noise > 0 <=> w_rel * relevance > threshold
+        threshold = -noise[..., 0] - base
+        rel_seen = np.empty((b, k))
+        done = 0  # positions before `done` are decided
+        while done < k:
+            later = w_rel * rel[:, done:] > threshold[:, done:]
+            any_click = later.any(axis=0)
+            if not any_click.any():
+                break
+            pos = done + int(any_click.argmax())
+            rel_seen[:, done : pos + 1] = rel[:, done : pos + 1]
+            rel = rel + (eta * later[:, pos - done])[:, None] * (gram[:, pos, :] - rel)
+            done = pos + 1
+        rel_seen[:, done:] = rel[:, done:]
+        click = w_rel * rel_seen > threshold
+        utility = base + w_rel * rel_seen
+        level = choice.engagement(click, utility, noise[..., 1:3])
+
+        # Everything else, for all positions at once, as if the whole slate were reviewed.
+        completion = 1.0 / (1.0 + np.exp(-(utility + noise[..., 3])))
+        spent = np.where(click, duration * completion, dyn.browse_minutes)
+        time_path = self.time_left[:, None] - np.cumsum(spent, axis=1)
+        target = np.where(
+            click,
+            _unit_clip(0.35 + 0.4 * rel_seen + 0.35 * quality - 0.3 * fat),
+            dyn.skip_satisfaction * (1.0 - fat),
+        )
+        rate = np.where(click, dyn.satisfaction_rate, dyn.satisfaction_rate * dyn.skip_weight)
+        sat = _recurrence(self.satisfaction, rate, target)
+        last_click = np.maximum.accumulate(np.where(click, positions, -1), axis=1)
+        patience_path = np.where(
+            last_click >= 0,
+            self.patience[:, None] - (positions - last_click),
+            self.patience_left[:, None] - (positions + 1),
+        )
+        leaving = (time_path <= 0) | (patience_path <= 0) | (sat < dyn.satisfaction_collapse)
+        left = leaving.any(axis=1)
+        stop = np.where(left, leaving.argmax(axis=1), k - 1)
+        reviewed = positions <= stop[:, None]
+
+        reactions = np.where(reviewed, level, UNSEEN).astype(np.int8)
+        dwell = np.where(reviewed, spent, 0.0)
+        rows = np.arange(b)
+        self._consume(emb, click & reviewed)
+        self.satisfaction = sat[rows, stop]
+        self.sat_short = _ema_path(self.sat_short, _SHORT_EMA, sat)[rows, stop]
+        self.sat_long = _ema_path(self.sat_long, _LONG_EMA, sat)[rows, stop]
+        self.fatigue = fat[rows, stop]
+        self.time_left = np.maximum(time_path[rows, stop], 0.0)
+        self.patience_left = np.maximum(patience_path[rows, stop], 0)
+        self._remember(slates, reactions, dwell)
+        self.turn += 1
+        instructions = self._instruct(left, rng)
+        return BatchFeedback(reactions, dwell.astype(np.float32), left, instructions)
+
+    def _consume(self, emb: np.ndarray, consumed: np.ndarray) -> None:
+        """Apply the slate's sequential interest drift in one shot.
+
+        interests <- (1 - eta) interests + eta e_k for each consumed k, in order, expands to
+        (1 - eta)^n interests + sum_k eta (1 - eta)^(consumed after k) e_k.
+        """
+        if not consumed.any():
+            return
+        keep = 1.0 - self.dyn.interest_drift
+        after = consumed[:, ::-1].cumsum(axis=1)[:, ::-1] - consumed
+        weights = self.dyn.interest_drift * consumed * keep**after
+        total = keep ** consumed.sum(axis=1, keepdims=True)
+        self.interests = total * self.interests + (weights[:, None, :] @ emb)[:, 0]
+
+    def _remember(self, slates: np.ndarray, reactions: np.ndarray, dwell: np.ndarray) -> None:
+        seen = reactions != UNSEEN
+        m = self.dyn.memory_size
+        self.memory_items = np.concatenate([self.memory_items, np.where(seen, slates, -1)], axis=1)[:, -m:]
+        self.memory_reactions = np.concatenate([self.memory_reactions, reactions], axis=1)[:, -m:]
+        self.memory_dwell = np.concatenate([self.memory_dwell, dwell.astype(np.float32)], axis=1)[:, -m:]
+
+    def _instruct(self, left: np.ndarray, rng: np.random.Generator) -> list[Instruction | None]:
+        """Users who sense they are slipping (falling trend or low satisfaction) say why."""
+        dyn = self.dyn
+        slipping = ((self.sat_short - self.sat_long) < -dyn.instruction_trend) | (
+            self.satisfaction < dyn.instruction_level
+        )
+        ready = (self.turn - self.last_instruction_turn) > dyn.instruction_cooldown
+        out: list[Instruction | None] = [None] * len(left)
+        for u in np.flatnonzero(slipping & ready & ~left):
+            instr = self.writer.write(
+                self.memory_items[u], self._favourites[u], self.interests[u], float(self.novelty[u]), rng
+            )
+            self.apply_intent(int(u), instr.intent)
+            out[u] = instr
+        return out
+
+    def apply_intent(self, user: int, intent: Intent) -> None:
+        """Saying what one wants shifts what one will respond to, and buys the feed more patience."""
+        direction = intent_direction(intent, self.catalog)
+        vec = self.interests[user] + self.dyn.instruction_strength * direction
+        self.interests[user] = vec / max(1.0, float(np.linalg.norm(vec)))
+        self.patience_left[user] += self.patience[user] // 2
+        self.last_instruction_turn[user] = self.turn[user]
+
+    # ------------------------------------------------------------------ inspection
+
+    def mindset(self, user: int) -> Mindset:
+        cat = self.catalog
+        items, reactions, dwell = self.memory_items[user], self.memory_reactions[user], self.memory_dwell[user]
+        memory = [
+            MemoryEntry(item=int(i), topic=cat.topic_names[cat.topic[i]],
+                        reaction=REACTION_NAMES[int(r)], dwell_min=round(float(w), 3))
+            for i, r, w in zip(items, reactions, dwell)
+            if i >= 0
+        ]
+        return Mindset(
+            interests=[round(float(x), 5) for x in self.interests[user]],
+            satisfaction=float(self.satisfaction[user]),
+            satisfaction_trend=float(self.sat_short[user] - self.sat_long[user]),
+            fatigue=float(self.fatigue[user]),
+            novelty_propensity=float(self.novelty[user]),
+            time_left_min=float(self.time_left[user]),
+            patience_left=int(self.patience_left[user]),
+            memory=memory,
+            summary=self._summary(user),
+        )
+
+    def _summary(self, user: int) -> str:
+        s, f, n = self.satisfaction[user], self.fatigue[user], self.novelty[user]
+        mood = "enjoying the feed" if s > 0.6 else "lukewarm about the feed" if s > 0.35 else "frustrated"
+        energy = "fresh" if f < 0.2 else "a bit bored" if f < 0.5 else "tired of seeing the same things"
+        want = "wants something new" if n > 0.6 else "happy with familiar things" if n < 0.3 else "open to a mix"
+        return f"Feeling {mood}, {energy}; {want}."
+
+
+class ParametricUser:
+    """One parametric user behind the `UserSimulator` contract (the batch model with B = 1)."""
+
+    def __init__(self, users: ParametricUsers) -> None:
+        self.users = users
+        self._one = np.zeros(1, dtype=np.int64)
+
+    @classmethod
+    def from_configs(
+        cls, catalog: Catalog, choice: ChoiceConfig, dynamics: DynamicsConfig, returns: ReturnConfig
+    ) -> ParametricUser:
+        return cls(ParametricUsers(catalog, choice, dynamics, returns))
+
+    def reset(self, profile: UserProfile, rng: np.random.Generator) -> None:
+        self.users.reset([profile], rng)
+
+    def start_session(self, now_days: float, rng: np.random.Generator) -> None:
+        self.users.start_sessions(self._one, np.array([now_days]), rng)
+
+    def review(self, slate: np.ndarray, rng: np.random.Generator) -> SlateFeedback:
+        fb = self.users.review(slate[None, :], rng)
+        return SlateFeedback(fb.reactions[0], fb.dwell_min[0], fb.instructions[0], bool(fb.left[0]))
+
+    def end_session(self, now_days: float, rng: np.random.Generator) -> float | None:
+        gap = float(self.users.end_sessions(self._one, np.array([now_days]), rng)[0])
+        return None if np.isinf(gap) else gap
+
+    def mindset(self) -> Mindset:
+        return self.users.mindset(0)

@@ -1,0 +1,37 @@
+"""How long a user stays away after a session: the retention half of the user model.
+
+The return time is Gamma-distributed with a daily rate that grows with end-of-session
+satisfaction and with the user's return propensity, and a session can also end in
+churn. So a recommender that leaves users unhappy sees longer gaps and more churn,
+which is the signal a retention-aware agent has to learn from.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recoworld.config import ReturnConfig
+
+
+class ReturnGapModel:
+    def __init__(self, config: ReturnConfig) -> None:
+        self.config = config
+
+    def rate(self, satisfaction: np.ndarray, propensity: np.ndarray) -> np.ndarray:
+        """Expected returns per day."""
+        c = self.config
+        return c.base_rate * np.exp(c.satisfaction_effect * (satisfaction - 0.5)) * (propensity / 0.5)
+
+    def churn_probability(self, satisfaction: np.ndarray) -> np.ndarray:
+        c = self.config
+        return 1.0 / (1.0 + np.exp(-(c.churn_bias - c.churn_satisfaction * satisfaction)))
+
+    def sample(
+        self, satisfaction: np.ndarray, propensity: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Gap in days per user; `inf` marks churn."""
+        satisfaction = np.asarray(satisfaction, dtype=np.float64)
+        u_churn = rng.random(satisfaction.shape)
+        shape = self.config.gap_shape
+        gap = rng.gamma(shape, 1.0 / shape, satisfaction.shape) / self.rate(satisfaction, np.asarray(propensity))
+        return np.where(u_churn < self.churn_probability(satisfaction), np.inf, gap)
