@@ -14,7 +14,13 @@ from recoworld.config import (
     WorldConfig,
 )
 from recoworld.envs import RecoWorldEnv, register_envs
-from recoworld.errors import CatalogFormatError, ConfigError, InvalidActionError, RecoWorldError, ResetNeeded
+from recoworld.errors import (
+    CatalogFormatError,
+    ConfigError,
+    InvalidActionError,
+    RecoWorldError,
+    ResetNeeded,
+)
 from recoworld.mindset import Instruction, Intent, Mindset, Reaction, ReactionType
 from recoworld.population import PopulationSpec, Segment, UserProfile, sample_population
 

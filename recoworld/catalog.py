@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from pydantic import BaseModel
 from recoworld.config import CatalogConfig
 from recoworld.errors import CatalogFormatError
 from recoworld.semantic_ids import ResidualQuantizer, format_semantic_id
+from recoworld.storage import write_parquet_atomic
 from recoworld.taxonomy import (
     ADJECTIVES,
     CREATOR_PARTS,
@@ -155,7 +155,6 @@ class Catalog:
 
     def to_parquet(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically: a reader never sees a half-written catalog."""
-        path = Path(path)
         d = self.embedding_dim
         cols: dict[str, pa.Array] = {
             "item_id": pa.array(self.item_ids.astype(str)),
@@ -189,17 +188,7 @@ class Catalog:
                 }
             )
         }
-        table = pa.table(cols).replace_schema_metadata(meta)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return write_parquet_atomic(pa.table(cols).replace_schema_metadata(meta), path)
 
     @classmethod
     def from_parquet(cls, path: str | os.PathLike[str]) -> Catalog:

@@ -60,7 +60,7 @@ class ChoiceConfig(StrictModel):
     relevance: float = 4.0
     quality: float = 1.5
     novelty_mismatch: float = 2.0
-    fatigue: float = 2.5
+    fatigue: float = 1.5
     position: float = 0.35
     like_threshold: float = 1.0
     share_threshold: float = 2.6
@@ -71,11 +71,11 @@ class DynamicsConfig(StrictModel):
 
     interest_drift: float = Field(0.06, ge=0, le=1, description="pull of a consumed item on interests")
     satisfaction_rate: float = Field(0.15, gt=0, lt=1)
-    skip_satisfaction: float = Field(0.45, ge=0, le=1, description="satisfaction a skipped item pulls toward")
+    skip_satisfaction: float = Field(0.3, ge=0, le=1, description="satisfaction a skipped item pulls toward")
     skip_weight: float = Field(0.4, ge=0, le=1, description="a skip moves satisfaction this much less than a click")
     fatigue_repetition: float = Field(0.08, ge=0, description="fatigue per near-duplicate item")
-    fatigue_low_quality: float = Field(0.06, ge=0)
-    fatigue_recovery: float = Field(0.04, gt=0, lt=1, description="per-item decay of fatigue")
+    fatigue_low_quality: float = Field(0.02, ge=0)
+    fatigue_recovery: float = Field(0.08, gt=0, lt=1, description="per-item decay of fatigue")
     repetition_similarity: float = Field(0.8, ge=-1, lt=1)
     novelty_jitter: float = Field(0.12, ge=0, description="per-session spread of novelty propensity")
     browse_minutes: float = Field(0.08, gt=0, description="time to look at and skip an item")
@@ -95,7 +95,7 @@ class ReturnConfig(StrictModel):
     churn probability = sigmoid(churn_bias - churn_satisfaction * s)
     """
 
-    base_rate: float = Field(0.9, gt=0, description="returns per day at neutral satisfaction")
+    base_rate: float = Field(0.6, gt=0, description="returns per day at neutral satisfaction")
     gap_shape: float = Field(2.0, gt=0, description="Gamma shape of the gap; 1 is memoryless")
     satisfaction_effect: float = Field(3.0, ge=0)
     churn_bias: float = -2.5

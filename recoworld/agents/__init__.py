@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from recoworld.agents.base import Observation, Recommender
 from recoworld.agents.baselines import (
+    DiverseRelevanceRecommender,
     GreedyRelevanceRecommender,
     InstructionAwareRecommender,
     MostPopularRecommender,
@@ -20,6 +21,7 @@ AGENTS: dict[str, AgentFactory] = {
     "random": lambda catalog, k, seed: RandomRecommender(k, seed),
     "popular": lambda catalog, k, seed: MostPopularRecommender(k, seed),
     "greedy": lambda catalog, k, seed: GreedyRelevanceRecommender(k, seed),
+    "diverse": lambda catalog, k, seed: DiverseRelevanceRecommender(k, seed),
     "instruct": lambda catalog, k, seed: InstructionAwareRecommender(k, catalog, seed),
 }
 
@@ -39,6 +41,7 @@ def make_recommender(name: str, catalog: Catalog, slate_size: int, seed: int | N
 
 __all__ = [
     "AGENTS",
+    "DiverseRelevanceRecommender",
     "GreedyRelevanceRecommender",
     "InstructionAwareRecommender",
     "MostPopularRecommender",

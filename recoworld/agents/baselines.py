@@ -82,18 +82,18 @@ class InstructionAwareRecommender(GreedyRelevanceRecommender):
         self.catalog = catalog
         self.strength = strength
         self._intent: dict[str, Any] | None = None
-        self._session = -1
 
     def begin_episode(self, seed: int | None = None) -> None:
         super().begin_episode(seed)
-        self._intent, self._session = None, -1
+        self._intent = None
 
-    def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
-        session = info.get("session", self._session)
-        if session != self._session:
-            self._intent, self._session = None, session
+    def observe(self, reactions: np.ndarray, info: dict[str, Any]) -> None:
         if info.get("instruction_intent"):
             self._intent = info["instruction_intent"]
+        if info.get("left"):
+            self._intent = None
+
+    def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
         scores = self.scores(observation)
         if self._intent is not None:
             scores = scores + self.strength * self.intent_bonus(observation, self._intent)
@@ -108,3 +108,35 @@ class InstructionAwareRecommender(GreedyRelevanceRecommender):
         if intent.get("attributes", {}).get("quality") == "high":
             bonus = bonus + observation["candidate_features"][:, _QUALITY]
         return bonus
+
+
+class DiverseRelevanceRecommender(GreedyRelevanceRecommender):
+    """Greedy relevance re-ranked by maximal marginal relevance (Carbonell & Goldstein, 1998).
+
+    Each slot takes the candidate maximising `lam * relevance - (1 - lam) * max similarity
+    to the items already in the slate`: relevant, but not all the same.
+    """
+
+    name = "diverse"
+
+    def __init__(self, slate_size: int, seed: int | None = None, lam: float = 0.5) -> None:
+        super().__init__(slate_size, seed)
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"lam must be in [0, 1], got {lam}")
+        self.lam = lam
+
+    def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
+        feats = observation["candidate_features"]
+        emb = feats[:, : feats.shape[1] - 3].astype(np.float64)
+        relevance = self.scores(observation)
+        relevance = relevance - np.where(observation["candidate_mask"].astype(bool), 0.0, 1e3)
+        chosen: list[int] = []
+        max_sim = np.full(len(relevance), -np.inf)
+        for _ in range(self.slate_size):
+            penalty = np.where(np.isfinite(max_sim), max_sim, 0.0)
+            score = self.lam * relevance - (1 - self.lam) * penalty
+            score[chosen] = -np.inf
+            pick = int(np.argmax(score))
+            chosen.append(pick)
+            max_sim = np.maximum(max_sim, emb @ emb[pick])
+        return np.asarray(chosen, dtype=np.int64)

@@ -52,7 +52,8 @@ plus `catalog=`, `population=` (a `PopulationSpec` or a list of `UserProfile`) a
 
 from __future__ import annotations
 
-from typing import Any, SupportsFloat
+import math
+from typing import Any, ClassVar, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -73,7 +74,7 @@ _MINUTES_PER_DAY = 1440.0
 
 
 class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
-    metadata = {"render_modes": ["ansi"], "render_fps": 1}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
 
     def __init__(
         self,
@@ -186,7 +187,7 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             "return_gap_days": None,
             "churned": False,
             "llm_fallback": fb.fallback,
-            **self._clock_info(),
+            **self._clock_info(),  # of the turn just played, even if a new session opens below
         }
         if fb.reasons:
             info["reasons"] = fb.reasons
@@ -311,8 +312,8 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._instruction_vec = vec
 
     def _clock_info(self) -> dict[str, Any]:
-        return {"day": int(np.floor(self._now)), "session": self._session, "turn": self._turn,
-                "time_days": self._now}
+        return {"day": math.floor(self._now), "session": self._session, "turn": self._turn,
+                "step": self._steps, "time_days": self._now}
 
     def _observation(self) -> dict[str, np.ndarray]:
         cands = self._candidates

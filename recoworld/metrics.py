@@ -1,0 +1,104 @@
+"""Metrics over trajectories: engagement, retention, diversity, novelty, instruction following.
+
+Inputs are the two tables a simulation writes: `trajectories` (one row per user x turn x
+slate position) and `episodes` (one row per user x recommender). Every metric is a plain
+function so studies and notebooks can reuse them on any subset of rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recoworld.catalog import Catalog
+from recoworld.mindset import Intent
+
+#: z for a two-sided 95% normal confidence interval.
+Z95 = 1.959963984540054
+
+
+def mean_ci(values: np.ndarray | pd.Series) -> tuple[float, float]:
+    """Mean and half-width of its 95% confidence interval (normal approximation)."""
+    x = np.asarray(values, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    half = Z95 * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
+    return float(x.mean()), float(half)
+
+
+def intent_match(intent: Intent | dict[str, Any], catalog: Catalog, items: np.ndarray) -> np.ndarray:
+    """Which items honour a structured intent.
+
+    `more X`: the item is about X. `less`/`different X`: it is not about X, and when the user
+    asked for high quality, it is of at least median quality.
+    """
+    intent = intent if isinstance(intent, Intent) else Intent.model_validate(intent)
+    topics = catalog.topic[items]
+    named = np.isin(topics, [catalog.topic_index(t) for t in intent.topics])
+    if intent.kind == "more":
+        match = named
+    else:
+        match = ~named
+        if intent.kind == "less" and not intent.topics and intent.related:
+            match = np.isin(topics, [catalog.topic_index(t) for t in intent.related])
+    if intent.attributes.get("quality") == "high":
+        match = match & (catalog.quality[items] >= np.median(catalog.quality))
+    return match
+
+
+def slate_diversity(catalog: Catalog, slate: np.ndarray) -> float:
+    """Mean pairwise cosine distance within a slate (embeddings are unit norm)."""
+    k = len(slate)
+    if k < 2:
+        return 0.0
+    emb = catalog.embeddings[slate].astype(np.float64)
+    gram = emb @ emb.T
+    return float((k * k - gram.sum()) / (k * (k - 1)))
+
+
+def summarize(trajectories: pd.DataFrame, episodes: pd.DataFrame) -> pd.DataFrame:
+    """One row per recommender with the headline metrics (and 95% CI half-widths)."""
+    rows = []
+    for name, traj in trajectories.groupby("recommender", sort=False):
+        eps = episodes[episodes["recommender"] == name]
+        reviewed = traj[traj["reaction"] >= 0]
+        turns = traj.drop_duplicates(["user_id", "step"])
+        sessions = turns.groupby(["user_id", "session"]).size()
+        with_intent = turns[turns["intent_match"].notna()]
+        retention, retention_ci = mean_ci(eps["retention"])
+        rows.append(
+            {
+                "recommender": name,
+                "users": len(eps),
+                "ctr": float((reviewed["reaction"] >= 1).mean()) if len(reviewed) else float("nan"),
+                "like_rate": float((reviewed["reaction"] >= 2).mean()) if len(reviewed) else float("nan"),
+                "dwell_min_per_user": float(traj["dwell_min"].sum() / max(len(eps), 1)),
+                "session_length": float(sessions.mean()) if len(sessions) else float("nan"),
+                "sessions_per_user": float(eps["sessions"].mean()),
+                "mean_return_gap": float(turns["return_gap_days"].mean()),
+                "retention": retention,
+                "retention_ci": retention_ci,
+                "churn_rate": float(eps["churned"].mean()),
+                "instruction_rate": float(turns["instruction"].notna().mean()),
+                "instruction_following": float((with_intent["intent_match"] >= 0.5).mean())
+                if len(with_intent)
+                else float("nan"),
+                "diversity": float(turns["slate_diversity"].mean()),
+                "novelty": float(traj["self_information"].mean()),
+                "return_per_user": float(eps["total_reward"].mean()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def daily_activity(trajectories: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
+    """Share of each recommender's users active on each day of the horizon."""
+    out = {}
+    for name, traj in trajectories.groupby("recommender", sort=False):
+        users = traj["user_id"].nunique()
+        active = traj.drop_duplicates(["user_id", "day"])["day"].value_counts()
+        out[name] = [active.get(d, 0) / max(users, 1) for d in range(horizon_days)]
+    return pd.DataFrame(out, index=pd.RangeIndex(horizon_days, name="day"))

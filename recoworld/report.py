@@ -1,0 +1,65 @@
+"""Human-facing output of a simulation: the terminal table and the retention plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+#: (column, header, format) of the summary table, in display order.
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("ctr", "CTR", "{:.3f}"),
+    ("session_length", "turns/session", "{:.2f}"),
+    ("sessions_per_user", "sessions/user", "{:.1f}"),
+    ("mean_return_gap", "return gap (d)", "{:.2f}"),
+    ("retention", "retention", "{:.3f}"),
+    ("retention_ci", "± 95% CI", "{:.3f}"),
+    ("churn_rate", "churn", "{:.2f}"),
+    ("instruction_rate", "instr. rate", "{:.3f}"),
+    ("instruction_following", "instr. follow", "{:.2f}"),
+    ("diversity", "diversity", "{:.3f}"),
+    ("novelty", "novelty (bits)", "{:.2f}"),
+)
+
+
+def summary_table(summary: pd.DataFrame, title: str = "RecoWorld simulation") -> Table:
+    table = Table(title=title)
+    table.add_column("recommender", style="bold")
+    for _, header, _ in COLUMNS:
+        table.add_column(header, justify="right")
+    best = summary["retention"].max()
+    for _, row in summary.iterrows():
+        cells = []
+        for col, _, fmt in COLUMNS:
+            cells.append("-" if pd.isna(row[col]) else fmt.format(row[col]))
+        style = "green" if row["retention"] == best else None
+        table.add_row(str(row["recommender"]), *cells, style=style)
+    return table
+
+
+def plot_retention(summary: pd.DataFrame, daily: pd.DataFrame, path: str | Path) -> Path:
+    """Left: retention per recommender with 95% CIs. Right: share of users active per day."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (ax_bar, ax_day) = plt.subplots(1, 2, figsize=(12, 4.5))
+    ax_bar.bar(summary["recommender"], summary["retention"], yerr=summary["retention_ci"].fillna(0),
+               capsize=4, color="#4C72B0")
+    ax_bar.set_ylabel("retention (share of days active)")
+    ax_bar.set_title("Retention per recommender (95% CI)")
+    ax_bar.set_ylim(0, 1)
+    for name in daily.columns:
+        ax_day.plot(daily.index, daily[name], label=name)
+    ax_day.set_xlabel("day")
+    ax_day.set_ylabel("share of users active")
+    ax_day.set_title("Daily active users")
+    ax_day.set_ylim(0, 1)
+    ax_day.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,190 @@
+"""Run a population of users against one or several recommenders and log everything.
+
+Every recommender meets the same users with the same episode seeds (common random
+numbers), so differences between recommenders are not sampling noise in who showed up.
+Trajectories are written per recommender, atomically, as soon as that recommender is done.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from pydantic import Field
+
+from recoworld.agents import Recommender, make_recommender
+from recoworld.catalog import Catalog, cached_catalog
+from recoworld.config import StrictModel, WorldConfig, build
+from recoworld.envs.recoworld_env import RecoWorldEnv
+from recoworld.metrics import intent_match, slate_diversity, summarize
+from recoworld.population import PopulationSpec, UserProfile, sample_population
+from recoworld.storage import write_parquet_atomic
+
+
+class SimulationConfig(StrictModel):
+    """What `recoworld simulate` runs."""
+
+    n_users: int = Field(200, ge=1, description="users drawn from the population")
+    agents: list[str] = Field(default_factory=lambda: ["random", "popular", "greedy", "diverse", "instruct"], min_length=1)
+    seed: int = Field(0, ge=0)
+    world: WorldConfig = WorldConfig()
+    population: PopulationSpec = Field(default_factory=PopulationSpec.default)
+
+
+AgentBuilder = Callable[[str, Catalog, int, int | None], Recommender]
+
+
+@dataclass
+class SimulationResult:
+    trajectories: pd.DataFrame
+    episodes: pd.DataFrame
+    summary: pd.DataFrame
+    profiles: list[UserProfile]
+
+
+class _TurnLog:
+    """Column buffers for one recommender's trajectory: per-turn scalars and per-slot arrays."""
+
+    def __init__(self) -> None:
+        self.turn_cols: dict[str, list[Any]] = {}
+        self.slot_cols: dict[str, list[np.ndarray]] = {}
+        self.slots: list[int] = []
+
+    def add(self, turn: dict[str, Any], slots: dict[str, np.ndarray]) -> None:
+        for key, value in turn.items():
+            self.turn_cols.setdefault(key, []).append(value)
+        for key, arr in slots.items():
+            self.slot_cols.setdefault(key, []).append(arr)
+        self.slots.append(len(next(iter(slots.values()))))
+
+    def frame(self) -> pd.DataFrame:
+        """One row per turn x slot; turn-level columns repeat on each of the turn's rows."""
+        repeats = np.asarray(self.slots)
+        data: dict[str, Any] = {k: np.repeat(np.asarray(v, dtype=object), repeats) for k, v in self.turn_cols.items()}
+        data.update({k: np.concatenate(v) for k, v in self.slot_cols.items()})
+        return pd.DataFrame(data).infer_objects()
+
+
+def run_episode(
+    env: RecoWorldEnv,
+    agent: Recommender,
+    profile: UserProfile,
+    seed: int,
+    log: _TurnLog,
+) -> dict[str, Any]:
+    """One user's whole horizon with one recommender; appends rows to `log`."""
+    cat = env.catalog
+    k = env.config.slate_size
+    obs, info = env.reset(seed=seed, options={"profile": profile})
+    agent.begin_episode(seed)
+    total, intent = 0.0, None
+    done = False
+    while not done:
+        action = agent.act(obs, info)
+        trace = getattr(agent, "last_trace", None)
+        obs, reward, terminated, truncated, info = env.step(action)
+        agent.observe(info["reactions"], info)
+        total += float(reward)
+        slate = info["slate"]
+        match = float(intent_match(intent, cat, slate).mean()) if intent is not None else np.nan
+        instruction = info["instruction"]
+        per_turn = {
+            "user_id": profile.user_id, "segment": profile.segment, "episode_seed": seed,
+            "session": info["session"], "day": info["day"], "turn": info["turn"], "step": info["step"],
+            "turn_reward": float(reward),
+            "instruction": instruction, "intent": json.dumps(info["instruction_intent"]) if instruction else None,
+            "left": info["left"], "return_gap_days": info["return_gap_days"], "churned": info["churned"],
+            "intent_match": match, "slate_diversity": slate_diversity(cat, slate),
+            "llm_fallback": info["llm_fallback"], "agent_trace": json.dumps(trace) if trace else None,
+        }
+        log.add(per_turn, {
+            "position": np.arange(k), "item": slate.astype(np.int64), "topic": cat.topic[slate].astype(np.int16),
+            "reaction": info["reactions"].astype(np.int8), "dwell_min": info["dwell_min"].astype(np.float32),
+            "self_information": cat.self_information[slate],
+        })
+        if instruction is not None:
+            intent = info["instruction_intent"]
+        if info["left"]:
+            intent = None
+        done = terminated or truncated
+    stats = info["episode_stats"]
+    return {"user_id": profile.user_id, "segment": profile.segment, "episode_seed": seed,
+            "total_reward": total, "churned": bool(info["churned"]), **stats}
+
+
+def _flatten(log: _TurnLog, name: str) -> pd.DataFrame:
+    df = log.frame()
+    df.insert(0, "recommender", name)
+    return df
+
+
+def simulate(
+    config: SimulationConfig | None = None,
+    *,
+    catalog: Catalog | None = None,
+    out: str | Path | None = None,
+    build_agent: AgentBuilder = make_recommender,
+    on_episode: Callable[[str], None] | None = None,
+) -> SimulationResult:
+    """Run every agent in `config.agents` on the same sampled users.
+
+    With `out`, writes `trajectories/<agent>.parquet`, `episodes.parquet` and `summary.csv`.
+    """
+    cfg = config or SimulationConfig()
+    catalog = catalog if catalog is not None else cached_catalog(cfg.world.catalog)
+    seeds = np.random.SeedSequence(cfg.seed)
+    pop_seed, ep_seed = seeds.spawn(2)
+    profiles = sample_population(cfg.population, catalog, np.random.default_rng(pop_seed), n=cfg.n_users)
+    episode_seeds = ep_seed.generate_state(len(profiles), dtype=np.uint32).astype(int).tolist()
+    out_dir = Path(out) if out is not None else None
+
+    trajectories, episodes = [], []
+    for name in cfg.agents:
+        env = RecoWorldEnv(cfg.world, catalog=catalog, population=profiles)
+        agent = build_agent(name, catalog, cfg.world.slate_size, cfg.seed)
+        log = _TurnLog()
+        for profile, seed in zip(profiles, episode_seeds):
+            episodes.append({"recommender": name, **run_episode(env, agent, profile, seed, log)})
+            if on_episode is not None:
+                on_episode(name)
+        frame = _flatten(log, name)
+        trajectories.append(frame)
+        if out_dir is not None:
+            write_parquet_atomic(pa.Table.from_pandas(frame, preserve_index=False),
+                                 out_dir / "trajectories" / f"{_safe(name)}.parquet")
+    traj = pd.concat(trajectories, ignore_index=True)
+    eps = pd.DataFrame(episodes)
+    summary = summarize(traj, eps)
+    if out_dir is not None:
+        write_parquet_atomic(pa.Table.from_pandas(eps, preserve_index=False), out_dir / "episodes.parquet")
+        summary.to_csv(out_dir / "summary.csv", index=False)
+    return SimulationResult(traj, eps, summary, profiles)
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+def load_world(
+    config_path: str | Path | None, **overrides: Any
+) -> WorldConfig:
+    """A world config from an optional YAML/JSON file, with CLI overrides on top."""
+    data: dict[str, Any] = {}
+    if config_path is not None:
+        import yaml
+
+        text = Path(config_path).read_text()
+        loaded = yaml.safe_load(text)
+        if not isinstance(loaded, dict):
+            from recoworld.errors import ConfigError
+
+            raise ConfigError(f"{config_path}: a world config must be a mapping, got {type(loaded).__name__}")
+        data = loaded
+    return build(WorldConfig, f"world config{f' {config_path}' if config_path else ''}", data,
+                 **{k: v for k, v in overrides.items() if v is not None})
