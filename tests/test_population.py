@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recoworld.catalog import Catalog
+from recoworld.errors import ConfigError
+from recoworld.population import PopulationSpec, UserProfile, sample_population
+
+
+def test_sampler_is_seeded_and_follows_segments(catalog: Catalog) -> None:
+    spec = PopulationSpec.default()
+    a = sample_population(spec, catalog, np.random.default_rng(1), n=100)
+    b = sample_population(spec, catalog, np.random.default_rng(1), n=100)
+    assert [p.model_dump() for p in a] == [p.model_dump() for p in b]
+    counts = {s.name: sum(p.segment == s.name for p in a) for s in spec.segments}
+    assert counts == {"casual": 40, "enthusiast": 25, "explorer": 20, "impatient": 15}
+    explorers = np.mean([p.novelty_trait for p in a if p.segment == "explorer"])
+    enthusiasts = np.mean([p.novelty_trait for p in a if p.segment == "enthusiast"])
+    assert explorers > enthusiasts + 0.3
+    impatient = np.mean([p.patience for p in a if p.segment == "impatient"])
+    assert impatient < np.mean([p.patience for p in a if p.segment == "enthusiast"])
+    p = a[0]
+    assert abs(sum(p.topic_interests.values()) - 1) < 1e-6
+    assert all(t in catalog.topic_names for t in p.topic_interests)
+    assert next(iter(p.topic_interests)) in p.persona
+    assert np.isclose(np.linalg.norm(p.interest_vector(catalog)), 1.0, atol=1e-5)
+
+
+def test_spec_from_yaml_with_fixed_topics(tmp_path, catalog: Catalog) -> None:
+    path = tmp_path / "pop.yaml"
+    path.write_text(
+        "name: cooks\n"
+        "segments:\n"
+        "  - name: bakers\n"
+        "    size: 3\n"
+        "    topics: [baking, cooking]\n"
+        "    n_favorite_topics: 2\n"
+        "    novelty: {dist: constant, value: 0.9}\n"
+    )
+    spec = PopulationSpec.from_yaml(path)
+    users = sample_population(spec, catalog, np.random.default_rng(0))
+    assert len(users) == 3
+    assert all(set(u.topic_interests) == {"baking", "cooking"} and u.novelty_trait == 0.9 for u in users)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"segments": []}, "segments"),
+        ({"segments": [{"name": "a", "size": 0}]}, "segments.0.size"),
+        ({"segments": [{"name": "a", "size": 1, "novelty": {"dist": "beta", "a": -1, "b": 1}}]}, "novelty"),
+        ({"segments": [{"name": "a", "size": 1, "patiense": 3}]}, "patiense"),
+        ({"segments": [{"name": "a", "size": 1}, {"name": "a", "size": 2}]}, "unique"),
+    ],
+)
+def test_invalid_specs_name_the_field(data: dict, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        PopulationSpec.parse(data)
+
+
+def test_unknown_topic_is_reported(catalog: Catalog) -> None:
+    spec = PopulationSpec.parse({"segments": [{"name": "a", "size": 1, "topics": ["underwater basket weaving"]}]})
+    with pytest.raises(KeyError, match="underwater basket weaving"):
+        sample_population(spec, catalog, np.random.default_rng(0))
+
+
+def test_profile_validates_its_traits() -> None:
+    with pytest.raises(ValueError, match="novelty_trait"):
+        UserProfile(user_id="u", segment="s", persona="p", attributes={}, topic_interests={"cooking": 1.0},
+                    novelty_trait=1.5, patience=3, time_budget_min=10, return_propensity=0.5)

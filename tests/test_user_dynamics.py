@@ -1,0 +1,202 @@
+"""The parametric user's dynamics: the behaviours a retention-aware recommender must learn from."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recoworld.catalog import Catalog, cached_catalog
+from recoworld.config import CatalogConfig, ChoiceConfig, DynamicsConfig, ReturnConfig
+from recoworld.mindset import UNSEEN, Mindset
+from recoworld.population import UserProfile
+from recoworld.simulators import ParametricUser, ParametricUsers
+from recoworld.simulators.parametric import _recurrence
+from recoworld.simulators.return_gap import ReturnGapModel
+
+N_USERS = 300
+
+
+def _profiles(catalog: Catalog, n: int) -> list[UserProfile]:
+    topics = catalog.topic_names
+    return [
+        UserProfile(user_id=f"u{i}", segment="test", persona="a test user", attributes={},
+                    topic_interests={topics[0]: 0.5, topics[1]: 0.3, topics[2]: 0.2}, novelty_trait=0.5,
+                    patience=20, time_budget_min=60.0, return_propensity=0.6)
+        for i in range(n)
+    ]
+
+
+def _repetitive_slates(catalog: Catalog, k: int) -> np.ndarray:
+    """The k items most similar to one item of the user's favourite topic: over-exploitation."""
+    anchor = int(np.flatnonzero(catalog.topic == 0)[0])
+    return np.argsort(-(catalog.embeddings @ catalog.embeddings[anchor]))[:k]
+
+
+def _diverse_slate(catalog: Catalog, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Relevant (favourite topics) but spread over subtopics and creators."""
+    pool = np.flatnonzero(np.isin(catalog.topic, [0, 1, 2]))
+    return rng.choice(pool, size=k, replace=False)
+
+
+def _run_session(users: ParametricUsers, slate_fn, rng: np.random.Generator, max_turns: int = 30) -> dict:
+    n = len(users.profiles)
+    users.start_sessions(np.arange(n), np.zeros(n), rng)
+    active = np.ones(n, dtype=bool)
+    turns = np.zeros(n)
+    instructed = np.zeros(n, dtype=bool)
+    instructed_early = None
+    first_fatigue = None
+    for turn in range(max_turns):
+        slates = np.stack([slate_fn() for _ in range(n)])
+        fb = users.review(slates, rng)
+        if first_fatigue is None:
+            first_fatigue = users.fatigue.copy()
+        turns += active
+        instructed |= active & np.array([i is not None for i in fb.instructions])
+        if turn == 2:
+            instructed_early = instructed.copy()
+        active &= ~fb.left
+        if not active.any():
+            break
+    return {"turns": turns, "instructed_early": instructed_early, "first_fatigue": first_fatigue,
+            "satisfaction": users.satisfaction.copy()}
+
+
+@pytest.fixture()
+def two_worlds() -> tuple[dict, dict, ParametricUsers, ParametricUsers]:
+    catalog = cached_catalog(CatalogConfig())
+    rng = np.random.default_rng(11)
+    k = 10
+    rep_users, div_users = ParametricUsers(catalog), ParametricUsers(catalog)
+    rep_users.reset(_profiles(catalog, N_USERS), rng)
+    div_users.reset(_profiles(catalog, N_USERS), rng)
+    repetitive = _repetitive_slates(catalog, k)
+    rep = _run_session(rep_users, lambda: repetitive, np.random.default_rng(1))
+    div = _run_session(div_users, lambda: _diverse_slate(catalog, k, rng), np.random.default_rng(1))
+    return rep, div, rep_users, div_users
+
+
+def test_repetition_raises_fatigue_triggers_instructions_and_ends_sessions_sooner(two_worlds) -> None:
+    rep, div, _, _ = two_worlds
+    assert rep["first_fatigue"].mean() > div["first_fatigue"].mean() + 0.1
+    assert rep["instructed_early"].mean() > div["instructed_early"].mean() + 0.2
+    assert rep["turns"].mean() < div["turns"].mean()
+
+
+def test_over_exploiting_lowers_the_return_rate(two_worlds) -> None:
+    rep, div, rep_users, div_users = two_worlds
+    assert rep["satisfaction"].mean() < div["satisfaction"].mean()
+    gaps_rep = rep_users.end_sessions(np.arange(N_USERS), np.full(N_USERS, 0.5), np.random.default_rng(2))
+    gaps_div = div_users.end_sessions(np.arange(N_USERS), np.full(N_USERS, 0.5), np.random.default_rng(2))
+    returned_within_a_day = lambda g: np.mean(np.isfinite(g) & (g <= 1.0))  # noqa: E731
+    assert returned_within_a_day(gaps_rep) < returned_within_a_day(gaps_div)
+    assert np.median(gaps_rep) > np.median(gaps_div)
+
+
+def test_instructions_name_the_overexposed_topic(catalog: Catalog) -> None:
+    rng = np.random.default_rng(4)
+    users = ParametricUsers(catalog)
+    users.reset(_profiles(catalog, 50), rng)
+    users.start_sessions(np.arange(50), np.zeros(50), rng)
+    slate = _repetitive_slates(catalog, 10)
+    said = []
+    for _ in range(6):
+        fb = users.review(np.tile(slate, (50, 1)), rng)
+        said += [i for i in fb.instructions if i is not None]
+    assert said
+    topic = catalog.topic_names[0]
+    different = [i for i in said if i.intent.kind == "different"]
+    assert different and all(i.intent.topics == [topic] for i in different)
+    assert all(topic in i.text for i in different)
+    assert all(i.intent.related and i.intent.related[0] != topic for i in different)
+
+
+def test_leaving_masks_the_rest_of_the_slate(catalog: Catalog) -> None:
+    rng = np.random.default_rng(0)
+    user = ParametricUser(ParametricUsers(catalog))
+    profile = _profiles(catalog, 1)[0].model_copy(update={"time_budget_min": 0.2})
+    user.reset(profile, rng)
+    user.start_session(0.0, rng)
+    fb = user.review(np.arange(10), rng)
+    assert fb.left
+    seen = fb.reactions != UNSEEN
+    assert seen[0] and not seen[-1]
+    assert (np.diff(seen.astype(int)) <= 0).all()  # reviewed items form a prefix
+    assert (fb.dwell_min[~seen] == 0).all()
+    gap = user.end_session(0.01, rng)
+    assert gap is None or gap >= 0.99  # today's budget is spent: not back before tomorrow
+
+
+def test_mindset_is_one_schema(catalog: Catalog) -> None:
+    rng = np.random.default_rng(0)
+    user = ParametricUser(ParametricUsers(catalog))
+    user.reset(_profiles(catalog, 1)[0], rng)
+    user.start_session(0.0, rng)
+    user.review(np.arange(10), rng)
+    m = user.mindset()
+    assert isinstance(m, Mindset)
+    again = Mindset.model_validate_json(m.model_dump_json())
+    assert again == m and len(m.interests) == catalog.embedding_dim and m.summary
+    assert len(m.memory) == 10 and all(e.topic in catalog.topic_names for e in m.memory)
+
+
+def test_recurrence_matches_the_sequential_definition() -> None:
+    rng = np.random.default_rng(0)
+    x0, rate, target = rng.random(4), rng.uniform(0, 0.9, (4, 7)), rng.random((4, 7))
+    expected = np.empty((4, 7))
+    x = x0.copy()
+    for k in range(7):
+        x = x + rate[:, k] * (target[:, k] - x)
+        expected[:, k] = x
+    assert np.allclose(_recurrence(x0, rate, target), expected)
+
+
+def test_batched_review_equals_one_by_one(catalog: Catalog) -> None:
+    """B users reviewed together behave exactly like B users reviewed one at a time."""
+    profiles = _profiles(catalog, 5)
+    slates = np.random.default_rng(3).integers(len(catalog), size=(5, 8))
+    calm = DynamicsConfig(novelty_jitter=0.0)  # session starts draw nothing, so only review noise matters
+    batch = ParametricUsers(catalog, dynamics=calm)
+    batch.reset(profiles, np.random.default_rng(0))
+    batch.start_sessions(np.arange(5), np.zeros(5), np.random.default_rng(0))
+    noise_rng = np.random.default_rng(9)
+    fb = batch.review(slates, noise_rng)
+    # Replay user 2 alone with the same noise: its slice of the batch's draws.
+    from recoworld.simulators.choice import ChoiceModel
+
+    noise = ChoiceModel.draw_noise(np.random.default_rng(9), (5, 8, 4))
+
+    class Replay:
+        def random(self, shape):
+            p = 1 / (1 + np.exp(-noise[2:3]))
+            return p.reshape(shape)
+
+        def __getattr__(self, name):
+            return getattr(np.random.default_rng(0), name)
+
+    one = ParametricUsers(catalog, dynamics=calm)
+    one.reset(profiles[2:3], np.random.default_rng(0))
+    one.start_sessions(np.arange(1), np.zeros(1), np.random.default_rng(0))
+    fb_one = one.review(slates[2:3], Replay())
+    assert np.array_equal(fb_one.reactions[0], fb.reactions[2])
+    assert np.allclose(fb_one.dwell_min[0], fb.dwell_min[2], atol=1e-5)
+    assert np.isclose(one.satisfaction[0], batch.satisfaction[2])
+
+
+def test_return_gap_depends_on_satisfaction() -> None:
+    model = ReturnGapModel(ReturnConfig())
+    rng = np.random.default_rng(0)
+    low = model.sample(np.full(20_000, 0.2), np.full(20_000, 0.5), rng)
+    high = model.sample(np.full(20_000, 0.8), np.full(20_000, 0.5), rng)
+    assert np.isinf(low).mean() > np.isinf(high).mean()
+    assert np.median(low[np.isfinite(low)]) > 2 * np.median(high[np.isfinite(high)])
+    assert (high[np.isfinite(high)] >= 0).all()
+
+
+def test_configs_are_validated() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="satisfaction_rate"):
+        DynamicsConfig(satisfaction_rate=1.0)
+    with pytest.raises(ValidationError, match="extra"):
+        ChoiceConfig(relevence=1.0)
