@@ -16,8 +16,8 @@ $(VENV)/.core: pyproject.toml
 	touch $@
 
 $(VENV)/.all: $(VENV)/.core
-	@echo "Installing extras (rllib, local, dev). llama-cpp-python compiles for ~5 min on first install."
-	$(PIP) install -q -e ".[rllib,local,dev]"
+	@echo "Installing extras (rllib, local, dev, embeddings). llama-cpp-python compiles for ~5 min on first install."
+	$(PIP) install -q -e ".[rllib,local,dev,embeddings]"
 	touch $@
 
 demo: $(VENV)/.core

@@ -151,6 +151,56 @@ class Catalog:
             semantic_id=format_semantic_id(self.semantic_ids[index]),
         )
 
+    def append_items(
+        self,
+        *,
+        item_ids: list[str],
+        titles: list[str],
+        descriptions: list[str],
+        topic: np.ndarray,
+        subtopic: np.ndarray,
+        creator: str,
+        quality: np.ndarray,
+        duration_min: np.ndarray,
+        popularity: np.ndarray,
+        embeddings: np.ndarray,
+    ) -> Catalog:
+        """A new catalog with one creator's new items after the existing ones.
+
+        Existing indices stay valid, so a study can compare worlds with and without the
+        new items on the same index space. `popularity` is on the scale of the existing
+        prior (probabilities); the joint prior is renormalised to sum to 1. New items take
+        the semantic ID (and multimodal features) of their nearest existing item, since
+        the quantizer that made the codes is not kept with the catalog.
+        """
+        m = len(item_ids)
+        clash = sorted(set(item_ids) & set(self.item_ids.tolist()))
+        if clash:
+            raise CatalogFormatError(f"new item ids already in the catalog: {clash[:5]}")
+        emb = _unit(np.asarray(embeddings, dtype=np.float32).reshape(m, self.embedding_dim)).astype(np.float32)
+        nearest = np.argmax(emb @ self.embeddings.T, axis=1) if m else np.empty(0, dtype=np.int64)
+        names = self.creator_names if creator in self.creator_names else (*self.creator_names, creator)
+        pop = np.concatenate([self.popularity, np.asarray(popularity, dtype=np.float32)]).astype(np.float64)
+        return Catalog(
+            item_ids=np.concatenate([self.item_ids, np.asarray(item_ids, dtype=object)]),
+            titles=np.concatenate([self.titles, np.asarray(titles, dtype=object)]),
+            descriptions=np.concatenate([self.descriptions, np.asarray(descriptions, dtype=object)]),
+            topic=np.concatenate([self.topic, np.asarray(topic, dtype=np.int16)]),
+            subtopic=np.concatenate([self.subtopic, np.asarray(subtopic, dtype=np.int16)]),
+            creator=np.concatenate([self.creator, np.full(m, names.index(creator), dtype=np.int32)]),
+            quality=np.concatenate([self.quality, np.asarray(quality, dtype=np.float32)]),
+            duration_min=np.concatenate([self.duration_min, np.asarray(duration_min, dtype=np.float32)]),
+            popularity=(pop / pop.sum()).astype(np.float32),
+            embeddings=np.vstack([self.embeddings, emb]),
+            semantic_ids=np.vstack([self.semantic_ids, self.semantic_ids[nearest]]),
+            multimodal=None if self.multimodal is None else np.vstack([self.multimodal, self.multimodal[nearest]]),
+            topic_names=self.topic_names,
+            subtopic_names=self.subtopic_names,
+            creator_names=names,
+            topic_group=self.topic_group,
+            metadata={**self.metadata, "appended": str(int(self.metadata.get("appended", "0")) + m)},
+        )
+
     # ------------------------------------------------------------------ Parquet I/O
 
     def to_parquet(self, path: str | os.PathLike[str]) -> Path:

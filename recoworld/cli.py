@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from recoworld.errors import RecoWorldError
+
+if TYPE_CHECKING:
+    from recoworld.data import RealWorld
 
 app = typer.Typer(help="RecoWorld: a simulation environment for agentic recommender systems.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -24,10 +27,30 @@ def _fail(err: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+DATA_HELP = ("real dataset: a MovieLens 100K/1M folder (grouplens.org), RecBole atomic files, or "
+             "interactions.<csv|tsv|jsonl|parquet>; catalog and users come from its train split")
+EMBEDDING_HELP = "item representation for --data: auto (sentence model if installed), sentence, tfidf, features"
+
+
+def _real_world(data: Path, embedding: str, seed: int, **split: object) -> RealWorld:
+    """Load and prepare a dataset, echoing what was built (the embedding actually used included)."""
+    from recoworld.config import build
+    from recoworld.data import DataConfig, prepare_world
+
+    cfg = build(DataConfig, "data options", {"path": data, "representation": {"embedding": embedding}, "seed": seed,
+                                             **split})
+    with console.status(f"loading {data}"):
+        real = prepare_world(cfg)
+    console.print(real.describe(), highlight=False)
+    return real
+
+
 @app.command()
 def simulate(
     users: Annotated[int, typer.Option(help="number of simulated users")] = 200,
-    agents: Annotated[str, typer.Option(help="comma-separated recommenders")] = "random,popular,greedy,diverse,instruct",
+    agents: Annotated[str, typer.Option(help="comma-separated recommenders")] = (
+        "random,popular,greedy,diverse,instruct"
+    ),
     days: Annotated[float | None, typer.Option(help="horizon in days")] = None,
     slate_size: Annotated[int | None, typer.Option(help="items per slate")] = None,
     candidates: Annotated[int | None, typer.Option(help="candidates per turn")] = None,
@@ -35,9 +58,19 @@ def simulate(
     config: Annotated[Path | None, typer.Option(help="world config (YAML or JSON)")] = None,
     population: Annotated[Path | None, typer.Option(help="population spec (YAML)")] = None,
     catalog: Annotated[Path | None, typer.Option(help="catalog Parquet file")] = None,
+    data: Annotated[Path | None, typer.Option(help=DATA_HELP)] = None,
+    embedding: Annotated[str, typer.Option(help=EMBEDDING_HELP)] = "auto",
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/simulate"),
+    user_backend: Annotated[str | None, typer.Option(help="simulated users: parametric or llm")] = None,
+    llm: Annotated[str | None, typer.Option(help="LLM backend: local (Gemma 270M in-process) or openai")] = None,
+    llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (key: $OPENAI_API_KEY)")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="model name on the server")] = None,
+    llm_cache: Annotated[str | None, typer.Option(help="record/replay cache: write, read or off")] = None,
+    llm_budget: Annotated[float | None, typer.Option(help="stop the study at this LLM cost (USD)")] = None,
+    llm_concurrency: Annotated[int | None, typer.Option(help="LLM requests in flight at once")] = None,
 ) -> None:
     """Run a population of users against one or several recommenders."""
+    from recoworld.agents import LLM_AGENTS
     from recoworld.catalog import Catalog
     from recoworld.metrics import daily_activity
     from recoworld.population import PopulationSpec
@@ -46,11 +79,22 @@ def simulate(
     from recoworld.simulation import simulate as run
 
     try:
-        world = load_world(config, horizon_days=days, slate_size=slate_size, n_candidates=candidates)
+        llm_overrides = {k: v for k, v in {"backend": llm, "base_url": llm_base_url, "model": llm_model,
+                                           "cache": llm_cache, "budget_usd": llm_budget,
+                                           "concurrency": llm_concurrency}.items() if v is not None}
+        world = load_world(config, horizon_days=days, slate_size=slate_size, n_candidates=candidates,
+                           user_backend=user_backend, llm=llm_overrides or None)
+        if data is not None and (catalog or population):
+            raise RecoWorldError("--data builds the catalog and the users; drop --catalog and --population")
         spec = PopulationSpec.from_yaml(population) if population else PopulationSpec.default()
         cat = Catalog.from_parquet(catalog) if catalog else None
         names = [a.strip() for a in agents.split(",") if a.strip()]
         cfg = SimulationConfig(n_users=users, agents=names, seed=seed, world=world, population=spec)
+        profiles = None
+        if data is not None:
+            real = _real_world(data, embedding, seed)
+            cat, profiles = real.catalog, real.profiles
+            users = min(users, len(profiles))
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None
 
@@ -58,7 +102,8 @@ def simulate(
                   console=console) as progress:
         tasks = {name: progress.add_task(f"{name:>10}", total=users) for name in names}
         try:
-            result = run(cfg, catalog=cat, out=out, on_episode=lambda name: progress.advance(tasks[name]))
+            result = run(cfg, catalog=cat, out=out, profiles=profiles,
+                         on_episode=lambda name: progress.advance(tasks[name]))
         except RecoWorldError as err:
             raise _fail(err) from None
 
@@ -66,6 +111,160 @@ def simulate(
     daily = daily_activity(result.trajectories, math.ceil(world.horizon_days))
     plot = plot_retention(result.summary, daily, out / "retention.png")
     console.print(f"trajectories: {out / 'trajectories'}  summary: {out / 'summary.csv'}  plot: {plot}")
+    if world.user_backend == "llm":
+        from recoworld.llm import shared_backend
+
+        turns = result.trajectories.drop_duplicates(["recommender", "user_id", "step"])
+        fallbacks = int(turns["llm_fallback"].sum())
+        console.print(f"{shared_backend(world.llm).usage.describe()}; {fallbacks} of {len(turns)} turns "
+                      "fell back to the parametric user")
+    elif any(name in LLM_AGENTS for name in names):  # LLM recommenders share the world's backend
+        from recoworld.llm import shared_backend
+
+        console.print(shared_backend(world.llm).usage.describe())
+    if result.stopped:
+        console.print(f"[yellow]stopped early:[/yellow] {result.stopped}")
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option(help="training config (YAML), e.g. configs/ppo_small.yaml")] = None,
+    out: Annotated[Path, typer.Option(help="output directory: checkpoints, curve, plot")] = Path("runs/train"),
+    iterations: Annotated[int | None, typer.Option(help="override the PPO iteration budget")] = None,
+    num_env_runners: Annotated[int | None, typer.Option(help="override the number of remote env runners")] = None,
+    seed: Annotated[int | None, typer.Option(help="override the training seed")] = None,
+    resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in --out")] = False,
+) -> None:
+    """Train a PPO recommender (Ray RLlib) on RecoWorld-v0 and compare it with the baselines."""
+    try:
+        from recoworld.training import TrainConfig, format_table, start_ray
+        from recoworld.training import train as run
+
+        cfg = TrainConfig.load(config, iterations=iterations, num_env_runners=num_env_runners, seed=seed)
+    except ImportError as err:
+        raise _fail(RecoWorldError(f"training needs the rllib extra (pip install 'recoworld[rllib]'): {err}")) from None
+    except (RecoWorldError, FileNotFoundError) as err:
+        raise _fail(err) from None
+    start_ray(cfg.num_env_runners)
+    try:
+        result = run(cfg, out, resume=resume, log=console.print)
+    except RecoWorldError as err:
+        raise _fail(err) from None
+    console.print(format_table(result.table), highlight=False)
+    console.print(f"training time: {result.train_seconds:.0f} s  checkpoint: {result.checkpoint}  "
+                  f"curve: {result.plot}\nuse it in a study: recoworld simulate --agents rllib:{result.checkpoint}")
+
+
+@app.command()
+def study(
+    spec: Annotated[Path, typer.Argument(help="study spec (YAML), e.g. examples/creator_study.yaml")],
+    out: Annotated[Path | None, typer.Option(help="output directory; default: spec `out`, else runs/<name>")] = None,
+    address: Annotated[str | None, typer.Option(help="existing Ray cluster (e.g. 'auto'); default: local Ray")] = None,
+    num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray runtime")] = None,
+    seed: Annotated[int | None, typer.Option(help="override the spec's seed")] = None,
+) -> None:
+    """Run a population study on Ray, sharded and checkpointed: rerun the same command to resume."""
+    from recoworld.studies.spec import StudySpec
+
+    try:
+        cfg = StudySpec.from_yaml(spec)
+        if seed is not None:
+            cfg = StudySpec.parse({**cfg.model_dump(), "seed": seed})
+        from recoworld.studies.report import ALL, write_report
+        from recoworld.studies.runner import run_study
+    except ImportError as err:
+        raise _fail(RecoWorldError(f"studies run on Ray (pip install 'recoworld[rllib]'): {err}")) from None
+    except (RecoWorldError, FileNotFoundError) as err:
+        raise _fail(err) from None
+    from recoworld.report import summary_table
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("shards", total=None)
+        try:
+            result = run_study(cfg, out, address=address, num_cpus=num_cpus,
+                               on_shard=lambda done, total: progress.update(task, completed=done, total=total))
+        except RecoWorldError as err:
+            raise _fail(err) from None
+    setup = result.setup
+    notes = [f"- {len(setup.profiles)} users in {len(setup.shards)} shards of up to {cfg.shard_size}, "
+             f"{cfg.world.horizon_days:g} days, seed {cfg.seed}; recommenders: {', '.join(cfg.recommenders)}"]
+    if cfg.creator is not None:
+        notes.append(f"- creator {cfg.creator.name!r}: {cfg.creator.items.count} new items on "
+                     f"{setup.target_topic!r}, aimed at segment {cfg.creator.target_segment!r}")
+    llm_users = cfg.world.user_backend == "llm"
+    if llm_users:
+        notes.append(f"- LLM users: {cfg.world.llm.backend} backend, model {cfg.world.llm.model or 'default'}, "
+                     f"up to {cfg.world.llm.concurrency} requests in flight per shard")
+    report, summary = write_report(result.trajectories, result.episodes, result.out, title=f"Study: {cfg.name}",
+                          horizon_days=cfg.world.horizon_days,
+                          target=cfg.creator.target_segment if cfg.creator else None, notes=notes,
+                          llm_users=llm_users)
+    overall = summary[summary["segment"] == ALL].assign(recommender=lambda s: s["recommender"] + "/" + s["arm"])
+    console.print(summary_table(overall, title=f"Study {cfg.name}: {len(setup.profiles)} users"))
+    console.print(f"shards run now: {result.shards_run} (the rest resumed from the checkpoint)  "
+                  f"results: {result.out}  report: {report}")
+
+
+@app.command()
+def fidelity(
+    data: Annotated[Path, typer.Option(help=DATA_HELP)],
+    embedding: Annotated[str, typer.Option(help=EMBEDDING_HELP)] = "auto",
+    split: Annotated[str, typer.Option(help="per_user (each user's latest interactions) or global (one cutoff)")]
+    = "per_user",
+    test_fraction: Annotated[float, typer.Option(help="share of interactions held out, by time")] = 0.2,
+    negatives: Annotated[int, typer.Option(help="sampled negatives per user; 0 ranks every unseen item")] = 99,
+    users: Annotated[int | None, typer.Option(help="evaluate at most this many users")] = None,
+    llm_users: Annotated[int, typer.Option(help="also score LLM users on the first N users (slow); 0 = skip")] = 0,
+    config: Annotated[Path | None, typer.Option(help="world config (YAML or JSON): choice model, LLM backend")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the negatives, the simulated users and tie-breaks")] = 0,
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/fidelity"),
+) -> None:
+    """How well simulated users, initialised from a real train log, rank the real held-out interactions."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from recoworld.fidelity import FidelityConfig, default_scorers, eval_users, evaluate, fidelity_table, llm_scorer
+    from recoworld.simulation import load_world
+    from recoworld.storage import write_parquet_atomic
+
+    try:
+        world = load_world(config)
+        cfg = FidelityConfig(n_negatives=negatives, max_users=users, seed=seed)
+        real = _real_world(data, embedding, seed, split=split, test_fraction=test_fraction)
+        evaluated = eval_users(real.catalog, real.profiles, real.split.train, real.split.test, cfg)
+        if not evaluated:
+            raise RecoWorldError("no user has both train history and new held-out items; lower --test-fraction")
+    except (RecoWorldError, FileNotFoundError, ValueError) as err:
+        raise _fail(err) from None
+    runs = [(default_scorers(real.catalog, world), evaluated)]
+    llm = None
+    if llm_users > 0:
+        try:
+            llm = llm_scorer(real.catalog, world)
+            runs.append(([llm], evaluated[:llm_users]))
+        except ImportError as err:
+            message = f"LLM users need the local extra (pip install 'recoworld[local]'): {err}"
+            raise _fail(RecoWorldError(message)) from None
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        tasks = {s.name: progress.add_task(f"{s.name:>26}", total=len(group))
+                 for scorers, group in runs for s in scorers}
+        for scorers, group in runs:
+            try:
+                results.append(evaluate(group, scorers, cfg, on_user=lambda name: progress.advance(tasks[name])))
+            except RecoWorldError as err:
+                raise _fail(err) from None
+    summary = pd.concat([r[0] for r in results], ignore_index=True)
+    per_user = pd.concat([r[1] for r in results], ignore_index=True)
+    console.print(fidelity_table(summary, cfg.k))
+    if llm is not None:  # how many slates the model decided, and how many fell back to the parametric user
+        console.print(f"LLM users: {dict(getattr(llm.simulator, 'stats', {}))}", highlight=False)
+    out.mkdir(parents=True, exist_ok=True)
+    summary.to_csv(out / "fidelity.csv", index=False)
+    write_parquet_atomic(pa.Table.from_pandas(per_user, preserve_index=False), out / "fidelity_per_user.parquet")
+    console.print(f"summary: {out / 'fidelity.csv'}  per user: {out / 'fidelity_per_user.parquet'}")
 
 
 @app.command("catalog")

@@ -10,6 +10,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recoworld.errors import ConfigError
+from recoworld.llm.config import LLMConfig
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -149,7 +150,8 @@ class WorldConfig(StrictModel):
     max_steps: int = Field(5000, ge=1, description="safety truncation, in turns")
     on_duplicate: Literal["replace", "error"] = "replace"
     expose_mindset: bool = False
-    user_backend: Literal["parametric"] = "parametric"
+    user_backend: Literal["parametric", "llm"] = "parametric"
+    llm: LLMConfig = Field(default_factory=LLMConfig, description="chat model of LLM users (user_backend='llm')")
     catalog: CatalogConfig = CatalogConfig()
     choice: ChoiceConfig = ChoiceConfig()
     dynamics: DynamicsConfig = DynamicsConfig()

@@ -89,6 +89,7 @@ def summarize(trajectories: pd.DataFrame, episodes: pd.DataFrame) -> pd.DataFram
                 "diversity": float(turns["slate_diversity"].mean()),
                 "novelty": float(traj["self_information"].mean()),
                 "return_per_user": float(eps["total_reward"].mean()),
+                "llm_fallback_rate": float(turns["llm_fallback"].mean()) if "llm_fallback" in turns else 0.0,
             }
         )
     return pd.DataFrame(rows)

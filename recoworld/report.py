@@ -7,9 +7,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from rich.table import Table  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+from rich.table import Table
 
 #: (column, header, format) of the summary table, in display order.
 COLUMNS: tuple[tuple[str, str, str], ...] = (

@@ -21,23 +21,34 @@ class CandidateRetriever:
         self.catalog = catalog
         self.config = config
         self.n = n_candidates
-        pop = np.maximum(catalog.popularity.astype(np.float64), 1e-12)
-        self._log_pop = np.log(pop)
-        self._pop_cdf = np.cumsum(pop / pop.sum())
+        self.set_popularity(catalog.popularity)
         n_int = round(config.interest_share * n_candidates)
         n_pop = round(config.popular_share * n_candidates)
         self._n_interest, self._n_popular = n_int, min(n_pop, n_candidates - n_int)
 
+    def set_popularity(self, popularity: np.ndarray) -> None:
+        """What the popular block samples from: the catalog prior, or live popularity in a shared world."""
+        pop = np.maximum(np.asarray(popularity, dtype=np.float64), 1e-12)
+        self._log_pop = np.log(pop)
+        self._pop_cdf = np.cumsum(pop / pop.sum())
+
     def retrieve(
-        self, history_items: np.ndarray, history_reactions: np.ndarray, rng: np.random.Generator
+        self,
+        history_items: np.ndarray,
+        history_reactions: np.ndarray,
+        rng: np.random.Generator,
+        unavailable: np.ndarray | None = None,
     ) -> np.ndarray:
-        """(n_candidates,) distinct catalog indices, in retrieval order (interest, popular, random)."""
+        """(n_candidates,) distinct catalog indices, in retrieval order (interest, popular, random).
+
+        `unavailable` (N,) bool marks items that cannot be offered at all (e.g. not yet published).
+        """
         n_items = len(self.catalog)
-        blocked = np.zeros(n_items, dtype=bool)
+        blocked = np.zeros(n_items, dtype=bool) if unavailable is None else unavailable.copy()
         shown = history_items[history_items >= 0]
         if self.config.exclude_recent and len(shown):
             recent = shown[-self.config.exclude_recent :]
-            if n_items - len(recent) >= self.n:
+            if n_items - int(blocked.sum()) - len(recent) >= self.n:
                 blocked[recent] = True
         picks: list[np.ndarray] = []
 

@@ -97,3 +97,70 @@ def parse_semantic_id(text: str) -> tuple[int, ...]:
         if letter != chr(ord("a") + level):
             raise ValueError(f"semantic id {text!r}: level {level} should use letter {chr(ord('a') + level)!r}")
     return tuple(int(b) for _, b in tokens)
+
+
+def with_collision_level(codes: np.ndarray) -> np.ndarray:
+    """Append one level that numbers items sharing all codes (0, 1, ...), so every ID is unique.
+
+    This is TIGER's fix for collisions (Rajput et al., 2023): the last token tells apart
+    items the quantizer could not, and the ID then maps back to exactly one item.
+    """
+    codes = np.asarray(codes, dtype=np.int32)
+    _, group = np.unique(codes, axis=0, return_inverse=True)
+    group = group.ravel()
+    order = np.argsort(group, kind="stable")
+    starts = np.r_[0, np.flatnonzero(np.diff(group[order])) + 1]
+    rank = np.empty(len(codes), dtype=np.int32)
+    rank[order] = np.arange(len(codes)) - np.repeat(starts, np.diff(np.r_[starts, len(codes)]))
+    return np.hstack([codes, rank[:, None]])
+
+
+class SemanticIndex:
+    """Look items up by semantic ID, and fetch items that share a prefix with a query item.
+
+    Items sharing a longer prefix were quantized into the same cells at more levels, so
+    `neighbours` is a "more like this" that needs no embedding search, and works from an
+    ID an LLM wrote.
+    """
+
+    def __init__(self, codes: np.ndarray) -> None:
+        if codes.ndim != 2 or codes.shape[1] == 0:
+            raise ValueError(f"codes must be (n_items, levels) with levels >= 1, got shape {codes.shape}")
+        self.codes = np.asarray(codes, dtype=np.int32)
+
+    @property
+    def levels(self) -> int:
+        return int(self.codes.shape[1])
+
+    def shared_prefix(self, query: np.ndarray | tuple[int, ...]) -> np.ndarray:
+        """(n_items,) number of leading levels each item shares with the query codes."""
+        q = np.asarray(query, dtype=np.int32)
+        if q.ndim != 1 or not 1 <= len(q) <= self.levels:
+            raise ValueError(f"query must hold 1..{self.levels} codes, got {q.tolist()}")
+        return np.cumprod(self.codes[:, : len(q)] == q, axis=1).sum(axis=1)
+
+    def with_prefix(self, prefix: str | tuple[int, ...]) -> np.ndarray:
+        """Item indices whose ID starts with `prefix` (`"<a_3><b_1>"` or `(3, 1)`), ascending."""
+        codes = parse_semantic_id(prefix) if isinstance(prefix, str) else tuple(prefix)
+        return np.flatnonzero(self.shared_prefix(codes) == len(codes))
+
+    def lookup(self, semantic_id: str) -> int:
+        """The one item with this full ID; KeyError when none or several match."""
+        codes = parse_semantic_id(semantic_id)
+        if len(codes) != self.levels:
+            raise KeyError(f"{semantic_id!r} has {len(codes)} levels; IDs in this catalog have {self.levels}")
+        hits = self.with_prefix(codes)
+        if len(hits) != 1:
+            raise KeyError(f"semantic id {semantic_id!r} matches {len(hits)} items, expected exactly one")
+        return int(hits[0])
+
+    def neighbours(self, item: int, k: int, min_shared: int = 1) -> np.ndarray:
+        """Up to k other items sharing at least `min_shared` leading codes with `item`, longest prefix first.
+
+        Ties (same prefix length) keep catalog order, so the answer is deterministic.
+        """
+        shared = self.shared_prefix(self.codes[item])
+        shared[item] = -1
+        candidates = np.flatnonzero(shared >= min_shared)
+        order = np.argsort(-shared[candidates], kind="stable")
+        return candidates[order[:k]]

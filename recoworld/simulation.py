@@ -22,6 +22,7 @@ from recoworld.agents import Recommender, make_recommender
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import StrictModel, WorldConfig, build
 from recoworld.envs.recoworld_env import RecoWorldEnv
+from recoworld.llm.errors import BudgetExceeded
 from recoworld.metrics import intent_match, slate_diversity, summarize
 from recoworld.population import PopulationSpec, UserProfile, sample_population
 from recoworld.storage import write_parquet_atomic
@@ -31,7 +32,9 @@ class SimulationConfig(StrictModel):
     """What `recoworld simulate` runs."""
 
     n_users: int = Field(200, ge=1, description="users drawn from the population")
-    agents: list[str] = Field(default_factory=lambda: ["random", "popular", "greedy", "diverse", "instruct"], min_length=1)
+    agents: list[str] = Field(
+        default_factory=lambda: ["random", "popular", "greedy", "diverse", "instruct"], min_length=1
+    )
     seed: int = Field(0, ge=0)
     world: WorldConfig = WorldConfig()
     population: PopulationSpec = Field(default_factory=PopulationSpec.default)
@@ -46,6 +49,7 @@ class SimulationResult:
     episodes: pd.DataFrame
     summary: pd.DataFrame
     profiles: list[UserProfile]
+    stopped: str | None = None  # why the study stopped early (an LLM budget), else None
 
 
 class _TurnLog:
@@ -129,28 +133,44 @@ def simulate(
     *,
     catalog: Catalog | None = None,
     out: str | Path | None = None,
-    build_agent: AgentBuilder = make_recommender,
+    build_agent: AgentBuilder | None = None,
     on_episode: Callable[[str], None] | None = None,
+    profiles: list[UserProfile] | None = None,
 ) -> SimulationResult:
     """Run every agent in `config.agents` on the same sampled users.
 
     With `out`, writes `trajectories/<agent>.parquet`, `episodes.parquet` and `summary.csv`.
+    Agents come from `build_agent`, by default `make_recommender` with the world's `llm` config.
+    With `profiles` (e.g. users built from a real log), `n_users` of them are drawn without
+    replacement instead of sampling `config.population` (all of them when there are fewer).
     """
     cfg = config or SimulationConfig()
     catalog = catalog if catalog is not None else cached_catalog(cfg.world.catalog)
     seeds = np.random.SeedSequence(cfg.seed)
     pop_seed, ep_seed = seeds.spawn(2)
-    profiles = sample_population(cfg.population, catalog, np.random.default_rng(pop_seed), n=cfg.n_users)
+    pop_rng = np.random.default_rng(pop_seed)
+    if profiles is None:
+        profiles = sample_population(cfg.population, catalog, pop_rng, n=cfg.n_users)
+    elif len(profiles) > cfg.n_users:
+        profiles = [profiles[i] for i in np.sort(pop_rng.choice(len(profiles), cfg.n_users, replace=False))]
     episode_seeds = ep_seed.generate_state(len(profiles), dtype=np.uint32).astype(int).tolist()
     out_dir = Path(out) if out is not None else None
 
     trajectories, episodes = [], []
+    stopped: str | None = None
     for name in cfg.agents:
+        if stopped is not None:
+            break
         env = RecoWorldEnv(cfg.world, catalog=catalog, population=profiles)
-        agent = build_agent(name, catalog, cfg.world.slate_size, cfg.seed)
+        agent = (build_agent(name, catalog, cfg.world.slate_size, cfg.seed) if build_agent is not None
+                 else make_recommender(name, catalog, cfg.world.slate_size, cfg.seed, llm=cfg.world.llm))
         log = _TurnLog()
         for profile, seed in zip(profiles, episode_seeds):
-            episodes.append({"recommender": name, **run_episode(env, agent, profile, seed, log)})
+            try:
+                episodes.append({"recommender": name, **run_episode(env, agent, profile, seed, log)})
+            except BudgetExceeded as err:  # keep everything played so far; the unfinished episode has no row
+                stopped = str(err)
+                break
             if on_episode is not None:
                 on_episode(name)
         frame = _flatten(log, name)
@@ -164,7 +184,7 @@ def simulate(
     if out_dir is not None:
         write_parquet_atomic(pa.Table.from_pandas(eps, preserve_index=False), out_dir / "episodes.parquet")
         summary.to_csv(out_dir / "summary.csv", index=False)
-    return SimulationResult(traj, eps, summary, profiles)
+    return SimulationResult(traj, eps, summary, profiles, stopped)
 
 
 def _safe(name: str) -> str:

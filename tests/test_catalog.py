@@ -76,7 +76,7 @@ def test_multimodal_features_round_trip(tmp_path) -> None:
 
 
 def test_bad_catalog_files_name_the_problem(tmp_path, catalog: Catalog) -> None:
-    with pytest.raises(FileNotFoundError, match="missing.parquet"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.parquet"):
         Catalog.from_parquet(tmp_path / "missing.parquet")
     path = catalog.to_parquet(tmp_path / "cat.parquet")
     table = pq.read_table(path)

@@ -127,7 +127,8 @@ def test_vector_envs(mode: str) -> None:
         assert obs["candidate_features"].shape[:2] == (2, 12)
         for _ in range(20):
             obs, reward, term, trunc, _ = envs.step(np.tile(np.arange(4), (2, 1)))
-            assert reward.shape == (2,)
+            assert reward.shape == (2,) and term.shape == trunc.shape == (2,)
+            assert envs.observation_space.contains(obs)
     finally:
         envs.close()
 
@@ -135,7 +136,7 @@ def test_vector_envs(mode: str) -> None:
 def test_vector_envs_are_deterministic() -> None:
     def run(mode: str) -> list:
         envs = gym.make_vec("RecoWorld-v0", num_envs=2, vectorization_mode=mode, **SMALL)
-        obs, _ = envs.reset(seed=[3, 4])
+        envs.reset(seed=[3, 4])
         rewards = []
         for _ in range(30):
             _, r, _, _, _ = envs.step(np.tile(np.arange(4), (2, 1)))

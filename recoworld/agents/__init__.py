@@ -14,8 +14,34 @@ from recoworld.agents.baselines import (
 )
 from recoworld.catalog import Catalog
 from recoworld.errors import ConfigError
+from recoworld.llm.config import LLMConfig
 
 AgentFactory = Callable[[Catalog, int, int | None], Recommender]
+
+
+def _slate_ts(policy: str) -> AgentFactory:
+    def build(catalog: Catalog, k: int, seed: int | None) -> Recommender:
+        from recoworld.agents.slate_ts import SlateTSRecommender  # torch is imported only when used
+
+        return SlateTSRecommender(k, catalog, seed=seed, policy=policy)
+
+    return build
+
+
+def _novelty(hierarchical: bool) -> AgentFactory:
+    def build(catalog: Catalog, k: int, seed: int | None) -> Recommender:
+        from recoworld.agents.hrl_novelty import NoveltyRecommender
+
+        return NoveltyRecommender(k, catalog, seed=seed, hierarchical=hierarchical)
+
+    return build
+
+
+def _toolrec(catalog: Catalog, k: int, seed: int | None, llm: LLMConfig) -> Recommender:
+    from recoworld.agents.toolrec import ToolRecRecommender
+
+    return ToolRecRecommender(k, catalog, llm, seed)
+
 
 AGENTS: dict[str, AgentFactory] = {
     "random": lambda catalog, k, seed: RandomRecommender(k, seed),
@@ -23,30 +49,81 @@ AGENTS: dict[str, AgentFactory] = {
     "greedy": lambda catalog, k, seed: GreedyRelevanceRecommender(k, seed),
     "diverse": lambda catalog, k, seed: DiverseRelevanceRecommender(k, seed),
     "instruct": lambda catalog, k, seed: InstructionAwareRecommender(k, catalog, seed),
+    "slate-greedy": _slate_ts("greedy"),
+    "slate-ts": _slate_ts("ts"),
+    "slate-inslate-ts": _slate_ts("inslate"),
+    "hrl-novelty": _novelty(hierarchical=True),
+    "flat-novelty": _novelty(hierarchical=False),
 }
 
 
-def make_recommender(name: str, catalog: Catalog, slate_size: int, seed: int | None = None) -> Recommender:
-    """Build a registered recommender by name (see `AGENTS`)."""
+LLMAgentFactory = Callable[[Catalog, int, int | None, LLMConfig], Recommender]
+
+#: Recommenders driven by a chat model; their factories also get the study's `LLMConfig` (`WorldConfig.llm`).
+#: Kept apart from `AGENTS` so that code looping over the conventional recommenders stays offline and fast.
+LLM_AGENTS: dict[str, LLMAgentFactory] = {
+    "toolrec": _toolrec,
+}
+
+#: `make_recommender("rllib:PATH", ...)` loads a policy trained by `recoworld train` (needs `recoworld[rllib]`).
+RLLIB_PREFIX = "rllib:"
+
+
+def make_recommender(
+    name: str, catalog: Catalog, slate_size: int, seed: int | None = None, llm: LLMConfig | None = None
+) -> Recommender:
+    """Build a registered recommender by name (see `AGENTS`, `LLM_AGENTS`), or `rllib:PATH` for a trained
+    RLlib policy. `llm` configures the chat model of `LLM_AGENTS` (default: the local in-process model)."""
+    if name.startswith(RLLIB_PREFIX):
+        from recoworld.agents.rllib_policy import RLlibRecommender
+
+        return RLlibRecommender.from_checkpoint(name[len(RLLIB_PREFIX) :], slate_size, seed)
+    if name in LLM_AGENTS:
+        return LLM_AGENTS[name](catalog, slate_size, seed, llm or LLMConfig())
     if name not in AGENTS:
         import difflib
 
-        hint = difflib.get_close_matches(name, AGENTS, n=1)
+        known = [*AGENTS, *LLM_AGENTS]
+        hint = difflib.get_close_matches(name, known, n=1)
         raise ConfigError(
-            f"unknown agent {name!r}; known agents: {', '.join(AGENTS)}"
+            f"unknown agent {name!r}; known agents: {', '.join(known)}, or {RLLIB_PREFIX}PATH"
             + (f". Did you mean {hint[0]!r}?" if hint else "")
         )
     return AGENTS[name](catalog, slate_size, seed)
 
 
+_LAZY = {
+    "SlateTSConfig": "recoworld.agents.slate_ts",
+    "SlateTSRecommender": "recoworld.agents.slate_ts",
+    "NoveltyPolicyConfig": "recoworld.agents.hrl_novelty",
+    "NoveltyRecommender": "recoworld.agents.hrl_novelty",
+    "ToolRecRecommender": "recoworld.agents.toolrec",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Torch- and LLM-backed agents load on first use, so `import recoworld.agents` stays light."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "AGENTS",
+    "LLM_AGENTS",
     "DiverseRelevanceRecommender",
     "GreedyRelevanceRecommender",
     "InstructionAwareRecommender",
     "MostPopularRecommender",
+    "NoveltyPolicyConfig",
+    "NoveltyRecommender",
     "Observation",
     "RandomRecommender",
     "Recommender",
+    "SlateTSConfig",
+    "SlateTSRecommender",
+    "ToolRecRecommender",
     "make_recommender",
 ]

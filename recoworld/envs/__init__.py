@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 
+from recoworld.envs.population_env import PopulationParallelEnv, PopulationWorldConfig
 from recoworld.envs.recoworld_env import RecoWorldEnv
 
 ENV_IDS = ("RecoWorld-v0",)
@@ -18,4 +19,4 @@ def register_envs() -> None:
         )
 
 
-__all__ = ["ENV_IDS", "RecoWorldEnv", "register_envs"]
+__all__ = ["ENV_IDS", "PopulationParallelEnv", "PopulationWorldConfig", "RecoWorldEnv", "register_envs"]

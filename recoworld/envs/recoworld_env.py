@@ -43,6 +43,7 @@ truncates after `max_steps` turns.
 ## Arguments
 `gym.make("RecoWorld-v0", slate_size=10, n_candidates=50, horizon_days=30, ...)`: any
 `WorldConfig` field as a keyword (nested ones as dicts, e.g. `reward={"click": 1}`),
+`user_backend="llm"` with `llm={...}` (an `LLMConfig`) makes the user an `LLMUser`;
 plus `catalog=`, `population=` (a `PopulationSpec` or a list of `UserProfile`) and
 `user_simulator=` objects. `reset(options={"profile": UserProfile})` fixes the user.
 
@@ -57,19 +58,26 @@ from typing import Any, ClassVar, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from recoworld.catalog import N_SCALAR_FEATURES, Catalog, cached_catalog
+from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import WorldConfig, build
-from recoworld.errors import ConfigError, InvalidActionError, ResetNeeded
-from recoworld.mindset import REACTION_NAMES, UNSEEN, Instruction, ReactionType
+from recoworld.envs.observation import (
+    History,
+    action_space,
+    build_observation,
+    engagement_reward,
+    instruction_vector,
+    observation_space,
+    return_reward,
+    slate_positions,
+)
+from recoworld.errors import ConfigError, ResetNeeded
+from recoworld.mindset import REACTION_NAMES, Instruction
 from recoworld.population import PopulationSpec, UserProfile, sample_population
 from recoworld.retrieval import CandidateRetriever
 from recoworld.simulators.base import SlateFeedback, UserSimulator
-from recoworld.simulators.instructions import intent_direction
 from recoworld.simulators.parametric import ParametricUser
 
-_INTENTS = ("more", "less", "different")
 _MINUTES_PER_DAY = 1440.0
 
 
@@ -80,12 +88,16 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self,
         config: WorldConfig | dict[str, Any] | None = None,
         *,
-        catalog: Catalog | None = None,
+        catalog: Catalog | dict[str, Any] | None = None,
         population: PopulationSpec | list[UserProfile] | None = None,
         user_simulator: UserSimulator | None = None,
         render_mode: str | None = None,
         **overrides: Any,
     ) -> None:
+        if catalog is not None and not isinstance(catalog, Catalog):
+            # `catalog={...}` from gym.make or an RLlib env_config means the catalog *config*.
+            overrides["catalog"] = catalog
+            catalog = None
         self.config = cfg = build(WorldConfig, "RecoWorld config", config, **overrides)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
@@ -98,35 +110,19 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if isinstance(population, list) and not population:
             raise ConfigError("population: an empty list of profiles; pass at least one UserProfile")
         self.population = population if population is not None else PopulationSpec.default()
-        self.user = user_simulator or ParametricUser.from_configs(
-            self.catalog, cfg.choice, cfg.dynamics, cfg.returns
-        )
+        if user_simulator is not None:
+            self.user = user_simulator
+        elif cfg.user_backend == "llm":
+            from recoworld.simulators.llm_user import LLMUser
+
+            self.user = LLMUser.from_world(self.catalog, cfg)
+        else:
+            self.user = ParametricUser.from_configs(self.catalog, cfg.choice, cfg.dynamics, cfg.returns)
         self.retriever = CandidateRetriever(self.catalog, cfg.retrieval, cfg.n_candidates)
 
-        n, c, h, k = len(self.catalog), cfg.n_candidates, cfg.history_len, cfg.slate_size
-        d = self.catalog.embedding_dim
-        f = d + N_SCALAR_FEATURES
         self._features = self.catalog.item_features
-        max_dwell = max(float(self.catalog.duration_min.max()), cfg.dynamics.browse_minutes)
-        self.observation_space = spaces.Dict(
-            {
-                "candidate_ids": spaces.Box(0, n - 1, (c,), np.int64),
-                "candidate_features": spaces.Box(-1.0, 1.0, (c, f), np.float32),
-                "candidate_mask": spaces.Box(0, 1, (c,), np.int8),
-                "history_ids": spaces.Box(-1, n - 1, (h,), np.int64),
-                "history_features": spaces.Box(-1.0, 1.0, (h, f), np.float32),
-                "history_reactions": spaces.Box(UNSEEN, int(ReactionType.SHARE), (h,), np.int64),
-                "history_dwell": spaces.Box(0.0, max_dwell, (h,), np.float32),
-                "instruction": spaces.Box(-1.0, 1.0, (4 + d,), np.float32),
-                "context": spaces.Box(
-                    np.zeros(4, np.float32),
-                    np.array([cfg.horizon_days, cfg.max_steps, cfg.max_steps, cfg.horizon_days], np.float32),
-                ),
-            }
-        )
-        self.action_space = spaces.MultiDiscrete(np.full(k, c, dtype=np.int64))
-        rc = cfg.reward
-        self._reward_weights = np.array([rc.dwell, rc.click, rc.like, rc.share])
+        self.observation_space = observation_space(self.catalog, cfg)
+        self.action_space = action_space(cfg)
         self._needs_reset = True
 
     # ------------------------------------------------------------------ Gymnasium API
@@ -143,10 +139,7 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             raise ConfigError(f"options['profile'] must be a UserProfile, got {type(profile).__name__}")
         self.profile = profile
         cfg = self.config
-        h = cfg.history_len
-        self._hist_ids = np.full(h, -1, dtype=np.int64)
-        self._hist_reactions = np.full(h, UNSEEN, dtype=np.int64)
-        self._hist_dwell = np.zeros(h, dtype=np.float32)
+        self._history = History(cfg.history_len)
         self._consumed = np.zeros(len(self.catalog), dtype=bool)
         self._instruction: Instruction | None = None
         self._instruction_vec = np.zeros(self.observation_space["instruction"].shape, np.float32)
@@ -167,20 +160,20 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     ) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
         if self._needs_reset:
             raise ResetNeeded("call reset() before step(), and again after an episode ends")
-        positions, replaced = self._slate_positions(action)
+        positions, replaced = slate_positions(action, self.config)
         slate = self._candidates[positions]
         fb = self.user.review(slate, self.np_random)
         self._steps += 1
         self._turn += 1
         self._record(slate, fb)
-        reward = self._engagement_reward(fb.reactions, fb.dwell_min)
+        reward = float(engagement_reward(self.config.reward, fb.reactions, fb.dwell_min))
         self._now += float(fb.dwell_min.sum()) / _MINUTES_PER_DAY
         info: dict[str, Any] = {
             "slate": slate,
             "reactions": fb.reactions,
             "dwell_min": fb.dwell_min,
             "instruction": fb.instruction.text if fb.instruction else None,
-            "instruction_intent": fb.instruction.intent.model_dump() if fb.instruction else None,
+            "instruction_intent": fb.instruction.intent.model_dump() if fb.instruction else {},
             "left": fb.left,
             "duplicates_replaced": replaced,
             "engagement_reward": reward,
@@ -192,17 +185,16 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if fb.reasons:
             info["reasons"] = fb.reasons
         if fb.instruction is not None:
-            self._set_instruction(fb.instruction)
+            self._instruction = fb.instruction
+            self._instruction_vec = instruction_vector(fb.instruction, self.catalog)
         terminated = False
         if fb.left:
             gap = self.user.end_session(self._now, self.np_random)
-            rc = self.config.reward
+            reward += float(return_reward(self.config.reward, np.inf if gap is None else gap))
             if gap is None:
-                reward += rc.churn_penalty
                 info["churned"] = True
                 terminated = True
             else:
-                reward += rc.return_bonus * float(np.exp(-gap / rc.return_tau_days))
                 info["return_gap_days"] = gap
                 if self._now + gap >= self.config.horizon_days:
                     terminated = True
@@ -210,7 +202,7 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
                     self._now += gap
                     self._open_session(gap)
         else:
-            self._candidates = self.retriever.retrieve(self._hist_ids, self._hist_reactions, self.np_random)
+            self._candidates = self.retriever.retrieve(self._history.ids, self._history.reactions, self.np_random)
         truncated = not terminated and self._steps >= self.config.max_steps
         if terminated or truncated:
             self._needs_reset = True
@@ -248,90 +240,21 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._last_session_start = self._now
         self._days_active.add(int(np.floor(self._now)))
         self.user.start_session(self._now, self.np_random)
-        self._candidates = self.retriever.retrieve(self._hist_ids, self._hist_reactions, self.np_random)
-
-    def _slate_positions(self, action: np.ndarray) -> tuple[np.ndarray, int]:
-        k, c = self.config.slate_size, self.config.n_candidates
-        act = np.asarray(action)
-        if act.shape != (k,):
-            raise InvalidActionError(
-                f"action must have shape ({k},) (slate_size), got shape {act.shape}"
-            )
-        if act.dtype.kind not in "iu":
-            if act.dtype.kind != "f" or not np.all(act == np.round(act)):
-                raise InvalidActionError(f"action must hold integer candidate positions, got {act!r}")
-            act = act.astype(np.int64)
-        if act.min() < 0 or act.max() >= c:
-            i = int(np.flatnonzero((act < 0) | (act >= c))[0])
-            raise InvalidActionError(
-                f"action[{i}]={int(act[i])} is out of range: candidate positions are 0..{c - 1} "
-                f"(n_candidates={c})"
-            )
-        slots = act.tolist()
-        if len(set(slots)) == k:
-            return act.astype(np.int64), 0
-        if self.config.on_duplicate == "error":
-            dup = next(i for i, pos in enumerate(slots) if pos in slots[:i])
-            raise InvalidActionError(
-                f"action[{dup}]={int(act[dup])} repeats an earlier slot; a slate shows distinct items "
-                "(or make the env with on_duplicate='replace')"
-            )
-        used = np.zeros(c, dtype=bool)
-        out = act.astype(np.int64).copy()
-        free = iter(range(c))
-        replaced = 0
-        for slot, pos in enumerate(out):
-            if used[pos]:
-                pos = next(p for p in free if not used[p] and p not in out[slot + 1 :])
-                out[slot] = pos
-                replaced += 1
-            used[pos] = True
-        return out, replaced
+        self._candidates = self.retriever.retrieve(self._history.ids, self._history.reactions, self.np_random)
 
     def _record(self, slate: np.ndarray, fb: SlateFeedback) -> None:
-        seen = fb.reactions != UNSEEN
-        h = self.config.history_len
-        self._hist_ids = np.concatenate([self._hist_ids, slate[seen]])[-h:]
-        self._hist_reactions = np.concatenate([self._hist_reactions, fb.reactions[seen]])[-h:]
-        self._hist_dwell = np.concatenate([self._hist_dwell, fb.dwell_min[seen]])[-h:]
+        self._history.record(slate, fb.reactions, fb.dwell_min)
         self._consumed[slate[fb.reactions > 0]] = True
-
-    def _engagement_reward(self, reactions: np.ndarray, dwell: np.ndarray) -> float:
-        # counts[i] = number of reactions at level >= i (index 0 is UNSEEN).
-        counts = np.bincount(reactions.astype(np.int64) + 1, minlength=5)[::-1].cumsum()[::-1]
-        return float(
-            self._reward_weights[0] * dwell.sum() + self._reward_weights[1:] @ counts[2:]
-        )
-
-    def _set_instruction(self, instruction: Instruction) -> None:
-        self._instruction = instruction
-        vec = np.zeros_like(self._instruction_vec)
-        vec[0] = 1.0
-        vec[1 + _INTENTS.index(instruction.intent.kind)] = 1.0
-        vec[4:] = intent_direction(instruction.intent, self.catalog)
-        self._instruction_vec = vec
 
     def _clock_info(self) -> dict[str, Any]:
         return {"day": math.floor(self._now), "session": self._session, "turn": self._turn,
                 "step": self._steps, "time_days": self._now}
 
     def _observation(self) -> dict[str, np.ndarray]:
-        cands = self._candidates
-        hist = self._hist_ids
-        hist_feat = self._features[np.maximum(hist, 0)] * (hist >= 0)[:, None]
-        return {
-            "candidate_ids": cands.astype(np.int64),
-            "candidate_features": self._features[cands],
-            "candidate_mask": (~self._consumed[cands]).astype(np.int8),
-            "history_ids": hist.copy(),
-            "history_features": hist_feat.astype(np.float32),
-            "history_reactions": self._hist_reactions.copy(),
-            "history_dwell": self._hist_dwell.copy(),
-            "instruction": self._instruction_vec.copy(),
-            "context": np.array(
-                [self._now, self._session, self._turn, self._gap], dtype=np.float32
-            ),
-        }
+        context = np.array([self._now, self._session, self._turn, self._gap], dtype=np.float32)
+        return build_observation(
+            self._features, self._candidates, self._consumed, self._history, self._instruction_vec, context
+        )
 
     def _describe(self, slate: np.ndarray, fb: SlateFeedback) -> str:
         lines = [f"day {int(self._now)} session {self._session} turn {self._turn}"]

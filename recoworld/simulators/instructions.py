@@ -28,7 +28,7 @@ _LOW_QUALITY = (
     "Less filler, more quality: the good {f1} creators, please.",
 )
 _SAMENESS = (
-    "Everything looks the same. Surprise me with something new, like {r}.",
+    "All this {d} looks the same. Surprise me with something new, like {r}.",
     "I'm bored of the usual {d}; show me something I haven't seen, maybe {r}.",
 )
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from recoworld.catalog import Catalog
 from recoworld.config import ChoiceConfig, DynamicsConfig, ReturnConfig
-from recoworld.mindset import REACTION_NAMES, UNSEEN, Instruction, Intent, MemoryEntry, Mindset
+from recoworld.mindset import REACTION_NAMES, UNSEEN, Instruction, Intent, MemoryEntry, Mindset, ReactionType
 from recoworld.population import UserProfile
 from recoworld.simulators.base import SlateFeedback
 from recoworld.simulators.choice import ChoiceModel
@@ -38,6 +38,7 @@ class BatchFeedback:
     dwell_min: np.ndarray  # (B, K) float32
     left: np.ndarray  # (B,) bool
     instructions: list[Instruction | None]  # (B,)
+    fallback: np.ndarray | None = None  # (B,) bool, LLM users only: the parametric user decided instead
 
 
 @functools.cache
@@ -169,16 +170,24 @@ class ParametricUsers:
         users = np.asarray(users)
         now = np.broadcast_to(np.asarray(now_days, dtype=np.float64), users.shape)
         gap = self.returns.sample(self.satisfaction[users], self.return_propensity[users], rng)
-        exhausted = self.time_left[users] <= self.dyn.browse_minutes
-        to_tomorrow = np.floor(now) + 1.0 - now
-        gap = np.where(exhausted, np.maximum(gap, to_tomorrow), gap)
+        gap = np.maximum(gap, self.earliest_return(users, now))
         self.last_session_end[users] = now
         return gap
 
+    def earliest_return(self, users: np.ndarray, now_days: np.ndarray) -> np.ndarray:
+        """Smallest possible gap: 0, or the time to tomorrow for users who spent today's whole budget."""
+        exhausted = self.time_left[users] <= self.dyn.browse_minutes
+        return np.where(exhausted, np.floor(now_days) + 1.0 - now_days, 0.0)
+
     # ------------------------------------------------------------------ reviewing
 
-    def review(self, slates: np.ndarray, rng: np.random.Generator) -> BatchFeedback:
+    def review(
+        self, slates: np.ndarray, rng: np.random.Generator, utility_bonus: np.ndarray | None = None
+    ) -> BatchFeedback:
         """Every user reviews their slate in order. `slates` is (B, K) catalog indices.
+
+        `utility_bonus` (B, K) is added to each item's click utility: what the user's world adds
+        to the item itself, such as social proof on a shared platform.
 
         Only the interest drift feeds back into later choices within a slate, so only it
         runs position by position; satisfaction, fatigue, patience and time are linear
@@ -215,6 +224,8 @@ class ParametricUsers:
         # nothing changes, so the loop jumps from one click position to the next.
         noise = ChoiceModel.draw_noise(rng, (b, k, 4))
         base = choice.utility(0.0, quality, novelty, appetite, fat, positions)
+        if utility_bonus is not None:
+            base = base + utility_bonus
         w_rel, eta = choice.config.relevance, dyn.interest_drift
         # click <=> base + w_rel * relevance + noise > 0 <=> w_rel * relevance > threshold
         threshold = -noise[..., 0] - base
@@ -315,6 +326,31 @@ class ParametricUsers:
         self.interests[user] = vec / max(1.0, float(np.linalg.norm(vec)))
         self.patience_left[user] += self.patience[user] // 2
         self.last_instruction_turn[user] = self.turn[user]
+
+    def set_mindset(self, user: int, mindset: Mindset) -> None:
+        """Load a mindset decided elsewhere (an LLM user's turn) into the arrays, so later
+        parametric steps, fallbacks and the return-gap model continue from it.
+
+        The satisfaction trend is not loaded but derived: the new satisfaction moves the
+        short and long averages as one observed step would.
+        """
+        if len(mindset.interests) != self._d:
+            raise ValueError(f"mindset.interests has {len(mindset.interests)} dims, the catalog has {self._d}")
+        s = mindset.satisfaction
+        self.interests[user] = np.asarray(mindset.interests, dtype=np.float64)
+        self.satisfaction[user] = s
+        self.sat_short[user] += _SHORT_EMA * (s - self.sat_short[user])
+        self.sat_long[user] += _LONG_EMA * (s - self.sat_long[user])
+        self.fatigue[user] = mindset.fatigue
+        self.novelty[user] = mindset.novelty_propensity
+        self.time_left[user] = mindset.time_left_min
+        self.patience_left[user] = mindset.patience_left
+        m = self.dyn.memory_size
+        recent = mindset.memory[-m:]
+        pad = m - len(recent)
+        self.memory_items[user] = [-1] * pad + [e.item for e in recent]
+        self.memory_reactions[user] = [UNSEEN] * pad + [int(ReactionType[e.reaction.upper()]) for e in recent]
+        self.memory_dwell[user] = [0.0] * pad + [e.dwell_min for e in recent]
 
     # ------------------------------------------------------------------ inspection
 

@@ -1,0 +1,112 @@
+"""Benchmark: LLM-user decisions per second at several concurrency levels, and RecoWorld's overhead.
+
+By default the "model" is the loopback chat-completions server from tests/fault_server.py
+with a fixed think time (`--latency-ms`), so the figures isolate RecoWorld: prompt
+building, the async client, validation, the parametric physics. `--base-url` points it at
+a real OpenAI-compatible server instead (then server time is measured from the client side).
+
+    python experiments/bench_llm.py [--users 32] [--turns 3] [--concurrency 1 4 16] [--latency-ms 50]
+
+Overhead = (wall time - time the model spent answering) / time the model spent answering,
+measured sequentially (concurrency 1), where the two are comparable. "client" counts the
+openai/httpx client as overhead too; "recoworld" counts only RecoWorld's own code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+from recoworld.catalog import cached_catalog
+from recoworld.config import CatalogConfig, WorldConfig
+from recoworld.llm import LLMConfig, make_backend
+from recoworld.population import PopulationSpec, sample_population
+from recoworld.simulators.llm_user import LLMUser, review_all
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fault_server import FaultServer  # a test helper, reused as the stand-in server
+
+
+@dataclass
+class Args:
+    users: int = 32
+    """simulated users whose turns run together"""
+    turns: int = 3
+    """turns per user"""
+    concurrency: list[int] = field(default_factory=lambda: [1, 4, 16])
+    """request limits to compare"""
+    latency_ms: float = 50.0
+    """think time of the loopback server per request"""
+    slate_size: int = 5
+    """items per slate"""
+    base_url: str | None = None
+    """a real OpenAI-compatible server instead of the loopback one"""
+    model: str = "loopback"
+    """model name on the server"""
+    seed: int = 0
+    """seed of the users, slates and sampling"""
+
+
+def run_level(args: Args, url: str, limit: int, cache_dir: Path) -> dict[str, float]:
+    catalog = cached_catalog(CatalogConfig(n_items=2000, seed=args.seed))
+    llm = LLMConfig(backend="openai", base_url=url, model=args.model, structured_output="json_object",
+                    cache="off", cache_path=cache_dir / "unused.sqlite", concurrency=limit, max_retries=0,
+                    timeout_s=120)
+    world = WorldConfig(slate_size=args.slate_size, n_candidates=args.slate_size, user_backend="llm", llm=llm,
+                        catalog=CatalogConfig(n_items=2000, seed=args.seed))
+    backend = make_backend(llm)
+    profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(args.seed), n=args.users)
+    users = [LLMUser.from_world(catalog, world, backend) for _ in profiles]
+    rngs = [np.random.default_rng([args.seed, i]) for i in range(args.users)]
+    for user, profile, rng in zip(users, profiles, rngs):
+        user.reset(profile, rng)
+        user.start_session(0.0, rng)
+    slates = np.random.default_rng(args.seed).choice(len(catalog), size=(args.turns, args.users, args.slate_size))
+
+    # ---------------------------------------------------------------- timed section
+    started = time.perf_counter()
+    fallbacks = 0
+    for t in range(args.turns):
+        fbs = asyncio.run(review_all(users, list(slates[t]), rngs))
+        fallbacks += sum(fb.fallback for fb in fbs)
+    wall = time.perf_counter() - started
+    decisions = args.users * args.turns
+    return {"wall": wall, "decisions": decisions, "fallbacks": fallbacks, "client_wait": backend.usage.server_s,
+            "tokens": backend.usage.total_tokens}
+
+
+def main(args: Args) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for limit in args.concurrency:
+            if args.base_url is None:
+                with FaultServer(latency_s=args.latency_ms / 1000) as srv:
+                    r = run_level(args, srv.url, limit, Path(tmp))
+                    r["server"], r["in_flight"] = srv.busy_s, srv.max_in_flight
+            else:
+                r = run_level(args, args.base_url, limit, Path(tmp))
+                r["server"], r["in_flight"] = r["client_wait"], float("nan")
+            rows.append((limit, r))
+
+    # ---------------------------------------------------------------- report
+    print(f"{args.users} users x {args.turns} turns, slate {args.slate_size}, "
+          f"{'loopback ' + str(args.latency_ms) + ' ms' if args.base_url is None else args.base_url}")
+    print(f"{'limit':>6} {'in flight':>9} {'decisions/s':>12} {'tokens/dec':>11} {'fallbacks':>9} "
+          f"{'overhead client':>16} {'overhead recoworld':>19}")
+    for limit, r in rows:
+        sequential = limit == 1
+        client = (r["wall"] - r["server"]) / r["server"] if sequential else float("nan")
+        own = (r["wall"] - r["client_wait"]) / r["server"] if sequential else float("nan")
+        print(f"{limit:>6} {r['in_flight']:>9} {r['decisions'] / r['wall']:>12.1f} "
+              f"{r['tokens'] / r['decisions']:>11.0f} {r['fallbacks']:>9} {client:>15.1%} {own:>18.1%}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

@@ -1,0 +1,109 @@
+"""A trained RLlib policy behind the `Recommender` contract, so any study can compare it.
+
+`RLlibRecommender.from_checkpoint(path)` accepts an RLlib algorithm checkpoint (the folder
+`Algorithm.save_to_path` wrote), the module folder inside it, or a `recoworld train` output
+folder (its newest checkpoint). It applies the same `user_relative_features` the policy
+trained on, then decodes the slot logits into a slate of *distinct* candidates: slot by
+slot, the best-scoring candidate not yet in the slate, available ones first. Where the
+per-slot argmax has no repeats this is exactly the deterministic PPO action; otherwise it
+fixes the repeats by the policy's own preferences instead of the env's retrieval order.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from recoworld.agents.base import Observation, Recommender
+from recoworld.envs.wrappers import slate_action_mask, user_relative_features
+from recoworld.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+#: Where `Algorithm.save_to_path` puts the single-agent module.
+MODULE_SUBDIR = Path("learner_group/learner/rl_module/default_policy")
+
+
+class RLlibRecommender(Recommender):
+    """Acts with an RLlib `RLModule` trained on `UserRelativeObservation` features.
+
+    Args:
+        module: the policy; masked (Dict observation with `action_mask`) or plain (Box).
+        slate_size: must match the policy's `MultiDiscrete` action length.
+        seed: unused by the greedy decode; kept for the `Recommender` contract.
+    """
+
+    name = "rllib"
+
+    def __init__(self, module: RLModule, slate_size: int, seed: int | None = None) -> None:
+        super().__init__(slate_size, seed)
+        import torch
+
+        self._torch = torch
+        self.module = module
+        nvec = np.asarray(module.action_space.nvec)
+        if len(nvec) != slate_size:
+            raise ConfigError(f"the policy shows slates of {len(nvec)} items, but slate_size={slate_size}")
+        self.n_candidates = int(nvec[0])
+        space = module.observation_space
+        self.masked = hasattr(space, "spaces") and "action_mask" in space.spaces
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike[str], slate_size: int, seed: int | None = None
+    ) -> RLlibRecommender:
+        module_path = resolve_module_path(path)
+        from ray.rllib.core.rl_module.rl_module import RLModule
+
+        return cls(RLModule.from_checkpoint(str(module_path)), slate_size, seed)
+
+    def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
+        from ray.rllib.core.columns import Columns
+
+        c = len(observation["candidate_ids"])
+        if c != self.n_candidates:
+            raise ConfigError(f"the policy was trained on n_candidates={self.n_candidates}, the env offers {c}")
+        torch = self._torch
+        features = torch.from_numpy(user_relative_features(observation))[None]
+        mask = observation["candidate_mask"]
+        obs: Any = features
+        if self.masked:
+            obs = {"observations": features,
+                   "action_mask": torch.from_numpy(slate_action_mask(mask, self.slate_size))[None]}
+        with torch.no_grad():
+            out = self.module.forward_inference({Columns.OBS: obs})
+        logits = out[Columns.ACTION_DIST_INPUTS][0].numpy().reshape(self.slate_size, c)
+        return distinct_slate(logits, mask.astype(bool))
+
+
+def distinct_slate(slot_logits: np.ndarray, available: np.ndarray) -> np.ndarray:
+    """Slot k takes its best-scoring candidate not already shown, preferring available ones."""
+    k, c = slot_logits.shape
+    chosen = np.zeros(c, dtype=bool)
+    slate = np.empty(k, dtype=np.int64)
+    for slot in range(k):
+        allowed = ~chosen & available if (~chosen & available).any() else ~chosen
+        pick = int(np.argmax(np.where(allowed, slot_logits[slot], -np.inf)))
+        slate[slot] = pick
+        chosen[pick] = True
+    return slate
+
+
+def resolve_module_path(path: str | os.PathLike[str]) -> Path:
+    """The module folder for an algorithm checkpoint, a module folder or a training output folder."""
+    path = Path(path)
+    if (path / MODULE_SUBDIR).is_dir():
+        return path / MODULE_SUBDIR
+    if any(path.glob("module_state.*")):
+        return path
+    checkpoints = sorted((path / "checkpoints").glob("iter_*")) if (path / "checkpoints").is_dir() else []
+    if checkpoints:
+        return checkpoints[-1] / MODULE_SUBDIR
+    raise ConfigError(
+        f"no RLlib policy at {str(path)!r}: expected an algorithm checkpoint (with {MODULE_SUBDIR}/), "
+        "a module checkpoint, or a `recoworld train` output folder (with checkpoints/iter_*/)"
+    )

@@ -1,0 +1,272 @@
+"""Fidelity: do simulated users, initialised from a real train log, choose what the real users chose next?
+
+Protocol (sampled ranking, the same candidates for every scorer):
+
+1. Split the log in time (`recoworld.data.split`); build the catalog and one profile per
+   user from the train part only.
+2. For every user with a profile and held-out items they had not interacted with in train,
+   the candidates are those held-out items (positives) plus `n_negatives` items the user
+   never interacted with, drawn uniformly with the report's seed (`n_negatives=0`: all of
+   them, i.e. full ranking).
+3. Each scorer turns (profile, train history, candidates) into scores; higher means "more
+   likely to be chosen". Per user: AUC (ties count half), NDCG@k and Hit@k (ties in the
+   ranking broken at random, seeded). The report gives means and 95% CI half-widths.
+
+Scorers are a one-method protocol (`ChoiceScorer`), so any simulated user can be measured:
+
+- `ChoiceModelScorer`: the parametric user's click utility for each candidate at the start
+  of a session whose memory holds the user's last train items: the expected choice,
+  without sampling noise.
+- `SimulatorScorer`: any `UserSimulator` (parametric or LLM) reviews the candidates in
+  shuffled slates, one fresh session per slate; the score is its reaction (skip 0 ..
+  share 3, -1 for items it never reached). This is the behavioural number, and the one
+  that compares LLM users with parametric users on equal terms. `BatchParametricScorer`
+  runs the same protocol for parametric users as one vectorized review.
+- `PopularityScorer`: train popularity, the reference any user model should beat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+from rich.table import Table
+
+from recoworld.catalog import Catalog
+from recoworld.config import ChoiceConfig, StrictModel, WorldConfig
+from recoworld.metrics import mean_ci
+from recoworld.population import UserProfile
+from recoworld.simulators.base import UserSimulator
+from recoworld.simulators.choice import ChoiceModel
+from recoworld.simulators.parametric import ParametricUsers
+
+
+class ChoiceScorer(Protocol):
+    """Scores candidates for one user; higher = more likely to be chosen."""
+
+    name: str
+
+    def score(
+        self, profile: UserProfile, history: np.ndarray, candidates: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        """`history`: the user's train items (catalog indices, oldest first). Returns (len(candidates),)."""
+        ...
+
+
+class FidelityConfig(StrictModel):
+    n_negatives: int = Field(99, ge=0, description="sampled negatives per user; 0 ranks every unseen item")
+    k: int = Field(10, ge=1, description="cutoff of NDCG@k and Hit@k")
+    max_users: int | None = Field(None, ge=1, description="evaluate the first N eligible users (natural id order)")
+    seed: int = Field(0, ge=0)
+
+
+@dataclass(frozen=True)
+class EvalUser:
+    profile: UserProfile
+    history: np.ndarray  # train items, oldest first
+    candidates: np.ndarray  # positives first, then negatives
+    n_positives: int
+
+
+class ChoiceModelScorer:
+    """The parametric choice model's utility at the start of a session (fatigue 0, position 0)."""
+
+    name = "parametric (choice model)"
+
+    def __init__(self, catalog: Catalog, choice: ChoiceConfig | None = None, memory_size: int = 30) -> None:
+        self.catalog = catalog
+        self.model = ChoiceModel(choice or ChoiceConfig())
+        self.memory_size = memory_size
+
+    def score(
+        self, profile: UserProfile, history: np.ndarray, candidates: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        cat = self.catalog
+        emb = cat.embeddings[candidates].astype(np.float64)
+        relevance = emb @ profile.interest_vector(cat)
+        recent = cat.embeddings[history[-self.memory_size :]].astype(np.float64)
+        max_sim = (emb @ recent.T).max(axis=1) if len(recent) else np.zeros(len(candidates))
+        novelty = 1.0 - np.minimum(max_sim, 1.0)
+        return self.model.utility(relevance, cat.quality[candidates], novelty, profile.novelty_trait, 0.0, 0)
+
+
+class SimulatorScorer:
+    """A user simulator's mean reaction to each candidate over `repeats` passes of shuffled slates."""
+
+    def __init__(self, name: str, simulator: UserSimulator, slate_size: int = 10, repeats: int = 1) -> None:
+        if slate_size < 1 or repeats < 1:
+            raise ValueError(f"slate_size and repeats must be >= 1, got {slate_size} and {repeats}")
+        self.name = name
+        self.simulator = simulator
+        self.slate_size = slate_size
+        self.repeats = repeats
+
+    def score(
+        self, profile: UserProfile, history: np.ndarray, candidates: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        scores = np.zeros(len(candidates))
+        for _ in range(self.repeats):
+            order = rng.permutation(len(candidates))
+            for start in range(0, len(order), self.slate_size):
+                pos = order[start : start + self.slate_size]
+                self.simulator.reset(profile, rng)
+                self.simulator.start_session(0.0, rng)
+                scores[pos] += self.simulator.review(candidates[pos], rng).reactions
+        return scores / self.repeats
+
+
+class BatchParametricScorer:
+    """`SimulatorScorer`'s protocol for parametric users, with every slate of every pass reviewed in one batch.
+
+    Each batch row is a fresh user with the same profile, exactly as `SimulatorScorer` resets
+    the user per slate. A short last slate is padded at its end, which is harmless: no
+    position depends on a later one.
+    """
+
+    def __init__(self, name: str, users: ParametricUsers, slate_size: int = 10, repeats: int = 1) -> None:
+        if slate_size < 1 or repeats < 1:
+            raise ValueError(f"slate_size and repeats must be >= 1, got {slate_size} and {repeats}")
+        self.name = name
+        self.users = users
+        self.slate_size = slate_size
+        self.repeats = repeats
+
+    def score(
+        self, profile: UserProfile, history: np.ndarray, candidates: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        k, n = self.slate_size, len(candidates)
+        per_pass = -(-n // k) * k
+        order = np.concatenate([np.resize(rng.permutation(n), per_pass) for _ in range(self.repeats)])
+        real = np.concatenate([np.arange(per_pass) < n] * self.repeats)
+        slates = candidates[order].reshape(-1, k)
+        b = len(slates)
+        self.users.reset([profile] * b, rng)
+        self.users.start_sessions(np.arange(b), np.zeros(b), rng)
+        reactions = self.users.review(slates, rng).reactions.ravel()
+        return np.bincount(order[real], weights=reactions[real], minlength=n) / self.repeats
+
+
+class PopularityScorer:
+    """Train popularity: what a user model has to beat to be worth simulating."""
+
+    name = "popularity (reference)"
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def score(
+        self, profile: UserProfile, history: np.ndarray, candidates: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        return self.catalog.popularity[candidates].astype(np.float64)
+
+
+def eval_users(
+    catalog: Catalog, profiles: Sequence[UserProfile], train: pd.DataFrame, test: pd.DataFrame,
+    config: FidelityConfig,
+) -> list[EvalUser]:
+    """The users and candidate sets every scorer is measured on (deterministic in `config.seed`)."""
+    row = pd.Series(np.arange(len(catalog)), index=catalog.item_ids)
+    train_items = train.assign(item=row.reindex(train["item_id"].to_numpy()).to_numpy())
+    test_items = test.assign(item=row.reindex(test["item_id"].to_numpy()).to_numpy())
+    history = train_items.sort_values("timestamp", kind="stable").groupby("user_id")["item"].agg(list)
+    held_out = test_items.groupby("user_id")["item"].agg(list)
+    rng = np.random.default_rng(config.seed)
+    n = len(catalog)
+    out = []
+    for profile in profiles:
+        uid = profile.user_id
+        if uid not in held_out.index or uid not in history.index:
+            continue
+        hist = np.asarray(history[uid], dtype=np.int64)
+        seen = np.zeros(n, dtype=bool)
+        seen[hist] = True
+        positives = np.array([i for i in dict.fromkeys(held_out[uid]) if not seen[i]], dtype=np.int64)
+        if not len(positives):
+            continue
+        seen[positives] = True
+        pool = np.flatnonzero(~seen)
+        if not len(pool):
+            continue
+        negatives = pool if config.n_negatives == 0 else rng.choice(pool, min(config.n_negatives, len(pool)), False)
+        out.append(EvalUser(profile, hist, np.concatenate([positives, negatives]), len(positives)))
+        if config.max_users is not None and len(out) >= config.max_users:
+            break
+    return out
+
+
+def user_metrics(scores: np.ndarray, n_positives: int, k: int, rng: np.random.Generator) -> tuple[float, float, float]:
+    """(AUC, NDCG@k, Hit@k) for candidates whose first `n_positives` entries are the positives."""
+    labels = np.zeros(len(scores), dtype=bool)
+    labels[:n_positives] = True
+    n_neg = len(scores) - n_positives
+    ranks = pd.Series(scores).rank(method="average").to_numpy()
+    auc = (ranks[labels].sum() - n_positives * (n_positives + 1) / 2) / (n_positives * n_neg)
+    order = np.lexsort((rng.random(len(scores)), -scores))
+    top = labels[order[:k]]
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    ndcg = float((top * discounts[: len(top)]).sum() / discounts[: min(n_positives, k)].sum())
+    return float(auc), ndcg, float(top.any())
+
+
+def evaluate(
+    users: Sequence[EvalUser], scorers: Sequence[ChoiceScorer], config: FidelityConfig,
+    on_user: Callable[[str], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary: one row per scorer with means and CI half-widths, per_user: one row per scorer x user)."""
+    rows = []
+    for scorer in scorers:
+        # Each scorer draws from its own stream, so adding a scorer never changes another's numbers.
+        rng = np.random.default_rng([config.seed, *map(ord, scorer.name)])
+        for user in users:
+            scores = np.asarray(scorer.score(user.profile, user.history, user.candidates, rng), dtype=np.float64)
+            if scores.shape != user.candidates.shape:
+                raise ValueError(f"scorer {scorer.name!r} returned shape {scores.shape}, "
+                                 f"expected {user.candidates.shape}")
+            auc, ndcg, hit = user_metrics(scores, user.n_positives, config.k, rng)
+            rows.append({"scorer": scorer.name, "user_id": user.profile.user_id, "segment": user.profile.segment,
+                         "positives": user.n_positives, "candidates": len(user.candidates),
+                         "auc": auc, f"ndcg@{config.k}": ndcg, f"hit@{config.k}": hit})
+            if on_user is not None:
+                on_user(scorer.name)
+    per_user = pd.DataFrame(rows)
+    summary = []
+    for name, group in per_user.groupby("scorer", sort=False):
+        entry: dict[str, float | str | int] = {"scorer": str(name), "users": len(group),
+                                               "candidates": float(group["candidates"].mean())}
+        for metric in ("auc", f"ndcg@{config.k}", f"hit@{config.k}"):
+            entry[metric], entry[f"{metric}_ci"] = mean_ci(group[metric])
+        summary.append(entry)
+    return pd.DataFrame(summary), per_user
+
+
+def default_scorers(catalog: Catalog, world: WorldConfig | None = None, repeats: int = 5) -> list[ChoiceScorer]:
+    """The parametric user measured both ways (`repeats` passes when simulated), and the popularity reference."""
+    w = world or WorldConfig()
+    users = ParametricUsers(catalog, w.choice, w.dynamics, w.returns)
+    return [
+        ChoiceModelScorer(catalog, w.choice, w.dynamics.memory_size),
+        BatchParametricScorer("parametric (simulated)", users, w.slate_size, repeats),
+        PopularityScorer(catalog),
+    ]
+
+
+def llm_scorer(catalog: Catalog, world: WorldConfig) -> SimulatorScorer:
+    """LLM users (`world.llm` picks the chat model) behind the same slate protocol; one pass, calls are costly."""
+    from recoworld.simulators.llm_user import LLMUser
+
+    return SimulatorScorer("llm", LLMUser.from_world(catalog, world), world.slate_size)
+
+
+def fidelity_table(summary: pd.DataFrame, k: int = 10, title: str = "Fidelity on held-out interactions") -> Table:
+    table = Table(title=title)
+    table.add_column("user model", style="bold")
+    for header in ("users", "candidates", "AUC", f"NDCG@{k}", f"Hit@{k}"):
+        table.add_column(header, justify="right")
+    for _, row in summary.iterrows():
+        cells = [f"{row[m]:.3f} ± {row[f'{m}_ci']:.3f}" for m in ("auc", f"ndcg@{k}", f"hit@{k}")]
+        table.add_row(str(row["scorer"]), str(int(row["users"])), f"{row['candidates']:.0f}", *cells)
+    return table

@@ -1,0 +1,76 @@
+"""Record/replay cache of model replies in SQLite.
+
+The key is a SHA-256 over everything that determines a reply: backend, model, structured
+output mode, messages, schema or tools, and sampling parameters. Never the API key or the
+base URL. Values are the validated raw reply, or the final error of a request whose every
+attempt produced unusable output, so a replay takes the same fallback without calling
+the model. Transport failures (timeouts, 5xx) are not recorded: they are not the model's answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from recoworld.llm.config import CacheMode
+
+
+def cache_key(**parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class ResponseCache:
+    """Thread-safe; opens the file lazily so a backend holding it can be pickled."""
+
+    def __init__(self, path: str | Path, mode: CacheMode) -> None:
+        self.path = Path(path)
+        self.mode = mode
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "mode": self.mode}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], state["mode"])  # type: ignore[misc]
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self._conn = conn
+        return self._conn
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        if self.mode == "off" or (self.mode == "read" and not self.path.exists()):
+            return None
+        with self._lock:
+            row = self._db().execute("SELECT value FROM replies WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        if self.mode != "write":
+            return
+        with self._lock:
+            db = self._db()
+            db.execute("INSERT OR REPLACE INTO replies (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+            db.commit()
+
+    def __len__(self) -> int:
+        if not self.path.exists():
+            return 0
+        with self._lock:
+            return int(self._db().execute("SELECT COUNT(*) FROM replies").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

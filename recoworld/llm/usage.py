@@ -1,0 +1,67 @@
+"""Token, cost and failure accounting for one backend, and the budget that can stop a study.
+
+Counters are updated from the event loop and from worker threads, hence the lock.
+`server_s` is the wall time spent waiting on the model, which lets benchmarks separate
+RecoWorld's own overhead from the server's time.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+
+from recoworld.llm.errors import BudgetExceeded
+
+
+@dataclass
+class Usage:
+    price_input_per_mtok: float = 0.0
+    price_output_per_mtok: float = 0.0
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
+    requests: int = 0  # model calls actually sent (probes, retries and repairs included)
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    transport_errors: int = 0
+    invalid_outputs: int = 0
+    repairs: int = 0
+    failures: int = 0  # requests that raised LLMError to the caller
+    server_s: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def cost_usd(self) -> float:
+        spent = self.prompt_tokens * self.price_input_per_mtok + self.completion_tokens * self.price_output_per_mtok
+        return spent / 1e6
+
+    def add(self, **counts: float) -> None:
+        with self._lock:
+            for key, value in counts.items():
+                setattr(self, key, getattr(self, key) + value)
+
+    def check_budget(self) -> None:
+        """Raise before a new model call once a budget is spent; cache hits are free and never stopped."""
+        if self.budget_tokens is not None and self.total_tokens >= self.budget_tokens:
+            raise BudgetExceeded(
+                f"LLM token budget reached: {self.total_tokens} tokens used, budget_tokens={self.budget_tokens}"
+            )
+        if self.budget_usd is not None and self.cost_usd >= self.budget_usd:
+            raise BudgetExceeded(
+                f"LLM cost budget reached: ${self.cost_usd:.4f} spent, budget_usd={self.budget_usd}"
+            )
+
+    def as_dict(self) -> dict[str, float]:
+        data = {k: v for k, v in asdict(self).items() if not k.startswith(("_", "price", "budget"))}
+        return {**data, "total_tokens": self.total_tokens, "cost_usd": round(self.cost_usd, 6)}
+
+    def describe(self) -> str:
+        return (
+            f"LLM: {self.requests} calls, {self.cache_hits} cache hits, {self.prompt_tokens}+{self.completion_tokens} "
+            f"tokens, ~${self.cost_usd:.4f}; {self.transport_errors} transport errors, {self.invalid_outputs} "
+            f"invalid replies, {self.repairs} repairs, {self.failures} failed requests"
+        )

@@ -1,0 +1,84 @@
+"""`SlateScorerRLModule`: an RLlib PPO module that scores every candidate with one shared network.
+
+A slate policy should not care in which retrieval position a candidate arrived. A flat MLP
+over C concatenated candidate rows learns a separate scoring rule per position (and per
+slot), which multiplies the samples it needs by about C. This module applies one small MLP to
+each candidate's `UserRelativeObservation` row (concatenated with the global features) and
+reads K outputs from it: candidate i's logit for slot k. The logits are those of the env's
+`MultiDiscrete([C] * K)` action (slot-major), so PPO's MultiCategorical distribution is
+unchanged. When the observation carries an `action_mask`, masked logits are pushed to
+RLlib's FLOAT_MIN, as in `ActionMaskingTorchRLModule`. The value head sees the global
+features and the mean and max of the candidate rows (permutation invariant as well).
+
+Use with `UserRelativeObservation` (either variant) and PPO:
+`RLModuleSpec(module_class=SlateScorerRLModule, model_config={"hidden": [64, 64]})`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import gymnasium as gym
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCategorical
+from ray.rllib.core.rl_module.apis.value_function_api import ValueFunctionAPI
+from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+from ray.rllib.utils.torch_utils import FLOAT_MIN
+from torch import nn
+
+from recoworld.envs.wrappers import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.Tanh())
+    return nn.Sequential(*layers)
+
+
+class SlateScorerRLModule(TorchRLModule, ValueFunctionAPI):
+    """Shared per-candidate scorer (policy) and pooled value head; see the module docstring."""
+
+    def setup(self) -> None:
+        space = self.action_space
+        if not isinstance(space, gym.spaces.MultiDiscrete) or len(set(space.nvec.tolist())) != 1:
+            raise ValueError(f"SlateScorerRLModule needs a MultiDiscrete([C] * K) slate action, got {space}")
+        self.n_candidates, self.slate_size = int(space.nvec[0]), len(space.nvec)
+        obs_space = self.observation_space
+        features = obs_space["observations"] if isinstance(obs_space, gym.spaces.Dict) else obs_space
+        expected = self.n_candidates * N_CANDIDATE_FEATURES + N_GLOBAL_FEATURES
+        if features.shape != (expected,):
+            raise ValueError(
+                f"SlateScorerRLModule expects UserRelativeObservation features of shape ({expected},) for "
+                f"{self.n_candidates} candidates, got {features.shape}"
+            )
+        hidden = list((self.model_config or {}).get("hidden", [64, 64]))
+        self.scorer = _mlp([N_CANDIDATE_FEATURES + N_GLOBAL_FEATURES, *hidden, self.slate_size])
+        self.value_head = _mlp([2 * N_CANDIDATE_FEATURES + N_GLOBAL_FEATURES, *hidden, 1])
+        self.action_dist_cls = TorchMultiCategorical.get_partial_dist_cls(
+            space=space, input_lens=[self.n_candidates] * self.slate_size
+        )
+
+    def _split(self, obs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(B, C, F) candidate rows, (B, G) global features, and the (B, K * C) mask or None."""
+        features, mask = (obs["observations"], obs["action_mask"]) if isinstance(obs, dict) else (obs, None)
+        c, f = self.n_candidates, N_CANDIDATE_FEATURES
+        return features[:, : c * f].reshape(-1, c, f), features[:, c * f :], mask
+
+    def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        cand, glob, mask = self._split(batch[Columns.OBS])
+        b, c, _ = cand.shape
+        rows = torch.cat([cand, glob[:, None, :].expand(b, c, glob.shape[1])], dim=-1)
+        logits = self.scorer(rows).transpose(1, 2).reshape(b, self.slate_size * c)  # slot-major, like the action
+        if mask is not None:
+            logits = logits + torch.clamp(torch.log(mask), min=FLOAT_MIN)
+        return {Columns.ACTION_DIST_INPUTS: logits}
+
+    def compute_values(self, batch: dict[str, Any], embeddings: Any | None = None) -> torch.Tensor:
+        cand, glob, _ = self._split(batch[Columns.OBS])
+        pooled = torch.cat([cand.mean(dim=1), cand.max(dim=1).values, glob], dim=-1)
+        return self.value_head(pooled).squeeze(-1)

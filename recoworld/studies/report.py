@@ -1,0 +1,152 @@
+"""A study's report: metrics per recommender, arm and segment, the creator's effect, tables and plots.
+
+The headline metrics come from `recoworld.metrics.summarize` applied to each segment's
+rows; the creator metrics are added on top:
+
+| column                  | meaning                                                           |
+|-------------------------|-------------------------------------------------------------------|
+| `reach`                 | share of the segment's users who reviewed at least one new item   |
+| `new_item_clicks_per_user` | clicks on the creator's items per user                          |
+| `new_item_ctr`          | clicks per reviewed new item                                      |
+
+With LLM users the table also shows `llm_fallback_rate`: the share of turns the model
+could not decide, played by the parametric user instead.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from recoworld.metrics import daily_activity, summarize
+from recoworld.report import plot_retention
+
+ALL = "all"
+#: Columns of the per-segment table in the markdown report.
+SHOWN = ("recommender", "arm", "segment", "users", "reach", "new_item_ctr", "ctr", "like_rate", "dwell_min_per_user",
+         "sessions_per_user", "retention", "retention_ci", "churn_rate", "return_per_user")
+#: Metrics whose with-minus-without difference is the creator's effect.
+EFFECTS = ("reach", "new_item_clicks_per_user", "ctr", "dwell_min_per_user", "sessions_per_user", "retention",
+           "churn_rate", "return_per_user")
+
+
+def segment_summary(trajectories: pd.DataFrame, episodes: pd.DataFrame, target: str | None = None) -> pd.DataFrame:
+    """One row per recommender x arm x segment (and an `all` row per recommender x arm)."""
+    keys = ["recommender", "arm"]
+    traj_groups = dict(list(trajectories.groupby([*keys, "segment"], sort=False)))
+    rows = []
+    for (rec, arm), eps in episodes.groupby(keys, sort=False):
+        traj = trajectories[(trajectories["recommender"] == rec) & (trajectories["arm"] == arm)]
+        parts = [(ALL, traj, eps)] + [
+            (seg, traj_groups[(rec, arm, seg)], e) for seg, e in eps.groupby("segment", sort=True)
+        ]
+        for segment, t, e in parts:
+            headline = summarize(t, e).iloc[0].drop("recommender")
+            seen, clicked = e["new_items_seen"].sum(), e["new_items_clicked"].sum()
+            rows.append({
+                "recommender": rec, "arm": arm, "segment": segment, "target": segment == target,
+                **headline.to_dict(),
+                "reach": float((e["new_items_seen"] > 0).mean()),
+                "new_item_clicks_per_user": float(e["new_items_clicked"].mean()),
+                "new_item_ctr": float(clicked / seen) if seen else float("nan"),
+            })
+    return pd.DataFrame(rows)
+
+
+def creator_effects(summary: pd.DataFrame) -> pd.DataFrame:
+    """With minus without the new content, per recommender and segment (empty without a creator)."""
+    if not {"with", "without"} <= set(summary["arm"]):
+        return pd.DataFrame()
+    idx = ["recommender", "segment", "target"]
+    with_ = summary[summary["arm"] == "with"].set_index(idx)[list(EFFECTS)]
+    without = summary[summary["arm"] == "without"].set_index(idx)[list(EFFECTS)]
+    return (with_ - without).add_prefix("delta_").reset_index()
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
+    def cell(v: object) -> str:
+        if isinstance(v, float | np.floating):
+            return "-" if math.isnan(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    head = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+def plot_segments(summary: pd.DataFrame, path: Path) -> Path:
+    """Retention (95% CI) and reach per segment, one bar per recommender x arm."""
+    segs = summary[summary["segment"] != ALL]
+    segments = list(dict.fromkeys(segs["segment"]))
+    groups = list(dict.fromkeys(zip(segs["recommender"], segs["arm"])))
+    x = np.arange(len(segments))
+    width = 0.8 / max(len(groups), 1)
+    fig, (ax_ret, ax_reach) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for j, (rec, arm) in enumerate(groups):
+        g = segs[(segs["recommender"] == rec) & (segs["arm"] == arm)].set_index("segment").reindex(segments)
+        offset = x - 0.4 + width * (j + 0.5)
+        ax_ret.bar(offset, g["retention"], width, yerr=g["retention_ci"].fillna(0), capsize=3, label=f"{rec}/{arm}")
+        ax_reach.bar(offset, g["reach"], width, label=f"{rec}/{arm}")
+    for ax, title in ((ax_ret, "Retention per segment (95% CI)"), (ax_reach, "Reach of the new content")):
+        ax.set_xticks(x, segments)
+        ax.set_ylim(0, 1)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    ax_ret.set_ylabel("share of days active")
+    ax_reach.set_ylabel("share of users who saw a new item")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(
+    trajectories: pd.DataFrame,
+    episodes: pd.DataFrame,
+    out: str | Path,
+    *,
+    title: str,
+    horizon_days: float,
+    target: str | None = None,
+    notes: list[str] | None = None,
+    llm_users: bool = False,
+) -> tuple[Path, pd.DataFrame]:
+    """Write `summary.csv`, `effects.csv`, two plots and `report.md` under `out`; returns the report and summary.
+
+    `llm_users` adds the LLM fallback rate to the per-segment table (it is always in `summary.csv`)."""
+    out = Path(out)
+    summary = segment_summary(trajectories, episodes, target)
+    effects = creator_effects(summary)
+    summary.to_csv(out / "summary.csv", index=False)
+    if not effects.empty:
+        effects.to_csv(out / "effects.csv", index=False)
+    label = trajectories["recommender"] + "/" + trajectories["arm"]
+    overall = summary[summary["segment"] == ALL].assign(recommender=lambda s: s["recommender"] + "/" + s["arm"])
+    daily = daily_activity(trajectories.assign(recommender=label), math.ceil(horizon_days))
+    plot_retention(overall, daily, out / "retention.png")
+    plot_segments(summary, out / "segments.png")
+    lines = [f"# {title}", "", *(notes or [])]
+    if llm_users:
+        turns = trajectories.drop_duplicates(["recommender", "arm", "user_id", "step"])
+        fell = int(turns["llm_fallback"].sum())
+        lines.append(f"- LLM users: {fell} of {len(turns)} turns ({fell / max(len(turns), 1):.1%}) fell back to "
+                     "the parametric user")
+    lines.append("")
+    shown = [*SHOWN, "llm_fallback_rate"] if llm_users else list(SHOWN)
+    lines += ["## Per segment", "", markdown_table(summary[shown]), ""]
+    if not effects.empty:
+        lines += [f"## Effect of the new content (with − without){f', target segment: {target}' if target else ''}",
+                  "", markdown_table(effects), ""]
+    lines += ["## Plots", "", "![retention](retention.png)", "", "![segments](segments.png)", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path, summary

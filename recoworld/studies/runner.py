@@ -1,0 +1,315 @@
+"""Run a study on Ray: users in shards, shards as remote tasks, progress checkpointed.
+
+Users are shuffled (seeded) and cut into shards of `shard_size`; a shard is one shared
+platform, so its users influence each other and nobody else. Each shard runs every
+recommender and arm on the same users with the same seeds (common random numbers).
+Its seeds derive from the study seed and the shard's index alone, so results do not
+depend on how many workers there are or in which order shards finish.
+
+Checkpoints: each finished shard is written as Parquet parts (atomically) and then
+recorded in `manifest.json` (also atomically). A rerun with the same spec and output
+directory skips the recorded shards, so an interrupted study resumes without losing
+or duplicating any user; a part written but not yet recorded is simply redone.
+
+LLM users and recommenders (`user_backend: llm`, `toolrec`) use the spec's `world.llm`.
+Within a shard, a step's user turns are in flight together (`llm.concurrency`); every
+Ray worker process has its own backend, so its cache connection, usage account and
+`budget_*` limits are per worker, not per study. Fallback turns are flagged in the
+trajectories' `llm_fallback` column; `agent_trace` keeps an LLM recommender's reasoning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from recoworld.agents import make_recommender
+from recoworld.catalog import Catalog, cached_catalog
+from recoworld.envs.population_env import PopulationParallelEnv, PopulationWorldConfig, hold_back
+from recoworld.errors import ConfigError
+from recoworld.metrics import intent_match, slate_diversity
+from recoworld.population import UserProfile, sample_population
+from recoworld.simulation import _TurnLog
+from recoworld.storage import write_parquet_atomic
+from recoworld.studies.creators import publish
+from recoworld.studies.spec import StudySpec
+
+# Spawn keys of the study's independent random streams.
+_POPULATION, _CREATOR, _CATALOG, _SHARD = 0, 1, 2, 3
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class StudySetup:
+    """Everything the shards share, fixed by the spec and its seed before any shard runs."""
+
+    spec: StudySpec
+    catalog: Catalog
+    profiles: list[UserProfile]  # in shard order
+    release_day: dict[str, np.ndarray]  # per arm, (N,) days; inf = never published
+    new_items: np.ndarray  # indices of the creator's items (empty without a creator)
+    target_topic: str | None
+
+    @property
+    def shards(self) -> list[list[UserProfile]]:
+        k = self.spec.shard_size
+        return [self.profiles[i : i + k] for i in range(0, len(self.profiles), k)]
+
+    def fingerprint(self) -> str:
+        """Spec plus catalog: a checkpoint only resumes a study over the same items."""
+        h = hashlib.sha256(self.spec.fingerprint().encode())
+        h.update(np.ascontiguousarray(self.catalog.embeddings).tobytes())
+        h.update("\n".join(map(str, self.catalog.item_ids)).encode())
+        return h.hexdigest()[:16]
+
+
+@dataclass
+class StudyResult:
+    out: Path
+    setup: StudySetup
+    trajectories: pd.DataFrame
+    episodes: pd.DataFrame
+    shards_run: int  # shards computed by this call (the rest came from the checkpoint)
+
+
+def _rng(seed: int, key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(key,)))
+
+
+def prepare(spec: StudySpec, catalog: Catalog | None = None) -> StudySetup:
+    """Draw the users, publish the creator's items and fix the release days, all from `spec.seed`."""
+    base = catalog if catalog is not None else cached_catalog(spec.world.catalog)
+    if spec.profiles is not None:
+        profiles = list(spec.profiles)
+    else:
+        profiles = sample_population(spec.population, base, _rng(spec.seed, _POPULATION), n=spec.n_users)
+    if not profiles:
+        raise ConfigError("the study has no users: give n_users >= 1 or segments with size >= 1")
+    order = _rng(spec.seed, _POPULATION + 100).permutation(len(profiles))  # mix segments across shards
+    profiles = [profiles[i] for i in order]
+    background = hold_back(np.zeros(len(base)), spec.new_item_share, spec.world.horizon_days,
+                           _rng(spec.seed, _CATALOG))
+    if spec.creator is None:
+        return StudySetup(spec, base, profiles, {"baseline": background}, np.empty(0, np.int64), None)
+    pub = publish(spec.creator, base, profiles, _rng(spec.seed, _CREATOR))
+    release = {
+        "without": np.concatenate([background, np.full(len(pub.new_items), np.inf)]),
+        "with": np.concatenate([background, pub.release_day]),
+    }
+    return StudySetup(spec, pub.catalog, profiles, release, pub.new_items, pub.topic)
+
+
+def shard_seeds(seed: int, shard: int) -> tuple[int, int]:
+    """(world seed, recommender seed) of one shard: a function of the study seed and the index only."""
+    world, agents = np.random.SeedSequence(seed, spawn_key=(_SHARD, shard)).generate_state(2)
+    return int(world), int(agents)
+
+
+def run_shard(
+    spec: StudySpec,
+    catalog: Catalog,
+    release_day: dict[str, np.ndarray],
+    new_items: np.ndarray,
+    profiles: list[UserProfile],
+    shard: int,
+) -> tuple[pa.Table, pa.Table]:
+    """Every recommender and arm on one shard's users; returns (trajectories, episodes)."""
+    world_seed, agent_seed = shard_seeds(spec.seed, shard)
+    config = PopulationWorldConfig(world=spec.world, n_users=len(profiles), social=spec.social)
+    is_new = np.zeros(len(catalog), dtype=bool)
+    is_new[new_items] = True
+    frames, episodes = [], []
+    for recommender in spec.recommenders:
+        for arm, release in release_day.items():
+            env = PopulationParallelEnv(config, catalog=catalog, population=profiles, release_day=release)
+            log = _TurnLog()
+            episodes += _play(env, recommender, arm, world_seed, agent_seed, is_new, log)
+            frame = log.frame()
+            frame.insert(0, "arm", arm)
+            frame.insert(0, "recommender", recommender)
+            frames.append(frame)
+    traj = pd.concat(frames, ignore_index=True)
+    traj.insert(2, "shard", shard)
+    traj["return_gap_days"] = pd.to_numeric(traj["return_gap_days"], errors="coerce").astype("float64")
+    for col in ("instruction", "intent", "agent_trace"):
+        traj[col] = traj[col].astype(object).where(traj[col].notna(), None)
+    eps = pd.DataFrame(episodes)
+    eps.insert(2, "shard", shard)
+    return pa.Table.from_pandas(traj, preserve_index=False), pa.Table.from_pandas(eps, preserve_index=False)
+
+
+def _play(
+    env: PopulationParallelEnv, recommender: str, arm: str, world_seed: int, agent_seed: int,
+    is_new: np.ndarray, log: _TurnLog,
+) -> list[dict[str, Any]]:
+    """One episode of the world with one recommender instance per user slot."""
+    cat, k = env.catalog, env.config.world.slate_size
+    obs, infos = env.reset(seed=world_seed)
+    agents = {}
+    for i, a in enumerate(env.possible_agents):
+        agents[a] = make_recommender(recommender, cat, k, agent_seed + i, llm=env.config.world.llm)
+        agents[a].begin_episode(agent_seed + i)
+    totals = dict.fromkeys(env.possible_agents, 0.0)
+    new_seen = dict.fromkeys(env.possible_agents, 0)
+    new_clicked = dict.fromkeys(env.possible_agents, 0)
+    intents: dict[str, Any] = dict.fromkeys(env.possible_agents)
+    rows = []
+    while env.agents:
+        actions = {a: agents[a].act(obs[a], infos[a]) for a in env.agents}
+        traces = {a: getattr(agents[a], "last_trace", None) for a in env.agents}
+        obs, rewards, terms, truncs, infos = env.step(actions)
+        for a, info in infos.items():
+            agents[a].observe(info["reactions"], info)
+            slate, reactions = info["slate"], info["reactions"]
+            totals[a] += rewards[a]
+            fresh = is_new[slate]
+            new_seen[a] += int((fresh & (reactions >= 0)).sum())
+            new_clicked[a] += int((fresh & (reactions >= 1)).sum())
+            match = float(intent_match(intents[a], cat, slate).mean()) if intents[a] else np.nan
+            log.add(
+                {"user_id": info["user_id"], "segment": info["segment"], "session": info["session"],
+                 "day": info["day"], "turn": info["turn"], "step": info["step"], "turn_reward": rewards[a],
+                 "instruction": info["instruction"],
+                 "intent": json.dumps(info["instruction_intent"]) if info["instruction"] else None,
+                 "left": info["left"], "return_gap_days": info["return_gap_days"], "churned": info["churned"],
+                 "intent_match": match, "slate_diversity": slate_diversity(cat, slate),
+                 "llm_fallback": info["llm_fallback"], "agent_trace": json.dumps(traces[a]) if traces[a] else None},
+                {"position": np.arange(k), "item": slate.astype(np.int64), "topic": cat.topic[slate].astype(np.int16),
+                 "reaction": reactions.astype(np.int8), "dwell_min": info["dwell_min"].astype(np.float32),
+                 "self_information": cat.self_information[slate], "new_item": fresh},
+            )
+            if info["instruction"] is not None:
+                intents[a] = info["instruction_intent"]
+            if info["left"]:
+                intents[a] = None
+            if terms[a] or truncs[a]:
+                rows.append({"recommender": recommender, "arm": arm, "user_id": info["user_id"],
+                             "segment": info["segment"],
+                             "total_reward": totals[a], "churned": bool(info["churned"]),
+                             "new_items_seen": new_seen[a], "new_items_clicked": new_clicked[a],
+                             **info["episode_stats"]})
+    return rows
+
+
+# ---------------------------------------------------------------------- driver
+
+
+def run_study(
+    spec: StudySpec,
+    out: str | os.PathLike[str] | None = None,
+    *,
+    catalog: Catalog | None = None,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    on_shard: Callable[[int, int], None] | None = None,
+) -> StudyResult:
+    """Run (or resume) a study on Ray and write its results under `out`.
+
+    Uses the running Ray runtime if there is one, else starts a local one (or connects
+    to `address`) and shuts it down at the end. `on_shard(done, total)` is called after
+    each shard is checkpointed; if it raises, in-flight shards are cancelled and the
+    error propagates, leaving a checkpoint that a rerun resumes from.
+    """
+    import ray
+
+    out_dir = Path(out if out is not None else spec.out or Path("runs") / spec.name)
+    setup = prepare(spec, catalog)
+    manifest = _load_manifest(out_dir, setup)
+    shards = setup.shards
+    todo = [i for i in range(len(shards)) if str(i) not in manifest["shards"]]
+    started = not ray.is_initialized()
+    if started:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address=address, num_cpus=num_cpus if address is None else None,
+                 include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(run_shard)
+        cat_ref = ray.put(setup.catalog)
+        pending = {
+            task.remote(spec, cat_ref, setup.release_day, setup.new_items, shards[i], i): i for i in todo
+        }
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                shard = pending.pop(ready[0])
+                traj, eps = ray.get(ready[0])
+                _checkpoint(out_dir, manifest, shard, shards[shard], traj, eps)
+                if on_shard is not None:
+                    on_shard(len(manifest["shards"]), len(shards))
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+    finally:
+        if started:
+            ray.shutdown()
+    traj, eps = _assemble(out_dir, manifest)
+    return StudyResult(out_dir, setup, traj, eps, shards_run=len(todo))
+
+
+def _load_manifest(out_dir: Path, setup: StudySetup) -> dict[str, Any]:
+    fingerprint = setup.fingerprint()
+    path = out_dir / MANIFEST
+    if not path.exists():
+        return {"study": setup.spec.name, "fingerprint": fingerprint, "n_shards": len(setup.shards), "shards": {}}
+    manifest = json.loads(path.read_text())
+    if manifest.get("fingerprint") != fingerprint:
+        raise ConfigError(
+            f"{out_dir} holds a checkpoint of a different study (fingerprint {manifest.get('fingerprint')} != "
+            f"{fingerprint}); resume only with the same spec and catalog, or choose another output directory"
+        )
+    # A shard recorded but missing its files (deleted by hand) is simply run again.
+    manifest["shards"] = {
+        k: v for k, v in manifest["shards"].items()
+        if all((out_dir / v[f]).exists() for f in ("trajectories", "episodes"))
+    }
+    return manifest
+
+
+def _checkpoint(out_dir: Path, manifest: dict[str, Any], shard: int, profiles: list[UserProfile],
+                traj: pa.Table, eps: pa.Table) -> None:
+    """Parts first, then the manifest that makes them count: a crash in between only redoes the shard."""
+    files = {}
+    for kind, table in (("trajectories", traj), ("episodes", eps)):
+        rel = f"parts/shard-{shard:05d}-{kind}.parquet"
+        write_parquet_atomic(table, out_dir / rel)
+        files[kind] = rel
+    manifest["shards"][str(shard)] = {**files, "users": [p.user_id for p in profiles], "n_episodes": eps.num_rows}
+    _write_json_atomic(manifest, out_dir / MANIFEST)
+
+
+def _assemble(out_dir: Path, manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The results so far, in shard order; written as `trajectories.parquet` and `episodes.parquet`."""
+    done = sorted(manifest["shards"], key=int)
+    if not done:
+        return pd.DataFrame(), pd.DataFrame()
+    traj = pd.concat([pd.read_parquet(out_dir / manifest["shards"][k]["trajectories"]) for k in done],
+                     ignore_index=True)
+    eps = pd.concat([pd.read_parquet(out_dir / manifest["shards"][k]["episodes"]) for k in done], ignore_index=True)
+    if len(done) == manifest["n_shards"]:
+        write_parquet_atomic(pa.Table.from_pandas(traj, preserve_index=False), out_dir / "trajectories.parquet")
+        write_parquet_atomic(pa.Table.from_pandas(eps, preserve_index=False), out_dir / "episodes.parquet")
+    return traj, eps
+
+
+def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,389 @@
+"""Train recommender policies with PPO (Ray RLlib, new API stack) on multi-turn retention rewards.
+
+## Observation and action path
+The env's `Dict` observation goes through `UserRelativeObservation` (recoworld/envs/wrappers.py)
+inside each env runner: candidates become a few user-relative features each (similarity to
+engaged and to skipped history, repetition, instruction match, quality, duration, popularity,
+availability). A generic MLP learns a useful ranking from that in minutes; from the raw
+2,000-number `Dict` flattened by RLlib's `FlattenObservations` it would first have to learn
+the user-item dot product. The slate action stays the env's `MultiDiscrete([C] * K)`: one
+categorical per slot (RLlib's MultiCategorical), duplicates replaced by the env.
+
+The network (`ppo.network`) is `SlateScorerRLModule` by default (recoworld/slate_rl_module.py):
+one small MLP shared by all candidates outputs each candidate's logit for every slot, so the
+policy learns one scoring rule instead of one per retrieval position. `mlp` uses RLlib's
+default PPO MLP over the whole feature vector instead.
+
+## Action masking
+With `action_mask: true` (default) the wrapper adds a per-slot `action_mask` built from the
+env's `candidate_mask` (0 = already consumed), and masked logits drop to RLlib's FLOAT_MIN:
+`SlateScorerRLModule` does it itself; with `network: mlp` the module is RLlib's
+`ActionMaskingTorchRLModule` (PPO only). Consumed candidates are then never sampled while
+any other is available. `action_mask: false` trains on the features alone.
+
+## Outputs (under `out`)
+`checkpoints/iter_NNNNNN/` (RLlib checkpoints, each moved into place only once complete),
+`curve.parquet` (one row per iteration; retention columns on evaluation rounds),
+`evaluation.parquet` (every evaluation round, policy and baselines) and `learning_curve.png`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import yaml
+from pydantic import Field
+
+from recoworld.agents import Recommender, make_recommender
+from recoworld.agents.rllib_policy import RLlibRecommender
+from recoworld.catalog import Catalog
+from recoworld.config import StrictModel, WorldConfig, build
+from recoworld.envs.recoworld_env import RecoWorldEnv
+from recoworld.envs.wrappers import UserRelativeObservation
+from recoworld.errors import ConfigError
+from recoworld.metrics import mean_ci
+from recoworld.population import PopulationSpec
+from recoworld.simulation import SimulationConfig, simulate
+from recoworld.storage import write_parquet_atomic
+
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.algorithm import Algorithm
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+#: Name under which `make_training_env` is registered with RLlib (`ray.tune.registry.register_env`).
+ENV_NAME = "RecoWorld-v0-user-relative"
+#: Name of the trained policy in evaluation tables.
+POLICY = "ppo"
+
+
+class PPOSettings(StrictModel):
+    """PPO hyperparameters (RLlib names, per learner)."""
+
+    lr: float = Field(3e-4, gt=0)
+    gamma: float = Field(0.95, gt=0, le=1, description="discount per turn")
+    lambda_: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    clip_param: float = Field(0.2, gt=0)
+    entropy_coeff: float = Field(0.0, ge=0)
+    vf_loss_coeff: float = Field(0.5, ge=0)
+    vf_clip_param: float = Field(100.0, gt=0, description="returns are O(100), so clip loosely")
+    train_batch_size: int = Field(4000, ge=32, description="env steps per iteration")
+    minibatch_size: int = Field(256, ge=8)
+    num_epochs: int = Field(10, ge=1)
+    network: Literal["shared_scorer", "mlp"] = Field(
+        "shared_scorer", description="SlateScorerRLModule, or RLlib's default MLP over all features"
+    )
+    hidden: list[int] = Field(default_factory=lambda: [64, 64], min_length=1)
+    num_envs_per_env_runner: int = Field(1, ge=1)
+    torch_threads: int = Field(
+        1, ge=1, description="torch threads in this process; the nets are tiny, and on 2 busy CPUs more threads "
+        "only contend (measured: 3 s vs 50+ s per iteration)"
+    )
+
+
+class EvalSettings(StrictModel):
+    """The fixed, seeded evaluation population and the baselines the policy is compared with."""
+
+    every: int = Field(5, ge=1, description="evaluate every N training iterations (and after the last)")
+    n_users: int = Field(200, ge=2)
+    seed: int = Field(12345, ge=0, description="seed of the evaluation users and their episodes")
+    baselines: list[str] = Field(default_factory=lambda: ["random", "popular"])
+    horizon_days: float | None = Field(None, gt=0, description="evaluate on another horizon than training")
+
+
+class TrainConfig(StrictModel):
+    """Everything `recoworld train` and experiments/train_ppo.py need: world, users, PPO, budget."""
+
+    seed: int = Field(0, ge=0, description="seeds RLlib (env runners, torch) and nothing else")
+    iterations: int = Field(20, ge=1, description="training budget in PPO iterations")
+    max_minutes: float | None = Field(None, gt=0, description="stop early (after a whole iteration) past this")
+    num_env_runners: int = Field(0, ge=0, description="0 samples in the driver process")
+    action_mask: bool = True
+    world: WorldConfig = WorldConfig()
+    population: PopulationSpec = Field(default_factory=PopulationSpec.default)
+    ppo: PPOSettings = PPOSettings()
+    eval: EvalSettings = EvalSettings()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> TrainConfig:
+        """A config from an optional YAML file, with `overrides` (None = keep) merged on top."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            loaded = yaml.safe_load(Path(path).read_text())
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"{path}: a training config must be a mapping, got {type(loaded).__name__}")
+            data = loaded
+        return build(cls, f"training config{f' {path}' if path else ''}", data,
+                     **{k: v for k, v in overrides.items() if v is not None})
+
+    def eval_world(self) -> WorldConfig:
+        if self.eval.horizon_days is None:
+            return self.world
+        return build(WorldConfig, "evaluation world", self.world, horizon_days=self.eval.horizon_days)
+
+
+# ---------------------------------------------------------------------------- env and algorithm
+
+
+def make_training_env(env_config: dict[str, Any]) -> gym.Env[Any, Any]:
+    """The env every RLlib env runner builds: RecoWorld-v0 behind `UserRelativeObservation`.
+
+    `env_config` holds plain dicts (`world`, `population`, `action_mask`) so it pickles to
+    remote runners; each runner rebuilds the (cached, seeded) catalog itself.
+    """
+    world = WorldConfig.model_validate(env_config["world"])
+    population = PopulationSpec.model_validate(env_config["population"])
+    env = RecoWorldEnv(world, population=population)
+    return UserRelativeObservation(env, action_mask=bool(env_config["action_mask"]))
+
+
+def register_training_env() -> None:
+    """Register `ENV_NAME` with RLlib; remote runners look it up in Ray's registry by name."""
+    from ray.tune.registry import register_env
+
+    register_env(ENV_NAME, make_training_env)
+
+
+def build_ppo_config(cfg: TrainConfig) -> PPOConfig:
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+    from ray.rllib.examples.rl_modules.classes.action_masking_rlm import ActionMaskingTorchRLModule
+
+    from recoworld.slate_rl_module import SlateScorerRLModule
+
+    register_training_env()
+    p = cfg.ppo
+    if p.network == "shared_scorer":
+        spec = RLModuleSpec(module_class=SlateScorerRLModule, model_config={"hidden": p.hidden})
+    else:
+        # Separate value network: returns are O(100); a shared trunk lets the value loss drown the policy's.
+        model = {"fcnet_hiddens": p.hidden, "fcnet_activation": "tanh", "head_fcnet_hiddens": [],
+                 "vf_share_layers": False}
+        spec = RLModuleSpec(module_class=ActionMaskingTorchRLModule if cfg.action_mask else None, model_config=model)
+    return (
+        PPOConfig()
+        .environment(ENV_NAME, env_config={
+            "world": cfg.world.model_dump(), "population": cfg.population.model_dump(),
+            "action_mask": cfg.action_mask,
+        })
+        .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=p.num_envs_per_env_runner)
+        .learners(num_learners=0)
+        .training(lr=p.lr, gamma=p.gamma, lambda_=p.lambda_, clip_param=p.clip_param,
+                  entropy_coeff=p.entropy_coeff, vf_loss_coeff=p.vf_loss_coeff, vf_clip_param=p.vf_clip_param,
+                  train_batch_size_per_learner=p.train_batch_size, minibatch_size=p.minibatch_size,
+                  num_epochs=p.num_epochs)
+        .rl_module(rl_module_spec=spec)
+        .debugging(seed=cfg.seed)
+    )
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def latest_checkpoint(out: str | os.PathLike[str]) -> Path | None:
+    """The newest complete checkpoint under `out/checkpoints`, or None."""
+    root = Path(out) / "checkpoints"
+    done = sorted(p for p in root.glob("iter_*") if p.is_dir()) if root.is_dir() else []
+    return done[-1] if done else None
+
+
+def save_checkpoint(algo: Algorithm, out: str | os.PathLike[str]) -> Path:
+    """Save to a temporary folder, then rename it into place: a crash never leaves a half checkpoint."""
+    root = Path(out) / "checkpoints"
+    final = root / f"iter_{algo.iteration:06d}"
+    tmp = root / f".tmp_iter_{algo.iteration:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    algo.save_to_path(str(tmp.resolve()))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def evaluate(cfg: TrainConfig, agents: dict[str, Callable[[Catalog, int, int | None], Recommender]]) -> pd.DataFrame:
+    """Run `agents` on the fixed evaluation users; one row per (recommender, user).
+
+    Every call draws the same users with the same episode seeds (common random numbers), so
+    rounds and recommenders are compared on identical conditions.
+    """
+    sim = SimulationConfig(n_users=cfg.eval.n_users, agents=list(agents), seed=cfg.eval.seed,
+                           world=cfg.eval_world(), population=cfg.population)
+    result = simulate(sim, build_agent=lambda name, catalog, k, seed: agents[name](catalog, k, seed))
+    return result.episodes
+
+
+def baseline_agents(names: list[str]) -> dict[str, Callable[[Catalog, int, int | None], Recommender]]:
+    return {name: (lambda catalog, k, seed, name=name: make_recommender(name, catalog, k, seed)) for name in names}
+
+
+def compare(episodes: pd.DataFrame, policy: str = POLICY) -> pd.DataFrame:
+    """Retention per recommender with 95% CIs, and the policy's paired advantage over each one.
+
+    The paired difference is taken per user (same user, same episode seed), which removes
+    the between-user variance that dominates the unpaired intervals.
+    """
+    rows = []
+    mine = episodes[episodes["recommender"] == policy].set_index("user_id")["retention"]
+    for name, eps in episodes.groupby("recommender", sort=False):
+        retention, ci = mean_ci(eps["retention"])
+        ret = eps.set_index("user_id")["retention"]
+        diff, diff_ci = mean_ci((mine - ret).dropna()) if name != policy and len(mine) else (np.nan, np.nan)
+        rows.append({"recommender": name, "users": len(eps), "retention": retention, "retention_ci": ci,
+                     "sessions_per_user": float(eps["sessions"].mean()), "churn_rate": float(eps["churned"].mean()),
+                     "return_per_user": float(eps["total_reward"].mean()),
+                     f"{policy}_minus_this": diff, f"{policy}_minus_this_ci": diff_ci})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------- training loop
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    curve: pd.DataFrame
+    table: pd.DataFrame
+    plot: Path
+    train_seconds: float
+
+
+def train(
+    cfg: TrainConfig,
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train PPO for `cfg.iterations` (or `cfg.max_minutes`), evaluating every `cfg.eval.every`.
+
+    With `resume`, continues from the newest checkpoint in `out` and its learning curve.
+    Ray must be initialised by the caller (or RLlib starts a default local cluster).
+    """
+    import torch
+    from ray.rllib.algorithms.algorithm import Algorithm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = latest_checkpoint(out) if resume else None
+    if resume and start is None:
+        log(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
+    torch.set_num_threads(cfg.ppo.torch_threads)
+    register_training_env()
+    algo = Algorithm.from_checkpoint(str(start.resolve())) if start else build_ppo_config(cfg).build_algo()
+    curve_path, eval_path = out / "curve.parquet", out / "evaluation.parquet"
+    curve = pd.read_parquet(curve_path) if start and curve_path.exists() else pd.DataFrame()
+    curve = curve[curve["iteration"] <= algo.iteration] if len(curve) else curve
+    evals = pd.read_parquet(eval_path) if start and eval_path.exists() else pd.DataFrame()
+    evals = evals[evals["iteration"] <= algo.iteration] if len(evals) else evals
+    try:
+        baselines = evaluate(cfg, baseline_agents(cfg.eval.baselines)) if cfg.eval.baselines else pd.DataFrame()
+        if start:
+            log(f"resumed from {start} at iteration {algo.iteration}")
+        t0, rows = time.perf_counter(), curve.to_dict("records")
+        checkpoint = start
+        while algo.iteration < cfg.iterations:
+            result = algo.train()
+            it = algo.iteration
+            runners = result.get("env_runners", {})
+            learner = result.get("learners", {}).get("default_policy", {})
+            row: dict[str, Any] = {
+                "iteration": it,
+                "env_steps": int(result.get("num_env_steps_sampled_lifetime", 0)),
+                "seconds": time.perf_counter() - t0,
+                "charts/episode_return_mean": float(runners.get("episode_return_mean", np.nan)),
+                "charts/episode_len_mean": float(runners.get("episode_len_mean", np.nan)),
+                "losses/policy_loss": float(learner.get("policy_loss", np.nan)),
+                "losses/vf_loss": float(learner.get("vf_loss", np.nan)),
+                "losses/entropy": float(learner.get("entropy", np.nan)),
+            }
+            out_of_time = cfg.max_minutes is not None and row["seconds"] > 60 * cfg.max_minutes
+            last = it >= cfg.iterations or out_of_time
+            msg = (f"iter {it:4d}  steps {row['env_steps']:8d}  return {row['charts/episode_return_mean']:8.2f}  "
+                   f"entropy {row['losses/entropy']:.3f}  {row['seconds']:6.1f}s")
+            if it % cfg.eval.every == 0 or last:
+                policy = evaluate(cfg, {POLICY: lambda catalog, k, seed: RLlibRecommender(algo.get_module(), k, seed)})
+                episodes = pd.concat([policy, baselines], ignore_index=True)
+                table = compare(episodes)
+                for _, r in table.iterrows():
+                    row[f"retention/{r['recommender']}"] = r["retention"]
+                    row[f"retention_ci/{r['recommender']}"] = r["retention_ci"]
+                evals = pd.concat([evals, table.assign(iteration=it)], ignore_index=True)
+                write_parquet_atomic(pa.Table.from_pandas(evals, preserve_index=False), eval_path)
+                checkpoint = save_checkpoint(algo, out)
+                msg += f"  retention {row[f'retention/{POLICY}']:.3f} ± {row[f'retention_ci/{POLICY}']:.3f}"
+            rows.append(row)
+            write_parquet_atomic(pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False), curve_path)
+            log(msg)
+            if out_of_time:
+                log(f"stopping: past max_minutes={cfg.max_minutes}")
+                break
+        train_seconds = time.perf_counter() - t0
+        if checkpoint is None or checkpoint.name != f"iter_{algo.iteration:06d}":
+            checkpoint = save_checkpoint(algo, out)
+    finally:
+        algo.stop()
+    curve = pd.DataFrame(rows)
+    final = evals[evals["iteration"] == evals["iteration"].max()].drop(columns="iteration") if len(evals) else evals
+    plot = plot_learning_curve(curve, out / "learning_curve.png")
+    return TrainResult(checkpoint, curve, final.reset_index(drop=True), plot, train_seconds)
+
+
+def format_table(table: pd.DataFrame, policy: str = POLICY) -> str:
+    """The final comparison as plain text: retention ± 95% CI, and the policy's paired advantage."""
+    lines = [f"{'recommender':<12} {'users':>5} {'retention':>16} {'sessions':>9} {'churn':>6} "
+             f"{policy + ' - this (paired)':>24}"]
+    for _, r in table.iterrows():
+        diff = "" if pd.isna(r[f"{policy}_minus_this"]) else \
+            f"{r[f'{policy}_minus_this']:+.3f} ± {r[f'{policy}_minus_this_ci']:.3f}"
+        lines.append(f"{r['recommender']:<12} {r['users']:>5d} {r['retention']:>8.3f} ± {r['retention_ci']:.3f} "
+                     f"{r['sessions_per_user']:>9.2f} {r['churn_rate']:>6.2f} {diff:>24}")
+    return "\n".join(lines)
+
+
+def start_ray(num_env_runners: int) -> None:
+    """A local Ray runtime with one CPU per env runner plus one for the driver (at least 2)."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if not ray.is_initialized():
+        ray.init(num_cpus=max(2, num_env_runners + 1), include_dashboard=False, log_to_driver=False)
+
+
+def plot_learning_curve(curve: pd.DataFrame, path: Path) -> Path:
+    """Left: mean training episode return. Right: evaluation retention (95% CI) vs the baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_ret, ax_eval) = plt.subplots(1, 2, figsize=(12, 4.5))
+    if len(curve):
+        ax_ret.plot(curve["env_steps"], curve["charts/episode_return_mean"])
+        evals = curve.dropna(subset=[f"retention/{POLICY}"]) if f"retention/{POLICY}" in curve else curve.iloc[:0]
+        for col in [c for c in curve.columns if c.startswith("retention/")]:
+            name = col.split("/", 1)[1]
+            ax_eval.errorbar(evals["env_steps"], evals[col], yerr=evals[f"retention_ci/{name}"].fillna(0),
+                             label=name, capsize=3, marker="o" if name == POLICY else None,
+                             linestyle="-" if name == POLICY else "--")
+    ax_ret.set_xlabel("env steps")
+    ax_ret.set_ylabel("mean episode return (training)")
+    ax_ret.set_title("PPO training return")
+    ax_eval.set_xlabel("env steps")
+    ax_eval.set_ylabel("retention on the evaluation users")
+    ax_eval.set_title("Evaluation retention (95% CI)")
+    ax_eval.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

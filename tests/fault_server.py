@@ -1,0 +1,182 @@
+"""A loopback chat-completions server that answers like a model and injects faults on cue.
+
+It speaks the OpenAI `POST /v1/chat/completions` protocol. Answers are filled in from the
+request's JSON schema (response_format, the schema written into a prompt-mode message, or
+a tool's parameters), with choices drawn from a generator seeded by the request itself, so
+the same request always gets the same answer. It is a scripted stand-in for a model server,
+not a mock of RecoWorld: the client, the backend and the user run for real against it.
+
+Faults are queued with `inject(...)` and consumed one per request, in arrival order:
+
+| fault            | what the server does                                              |
+|------------------|-------------------------------------------------------------------|
+| `"timeout"`      | waits `hang_s` before answering (set the client timeout below it) |
+| `"500"`          | HTTP 500 with an error body                                       |
+| `"malformed"`    | content that is not valid JSON                                    |
+| `"hallucinate"`  | valid JSON whose `item` ids are not in the slate                  |
+| `"out_of_range"` | valid JSON with satisfaction 7.5 and a negative dwell             |
+| `"refuse"`       | no content and a `refusal` message                                |
+| `"garbage"`      | HTTP 200 with a body that is not JSON at all                      |
+
+`reject_formats={"json_schema"}` answers those response formats with HTTP 500, as
+llama-cpp-python's server does. `latency_s` adds a fixed think time to every answer.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_SCHEMA_MARK = "follows this JSON schema:\n"
+
+
+def fill(schema: dict[str, Any], rng: random.Random, name: str = "") -> Any:
+    """A value that satisfies `schema` (the subset RecoWorld and pydantic generate)."""
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    if "anyOf" in schema:
+        return fill(rng.choice(schema["anyOf"]), rng, name)
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        return {key: fill(sub, rng, key) for key, sub in schema.get("properties", {}).items()}
+    if kind == "array":
+        if "prefixItems" in schema:
+            return [fill(sub, rng, name) for sub in schema["prefixItems"]]
+        n = max(schema.get("minItems", 0), min(schema.get("maxItems", 2), 2) if "items" in schema else 0)
+        return [fill(schema["items"], rng, name) for _ in range(n)]
+    if kind == "number":
+        return round(rng.uniform(0.0, 6.0 if name.endswith(("_min", "_days")) else 1.0), 3)
+    if kind == "integer":
+        return rng.randint(0, 5)
+    if kind == "boolean":
+        return rng.random() < (0.9 if name == "come_back" else 0.25)
+    if kind == "null":
+        return None
+    return "fine"[: schema.get("maxLength", 4)] if kind == "string" else None
+
+
+def _hallucinate(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (999_000 + v if k == "item" and isinstance(v, int) else _hallucinate(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_hallucinate(v) for v in value]
+    return value
+
+
+class FaultServer:
+    def __init__(self, latency_s: float = 0.0, hang_s: float = 3.0) -> None:
+        self.latency_s = latency_s
+        self.hang_s = hang_s
+        self.reject_formats: set[str] = set()
+        self.faults: deque[str] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.busy_s = 0.0
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def inject(self, *faults: str) -> None:
+        self.faults.extend(faults)
+
+    def __enter__(self) -> FaultServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    # ------------------------------------------------------------------ answering
+
+    def _answer(self, body: dict[str, Any], fault: str | None) -> tuple[int, dict[str, Any] | bytes]:
+        rng = random.Random(json.dumps([body.get("messages"), body.get("seed")], sort_keys=True))
+        fmt = body.get("response_format") or {}
+        if fmt.get("type") in self.reject_formats:
+            return 500, {"error": {"message": f"response_format {fmt.get('type')} is not supported"}}
+        if fault == "500":
+            return 500, {"error": {"message": "injected server error"}}
+        if fault == "garbage":
+            return 200, b"<html>not json</html>"
+        message: dict[str, Any] = {"role": "assistant", "content": None}
+        if body.get("tools"):
+            choice = body.get("tool_choice")
+            forced = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+            tool = next(t for t in body["tools"] if forced in (None, t["function"]["name"]))["function"]
+            args = fill(tool["parameters"], rng)
+            message["tool_calls"] = [{"id": "call_0", "type": "function",
+                                      "function": {"name": tool["name"], "arguments": json.dumps(args)}}]
+        else:
+            schema = fmt.get("schema") or fmt.get("json_schema", {}).get("schema")
+            if schema is None:
+                text = body["messages"][-1]["content"]
+                schema = json.loads(text[text.index(_SCHEMA_MARK) + len(_SCHEMA_MARK):]) if _SCHEMA_MARK in text else {}
+            value = fill(schema, rng)
+            if fault == "hallucinate":
+                value = _hallucinate(value)
+            elif fault == "out_of_range" and isinstance(value, dict):
+                value["satisfaction"] = 7.5
+                for r in value.get("reactions", []):
+                    r["dwell_min"] = -3.0
+            content = json.dumps(value)
+            if fault == "malformed":
+                content = content[: len(content) // 2] + "<<oops"
+            if fault == "refuse":
+                content, message["refusal"] = None, "I can't help with that."
+            message["content"] = content
+        prompt = len(json.dumps(body.get("messages"))) // 4
+        completion = len(json.dumps(message)) // 4
+        return 200, {
+            "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "loopback"),
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+        }
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def do_POST(self) -> None:
+                started = time.perf_counter()
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                with server._lock:
+                    server.requests.append(body)
+                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    fault = server.faults.popleft() if server.faults else None
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    time.sleep(server.hang_s if fault == "timeout" else server.latency_s)
+                    status, payload = server._answer(body, fault)
+                    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
+                    pass
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+                        server.busy_s += time.perf_counter() - started
+
+        return Handler

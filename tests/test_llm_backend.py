@@ -1,0 +1,175 @@
+"""The chat backend against a loopback chat-completions server that injects faults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+from fault_server import FaultServer
+from pydantic import BaseModel
+
+from recoworld.llm import (
+    BudgetExceeded,
+    LLMConfig,
+    LLMOutputError,
+    LLMUnavailable,
+    Structured,
+    Tool,
+    ToolCall,
+    Tools,
+    make_backend,
+)
+
+
+class Answer(BaseModel):
+    choice: Literal["a", "b"]
+    score: float
+
+
+class Search(BaseModel):
+    query: str
+    k: int
+
+
+class Finish(BaseModel):
+    items: list[int]
+
+
+MESSAGES = [{"role": "system", "content": "You answer in JSON."}, {"role": "user", "content": "Pick a or b."}]
+
+
+def loopback(srv: FaultServer, tmp_path: Path, **overrides: Any) -> LLMConfig:
+    base: dict[str, Any] = dict(backend="openai", base_url=srv.url, model="loopback", structured_output="json_object",
+                                cache="off", cache_path=tmp_path / "cache.sqlite", timeout_s=0.5,
+                                retry_backoff_s=0.01, max_retries=1)
+    return LLMConfig(**{**base, **overrides})
+
+
+def test_timeouts_500s_and_garbage_are_retried(tmp_path: Path) -> None:
+    with FaultServer(hang_s=2.0) as srv:
+        backend = make_backend(loopback(srv, tmp_path, max_retries=3))
+        srv.inject("timeout", "500", "garbage")
+        answer = backend.complete(MESSAGES, Structured(Answer))
+    assert isinstance(answer, Answer)
+    assert backend.usage.transport_errors == 3
+    assert backend.usage.requests == 4
+    assert backend.usage.failures == 0
+
+
+def test_transport_errors_past_the_retries_raise_unavailable(tmp_path: Path) -> None:
+    with FaultServer() as srv:
+        backend = make_backend(loopback(srv, tmp_path, max_retries=1))
+        srv.inject("500", "500", "500")
+        with pytest.raises(LLMUnavailable, match="failed after 2 attempt"):
+            backend.complete(MESSAGES, Structured(Answer))
+        assert len(srv.requests) == 2
+    assert backend.usage.failures == 1
+
+
+def test_invalid_output_is_resampled_then_repaired(tmp_path: Path) -> None:
+    with FaultServer() as srv:
+        backend = make_backend(loopback(srv, tmp_path, max_retries=1))
+        srv.inject("malformed", "refuse")
+        answer = backend.complete(MESSAGES, Structured(Answer))
+        seeds = [r["seed"] for r in srv.requests]
+        repair = srv.requests[-1]["messages"]
+    assert isinstance(answer, Answer)
+    assert seeds == [0, 1, 2], "each resample draws a new seed"
+    assert repair[-2]["role"] == "assistant" and repair[-1]["content"].startswith("Your previous reply could not")
+    assert "refused" in repair[-1]["content"]
+    assert (backend.usage.invalid_outputs, backend.usage.repairs, backend.usage.failures) == (2, 1, 0)
+
+
+def test_semantic_check_failures_count_as_invalid(tmp_path: Path) -> None:
+    def only_b(a: Answer) -> Answer:
+        if a.choice != "b":
+            raise ValueError(f"choice must be b, got {a.choice}")
+        return a
+
+    with FaultServer() as srv:
+        backend = make_backend(loopback(srv, tmp_path, max_retries=8, repair=False))
+        answer = backend.complete(MESSAGES, Structured(Answer, check=only_b))
+    assert answer.choice == "b"
+    assert backend.usage.requests == backend.usage.invalid_outputs + 1
+
+
+def test_unusable_output_raises_and_the_failure_replays_from_cache(tmp_path: Path) -> None:
+    with FaultServer() as srv:
+        backend = make_backend(loopback(srv, tmp_path, max_retries=1, cache="write"))
+        srv.inject("malformed", "malformed", "malformed")
+        with pytest.raises(LLMOutputError, match="no valid Answer after 3 replies"):
+            backend.complete(MESSAGES, Structured(Answer))
+        sent = len(srv.requests)
+        replay = make_backend(loopback(srv, tmp_path, max_retries=1, cache="read"))
+        with pytest.raises(LLMOutputError):
+            replay.complete(MESSAGES, Structured(Answer))
+        assert len(srv.requests) == sent, "a recorded failure replays without calling the model"
+    assert replay.usage.cache_hits == 1 and replay.usage.requests == 0
+
+
+def test_auto_detects_the_llama_cpp_json_object_form(tmp_path: Path) -> None:
+    with FaultServer() as srv:
+        srv.reject_formats = {"json_schema"}  # what llama-cpp-python's server does
+        backend = make_backend(loopback(srv, tmp_path, structured_output="auto"))
+        backend.complete(MESSAGES, Structured(Answer))
+        backend.complete([*MESSAGES, {"role": "user", "content": "Again."}], Structured(Answer))
+        formats = [(r.get("response_format") or {}).get("type") for r in srv.requests]
+    assert formats == ["json_schema", "json_object", "json_object", "json_object"], "probe once, then reuse"
+    assert srv.requests[2]["response_format"]["schema"] == Answer.model_json_schema()
+
+
+def test_auto_falls_back_to_the_schema_in_the_prompt(tmp_path: Path) -> None:
+    with FaultServer() as srv:
+        srv.reject_formats = {"json_schema", "json_object"}
+        backend = make_backend(loopback(srv, tmp_path, structured_output="auto"))
+        answer = backend.complete(MESSAGES, Structured(Answer))
+        last = srv.requests[-1]
+    assert isinstance(answer, Answer)
+    assert "response_format" not in last
+    assert "follows this JSON schema" in last["messages"][-1]["content"]
+
+
+def test_json_schema_mode_sends_the_schema(tmp_path: Path) -> None:
+    with FaultServer() as srv:
+        backend = make_backend(loopback(srv, tmp_path, structured_output="json_schema"))
+        backend.complete(MESSAGES, Structured(Answer))
+        fmt = srv.requests[0]["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["schema"] == Answer.model_json_schema()
+
+
+@pytest.mark.parametrize("tool_calling", ["native", "json"])
+def test_tools_return_validated_calls(tmp_path: Path, tool_calling: str) -> None:
+    tools = Tools((Tool("search", "find items", Search), Tool("finish", "return the slate", Finish)), choice="search")
+    with FaultServer() as srv:
+        backend = make_backend(loopback(srv, tmp_path, tool_calling=tool_calling))
+        call = backend.complete(MESSAGES, tools)
+        request = srv.requests[0]
+    assert isinstance(call, ToolCall) and call.name == "search" and isinstance(call.arguments, Search)
+    if tool_calling == "native":
+        assert request["tool_choice"] == {"type": "function", "function": {"name": "search"}}
+    else:
+        assert "tools" not in request
+        branches = request["response_format"]["schema"]["anyOf"]
+        assert [b["properties"]["tool"]["const"] for b in branches] == ["search"]
+
+
+def test_budget_stops_new_calls_but_not_cache_hits(tmp_path: Path) -> None:
+    with FaultServer() as srv:
+        backend = make_backend(loopback(srv, tmp_path, cache="write", budget_tokens=1))
+        backend.complete(MESSAGES, Structured(Answer))
+        with pytest.raises(BudgetExceeded, match="budget_tokens=1"):
+            backend.complete([*MESSAGES, {"role": "user", "content": "Again."}], Structured(Answer))
+        assert backend.complete(MESSAGES, Structured(Answer)) is not None
+        assert len(srv.requests) == 1
+
+
+def test_unreachable_server_and_missing_model_name(tmp_path: Path) -> None:
+    from recoworld.errors import ConfigError
+
+    backend = make_backend(LLMConfig(backend="openai", base_url="http://127.0.0.1:9/v1", model="m",
+                                     max_retries=0, cache="off", cache_path=tmp_path / "c.sqlite"))
+    with pytest.raises(LLMUnavailable, match="APIConnectionError"):
+        backend.complete(MESSAGES, Structured(Answer))
+    with pytest.raises(ConfigError, match=r"llm\.model"):
+        make_backend(LLMConfig(backend="openai", base_url="http://127.0.0.1:9/v1"))

@@ -1,0 +1,216 @@
+"""PPO on RecoWorld with real Ray RLlib: wrappers, a short training, checkpoints, resume, inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from recoworld.agents import make_recommender
+from recoworld.agents.rllib_policy import RLlibRecommender, distinct_slate
+from recoworld.catalog import cached_catalog
+from recoworld.envs.recoworld_env import RecoWorldEnv
+from recoworld.envs.wrappers import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES, UserRelativeObservation
+from recoworld.errors import ConfigError
+from recoworld.population import PopulationSpec
+
+TINY_WORLD = {"slate_size": 2, "n_candidates": 6, "history_len": 5, "horizon_days": 2,
+              "catalog": {"n_items": 300, "seed": 1}}
+
+
+def tiny_config(runners: int, iterations: int = 2, seed: int = 0, network: str = "shared_scorer"):  # -> TrainConfig
+    from recoworld.training import TrainConfig
+
+    return TrainConfig.load(None, seed=seed, iterations=iterations, num_env_runners=runners, world=TINY_WORLD,
+                            ppo={"train_batch_size": 200, "minibatch_size": 50, "num_epochs": 2, "hidden": [16],
+                                 "network": network},
+                            eval={"every": 1, "n_users": 4, "baselines": ["random"]})
+
+
+# ---------------------------------------------------------------------------- wrappers (no Ray)
+
+
+def test_user_relative_observation_matches_a_direct_computation() -> None:
+    env = UserRelativeObservation(RecoWorldEnv(TINY_WORLD))
+    obs, _ = env.reset(seed=4)
+    for _ in range(6):  # build some history
+        obs, _, terminated, truncated, _ = env.step(np.array([0, 1]))
+        if terminated or truncated:
+            obs, _ = env.reset(seed=5)
+    assert env.observation_space.contains(obs)
+    raw = env.unwrapped._observation()
+    c, d = 6, raw["candidate_features"].shape[1] - 3
+    rows = obs["observations"][: c * N_CANDIDATE_FEATURES].reshape(c, N_CANDIDATE_FEATURES)
+    emb, hist = raw["candidate_features"][:, :d], raw["history_features"][:, :d]
+    engaged = raw["history_reactions"] >= 1
+    if engaged.any():
+        np.testing.assert_allclose(rows[:, 0], (emb @ hist[engaged].T).mean(axis=1), atol=1e-5)
+    np.testing.assert_allclose(rows[:, 4:7], raw["candidate_features"][:, d:], atol=1e-6)
+    np.testing.assert_array_equal(rows[:, 7], raw["candidate_mask"])
+    assert obs["observations"].shape == (c * N_CANDIDATE_FEATURES + N_GLOBAL_FEATURES,)
+    # one copy of the candidate mask per slate slot, matching MultiDiscrete's concatenated logits
+    np.testing.assert_array_equal(obs["action_mask"], np.tile(raw["candidate_mask"], 2))
+
+
+def test_consumed_candidates_are_masked_in_every_slot() -> None:
+    env = UserRelativeObservation(RecoWorldEnv(TINY_WORLD))
+    env.reset(seed=0)
+    base = env.unwrapped
+    base._consumed[base._candidates[[1, 3]]] = True  # as if the user had clicked them earlier
+    obs = env.observation(base._observation())
+    assert obs["action_mask"].reshape(2, 6)[:, [1, 3]].sum() == 0
+    assert obs["action_mask"].sum() == 2 * 4
+
+
+def test_unmasked_variant_is_a_plain_box() -> None:
+    env = UserRelativeObservation(RecoWorldEnv(TINY_WORLD), action_mask=False)
+    obs, _ = env.reset(seed=0)
+    assert isinstance(env.observation_space, gym.spaces.Box)
+    assert env.observation_space.contains(obs)
+
+
+def test_wrapper_rejects_other_observation_spaces() -> None:
+    with pytest.raises(ConfigError, match="Dict observation"):
+        UserRelativeObservation(gym.make("CartPole-v1"))
+
+
+def test_distinct_slate_prefers_available_candidates_and_never_repeats() -> None:
+    logits = np.array([[5.0, 4.0, 0.0, 1.0], [5.0, 4.0, 0.0, 1.0], [5.0, 4.0, 0.0, 1.0]])
+    np.testing.assert_array_equal(distinct_slate(logits, np.array([True, True, True, True])), [0, 1, 3])
+    np.testing.assert_array_equal(distinct_slate(logits, np.array([False, True, True, True])), [1, 3, 2])
+    # fewer available candidates than slots: unavailable ones fill the rest, still distinct
+    np.testing.assert_array_equal(distinct_slate(logits, np.array([False, False, True, False])), [2, 0, 1])
+
+
+def test_train_config_names_the_bad_field() -> None:
+    from recoworld.training import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"ppo\.lr"):
+        TrainConfig.load(None, ppo={"lr": -1})
+    with pytest.raises(ConfigError, match="itrations"):
+        TrainConfig.load(None, itrations=3)
+
+
+def test_rllib_prefix_with_a_bad_path_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no RLlib policy"):
+        make_recommender(f"rllib:{tmp_path}", cached_catalog(RecoWorldEnv(TINY_WORLD).config.catalog), 2)
+
+
+def test_small_config_file_is_valid() -> None:
+    from recoworld.training import TrainConfig
+
+    cfg = TrainConfig.load(Path(__file__).parents[1] / "configs" / "ppo_small.yaml")
+    assert cfg.world.slate_size <= cfg.world.n_candidates
+    assert cfg.population == PopulationSpec.default()
+
+
+# ---------------------------------------------------------------------------- real PPO
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runners", [0, 1])
+def test_train_save_resume_restore_and_infer(ray_session: ModuleType, tmp_path: Path, runners: int) -> None:
+    import torch
+    from ray.rllib.algorithms.algorithm import Algorithm
+    from ray.rllib.core.columns import Columns
+
+    from recoworld.training import POLICY, latest_checkpoint, train
+
+    cfg = tiny_config(runners)
+    result = train(cfg, tmp_path, log=lambda msg: None)
+    assert list(result.curve["iteration"]) == [1, 2]
+    assert result.curve["env_steps"].iloc[-1] >= 2 * cfg.ppo.train_batch_size
+    assert result.checkpoint == latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "iter_000002"
+    assert set(result.table["recommender"]) == {POLICY, "random"}
+    assert result.table["users"].tolist() == [4, 4]
+    assert result.plot.exists() and result.plot.stat().st_size > 0
+
+    # resume: one more iteration continues the same run and its learning curve
+    resumed = train(tiny_config(runners, iterations=3), tmp_path, resume=True, log=lambda msg: None)
+    assert list(resumed.curve["iteration"]) == [1, 2, 3]
+    assert resumed.checkpoint.name == "iter_000003"
+    assert resumed.curve["env_steps"].iloc[-1] > result.curve["env_steps"].iloc[-1]
+
+    # restore the whole algorithm, and separately the module as a RecoWorld recommender
+    algo = Algorithm.from_checkpoint(str(resumed.checkpoint))
+    try:
+        assert algo.iteration == 3
+        module = algo.get_module()
+        agent = make_recommender(f"rllib:{tmp_path}", cached_catalog(RecoWorldEnv(TINY_WORLD).config.catalog), 2)
+        assert isinstance(agent, RLlibRecommender) and agent.masked
+        env = RecoWorldEnv(TINY_WORLD)
+        obs, info = env.reset(seed=7)
+        wrapped = UserRelativeObservation(RecoWorldEnv(TINY_WORLD)).observation(obs)
+
+        def logits(m: object) -> np.ndarray:  # the module pops keys from the batch, so build a fresh one
+            batch = {Columns.OBS: {k: torch.from_numpy(v)[None] for k, v in wrapped.items()}}
+            return m.forward_inference(batch)[Columns.ACTION_DIST_INPUTS][0].detach().numpy()
+
+        np.testing.assert_allclose(logits(agent.module), logits(module), atol=1e-6)  # same trained weights
+        done, turns = False, 0
+        while not done:
+            slate = agent.act(obs, info)
+            assert slate.shape == (2,) and len(set(slate.tolist())) == 2
+            assert obs["candidate_mask"][slate].all() or obs["candidate_mask"].sum() < 2
+            obs, _, terminated, truncated, info = env.step(slate)
+            assert info["duplicates_replaced"] == 0
+            done, turns = terminated or truncated, turns + 1
+        assert turns > 0
+    finally:
+        algo.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("network", ["shared_scorer", "mlp"])
+def test_masked_policy_never_samples_consumed_candidates(ray_session: ModuleType, tmp_path: Path, network: str) -> None:
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    from recoworld.training import train
+
+    result = train(tiny_config(0, iterations=1, network=network), tmp_path, log=lambda msg: None)
+    module = RLlibRecommender.from_checkpoint(result.checkpoint, 2).module
+    mask = np.tile(np.array([0, 1, 0, 1, 1, 0], np.float32), 2)
+    obs = {"observations": torch.zeros(256, module.observation_space["observations"].shape[0]),
+           "action_mask": torch.from_numpy(mask).repeat(256, 1)}
+    out = module.forward_exploration({Columns.OBS: obs})
+    dist = module.get_exploration_action_dist_cls().from_logits(out[Columns.ACTION_DIST_INPUTS])
+    actions = dist.sample().numpy()  # (256, slate_size) candidate positions
+    assert np.isin(actions, [1, 3, 4]).all()
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_training(ray_session: ModuleType, tmp_path: Path) -> None:
+    from recoworld.training import train
+
+    a = train(tiny_config(0, iterations=1, seed=3), tmp_path / "a", log=lambda msg: None)
+    b = train(tiny_config(0, iterations=1, seed=3), tmp_path / "b", log=lambda msg: None)
+    cols = ["env_steps", "charts/episode_return_mean", "losses/policy_loss", "retention/ppo"]
+    np.testing.assert_allclose(a.curve[cols].to_numpy(float), b.curve[cols].to_numpy(float))
+
+
+@pytest.mark.slow
+def test_cli_train_then_simulate_with_the_policy(ray_session: ModuleType, tmp_path: Path) -> None:
+    import yaml
+
+    from recoworld.cli import app
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(0, iterations=1).model_dump(mode="json")))
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", "--config", str(config), "--out", str(tmp_path / "run")])
+    assert trained.exit_code == 0, trained.output
+    assert "ppo" in trained.output and "random" in trained.output and "training time" in trained.output
+    world = tmp_path / "world.yaml"
+    world.write_text(yaml.safe_dump(TINY_WORLD))
+    sim = runner.invoke(app, ["simulate", "--config", str(world), "--users", "3", "--out", str(tmp_path / "sim"),
+                              "--agents", f"random,rllib:{tmp_path / 'run'}"])
+    assert sim.exit_code == 0, sim.output
+    assert (tmp_path / "sim" / "summary.csv").exists()
+    bad = runner.invoke(app, ["train", "--config", str(world), "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "slate_size" in bad.output
+

@@ -1,0 +1,34 @@
+"""Smoke test of experiments/train_ppo.py as a subprocess with a tiny budget (CleanRL style)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.mark.slow
+def test_train_ppo_script_runs_end_to_end(tmp_path: Path) -> None:
+    require("ray")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "experiments/train_ppo.py", "--config", "configs/ppo_small.yaml", "--out", str(out),
+           "--iterations", "2", "--train-batch-size", "200", "--minibatch-size", "50",
+           "--eval-users", "4", "--eval-every", "1"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    table = lines[lines.index(next(line for line in lines if line.startswith("recommender"))) :]
+    assert [row.split()[0] for row in table[1:4]] == ["ppo", "random", "popular"]
+    assert "±" in table[2]  # retention with its confidence interval, and the paired difference
+    assert "charts/train_seconds" in proc.stdout
+    assert (out / "checkpoints" / "iter_000002").is_dir()
+    assert (out / "learning_curve.png").stat().st_size > 0
+    assert (out / "curve.parquet").exists() and (out / "evaluation.parquet").exists()
