@@ -70,6 +70,11 @@ def _hallucinate(value: Any) -> Any:
     return value
 
 
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 stalls connection attempts once more requests are in flight.
+    request_queue_size = 128
+
+
 class FaultServer:
     def __init__(self, latency_s: float = 0.0, hang_s: float = 3.0) -> None:
         self.latency_s = latency_s
@@ -82,7 +87,7 @@ class FaultServer:
         self.max_in_flight = 0
         self.busy_s = 0.0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._httpd = _Server(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 

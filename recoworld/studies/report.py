@@ -138,7 +138,7 @@ def write_report(
     if llm_users:
         turns = trajectories.drop_duplicates(["recommender", "arm", "user_id", "step"])
         fell = int(turns["llm_fallback"].sum())
-        lines.append(f"- LLM users: {fell} of {len(turns)} turns ({fell / max(len(turns), 1):.1%}) fell back to "
+        lines.append(f"- LLM fallbacks: {fell} of {len(turns)} turns ({fell / max(len(turns), 1):.1%}) fell back to "
                      "the parametric user")
     lines.append("")
     shown = [*SHOWN, "llm_fallback_rate"] if llm_users else list(SHOWN)
