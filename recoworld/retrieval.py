@@ -48,7 +48,8 @@ class CandidateRetriever:
         shown = history_items[history_items >= 0]
         if self.config.exclude_recent and len(shown):
             recent = shown[-self.config.exclude_recent :]
-            if n_items - int(blocked.sum()) - len(recent) >= self.n:
+            n_unavailable = 0 if unavailable is None else int(unavailable.sum())
+            if n_items - n_unavailable - len(recent) >= self.n:
                 blocked[recent] = True
         picks: list[np.ndarray] = []
 
@@ -96,5 +97,6 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k best scores, best first, ties broken by index for determinism."""
     if k <= 0:
         return np.empty(0, dtype=np.int64)
-    part = np.argpartition(-scores, k - 1)[:k]
+    n = len(scores)
+    part = np.argpartition(scores, n - k)[n - k :]
     return part[np.lexsort((part, -scores[part]))]

@@ -200,3 +200,30 @@ def test_configs_are_validated() -> None:
         DynamicsConfig(satisfaction_rate=1.0)
     with pytest.raises(ValidationError, match="extra"):
         ChoiceConfig(relevence=1.0)
+
+
+def test_one_user_choice_path_matches_the_batched_one() -> None:
+    from recoworld.simulators.parametric import _relevance_in_order, _relevance_in_order_one
+
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        emb = rng.normal(size=(3, 8, 6))
+        gram = emb @ emb.transpose(0, 2, 1)
+        rel, threshold = rng.normal(size=(3, 8)), rng.normal(size=(3, 8))
+        batched = _relevance_in_order(rel, gram, threshold, 4.0, 0.3)
+        for u in range(3):
+            assert np.array_equal(_relevance_in_order_one(rel[u], gram[u], threshold[u], 4.0, 0.3), batched[u])
+
+
+def test_interest_drift_follows_each_consumed_item_in_order(catalog: Catalog) -> None:
+    users = ParametricUsers(catalog, dynamics=DynamicsConfig(interest_drift=0.2))
+    users.reset(_profiles(catalog, 3), np.random.default_rng(0))
+    start = users.interests.copy()
+    emb = np.random.default_rng(1).normal(size=(3, 6, catalog.embedding_dim))
+    consumed = np.array([[1, 0, 1, 1, 0, 0], [0, 0, 0, 0, 0, 1], [1, 1, 1, 1, 1, 1]], dtype=bool)
+    users._consume(emb, consumed)
+    for u in range(3):
+        expected = start[u].copy()
+        for k in np.flatnonzero(consumed[u]):
+            expected = expected + 0.2 * (emb[u, k] - expected)
+        assert np.allclose(users.interests[u], expected)

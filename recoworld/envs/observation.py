@@ -20,7 +20,7 @@ from recoworld.simulators.instructions import intent_direction
 
 INTENTS = ("more", "less", "different")
 # Plain ints: comparing arrays with IntEnum members costs an enum lookup per use in the hot loop.
-_CLICK, _LIKE, _SHARE = int(ReactionType.CLICK), int(ReactionType.LIKE), int(ReactionType.SHARE)
+_LEVELS = np.array([int(ReactionType.CLICK), int(ReactionType.LIKE), int(ReactionType.SHARE)])
 
 
 def observation_space(catalog: Catalog, cfg: WorldConfig) -> spaces.Dict:
@@ -148,12 +148,9 @@ def engagement_reward(reward: RewardConfig, reactions: np.ndarray, dwell: np.nda
     Reactions are ordinal (a share is also a like and a click), so each level counts the
     reactions at or above it. Works for one slate (K,) or a batch (B, K).
     """
-    clicks = (reactions >= _CLICK).sum(axis=-1)
-    likes = (reactions >= _LIKE).sum(axis=-1)
-    shares = (reactions >= _SHARE).sum(axis=-1)
-    return reward.dwell * dwell.sum(axis=-1).astype(np.float64) + (
-        reward.click * clicks + reward.like * likes + reward.share * shares
-    )
+    at_least = (reactions[..., None] >= _LEVELS).sum(axis=-2)  # (..., 3): clicks, likes, shares
+    weights = np.array([reward.click, reward.like, reward.share])
+    return reward.dwell * dwell.sum(axis=-1).astype(np.float64) + at_least @ weights
 
 
 def return_reward(reward: RewardConfig, gap_days: np.ndarray) -> np.ndarray:

@@ -47,6 +47,11 @@ def _strictly_lower(k: int) -> np.ndarray:
 
 
 @functools.cache
+def _powers(base: float, k: int) -> np.ndarray:
+    return base ** np.arange(k + 1)
+
+
+@functools.cache
 def _positions(k: int) -> np.ndarray:
     return np.arange(k)
 
@@ -85,6 +90,49 @@ def _ema_path(x0: np.ndarray, rate: float, target: np.ndarray) -> np.ndarray:
     """`_recurrence` for a constant rate, with the weights cached per (rate, K)."""
     decay, weights = _ema_weights(rate, target.shape[1])
     return x0[:, None] * decay + target @ weights
+
+
+def _relevance_in_order(
+    rel: np.ndarray, gram: np.ndarray, threshold: np.ndarray, w_rel: float, eta: float
+) -> np.ndarray:
+    """Relevance of each slate position when the user reaches it, (B, K).
+
+    A click at position p moves every later relevance: rel <- rel + eta * (gram[p] - rel).
+    Between clicks nothing changes, so the loop jumps from one click position to the next.
+    """
+    b, k = rel.shape
+    rel_seen = np.empty((b, k))
+    done = 0  # positions before `done` are decided
+    while done < k:
+        later = w_rel * rel[:, done:] > threshold[:, done:]
+        any_click = later.any(axis=0)
+        if not any_click.any():
+            break
+        pos = done + int(any_click.argmax())
+        rel_seen[:, done : pos + 1] = rel[:, done : pos + 1]
+        rel = rel + (eta * later[:, pos - done])[:, None] * (gram[:, pos, :] - rel)
+        done = pos + 1
+    rel_seen[:, done:] = rel[:, done:]
+    return rel_seen
+
+
+def _relevance_in_order_one(
+    rel: np.ndarray, gram: np.ndarray, threshold: np.ndarray, w_rel: float, eta: float
+) -> np.ndarray:
+    """`_relevance_in_order` for one user, on Python floats.
+
+    The single-user env reviews one slate per step, where numpy's per-call overhead on
+    1-element arrays costs more than the arithmetic; the same operations in the same order
+    give bit-identical results (tests/test_user_dynamics.py checks the two paths agree).
+    """
+    current, rows, limits = rel.tolist(), gram.tolist(), threshold.tolist()
+    seen = []
+    for pos, limit in enumerate(limits):
+        r = current[pos]
+        seen.append(r)
+        if w_rel * r > limit:
+            current = [x + eta * (g - x) for x, g in zip(current, rows[pos])]
+    return np.asarray(seen)
 
 
 class ParametricUsers:
@@ -135,7 +183,7 @@ class ParametricUsers:
         self.memory_dwell = np.zeros((b, m), dtype=np.float32)
         self.turn = np.zeros(b, dtype=np.int64)
         self.last_instruction_turn = np.full(b, -(10**9), dtype=np.int64)
-        self.last_session_end = np.full(b, np.nan)
+        self.last_session_end = np.full(b, -np.inf)
         self._favourites = [list(p.topic_interests) for p in profiles]
         self._d = d
 
@@ -143,10 +191,11 @@ class ParametricUsers:
         """Open a session for `users` (indices) at times `now_days`, recovering from the gap."""
         users = np.asarray(users)
         now = np.broadcast_to(np.asarray(now_days, dtype=np.float64), users.shape)
+        # Before the first session last_session_end is -inf: an infinite gap, which recovers
+        # every state to its reset value (already the case) and starts a new day.
         prev = self.last_session_end[users]
-        first = np.isnan(prev)
-        gap = np.where(first, 0.0, now - np.nan_to_num(prev))
-        new_day = first | (np.floor(now) > np.floor(np.nan_to_num(prev)))
+        gap = now - prev
+        new_day = np.floor(now) > np.floor(prev)
         r = self.returns.config
         keep_interest = np.exp(-gap / r.interest_memory_days)[:, None]
         self.interests[users] = self.long_term[users] + (self.interests[users] - self.long_term[users]) * keep_interest
@@ -160,7 +209,7 @@ class ParametricUsers:
         self.time_left[users] = np.where(new_day, self.budget[users], self.time_left[users])
         self.patience_left[users] = self.patience[users]
         jitter = rng.normal(0.0, self.dyn.novelty_jitter, users.shape)
-        self.novelty[users] = np.clip(self.novelty_trait[users] + jitter, 0.0, 1.0)
+        self.novelty[users] = _unit_clip(self.novelty_trait[users] + jitter)
 
     def end_sessions(self, users: np.ndarray, now_days: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Gap in days to each user's next session (`inf` = churned).
@@ -229,18 +278,10 @@ class ParametricUsers:
         w_rel, eta = choice.config.relevance, dyn.interest_drift
         # click <=> base + w_rel * relevance + noise > 0 <=> w_rel * relevance > threshold
         threshold = -noise[..., 0] - base
-        rel_seen = np.empty((b, k))
-        done = 0  # positions before `done` are decided
-        while done < k:
-            later = w_rel * rel[:, done:] > threshold[:, done:]
-            any_click = later.any(axis=0)
-            if not any_click.any():
-                break
-            pos = done + int(any_click.argmax())
-            rel_seen[:, done : pos + 1] = rel[:, done : pos + 1]
-            rel = rel + (eta * later[:, pos - done])[:, None] * (gram[:, pos, :] - rel)
-            done = pos + 1
-        rel_seen[:, done:] = rel[:, done:]
+        if b == 1:
+            rel_seen = _relevance_in_order_one(rel[0], gram[0], threshold[0], w_rel, eta)[None, :]
+        else:
+            rel_seen = _relevance_in_order(rel, gram, threshold, w_rel, eta)
         click = w_rel * rel_seen > threshold
         utility = base + w_rel * rel_seen
         level = choice.engagement(click, utility, noise[..., 1:3])
@@ -290,11 +331,12 @@ class ParametricUsers:
         """
         if not consumed.any():
             return
-        keep = 1.0 - self.dyn.interest_drift
-        after = consumed[:, ::-1].cumsum(axis=1)[:, ::-1] - consumed
-        weights = self.dyn.interest_drift * consumed * keep**after
-        total = keep ** consumed.sum(axis=1, keepdims=True)
-        self.interests = total * self.interests + (weights[:, None, :] @ emb)[:, 0]
+        eta = self.dyn.interest_drift
+        keep_pow = _powers(1.0 - eta, consumed.shape[1])  # keep_pow[n] = (1 - eta)^n
+        seen_so_far = consumed.cumsum(axis=1)
+        n_consumed = seen_so_far[:, -1:]
+        weights = (eta * consumed) * keep_pow[n_consumed - seen_so_far]  # (1 - eta)^(consumed after k)
+        self.interests = keep_pow[n_consumed] * self.interests + (weights[:, None, :] @ emb)[:, 0]
 
     def _remember(self, slates: np.ndarray, reactions: np.ndarray, dwell: np.ndarray) -> None:
         seen = reactions != UNSEEN
