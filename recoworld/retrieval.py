@@ -80,7 +80,7 @@ class CandidateRetriever:
         if k <= 0:
             return np.empty(0, dtype=np.int64)
         n_items = len(blocked)
-        u = rng.random(4 * k + 16)
+        u = rng.random(2 * k + 8)
         idx = (u * n_items).astype(np.int64) if cdf is None else np.searchsorted(cdf, u, side="right")
         idx = np.minimum(idx, n_items - 1)
         distinct = list(dict.fromkeys(idx[~blocked[idx]].tolist()))

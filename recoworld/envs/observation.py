@@ -78,13 +78,14 @@ def build_observation(
 ) -> dict[str, np.ndarray]:
     """One user's observation. `features` is the (N, F) item feature table the platform shows."""
     hist = history.ids
-    hist_feat = features[np.maximum(hist, 0)] * (hist >= 0)[:, None]
+    hist_feat = features[np.maximum(hist, 0)]
+    hist_feat[hist < 0] = 0.0  # padding
     return {
         "candidate_ids": candidates.astype(np.int64),
         "candidate_features": features[candidates],
         "candidate_mask": (~consumed[candidates]).astype(np.int8),
         "history_ids": hist.copy(),
-        "history_features": hist_feat.astype(np.float32),
+        "history_features": hist_feat,
         "history_reactions": history.reactions.copy(),
         "history_dwell": history.dwell.copy(),
         "instruction": instruction.copy(),

@@ -8,9 +8,16 @@ in pre-drawn, which keeps the per-position loop to a few array operations.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from recoworld.config import ChoiceConfig
+
+
+@functools.cache
+def _position_penalty(weight: float, k: int) -> np.ndarray:
+    return weight * np.log1p(np.arange(k))
 
 
 class ChoiceModel:
@@ -35,8 +42,14 @@ class ChoiceModel:
             + c.quality * quality
             - c.novelty_mismatch * np.abs(novelty - novelty_propensity)
             - c.fatigue * fatigue
-            - c.position * np.log1p(position)
+            - self.position_penalty(position)
         )
+
+    def position_penalty(self, position: np.ndarray | int) -> np.ndarray | float:
+        """Position bias: attention decays with the log of the slot index (a table lookup for arrays)."""
+        if isinstance(position, np.ndarray):
+            return _position_penalty(self.config.position, int(position.max()) + 1)[position]
+        return self.config.position * float(np.log1p(position))
 
     def react(self, utility: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """Reaction level (0 skip .. 3 share) from logistic `noise` of shape utility.shape + (3,)."""

@@ -353,7 +353,10 @@ class ParametricUsers:
         )
         ready = (self.turn - self.last_instruction_turn) > dyn.instruction_cooldown
         out: list[Instruction | None] = [None] * len(left)
-        for u in np.flatnonzero(slipping & ready & ~left):
+        speaking = slipping & ready & ~left
+        if not speaking.any():
+            return out
+        for u in np.flatnonzero(speaking):
             instr = self.writer.write(
                 self.memory_items[u], self._favourites[u], self.interests[u], float(self.novelty[u]), rng
             )
