@@ -26,7 +26,7 @@ import tyro
 from recoworld.agents import GreedyRelevanceRecommender, Recommender
 from recoworld.agents.hrl_novelty import NoveltyRecommender
 from recoworld.catalog import Catalog, cached_catalog
-from recoworld.config import WorldConfig
+from recoworld.config import ChoiceConfig, WorldConfig
 from recoworld.envs.recoworld_env import RecoWorldEnv
 from recoworld.metrics import mean_ci
 from recoworld.population import Beta, PopulationSpec, Segment
@@ -47,6 +47,9 @@ class Args:
     """torch threads; one is fastest for these small models"""
     stochastic_eval: bool = True
     """evaluate the learned stochastic policies as trained (False: argmax goal and slots)"""
+    novelty_mismatch: float = 2.0
+    """study world's ChoiceConfig.novelty_mismatch: logit penalty per unit |item novelty - user's novelty appetite|
+    (2.0 is the core default)"""
 
 
 POPULATION = PopulationSpec(name="novelty-heterogeneous", segments=[
@@ -77,7 +80,7 @@ if __name__ == "__main__":
     args = tyro.cli(Args)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    world = WorldConfig(horizon_days=args.days)
+    world = WorldConfig(horizon_days=args.days, choice=ChoiceConfig(novelty_mismatch=args.novelty_mismatch))
     catalog = cached_catalog(world.catalog)
 
     rows = []
@@ -109,7 +112,7 @@ if __name__ == "__main__":
 
     # ------------------------------------------------------------------ report: means and 95% CIs over seeds
     print(f"\nHRL novelty-seeking in RecoWorld: {args.seeds} seeds, {args.train_episodes} training users, "
-          f"{args.eval_users} evaluation users, {args.days:g} days")
+          f"{args.eval_users} evaluation users, {args.days:g} days, novelty_mismatch {args.novelty_mismatch:g}")
     print(f"{'agent':<14}{'retention':>18}{'homebody':>18}{'explorer':>18}{'click rate':>18}{'diversity':>18}")
     for name in AGENTS:
         sub = runs[runs["agent"] == name]

@@ -51,15 +51,23 @@ def one_turn(catalog: Catalog, llm: LLMConfig) -> tuple[dict[str, Any], LLMUser]
 
 
 def assert_llm_turn(info: dict[str, Any], user: LLMUser) -> None:
-    assert not info["llm_fallback"], "a grammar-constrained reply always validates"
-    assert len(info["reasons"]) == 2
+    """The model really decided, and anything it could not decide is a counted, visible fallback.
+
+    The grammar fixes the JSON shape, but a 270M base model can still write a reply that fails
+    validation (e.g. run out of tokens mid-object); that must show up as a fallback, not crash.
+    """
+    usage, stats = user.backend.usage, user.stats
+    assert usage.requests >= 1 and usage.completion_tokens > 0
+    assert stats["llm_turns"] + stats["llm_session_ends"] >= 1, f"no model decision was used: {stats}"
+    assert usage.failures == stats["fallback_turns"] + stats["fallback_session_ends"]
+    assert info["llm_fallback"] == (stats["fallback_turns"] > 0)
+    if not info["llm_fallback"]:
+        assert len(info["reasons"]) == 2
     assert set(info["reactions"].tolist()) <= {0, 1, 2, 3}
-    usage = user.backend.usage
-    assert usage.completion_tokens > 0 and usage.failures == 0
 
 
 def test_gemma_in_process_episode(catalog: Catalog, gemma_path: Path, tmp_path: Path) -> None:
-    llm = LLMConfig(backend="local", cache="off", cache_path=tmp_path / "c.sqlite", max_retries=0,
+    llm = LLMConfig(backend="local", cache="off", cache_path=tmp_path / "c.sqlite", max_retries=2,
                     n_ctx=2048, sampling=SAMPLING)
     info, user = one_turn(catalog, llm)
     assert_llm_turn(info, user)
@@ -106,7 +114,7 @@ def llama_server(gemma_path: Path, tmp_path: Path) -> Iterator[str]:
 
 def test_gemma_through_llama_cpp_server(catalog: Catalog, llama_server: str, tmp_path: Path) -> None:
     llm = LLMConfig(backend="openai", base_url=llama_server, model="gemma-3-270m", structured_output="auto",
-                    cache="off", cache_path=tmp_path / "c.sqlite", max_retries=0, timeout_s=600, sampling=SAMPLING)
+                    cache="off", cache_path=tmp_path / "c.sqlite", max_retries=2, timeout_s=600, sampling=SAMPLING)
     info, user = one_turn(catalog, llm)
     assert_llm_turn(info, user)
     assert user.backend._detected == "json_object", "the server rejects json_schema; auto picks its json_object form"
