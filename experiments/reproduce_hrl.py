@@ -10,7 +10,15 @@ RecoWorld-v0 on `train_episodes` users drawn from it, then all three recommender
 evaluated, frozen (sampling from the learned policies unless --no-stochastic-eval), on
 the same fresh users with the same episode seeds. Retention is the share of days in the horizon with a session.
 
-    python experiments/reproduce_hrl.py [--seeds 3] [--train-episodes 300] [--eval-users 100]
+Study world. `--novelty-mismatch` sets ChoiceConfig.novelty_mismatch, the click-logit penalty per
+unit gap between an item's novelty and the user's appetite, and is printed in the header. The
+default is the core world's 2.0: measured over 5 seeds, it already separates HRL from the flat
+policy (+0.04 retention, CI excluding 0), while making novelty matter more (4.0 or 6.0) widens
+HRL's lead over greedy but not over flat, whose paired CI then includes 0. So the core world is
+the fairer test, with no world tuned for the claim. Five seeds rather than three: with three, the
+t-interval (t = 4.3) is too wide to tell a 0.04 gain from noise.
+
+    python experiments/reproduce_hrl.py [--seeds 5] [--train-episodes 300] [--eval-users 100] [--novelty-mismatch 2]
 """
 
 from __future__ import annotations
@@ -35,8 +43,8 @@ from recoworld.simulation import SimulationConfig, simulate
 
 @dataclass
 class Args:
-    seeds: int = 3
-    """number of seeds (independent training runs and evaluation populations)"""
+    seeds: int = 5
+    """number of seeds (independent training runs and evaluation populations); the paired CIs need at least 5"""
     train_episodes: int = 300
     """users (episodes) each learning policy trains on, per seed"""
     eval_users: int = 100
@@ -48,8 +56,8 @@ class Args:
     stochastic_eval: bool = True
     """evaluate the learned stochastic policies as trained (False: argmax goal and slots)"""
     novelty_mismatch: float = 2.0
-    """study world's ChoiceConfig.novelty_mismatch: logit penalty per unit |item novelty - user's novelty appetite|
-    (2.0 is the core default)"""
+    """study world's ChoiceConfig.novelty_mismatch: click-logit penalty per unit |item novelty - user's appetite|
+    (2.0, the core default; larger values make novelty matter more)"""
 
 
 POPULATION = PopulationSpec(name="novelty-heterogeneous", segments=[

@@ -35,6 +35,16 @@ def catalog() -> Catalog:
     return cached_catalog(CatalogConfig(n_items=600, seed=3))
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread() -> Iterator[None]:
+    """Tiny torch models run fastest, and deterministically, on one thread."""
+    torch = require("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[ModuleType]:
     """One small local Ray runtime for the whole test session."""
