@@ -155,10 +155,10 @@ def test_many_users_in_flight_keep_their_own_order(catalog: Catalog, tmp_path: P
                 out[i].append((fb.reactions.tolist(), fb.dwell_min.tolist(), fb.left, fb.fallback))
         return out
 
-    with FaultServer(latency_s=0.05) as srv:
+    with FaultServer(latency_s=0.15) as srv:
         sequential = run(srv, concurrent=False)
         assert srv.max_in_flight == 1
-    with FaultServer(latency_s=0.05) as srv:
+    with FaultServer(latency_s=0.15) as srv:
         concurrent = run(srv, concurrent=True)
         assert 1 < srv.max_in_flight <= 4
     assert concurrent == sequential

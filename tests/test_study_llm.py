@@ -51,7 +51,8 @@ def test_population_llm_turns_in_flight_match_one_at_a_time(catalog: Catalog, tm
     n = 6
     runs = {}
     for concurrency in (1, 4):
-        with FaultServer(latency_s=0.03) as srv:
+        # 0.15 s per reply: long enough that concurrent requests overlap even on a loaded CI machine.
+        with FaultServer(latency_s=0.15) as srv:
             env = llm_world(catalog, loopback(srv, tmp_path, concurrency=concurrency), n)
             assert isinstance(env.users, LLMUsers)
             srv.inject(*["malformed"] * n)  # every turn of step 1 falls back, whatever order requests arrive in
@@ -83,7 +84,7 @@ def test_study_with_llm_users_keeps_the_server_busy_and_reports_fallbacks(ray_se
     from recoworld.studies.report import ALL, write_report
     from recoworld.studies.runner import run_study
 
-    with FaultServer(latency_s=0.03) as srv:
+    with FaultServer(latency_s=0.15) as srv:
         spec = StudySpec.parse({"name": "llm-users", "seed": 3, "n_users": 6, "shard_size": 6, "world": WORLD,
                                 "recommenders": ["greedy"], "user_backend": "llm",
                                 "llm": loopback(srv, tmp_path, concurrency=4)})
