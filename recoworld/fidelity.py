@@ -94,16 +94,23 @@ class ChoiceModelScorer:
         return self.model.utility(relevance, cat.quality[candidates], novelty, profile.novelty_trait, 0.0, 0)
 
 
-class SimulatorScorer:
-    """A user simulator's mean reaction to each candidate over `repeats` passes of shuffled slates."""
+class _SlateScorer:
+    """Scores candidates by showing them in shuffled slates of `slate_size`, `repeats` times over."""
 
-    def __init__(self, name: str, simulator: UserSimulator, slate_size: int = 10, repeats: int = 1) -> None:
+    def __init__(self, name: str, slate_size: int, repeats: int) -> None:
         if slate_size < 1 or repeats < 1:
             raise ValueError(f"slate_size and repeats must be >= 1, got {slate_size} and {repeats}")
         self.name = name
-        self.simulator = simulator
         self.slate_size = slate_size
         self.repeats = repeats
+
+
+class SimulatorScorer(_SlateScorer):
+    """A user simulator's mean reaction to each candidate over `repeats` passes of shuffled slates."""
+
+    def __init__(self, name: str, simulator: UserSimulator, slate_size: int = 10, repeats: int = 1) -> None:
+        super().__init__(name, slate_size, repeats)
+        self.simulator = simulator
 
     def score(
         self, profile: UserProfile, history: np.ndarray, candidates: np.ndarray, rng: np.random.Generator
@@ -119,7 +126,7 @@ class SimulatorScorer:
         return scores / self.repeats
 
 
-class BatchParametricScorer:
+class BatchParametricScorer(_SlateScorer):
     """`SimulatorScorer`'s protocol for parametric users, with every slate of every pass reviewed in one batch.
 
     Each batch row is a fresh user with the same profile, exactly as `SimulatorScorer` resets
@@ -128,12 +135,8 @@ class BatchParametricScorer:
     """
 
     def __init__(self, name: str, users: ParametricUsers, slate_size: int = 10, repeats: int = 1) -> None:
-        if slate_size < 1 or repeats < 1:
-            raise ValueError(f"slate_size and repeats must be >= 1, got {slate_size} and {repeats}")
-        self.name = name
+        super().__init__(name, slate_size, repeats)
         self.users = users
-        self.slate_size = slate_size
-        self.repeats = repeats
 
     def score(
         self, profile: UserProfile, history: np.ndarray, candidates: np.ndarray, rng: np.random.Generator

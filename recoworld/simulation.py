@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import yaml
 from pydantic import Field
 
 from recoworld.agents import Recommender, make_recommender
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import StrictModel, WorldConfig, build
 from recoworld.envs.recoworld_env import RecoWorldEnv
+from recoworld.errors import ConfigError
 from recoworld.llm.errors import BudgetExceeded
 from recoworld.metrics import intent_match, slate_diversity, summarize
 from recoworld.population import PopulationSpec, UserProfile, sample_population
@@ -191,19 +193,15 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
-def load_world(
-    config_path: str | Path | None, **overrides: Any
-) -> WorldConfig:
+def load_world(config_path: str | Path | None, **overrides: Any) -> WorldConfig:
     """A world config from an optional YAML/JSON file, with CLI overrides on top."""
     data: dict[str, Any] = {}
     if config_path is not None:
-        import yaml
-
-        text = Path(config_path).read_text()
-        loaded = yaml.safe_load(text)
+        try:
+            loaded = yaml.safe_load(Path(config_path).read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{config_path} is not valid YAML: {err}") from None
         if not isinstance(loaded, dict):
-            from recoworld.errors import ConfigError
-
             raise ConfigError(f"{config_path}: a world config must be a mapping, got {type(loaded).__name__}")
         data = loaded
     return build(WorldConfig, f"world config{f' {config_path}' if config_path else ''}", data,

@@ -75,3 +75,14 @@ def test_cli_catalog_command(tmp_path) -> None:
     result = CliRunner().invoke(app, ["catalog", "--out", str(path), "--n-items", "200"])
     assert result.exit_code == 0, result.output
     assert len(Catalog.from_parquet(path)) == 200
+
+
+def test_cli_reports_a_broken_world_config(tmp_path) -> None:
+    bad = tmp_path / "world.yaml"
+    bad.write_text("slate_size: [1, 2\n")
+    result = CliRunner().invoke(app, ["simulate", "--users", "2", "--config", str(bad), "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "not valid YAML" in result.output and "Traceback" not in result.output
+    bad.write_text("- just\n- a list\n")
+    result = CliRunner().invoke(app, ["simulate", "--users", "2", "--config", str(bad), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "must be a mapping" in result.output

@@ -19,6 +19,8 @@ from recoworld.mindset import UNSEEN, Instruction, ReactionType
 from recoworld.simulators.instructions import intent_direction
 
 INTENTS = ("more", "less", "different")
+#: Dwell is in minutes, the world clock in days.
+MINUTES_PER_DAY = 1440.0
 # Plain ints: comparing arrays with IntEnum members costs an enum lookup per use in the hot loop.
 _LEVELS = np.array([int(ReactionType.CLICK), int(ReactionType.LIKE), int(ReactionType.SHARE)])
 

@@ -73,6 +73,7 @@ from pydantic import Field
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import StrictModel, WorldConfig, build
 from recoworld.envs.observation import (
+    MINUTES_PER_DAY,
     History,
     action_space,
     build_observation,
@@ -91,7 +92,6 @@ from recoworld.simulators.parametric import BatchFeedback, ParametricUsers
 if TYPE_CHECKING:
     from recoworld.simulators.llm_user import LLMUsers
 
-_MINUTES_PER_DAY = 1440.0
 AgentID = str
 
 
@@ -280,7 +280,7 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
         reward = engagement_reward(world.reward, reactions, dwell)
         self._steps[live] += 1
         self._turn[live] += 1
-        self._now[live] += dwell.sum(axis=1) / _MINUTES_PER_DAY
+        self._now[live] += dwell.sum(axis=1) / MINUTES_PER_DAY
         for j, u in enumerate(live):
             self._history[u].record(slates[u], reactions[j], dwell[j])
             self._consumed[u, slates[u][reactions[j] > 0]] = True

@@ -62,6 +62,7 @@ import numpy as np
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import WorldConfig, build
 from recoworld.envs.observation import (
+    MINUTES_PER_DAY,
     History,
     action_space,
     build_observation,
@@ -77,8 +78,6 @@ from recoworld.population import PopulationSpec, UserProfile, sample_population
 from recoworld.retrieval import CandidateRetriever
 from recoworld.simulators.base import SlateFeedback, UserSimulator
 from recoworld.simulators.parametric import ParametricUser
-
-_MINUTES_PER_DAY = 1440.0
 
 
 class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
@@ -167,7 +166,7 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._turn += 1
         self._record(slate, fb)
         reward = float(engagement_reward(self.config.reward, fb.reactions, fb.dwell_min))
-        self._now += float(fb.dwell_min.sum()) / _MINUTES_PER_DAY
+        self._now += float(fb.dwell_min.sum()) / MINUTES_PER_DAY
         info: dict[str, Any] = {
             "slate": slate,
             "reactions": fb.reactions,
