@@ -103,7 +103,7 @@ def run_episode(
         per_turn = {
             "user_id": profile.user_id, "segment": profile.segment, "episode_seed": seed,
             "session": info["session"], "day": info["day"], "turn": info["turn"], "step": info["step"],
-            "turn_reward": float(reward),
+            "time_days": info["time_days"], "turn_reward": float(reward),
             "instruction": instruction, "intent": json.dumps(info["instruction_intent"]) if instruction else None,
             "left": info["left"], "return_gap_days": info["return_gap_days"], "churned": info["churned"],
             "intent_match": match, "slate_diversity": slate_diversity(cat, slate),

@@ -1,0 +1,142 @@
+"""One shape for real logs and simulated trajectories, so that every fact is computed once.
+
+A `ConsumptionLog` holds one row per event of one source (a real log, or one simulated world):
+
+| column     | meaning                                                                           |
+|------------|-----------------------------------------------------------------------------------|
+| `user`     | user id (str), the same ids in the real log and in every simulated world           |
+| `item`     | row of the *reference* catalog (the real log's), so items are compared by identity |
+| `time`     | days since the user's first event in this source                                   |
+| `consumed` | the user took the item (a rating, a click); False for impressions left alone      |
+| `positive` | 1.0 liked, 0.0 not liked, NaN where the source cannot tell                          |
+
+and per user the length of the window in which the source could have seen them (`window`,
+days), so that a return curve never counts a day nobody observed.
+
+What a source can tell is explicit (`impressions`, `ratings`): facts that need a missing
+signal say "not in this log" instead of inventing one. A real log has impressions only if its
+ratings are all 0/1 with some zeros (an implicit log with its non-clicks); it has a positive
+flag only with explicit ratings (positive: at least 3/4 of the way up the rating scale, i.e.
+4 or 5 stars of 5). A RecoWorld trajectory has both: every shown item the user reached is an
+impression, a click is a consumption and a like or share is positive.
+
+Sessions are cut at `SESSION_GAP_MINUTES` of inactivity between consecutive consumptions,
+the usual 30-minute web-analytics convention. Both kinds of sources are cut the same way, on
+consumptions only, because a real log has no record of visits without a consumption.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from recoworld.catalog import Catalog
+from recoworld.envs.observation import MINUTES_PER_DAY
+from recoworld.errors import CatalogFormatError
+from recoworld.mindset import ReactionType
+
+#: Inactivity, in minutes, that ends a session (between two consumptions of the same user).
+SESSION_GAP_MINUTES = 30.0
+#: Share of the rating scale above which an explicit rating counts as positive (4 and 5 of 1..5).
+POSITIVE_RATING_QUANTILE = 0.75
+_SECONDS_PER_DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class ConsumptionLog:
+    """The events of one source in the common shape (see the module docstring)."""
+
+    name: str
+    events: pd.DataFrame  # user, item, time, consumed, positive; sorted by user then time
+    window: pd.Series  # user -> days in which this source observed the user
+    impressions: bool  # rows with consumed=False are real non-consumptions
+    ratings: bool  # the positive flag is known
+
+    @property
+    def consumptions(self) -> pd.DataFrame:
+        return self.events[self.events["consumed"].to_numpy()]
+
+    def sessions(self) -> pd.DataFrame:
+        """Consumptions with a per-user `session` number (0, 1, ...) cut at `SESSION_GAP_MINUTES`."""
+        eaten = self.consumptions
+        user = eaten["user"].to_numpy()
+        gap = np.diff(eaten["time"].to_numpy(), prepend=-np.inf)
+        new_user = np.r_[True, user[1:] != user[:-1]]
+        starts = new_user | (gap * MINUTES_PER_DAY > SESSION_GAP_MINUTES)
+        first = np.maximum.accumulate(np.where(new_user, np.arange(len(eaten)), 0))
+        count = np.cumsum(starts)
+        return eaten.assign(session=count - count[first])
+
+
+def _finish(name: str, frame: pd.DataFrame, window: pd.Series, impressions: bool, ratings: bool) -> ConsumptionLog:
+    """Times relative to each user's first event; rows sorted by user, then time (stable)."""
+    frame = frame.sort_values(["user", "time"], kind="stable").reset_index(drop=True)
+    frame["time"] = frame["time"] - frame.groupby("user")["time"].transform("min")
+    return ConsumptionLog(name, frame, window.astype(np.float64), impressions, ratings)
+
+
+def from_interactions(
+    interactions: pd.DataFrame, catalog: Catalog, rating_scale: tuple[float, float] | None,
+    horizon_days: float, name: str = "real",
+) -> ConsumptionLog:
+    """A real log (`Dataset.interactions` columns) seen through each user's first `horizon_days`.
+
+    Clipping every user to the simulated horizon compares like with like: a simulated user
+    lives exactly that long, starting on day 0.
+    """
+    row = pd.Series(np.arange(len(catalog)), index=catalog.item_ids)
+    item = row.reindex(interactions["item_id"].to_numpy()).to_numpy()
+    if np.isnan(item).any():
+        raise CatalogFormatError("the log names items missing from the catalog it is compared on")
+    days = interactions["timestamp"].to_numpy(np.float64) / _SECONDS_PER_DAY
+    rating = interactions["rating"].to_numpy(np.float64)
+    implicit_01 = rating_scale == (0.0, 1.0)
+    ratings = rating_scale is not None and not implicit_01
+    if ratings:
+        lo, hi = rating_scale  # type: ignore[misc]
+        positive = np.where(np.isnan(rating), np.nan, rating >= lo + POSITIVE_RATING_QUANTILE * (hi - lo))
+    else:
+        positive = np.full(len(rating), np.nan)
+    frame = pd.DataFrame({"user": interactions["user_id"].astype(str).to_numpy(), "item": item.astype(np.int64),
+                          "time": days, "consumed": ~(implicit_01 & (rating == 0)),
+                          "positive": positive.astype(np.float64)})
+    first = frame.groupby("user")["time"].transform("min")
+    frame = frame[(frame["time"] - first).to_numpy() < horizon_days]
+    last = days.max()
+    window = (last - frame.groupby("user")["time"].min()).clip(upper=horizon_days)
+    impressions = implicit_01 and bool((frame["consumed"] == 0).any())
+    return _finish(name, frame, window, impressions, ratings)
+
+
+def from_trajectories(
+    trajectories: pd.DataFrame, world_catalog: Catalog, reference: Catalog, horizon_days: float, name: str,
+) -> ConsumptionLog:
+    """RecoWorld trajectory rows (one per user x turn x slate position) as events on the reference catalog.
+
+    `time_days` is the clock at the end of a turn; each slot's time steps back by the dwell
+    of the slots after it, so the items of one turn keep their viewing order. Positions the
+    user never reached (left mid-slate) are not impressions.
+    """
+    missing = {"user_id", "item", "reaction", "dwell_min", "time_days", "step"} - set(trajectories.columns)
+    if missing:
+        raise CatalogFormatError(f"trajectories lack column(s) {', '.join(sorted(missing))}")
+    seen = trajectories[trajectories["reaction"].to_numpy() >= ReactionType.SKIP]
+    dwell = seen["dwell_min"].to_numpy(np.float64)
+    keys = [seen["user_id"], seen["step"]]
+    after = seen.groupby(keys)["dwell_min"].transform("sum").to_numpy(np.float64) - (
+        pd.Series(dwell, index=seen.index).groupby(keys).cumsum().to_numpy())
+    row = pd.Series(np.arange(len(reference)), index=reference.item_ids)
+    item = row.reindex(np.asarray(world_catalog.item_ids)[seen["item"].to_numpy()]).to_numpy()
+    if np.isnan(item).any():
+        raise CatalogFormatError("the simulated world's catalog has items the reference catalog lacks")
+    reaction = seen["reaction"].to_numpy()
+    frame = pd.DataFrame({"user": seen["user_id"].astype(str).to_numpy(), "item": item.astype(np.int64),
+                          "time": seen["time_days"].to_numpy(np.float64) - after / MINUTES_PER_DAY,
+                          "consumed": reaction >= ReactionType.CLICK,
+                          "positive": (reaction >= ReactionType.LIKE).astype(np.float64)})
+    users = frame["user"].unique()
+    start = frame.groupby("user")["time"].min()
+    window = pd.Series(horizon_days, index=users) - start.reindex(users)
+    return _finish(name, frame, window, impressions=True, ratings=True)

@@ -1,0 +1,156 @@
+"""Human-facing output of a validation: the terminal table, `validity.csv` and one figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.ticker import NullFormatter
+from rich.table import Table
+
+from recoworld.validity.facts import Fact
+from recoworld.validity.run import RANKING, ValidityResult
+
+#: Distribution facts drawn as empirical CDFs: (fact, x label, log x axis).
+_CDFS = (("activity", "consumptions per user", True), ("session length", "consumptions per session", True),
+         ("session gap", "days between sessions", True), ("interest drift", "topic Jaccard, consecutive sessions",
+                                                           False),
+         ("distinctness", "intra- / inter-user distance", False))
+
+
+def _fmt(x: object) -> str:
+    if x is None or (isinstance(x, float) and np.isnan(x)):
+        return "-"
+    value = float(x)  # type: ignore[arg-type]
+    if value.is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    return f"{value:.3g}" if abs(value) >= 1000 or (value != 0 and abs(value) < 0.001) else f"{value:.3f}"
+
+
+def validity_table(result: ValidityResult, title: str = "Validity: simulated vs real users") -> Table:
+    """One row per (fact, statistic): the real value, then each world's value and distance (Δ).
+
+    The world closest to the log on a row is shown in green.
+    """
+    rows = result.rows
+    worlds = list(dict.fromkeys(rows["world"]))
+    table = Table(title=f"{title} ({len(result.users)} users, {result.horizon_days:g} days)")
+    table.add_column("fact", style="bold")
+    table.add_column("statistic")
+    table.add_column("real", justify="right")
+    for w in worlds:
+        table.add_column(w, justify="right")
+    for (fact, stat), group in rows.groupby(["fact", "statistic"], sort=False):
+        real = group["real"].iloc[0]
+        note = next((n for n in group["note"] if isinstance(n, str)), None)
+        real_cell = _fmt(real) if not pd.isna(real) else (note or "-")
+        best = group["distance"].min()
+        cells = {}
+        for _, r in group.iterrows():
+            if pd.isna(r["value"]):
+                cells[r["world"]] = r["note"] if isinstance(r["note"], str) and r["note"] != real_cell else "-"
+                continue
+            text = _fmt(r["value"]) if pd.isna(r["real"]) else f"{_fmt(r['value'])} (Δ {_fmt(r['distance'])})"
+            closest = len(worlds) > 1 and r["distance"] == best
+            cells[r["world"]] = f"[green]{text}[/green]" if closest else text
+        table.add_row(str(fact), str(stat), real_cell, *(cells.get(w, "") for w in worlds))
+    return table
+
+
+def _missing(ax: Axes, title: str, reason: str) -> None:
+    ax.set_title(title)
+    ax.text(0.5, 0.5, reason, ha="center", va="center", transform=ax.transAxes, wrap=True)
+    ax.set_axis_off()
+
+
+def _cdf(ax: Axes, facts: dict[str, dict[str, Fact]], fact: str, label: str, log_x: bool) -> None:
+    samples = {src: f[fact].sample for src, f in facts.items() if f[fact].sample is not None}
+    if not samples:
+        _missing(ax, fact, facts["real"][fact].missing.get("*", "no data"))
+        return
+    for src, x in samples.items():
+        x = np.sort(x)
+        ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", label=src, lw=2 if src == "real" else 1.2)
+    if log_x and all((x > 0).any() for x in samples.values()):
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_title(fact)
+    ax.set_xlabel(label)
+    ax.set_ylabel("CDF")
+
+
+def plot_validity(result: ValidityResult, path: str | Path) -> Path:
+    """A 3x3 figure: ranking, positive rate, the Lorenz curve, five CDFs and the return curve."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    facts = result.facts
+    fig, axes = plt.subplots(3, 3, figsize=(16, 13))
+    ax = axes.ravel()
+
+    ranking = result.rows[(result.rows["fact"] == RANKING) & (result.rows["statistic"] == "AUC")]
+    if len(ranking):
+        ax[0].bar(ranking["world"], ranking["value"], color="#4C72B0")
+        ref = result.rows[(result.rows["fact"] == RANKING) & (result.rows["statistic"] == "AUC popularity ref.")]
+        if len(ref):
+            ax[0].axhline(float(ref["value"].iloc[0]), color="k", ls="--", label="popularity reference")
+            ax[0].legend()
+        ax[0].axhline(0.5, color="grey", ls=":")
+        ax[0].set_ylim(0, 1)
+        ax[0].set_title("ranking fidelity: held-out AUC")
+    else:
+        _missing(ax[0], "ranking fidelity", "no world")
+
+    rates = {src: f["positive rate"].stats for src, f in facts.items()}
+    stats = list(dict.fromkeys(s for st in rates.values() for s in st))
+    if stats:
+        width = 0.8 / len(rates)
+        for i, (src, st) in enumerate(rates.items()):
+            ax[1].bar(np.arange(len(stats)) + i * width, [st.get(s, np.nan) for s in stats], width, label=src)
+        ax[1].set_xticks(np.arange(len(stats)) + 0.4 - width / 2, stats)
+        ax[1].set_title("positive rate" + ("" if "per impression" in rates["real"] else " (real: no impressions)"))
+        ax[1].legend()
+    else:
+        _missing(ax[1], "positive rate", "not in any source")
+
+    for src, f in facts.items():
+        if f["popularity"].curve is not None:
+            ax[2].plot(*f["popularity"].curve, label=src, lw=2 if src == "real" else 1.2)
+    ax[2].plot([0, 1], [0, 1], color="grey", ls=":")
+    ax[2].set_title("long tail: Lorenz curve of consumption")
+    ax[2].set_xlabel("share of items (least consumed first)")
+    ax[2].set_ylabel("share of consumption")
+    ax[2].legend()
+
+    for a, (fact, label, log_x) in zip(ax[3:8], _CDFS):
+        _cdf(a, facts, fact, label, log_x)
+    ax[3].legend()
+
+    curves = {src: f["return curve"].curve for src, f in facts.items() if f["return curve"].curve is not None}
+    if curves:
+        for src, (x, y) in curves.items():
+            ax[8].plot(x, y, label=src, lw=2 if src == "real" else 1.2)
+        ax[8].set_ylim(0, 1)
+        ax[8].set_title("return curve")
+        ax[8].set_xlabel("days after the first consumption")
+        ax[8].set_ylabel("share of users active that day")
+    else:
+        _missing(ax[8], "return curve", facts["real"]["return curve"].missing.get("*", "no data"))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_validity(result: ValidityResult, out: str | Path) -> tuple[Path, Path]:
+    """`validity.csv` (one row per fact x statistic x world) and `validity.png` in `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv = out / "validity.csv"
+    result.rows.to_csv(csv, index=False)
+    return csv, plot_validity(result, out / "validity.png")

@@ -1,0 +1,160 @@
+"""The validation protocol: the same real users, lived by each simulated world, on the same items.
+
+1. The real log is loaded and split as for fidelity (`prepare_world`); `users` of its users are
+   drawn with the seed. Their whole log, each user clipped to their first `horizon` days, is
+   the reference. The horizon is the log's span in days, capped at `max_days` (simulating a
+   year of MovieLens ratings would mostly measure the cap of the simulator, not its users).
+2. Each world (the default one, a calibrated one, LLM users) simulates those users, built from
+   the train split, against one recommender (`agent`) for the horizon.
+3. Both sides become `ConsumptionLog`s on the real log's catalog, so every fact is computed
+   by the same code, and each world's facts are compared with the real ones (`compare`).
+4. Ranking fidelity comes from `recoworld.fidelity` on the held-out interactions of the same
+   users: the world's simulated users as scorer, train popularity as the reference. Its "real"
+   value is 1 by definition (the held-out items are what the real users chose), so its
+   distance is the gap to a perfect ranking.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from recoworld.catalog import Catalog
+from recoworld.config import StrictModel, WorldConfig
+from recoworld.data import RealWorld
+from recoworld.errors import ConfigError
+from recoworld.fidelity import (
+    BatchParametricScorer,
+    ChoiceScorer,
+    FidelityConfig,
+    PopularityScorer,
+    default_scorers,
+    eval_users,
+    evaluate,
+    llm_scorer,
+)
+from recoworld.population import UserProfile
+from recoworld.simulation import SimulationConfig, simulate
+from recoworld.validity.events import ConsumptionLog, from_interactions, from_trajectories
+from recoworld.validity.facts import Fact, compare, event_facts
+
+_SECONDS_PER_DAY = 86400.0
+RANKING = "ranking"
+
+
+class ValidityConfig(StrictModel):
+    """What `recoworld validate` compares."""
+
+    users: int = Field(200, ge=2, description="real users compared, drawn with the seed")
+    days: float | None = Field(None, gt=0, description="simulated horizon; default: the log's span, capped")
+    max_days: float = Field(60.0, gt=0, description="cap of the default horizon")
+    agent: str = Field("greedy", description="the recommender the simulated users meet")
+    fidelity_users: int = Field(100, ge=1, description="users of the ranking fidelity")
+    llm_users: int = Field(0, ge=0, description="LLM users simulated on the same facts; 0 = none")
+    llm_max_steps: int = Field(20, ge=1, description="turns per LLM user (the model is slow)")
+    seed: int = Field(0, ge=0)
+
+
+@dataclass(frozen=True)
+class SimWorld:
+    """A simulated world to validate: its config, its catalog (same item ids as the log) and its users."""
+
+    name: str
+    world: WorldConfig
+    catalog: Catalog
+    profiles: list[UserProfile]
+
+
+@dataclass
+class ValidityResult:
+    rows: pd.DataFrame  # fact, statistic, real, world, value, distance, note
+    facts: dict[str, dict[str, Fact]]  # source ("real" or a world's name) -> fact -> Fact
+    logs: dict[str, ConsumptionLog]
+    horizon_days: float
+    users: list[str]
+
+
+def horizon_days(interactions: pd.DataFrame, config: ValidityConfig) -> float:
+    """`config.days`, else the log's span in whole days, capped at `config.max_days`."""
+    if config.days is not None:
+        return config.days
+    ts = interactions["timestamp"].to_numpy(np.float64)
+    return float(min(config.max_days, max(1, math.ceil((ts.max() - ts.min()) / _SECONDS_PER_DAY))))
+
+
+def llm_world(base: SimWorld, config: ValidityConfig) -> SimWorld:
+    """LLM users (the base world's `llm` backend) on the base world's catalog, `llm_users` of its users."""
+    world = base.world.model_copy(update={"user_backend": "llm", "max_steps": config.llm_max_steps})
+    return SimWorld("llm users", world, base.catalog, base.profiles[: config.llm_users])
+
+
+def _ranking(world: SimWorld, real: RealWorld, config: ValidityConfig, max_users: int) -> list[dict[str, object]]:
+    """AUC / NDCG / Hit of the world's simulated users, and the popularity reference, on held-out items."""
+    cfg = FidelityConfig(max_users=max_users, seed=config.seed)
+    users = eval_users(world.catalog, world.profiles, real.split.train, real.split.test, cfg)
+    if not users:
+        return [{"fact": RANKING, "statistic": "-", "real": np.nan, "value": np.nan, "distance": np.nan,
+                 "note": "no user has new held-out items"}]
+    scorers: list[ChoiceScorer] = (
+        [llm_scorer(world.catalog, world.world)] if world.world.user_backend == "llm"
+        else [s for s in default_scorers(world.catalog, world.world) if isinstance(s, BatchParametricScorer)])
+    summary, _ = evaluate(users, [*scorers, PopularityScorer(world.catalog)], cfg)
+    sim, pop = summary.iloc[0], summary.iloc[1]
+    rows = [{"fact": RANKING, "statistic": label, "real": 1.0, "value": float(sim[col]),
+             "distance": 1.0 - float(sim[col]), "note": None}
+            for label, col in (("AUC", "auc"), (f"NDCG@{cfg.k}", f"ndcg@{cfg.k}"), (f"Hit@{cfg.k}", f"hit@{cfg.k}"))]
+    rows.append({"fact": RANKING, "statistic": "users", "real": np.nan, "value": float(len(users)),
+                 "distance": np.nan, "note": None})
+    rows.append({"fact": RANKING, "statistic": "AUC popularity ref.", "real": np.nan, "value": float(pop["auc"]),
+                 "distance": np.nan, "note": None})
+    return rows
+
+
+def _pick_users(profiles: Sequence[UserProfile], n: int, seed: int) -> list[str]:
+    ids = [p.user_id for p in profiles]
+    if len(ids) < 2:
+        raise ConfigError(f"validation needs at least 2 users with a train history, the log has {len(ids)}")
+    rng = np.random.default_rng(seed)
+    return [ids[i] for i in np.sort(rng.choice(len(ids), min(n, len(ids)), replace=False))]
+
+
+def validate(
+    real: RealWorld, worlds: Sequence[SimWorld], config: ValidityConfig | None = None,
+    log: Callable[[str], None] = lambda _: None,
+) -> ValidityResult:
+    """Compare each world with the real log on every fact (see the module docstring)."""
+    cfg = config or ValidityConfig()
+    inter = real.dataset.interactions
+    horizon = horizon_days(inter, cfg)
+    users = _pick_users(real.profiles, cfg.users, cfg.seed)
+    chosen = set(users)
+    worlds = [SimWorld(w.name, w.world, w.catalog, [p for p in w.profiles if p.user_id in chosen]) for w in worlds]
+    if cfg.llm_users and worlds:
+        worlds.append(llm_world(worlds[0], cfg))
+    real_log = from_interactions(inter[inter["user_id"].isin(chosen)], real.catalog, real.dataset.rating_scale,
+                                 horizon)
+    logs = {"real": real_log}
+    facts = {"real": event_facts(real_log, real.catalog)}
+    rows: list[dict[str, object]] = []
+    for w in worlds:
+        if not w.profiles:
+            raise ConfigError(f"world {w.name!r} has none of the {len(users)} compared users")
+        log(f"{w.name}: simulating {len(w.profiles)} users for {horizon:g} days against {cfg.agent!r}")
+        sim_cfg = SimulationConfig(n_users=len(w.profiles), agents=[cfg.agent], seed=cfg.seed,
+                                   world=w.world.model_copy(update={"horizon_days": horizon}))
+        result = simulate(sim_cfg, catalog=w.catalog, profiles=w.profiles)
+        logs[w.name] = from_trajectories(result.trajectories, w.catalog, real.catalog, horizon, w.name)
+        facts[w.name] = event_facts(logs[w.name], real.catalog)
+        log(f"{w.name}: ranking fidelity on held-out interactions")
+        max_users = cfg.llm_users if w.world.user_backend == "llm" else cfg.fidelity_users
+        world_rows = _ranking(w, real, cfg, max_users)
+        for name, fact in facts[w.name].items():
+            world_rows += compare(name, facts["real"][name], fact)
+        rows += [{**row, "world": w.name} for row in world_rows]
+    columns = ["fact", "statistic", "real", "world", "value", "distance", "note"]
+    return ValidityResult(pd.DataFrame(rows, columns=columns), facts, logs, horizon, users)
