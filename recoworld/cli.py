@@ -267,6 +267,42 @@ def fidelity(
     console.print(f"summary: {out / 'fidelity.csv'}  per user: {out / 'fidelity_per_user.parquet'}")
 
 
+@app.command()
+def validate(
+    data: Annotated[Path, typer.Option(help=DATA_HELP)],
+    embedding: Annotated[str, typer.Option(help=EMBEDDING_HELP)] = "auto",
+    users: Annotated[int, typer.Option(help="real users compared (drawn with the seed)")] = 200,
+    days: Annotated[float | None, typer.Option(help="simulated horizon; default: the log's span, capped")] = None,
+    max_days: Annotated[float, typer.Option(help="cap of the default horizon, in days")] = 60.0,
+    agent: Annotated[str, typer.Option(help="the recommender the simulated users meet")] = "greedy",
+    fidelity_users: Annotated[int, typer.Option(help="users of the held-out ranking fidelity")] = 100,
+    llm_users: Annotated[int, typer.Option(help="also simulate N LLM users (world config's llm); 0 = skip")] = 0,
+    llm_turns: Annotated[int, typer.Option(help="turns per LLM user")] = 20,
+    config: Annotated[Path | None, typer.Option(help="world config (YAML or JSON) of the default world")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the users drawn, the simulation and the negatives")] = 0,
+    out: Annotated[Path, typer.Option(help="output directory: validity.csv, validity.png")] = Path("runs/validate"),
+) -> None:
+    """Compare simulated and real users on the same users and items: stylized facts, distances, plots."""
+    from recoworld.simulation import load_world
+    from recoworld.validity import SimWorld, ValidityConfig, validity_table, write_validity
+    from recoworld.validity import validate as run
+
+    try:
+        cfg = ValidityConfig(users=users, days=days, max_days=max_days, agent=agent, fidelity_users=fidelity_users,
+                             llm_users=llm_users, llm_max_steps=llm_turns, seed=seed)
+        real = _real_world(data, embedding, seed)
+        worlds = [SimWorld("default", load_world(config), real.catalog, real.profiles)]
+        with console.status("validating") as status:
+            result = run(real, worlds, cfg, log=lambda msg: status.update(msg))
+    except ImportError as err:
+        raise _fail(RecoWorldError(f"LLM users need the local extra (pip install 'recoworld[local]'): {err}")) from None
+    except (RecoWorldError, FileNotFoundError, ValueError) as err:
+        raise _fail(err) from None
+    console.print(validity_table(result))
+    csv, png = write_validity(result, out)
+    console.print(f"table: {csv}  plots: {png}")
+
+
 @app.command("catalog")
 def make_catalog(
     out: Annotated[Path, typer.Option(help="Parquet file to write")] = Path("catalog.parquet"),
