@@ -1,0 +1,208 @@
+"""The validity report: facts on hand-made logs with known answers, and `recoworld validate` end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fault_server import FaultServer
+from typer.testing import CliRunner
+
+from recoworld.catalog import Catalog
+from recoworld.cli import app
+from recoworld.data.reference_log import write_reference_log
+from recoworld.validity import NOT_IN_LOG, SESSION_GAP_MINUTES, ConsumptionLog, from_interactions, from_trajectories
+from recoworld.validity.facts import (
+    distinctness,
+    gini,
+    interest_drift,
+    ks_distance,
+    lorenz,
+    popularity,
+    positive_rate,
+    return_curve,
+    session_gap,
+    session_length,
+    top_share,
+    wasserstein_distance,
+)
+
+DAY = 86400
+
+
+def real_log(catalog: Catalog, rows: list[tuple[str, int, float]], rating: list[float] | None = None,
+             scale: tuple[float, float] | None = None, horizon: float = 1000.0) -> ConsumptionLog:
+    """A log from (user, catalog row, time in seconds) triples."""
+    users, items, times = zip(*rows)
+    inter = pd.DataFrame({"user_id": users, "item_id": catalog.item_ids[list(items)],
+                          "rating": rating if rating is not None else np.nan, "timestamp": times})
+    return from_interactions(inter, catalog, scale, horizon)
+
+
+@pytest.fixture(scope="module")
+def ref_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_reference_log(tmp_path_factory.mktemp("ref"), n_users=120, n_items=300, mean_activity=40, seed=3)
+
+
+# ---------------------------------------------------------------------- facts with known answers
+
+
+def test_gini_top_share_and_lorenz() -> None:
+    assert gini(np.full(50, 7)) == pytest.approx(0.0)
+    one = np.zeros(50)
+    one[3] = 9
+    assert gini(one) == pytest.approx(49 / 50)
+    assert top_share(one, 0.01) == 1.0 and top_share(np.full(200, 1.0), 0.1) == pytest.approx(0.1)
+    x, y = lorenz(np.array([1.0, 3.0]))
+    np.testing.assert_allclose(x, [0, 0.5, 1])
+    np.testing.assert_allclose(y, [0, 0.25, 1])
+
+
+def test_popularity_counts_unconsumed_catalog_items(catalog: Catalog) -> None:
+    uniform = real_log(catalog, [("u", i, i) for i in range(len(catalog))])
+    assert popularity(uniform, catalog).stats["Gini"] == pytest.approx(0.0)
+    single = real_log(catalog, [(f"u{i}", 5, i) for i in range(30)])
+    fact = popularity(single, catalog)
+    assert fact.stats["Gini"] == pytest.approx(1 - 1 / len(catalog)) and fact.stats["top 1% share"] == 1.0
+
+
+def test_sessions_are_cut_after_the_inactivity_threshold(catalog: Catalog) -> None:
+    gap = SESSION_GAP_MINUTES * 60
+    log = real_log(catalog, [("a", 0, 0), ("a", 1, gap), ("a", 2, 2 * gap + 1), ("a", 3, 2 * gap + 2),
+                             ("b", 4, 10 * DAY), ("b", 5, 12 * DAY)])
+    s = log.sessions()
+    assert s["session"].tolist() == [0, 0, 1, 1, 0, 1]  # exactly the threshold stays in the session
+    assert s["time"].tolist()[4] == 0.0  # times count from each user's first event
+    assert session_length(log, catalog).sample.tolist() == [2, 2, 1, 1]
+    np.testing.assert_allclose(session_gap(log, catalog).sample, [(gap + 1) / DAY, 2.0])
+
+
+def test_return_curve_counts_only_observed_days(catalog: Catalog) -> None:
+    # a: active on days 0, 1, 3; b: days 0, 2; c starts on day 8, returns on day 9, and the log ends there.
+    log = real_log(catalog, [("a", 0, 0), ("a", 1, 1 * DAY + 5), ("a", 2, 3 * DAY + 5), ("b", 3, 0),
+                             ("b", 4, 2 * DAY + 5), ("c", 5, 8 * DAY), ("c", 6, 9 * DAY + 5)])
+    fact = return_curve(log, catalog)
+    days, share = fact.curve
+    assert days.tolist() == list(range(1, 10))  # a is observed for 9 days and 5 seconds
+    # Day 1: a and c of a, b, c; day 2 on, c is no longer observed: b, then a, then nobody, of a and b.
+    np.testing.assert_allclose(share[:4], [2 / 3, 1 / 2, 1 / 2, 0.0])
+    assert fact.stats == {"day 1": pytest.approx(2 / 3), "day 7": 0.0}
+
+
+def test_interest_drift_is_topic_jaccard_of_consecutive_sessions(catalog: Catalog) -> None:
+    by_topic = {t: np.flatnonzero(catalog.topic == t) for t in range(3)}
+    t0, t1, t2 = (by_topic[t] for t in range(3))
+    rows = [("a", t0[0], 0), ("a", t1[0], 60),  # session {0, 1}
+            ("a", t1[1], DAY), ("a", t2[0], DAY + 60),  # {1, 2}: Jaccard 1/3
+            ("a", t2[1], 2 * DAY),  # {2}: Jaccard 1/2
+            ("b", t0[1], 0), ("b", t0[2], DAY)]  # {0} then {0}: 1
+    fact = interest_drift(real_log(catalog, rows), catalog)
+    assert sorted(fact.sample.tolist()) == pytest.approx([1 / 3, 1 / 2, 1.0])
+
+
+def test_distinctness_matches_brute_force_and_separates_clustered_users(catalog: Catalog) -> None:
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", int(i), 60 * k) for u in range(4) for k, i in enumerate(rng.choice(len(catalog), 6))]
+    log = real_log(catalog, rows)
+    emb = catalog.embeddings.astype(np.float64)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    eaten = log.consumptions
+    e, u = emb[eaten["item"].to_numpy()], eaten["user"].to_numpy()
+    dist = 1 - e @ e.T
+    same, off = u[:, None] == u[None, :], ~np.eye(len(u), dtype=bool)
+    inter = dist[~same].mean()
+    intra = [dist[(u[:, None] == x) & (u[None, :] == x) & off].mean() for x in np.unique(u)]
+    np.testing.assert_allclose(np.sort(distinctness(log, catalog).sample), np.sort(np.array(intra) / inter))
+
+    clustered = [(f"t{t}", int(i), 60 * k)
+                 for t in range(4) for k, i in enumerate(np.flatnonzero(catalog.topic == t)[:6])]
+    assert distinctness(real_log(catalog, clustered), catalog).stats["mean"] < 0.8
+
+
+def test_distances() -> None:
+    a = np.arange(100.0)
+    assert ks_distance(a, a) == 0.0 and ks_distance(a, a + 1000) == 1.0
+    assert wasserstein_distance(a, a + 2.5) == pytest.approx(2.5)
+    assert wasserstein_distance(np.array([0.0]), np.array([0.0, 1.0])) == pytest.approx(0.5)
+
+
+def test_missing_signals_say_so(catalog: Catalog) -> None:
+    rows = [("a", 0, 0), ("a", 1, 60), ("b", 2, 0)]
+    rated = positive_rate(real_log(catalog, rows, rating=[5, 2, 4], scale=(1, 5)), catalog)
+    assert rated.stats == {"of consumptions": pytest.approx(2 / 3)}
+    assert rated.missing["per impression"].startswith(NOT_IN_LOG)
+    implicit = positive_rate(real_log(catalog, rows), catalog)
+    assert not implicit.stats and set(implicit.missing) == {"per impression", "of consumptions"}
+    # 0/1 "ratings" are impressions with a click flag.
+    clicks = real_log(catalog, rows, rating=[1, 0, 1], scale=(0, 1))
+    assert positive_rate(clicks, catalog).stats == {"per impression": pytest.approx(2 / 3)}
+    assert len(clicks.consumptions) == 2
+
+
+def test_trajectory_rows_become_timed_consumptions(catalog: Catalog) -> None:
+    # One turn of three slots ending at 1.5 days; the user left before the third slot.
+    traj = pd.DataFrame({"user_id": "u", "step": 1, "item": [7, 8, 9], "reaction": [2, 0, -1],
+                         "dwell_min": [10.0, 2.0, 0.0], "time_days": 1.5})
+    log = from_trajectories(traj, catalog, catalog, horizon_days=5.0, name="sim")
+    ev = log.events
+    assert ev["item"].tolist() == [7, 8] and ev["consumed"].tolist() == [True, False]
+    assert ev["positive"].tolist() == [1.0, 0.0] and log.impressions and log.ratings
+    np.testing.assert_allclose(ev["time"], [0.0, 2 / 1440])  # the skip came 2 minutes after the like ended
+    assert log.window["u"] == pytest.approx(5.0 - (1.5 - 2 / 1440))
+    with pytest.raises(ValueError, match="time_days"):
+        from_trajectories(traj.drop(columns="time_days"), catalog, catalog, 5.0, "sim")
+
+
+# ---------------------------------------------------------------------- the command
+
+
+def test_validate_command_on_a_reference_log(ref_dir: Path, tmp_path: Path) -> None:
+    args = ["validate", "--data", str(ref_dir), "--embedding", "tfidf", "--users", "40", "--fidelity-users", "20",
+            "--days", "20"]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert "Validity" in res.output and "not in this log" in res.output
+    rows = pd.read_csv(tmp_path / "a" / "validity.csv")
+    assert list(rows.columns) == ["fact", "statistic", "real", "world", "value", "distance", "note"]
+    assert set(rows["world"]) == {"default"}
+    assert {"ranking", "positive rate", "popularity", "activity", "session length", "session gap", "return curve",
+            "interest drift", "distinctness"} == set(rows["fact"])
+    per_impression = rows[rows["statistic"] == "per impression"].iloc[0]
+    assert np.isnan(per_impression["real"]) and per_impression["note"].startswith(NOT_IN_LOG)
+    assert 0 <= per_impression["value"] <= 1
+    ks = rows[rows["statistic"] == "KS"]
+    assert len(ks) == 5 and ks["distance"].between(0, 1).all()
+    assert (tmp_path / "a" / "validity.png").stat().st_size > 10_000
+    again = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b")])
+    assert again.exit_code == 0
+    pd.testing.assert_frame_equal(rows, pd.read_csv(tmp_path / "b" / "validity.csv"))  # seeded
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["validate", "--data", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "not found" in res.output
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "notes.txt").write_text("hello")
+    res = runner.invoke(app, ["validate", "--data", str(tmp_path / "junk")])
+    assert res.exit_code == 2 and "cannot tell the data format" in res.output
+
+
+def test_llm_users_join_the_same_report(ref_dir: Path, tmp_path: Path) -> None:
+    with FaultServer() as srv:
+        world = tmp_path / "world.yaml"
+        world.write_text(f"llm:\n  backend: openai\n  base_url: {srv.url}\n  model: loopback\n"
+                         f"  structured_output: json_object\n  cache: write\n  cache_path: {tmp_path / 'llm.sqlite'}\n"
+                         "  timeout_s: 5\n  max_retries: 0\n")
+        res = CliRunner().invoke(app, ["validate", "--data", str(ref_dir), "--embedding", "tfidf", "--users", "20",
+                                       "--fidelity-users", "10", "--days", "10", "--llm-users", "2",
+                                       "--llm-turns", "4", "--config", str(world), "--out", str(tmp_path / "v")])
+        assert res.exit_code == 0, res.output
+        assert srv.requests, "the LLM users asked the model"
+    rows = pd.read_csv(tmp_path / "v" / "validity.csv")
+    llm = rows[rows["world"] == "llm users"]
+    assert set(llm["fact"]) == set(rows[rows["world"] == "default"]["fact"])
+    assert llm.loc[llm["statistic"] == "users", "value"].item() == 2
+    assert llm.loc[llm["statistic"] == "AUC", "value"].between(0, 1).all()
