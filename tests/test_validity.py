@@ -15,6 +15,7 @@ from recoworld.cli import app
 from recoworld.data.reference_log import write_reference_log
 from recoworld.validity import NOT_IN_LOG, SESSION_GAP_MINUTES, ConsumptionLog, from_interactions, from_trajectories
 from recoworld.validity.facts import (
+    activity,
     distinctness,
     gini,
     interest_drift,
@@ -77,6 +78,13 @@ def test_sessions_are_cut_after_the_inactivity_threshold(catalog: Catalog) -> No
     assert s["time"].tolist()[4] == 0.0  # times count from each user's first event
     assert session_length(log, catalog).sample.tolist() == [2, 2, 1, 1]
     np.testing.assert_allclose(session_gap(log, catalog).sample, [(gap + 1) / DAY, 2.0])
+
+
+def test_activity_counts_users_observed_for_the_whole_horizon(catalog: Catalog) -> None:
+    # The log ends on day 20; "late" joins on day 15, so the 10-day horizon sees only 5 of its days.
+    log = real_log(catalog, [("a", 0, 0), ("a", 1, DAY), ("a", 2, 9 * DAY), ("a", 3, 12 * DAY), ("c", 4, 0),
+                             ("late", 5, 15 * DAY), ("end", 6, 20 * DAY - 5)], horizon=10.0)
+    assert activity(log, catalog).sample.tolist() == [3, 1]  # a's day-12 rating is past its horizon
 
 
 def test_return_curve_counts_only_observed_days(catalog: Catalog) -> None:
@@ -178,6 +186,27 @@ def test_validate_command_on_a_reference_log(ref_dir: Path, tmp_path: Path) -> N
     again = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b")])
     assert again.exit_code == 0
     pd.testing.assert_frame_equal(rows, pd.read_csv(tmp_path / "b" / "validity.csv"))  # seeded
+
+
+@pytest.mark.parametrize("fmt", ["generic", "recbole"])
+def test_validate_reads_every_format(ref_dir: Path, tmp_path: Path, fmt: str) -> None:
+    """The same log as implicit clicks in a generic CSV (0/1: impressions) and as RecBole atomic files."""
+    log = pd.read_csv(ref_dir / "u.data", sep="\t", names=["user_id", "item_id", "rating", "timestamp"])
+    folder = tmp_path / fmt
+    folder.mkdir()
+    if fmt == "generic":
+        log.assign(rating=(log["rating"] >= 4).astype(int)).to_csv(folder / "interactions.csv", index=False)
+    else:
+        log.to_csv(folder / "log.inter", sep="\t", index=False,
+                   header=["user_id:token", "item_id:token", "rating:float", "timestamp:float"])
+    res = CliRunner().invoke(app, ["validate", "--data", str(folder), "--embedding", "tfidf", "--users", "30",
+                                   "--fidelity-users", "10", "--days", "10", "--out", str(tmp_path / "v")])
+    assert res.exit_code == 0, res.output
+    rows = pd.read_csv(tmp_path / "v" / "validity.csv").set_index("statistic")
+    if fmt == "generic":  # clicks among impressions, but no ratings to call a click positive
+        assert 0 < rows.loc["per impression", "real"] < 1 and rows.loc["of consumptions", "note"].startswith(NOT_IN_LOG)
+    else:
+        assert rows.loc["per impression", "note"].startswith(NOT_IN_LOG) and rows.loc["of consumptions", "real"] > 0
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:

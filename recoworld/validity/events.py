@@ -11,7 +11,8 @@ A `ConsumptionLog` holds one row per event of one source (a real log, or one sim
 | `positive` | 1.0 liked, 0.0 not liked, NaN where the source cannot tell                          |
 
 and per user the length of the window in which the source could have seen them (`window`,
-days), so that a return curve never counts a day nobody observed.
+days, at most the simulated horizon), so that a return curve never counts a day nobody
+observed and activity is compared on users observed for the whole horizon.
 
 What a source can tell is explicit (`impressions`, `ratings`): facts that need a missing
 signal say "not in this log" instead of inventing one. A real log has impressions only if its
@@ -51,6 +52,7 @@ class ConsumptionLog:
     name: str
     events: pd.DataFrame  # user, item, time, consumed, positive; sorted by user then time
     window: pd.Series  # user -> days in which this source observed the user
+    horizon_days: float  # the longest window
     impressions: bool  # rows with consumed=False are real non-consumptions
     ratings: bool  # the positive flag is known
 
@@ -70,11 +72,13 @@ class ConsumptionLog:
         return eaten.assign(session=count - count[first])
 
 
-def _finish(name: str, frame: pd.DataFrame, window: pd.Series, impressions: bool, ratings: bool) -> ConsumptionLog:
+def _finish(
+    name: str, frame: pd.DataFrame, window: pd.Series, horizon_days: float, impressions: bool, ratings: bool,
+) -> ConsumptionLog:
     """Times relative to each user's first event; rows sorted by user, then time (stable)."""
     frame = frame.sort_values(["user", "time"], kind="stable").reset_index(drop=True)
     frame["time"] = frame["time"] - frame.groupby("user")["time"].transform("min")
-    return ConsumptionLog(name, frame, window.astype(np.float64), impressions, ratings)
+    return ConsumptionLog(name, frame, window.astype(np.float64), horizon_days, impressions, ratings)
 
 
 def from_interactions(
@@ -107,7 +111,7 @@ def from_interactions(
     last = days.max()
     window = (last - frame.groupby("user")["time"].min()).clip(upper=horizon_days)
     impressions = implicit_01 and bool((frame["consumed"] == 0).any())
-    return _finish(name, frame, window, impressions, ratings)
+    return _finish(name, frame, window, horizon_days, impressions, ratings)
 
 
 def from_trajectories(
@@ -139,4 +143,4 @@ def from_trajectories(
     users = frame["user"].unique()
     start = frame.groupby("user")["time"].min()
     window = pd.Series(horizon_days, index=users) - start.reindex(users)
-    return _finish(name, frame, window, impressions=True, ratings=True)
+    return _finish(name, frame, window, horizon_days, impressions=True, ratings=True)

@@ -9,7 +9,7 @@ the report prints that reason instead of a number.
 |--------------------|----------------------------------------------------------------------------------|
 | positive rate      | consumptions per impression; share of consumptions rated positive                  |
 | popularity         | Gini over every catalog item (unconsumed ones count as 0), top 1% / 10% share, Lorenz |
-| activity           | consumptions per user within the horizon                                          |
+| activity           | consumptions per user within the horizon, of users observed for all of it          |
 | session length     | consumptions per session                                                          |
 | session gap        | days between the last consumption of a session and the first of the next         |
 | return curve       | share of users active on day d after their first consumption (24-hour windows),   |
@@ -128,8 +128,11 @@ def popularity(log: ConsumptionLog, catalog: Catalog) -> Fact:
 
 
 def activity(log: ConsumptionLog, catalog: Catalog) -> Fact:
-    per_user = log.consumptions.groupby("user").size().reindex(log.window.index, fill_value=0)
-    return _distribution(per_user.to_numpy(), "items")
+    # Only users observed for the whole horizon (within a day): a late joiner's short window is not low activity.
+    full = log.window.index[log.window.to_numpy() >= log.horizon_days - 1]
+    if not len(full):
+        return Fact({}, missing={"*": "no user is observed for the whole horizon; lower --days"})
+    return _distribution(log.consumptions.groupby("user").size().reindex(full, fill_value=0).to_numpy(), "items")
 
 
 def session_length(log: ConsumptionLog, catalog: Catalog) -> Fact:
