@@ -293,7 +293,7 @@ def validate(
         real = _real_world(data, embedding, seed)
         worlds = [SimWorld("default", load_world(config), real.catalog, real.profiles)]
         with console.status("validating") as status:
-            result = run(real, worlds, cfg, log=lambda msg: status.update(msg))
+            result = run(real, worlds, cfg, progress=lambda msg: status.update(msg))
     except ImportError as err:
         raise _fail(RecoWorldError(f"LLM users need the local extra (pip install 'recoworld[local]'): {err}")) from None
     except (RecoWorldError, FileNotFoundError, ValueError) as err:

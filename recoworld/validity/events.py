@@ -42,7 +42,7 @@ from recoworld.mindset import ReactionType
 SESSION_GAP_MINUTES = 30.0
 #: Share of the rating scale above which an explicit rating counts as positive (4 and 5 of 1..5).
 POSITIVE_RATING_QUANTILE = 0.75
-_SECONDS_PER_DAY = 86400.0
+SECONDS_PER_DAY = 86400.0
 
 
 @dataclass(frozen=True)
@@ -94,15 +94,14 @@ def from_interactions(
     item = row.reindex(interactions["item_id"].to_numpy()).to_numpy()
     if np.isnan(item).any():
         raise CatalogFormatError("the log names items missing from the catalog it is compared on")
-    days = interactions["timestamp"].to_numpy(np.float64) / _SECONDS_PER_DAY
+    days = interactions["timestamp"].to_numpy(np.float64) / SECONDS_PER_DAY
     rating = interactions["rating"].to_numpy(np.float64)
     implicit_01 = rating_scale == (0.0, 1.0)
+    positive = np.full(len(rating), np.nan)
     ratings = rating_scale is not None and not implicit_01
-    if ratings:
-        lo, hi = rating_scale  # type: ignore[misc]
+    if rating_scale is not None and ratings:
+        lo, hi = rating_scale
         positive = np.where(np.isnan(rating), np.nan, rating >= lo + POSITIVE_RATING_QUANTILE * (hi - lo))
-    else:
-        positive = np.full(len(rating), np.nan)
     frame = pd.DataFrame({"user": interactions["user_id"].astype(str).to_numpy(), "item": item.astype(np.int64),
                           "time": days, "consumed": ~(implicit_01 & (rating == 0)),
                           "positive": positive.astype(np.float64)})

@@ -18,10 +18,13 @@ from recoworld.validity.facts import Fact
 from recoworld.validity.run import RANKING, ValidityResult
 
 #: Distribution facts drawn as empirical CDFs: (fact, x label, log x axis).
-_CDFS = (("activity", "consumptions per user", True), ("session length", "consumptions per session", True),
-         ("session gap", "days between sessions", True), ("interest drift", "topic Jaccard, consecutive sessions",
-                                                           False),
-         ("distinctness", "intra- / inter-user distance", False))
+_CDFS = (
+    ("activity", "consumptions per user", True),
+    ("session length", "consumptions per session", True),
+    ("session gap", "days between sessions", True),
+    ("interest drift", "topic Jaccard, consecutive sessions", False),
+    ("distinctness", "intra- / inter-user distance", False),
+)
 
 
 def _fmt(x: object) -> str:

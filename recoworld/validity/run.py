@@ -40,10 +40,9 @@ from recoworld.fidelity import (
 )
 from recoworld.population import UserProfile
 from recoworld.simulation import SimulationConfig, simulate
-from recoworld.validity.events import ConsumptionLog, from_interactions, from_trajectories
+from recoworld.validity.events import SECONDS_PER_DAY, from_interactions, from_trajectories
 from recoworld.validity.facts import Fact, compare, event_facts
 
-_SECONDS_PER_DAY = 86400.0
 RANKING = "ranking"
 
 
@@ -74,7 +73,6 @@ class SimWorld:
 class ValidityResult:
     rows: pd.DataFrame  # fact, statistic, real, world, value, distance, note
     facts: dict[str, dict[str, Fact]]  # source ("real" or a world's name) -> fact -> Fact
-    logs: dict[str, ConsumptionLog]
     horizon_days: float
     users: list[str]
 
@@ -84,7 +82,7 @@ def horizon_days(interactions: pd.DataFrame, config: ValidityConfig) -> float:
     if config.days is not None:
         return config.days
     ts = interactions["timestamp"].to_numpy(np.float64)
-    return float(min(config.max_days, max(1, math.ceil((ts.max() - ts.min()) / _SECONDS_PER_DAY))))
+    return float(min(config.max_days, max(1, math.ceil((ts.max() - ts.min()) / SECONDS_PER_DAY))))
 
 
 def llm_world(base: SimWorld, config: ValidityConfig) -> SimWorld:
@@ -125,7 +123,7 @@ def _pick_users(profiles: Sequence[UserProfile], n: int, seed: int) -> list[str]
 
 def validate(
     real: RealWorld, worlds: Sequence[SimWorld], config: ValidityConfig | None = None,
-    log: Callable[[str], None] = lambda _: None,
+    progress: Callable[[str], None] = lambda _: None,
 ) -> ValidityResult:
     """Compare each world with the real log on every fact (see the module docstring)."""
     cfg = config or ValidityConfig()
@@ -138,23 +136,22 @@ def validate(
         worlds.append(llm_world(worlds[0], cfg))
     real_log = from_interactions(inter[inter["user_id"].isin(chosen)], real.catalog, real.dataset.rating_scale,
                                  horizon)
-    logs = {"real": real_log}
     facts = {"real": event_facts(real_log, real.catalog)}
     rows: list[dict[str, object]] = []
     for w in worlds:
         if not w.profiles:
             raise ConfigError(f"world {w.name!r} has none of the {len(users)} compared users")
-        log(f"{w.name}: simulating {len(w.profiles)} users for {horizon:g} days against {cfg.agent!r}")
+        progress(f"{w.name}: simulating {len(w.profiles)} users for {horizon:g} days against {cfg.agent!r}")
         sim_cfg = SimulationConfig(n_users=len(w.profiles), agents=[cfg.agent], seed=cfg.seed,
                                    world=w.world.model_copy(update={"horizon_days": horizon}))
         result = simulate(sim_cfg, catalog=w.catalog, profiles=w.profiles)
-        logs[w.name] = from_trajectories(result.trajectories, w.catalog, real.catalog, horizon, w.name)
-        facts[w.name] = event_facts(logs[w.name], real.catalog)
-        log(f"{w.name}: ranking fidelity on held-out interactions")
+        sim_log = from_trajectories(result.trajectories, w.catalog, real.catalog, horizon, w.name)
+        facts[w.name] = event_facts(sim_log, real.catalog)
+        progress(f"{w.name}: ranking fidelity on held-out interactions")
         max_users = cfg.llm_users if w.world.user_backend == "llm" else cfg.fidelity_users
         world_rows = _ranking(w, real, cfg, max_users)
         for name, fact in facts[w.name].items():
             world_rows += compare(name, facts["real"][name], fact)
         rows += [{**row, "world": w.name} for row in world_rows]
     columns = ["fact", "statistic", "real", "world", "value", "distance", "note"]
-    return ValidityResult(pd.DataFrame(rows, columns=columns), facts, logs, horizon, users)
+    return ValidityResult(pd.DataFrame(rows, columns=columns), facts, horizon, users)
