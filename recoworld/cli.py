@@ -283,13 +283,14 @@ def validate(
     out: Annotated[Path, typer.Option(help="output directory: validity.csv, validity.png")] = Path("runs/validate"),
 ) -> None:
     """Compare simulated and real users on the same users and items: stylized facts, distances, plots."""
+    from recoworld.config import build
     from recoworld.simulation import load_world
     from recoworld.validity import SimWorld, ValidityConfig, validity_table, write_validity
     from recoworld.validity import validate as run
 
     try:
-        cfg = ValidityConfig(users=users, days=days, max_days=max_days, agent=agent, fidelity_users=fidelity_users,
-                             llm_users=llm_users, llm_max_steps=llm_turns, seed=seed)
+        cfg = build(ValidityConfig, "validate options", users=users, days=days, max_days=max_days, agent=agent,
+                    fidelity_users=fidelity_users, llm_users=llm_users, llm_max_steps=llm_turns, seed=seed)
         real = _real_world(data, embedding, seed)
         worlds = [SimWorld("default", load_world(config), real.catalog, real.profiles)]
         with console.status("validating") as status:
