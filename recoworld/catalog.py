@@ -120,6 +120,16 @@ class Catalog:
         return (sums / np.maximum(norms, 1e-9)).astype(np.float32)
 
     @functools.cached_property
+    def popularity_z(self) -> np.ndarray:
+        """(N,) float64 standardized log popularity: the choice model's popularity feature.
+
+        Logs are heavy-tailed, so the log is what a logit can use linearly; standardizing makes
+        the fitted weight comparable across catalogs of different sizes and skews.
+        """
+        log_pop = np.log(np.maximum(self.popularity.astype(np.float64), 1e-12))
+        return (log_pop - log_pop.mean()) / max(float(log_pop.std()), 1e-9)
+
+    @functools.cached_property
     def self_information(self) -> np.ndarray:
         """(N,) -log2 popularity: the standard item novelty of recommender metrics."""
         return -np.log2(np.maximum(self.popularity, 1e-12)).astype(np.float32)

@@ -55,11 +55,18 @@ class CatalogConfig(StrictModel):
 
 
 class ChoiceConfig(StrictModel):
-    """Weights of the parametric choice model (logit of the click probability)."""
+    """Weights of the parametric choice model (logit of the click probability).
+
+    `popularity` weighs the item's standardized log popularity, times each user's
+    `popularity_affinity` (conformity). It is 0 in the synthetic default world, whose
+    catalog already ties popularity to quality; `recoworld calibrate` fits it from a log,
+    where popularity is the strongest single signal.
+    """
 
     bias: float = -1.2
     relevance: float = 4.0
     quality: float = 1.5
+    popularity: float = 0.0
     novelty_mismatch: float = 2.0
     fatigue: float = 1.5
     position: float = 0.35

@@ -91,7 +91,8 @@ class ChoiceModelScorer:
         recent = cat.embeddings[history[-self.memory_size :]].astype(np.float64)
         max_sim = (emb @ recent.T).max(axis=1) if len(recent) else np.zeros(len(candidates))
         novelty = 1.0 - np.minimum(max_sim, 1.0)
-        return self.model.utility(relevance, cat.quality[candidates], novelty, profile.novelty_trait, 0.0, 0)
+        return self.model.utility(relevance, cat.quality[candidates], novelty, profile.novelty_trait, 0.0, 0,
+                                  cat.popularity_z[candidates], profile.popularity_affinity, profile.activity)
 
 
 class _SlateScorer:

@@ -183,6 +183,14 @@ class UserProfile(BaseModel):
     patience: int = Field(ge=1, description="consecutive unengaging items tolerated")
     time_budget_min: float = Field(gt=0, description="daily minutes available")
     return_propensity: float = Field(gt=0, lt=1)
+    interest_embedding: list[float] | None = Field(
+        None, description="long-term interests given directly in the catalog's embedding space (e.g. user factors "
+        "learned from a log); when set, the simulator uses it instead of the topic mix"
+    )
+    popularity_affinity: float = Field(
+        1.0, ge=0, description="conformity: multiplies the choice model's popularity weight for this user"
+    )
+    activity: float = Field(0.0, description="click-logit offset: how much more (or less) this user engages")
 
     @field_validator("topic_interests")
     @classmethod
@@ -198,6 +206,12 @@ class UserProfile(BaseModel):
 
     def interest_vector(self, catalog: Catalog) -> np.ndarray:
         """Long-term interests in the catalog's embedding space (unit norm)."""
+        if self.interest_embedding is not None:
+            vec = np.asarray(self.interest_embedding, dtype=np.float64)
+            if len(vec) != catalog.embedding_dim:
+                raise ConfigError(f"user {self.user_id!r}: interest_embedding has {len(vec)} dims, the catalog's "
+                                  f"embeddings have {catalog.embedding_dim}; use the catalog it was built with")
+            return (vec / max(float(np.linalg.norm(vec)), 1e-9)).astype(np.float32)
         vec = np.zeros(catalog.embedding_dim, dtype=np.float64)
         for name, weight in self.topic_interests.items():
             vec += weight * catalog.topic_centroids[catalog.topic_index(name)]

@@ -53,7 +53,7 @@ def test_missing_model_falls_back_to_tfidf(no_sentence_model: None) -> None:
 def test_catalog_records_the_fallback(no_sentence_model: None, tmp_path: Path) -> None:
     data = write_movielens_100k(tmp_path, n_users=20, n_items=40, seed=1)
     world = prepare_world(DataConfig(path=data))  # embedding="auto"
-    assert world.catalog.metadata["embedding"] == "tfidf" and world.catalog.embedding_dim == 64
+    assert world.catalog.metadata["embedding"] == "mf" and world.catalog.embedding_dim == 32
     with pytest.raises(ConfigError, match="pip install"):
         prepare_world(DataConfig(path=data, representation={"embedding": "sentence"}))
 

@@ -41,6 +41,7 @@ class Dataset:
     items: pd.DataFrame
     users: pd.DataFrame
     rating_scale: tuple[float, float] | None  # (min, max) of explicit ratings, None when implicit
+    has_timestamps: bool = True  # False: the log had none and `timestamp` is file order
 
     @classmethod
     def from_frames(
@@ -67,7 +68,7 @@ class Dataset:
             )
         ratings = inter["rating"].dropna()
         scale = (float(ratings.min()), float(ratings.max())) if len(ratings) else None
-        return cls(name, inter, item_table, user_table, scale)
+        return cls(name, inter, item_table, user_table, scale, "timestamp" in interactions.columns)
 
     @property
     def n_users(self) -> int:

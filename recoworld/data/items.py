@@ -15,8 +15,9 @@ per-item aggregates of the *train* log are used, never held-out interactions):
 | duration_min  | the `duration_min` column when present, else `default_duration_min`: the minutes a    |
 |               | feed user spends on an item (a trailer, a preview), not a film's running time          |
 | popularity    | (train interactions + 1) / total: Laplace-smoothed, so unseen items stay reachable     |
-| embeddings    | the representation: text (sentence model or hashed TF-IDF, mean-centred) or multimodal |
-|               | features (standardised, PCA-reduced)                                                   |
+| embeddings    | the representation: behaviour-learned factors (implicit ALS on the train log, the      |
+|               | default), text (sentence model or hashed TF-IDF, mean-centred), both concatenated      |
+|               | ("mf+tfidf", "mf+sentence"), or multimodal features (standardised, PCA-reduced)        |
 | semantic_ids  | residual quantization of the embeddings, plus a collision level when `unique_semantic_ids` |
 
 Topics are genres and each genre is its own topic group, so "related" topics (used by
@@ -35,6 +36,7 @@ from pydantic import Field
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel
 from recoworld.data.dataset import Dataset
+from recoworld.data.factors import implicit_als
 from recoworld.data.generic import read_table
 from recoworld.embeddings import embed_texts, reduce_features
 from recoworld.errors import CatalogFormatError, ConfigError
@@ -46,13 +48,18 @@ NO_GENRE = "other"
 class RepresentationConfig(StrictModel):
     """How items are represented: which embedding, which features, which semantic IDs."""
 
-    embedding: Literal["auto", "sentence", "tfidf", "features"] = Field(
-        "auto", description="auto = sentence model if installed, else tfidf; features = multimodal vectors"
+    embedding: Literal["auto", "mf", "sentence", "tfidf", "features", "mf+tfidf", "mf+sentence"] = Field(
+        "auto", description="auto = mf (factors learned from the log's behaviour); sentence/tfidf = item text; "
+        "features = multimodal vectors; mf+tfidf, mf+sentence = both, concatenated with equal weight"
     )
     embedding_dim: int = Field(64, ge=2, le=4096, description="tfidf dimensions; PCA width for features")
     features: Path | None = Field(
         None, description="multimodal vectors: .npy in item-table order, or a table with item_id + vector columns"
     )
+    mf_factors: int = Field(32, ge=2, le=1024, description="ALS factors (the mf embedding width)")
+    mf_confidence: float = Field(10.0, gt=0, description="ALS alpha: confidence 1 + alpha * count per observed pair")
+    mf_regularization: float = Field(100.0, gt=0, description="ALS ridge penalty (strong: logs are sparse)")
+    mf_iterations: int = Field(15, ge=1, le=200)
     semantic_id_levels: int = Field(3, ge=1, le=8)
     semantic_id_codebook: int = Field(32, ge=2, le=4096)
     unique_semantic_ids: bool = Field(True, description="append a collision level so each ID names one item")
@@ -161,8 +168,16 @@ def build_catalog(dataset: Dataset, interactions: pd.DataFrame, config: Represen
             raise ConfigError("embedding='features' needs multimodal vectors: set features=PATH or a 'features' column")
         embeddings, method = reduce_features(multimodal, cfg.embedding_dim), "features"
     else:
-        embeddings, method = embed_texts(texts, cfg.embedding, cfg.embedding_dim, cfg.seed)
-        embeddings = _centred(embeddings)
+        parts, names = [], []
+        for part in ("mf" if cfg.embedding == "auto" else cfg.embedding).split("+"):
+            if part == "mf":
+                parts.append(mf_embeddings(interactions, idx, topic, n, cfg))
+                names.append("mf")
+            else:
+                text_emb, used = embed_texts(texts, part, cfg.embedding_dim, cfg.seed)  # type: ignore[arg-type]
+                parts.append(_centred(text_emb))
+                names.append(used)
+        embeddings, method = _unit_rows(np.hstack(parts)), "+".join(names)
 
     rq = ResidualQuantizer.fit(embeddings, cfg.semantic_id_levels, cfg.semantic_id_codebook, seed=cfg.seed)
     codes = rq.encode(embeddings)
@@ -191,13 +206,34 @@ def build_catalog(dataset: Dataset, interactions: pd.DataFrame, config: Represen
     )
 
 
+def mf_embeddings(interactions: pd.DataFrame, idx: np.ndarray, topic: np.ndarray, n: int,
+                  cfg: RepresentationConfig) -> np.ndarray:
+    """(n, mf_factors) unit-norm item factors from implicit ALS on the train log.
+
+    Items the log never names have no behaviour to learn from; they take the mean direction
+    of their topic's items (zero when the whole topic is unseen), so they stay reachable.
+    """
+    user_codes = pd.factorize(interactions["user_id"])[0]
+    fit = implicit_als(user_codes, idx, int(user_codes.max()) + 1, n, cfg.mf_factors, cfg.mf_confidence,
+                       cfg.mf_regularization, cfg.mf_iterations, cfg.seed)
+    emb = _unit_rows(fit.items)
+    seen = np.bincount(idx, minlength=n) > 0
+    sums = np.zeros((int(topic.max()) + 1, emb.shape[1]))
+    np.add.at(sums, topic[seen], emb[seen])
+    emb[~seen] = _unit_rows(sums)[topic[~seen]]
+    return emb
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def _centred(embeddings: np.ndarray) -> np.ndarray:
     """Subtract the mean and re-normalise. Texts written to one template (title, genres, year) share
     a large common direction, so raw cosines all sit well above 0 and every item would look
     relevant to every user; centred, similarities spread around 0 as in the synthetic catalog
     the choice model is calibrated on."""
-    x = embeddings - embeddings.mean(axis=0)
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return _unit_rows(embeddings - embeddings.mean(axis=0))
 
 
 def _quality(idx: np.ndarray, rating: np.ndarray, n: int, scale: tuple[float, float] | None,

@@ -51,7 +51,7 @@ def write_reference_log(
     seed: int = 0,
     *,
     zipf_exponent: float = 1.0,
-    taste_strength: float = 5.0,
+    taste_strength: float = 8.0,
     min_per_user: int = 20,
 ) -> Path:
     """Write u.data, u.item, u.genre and u.user into `path` (created) and return it.

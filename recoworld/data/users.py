@@ -6,6 +6,8 @@ What each profile field is made of (only the train log is read):
 |--------------------|------------------------------------------------------------------------------------|
 | topic_interests    | the user's top `n_topics` genres; each interaction weighs 0.5 + 0.5 * rating on     |
 |                    | [0, 1] (watching counts even when disliked; 1 when implicit), split over its genres |
+| interest_embedding | with behaviour-learned (mf) embeddings: the user's ALS factors, folded in against   |
+|                    | the catalog's item embeddings, so interests and items share one space; else unset   |
 | novelty_trait      | the user's percentile of mean item self-information (-log2 popularity), mapped to   |
 |                    | [0.05, 0.95]: mainstream users stick to the familiar, niche users seek the new       |
 | return_propensity  | from the rate of distinct active days over the user's span, scaled so the return-gap |
@@ -29,6 +31,8 @@ import pandas as pd
 from recoworld.catalog import Catalog
 from recoworld.config import ReturnConfig
 from recoworld.data.dataset import Dataset
+from recoworld.data.factors import fold_in
+from recoworld.data.items import RepresentationConfig
 from recoworld.errors import CatalogFormatError
 from recoworld.population import Segment, UserProfile
 
@@ -77,6 +81,7 @@ def build_profiles(
     segment = pd.cut(terciles, [0, 1 / 3, 2 / 3, 1], labels=["light", "regular", "heavy"]).astype(str)
     genres = _genre_weights(log, dataset, catalog)
     users = dataset.users.set_index("user_id")
+    factors = _user_factors(log, catalog, stats.index)
 
     profiles = []
     for uid in natural_order(stats.index):
@@ -103,8 +108,21 @@ def build_profiles(
             patience=patience,
             time_budget_min=budget,
             return_propensity=ret,
+            interest_embedding=factors.get(uid),
         ))
     return profiles
+
+
+def _user_factors(log: pd.DataFrame, catalog: Catalog, user_ids: pd.Index) -> dict[str, list[float]]:
+    """user -> ALS user factors in the catalog's space, when its embeddings are behaviour-learned (mf)."""
+    if "mf" not in catalog.metadata.get("embedding", "").split("+"):
+        return {}
+    cfg = RepresentationConfig.model_validate_json(catalog.metadata["config"])
+    history = log.groupby("user_id")["item"].agg(lambda s: s.to_numpy())
+    ids = list(user_ids)
+    vectors = fold_in(catalog.embeddings, [history[u] for u in ids], cfg.mf_confidence, cfg.mf_regularization)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return {u: [round(float(x), 5) for x in v] for u, v in zip(ids, vectors)}
 
 
 def _genre_weights(log: pd.DataFrame, dataset: Dataset, catalog: Catalog) -> dict[str, dict[str, float]]:

@@ -1,7 +1,8 @@
 """The parametric choice model: how one reviewed item turns into a reaction.
 
-The click logit combines relevance to current interests, quality, the gap between the
-item's novelty and the user's appetite for novelty, fatigue and position. Like and
+The click logit combines relevance to current interests, quality, popularity scaled by the
+user's conformity, the gap between the item's novelty and the user's appetite for novelty,
+fatigue, position and a per-user activity offset. Like and
 share are further thresholds on the same logit, so reactions are ordinal. Noise comes
 in pre-drawn, which keeps the per-position loop to a few array operations.
 """
@@ -34,16 +35,22 @@ class ChoiceModel:
         novelty_propensity: np.ndarray,
         fatigue: np.ndarray,
         position: np.ndarray | int,
+        popularity: np.ndarray | float = 0.0,
+        conformity: np.ndarray | float = 1.0,
+        activity: np.ndarray | float = 0.0,
     ) -> np.ndarray:
+        """`popularity`: the items' standardized log popularity; `conformity`, `activity`: per user."""
         c = self.config
-        return (
+        u = (
             c.bias
+            + activity
             + c.relevance * relevance
             + c.quality * quality
             - c.novelty_mismatch * np.abs(novelty - novelty_propensity)
             - c.fatigue * fatigue
             - self.position_penalty(position)
         )
+        return u + c.popularity * conformity * popularity if c.popularity else u
 
     def position_penalty(self, position: np.ndarray | int) -> np.ndarray | float:
         """Position bias: attention decays with the log of the slot index (a table lookup for arrays)."""

@@ -156,6 +156,7 @@ class ParametricUsers:
         low = np.minimum(np.maximum((0.4 - self._quality) / 0.4, 0.0), 1.0)
         self._low_quality_fatigue = self.dyn.fatigue_low_quality * low
         self._duration = catalog.duration_min.astype(np.float64)
+        self._popularity = catalog.popularity_z
         self.profiles: list[UserProfile] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -171,6 +172,8 @@ class ParametricUsers:
         self.patience = np.array([p.patience for p in profiles], dtype=np.int64)
         self.budget = np.array([p.time_budget_min for p in profiles])
         self.return_propensity = np.array([p.return_propensity for p in profiles])
+        self.conformity = np.array([p.popularity_affinity for p in profiles])
+        self.activity = np.array([p.activity for p in profiles])
         self.satisfaction = np.full(b, _INITIAL_SATISFACTION)
         self.sat_short = self.satisfaction.copy()
         self.sat_long = self.satisfaction.copy()
@@ -272,7 +275,8 @@ class ParametricUsers:
         # relevance of every later item through the slate's Gram matrix. Between clicks
         # nothing changes, so the loop jumps from one click position to the next.
         noise = ChoiceModel.draw_noise(rng, (b, k, 4))
-        base = choice.utility(0.0, quality, novelty, appetite, fat, positions)
+        base = choice.utility(0.0, quality, novelty, appetite, fat, positions, self._popularity[slates],
+                              self.conformity[:, None], self.activity[:, None])
         if utility_bonus is not None:
             base = base + utility_bonus
         w_rel, eta = choice.config.relevance, dyn.interest_drift

@@ -1,0 +1,90 @@
+"""Behaviour-learned item and user factors: implicit-feedback ALS (Hu, Koren & Volinsky, 2008).
+
+Each observed (user, item) pair has preference p = 1 and confidence c = 1 + alpha * r (r =
+how often the pair occurs); every other pair has p = 0, c = 1. ALS alternates closed-form
+ridge solves, for each user u:
+
+    x_u = (Y^T Y + Y_u^T (C_u - I) Y_u + reg * I)^(-1) Y_u^T c_u
+
+and the same for items with the roles swapped. Y^T Y is shared, so one solve costs
+O(n_u f^2 + f^3) and a MovieLens-100K-sized log takes about a second.
+
+Why a short numpy implementation rather than the `implicit` package or torch: the closed-form
+solve is exact, deterministic for a given seed on every machine (no BLAS-thread or GPU
+nondeterminism in an SGD loop), has no compiled dependency to install, and the logs the
+simulator is calibrated on (10^5 - 10^6 interactions) are small enough for it.
+
+`fold_in` is the user half-step alone: the interests of a user with a given history in an
+item space fixed beforehand, which is how profiles get interests in the catalog's space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Factors:
+    users: np.ndarray  # (n_users, f)
+    items: np.ndarray  # (n_items, f)
+
+
+def implicit_als(
+    users: np.ndarray,
+    items: np.ndarray,
+    n_users: int,
+    n_items: int,
+    factors: int = 32,
+    alpha: float = 10.0,
+    reg: float = 0.1,
+    iterations: int = 15,
+    seed: int = 0,
+) -> Factors:
+    """Factorize the implicit matrix given by interaction pairs (`users[k]`, `items[k]`), 0-based indices."""
+    users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+    if len(users) != len(items):
+        raise ValueError(f"users and items must pair up, got {len(users)} and {len(items)}")
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0.0, 0.01, (n_users, factors))
+    y = rng.normal(0.0, 0.01, (n_items, factors))
+    by_user = _rows(users, items, n_users, n_items)
+    by_item = _rows(items, users, n_items, n_users)
+    for _ in range(iterations):
+        x = _solve(y, *by_user, alpha, reg)
+        y = _solve(x, *by_item, alpha, reg)
+    return Factors(x, y)
+
+
+def fold_in(item_factors: np.ndarray, history: list[np.ndarray], alpha: float = 10.0, reg: float = 0.1) -> np.ndarray:
+    """(len(history), f) user factors for the given item histories, with the item factors held fixed."""
+    n = len(item_factors)
+    users = np.concatenate([np.full(len(h), u, dtype=np.int64) for u, h in enumerate(history)] or [np.zeros(0, int)])
+    items = np.concatenate([np.asarray(h, dtype=np.int64) for h in history] or [np.zeros(0, int)])
+    return _solve(np.asarray(item_factors, dtype=np.float64), *_rows(users, items, len(history), n), alpha, reg)
+
+
+def _rows(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR (indptr, column indices, counts) of the pair multiset, duplicates summed into counts."""
+    key = np.unique(rows * n_cols + cols, return_counts=True)
+    r, c = np.divmod(key[0], n_cols)
+    indptr = np.searchsorted(r, np.arange(n_rows + 1))
+    return indptr, c, key[1].astype(np.float64)
+
+
+def _solve(fixed: np.ndarray, indptr: np.ndarray, cols: np.ndarray, counts: np.ndarray,
+           alpha: float, reg: float) -> np.ndarray:
+    """One ALS half-step: the ridge solve for every row at once (the Gram parts built per row)."""
+    f = fixed.shape[1]
+    gram = fixed.T @ fixed + reg * np.eye(f)
+    n = len(indptr) - 1
+    lhs = np.broadcast_to(gram, (n, f, f)).copy()
+    rhs = np.zeros((n, f))
+    conf = alpha * counts
+    for u in np.flatnonzero(np.diff(indptr)):
+        s, e = indptr[u], indptr[u + 1]
+        v = fixed[cols[s:e]]
+        lhs[u] += (v * conf[s:e, None]).T @ v
+        rhs[u] = (1.0 + conf[s:e]) @ v
+    return np.linalg.solve(lhs, rhs[:, :, None])[:, :, 0]
