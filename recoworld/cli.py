@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from recoworld.errors import RecoWorldError
 
 if TYPE_CHECKING:
+    from recoworld.calibration import CalibratedWorld
     from recoworld.data import RealWorld
 
 app = typer.Typer(help="RecoWorld: a simulation environment for agentic recommender systems.",
@@ -23,13 +24,15 @@ if not console.is_terminal:  # piped or in CI: do not squeeze the summary table 
 
 
 def _fail(err: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {err}")
+    console.print(f"[red]error:[/red] {err}", soft_wrap=True, highlight=False)  # one line, however long
     return typer.Exit(code=2)
 
 
 DATA_HELP = ("real dataset: a MovieLens 100K/1M folder (grouplens.org), RecBole atomic files, or "
              "interactions.<csv|tsv|jsonl|parquet>; catalog and users come from its train split")
-EMBEDDING_HELP = "item representation for --data: auto (sentence model if installed), sentence, tfidf, features"
+EMBEDDING_HELP = ("item representation for --data: auto (= mf, factors learned from the log's behaviour), mf, "
+                  "sentence, tfidf, features, mf+tfidf, mf+sentence")
+CALIBRATED_HELP = "a calibrated world (the --out of `recoworld calibrate`): its world config, catalog and users"
 
 
 def _real_world(data: Path, embedding: str, seed: int, **split: object) -> RealWorld:
@@ -43,6 +46,16 @@ def _real_world(data: Path, embedding: str, seed: int, **split: object) -> RealW
         real = prepare_world(cfg)
     console.print(real.describe(), highlight=False)
     return real
+
+
+def _calibrated(path: Path, config: Path | None, **overrides: object) -> CalibratedWorld:
+    """A calibrated world, with --config instead of its world.yaml when given, and CLI overrides on top."""
+    from recoworld.calibration import load_calibration
+    from recoworld.simulation import load_world
+
+    calibrated = load_calibration(path)
+    calibrated.world = load_world(config or path / "world.yaml", **overrides)
+    return calibrated
 
 
 @app.command()
@@ -60,6 +73,7 @@ def simulate(
     catalog: Annotated[Path | None, typer.Option(help="catalog Parquet file")] = None,
     data: Annotated[Path | None, typer.Option(help=DATA_HELP)] = None,
     embedding: Annotated[str, typer.Option(help=EMBEDDING_HELP)] = "auto",
+    calibrated: Annotated[Path | None, typer.Option(help=CALIBRATED_HELP)] = None,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/simulate"),
     user_backend: Annotated[str | None, typer.Option(help="simulated users: parametric or llm")] = None,
     llm: Annotated[str | None, typer.Option(help="LLM backend: local (Gemma 270M in-process) or openai")] = None,
@@ -82,8 +96,13 @@ def simulate(
         llm_overrides = {k: v for k, v in {"backend": llm, "base_url": llm_base_url, "model": llm_model,
                                            "cache": llm_cache, "budget_usd": llm_budget,
                                            "concurrency": llm_concurrency}.items() if v is not None}
-        world = load_world(config, horizon_days=days, slate_size=slate_size, n_candidates=candidates,
-                           user_backend=user_backend, llm=llm_overrides or None)
+        overrides = {"horizon_days": days, "slate_size": slate_size, "n_candidates": candidates,
+                     "user_backend": user_backend, "llm": llm_overrides or None}
+        if calibrated is not None and (data or catalog or population):
+            raise RecoWorldError("--calibrated brings its own catalog and users; "
+                                 "drop --data, --catalog and --population")
+        fitted = _calibrated(calibrated, config, **overrides) if calibrated is not None else None
+        world = fitted.world if fitted is not None else load_world(config, **overrides)
         if data is not None and (catalog or population):
             raise RecoWorldError("--data builds the catalog and the users; drop --catalog and --population")
         spec = PopulationSpec.from_yaml(population) if population else PopulationSpec.default()
@@ -94,6 +113,9 @@ def simulate(
         if data is not None:
             real = _real_world(data, embedding, seed)
             cat, profiles = real.catalog, real.profiles
+            users = min(users, len(profiles))
+        if fitted is not None:
+            cat, profiles = fitted.catalog, fitted.profiles
             users = min(users, len(profiles))
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None
@@ -117,11 +139,11 @@ def simulate(
         turns = result.trajectories.drop_duplicates(["recommender", "user_id", "step"])
         fallbacks = int(turns["llm_fallback"].sum())
         console.print(f"{shared_backend(world.llm).usage.describe()}; {fallbacks} of {len(turns)} turns "
-                      "fell back to the parametric user")
+                      "fell back to the parametric user", soft_wrap=True, highlight=False)
     elif any(name in LLM_AGENTS for name in names):  # LLM recommenders share the world's backend
         from recoworld.llm import shared_backend
 
-        console.print(shared_backend(world.llm).usage.describe())
+        console.print(shared_backend(world.llm).usage.describe(), soft_wrap=True, highlight=False)
     if result.stopped:
         console.print(f"[yellow]stopped early:[/yellow] {result.stopped}")
 
@@ -217,6 +239,7 @@ def fidelity(
     users: Annotated[int | None, typer.Option(help="evaluate at most this many users")] = None,
     llm_users: Annotated[int, typer.Option(help="also score LLM users on the first N users (slow); 0 = skip")] = 0,
     config: Annotated[Path | None, typer.Option(help="world config (YAML or JSON): choice model, LLM backend")] = None,
+    calibrated: Annotated[Path | None, typer.Option(help=CALIBRATED_HELP + "; scored with its own split")] = None,
     seed: Annotated[int, typer.Option(help="seed of the negatives, the simulated users and tie-breaks")] = 0,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/fidelity"),
 ) -> None:
@@ -231,7 +254,16 @@ def fidelity(
     try:
         world = load_world(config)
         cfg = FidelityConfig(n_negatives=negatives, max_users=users, seed=seed)
+        fitted = _calibrated(calibrated, config) if calibrated is not None else None
+        if fitted is not None:  # the held-out part must be the one calibration never saw
+            fit_data = fitted.report.get("data", {})
+            split = fit_data.get("split", split)
+            test_fraction = fit_data.get("test_fraction", test_fraction)
         real = _real_world(data, embedding, seed, split=split, test_fraction=test_fraction)
+        if fitted is not None:
+            if list(fitted.catalog.item_ids) != list(real.catalog.item_ids):
+                raise RecoWorldError(f"{calibrated} was calibrated on other items than {data}; calibrate on {data}")
+            world, real.catalog, real.profiles = fitted.world, fitted.catalog, fitted.profiles
         evaluated = eval_users(real.catalog, real.profiles, real.split.train, real.split.test, cfg)
         if not evaluated:
             raise RecoWorldError("no user has both train history and new held-out items; lower --test-fraction")
@@ -304,6 +336,41 @@ def validate(
     console.print(f"table: {csv}  plots: {png}")
 
 
+@app.command()
+def calibrate(
+    data: Annotated[Path, typer.Option(help=DATA_HELP)],
+    out: Annotated[Path, typer.Option(help="output directory: world.yaml, profiles.jsonl, catalog.parquet, "
+                                           "calibration.json")] = Path("runs/calibrated"),
+    embedding: Annotated[str, typer.Option(help=EMBEDDING_HELP)] = "auto",
+    split: Annotated[str, typer.Option(help="per_user or global; only the train part is fitted")] = "per_user",
+    test_fraction: Annotated[float, typer.Option(help="share of interactions held out, by time")] = 0.2,
+    budget: Annotated[int, typer.Option(help="evaluation budget of the simulated-moments fit")] = 60,
+    seed: Annotated[int, typer.Option(help="seed of the sampled negatives and the simulated users")] = 0,
+) -> None:
+    """Fit the parametric user to a real log; write a world config, the users and the fit report."""
+    from recoworld.calibration import CalibrationConfig, save_calibration
+    from recoworld.calibration import calibrate as run
+    from recoworld.calibration.report import calibration_table
+    from recoworld.config import build
+
+    try:
+        cfg = build(CalibrationConfig, "calibrate options", {
+            "data": {"path": data, "representation": {"embedding": embedding}, "split": split,
+                     "test_fraction": test_fraction, "seed": seed},
+            "moment_budget": budget, "seed": seed})
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            task = progress.add_task("fitting choices, sessions, then simulated moments", total=cfg.moment_budget)
+            result = run(cfg, on_eval=lambda n, best: progress.update(
+                task, completed=n, description=f"simulated moments (best objective {best:.3g})"))
+        path = save_calibration(result, out)
+    except (RecoWorldError, FileNotFoundError, ValueError) as err:
+        raise _fail(err) from None
+    console.print(calibration_table(result.report))
+    console.print(f"calibrated world: {path} (world.yaml, profiles.jsonl, catalog.parquet, calibration.json); "
+                  f"use it: recoworld simulate --calibrated {path}")
+
+
 @app.command("catalog")
 def make_catalog(
     out: Annotated[Path, typer.Option(help="Parquet file to write")] = Path("catalog.parquet"),
@@ -322,5 +389,19 @@ def make_catalog(
     console.print(f"wrote {len(cat)} items, {cat.n_topics} topics to {path}")
 
 
+def main() -> None:
+    """The console script: the app, then stop any local model process before the interpreter waits on threads.
+
+    Ctrl-C leaves a worker thread blocked on the model's reply; stopping the model first
+    closes that pipe, so the run exits at once instead of after the reply.
+    """
+    from recoworld.llm.supervisor import close_all
+
+    try:
+        app()
+    finally:
+        close_all()
+
+
 if __name__ == "__main__":
-    app()
+    main()
