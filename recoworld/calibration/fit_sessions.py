@@ -1,8 +1,8 @@
 """Sessions, return gaps, return propensity and churn from a log's timestamps.
 
 - **Sessions.** A user's interactions form one session until the next one is more than
-  `gap_minutes` (default 30, the web-analytics convention; Catledge & Pitkow 1995 measured
-  25.5 min) later.
+  `gap_minutes` (default `SESSION_GAP_MINUTES` = 30, the web-analytics convention; Catledge &
+  Pitkow 1995 measured 25.5 min) later. The validity report cuts sessions at the same constant.
 - **Gaps** between a session's last and the next session's first interaction, in days, are
   Gamma(shape k, rate k * r_u) with a shared shape and a per-user return rate r_u (the model
   of `ReturnGapModel` at neutral satisfaction). The shape is fitted by the *conditional*
@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 
 SECONDS_PER_DAY = 86400.0
+#: Inactivity, in minutes, after which the next interaction starts a new session (calibration and validity).
+SESSION_GAP_MINUTES = 30.0
 _PRIOR_GAPS = 2.0
 _Z99 = 2.3263
 
@@ -45,7 +47,7 @@ class SessionFit:
     gap_loglik: float  # conditional log-likelihood per gap at the fitted shape
 
 
-def sessionize(interactions: pd.DataFrame, gap_minutes: float = 30.0) -> pd.DataFrame:
+def sessionize(interactions: pd.DataFrame, gap_minutes: float = SESSION_GAP_MINUTES) -> pd.DataFrame:
     """One row per session (user_id, start, end, size), sessions cut at gaps over `gap_minutes`."""
     log = interactions.sort_values(["user_id", "timestamp"], kind="stable")
     t = log["timestamp"].to_numpy(np.float64)
@@ -57,7 +59,9 @@ def sessionize(interactions: pd.DataFrame, gap_minutes: float = 30.0) -> pd.Data
                                     size=("t", "size")).reset_index(drop=True))
 
 
-def fit_sessions(interactions: pd.DataFrame, gap_minutes: float = 30.0, iterations: int = 50) -> SessionFit:
+def fit_sessions(
+    interactions: pd.DataFrame, gap_minutes: float = SESSION_GAP_MINUTES, iterations: int = 50
+) -> SessionFit:
     """Fit the gap shape, per-user return rates and the churn probability (see the module docstring)."""
     sessions = sessionize(interactions, gap_minutes)
     nxt = sessions.groupby("user_id")["start"].shift(-1)

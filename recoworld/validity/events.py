@@ -21,9 +21,9 @@ flag only with explicit ratings (positive: at least 3/4 of the way up the rating
 4 or 5 stars of 5). A RecoWorld trajectory has both: every shown item the user reached is an
 impression, a click is a consumption and a like or share is positive.
 
-Sessions are cut at `SESSION_GAP_MINUTES` of inactivity between consecutive consumptions,
-the usual 30-minute web-analytics convention. Both kinds of sources are cut the same way, on
-consumptions only, because a real log has no record of visits without a consumption.
+Sessions are cut at `SESSION_GAP_MINUTES` (calibration's constant, 30 minutes) of inactivity
+between consecutive consumptions. Both kinds of sources are cut the same way, on consumptions
+only, because a real log has no record of visits without a consumption.
 """
 
 from __future__ import annotations
@@ -33,16 +33,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from recoworld.calibration.fit_sessions import SECONDS_PER_DAY, SESSION_GAP_MINUTES
 from recoworld.catalog import Catalog
 from recoworld.envs.observation import MINUTES_PER_DAY
 from recoworld.errors import CatalogFormatError
 from recoworld.mindset import ReactionType
 
-#: Inactivity, in minutes, that ends a session (between two consumptions of the same user).
-SESSION_GAP_MINUTES = 30.0
 #: Share of the rating scale above which an explicit rating counts as positive (4 and 5 of 1..5).
 POSITIVE_RATING_QUANTILE = 0.75
-SECONDS_PER_DAY = 86400.0
 
 
 @dataclass(frozen=True)

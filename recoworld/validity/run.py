@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from recoworld.calibration.fit_sessions import SECONDS_PER_DAY
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel, WorldConfig
 from recoworld.data import RealWorld
@@ -40,7 +41,7 @@ from recoworld.fidelity import (
 )
 from recoworld.population import UserProfile
 from recoworld.simulation import SimulationConfig, simulate
-from recoworld.validity.events import SECONDS_PER_DAY, from_interactions, from_trajectories
+from recoworld.validity.events import from_interactions, from_trajectories
 from recoworld.validity.facts import Fact, compare, event_facts
 
 RANKING = "ranking"
