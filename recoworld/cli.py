@@ -58,6 +58,19 @@ def _calibrated(path: Path, config: Path | None, **overrides: object) -> Calibra
     return calibrated
 
 
+def _real_for(
+    data: Path, embedding: str, seed: int, fitted: CalibratedWorld | None, calibrated: Path | None, **split: object,
+) -> RealWorld:
+    """The real world, split as the calibration was (so held-out items are ones it never saw), on its items."""
+    if fitted is not None:
+        fit_data = fitted.report.get("data", {})
+        split = {**split, **{k: fit_data[k] for k in ("split", "test_fraction") if k in fit_data}}
+    real = _real_world(data, embedding, seed, **split)
+    if fitted is not None and list(fitted.catalog.item_ids) != list(real.catalog.item_ids):
+        raise RecoWorldError(f"{calibrated} was calibrated on other items than {data}; calibrate on {data}")
+    return real
+
+
 @app.command()
 def simulate(
     users: Annotated[int, typer.Option(help="number of simulated users")] = 200,
@@ -255,14 +268,8 @@ def fidelity(
         world = load_world(config)
         cfg = FidelityConfig(n_negatives=negatives, max_users=users, seed=seed)
         fitted = _calibrated(calibrated, config) if calibrated is not None else None
-        if fitted is not None:  # the held-out part must be the one calibration never saw
-            fit_data = fitted.report.get("data", {})
-            split = fit_data.get("split", split)
-            test_fraction = fit_data.get("test_fraction", test_fraction)
-        real = _real_world(data, embedding, seed, split=split, test_fraction=test_fraction)
+        real = _real_for(data, embedding, seed, fitted, calibrated, split=split, test_fraction=test_fraction)
         if fitted is not None:
-            if list(fitted.catalog.item_ids) != list(real.catalog.item_ids):
-                raise RecoWorldError(f"{calibrated} was calibrated on other items than {data}; calibrate on {data}")
             world, real.catalog, real.profiles = fitted.world, fitted.catalog, fitted.profiles
         evaluated = eval_users(real.catalog, real.profiles, real.split.train, real.split.test, cfg)
         if not evaluated:
@@ -311,6 +318,8 @@ def validate(
     llm_users: Annotated[int, typer.Option(help="also simulate N LLM users (world config's llm); 0 = skip")] = 0,
     llm_turns: Annotated[int, typer.Option(help="turns per LLM user")] = 20,
     config: Annotated[Path | None, typer.Option(help="world config (YAML or JSON) of the default world")] = None,
+    calibrated: Annotated[Path | None, typer.Option(help=CALIBRATED_HELP + "; compared next to the default")]
+    = None,
     seed: Annotated[int, typer.Option(help="seed of the users drawn, the simulation and the negatives")] = 0,
     out: Annotated[Path, typer.Option(help="output directory: validity.csv, validity.png")] = Path("runs/validate"),
 ) -> None:
@@ -323,8 +332,11 @@ def validate(
     try:
         cfg = build(ValidityConfig, "validate options", users=users, days=days, max_days=max_days, agent=agent,
                     fidelity_users=fidelity_users, llm_users=llm_users, llm_max_steps=llm_turns, seed=seed)
-        real = _real_world(data, embedding, seed)
+        fitted = _calibrated(calibrated, None) if calibrated is not None else None
+        real = _real_for(data, embedding, seed, fitted, calibrated)
         worlds = [SimWorld("default", load_world(config), real.catalog, real.profiles)]
+        if fitted is not None:
+            worlds.append(SimWorld("calibrated", fitted.world, fitted.catalog, fitted.profiles))
         with console.status("validating") as status:
             result = run(real, worlds, cfg, progress=lambda msg: status.update(msg))
     except ImportError as err:

@@ -175,6 +175,8 @@ def test_validate_command_on_a_reference_log(ref_dir: Path, tmp_path: Path) -> N
     rows = pd.read_csv(tmp_path / "a" / "validity.csv")
     assert list(rows.columns) == ["fact", "statistic", "real", "world", "value", "distance", "note"]
     assert set(rows["world"]) == {"default"}
+    ranking = rows[rows["fact"] == "ranking"].set_index("statistic")["value"]
+    assert ranking["users"] == 20 and 0 < ranking["AUC (simulated)"] < 1 and 0 < ranking["AUC (choice model)"] < 1
     assert {"ranking", "positive rate", "popularity", "activity", "session length", "session gap", "return curve",
             "interest drift", "distinctness"} == set(rows["fact"])
     per_impression = rows[rows["statistic"] == "per impression"].iloc[0]
@@ -186,6 +188,21 @@ def test_validate_command_on_a_reference_log(ref_dir: Path, tmp_path: Path) -> N
     again = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b")])
     assert again.exit_code == 0
     pd.testing.assert_frame_equal(rows, pd.read_csv(tmp_path / "b" / "validity.csv"))  # seeded
+
+
+def test_calibrated_world_joins_the_report(ref_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["calibrate", "--data", str(ref_dir), "--out", str(tmp_path / "cal"), "--budget", "5"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["validate", "--data", str(ref_dir), "--calibrated", str(tmp_path / "cal"), "--users",
+                              "30", "--fidelity-users", "10", "--days", "15", "--out", str(tmp_path / "v")])
+    assert res.exit_code == 0, res.output
+    rows = pd.read_csv(tmp_path / "v" / "validity.csv")
+    default, calibrated = (rows[rows["world"] == w].drop(columns=["world", "value", "distance"]).reset_index(drop=True)
+                           for w in ("default", "calibrated"))
+    pd.testing.assert_frame_equal(default, calibrated)  # the same facts against the same real numbers
+    res = runner.invoke(app, ["validate", "--data", str(ref_dir), "--calibrated", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "is not a calibrated world" in res.output
 
 
 @pytest.mark.parametrize("fmt", ["generic", "recbole"])
@@ -241,4 +258,5 @@ def test_llm_users_join_the_same_report(ref_dir: Path, tmp_path: Path) -> None:
     llm = rows[rows["world"] == "llm users"]
     assert set(llm["fact"]) == set(rows[rows["world"] == "default"]["fact"])
     assert llm.loc[llm["statistic"] == "users", "value"].item() == 2
-    assert llm.loc[llm["statistic"] == "AUC", "value"].between(0, 1).all()
+    assert llm.loc[llm["statistic"] == "AUC (simulated)", "value"].between(0, 1).all()
+    assert "AUC (choice model)" not in set(llm["statistic"])  # an LLM user has no utility to read

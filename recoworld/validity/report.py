@@ -96,7 +96,7 @@ def plot_validity(result: ValidityResult, path: str | Path) -> Path:
     fig, axes = plt.subplots(3, 3, figsize=(16, 13))
     ax = axes.ravel()
 
-    ranking = result.rows[(result.rows["fact"] == RANKING) & (result.rows["statistic"] == "AUC")]
+    ranking = result.rows[(result.rows["fact"] == RANKING) & (result.rows["statistic"] == "AUC (simulated)")]
     if len(ranking):
         ax[0].bar(ranking["world"], ranking["value"], color="#4C72B0")
         ref = result.rows[(result.rows["fact"] == RANKING) & (result.rows["statistic"] == "AUC popularity ref.")]
@@ -105,7 +105,7 @@ def plot_validity(result: ValidityResult, path: str | Path) -> Path:
             ax[0].legend()
         ax[0].axhline(0.5, color="grey", ls=":")
         ax[0].set_ylim(0, 1)
-        ax[0].set_title("ranking fidelity: held-out AUC")
+        ax[0].set_title("ranking fidelity: held-out AUC of simulated users")
     else:
         _missing(ax[0], "ranking fidelity", "no world")
 
