@@ -344,6 +344,12 @@ def validate(
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None
     console.print(validity_table(result))
+    for note in result.notes:
+        console.print(note, soft_wrap=True, highlight=False)
+    if llm_users:
+        from recoworld.llm import shared_backend
+
+        console.print(shared_backend(worlds[0].world.llm).usage.describe(), soft_wrap=True, highlight=False)
     csv, png = write_validity(result, out)
     console.print(f"table: {csv}  plots: {png}")
 
@@ -371,7 +377,7 @@ def calibrate(
                      "test_fraction": test_fraction, "seed": seed},
             "moment_budget": budget, "seed": seed})
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as progress:
+                      console=console, transient=True) as progress:
             task = progress.add_task("fitting choices, sessions, then simulated moments", total=cfg.moment_budget)
             result = run(cfg, on_eval=lambda n, best: progress.update(
                 task, completed=n, description=f"simulated moments (best objective {best:.3g})"))

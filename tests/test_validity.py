@@ -161,6 +161,8 @@ def test_trajectory_rows_become_timed_consumptions(catalog: Catalog) -> None:
     assert log.window["u"] == pytest.approx(5.0 - (1.5 - 2 / 1440))
     with pytest.raises(ValueError, match="time_days"):
         from_trajectories(traj.drop(columns="time_days"), catalog, catalog, 5.0, "sim")
+    with pytest.raises(ValueError, match="one recommender's rows at a time"):
+        from_trajectories(traj.assign(recommender=["a", "b", "a"]), catalog, catalog, 5.0, "sim")
 
 
 # ---------------------------------------------------------------------- the command
@@ -249,12 +251,18 @@ def test_llm_users_join_the_same_report(ref_dir: Path, tmp_path: Path) -> None:
         world.write_text(f"llm:\n  backend: openai\n  base_url: {srv.url}\n  model: loopback\n"
                          f"  structured_output: json_object\n  cache: write\n  cache_path: {tmp_path / 'llm.sqlite'}\n"
                          "  timeout_s: 5\n  max_retries: 0\n")
-        res = CliRunner().invoke(app, ["validate", "--data", str(ref_dir), "--embedding", "tfidf", "--users", "20",
-                                       "--fidelity-users", "10", "--days", "10", "--llm-users", "2",
-                                       "--llm-turns", "4", "--config", str(world), "--out", str(tmp_path / "v")])
+        args = ["validate", "--data", str(ref_dir), "--embedding", "tfidf", "--users", "20", "--fidelity-users", "10",
+                "--days", "10", "--llm-users", "2", "--llm-turns", "4", "--config", str(world), "--out",
+                str(tmp_path / "v")]
+        res = CliRunner().invoke(app, args)
         assert res.exit_code == 0, res.output
         assert srv.requests, "the LLM users asked the model"
+        assert "llm users: " in res.output and "turns fell back to the parametric user" in res.output
+        calls = len(srv.requests)
+        again = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "again")])
+        assert again.exit_code == 0 and len(srv.requests) == calls, "the second run replays the cache"
     rows = pd.read_csv(tmp_path / "v" / "validity.csv")
+    pd.testing.assert_frame_equal(rows, pd.read_csv(tmp_path / "again" / "validity.csv"))
     llm = rows[rows["world"] == "llm users"]
     assert set(llm["fact"]) == set(rows[rows["world"] == "default"]["fact"])
     assert llm.loc[llm["statistic"] == "users", "value"].item() == 2

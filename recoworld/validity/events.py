@@ -123,6 +123,8 @@ def from_trajectories(
     missing = {"user_id", "item", "reaction", "dwell_min", "time_days", "step"} - set(trajectories.columns)
     if missing:
         raise CatalogFormatError(f"trajectories lack column(s) {', '.join(sorted(missing))}")
+    if trajectories.get("recommender", pd.Series(dtype=object)).nunique() > 1:
+        raise CatalogFormatError("trajectories of several recommenders: pass one recommender's rows at a time")
     seen = trajectories[trajectories["reaction"].to_numpy() >= ReactionType.SKIP]
     dwell = seen["dwell_min"].to_numpy(np.float64)
     keys = [seen["user_id"], seen["step"]]

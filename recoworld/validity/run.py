@@ -76,6 +76,7 @@ class ValidityResult:
     facts: dict[str, dict[str, Fact]]  # source ("real" or a world's name) -> fact -> Fact
     horizon_days: float
     users: list[str]
+    notes: list[str]  # what a reader needs besides the numbers (LLM fallbacks, a run stopped by its budget)
 
 
 def horizon_days(interactions: pd.DataFrame, config: ValidityConfig) -> float:
@@ -146,6 +147,7 @@ def validate(
                                  horizon)
     facts = {"real": event_facts(real_log, real.catalog)}
     rows: list[dict[str, object]] = []
+    notes: list[str] = []
     for w in worlds:
         if not w.profiles:
             raise ConfigError(f"world {w.name!r} has none of the {len(users)} compared users")
@@ -153,6 +155,12 @@ def validate(
         sim_cfg = SimulationConfig(n_users=len(w.profiles), agents=[cfg.agent], seed=cfg.seed,
                                    world=w.world.model_copy(update={"horizon_days": horizon}))
         result = simulate(sim_cfg, catalog=w.catalog, profiles=w.profiles)
+        if result.stopped:
+            notes.append(f"{w.name}: stopped early: {result.stopped}")
+        if w.world.user_backend == "llm":
+            turns = result.trajectories.drop_duplicates(["user_id", "step"])
+            notes.append(f"{w.name}: {int(turns['llm_fallback'].sum())} of {len(turns)} turns fell back to the "
+                         "parametric user")
         sim_log = from_trajectories(result.trajectories, w.catalog, real.catalog, horizon, w.name)
         facts[w.name] = event_facts(sim_log, real.catalog)
         progress(f"{w.name}: ranking fidelity on held-out interactions")
@@ -162,4 +170,4 @@ def validate(
             world_rows += compare(name, facts["real"][name], fact)
         rows += [{**row, "world": w.name} for row in world_rows]
     columns = ["fact", "statistic", "real", "world", "value", "distance", "note"]
-    return ValidityResult(pd.DataFrame(rows, columns=columns), facts, horizon, users)
+    return ValidityResult(pd.DataFrame(rows, columns=columns), facts, horizon, users, notes)
