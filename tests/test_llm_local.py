@@ -1,4 +1,4 @@
-"""The real local model: Gemma 3 270M in-process, through llama-cpp-python's server, and from the CLI.
+"""The real local model: Gemma 3 270M supervised and in-process, through llama-cpp-python's server, and from the CLI.
 
 Episodes are one turn of a two-item slate: Gemma under a JSON grammar writes about
 7 tokens/s on 2 CPU cores, and these tests prove the plumbing, not the decisions.
@@ -22,7 +22,7 @@ from conftest import require
 from recoworld.catalog import Catalog
 from recoworld.config import WorldConfig
 from recoworld.envs.recoworld_env import RecoWorldEnv
-from recoworld.llm import LLMConfig, make_backend
+from recoworld.llm import LLMConfig, LocalModelConfig, make_backend
 from recoworld.simulators.llm_user import LLMUser
 
 pytestmark = pytest.mark.slow
@@ -66,9 +66,10 @@ def assert_llm_turn(info: dict[str, Any], user: LLMUser) -> None:
     assert set(info["reactions"].tolist()) <= {0, 1, 2, 3}
 
 
-def test_gemma_in_process_episode(catalog: Catalog, gemma_path: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("isolation", ["process", "in_process"])
+def test_gemma_episode(catalog: Catalog, gemma_path: Path, tmp_path: Path, isolation: str) -> None:
     llm = LLMConfig(backend="local", cache="off", cache_path=tmp_path / "c.sqlite", max_retries=2,
-                    n_ctx=2048, sampling=SAMPLING)
+                    n_ctx=2048, sampling=SAMPLING, local=LocalModelConfig(isolation=isolation))
     info, user = one_turn(catalog, llm)
     assert_llm_turn(info, user)
 

@@ -1,4 +1,4 @@
-"""Chat backends for LLM users and agents: OpenAI-compatible servers and in-process llama.cpp.
+"""Chat backends for LLM users and agents: OpenAI-compatible servers and a supervised local llama.cpp model.
 
 The contract is `ChatBackend.complete(messages, spec, params) -> validated object` (and
 `acomplete` for many requests in flight); see `recoworld.llm.backend` for the full API,
@@ -17,7 +17,7 @@ from recoworld.llm.backend import (
     shared_usage,
 )
 from recoworld.llm.cache import ResponseCache
-from recoworld.llm.config import LLMConfig, SamplingParams
+from recoworld.llm.config import LLMConfig, LocalModelConfig, SamplingParams
 from recoworld.llm.errors import BudgetExceeded, LLMError, LLMOutputError, LLMUnavailable
 from recoworld.llm.usage import Usage
 
@@ -28,6 +28,7 @@ __all__ = [
     "LLMError",
     "LLMOutputError",
     "LLMUnavailable",
+    "LocalModelConfig",
     "ResponseCache",
     "SamplingParams",
     "Structured",

@@ -27,11 +27,35 @@ class SamplingParams(BaseModel):
     seed: int = Field(0, ge=0, description="sampling seed; callers derive it from their rng")
 
 
+class LocalModelConfig(BaseModel):
+    """How the local backend runs its model: in a supervised child process (default) or in-process.
+
+    In a child, a crash of native model code (a segfault, an OOM kill) costs the turn in
+    flight, which is retried or becomes a counted fallback; the child restarts with bounded
+    backoff, and a crash loop stops the run with an error naming the cause and the log.
+    `in_process` saves the pipe round trip (well under 1 ms against seconds per reply)
+    but a crash then takes the whole run down.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    isolation: Literal["process", "in_process"] = "process"
+    call_timeout_s: float = Field(900.0, gt=0, description="a reply slower than this means a hung model: kill it")
+    load_timeout_s: float = Field(300.0, gt=0, description="time allowed for the child to load the model")
+    max_consecutive_deaths: int = Field(3, ge=1, le=100, description="deaths in a row that stop the run")
+    restart_backoff_s: float = Field(0.5, ge=0, description="wait before the first restart; doubles per death")
+    restart_backoff_max_s: float = Field(10.0, ge=0, description="cap of the restart backoff")
+    log_path: Path | None = Field(
+        None, description="the model process's log (stderr); default: local-model.log beside llm.cache_path"
+    )
+
+
 class LLMConfig(BaseModel):
     """Which chat model drives LLM users (and, later, LLM agents) and how it is called.
 
-    `backend="local"` runs Gemma 3 270M in-process through llama-cpp-python (extra
-    `recoworld[local]`); `backend="openai"` talks to any OpenAI-compatible server.
+    `backend="local"` runs a GGUF model (default: the bundled Gemma 3 270M) through
+    llama-cpp-python (extra `recoworld[local]`) in a supervised child process (`local`);
+    `backend="openai"` talks to any OpenAI-compatible server.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -43,6 +67,7 @@ class LLMConfig(BaseModel):
     model_path: Path | None = Field(None, description="local GGUF file; default: the bundled Gemma 3 270M")
     n_ctx: int = Field(4096, ge=256, description="local context window in tokens")
     n_threads: int | None = Field(None, ge=1, description="local CPU threads; default: llama.cpp's choice")
+    local: LocalModelConfig = Field(default_factory=LocalModelConfig, description="local model process")
     structured_output: StructuredOutput = Field(
         "auto", description="how JSON is requested; 'auto' probes the server once, on the first cache miss"
     )

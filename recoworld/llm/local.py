@@ -1,10 +1,18 @@
-"""In-process local backend: llama-cpp-python with the bundled Gemma 3 270M GGUF (extra `recoworld[local]`).
+"""Local backend: llama-cpp-python with a GGUF model, by default the bundled Gemma 3 270M (extra `recoworld[local]`).
 
 Every request is grammar-constrained to its JSON schema (`response_format` json_object +
-schema), so replies always parse; tools use the JSON action schema. The `Llama` object is
-loaded once per process and per (path, n_ctx, n_threads) and shared by every backend, since
-loading dominates short runs. llama.cpp contexts are not thread-safe, so calls to one model
-are serialised; the async path runs them in a worker thread and gains nothing from
+schema), so replies always parse; tools use the JSON action schema.
+
+Where the model runs (`llm.local.isolation`):
+- `process` (default): in a supervised child process (`recoworld.llm.supervisor`). A crash
+  in native code costs one turn, which is retried or becomes a counted fallback, and the
+  child restarts. Each Python process (a CLI run, or each Ray worker of a study) supervises
+  its own child, shared by all its backends: LLM users and ToolRec alike.
+- `in_process`: the `Llama` object lives in this process, as before; a segfault ends the run.
+
+Either way the model is loaded once per process and per (path, n_ctx, n_threads), since
+loading dominates short runs, and calls are serialised: a llama.cpp context is not
+thread-safe. The async path runs calls in a worker thread and gains nothing from
 concurrency on a CPU, but keeps the interface the same.
 
 The bundled model is a tiny base model: its decisions are weak. It proves the plumbing
@@ -21,6 +29,7 @@ from typing import Any
 from recoworld.errors import ConfigError
 from recoworld.llm.backend import ChatBackend, ErrorKind, Mode, Reply, Request, Spec
 from recoworld.llm.config import LLMConfig
+from recoworld.llm.supervisor import ModelProcess, ModelProcessDied, ModelRequestError, ModelStartError, model_process
 
 #: File name of the bundled model, used as its model name in cache keys without loading it.
 BUNDLED_MODEL = "gemma-3-270m-q4_k_m.gguf"
@@ -48,8 +57,6 @@ def load_llama(path: Path, n_ctx: int, n_threads: int | None) -> tuple[Any, thre
                 from llama_cpp import Llama
             except ImportError:
                 raise ConfigError(f"the local LLM backend needs llama-cpp-python: {_INSTALL}") from None
-            if not path.is_file():
-                raise ConfigError(f"llm.model_path: no GGUF file at {path}")
             _MODELS[key] = (Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False),
                             threading.Lock())
         return _MODELS[key]
@@ -71,23 +78,34 @@ class LocalLlamaBackend(ChatBackend):
             return self.config.model
         return self.config.model_path.name if self.config.model_path is not None else BUNDLED_MODEL
 
-    def _llama(self) -> tuple[Any, threading.Lock]:
+    def model_path(self) -> Path:
+        """The GGUF file, checked before anything is loaded (the bundled one is written on first use)."""
         if self._path is None:
             self._path = bundled_model_path()
-        return load_llama(self._path, self.config.n_ctx, self.config.n_threads)
+        if not self._path.is_file():
+            raise ModelStartError(f"llm.model_path: no GGUF file at {self._path}")
+        return self._path
+
+    def process(self) -> ModelProcess:
+        """The supervised child of this model (isolation `process`); it starts on the first request."""
+        cfg = self.config
+        log = cfg.local.log_path or cfg.cache_path.parent / "local-model.log"
+        return model_process(self.model_path(), cfg.n_ctx, cfg.n_threads, cfg.local, log)
 
     def _mode_for(self, spec: Spec) -> Mode:
         return "json_object"  # grammar-constrained; tools become the JSON action schema
 
     def _send(self, request: Request) -> Reply:
-        llm, lock = self._llama()
         p = request.params
-        with lock:
-            out = llm.create_chat_completion(
-                messages=request.messages,
-                response_format={"type": "json_object", "schema": request.json_schema},
-                max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p, seed=p.seed,
-            )
+        kwargs = {"messages": request.messages,
+                  "response_format": {"type": "json_object", "schema": request.json_schema},
+                  "max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p, "seed": p.seed}
+        if self.config.local.isolation == "process":
+            out = self.process().call(kwargs, report=self.usage.add)
+        else:
+            llm, lock = load_llama(self.model_path(), self.config.n_ctx, self.config.n_threads)
+            with lock:
+                out = llm.create_chat_completion(**kwargs)
         usage = out.get("usage") or {}
         return Reply(out["choices"][0]["message"].get("content"),
                      prompt_tokens=int(usage.get("prompt_tokens", 0)),
@@ -97,5 +115,9 @@ class LocalLlamaBackend(ChatBackend):
         return await asyncio.to_thread(self._send, request)
 
     def _classify(self, err: Exception) -> ErrorKind:
+        if isinstance(err, ModelProcessDied):
+            return "transient"  # a fresh child may well answer
+        if isinstance(err, ConfigError):
+            return "fatal"  # the model cannot load: no turn can succeed
         # llama.cpp raises ValueError for prompts past the context window: this request cannot succeed.
-        return "rejected" if isinstance(err, ValueError) else "fatal"
+        return "rejected" if isinstance(err, (ValueError, ModelRequestError)) else "fatal"

@@ -28,6 +28,10 @@ class Usage:
     repairs: int = 0
     failures: int = 0  # requests that raised LLMError to the caller
     server_s: float = 0.0
+    model_starts: int = 0  # local model processes started (the first start included)
+    model_deaths: int = 0  # local model processes that died or hung during a call
+    model_restarts: int = 0
+    model_load_s: float = 0.0  # wall time spent starting local model processes
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
@@ -60,8 +64,12 @@ class Usage:
         return {**data, "total_tokens": self.total_tokens, "cost_usd": round(self.cost_usd, 6)}
 
     def describe(self) -> str:
-        return (
+        text = (
             f"LLM: {self.requests} calls, {self.cache_hits} cache hits, {self.prompt_tokens}+{self.completion_tokens} "
             f"tokens, ~${self.cost_usd:.4f}; {self.transport_errors} transport errors, {self.invalid_outputs} "
             f"invalid replies, {self.repairs} repairs, {self.failures} failed requests"
         )
+        if self.model_starts:
+            text += (f"; model process: {self.model_starts} starts, {self.model_deaths} deaths, "
+                     f"{self.model_restarts} restarts, {self.model_load_s:.1f} s loading")
+        return text
