@@ -96,16 +96,17 @@ def plot_validity(result: ValidityResult, path: str | Path) -> Path:
     fig, axes = plt.subplots(3, 3, figsize=(16, 13))
     ax = axes.ravel()
 
-    ranking = result.rows[(result.rows["fact"] == RANKING) & (result.rows["statistic"] == "AUC (simulated)")]
-    if len(ranking):
-        ax[0].bar(ranking["world"], ranking["value"], color="#4C72B0")
-        ref = result.rows[(result.rows["fact"] == RANKING) & (result.rows["statistic"] == "AUC popularity ref.")]
-        if len(ref):
-            ax[0].axhline(float(ref["value"].iloc[0]), color="k", ls="--", label="popularity reference")
-            ax[0].legend()
+    rows = result.rows
+    auc = rows[(rows["fact"] == RANKING) & rows["statistic"].str.startswith("AUC")]
+    if len(auc):
+        table = auc.pivot(index="world", columns="statistic", values="value").reindex(rows["world"].unique())
+        table.plot.bar(ax=ax[0], rot=0)
         ax[0].axhline(0.5, color="grey", ls=":")
-        ax[0].set_ylim(0, 1)
-        ax[0].set_title("ranking fidelity: held-out AUC of simulated users")
+        ax[0].set_ylim(0, 1.2)
+        ax[0].set_yticks(np.linspace(0, 1, 6))
+        ax[0].legend(fontsize="small", ncol=2, loc="upper center")
+        ax[0].set_xlabel("")
+        ax[0].set_title("ranking fidelity: held-out AUC")
     else:
         _missing(ax[0], "ranking fidelity", "no world")
 
