@@ -70,6 +70,15 @@ class ConsumptionLog:
         return eaten.assign(session=count - count[first])
 
 
+def _catalog_rows(catalog: Catalog, item_ids: np.ndarray, source: str) -> np.ndarray:
+    """Rows of `catalog` for item ids, so every source counts the same item as the same row."""
+    rows = pd.Series(np.arange(len(catalog)), index=catalog.item_ids).reindex(item_ids)
+    if rows.isna().any():
+        raise CatalogFormatError(f"{source} names items missing from the catalog it is compared on, "
+                                 f"e.g. {rows.index[rows.isna().to_numpy()][0]!r}")
+    return rows.to_numpy(np.int64)
+
+
 def _finish(
     name: str, frame: pd.DataFrame, window: pd.Series, horizon_days: float, impressions: bool, ratings: bool,
 ) -> ConsumptionLog:
@@ -88,19 +97,16 @@ def from_interactions(
     Clipping every user to the simulated horizon compares like with like: a simulated user
     lives exactly that long, starting on day 0.
     """
-    row = pd.Series(np.arange(len(catalog)), index=catalog.item_ids)
-    item = row.reindex(interactions["item_id"].to_numpy()).to_numpy()
-    if np.isnan(item).any():
-        raise CatalogFormatError("the log names items missing from the catalog it is compared on")
+    item = _catalog_rows(catalog, interactions["item_id"].to_numpy(), "the log")
     days = interactions["timestamp"].to_numpy(np.float64) / SECONDS_PER_DAY
     rating = interactions["rating"].to_numpy(np.float64)
     implicit_01 = rating_scale == (0.0, 1.0)
+    explicit = None if implicit_01 else rating_scale
     positive = np.full(len(rating), np.nan)
-    ratings = rating_scale is not None and not implicit_01
-    if rating_scale is not None and ratings:
-        lo, hi = rating_scale
+    if explicit is not None:
+        lo, hi = explicit
         positive = np.where(np.isnan(rating), np.nan, rating >= lo + POSITIVE_RATING_QUANTILE * (hi - lo))
-    frame = pd.DataFrame({"user": interactions["user_id"].astype(str).to_numpy(), "item": item.astype(np.int64),
+    frame = pd.DataFrame({"user": interactions["user_id"].astype(str).to_numpy(), "item": item,
                           "time": days, "consumed": ~(implicit_01 & (rating == 0)),
                           "positive": positive.astype(np.float64)})
     first = frame.groupby("user")["time"].transform("min")
@@ -108,7 +114,7 @@ def from_interactions(
     last = days.max()
     window = (last - frame.groupby("user")["time"].min()).clip(upper=horizon_days)
     impressions = implicit_01 and bool((frame["consumed"] == 0).any())
-    return _finish(name, frame, window, horizon_days, impressions, ratings)
+    return _finish(name, frame, window, horizon_days, impressions, ratings=explicit is not None)
 
 
 def from_trajectories(
@@ -130,12 +136,9 @@ def from_trajectories(
     keys = [seen["user_id"], seen["step"]]
     after = seen.groupby(keys)["dwell_min"].transform("sum").to_numpy(np.float64) - (
         pd.Series(dwell, index=seen.index).groupby(keys).cumsum().to_numpy())
-    row = pd.Series(np.arange(len(reference)), index=reference.item_ids)
-    item = row.reindex(np.asarray(world_catalog.item_ids)[seen["item"].to_numpy()]).to_numpy()
-    if np.isnan(item).any():
-        raise CatalogFormatError("the simulated world's catalog has items the reference catalog lacks")
+    item = _catalog_rows(reference, np.asarray(world_catalog.item_ids)[seen["item"].to_numpy()], f"world {name!r}")
     reaction = seen["reaction"].to_numpy()
-    frame = pd.DataFrame({"user": seen["user_id"].astype(str).to_numpy(), "item": item.astype(np.int64),
+    frame = pd.DataFrame({"user": seen["user_id"].astype(str).to_numpy(), "item": item,
                           "time": seen["time_days"].to_numpy(np.float64) - after / MINUTES_PER_DAY,
                           "consumed": reaction >= ReactionType.CLICK,
                           "positive": (reaction >= ReactionType.LIKE).astype(np.float64)})
