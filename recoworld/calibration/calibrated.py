@@ -1,7 +1,8 @@
 """`calibrate`: fit the parametric user to a real log, and write/read the calibrated world.
 
-Only the train part of the data's time split is read (the same split `fidelity` uses), so
-held-out interactions stay unseen. Within each user's train history, in time:
+Only the train part of the data's time split is read for choices (the same split `fidelity`
+uses), so held-out items stay unseen; see `_timing_log` for the one use of held-out times.
+Within each user's train history, in time:
 
     [ context (first `context_fraction`) | fit | valid (last `valid_fraction`) ]
 
@@ -14,8 +15,8 @@ What is fitted, and how (every number lands in calibration.json with its uncerta
 
 | parameter                                   | method                                                |
 |---------------------------------------------|-------------------------------------------------------|
-| choice relevance, quality, popularity,      | logit MLE, observed vs sampled unobserved items        |
-| novelty_mismatch weights                    | (`fit_choice`), SE from the inverse Hessian           |
+| choice relevance, quality, popularity,      | conditional logit MLE, observed vs sampled unobserved  |
+| novelty_mismatch weights                    | items (`fit_choice`), SE from the inverse Hessian     |
 | per-user popularity_affinity (conformity)   | per-user MAP, N(1, 0.5^2) prior (`fit_choice`)        |
 | returns gap_shape                           | conditional Gamma MLE (`fit_sessions`), SE            |
 | per-user return_propensity, base_rate       | conjugate posterior return rates (`fit_sessions`)     |
@@ -48,7 +49,9 @@ from recoworld.calibration.fit_sessions import fit_sessions
 from recoworld.calibration.moments import fit_session_moments, scale_patience
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel, WorldConfig, build
+from recoworld.data.dataset import Dataset
 from recoworld.data.items import build_catalog
+from recoworld.data.load import load_dataset
 from recoworld.data.users import build_profiles
 from recoworld.data.world import DataConfig, RealWorld, prepare_world
 from recoworld.errors import ConfigError
@@ -88,8 +91,11 @@ class CalibratedWorld:
 
 def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] | None = None) -> CalibratedWorld:
     """Fit the parametric user to `config.data` (module docstring); `on_eval(n, best)` tracks the moments fit."""
-    real = prepare_world(config.data)
-    _check(real, config)
+    data = config.data
+    dataset = load_dataset(data.path, data.format, data.columns or None)
+    _check_log(dataset, config)
+    real = prepare_world(data, dataset)
+    _check_train(real, config)
     train = real.split.train
     row = pd.Series(np.arange(len(real.catalog)), index=real.catalog.item_ids)
     log = train.assign(item=row.reindex(train["item_id"].to_numpy()).to_numpy().astype(np.int64))
@@ -118,10 +124,10 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
                              config.n_negatives, rng)
     logit = fit_logit(fit_rows)
     weights = np.array([logit.weights[t] for t in CHOICE_TERMS])
-    valid_ll = mean_loglik(valid_rows, logit.intercept, weights)
+    valid_ll = mean_loglik(valid_rows, weights)
     conformity = dict(zip(ids, fit_conformity(fit_rows, logit, len(ids))))
 
-    sessions = fit_sessions(train, config.session_gap_minutes)
+    sessions = fit_sessions(_timing_log(real), config.session_gap_minutes)
     base_rate = float(np.quantile(sessions.user_rates, 0.99)) * 0.5 / _MAX_PROPENSITY
     p_churn = min(max(sessions.churn_probability, 1e-4), 1 - 1e-4)
     world0 = _world(real.catalog, logit.weights, sessions.gap_shape, base_rate, p_churn)
@@ -144,11 +150,10 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
         "data": json.loads(config.data.model_dump_json()),
         "split": real.split.describe(),
         "choice": {
-            "observations": {"fit": len(fit_rows.y), "valid": len(valid_rows.y),
-                             "negatives_per_choice": config.n_negatives},
+            "choices": {"fit": len(fit_rows.user), "valid": len(valid_rows.user),
+                        "negatives_per_choice": config.n_negatives},
             "weights": {t: _estimate(logit.weights[t], logit.std_errors[t]) for t in CHOICE_TERMS},
-            "loglik_per_observation": {"train": logit.loglik, "valid": valid_ll, "null_train": logit.null_loglik},
-            "case_control_intercept": logit.intercept,
+            "loglik_per_choice": {"train": logit.loglik, "valid": valid_ll, "null": logit.null_loglik},
         },
         "conformity": _spread(np.array(list(conformity.values()))),
         "activity": _spread(np.array(list(activity.values()))),
@@ -169,20 +174,44 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
     return CalibratedWorld(world, real.catalog, profiles, report)
 
 
-def _check(real: RealWorld, config: CalibrationConfig) -> None:
-    """Bad input gets one clear sentence naming what is missing."""
-    if not real.dataset.has_timestamps:
-        raise ConfigError(f"{config.data.path}: the log has no timestamps; calibration needs them to order each "
-                          "user's choices and to cut sessions")
-    if real.dataset.interactions["timestamp"].nunique() < 2:
-        raise ConfigError(f"{config.data.path}: every interaction has the same timestamp; calibration needs times")
-    if len(real.catalog) < 2 or real.split.train["item_id"].nunique() < 2:
-        raise ConfigError(f"{config.data.path}: the log names a single item; a choice model needs at least two")
-    counts = real.split.train.groupby("user_id").size()
+def _check_log(dataset: Dataset, config: CalibrationConfig) -> None:
+    """Bad input gets one clear sentence naming what is missing, before anything is fitted."""
+    where = config.data.path
+    log = dataset.interactions
+    if not dataset.has_timestamps:
+        raise ConfigError(f"{where}: the log has no timestamps; calibration needs them to order each user's "
+                          "choices and to cut sessions")
+    if log["timestamp"].nunique() < 2:
+        raise ConfigError(f"{where}: every interaction has the same timestamp; calibration needs their times")
+    if log["item_id"].nunique() < 2:
+        raise ConfigError(f"{where}: the log names a single item; a choice model needs at least two")
+    _check_users(log, config, "")
+
+
+def _check_train(real: RealWorld, config: CalibrationConfig) -> None:
+    _check_users(real.split.train, config, " train")
+
+
+def _check_users(log: pd.DataFrame, config: CalibrationConfig, which: str) -> None:
+    counts = log.groupby("user_id").size()
     enough = int((counts >= config.min_interactions).sum())
     if enough < config.min_users:
-        raise ConfigError(f"{config.data.path}: only {enough} users have at least {config.min_interactions} train "
-                          f"interactions; calibration needs at least {config.min_users} such users")
+        raise ConfigError(f"{config.data.path}: only {enough} of {len(counts)} users have at least "
+                          f"{config.min_interactions}{which} interactions; calibration needs at least "
+                          f"{config.min_users} such users")
+
+
+def _timing_log(real: RealWorld) -> pd.DataFrame:
+    """The interactions whose times the session and return fit reads.
+
+    A per-user split holds out each user's latest interactions, so its train part would end
+    every user early and make everyone look churned; the return fit then reads the whole log's
+    (user, time) pairs, never which items the held-out interactions were. A global split's
+    train part is a clean observation window and is used as is.
+    """
+    if real.split.mode == "per_user":
+        return real.dataset.interactions[["user_id", "timestamp"]]
+    return real.split.train
 
 
 def _world(catalog: Catalog, weights: dict[str, float], gap_shape: float, base_rate: float,

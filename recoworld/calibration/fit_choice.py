@@ -1,7 +1,8 @@
 """Maximum-likelihood fit of the one-step choice logit, observed items against sampled unobserved ones.
 
-Every logged interaction (user u chose item i after the history h) is a positive; for each,
-`n_negatives` items the user never interacted with are drawn uniformly (seeded) as negatives.
+Every logged interaction (user u chose item i after the history h) is a choice; for each,
+`n_negatives` items the user never interacted with are drawn uniformly (seeded), and the
+chosen item plus these form the event's choice set.
 Features follow `ChoiceModel.utility` at the start of a session (fatigue 0, position 0):
 
 | term             | feature                                                                    |
@@ -12,10 +13,14 @@ Features follow `ChoiceModel.utility` at the start of a session (fatigue 0, posi
 | novelty_mismatch | -abs(novelty - novelty_trait), novelty = 1 - max cosine to the last        |
 |                  | `memory_size` items of h                                                   |
 
-Sampling on the outcome (case-control) leaves a logit's slopes consistent and moves only the
-intercept (Prentice & Pyke, 1979), so the slopes are the click-logit weights while the
-intercept, which depends on the sampling rate, is not reported as the click bias. The fit is
-Newton's method (the log-likelihood is concave), and standard errors come from the inverse
+The model is the conditional logit on these sampled choice sets, P(chosen | set) =
+exp(w . x_chosen) / sum_j exp(w . x_j): with alternatives sampled uniformly it estimates the
+click-logit weights consistently (McFadden, 1978), the rare-click limit of a per-item logit.
+Each event's own intercept cancels, which matters: a pooled binary logit of positives versus
+negatives leaves out each event's normalizer, which depends on the user's memory, and so
+biases the memory-dependent novelty weight (by about a third in tests/test_calibration.py's
+recovery setting). The click bias is therefore not identified here (see `moments`). The fit
+is Newton's method (the log-likelihood is concave), and standard errors come from the inverse
 observed Fisher information at the optimum.
 
 Per-user popularity affinity (conformity) is a second stage: each user's multiplier of the
@@ -38,18 +43,16 @@ _CONFORMITY_PRIOR_SD = 0.5
 
 @dataclass(frozen=True)
 class ChoiceData:
-    x: np.ndarray  # (n, len(CHOICE_TERMS)) features
-    y: np.ndarray  # (n,) 1 = observed, 0 = sampled unobserved
-    user: np.ndarray  # (n,) row of the user in the `interests` passed to `choice_data`
+    x: np.ndarray  # (E, K, len(CHOICE_TERMS)) features of each event's choice set; [:, 0] was chosen
+    user: np.ndarray  # (E,) row of the user in the `interests` passed to `choice_data`
 
 
 @dataclass(frozen=True)
 class LogitFit:
     weights: dict[str, float]
     std_errors: dict[str, float]
-    intercept: float
-    loglik: float  # mean log-likelihood per observation on the fitted data
-    null_loglik: float  # same, intercept-only model
+    loglik: float  # mean log-likelihood per choice on the fitted data
+    null_loglik: float  # same, with all weights 0: -log(choice set size)
 
 
 def choice_data(
@@ -64,23 +67,26 @@ def choice_data(
 ) -> ChoiceData:
     """Positives are `histories[u][starts[u]:]`; each earlier item is context for the ones after it.
 
-    `interests` (U, D) and `novelty_trait` (U,) describe each user; negatives are items outside
-    the user's whole history.
+    `interests` (U, D) and `novelty_trait` (U,) describe each user. The sampled alternatives of
+    the t-th choice are items the user had not chosen up to and including t: items chosen later
+    were available then, and leaving them out would drop the most attractive alternatives and
+    inflate every weight (by 5-15% in the recovery test).
     """
     emb = np.vstack([catalog.embeddings, np.zeros((1, catalog.embedding_dim), np.float32)]).astype(np.float64)
     n_items = len(catalog)
-    users, items, memory = [], [], []
+    users, items, times, memory = [], [], [], []
     for u, (hist, start) in enumerate(zip(histories, starts)):
         for t in range(int(start), len(hist)):
             mem = hist[max(0, t - memory_size) : t]
             memory.append(np.concatenate([np.full(memory_size - len(mem), -1, np.int64), mem]))
             users.append(u)
             items.append(hist[t])
+            times.append(t)
     user = np.asarray(users, dtype=np.int64)
     if not len(user):
         raise ValueError("no interactions to fit the choice model on")
     pos = np.asarray(items, dtype=np.int64)
-    neg = _negatives(user, histories, n_items, n_negatives, rng)
+    neg = _negatives(user, np.asarray(times), histories, n_items, n_negatives, rng)
     cand = np.concatenate([pos[:, None], neg], axis=1)  # (E, 1 + n_neg)
     mem = np.asarray(memory)
     rel = np.einsum("ekd,ed->ek", emb[cand], interests[user])
@@ -91,54 +97,59 @@ def choice_data(
     novelty = 1.0 - np.minimum(max_sim, 1.0)
     x = np.stack([rel, catalog.quality[cand].astype(np.float64), catalog.popularity_z[cand],
                   -np.abs(novelty - novelty_trait[user][:, None])], axis=2)
-    y = np.zeros(cand.shape)
-    y[:, 0] = 1.0
-    return ChoiceData(x.reshape(-1, len(CHOICE_TERMS)), y.ravel(), np.repeat(user, cand.shape[1]))
+    return ChoiceData(x, user)
 
 
-def _negatives(user: np.ndarray, histories: list[np.ndarray], n_items: int, k: int,
+def _negatives(user: np.ndarray, time: np.ndarray, histories: list[np.ndarray], n_items: int, k: int,
                rng: np.random.Generator) -> np.ndarray:
-    """(E, k) items uniformly drawn outside each event's user history (redrawn on collision)."""
-    seen = {u: set(h.tolist()) for u, h in enumerate(histories)}
-    if any(len(s) >= n_items for s in seen.values()):
+    """(E, k) items drawn uniformly among those the event's user had not chosen by its time (redrawn on clash)."""
+    first = [{} for _ in histories]  # user -> item -> position of its first choice
+    for u, hist in enumerate(histories):
+        for t, i in enumerate(hist.tolist()):
+            first[u].setdefault(i, t)
+    if any(len(f) >= n_items for f in first):
         raise ValueError("a user interacted with every item, so no unobserved item is left to sample")
     neg = rng.integers(0, n_items, (len(user), k))
     while True:
-        clash = np.array([[i in seen[u] for i in row] for u, row in zip(user, neg)])
+        clash = np.array([[first[u].get(i, t + 1) <= t for i in row] for u, t, row in zip(user, time, neg)])
         if not clash.any():
             return neg
         neg[clash] = rng.integers(0, n_items, int(clash.sum()))
 
 
 def fit_logit(data: ChoiceData, iterations: int = 50, tol: float = 1e-9) -> LogitFit:
-    """Newton's method on the concave log-likelihood; standard errors from the inverse Hessian."""
-    x = np.hstack([np.ones((len(data.y), 1)), data.x])
-    beta = np.zeros(x.shape[1])
-    beta[0] = np.log(data.y.mean() / (1 - data.y.mean()))
+    """Newton's method on the concave conditional log-likelihood; standard errors from the inverse Hessian."""
+    x = data.x
+    beta = np.zeros(x.shape[2])
     ridge = 1e-8 * np.eye(len(beta))  # keeps the step defined if a feature is constant
     for _ in range(iterations):
-        p = _sigmoid(x @ beta)
-        hess = (x * (p * (1 - p))[:, None]).T @ x + ridge
-        step = np.linalg.solve(hess, x.T @ (data.y - p))
+        grad, hess = _score(x, beta)
+        step = np.linalg.solve(hess + ridge, grad)
         beta += step
         if np.abs(step).max() < tol:
             break
-    p = _sigmoid(x @ beta)
-    cov = np.linalg.inv((x * (p * (1 - p))[:, None]).T @ x + ridge)
-    se = np.sqrt(np.diag(cov))
+    se = np.sqrt(np.diag(np.linalg.inv(_score(x, beta)[1] + ridge)))
     return LogitFit(
-        weights={t: float(b) for t, b in zip(CHOICE_TERMS, beta[1:])},
-        std_errors={t: float(s) for t, s in zip(CHOICE_TERMS, se[1:])},
-        intercept=float(beta[0]),
-        loglik=mean_loglik(data, beta[0], beta[1:]),
-        null_loglik=mean_loglik(data, float(np.log(data.y.mean() / (1 - data.y.mean()))), np.zeros(len(beta) - 1)),
+        weights={t: float(b) for t, b in zip(CHOICE_TERMS, beta)},
+        std_errors={t: float(s) for t, s in zip(CHOICE_TERMS, se)},
+        loglik=mean_loglik(data, beta),
+        null_loglik=-float(np.log(x.shape[1])),
     )
 
 
-def mean_loglik(data: ChoiceData, intercept: float, weights: np.ndarray) -> float:
-    """Mean Bernoulli log-likelihood per observation of a logit with these coefficients."""
-    eta = intercept + data.x @ np.asarray(weights)
-    return float(np.mean(data.y * eta - np.logaddexp(0.0, eta)))
+def _score(x: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient and negated Hessian of the conditional log-likelihood (chosen alternative first)."""
+    p = _softmax(x @ beta)  # (E, K)
+    mean = np.einsum("ek,ekp->ep", p, x)
+    grad = (x[:, 0] - mean).sum(axis=0)
+    hess = np.einsum("ek,ekp,ekq->pq", p, x, x) - mean.T @ mean
+    return grad, hess
+
+
+def mean_loglik(data: ChoiceData, weights: np.ndarray) -> float:
+    """Mean conditional log-likelihood per choice of a logit with these weights."""
+    eta = data.x @ np.asarray(weights)
+    return float(np.mean(eta[:, 0] - np.logaddexp.reduce(eta, axis=1)))
 
 
 def fit_conformity(data: ChoiceData, fit: LogitFit, n_users: int, iterations: int = 20) -> np.ndarray:
@@ -149,17 +160,19 @@ def fit_conformity(data: ChoiceData, fit: LogitFit, n_users: int, iterations: in
     """
     w = np.array([fit.weights[t] for t in CHOICE_TERMS])
     k = CHOICE_TERMS.index("popularity")
-    pop = w[k] * data.x[:, k]
-    rest = fit.intercept + data.x @ w - pop
+    pop = w[k] * data.x[:, :, k]  # (E, K)
+    rest = data.x @ w - pop
     a = np.ones(n_users)
     prec = 1.0 / _CONFORMITY_PRIOR_SD**2
     for _ in range(iterations):
-        p = _sigmoid(rest + a[data.user] * pop)
-        grad = np.bincount(data.user, (data.y - p) * pop, n_users) - prec * (a - 1.0)
-        hess = np.bincount(data.user, p * (1 - p) * pop**2, n_users) + prec
+        p = _softmax(rest + a[data.user][:, None] * pop)
+        mean = (p * pop).sum(axis=1)
+        grad = np.bincount(data.user, pop[:, 0] - mean, n_users) - prec * (a - 1.0)
+        hess = np.bincount(data.user, (p * pop**2).sum(axis=1) - mean**2, n_users) + prec
         a = np.maximum(a + grad / hess, 0.0)
     return a
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)

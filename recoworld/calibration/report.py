@@ -30,8 +30,8 @@ def calibration_table(report: dict[str, Any]) -> Table:
     for name in ("conformity", "activity"):
         s = report[name]
         table.add_row(f"per-user {name}", f"{s['median']:.3g}", "", f"median; p10 {s['p10']:.3g}, p90 {s['p90']:.3g}")
-    ll = choice["loglik_per_observation"]
-    table.add_row("choice log-lik / obs", f"{ll['train']:.4f}", "",
-                  f"train; valid {ll['valid']:.4f}; intercept-only {ll['null_train']:.4f}")
+    ll = choice["loglik_per_choice"]
+    table.add_row("choice log-lik / choice", f"{ll['train']:.4f}", "",
+                  f"train; valid {ll['valid']:.4f}; all weights 0: {ll['null']:.4f}")
     table.add_row("not identified by a log", "", "", ", ".join(report["not_identified"]))
     return table

@@ -58,7 +58,7 @@ class RepresentationConfig(StrictModel):
     )
     mf_factors: int = Field(32, ge=2, le=1024, description="ALS factors (the mf embedding width)")
     mf_confidence: float = Field(10.0, gt=0, description="ALS alpha: confidence 1 + alpha * count per observed pair")
-    mf_regularization: float = Field(100.0, gt=0, description="ALS ridge penalty (strong: logs are sparse)")
+    mf_regularization: float = Field(2.0, gt=0, description="ALS ridge penalty per observed entry of a row")
     mf_iterations: int = Field(15, ge=1, le=200)
     semantic_id_levels: int = Field(3, ge=1, le=8)
     semantic_id_codebook: int = Field(32, ge=2, le=4096)
@@ -211,7 +211,7 @@ def mf_embeddings(interactions: pd.DataFrame, idx: np.ndarray, topic: np.ndarray
     """(n, mf_factors) unit-norm item factors from implicit ALS on the train log.
 
     Items the log never names have no behaviour to learn from; they take the mean direction
-    of their topic's items (zero when the whole topic is unseen), so they stay reachable.
+    of their topic's items (of all items when the whole topic is unseen), so they stay reachable.
     """
     user_codes = pd.factorize(interactions["user_id"])[0]
     fit = implicit_als(user_codes, idx, int(user_codes.max()) + 1, n, cfg.mf_factors, cfg.mf_confidence,
@@ -220,6 +220,7 @@ def mf_embeddings(interactions: pd.DataFrame, idx: np.ndarray, topic: np.ndarray
     seen = np.bincount(idx, minlength=n) > 0
     sums = np.zeros((int(topic.max()) + 1, emb.shape[1]))
     np.add.at(sums, topic[seen], emb[seen])
+    sums[~sums.any(axis=1)] = emb[seen].sum(axis=0)
     emb[~seen] = _unit_rows(sums)[topic[~seen]]
     return emb
 

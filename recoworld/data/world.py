@@ -52,8 +52,10 @@ class RealWorld:
                 f"(d={self.catalog.embedding_dim}); {len(self.profiles)} simulated users")
 
 
-def prepare_world(config: DataConfig) -> RealWorld:
-    dataset = load_dataset(config.path, config.format, config.columns or None)
+def prepare_world(config: DataConfig, dataset: Dataset | None = None) -> RealWorld:
+    """Split, catalog and users for `config`; `dataset` skips loading when the caller already has it."""
+    if dataset is None:
+        dataset = load_dataset(config.path, config.format, config.columns or None)
     split = temporal_split(dataset.interactions, config.test_fraction, config.split, config.min_train)
     catalog = build_catalog(dataset, split.train, config.representation)
     rng = np.random.default_rng(config.seed)
