@@ -253,6 +253,8 @@ def fidelity(
     llm_users: Annotated[int, typer.Option(help="also score LLM users on the first N users (slow); 0 = skip")] = 0,
     config: Annotated[Path | None, typer.Option(help="world config (YAML or JSON): choice model, LLM backend")] = None,
     calibrated: Annotated[Path | None, typer.Option(help=CALIBRATED_HELP + "; scored with its own split")] = None,
+    passes: Annotated[int, typer.Option(min=1, help="passes of sampled reactions per simulated user; calibrated users "
+                                             "click rarely, as real ones do, and need about 200")] = 5,
     seed: Annotated[int, typer.Option(help="seed of the negatives, the simulated users and tie-breaks")] = 0,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/fidelity"),
 ) -> None:
@@ -276,7 +278,7 @@ def fidelity(
             raise RecoWorldError("no user has both train history and new held-out items; lower --test-fraction")
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None
-    runs = [(default_scorers(real.catalog, world), evaluated)]
+    runs = [(default_scorers(real.catalog, world, repeats=passes), evaluated)]
     llm = None
     if llm_users > 0:
         try:
