@@ -141,8 +141,10 @@ class ModelProcess:
     # ------------------------------------------------------------------ internals
 
     def _ensure_running(self, report: Report) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            return
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                return
+            self._died(report, during="idle time")  # it died between calls: count it, restart, lose nothing
         s = self.settings
         if self._consecutive_deaths >= s.max_consecutive_deaths:
             raise ModelCrashLoop(
