@@ -275,7 +275,8 @@ class ParametricUsers:
         # relevance of every later item through the slate's Gram matrix. Between clicks
         # nothing changes, so the loop jumps from one click position to the next.
         noise = ChoiceModel.draw_noise(rng, (b, k, 4))
-        base = choice.utility(0.0, quality, novelty, appetite, fat, positions, self._popularity[slates],
+        popularity = self._popularity[slates] if choice.config.popularity else 0.0
+        base = choice.utility(0.0, quality, novelty, appetite, fat, positions, popularity,
                               self.conformity[:, None], self.activity[:, None])
         if utility_bonus is not None:
             base = base + utility_bonus
