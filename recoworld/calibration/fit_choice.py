@@ -89,10 +89,10 @@ def choice_data(
     neg = _negatives(user, np.asarray(times), histories, n_items, n_negatives, rng)
     cand = np.concatenate([pos[:, None], neg], axis=1)  # (E, 1 + n_neg)
     mem = np.asarray(memory)
-    rel = np.einsum("ekd,ed->ek", emb[cand], interests[user])
-    max_sim = np.empty(cand.shape)
-    for s in range(0, len(cand), 4096):  # chunks keep the (E, K, M) similarity tensor small
+    rel, max_sim = np.empty(cand.shape), np.empty(cand.shape)
+    for s in range(0, len(cand), 4096):  # chunks keep the (E, K, D) and (E, K, M) tensors small
         c, m = emb[cand[s : s + 4096]], emb[mem[s : s + 4096]]
+        rel[s : s + 4096] = np.einsum("ekd,ed->ek", c, interests[user[s : s + 4096]])
         max_sim[s : s + 4096] = np.einsum("ekd,emd->ekm", c, m).max(axis=2)
     novelty = 1.0 - np.minimum(max_sim, 1.0)
     x = np.stack([rel, catalog.quality[cand].astype(np.float64), catalog.popularity_z[cand],

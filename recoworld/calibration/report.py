@@ -11,7 +11,7 @@ def calibration_table(report: dict[str, Any]) -> Table:
     """One row per fitted parameter (value, standard error, 95% CI or how it was fitted)."""
     table = Table(title="Calibrated parametric user")
     for header, justify in (("parameter", "left"), ("value", "right"), ("± SE", "right"), ("95% CI / note", "left")):
-        table.add_column(header, justify=justify)  # type: ignore[arg-type]
+        table.add_column(header, justify=justify)
 
     def estimate(name: str, est: dict[str, Any]) -> None:
         lo, hi = est["ci95"]

@@ -174,7 +174,7 @@ def build_catalog(dataset: Dataset, interactions: pd.DataFrame, config: Represen
                 parts.append(mf_embeddings(interactions, idx, topic, n, cfg))
                 names.append("mf")
             else:
-                text_emb, used = embed_texts(texts, part, cfg.embedding_dim, cfg.seed)  # type: ignore[arg-type]
+                text_emb, used = embed_texts(texts, part, cfg.embedding_dim, cfg.seed)
                 parts.append(_centred(text_emb))
                 names.append(used)
         embeddings, method = _unit_rows(np.hstack(parts)), "+".join(names)
