@@ -3,7 +3,7 @@
     proc = model_process(path, n_ctx=4096, n_threads=None, settings=LocalModelConfig(), log_path=...)
     result = proc.call({"messages": [...], "max_tokens": 64}, report=usage.add)
 
-One child per (model file, n_ctx, n_threads) and Python process, started on the first call
+One child per (model file, n_ctx, n_threads, settings) and Python process, started on the first call
 and shared by every backend of that process, since loading dominates short runs. Calls are
 serialised: a llama.cpp context answers one request at a time.
 
@@ -238,7 +238,7 @@ class ModelProcess:
         return line
 
 
-_PROCESSES: dict[tuple[str, int, int | None], ModelProcess] = {}
+_PROCESSES: dict[tuple[str, int, int | None, LocalModelConfig, str], ModelProcess] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
@@ -246,7 +246,7 @@ def model_process(
     model_path: Path, n_ctx: int, n_threads: int | None, settings: LocalModelConfig, log_path: Path
 ) -> ModelProcess:
     """The process-wide supervised child for this model file and settings (started on its first call)."""
-    key = (str(model_path), n_ctx, n_threads)
+    key = (str(model_path), n_ctx, n_threads, settings, str(log_path))
     with _REGISTRY_LOCK:
         if key not in _PROCESSES:
             _PROCESSES[key] = ModelProcess(model_path, n_ctx, n_threads, settings, log_path)
@@ -255,8 +255,9 @@ def model_process(
 
 @atexit.register
 def close_all() -> None:
-    """Stop every model process this interpreter started (also called at exit)."""
+    """Stop every model process this interpreter started and forget them (also called at exit)."""
     with _REGISTRY_LOCK:
         processes = list(_PROCESSES.values())
+        _PROCESSES.clear()
     for proc in processes:
         proc.close()
