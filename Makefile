@@ -18,6 +18,8 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 LLAMA_WHEELS ?= $(HOME)/.cache/recoworld/wheels
 LLAMA_KEY := $(shell printf '%s|%s' '$(LLAMA_VERSION)' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 LLAMA_DIR := $(LLAMA_WHEELS)/llama-cpp-python-$(LLAMA_VERSION)-$(LLAMA_KEY)
+# The tests read it to check that the installed build matches the flags (no AMX kernels unless asked).
+export LLAMA_CMAKE_ARGS
 
 .PHONY: demo test lint bench clean
 

@@ -14,7 +14,9 @@ or duplicating any user; a part written but not yet recorded is simply redone.
 LLM users and recommenders (`user_backend: llm`, `toolrec`) use the spec's `world.llm`.
 Within a shard, a step's user turns are in flight together (`llm.concurrency`); every
 Ray worker process has its own backend, so its cache connection, usage account and
-`budget_*` limits are per worker, not per study. Fallback turns are flagged in the
+`budget_*` limits are per worker, not per study. With the local backend each Ray worker
+also supervises its own model process (`recoworld.llm.supervisor`): a crash there costs
+that worker one turn and a restart, and the process ends with the worker. Fallback turns are flagged in the
 trajectories' `llm_fallback` column; `agent_trace` keeps an LLM recommender's reasoning.
 """
 
