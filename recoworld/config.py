@@ -23,18 +23,18 @@ def build(model: type[M], what: str, data: dict[str, Any] | M | None = None, **o
     """Validate `data` merged with `overrides` into `model`, raising `ConfigError` on bad input."""
     base = data.model_dump() if isinstance(data, BaseModel) else dict(data or {})
     try:
-        return model.model_validate(_deep_merge(base, overrides))
+        return model.model_validate(deep_merge(base, overrides))
     except ValidationError as err:
         raise ConfigError.from_validation(what, err) from None
 
 
-def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, BaseModel):
             value = value.model_dump()
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out
