@@ -169,13 +169,15 @@ def train(
     num_env_runners: Annotated[int | None, typer.Option(help="override the number of remote env runners")] = None,
     seed: Annotated[int | None, typer.Option(help="override the training seed")] = None,
     resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in --out")] = False,
+    calibrated: Annotated[Path | None, typer.Option(help=CALIBRATED_HELP)] = None,
 ) -> None:
     """Train a PPO recommender (Ray RLlib) on RecoWorld-v0 and compare it with the baselines."""
     try:
         from recoworld.training import TrainConfig, format_table, start_ray
         from recoworld.training import train as run
 
-        cfg = TrainConfig.load(config, iterations=iterations, num_env_runners=num_env_runners, seed=seed)
+        cfg = TrainConfig.load(config, iterations=iterations, num_env_runners=num_env_runners, seed=seed,
+                               calibrated=calibrated.resolve() if calibrated else None)
     except ImportError as err:
         raise _fail(RecoWorldError(f"training needs the rllib extra (pip install 'recoworld[rllib]'): {err}")) from None
     except (RecoWorldError, FileNotFoundError) as err:
@@ -197,12 +199,14 @@ def study(
     address: Annotated[str | None, typer.Option(help="existing Ray cluster (e.g. 'auto'); default: local Ray")] = None,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray runtime")] = None,
     seed: Annotated[int | None, typer.Option(help="override the spec's seed")] = None,
+    calibrated: Annotated[Path | None, typer.Option(help=CALIBRATED_HELP + "; replaces the spec's `calibrated:`")]
+    = None,
 ) -> None:
     """Run a population study on Ray, sharded and checkpointed: rerun the same command to resume."""
     from recoworld.studies.spec import StudySpec
 
     try:
-        cfg = StudySpec.from_yaml(spec)
+        cfg = StudySpec.from_yaml(spec, calibrated=calibrated)
         if seed is not None:
             cfg = StudySpec.parse({**cfg.model_dump(), "seed": seed})
         from recoworld.studies.report import ALL, write_report

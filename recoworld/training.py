@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from recoworld.agents import Recommender, make_recommender
 from recoworld.agents.rllib_policy import RLlibRecommender
@@ -108,10 +108,20 @@ class TrainConfig(StrictModel):
     max_minutes: float | None = Field(None, gt=0, description="stop early (after a whole iteration) past this")
     num_env_runners: int = Field(0, ge=0, description="0 samples in the driver process")
     action_mask: bool = True
+    calibrated: Path | None = Field(
+        None, description="a `recoworld calibrate` folder: its world (under `world:`), catalog and users"
+    )
     world: WorldConfig = WorldConfig()
     population: PopulationSpec = Field(default_factory=PopulationSpec.default)
     ppo: PPOSettings = PPOSettings()
     eval: EvalSettings = EvalSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _calibrated_world(cls, data: Any) -> Any:
+        from recoworld.calibration.inputs import with_calibrated_world
+
+        return with_calibrated_world(data)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> TrainConfig:
@@ -122,6 +132,8 @@ class TrainConfig(StrictModel):
             if not isinstance(loaded, dict):
                 raise ConfigError(f"{path}: a training config must be a mapping, got {type(loaded).__name__}")
             data = loaded
+            if data.get("calibrated") is not None:  # relative to the config file, like a study's
+                data["calibrated"] = Path(path).parent / str(data["calibrated"])
         return build(cls, f"training config{f' {path}' if path else ''}", data,
                      **{k: v for k, v in overrides.items() if v is not None})
 
@@ -137,12 +149,18 @@ class TrainConfig(StrictModel):
 def make_training_env(env_config: dict[str, Any]) -> gym.Env[Any, Any]:
     """The env every RLlib env runner builds: RecoWorld-v0 behind `UserRelativeObservation`.
 
-    `env_config` holds plain dicts (`world`, `population`, `action_mask`) so it pickles to
-    remote runners; each runner rebuilds the (cached, seeded) catalog itself.
+    `env_config` holds plain dicts (`world`, `population`, `action_mask`, `calibrated`) so it
+    pickles to remote runners; each runner rebuilds the (cached, seeded) catalog itself, or
+    loads the calibrated one once per process.
     """
     world = WorldConfig.model_validate(env_config["world"])
-    population = PopulationSpec.model_validate(env_config["population"])
-    env = RecoWorldEnv(world, population=population)
+    if env_config.get("calibrated"):
+        from recoworld.calibration.inputs import cached_calibration
+
+        calibrated = cached_calibration(env_config["calibrated"])
+        env = RecoWorldEnv(world, catalog=calibrated.catalog, population=calibrated.profiles)
+    else:
+        env = RecoWorldEnv(world, population=PopulationSpec.model_validate(env_config["population"]))
     return UserRelativeObservation(env, action_mask=bool(env_config["action_mask"]))
 
 
@@ -173,7 +191,7 @@ def build_ppo_config(cfg: TrainConfig) -> PPOConfig:
         PPOConfig()
         .environment(ENV_NAME, env_config={
             "world": cfg.world.model_dump(), "population": cfg.population.model_dump(),
-            "action_mask": cfg.action_mask,
+            "action_mask": cfg.action_mask, "calibrated": str(cfg.calibrated) if cfg.calibrated else None,
         })
         .env_runners(num_env_runners=cfg.num_env_runners, num_envs_per_env_runner=p.num_envs_per_env_runner)
         .learners(num_learners=0)
@@ -219,7 +237,14 @@ def evaluate(cfg: TrainConfig, agents: dict[str, Callable[[Catalog, int, int | N
     """
     sim = SimulationConfig(n_users=cfg.eval.n_users, agents=list(agents), seed=cfg.eval.seed,
                            world=cfg.eval_world(), population=cfg.population)
-    result = simulate(sim, build_agent=lambda name, catalog, k, seed: agents[name](catalog, k, seed))
+    catalog, profiles = None, None
+    if cfg.calibrated is not None:
+        from recoworld.calibration.inputs import cached_calibration
+
+        calibrated = cached_calibration(str(cfg.calibrated))
+        catalog, profiles = calibrated.catalog, calibrated.profiles
+    result = simulate(sim, catalog=catalog, profiles=profiles,
+                      build_agent=lambda name, catalog, k, seed: agents[name](catalog, k, seed))
     return result.episodes
 
 

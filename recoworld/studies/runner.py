@@ -90,9 +90,22 @@ def _rng(seed: int, key: int) -> np.random.Generator:
 
 def prepare(spec: StudySpec, catalog: Catalog | None = None) -> StudySetup:
     """Draw the users, publish the creator's items and fix the release days, all from `spec.seed`."""
-    base = catalog if catalog is not None else cached_catalog(spec.world.catalog)
+    calibrated = None
+    if spec.calibrated is not None:
+        from recoworld.calibration.inputs import cached_calibration
+
+        calibrated = cached_calibration(str(spec.calibrated))
+    if catalog is not None:
+        base = catalog
+    else:
+        base = calibrated.catalog if calibrated is not None else cached_catalog(spec.world.catalog)
     if spec.profiles is not None:
         profiles = list(spec.profiles)
+    elif calibrated is not None:  # the log's own users; `n_users` of them, drawn with the study seed
+        profiles = list(calibrated.profiles)
+        if spec.n_users is not None and spec.n_users < len(profiles):
+            keep = np.sort(_rng(spec.seed, _POPULATION).choice(len(profiles), spec.n_users, replace=False))
+            profiles = [profiles[i] for i in keep]
     else:
         profiles = sample_population(spec.population, base, _rng(spec.seed, _POPULATION), n=spec.n_users)
     if not profiles:

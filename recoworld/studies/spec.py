@@ -70,8 +70,18 @@ class StudySpec(_Spec):
     profiles: list[UserProfile] | None = Field(
         None, description="explicit users (e.g. built from data); replaces sampling from `population`"
     )
+    calibrated: Path | None = Field(
+        None, description="a `recoworld calibrate` folder: its world (under `world:`), catalog and users"
+    )
     creator: CreatorSpec | None = None
     out: str | None = Field(None, description="output directory; default runs/<name>")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _calibrated_world(cls, data: Any) -> Any:
+        from recoworld.calibration.inputs import with_calibrated_world
+
+        return with_calibrated_world(data)
 
     @model_validator(mode="before")
     @classmethod
@@ -115,6 +125,10 @@ class StudySpec(_Spec):
     def segment_names(self) -> list[str]:
         if self.profiles is not None:
             return list(dict.fromkeys(p.segment for p in self.profiles))
+        if self.calibrated is not None:
+            from recoworld.calibration.inputs import cached_calibration
+
+            return list(dict.fromkeys(p.segment for p in cached_calibration(str(self.calibrated)).profiles))
         return [s.name for s in self.population.segments]
 
     @property
@@ -135,8 +149,11 @@ class StudySpec(_Spec):
             raise ConfigError.from_validation("study spec", err) from None
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str]) -> StudySpec:
-        """Load a spec; `population:` may also name a population YAML file, relative to the spec."""
+    def from_yaml(cls, path: str | os.PathLike[str], calibrated: str | os.PathLike[str] | None = None) -> StudySpec:
+        """Load a spec; `population:` may also name a population YAML file, relative to the spec.
+
+        `calibrated` (the command line's `--calibrated`, relative to the working directory)
+        replaces the spec's own `calibrated:`."""
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"study spec not found: {path}")
@@ -145,4 +162,8 @@ class StudySpec(_Spec):
             raise ConfigError(f"study spec {path} must be a YAML mapping, got {type(data).__name__}")
         if isinstance(data.get("population"), str):
             data["population"] = PopulationSpec.from_yaml(path.parent / data["population"]).model_dump()
+        if calibrated is not None:
+            data["calibrated"] = Path(calibrated).resolve()
+        elif data.get("calibrated") is not None:  # relative to the spec, like `population:`
+            data["calibrated"] = path.parent / str(data["calibrated"])
         return cls.parse(data)
