@@ -98,14 +98,20 @@ class DynamicsConfig(StrictModel):
 class ReturnConfig(StrictModel):
     """The return-gap hazard, driven by end-of-session satisfaction s.
 
-    rate = base_rate * exp(satisfaction_effect * (s - 0.5)) * (propensity / 0.5)  [returns/day]
+    rate = base_rate * exp(satisfaction_effect * (s - satisfaction_reference)) * (propensity / 0.5)  [returns/day]
     gap ~ Gamma(shape=gap_shape, mean=1/rate): the hazard rises from zero, so nobody is back instantly
     churn probability = sigmoid(churn_bias - churn_satisfaction * s)
+
+    `satisfaction_reference` is the satisfaction at which a user returns at exactly their
+    base rate: 0.5 (the middle of the scale) in the synthetic world. `recoworld calibrate`
+    sets it so that the return rates it fits from a log hold on average over the calibrated
+    users' end-of-session satisfaction; retention still responds to how a session went.
     """
 
     base_rate: float = Field(0.6, gt=0, description="returns per day at neutral satisfaction")
     gap_shape: float = Field(2.0, gt=0, description="Gamma shape of the gap; 1 is memoryless")
     satisfaction_effect: float = Field(3.0, ge=0)
+    satisfaction_reference: float = Field(0.5, ge=0, le=1, description="satisfaction of the neutral base rate")
     churn_bias: float = -2.5
     churn_satisfaction: float = Field(4.0, ge=0)
     interest_memory_days: float = Field(3.0, gt=0, description="time constant of interest regression")

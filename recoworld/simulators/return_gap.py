@@ -20,7 +20,7 @@ class ReturnGapModel:
     def rate(self, satisfaction: np.ndarray, propensity: np.ndarray) -> np.ndarray:
         """Expected returns per day."""
         c = self.config
-        return c.base_rate * np.exp(c.satisfaction_effect * (satisfaction - 0.5)) * (propensity / 0.5)
+        return c.base_rate * np.exp(c.satisfaction_effect * (satisfaction - c.satisfaction_reference)) * (propensity / 0.5)
 
     def churn_probability(self, satisfaction: np.ndarray) -> np.ndarray:
         c = self.config
