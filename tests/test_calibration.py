@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from recoworld.calibration import CalibrationConfig, calibrate, load_calibration
 from recoworld.calibration.fit_choice import CHOICE_TERMS, choice_data, fit_conformity, fit_logit
 from recoworld.calibration.fit_sessions import sessionize
-from recoworld.calibration.moments import fit_session_moments, nelder_mead, simulate_session_sizes
+from recoworld.calibration.moments import fit_session_moments, nelder_mead, simulate_sessions
 from recoworld.catalog import Catalog
 from recoworld.cli import app
 from recoworld.config import ChoiceConfig, ReturnConfig, WorldConfig
@@ -260,7 +260,7 @@ def test_session_moments_recover_click_bias_and_patience(catalog: Catalog) -> No
     on other seeds come back within 0.4 (bias) and 25% (patience scale)."""
     profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(0), n=200)
     world = WorldConfig()
-    observed = np.concatenate([simulate_session_sizes(catalog, world, profiles, -2.0, 0.5, s) for s in (11, 12, 13)])
+    observed = np.concatenate([simulate_sessions(catalog, world, profiles, -2.0, 0.5, s).sizes for s in (11, 12, 13)])
     calls: list[int] = []
     fit = fit_session_moments(catalog, world, profiles, observed, seed=0, budget=40,
                               on_eval=lambda n, best: calls.append(n))

@@ -19,21 +19,29 @@ What is fitted, and how (every number lands in calibration.json with its uncerta
 | novelty_mismatch weights                    | items (`fit_choice`), SE from the inverse Hessian     |
 | per-user popularity_affinity (conformity)   | per-user MAP, N(1, 0.5^2) prior (`fit_choice`)        |
 | returns gap_shape                           | conditional Gamma MLE (`fit_sessions`), SE            |
-| per-user return_propensity, base_rate       | conjugate posterior return rates (`fit_sessions`)     |
-| returns churn_bias                          | churn share of session ends (`fit_sessions`), SE      |
+| per-user return_propensity, base_rate       | conjugate posterior return rates (`fit_sessions`),    |
+|                                             | per visit: over the share of visits that consume      |
+| returns churn_bias, satisfaction_reference  | churn share of session ends (`fit_sessions`), SE;     |
+|                                             | centred on the simulated end-of-session satisfaction  |
+|                                             | (`fit_sessions.visit_returns`)                        |
 | per-user activity                           | log of the user's mean session size over the median,  |
 |                                             | shrunk by n / (n + 3) sessions: a click-logit offset  |
 | choice bias, profiles' patience scale       | simulated moments of items per session (`moments`)    |
+| choice like_threshold                       | 1-D MLE of P(positive rating | consumed) given the    |
+|                                             | fitted utility (`fit_like_threshold`), SE; needs      |
+|                                             | explicit ratings, else kept at its configured value   |
+
+The share threshold keeps its configured offset above the like threshold (a log of ratings
+has no shares), so likes and shares stay ordered as in the synthetic world.
 
 Not identified by an interaction log and kept at their configured values: position and
 fatigue weights (no slates, no order of exposure), satisfaction effects and dynamics (no
-satisfaction signal), like/share thresholds. calibration.json lists them as such.
+satisfaction signal), the share threshold's offset. calibration.json lists them as such.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,12 +52,20 @@ import pandas as pd
 import yaml
 from pydantic import Field
 
-from recoworld.calibration.fit_choice import CHOICE_TERMS, choice_data, fit_conformity, fit_logit, mean_loglik
-from recoworld.calibration.fit_sessions import fit_sessions
+from recoworld.calibration.fit_choice import (
+    CHOICE_TERMS,
+    ChoiceData,
+    choice_data,
+    fit_conformity,
+    fit_like_threshold,
+    fit_logit,
+    mean_loglik,
+)
+from recoworld.calibration.fit_sessions import fit_sessions, visit_returns
 from recoworld.calibration.moments import fit_session_moments, scale_patience
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel, WorldConfig, build
-from recoworld.data.dataset import Dataset
+from recoworld.data.dataset import Dataset, positive_ratings
 from recoworld.data.items import build_catalog
 from recoworld.data.load import load_dataset
 from recoworld.data.users import build_profiles
@@ -58,7 +74,7 @@ from recoworld.errors import ConfigError
 from recoworld.population import UserProfile
 
 FILES = ("world.yaml", "profiles.jsonl", "catalog.parquet", "calibration.json")
-NOT_IDENTIFIED = ("choice.position", "choice.fatigue", "choice.like_threshold", "choice.share_threshold",
+NOT_IDENTIFIED = ("choice.position", "choice.fatigue", "choice.share_threshold - like_threshold",
                   "returns.satisfaction_effect", "returns.churn_satisfaction", "dynamics.*")
 _ACTIVITY_SHRINK = 3.0
 _MAX_PROPENSITY = 0.95
@@ -128,23 +144,34 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
     conformity = dict(zip(ids, fit_conformity(fit_rows, logit, len(ids))))
 
     sessions = fit_sessions(_timing_log(real), config.session_gap_minutes)
-    base_rate = float(np.quantile(sessions.user_rates, 0.99)) * 0.5 / _MAX_PROPENSITY
-    p_churn = min(max(sessions.churn_probability, 1e-4), 1 - 1e-4)
-    world0 = _world(real.catalog, logit.weights, sessions.gap_shape, base_rate, p_churn)
+    world0 = _world(real.catalog, logit.weights, sessions.gap_shape)
     activity = _activity(sessions.sessions)
-    profiles = [p.model_copy(update={
-        "popularity_affinity": float(conformity.get(p.user_id, 1.0)),
-        "activity": float(activity.get(p.user_id, 0.0)),
-        "return_propensity": float(np.clip(0.5 * sessions.user_rates.get(p.user_id, sessions.pooled_rate)
-                                           / base_rate, 0.01, 0.99)),
-    }) for p in real.profiles]
+    profiles = [p.model_copy(update={"popularity_affinity": float(conformity.get(p.user_id, 1.0)),
+                                     "activity": float(activity.get(p.user_id, 0.0))}) for p in real.profiles]
 
     pick = np.sort(rng.choice(len(profiles), min(config.moment_users, len(profiles)), replace=False))
     moments = fit_session_moments(real.catalog, world0, [profiles[i] for i in pick],
                                   sessions.sessions["size"].to_numpy(), config.seed, config.moment_budget, on_eval)
-    world = build(WorldConfig, "calibrated world", world0, choice={"bias": moments.bias})
-    profiles = [p.model_copy(update={"patience": scale_patience(p.patience, moments.patience_scale)})
-                for p in profiles]
+    p_churn = min(max(sessions.churn_probability, 1e-4), 1 - 1e-4)
+    visits = visit_returns(moments.sessions.satisfaction, moments.sessions.clicks > 0, p_churn, world0.returns)
+    visit_rates = sessions.user_rates / visits.clicked_share
+    base_rate = float(np.quantile(visit_rates, 0.99)) * 0.5 / _MAX_PROPENSITY
+    pooled = sessions.pooled_rate / visits.clicked_share
+    profiles = [p.model_copy(update={
+        "patience": scale_patience(p.patience, moments.patience_scale),
+        "return_propensity": float(np.clip(0.5 * visit_rates.get(p.user_id, pooled) / base_rate, 0.01, 0.99)),
+    }) for p in profiles]
+    positive = positive_ratings(np.concatenate([r[first.at[u, "c"]: first.at[u, "v"]]
+                                                for u, r in zip(ids, _ratings(log, ids))]), real.dataset.rating_scale)
+    like = _like_threshold(fit_rows, positive, weights, moments.bias,
+                           np.array([activity.get(u, 0.0) for u in ids]))
+    choice = {"bias": moments.bias}
+    if like is not None:
+        base = world0.choice
+        choice |= {"like_threshold": like[0], "share_threshold": like[0] + base.share_threshold - base.like_threshold}
+    world = build(WorldConfig, "calibrated world", world0, choice=choice,
+                  returns={"base_rate": base_rate, "satisfaction_reference": visits.satisfaction_reference,
+                           "churn_bias": visits.churn_bias})
 
     report = {
         "data": json.loads(config.data.model_dump_json()),
@@ -165,7 +192,12 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
             "churn_probability": _estimate(sessions.churn_probability, sessions.churn_probability_se),
             "churn_bias": world.returns.churn_bias,
             "return_rate": _spread(sessions.user_rates.to_numpy()),
+            "visits": {"consuming_share": visits.clicked_share, "churn_per_visit": visits.churn_per_visit,
+                       "satisfaction_reference": visits.satisfaction_reference,
+                       "end_satisfaction": _spread(moments.sessions.satisfaction)},
         },
+        "like_threshold": (_estimate(*like) | {"positive_share": float(np.nanmean(positive))} if like is not None
+                           else {"note": "not identified: the log has no explicit ratings of consumptions"}),
         "moments": {"bias": moments.bias, "patience_scale": moments.patience_scale, "objective": moments.objective,
                     "evaluations": moments.evaluations, "observed": moments.observed,
                     "simulated": moments.simulated},
@@ -214,17 +246,30 @@ def _timing_log(real: RealWorld) -> pd.DataFrame:
     return real.split.train
 
 
-def _world(catalog: Catalog, weights: dict[str, float], gap_shape: float, base_rate: float,
-           p_churn: float) -> WorldConfig:
+def _ratings(log: pd.DataFrame, ids: list[str]) -> list[np.ndarray]:
+    """Each user's ratings in the order of their choices (`log` is sorted by time)."""
+    per_user = log.groupby("user_id")["rating"].agg(lambda s: s.to_numpy(np.float64))
+    return [per_user[u] for u in ids]
+
+
+def _like_threshold(rows: ChoiceData, positive: np.ndarray, weights: np.ndarray, bias: float,
+                    activity: np.ndarray) -> tuple[float, float] | None:
+    """(threshold, SE) from the fitted click utility of each chosen item, or None without usable ratings."""
+    rated = ~np.isnan(positive)
+    if not rated.any() or np.nanmin(positive) == np.nanmax(positive):
+        return None
+    utility = bias + activity[rows.user] + rows.x[:, 0] @ weights
+    return fit_like_threshold(utility[rated], positive[rated])
+
+
+def _world(catalog: Catalog, weights: dict[str, float], gap_shape: float) -> WorldConfig:
     base = WorldConfig()
     n = len(catalog)
     candidates = min(base.n_candidates, n)
     return build(WorldConfig, "calibrated world", base,
                  n_candidates=candidates, slate_size=min(base.slate_size, candidates),
                  catalog={"n_items": max(n, 10)},
-                 choice={t: float(weights[t]) for t in CHOICE_TERMS},
-                 returns={"gap_shape": gap_shape, "base_rate": base_rate,
-                          "churn_bias": math.log(p_churn / (1 - p_churn)) + base.returns.churn_satisfaction * 0.5})
+                 choice={t: float(weights[t]) for t in CHOICE_TERMS}, returns={"gap_shape": gap_shape})
 
 
 def _activity(sessions: pd.DataFrame) -> dict[str, float]:

@@ -23,6 +23,10 @@ recovery setting). The click bias is therefore not identified here (see `moments
 is Newton's method (the log-likelihood is concave), and standard errors come from the inverse
 observed Fisher information at the optimum.
 
+The like threshold is a third stage, once the click bias is known (`fit_like_threshold`): with
+explicit ratings, whether a consumption was rated positive is a logit in the threshold given
+the consumed item's fitted utility.
+
 Per-user popularity affinity (conformity) is a second stage: each user's multiplier of the
 popularity weight, the maximum a posteriori under a N(1, 0.5^2) prior (so users with few
 interactions stay near the population weight), by a vectorized Newton step per user.
@@ -171,6 +175,30 @@ def fit_conformity(data: ChoiceData, fit: LogitFit, n_users: int, iterations: in
         hess = np.bincount(data.user, (p * pop**2).sum(axis=1) - mean**2, n_users) + prec
         a = np.maximum(a + grad / hess, 0.0)
     return a
+
+
+def fit_like_threshold(utility: np.ndarray, positive: np.ndarray, iterations: int = 50,
+                       tol: float = 1e-10) -> tuple[float, float]:
+    """(like threshold T, standard error) by maximum likelihood of P(positive | consumed) = sigmoid(u - T).
+
+    A click of utility u is a like when u + e > T, with logistic e independent of the click's
+    own noise (`ChoiceModel.engagement`), so given the click P(like) = sigmoid(u - T) exactly:
+    a one-parameter logit with offset u. Newton's method (concave); the standard error is the
+    inverse square root of the observed information sum p (1 - p).
+    """
+    u, y = np.asarray(utility, dtype=np.float64), np.asarray(positive, dtype=np.float64)
+    if not len(y) or y.min() == y.max():
+        raise ValueError("the like threshold needs both positive and other ratings among consumptions")
+    share = y.mean()
+    t = float(np.mean(u) - np.log(share / (1 - share)))
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(t - u))
+        step = float((y - p).sum() / max((p * (1 - p)).sum(), 1e-12))
+        t -= step
+        if abs(step) < tol:
+            break
+    p = 1.0 / (1.0 + np.exp(t - u))
+    return t, 1.0 / float(np.sqrt(max((p * (1 - p)).sum(), 1e-12)))
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

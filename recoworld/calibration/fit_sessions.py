@@ -17,6 +17,16 @@
   99th percentile of their own gap distribution (Wilson-Hilferty approximation) is counted
   as churned; each session end is a churn trial, so p = churned users / session ends (the
   geometric maximum likelihood), with a binomial standard error.
+- **From logged sessions to visits** (`visit_returns`). The simulator's users visit, and a
+  visit may end without a consumption; a log records only sessions with one. With a share
+  pi of visits that consume (from sessions simulated at the calibrated parameters), a logged
+  gap spans 1 / pi visit gaps on average, so the visit rate is the logged rate / pi, and the
+  per-visit churn p_v solves 1 - p = pi (1 - p_v) / (1 - (1 - p_v)(1 - pi)) (no churn before
+  the next logged session). The return rate also moves with end-of-session satisfaction s
+  (`ReturnConfig`); the satisfaction reference is set so that the mean gap over the simulated
+  s is the fitted one, E[exp(-effect (s - ref))] = 1, and the churn bias so that the mean
+  churn probability over s is p_v. Retention keeps responding to how a session went, around
+  the level the log shows.
 """
 
 from __future__ import annotations
@@ -26,6 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from recoworld.config import ReturnConfig
 
 SECONDS_PER_DAY = 86400.0
 #: Inactivity, in minutes, after which the next interaction starts a new session (calibration and validity).
@@ -45,6 +57,35 @@ class SessionFit:
     churn_probability_se: float
     n_gaps: int
     gap_loglik: float  # conditional log-likelihood per gap at the fitted shape
+
+
+@dataclass(frozen=True)
+class VisitReturns:
+    """The return model of visits that reproduces a log's session returns (module docstring)."""
+
+    clicked_share: float  # pi: share of visits with at least one consumption
+    satisfaction_reference: float
+    churn_per_visit: float
+    churn_bias: float
+
+
+def visit_returns(satisfaction: np.ndarray, clicked: np.ndarray, churn_per_session: float,
+                  returns: ReturnConfig) -> VisitReturns:
+    """`satisfaction` and `clicked` (B,): how simulated visits ended; `churn_per_session` from the log."""
+    s = np.asarray(satisfaction, dtype=np.float64)
+    pi = max(float(np.mean(clicked)), 1.0 / len(s))
+    effect = returns.satisfaction_effect
+    reference = -math.log(float(np.mean(np.exp(-effect * s)))) / effect if effect > 0 else float(s.mean())
+    p = churn_per_session
+    p_visit = 1.0 - (1.0 - p) / (1.0 - p * (1.0 - pi))
+    lo, hi = -50.0, 50.0  # mean churn probability rises with the bias: bisection
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if np.mean(1.0 / (1.0 + np.exp(returns.churn_satisfaction * s - mid))) < p_visit:
+            lo = mid
+        else:
+            hi = mid
+    return VisitReturns(pi, float(np.clip(reference, 0.0, 1.0)), p_visit, 0.5 * (lo + hi))
 
 
 def sessionize(interactions: pd.DataFrame, gap_minutes: float = SESSION_GAP_MINUTES) -> pd.DataFrame:

@@ -11,6 +11,10 @@ look geometric (a constant hazard of leaving after each item), which is how pati
 session, while a time budget would cap them. A log records no exposures, so the feed is a
 stand-in: slates drawn in proportion to train popularity, the platform's simplest feed.
 
+The sessions simulated at the fitted parameters are kept (`MomentFit.sessions`): how the
+calibrated users' sessions end (their satisfaction, and whether they clicked at all) is what
+`fit_sessions.visit_returns` needs to turn the log's return rates into the simulator's.
+
 Every evaluation reuses one seed (common random numbers), so the objective is a deterministic
 function of the parameters. A coarse scan of the bias picks a start, and a derivative-free
 optimizer (Nelder-Mead, written here in numpy; no scipy dependency) refines it within the
@@ -34,6 +38,19 @@ _BIAS_SCAN = (-7.0, -5.5, -4.0, -3.0, -2.0, -1.0, 0.0)
 
 
 @dataclass(frozen=True)
+class SimulatedSessions:
+    """One simulated session per user: its clicks and the user's satisfaction when it ended."""
+
+    clicks: np.ndarray  # (B,)
+    satisfaction: np.ndarray  # (B,)
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Clicks of the sessions a log would record: those with at least one click."""
+        return self.clicks[self.clicks > 0]
+
+
+@dataclass(frozen=True)
 class MomentFit:
     bias: float
     patience_scale: float
@@ -41,6 +58,7 @@ class MomentFit:
     evaluations: int
     observed: dict[str, float]
     simulated: dict[str, float]
+    sessions: SimulatedSessions  # simulated at the fitted parameters
 
 
 def scale_patience(patience: int, scale: float) -> int:
@@ -56,11 +74,11 @@ def session_moments(sizes: np.ndarray) -> np.ndarray:
     return np.array([sizes.mean(), np.median(sizes), np.quantile(sizes, 0.9)])
 
 
-def simulate_session_sizes(
+def simulate_sessions(
     catalog: Catalog, world: WorldConfig, profiles: list[UserProfile], bias: float, patience_scale: float,
     seed: int, max_turns: int = 40,
-) -> np.ndarray:
-    """Clicks in the first session of each user (sessions without a click are not logged, so dropped)."""
+) -> SimulatedSessions:
+    """The first session of each user on the stand-in feed."""
     choice = world.choice.model_copy(update={"bias": bias})
     users = ParametricUsers(catalog, choice, world.dynamics, world.returns)
     scaled = [p.model_copy(update={"patience": scale_patience(p.patience, patience_scale)}) for p in profiles]
@@ -78,7 +96,7 @@ def simulate_session_sizes(
         active &= ~fb.left
         if not active.any():
             break
-    return clicks[clicks > 0]
+    return SimulatedSessions(clicks, users.satisfaction.copy())
 
 
 def fit_session_moments(
@@ -89,8 +107,8 @@ def fit_session_moments(
     target = session_moments(observed_sizes)
 
     def objective(theta: np.ndarray) -> float:
-        sim = session_moments(simulate_session_sizes(catalog, world, profiles, float(theta[0]),
-                                                     float(np.exp(theta[1])), seed))
+        sim = session_moments(simulate_sessions(catalog, world, profiles, float(theta[0]), float(np.exp(theta[1])),
+                                                seed).sizes)
         return float((((sim - target) / np.maximum(target, 1.0)) ** 2).sum())
 
     # Session size is not monotone in the bias (likelier clicks also hold attention longer, so the
@@ -108,10 +126,10 @@ def fit_session_moments(
     if value > min(values):
         best, value = x0, min(values)
     used += len(scan)
-    sim = session_moments(simulate_session_sizes(catalog, world, profiles, float(best[0]), float(np.exp(best[1])),
-                                                 seed))
+    sessions = simulate_sessions(catalog, world, profiles, float(best[0]), float(np.exp(best[1])), seed)
+    sim = session_moments(sessions.sizes)
     return MomentFit(float(best[0]), float(np.exp(best[1])), value, used,
-                     dict(zip(MOMENTS, map(float, target))), dict(zip(MOMENTS, map(float, sim))))
+                     dict(zip(MOMENTS, map(float, target))), dict(zip(MOMENTS, map(float, sim))), sessions)
 
 
 def nelder_mead(

@@ -23,10 +23,20 @@ def calibration_table(report: dict[str, Any]) -> Table:
     estimate("returns.gap_shape", sessions["gap_shape"])
     estimate("churn probability per session", sessions["churn_probability"])
     table.add_row("returns.base_rate", f"{sessions['base_rate']:.4g}", "", "from per-user posterior return rates")
-    table.add_row("returns.churn_bias", f"{sessions['churn_bias']:.4g}", "", "churn probability at satisfaction 0.5")
+    visits = sessions["visits"]
+    table.add_row("returns.satisfaction_reference", f"{visits['satisfaction_reference']:.4g}", "",
+                  "fitted return rates hold on average over simulated end-of-session satisfaction")
+    table.add_row("returns.churn_bias", f"{sessions['churn_bias']:.4g}", "",
+                  f"mean churn per visit {visits['churn_per_visit']:.3g}; {visits['consuming_share']:.3g} of "
+                  "visits consume (a log records only those)")
     table.add_row("choice.bias", f"{moments['bias']:.4g}", "",
                   f"simulated moments, {moments['evaluations']} evaluations, objective {moments['objective']:.3g}")
     table.add_row("patience scale", f"{moments['patience_scale']:.4g}", "", "simulated moments")
+    like = report["like_threshold"]
+    if "value" in like:
+        estimate("choice.like_threshold", like)
+    else:
+        table.add_row("choice.like_threshold", "", "", like["note"])
     for name in ("conformity", "activity"):
         s = report[name]
         table.add_row(f"per-user {name}", f"{s['median']:.3g}", "", f"median; p10 {s['p10']:.3g}, p90 {s['p90']:.3g}")

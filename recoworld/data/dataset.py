@@ -30,6 +30,22 @@ _GENRE_SPLIT = re.compile(r"\s*[|,;]\s*")
 
 #: Optional item columns that loaders may fill and the catalog builder understands.
 OPTIONAL_ITEM_COLUMNS = ("creator", "duration_min", "features")
+#: Share of the rating scale above which an explicit rating counts as positive (4 and 5 of 1..5).
+POSITIVE_RATING_QUANTILE = 0.75
+
+
+def positive_ratings(rating: np.ndarray, rating_scale: tuple[float, float] | None) -> np.ndarray:
+    """1.0 where an explicit rating is positive, 0.0 where it is not, NaN where the log cannot tell.
+
+    A log cannot tell for unrated rows, nor anywhere in an implicit log (no scale, or 0/1
+    ratings, which mark clicks among impressions, not a judgement of what was consumed). One
+    rule serves the validity report's positive rate and the like threshold calibration fits.
+    """
+    rating = np.asarray(rating, dtype=np.float64)
+    if rating_scale is None or rating_scale == (0.0, 1.0):
+        return np.full(len(rating), np.nan)
+    lo, hi = rating_scale
+    return np.where(np.isnan(rating), np.nan, rating >= lo + POSITIVE_RATING_QUANTILE * (hi - lo))
 
 
 @dataclass(frozen=True)

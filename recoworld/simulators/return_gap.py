@@ -20,7 +20,8 @@ class ReturnGapModel:
     def rate(self, satisfaction: np.ndarray, propensity: np.ndarray) -> np.ndarray:
         """Expected returns per day."""
         c = self.config
-        return c.base_rate * np.exp(c.satisfaction_effect * (satisfaction - c.satisfaction_reference)) * (propensity / 0.5)
+        relative = np.exp(c.satisfaction_effect * (satisfaction - c.satisfaction_reference))
+        return c.base_rate * relative * (propensity / 0.5)
 
     def churn_probability(self, satisfaction: np.ndarray) -> np.ndarray:
         c = self.config

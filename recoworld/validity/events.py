@@ -35,12 +35,10 @@ import pandas as pd
 
 from recoworld.calibration.fit_sessions import SECONDS_PER_DAY, SESSION_GAP_MINUTES
 from recoworld.catalog import Catalog
+from recoworld.data.dataset import positive_ratings
 from recoworld.envs.observation import MINUTES_PER_DAY
 from recoworld.errors import CatalogFormatError
 from recoworld.mindset import ReactionType
-
-#: Share of the rating scale above which an explicit rating counts as positive (4 and 5 of 1..5).
-POSITIVE_RATING_QUANTILE = 0.75
 
 
 @dataclass(frozen=True)
@@ -102,10 +100,7 @@ def from_interactions(
     rating = interactions["rating"].to_numpy(np.float64)
     implicit_01 = rating_scale == (0.0, 1.0)
     explicit = None if implicit_01 else rating_scale
-    positive = np.full(len(rating), np.nan)
-    if explicit is not None:
-        lo, hi = explicit
-        positive = np.where(np.isnan(rating), np.nan, rating >= lo + POSITIVE_RATING_QUANTILE * (hi - lo))
+    positive = positive_ratings(rating, rating_scale)
     frame = pd.DataFrame({"user": interactions["user_id"].astype(str).to_numpy(), "item": item,
                           "time": days, "consumed": ~(implicit_01 & (rating == 0)),
                           "positive": positive.astype(np.float64)})

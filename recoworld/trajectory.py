@@ -1,0 +1,140 @@
+"""The trajectory table: one row per user x turn x slate position, the same for every writer.
+
+`simulate` (and so training evaluation, which runs it), and studies log their turns through
+`TrajectoryLog`, so their Parquet files have exactly the columns and types of `SCHEMA`,
+in this order. A column that only one writer knows has a documented value in the other
+(`arm`, `shard`, `new_item` and, in studies, `episode_seed`); the README's table of
+columns is `COLUMNS`, and a test keeps the two the same.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from recoworld.catalog import Catalog
+from recoworld.metrics import intent_match, slate_diversity
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its Arrow type, whether it varies along the slate, and what it means."""
+
+    name: str
+    type: pa.DataType
+    per_slot: bool
+    doc: str
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("recommender", pa.string(), False, "the recommender's name, as given to `simulate` or the study"),
+    Column("arm", pa.string(), False, "study arm: `baseline`, or `without` / `with` a creator's items; "
+           "`baseline` in `simulate`"),
+    Column("shard", pa.int64(), False, "study shard (users of one shard share a platform); null in `simulate`, "
+           "where every user has a world of their own"),
+    Column("user_id", pa.string(), False, "the simulated user"),
+    Column("segment", pa.string(), False, "the user's population segment"),
+    Column("episode_seed", pa.int64(), False, "seed of the env's `reset` for this episode: one per user in "
+           "`simulate`, one per shard in studies (the shard's users share one world)"),
+    Column("session", pa.int64(), False, "session number, from 1"),
+    Column("day", pa.int64(), False, "whole days elapsed at the end of the turn (`time_days` rounded down)"),
+    Column("turn", pa.int64(), False, "turn within the session, from 1"),
+    Column("step", pa.int64(), False, "turn within the episode, from 1"),
+    Column("time_days", pa.float64(), False, "simulated time at the end of the turn, in days"),
+    Column("turn_reward", pa.float64(), False, "the env's reward for the turn (engagement, plus the return "
+           "term when the session ends)"),
+    Column("instruction", pa.string(), False, "text of the instruction the user gave this turn; null if none"),
+    Column("intent", pa.string(), False, "that instruction's structured intent (JSON); null if none"),
+    Column("left", pa.bool_(), False, "the user left after this turn (the session ended)"),
+    Column("return_gap_days", pa.float64(), False, "days until the next session when the user left and "
+           "will return; null otherwise"),
+    Column("churned", pa.bool_(), False, "the user left and will never come back"),
+    Column("intent_match", pa.float64(), False, "share of the slate that matches the session's latest "
+           "instruction; null before any instruction"),
+    Column("slate_diversity", pa.float64(), False, "mean pairwise cosine distance within the slate"),
+    Column("llm_fallback", pa.bool_(), False, "an LLM user's turn that the parametric user played instead"),
+    Column("agent_trace", pa.string(), False, "the recommender's `last_trace` (JSON), e.g. ToolRec's reasoning; "
+           "null if it keeps none"),
+    Column("position", pa.int64(), True, "slate position, from 0"),
+    Column("item", pa.int64(), True, "catalog row of the item shown"),
+    Column("topic", pa.int16(), True, "the item's topic index"),
+    Column("reaction", pa.int8(), True, "-1 unseen (the user left before it), 0 skip, 1 click, 2 like, 3 share"),
+    Column("dwell_min", pa.float32(), True, "minutes spent on the item"),
+    Column("self_information", pa.float32(), True, "-log2 of the item's popularity (its novelty)"),
+    Column("new_item", pa.bool_(), True, "a creator's item published during the study; false in `simulate`"),
+)
+SCHEMA = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])
+_CONSTANT = ("recommender", "arm", "shard")
+
+
+class TrajectoryLog:
+    """Rows of one recommender's episodes (in one arm and shard), buffered column by column.
+
+    `add` takes a turn's `info` as the env returns it, so every writer derives the
+    columns the same way, and it keeps each episode's latest instruction (until the
+    user leaves) to score `intent_match`.
+    """
+
+    def __init__(self, catalog: Catalog, recommender: str, *, arm: str = "baseline", shard: int | None = None,
+                 new_items: np.ndarray | None = None) -> None:
+        self.catalog = catalog
+        self._constant = {"recommender": recommender, "arm": arm, "shard": shard}
+        self.is_new = np.zeros(len(catalog), dtype=bool)  # (N,) the `new_item` flag of each catalog row
+        if new_items is not None:
+            self.is_new[new_items] = True
+        self._turns: dict[str, list[Any]] = {c.name: [] for c in COLUMNS if not c.per_slot and c.name not in _CONSTANT}
+        self._slots: dict[str, list[np.ndarray]] = {c.name: [] for c in COLUMNS if c.per_slot}
+        self._intents: dict[tuple[str, int], dict[str, Any] | None] = {}
+
+    def add(self, user_id: str, segment: str, episode_seed: int, info: dict[str, Any], reward: float,
+            trace: Any = None) -> None:
+        """One turn of one user; `trace` is the recommender's `last_trace` for it."""
+        cat, slate, instruction = self.catalog, np.asarray(info["slate"]), info["instruction"]
+        key = (user_id, episode_seed)
+        intent = self._intents.get(key)
+        turn = {
+            "user_id": user_id, "segment": segment, "episode_seed": episode_seed,
+            "session": info["session"], "day": info["day"], "turn": info["turn"], "step": info["step"],
+            "time_days": info["time_days"], "turn_reward": float(reward), "instruction": instruction,
+            "intent": json.dumps(info["instruction_intent"]) if instruction else None,
+            "left": info["left"], "return_gap_days": info["return_gap_days"], "churned": info["churned"],
+            "intent_match": float(intent_match(intent, cat, slate).mean()) if intent is not None else None,
+            "slate_diversity": slate_diversity(cat, slate), "llm_fallback": info["llm_fallback"],
+            "agent_trace": json.dumps(trace) if trace else None,
+        }
+        for name, value in turn.items():
+            self._turns[name].append(value)
+        slots = {"position": np.arange(len(slate)), "item": slate, "topic": cat.topic[slate],
+                 "reaction": info["reactions"], "dwell_min": info["dwell_min"],
+                 "self_information": cat.self_information[slate], "new_item": self.is_new[slate]}
+        for name, values in slots.items():
+            self._slots[name].append(np.asarray(values))
+        if instruction is not None:
+            self._intents[key] = info["instruction_intent"]
+        if info["left"]:
+            self._intents[key] = None
+
+    def table(self) -> pa.Table:
+        """The rows so far as an Arrow table of exactly `SCHEMA`; turn columns repeat on each slot's row."""
+        sizes = np.array([len(s) for s in self._slots["position"]], dtype=np.int64)
+        rows = np.repeat(np.arange(len(sizes)), sizes)
+        arrays = []
+        for col in COLUMNS:
+            if col.name in _CONSTANT:
+                arrays.append(pa.array([self._constant[col.name]] * len(rows), type=col.type))
+            elif col.per_slot:
+                parts = self._slots[col.name]
+                values = np.concatenate(parts) if parts else np.empty(0)
+                arrays.append(pa.array(values.astype(col.type.to_pandas_dtype()), type=col.type))
+            else:
+                arrays.append(pa.array(self._turns[col.name], type=col.type, from_pandas=True).take(rows))
+        return pa.Table.from_arrays(arrays, schema=SCHEMA)
+
+    def frame(self) -> pd.DataFrame:
+        """`table()` as pandas, as reading the written Parquet back gives it."""
+        return self.table().to_pandas()
