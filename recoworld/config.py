@@ -5,8 +5,12 @@ Configs forbid unknown keys, so a typo such as `slate_sise=5` fails loudly and n
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recoworld.errors import ConfigError
@@ -22,10 +26,105 @@ class StrictModel(BaseModel):
 def build(model: type[M], what: str, data: dict[str, Any] | M | None = None, **overrides: Any) -> M:
     """Validate `data` merged with `overrides` into `model`, raising `ConfigError` on bad input."""
     base = data.model_dump() if isinstance(data, BaseModel) else dict(data or {})
+    return _validate(model, what, deep_merge(base, overrides))
+
+
+def _validate(model: type[M], what: str, data: dict[str, Any], lines: dict[tuple[Any, ...], int] | None = None) -> M:
     try:
-        return model.model_validate(deep_merge(base, overrides))
+        return model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError.from_validation(what, err) from None
+        raise ConfigError.from_validation(what, err, lines) from None
+
+
+def load_config(
+    model: type[M],
+    path: str | os.PathLike[str] | None,
+    what: str,
+    prepare: Callable[[dict[str, Any], Path], dict[str, Any]] | None = None,
+    **overrides: Any,
+) -> M:
+    """`model` from an optional YAML (or JSON) file, with `overrides` (None = keep) merged on top.
+
+    The one way RecoWorld reads a config file (world, population, training, study), so every
+    bad file fails the same way: one `ConfigError` that names the file, and the field and its
+    line for a value the model rejects. `prepare` rewrites the file's mapping before
+    validation, e.g. to resolve paths relative to the file.
+    """
+    data: dict[str, Any] = {}
+    lines: dict[tuple[Any, ...], int] = {}
+    if path is not None:
+        data, lines = read_yaml(path, what)
+        if prepare is not None:
+            data = prepare(data, Path(path))
+    merged = deep_merge(data, {k: v for k, v in overrides.items() if v is not None})
+    return _validate(model, f"{what} {path}" if path is not None else what, merged, lines)
+
+
+def relative_to_file(*keys: str) -> Callable[[dict[str, Any], Path], dict[str, Any]]:
+    """A `load_config` `prepare` that reads the paths under `keys` as relative to the config file,
+    so a config works from any working directory (absolute paths stay as they are)."""
+
+    def prepare(data: dict[str, Any], path: Path) -> dict[str, Any]:
+        return {**data, **{k: path.parent / data[k] for k in keys if isinstance(data.get(k), str)}}
+
+    return prepare
+
+
+def read_yaml(path: str | os.PathLike[str], what: str) -> tuple[dict[str, Any], dict[tuple[Any, ...], int]]:
+    """The top-level mapping of a YAML file, and the line of each key path in it (for error messages).
+
+    A missing file, a directory, bytes that are not UTF-8, a YAML syntax error (with its line
+    and column) and a top level that is not a mapping each give one `ConfigError` naming
+    `what` and the file, never an `OSError` or a yaml traceback.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is fine
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory; give the YAML file itself") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") \
+            from None
+    except OSError as err:
+        raise ConfigError(f"{what} {path} cannot be read: {err.strerror}") from None
+    try:
+        loader = yaml.SafeLoader(text)  # checks for unprintable characters already
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as err:
+        raise ConfigError(f"{what} {path} is not valid YAML{_at(err.problem_mark)}: {err.problem}"
+                          + (f" ({err.context}{_at(err.context_mark)})" if err.context else "")) from None
+    except yaml.reader.ReaderError as err:  # a control character: point at it like a syntax error
+        line, column = text.count("\n", 0, err.position) + 1, err.position - text.rfind("\n", 0, err.position)
+        raise ConfigError(f"{what} {path} is not valid YAML at line {line}, column {column}: character "
+                          f"#x{err.character:04x} is not allowed") from None
+    if not isinstance(data, dict):
+        got = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(f"{what} {path} must be a mapping of keys to values, got {got}")
+    return data, _key_lines(node)
+
+
+def _at(mark: yaml.Mark | None) -> str:
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _key_lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """Line (from 1) of every key and list entry under `node`, by its path of keys and indices."""
+    children: list[tuple[Any, yaml.Node, yaml.Node]] = []
+    if isinstance(node, yaml.MappingNode):
+        children = [(key.value, key, value) for key, value in node.value]
+    elif isinstance(node, yaml.SequenceNode):
+        children = [(i, value, value) for i, value in enumerate(node.value)]
+    lines: dict[tuple[Any, ...], int] = {}
+    for step, at, value in children:
+        lines[(*path, step)] = at.start_mark.line + 1
+        lines.update(_key_lines(value, (*path, step)))
+    return lines
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

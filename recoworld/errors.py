@@ -5,6 +5,8 @@ Every message names the offending field or value and, where it helps, says how t
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import ValidationError
 
 
@@ -16,14 +18,23 @@ class ConfigError(RecoWorldError, ValueError):
     """A config, spec or constructor argument has an invalid value."""
 
     @classmethod
-    def from_validation(cls, what: str, err: ValidationError) -> ConfigError:
-        """Flatten pydantic's nested report into one line per bad field."""
+    def from_validation(
+        cls, what: str, err: ValidationError, key_lines: dict[tuple[Any, ...], int] | None = None
+    ) -> ConfigError:
+        """Flatten pydantic's nested report into one line per bad field.
+
+        With `key_lines` (the line of each key path in the file it came from), each field also
+        names its line, or its nearest enclosing key's when the field is missing from the file.
+        """
         lines = []
         for e in err.errors():
-            field = ".".join(str(p) for p in e["loc"]) or "<root>"
+            loc = tuple(e["loc"])
+            field = ".".join(str(p) for p in loc) or "<root>"
+            line = next((key_lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in key_lines), None) \
+                if key_lines else None
             got = e.get("input")
             shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"  {field}: {e['msg']}{shown}")
+            lines.append(f"  {field}{f' (line {line})' if line else ''}: {e['msg']}{shown}")
         return cls(f"Invalid {what}:\n" + "\n".join(lines))
 
 

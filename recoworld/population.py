@@ -9,14 +9,13 @@ moving part is the `Mindset`.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recoworld.catalog import Catalog
+from recoworld.config import build, load_config
 from recoworld.errors import ConfigError
 
 
@@ -123,17 +122,11 @@ class PopulationSpec(BaseModel):
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> PopulationSpec:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as err:
-            raise ConfigError.from_validation("population spec", err) from None
+        return build(cls, "population spec", data)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> PopulationSpec:
-        data = yaml.safe_load(Path(path).read_text())
-        if not isinstance(data, dict):
-            raise ConfigError(f"population spec {path} must be a YAML mapping, got {type(data).__name__}")
-        return cls.parse(data)
+        return load_config(cls, path, "population spec")
 
     @classmethod
     def default(cls) -> PopulationSpec:

@@ -7,7 +7,6 @@ Trajectories are written per recommender, atomically, as soon as that recommende
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,18 +15,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import yaml
 from pydantic import Field
 
 from recoworld.agents import Recommender, make_recommender
 from recoworld.catalog import Catalog, cached_catalog
-from recoworld.config import StrictModel, WorldConfig, build
+from recoworld.config import StrictModel, WorldConfig, load_config
 from recoworld.envs.recoworld_env import RecoWorldEnv
-from recoworld.errors import ConfigError
 from recoworld.llm.errors import BudgetExceeded
-from recoworld.metrics import intent_match, slate_diversity, summarize
+from recoworld.metrics import summarize
 from recoworld.population import PopulationSpec, UserProfile, sample_population
 from recoworld.storage import write_parquet_atomic
+from recoworld.trajectory import TrajectoryLog
 
 
 class SimulationConfig(StrictModel):
@@ -54,42 +52,17 @@ class SimulationResult:
     stopped: str | None = None  # why the study stopped early (an LLM budget), else None
 
 
-class _TurnLog:
-    """Column buffers for one recommender's trajectory: per-turn scalars and per-slot arrays."""
-
-    def __init__(self) -> None:
-        self.turn_cols: dict[str, list[Any]] = {}
-        self.slot_cols: dict[str, list[np.ndarray]] = {}
-        self.slots: list[int] = []
-
-    def add(self, turn: dict[str, Any], slots: dict[str, np.ndarray]) -> None:
-        for key, value in turn.items():
-            self.turn_cols.setdefault(key, []).append(value)
-        for key, arr in slots.items():
-            self.slot_cols.setdefault(key, []).append(arr)
-        self.slots.append(len(next(iter(slots.values()))))
-
-    def frame(self) -> pd.DataFrame:
-        """One row per turn x slot; turn-level columns repeat on each of the turn's rows."""
-        repeats = np.asarray(self.slots)
-        data: dict[str, Any] = {k: np.repeat(np.asarray(v, dtype=object), repeats) for k, v in self.turn_cols.items()}
-        data.update({k: np.concatenate(v) for k, v in self.slot_cols.items()})
-        return pd.DataFrame(data).infer_objects()
-
-
 def run_episode(
     env: RecoWorldEnv,
     agent: Recommender,
     profile: UserProfile,
     seed: int,
-    log: _TurnLog,
+    log: TrajectoryLog,
 ) -> dict[str, Any]:
     """One user's whole horizon with one recommender; appends rows to `log`."""
-    cat = env.catalog
-    k = env.config.slate_size
     obs, info = env.reset(seed=seed, options={"profile": profile})
     agent.begin_episode(seed)
-    total, intent = 0.0, None
+    total = 0.0
     done = False
     while not done:
         action = agent.act(obs, info)
@@ -97,37 +70,11 @@ def run_episode(
         obs, reward, terminated, truncated, info = env.step(action)
         agent.observe(info["reactions"], info)
         total += float(reward)
-        slate = info["slate"]
-        match = float(intent_match(intent, cat, slate).mean()) if intent is not None else np.nan
-        instruction = info["instruction"]
-        per_turn = {
-            "user_id": profile.user_id, "segment": profile.segment, "episode_seed": seed,
-            "session": info["session"], "day": info["day"], "turn": info["turn"], "step": info["step"],
-            "time_days": info["time_days"], "turn_reward": float(reward),
-            "instruction": instruction, "intent": json.dumps(info["instruction_intent"]) if instruction else None,
-            "left": info["left"], "return_gap_days": info["return_gap_days"], "churned": info["churned"],
-            "intent_match": match, "slate_diversity": slate_diversity(cat, slate),
-            "llm_fallback": info["llm_fallback"], "agent_trace": json.dumps(trace) if trace else None,
-        }
-        log.add(per_turn, {
-            "position": np.arange(k), "item": slate.astype(np.int64), "topic": cat.topic[slate].astype(np.int16),
-            "reaction": info["reactions"].astype(np.int8), "dwell_min": info["dwell_min"].astype(np.float32),
-            "self_information": cat.self_information[slate],
-        })
-        if instruction is not None:
-            intent = info["instruction_intent"]
-        if info["left"]:
-            intent = None
+        log.add(profile.user_id, profile.segment, seed, info, float(reward), trace)
         done = terminated or truncated
     stats = info["episode_stats"]
     return {"user_id": profile.user_id, "segment": profile.segment, "episode_seed": seed,
             "total_reward": total, "churned": bool(info["churned"]), **stats}
-
-
-def _flatten(log: _TurnLog, name: str) -> pd.DataFrame:
-    df = log.frame()
-    df.insert(0, "recommender", name)
-    return df
 
 
 def simulate(
@@ -166,7 +113,7 @@ def simulate(
         env = RecoWorldEnv(cfg.world, catalog=catalog, population=profiles)
         agent = (build_agent(name, catalog, cfg.world.slate_size, cfg.seed) if build_agent is not None
                  else make_recommender(name, catalog, cfg.world.slate_size, cfg.seed, llm=cfg.world.llm))
-        log = _TurnLog()
+        log = TrajectoryLog(catalog, name)
         for profile, seed in zip(profiles, episode_seeds):
             try:
                 episodes.append({"recommender": name, **run_episode(env, agent, profile, seed, log)})
@@ -175,12 +122,11 @@ def simulate(
                 break
             if on_episode is not None:
                 on_episode(name)
-        frame = _flatten(log, name)
-        trajectories.append(frame)
+        table = log.table()
+        trajectories.append(table)
         if out_dir is not None:
-            write_parquet_atomic(pa.Table.from_pandas(frame, preserve_index=False),
-                                 out_dir / "trajectories" / f"{_safe(name)}.parquet")
-    traj = pd.concat(trajectories, ignore_index=True)
+            write_parquet_atomic(table, out_dir / "trajectories" / f"{_safe(name)}.parquet")
+    traj = pa.concat_tables(trajectories).to_pandas()
     eps = pd.DataFrame(episodes)
     summary = summarize(traj, eps)
     if out_dir is not None:
@@ -194,15 +140,5 @@ def _safe(name: str) -> str:
 
 
 def load_world(config_path: str | Path | None, **overrides: Any) -> WorldConfig:
-    """A world config from an optional YAML/JSON file, with CLI overrides on top."""
-    data: dict[str, Any] = {}
-    if config_path is not None:
-        try:
-            loaded = yaml.safe_load(Path(config_path).read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{config_path} is not valid YAML: {err}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{config_path}: a world config must be a mapping, got {type(loaded).__name__}")
-        data = loaded
-    return build(WorldConfig, f"world config{f' {config_path}' if config_path else ''}", data,
-                 **{k: v for k, v in overrides.items() if v is not None})
+    """A world config from an optional YAML/JSON file, with CLI overrides (None = keep) on top."""
+    return load_config(WorldConfig, config_path, "world config", **overrides)

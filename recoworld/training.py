@@ -41,16 +41,14 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import yaml
 from pydantic import Field, model_validator
 
 from recoworld.agents import Recommender, make_recommender
 from recoworld.agents.rllib_policy import RLlibRecommender
 from recoworld.catalog import Catalog
-from recoworld.config import StrictModel, WorldConfig, build
+from recoworld.config import StrictModel, WorldConfig, build, load_config, relative_to_file
 from recoworld.envs.recoworld_env import RecoWorldEnv
 from recoworld.envs.wrappers import UserRelativeObservation
-from recoworld.errors import ConfigError
 from recoworld.metrics import mean_ci
 from recoworld.population import PopulationSpec
 from recoworld.simulation import SimulationConfig, simulate
@@ -125,17 +123,10 @@ class TrainConfig(StrictModel):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, **overrides: Any) -> TrainConfig:
-        """A config from an optional YAML file, with `overrides` (None = keep) merged on top."""
-        data: dict[str, Any] = {}
-        if path is not None:
-            loaded = yaml.safe_load(Path(path).read_text())
-            if not isinstance(loaded, dict):
-                raise ConfigError(f"{path}: a training config must be a mapping, got {type(loaded).__name__}")
-            data = loaded
-            if data.get("calibrated") is not None:  # relative to the config file, like a study's
-                data["calibrated"] = Path(path).parent / str(data["calibrated"])
-        return build(cls, f"training config{f' {path}' if path else ''}", data,
-                     **{k: v for k, v in overrides.items() if v is not None})
+        """A config from an optional YAML file, with `overrides` (None = keep) merged on top.
+
+        `calibrated:` in the file is relative to the file, like a study spec's."""
+        return load_config(cls, path, "training config", relative_to_file("calibrated"), **overrides)
 
     def eval_world(self) -> WorldConfig:
         if self.eval.horizon_days is None:

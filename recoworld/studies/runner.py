@@ -34,17 +34,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from recoworld.agents import make_recommender
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.envs.population_env import PopulationParallelEnv, PopulationWorldConfig, hold_back
 from recoworld.errors import ConfigError
-from recoworld.metrics import intent_match, slate_diversity
 from recoworld.population import UserProfile, sample_population
-from recoworld.simulation import _TurnLog
 from recoworld.storage import write_parquet_atomic
 from recoworld.studies.creators import publish
 from recoworld.studies.spec import StudySpec
+from recoworld.trajectory import TrajectoryLog
 
 # Spawn keys of the study's independent random streams.
 _POPULATION, _CREATOR, _CATALOG, _SHARD = 0, 1, 2, 3
@@ -141,31 +141,20 @@ def run_shard(
     """Every recommender and arm on one shard's users; returns (trajectories, episodes)."""
     world_seed, agent_seed = shard_seeds(spec.seed, shard)
     config = PopulationWorldConfig(world=spec.world, n_users=len(profiles), social=spec.social)
-    is_new = np.zeros(len(catalog), dtype=bool)
-    is_new[new_items] = True
-    frames, episodes = [], []
+    tables, episodes = [], []
     for recommender in spec.recommenders:
         for arm, release in release_day.items():
             env = PopulationParallelEnv(config, catalog=catalog, population=profiles, release_day=release)
-            log = _TurnLog()
-            episodes += _play(env, recommender, arm, world_seed, agent_seed, is_new, log)
-            frame = log.frame()
-            frame.insert(0, "arm", arm)
-            frame.insert(0, "recommender", recommender)
-            frames.append(frame)
-    traj = pd.concat(frames, ignore_index=True)
-    traj.insert(2, "shard", shard)
-    traj["return_gap_days"] = pd.to_numeric(traj["return_gap_days"], errors="coerce").astype("float64")
-    for col in ("instruction", "intent", "agent_trace"):
-        traj[col] = traj[col].astype(object).where(traj[col].notna(), None)
+            log = TrajectoryLog(catalog, recommender, arm=arm, shard=shard, new_items=new_items)
+            episodes += _play(env, recommender, arm, world_seed, agent_seed, log)
+            tables.append(log.table())
     eps = pd.DataFrame(episodes)
     eps.insert(2, "shard", shard)
-    return pa.Table.from_pandas(traj, preserve_index=False), pa.Table.from_pandas(eps, preserve_index=False)
+    return pa.concat_tables(tables), pa.Table.from_pandas(eps, preserve_index=False)
 
 
 def _play(
-    env: PopulationParallelEnv, recommender: str, arm: str, world_seed: int, agent_seed: int,
-    is_new: np.ndarray, log: _TurnLog,
+    env: PopulationParallelEnv, recommender: str, arm: str, world_seed: int, agent_seed: int, log: TrajectoryLog,
 ) -> list[dict[str, Any]]:
     """One episode of the world with one recommender instance per user slot."""
     cat, k = env.catalog, env.config.world.slate_size
@@ -177,7 +166,6 @@ def _play(
     totals = dict.fromkeys(env.possible_agents, 0.0)
     new_seen = dict.fromkeys(env.possible_agents, 0)
     new_clicked = dict.fromkeys(env.possible_agents, 0)
-    intents: dict[str, Any] = dict.fromkeys(env.possible_agents)
     rows = []
     while env.agents:
         actions = {a: agents[a].act(obs[a], infos[a]) for a in env.agents}
@@ -187,26 +175,10 @@ def _play(
             agents[a].observe(info["reactions"], info)
             slate, reactions = info["slate"], info["reactions"]
             totals[a] += rewards[a]
-            fresh = is_new[slate]
+            fresh = log.is_new[slate]
             new_seen[a] += int((fresh & (reactions >= 0)).sum())
             new_clicked[a] += int((fresh & (reactions >= 1)).sum())
-            match = float(intent_match(intents[a], cat, slate).mean()) if intents[a] else np.nan
-            log.add(
-                {"user_id": info["user_id"], "segment": info["segment"], "session": info["session"],
-                 "day": info["day"], "turn": info["turn"], "step": info["step"], "turn_reward": rewards[a],
-                 "instruction": info["instruction"],
-                 "intent": json.dumps(info["instruction_intent"]) if info["instruction"] else None,
-                 "left": info["left"], "return_gap_days": info["return_gap_days"], "churned": info["churned"],
-                 "intent_match": match, "slate_diversity": slate_diversity(cat, slate),
-                 "llm_fallback": info["llm_fallback"], "agent_trace": json.dumps(traces[a]) if traces[a] else None},
-                {"position": np.arange(k), "item": slate.astype(np.int64), "topic": cat.topic[slate].astype(np.int16),
-                 "reaction": reactions.astype(np.int8), "dwell_min": info["dwell_min"].astype(np.float32),
-                 "self_information": cat.self_information[slate], "new_item": fresh},
-            )
-            if info["instruction"] is not None:
-                intents[a] = info["instruction_intent"]
-            if info["left"]:
-                intents[a] = None
+            log.add(info["user_id"], info["segment"], world_seed, info, rewards[a], traces[a])
             if terms[a] or truncs[a]:
                 rows.append({"recommender": recommender, "arm": arm, "user_id": info["user_id"],
                              "segment": info["segment"],
@@ -307,13 +279,12 @@ def _assemble(out_dir: Path, manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd
     done = sorted(manifest["shards"], key=int)
     if not done:
         return pd.DataFrame(), pd.DataFrame()
-    traj = pd.concat([pd.read_parquet(out_dir / manifest["shards"][k]["trajectories"]) for k in done],
-                     ignore_index=True)
+    traj = pa.concat_tables([pq.read_table(out_dir / manifest["shards"][k]["trajectories"]) for k in done])
     eps = pd.concat([pd.read_parquet(out_dir / manifest["shards"][k]["episodes"]) for k in done], ignore_index=True)
     if len(done) == manifest["n_shards"]:
-        write_parquet_atomic(pa.Table.from_pandas(traj, preserve_index=False), out_dir / "trajectories.parquet")
+        write_parquet_atomic(traj, out_dir / "trajectories.parquet")
         write_parquet_atomic(pa.Table.from_pandas(eps, preserve_index=False), out_dir / "episodes.parquet")
-    return traj, eps
+    return traj.to_pandas(), eps
 
 
 def _write_json_atomic(data: dict[str, Any], path: Path) -> None:

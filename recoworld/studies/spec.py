@@ -16,13 +16,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recoworld.agents import AGENTS, LLM_AGENTS
-from recoworld.config import WorldConfig
+from recoworld.config import WorldConfig, build, load_config, relative_to_file
 from recoworld.envs.population_env import SocialConfig
-from recoworld.errors import ConfigError
 from recoworld.population import Beta, Constant, Dist, Normal, PopulationSpec, UserProfile
 
 
@@ -143,10 +141,7 @@ class StudySpec(_Spec):
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> StudySpec:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as err:
-            raise ConfigError.from_validation("study spec", err) from None
+        return build(cls, "study spec", data)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], calibrated: str | os.PathLike[str] | None = None) -> StudySpec:
@@ -154,16 +149,12 @@ class StudySpec(_Spec):
 
         `calibrated` (the command line's `--calibrated`, relative to the working directory)
         replaces the spec's own `calibrated:`."""
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"study spec not found: {path}")
-        data = yaml.safe_load(path.read_text())
-        if not isinstance(data, dict):
-            raise ConfigError(f"study spec {path} must be a YAML mapping, got {type(data).__name__}")
-        if isinstance(data.get("population"), str):
-            data["population"] = PopulationSpec.from_yaml(path.parent / data["population"]).model_dump()
-        if calibrated is not None:
-            data["calibrated"] = Path(calibrated).resolve()
-        elif data.get("calibrated") is not None:  # relative to the spec, like `population:`
-            data["calibrated"] = path.parent / str(data["calibrated"])
-        return cls.parse(data)
+
+        def prepare(data: dict[str, Any], path: Path) -> dict[str, Any]:
+            data = relative_to_file("population", "calibrated")(data, path)
+            if isinstance(data.get("population"), Path):
+                data["population"] = PopulationSpec.from_yaml(data["population"]).model_dump()
+            return data
+
+        return load_config(cls, path, "study spec", prepare,
+                           calibrated=Path(calibrated).resolve() if calibrated is not None else None)
