@@ -20,6 +20,11 @@ Faults are queued with `inject(...)` and consumed one per request, in arrival or
 
 `reject_formats={"json_schema"}` answers those response formats with HTTP 500, as
 llama-cpp-python's server does. `latency_s` adds a fixed think time to every answer.
+
+`barrier=N` holds the first requests until N of them are in flight at once (for at most
+`barrier_timeout_s`), then lets every request through. A test of concurrency then rests on
+an event, not on timing: `barrier_met` says whether N requests overlapped, and
+`max_in_flight` how many did at most.
 """
 
 from __future__ import annotations
@@ -76,9 +81,14 @@ class _Server(ThreadingHTTPServer):
 
 
 class FaultServer:
-    def __init__(self, latency_s: float = 0.0, hang_s: float = 3.0) -> None:
+    def __init__(self, latency_s: float = 0.0, hang_s: float = 3.0, barrier: int = 1,
+                 barrier_timeout_s: float = 10.0) -> None:
         self.latency_s = latency_s
         self.hang_s = hang_s
+        self.barrier = barrier
+        self.barrier_timeout_s = barrier_timeout_s
+        self.barrier_met = barrier <= 1
+        self._barrier_deadline: float | None = None
         self.reject_formats: set[str] = set()
         self.faults: deque[str] = deque()
         self.requests: list[dict[str, Any]] = []
@@ -87,6 +97,7 @@ class FaultServer:
         self.max_in_flight = 0
         self.busy_s = 0.0
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._httpd = _Server(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -105,6 +116,18 @@ class FaultServer:
     def __exit__(self, *exc: object) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+    def _wait_at_barrier(self) -> None:
+        """Called with the lock held, after counting a request in: hold it until `barrier` are in flight."""
+        if self.barrier_met:
+            return
+        if self.in_flight >= self.barrier:
+            self.barrier_met = True
+            self._arrived.notify_all()
+            return
+        if self._barrier_deadline is None:  # one bounded wait for the whole barrier, not one per request
+            self._barrier_deadline = time.monotonic() + self.barrier_timeout_s
+        self._arrived.wait_for(lambda: self.barrier_met, timeout=max(self._barrier_deadline - time.monotonic(), 0.0))
 
     # ------------------------------------------------------------------ answering
 
@@ -168,6 +191,7 @@ class FaultServer:
                     fault = server.faults.popleft() if server.faults else None
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    server._wait_at_barrier()
                 try:
                     time.sleep(server.hang_s if fault == "timeout" else server.latency_s)
                     status, payload = server._answer(body, fault)

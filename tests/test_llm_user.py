@@ -155,12 +155,12 @@ def test_many_users_in_flight_keep_their_own_order(catalog: Catalog, tmp_path: P
                 out[i].append((fb.reactions.tolist(), fb.dwell_min.tolist(), fb.left, fb.fallback))
         return out
 
-    with FaultServer(latency_s=0.15) as srv:
+    with FaultServer() as srv:
         sequential = run(srv, concurrent=False)
         assert srv.max_in_flight == 1
-    with FaultServer(latency_s=0.15) as srv:
+    with FaultServer(barrier=4) as srv:  # the first requests wait until four are in flight together
         concurrent = run(srv, concurrent=True)
-        assert 1 < srv.max_in_flight <= 4
+        assert srv.barrier_met and srv.max_in_flight == 4
     assert concurrent == sequential
     assert not any(turn[3] for user in concurrent for turn in user)
 

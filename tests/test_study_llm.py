@@ -51,16 +51,16 @@ def test_population_llm_turns_in_flight_match_one_at_a_time(catalog: Catalog, tm
     n = 6
     runs = {}
     for concurrency in (1, 4):
-        # 0.15 s per reply: long enough that concurrent requests overlap even on a loaded CI machine.
-        with FaultServer(latency_s=0.15) as srv:
+        # The first requests wait until `concurrency` of them are in flight together (a barrier, not a timing).
+        with FaultServer(barrier=concurrency) as srv:
             env = llm_world(catalog, loopback(srv, tmp_path, concurrency=concurrency), n)
             assert isinstance(env.users, LLMUsers)
             srv.inject(*["malformed"] * n)  # every turn of step 1 falls back, whatever order requests arrive in
             runs[concurrency] = play(env, seed=7)[0]
             stats = env.users.stats
-            in_flight = srv.max_in_flight
+            met, in_flight = srv.barrier_met, srv.max_in_flight
         assert stats["llm_turns"] >= n and stats["llm_session_ends"] >= 1 and stats["fallback_turns"] == n
-        assert in_flight == 1 if concurrency == 1 else 1 < in_flight <= concurrency
+        assert met and in_flight == concurrency
     assert runs[4] == runs[1], "each user's turns do not depend on how many requests were in flight"
     assert all(len(turns) >= 2 and turns[0][7] and not turns[1][7] for turns in runs[1].values())
 
@@ -84,13 +84,13 @@ def test_study_with_llm_users_keeps_the_server_busy_and_reports_fallbacks(ray_se
     from recoworld.studies.report import ALL, write_report
     from recoworld.studies.runner import run_study
 
-    with FaultServer(latency_s=0.15) as srv:
+    with FaultServer(barrier=4) as srv:
         spec = StudySpec.parse({"name": "llm-users", "seed": 3, "n_users": 6, "shard_size": 6, "world": WORLD,
                                 "recommenders": ["greedy"], "user_backend": "llm",
                                 "llm": loopback(srv, tmp_path, concurrency=4)})
         srv.inject("malformed", "malformed")  # two of the first step's six turns
         result = run_study(spec, tmp_path / "study", catalog=catalog)
-        assert 1 < srv.max_in_flight <= 4, "one shard's users were reviewed concurrently"
+        assert srv.barrier_met and srv.max_in_flight == 4, "one shard's users were reviewed four at a time"
     turns = result.trajectories.drop_duplicates(["recommender", "arm", "user_id", "step"])
     assert int(turns["llm_fallback"].sum()) == 2
     assert int(turns[turns["step"] == 1]["llm_fallback"].sum()) == 2
