@@ -65,7 +65,8 @@ def test_instruction_aware_follows_the_intent(env: RecoWorldEnv) -> None:
     obs, info = env.reset(seed=3)
     topics = env.catalog.topic[obs["candidate_ids"]]
     wanted = env.catalog.topic_names[int(np.bincount(topics).argmax())]
-    agent = InstructionAwareRecommender(5, env.catalog)
+    agent = InstructionAwareRecommender(5, env.catalog, seed=0)
+    neutral = agent.act(obs, info)
     intent = {"kind": "more", "topics": [wanted], "related": [], "attributes": {}}
     agent.observe(np.zeros(5), {"instruction_intent": intent, "left": False})
     slate = obs["candidate_ids"][agent.act(obs, info)]
@@ -74,8 +75,9 @@ def test_instruction_aware_follows_the_intent(env: RecoWorldEnv) -> None:
     agent.observe(np.zeros(5), {"instruction_intent": avoid, "left": False})
     slate = obs["candidate_ids"][agent.act(obs, info)]
     assert intent_match(avoid, env.catalog, slate).all()
+    assert not np.array_equal(agent.act(obs, info), neutral)
     agent.observe(np.zeros(5), {"left": True})  # a new session forgets the instruction
-    assert agent._intent is None
+    np.testing.assert_array_equal(agent.act(obs, info), neutral)
 
 
 def test_unknown_agent_suggests_a_fix(catalog: Catalog) -> None:

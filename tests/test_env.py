@@ -92,30 +92,26 @@ def test_observation_hides_the_mindset_unless_asked() -> None:
     assert "mindset" not in info
     env = RecoWorldEnv(**SMALL, expose_mindset=True)
     env.reset(seed=0)
-    _, _, _, _, info = env.step(np.arange(4))
+    obs, _, _, _, info = env.step(np.arange(4))
     assert 0 <= info["mindset"]["satisfaction"] <= 1
-    history = env._observation()["history_reactions"]
+    history = obs["history_reactions"]
     assert set(history.tolist()) <= {UNSEEN, 0, 1, 2, 3}
 
 
 def test_instruction_appears_in_observation_and_info(catalog: Catalog) -> None:
     env = RecoWorldEnv(catalog=catalog, slate_size=10, n_candidates=40, horizon_days=30)
-    env.reset(seed=3)
-    anchor = None
+    obs, _ = env.reset(seed=3)
+    anchor = obs["candidate_features"][0, :-3]
     for _ in range(500):
-        obs = env._observation()
-        if anchor is None:
-            anchor = obs["candidate_features"][0, :-3]
         # Over-exploit: the candidates most similar to one fixed item, every turn.
         sims = obs["candidate_features"][:, :-3] @ anchor
-        _, _, term, trunc, info = env.step(np.argsort(-sims)[:10])
+        obs, _, term, trunc, info = env.step(np.argsort(-sims)[:10])
         if info["instruction"]:
-            obs = env._observation()
             assert obs["instruction"][0] == 1.0 and obs["instruction"][1:4].sum() == 1.0
             assert info["instruction_intent"]["kind"] in ("more", "less", "different")
             return
         if term or trunc:
-            env.reset()
+            obs, _ = env.reset()
     pytest.fail("no instruction in 500 over-exploiting turns")
 
 

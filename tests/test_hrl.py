@@ -83,17 +83,26 @@ def test_the_low_level_follows_the_goal(catalog: Catalog) -> None:
         for _ in range(3):  # build some history first
             obs, _, _, _, info = env.step(agent.act(obs, info))
         agent.act(obs, info)
-        assert agent.config.goals[agent._segment.goal] == goal
-        novelty[goal] = float(agent._segment.turns[-1].novelty.mean())
+        assert agent.last_trace is not None and agent.last_trace["goal"] == goal
+        novelty[goal] = float(np.mean(agent.last_trace["novelty"]))
     assert novelty[0.9] > novelty[0.1] + 0.2
 
 
 def test_high_level_state_reflects_what_the_user_clicks(catalog: Catalog) -> None:
-    agent = NoveltyRecommender(4, catalog, seed=0)
-    obs = _env(catalog).reset(seed=0)[0]
+    agent = NoveltyRecommender(4, catalog, seed=0, learn_online=False)
+    env = _env(catalog)
+    obs, info = env.reset(seed=0)
     neutral = agent.high_state(obs)
     assert neutral.shape == (len(HIGH_FEATURES),) and neutral[1] == 0.0 and neutral[2] == 0.0
-    agent._stats[:] = [8.0, 10, 10.0, 40, 8, 10]  # clicks went to novel items, mostly
+    shown = []
+    for _ in range(8):  # this user clicks exactly the novel items of each slate (novelty > 0.5), skips the rest
+        slate = agent.act(obs, info)
+        assert agent.last_trace is not None
+        novelty = np.asarray(agent.last_trace["novelty"])
+        shown.append(novelty)
+        obs, _, _, _, info = env.step(slate)
+        agent.observe((novelty > 0.5).astype(np.int64), info)
+    assert any((n > 0.5).any() for n in shown) and any((n <= 0.5).any() for n in shown), "novel and familiar shown"
     state = agent.high_state(obs)
     assert state[1] > 0 and state[2] > 0
     assert np.allclose(agent.goal_probabilities(state), 1 / len(agent.config.goals))  # untrained: uniform

@@ -35,14 +35,15 @@ def tiny_config(runners: int, iterations: int = 2, seed: int = 0, network: str =
 
 
 def test_user_relative_observation_matches_a_direct_computation() -> None:
-    env = UserRelativeObservation(RecoWorldEnv(TINY_WORLD))
-    obs, _ = env.reset(seed=4)
+    base = RecoWorldEnv(TINY_WORLD)
+    env = UserRelativeObservation(base)
+    raw, _ = base.reset(seed=4)
     for _ in range(6):  # build some history
-        obs, _, terminated, truncated, _ = env.step(np.array([0, 1]))
+        raw, _, terminated, truncated, _ = base.step(np.array([0, 1]))
         if terminated or truncated:
-            obs, _ = env.reset(seed=5)
+            raw, _ = base.reset(seed=5)
+    obs = env.observation(raw)  # what the wrapped env's step returns for this raw observation
     assert env.observation_space.contains(obs)
-    raw = env.unwrapped._observation()
     c, d = 6, raw["candidate_features"].shape[1] - 3
     rows = obs["observations"][: c * N_CANDIDATE_FEATURES].reshape(c, N_CANDIDATE_FEATURES)
     emb, hist = raw["candidate_features"][:, :d], raw["history_features"][:, :d]
@@ -57,11 +58,19 @@ def test_user_relative_observation_matches_a_direct_computation() -> None:
 
 
 def test_consumed_candidates_are_masked_in_every_slot() -> None:
-    env = UserRelativeObservation(RecoWorldEnv(TINY_WORLD))
-    env.reset(seed=0)
-    base = env.unwrapped
-    base._consumed[base._candidates[[1, 3]]] = True  # as if the user had clicked them earlier
-    obs = env.observation(base._observation())
+    base = RecoWorldEnv(TINY_WORLD)
+    env = UserRelativeObservation(base)
+    raw, _ = base.reset(seed=0)
+    clicked: set[int] = set()
+    for _ in range(20):  # the env masks exactly the candidates the user clicked earlier in the episode
+        raw, _, terminated, truncated, info = base.step(np.array([0, 1]))
+        clicked |= set(info["slate"][info["reactions"] > 0].tolist())
+        np.testing.assert_array_equal(raw["candidate_mask"] == 0, np.isin(raw["candidate_ids"], list(clicked)))
+        if terminated or truncated:
+            break
+    raw["candidate_mask"][:] = 1
+    raw["candidate_mask"][[1, 3]] = 0  # as if the user had clicked these two earlier
+    obs = env.observation(raw)
     assert obs["action_mask"].reshape(2, 6)[:, [1, 3]].sum() == 0
     assert obs["action_mask"].sum() == 2 * 4
 

@@ -30,6 +30,10 @@ plus the same diversity term.
 
 Both learn online in `observe` (across users) unless `learn_online=False`; with
 `explore=False` they act greedily (argmax goal, argmax slot by slot).
+
+After each `act`, `last_trace` holds the decision for analysis: the novelty goal in force
+(None in the flat ablation) and each slot's novelty as the low level saw it when picking.
+`simulate` and studies log it in the trajectory's `agent_trace` column.
 """
 
 from __future__ import annotations
@@ -144,6 +148,7 @@ class NoveltyRecommender(Recommender):
         self._stats = np.zeros(6)  # clicked nov sum, clicks, shown nov sum, shown, clicks on novel, novel shown
         self._last_session_ctr = 0.5
         self._session_clicks = np.zeros(2)  # clicks, reviewed
+        self.last_trace: dict[str, Any] | None = None
 
     def begin_episode(self, seed: int | None = None) -> None:
         super().begin_episode(seed)
@@ -225,6 +230,7 @@ class NoveltyRecommender(Recommender):
             max_sim = np.maximum(max_sim, emb @ emb[pick])
         self._segment.turns.append(_Turn(feats, allowed_at, picks, nov_at))
         self._turns_in_segment += 1
+        self.last_trace = {"goal": goal, "novelty": nov_at.tolist()}
         return picks
 
     def _open_segment(self, observation: Observation) -> None:
