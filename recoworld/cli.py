@@ -319,7 +319,11 @@ def validate(
     users: Annotated[int, typer.Option(help="real users compared (drawn with the seed)")] = 200,
     days: Annotated[float | None, typer.Option(help="simulated horizon; default: the log's span, capped")] = None,
     max_days: Annotated[float, typer.Option(help="cap of the default horizon, in days")] = 60.0,
-    agent: Annotated[str, typer.Option(help="the recommender the simulated users meet")] = "greedy",
+    agent: Annotated[str, typer.Option(help="the recommender the simulated users meet (random: uniform exposure, "
+                                            "what a log without impressions identifies)")] = "random",
+    candidates: Annotated[str, typer.Option(help="uniform: candidates drawn uniformly from the catalog; world: "
+                                                 "each world's retrieval")] = "uniform",
+    passes: Annotated[int, typer.Option(help="passes of shuffled slates behind the simulated AUC")] = 200,
     fidelity_users: Annotated[int, typer.Option(help="users of the held-out ranking fidelity")] = 100,
     llm_users: Annotated[int, typer.Option(help="also simulate N LLM users (world config's llm); 0 = skip")] = 0,
     llm_turns: Annotated[int, typer.Option(help="turns per LLM user")] = 20,
@@ -337,7 +341,8 @@ def validate(
 
     try:
         cfg = build(ValidityConfig, "validate options", users=users, days=days, max_days=max_days, agent=agent,
-                    fidelity_users=fidelity_users, llm_users=llm_users, llm_max_steps=llm_turns, seed=seed)
+                    candidates=candidates, passes=passes, fidelity_users=fidelity_users, llm_users=llm_users,
+                    llm_max_steps=llm_turns, seed=seed)
         fitted = _calibrated(calibrated, None) if calibrated is not None else None
         real = _real_for(data, embedding, seed, fitted, calibrated)
         worlds = [SimWorld("default", load_world(config), real.catalog, real.profiles)]

@@ -19,8 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from recoworld.calibration import CalibrationConfig, calibrate, load_calibration
-from recoworld.calibration.fit_choice import CHOICE_TERMS, choice_data, fit_conformity, fit_logit
-from recoworld.calibration.fit_sessions import sessionize
+from recoworld.calibration.fit_choice import CHOICE_TERMS, choice_data, fit_conformity, fit_like_threshold, fit_logit
+from recoworld.calibration.fit_sessions import sessionize, visit_returns
 from recoworld.calibration.moments import fit_session_moments, nelder_mead, simulate_sessions
 from recoworld.catalog import Catalog
 from recoworld.cli import app
@@ -235,7 +235,9 @@ def test_choice_weights_are_recovered(catalog: Catalog, recovery: tuple[pd.DataF
 def test_return_parameters_are_recovered_by_calibrate(catalog: Catalog, recovery: tuple[pd.DataFrame, list, np.ndarray],
                                                       tmp_path: Path) -> None:
     """Tolerances: gap shape within 10%; churn probability per session within 0.01 (true 0.018);
-    per-user return rates within 30% (median relative error) for users with six or more gaps."""
+    per-user return rates within 30% (median relative error) for users with six or more gaps. Every
+    generated session has clicks, so the recovered rate is that of logged sessions: the simulator's
+    visit rate times the share of its visits that consume."""
     log, _, rate = recovery
     log.to_csv(tmp_path / "interactions.csv", index=False)
     pd.DataFrame({"item_id": catalog.item_ids, "title": catalog.titles,
@@ -246,13 +248,42 @@ def test_return_parameters_are_recovered_by_calibrate(catalog: Catalog, recovery
     assert sessions["gap_shape"]["value"] == pytest.approx(TRUE_RETURNS.gap_shape, rel=0.1)
     true_churn = 1 / (1 + np.exp(-(TRUE_RETURNS.churn_bias - TRUE_RETURNS.churn_satisfaction * 0.5)))
     assert sessions["churn_probability"]["value"] == pytest.approx(true_churn, abs=0.01)
-    base = fitted.world.returns.base_rate
-    fitted_rate = {p.user_id: base * p.return_propensity / 0.5 for p in fitted.profiles}
+    logged = fitted.world.returns.base_rate * sessions["visits"]["consuming_share"]
+    fitted_rate = {p.user_id: logged * p.return_propensity / 0.5 for p in fitted.profiles}
     n_sessions = sessionize(log).groupby("user_id").size()
     many = [u for u in n_sessions.index if n_sessions[u] >= 7]
     assert len(many) > 30
     errors = [abs(fitted_rate[u] / rate[int(u[1:])] - 1) for u in many]
     assert np.median(errors) < 0.3
+
+
+def test_like_threshold_is_recovered() -> None:
+    """Likes drawn by the choice model's own engagement step come back: the threshold within 0.1 and
+    3 standard errors (4000 clicks)."""
+    rng = np.random.default_rng(3)
+    utility = rng.normal(-2.0, 1.5, 4000)
+    model = ChoiceModel(ChoiceConfig(like_threshold=-2.5))
+    level = model.engagement(np.ones(len(utility), dtype=bool), utility, ChoiceModel.draw_noise(rng, (4000, 2)))
+    threshold, se = fit_like_threshold(utility, level >= 2)
+    assert abs(threshold + 2.5) < min(0.1, 3 * se), (threshold, se)
+    with pytest.raises(ValueError, match="both positive"):
+        fit_like_threshold(utility, np.ones(len(utility)))
+
+
+def test_visit_returns_keep_the_logged_rates_on_average() -> None:
+    """Centred on the simulated end-of-session satisfaction, the mean gap at the base rate is the fitted
+    one and the mean churn per visit the one that gives the logged churn per consuming session."""
+    rng = np.random.default_rng(0)
+    satisfaction, clicked = rng.uniform(0.1, 0.6, 5000), rng.random(5000) < 0.6
+    returns = ReturnConfig()
+    visits = visit_returns(satisfaction, clicked, 0.04, returns)
+    model = ReturnGapModel(returns.model_copy(update={"satisfaction_reference": visits.satisfaction_reference,
+                                                      "churn_bias": visits.churn_bias}))
+    assert np.mean(1 / model.rate(satisfaction, np.full(5000, 0.5))) == pytest.approx(1 / returns.base_rate)
+    assert np.mean(model.churn_probability(satisfaction)) == pytest.approx(visits.churn_per_visit, rel=1e-6)
+    p, pi = visits.churn_per_visit, visits.clicked_share
+    assert 1 - pi * (1 - p) / (1 - (1 - p) * (1 - pi)) == pytest.approx(0.04)  # churn before a logged session
+    assert visits.clicked_share == pytest.approx(clicked.mean())
 
 
 def test_session_moments_recover_click_bias_and_patience(catalog: Catalog) -> None:

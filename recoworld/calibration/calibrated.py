@@ -20,7 +20,8 @@ What is fitted, and how (every number lands in calibration.json with its uncerta
 | per-user popularity_affinity (conformity)   | per-user MAP, N(1, 0.5^2) prior (`fit_choice`)        |
 | returns gap_shape                           | conditional Gamma MLE (`fit_sessions`), SE            |
 | per-user return_propensity, base_rate       | conjugate posterior return rates (`fit_sessions`),    |
-|                                             | per visit: over the share of visits that consume      |
+|                                             | per visit: over the share of visits that consume,     |
+|                                             | simulated per activity offset (`moments`)             |
 | returns churn_bias, satisfaction_reference  | churn share of session ends (`fit_sessions`), SE;     |
 |                                             | centred on the simulated end-of-session satisfaction  |
 |                                             | (`fit_sessions.visit_returns`)                        |
@@ -62,7 +63,7 @@ from recoworld.calibration.fit_choice import (
     mean_loglik,
 )
 from recoworld.calibration.fit_sessions import fit_sessions, visit_returns
-from recoworld.calibration.moments import fit_session_moments, scale_patience
+from recoworld.calibration.moments import consuming_share, fit_session_moments, scale_patience
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel, WorldConfig, build
 from recoworld.data.dataset import Dataset, positive_ratings
@@ -77,6 +78,7 @@ FILES = ("world.yaml", "profiles.jsonl", "catalog.parquet", "calibration.json")
 NOT_IDENTIFIED = ("choice.position", "choice.fatigue", "choice.share_threshold - like_threshold",
                   "returns.satisfaction_effect", "returns.churn_satisfaction", "dynamics.*")
 _ACTIVITY_SHRINK = 3.0
+_ACTIVITY_GRID = 7  # activity offsets at which the share of visits that consume is simulated
 _MAX_PROPENSITY = 0.95
 
 
@@ -150,11 +152,17 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
                                      "activity": float(activity.get(p.user_id, 0.0))}) for p in real.profiles]
 
     pick = np.sort(rng.choice(len(profiles), min(config.moment_users, len(profiles)), replace=False))
-    moments = fit_session_moments(real.catalog, world0, [profiles[i] for i in pick],
-                                  sessions.sessions["size"].to_numpy(), config.seed, config.moment_budget, on_eval)
+    moment_profiles = [profiles[i] for i in pick]
+    moments = fit_session_moments(real.catalog, world0, moment_profiles, sessions.sessions["size"].to_numpy(),
+                                  config.seed, config.moment_budget, on_eval)
     p_churn = min(max(sessions.churn_probability, 1e-4), 1 - 1e-4)
     visits = visit_returns(moments.sessions.satisfaction, moments.sessions.clicks > 0, p_churn, world0.returns)
-    visit_rates = sessions.user_rates / visits.clicked_share
+    user_activity = np.array([activity.get(u, 0.0) for u in sessions.user_rates.index])
+    grid = np.linspace(user_activity.min(), user_activity.max(), _ACTIVITY_GRID)
+    share = consuming_share(real.catalog, world0, moment_profiles, moments.bias, moments.patience_scale, config.seed,
+                            grid)
+    per_user_share = np.interp(user_activity, grid, np.maximum(share, 1.0 / len(moment_profiles)))
+    visit_rates = sessions.user_rates / per_user_share
     base_rate = float(np.quantile(visit_rates, 0.99)) * 0.5 / _MAX_PROPENSITY
     pooled = sessions.pooled_rate / visits.clicked_share
     profiles = [p.model_copy(update={

@@ -20,7 +20,8 @@
 - **From logged sessions to visits** (`visit_returns`). The simulator's users visit, and a
   visit may end without a consumption; a log records only sessions with one. With a share
   pi of visits that consume (from sessions simulated at the calibrated parameters), a logged
-  gap spans 1 / pi visit gaps on average, so the visit rate is the logged rate / pi, and the
+  gap spans 1 / pi visit gaps on average, so the visit rate is the logged rate / pi (per user:
+  pi rises with the user's activity offset, `moments.consuming_share`), and the
   per-visit churn p_v solves 1 - p = pi (1 - p_v) / (1 - (1 - p_v)(1 - pi)) (no churn before
   the next logged session). The return rate also moves with end-of-session satisfaction s
   (`ReturnConfig`); the satisfaction reference is set so that the mean gap over the simulated

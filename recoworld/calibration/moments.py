@@ -8,8 +8,10 @@ and the click bias and a scale of the users' patience are chosen so that the sim
 items-per-session match the log's mean, median and 90th percentile (relative squared
 errors). Patience rather than the time budget is the free scale because logged session sizes
 look geometric (a constant hazard of leaving after each item), which is how patience ends a
-session, while a time budget would cap them. A log records no exposures, so the feed is a
-stand-in: slates drawn in proportion to train popularity, the platform's simplest feed.
+session, while a time budget would cap them. A log records no exposures, so the feed is the
+one the choice fit assumes (`fit_choice`: alternatives drawn uniformly): slates of items drawn
+uniformly from the catalog. Under it the fitted choice model alone carries popularity; a
+popularity-weighted feed would count it twice. The validity report exposes users the same way.
 
 The sessions simulated at the fitted parameters are kept (`MomentFit.sessions`): how the
 calibrated users' sessions end (their satisfaction, and whether they clicked at all) is what
@@ -78,7 +80,7 @@ def simulate_sessions(
     catalog: Catalog, world: WorldConfig, profiles: list[UserProfile], bias: float, patience_scale: float,
     seed: int, max_turns: int = 40,
 ) -> SimulatedSessions:
-    """The first session of each user on the stand-in feed."""
+    """The first session of each user on a feed of uniformly drawn items (the module docstring says why)."""
     choice = world.choice.model_copy(update={"bias": bias})
     users = ParametricUsers(catalog, choice, world.dynamics, world.returns)
     scaled = [p.model_copy(update={"patience": scale_patience(p.patience, patience_scale)}) for p in profiles]
@@ -86,17 +88,31 @@ def simulate_sessions(
     b, k = len(scaled), world.slate_size
     users.reset(scaled, rng)
     users.start_sessions(np.arange(b), np.zeros(b), rng)
-    log_pop = np.log(np.maximum(catalog.popularity.astype(np.float64), 1e-12))
     clicks = np.zeros(b)
     active = np.ones(b, dtype=bool)
     for _ in range(max_turns):
-        slates = np.argsort(-(log_pop + rng.gumbel(size=(b, len(catalog)))), axis=1)[:, :k]
+        slates = np.argpartition(rng.random((b, len(catalog))), k - 1, axis=1)[:, :k]
         fb = users.review(slates, rng)
         clicks += np.where(active, (fb.reactions >= 1).sum(axis=1), 0)
         active &= ~fb.left
         if not active.any():
             break
     return SimulatedSessions(clicks, users.satisfaction.copy())
+
+
+def consuming_share(
+    catalog: Catalog, world: WorldConfig, profiles: list[UserProfile], bias: float, patience_scale: float,
+    seed: int, activity: np.ndarray,
+) -> np.ndarray:
+    """Share of simulated first sessions with a click when every user's activity offset is `activity[j]`.
+
+    The share rises with a user's click propensity, so it is looked up per user (interpolated in
+    their activity offset) when turning logged-session rates into visit rates.
+    """
+    return np.array([
+        (simulate_sessions(catalog, world, [p.model_copy(update={"activity": float(a)}) for p in profiles], bias,
+                           patience_scale, seed).clicks > 0).mean()
+        for a in activity])
 
 
 def fit_session_moments(

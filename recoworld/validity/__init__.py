@@ -8,10 +8,11 @@ stylized facts of either and their distances, `run` is the protocol (`validate`)
 from recoworld.validity.events import SESSION_GAP_MINUTES, ConsumptionLog, from_interactions, from_trajectories
 from recoworld.validity.facts import EVENT_FACTS, NOT_IN_LOG, Fact, compare, event_facts
 from recoworld.validity.report import plot_validity, validity_table, write_validity
-from recoworld.validity.run import SimWorld, ValidityConfig, ValidityResult, validate
+from recoworld.validity.run import HEADLINE, SimWorld, ValidityConfig, ValidityResult, headline, validate
 
 __all__ = [
     "EVENT_FACTS",
+    "HEADLINE",
     "NOT_IN_LOG",
     "SESSION_GAP_MINUTES",
     "ConsumptionLog",
@@ -23,6 +24,7 @@ __all__ = [
     "event_facts",
     "from_interactions",
     "from_trajectories",
+    "headline",
     "plot_validity",
     "validate",
     "validity_table",

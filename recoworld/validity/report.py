@@ -15,7 +15,7 @@ from matplotlib.ticker import NullFormatter
 from rich.table import Table
 
 from recoworld.validity.facts import Fact
-from recoworld.validity.run import RANKING, ValidityResult
+from recoworld.validity.run import RANKING, ValidityResult, headline
 
 #: Distribution facts drawn as empirical CDFs: (fact, x label, log x axis).
 _CDFS = (
@@ -63,6 +63,11 @@ def validity_table(result: ValidityResult, title: str = "Validity: simulated vs 
             closest = len(worlds) > 1 and r["distance"] == best
             cells[r["world"]] = f"[green]{text}[/green]" if closest else text
         table.add_row(str(fact), str(stat), real_cell, *(cells.get(w, "") for w in worlds))
+    if len(worlds) > 1:
+        head = headline(result.rows).pivot(index="fact", columns="world", values="distance").dropna(how="all")
+        closest = head.idxmin(axis=1).value_counts()
+        table.caption = "closest to the log on each fact's headline statistic: " + ", ".join(
+            f"{w} on {int(closest.get(w, 0))} of {len(head)} facts" for w in worlds)
     return table
 
 

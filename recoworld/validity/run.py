@@ -5,13 +5,29 @@
    the reference. The horizon is the log's span in days, capped at `max_days` (simulating a
    year of MovieLens ratings would mostly measure the cap of the simulator, not its users).
 2. Each world (the default one, a calibrated one, LLM users) simulates those users, built from
-   the train split, against one recommender (`agent`) for the horizon.
+   the train split, against one recommender (`agent`) for the horizon. By default the users
+   meet uniform exposure: candidates drawn uniformly from the catalog (`candidates="uniform"`,
+   the worlds' retrieval switched off) and a random slate of them (`agent="random"`). A log
+   records no exposures, and calibration fits choices against uniformly drawn alternatives, so
+   the fitted user is a model of choice under uniform exposure; that is the exposure under
+   which a world's behaviour can be compared with the log's. A recommender or retrieval stage
+   adds its own exposure bias on top, and the popularity facts then measure the feed as much
+   as the users (a popularity-weighted feed in front of a user model that already follows the
+   crowd counts popularity twice). `agent` and `candidates="world"` study that on purpose.
 3. Both sides become `ConsumptionLog`s on the real log's catalog, so every fact is computed
    by the same code, and each world's facts are compared with the real ones (`compare`).
 4. Ranking fidelity comes from `recoworld.fidelity` on the held-out interactions of the same
    users: the world's simulated users and its choice model as scorers, train popularity as the
    reference. Its "real" value is 1 by definition (the held-out items are what the real users
-   chose), so its distance is the gap to a perfect ranking.
+   chose), so its distance is the gap to a perfect ranking. The headline is the choice model's
+   AUC (the expected choice): the simulated AUC scores the mean reaction over `passes` passes
+   of shuffled slates, so as passes grow it approaches the ranking by expected click
+   probability, which is the choice model's. A realistic user clicks a few percent of what it
+   sees, so a handful of passes leaves most candidates tied at "not clicked" and measures the
+   pass count rather than the user; the simulated AUC is still reported, over 200 passes by
+   default, and is the headline for LLM users, which have no utility to read.
+
+`HEADLINE` names the one statistic per fact whose distance sums the fact up.
 """
 
 from __future__ import annotations
@@ -19,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -26,7 +43,7 @@ from pydantic import Field
 
 from recoworld.calibration.fit_sessions import SECONDS_PER_DAY
 from recoworld.catalog import Catalog
-from recoworld.config import StrictModel, WorldConfig
+from recoworld.config import RetrievalConfig, StrictModel, WorldConfig
 from recoworld.data import RealWorld
 from recoworld.errors import ConfigError
 from recoworld.fidelity import (
@@ -45,6 +62,14 @@ from recoworld.validity.events import from_interactions, from_trajectories
 from recoworld.validity.facts import Fact, compare, event_facts
 
 RANKING = "ranking"
+#: Per fact, the statistics whose distance is its headline, in order of preference (the first the log has).
+HEADLINE: dict[str, tuple[str, ...]] = {
+    RANKING: ("AUC (choice model)", "AUC (simulated)"), "positive rate": ("of consumptions", "per impression"),
+    "popularity": ("Gini",),
+    "activity": ("KS",), "session length": ("KS",), "session gap": ("KS",), "return curve": ("curve mean |gap|",),
+    "interest drift": ("KS",), "distinctness": ("KS",),
+}
+_UNIFORM = RetrievalConfig(interest_share=0.0, popular_share=0.0)
 
 
 class ValidityConfig(StrictModel):
@@ -53,7 +78,10 @@ class ValidityConfig(StrictModel):
     users: int = Field(200, ge=2, description="real users compared, drawn with the seed")
     days: float | None = Field(None, gt=0, description="simulated horizon; default: the log's span, capped")
     max_days: float = Field(60.0, gt=0, description="cap of the default horizon")
-    agent: str = Field("greedy", description="the recommender the simulated users meet")
+    agent: str = Field("random", description="the recommender the simulated users meet (random: uniform exposure)")
+    candidates: Literal["uniform", "world"] = Field(
+        "uniform", description="uniform: candidates drawn uniformly from the catalog; world: each world's retrieval")
+    passes: int = Field(200, ge=1, description="passes of shuffled slates behind the simulated AUC")
     fidelity_users: int = Field(100, ge=1, description="users of the ranking fidelity")
     llm_users: int = Field(0, ge=0, description="LLM users simulated on the same facts; 0 = none")
     llm_max_steps: int = Field(20, ge=1, description="turns per LLM user (the model is slow)")
@@ -77,6 +105,19 @@ class ValidityResult:
     horizon_days: float
     users: list[str]
     notes: list[str]  # what a reader needs besides the numbers (LLM fallbacks, a run stopped by its budget)
+
+
+def headline(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per fact and world of validity `rows` (the CSV's columns): the fact's `HEADLINE`
+    statistic (the first this world has) and the world's distance on it."""
+    rows = rows.dropna(subset=["distance"])
+    out = []
+    for (fact, world), group in rows.groupby(["fact", "world"], sort=False):
+        stat = next((s for s in HEADLINE.get(str(fact), ()) if (group["statistic"] == s).any()), None)
+        if stat is not None:
+            out.append({"fact": fact, "world": world, "statistic": stat,
+                        "distance": float(group.loc[group["statistic"] == stat, "distance"].iloc[0])})
+    return pd.DataFrame(out, columns=["fact", "world", "statistic", "distance"])
 
 
 def horizon_days(interactions: pd.DataFrame, config: ValidityConfig) -> float:
@@ -106,7 +147,7 @@ def _ranking(world: SimWorld, real: RealWorld, config: ValidityConfig, max_users
                  "note": "no user has new held-out items"}]
     scorers: list[ChoiceScorer] = (
         [llm_scorer(world.catalog, world.world), PopularityScorer(world.catalog)]
-        if world.world.user_backend == "llm" else default_scorers(world.catalog, world.world))
+        if world.world.user_backend == "llm" else default_scorers(world.catalog, world.world, config.passes))
     summary, _ = evaluate(users, scorers, cfg)
     rows: list[dict[str, object]] = [{"fact": RANKING, "statistic": "users", "real": np.nan,
                                       "value": float(len(users)), "distance": np.nan, "note": None}]
@@ -152,8 +193,9 @@ def validate(
         if not w.profiles:
             raise ConfigError(f"world {w.name!r} has none of the {len(users)} compared users")
         progress(f"{w.name}: simulating {len(w.profiles)} users for {horizon:g} days against {cfg.agent!r}")
+        exposure = {"retrieval": _UNIFORM} if cfg.candidates == "uniform" else {}
         sim_cfg = SimulationConfig(n_users=len(w.profiles), agents=[cfg.agent], seed=cfg.seed,
-                                   world=w.world.model_copy(update={"horizon_days": horizon}))
+                                   world=w.world.model_copy(update={"horizon_days": horizon, **exposure}))
         result = simulate(sim_cfg, catalog=w.catalog, profiles=w.profiles)
         if result.stopped:
             notes.append(f"{w.name}: stopped early: {result.stopped}")
