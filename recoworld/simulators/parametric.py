@@ -298,7 +298,7 @@ class ParametricUsers:
         target = np.where(
             click,
             _unit_clip(0.35 + 0.4 * rel_seen + 0.35 * quality - 0.3 * fat),
-            dyn.skip_satisfaction * (1.0 - fat),
+            _unit_clip(dyn.skip_satisfaction + dyn.skip_relevance * rel_seen) * (1.0 - fat),
         )
         rate = np.where(click, dyn.satisfaction_rate, dyn.satisfaction_rate * dyn.skip_weight)
         sat = _recurrence(self.satisfaction, rate, target)
