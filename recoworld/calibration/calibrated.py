@@ -27,7 +27,8 @@ What is fitted, and how (every number lands in calibration.json with its uncerta
 |                                             | (`fit_sessions.visit_returns`)                        |
 | per-user activity                           | log of the user's mean session size over the median,  |
 |                                             | shrunk by n / (n + 3) sessions: a click-logit offset  |
-| choice bias, profiles' patience scale       | simulated moments of items per session (`moments`)    |
+| choice bias, profiles' patience scale       | simulated moments of items per session (`moments`);   |
+|                                             | jointly: sizes identify a combination of the two      |
 | choice like_threshold                       | 1-D MLE of P(positive rating | consumed) given the    |
 |                                             | fitted utility (`fit_like_threshold`), SE; needs      |
 |                                             | explicit ratings, else kept at its configured value   |

@@ -8,7 +8,11 @@ and the click bias and a scale of the users' patience are chosen so that the sim
 items-per-session match the log's mean, median and 90th percentile (relative squared
 errors). Patience rather than the time budget is the free scale because logged session sizes
 look geometric (a constant hazard of leaving after each item), which is how patience ends a
-session, while a time budget would cap them. A log records no exposures, so the feed is the
+session, while a time budget would cap them. The two are identified only jointly: a click
+renews the user's patience, so session sizes depend on them mostly through the chance of a run
+of `patience` skips, and the objective has a ridge along which the bias and the patience scale
+trade off (tests/test_calibration.py checks that the fit reproduces the session sizes, not the
+two numbers one by one). A log records no exposures, so the feed is the
 one the choice fit assumes (`fit_choice`: alternatives drawn uniformly): slates of items drawn
 uniformly from the catalog. Under it the fitted choice model alone carries popularity; a
 popularity-weighted feed would count it twice. The validity report exposes users the same way.
