@@ -100,8 +100,10 @@ def test_high_level_state_reflects_what_the_user_clicks(catalog: Catalog) -> Non
         assert agent.last_trace is not None
         novelty = np.asarray(agent.last_trace["novelty"])
         shown.append(novelty)
-        obs, _, _, _, info = env.step(slate)
+        obs, _, terminated, truncated, info = env.step(slate)
         agent.observe((novelty > 0.5).astype(np.int64), info)
+        if terminated or truncated:
+            break
     assert any((n > 0.5).any() for n in shown) and any((n <= 0.5).any() for n in shown), "novel and familiar shown"
     state = agent.high_state(obs)
     assert state[1] > 0 and state[2] > 0
