@@ -419,13 +419,21 @@ def make_catalog(
 
 
 def main() -> None:
-    """The console script: the app, then stop any local model process before the interpreter waits on threads.
+    """The console script: the app, with any local model process stopped on Ctrl-C and at the end.
 
-    Ctrl-C leaves a worker thread blocked on the model's reply; stopping the model first
-    closes that pipe, so the run exits at once instead of after the reply.
+    Ctrl-C can leave a worker thread blocked on the model's reply, and `asyncio.run` waits
+    for that thread before the exception reaches us. Stopping the model first, in the signal
+    handler, closes the pipe, so the run exits at once instead of after the reply.
     """
+    import signal
+
     from recoworld.llm.supervisor import close_all
 
+    def interrupt(signum: int, frame: object) -> None:
+        close_all()
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, interrupt)
     try:
         app()
     finally:

@@ -142,7 +142,7 @@ def test_no_model_process_outlives_an_interrupted_run(tmp_path: Path, how: signa
         assert proc.poll() is None, proc.communicate()[0]
         (worker,) = workers_of(proc.pid)
         proc.send_signal(how)
-        proc.wait(timeout=60)
+        proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
