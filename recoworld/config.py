@@ -202,7 +202,7 @@ class DynamicsConfig(StrictModel):
     satisfaction_rate: float = Field(0.15, gt=0, lt=1)
     skip_satisfaction: float = Field(0.3, ge=0, le=1, description="satisfaction an irrelevant skip pulls toward")
     skip_weight: float = Field(0.4, ge=0, le=1, description="a skip moves satisfaction this much less than a click")
-    skip_relevance: float = Field(0.5, ge=0, le=2, description="a skipped item's target rises by this x relevance")
+    skip_relevance: float = Field(1.0, ge=0, le=2, description="a skipped item's target rises by this x relevance")
     fatigue_repetition: float = Field(0.08, ge=0, description="fatigue per near-duplicate item")
     fatigue_low_quality: float = Field(0.02, ge=0)
     fatigue_recovery: float = Field(0.08, gt=0, lt=1, description="per-item decay of fatigue")
@@ -222,7 +222,9 @@ class ReturnConfig(StrictModel):
 
     rate = base_rate * exp(satisfaction_effect * (s - satisfaction_reference)) * (propensity / 0.5)  [returns/day]
     gap ~ Gamma(shape=gap_shape, mean=1/rate): above 1 the hazard rises from zero, below 1 it falls
-    churn probability = sigmoid(churn_bias - churn_satisfaction * s)
+    churn probability = sigmoid(churn_bias - churn_satisfaction * s), once the user has made
+    `churn_after` consumptions (0: from the first session; `recoworld calibrate` sets a log's
+    floor, e.g. MovieLens keeps only users with at least 20 ratings, so none of them left sooner)
 
     `satisfaction_reference` is the satisfaction at which a user returns at exactly their
     base rate: 0.5 (the middle of the scale) in the synthetic world. `recoworld calibrate`
@@ -246,6 +248,7 @@ class ReturnConfig(StrictModel):
     satisfaction_reference: float = Field(0.5, ge=0, le=1, description="satisfaction of the neutral base rate")
     churn_bias: float = -2.5
     churn_satisfaction: float = Field(4.0, ge=0)
+    churn_after: int = Field(0, ge=0, description="consumptions before a user can churn (a log's inclusion floor)")
     interest_memory_days: float = Field(3.0, gt=0, description="time constant of interest regression")
     fatigue_recovery_days: float = Field(0.5, gt=0)
     satisfaction_recovery_days: float = Field(0.5, gt=0)

@@ -17,11 +17,13 @@ N_USERS = 300
 
 
 def _profiles(catalog: Catalog, n: int) -> list[UserProfile]:
+    """Patient users (40 unengaging items): with clicks on a few percent of impressions an
+    impatient user leaves both feeds within three turns, before repetition can show."""
     topics = catalog.topic_names
     return [
         UserProfile(user_id=f"u{i}", segment="test", persona="a test user", attributes={},
                     topic_interests={topics[0]: 0.5, topics[1]: 0.3, topics[2]: 0.2}, novelty_trait=0.5,
-                    patience=20, time_budget_min=60.0, return_propensity=0.6)
+                    patience=40, time_budget_min=60.0, return_propensity=0.6)
         for i in range(n)
     ]
 
