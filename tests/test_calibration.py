@@ -287,6 +287,22 @@ def test_visit_returns_keep_the_logged_rates_on_average() -> None:
     assert visits.clicked_share == pytest.approx(clicked.mean())
 
 
+def test_no_churn_before_the_inclusion_floor(catalog: Catalog) -> None:
+    """With `churn_after`, a user who has consumed fewer items never churns; from the floor on, one does
+    (churn is certain here once allowed)."""
+    profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(0), n=64)
+    world = WorldConfig()
+    users = ParametricUsers(catalog, world.choice.model_copy(update={"bias": 0.0}), world.dynamics,
+                            ReturnConfig(churn_bias=20.0, churn_after=3))
+    rng = np.random.default_rng(1)
+    users.reset(profiles, rng)
+    users.start_sessions(np.arange(64), np.zeros(64), rng)
+    clicks = (users.review(rng.integers(0, len(catalog), (64, 10)), rng).reactions >= 1).sum(axis=1)
+    gaps = users.end_sessions(np.arange(64), np.full(64, 0.1), rng)
+    assert 0 < (clicks >= 3).sum() < 64
+    assert np.array_equal(np.isinf(gaps), clicks >= 3)
+
+
 def test_session_moments_recover_the_session_sizes(catalog: Catalog) -> None:
     """Simulated moments: for sessions simulated with a known click bias (-2) and patience scale (0.5)
     on other seeds, sessions simulated at the fitted parameters on yet other seeds match each moment

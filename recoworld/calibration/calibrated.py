@@ -22,6 +22,8 @@ What is fitted, and how (every number lands in calibration.json with its uncerta
 | per-user return_propensity, base_rate       | conjugate posterior return rates (`fit_sessions`),    |
 |                                             | per visit: over the share of visits that consume,     |
 |                                             | simulated per activity offset (`moments`)             |
+| returns churn_after                         | the log's inclusion floor: fewest interactions a user |
+|                                             | has (no user of the log left before it)               |
 | returns churn_bias, satisfaction_reference  | churn share of session ends (`fit_sessions`), SE;     |
 |                                             | centred on the simulated end-of-session satisfaction  |
 |                                             | (`fit_sessions.visit_returns`)                        |
@@ -146,7 +148,9 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
     valid_ll = mean_loglik(valid_rows, weights)
     conformity = dict(zip(ids, fit_conformity(fit_rows, logit, len(ids))))
 
-    sessions = fit_sessions(_timing_log(real), config.session_gap_minutes)
+    timing = _timing_log(real)
+    floor = int(timing.groupby("user_id").size().min())
+    sessions = fit_sessions(timing, config.session_gap_minutes, churn_after=floor)
     world0 = _world(real.catalog, logit.weights, sessions.gap_shape)
     activity = _activity(sessions.sessions)
     profiles = [p.model_copy(update={"popularity_affinity": float(conformity.get(p.user_id, 1.0)),
@@ -180,7 +184,7 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
         choice |= {"like_threshold": like[0], "share_threshold": like[0] + base.share_threshold - base.like_threshold}
     world = build(WorldConfig, "calibrated world", world0, choice=choice,
                   returns={"base_rate": base_rate, "satisfaction_reference": visits.satisfaction_reference,
-                           "churn_bias": visits.churn_bias})
+                           "churn_bias": visits.churn_bias, "churn_after": floor})
 
     report = {
         "data": json.loads(config.data.model_dump_json()),
@@ -199,7 +203,7 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
             "gap_loglik_per_gap": sessions.gap_loglik,
             "pooled_rate_per_day": sessions.pooled_rate, "base_rate": base_rate,
             "churn_probability": _estimate(sessions.churn_probability, sessions.churn_probability_se),
-            "churn_bias": world.returns.churn_bias,
+            "churn_bias": world.returns.churn_bias, "churn_after": floor,
             "return_rate": _spread(sessions.user_rates.to_numpy()),
             "visits": {"consuming_share": visits.clicked_share, "churn_per_visit": visits.churn_per_visit,
                        "satisfaction_reference": visits.satisfaction_reference,

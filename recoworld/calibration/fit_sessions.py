@@ -15,8 +15,11 @@
   with one or two gaps are shrunk toward the population.
 - **Churn.** A user whose time from the last interaction to the end of the log exceeds the
   99th percentile of their own gap distribution (Wilson-Hilferty approximation) is counted
-  as churned; each session end is a churn trial, so p = churned users / session ends (the
-  geometric maximum likelihood), with a binomial standard error.
+  as churned; each session end after the user's first `churn_after` interactions is a churn
+  trial, so p = churned users / those session ends (the geometric maximum likelihood), with a
+  binomial standard error. `churn_after` is the log's inclusion floor (the fewest interactions
+  any user has: MovieLens keeps only users with at least 20 ratings), before which no user of
+  the log can have left.
 - **From logged sessions to visits** (`visit_returns`). The simulator's users visit, and a
   visit may end without a consumption; a log records only sessions with one. With a share
   pi of visits that consume (from sessions simulated at the calibrated parameters), a logged
@@ -102,7 +105,8 @@ def sessionize(interactions: pd.DataFrame, gap_minutes: float = SESSION_GAP_MINU
 
 
 def fit_sessions(
-    interactions: pd.DataFrame, gap_minutes: float = SESSION_GAP_MINUTES, iterations: int = 50
+    interactions: pd.DataFrame, gap_minutes: float = SESSION_GAP_MINUTES, iterations: int = 50,
+    churn_after: int = 0,
 ) -> SessionFit:
     """Fit the gap shape, per-user return rates and the churn probability (see the module docstring)."""
     sessions = sessionize(interactions, gap_minutes)
@@ -121,7 +125,7 @@ def fit_sessions(
     last = sessions.groupby("user_id")["end"].max().reindex(users).to_numpy()
     idle_days = (sessions["end"].max() - last) / SECONDS_PER_DAY
     churned = idle_days > _gamma_q99(shape, rates)
-    ends = len(sessions)
+    ends = int((sessions.groupby("user_id")["size"].cumsum() >= churn_after).sum())
     p = float(churned.sum() / ends)
     return SessionFit(sessions, shape, shape_se, pd.Series(rates, index=users), pooled, p,
                       math.sqrt(max(p * (1 - p), 1e-12) / ends), len(gaps), loglik)

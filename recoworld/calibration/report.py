@@ -29,6 +29,8 @@ def calibration_table(report: dict[str, Any]) -> Table:
     table.add_row("returns.churn_bias", f"{sessions['churn_bias']:.4g}", "",
                   f"mean churn per visit {visits['churn_per_visit']:.3g}; {visits['consuming_share']:.3g} of "
                   "visits consume (a log records only those)")
+    table.add_row("returns.churn_after", str(sessions["churn_after"]), "",
+                  "the log's inclusion floor: no user of it left before this many interactions")
     table.add_row("choice.bias", f"{moments['bias']:.4g}", "",
                   f"simulated moments, {moments['evaluations']} evaluations, objective {moments['objective']:.3g}")
     table.add_row("patience scale", f"{moments['patience_scale']:.4g}", "", "simulated moments")

@@ -185,6 +185,7 @@ class ParametricUsers:
         self.memory_reactions = np.full((b, m), UNSEEN, dtype=np.int8)
         self.memory_dwell = np.zeros((b, m), dtype=np.float32)
         self.turn = np.zeros(b, dtype=np.int64)
+        self.consumed = np.zeros(b, dtype=np.int64)  # clicks so far: churn waits for `returns.churn_after`
         self.last_instruction_turn = np.full(b, -(10**9), dtype=np.int64)
         self.last_session_end = np.full(b, -np.inf)
         self._favourites = [list(p.topic_interests) for p in profiles]
@@ -221,7 +222,8 @@ class ParametricUsers:
         """
         users = np.asarray(users)
         now = np.broadcast_to(np.asarray(now_days, dtype=np.float64), users.shape)
-        gap = self.returns.sample(self.satisfaction[users], self.return_propensity[users], rng)
+        gap = self.returns.sample(self.satisfaction[users], self.return_propensity[users], rng,
+                                  self.consumed[users] >= self.returns.config.churn_after)
         gap = np.maximum(gap, self.earliest_return(users, now))
         self.last_session_end[users] = now
         return gap
@@ -317,6 +319,7 @@ class ParametricUsers:
         dwell = np.where(reviewed, spent, 0.0)
         rows = np.arange(b)
         self._consume(emb, click & reviewed)
+        self.consumed += (click & reviewed).sum(axis=1)
         self.satisfaction = sat[rows, stop]
         self.sat_short = _ema_path(self.sat_short, _SHORT_EMA, sat)[rows, stop]
         self.sat_long = _ema_path(self.sat_long, _LONG_EMA, sat)[rows, stop]
