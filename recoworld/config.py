@@ -162,15 +162,15 @@ class ChoiceConfig(StrictModel):
 
     Defaults of the synthetic world (`python experiments/stylized_facts.py` prints the facts):
 
-    - `bias` -4.5 puts the click (positive-interaction) rate per impression at 3-6% across the
-      baseline recommenders. Band 2-10%: MIND news impression logs (Wu et al., ACL 2020) have
+    - `bias` -4.5 puts the click (positive-interaction) rate per impression at 3.5-5% across
+      the baseline recommenders. Band 2-10%: MIND news impression logs (Wu et al., ACL 2020) have
       about 4% of impressions clicked; reported short-video logs sit under 10% (issue 12).
     - `popularity` 0.3 (> 0: a crowd-following term, as on real logs) with the catalog's
-      Pareto(1.6) exposure prior gives an item-consumption Gini of about 0.7-0.8 for
-      personalized recommenders. Band 0.6-0.9: public logs, e.g. MovieLens-100K about 0.63.
-      The weight itself is an assumption; only the resulting Gini is banded.
+      Pareto(1.6) exposure prior gives an item-consumption Gini of 0.63-0.79 (0.91 for the
+      popular recommender, which shows only the head). Band 0.6-0.9: public logs, e.g.
+      MovieLens-100K about 0.63. The weight itself is an assumption; only the Gini is banded.
     - `like_threshold` and `share_threshold` keep their values: likes per click come out at
-      5-7%, inside an assumed band of 2-25% (like/view ratios of a few percent on video
+      about 5%, inside an assumed band of 2-25% (like/view ratios of a few percent on video
       platforms; an assumption, not a sourced figure).
     """
 
@@ -233,8 +233,8 @@ class ReturnConfig(StrictModel):
 
     Defaults of the synthetic world: a Gamma shape of 0.5 (a falling hazard: users come back
     soon or stay away long), mixed over users by their return propensity and satisfaction,
-    gives heavy-tailed gaps between sessions: median about 2-3 days, p99 about 3 weeks, mean
-    about 4 days. Bands: KuaiSim's baselines return after 3.48-3.57 days on average
+    gives heavy-tailed gaps between sessions: median about 2 days, p99 about 3 weeks, mean
+    3.4-4.1 days. Bands: KuaiSim's baselines return after 3.48-3.57 days on average
     (REFERENCE.md; band 2-5 days); gap distributions of real logs are heavy-tailed
     (lognormal/Pareto-like, p99 of weeks; band 7-30 days, the 30-day horizon caps it). The
     family is the one `recoworld calibrate` fits (Gamma gaps with per-user rates), so a
