@@ -65,7 +65,7 @@ from recoworld.calibration.fit_choice import (
     fit_logit,
     mean_loglik,
 )
-from recoworld.calibration.fit_sessions import fit_sessions, visit_returns
+from recoworld.calibration.fit_sessions import SECONDS_PER_DAY, fit_sessions, visit_returns
 from recoworld.calibration.moments import consuming_share, fit_session_moments, scale_patience
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel, WorldConfig, build
@@ -158,14 +158,15 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
 
     pick = np.sort(rng.choice(len(profiles), min(config.moment_users, len(profiles)), replace=False))
     moment_profiles = [profiles[i] for i in pick]
+    gaps = _gaps_days(sessions.sessions)
     moments = fit_session_moments(real.catalog, world0, moment_profiles, sessions.sessions["size"].to_numpy(),
-                                  config.seed, config.moment_budget, on_eval)
+                                  config.seed, config.moment_budget, on_eval, gaps)
     p_churn = min(max(sessions.churn_probability, 1e-4), 1 - 1e-4)
     visits = visit_returns(moments.sessions.satisfaction, moments.sessions.clicks > 0, p_churn, world0.returns)
     user_activity = np.array([activity.get(u, 0.0) for u in sessions.user_rates.index])
     grid = np.linspace(user_activity.min(), user_activity.max(), _ACTIVITY_GRID)
     share = consuming_share(real.catalog, world0, moment_profiles, moments.bias, moments.patience_scale, config.seed,
-                            grid)
+                            grid, gaps)
     per_user_share = np.interp(user_activity, grid, np.maximum(share, 1.0 / len(moment_profiles)))
     visit_rates = sessions.user_rates / per_user_share
     base_rate = float(np.quantile(visit_rates, 0.99)) * 0.5 / _MAX_PROPENSITY
@@ -257,6 +258,12 @@ def _timing_log(real: RealWorld) -> pd.DataFrame:
     if real.split.mode == "per_user":
         return real.dataset.interactions[["user_id", "timestamp"]]
     return real.split.train
+
+
+def _gaps_days(sessions: pd.DataFrame) -> np.ndarray:
+    """Days from each session's end to the same user's next session's start."""
+    nxt = sessions.groupby("user_id")["start"].shift(-1)
+    return ((nxt - sessions["end"]) / SECONDS_PER_DAY).dropna().to_numpy()
 
 
 def _ratings(log: pd.DataFrame, ids: list[str]) -> list[np.ndarray]:

@@ -4,18 +4,20 @@ Items per session come out of the whole within-session process (clicks, patience
 time budget, satisfaction), which has no likelihood in closed form, and the click bias is not
 identified by the case-control choice fit. So both are fitted by the simulated method of
 moments: parametric users built from the calibrated profiles browse a feed until they leave,
-and the click bias and a scale of the users' patience are chosen so that the simulated
-items-per-session match the log's mean, median and 90th percentile (relative squared
-errors). Patience rather than the time budget is the free scale because logged session sizes
-look geometric (a constant hazard of leaving after each item), which is how patience ends a
-session, while a time budget would cap them. The two are identified only jointly: a click
-renews the user's patience, so session sizes depend on them mostly through the chance of a run
-of `patience` skips, and the objective has a ridge along which the bias and the patience scale
-trade off (tests/test_calibration.py checks that the fit reproduces the session sizes, not the
-two numbers one by one). A log records no exposures, so the feed is the
-one the choice fit assumes (`fit_choice`: alternatives drawn uniformly): slates of items drawn
-uniformly from the catalog. Under it the fitted choice model alone carries popularity; a
-popularity-weighted feed would count it twice. The validity report exposes users the same way.
+for three sessions separated by gaps resampled from the log's (later sessions start with what
+the earlier ones left: less of the day's time budget, fatigue, satisfaction), and the click
+bias and a scale of the users' patience are chosen so that the simulated items-per-session
+match the log's mean, median and 90th percentile (relative squared errors). Patience rather
+than the time budget is the free scale because logged session sizes look geometric (a constant
+hazard of leaving after each item), which is how patience ends a session, while a time budget
+would cap them. The two are identified only jointly: a click renews the user's patience, so
+session sizes depend on them mostly through the chance of a run of `patience` skips, and the
+objective has a ridge along which the bias and the patience scale trade off
+(tests/test_calibration.py checks that the fit reproduces the session sizes, not the two
+numbers one by one). A log records no exposures, so the feed is the one the choice fit assumes
+(`fit_choice`: alternatives drawn uniformly): slates of items drawn uniformly from the catalog.
+Under it the fitted choice model alone carries popularity; a popularity-weighted feed would
+count it twice. The validity report exposes users the same way.
 
 The sessions simulated at the fitted parameters are kept (`MomentFit.sessions`): how the
 calibrated users' sessions end (their satisfaction, and whether they clicked at all) is what
@@ -36,10 +38,12 @@ import numpy as np
 
 from recoworld.catalog import Catalog
 from recoworld.config import WorldConfig
+from recoworld.envs.observation import MINUTES_PER_DAY
 from recoworld.population import UserProfile
 from recoworld.simulators.parametric import ParametricUsers
 
 MOMENTS = ("mean", "median", "p90")
+_SESSIONS = 3  # sessions per simulated user when the log's gaps are given
 _BIAS_SCAN = (-7.0, -5.5, -4.0, -3.0, -2.0, -1.0, 0.0)
 
 
@@ -82,31 +86,47 @@ def session_moments(sizes: np.ndarray) -> np.ndarray:
 
 def simulate_sessions(
     catalog: Catalog, world: WorldConfig, profiles: list[UserProfile], bias: float, patience_scale: float,
-    seed: int, max_turns: int = 40,
+    seed: int, gaps: np.ndarray | None = None, max_turns: int = 40,
 ) -> SimulatedSessions:
-    """The first session of each user on a feed of uniformly drawn items (the module docstring says why)."""
+    """Sessions of each user on a feed of uniformly drawn items (the module docstring says why).
+
+    Without `gaps`, each user's first session. With `gaps` (days between a log's sessions), each
+    user's first `_SESSIONS` sessions, the next one starting a gap resampled from `gaps` after
+    the last ended: later sessions carry what the earlier ones left (less of the day's time
+    budget, fatigue, satisfaction), as the log's later sessions do.
+    """
     choice = world.choice.model_copy(update={"bias": bias})
     users = ParametricUsers(catalog, choice, world.dynamics, world.returns)
     scaled = [p.model_copy(update={"patience": scale_patience(p.patience, patience_scale)}) for p in profiles]
     rng = np.random.default_rng(seed)
     b, k = len(scaled), world.slate_size
+    everyone = np.arange(b)
     users.reset(scaled, rng)
-    users.start_sessions(np.arange(b), np.zeros(b), rng)
-    clicks = np.zeros(b)
-    active = np.ones(b, dtype=bool)
-    for _ in range(max_turns):
-        slates = np.argpartition(rng.random((b, len(catalog))), k - 1, axis=1)[:, :k]
-        fb = users.review(slates, rng)
-        clicks += np.where(active, (fb.reactions >= 1).sum(axis=1), 0)
-        active &= ~fb.left
-        if not active.any():
-            break
-    return SimulatedSessions(clicks, users.satisfaction.copy())
+    now = np.zeros(b)
+    clicks, satisfaction = [], []
+    for session in range(1 if gaps is None else _SESSIONS):
+        if session:
+            users.end_sessions(everyone, now, rng)
+            now = now + rng.choice(gaps, b)
+        users.start_sessions(everyone, now, rng)
+        session_clicks = np.zeros(b)
+        active = np.ones(b, dtype=bool)
+        for _ in range(max_turns):
+            slates = np.argpartition(rng.random((b, len(catalog))), k - 1, axis=1)[:, :k]
+            fb = users.review(slates, rng)
+            session_clicks += np.where(active, (fb.reactions >= 1).sum(axis=1), 0)
+            now = now + np.where(active, fb.dwell_min.sum(axis=1), 0.0) / MINUTES_PER_DAY
+            active &= ~fb.left
+            if not active.any():
+                break
+        clicks.append(session_clicks)
+        satisfaction.append(users.satisfaction.copy())
+    return SimulatedSessions(np.concatenate(clicks), np.concatenate(satisfaction))
 
 
 def consuming_share(
     catalog: Catalog, world: WorldConfig, profiles: list[UserProfile], bias: float, patience_scale: float,
-    seed: int, activity: np.ndarray,
+    seed: int, activity: np.ndarray, gaps: np.ndarray | None = None,
 ) -> np.ndarray:
     """Share of simulated first sessions with a click when every user's activity offset is `activity[j]`.
 
@@ -115,20 +135,21 @@ def consuming_share(
     """
     return np.array([
         (simulate_sessions(catalog, world, [p.model_copy(update={"activity": float(a)}) for p in profiles], bias,
-                           patience_scale, seed).clicks > 0).mean()
+                           patience_scale, seed, gaps).clicks > 0).mean()
         for a in activity])
 
 
 def fit_session_moments(
     catalog: Catalog, world: WorldConfig, profiles: list[UserProfile], observed_sizes: np.ndarray,
     seed: int, budget: int = 60, on_eval: Callable[[int, float], None] | None = None,
+    gaps: np.ndarray | None = None,
 ) -> MomentFit:
-    """Fit (click bias, patience scale) to the observed items per session."""
+    """Fit (click bias, patience scale) to the observed items per session (`gaps`: see `simulate_sessions`)."""
     target = session_moments(observed_sizes)
 
     def objective(theta: np.ndarray) -> float:
         sim = session_moments(simulate_sessions(catalog, world, profiles, float(theta[0]), float(np.exp(theta[1])),
-                                                seed).sizes)
+                                                seed, gaps).sizes)
         return float((((sim - target) / np.maximum(target, 1.0)) ** 2).sum())
 
     # Session size is not monotone in the bias (likelier clicks also hold attention longer, so the
@@ -146,7 +167,7 @@ def fit_session_moments(
     if value > min(values):
         best, value = x0, min(values)
     used += len(scan)
-    sessions = simulate_sessions(catalog, world, profiles, float(best[0]), float(np.exp(best[1])), seed)
+    sessions = simulate_sessions(catalog, world, profiles, float(best[0]), float(np.exp(best[1])), seed, gaps)
     sim = session_moments(sessions.sizes)
     return MomentFit(float(best[0]), float(np.exp(best[1])), value, used,
                      dict(zip(MOMENTS, map(float, target))), dict(zip(MOMENTS, map(float, sim))), sessions)
