@@ -64,10 +64,13 @@ def env(catalog: Catalog) -> RecoWorldEnv:
 
 
 def _warm(env: RecoWorldEnv) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """An observation with some history, so greedy relevance is not just popularity."""
+    """An observation with some history, so greedy relevance is not just popularity: turns until
+    the user has clicked twice (clicks land on a few percent of impressions)."""
     obs, info = env.reset(seed=4)
-    for _ in range(3):
+    clicks = 0
+    while clicks < 2:
         obs, *_, info = env.step(np.arange(3))
+        clicks += int((info["reactions"] >= 1).sum())
     return obs, info
 
 
@@ -156,7 +159,7 @@ def test_malformed_unknown_and_out_of_range_calls_come_back_as_observations(
         srv.call("drop_tables", {"thought": "why not"})                                 # unknown tool
         srv.call("retrieve", {"thought": "big", "attribute": "topic", "value": topic, "k": 1307542086739161})
         srv.call("retrieve", {"thought": f"they like {topic}", "attribute": "topic", "value": topic, "k": 2})
-        srv.call("rerank", {"thought": "best first", "attribute": "quality", "value": "", "k": 2})
+        srv.call("rerank", {"thought": "best first", "attribute": "quality", "value": "", "k": 1})
         srv.call("finish", {"thought": "done", "items": [999_999, int(available[0])]})  # one id is invented
         srv.call("finish", {"thought": "again", "items": [int(available[0])]})
         slate = agent.act(obs, info)
@@ -172,7 +175,9 @@ def test_malformed_unknown_and_out_of_range_calls_come_back_as_observations(
     assert [s.get("tool") for s in steps] == [None, None, "retrieve", "retrieve", "rerank", "finish", "finish"]
     assert "no valid action" in steps[0]["error"] and "unknown tool 'drop_tables'" in steps[1]["error"]
     assert steps[2]["error"].startswith("retrieve: k=1307542086739161 is out of range") and "error" not in steps[3]
-    assert steps[4]["label"] == "rerank quality" and sorted(steps[4]["items"]) == sorted(steps[3]["items"])
+    # Re-ranks the retrieved list (k=1 keeps its better item, a list no earlier step made).
+    assert steps[4]["label"] == "rerank quality" and len(steps[4]["items"]) == 1
+    assert set(steps[4]["items"]) <= set(steps[3]["items"])
     assert steps[5]["dropped"] == ["999999"] and "not among this turn's candidates" in steps[5]["error"]
     # Each error was shown to the model at the next step, and every list with the attribute that made it.
     assert "unknown tool 'drop_tables'" in prompts[2] and "out of range" in prompts[3]
