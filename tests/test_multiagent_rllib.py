@@ -68,7 +68,9 @@ def test_ppo_trains_one_shared_policy(ray_session) -> None:
     )
     algo = config.build_algo()
     try:
-        results = [algo.train() for _ in range(2)]
+        # Three iterations (600 steps): the longest user's episode can take ~280 steps, and a slot
+        # shows up in the metrics once one of its episodes has ended.
+        results = [algo.train() for _ in range(3)]
     finally:
         algo.stop()
     last = results[-1]
