@@ -97,7 +97,7 @@ def simulate(
     llm_concurrency: Annotated[int | None, typer.Option(help="LLM requests in flight at once")] = None,
 ) -> None:
     """Run a population of users against one or several recommenders."""
-    from recoworld.agents import LLM_AGENTS
+    from recoworld.agents import LLM_AGENTS, check_recommender_names
     from recoworld.catalog import Catalog
     from recoworld.metrics import daily_activity
     from recoworld.population import PopulationSpec
@@ -121,6 +121,7 @@ def simulate(
         spec = PopulationSpec.from_yaml(population) if population else PopulationSpec.default()
         cat = Catalog.from_parquet(catalog) if catalog else None
         names = [a.strip() for a in agents.split(",") if a.strip()]
+        check_recommender_names(names)
         cfg = SimulationConfig(n_users=users, agents=names, seed=seed, world=world, population=spec)
         profiles = None
         if data is not None:

@@ -20,7 +20,9 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys and non-finite numbers are errors: a NaN weight would silently poison every reward."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def build(model: type[M], what: str, data: dict[str, Any] | M | None = None, **overrides: Any) -> M:

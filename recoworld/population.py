@@ -8,6 +8,7 @@ moving part is the `Mindset`.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Annotated, Any, Literal
 
@@ -20,7 +21,7 @@ from recoworld.errors import ConfigError
 
 
 class _Dist(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Beta(_Dist):
@@ -53,8 +54,14 @@ class Normal(_Dist):
     dist: Literal["normal"] = "normal"
     mean: float
     std: float = Field(ge=0)
-    low: float = -np.inf
-    high: float = np.inf
+    low: float = Field(-np.inf, allow_inf_nan=True, description="clip below; -inf: no bound")
+    high: float = Field(np.inf, allow_inf_nan=True, description="clip above; inf: no bound")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Normal:
+        if math.isnan(self.low) or math.isnan(self.high) or self.high < self.low:
+            raise ValueError(f"normal needs low <= high, got low={self.low}, high={self.high}")
+        return self
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.clip(rng.normal(self.mean, self.std, size=n), self.low, self.high)

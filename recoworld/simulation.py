@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from recoworld.agents import Recommender, make_recommender
 from recoworld.catalog import Catalog, cached_catalog
@@ -38,6 +38,15 @@ class SimulationConfig(StrictModel):
     seed: int = Field(0, ge=0)
     world: WorldConfig = WorldConfig()
     population: PopulationSpec = Field(default_factory=PopulationSpec.default)
+
+    @field_validator("agents")
+    @classmethod
+    def _distinct(cls, agents: list[str]) -> list[str]:
+        """A repeated name would run twice and count its users twice in the summary."""
+        repeated = sorted({a for a in agents if agents.count(a) > 1})
+        if repeated:
+            raise ValueError(f"each recommender may be named once; repeated: {', '.join(repeated)}")
+        return agents
 
 
 AgentBuilder = Callable[[str, Catalog, int, int | None], Recommender]

@@ -86,3 +86,37 @@ def test_a_study_names_its_population_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ENTRY_POINTS["study spec"][0](spec))
     assert result.exit_code == 2
     assert f"population spec {tmp_path / 'people.yaml'} is not valid YAML at line 2" in result.output
+
+
+@pytest.mark.parametrize(("world", "field"), [
+    ("reward: {dwell: .nan}\n", "reward.dwell"),
+    ("choice: {relevance: .nan}\n", "choice.relevance"),
+    ("reward: {click: .inf}\n", "reward.click"),
+])
+def test_non_finite_numbers_are_refused_by_name(world: str, field: str, tmp_path: Path) -> None:
+    (tmp_path / "world.yaml").write_text(world)
+    res = CliRunner().invoke(app, ["simulate", "--config", str(tmp_path / "world.yaml"), "--users", "2",
+                              "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2, res.output
+    assert field in res.output and "finite" in res.output
+    assert not (tmp_path / "run").exists(), "nothing ran"
+
+
+def test_an_inverted_normal_range_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "pop.yaml").write_text(
+        "name: p\nsegments:\n  - {name: a, size: 3, patience: {dist: normal, mean: 30, std: 5, low: 80, high: 5}}\n")
+    res = CliRunner().invoke(app, ["simulate", "--population", str(tmp_path / "pop.yaml"), "--users", "2",
+                              "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2, res.output
+    assert "low <= high" in res.output and "low=80" in res.output
+
+
+@pytest.mark.parametrize(("agents", "message"), [
+    ("greedy,greedy", "repeated: greedy"),
+    ("greedy,nope", "unknown agent 'nope'"),
+])
+def test_agent_lists_are_checked_before_any_work(agents: str, message: str, tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["simulate", "--agents", agents, "--users", "2", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert not (tmp_path / "run").exists(), "no recommender ran before the bad name was found"

@@ -144,7 +144,7 @@ def test_explicit_profiles_replace_the_population() -> None:
 
 
 def test_spec_errors_name_the_field(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown recommenders"):
+    with pytest.raises(ConfigError, match="unknown agent"):
         StudySpec.parse({**TINY, "recommenders": ["gredy"]})
     with pytest.raises(ConfigError, match="target_segment 'nobody'"):
         StudySpec.parse({**TINY, "creator": {"name": "x", "target_segment": "nobody"}})

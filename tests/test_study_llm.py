@@ -135,5 +135,5 @@ def test_spec_accepts_llm_recommenders_and_validates_the_llm_block() -> None:
         StudySpec.parse({**base, "user_backend": "gpt"})
     with pytest.raises(ConfigError, match="llm is given twice"):
         StudySpec.parse({**base, "world": {**WORLD, "llm": llm}, "llm": llm})
-    with pytest.raises(ConfigError, match=r"unknown recommenders \['toolrek'\].*toolrec"):
+    with pytest.raises(ConfigError, match=r"unknown agent 'toolrek'.*Did you mean 'toolrec'"):
         StudySpec.parse({**base, "recommenders": ["toolrek"]})

@@ -80,16 +80,22 @@ def make_recommender(
         return RLlibRecommender.from_checkpoint(name[len(RLLIB_PREFIX) :], slate_size, seed)
     if name in LLM_AGENTS:
         return LLM_AGENTS[name](catalog, slate_size, seed, llm or LLMConfig())
-    if name not in AGENTS:
-        import difflib
-
-        known = [*AGENTS, *LLM_AGENTS]
-        hint = difflib.get_close_matches(name, known, n=1)
-        raise ConfigError(
-            f"unknown agent {name!r}; known agents: {', '.join(known)}, or {RLLIB_PREFIX}PATH"
-            + (f". Did you mean {hint[0]!r}?" if hint else "")
-        )
+    check_recommender_names([name])
     return AGENTS[name](catalog, slate_size, seed)
+
+
+def check_recommender_names(names: list[str]) -> None:
+    """Raise `ConfigError` for the first unknown name, before any work starts on the others."""
+    import difflib
+
+    known = [*AGENTS, *LLM_AGENTS]
+    for name in names:
+        if name not in known and not name.startswith(RLLIB_PREFIX):
+            hint = difflib.get_close_matches(name, known, n=1)
+            raise ConfigError(
+                f"unknown agent {name!r}; known agents: {', '.join(known)}, or {RLLIB_PREFIX}PATH"
+                + (f". Did you mean {hint[0]!r}?" if hint else "")
+            )
 
 
 _LAZY = {
@@ -125,5 +131,6 @@ __all__ = [
     "SlateTSConfig",
     "SlateTSRecommender",
     "ToolRecRecommender",
+    "check_recommender_names",
     "make_recommender",
 ]

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from recoworld.agents import AGENTS, LLM_AGENTS
+from recoworld.agents import check_recommender_names
 from recoworld.config import WorldConfig, build, load_config, relative_to_file
 from recoworld.envs.population_env import SocialConfig
 from recoworld.population import Beta, Constant, Dist, Normal, PopulationSpec, UserProfile
@@ -104,10 +104,7 @@ class StudySpec(_Spec):
 
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
-        known = [*AGENTS, *LLM_AGENTS]
-        unknown = [r for r in self.recommenders if r not in known and ":" not in r]
-        if unknown:
-            raise ValueError(f"unknown recommenders {unknown}; known: {', '.join(known)}, or a 'rllib:PATH' policy")
+        check_recommender_names(self.recommenders)
         if len(set(self.recommenders)) != len(self.recommenders):
             raise ValueError(f"recommenders must be distinct, got {self.recommenders}")
         if self.profiles is not None and not self.profiles:
