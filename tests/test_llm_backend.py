@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,18 +95,47 @@ def test_semantic_check_failures_count_as_invalid(tmp_path: Path) -> None:
     assert backend.usage.requests == backend.usage.invalid_outputs + 1
 
 
-def test_unusable_output_raises_and_the_failure_replays_from_cache(tmp_path: Path) -> None:
+def test_a_failure_is_never_cached(tmp_path: Path) -> None:
+    """A bad reply must not outlive the run that saw it: the next run asks the model again."""
     with FaultServer() as srv:
         backend = make_backend(loopback(srv, tmp_path, max_retries=1, cache="write"))
         srv.inject("malformed", "malformed", "malformed")
         with pytest.raises(LLMOutputError, match="no valid Answer after 3 replies"):
             backend.complete(MESSAGES, Structured(Answer))
         sent = len(srv.requests)
+        again = make_backend(loopback(srv, tmp_path, max_retries=1, cache="write"))
+        assert isinstance(again.complete(MESSAGES, Structured(Answer)), Answer)
+        assert len(srv.requests) == sent + 1 and again.usage.cache_hits == 0
         replay = make_backend(loopback(srv, tmp_path, max_retries=1, cache="read"))
-        with pytest.raises(LLMOutputError):
-            replay.complete(MESSAGES, Structured(Answer))
-        assert len(srv.requests) == sent, "a recorded failure replays without calling the model"
+        assert isinstance(replay.complete(MESSAGES, Structured(Answer)), Answer)
+        assert len(srv.requests) == sent + 1, "the good reply is recorded and replayed"
     assert replay.usage.cache_hits == 1 and replay.usage.requests == 0
+
+
+def _refused_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"  # nothing listens once the socket closes
+
+
+def test_an_unreachable_server_never_makes_auto_settle_on_prompt_mode(tmp_path: Path) -> None:
+    """The outage of issue 17: a server down at the start must not poison the mode for the run or the cache."""
+    config = dict(backend="openai", model="loopback", structured_output="auto", cache="write",
+                  cache_path=tmp_path / "cache.sqlite", timeout_s=0.5, retry_backoff_s=0.01, max_retries=1)
+    down = make_backend(LLMConfig(**config, base_url=_refused_url()))
+    with pytest.raises(LLMUnavailable, match="while probing its structured-output mode"):
+        down.complete(MESSAGES, Structured(Answer))
+    assert down.usage.transport_errors == 2
+    with FaultServer() as srv:
+        srv.reject_formats = {"json_schema"}
+        up = make_backend(LLMConfig(**config, base_url=srv.url))
+        up.complete(MESSAGES, Structured(Answer))
+        probed = [(r.get("response_format") or {}).get("type") for r in srv.requests]
+    assert probed == ["json_schema", "json_object", "json_object"], "probed afresh, then json_object"
+    with FaultServer() as srv:  # a later run replays the detected mode from the cache: no probe
+        later = make_backend(LLMConfig(**config, base_url=srv.url))
+        later.complete([*MESSAGES, {"role": "user", "content": "Again."}], Structured(Answer))
+        assert [(r.get("response_format") or {}).get("type") for r in srv.requests] == ["json_object"]
 
 
 def test_auto_detects_the_llama_cpp_json_object_form(tmp_path: Path) -> None:

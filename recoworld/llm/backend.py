@@ -19,8 +19,10 @@ where a server has none (`tool_calling="json"`, the local backend), through a co
 JSON action `{"tool": name, "arguments": {...}}`.
 
 What happens per request:
-1. Cache lookup (`cache="write"|"read"`); a hit makes no model call, and a recorded
-   failure replays as the same `LLMOutputError`.
+1. With `structured_output="auto"`, the mode is the one the cache recorded for this model,
+   else probed once (a server that cannot be reached is `LLMUnavailable`, never "unsupported").
+   Then the cache lookup (`cache="write"|"read"`), keyed by that mode among the rest; a hit
+   makes no model call. Only valid replies are recorded: a failure is never replayed.
 2. The budget is checked before every model call (`BudgetExceeded` stops the study).
 3. Timeouts, connection errors and 5xx are retried `max_retries` times with exponential
    backoff, then raise `LLMUnavailable`.
@@ -211,6 +213,7 @@ class ChatBackend(ABC):
         )
         self.cache = ResponseCache(config.cache_path, config.cache)
         self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+        self._detected: Mode | None = None  # what `structured_output="auto"` settled on
 
     @property
     @abstractmethod
@@ -232,7 +235,7 @@ class ChatBackend(ABC):
     def _mode_for(self, spec: Spec) -> Mode | None:
         """The structured-output mode for `spec`, or None when it has to be detected first."""
         configured = self.config.structured_output
-        return None if configured == "auto" else configured
+        return self._detected if configured == "auto" else configured
 
     def _detect_mode(self) -> Generator[Request | float, Reply, Mode]:
         raise NotImplementedError(f"{type(self).__name__} cannot detect a structured-output mode")
@@ -295,23 +298,25 @@ class ChatBackend(ABC):
         self, messages: list[Message], spec: Spec, params: SamplingParams
     ) -> Generator[Request | float, Reply, Any]:
         cfg = self.config
+        mode = self._mode_for(spec)
+        if mode is None:  # `auto`: the mode this cache recorded for this model, else probe the server once
+            mode_key = cache_key(backend=self.name, model=self.model_name, structured_output_mode=True)
+            recorded = self.cache.get(mode_key)
+            mode = recorded["mode"] if recorded is not None else (yield from self._detect_mode())
+            self._detected = mode
+            if recorded is None:
+                self.cache.put(mode_key, {"mode": mode})
         tool_key = [t.openai() for t in spec.tools] if isinstance(spec, Tools) else None
         key = cache_key(
-            backend=self.name, model=self.model_name, output=cfg.structured_output, tool_calling=cfg.tool_calling,
+            backend=self.name, model=self.model_name, mode=mode, tool_calling=cfg.tool_calling,
             messages=messages, schema=spec.schema() if tool_key is None else None, tools=tool_key,
             tool_choice=spec.choice if isinstance(spec, Tools) else None, params=params.model_dump(),
         )
         hit = self.cache.get(key)
         if hit is not None:
             self.usage.add(cache_hits=1)
-            if "error" in hit:
-                self.usage.add(failures=1)
-                raise LLMOutputError(hit["error"])
             return self._parse(spec, Reply.from_record(hit))
 
-        mode = self._mode_for(spec)
-        if mode is None:
-            mode = yield from self._detect_mode()
         base = self._with_schema_prompt(messages, spec, mode)
         convo, transient, invalid = base, 0, 0
         while True:
@@ -352,10 +357,8 @@ class ChatBackend(ABC):
                 problem = _short(err)
                 if convo is not base or (invalid > cfg.max_retries and not cfg.repair):
                     self.usage.add(failures=1)
-                    message = f"{self.name} backend ({self.model_name}): no valid {spec.name} after {invalid} " \
-                              f"replies: {problem}"
-                    self.cache.put(key, {"error": message})
-                    raise LLMOutputError(message) from None
+                    raise LLMOutputError(f"{self.name} backend ({self.model_name}): no valid {spec.name} after "
+                                         f"{invalid} replies: {problem}") from None
                 if invalid > cfg.max_retries:
                     self.usage.add(repairs=1)
                     convo = [*base, {"role": "assistant", "content": reply.content or ""},

@@ -1,10 +1,10 @@
 """Record/replay cache of model replies in SQLite.
 
-The key is a SHA-256 over everything that determines a reply: backend, model, structured
-output mode, messages, schema or tools, and sampling parameters. Never the API key or the
-base URL. Values are the validated raw reply, or the final error of a request whose every
-attempt produced unusable output, so a replay takes the same fallback without calling
-the model. Transport failures (timeouts, 5xx) are not recorded: they are not the model's answer.
+The key is a SHA-256 over everything that determines a reply: backend, model, the
+structured-output mode actually used, messages, schema or tools, and sampling parameters.
+Never the API key or the base URL. Values are validated raw replies only (and, per model,
+the structured-output mode `auto` detected, so an offline replay needs no probe). Failures
+are never recorded: an outage or a bad reply must not outlive the run that saw it.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import Any
 from recoworld.errors import ConfigError
 from recoworld.llm.backend import ChatBackend, ErrorKind, Mode, Reply, Request, Spec, Tools, extract_json
 from recoworld.llm.config import LLMConfig, SamplingParams
+from recoworld.llm.errors import LLMUnavailable
 
 _PROBE_SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
 _PROBE_MESSAGES = [{"role": "user", "content": 'Reply with the JSON object {"ok": true}.'}]
@@ -38,7 +39,6 @@ class OpenAIBackend(ChatBackend):
                 "llm.api_key: no API key for api.openai.com; set OPENAI_API_KEY or llm.api_key, "
                 "or point llm.base_url at a local server"
             )
-        self._detected: Mode | None = None
         self._client: Any = None
         self._aclient: Any = None
 
@@ -133,18 +133,42 @@ class OpenAIBackend(ChatBackend):
     def _mode_for(self, spec: Spec) -> Mode | None:
         if isinstance(spec, Tools) and self.config.tool_calling == "native":
             return "tools"
-        return super()._mode_for(spec) or self._detected
+        return super()._mode_for(spec)
 
     def _detect_mode(self) -> Generator[Request | float, Reply, Mode]:
-        """Probe once: the first mode whose reply is a JSON object wins; 'prompt' always works."""
+        """Probe once: the first mode whose reply is a JSON object wins; 'prompt' always works.
+
+        Only an answer from the server can say a mode is unsupported (an error status, or a
+        reply that is not JSON). No answer at all (a refused connection, a timeout) says
+        nothing about the modes: it is retried with backoff, then `LLMUnavailable`.
+        """
+        import openai
+
         probe = SamplingParams(temperature=0.0, max_tokens=16)
         for mode in ("json_schema", "json_object"):
-            self.usage.add(requests=1)
-            try:
-                reply = yield Request(list(_PROBE_MESSAGES), mode, "probe", _PROBE_SCHEMA, probe)  # type: ignore[arg-type]
-            except Exception as err:
-                if self._classify(err) == "fatal":
-                    raise self._fatal(err) from None
+            unanswered = 0
+            while True:
+                self.usage.add(requests=1)
+                try:
+                    reply = yield Request(list(_PROBE_MESSAGES), mode, "probe", _PROBE_SCHEMA, probe)  # type: ignore[arg-type]
+                except Exception as err:
+                    if self._classify(err) == "fatal":
+                        raise self._fatal(err) from None
+                    if isinstance(err, openai.APIStatusError):
+                        reply = None  # the server answered: it does not take this mode
+                        break
+                    unanswered += 1
+                    self.usage.add(transport_errors=1)
+                    if unanswered > self.config.max_retries:
+                        raise LLMUnavailable(
+                            f"openai backend ({self.model_name}): no answer from {self.config.base_url or 'the API'} "
+                            f"while probing its structured-output mode, {unanswered} attempt(s): "
+                            f"{type(err).__name__}"
+                        ) from None
+                    yield self.config.retry_backoff_s * 2.0 ** (unanswered - 1)
+                    continue
+                break
+            if reply is None:
                 continue
             self.usage.add(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens)
             try:
@@ -152,7 +176,5 @@ class OpenAIBackend(ChatBackend):
             except ValueError:
                 ok = False
             if ok:
-                self._detected = mode  # type: ignore[assignment]
-                return self._detected  # type: ignore[return-value]
-        self._detected = "prompt"
+                return mode  # type: ignore[return-value]
         return "prompt"
