@@ -23,6 +23,17 @@ if not console.is_terminal:  # piped or in CI: do not squeeze the summary table 
     console = Console(width=180)
 
 
+def _writable_dir(path: Path, flag: str) -> None:
+    """Check before the work, not after it: a run whose results cannot be written is lost."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".recoworld-write-check"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise RecoWorldError(f"{flag} {path}: cannot write there ({err.strerror or type(err).__name__})") from None
+
+
 def _fail(err: Exception) -> typer.Exit:
     console.print(f"[red]error:[/red] {err}", soft_wrap=True, highlight=False)  # one line, however long
     return typer.Exit(code=2)
@@ -99,6 +110,7 @@ def simulate(
     """Run a population of users against one or several recommenders."""
     from recoworld.agents import LLM_AGENTS, check_recommender_names
     from recoworld.catalog import Catalog
+    from recoworld.config import build
     from recoworld.metrics import daily_activity
     from recoworld.population import PopulationSpec
     from recoworld.report import plot_retention, summary_table
@@ -122,7 +134,8 @@ def simulate(
         cat = Catalog.from_parquet(catalog) if catalog else None
         names = [a.strip() for a in agents.split(",") if a.strip()]
         check_recommender_names(names)
-        cfg = SimulationConfig(n_users=users, agents=names, seed=seed, world=world, population=spec)
+        cfg = build(SimulationConfig, "simulate options",
+                    {"n_users": users, "agents": names, "seed": seed, "world": world, "population": spec})
         profiles = None
         if data is not None:
             real = _real_world(data, embedding, seed)
@@ -131,6 +144,7 @@ def simulate(
         if fitted is not None:
             cat, profiles = fitted.catalog, fitted.profiles
             users = min(users, len(profiles))
+        _writable_dir(out, "--out")
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None
 
@@ -210,6 +224,7 @@ def study(
         cfg = StudySpec.from_yaml(spec, calibrated=calibrated)
         if seed is not None:
             cfg = StudySpec.parse({**cfg.model_dump(), "seed": seed})
+        _writable_dir(out or Path(cfg.out or f"runs/{cfg.name}"), "--out")
         from recoworld.studies.report import ALL, write_report
         from recoworld.studies.runner import run_study
     except ImportError as err:

@@ -31,7 +31,7 @@ from recoworld.trajectory import TrajectoryLog
 class SimulationConfig(StrictModel):
     """What `recoworld simulate` runs."""
 
-    n_users: int = Field(200, ge=1, description="users drawn from the population")
+    n_users: int = Field(200, ge=1, le=10_000_000, description="users drawn from the population")
     agents: list[str] = Field(
         default_factory=lambda: ["random", "popular", "greedy", "diverse", "instruct"], min_length=1
     )

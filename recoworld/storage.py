@@ -20,6 +20,7 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
         pq.write_table(table, tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a result file is readable like the CSV and PNG beside it
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

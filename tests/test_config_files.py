@@ -120,3 +120,26 @@ def test_agent_lists_are_checked_before_any_work(agents: str, message: str, tmp_
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert not (tmp_path / "run").exists(), "no recommender ran before the bad name was found"
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_run(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    for args in (["simulate", "--users", "2"], ["study", str(Path(__file__).parents[1] / "examples" /
+                                                             "creator_study.yaml")]):
+        res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a-file" / "run")])
+        assert res.exit_code == 2, res.output
+        assert "--out" in res.output and "cannot write there" in res.output and "Traceback" not in res.output
+
+
+def test_absurd_user_counts_are_refused_by_name(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["simulate", "--users", "99999999999999999999", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2, res.output
+    assert "n_users" in res.output and "10000000" in res.output
+
+
+def test_result_files_are_readable_like_their_neighbours(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["simulate", "--users", "2", "--agents", "random", "--days", "2",
+                                   "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    for name in ("trajectories/random.parquet", "episodes.parquet", "summary.csv"):
+        assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o644, name

@@ -197,3 +197,11 @@ def test_ansi_render_shows_titles_and_reactions() -> None:
     _, _, _, _, info = env.step(np.arange(4))
     text = env.render()
     assert env.catalog.titles[info["slate"][0]] in text
+
+
+def test_bad_reset_options_and_population_are_clear_errors() -> None:
+    env = RecoWorldEnv({"catalog": {"n_items": 300}})
+    with pytest.raises(ConfigError, match="options must be a dict"):
+        env.reset(seed=0, options="x")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="population must be a PopulationSpec or a list of UserProfile, got str"):
+        RecoWorldEnv({"catalog": {"n_items": 300}}, population="x")  # type: ignore[arg-type]

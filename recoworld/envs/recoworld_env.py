@@ -108,6 +108,10 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             )
         if isinstance(population, list) and not population:
             raise ConfigError("population: an empty list of profiles; pass at least one UserProfile")
+        if population is not None and not (isinstance(population, PopulationSpec) or (
+                isinstance(population, list) and all(isinstance(p, UserProfile) for p in population))):
+            raise ConfigError(f"population must be a PopulationSpec or a list of UserProfile, "
+                              f"got {type(population).__name__}")
         self.population = population if population is not None else PopulationSpec.default()
         if user_simulator is not None:
             self.user = user_simulator
@@ -130,6 +134,9 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
+        if options is not None and not isinstance(options, dict):
+            raise ConfigError(f"options must be a dict such as {{'profile': UserProfile(...)}}, "
+                              f"got {type(options).__name__}")
         options = options or {}
         profile = options.get("profile")
         if profile is None:
