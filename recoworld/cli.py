@@ -192,7 +192,7 @@ def train(
         from recoworld.training import train as run
 
         cfg = TrainConfig.load(config, iterations=iterations, num_env_runners=num_env_runners, seed=seed,
-                               calibrated=calibrated.resolve() if calibrated else None)
+                               calibrated=calibrated)
     except ImportError as err:
         raise _fail(RecoWorldError(f"training needs the rllib extra (pip install 'recoworld[rllib]'): {err}")) from None
     except (RecoWorldError, FileNotFoundError) as err:
@@ -224,7 +224,7 @@ def study(
         cfg = StudySpec.from_yaml(spec, calibrated=calibrated)
         if seed is not None:
             cfg = StudySpec.parse({**cfg.model_dump(), "seed": seed})
-        _writable_dir(out or Path(cfg.out or f"runs/{cfg.name}"), "--out")
+        _writable_dir(cfg.out_dir(out), "--out")
         from recoworld.studies.report import ALL, write_report
         from recoworld.studies.runner import run_study
     except ImportError as err:

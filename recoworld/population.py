@@ -235,6 +235,13 @@ def _describe(attrs: dict[str, str], topics: list[str], novelty: float, patience
     )
 
 
+def draw_profiles(profiles: list[UserProfile], n: int | None, rng: np.random.Generator) -> list[UserProfile]:
+    """`n` of `profiles` without replacement, in their original order (all of them when `n` is None or larger)."""
+    if n is None or n >= len(profiles):
+        return list(profiles)
+    return [profiles[i] for i in np.sort(rng.choice(len(profiles), n, replace=False))]
+
+
 def sample_population(
     spec: PopulationSpec, catalog: Catalog, rng: np.random.Generator, n: int | None = None
 ) -> list[UserProfile]:

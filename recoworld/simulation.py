@@ -23,7 +23,7 @@ from recoworld.config import StrictModel, WorldConfig, load_config
 from recoworld.envs.recoworld_env import RecoWorldEnv
 from recoworld.llm.errors import BudgetExceeded
 from recoworld.metrics import summarize
-from recoworld.population import PopulationSpec, UserProfile, sample_population
+from recoworld.population import PopulationSpec, UserProfile, draw_profiles, sample_population
 from recoworld.storage import write_parquet_atomic
 from recoworld.trajectory import TrajectoryLog
 
@@ -109,8 +109,8 @@ def simulate(
     pop_rng = np.random.default_rng(pop_seed)
     if profiles is None:
         profiles = sample_population(cfg.population, catalog, pop_rng, n=cfg.n_users)
-    elif len(profiles) > cfg.n_users:
-        profiles = [profiles[i] for i in np.sort(pop_rng.choice(len(profiles), cfg.n_users, replace=False))]
+    else:
+        profiles = draw_profiles(profiles, cfg.n_users, pop_rng)
     episode_seeds = ep_seed.generate_state(len(profiles), dtype=np.uint32).astype(int).tolist()
     out_dir = Path(out) if out is not None else None
 

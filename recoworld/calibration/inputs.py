@@ -23,14 +23,14 @@ def cached_calibration(path: str) -> CalibratedWorld:
     return load_calibration(path)
 
 
-def with_calibrated_world(data: dict[str, Any], base_dir: Path | None = None) -> dict[str, Any]:
-    """`data` with `calibrated` made absolute (relative to `base_dir`) and `world` based on the calibration's."""
+def with_calibrated_world(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with `calibrated` made absolute and `world` based on the calibration's.
+
+    A relative path is taken from the working directory; config files make theirs relative
+    to the file first (`config.relative_to_file`)."""
     if not isinstance(data, dict) or data.get("calibrated") is None:
         return data
-    path = Path(data["calibrated"]).expanduser()
-    if base_dir is not None and not path.is_absolute():
-        path = base_dir / path
-    path = path.resolve()
+    path = Path(data["calibrated"]).expanduser().resolve()
     world = data.get("world") or {}
     if hasattr(world, "model_dump"):
         world = world.model_dump(exclude_unset=True)

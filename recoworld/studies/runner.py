@@ -40,7 +40,7 @@ from recoworld.agents import make_recommender
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.envs.population_env import PopulationParallelEnv, PopulationWorldConfig, hold_back
 from recoworld.errors import ConfigError
-from recoworld.population import UserProfile, sample_population
+from recoworld.population import UserProfile, draw_profiles, sample_population
 from recoworld.storage import write_parquet_atomic
 from recoworld.studies.creators import publish
 from recoworld.studies.spec import StudySpec
@@ -102,10 +102,7 @@ def prepare(spec: StudySpec, catalog: Catalog | None = None) -> StudySetup:
     if spec.profiles is not None:
         profiles = list(spec.profiles)
     elif calibrated is not None:  # the log's own users; `n_users` of them, drawn with the study seed
-        profiles = list(calibrated.profiles)
-        if spec.n_users is not None and spec.n_users < len(profiles):
-            keep = np.sort(_rng(spec.seed, _POPULATION).choice(len(profiles), spec.n_users, replace=False))
-            profiles = [profiles[i] for i in keep]
+        profiles = draw_profiles(calibrated.profiles, spec.n_users, _rng(spec.seed, _POPULATION))
     else:
         profiles = sample_population(spec.population, base, _rng(spec.seed, _POPULATION), n=spec.n_users)
     if not profiles:
@@ -209,7 +206,7 @@ def run_study(
     """
     import ray
 
-    out_dir = Path(out if out is not None else spec.out or Path("runs") / spec.name)
+    out_dir = spec.out_dir(out)
     setup = prepare(spec, catalog)
     manifest = _load_manifest(out_dir, setup)
     shards = setup.shards

@@ -118,6 +118,10 @@ class StudySpec(_Spec):
                 )
         return self
 
+    def out_dir(self, out: str | os.PathLike[str] | None = None) -> Path:
+        """Where results go: `out` (the command line's), else the spec's `out`, else runs/<name>."""
+        return Path(out if out is not None else self.out or Path("runs") / self.name)
+
     def segment_names(self) -> list[str]:
         if self.profiles is not None:
             return list(dict.fromkeys(p.segment for p in self.profiles))
@@ -154,5 +158,4 @@ class StudySpec(_Spec):
                 data["population"] = PopulationSpec.from_yaml(data["population"]).model_dump()
             return data
 
-        return load_config(cls, path, "study spec", prepare,
-                           calibrated=Path(calibrated).resolve() if calibrated is not None else None)
+        return load_config(cls, path, "study spec", prepare, calibrated=calibrated)
