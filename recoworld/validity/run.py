@@ -56,7 +56,7 @@ from recoworld.fidelity import (
     evaluate,
     llm_scorer,
 )
-from recoworld.population import UserProfile
+from recoworld.population import UserProfile, draw_profiles
 from recoworld.simulation import SimulationConfig, simulate
 from recoworld.validity.events import from_interactions, from_trajectories
 from recoworld.validity.facts import Fact, compare, event_facts
@@ -164,11 +164,9 @@ def _ranking(world: SimWorld, real: RealWorld, config: ValidityConfig, max_users
 
 
 def _pick_users(profiles: Sequence[UserProfile], n: int, seed: int) -> list[str]:
-    ids = [p.user_id for p in profiles]
-    if len(ids) < 2:
-        raise ConfigError(f"validation needs at least 2 users with a train history, the log has {len(ids)}")
-    rng = np.random.default_rng(seed)
-    return [ids[i] for i in np.sort(rng.choice(len(ids), min(n, len(ids)), replace=False))]
+    if len(profiles) < 2:
+        raise ConfigError(f"validation needs at least 2 users with a train history, the log has {len(profiles)}")
+    return [p.user_id for p in draw_profiles(list(profiles), n, np.random.default_rng(seed))]
 
 
 def validate(
