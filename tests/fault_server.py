@@ -195,7 +195,14 @@ class FaultServer:
                 try:
                     time.sleep(server.hang_s if fault == "timeout" else server.latency_s)
                     status, payload = server._answer(body, fault)
-                    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                finally:
+                    # Out of flight before the reply is written: once the client has it, it may send its next
+                    # request, which must not find this one still counted.
+                    with server._lock:
+                        server.in_flight -= 1
+                        server.busy_s += time.perf_counter() - started
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                try:
                     self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
@@ -203,9 +210,5 @@ class FaultServer:
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
                     pass
-                finally:
-                    with server._lock:
-                        server.in_flight -= 1
-                        server.busy_s += time.perf_counter() - started
 
         return Handler
