@@ -25,7 +25,7 @@ from recoworld.calibration.report import calibration_table
 from recoworld.config import WorldConfig
 from recoworld.data import DataConfig, prepare_world
 from recoworld.data.reference_log import write_reference_log
-from recoworld.fidelity import (
+from recoworld.evaluation.fidelity import (
     BatchParametricScorer,
     ChoiceModelScorer,
     FidelityConfig,

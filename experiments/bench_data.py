@@ -19,7 +19,7 @@ from recoworld.data import DataConfig, load_dataset, temporal_split
 from recoworld.data.items import RepresentationConfig, build_catalog
 from recoworld.data.sample import write_movielens_100k
 from recoworld.data.users import build_profiles
-from recoworld.fidelity import FidelityConfig, default_scorers, eval_users, evaluate
+from recoworld.evaluation.fidelity import FidelityConfig, default_scorers, eval_users, evaluate
 
 
 @dataclass

@@ -14,7 +14,6 @@ openai/httpx client as overhead too; "recoworld" counts only RecoWorld's own cod
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import tempfile
 import time
@@ -28,7 +27,8 @@ from recoworld.catalog import cached_catalog
 from recoworld.config import CatalogConfig, WorldConfig
 from recoworld.llm import LLMConfig, make_backend
 from recoworld.population import PopulationSpec, sample_population
-from recoworld.simulators.llm_user import LLMUser, review_all
+from recoworld.simulators.llm_user import LLMUsers
+from recoworld.streams import UserStreams
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fault_server import FaultServer  # a test helper, reused as the stand-in server
@@ -63,19 +63,18 @@ def run_level(args: Args, url: str, limit: int, cache_dir: Path) -> dict[str, fl
                         catalog=CatalogConfig(n_items=2000, seed=args.seed))
     backend = make_backend(llm)
     profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(args.seed), n=args.users)
-    users = [LLMUser.from_world(catalog, world, backend) for _ in profiles]
-    rngs = [np.random.default_rng([args.seed, i]) for i in range(args.users)]
-    for user, profile, rng in zip(users, profiles, rngs):
-        user.reset(profile, rng)
-        user.start_session(0.0, rng)
+    users = LLMUsers(catalog, world, args.users, backend)
+    streams = UserStreams([np.random.default_rng([args.seed, i]) for i in range(args.users)])
+    users.reset(profiles)
+    users.start_sessions(np.arange(args.users), np.zeros(args.users), streams)
     slates = np.random.default_rng(args.seed).choice(len(catalog), size=(args.turns, args.users, args.slate_size))
 
     # ---------------------------------------------------------------- timed section
     started = time.perf_counter()
     fallbacks = 0
     for t in range(args.turns):
-        fbs = asyncio.run(review_all(users, list(slates[t]), rngs))
-        fallbacks += sum(fb.fallback for fb in fbs)
+        fb = users.review(slates[t], streams)  # every user's turn in flight together
+        fallbacks += int(fb.fallback.sum())
     wall = time.perf_counter() - started
     decisions = args.users * args.turns
     return {"wall": wall, "decisions": decisions, "fallbacks": fallbacks, "client_wait": backend.usage.server_s,

@@ -28,7 +28,7 @@ from recoworld.envs.recoworld_env import RecoWorldEnv
 from recoworld.llm import LLMConfig, LocalModelConfig, make_backend
 from recoworld.llm.local import LocalLlamaBackend
 from recoworld.llm.supervisor import close_all
-from recoworld.simulators.llm_user import LLMUser
+from recoworld.simulators.llm_user import LLMUsers
 
 
 @dataclass
@@ -49,7 +49,7 @@ def run(args: Args, isolation: Literal["process", "in_process"], cache: Path) ->
                       catalog={"n_items": len(catalog), "seed": 3}, user_backend="llm", llm=llm)
     backend = make_backend(llm)
     assert isinstance(backend, LocalLlamaBackend)
-    user = LLMUser.from_world(catalog, cfg, backend)
+    user = LLMUsers(catalog, cfg, 1, backend)
     env = RecoWorldEnv(cfg, catalog=catalog, user_simulator=user)
     rng = np.random.default_rng(args.seed)
 

@@ -25,8 +25,8 @@ from recoworld.agents.toolrec import ToolRecConfig, ToolRecRecommender
 from recoworld.catalog import cached_catalog
 from recoworld.config import CatalogConfig
 from recoworld.envs.recoworld_env import RecoWorldEnv
+from recoworld.evaluation.metrics import intent_match
 from recoworld.llm import LLMConfig, SamplingParams, make_backend
-from recoworld.metrics import intent_match
 
 
 @dataclass

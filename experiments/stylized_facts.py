@@ -1,6 +1,6 @@
 """Stylized facts of the synthetic default world, each next to the band real logs document.
 
-Runs the default world (`recoworld.simulation.simulate`) with the built-in baseline
+Runs the default world (`recoworld.evaluation.simulation.simulate`) with the built-in baseline
 recommenders and prints one table: a row per fact, a column per recommender, the band, and
 whether each value falls inside it. The facts themselves are computed by
 `recoworld.validity` (the same code that compares a calibrated world with a real log), so a
@@ -21,7 +21,7 @@ import pandas as pd
 import tyro
 
 from recoworld.catalog import cached_catalog
-from recoworld.simulation import SimulationConfig, simulate
+from recoworld.evaluation.simulation import SimulationConfig, simulate
 from recoworld.validity import event_facts, from_trajectories
 
 

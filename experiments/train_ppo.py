@@ -3,7 +3,7 @@
 Trains a slate policy, evaluates it every few iterations against the baselines on a fixed,
 seeded evaluation population, and prints retention with 95% confidence intervals, plus the
 policy's paired per-user advantage over each baseline. How observations reach the model
-(user-relative features + action mask) is documented in recoworld/training.py.
+(user-relative features + action mask) is documented in recoworld/rl/training.py.
 
     python experiments/train_ppo.py --config configs/ppo_small.yaml            # ~5-9 min on 2 CPUs
     python experiments/train_ppo.py --config configs/ppo_small.yaml --resume   # continue from out/
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import tyro
 
-from recoworld.training import TrainConfig, format_table, start_ray, train
+from recoworld.rl.training import TrainConfig, format_table, start_ray, train
 
 
 @dataclass
@@ -65,7 +65,7 @@ if __name__ == "__main__":
     # TRY NOT TO MODIFY: Ray runtime (seeding happens in RLlib via config.debugging(seed=...))
     start_ray(cfg.num_env_runners)
 
-    # ALGO LOGIC: PPO iterations, periodic evaluation, checkpoints (recoworld.training.train)
+    # ALGO LOGIC: PPO iterations, periodic evaluation, checkpoints (recoworld.rl.training.train)
     wall = time.perf_counter()
     result = train(cfg, args.out, resume=args.resume)
     wall = time.perf_counter() - wall

@@ -13,7 +13,7 @@ from recoworld.config import (
     RewardConfig,
     WorldConfig,
 )
-from recoworld.envs import RecoWorldEnv, register_envs
+from recoworld.envs import RecoWorldEnv, RecoWorldVectorEnv, register_envs
 from recoworld.errors import (
     CatalogFormatError,
     ConfigError,
@@ -45,6 +45,7 @@ __all__ = [
     "ReactionType",
     "RecoWorldEnv",
     "RecoWorldError",
+    "RecoWorldVectorEnv",
     "ResetNeeded",
     "RetrievalConfig",
     "ReturnConfig",

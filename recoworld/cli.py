@@ -62,7 +62,7 @@ def _real_world(data: Path, embedding: str, seed: int, **split: object) -> RealW
 def _calibrated(path: Path, config: Path | None, **overrides: object) -> CalibratedWorld:
     """A calibrated world, with --config instead of its world.yaml when given, and CLI overrides on top."""
     from recoworld.calibration import load_calibration
-    from recoworld.simulation import load_world
+    from recoworld.evaluation.simulation import load_world
 
     calibrated = load_calibration(path)
     calibrated.world = load_world(config or path / "world.yaml", **overrides)
@@ -111,11 +111,11 @@ def simulate(
     from recoworld.agents import LLM_AGENTS, check_recommender_names
     from recoworld.catalog import Catalog
     from recoworld.config import build
-    from recoworld.metrics import daily_activity
+    from recoworld.evaluation.metrics import daily_activity
+    from recoworld.evaluation.report import plot_retention, summary_table
+    from recoworld.evaluation.simulation import SimulationConfig, load_world
+    from recoworld.evaluation.simulation import simulate as run
     from recoworld.population import PopulationSpec
-    from recoworld.report import plot_retention, summary_table
-    from recoworld.simulation import SimulationConfig, load_world
-    from recoworld.simulation import simulate as run
 
     try:
         llm_overrides = {k: v for k, v in {"backend": llm, "base_url": llm_base_url, "model": llm_model,
@@ -188,8 +188,8 @@ def train(
 ) -> None:
     """Train a PPO recommender (Ray RLlib) on RecoWorld-v0 and compare it with the baselines."""
     try:
-        from recoworld.training import TrainConfig, format_table, start_ray
-        from recoworld.training import train as run
+        from recoworld.rl.training import TrainConfig, format_table, start_ray
+        from recoworld.rl.training import train as run
 
         cfg = TrainConfig.load(config, iterations=iterations, num_env_runners=num_env_runners, seed=seed,
                                calibrated=calibrated)
@@ -231,7 +231,7 @@ def study(
         raise _fail(RecoWorldError(f"studies run on Ray (pip install 'recoworld[rllib]'): {err}")) from None
     except (RecoWorldError, FileNotFoundError) as err:
         raise _fail(err) from None
-    from recoworld.report import summary_table
+    from recoworld.evaluation.report import summary_table
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
@@ -282,8 +282,15 @@ def fidelity(
     import pandas as pd
     import pyarrow as pa
 
-    from recoworld.fidelity import FidelityConfig, default_scorers, eval_users, evaluate, fidelity_table, llm_scorer
-    from recoworld.simulation import load_world
+    from recoworld.evaluation.fidelity import (
+        FidelityConfig,
+        default_scorers,
+        eval_users,
+        evaluate,
+        fidelity_table,
+        llm_scorer,
+    )
+    from recoworld.evaluation.simulation import load_world
     from recoworld.storage import write_parquet_atomic
 
     try:
@@ -351,7 +358,7 @@ def validate(
 ) -> None:
     """Compare simulated and real users on the same users and items: stylized facts, distances, plots."""
     from recoworld.config import build
-    from recoworld.simulation import load_world
+    from recoworld.evaluation.simulation import load_world
     from recoworld.validity import SimWorld, ValidityConfig, validity_table, write_validity
     from recoworld.validity import validate as run
 

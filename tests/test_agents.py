@@ -7,7 +7,7 @@ from recoworld.agents import AGENTS, InstructionAwareRecommender, make_recommend
 from recoworld.catalog import Catalog
 from recoworld.envs.recoworld_env import RecoWorldEnv
 from recoworld.errors import ConfigError
-from recoworld.metrics import intent_match
+from recoworld.evaluation.metrics import intent_match
 
 
 @pytest.fixture()
@@ -49,7 +49,7 @@ def test_popular_and_greedy_rank_what_they_claim(env: RecoWorldEnv) -> None:
 
 
 def test_diverse_slates_are_more_diverse_than_greedy(env: RecoWorldEnv) -> None:
-    from recoworld.metrics import slate_diversity
+    from recoworld.evaluation.metrics import slate_diversity
 
     obs, info = env.reset(seed=2)
     rng = np.random.default_rng(0)

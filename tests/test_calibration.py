@@ -29,7 +29,7 @@ from recoworld.config import ChoiceConfig, ReturnConfig, WorldConfig
 from recoworld.data import DataConfig, prepare_world
 from recoworld.data.factors import fold_in, implicit_als
 from recoworld.data.reference_log import write_reference_log
-from recoworld.fidelity import (
+from recoworld.evaluation.fidelity import (
     BatchParametricScorer,
     ChoiceModelScorer,
     FidelityConfig,

@@ -5,9 +5,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from recoworld.catalog import Catalog, generate_catalog
+from recoworld.catalog.semantic_ids import format_semantic_id, parse_semantic_id
 from recoworld.config import CatalogConfig
 from recoworld.errors import CatalogFormatError, ConfigError
-from recoworld.semantic_ids import format_semantic_id, parse_semantic_id
 
 
 def test_generator_is_seeded_and_reads_like_content() -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recoworld import embeddings
+from recoworld.catalog import embeddings
+from recoworld.catalog.embeddings import SENTENCE_PACKAGE, embed_texts, hashed_tfidf, reduce_features
 from recoworld.data import DataConfig, prepare_world
 from recoworld.data.sample import write_movielens_100k
-from recoworld.embeddings import SENTENCE_PACKAGE, embed_texts, hashed_tfidf, reduce_features
 from recoworld.errors import CatalogFormatError, ConfigError
 from tests.conftest import require
 

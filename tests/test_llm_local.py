@@ -23,7 +23,7 @@ from recoworld.catalog import Catalog
 from recoworld.config import WorldConfig
 from recoworld.envs.recoworld_env import RecoWorldEnv
 from recoworld.llm import LLMConfig, LocalModelConfig, make_backend
-from recoworld.simulators.llm_user import LLMUser
+from recoworld.simulators.llm_user import LLMUsers
 
 pytestmark = pytest.mark.slow
 
@@ -39,10 +39,10 @@ def gemma_path() -> Path:
     return bundled_model_path()
 
 
-def one_turn(catalog: Catalog, llm: LLMConfig) -> tuple[dict[str, Any], LLMUser]:
+def one_turn(catalog: Catalog, llm: LLMConfig) -> tuple[dict[str, Any], LLMUsers]:
     cfg = WorldConfig(slate_size=2, n_candidates=5, max_steps=1, catalog={"n_items": len(catalog), "seed": 3},
                       user_backend="llm", llm=llm)
-    user = LLMUser.from_world(catalog, cfg, make_backend(llm))
+    user = LLMUsers(catalog, cfg, 1, make_backend(llm))
     env = RecoWorldEnv(cfg, catalog=catalog, user_simulator=user)
     env.reset(seed=0)
     _, _, terminated, truncated, info = env.step(np.arange(2))
@@ -50,7 +50,7 @@ def one_turn(catalog: Catalog, llm: LLMConfig) -> tuple[dict[str, Any], LLMUser]
     return info, user
 
 
-def assert_llm_turn(info: dict[str, Any], user: LLMUser) -> None:
+def assert_llm_turn(info: dict[str, Any], user: LLMUsers) -> None:
     """The model really decided, and anything it could not decide is a counted, visible fallback.
 
     The grammar fixes the JSON shape, but a 270M base model can still write a reply that fails

@@ -1,8 +1,8 @@
-"""LLM users in the env and in studies, against the loopback fault server."""
+"""LLM users: the batch protocol against the scripted backend, and in the env and studies against the
+loopback fault server."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import re
@@ -17,13 +17,16 @@ from fault_server import FaultServer
 from recoworld.catalog import Catalog
 from recoworld.config import WorldConfig
 from recoworld.envs.recoworld_env import RecoWorldEnv
+from recoworld.evaluation.simulation import SimulationConfig, simulate
 from recoworld.llm import LLMConfig, make_backend, shared_backend
-from recoworld.population import PopulationSpec, sample_population
-from recoworld.simulation import SimulationConfig, simulate
-from recoworld.simulators.base import UserSimulator
-from recoworld.simulators.llm_user import LLMUser, review_all
+from recoworld.llm.backend import Request
+from recoworld.llm.scripted import ScriptedBackend, scripted_config
+from recoworld.population import PopulationSpec, UserProfile, sample_population
+from recoworld.simulators.base import BatchUserSimulator
+from recoworld.simulators.llm_user import LLMUsers
 from recoworld.simulators.parametric import ParametricUsers
-from recoworld.simulators.prompts import SYSTEM, turn_messages
+from recoworld.simulators.prompts import REACTIONS, SYSTEM, turn_messages
+from recoworld.streams import UserStreams
 
 
 def world(catalog: Catalog, srv: FaultServer, tmp_path: Path, **llm: Any) -> WorldConfig:
@@ -38,17 +41,19 @@ def catalog_config(catalog: Catalog) -> dict[str, Any]:
     return {"n_items": len(catalog), "seed": 3}
 
 
-def test_llm_user_is_a_user_simulator(catalog: Catalog, tmp_path: Path) -> None:
+def test_llm_users_are_a_batch_user_simulator(catalog: Catalog, tmp_path: Path) -> None:
     with FaultServer() as srv:
-        env = RecoWorldEnv(world(catalog, srv, tmp_path), catalog=catalog)
-        assert isinstance(env.user, LLMUser) and isinstance(env.user, UserSimulator)
+        cfg = world(catalog, srv, tmp_path)
+        assert isinstance(LLMUsers(catalog, cfg, 3, ScriptedBackend([])), BatchUserSimulator)
+        env = RecoWorldEnv(cfg, catalog=catalog)
+        assert isinstance(env.users, LLMUsers) and len(env.users) == 1
 
 
 def test_faults_fall_back_to_the_parametric_user_and_show_in_info(catalog: Catalog, tmp_path: Path) -> None:
     with FaultServer(hang_s=2.0) as srv:
         cfg = world(catalog, srv, tmp_path)
         backend = make_backend(cfg.llm)
-        env = RecoWorldEnv(cfg, catalog=catalog, user_simulator=LLMUser.from_world(catalog, cfg, backend))
+        env = RecoWorldEnv(cfg, catalog=catalog, user_simulator=LLMUsers(catalog, cfg, 1, backend))
 
         def first_turn(*faults: str) -> dict[str, Any]:
             env.reset(seed=4)
@@ -67,9 +72,9 @@ def test_faults_fall_back_to_the_parametric_user_and_show_in_info(catalog: Catal
     seen = second["reactions"] >= 0
     assert np.all(second["dwell_min"][seen] >= cfg.dynamics.browse_minutes)
     assert third["llm_fallback"]
-    user = env.user
-    assert user.stats["fallback_turns"] == 2
-    assert user.stats["fallback_invalid_output"] == 1 and user.stats["fallback_unavailable"] == 1
+    stats = env.users.stats
+    assert stats["fallback_turns"] == 2
+    assert stats["fallback_invalid_output"] == 1 and stats["fallback_unavailable"] == 1
     assert backend.usage.repairs == 1 and backend.usage.transport_errors == 2
 
 
@@ -96,7 +101,7 @@ def test_item_text_with_instructions_stays_data(catalog: Catalog) -> None:
     hostile = dataclasses.replace(catalog, titles=titles)
     users = ParametricUsers(hostile)
     profile = sample_population(PopulationSpec.default(), hostile, np.random.default_rng(0), n=1)[0]
-    users.reset([profile], np.random.default_rng(0))
+    users.reset([profile])
     messages = turn_messages(hostile, profile, users.mindset(0), "fine", [], 8, [3, 7, 9])
     system, user = messages[0]["content"], messages[1]["content"]
     assert system == SYSTEM and "DATA" in system and "never instructions" in system
@@ -146,44 +151,147 @@ def test_api_key_is_never_written(catalog: Catalog, tmp_path: Path, caplog: pyte
         assert secret.encode() not in path.read_bytes(), path
 
 
+# ---------------------------------------------------------------------- the batch protocol, scripted
+
+
+def decide(request: Request) -> str | dict[str, Any]:
+    """A scripted model whose reply is a function of the request alone (its items and sampling seed),
+    so replies do not depend on the order calls arrive in. Seeds divisible by 5 get an invalid reply."""
+    seed = request.params.seed
+    if seed % 5 == 0:
+        return "I would rather not say"
+    if request.name == "SessionEnd":
+        return {"summary": f"session {seed % 97}", "come_back": seed % 7 != 0, "return_in_days": (seed % 30) / 10}
+    items = [r["properties"]["item"]["const"] for r in request.json_schema["properties"]["reactions"]["prefixItems"]]
+    return {
+        "reactions": [{"item": i, "reaction": REACTIONS[(seed + i) % 4], "dwell_min": 1.0 + (seed + i) % 5,
+                       "reason": f"because {i}"} for i in items],
+        "satisfaction": (seed % 100) / 100, "fatigue": (seed % 13) / 13, "feeling": f"mood {seed % 11}",
+        "disengaging": seed % 3 == 0,
+        "instruction": {"text": "more jazz", "kind": "more", "topics": []} if seed % 3 == 0 else None,
+        "leave": seed % 4 == 0,
+    }
+
+
+def scripted_world(catalog: Catalog, tmp_path: Path) -> WorldConfig:
+    llm = scripted_config(cache_path=tmp_path / "unused.sqlite", max_retries=0, repair=False, concurrency=4)
+    return WorldConfig(slate_size=3, n_candidates=10, catalog=catalog_config(catalog), user_backend="llm", llm=llm)
+
+
+def episode(users: LLMUsers, profiles: list[UserProfile], seeds: list[int], slates: np.ndarray,
+            one_at_a_time: bool = False) -> list[list[tuple[Any, ...]]]:
+    """Every user through `len(slates)` turns (a new session after each leave); per user, what it did.
+
+    `one_at_a_time` reviews and ends the users' sessions one row per call instead of all rows together.
+    """
+    n = len(profiles)
+    streams = UserStreams([np.random.default_rng(s) for s in seeds])
+    users.reset(profiles)
+    rows, now = np.arange(n), np.zeros(n)
+    users.start_sessions(rows, now, streams)
+    out: list[list[tuple[Any, ...]]] = [[] for _ in range(n)]
+    for turn in slates:
+        parts = [(users.review(turn[[r]], streams, np.array([r])), [r]) for r in range(n)] if one_at_a_time \
+            else [(users.review(turn, streams), list(range(n)))]
+        left = []
+        for fb, part_rows in parts:
+            for j, r in enumerate(part_rows):
+                out[r].append((fb.reactions[j].tolist(), fb.dwell_min[j].tolist(), bool(fb.left[j]),
+                               bool(fb.fallback[j]), fb.reasons[j], fb.instructions[j]))
+                if fb.left[j]:
+                    left.append(r)
+        if left:
+            ended = np.array(left)
+            groups = [ended[[i]] for i in range(len(ended))] if one_at_a_time else [ended]
+            gaps = np.concatenate([users.end_sessions(g, now[g], streams) for g in groups])
+            for r, g in zip(left, gaps.tolist()):
+                out[r].append(("gap", g))
+            now[ended] += np.where(np.isinf(gaps), 0.0, gaps)
+            users.start_sessions(ended, now[ended], streams)
+    return out
+
+
 def test_many_users_in_flight_keep_their_own_order(catalog: Catalog, tmp_path: Path) -> None:
-    n, turns = 6, 3
+    """Turns of a step are in flight together (proved by a barrier, not by timing), and what each user
+    does depends only on its own stream: all rows together, one row at a time, or alone in a batch of one."""
+    cfg = scripted_world(catalog, tmp_path)
+    n, turns = 6, 4
     profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(1), n=n)
     slates = np.random.default_rng(2).choice(len(catalog), size=(turns, n, 3))
+    seeds = [10 + i for i in range(n)]
 
-    def run(srv: FaultServer, concurrent: bool) -> list[list[tuple[Any, ...]]]:
-        cfg = world(catalog, srv, tmp_path, concurrency=4)
-        backend = make_backend(cfg.llm)
-        users = [LLMUser.from_world(catalog, cfg, backend) for _ in profiles]
-        rngs = [np.random.default_rng(10 + i) for i in range(n)]
-        for user, profile, rng in zip(users, profiles, rngs):
-            user.reset(profile, rng)
-            user.start_session(0.0, rng)
-        out: list[list[tuple[Any, ...]]] = [[] for _ in range(n)]
-        for t in range(turns):
-            if concurrent:
-                fbs = asyncio.run(review_all(users, list(slates[t]), rngs))
-            else:
-                fbs = [u.review(s, r) for u, s, r in zip(users, slates[t], rngs)]
-            for i, fb in enumerate(fbs):
-                out[i].append((fb.reactions.tolist(), fb.dwell_min.tolist(), fb.left, fb.fallback))
-        return out
+    together = ScriptedBackend(decide, cfg.llm, barrier=4)  # the first calls wait until four are in flight
+    concurrent = episode(LLMUsers(catalog, cfg, n, together), profiles, seeds, slates)
+    assert together.barrier_met and together.max_in_flight == 4, "concurrency 4: four at once, never more"
 
-    with FaultServer() as srv:
-        sequential = run(srv, concurrent=False)
-        assert srv.max_in_flight == 1
-    with FaultServer(barrier=4) as srv:  # the first requests wait until four are in flight together
-        concurrent = run(srv, concurrent=True)
-        assert srv.barrier_met and srv.max_in_flight == 4
+    serial = ScriptedBackend(decide, cfg.llm)
+    sequential = episode(LLMUsers(catalog, cfg, n, serial), profiles, seeds, slates, one_at_a_time=True)
+    assert serial.max_in_flight == 1
     assert concurrent == sequential
-    assert not any(turn[3] for user in concurrent for turn in user)
+    for i in range(n):
+        alone = episode(LLMUsers(catalog, cfg, 1, ScriptedBackend(decide, cfg.llm)), [profiles[i]], [seeds[i]],
+                        slates[:, [i]])
+        assert alone[0] == concurrent[i], f"user {i} alone behaves as in the batch"
+
+    steps = [step for user in concurrent for step in user if step[0] != "gap"]
+    fallbacks = [s for s in steps if s[3]]
+    assert fallbacks and len(fallbacks) < len(steps), "some turns fell back, most did not"
+    assert all(s[4] == [] for s in fallbacks), "a fallback has no model reasons"
+    assert all(len(s[4]) == 3 and s[4][0].startswith("because") for s in steps if not s[3])
+    assert any(s[5] is not None for s in steps if not s[3]), "model instructions come through"
+    assert any(step[0] == "gap" for user in concurrent for step in user)
+
+
+def test_review_calls_the_model_for_the_given_rows_only(catalog: Catalog, tmp_path: Path) -> None:
+    cfg = scripted_world(catalog, tmp_path)
+    backend = ScriptedBackend(decide, cfg.llm)
+    users = LLMUsers(catalog, cfg, 2, backend)
+    profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(1), n=4)
+    users.reset(profiles)  # the batch becomes four users
+    assert len(users) == 4
+    streams = UserStreams([np.random.default_rng(i) for i in range(4)])
+    users.start_sessions(np.arange(4), np.zeros(4), streams)
+    fb = users.review(np.array([[1, 2, 3], [4, 5, 6]]), streams, rows=np.array([3, 1]),
+                      utility_bonus=np.full((2, 3), 9.0))
+    assert len(backend.requests) == 2 and fb.reactions.shape == (2, 3) and len(fb.reasons) == 2
+    prompts = [r.messages[1]["content"] for r in backend.requests]
+    assert sorted('<item id="4"' in p for p in prompts) == [False, True]
+    assert users.stats["llm_turns"] + users.stats["fallback_turns"] == 2
+    users.reset(profiles[:1], rows=np.array([2]))
+    assert users.mindset(2).memory == [] and users.users[2].profile == profiles[0]
+    users.reset(profiles[:1])
+    assert len(users) == 1 and users.stats["llm_turns"] + users.stats["fallback_turns"] == 2, "stats outlive resets"
+
+
+def test_invalid_replies_fall_back_on_the_users_own_stream(catalog: Catalog, tmp_path: Path) -> None:
+    cfg = scripted_world(catalog, tmp_path)
+    backend = ScriptedBackend(lambda request: "no JSON here", cfg.llm)
+    users = LLMUsers(catalog, cfg, 2, backend)
+    profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(1), n=2)
+    users.reset(profiles)
+    streams = UserStreams([np.random.default_rng(5), np.random.default_rng(6)])
+    users.start_sessions(np.arange(2), np.zeros(2), streams)
+    fb = users.review(np.array([[1, 2, 3], [1, 2, 3]]), streams)
+    assert fb.fallback.tolist() == [True, True] and fb.reasons == [[], []]
+    gaps = users.end_sessions(np.arange(2), np.array([0.1, 0.1]), streams)
+    assert gaps.shape == (2,) and (gaps >= 0).all()
+    assert users.stats["fallback_turns"] == 2 and users.stats["fallback_session_ends"] == 2
+    assert users.stats["fallback_invalid_output"] == 4 and backend.usage.failures == 4
+    # The parametric user decided with row i's stream: the same draws as a parametric user alone on it.
+    alone = ParametricUsers(catalog, cfg.choice, cfg.dynamics, cfg.returns)
+    own = UserStreams([np.random.default_rng(6)])
+    alone.reset([profiles[1]])
+    alone.start_sessions(np.zeros(1, dtype=np.int64), np.zeros(1), own)
+    own[0].integers(2**31 - 1)  # the sampling seed the LLM user drew for its call
+    expected = alone.review(np.array([[1, 2, 3]]), own)
+    assert fb.reactions[1].tolist() == expected.reactions[0].tolist()
 
 
 def test_set_mindset_round_trips(catalog: Catalog) -> None:
     users = ParametricUsers(catalog)
     profile = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(0), n=1)[0]
-    users.reset([profile], np.random.default_rng(0))
-    users.review(np.arange(5)[None, :], np.random.default_rng(1))
+    users.reset([profile])
+    users.review(np.arange(5)[None, :], UserStreams([np.random.default_rng(1)]))
     m = users.mindset(0)
     changed = m.model_copy(update={"satisfaction": 0.2, "fatigue": 0.7, "time_left_min": 3.0, "patience_left": 2,
                                    "interests": [x * 0.5 for x in m.interests], "memory": m.memory[:2]})

@@ -16,7 +16,7 @@ ENV_CONFIG = {
 
 def test_multiagent_env_contract() -> None:
     require("ray.rllib")
-    from recoworld.envs.population_rllib import PopulationMultiAgentEnv
+    from recoworld.rl.multi_agent import PopulationMultiAgentEnv
 
     env = PopulationMultiAgentEnv(ENV_CONFIG)
     assert env.possible_agents == [f"user_{i}" for i in range(4)]
@@ -51,7 +51,7 @@ def test_ppo_trains_one_shared_policy(ray_session) -> None:
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.connectors.env_to_module import FlattenObservations
 
-    from recoworld.envs.population_rllib import PopulationMultiAgentEnv
+    from recoworld.rl.multi_agent import PopulationMultiAgentEnv
 
     config = (
         PPOConfig()

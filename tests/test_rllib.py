@@ -11,19 +11,19 @@ import pytest
 from typer.testing import CliRunner
 
 from recoworld.agents import make_recommender
-from recoworld.agents.rllib_policy import RLlibRecommender, distinct_slate
 from recoworld.catalog import cached_catalog
 from recoworld.envs.recoworld_env import RecoWorldEnv
-from recoworld.envs.wrappers import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES, UserRelativeObservation
 from recoworld.errors import ConfigError
 from recoworld.population import PopulationSpec
+from recoworld.rl.features import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES, UserRelativeObservation
+from recoworld.rl.policy import RLlibRecommender, distinct_slate
 
 TINY_WORLD = {"slate_size": 2, "n_candidates": 6, "history_len": 5, "horizon_days": 2,
               "catalog": {"n_items": 300, "seed": 1}}
 
 
 def tiny_config(runners: int, iterations: int = 2, seed: int = 0, network: str = "shared_scorer"):  # -> TrainConfig
-    from recoworld.training import TrainConfig
+    from recoworld.rl.training import TrainConfig
 
     return TrainConfig.load(None, seed=seed, iterations=iterations, num_env_runners=runners, world=TINY_WORLD,
                             ppo={"train_batch_size": 200, "minibatch_size": 50, "num_epochs": 2, "hidden": [16],
@@ -96,7 +96,7 @@ def test_distinct_slate_prefers_available_candidates_and_never_repeats() -> None
 
 
 def test_train_config_names_the_bad_field() -> None:
-    from recoworld.training import TrainConfig
+    from recoworld.rl.training import TrainConfig
 
     with pytest.raises(ConfigError, match=r"ppo\.lr"):
         TrainConfig.load(None, ppo={"lr": -1})
@@ -110,7 +110,7 @@ def test_rllib_prefix_with_a_bad_path_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_small_config_file_is_valid() -> None:
-    from recoworld.training import TrainConfig
+    from recoworld.rl.training import TrainConfig
 
     cfg = TrainConfig.load(Path(__file__).parents[1] / "configs" / "ppo_small.yaml")
     assert cfg.world.slate_size <= cfg.world.n_candidates
@@ -127,7 +127,7 @@ def test_train_save_resume_restore_and_infer(ray_session: ModuleType, tmp_path: 
     from ray.rllib.algorithms.algorithm import Algorithm
     from ray.rllib.core.columns import Columns
 
-    from recoworld.training import POLICY, latest_checkpoint, train
+    from recoworld.rl.training import POLICY, latest_checkpoint, train
 
     cfg = tiny_config(runners)
     result = train(cfg, tmp_path, log=lambda msg: None)
@@ -179,7 +179,7 @@ def test_masked_policy_never_samples_consumed_candidates(ray_session: ModuleType
     import torch
     from ray.rllib.core.columns import Columns
 
-    from recoworld.training import train
+    from recoworld.rl.training import train
 
     result = train(tiny_config(0, iterations=1, network=network), tmp_path, log=lambda msg: None)
     module = RLlibRecommender.from_checkpoint(result.checkpoint, 2).module
@@ -194,7 +194,7 @@ def test_masked_policy_never_samples_consumed_candidates(ray_session: ModuleType
 
 @pytest.mark.slow
 def test_same_seed_gives_the_same_training(ray_session: ModuleType, tmp_path: Path) -> None:
-    from recoworld.training import train
+    from recoworld.rl.training import train
 
     a = train(tiny_config(0, iterations=1, seed=3), tmp_path / "a", log=lambda msg: None)
     b = train(tiny_config(0, iterations=1, seed=3), tmp_path / "b", log=lambda msg: None)

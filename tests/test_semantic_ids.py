@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from recoworld.catalog import Catalog
+from recoworld.catalog.semantic_ids import ResidualQuantizer, SemanticIndex, format_semantic_id, with_collision_level
 from recoworld.data import DataConfig, prepare_world
 from recoworld.data.sample import write_movielens_100k
-from recoworld.semantic_ids import ResidualQuantizer, SemanticIndex, format_semantic_id, with_collision_level
 
 
 def test_collision_level_numbers_duplicates() -> None:

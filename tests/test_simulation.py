@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from recoworld.catalog import Catalog
 from recoworld.cli import app
 from recoworld.config import WorldConfig
-from recoworld.simulation import SimulationConfig, simulate
+from recoworld.evaluation.simulation import SimulationConfig, simulate
 
 WORLD = WorldConfig(slate_size=4, n_candidates=16, horizon_days=5)
 

@@ -26,7 +26,7 @@ from recoworld.data.finn import (
 )
 from recoworld.envs.recoworld_env import RecoWorldEnv
 from recoworld.errors import ConfigError
-from recoworld.simulation import SimulationConfig, simulate
+from recoworld.evaluation.simulation import SimulationConfig, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 

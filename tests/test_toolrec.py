@@ -18,9 +18,9 @@ from recoworld.agents import GreedyRelevanceRecommender, make_recommender
 from recoworld.agents.toolrec import ToolBox, ToolRecConfig, ToolRecRecommender
 from recoworld.agents.toolrec.tools import RerankArgs, RetrieveArgs
 from recoworld.catalog import Catalog
+from recoworld.catalog.semantic_ids import format_semantic_id
 from recoworld.envs.recoworld_env import RecoWorldEnv
 from recoworld.llm import LLMConfig, SamplingParams, make_backend
-from recoworld.semantic_ids import format_semantic_id
 
 
 class ToolCallServer(FaultServer):

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 
 from recoworld.catalog import Catalog
 from recoworld.config import WorldConfig
-from recoworld.simulation import SimulationConfig, simulate
+from recoworld.evaluation.simulation import SimulationConfig, simulate
+from recoworld.evaluation.trajectory import COLUMNS, SCHEMA
 from recoworld.studies.spec import StudySpec
-from recoworld.trajectory import COLUMNS, SCHEMA
 
 WORLD = {"slate_size": 3, "n_candidates": 12, "horizon_days": 3, "catalog": {"n_items": 600, "seed": 3}}
 

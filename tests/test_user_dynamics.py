@@ -9,9 +9,10 @@ from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import CatalogConfig, ChoiceConfig, DynamicsConfig, ReturnConfig
 from recoworld.mindset import UNSEEN, Mindset
 from recoworld.population import UserProfile
-from recoworld.simulators import ParametricUser, ParametricUsers
+from recoworld.simulators import ParametricUsers
 from recoworld.simulators.parametric import _recurrence
 from recoworld.simulators.return_gap import ReturnGapModel
+from recoworld.streams import UserStreams
 
 N_USERS = 300
 
@@ -40,7 +41,11 @@ def _diverse_slate(catalog: Catalog, k: int, rng: np.random.Generator) -> np.nda
     return rng.choice(pool, size=k, replace=False)
 
 
-def _run_session(users: ParametricUsers, slate_fn, rng: np.random.Generator, max_turns: int = 30) -> dict:
+def _streams(seed: int, n: int) -> UserStreams:
+    return UserStreams.spawn(np.random.default_rng(seed), n)
+
+
+def _run_session(users: ParametricUsers, slate_fn, rng: UserStreams, max_turns: int = 30) -> dict:
     n = len(users.profiles)
     users.start_sessions(np.arange(n), np.zeros(n), rng)
     active = np.ones(n, dtype=bool)
@@ -70,11 +75,11 @@ def two_worlds() -> tuple[dict, dict, ParametricUsers, ParametricUsers]:
     rng = np.random.default_rng(11)
     k = 10
     rep_users, div_users = ParametricUsers(catalog), ParametricUsers(catalog)
-    rep_users.reset(_profiles(catalog, N_USERS), rng)
-    div_users.reset(_profiles(catalog, N_USERS), rng)
+    rep_users.reset(_profiles(catalog, N_USERS))
+    div_users.reset(_profiles(catalog, N_USERS))
     repetitive = _repetitive_slates(catalog, k)
-    rep = _run_session(rep_users, lambda: repetitive, np.random.default_rng(1))
-    div = _run_session(div_users, lambda: _diverse_slate(catalog, k, rng), np.random.default_rng(1))
+    rep = _run_session(rep_users, lambda: repetitive, _streams(1, N_USERS))
+    div = _run_session(div_users, lambda: _diverse_slate(catalog, k, rng), _streams(1, N_USERS))
     return rep, div, rep_users, div_users
 
 
@@ -88,17 +93,17 @@ def test_repetition_raises_fatigue_triggers_instructions_and_ends_sessions_soone
 def test_over_exploiting_lowers_the_return_rate(two_worlds) -> None:
     rep, div, rep_users, div_users = two_worlds
     assert rep["satisfaction"].mean() < div["satisfaction"].mean()
-    gaps_rep = rep_users.end_sessions(np.arange(N_USERS), np.full(N_USERS, 0.5), np.random.default_rng(2))
-    gaps_div = div_users.end_sessions(np.arange(N_USERS), np.full(N_USERS, 0.5), np.random.default_rng(2))
+    gaps_rep = rep_users.end_sessions(np.arange(N_USERS), np.full(N_USERS, 0.5), _streams(2, N_USERS))
+    gaps_div = div_users.end_sessions(np.arange(N_USERS), np.full(N_USERS, 0.5), _streams(2, N_USERS))
     returned_within_a_day = lambda g: np.mean(np.isfinite(g) & (g <= 1.0))  # noqa: E731
     assert returned_within_a_day(gaps_rep) < returned_within_a_day(gaps_div)
     assert np.median(gaps_rep) > np.median(gaps_div)
 
 
 def test_instructions_name_the_overexposed_topic(catalog: Catalog) -> None:
-    rng = np.random.default_rng(4)
+    rng = _streams(4, 50)
     users = ParametricUsers(catalog)
-    users.reset(_profiles(catalog, 50), rng)
+    users.reset(_profiles(catalog, 50))
     users.start_sessions(np.arange(50), np.zeros(50), rng)
     slate = _repetitive_slates(catalog, 10)
     said = []
@@ -114,28 +119,28 @@ def test_instructions_name_the_overexposed_topic(catalog: Catalog) -> None:
 
 
 def test_leaving_masks_the_rest_of_the_slate(catalog: Catalog) -> None:
-    rng = np.random.default_rng(0)
-    user = ParametricUser(ParametricUsers(catalog))
+    rng = _streams(0, 1)
+    user = ParametricUsers(catalog)
     profile = _profiles(catalog, 1)[0].model_copy(update={"time_budget_min": 0.2})
-    user.reset(profile, rng)
-    user.start_session(0.0, rng)
-    fb = user.review(np.arange(10), rng)
-    assert fb.left
-    seen = fb.reactions != UNSEEN
+    user.reset([profile])
+    user.start_sessions(np.zeros(1, int), np.zeros(1), rng)
+    fb = user.review(np.arange(10)[None, :], rng)
+    assert fb.left[0]
+    seen = fb.reactions[0] != UNSEEN
     assert seen[0] and not seen[-1]
     assert (np.diff(seen.astype(int)) <= 0).all()  # reviewed items form a prefix
-    assert (fb.dwell_min[~seen] == 0).all()
-    gap = user.end_session(0.01, rng)
-    assert gap is None or gap >= 0.99  # today's budget is spent: not back before tomorrow
+    assert (fb.dwell_min[0][~seen] == 0).all()
+    gap = float(user.end_sessions(np.zeros(1, int), np.array([0.01]), rng)[0])
+    assert gap >= 0.99  # today's budget is spent: not back before tomorrow (inf = churned)
 
 
 def test_mindset_is_one_schema(catalog: Catalog) -> None:
-    rng = np.random.default_rng(0)
-    user = ParametricUser(ParametricUsers(catalog))
-    user.reset(_profiles(catalog, 1)[0], rng)
-    user.start_session(0.0, rng)
-    user.review(np.arange(10), rng)
-    m = user.mindset()
+    rng = _streams(0, 1)
+    user = ParametricUsers(catalog)
+    user.reset(_profiles(catalog, 1))
+    user.start_sessions(np.zeros(1, int), np.zeros(1), rng)
+    user.review(np.arange(10)[None, :], rng)
+    m = user.mindset(0)
     assert isinstance(m, Mindset)
     again = Mindset.model_validate_json(m.model_dump_json())
     assert again == m and len(m.interests) == catalog.embedding_dim and m.summary
@@ -154,42 +159,37 @@ def test_recurrence_matches_the_sequential_definition() -> None:
 
 
 def test_batched_review_equals_one_by_one(catalog: Catalog) -> None:
-    """B users reviewed together behave exactly like B users reviewed one at a time."""
+    """B users reviewed together behave exactly like each user reviewed alone on its own stream,
+    including users reviewing a subset of rows (the others draw nothing)."""
     profiles = _profiles(catalog, 5)
     slates = np.random.default_rng(3).integers(len(catalog), size=(5, 8))
-    calm = DynamicsConfig(novelty_jitter=0.0)  # session starts draw nothing, so only review noise matters
-    batch = ParametricUsers(catalog, dynamics=calm)
-    batch.reset(profiles, np.random.default_rng(0))
-    batch.start_sessions(np.arange(5), np.zeros(5), np.random.default_rng(0))
-    noise_rng = np.random.default_rng(9)
-    fb = batch.review(slates, noise_rng)
-    # Replay user 2 alone with the same noise: its slice of the batch's draws.
-    from recoworld.simulators.choice import ChoiceModel
-
-    noise = ChoiceModel.draw_noise(np.random.default_rng(9), (5, 8, 4))
-
-    class Replay:
-        def random(self, shape):
-            p = 1 / (1 + np.exp(-noise[2:3]))
-            return p.reshape(shape)
-
-        def __getattr__(self, name):
-            return getattr(np.random.default_rng(0), name)
-
-    one = ParametricUsers(catalog, dynamics=calm)
-    one.reset(profiles[2:3], np.random.default_rng(0))
-    one.start_sessions(np.arange(1), np.zeros(1), np.random.default_rng(0))
-    fb_one = one.review(slates[2:3], Replay())
-    assert np.array_equal(fb_one.reactions[0], fb.reactions[2])
-    assert np.allclose(fb_one.dwell_min[0], fb.dwell_min[2], atol=1e-5)
-    assert np.isclose(one.satisfaction[0], batch.satisfaction[2])
+    batch = ParametricUsers(catalog)
+    batch.reset(profiles)
+    streams = UserStreams([np.random.default_rng(100 + i) for i in range(5)])
+    batch.start_sessions(np.arange(5), np.zeros(5), streams)
+    fb = batch.review(slates, streams)
+    part = batch.review(slates[[1, 3]], streams, rows=np.array([1, 3]))
+    for u in range(5):
+        one = ParametricUsers(catalog)
+        one.reset(profiles[u : u + 1])
+        alone = UserStreams([np.random.default_rng(100 + u)])
+        one.start_sessions(np.zeros(1, int), np.zeros(1), alone)
+        fb_one = one.review(slates[u : u + 1], alone)
+        assert np.array_equal(fb_one.reactions[0], fb.reactions[u])
+        assert np.array_equal(fb_one.dwell_min[0], fb.dwell_min[u])
+        if u not in (1, 3):
+            assert one.satisfaction[0] == batch.satisfaction[u]
+        else:  # the second review of rows 1 and 3 alone
+            again = one.review(slates[u : u + 1], alone)
+            assert np.array_equal(again.reactions[0], part.reactions[[1, 3].index(u)])
+            assert one.satisfaction[0] == batch.satisfaction[u]
 
 
 def test_return_gap_depends_on_satisfaction() -> None:
     model = ReturnGapModel(ReturnConfig())
-    rng = np.random.default_rng(0)
-    low = model.sample(np.full(20_000, 0.2), np.full(20_000, 0.5), rng)
-    high = model.sample(np.full(20_000, 0.8), np.full(20_000, 0.5), rng)
+    rows = np.arange(20_000)
+    low = model.sample(np.full(20_000, 0.2), np.full(20_000, 0.5), _streams(0, 20_000), rows)
+    high = model.sample(np.full(20_000, 0.8), np.full(20_000, 0.5), _streams(1, 20_000), rows)
     assert np.isinf(low).mean() > np.isinf(high).mean()
     assert np.median(low[np.isfinite(low)]) > 2 * np.median(high[np.isfinite(high)])
     assert (high[np.isfinite(high)] >= 0).all()
@@ -219,13 +219,13 @@ def test_one_user_choice_path_matches_the_batched_one() -> None:
 
 def test_interest_drift_follows_each_consumed_item_in_order(catalog: Catalog) -> None:
     users = ParametricUsers(catalog, dynamics=DynamicsConfig(interest_drift=0.2))
-    users.reset(_profiles(catalog, 3), np.random.default_rng(0))
+    users.reset(_profiles(catalog, 3))
     start = users.interests.copy()
     emb = np.random.default_rng(1).normal(size=(3, 6, catalog.embedding_dim))
     consumed = np.array([[1, 0, 1, 1, 0, 0], [0, 0, 0, 0, 0, 1], [1, 1, 1, 1, 1, 1]], dtype=bool)
-    users._consume(emb, consumed)
+    drifted = users._consume(start, emb, consumed)
     for u in range(3):
         expected = start[u].copy()
         for k in np.flatnonzero(consumed[u]):
             expected = expected + 0.2 * (emb[u, k] - expected)
-        assert np.allclose(users.interests[u], expected)
+        assert np.allclose(drifted[u], expected)

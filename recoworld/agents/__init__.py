@@ -75,7 +75,7 @@ def make_recommender(
     """Build a registered recommender by name (see `AGENTS`, `LLM_AGENTS`), or `rllib:PATH` for a trained
     RLlib policy. `llm` configures the chat model of `LLM_AGENTS` (default: the local in-process model)."""
     if name.startswith(RLLIB_PREFIX):
-        from recoworld.agents.rllib_policy import RLlibRecommender
+        from recoworld.rl.policy import RLlibRecommender
 
         return RLlibRecommender.from_checkpoint(name[len(RLLIB_PREFIX) :], slate_size, seed)
     if name in LLM_AGENTS:

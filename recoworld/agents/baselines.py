@@ -7,12 +7,10 @@ from typing import Any
 import numpy as np
 
 from recoworld.agents.base import Observation, Recommender
-from recoworld.catalog import Catalog
+from recoworld.catalog import Catalog, scalar_feature
 
 #: Weight of each reaction level when building a taste profile (skip, click, like, share).
 _REACTION_WEIGHT = np.array([0.0, 1.0, 2.0, 3.0])
-_POPULARITY = -1  # column of candidate_features
-_QUALITY = -3
 
 
 class RandomRecommender(Recommender):
@@ -31,7 +29,7 @@ class MostPopularRecommender(Recommender):
     name = "popular"
 
     def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
-        return self.top_k(observation["candidate_features"][:, _POPULARITY], observation)
+        return self.top_k(scalar_feature(observation["candidate_features"], "log_popularity"), observation)
 
 
 class GreedyRelevanceRecommender(Recommender):
@@ -60,7 +58,7 @@ class GreedyRelevanceRecommender(Recommender):
         feats = observation["candidate_features"]
         taste = self.taste(observation)
         if taste is None:
-            return feats[:, _POPULARITY].astype(np.float64)
+            return scalar_feature(feats, "log_popularity").astype(np.float64)
         d = feats.shape[1] - 3
         return feats[:, :d] @ (taste / max(float(np.linalg.norm(taste)), 1e-9))
 
@@ -106,7 +104,7 @@ class InstructionAwareRecommender(GreedyRelevanceRecommender):
         related = np.isin(topics, [cat.topic_index(t) for t in intent.get("related", [])])
         bonus = np.where(named, 1.0 if intent["kind"] == "more" else -1.0, 0.0) + related * 1.0
         if intent.get("attributes", {}).get("quality") == "high":
-            bonus = bonus + observation["candidate_features"][:, _QUALITY]
+            bonus = bonus + scalar_feature(observation["candidate_features"], "quality")
         return bonus
 
 

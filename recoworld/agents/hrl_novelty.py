@@ -51,12 +51,11 @@ from torch import nn
 from recoworld.agents.base import Observation, Recommender
 from recoworld.agents.baselines import GreedyRelevanceRecommender
 from recoworld.agents.torch_utils import load_checkpoint, save_checkpoint, torch_generator
-from recoworld.catalog import N_SCALAR_FEATURES, Catalog
+from recoworld.catalog import Catalog, FeatureLayout, scalar_feature
 from recoworld.config import RewardConfig, StrictModel, build
 from recoworld.errors import ConfigError
-from recoworld.metrics import slate_diversity
+from recoworld.evaluation.metrics import slate_diversity
 
-_QUALITY, _POPULARITY = -3, -1
 #: Low-level features: relevance, quality, popularity, diversity, novelty, then the goal or flat term.
 LOW_FEATURES = ("relevance", "quality", "popularity", "diversity", "novelty", "goal_match | novelty^2")
 #: High-level state, centred and scaled to about [-1, 1] so that a linear policy separates users quickly.
@@ -174,18 +173,18 @@ class NoveltyRecommender(Recommender):
     def _candidate_terms(self, observation: Observation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Static per-candidate features (relevance, quality, popularity), history novelty, embeddings."""
         feats = observation["candidate_features"].astype(np.float64)
-        d = feats.shape[1] - N_SCALAR_FEATURES
-        emb = feats[:, :d]
+        columns = FeatureLayout.from_width(feats.shape[1]).embedding
+        emb = feats[:, columns]
         rel = self._relevance.scores(observation)
         if self._relevance.taste(observation) is None:
             rel = np.zeros_like(rel)
         valid = observation["history_ids"] >= 0
         if valid.any():
-            hist = observation["history_features"][valid, :d].astype(np.float64)
+            hist = observation["history_features"][valid, columns].astype(np.float64)
             novelty = 1.0 - np.minimum((emb @ hist.T).max(axis=1), 1.0)
         else:
             novelty = np.ones(len(emb))
-        static = np.stack([rel, feats[:, _QUALITY], feats[:, _POPULARITY]], axis=1)
+        static = np.stack([rel, scalar_feature(feats, "quality"), scalar_feature(feats, "log_popularity")], axis=1)
         return static, novelty, emb
 
     def _slot_features(self, static: np.ndarray, novelty: np.ndarray, max_sim: np.ndarray,

@@ -380,7 +380,7 @@ class SlateTSRecommender(Recommender):
         return losses
 
     def fit_trajectories(self, trajectories: pd.DataFrame, steps: int) -> list[float]:
-        """Fit offline on logged trajectories (`recoworld.simulation` Parquet, read into a DataFrame)."""
+        """Fit offline on logged trajectories (`recoworld.evaluation.simulation` Parquet, read into a DataFrame)."""
         return self.fit(from_trajectories(trajectories, self.config.max_steps), steps)
 
     # ------------------------------------------------------------------ persistence

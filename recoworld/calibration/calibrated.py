@@ -323,7 +323,7 @@ def save_calibration(calibrated: CalibratedWorld, out: str | Path) -> Path:
 
 def load_calibration(path: str | Path) -> CalibratedWorld:
     """Read what `save_calibration` (`recoworld calibrate`) wrote."""
-    from recoworld.simulation import load_world
+    from recoworld.evaluation.simulation import load_world
 
     root = Path(path)
     missing = [f for f in FILES if not (root / f).is_file()]

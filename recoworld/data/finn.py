@@ -175,7 +175,7 @@ def pack_events(sequences: Sequence[Sequence[Event]], width: int, max_steps: int
 
 
 def from_trajectories(trajectories: pd.DataFrame, max_steps: int = 50) -> SlateInteractions:
-    """Logged RecoWorld trajectories (the Parquet of `recoworld.simulation`) in FINN format.
+    """Logged RecoWorld trajectories (the Parquet of `recoworld.evaluation.simulation`) in FINN format.
 
     Needs the columns user_id, step, position, item and reaction; an episode is one
     (recommender, user_id, episode_seed) group, whichever of those columns exist.

@@ -34,13 +34,13 @@ import pandas as pd
 from pydantic import Field
 
 from recoworld.catalog import Catalog
+from recoworld.catalog.embeddings import embed_texts, reduce_features
+from recoworld.catalog.semantic_ids import ResidualQuantizer, with_collision_level
 from recoworld.config import StrictModel
 from recoworld.data.dataset import Dataset
 from recoworld.data.factors import implicit_als
 from recoworld.data.generic import read_table
-from recoworld.embeddings import embed_texts, reduce_features
 from recoworld.errors import CatalogFormatError, ConfigError
-from recoworld.semantic_ids import ResidualQuantizer, with_collision_level
 
 NO_GENRE = "other"
 

@@ -1,10 +1,10 @@
 """What a platform sees and how it is paid: the observation, action and reward shared by every env.
 
-`RecoWorld-v0` (one user) and the population world (many users on one platform) show
-the recommender the same observation layout, take the same slate action and pay the
-same engagement reward, so a policy trained in one runs in the other. This module is
-that shared contract: the spaces, the per-user history buffer, the slate check and
-the reward, written once.
+`RecoWorld-v0` (one user), the vector env (B independent users) and the population world
+(many users on one platform) show the recommender the same observation layout, take the
+same slate action and pay the same engagement reward, so a policy trained in one runs in
+the others. This module is that shared contract: the spaces, the batched observation,
+the slate check and the reward, written once.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from recoworld.catalog import N_SCALAR_FEATURES, Catalog
+from recoworld.catalog import Catalog
 from recoworld.config import RewardConfig, WorldConfig
 from recoworld.errors import InvalidActionError
 from recoworld.mindset import UNSEEN, Instruction, ReactionType
@@ -28,7 +28,7 @@ _LEVELS = np.array([int(ReactionType.CLICK), int(ReactionType.LIKE), int(Reactio
 def observation_space(catalog: Catalog, cfg: WorldConfig) -> spaces.Dict:
     """The `Dict` space of one user's observation (see the `RecoWorld-v0` manual for the table)."""
     n, c, h, d = len(catalog), cfg.n_candidates, cfg.history_len, catalog.embedding_dim
-    f = d + N_SCALAR_FEATURES
+    f = catalog.feature_layout.width
     max_dwell = max(float(catalog.duration_min.max()), cfg.dynamics.browse_minutes)
     return spaces.Dict(
         {
@@ -53,44 +53,29 @@ def action_space(cfg: WorldConfig) -> spaces.MultiDiscrete:
     return spaces.MultiDiscrete(np.full(cfg.slate_size, cfg.n_candidates, dtype=np.int64))
 
 
-class History:
-    """The platform log of one user: the last `history_len` reviewed items and reactions."""
-
-    def __init__(self, history_len: int) -> None:
-        self.ids = np.full(history_len, -1, dtype=np.int64)
-        self.reactions = np.full(history_len, UNSEEN, dtype=np.int64)
-        self.dwell = np.zeros(history_len, dtype=np.float32)
-
-    def record(self, slate: np.ndarray, reactions: np.ndarray, dwell: np.ndarray) -> None:
-        """Append the reviewed part of a slate (positions after the user left are not logged)."""
-        seen = reactions != UNSEEN
-        h = len(self.ids)
-        self.ids = np.concatenate([self.ids, slate[seen]])[-h:]
-        self.reactions = np.concatenate([self.reactions, reactions[seen]])[-h:]
-        self.dwell = np.concatenate([self.dwell, dwell[seen]])[-h:]
-
-
-def build_observation(
+def build_observations(
     features: np.ndarray,
     candidates: np.ndarray,
-    consumed: np.ndarray,
-    history: History,
+    candidate_mask: np.ndarray,
+    history_ids: np.ndarray,
+    history_reactions: np.ndarray,
+    history_dwell: np.ndarray,
     instruction: np.ndarray,
     context: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """One user's observation. `features` is the (N, F) item feature table the platform shows."""
-    hist = history.ids
-    hist_feat = features[np.maximum(hist, 0)]
-    hist_feat[hist < 0] = 0.0  # padding
+    """R users' observations, every key batched on axis 0; `features` is the (N, F) table the
+    platform shows. Every array is freshly allocated, so views of one row are safe to keep."""
+    hist_feat = features[np.maximum(history_ids, 0)]
+    hist_feat[history_ids < 0] = 0.0  # padding
     return {
         "candidate_ids": candidates.astype(np.int64),
         "candidate_features": features[candidates],
-        "candidate_mask": (~consumed[candidates]).astype(np.int8),
-        "history_ids": hist.copy(),
+        "candidate_mask": candidate_mask.astype(np.int8),
+        "history_ids": history_ids.astype(np.int64),
         "history_features": hist_feat,
-        "history_reactions": history.reactions.copy(),
-        "history_dwell": history.dwell.copy(),
-        "instruction": instruction.copy(),
+        "history_reactions": history_reactions.astype(np.int64),
+        "history_dwell": history_dwell.astype(np.float32),
+        "instruction": instruction.astype(np.float32),
         "context": context.astype(np.float32),
     }
 
@@ -104,45 +89,55 @@ def instruction_vector(instruction: Instruction, catalog: Catalog) -> np.ndarray
     return vec
 
 
-def slate_positions(action: np.ndarray, cfg: WorldConfig) -> tuple[np.ndarray, int]:
-    """Validate a slate action; returns candidate positions and how many duplicates were replaced.
+def slate_positions(actions: np.ndarray, cfg: WorldConfig, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Validate R slate actions (R, K); returns candidate positions and duplicates replaced per row.
 
-    With `on_duplicate="replace"` a repeated candidate is replaced by the first unused
-    candidate in retrieval order; with `"error"` a repeat raises `InvalidActionError`.
+    `labels[j]` names row j in errors (`"action"` in the single-user env, `"actions[3]"` in
+    the vector env). With `on_duplicate="replace"` a repeated candidate is replaced by the
+    first unused candidate in retrieval order; with `"error"` a repeat raises
+    `InvalidActionError`.
     """
-    k, c = cfg.slate_size, cfg.n_candidates
-    act = np.asarray(action)
-    if act.shape != (k,):
-        raise InvalidActionError(f"action must have shape ({k},) (slate_size), got shape {act.shape}")
+    c = cfg.n_candidates
+    act = np.asarray(actions)
     if act.dtype.kind not in "iu":
         if act.dtype.kind != "f" or not np.all(act == np.round(act)):
-            raise InvalidActionError(f"action must hold integer candidate positions, got {act!r}")
+            j = 0 if act.dtype.kind != "f" else int(np.flatnonzero((act != np.round(act)).any(axis=1))[0])
+            raise InvalidActionError(f"{labels[j]} must hold integer candidate positions, got {act[j]!r}")
         act = act.astype(np.int64)
-    if act.min() < 0 or act.max() >= c:
-        i = int(np.flatnonzero((act < 0) | (act >= c))[0])
+    bad = (act < 0) | (act >= c)
+    if bad.any():
+        j, i = (int(x[0]) for x in np.nonzero(bad))
         raise InvalidActionError(
-            f"action[{i}]={int(act[i])} is out of range: candidate positions are 0..{c - 1} (n_candidates={c})"
+            f"{labels[j]}[{i}]={int(act[j, i])} is out of range: candidate positions are 0..{c - 1} "
+            f"(n_candidates={c})"
         )
-    slots = act.tolist()
-    if len(set(slots)) == k:
-        return act.astype(np.int64), 0
-    if cfg.on_duplicate == "error":
-        dup = next(i for i, pos in enumerate(slots) if pos in slots[:i])
+    out = act.astype(np.int64)  # a copy: rows are fixed in place below
+    replaced = np.zeros(len(out), dtype=np.int64)
+    ordered = np.sort(out, axis=1)
+    for j in np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1)).tolist():
+        replaced[j] = _replace_duplicates(out[j], c, cfg.on_duplicate, labels[j])
+    return out, replaced
+
+
+def _replace_duplicates(slots: np.ndarray, n_candidates: int, on_duplicate: str, label: str) -> int:
+    """Fix one slate with repeats in place; returns how many slots were replaced."""
+    listed = slots.tolist()
+    if on_duplicate == "error":
+        dup = next(i for i, pos in enumerate(listed) if pos in listed[:i])
         raise InvalidActionError(
-            f"action[{dup}]={int(act[dup])} repeats an earlier slot; a slate shows distinct items "
+            f"{label}[{dup}]={listed[dup]} repeats an earlier slot; a slate shows distinct items "
             "(or make the env with on_duplicate='replace')"
         )
-    used = np.zeros(c, dtype=bool)
-    out = act.astype(np.int64).copy()
-    free = iter(range(c))
+    used = np.zeros(n_candidates, dtype=bool)
+    free = iter(range(n_candidates))
     replaced = 0
-    for slot, pos in enumerate(out):
+    for slot, pos in enumerate(listed):
         if used[pos]:
-            pos = next(p for p in free if not used[p] and p not in out[slot + 1 :])
-            out[slot] = pos
+            pos = next(p for p in free if not used[p] and p not in slots[slot + 1 :])
+            slots[slot] = pos
             replaced += 1
         used[pos] = True
-    return out, replaced
+    return replaced
 
 
 def engagement_reward(reward: RewardConfig, reactions: np.ndarray, dwell: np.ndarray) -> np.ndarray:

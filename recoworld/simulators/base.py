@@ -1,12 +1,20 @@
-"""The user-simulator contract that the env depends on.
+"""The user-simulator contract the world depends on: one batch protocol for every kind of user.
 
-A simulator owns the hidden mindset of one user (or a batch of users) and turns slates
-into feedback. Parametric and LLM users both implement `UserSimulator`, so envs and
-recommenders never know which one they face.
+A simulator owns the hidden mindsets of B users (rows) and turns slates into feedback.
+Parametric, LLM and scripted users implement `BatchUserSimulator` with the same
+signatures, so the world core, its three views (`RecoWorld-v0`, the vector env, the
+population env) and recommenders never know which kind they face. The single-user case is
+B = 1, not a second contract.
+
+Call order per row: `reset` once per episode, then per session `start_sessions`, `review`
+until the feedback says `left`, and `end_sessions`, which returns the gap in days until
+the next session (`inf` when the user never comes back). All randomness of row i comes
+from `streams[i]` (see `recoworld.streams`), so a row behaves the same whatever the batch.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -14,14 +22,37 @@ import numpy as np
 
 from recoworld.mindset import Instruction, Mindset
 from recoworld.population import UserProfile
+from recoworld.streams import UserStreams
+
+
+@dataclass
+class BatchFeedback:
+    """What the reviewing rows did with their slates, row j for the j-th reviewing user.
+
+    `reactions[j, k]` is a `ReactionType` value, or `UNSEEN` (-1) for positions after the
+    user left.
+    """
+
+    reactions: np.ndarray  # (R, K) int8
+    dwell_min: np.ndarray  # (R, K) float32
+    left: np.ndarray  # (R,) bool
+    instructions: list[Instruction | None]  # (R,)
+    fallback: np.ndarray | None = None  # (R,) bool, LLM users only: the parametric user decided instead
+    reasons: list[list[str]] | None = None  # (R,) per-item reasons, LLM users only
+
+    @classmethod
+    def concat(cls, parts: Sequence[BatchFeedback]) -> BatchFeedback:
+        """Rows of several feedbacks, in order (e.g. users of one batch served by different models)."""
+        fallback = [p.fallback if p.fallback is not None else np.zeros(len(p.left), bool) for p in parts]
+        reasons = [p.reasons if p.reasons is not None else [[] for _ in p.left] for p in parts]
+        return cls(np.concatenate([p.reactions for p in parts]), np.concatenate([p.dwell_min for p in parts]),
+                   np.concatenate([p.left for p in parts]), [i for p in parts for i in p.instructions],
+                   np.concatenate(fallback), [r for rs in reasons for r in rs])
 
 
 @dataclass
 class SlateFeedback:
-    """One user's response to one slate, as arrays so envs can log it without conversion.
-
-    `reactions[k]` is a `ReactionType` value, or `UNSEEN` (-1) for positions after the user left.
-    """
+    """One user's response to one slate (row j of a `BatchFeedback`)."""
 
     reactions: np.ndarray  # (K,) int8
     dwell_min: np.ndarray  # (K,) float32
@@ -32,21 +63,27 @@ class SlateFeedback:
 
 
 @runtime_checkable
-class UserSimulator(Protocol):
-    """One simulated user across sessions.
+class BatchUserSimulator(Protocol):
+    """B simulated users across sessions; every method takes the rows it concerns."""
 
-    Call order: `reset` once per episode, then for each session `start_session`,
-    `review` until feedback says `left`, and `end_session`, which returns the gap in days
-    until the next session (or `None` when the user never comes back).
-    All randomness comes from the `rng` the caller passes in.
-    """
+    def reset(self, profiles: Sequence[UserProfile], rows: np.ndarray | None = None) -> None:
+        """Start episodes: with `rows=None` the batch becomes these profiles (B = len(profiles));
+        otherwise re-initialise just `rows` (one profile each). Draws nothing."""
+        ...
 
-    def reset(self, profile: UserProfile, rng: np.random.Generator) -> None: ...
+    def start_sessions(self, rows: np.ndarray, now_days: np.ndarray, streams: UserStreams) -> None: ...
 
-    def start_session(self, now_days: float, rng: np.random.Generator) -> None: ...
+    def review(
+        self, slates: np.ndarray, streams: UserStreams, rows: np.ndarray | None = None,
+        utility_bonus: np.ndarray | None = None,
+    ) -> BatchFeedback:
+        """`slates` (R, K): row j is reviewed by user `rows[j]` (all users in order when `rows` is
+        None). `utility_bonus` (R, K) is what the world adds to an item's appeal (social proof);
+        simulators whose choices are not utilities (an LLM's) ignore it."""
+        ...
 
-    def review(self, slate: np.ndarray, rng: np.random.Generator) -> SlateFeedback: ...
+    def end_sessions(self, rows: np.ndarray, now_days: np.ndarray, streams: UserStreams) -> np.ndarray:
+        """(len(rows),) days until each user's next session; `inf` = churned."""
+        ...
 
-    def end_session(self, now_days: float, rng: np.random.Generator) -> float | None: ...
-
-    def mindset(self) -> Mindset: ...
+    def mindset(self, row: int) -> Mindset: ...

@@ -1,26 +1,30 @@
 """LLM users: a chat model decides each turn; the parametric user keeps the world's physics.
 
-`LLMUser` is a `UserSimulator`, so envs and recommenders cannot tell it from a parametric
-user. Each turn the model sees the persona, the current mindset (numbers and feeling), a
-bounded memory (recent items, earlier session summaries) and the slate, and answers with a
-validated `TurnDecision`: a reaction, dwell and reason per item, the new satisfaction,
-fatigue and feeling, whether it is disengaging (with an instruction) and whether it leaves.
-At session end it writes a summary and says when it will come back.
+`LLMUsers` is a `BatchUserSimulator`, so the world and recommenders cannot tell B LLM users
+from B parametric ones (the single-user env is B = 1). Each turn the model sees the
+persona, the current mindset (numbers and feeling), a bounded memory (recent items, earlier
+session summaries) and the slate, and answers with a validated `TurnDecision`: a reaction,
+dwell and reason per item, the new satisfaction, fatigue and feeling, whether it is
+disengaging (with an instruction) and whether it leaves. At session end it writes a summary
+and says when it will come back.
 
-A `ParametricUser` runs underneath and holds the state in its arrays: the LLM's decision is
-loaded back with `ParametricUsers.set_mindset`, so interests drift toward what was watched,
-time and patience run out the same way (both still force the user to leave), and when the
-model gives no usable answer (after the backend's retries and repair) the parametric user
-decides that step instead. Such a fallback is flagged in `SlateFeedback.fallback` (hence in
-`info["llm_fallback"]` and the trajectory) and counted in `stats`. Budget exhaustion is not
-a fallback: `BudgetExceeded` propagates and stops the study.
+Each user is an `LLMUser` (an internal helper) over a `ParametricUsers` of its own with
+B = 1, which holds the state in its arrays and is driven through the same batch protocol:
+the LLM's decision is loaded back with `ParametricUsers.set_mindset`, so interests drift
+toward what was watched, time and patience run out the same way (both still force the user
+to leave), and when the model gives no usable answer (after the backend's retries and
+repair) the parametric user decides that step instead. Such a fallback is flagged in
+`BatchFeedback.fallback` (hence in `info["llm_fallback"]` and the trajectory) and counted
+in `LLMUsers.stats`. Budget exhaustion is not a fallback: `BudgetExceeded` propagates and
+stops the study. The per-item reasons of model decisions go into `BatchFeedback.reasons`.
 
-Every model call takes its sampling seed from the env's rng, so a rerun with the same seed
-hits the record/replay cache for every call and reproduces the run exactly.
-`areview`/`aend_session` are the async twins used to keep many users' turns in flight;
-`review_all` runs one turn for a batch of users concurrently, each user's turns in order.
-`LLMUsers` puts B of them behind the batch interface of `ParametricUsers`, for the
-population world.
+All randomness of user row i comes from `streams[i]`: every model call takes its sampling
+seed from it, and so do the parametric fallback's draws. A row therefore behaves the same
+whatever the batch and however the replies interleave, and a rerun with the same seeds hits
+the record/replay cache for every call and reproduces the run exactly. A step's turns (and
+its session ends) are in flight together on this thread's event loop (`review_all`), at most
+`LLMConfig.concurrency` at once; `utility_bonus` is ignored, since an LLM user's choice is
+the model's and the prompt says nothing of what other users liked.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ from recoworld.llm.config import SamplingParams
 from recoworld.llm.errors import LLMError
 from recoworld.mindset import UNSEEN, Instruction, Intent, MemoryEntry, Mindset, ReactionType
 from recoworld.population import UserProfile
-from recoworld.simulators.base import SlateFeedback
-from recoworld.simulators.parametric import BatchFeedback, ParametricUser
+from recoworld.simulators.base import BatchFeedback, SlateFeedback
+from recoworld.simulators.parametric import ParametricUsers
 from recoworld.simulators.prompts import (
     SESSION_END_SCHEMA,
     SessionEnd,
@@ -50,56 +54,61 @@ from recoworld.simulators.prompts import (
     turn_messages,
     turn_schema,
 )
+from recoworld.streams import UserStreams
 
 #: A user who says "right away" still comes back no sooner than an hour later.
 MIN_GAP_DAYS = 1.0 / 24.0
 _SEED_RANGE = 2**31 - 1
+_ROW0 = np.zeros(1, dtype=np.int64)
 
 T = TypeVar("T")
 Call = tuple[list[dict[str, str]], Structured[Any], SamplingParams]
 
 
 class LLMUser:
-    """One simulated user whose decisions come from a chat model (see the module docstring)."""
+    """One LLM user (a row of `LLMUsers`) over its own B = 1 `ParametricUsers` (see the module docstring).
+
+    `rng` arguments are the user's own stream (`streams[row]` of the batch).
+    """
 
     def __init__(
         self,
         catalog: Catalog,
         backend: ChatBackend,
-        fallback: ParametricUser,
+        fallback: ParametricUsers,
         *,
         recent_items: int = 8,
         session_memory: int = 3,
+        stats: Counter[str] | None = None,
     ) -> None:
         self.catalog = catalog
         self.backend = backend
         self.fallback = fallback
         self.recent_items = recent_items
         self.session_memory = session_memory
-        self.stats: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter() if stats is None else stats
         self._topics = list(catalog.topic_names)
 
     @classmethod
-    def from_world(cls, catalog: Catalog, config: WorldConfig, backend: ChatBackend | None = None) -> LLMUser:
+    def from_world(
+        cls, catalog: Catalog, config: WorldConfig, backend: ChatBackend | None = None,
+        stats: Counter[str] | None = None,
+    ) -> LLMUser:
         """The LLM user of a world config; by default on the process-wide backend for `config.llm`."""
-        parametric = ParametricUser.from_configs(catalog, config.choice, config.dynamics, config.returns)
-        return cls(catalog, backend or shared_backend(config.llm), parametric)
-
-    @property
-    def _users(self) -> Any:
-        return self.fallback.users
+        parametric = ParametricUsers(catalog, config.choice, config.dynamics, config.returns)
+        return cls(catalog, backend or shared_backend(config.llm), parametric, stats=stats)
 
     # ------------------------------------------------------------------ lifecycle
 
-    def reset(self, profile: UserProfile, rng: np.random.Generator) -> None:
-        self.fallback.reset(profile, rng)
+    def reset(self, profile: UserProfile) -> None:
+        self.fallback.reset([profile])
         self.profile = profile
         self._sessions: list[str] = []
-        self._feeling = self.fallback.mindset().summary
+        self._feeling = self.fallback.mindset(0).summary
         self._session_items: list[tuple[int, str]] = []
 
     def start_session(self, now_days: float, rng: np.random.Generator) -> None:
-        self.fallback.start_session(now_days, rng)
+        self.fallback.start_sessions(_ROW0, np.array([now_days]), UserStreams([rng]))
         self._session_items = []
 
     def review(self, slate: np.ndarray, rng: np.random.Generator) -> SlateFeedback:
@@ -118,8 +127,9 @@ class LLMUser:
             return self._fall_back(slate, rng, err)
         return self._apply(slate, decision)
 
-    def end_session(self, now_days: float, rng: np.random.Generator) -> float | None:
-        parametric_gap = self.fallback.end_session(now_days, rng)
+    def end_session(self, now_days: float, rng: np.random.Generator) -> float:
+        """Days until the next session, `inf` when the user never comes back."""
+        parametric_gap = self._parametric_end(now_days, rng)
         call = self._end_call(rng)
         try:
             end = self.backend.complete(*call)
@@ -127,8 +137,8 @@ class LLMUser:
             return self._end_fall_back(err, parametric_gap)
         return self._apply_end(end, now_days)
 
-    async def aend_session(self, now_days: float, rng: np.random.Generator) -> float | None:
-        parametric_gap = self.fallback.end_session(now_days, rng)
+    async def aend_session(self, now_days: float, rng: np.random.Generator) -> float:
+        parametric_gap = self._parametric_end(now_days, rng)
         call = self._end_call(rng)
         try:
             end = await self.backend.acomplete(*call)
@@ -137,7 +147,7 @@ class LLMUser:
         return self._apply_end(end, now_days)
 
     def mindset(self) -> Mindset:
-        return self.fallback.mindset().model_copy(update={"summary": self._feeling})
+        return self.fallback.mindset(0).model_copy(update={"summary": self._feeling})
 
     # ------------------------------------------------------------------ a turn
 
@@ -171,9 +181,9 @@ class LLMUser:
 
     def _apply(self, slate: np.ndarray, d: TurnDecision) -> SlateFeedback:
         """Play the decision through the world's physics and load the result into the parametric state."""
-        users, cat = self._users, self.catalog
+        users, cat = self.fallback, self.catalog
         dyn = users.dyn
-        before = self.fallback.mindset()
+        before = users.mindset(0)
         k = len(slate)
         reactions = np.full(k, UNSEEN, dtype=np.int8)
         dwell = np.zeros(k, dtype=np.float32)
@@ -215,12 +225,14 @@ class LLMUser:
         return SlateFeedback(reactions, dwell, instruction, left, reasons)
 
     def _fall_back(self, slate: np.ndarray, rng: np.random.Generator, err: LLMError) -> SlateFeedback:
-        fb = self.fallback.review(slate, rng)
-        fb.fallback = True
+        slate = np.asarray(slate)
+        batch = self.fallback.review(slate[None, :], UserStreams([rng]))
+        fb = SlateFeedback(batch.reactions[0], batch.dwell_min[0], batch.instructions[0], bool(batch.left[0]),
+                           fallback=True)
         seen = fb.reactions != UNSEEN
         for item, level in zip(slate[seen].tolist(), fb.reactions[seen].tolist()):
             self._session_items.append((item, ReactionType(level).name.lower()))
-        self._feeling = self.fallback.mindset().summary
+        self._feeling = self.fallback.mindset(0).summary
         self.stats["fallback_turns"] += 1
         self.stats[f"fallback_{err.reason}"] += 1
         return fb
@@ -232,18 +244,22 @@ class LLMUser:
                                         self._session_items)
         return messages, Structured(SessionEnd, json_schema=SESSION_END_SCHEMA), self._params(rng)
 
-    def _apply_end(self, end: SessionEnd, now_days: float) -> float | None:
+    def _parametric_end(self, now_days: float, rng: np.random.Generator) -> float:
+        """The parametric session end: the fallback's gap, and the state's bookkeeping either way."""
+        return float(self.fallback.end_sessions(_ROW0, np.array([now_days]), UserStreams([rng]))[0])
+
+    def _apply_end(self, end: SessionEnd, now_days: float) -> float:
         self.stats["llm_session_ends"] += 1
         self._remember_session(now_days, end.summary)
         if not end.come_back:
-            return None
-        earliest = float(self._users.earliest_return(np.zeros(1, dtype=np.int64), np.array([now_days]))[0])
+            return float("inf")
+        earliest = float(self.fallback.earliest_return(_ROW0, np.array([now_days]))[0])
         return max(end.return_in_days, earliest, MIN_GAP_DAYS)
 
-    def _end_fall_back(self, err: LLMError, parametric_gap: float | None) -> float | None:
+    def _end_fall_back(self, err: LLMError, parametric_gap: float) -> float:
         self.stats["fallback_session_ends"] += 1
         self.stats[f"fallback_{err.reason}"] += 1
-        self._remember_session(self._users.last_session_end[0], self._feeling)
+        self._remember_session(float(self.fallback.last_session_end[0]), self._feeling)
         return parametric_gap
 
     def _remember_session(self, now_days: float, summary: str) -> None:
@@ -262,67 +278,91 @@ async def review_all(
 
 
 class LLMUsers:
-    """B LLM users behind the batch interface of `ParametricUsers`, for the population world.
+    """B LLM users behind the `BatchUserSimulator` protocol (see the module docstring).
 
-    Each user is an `LLMUser` with its own parametric state and its own random stream,
-    spawned from the world's rng at `reset`: what a user draws (sampling seeds, fallback
-    decisions, return gaps) never depends on the other users or on the order in which
-    replies arrive, so a step with many calls in flight gives exactly what one call at a
-    time gives. A step's turns, and its session ends, are in flight together on this
-    thread's event loop, at most `LLMConfig.concurrency` at once.
+    Each row is an `LLMUser` with its own B = 1 parametric state; every draw of row i
+    (sampling seeds, fallback decisions, return gaps) comes from `streams[i]`, so a step
+    with many calls in flight gives exactly what one call at a time gives. `stats` counts
+    model turns, session ends and fallbacks (by reason) of all rows, across resets.
     """
 
-    def __init__(self, catalog: Catalog, config: WorldConfig, n_users: int, backend: ChatBackend | None = None) -> None:
-        backend = backend or shared_backend(config.llm)
-        self.users = [LLMUser.from_world(catalog, config, backend) for _ in range(n_users)]
-        self._rngs: list[np.random.Generator] = []
+    def __init__(
+        self, catalog: Catalog, world_config: WorldConfig, n_users: int = 1, backend: ChatBackend | None = None
+    ) -> None:
+        if n_users < 0:
+            raise ValueError(f"n_users must be >= 0, got {n_users}")
+        self.catalog = catalog
+        self.config = world_config
+        self.backend = backend or shared_backend(world_config.llm)
+        self.stats: Counter[str] = Counter()
+        self.users = [self._new_user() for _ in range(n_users)]
 
-    @property
-    def stats(self) -> Counter[str]:
-        """Model turns, session ends and fallbacks (by reason) of all users together."""
-        return sum((u.stats for u in self.users), Counter())
+    def _new_user(self) -> LLMUser:
+        return LLMUser.from_world(self.catalog, self.config, self.backend, stats=self.stats)
 
-    def reset(self, profiles: list[UserProfile], rng: np.random.Generator) -> None:
-        if len(profiles) != len(self.users):
-            raise ValueError(f"LLMUsers holds {len(self.users)} users, got {len(profiles)} profiles")
-        self._rngs = rng.spawn(len(profiles))
-        for user, profile, user_rng in zip(self.users, profiles, self._rngs):
-            user.reset(profile, user_rng)
+    def __len__(self) -> int:
+        return len(self.users)
 
-    def start_sessions(self, users: np.ndarray, now_days: np.ndarray, rng: np.random.Generator) -> None:
-        del rng  # each user draws from its own stream
-        now = np.broadcast_to(np.asarray(now_days, dtype=np.float64), np.shape(users))
-        for u, t in zip(np.asarray(users).tolist(), now.tolist()):
-            self.users[u].start_session(t, self._rngs[u])
+    # ------------------------------------------------------------------ the protocol
 
-    def review(self, slates: np.ndarray, users: np.ndarray) -> BatchFeedback:
-        """`users` (indices) review their rows of `slates` (B, K); other rows stay unseen.
+    def reset(self, profiles: Sequence[UserProfile], rows: np.ndarray | None = None) -> None:
+        """With `rows=None` the batch becomes `profiles` (resized to their number); otherwise
+        re-initialise just `rows`. Draws nothing."""
+        if rows is None:
+            while len(self.users) < len(profiles):
+                self.users.append(self._new_user())
+            del self.users[len(profiles):]
+            rows_list = list(range(len(profiles)))
+        else:
+            rows_list = np.asarray(rows, dtype=np.int64).tolist()
+            if len(rows_list) != len(profiles):
+                raise ValueError(f"reset got {len(profiles)} profiles for {len(rows_list)} rows")
+        for r, profile in zip(rows_list, profiles):
+            self.users[r].reset(profile)
 
-        Unlike `ParametricUsers.review` there is no utility bonus: an LLM user's choice is
-        the model's, and the prompt says nothing of what other users liked.
-        """
-        b, k = slates.shape
-        rows = np.asarray(users).tolist()
-        fbs = _run(review_all([self.users[u] for u in rows], [slates[u] for u in rows], [self._rngs[u] for u in rows]))
-        reactions, dwell = np.full((b, k), UNSEEN, dtype=np.int8), np.zeros((b, k), dtype=np.float32)
-        left, fallback = np.zeros(b, dtype=bool), np.zeros(b, dtype=bool)
-        instructions: list[Instruction | None] = [None] * b
-        for u, fb in zip(rows, fbs):
-            reactions[u], dwell[u], left[u], instructions[u], fallback[u] = (
-                fb.reactions, fb.dwell_min, fb.left, fb.instruction, fb.fallback)
-        return BatchFeedback(reactions, dwell, left, instructions, fallback)
+    def start_sessions(self, rows: np.ndarray, now_days: np.ndarray, streams: UserStreams) -> None:
+        rows_list = np.asarray(rows, dtype=np.int64).tolist()
+        now = np.broadcast_to(np.asarray(now_days, dtype=np.float64), (len(rows_list),)).tolist()
+        for r, t in zip(rows_list, now):
+            self.users[r].start_session(t, streams[r])
 
-    def end_sessions(self, users: np.ndarray, now_days: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def review(
+        self, slates: np.ndarray, streams: UserStreams, rows: np.ndarray | None = None,
+        utility_bonus: np.ndarray | None = None,
+    ) -> BatchFeedback:
+        """Row j of `slates` (R, K) is reviewed by user `rows[j]` (every user in order when
+        `rows` is None); only those users' model calls are made, in flight together.
+        `utility_bonus` is ignored (see the module docstring)."""
+        del utility_bonus
+        slates = np.asarray(slates)
+        rows_list = list(range(len(self.users))) if rows is None else np.asarray(rows, dtype=np.int64).tolist()
+        if slates.ndim != 2 or len(slates) != len(rows_list):
+            raise ValueError(f"review needs one slate row per reviewing user: got slates of shape {slates.shape} "
+                             f"for {len(rows_list)} users")
+        fbs = _run(review_all([self.users[r] for r in rows_list], list(slates), [streams[r] for r in rows_list]))
+        k = slates.shape[1]
+        reactions = np.full((len(fbs), k), UNSEEN, dtype=np.int8)
+        dwell = np.zeros((len(fbs), k), dtype=np.float32)
+        for j, fb in enumerate(fbs):
+            reactions[j], dwell[j] = fb.reactions, fb.dwell_min
+        return BatchFeedback(
+            reactions, dwell, np.array([fb.left for fb in fbs], dtype=bool), [fb.instruction for fb in fbs],
+            fallback=np.array([fb.fallback for fb in fbs], dtype=bool), reasons=[list(fb.reasons) for fb in fbs],
+        )
+
+    def end_sessions(self, rows: np.ndarray, now_days: np.ndarray, streams: UserStreams) -> np.ndarray:
         """Gap in days to each user's next session (`inf` = churned), the session-end calls in flight together."""
-        del rng  # each user draws from its own stream
-        rows = np.asarray(users).tolist()
-        now = np.broadcast_to(np.asarray(now_days, dtype=np.float64), (len(rows),)).tolist()
+        rows_list = np.asarray(rows, dtype=np.int64).tolist()
+        now = np.broadcast_to(np.asarray(now_days, dtype=np.float64), (len(rows_list),)).tolist()
 
-        async def end_all() -> list[float | None]:
-            ends = (self.users[u].aend_session(t, self._rngs[u]) for u, t in zip(rows, now))
-            return list(await asyncio.gather(*ends))
+        async def end_all() -> list[float]:
+            return list(await asyncio.gather(*(self.users[r].aend_session(t, streams[r])
+                                               for r, t in zip(rows_list, now))))
 
-        return np.array([np.inf if g is None else g for g in _run(end_all())], dtype=np.float64)
+        return np.array(_run(end_all()), dtype=np.float64)
+
+    def mindset(self, row: int) -> Mindset:
+        return self.users[row].mindset()
 
 
 _LOOPS = threading.local()

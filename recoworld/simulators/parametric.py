@@ -8,14 +8,13 @@ quality) and the user may leave. Everything that does not depend on the reaction
 interest drift is carried through the slate's Gram matrix, so the sequential part is a
 handful of (B,) array operations per position.
 
-`ParametricUser` is the single-user `UserSimulator` the env uses; it is the batch model
-with B = 1, so both paths share one implementation.
+It implements `BatchUserSimulator`: the single-user env is the same model with B = 1.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -23,22 +22,14 @@ from recoworld.catalog import Catalog
 from recoworld.config import ChoiceConfig, DynamicsConfig, ReturnConfig
 from recoworld.mindset import REACTION_NAMES, UNSEEN, Instruction, Intent, MemoryEntry, Mindset, ReactionType
 from recoworld.population import UserProfile
-from recoworld.simulators.base import SlateFeedback
+from recoworld.simulators.base import BatchFeedback
 from recoworld.simulators.choice import ChoiceModel
 from recoworld.simulators.instructions import InstructionWriter, intent_direction
 from recoworld.simulators.return_gap import ReturnGapModel
+from recoworld.streams import UserStreams
 
 _INITIAL_SATISFACTION = 0.6
 _SHORT_EMA, _LONG_EMA = 0.5, 0.1
-
-
-@dataclass
-class BatchFeedback:
-    reactions: np.ndarray  # (B, K) int8, UNSEEN after leaving
-    dwell_min: np.ndarray  # (B, K) float32
-    left: np.ndarray  # (B,) bool
-    instructions: list[Instruction | None]  # (B,)
-    fallback: np.ndarray | None = None  # (B,) bool, LLM users only: the parametric user decided instead
 
 
 @functools.cache
@@ -158,42 +149,58 @@ class ParametricUsers:
         self._duration = catalog.duration_min.astype(np.float64)
         self._popularity = catalog.popularity_z
         self.profiles: list[UserProfile] = []
+        self._favourites: list[list[str]] = []
+        self._d = catalog.embedding_dim
 
     # ------------------------------------------------------------------ lifecycle
 
-    def reset(self, profiles: list[UserProfile], rng: np.random.Generator) -> None:
-        """Initialise one mindset per profile. Draws nothing from `rng` until sessions start."""
-        del rng
-        b, d, m = len(profiles), self.catalog.embedding_dim, self.dyn.memory_size
-        self.profiles = list(profiles)
-        self.long_term = np.stack([p.interest_vector(self.catalog) for p in profiles]).astype(np.float64)
-        self.interests = self.long_term.copy()
-        self.novelty_trait = np.array([p.novelty_trait for p in profiles])
-        self.patience = np.array([p.patience for p in profiles], dtype=np.int64)
-        self.budget = np.array([p.time_budget_min for p in profiles])
-        self.return_propensity = np.array([p.return_propensity for p in profiles])
-        self.conformity = np.array([p.popularity_affinity for p in profiles])
-        self.activity = np.array([p.activity for p in profiles])
-        self.satisfaction = np.full(b, _INITIAL_SATISFACTION)
-        self.sat_short = self.satisfaction.copy()
-        self.sat_long = self.satisfaction.copy()
-        self.fatigue = np.zeros(b)
-        self.novelty = self.novelty_trait.copy()
-        self.time_left = self.budget.copy()
-        self.patience_left = self.patience.copy()
-        self.memory_items = np.full((b, m), -1, dtype=np.int64)
-        self.memory_reactions = np.full((b, m), UNSEEN, dtype=np.int8)
-        self.memory_dwell = np.zeros((b, m), dtype=np.float32)
-        self.turn = np.zeros(b, dtype=np.int64)
-        self.consumed = np.zeros(b, dtype=np.int64)  # clicks so far: churn waits for `returns.churn_after`
-        self.last_instruction_turn = np.full(b, -(10**9), dtype=np.int64)
-        self.last_session_end = np.full(b, -np.inf)
-        self._favourites = [list(p.topic_interests) for p in profiles]
-        self._d = d
+    def reset(self, profiles: Sequence[UserProfile], rows: np.ndarray | None = None) -> None:
+        """Initialise one mindset per profile (all rows, or just `rows`). Draws nothing."""
+        state = self._initial_state(list(profiles))
+        if rows is None:
+            self.profiles = list(profiles)
+            self._favourites = [list(p.topic_interests) for p in profiles]
+            for name, value in state.items():
+                setattr(self, name, value)
+            return
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) != len(profiles):
+            raise ValueError(f"reset got {len(profiles)} profiles for {len(rows)} rows")
+        for j, r in enumerate(rows.tolist()):
+            self.profiles[r] = profiles[j]
+            self._favourites[r] = list(profiles[j].topic_interests)
+        for name, value in state.items():
+            getattr(self, name)[rows] = value
 
-    def start_sessions(self, users: np.ndarray, now_days: np.ndarray, rng: np.random.Generator) -> None:
-        """Open a session for `users` (indices) at times `now_days`, recovering from the gap."""
-        users = np.asarray(users)
+    def _initial_state(self, profiles: list[UserProfile]) -> dict[str, np.ndarray]:
+        b, m = len(profiles), self.dyn.memory_size
+        long_term = np.stack([p.interest_vector(self.catalog) for p in profiles]).astype(np.float64)
+        novelty = np.array([p.novelty_trait for p in profiles], dtype=np.float64)
+        patience = np.array([p.patience for p in profiles], dtype=np.int64)
+        budget = np.array([p.time_budget_min for p in profiles], dtype=np.float64)
+        satisfaction = np.full(b, _INITIAL_SATISFACTION)
+        return {
+            "long_term": long_term, "interests": long_term.copy(),
+            "novelty_trait": novelty, "novelty": novelty.copy(),
+            "patience": patience, "patience_left": patience.copy(),
+            "budget": budget, "time_left": budget.copy(),
+            "return_propensity": np.array([p.return_propensity for p in profiles], dtype=np.float64),
+            "conformity": np.array([p.popularity_affinity for p in profiles], dtype=np.float64),
+            "activity": np.array([p.activity for p in profiles], dtype=np.float64),
+            "satisfaction": satisfaction, "sat_short": satisfaction.copy(), "sat_long": satisfaction.copy(),
+            "fatigue": np.zeros(b),
+            "memory_items": np.full((b, m), -1, dtype=np.int64),
+            "memory_reactions": np.full((b, m), UNSEEN, dtype=np.int8),
+            "memory_dwell": np.zeros((b, m), dtype=np.float32),
+            "turn": np.zeros(b, dtype=np.int64),
+            "consumed": np.zeros(b, dtype=np.int64),  # clicks so far: churn waits for `returns.churn_after`
+            "last_instruction_turn": np.full(b, -(10**9), dtype=np.int64),
+            "last_session_end": np.full(b, -np.inf),
+        }
+
+    def start_sessions(self, rows: np.ndarray, now_days: np.ndarray, streams: UserStreams) -> None:
+        """Open a session for `rows` at times `now_days`, recovering from the gap."""
+        users = np.asarray(rows, dtype=np.int64)
         now = np.broadcast_to(np.asarray(now_days, dtype=np.float64), users.shape)
         # Before the first session last_session_end is -inf: an infinite gap, which recovers
         # every state to its reset value (already the case) and starts a new day.
@@ -212,35 +219,36 @@ class ParametricUsers:
         self.sat_long[users] = sat
         self.time_left[users] = np.where(new_day, self.budget[users], self.time_left[users])
         self.patience_left[users] = self.patience[users]
-        jitter = rng.normal(0.0, self.dyn.novelty_jitter, users.shape)
+        jitter = streams.normal(users, self.dyn.novelty_jitter)
         self.novelty[users] = _unit_clip(self.novelty_trait[users] + jitter)
 
-    def end_sessions(self, users: np.ndarray, now_days: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def end_sessions(self, rows: np.ndarray, now_days: np.ndarray, streams: UserStreams) -> np.ndarray:
         """Gap in days to each user's next session (`inf` = churned).
 
         A user who spent today's whole budget cannot come back before tomorrow.
         """
-        users = np.asarray(users)
+        users = np.asarray(rows, dtype=np.int64)
         now = np.broadcast_to(np.asarray(now_days, dtype=np.float64), users.shape)
-        gap = self.returns.sample(self.satisfaction[users], self.return_propensity[users], rng,
+        gap = self.returns.sample(self.satisfaction[users], self.return_propensity[users], streams, users,
                                   self.consumed[users] >= self.returns.config.churn_after)
         gap = np.maximum(gap, self.earliest_return(users, now))
         self.last_session_end[users] = now
         return gap
 
-    def earliest_return(self, users: np.ndarray, now_days: np.ndarray) -> np.ndarray:
+    def earliest_return(self, rows: np.ndarray, now_days: np.ndarray) -> np.ndarray:
         """Smallest possible gap: 0, or the time to tomorrow for users who spent today's whole budget."""
-        exhausted = self.time_left[users] <= self.dyn.browse_minutes
+        exhausted = self.time_left[rows] <= self.dyn.browse_minutes
         return np.where(exhausted, np.floor(now_days) + 1.0 - now_days, 0.0)
 
     # ------------------------------------------------------------------ reviewing
 
     def review(
-        self, slates: np.ndarray, rng: np.random.Generator, utility_bonus: np.ndarray | None = None
+        self, slates: np.ndarray, streams: UserStreams, rows: np.ndarray | None = None,
+        utility_bonus: np.ndarray | None = None,
     ) -> BatchFeedback:
-        """Every user reviews their slate in order. `slates` is (B, K) catalog indices.
+        """Users `rows` (all, in order, when None) review their slates (R, K) in order.
 
-        `utility_bonus` (B, K) is added to each item's click utility: what the user's world adds
+        `utility_bonus` (R, K) is added to each item's click utility: what the user's world adds
         to the item itself, such as social proof on a shared platform.
 
         Only the interest drift feeds back into later choices within a slate, so only it
@@ -250,15 +258,19 @@ class ParametricUsers:
         process because no position depends on a later one.
         """
         b, k = slates.shape
+        users = np.arange(b) if rows is None else np.asarray(rows, dtype=np.int64)
+        at: slice | np.ndarray = slice(None) if rows is None else users  # state rows of the reviewers
         dyn, choice = self.dyn, self.choice
         positions = _positions(k)
+        memory_items = self.memory_items[at]
+        interests = self.interests[at]
         # Memory slots hold -1 when empty; -1 indexes the zero row appended to the table,
         # so empty slots have similarity 0 and never count as "seen before".
-        context = self._emb_padded[np.concatenate([slates, self.memory_items], axis=1)]
-        emb = context[:, :k]  # (B, K, D)
+        context = self._emb_padded[np.concatenate([slates, memory_items], axis=1)]
+        emb = context[:, :k]  # (R, K, D)
         quality = self._quality[slates]
         duration = self._duration[slates]
-        rel = (emb @ self.interests[:, :, None])[:, :, 0]
+        rel = (emb @ interests[:, :, None])[:, :, 0]
 
         # Novelty: 1 - max similarity to anything seen lately or earlier in this slate.
         sims = emb @ context.transpose(0, 2, 1)
@@ -270,16 +282,16 @@ class ParametricUsers:
             self._low_quality_fatigue[slates]
         )
         rho = dyn.fatigue_recovery
-        fat = np.minimum(_ema_path(self.fatigue, rho, fatigue_inc / rho), 1.0)
-        appetite = np.minimum(self.novelty[:, None] + 0.3 * fat, 1.0)
+        fat = np.minimum(_ema_path(self.fatigue[at], rho, fatigue_inc / rho), 1.0)
+        appetite = np.minimum(self.novelty[at][:, None] + 0.3 * fat, 1.0)
 
         # Choices in order: a click pulls interests toward the item, which moves the
         # relevance of every later item through the slate's Gram matrix. Between clicks
         # nothing changes, so the loop jumps from one click position to the next.
-        noise = ChoiceModel.draw_noise(rng, (b, k, 4))
+        noise = streams.logistic(users, (k, 4))
         popularity = self._popularity[slates] if choice.config.popularity else 0.0
         base = choice.utility(0.0, quality, novelty, appetite, fat, positions, popularity,
-                              self.conformity[:, None], self.activity[:, None])
+                              self.conformity[at][:, None], self.activity[at][:, None])
         if utility_bonus is not None:
             base = base + utility_bonus
         w_rel, eta = choice.config.relevance, dyn.interest_drift
@@ -296,19 +308,19 @@ class ParametricUsers:
         # Everything else, for all positions at once, as if the whole slate were reviewed.
         completion = 1.0 / (1.0 + np.exp(-(utility + noise[..., 3])))
         spent = np.where(click, duration * completion, dyn.browse_minutes)
-        time_path = self.time_left[:, None] - np.cumsum(spent, axis=1)
+        time_path = self.time_left[at][:, None] - np.cumsum(spent, axis=1)
         target = np.where(
             click,
             _unit_clip(0.35 + 0.4 * rel_seen + 0.35 * quality - 0.3 * fat),
             _unit_clip(dyn.skip_satisfaction + dyn.skip_relevance * rel_seen) * (1.0 - fat),
         )
         rate = np.where(click, dyn.satisfaction_rate, dyn.satisfaction_rate * dyn.skip_weight)
-        sat = _recurrence(self.satisfaction, rate, target)
+        sat = _recurrence(self.satisfaction[at], rate, target)
         last_click = np.maximum.accumulate(np.where(click, positions, -1), axis=1)
         patience_path = np.where(
             last_click >= 0,
-            self.patience[:, None] - (positions - last_click),
-            self.patience_left[:, None] - (positions + 1),
+            self.patience[at][:, None] - (positions - last_click),
+            self.patience_left[at][:, None] - (positions + 1),
         )
         leaving = (time_path <= 0) | (patience_path <= 0) | (sat < dyn.satisfaction_collapse)
         left = leaving.any(axis=1)
@@ -317,59 +329,60 @@ class ParametricUsers:
 
         reactions = np.where(reviewed, level, UNSEEN).astype(np.int8)
         dwell = np.where(reviewed, spent, 0.0)
-        rows = np.arange(b)
-        self._consume(emb, click & reviewed)
-        self.consumed += (click & reviewed).sum(axis=1)
-        self.satisfaction = sat[rows, stop]
-        self.sat_short = _ema_path(self.sat_short, _SHORT_EMA, sat)[rows, stop]
-        self.sat_long = _ema_path(self.sat_long, _LONG_EMA, sat)[rows, stop]
-        self.fatigue = fat[rows, stop]
-        self.time_left = np.maximum(time_path[rows, stop], 0.0)
-        self.patience_left = np.maximum(patience_path[rows, stop], 0)
-        self._remember(slates, reactions, dwell)
-        self.turn += 1
-        instructions = self._instruct(left, rng)
+        last = (np.arange(b), stop)
+        consumed = click & reviewed
+        self.interests[at] = self._consume(interests, emb, consumed)
+        self.consumed[at] += consumed.sum(axis=1)
+        self.satisfaction[at] = sat[last]
+        self.sat_short[at] = _ema_path(self.sat_short[at], _SHORT_EMA, sat)[last]
+        self.sat_long[at] = _ema_path(self.sat_long[at], _LONG_EMA, sat)[last]
+        self.fatigue[at] = fat[last]
+        self.time_left[at] = np.maximum(time_path[last], 0.0)
+        self.patience_left[at] = np.maximum(patience_path[last], 0)
+        self._remember(at, slates, reactions, dwell)
+        self.turn[at] += 1
+        instructions = self._instruct(users, left, streams)
         return BatchFeedback(reactions, dwell.astype(np.float32), left, instructions)
 
-    def _consume(self, emb: np.ndarray, consumed: np.ndarray) -> None:
-        """Apply the slate's sequential interest drift in one shot.
+    def _consume(self, interests: np.ndarray, emb: np.ndarray, consumed: np.ndarray) -> np.ndarray:
+        """The slate's sequential interest drift in one shot.
 
         interests <- (1 - eta) interests + eta e_k for each consumed k, in order, expands to
         (1 - eta)^n interests + sum_k eta (1 - eta)^(consumed after k) e_k.
         """
         if not consumed.any():
-            return
+            return interests
         eta = self.dyn.interest_drift
         keep_pow = _powers(1.0 - eta, consumed.shape[1])  # keep_pow[n] = (1 - eta)^n
         seen_so_far = consumed.cumsum(axis=1)
         n_consumed = seen_so_far[:, -1:]
         weights = (eta * consumed) * keep_pow[n_consumed - seen_so_far]  # (1 - eta)^(consumed after k)
-        self.interests = keep_pow[n_consumed] * self.interests + (weights[:, None, :] @ emb)[:, 0]
+        return keep_pow[n_consumed] * interests + (weights[:, None, :] @ emb)[:, 0]
 
-    def _remember(self, slates: np.ndarray, reactions: np.ndarray, dwell: np.ndarray) -> None:
+    def _remember(self, at: slice | np.ndarray, slates: np.ndarray, reactions: np.ndarray,
+                  dwell: np.ndarray) -> None:
         seen = reactions != UNSEEN
         m = self.dyn.memory_size
-        self.memory_items = np.concatenate([self.memory_items, np.where(seen, slates, -1)], axis=1)[:, -m:]
-        self.memory_reactions = np.concatenate([self.memory_reactions, reactions], axis=1)[:, -m:]
-        self.memory_dwell = np.concatenate([self.memory_dwell, dwell.astype(np.float32)], axis=1)[:, -m:]
+        self.memory_items[at] = np.concatenate([self.memory_items[at], np.where(seen, slates, -1)], axis=1)[:, -m:]
+        self.memory_reactions[at] = np.concatenate([self.memory_reactions[at], reactions], axis=1)[:, -m:]
+        self.memory_dwell[at] = np.concatenate([self.memory_dwell[at], dwell.astype(np.float32)], axis=1)[:, -m:]
 
-    def _instruct(self, left: np.ndarray, rng: np.random.Generator) -> list[Instruction | None]:
+    def _instruct(self, users: np.ndarray, left: np.ndarray, streams: UserStreams) -> list[Instruction | None]:
         """Users who sense they are slipping (falling trend or low satisfaction) say why."""
         dyn = self.dyn
-        slipping = ((self.sat_short - self.sat_long) < -dyn.instruction_trend) | (
-            self.satisfaction < dyn.instruction_level
+        slipping = ((self.sat_short[users] - self.sat_long[users]) < -dyn.instruction_trend) | (
+            self.satisfaction[users] < dyn.instruction_level
         )
-        ready = (self.turn - self.last_instruction_turn) > dyn.instruction_cooldown
-        out: list[Instruction | None] = [None] * len(left)
+        ready = (self.turn[users] - self.last_instruction_turn[users]) > dyn.instruction_cooldown
+        out: list[Instruction | None] = [None] * len(users)
         speaking = slipping & ready & ~left
-        if not speaking.any():
-            return out
-        for u in np.flatnonzero(speaking):
+        for j in np.flatnonzero(speaking).tolist():
+            u = int(users[j])
             instr = self.writer.write(
-                self.memory_items[u], self._favourites[u], self.interests[u], float(self.novelty[u]), rng
+                self.memory_items[u], self._favourites[u], self.interests[u], float(self.novelty[u]), streams[u]
             )
-            self.apply_intent(int(u), instr.intent)
-            out[u] = instr
+            self.apply_intent(u, instr.intent)
+            out[j] = instr
         return out
 
     def apply_intent(self, user: int, intent: Intent) -> None:
@@ -434,34 +447,3 @@ class ParametricUsers:
         energy = "fresh" if f < 0.2 else "a bit bored" if f < 0.5 else "tired of seeing the same things"
         want = "wants something new" if n > 0.6 else "happy with familiar things" if n < 0.3 else "open to a mix"
         return f"Feeling {mood}, {energy}; {want}."
-
-
-class ParametricUser:
-    """One parametric user behind the `UserSimulator` contract (the batch model with B = 1)."""
-
-    def __init__(self, users: ParametricUsers) -> None:
-        self.users = users
-        self._one = np.zeros(1, dtype=np.int64)
-
-    @classmethod
-    def from_configs(
-        cls, catalog: Catalog, choice: ChoiceConfig, dynamics: DynamicsConfig, returns: ReturnConfig
-    ) -> ParametricUser:
-        return cls(ParametricUsers(catalog, choice, dynamics, returns))
-
-    def reset(self, profile: UserProfile, rng: np.random.Generator) -> None:
-        self.users.reset([profile], rng)
-
-    def start_session(self, now_days: float, rng: np.random.Generator) -> None:
-        self.users.start_sessions(self._one, np.array([now_days]), rng)
-
-    def review(self, slate: np.ndarray, rng: np.random.Generator) -> SlateFeedback:
-        fb = self.users.review(slate[None, :], rng)
-        return SlateFeedback(fb.reactions[0], fb.dwell_min[0], fb.instructions[0], bool(fb.left[0]))
-
-    def end_session(self, now_days: float, rng: np.random.Generator) -> float | None:
-        gap = float(self.users.end_sessions(self._one, np.array([now_days]), rng)[0])
-        return None if np.isinf(gap) else gap
-
-    def mindset(self) -> Mindset:
-        return self.users.mindset(0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from recoworld.config import ReturnConfig
+from recoworld.streams import UserStreams
 
 
 class ReturnGapModel:
@@ -28,12 +29,12 @@ class ReturnGapModel:
         return 1.0 / (1.0 + np.exp(-(c.churn_bias - c.churn_satisfaction * satisfaction)))
 
     def sample(
-        self, satisfaction: np.ndarray, propensity: np.ndarray, rng: np.random.Generator,
+        self, satisfaction: np.ndarray, propensity: np.ndarray, streams: UserStreams, rows: np.ndarray,
         can_churn: np.ndarray | bool = True,
     ) -> np.ndarray:
-        """Gap in days per user; `inf` marks churn, which only users with `can_churn` may do."""
+        """Gap in days per user `rows[j]` (drawn from its stream); `inf` marks churn, which only
+        users with `can_churn` may do."""
         satisfaction = np.asarray(satisfaction, dtype=np.float64)
-        u_churn = rng.random(satisfaction.shape)
-        shape = self.config.gap_shape
-        gap = rng.gamma(shape, 1.0 / shape, satisfaction.shape) / self.rate(satisfaction, np.asarray(propensity))
+        u_churn, base_gap = streams.churn_and_gap(rows, self.config.gap_shape)
+        gap = base_gap / self.rate(satisfaction, np.asarray(propensity))
         return np.where((u_churn < self.churn_probability(satisfaction)) & can_churn, np.inf, gap)

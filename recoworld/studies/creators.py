@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recoworld.catalog import Catalog, _unit
+from recoworld.catalog import Catalog, unit_rows
 from recoworld.errors import ConfigError
 from recoworld.population import UserProfile
 from recoworld.studies.spec import CreatorSpec
@@ -60,8 +60,8 @@ def publish(
     centres = np.stack([catalog.embeddings[catalog.subtopic == s].mean(axis=0) for s in subtopics])
     centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
     centre = centres[np.searchsorted(subtopics, sub)]
-    style = _unit(rng.normal(size=catalog.embedding_dim))
-    emb = _unit(centre + 0.25 * style + 0.35 * _unit(rng.normal(size=(m, catalog.embedding_dim))))
+    style = unit_rows(rng.normal(size=catalog.embedding_dim))
+    emb = unit_rows(centre + 0.25 * style + 0.35 * unit_rows(rng.normal(size=(m, catalog.embedding_dim))))
     quality = np.clip(spec.quality.sample(rng, m), 0.0, 1.0)
     duration = np.maximum(spec.duration_min.sample(rng, m), 0.25)
     release = np.maximum(spec.release_day.sample(rng, m), 0.0)

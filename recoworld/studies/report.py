@@ -1,6 +1,6 @@
 """A study's report: metrics per recommender, arm and segment, the creator's effect, tables and plots.
 
-The headline metrics come from `recoworld.metrics.summarize` applied to each segment's
+The headline metrics come from `recoworld.evaluation.metrics.summarize` applied to each segment's
 rows; the creator metrics are added on top:
 
 | column                  | meaning                                                           |
@@ -25,8 +25,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from recoworld.metrics import daily_activity, summarize
-from recoworld.report import plot_retention
+from recoworld.evaluation.metrics import daily_activity, summarize
+from recoworld.evaluation.report import plot_retention
 
 ALL = "all"
 #: Columns of the per-segment table in the markdown report.

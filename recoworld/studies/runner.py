@@ -38,13 +38,14 @@ import pyarrow.parquet as pq
 
 from recoworld.agents import make_recommender
 from recoworld.catalog import Catalog, cached_catalog
-from recoworld.envs.population_env import PopulationParallelEnv, PopulationWorldConfig, hold_back
+from recoworld.envs.platform import hold_back
+from recoworld.envs.population_env import PopulationParallelEnv, PopulationWorldConfig
 from recoworld.errors import ConfigError
+from recoworld.evaluation.trajectory import TrajectoryLog
 from recoworld.population import UserProfile, draw_profiles, sample_population
 from recoworld.storage import write_parquet_atomic
 from recoworld.studies.creators import publish
 from recoworld.studies.spec import StudySpec
-from recoworld.trajectory import TrajectoryLog
 
 # Spawn keys of the study's independent random streams.
 _POPULATION, _CREATOR, _CATALOG, _SHARD = 0, 1, 2, 3

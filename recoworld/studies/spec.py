@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recoworld.agents import check_recommender_names
 from recoworld.config import WorldConfig, build, load_config, relative_to_file
-from recoworld.envs.population_env import SocialConfig
+from recoworld.envs.platform import SocialConfig
 from recoworld.population import Beta, Constant, Dist, Normal, PopulationSpec, UserProfile
 
 

@@ -16,7 +16,7 @@
    crowd counts popularity twice). `agent` and `candidates="world"` study that on purpose.
 3. Both sides become `ConsumptionLog`s on the real log's catalog, so every fact is computed
    by the same code, and each world's facts are compared with the real ones (`compare`).
-4. Ranking fidelity comes from `recoworld.fidelity` on the held-out interactions of the same
+4. Ranking fidelity comes from `recoworld.evaluation.fidelity` on the held-out interactions of the same
    users: the world's simulated users and its choice model as scorers, train popularity as the
    reference. Its "real" value is 1 by definition (the held-out items are what the real users
    chose), so its distance is the gap to a perfect ranking. The headline is the choice model's
@@ -46,7 +46,7 @@ from recoworld.catalog import Catalog
 from recoworld.config import RetrievalConfig, StrictModel, WorldConfig
 from recoworld.data import RealWorld
 from recoworld.errors import ConfigError
-from recoworld.fidelity import (
+from recoworld.evaluation.fidelity import (
     ChoiceModelScorer,
     ChoiceScorer,
     FidelityConfig,
@@ -56,8 +56,8 @@ from recoworld.fidelity import (
     evaluate,
     llm_scorer,
 )
+from recoworld.evaluation.simulation import SimulationConfig, simulate
 from recoworld.population import UserProfile, draw_profiles
-from recoworld.simulation import SimulationConfig, simulate
 from recoworld.validity.events import from_interactions, from_trajectories
 from recoworld.validity.facts import Fact, compare, event_facts
 

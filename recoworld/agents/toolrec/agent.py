@@ -30,8 +30,8 @@ from recoworld.agents.baselines import GreedyRelevanceRecommender
 from recoworld.agents.toolrec import prompts
 from recoworld.agents.toolrec.tools import MAX_K, CandidatePool, ToolBox, toolset
 from recoworld.catalog import Catalog
+from recoworld.catalog.embeddings import EmbeddingMethod
 from recoworld.config import StrictModel
-from recoworld.embeddings import EmbeddingMethod
 from recoworld.llm import ChatBackend, LLMConfig, SamplingParams, shared_backend
 from recoworld.llm.errors import LLMError, LLMUnavailable
 

@@ -43,9 +43,9 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from recoworld.catalog import Catalog
-from recoworld.embeddings import EmbeddingMethod, embed_texts
+from recoworld.catalog.embeddings import EmbeddingMethod, embed_texts
+from recoworld.catalog.semantic_ids import SemanticIndex, format_semantic_id
 from recoworld.llm import Tool, Tools
-from recoworld.semantic_ids import SemanticIndex, format_semantic_id
 from recoworld.simulators.prompts import data
 
 #: Attributes a retrieval can condition on.

@@ -21,11 +21,11 @@ from recoworld.agents import Recommender, make_recommender
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import StrictModel, WorldConfig, load_config
 from recoworld.envs.recoworld_env import RecoWorldEnv
+from recoworld.evaluation.metrics import summarize
+from recoworld.evaluation.trajectory import TrajectoryLog
 from recoworld.llm.errors import BudgetExceeded
-from recoworld.metrics import summarize
 from recoworld.population import PopulationSpec, UserProfile, draw_profiles, sample_population
 from recoworld.storage import write_parquet_atomic
-from recoworld.trajectory import TrajectoryLog
 
 
 class SimulationConfig(StrictModel):

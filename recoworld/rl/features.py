@@ -37,20 +37,20 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from recoworld.catalog.features import FeatureLayout
 from recoworld.errors import ConfigError
 
 N_CANDIDATE_FEATURES = 8
 N_GLOBAL_FEATURES = 4 + 5 + 4
-_N_SCALARS = 3  # quality, log-duration, log-popularity at the end of each feature row
 
 
 def user_relative_features(observation: dict[str, np.ndarray]) -> np.ndarray:
     """The flat float32 vector `UserRelativeObservation` shows the policy (see the module table)."""
     cand = observation["candidate_features"]
-    d = cand.shape[1] - _N_SCALARS
-    emb = cand[:, :d]
+    layout = FeatureLayout.from_width(cand.shape[1])
+    emb = cand[:, layout.embedding]
     reactions = observation["history_reactions"]
-    sims = emb @ observation["history_features"][:, :d].T  # (C, H); padding rows are zeros
+    sims = emb @ observation["history_features"][:, layout.embedding].T  # (C, H); padding rows are zeros
     engaged, skipped, seen = reactions >= 1, reactions == 0, reactions >= 0
     per_candidate = np.column_stack(
         [
@@ -58,7 +58,7 @@ def user_relative_features(observation: dict[str, np.ndarray]) -> np.ndarray:
             _masked_mean(sims, skipped),
             sims[:, seen].max(axis=1) if seen.any() else np.zeros(len(emb), np.float32),
             emb @ observation["instruction"][4:],
-            cand[:, d:],
+            cand[:, layout.scalars],
             observation["candidate_mask"],
         ]
     )

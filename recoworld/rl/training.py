@@ -1,7 +1,7 @@
 """Train recommender policies with PPO (Ray RLlib, new API stack) on multi-turn retention rewards.
 
 ## Observation and action path
-The env's `Dict` observation goes through `UserRelativeObservation` (recoworld/envs/wrappers.py)
+The env's `Dict` observation goes through `UserRelativeObservation` (recoworld/rl/features.py)
 inside each env runner: candidates become a few user-relative features each (similarity to
 engaged and to skipped history, repetition, instruction match, quality, duration, popularity,
 availability). A generic MLP learns a useful ranking from that in minutes; from the raw
@@ -9,7 +9,7 @@ availability). A generic MLP learns a useful ranking from that in minutes; from 
 the user-item dot product. The slate action stays the env's `MultiDiscrete([C] * K)`: one
 categorical per slot (RLlib's MultiCategorical), duplicates replaced by the env.
 
-The network (`ppo.network`) is `SlateScorerRLModule` by default (recoworld/slate_rl_module.py):
+The network (`ppo.network`) is `SlateScorerRLModule` by default (recoworld/rl/rl_module.py):
 one small MLP shared by all candidates outputs each candidate's logit for every slot, so the
 policy learns one scoring rule instead of one per retrieval position. `mlp` uses RLlib's
 default PPO MLP over the whole feature vector instead.
@@ -44,14 +44,14 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from recoworld.agents import Recommender, make_recommender
-from recoworld.agents.rllib_policy import RLlibRecommender
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel, WorldConfig, build, load_config, relative_to_file
 from recoworld.envs.recoworld_env import RecoWorldEnv
-from recoworld.envs.wrappers import UserRelativeObservation
-from recoworld.metrics import mean_ci
+from recoworld.evaluation.metrics import mean_ci
+from recoworld.evaluation.simulation import SimulationConfig, simulate
 from recoworld.population import PopulationSpec
-from recoworld.simulation import SimulationConfig, simulate
+from recoworld.rl.features import UserRelativeObservation
+from recoworld.rl.policy import RLlibRecommender
 from recoworld.storage import write_parquet_atomic
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ def build_ppo_config(cfg: TrainConfig) -> PPOConfig:
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
     from ray.rllib.examples.rl_modules.classes.action_masking_rlm import ActionMaskingTorchRLModule
 
-    from recoworld.slate_rl_module import SlateScorerRLModule
+    from recoworld.rl.rl_module import SlateScorerRLModule
 
     register_training_env()
     p = cfg.ppo

@@ -17,9 +17,10 @@ Scorers are a one-method protocol (`ChoiceScorer`), so any simulated user can be
 - `ChoiceModelScorer`: the parametric user's click utility for each candidate at the start
   of a session whose memory holds the user's last train items: the expected choice,
   without sampling noise.
-- `SimulatorScorer`: any `UserSimulator` (parametric or LLM) reviews the candidates in
-  shuffled slates, one fresh session per slate; the score is its reaction (skip 0 ..
-  share 3, -1 for items it never reached). This is the behavioural number, and the one
+- `SimulatorScorer`: any `BatchUserSimulator` (parametric, LLM or scripted), as one user
+  (B = 1, row 0, on a stream of the scorer's rng), reviews the candidates in shuffled
+  slates, one fresh session per slate; the score is its reaction (skip 0 .. share 3, -1
+  for items it never reached). This is the behavioural number, and the one
   that compares LLM users with parametric users on equal terms. `BatchParametricScorer`
   runs the same protocol for parametric users as one vectorized review.
 - `PopularityScorer`: train popularity, the reference any user model should beat.
@@ -38,11 +39,12 @@ from rich.table import Table
 
 from recoworld.catalog import Catalog
 from recoworld.config import ChoiceConfig, StrictModel, WorldConfig
-from recoworld.metrics import mean_ci
+from recoworld.evaluation.metrics import mean_ci
 from recoworld.population import UserProfile
-from recoworld.simulators.base import UserSimulator
+from recoworld.simulators.base import BatchUserSimulator
 from recoworld.simulators.choice import ChoiceModel
 from recoworld.simulators.parametric import ParametricUsers
+from recoworld.streams import UserStreams
 
 
 class ChoiceScorer(Protocol):
@@ -107,23 +109,28 @@ class _SlateScorer:
 
 
 class SimulatorScorer(_SlateScorer):
-    """A user simulator's mean reaction to each candidate over `repeats` passes of shuffled slates."""
+    """A user simulator's mean reaction to each candidate over `repeats` passes of shuffled slates.
 
-    def __init__(self, name: str, simulator: UserSimulator, slate_size: int = 10, repeats: int = 1) -> None:
+    The simulator holds one user (B = 1, row 0), reset to the profile before each slate;
+    its stream is the scorer's rng, so its draws interleave with the shuffles, as before.
+    """
+
+    def __init__(self, name: str, simulator: BatchUserSimulator, slate_size: int = 10, repeats: int = 1) -> None:
         super().__init__(name, slate_size, repeats)
         self.simulator = simulator
 
     def score(
         self, profile: UserProfile, history: np.ndarray, candidates: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
+        streams, row, start_day = UserStreams([rng]), np.zeros(1, dtype=np.int64), np.zeros(1)
         scores = np.zeros(len(candidates))
         for _ in range(self.repeats):
             order = rng.permutation(len(candidates))
             for start in range(0, len(order), self.slate_size):
                 pos = order[start : start + self.slate_size]
-                self.simulator.reset(profile, rng)
-                self.simulator.start_session(0.0, rng)
-                scores[pos] += self.simulator.review(candidates[pos], rng).reactions
+                self.simulator.reset([profile])
+                self.simulator.start_sessions(row, start_day, streams)
+                scores[pos] += self.simulator.review(candidates[pos][None, :], streams, row).reactions[0]
         return scores / self.repeats
 
 
@@ -131,8 +138,8 @@ class BatchParametricScorer(_SlateScorer):
     """`SimulatorScorer`'s protocol for parametric users, with every slate of every pass reviewed in one batch.
 
     Each batch row is a fresh user with the same profile, exactly as `SimulatorScorer` resets
-    the user per slate. A short last slate is padded at its end, which is harmless: no
-    position depends on a later one.
+    the user per slate, on a stream of its own spawned from the scorer's rng. A short last
+    slate is padded at its end, which is harmless: no position depends on a later one.
     """
 
     def __init__(self, name: str, users: ParametricUsers, slate_size: int = 10, repeats: int = 1) -> None:
@@ -148,9 +155,10 @@ class BatchParametricScorer(_SlateScorer):
         real = np.concatenate([np.arange(per_pass) < n] * self.repeats)
         slates = candidates[order].reshape(-1, k)
         b = len(slates)
-        self.users.reset([profile] * b, rng)
-        self.users.start_sessions(np.arange(b), np.zeros(b), rng)
-        reactions = self.users.review(slates, rng).reactions.ravel()
+        streams = UserStreams.spawn(rng, b)
+        self.users.reset([profile] * b)
+        self.users.start_sessions(np.arange(b), np.zeros(b), streams)
+        reactions = self.users.review(slates, streams).reactions.ravel()
         return np.bincount(order[real], weights=reactions[real], minlength=n) / self.repeats
 
 
@@ -260,9 +268,9 @@ def default_scorers(catalog: Catalog, world: WorldConfig | None = None, repeats:
 
 def llm_scorer(catalog: Catalog, world: WorldConfig) -> SimulatorScorer:
     """LLM users (`world.llm` picks the chat model) behind the same slate protocol; one pass, calls are costly."""
-    from recoworld.simulators.llm_user import LLMUser
+    from recoworld.simulators.llm_user import LLMUsers
 
-    return SimulatorScorer("llm", LLMUser.from_world(catalog, world), world.slate_size)
+    return SimulatorScorer("llm", LLMUsers(catalog, world, 1), world.slate_size)
 
 
 def fidelity_table(summary: pd.DataFrame, k: int = 10, title: str = "Fidelity on held-out interactions") -> Table:

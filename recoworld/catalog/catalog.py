@@ -19,20 +19,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from recoworld.config import CatalogConfig
-from recoworld.errors import CatalogFormatError
-from recoworld.semantic_ids import ResidualQuantizer, format_semantic_id
-from recoworld.storage import write_parquet_atomic
-from recoworld.taxonomy import (
+from recoworld.catalog.features import FeatureLayout
+from recoworld.catalog.semantic_ids import ResidualQuantizer, format_semantic_id
+from recoworld.catalog.taxonomy import (
     ADJECTIVES,
     CREATOR_PARTS,
     FORMATS,
     TITLE_TEMPLATES,
     Taxonomy,
 )
-
-#: Number of scalar features appended to the embedding in `Catalog.item_features`.
-N_SCALAR_FEATURES = 3
+from recoworld.config import CatalogConfig
+from recoworld.errors import CatalogFormatError
+from recoworld.storage import write_parquet_atomic
 
 
 class Item(BaseModel):
@@ -99,17 +97,13 @@ class Catalog:
         return len(self.topic_names)
 
     @functools.cached_property
-    def item_features(self) -> np.ndarray:
-        """(N, D + 3) float32: embedding, quality, duration (log-scaled), popularity (log-scaled).
+    def feature_layout(self) -> FeatureLayout:
+        return FeatureLayout(self.embedding_dim)
 
-        This is what a platform knows of an item and what observations carry per candidate.
-        """
-        log_pop = np.log(self.popularity * len(self) + 1e-9)
-        pop = (log_pop - log_pop.min()) / max(float(np.ptp(log_pop)), 1e-9)
-        dur = np.log1p(self.duration_min) / np.log1p(max(float(self.duration_min.max()), 1.0))
-        return np.hstack(
-            [self.embeddings, self.quality[:, None], dur[:, None], pop[:, None]]
-        ).astype(np.float32)
+    @functools.cached_property
+    def item_features(self) -> np.ndarray:
+        """(N, D + 3) float32 rows in `feature_layout`: what observations carry per item."""
+        return self.feature_layout.build(self.embeddings, self.quality, self.duration_min, self.popularity)
 
     @functools.cached_property
     def topic_centroids(self) -> np.ndarray:
@@ -187,7 +181,7 @@ class Catalog:
         clash = sorted(set(item_ids) & set(self.item_ids.tolist()))
         if clash:
             raise CatalogFormatError(f"new item ids already in the catalog: {clash[:5]}")
-        emb = _unit(np.asarray(embeddings, dtype=np.float32).reshape(m, self.embedding_dim)).astype(np.float32)
+        emb = unit_rows(np.asarray(embeddings, dtype=np.float32).reshape(m, self.embedding_dim)).astype(np.float32)
         nearest = np.argmax(emb @ self.embeddings.T, axis=1) if m else np.empty(0, dtype=np.int64)
         names = self.creator_names if creator in self.creator_names else (*self.creator_names, creator)
         pop = np.concatenate([self.popularity, np.asarray(popularity, dtype=np.float32)]).astype(np.float64)
@@ -299,7 +293,8 @@ class Catalog:
 # ---------------------------------------------------------------------- generator
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
@@ -317,12 +312,12 @@ def generate_catalog(config: CatalogConfig | None = None) -> Catalog:
     n, d = cfg.n_items, cfg.embedding_dim
     n_topics, n_subs = len(tax.topics), len(tax.subtopics)
 
-    group_c = _unit(rng.normal(size=(len(tax.groups), d)))
-    topic_c = _unit(group_c[list(tax.topic_group)] + 0.75 * _unit(rng.normal(size=(n_topics, d))))
-    sub_c = _unit(topic_c[list(tax.subtopic_topic)] + 0.55 * _unit(rng.normal(size=(n_subs, d))))
+    group_c = unit_rows(rng.normal(size=(len(tax.groups), d)))
+    topic_c = unit_rows(group_c[list(tax.topic_group)] + 0.75 * unit_rows(rng.normal(size=(n_topics, d))))
+    sub_c = unit_rows(topic_c[list(tax.subtopic_topic)] + 0.55 * unit_rows(rng.normal(size=(n_subs, d))))
 
     n_creators = n_topics * cfg.creators_per_topic
-    creator_style = _unit(rng.normal(size=(n_creators, d)))
+    creator_style = unit_rows(rng.normal(size=(n_creators, d)))
     creator_skill = rng.normal(0.0, 1.0, size=n_creators)
     creator_names = tuple(
         f"{CREATOR_PARTS[0][rng.integers(len(CREATOR_PARTS[0]))]} "
@@ -336,8 +331,8 @@ def generate_catalog(config: CatalogConfig | None = None) -> Catalog:
     subtopic = np.array([subtopic_of_topic[t][rng.integers(len(subtopic_of_topic[t]))] for t in topic])
     creator = topic * cfg.creators_per_topic + rng.integers(cfg.creators_per_topic, size=n)
 
-    embeddings = _unit(
-        sub_c[subtopic] + 0.25 * creator_style[creator] + 0.35 * _unit(rng.normal(size=(n, d)))
+    embeddings = unit_rows(
+        sub_c[subtopic] + 0.25 * creator_style[creator] + 0.35 * unit_rows(rng.normal(size=(n, d)))
     ).astype(np.float32)
     quality = (1 / (1 + np.exp(-(0.8 * creator_skill[creator] + rng.normal(0, 0.8, n))))).astype(np.float32)
     duration = np.exp(rng.normal(np.log(4.0), 0.7, n)).clip(0.25, 60).astype(np.float32)

@@ -28,7 +28,7 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.torch_utils import FLOAT_MIN
 from torch import nn
 
-from recoworld.envs.wrappers import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES
+from recoworld.rl.features import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:

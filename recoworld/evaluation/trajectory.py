@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from recoworld.catalog import Catalog
-from recoworld.metrics import intent_match, slate_diversity
+from recoworld.evaluation.metrics import intent_match, slate_diversity
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recoworld.agents.base import Observation, Recommender
-from recoworld.envs.wrappers import slate_action_mask, user_relative_features
 from recoworld.errors import ConfigError
+from recoworld.rl.features import slate_action_mask, user_relative_features
 
 if TYPE_CHECKING:
     from ray.rllib.core.rl_module.rl_module import RLModule

@@ -1,0 +1,153 @@
+"""The platform's candidate generator: the retrieval stage in front of every recommender.
+
+It sees only what a platform logs (items shown and the reactions to them), never the
+user's mindset. Candidates mix three sources: similarity to recently engaged items,
+popularity, and uniform exploration, so a recommender always has something relevant,
+something popular and something new to choose from.
+
+Retrieval runs for a batch of users at once. Each user draws a fixed block of uniforms
+from its own stream per retrieval, so a user's candidates never depend on the batch it
+is in; scores are float64, so a batched matrix product and a single-row one agree on
+every ranking.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recoworld.catalog import Catalog
+from recoworld.config import RetrievalConfig
+from recoworld.streams import UserStreams
+
+#: How many of the latest engaged items make up the interest query.
+QUERY_ITEMS = 10
+
+
+class CandidateRetriever:
+    def __init__(self, catalog: Catalog, config: RetrievalConfig, n_candidates: int) -> None:
+        if n_candidates > len(catalog):
+            raise ValueError(f"n_candidates={n_candidates} exceeds the catalog size {len(catalog)}")
+        self.catalog = catalog
+        self.config = config
+        self.n = n_candidates
+        self._emb = catalog.embeddings.astype(np.float64)
+        self.set_popularity(catalog.popularity)
+        n_int = round(config.interest_share * n_candidates)
+        n_pop = round(config.popular_share * n_candidates)
+        self._n_interest, self._n_popular = n_int, min(n_pop, n_candidates - n_int)
+        # Uniforms per retrieval: oversampled draws for the largest possible popular and random blocks.
+        self._max_popular = self._n_popular + self._n_interest // 2
+        self._max_random = n_candidates - self._n_popular
+        self._n_draws = (2 * self._max_popular + 8) + (2 * self._max_random + 8)
+
+    def set_popularity(self, popularity: np.ndarray) -> None:
+        """What the popular block samples from: the catalog prior, or live popularity in a shared world."""
+        pop = np.maximum(np.asarray(popularity, dtype=np.float64), 1e-12)
+        self._log_pop = np.log(pop)
+        self._pop_cdf = np.cumsum(pop / pop.sum())
+
+    def retrieve(
+        self,
+        history_items: np.ndarray,
+        history_reactions: np.ndarray,
+        streams: UserStreams,
+        rows: np.ndarray,
+        unavailable: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """(R, n_candidates) distinct catalog indices per user, in retrieval order (interest, popular, random).
+
+        `history_items`/`history_reactions` are (R, H), oldest first with -1 padding on the left;
+        row j belongs to user `rows[j]` and draws from `streams[rows[j]]`. `unavailable` (R, N)
+        bool marks items that cannot be offered at all (e.g. not yet published).
+        """
+        r, n_items = len(rows), len(self.catalog)
+        out = np.empty((r, self.n), dtype=np.int64)
+        if r == 0:
+            return out
+        draws = streams.random(rows, self._n_draws)
+        blocked = np.zeros((r, n_items), dtype=bool) if unavailable is None else unavailable.copy()
+        n_free = n_items - blocked.sum(axis=1)
+        shown = history_items >= 0
+        recent_rows, recent_items = np.empty(0, np.int64), np.empty(0, np.int64)
+        if self.config.exclude_recent:
+            recent = np.zeros_like(shown)
+            recent[:, -self.config.exclude_recent:] = shown[:, -self.config.exclude_recent:]
+            fits = n_free - recent.sum(axis=1) >= self.n  # never block so much that too few items remain
+            recent_rows, ci = np.nonzero(recent & fits[:, None])
+            recent_items = history_items[recent_rows, ci]
+            blocked[recent_rows, recent_items] = True
+
+        positive = shown & (history_reactions > 0)
+        has_taste = positive.any(axis=1)
+        n_interest = np.where(has_taste, self._n_interest, 0)
+        if self._n_interest and has_taste.any():
+            latest = positive & (np.cumsum(positive[:, ::-1], axis=1)[:, ::-1] <= QUERY_ITEMS)
+            t = np.flatnonzero(has_taste)
+            weights = latest[t].astype(np.float64)
+            query = np.einsum("rh,rhd->rd", weights, self._emb[np.maximum(history_items[t], 0)])
+            scores = query @ self._emb.T
+            # What is blocked so far is sparse (recent items) or a release mask: no dense masked write.
+            if unavailable is not None:
+                scores[unavailable[t]] = -np.inf
+            slot = np.full(r, -1)
+            slot[t] = np.arange(len(t))
+            hit = slot[recent_rows] >= 0
+            scores[slot[recent_rows[hit]], recent_items[hit]] = -np.inf
+            picks = _top_rows(scores, self._n_interest)
+            out[t, : self._n_interest] = picks
+            blocked[t[:, None], picks] = True
+
+        n_popular = self._n_popular + (self._n_interest - n_interest) // 2
+        split = 2 * self._max_popular + 8
+        pop_idx = np.minimum(np.searchsorted(self._pop_cdf, draws[:, :split], side="right"), n_items - 1)
+        self._fill(out, n_interest, n_popular, pop_idx, blocked, streams, rows, popular=True)
+        rand_idx = np.minimum((draws[:, split:] * n_items).astype(np.int64), n_items - 1)
+        self._fill(out, n_interest + n_popular, self.n - n_interest - n_popular, rand_idx, blocked, streams, rows,
+                   popular=False)
+        return out
+
+    def _fill(self, out: np.ndarray, start: np.ndarray, count: np.ndarray, drawn: np.ndarray, blocked: np.ndarray,
+              streams: UserStreams, rows: np.ndarray, *, popular: bool) -> None:
+        """Write `count[j]` distinct unblocked items into `out[j, start[j]:]` and block them.
+
+        The first distinct unblocked items among the oversampled draws, which costs O(k log N)
+        instead of O(N); a row whose draws fall short (a small or mostly blocked catalog)
+        takes an exact draw from its own stream instead.
+        """
+        r, m = drawn.shape
+        order = np.argsort(drawn, axis=1, kind="stable")
+        sorted_idx = np.take_along_axis(drawn, order, axis=1)
+        repeat = np.zeros((r, m), dtype=bool)
+        repeat[:, 1:] = sorted_idx[:, 1:] == sorted_idx[:, :-1]
+        first = np.empty_like(repeat)
+        np.put_along_axis(first, order, ~repeat, axis=1)
+        ok = first & ~blocked[np.arange(r)[:, None], drawn]
+        rank = np.cumsum(ok, axis=1)
+        take = ok & (rank <= count[:, None])
+        short = rank[:, -1] < count
+        ri, ci = np.nonzero(take & ~short[:, None])
+        cols = start[ri] + rank[ri, ci] - 1
+        out[ri, cols] = drawn[ri, ci]
+        blocked[ri, drawn[ri, ci]] = True
+        for j in np.flatnonzero(short).tolist():
+            k, s = int(count[j]), int(start[j])
+            free = np.flatnonzero(~blocked[j])
+            rng = streams[int(rows[j])]
+            if popular:
+                gumbel = self._log_pop[free] - np.log(-np.log(rng.random(len(free))))
+                picked = free[_top_rows(gumbel[None, :], k)[0]]
+            else:
+                picked = free[rng.choice(len(free), size=k, replace=False)]
+            out[j, s : s + k] = picked
+            blocked[j, picked] = True
+
+
+def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """(R, k) indices of each row's k best scores, best first, ties broken by index for determinism."""
+    r, n = scores.shape
+    if k <= 0:
+        return np.empty((r, 0), dtype=np.int64)
+    part = np.argpartition(scores, n - k, axis=1)[:, n - k :]
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)
+    return np.take_along_axis(part, order, axis=1)

@@ -1,0 +1,356 @@
+"""The world core: B users on one catalog, advanced together in numpy.
+
+Everything that happens between a recommender's slate and the next observation lives
+here once: retrieval, the users' review, history and consumption, sessions and return
+gaps, the clock, rewards, observations and the per-turn info. The three envs are views
+that differ only in who acts and how users are seeded:
+
+| view | rows | platform | seeding |
+|---|---|---|---|
+| `RecoWorld-v0` (`RecoWorldEnv`) | 1 | none | Gymnasium's `np_random` |
+| `RecoWorldVectorEnv` | B independent users | none | stream i as `RecoWorld-v0` with `seed + i` |
+| `PopulationParallelEnv` | B users | shared (social proof, releases) | spawned from the world seed |
+
+Rows advance in lockstep, but each row draws only from its own random stream (see
+`recoworld.streams`) and every array operation is row-wise, so a row's trajectory does
+not depend on the batch around it: row i of the vector env is `RecoWorld-v0` run with
+that row's seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+import numpy as np
+
+from recoworld.catalog import Catalog, cached_catalog
+from recoworld.config import WorldConfig
+from recoworld.envs.observation import (
+    MINUTES_PER_DAY,
+    build_observations,
+    engagement_reward,
+    instruction_vector,
+    return_reward,
+    slate_positions,
+)
+from recoworld.envs.platform import SharedPlatform
+from recoworld.envs.retrieval import CandidateRetriever
+from recoworld.errors import ConfigError
+from recoworld.mindset import UNSEEN, Instruction
+from recoworld.population import PopulationSpec, UserProfile, sample_population
+from recoworld.simulators.base import BatchUserSimulator
+from recoworld.simulators.parametric import ParametricUsers
+from recoworld.streams import UserStreams
+
+
+class EpisodeStats(TypedDict):
+    """One user's episode. Retention is the share of days in the horizon with a session."""
+
+    sessions: float
+    days_active: float
+    retention: float
+    turns: float
+
+
+class TurnInfo(TypedDict, total=False):
+    """The `info` of one user's turn, the same in every view (`RecoWorld-v0`'s `step` info,
+    the population env's per-agent info, row j of the vector env's batched info)."""
+
+    user_id: str
+    segment: str
+    slate: np.ndarray  # (K,) catalog indices shown, in slot order
+    reactions: np.ndarray  # (K,) ReactionType values, UNSEEN after the user left
+    dwell_min: np.ndarray  # (K,) minutes per item
+    instruction: str | None  # the reflective instruction's text, if the user gave one
+    instruction_intent: dict[str, Any]  # its structured intent (empty without one)
+    left: bool  # the user ended the session after this turn
+    duplicates_replaced: int  # slots the env replaced because they repeated a candidate
+    engagement_reward: float  # the turn's engagement part of the reward
+    return_gap_days: float | None  # days until the next session, when the session ended
+    churned: bool  # the user will never come back
+    llm_fallback: bool  # an LLM user's turn was decided by the parametric model
+    reasons: list[str]  # LLM users: a short reason per reviewed item
+    day: int  # clock of the turn just played
+    session: int
+    turn: int
+    step: int
+    time_days: float
+    episode_stats: EpisodeStats  # only when the episode ended with this turn
+    mindset: dict[str, Any]  # only with `expose_mindset=True`
+
+
+@dataclass
+class StepBatch:
+    """What one world step did, row j for acting user `rows[j]` (arrays, for every view)."""
+
+    rows: np.ndarray  # (R,)
+    slates: np.ndarray  # (R, K) catalog indices
+    reactions: np.ndarray  # (R, K) int8
+    dwell_min: np.ndarray  # (R, K) float32
+    instructions: list[Instruction | None]
+    left: np.ndarray  # (R,) bool
+    fallback: np.ndarray  # (R,) bool
+    reasons: list[list[str]] | None
+    replaced: np.ndarray  # (R,) int64
+    engagement: np.ndarray  # (R,) float64
+    reward: np.ndarray  # (R,) float64, engagement plus the session-end term
+    return_gap: np.ndarray  # (R,) float64: nan = session goes on, inf = churned
+    terminated: np.ndarray  # (R,) bool
+    truncated: np.ndarray  # (R,) bool
+    day: np.ndarray  # (R,) the clock of the turn just played
+    session: np.ndarray
+    turn: np.ndarray
+    step: np.ndarray
+    time_days: np.ndarray
+
+
+class World:
+    """The state of B users and the one implementation of a turn (see the module docstring)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        config: WorldConfig,
+        users: BatchUserSimulator,
+        n_users: int,
+        platform: SharedPlatform | None = None,
+    ) -> None:
+        self.catalog, self.config, self.users, self.n_users = catalog, config, users, n_users
+        self.platform = platform
+        self.retriever = CandidateRetriever(catalog, config.retrieval, config.n_candidates)
+        self.streams = UserStreams([np.random.default_rng(0)] * n_users)  # views seed them before use
+        self.profiles: list[UserProfile] = []
+        b, h, n = n_users, config.history_len, len(catalog)
+        self.history_ids = np.full((b, h), -1, dtype=np.int64)
+        self.history_reactions = np.full((b, h), UNSEEN, dtype=np.int64)
+        self.history_dwell = np.zeros((b, h), dtype=np.float32)
+        self.consumed = np.zeros((b, n), dtype=bool)
+        self.instruction = np.zeros((b, 4 + catalog.embedding_dim), dtype=np.float32)
+        self.candidates = np.zeros((b, config.n_candidates), dtype=np.int64)
+        self.now = np.zeros(b)
+        self.gap = np.zeros(b)
+        self.session = np.zeros(b, dtype=np.int64)
+        self.turn = np.zeros(b, dtype=np.int64)
+        self.steps = np.zeros(b, dtype=np.int64)
+        self.days_active = np.zeros(b, dtype=np.int64)
+        self.last_day = np.full(b, -1, dtype=np.int64)
+        self._all = np.arange(b)
+
+    def set_platform(self, platform: SharedPlatform) -> None:
+        self.platform = platform
+        self.retriever.set_popularity(platform.popularity())
+
+    @property
+    def features(self) -> np.ndarray:
+        """(N, F) item features the platform shows (live popularity on a shared platform)."""
+        return self.platform.features if self.platform is not None else self.catalog.item_features
+
+    # ------------------------------------------------------------------ episodes
+
+    def reset(self, rows: np.ndarray, profiles: Sequence[UserProfile], now_days: np.ndarray) -> None:
+        """Start new episodes for `rows` (one profile each) and open their first sessions at `now_days`."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == self.n_users and (rows == self._all).all():
+            self.profiles = list(profiles)
+            self.users.reset(profiles)
+        else:
+            for j, r in enumerate(rows.tolist()):
+                self.profiles[r] = profiles[j]
+            self.users.reset(profiles, rows)
+        self.history_ids[rows] = -1
+        self.history_reactions[rows] = UNSEEN
+        self.history_dwell[rows] = 0.0
+        self.consumed[rows] = False
+        self.instruction[rows] = 0.0
+        self.now[rows] = now_days
+        self.session[rows] = 0
+        self.steps[rows] = 0
+        self.days_active[rows] = 0
+        self.last_day[rows] = -1
+        self._open_sessions(rows, np.zeros(len(rows)))
+
+    def step(self, actions: np.ndarray, rows: np.ndarray | None = None, labels: list[str] | None = None) -> StepBatch:
+        """Users `rows` (all, in order, when None) are shown the slates `actions` (R, K) pick from
+        their candidates; `labels` name the rows in action errors."""
+        cfg = self.config
+        acting = self._all if rows is None else np.asarray(rows, dtype=np.int64)
+        positions, replaced = slate_positions(actions, cfg, labels or [f"actions[{r}]" for r in acting.tolist()])
+        slates = np.take_along_axis(self.candidates[acting], positions, axis=1)
+        bonus = self.platform.utility_bonus(slates) if self.platform is not None else None
+        fb = self.users.review(slates, self.streams, rows, bonus)
+        reactions, dwell = fb.reactions, fb.dwell_min
+        engagement = engagement_reward(cfg.reward, reactions, dwell)
+        self.steps[acting] += 1
+        self.turn[acting] += 1
+        self.now[acting] += dwell.sum(axis=1) / MINUTES_PER_DAY
+        clock = (np.floor(self.now[acting]).astype(np.int64), self.session[acting], self.turn[acting],
+                 self.steps[acting], self.now[acting])
+        self._record(acting, slates, reactions, dwell)
+        for j, instruction in enumerate(fb.instructions):
+            if instruction is not None:
+                self.instruction[acting[j]] = instruction_vector(instruction, self.catalog)
+        if self.platform is not None:
+            self.retriever.set_popularity(self.platform.update(slates, reactions))
+
+        reward = engagement.astype(np.float64)
+        return_gap = np.full(len(acting), np.nan)
+        terminated = np.zeros(len(acting), dtype=bool)
+        leaving = np.flatnonzero(fb.left)
+        if len(leaving):
+            users = acting[leaving]
+            gaps = self.users.end_sessions(users, self.now[users], self.streams)
+            reward[leaving] += return_reward(cfg.reward, gaps)
+            return_gap[leaving] = gaps
+            ends = np.isinf(gaps) | (self.now[users] + gaps >= cfg.horizon_days)
+            terminated[leaving[ends]] = True
+            back = users[~ends]
+            self.now[back] += gaps[~ends]
+            self._open_sessions(back, gaps[~ends])
+        truncated = ~terminated & (self.steps[acting] >= cfg.max_steps)
+        self._retrieve(acting[~(fb.left | terminated | truncated)])
+        fallback = fb.fallback if fb.fallback is not None else np.zeros(len(acting), dtype=bool)
+        return StepBatch(acting, slates, reactions, dwell, fb.instructions, fb.left, fallback, fb.reasons,
+                         replaced, engagement, reward, return_gap, terminated, truncated, *clock)
+
+    # ------------------------------------------------------------------ what the platform shows
+
+    def observe(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Batched observations of `rows` (all when None), each key (R, ...)."""
+        at = self._all if rows is None else np.asarray(rows, dtype=np.int64)
+        cand = self.candidates[at]
+        context = np.stack([self.now[at], self.session[at], self.turn[at], self.gap[at]], axis=1)
+        return build_observations(
+            self.features, cand, ~np.take_along_axis(self.consumed[at], cand, axis=1),
+            self.history_ids[at], self.history_reactions[at], self.history_dwell[at],
+            self.instruction[at], context,
+        )
+
+    def clock(self, row: int) -> dict[str, Any]:
+        now = float(self.now[row])
+        return {"day": math.floor(now), "session": int(self.session[row]), "turn": int(self.turn[row]),
+                "step": int(self.steps[row]), "time_days": now}
+
+    def reset_info(self, row: int) -> dict[str, Any]:
+        profile = self.profiles[row]
+        return {"user_id": profile.user_id, "segment": profile.segment, **self.clock(row)}
+
+    def turn_info(self, batch: StepBatch, j: int) -> TurnInfo:
+        """Row j of a step as the per-user info dict every view returns."""
+        row = int(batch.rows[j])
+        profile = self.profiles[row]
+        instruction = batch.instructions[j]
+        gap = float(batch.return_gap[j])
+        info: TurnInfo = {
+            "user_id": profile.user_id, "segment": profile.segment,
+            "slate": batch.slates[j], "reactions": batch.reactions[j], "dwell_min": batch.dwell_min[j],
+            "instruction": instruction.text if instruction else None,
+            "instruction_intent": instruction.intent.model_dump() if instruction else {},
+            "left": bool(batch.left[j]), "duplicates_replaced": int(batch.replaced[j]),
+            "engagement_reward": float(batch.engagement[j]),
+            "return_gap_days": None if math.isnan(gap) or math.isinf(gap) else gap,
+            "churned": math.isinf(gap), "llm_fallback": bool(batch.fallback[j]),
+            "day": int(batch.day[j]), "session": int(batch.session[j]), "turn": int(batch.turn[j]),
+            "step": int(batch.step[j]), "time_days": float(batch.time_days[j]),
+        }
+        if batch.reasons is not None and batch.reasons[j]:
+            info["reasons"] = batch.reasons[j]
+        if batch.terminated[j] or batch.truncated[j]:
+            info["episode_stats"] = self.episode_stats(row)
+        if self.config.expose_mindset:
+            info["mindset"] = self.users.mindset(row).model_dump()
+        return info
+
+    def episode_stats(self, row: int) -> EpisodeStats:
+        horizon_days = math.ceil(self.config.horizon_days)
+        days = float(self.days_active[row])
+        return {"sessions": float(self.session[row]), "days_active": days,
+                "retention": days / horizon_days, "turns": float(self.steps[row])}
+
+    # ------------------------------------------------------------------ internals
+
+    def _open_sessions(self, rows: np.ndarray, gaps: np.ndarray) -> None:
+        if not len(rows):
+            return
+        self.session[rows] += 1
+        self.turn[rows] = 0
+        self.gap[rows] = gaps
+        day = np.floor(self.now[rows]).astype(np.int64)
+        self.days_active[rows] += day != self.last_day[rows]  # the clock only moves forward
+        self.last_day[rows] = day
+        self.users.start_sessions(rows, self.now[rows], self.streams)
+        self._retrieve(rows)
+
+    def _retrieve(self, rows: np.ndarray) -> None:
+        if not len(rows):
+            return
+        unavailable = self.platform.unreleased(self.now[rows]) if self.platform is not None else None
+        self.candidates[rows] = self.retriever.retrieve(
+            self.history_ids[rows], self.history_reactions[rows], self.streams, rows, unavailable
+        )
+
+    def _record(self, rows: np.ndarray, slates: np.ndarray, reactions: np.ndarray, dwell: np.ndarray) -> None:
+        """Append each row's reviewed items to its history (the last `history_len`, oldest first)
+        and mark what it engaged with as consumed."""
+        h = self.config.history_len
+        seen = reactions != UNSEEN
+        ids = np.concatenate([self.history_ids[rows], np.where(seen, slates, -1)], axis=1)
+        keep = np.concatenate([self.history_ids[rows] >= 0, seen], axis=1)
+        # Stable sort puts dropped entries first and keeps the order of the rest: right-aligned history.
+        order = np.argsort(keep, axis=1, kind="stable")[:, -h:]
+        kept = np.take_along_axis(keep, order, axis=1)
+        self.history_ids[rows] = np.where(kept, np.take_along_axis(ids, order, axis=1), -1)
+        rx = np.concatenate([self.history_reactions[rows], reactions.astype(np.int64)], axis=1)
+        self.history_reactions[rows] = np.where(kept, np.take_along_axis(rx, order, axis=1), UNSEEN)
+        dw = np.concatenate([self.history_dwell[rows], dwell.astype(np.float32)], axis=1)
+        self.history_dwell[rows] = np.where(kept, np.take_along_axis(dw, order, axis=1), 0.0)
+        ri, ci = np.nonzero(reactions > 0)
+        self.consumed[rows[ri], slates[ri, ci]] = True
+
+
+# ---------------------------------------------------------------------- building a world
+
+
+def resolve_catalog(catalog: Catalog | None, config: WorldConfig) -> Catalog:
+    """The catalog object given, or the (cached) one `config.catalog` describes."""
+    catalog = catalog if catalog is not None else cached_catalog(config.catalog)
+    if config.n_candidates > len(catalog):
+        raise ConfigError(f"n_candidates={config.n_candidates} exceeds the catalog size {len(catalog)}")
+    return catalog
+
+
+def check_population(population: object) -> PopulationSpec | list[UserProfile]:
+    """A `PopulationSpec`, a non-empty list of `UserProfile`, or the default population for None."""
+    if population is None:
+        return PopulationSpec.default()
+    if isinstance(population, list) and not population:
+        raise ConfigError("population: an empty list of profiles; pass at least one UserProfile")
+    if isinstance(population, PopulationSpec) or (
+            isinstance(population, list) and all(isinstance(p, UserProfile) for p in population)):
+        return population
+    raise ConfigError(f"population must be a PopulationSpec or a list of UserProfile, got {type(population).__name__}")
+
+
+def draw_profile(population: PopulationSpec | list[UserProfile], catalog: Catalog,
+                 rng: np.random.Generator) -> UserProfile:
+    """One user for a new episode: a random profile of the list, or a fresh draw from the spec."""
+    if isinstance(population, list):
+        return population[int(rng.integers(len(population)))]
+    return sample_population(population, catalog, rng, n=1)[0]
+
+
+def build_users(catalog: Catalog, config: WorldConfig, n_users: int) -> BatchUserSimulator:
+    """The users `config.user_backend` names: parametric, or LLM users on `config.llm`."""
+    if config.user_backend == "llm":
+        from recoworld.simulators.llm_user import LLMUsers  # the LLM stack loads only when used
+
+        return LLMUsers(catalog, config, n_users)
+    return ParametricUsers(catalog, config.choice, config.dynamics, config.returns)
+
+
+def check_render_mode(render_mode: str | None, modes: list[str]) -> str | None:
+    if render_mode is not None and render_mode not in modes:
+        raise ConfigError(f"render_mode must be one of {modes}, got {render_mode!r}")
+    return render_mode
