@@ -1,9 +1,17 @@
-"""Benchmark: env steps/s for one RecoWorld-v0, and user-item evaluations/s for a batch of users.
+"""Benchmark: the world core and its three views, on one core.
 
-Targets (one core): >= 5,000 steps/s for one env with slate size 10, and >= 1,000,000
-user-item evaluations/s for a batch of 1,000 parametric users.
+Prints each figure next to its target (issue: batched world core):
 
-    python experiments/bench_env.py [--steps 20000] [--users 1000] [--reviews 200]
+| figure | target |
+|---|---|
+| `RecoWorld-v0` steps/s, slate 10 of 50 candidates | >= 10,000 |
+| native vector env user-steps/s, B = 1,024, slate 10 of 50 | >= 100,000 |
+| batched user review, user-item evaluations/s | >= 3,000,000 |
+| population env (1,000 users on one platform) user-steps/s | >= 100,000 |
+
+RLlib's sampling rate on the vector env is `experiments/bench_rllib.py`.
+
+    python experiments/bench_env.py [--steps 20000] [--vector-users 1024] [--population-users 1000]
 """
 
 from __future__ import annotations
@@ -25,9 +33,10 @@ import tyro  # noqa: E402
 
 from recoworld.catalog import cached_catalog  # noqa: E402
 from recoworld.config import CatalogConfig  # noqa: E402
-from recoworld.envs.recoworld_env import RecoWorldEnv  # noqa: E402
+from recoworld.envs import PopulationParallelEnv, RecoWorldEnv, RecoWorldVectorEnv  # noqa: E402
 from recoworld.population import PopulationSpec, sample_population  # noqa: E402
 from recoworld.simulators import ParametricUsers  # noqa: E402
+from recoworld.streams import UserStreams  # noqa: E402
 
 
 @dataclass
@@ -36,12 +45,20 @@ class Args:
     """env steps to time for the single env"""
     slate_size: int = 10
     """items per slate"""
+    vector_users: int = 1_024
+    """users of the vector env"""
+    vector_steps: int = 60
+    """vector env steps to time"""
     users: int = 1_000
-    """parametric users in the batch"""
+    """parametric users in the review batch"""
     reviews: int = 200
     """batched slate reviews to time"""
+    population_users: int = 1_000
+    """users of the population env"""
+    population_steps: int = 30
+    """population env steps to time"""
     seed: int = 0
-    """seed of the env, the actions and the population"""
+    """seed of the envs, the actions and the population"""
 
 
 def bench_env(args: Args) -> float:
@@ -61,32 +78,65 @@ def bench_env(args: Args) -> float:
     return args.steps / (time.perf_counter() - start)
 
 
-def bench_batch(args: Args) -> float:
+def bench_vector(args: Args) -> float:
+    env = RecoWorldVectorEnv(args.vector_users, slate_size=args.slate_size)
+    rng = np.random.default_rng(args.seed)
+    n_cand = env.config.n_candidates
+    actions = np.stack([rng.permutation(n_cand)[: args.slate_size] for _ in range(args.vector_users)])
+    env.reset(seed=args.seed)
+    for _ in range(5):
+        env.step(actions)
+    start = time.perf_counter()
+    for _ in range(args.vector_steps):
+        env.step(actions)
+    return args.vector_steps * args.vector_users / (time.perf_counter() - start)
+
+
+def bench_review(args: Args) -> float:
     catalog = cached_catalog(CatalogConfig())
     rng = np.random.default_rng(args.seed)
     profiles = sample_population(PopulationSpec.default(), catalog, rng, n=args.users)
     users = ParametricUsers(catalog)
-    users.reset(profiles, rng)
+    users.reset(profiles)
+    streams = UserStreams.spawn(rng, args.users)
     everyone = np.arange(args.users)
     slates = rng.integers(len(catalog), size=(args.reviews, args.users, args.slate_size))
     now = 0.0
-    users.start_sessions(everyone, np.full(args.users, now), rng)
+    users.start_sessions(everyone, np.full(args.users, now), streams)
     start = time.perf_counter()
     for r in range(args.reviews):
-        feedback = users.review(slates[r], rng)
+        feedback = users.review(slates[r], streams)
         gone = np.flatnonzero(feedback.left)
         if len(gone):  # keep the batch busy: users who leave come back for a new session
             now += 1.0
-            users.end_sessions(gone, np.full(len(gone), now), rng)
-            users.start_sessions(gone, np.full(len(gone), now + 0.5), rng)
+            users.end_sessions(gone, np.full(len(gone), now), streams)
+            users.start_sessions(gone, np.full(len(gone), now + 0.5), streams)
     elapsed = time.perf_counter() - start
     return args.reviews * args.users * args.slate_size / elapsed
 
 
+def bench_population(args: Args) -> float:
+    env = PopulationParallelEnv(n_users=args.population_users, world={"slate_size": args.slate_size})
+    env.reset(seed=args.seed)
+    slate = np.arange(args.slate_size)
+    user_steps = 0
+    start = time.perf_counter()
+    for _ in range(args.population_steps):
+        if not env.agents:
+            env.reset()
+        user_steps += len(env.agents)
+        env.step(dict.fromkeys(env.agents, slate))
+    return user_steps / (time.perf_counter() - start)
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    steps_per_s = bench_env(args)
-    evals_per_s = bench_batch(args)
-    print(f"{'benchmark':<44}{'value':>14}{'target':>12}")
-    print(f"{f'RecoWorld-v0 steps/s (slate {args.slate_size})':<44}{steps_per_s:>14,.0f}{5_000:>12,}")
-    print(f"{f'user-item evaluations/s ({args.users} users)':<44}{evals_per_s:>14,.0f}{1_000_000:>12,}")
+    rows = [
+        (f"RecoWorld-v0 steps/s (slate {args.slate_size} of 50)", bench_env(args), 10_000),
+        (f"vector env user-steps/s (B = {args.vector_users})", bench_vector(args), 100_000),
+        (f"user-item evaluations/s ({args.users} users)", bench_review(args), 3_000_000),
+        (f"population env user-steps/s ({args.population_users} users)", bench_population(args), 100_000),
+    ]
+    print(f"{'benchmark':<52}{'value':>14}{'target':>12}")
+    for name, value, target in rows:
+        print(f"{name:<52}{value:>14,.0f}{target:>12,}")

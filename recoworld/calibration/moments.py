@@ -41,6 +41,7 @@ from recoworld.config import WorldConfig
 from recoworld.envs.observation import MINUTES_PER_DAY
 from recoworld.population import UserProfile
 from recoworld.simulators.parametric import ParametricUsers
+from recoworld.streams import UserStreams
 
 MOMENTS = ("mean", "median", "p90")
 _SESSIONS = 3  # sessions per simulated user when the log's gaps are given
@@ -101,19 +102,20 @@ def simulate_sessions(
     rng = np.random.default_rng(seed)
     b, k = len(scaled), world.slate_size
     everyone = np.arange(b)
-    users.reset(scaled, rng)
+    users.reset(scaled)
+    streams = UserStreams.spawn(rng, b)  # the users' own draws; `rng` draws the feed and the gaps
     now = np.zeros(b)
     clicks, satisfaction = [], []
     for session in range(1 if gaps is None else _SESSIONS):
         if session:
-            users.end_sessions(everyone, now, rng)
+            users.end_sessions(everyone, now, streams)
             now = now + rng.choice(gaps, b)
-        users.start_sessions(everyone, now, rng)
+        users.start_sessions(everyone, now, streams)
         session_clicks = np.zeros(b)
         active = np.ones(b, dtype=bool)
         for _ in range(max_turns):
             slates = np.argpartition(rng.random((b, len(catalog))), k - 1, axis=1)[:, :k]
-            fb = users.review(slates, rng)
+            fb = users.review(slates, streams)
             session_clicks += np.where(active, (fb.reactions >= 1).sum(axis=1), 0)
             now = now + np.where(active, fb.dwell_min.sum(axis=1), 0.0) / MINUTES_PER_DAY
             active &= ~fb.left
