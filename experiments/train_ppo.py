@@ -33,6 +33,8 @@ class Args:
     """override the budget in PPO iterations"""
     num_env_runners: int | None = None
     """override the number of remote env runners (0 = sample in this process)"""
+    num_envs_per_env_runner: int | None = None
+    """override the users each env runner samples together (one RecoWorldVectorEnv)"""
     seed: int | None = None
     """override the training seed"""
     train_batch_size: int | None = None
@@ -53,6 +55,7 @@ if __name__ == "__main__":
         args.config,
         iterations=args.iterations,
         num_env_runners=args.num_env_runners,
+        num_envs_per_env_runner=args.num_envs_per_env_runner,
         seed=args.seed,
         ppo={k: v for k, v in {"train_batch_size": args.train_batch_size,
                                "minibatch_size": args.minibatch_size}.items() if v is not None},
@@ -60,7 +63,8 @@ if __name__ == "__main__":
     )
     print(f"world: slate {cfg.world.slate_size} of {cfg.world.n_candidates} candidates, "
           f"{cfg.world.horizon_days:g} days; PPO: {cfg.iterations} iterations x {cfg.ppo.train_batch_size} steps, "
-          f"{cfg.num_env_runners} env runners, action mask {cfg.action_mask}, seed {cfg.seed}")
+          f"{cfg.num_env_runners} env runners x {cfg.num_envs_per_env_runner} users, action mask {cfg.action_mask}, "
+          f"seed {cfg.seed}")
 
     # TRY NOT TO MODIFY: Ray runtime (seeding happens in RLlib via config.debugging(seed=...))
     start_ray(cfg.num_env_runners)

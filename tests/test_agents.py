@@ -8,6 +8,7 @@ from recoworld.catalog import Catalog
 from recoworld.envs.recoworld_env import RecoWorldEnv
 from recoworld.errors import ConfigError
 from recoworld.evaluation.metrics import intent_match
+from recoworld.simulators.scripted import Script, ScriptedUsers
 
 
 @pytest.fixture()
@@ -36,12 +37,16 @@ def test_popular_and_greedy_rank_what_they_claim(env: RecoWorldEnv) -> None:
     popular = make_recommender("popular", env.catalog, 5).act(obs, info)
     pop = env.catalog.popularity[obs["candidate_ids"]]
     assert set(obs["candidate_ids"][popular]) == set(obs["candidate_ids"][np.argsort(-pop)[:5]])
+    # A scripted user who clicks the first item of every slate gives the history a taste.
+    clicker = ScriptedUsers(env.catalog, Script(reactions=[[1]] * 5, leave_after_turns=10))
+    scripted = RecoWorldEnv(env.config, catalog=env.catalog, user_simulator=clicker)
+    obs, info = scripted.reset(seed=1)
     rng = np.random.default_rng(0)
-    for _ in range(5):  # build some positive history
-        obs, _, _, _, info = env.step(rng.permutation(30)[:5])
+    for _ in range(5):
+        obs, _, _, _, info = scripted.step(rng.permutation(30)[:5])
     greedy = make_recommender("greedy", env.catalog, 5)
     taste = greedy.taste(obs)
-    assert taste is not None, "five random slates gave the user something to click"
+    assert taste is not None
     chosen = greedy.act(obs, info)
     d = env.catalog.embedding_dim
     sims = obs["candidate_features"][:, :d] @ taste

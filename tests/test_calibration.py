@@ -41,6 +41,7 @@ from recoworld.population import PopulationSpec, sample_population
 from recoworld.simulators.choice import ChoiceModel
 from recoworld.simulators.parametric import ParametricUsers
 from recoworld.simulators.return_gap import ReturnGapModel
+from recoworld.streams import UserStreams
 
 runner = CliRunner()
 
@@ -202,7 +203,9 @@ def _recoworld_log(catalog: Catalog, n_users: int, days: float, seed: int) -> tu
         clicks += click
         ended = clicks >= SESSION_CLICKS  # the gap at neutral satisfaction, or churn
         if ended.any():
-            gap = gaps.sample(np.full(int(ended.sum()), 0.5), propensity[ended], rng)
+            n_ended = int(ended.sum())
+            gap = gaps.sample(np.full(n_ended, 0.5), propensity[ended], UserStreams.spawn(rng, n_ended),
+                              np.arange(n_ended))
             clock[ended] += offset[ended] / 86400 + np.where(np.isfinite(gap), gap, 0.0)
             alive[np.flatnonzero(ended)[~np.isfinite(gap)]] = False
             offset[ended], clicks[ended] = 0.0, 0
@@ -295,10 +298,11 @@ def test_no_churn_before_the_inclusion_floor(catalog: Catalog) -> None:
     users = ParametricUsers(catalog, world.choice.model_copy(update={"bias": 0.0}), world.dynamics,
                             ReturnConfig(churn_bias=20.0, churn_after=3))
     rng = np.random.default_rng(1)
-    users.reset(profiles, rng)
-    users.start_sessions(np.arange(64), np.zeros(64), rng)
-    clicks = (users.review(rng.integers(0, len(catalog), (64, 10)), rng).reactions >= 1).sum(axis=1)
-    gaps = users.end_sessions(np.arange(64), np.full(64, 0.1), rng)
+    streams = UserStreams.spawn(rng, 64)
+    users.reset(profiles)
+    users.start_sessions(np.arange(64), np.zeros(64), streams)
+    clicks = (users.review(rng.integers(0, len(catalog), (64, 10)), streams).reactions >= 1).sum(axis=1)
+    gaps = users.end_sessions(np.arange(64), np.full(64, 0.1), streams)
     assert 0 < (clicks >= 3).sum() < 64
     assert np.array_equal(np.isinf(gaps), clicks >= 3)
 

@@ -13,19 +13,28 @@ from typer.testing import CliRunner
 from recoworld.agents import make_recommender
 from recoworld.catalog import cached_catalog
 from recoworld.envs.recoworld_env import RecoWorldEnv
+from recoworld.envs.vector_env import RecoWorldVectorEnv
 from recoworld.errors import ConfigError
 from recoworld.population import PopulationSpec
-from recoworld.rl.features import N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES, UserRelativeObservation
+from recoworld.rl.features import (
+    N_CANDIDATE_FEATURES,
+    N_GLOBAL_FEATURES,
+    UserRelativeObservation,
+    UserRelativeVectorObservation,
+    user_relative_features,
+)
 from recoworld.rl.policy import RLlibRecommender, distinct_slate
 
 TINY_WORLD = {"slate_size": 2, "n_candidates": 6, "history_len": 5, "horizon_days": 2,
               "catalog": {"n_items": 300, "seed": 1}}
 
 
-def tiny_config(runners: int, iterations: int = 2, seed: int = 0, network: str = "shared_scorer"):  # -> TrainConfig
+def tiny_config(runners: int, iterations: int = 2, seed: int = 0, network: str = "shared_scorer",
+                num_envs: int = 4):  # -> TrainConfig
     from recoworld.rl.training import TrainConfig
 
-    return TrainConfig.load(None, seed=seed, iterations=iterations, num_env_runners=runners, world=TINY_WORLD,
+    return TrainConfig.load(None, seed=seed, iterations=iterations, num_env_runners=runners,
+                            num_envs_per_env_runner=num_envs, world=TINY_WORLD,
                             ppo={"train_batch_size": 200, "minibatch_size": 50, "num_epochs": 2, "hidden": [16],
                                  "network": network},
                             eval={"every": 1, "n_users": 4, "baselines": ["random"]})
@@ -82,6 +91,75 @@ def test_unmasked_variant_is_a_plain_box() -> None:
     assert env.observation_space.contains(obs)
 
 
+def test_vector_wrapper_gives_each_user_the_single_wrappers_observation_bit_for_bit() -> None:
+    """User i of the wrapped vector env is the wrapped RecoWorld-v0 reset with seed + i, features and mask included."""
+    n, seed = 3, 11
+    vec = UserRelativeVectorObservation(RecoWorldVectorEnv(num_envs=n, **TINY_WORLD))
+    singles = [UserRelativeObservation(RecoWorldEnv(TINY_WORLD)) for _ in range(n)]
+    assert vec.single_observation_space == singles[0].observation_space
+    assert vec.observation_space.shape is None and vec.observation_space["observations"].shape == (n, 6 * 8 + 13)
+    obs, _ = vec.reset(seed=seed)
+    single_obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(singles)]
+    rng = np.random.default_rng(0)
+    restarting = np.zeros(n, dtype=bool)  # NEXT_STEP autoreset: the step after an episode's end starts the next
+    ended = 0
+    for _ in range(80):
+        assert vec.observation_space.contains(obs)
+        for i in range(n):
+            for key in ("observations", "action_mask"):
+                np.testing.assert_array_equal(obs[key][i], single_obs[i][key])
+        actions = np.stack([rng.choice(6, 2, replace=False) for _ in range(n)])
+        obs, _, terminated, truncated, _ = vec.step(actions)
+        for i, env in enumerate(singles):
+            if restarting[i]:
+                single_obs[i], _ = env.reset()  # the next episode, from the same user stream
+            else:
+                single_obs[i], _, term, trunc, _ = env.step(actions[i])
+                assert (term, trunc) == (terminated[i], truncated[i])
+        restarting = terminated | truncated
+        ended += int(restarting.sum())
+    assert ended >= 1
+
+
+def test_batched_features_equal_one_users_features() -> None:
+    env = RecoWorldVectorEnv(num_envs=5, **TINY_WORLD)
+    obs, _ = env.reset(seed=2)
+    rng = np.random.default_rng(1)
+    for _ in range(15):
+        batch = user_relative_features(obs)
+        assert batch.shape == (5, 6 * N_CANDIDATE_FEATURES + N_GLOBAL_FEATURES) and batch.dtype == np.float32
+        for i in range(5):
+            np.testing.assert_array_equal(batch[i], user_relative_features({k: v[i] for k, v in obs.items()}))
+        obs, *_ = env.step(rng.integers(0, 6, (5, 2)))
+
+
+def test_training_env_creator_builds_the_vector_env_when_rllib_asks_for_num_envs() -> None:
+    pytest.importorskip("ray")
+    from recoworld.rl.training import DisjointRunnerSeeds, make_training_env, training_env_config
+
+    env_config = training_env_config(tiny_config(0))
+    single = make_training_env(env_config)
+    assert isinstance(single, UserRelativeObservation) and isinstance(single.unwrapped, RecoWorldEnv)
+    vec = make_training_env({**env_config, "num_envs": 3})
+    assert isinstance(vec, UserRelativeVectorObservation) and isinstance(vec.unwrapped, RecoWorldVectorEnv)
+    assert vec.num_envs == 3 and vec.single_observation_space == single.observation_space
+    # RLlib seeds runner w with seed + w: runners' users must not be each other's shifted by one
+    obs, _ = vec.reset(seed=5)
+    for i in range(3):
+        np.testing.assert_array_equal(obs["observations"][i], single.reset(seed=5 * 3 + i)[0]["observations"])
+    assert isinstance(vec.env, DisjointRunnerSeeds)
+
+
+def test_num_envs_per_env_runner_is_validated() -> None:
+    from recoworld.rl.training import TrainConfig
+
+    assert TrainConfig().num_envs_per_env_runner > 1
+    with pytest.raises(ConfigError, match="num_envs_per_env_runner"):
+        TrainConfig.load(None, num_envs_per_env_runner=0)
+    with pytest.raises(ConfigError, match=r"num_envs_per_env_runner=300 x 2 sampling env runner\(s\) = 600 users"):
+        TrainConfig.load(None, num_envs_per_env_runner=300, num_env_runners=2, ppo={"train_batch_size": 500})
+
+
 def test_wrapper_rejects_other_observation_spaces() -> None:
     with pytest.raises(ConfigError, match="Dict observation"):
         UserRelativeObservation(gym.make("CartPole-v1"))
@@ -130,7 +208,13 @@ def test_train_save_resume_restore_and_infer(ray_session: ModuleType, tmp_path: 
     from recoworld.rl.training import POLICY, latest_checkpoint, train
 
     cfg = tiny_config(runners)
-    result = train(cfg, tmp_path, log=lambda msg: None)
+    logged: list[str] = []
+    result = train(cfg, tmp_path, log=logged.append)
+    # the sampling runners (the driver's, or the one remote runner) step 4 users in one native vector env
+    assert cfg.num_envs_per_env_runner == 4
+    assert result.envs == [("RecoWorldVectorEnv", 4)]
+    assert "sampling: 1 env runner(s), each a RecoWorldVectorEnv of 4 user(s)" in logged
+    assert np.isfinite(result.curve[["losses/policy_loss", "losses/vf_loss", "charts/episode_return_mean"]]).all(None)
     assert list(result.curve["iteration"]) == [1, 2]
     assert result.curve["env_steps"].iloc[-1] >= 2 * cfg.ppo.train_batch_size
     assert result.checkpoint == latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "iter_000002"

@@ -65,8 +65,10 @@ class CandidateRetriever:
         if r == 0:
             return out
         draws = streams.random(rows, self._n_draws)
-        blocked = np.zeros((r, n_items), dtype=bool) if unavailable is None else unavailable.copy()
-        n_free = n_items - blocked.sum(axis=1)
+        if unavailable is None:
+            blocked, n_free = np.zeros((r, n_items), dtype=bool), np.full(r, n_items)
+        else:
+            blocked, n_free = unavailable.copy(), n_items - unavailable.sum(axis=1)
         shown = history_items >= 0
         recent_rows, recent_items = np.empty(0, np.int64), np.empty(0, np.int64)
         if self.config.exclude_recent:
@@ -115,13 +117,15 @@ class CandidateRetriever:
         takes an exact draw from its own stream instead.
         """
         r, m = drawn.shape
+        at = np.arange(r)[:, None]
+        # First occurrence of each item in a row: sort the row, mark repeats, map back.
         order = np.argsort(drawn, axis=1, kind="stable")
-        sorted_idx = np.take_along_axis(drawn, order, axis=1)
+        sorted_idx = drawn[at, order]
         repeat = np.zeros((r, m), dtype=bool)
         repeat[:, 1:] = sorted_idx[:, 1:] == sorted_idx[:, :-1]
         first = np.empty_like(repeat)
-        np.put_along_axis(first, order, ~repeat, axis=1)
-        ok = first & ~blocked[np.arange(r)[:, None], drawn]
+        first[at, order] = ~repeat
+        ok = first & ~blocked[at, drawn]
         rank = np.cumsum(ok, axis=1)
         take = ok & (rank <= count[:, None])
         short = rank[:, -1] < count
@@ -148,6 +152,6 @@ def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
     if k <= 0:
         return np.empty((r, 0), dtype=np.int64)
     part = np.argpartition(scores, n - k, axis=1)[:, n - k :]
-    vals = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -vals), axis=1)
-    return np.take_along_axis(part, order, axis=1)
+    at = np.arange(r)[:, None]
+    order = np.lexsort((part, -scores[at, part]), axis=1)
+    return part[at, order]

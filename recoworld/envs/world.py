@@ -178,7 +178,7 @@ class World:
         cfg = self.config
         acting = self._all if rows is None else np.asarray(rows, dtype=np.int64)
         positions, replaced = slate_positions(actions, cfg, labels or [f"actions[{r}]" for r in acting.tolist()])
-        slates = np.take_along_axis(self.candidates[acting], positions, axis=1)
+        slates = self.candidates[acting[:, None], positions]
         bonus = self.platform.utility_bonus(slates) if self.platform is not None else None
         fb = self.users.review(slates, self.streams, rows, bonus)
         reactions, dwell = fb.reactions, fb.dwell_min
@@ -223,7 +223,7 @@ class World:
         cand = self.candidates[at]
         context = np.stack([self.now[at], self.session[at], self.turn[at], self.gap[at]], axis=1)
         return build_observations(
-            self.features, cand, ~np.take_along_axis(self.consumed[at], cand, axis=1),
+            self.features, cand, ~self.consumed[at[:, None], cand],
             self.history_ids[at], self.history_reactions[at], self.history_dwell[at],
             self.instruction[at], context,
         )
@@ -296,16 +296,13 @@ class World:
         and mark what it engaged with as consumed."""
         h = self.config.history_len
         seen = reactions != UNSEEN
-        ids = np.concatenate([self.history_ids[rows], np.where(seen, slates, -1)], axis=1)
-        keep = np.concatenate([self.history_ids[rows] >= 0, seen], axis=1)
-        # Stable sort puts dropped entries first and keeps the order of the rest: right-aligned history.
-        order = np.argsort(keep, axis=1, kind="stable")[:, -h:]
-        kept = np.take_along_axis(keep, order, axis=1)
-        self.history_ids[rows] = np.where(kept, np.take_along_axis(ids, order, axis=1), -1)
-        rx = np.concatenate([self.history_reactions[rows], reactions.astype(np.int64)], axis=1)
-        self.history_reactions[rows] = np.where(kept, np.take_along_axis(rx, order, axis=1), UNSEEN)
-        dw = np.concatenate([self.history_dwell[rows], dwell.astype(np.float32)], axis=1)
-        self.history_dwell[rows] = np.where(kept, np.take_along_axis(dw, order, axis=1), 0.0)
+        # The reviewed items are a prefix of the slate, and the history is right-aligned (padding
+        # first): the new history is the `h` entries of [history, slate] ending after the prefix.
+        window = seen.sum(axis=1)[:, None] + np.arange(h)
+        at = np.arange(len(rows))[:, None]
+        self.history_ids[rows] = np.concatenate([self.history_ids[rows], slates], axis=1)[at, window]
+        self.history_reactions[rows] = np.concatenate([self.history_reactions[rows], reactions], axis=1)[at, window]
+        self.history_dwell[rows] = np.concatenate([self.history_dwell[rows], dwell], axis=1)[at, window]
         ri, ci = np.nonzero(reactions > 0)
         self.consumed[rows[ri], slates[ri, ci]] = True
 

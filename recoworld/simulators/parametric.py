@@ -135,9 +135,15 @@ class ParametricUsers:
         choice: ChoiceConfig | None = None,
         dynamics: DynamicsConfig | None = None,
         returns: ReturnConfig | None = None,
+        *,
+        choice_model: ChoiceModel | None = None,
     ) -> None:
+        """`choice_model` replaces the logit built from `choice` (e.g. a subclass in a test that
+        makes every item a click); the dynamics around it stay the same."""
+        if choice_model is not None and choice is not None:
+            raise ValueError("pass either choice (a ChoiceConfig) or choice_model (a ChoiceModel), not both")
         self.catalog = catalog
-        self.choice = ChoiceModel(choice or ChoiceConfig())
+        self.choice = choice_model if choice_model is not None else ChoiceModel(choice or ChoiceConfig())
         self.dyn = dynamics or DynamicsConfig()
         self.returns = ReturnGapModel(returns or ReturnConfig())
         self.writer = InstructionWriter(catalog)
