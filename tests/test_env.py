@@ -154,6 +154,10 @@ def test_bad_actions_name_the_problem() -> None:
         env.step(np.array([-1, 1, 2, 3]))
     with pytest.raises(InvalidActionError, match="integer"):
         env.step(np.array([0.5, 1, 2, 3]))
+    with pytest.raises(InvalidActionError, match=r"integer candidate positions, got array\(\[inf"):
+        env.step(np.array([np.inf, 1, 2, 3]))
+    with pytest.raises(InvalidActionError, match="integer"):
+        env.step(np.array(["a", "b", "c", "d"]))
     strict = RecoWorldEnv(**SMALL, on_duplicate="error")
     strict.reset(seed=0)
     with pytest.raises(InvalidActionError, match=r"action\[2\]=1 repeats"):

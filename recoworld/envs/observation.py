@@ -100,8 +100,9 @@ def slate_positions(actions: np.ndarray, cfg: WorldConfig, labels: list[str]) ->
     c = cfg.n_candidates
     act = np.asarray(actions)
     if act.dtype.kind not in "iu":
-        if act.dtype.kind != "f" or not np.all(act == np.round(act)):
-            j = 0 if act.dtype.kind != "f" else int(np.flatnonzero((act != np.round(act)).any(axis=1))[0])
+        whole = np.isfinite(act) & (act == np.round(act)) if act.dtype.kind == "f" else np.zeros(act.shape, bool)
+        if not whole.all():
+            j = int(np.flatnonzero(~whole.all(axis=1))[0])
             raise InvalidActionError(f"{labels[j]} must hold integer candidate positions, got {act[j]!r}")
         act = act.astype(np.int64)
     bad = (act < 0) | (act >= c)
