@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from recoworld.errors import RecoWorldError
 
@@ -98,7 +98,9 @@ def simulate(
     data: Annotated[Path | None, typer.Option(help=DATA_HELP)] = None,
     embedding: Annotated[str, typer.Option(help=EMBEDDING_HELP)] = "auto",
     calibrated: Annotated[Path | None, typer.Option(help=CALIBRATED_HELP)] = None,
-    out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/simulate"),
+    out: Annotated[Path, typer.Option(help="output directory; rerun to resume")] = Path("runs/simulate"),
+    overwrite: Annotated[bool, typer.Option(help="--out holds another run: remove its results and start over")]
+    = False,
     user_backend: Annotated[str | None, typer.Option(help="simulated users: parametric or llm")] = None,
     llm: Annotated[str | None, typer.Option(help="LLM backend: local (Gemma 270M in-process) or openai")] = None,
     llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (key: $OPENAI_API_KEY)")] = None,
@@ -148,14 +150,29 @@ def simulate(
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
-        tasks = {name: progress.add_task(f"{name:>10}", total=users) for name in names}
-        try:
-            result = run(cfg, catalog=cat, out=out, profiles=profiles,
-                         on_episode=lambda name: progress.advance(tasks[name]))
-        except RecoWorldError as err:
-            raise _fail(err) from None
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console)
+    tasks: dict[str, TaskID] = {}
+
+    def advance(name: str) -> None:  # bars start with the first episode: a refused --out prints its error alone
+        if not tasks:
+            progress.start()
+        if name not in tasks:
+            tasks[name] = progress.add_task(f"{name:>10}", total=users)
+        progress.advance(tasks[name])
+
+    inputs = {k: str(v) for k, v in {"config": config, "population": population, "catalog": catalog, "data": data,
+                                     "calibrated": calibrated}.items() if v is not None}
+    try:
+        result = run(cfg, catalog=cat, out=out, profiles=profiles, on_episode=advance, overwrite=overwrite,
+                     inputs=inputs, also_writes=["retention.png"])
+    except RecoWorldError as err:
+        raise _fail(err) from None
+    finally:
+        progress.stop()
+    if result.resumed:
+        console.print(f"resumed {out}: {', '.join(result.resumed)} finished earlier, not recomputed",
+                      soft_wrap=True, highlight=False)
 
     console.print(summary_table(result.summary, title=f"RecoWorld: {users} users, {world.horizon_days:g} days"))
     daily = daily_activity(result.trajectories, math.ceil(world.horizon_days))

@@ -261,14 +261,21 @@ class RetrievalConfig(StrictModel):
 
     interest_share: float = Field(0.5, ge=0, le=1, description="share of candidates from history similarity")
     popular_share: float = Field(0.25, ge=0, le=1)
+    instruction_share: float = Field(
+        0.2, ge=0, le=1,
+        description="share of candidates that answer the user's latest instruction of the session (items "
+        "that honour its intent, drawn from the whole catalog, nearest its direction first); taken from the "
+        "exploration block while an instruction is active",
+    )
     exclude_recent: int = Field(50, ge=0, description="do not re-offer the last N shown items")
 
     @model_validator(mode="after")
     def _shares(self) -> RetrievalConfig:
-        if self.interest_share + self.popular_share > 1:
+        total = self.interest_share + self.popular_share + self.instruction_share
+        if total > 1:
             raise ValueError(
-                "interest_share + popular_share must be <= 1, got "
-                f"{self.interest_share} + {self.popular_share}"
+                "interest_share + popular_share + instruction_share must be <= 1, got "
+                f"{self.interest_share} + {self.popular_share} + {self.instruction_share}"
             )
         return self
 
@@ -277,6 +284,7 @@ class RewardConfig(StrictModel):
     """Multi-turn retention reward.
 
     per turn:       dwell * sum(dwell minutes) + click * n_clicks + like * n_likes + share * n_shares
+                    + instruction_following * (share of the slate honouring the session's latest instruction)
     at session end: + return_bonus * exp(-gap_days / return_tau_days)   (user comes back)
                     + churn_penalty                                       (user never comes back)
     """
@@ -288,6 +296,9 @@ class RewardConfig(StrictModel):
     return_bonus: float = 10.0
     return_tau_days: float = Field(1.0, gt=0)
     churn_penalty: float = -10.0
+    instruction_following: float = Field(
+        0.0, description="weight of the instruction-following term; 0 leaves the user as the only judge"
+    )
 
 
 class WorldConfig(StrictModel):

@@ -3,6 +3,7 @@ leaves the previous version in place."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -26,3 +27,26 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike[str]) -> Path:
+    """`data` as the whole of `path`, all or nothing, like `write_parquet_atomic`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json_atomic(data: object, path: str | os.PathLike[str]) -> Path:
+    """`data` as indented JSON, atomically (manifests: a crash never leaves half of one)."""
+    return write_bytes_atomic(json.dumps(data, indent=1).encode(), path)

@@ -124,6 +124,11 @@ class Catalog:
         return (log_pop - log_pop.mean()) / max(float(log_pop.std()), 1e-9)
 
     @functools.cached_property
+    def median_quality(self) -> float:
+        """What "high quality" means in a request: at least the catalog's median."""
+        return float(np.median(self.quality))
+
+    @functools.cached_property
     def self_information(self) -> np.ndarray:
         """(N,) -log2 popularity: the standard item novelty of recommender metrics."""
         return -np.log2(np.maximum(self.popularity, 1e-12)).astype(np.float32)

@@ -32,9 +32,20 @@ The instruction's text is in `info["instruction"]`. The mindset is hidden; it ap
 in `info["mindset"]` only when the env is made with `expose_mindset=True`.
 
 ## Rewards
-Per turn: `dwell * minutes + click * clicks + like * likes + share * shares`. When the
-user leaves, add `return_bonus * exp(-gap_days / return_tau_days)`, or `churn_penalty`
-when the user never returns. Weights live in `RewardConfig` (`reward=` override).
+Per turn: `dwell * minutes + click * clicks + like * likes + share * shares`, plus
+`instruction_following` (0 by default) times the share of the slate that honours the
+session's latest instruction. When the user leaves, add
+`return_bonus * exp(-gap_days / return_tau_days)`, or `churn_penalty` when the user
+never returns. Weights live in `RewardConfig` (`reward=` override).
+
+## Instructions and retrieval
+Candidates come from four blocks, in order: items that answer the session's latest
+instruction (`retrieval.instruction_share`, drawn from the whole catalog among the items
+that honour its intent), similarity to engaged history, popularity, and uniform
+exploration. `info["instruction_followed"]` is the share of the slate that honours the
+instruction in force, and `info["instruction_satisfiable"]` whether the candidates held
+enough honouring items (one for `more`, a whole slate for `less`/`different`); both are
+None while no instruction is in force.
 
 ## Episode End
 Terminates when the user churns or the next session falls beyond `horizon_days`;

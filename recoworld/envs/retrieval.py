@@ -1,9 +1,11 @@
 """The platform's candidate generator: the retrieval stage in front of every recommender.
 
-It sees only what a platform logs (items shown and the reactions to them), never the
-user's mindset. Candidates mix three sources: similarity to recently engaged items,
-popularity, and uniform exploration, so a recommender always has something relevant,
-something popular and something new to choose from.
+It sees only what a platform logs (items shown, the reactions to them, and what the user
+said), never the user's mindset. Candidates mix four sources, in this order: items that
+answer the user's latest instruction (drawn from the whole catalog, so "more baking" can
+be satisfied), similarity to recently engaged items, popularity, and uniform exploration,
+so a recommender always has something asked for, something relevant, something popular
+and something new to choose from.
 
 Retrieval runs for a batch of users at once. Each user draws a fixed block of uniforms
 from its own stream per retrieval, so a user's candidates never depend on the batch it
@@ -13,6 +15,8 @@ every ranking.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from recoworld.catalog import Catalog
@@ -21,6 +25,30 @@ from recoworld.streams import UserStreams
 
 #: How many of the latest engaged items make up the interest query.
 QUERY_ITEMS = 10
+
+
+@dataclass
+class InstructionTargets:
+    """What the users' latest instructions ask for, one row per retrieving user."""
+
+    active: np.ndarray  # (R,) bool: an instruction is in force
+    topics: np.ndarray  # (R, T) bool: topics an item may be on to honour it
+    high_quality: np.ndarray  # (R,) bool: it asked for high quality
+    direction: np.ndarray  # (R, D) where it points in item space
+
+    def subset(self, rows: np.ndarray) -> InstructionTargets:
+        return InstructionTargets(self.active[rows], self.topics[rows], self.high_quality[rows], self.direction[rows])
+
+    def honoured(self, catalog: Catalog, items: np.ndarray | None = None) -> np.ndarray:
+        """(R, M) bool: which of each row's `items` (R, M) honour its instruction; (R, N) for the
+        whole catalog when `items` is None."""
+        if items is None:
+            ok = self.topics[:, catalog.topic]
+            good = (catalog.quality >= catalog.median_quality)[None, :]
+        else:
+            ok = np.take_along_axis(self.topics, catalog.topic[items].astype(np.int64), axis=1)
+            good = catalog.quality[items] >= catalog.median_quality
+        return ok & (good | ~self.high_quality[:, None])
 
 
 class CandidateRetriever:
@@ -35,6 +63,8 @@ class CandidateRetriever:
         n_int = round(config.interest_share * n_candidates)
         n_pop = round(config.popular_share * n_candidates)
         self._n_interest, self._n_popular = n_int, min(n_pop, n_candidates - n_int)
+        self._n_instruction = min(round(config.instruction_share * n_candidates),
+                                  n_candidates - self._n_interest - self._n_popular)
         # Uniforms per retrieval: oversampled draws for the largest possible popular and random blocks.
         self._max_popular = self._n_popular + self._n_interest // 2
         self._max_random = n_candidates - self._n_popular
@@ -53,8 +83,10 @@ class CandidateRetriever:
         streams: UserStreams,
         rows: np.ndarray,
         unavailable: np.ndarray | None = None,
+        instructions: InstructionTargets | None = None,
     ) -> np.ndarray:
-        """(R, n_candidates) distinct catalog indices per user, in retrieval order (interest, popular, random).
+        """(R, n_candidates) distinct catalog indices per user, in retrieval order (instruction,
+        interest, popular, random).
 
         `history_items`/`history_reactions` are (R, H), oldest first with -1 padding on the left;
         row j belongs to user `rows[j]` and draws from `streams[rows[j]]`. `unavailable` (R, N)
@@ -70,14 +102,29 @@ class CandidateRetriever:
         else:
             blocked, n_free = unavailable.copy(), n_items - unavailable.sum(axis=1)
         shown = history_items >= 0
-        recent_rows, recent_items = np.empty(0, np.int64), np.empty(0, np.int64)
+        taken_rows, taken_items = np.empty(0, np.int64), np.empty(0, np.int64)
         if self.config.exclude_recent:
             recent = np.zeros_like(shown)
             recent[:, -self.config.exclude_recent:] = shown[:, -self.config.exclude_recent:]
             fits = n_free - recent.sum(axis=1) >= self.n  # never block so much that too few items remain
-            recent_rows, ci = np.nonzero(recent & fits[:, None])
-            recent_items = history_items[recent_rows, ci]
-            blocked[recent_rows, recent_items] = True
+            taken_rows, ci = np.nonzero(recent & fits[:, None])
+            taken_items = history_items[taken_rows, ci]
+            blocked[taken_rows, taken_items] = True
+
+        n_instruction = np.zeros(r, dtype=np.int64)
+        if self._n_instruction and instructions is not None and instructions.active.any():
+            a = np.flatnonzero(instructions.active)
+            asked = instructions.subset(a)
+            scores = asked.direction.astype(np.float64) @ self._emb.T
+            scores[~asked.honoured(self.catalog)] = -np.inf
+            scores[blocked[a]] = -np.inf
+            picks = _top_rows(scores, self._n_instruction)
+            found = np.take_along_axis(scores, picks, axis=1) > -np.inf  # too few honouring items: fewer picks
+            n_instruction[a] = found.sum(axis=1)
+            ai, ci = np.nonzero(found)
+            out[a[ai], ci] = picks[ai, ci]
+            blocked[a[ai], picks[ai, ci]] = True
+            taken_rows, taken_items = np.r_[taken_rows, a[ai]], np.r_[taken_items, picks[ai, ci]]
 
         positive = shown & (history_reactions > 0)
         has_taste = positive.any(axis=1)
@@ -88,24 +135,24 @@ class CandidateRetriever:
             weights = latest[t].astype(np.float64)
             query = np.einsum("rh,rhd->rd", weights, self._emb[np.maximum(history_items[t], 0)])
             scores = query @ self._emb.T
-            # What is blocked so far is sparse (recent items) or a release mask: no dense masked write.
+            # What is blocked so far is sparse (recent and instruction items) or a release mask: no dense write.
             if unavailable is not None:
                 scores[unavailable[t]] = -np.inf
             slot = np.full(r, -1)
             slot[t] = np.arange(len(t))
-            hit = slot[recent_rows] >= 0
-            scores[slot[recent_rows[hit]], recent_items[hit]] = -np.inf
+            hit = slot[taken_rows] >= 0
+            scores[slot[taken_rows[hit]], taken_items[hit]] = -np.inf
             picks = _top_rows(scores, self._n_interest)
-            out[t, : self._n_interest] = picks
+            out[t[:, None], n_instruction[t][:, None] + np.arange(self._n_interest)] = picks
             blocked[t[:, None], picks] = True
 
         n_popular = self._n_popular + (self._n_interest - n_interest) // 2
         split = 2 * self._max_popular + 8
         pop_idx = np.minimum(np.searchsorted(self._pop_cdf, draws[:, :split], side="right"), n_items - 1)
-        self._fill(out, n_interest, n_popular, pop_idx, blocked, streams, rows, popular=True)
+        self._fill(out, n_instruction + n_interest, n_popular, pop_idx, blocked, streams, rows, popular=True)
         rand_idx = np.minimum((draws[:, split:] * n_items).astype(np.int64), n_items - 1)
-        self._fill(out, n_interest + n_popular, self.n - n_interest - n_popular, rand_idx, blocked, streams, rows,
-                   popular=False)
+        start = n_instruction + n_interest + n_popular
+        self._fill(out, start, self.n - start, rand_idx, blocked, streams, rows, popular=False)
         return out
 
     def _fill(self, out: np.ndarray, start: np.ndarray, count: np.ndarray, drawn: np.ndarray, blocked: np.ndarray,

@@ -49,7 +49,8 @@ from recoworld.population import PopulationSpec, UserProfile
 #: Per-user info keys of a step, copied from `StepBatch` (key -> attribute).
 _STEP_KEYS = {"reactions": "reactions", "dwell_min": "dwell_min", "left": "left",
               "duplicates_replaced": "replaced", "engagement_reward": "engagement",
-              "return_gap_days": "return_gap", "llm_fallback": "fallback"}
+              "return_gap_days": "return_gap", "llm_fallback": "fallback",
+              "instruction_followed": "followed", "instruction_satisfiable": "satisfiable"}
 _STATS = ("sessions", "days_active", "retention", "turns")
 
 
@@ -161,7 +162,7 @@ class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray
             for key, attr in _STEP_KEYS.items():
                 value = getattr(batch, attr)
                 full = np.zeros((b, *value.shape[1:]), dtype=value.dtype)
-                if key == "return_gap_days":
+                if value.dtype.kind == "f":  # nan: nothing to report for that user
                     full[:] = np.nan
                 full[batch.rows] = value
                 info[key], info[f"_{key}"] = full, stepped

@@ -37,11 +37,12 @@ from recoworld.envs.observation import (
     slate_positions,
 )
 from recoworld.envs.platform import SharedPlatform
-from recoworld.envs.retrieval import CandidateRetriever
+from recoworld.envs.retrieval import CandidateRetriever, InstructionTargets
 from recoworld.errors import ConfigError
 from recoworld.mindset import UNSEEN, Instruction
 from recoworld.population import PopulationSpec, UserProfile, sample_population
 from recoworld.simulators.base import BatchUserSimulator
+from recoworld.simulators.instructions import intent_direction, intent_topics, wants_quality
 from recoworld.simulators.parametric import ParametricUsers
 from recoworld.streams import UserStreams
 
@@ -66,6 +67,9 @@ class TurnInfo(TypedDict, total=False):
     dwell_min: np.ndarray  # (K,) minutes per item
     instruction: str | None  # the reflective instruction's text, if the user gave one
     instruction_intent: dict[str, Any]  # its structured intent (empty without one)
+    instruction_followed: float | None  # share of the slate honouring the session's latest instruction
+    instruction_satisfiable: bool | None  # the candidates held enough items to honour it (1 for "more",
+    # a whole slate for "less"/"different"); None while no instruction is in force
     left: bool  # the user ended the session after this turn
     duplicates_replaced: int  # slots the env replaced because they repeated a candidate
     engagement_reward: float  # the turn's engagement part of the reward
@@ -96,7 +100,9 @@ class StepBatch:
     reasons: list[list[str]] | None
     replaced: np.ndarray  # (R,) int64
     engagement: np.ndarray  # (R,) float64
-    reward: np.ndarray  # (R,) float64, engagement plus the session-end term
+    followed: np.ndarray  # (R,) float64 share of the slate honouring the instruction in force; nan = none
+    satisfiable: np.ndarray  # (R,) float64 1/0: the candidates could honour it; nan = none in force
+    reward: np.ndarray  # (R,) float64: engagement, instruction term, session-end term
     return_gap: np.ndarray  # (R,) float64: nan = session goes on, inf = churned
     terminated: np.ndarray  # (R,) bool
     truncated: np.ndarray  # (R,) bool
@@ -130,6 +136,10 @@ class World:
         self.consumed = np.zeros((b, n), dtype=bool)
         self.instruction = np.zeros((b, 4 + catalog.embedding_dim), dtype=np.float32)
         self.candidates = np.zeros((b, config.n_candidates), dtype=np.int64)
+        # The session's latest instruction, as retrieval and the instruction-following measures need it.
+        self.asked = InstructionTargets(np.zeros(b, dtype=bool), np.zeros((b, catalog.n_topics), dtype=bool),
+                                        np.zeros(b, dtype=bool), np.zeros((b, catalog.embedding_dim)))
+        self.asked_more = np.zeros(b, dtype=bool)
         self.now = np.zeros(b)
         self.gap = np.zeros(b)
         self.session = np.zeros(b, dtype=np.int64)
@@ -165,6 +175,7 @@ class World:
         self.history_dwell[rows] = 0.0
         self.consumed[rows] = False
         self.instruction[rows] = 0.0
+        self.asked.active[rows] = False
         self.now[rows] = now_days
         self.session[rows] = 0
         self.steps[rows] = 0
@@ -179,6 +190,7 @@ class World:
         acting = self._all if rows is None else np.asarray(rows, dtype=np.int64)
         positions, replaced = slate_positions(actions, cfg, labels or [f"actions[{r}]" for r in acting.tolist()])
         slates = self.candidates[acting[:, None], positions]
+        followed, satisfiable = self._instruction_measures(acting, slates)
         bonus = self.platform.utility_bonus(slates) if self.platform is not None else None
         fb = self.users.review(slates, self.streams, rows, bonus)
         reactions, dwell = fb.reactions, fb.dwell_min
@@ -191,16 +203,17 @@ class World:
         self._record(acting, slates, reactions, dwell)
         for j, instruction in enumerate(fb.instructions):
             if instruction is not None:
-                self.instruction[acting[j]] = instruction_vector(instruction, self.catalog)
+                self._listen(int(acting[j]), instruction)
         if self.platform is not None:
             self.retriever.set_popularity(self.platform.update(slates, reactions))
 
-        reward = engagement.astype(np.float64)
+        reward = engagement + cfg.reward.instruction_following * np.nan_to_num(followed)
         return_gap = np.full(len(acting), np.nan)
         terminated = np.zeros(len(acting), dtype=bool)
         leaving = np.flatnonzero(fb.left)
         if len(leaving):
             users = acting[leaving]
+            self.asked.active[users] = False  # an instruction is about the session it was given in
             gaps = self.users.end_sessions(users, self.now[users], self.streams)
             reward[leaving] += return_reward(cfg.reward, gaps)
             return_gap[leaving] = gaps
@@ -213,7 +226,8 @@ class World:
         self._retrieve(acting[~(fb.left | terminated | truncated)])
         fallback = fb.fallback if fb.fallback is not None else np.zeros(len(acting), dtype=bool)
         return StepBatch(acting, slates, reactions, dwell, fb.instructions, fb.left, fallback, fb.reasons,
-                         replaced, engagement, reward, return_gap, terminated, truncated, *clock)
+                         replaced, engagement, followed, satisfiable, reward, return_gap, terminated, truncated,
+                         *clock)
 
     # ------------------------------------------------------------------ what the platform shows
 
@@ -243,11 +257,14 @@ class World:
         profile = self.profiles[row]
         instruction = batch.instructions[j]
         gap = float(batch.return_gap[j])
+        followed, satisfiable = float(batch.followed[j]), float(batch.satisfiable[j])
         info: TurnInfo = {
             "user_id": profile.user_id, "segment": profile.segment,
             "slate": batch.slates[j], "reactions": batch.reactions[j], "dwell_min": batch.dwell_min[j],
             "instruction": instruction.text if instruction else None,
             "instruction_intent": instruction.intent.model_dump() if instruction else {},
+            "instruction_followed": None if math.isnan(followed) else followed,
+            "instruction_satisfiable": None if math.isnan(satisfiable) else bool(satisfiable),
             "left": bool(batch.left[j]), "duplicates_replaced": int(batch.replaced[j]),
             "engagement_reward": float(batch.engagement[j]),
             "return_gap_days": None if math.isnan(gap) or math.isinf(gap) else gap,
@@ -288,8 +305,31 @@ class World:
             return
         unavailable = self.platform.unreleased(self.now[rows]) if self.platform is not None else None
         self.candidates[rows] = self.retriever.retrieve(
-            self.history_ids[rows], self.history_reactions[rows], self.streams, rows, unavailable
+            self.history_ids[rows], self.history_reactions[rows], self.streams, rows, unavailable,
+            self.asked.subset(rows),
         )
+
+    def _listen(self, row: int, instruction: Instruction) -> None:
+        """Take in what a user said: the observation shows it, retrieval and the measures answer it."""
+        intent = instruction.intent
+        self.instruction[row] = instruction_vector(instruction, self.catalog)
+        self.asked.active[row] = True
+        self.asked.topics[row] = intent_topics(intent, self.catalog)
+        self.asked.high_quality[row] = wants_quality(intent)
+        self.asked.direction[row] = intent_direction(intent, self.catalog)
+        self.asked_more[row] = intent.kind == "more"
+
+    def _instruction_measures(self, rows: np.ndarray, slates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, the share of the slate that honours the instruction in force, and whether the
+        candidates could have honoured it; nan where no instruction is in force."""
+        followed, satisfiable = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+        a = np.flatnonzero(self.asked.active[rows])
+        if len(a):
+            asked = self.asked.subset(rows[a])
+            followed[a] = asked.honoured(self.catalog, slates[a]).mean(axis=1)
+            offered = asked.honoured(self.catalog, self.candidates[rows[a]]).sum(axis=1)
+            satisfiable[a] = offered >= np.where(self.asked_more[rows[a]], 1, self.config.slate_size)
+        return followed, satisfiable
 
     def _record(self, rows: np.ndarray, slates: np.ndarray, reactions: np.ndarray, dwell: np.ndarray) -> None:
         """Append each row's reviewed items to its history (the last `history_len`, oldest first)

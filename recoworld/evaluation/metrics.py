@@ -14,6 +14,7 @@ import pandas as pd
 
 from recoworld.catalog import Catalog
 from recoworld.mindset import Intent
+from recoworld.simulators.instructions import intent_topics, wants_quality
 
 #: z for a two-sided 95% normal confidence interval.
 Z95 = 1.959963984540054
@@ -30,22 +31,11 @@ def mean_ci(values: np.ndarray | pd.Series) -> tuple[float, float]:
 
 
 def intent_match(intent: Intent | dict[str, Any], catalog: Catalog, items: np.ndarray) -> np.ndarray:
-    """Which items honour a structured intent.
-
-    `more X`: the item is about X. `less`/`different X`: it is not about X, and when the user
-    asked for high quality, it is of at least median quality.
-    """
+    """Which items honour a structured intent (see `recoworld.simulators.instructions.intent_topics`)."""
     intent = intent if isinstance(intent, Intent) else Intent.model_validate(intent)
-    topics = catalog.topic[items]
-    named = np.isin(topics, [catalog.topic_index(t) for t in intent.topics])
-    if intent.kind == "more":
-        match = named
-    else:
-        match = ~named
-        if intent.kind == "less" and not intent.topics and intent.related:
-            match = np.isin(topics, [catalog.topic_index(t) for t in intent.related])
-    if intent.attributes.get("quality") == "high":
-        match = match & (catalog.quality[items] >= np.median(catalog.quality))
+    match = intent_topics(intent, catalog)[catalog.topic[items]]
+    if wants_quality(intent):
+        match = match & (catalog.quality[items] >= catalog.median_quality)
     return match
 
 
@@ -85,6 +75,9 @@ def summarize(trajectories: pd.DataFrame, episodes: pd.DataFrame) -> pd.DataFram
                 "instruction_rate": float(turns["instruction"].notna().mean()),
                 "instruction_following": float((with_intent["intent_match"] >= 0.5).mean())
                 if len(with_intent)
+                else float("nan"),
+                "instruction_satisfiable": float(with_intent["instruction_satisfiable"].astype(float).mean())
+                if len(with_intent) and "instruction_satisfiable" in with_intent
                 else float("nan"),
                 "diversity": float(turns["slate_diversity"].mean()),
                 "novelty": float(traj["self_information"].mean()),

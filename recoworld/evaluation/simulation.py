@@ -2,30 +2,39 @@
 
 Every recommender meets the same users with the same episode seeds (common random
 numbers), so differences between recommenders are not sampling noise in who showed up.
-Trajectories are written per recommender, atomically, as soon as that recommender is done.
+Trajectories are written per recommender, atomically, as soon as that recommender is done,
+and recorded in the output folder's manifest (`run_folder`): an interrupted run resumes at
+the recommender it was on, and one folder never holds two runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
 from recoworld.agents import Recommender, make_recommender
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import StrictModel, WorldConfig, load_config
 from recoworld.envs.recoworld_env import RecoWorldEnv
+from recoworld.errors import ConfigError
 from recoworld.evaluation.metrics import summarize
+from recoworld.evaluation.run_folder import LLM_RUNTIME_FIELDS, RunFolder, catalog_fingerprint
 from recoworld.evaluation.trajectory import TrajectoryLog
 from recoworld.llm.errors import BudgetExceeded
 from recoworld.population import PopulationSpec, UserProfile, draw_profiles, sample_population
-from recoworld.storage import write_parquet_atomic
+from recoworld.storage import write_bytes_atomic, write_parquet_atomic
+
+EPISODES, SUMMARY = "episodes.parquet", "summary.csv"
+_PART_DIRS = ("trajectories", "episodes")  # one file per recommender in each
 
 
 class SimulationConfig(StrictModel):
@@ -59,6 +68,7 @@ class SimulationResult:
     summary: pd.DataFrame
     profiles: list[UserProfile]
     stopped: str | None = None  # why the study stopped early (an LLM budget), else None
+    resumed: list[str] = field(default_factory=list)  # recommenders reused from an earlier run in `out`
 
 
 def run_episode(
@@ -94,13 +104,24 @@ def simulate(
     build_agent: AgentBuilder | None = None,
     on_episode: Callable[[str], None] | None = None,
     profiles: list[UserProfile] | None = None,
+    overwrite: bool = False,
+    inputs: Mapping[str, str] | None = None,
+    also_writes: Sequence[str] = (),
 ) -> SimulationResult:
     """Run every agent in `config.agents` on the same sampled users.
 
-    With `out`, writes `trajectories/<agent>.parquet`, `episodes.parquet` and `summary.csv`.
-    Agents come from `build_agent`, by default `make_recommender` with the world's `llm` config.
+    With `out`, writes `trajectories/<agent>.parquet` and `episodes/<agent>.parquet` as each
+    agent finishes, then `episodes.parquet` and `summary.csv`, both rebuilt from those files,
+    and keeps `manifest.json` (`recoworld.evaluation.run_folder`): a rerun of the same run
+    resumes at the agent it was on, and `out` holding another run is an error unless
+    `overwrite` (its files are then removed first). `inputs` (where the catalog and users came
+    from) are recorded in the manifest; `also_writes` names files the caller adds to `out`
+    afterwards (the CLI's plot), so that they count as the run's too.
+    Agents come from `build_agent`, by default `make_recommender` with the world's `llm` config;
+    a custom builder's finished agents are not reused, since the manifest cannot tell what it built.
     With `profiles` (e.g. users built from a real log), `n_users` of them are drawn without
     replacement instead of sampling `config.population` (all of them when there are fewer).
+    `on_episode(agent)` is called after each episode played, or reused from the manifest.
     """
     cfg = config or SimulationConfig()
     catalog = catalog if catalog is not None else cached_catalog(cfg.world.catalog)
@@ -112,36 +133,97 @@ def simulate(
     else:
         profiles = draw_profiles(profiles, cfg.n_users, pop_rng)
     episode_seeds = ep_seed.generate_state(len(profiles), dtype=np.uint32).astype(int).tolist()
-    out_dir = Path(out) if out is not None else None
+    folder = None
+    if out is not None:
+        _distinct_files(cfg.agents)
+        folder = RunFolder.open(out, "simulate", run_identity(cfg, catalog, profiles, build_agent),
+                                files=[EPISODES, SUMMARY, *also_writes], part_dirs=_PART_DIRS,
+                                overwrite=overwrite, inputs=inputs)
 
-    trajectories, episodes = [], []
+    trajectories, episodes, resumed = [], [], []
     stopped: str | None = None
     for name in cfg.agents:
         if stopped is not None:
             break
+        files = {kind: f"{kind}/{_safe(name)}.parquet" for kind in _PART_DIRS}
+        done = folder.done(name) if folder is not None and build_agent is None else None
+        if done is not None:  # finished by an earlier run of this same run, files intact
+            resumed.append(name)
+            for _ in range(done["episodes"] if on_episode is not None else 0):
+                on_episode(name)  # type: ignore[misc]
+            continue
         env = RecoWorldEnv(cfg.world, catalog=catalog, population=profiles)
         agent = (build_agent(name, catalog, cfg.world.slate_size, cfg.seed) if build_agent is not None
                  else make_recommender(name, catalog, cfg.world.slate_size, cfg.seed, llm=cfg.world.llm))
         log = TrajectoryLog(catalog, name)
+        rows = []
         for profile, seed in zip(profiles, episode_seeds):
             try:
-                episodes.append({"recommender": name, **run_episode(env, agent, profile, seed, log)})
+                rows.append({"recommender": name, **run_episode(env, agent, profile, seed, log)})
             except BudgetExceeded as err:  # keep everything played so far; the unfinished episode has no row
                 stopped = str(err)
                 break
             if on_episode is not None:
                 on_episode(name)
-        table = log.table()
-        trajectories.append(table)
-        if out_dir is not None:
-            write_parquet_atomic(table, out_dir / "trajectories" / f"{_safe(name)}.parquet")
+        table, eps = log.table(), pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
+        if folder is None:
+            trajectories.append(table)
+            episodes.append(eps)
+            continue
+        folder.begin(name, files)
+        write_parquet_atomic(table, folder.path / files["trajectories"])
+        write_parquet_atomic(eps, folder.path / files["episodes"])
+        folder.finish(name, complete=stopped is None, episodes=len(rows), rows=table.num_rows)
+    if folder is not None:  # the results are what the files hold, whichever run wrote them
+        for name in cfg.agents:
+            part = folder.manifest["parts"].get(name)
+            if part is not None and part.get("status") in ("complete", "incomplete"):
+                trajectories.append(pq.read_table(folder.path / part["files"]["trajectories"]))
+                episodes.append(pq.read_table(folder.path / part["files"]["episodes"]))
     traj = pa.concat_tables(trajectories).to_pandas()
-    eps = pd.DataFrame(episodes)
+    parts = [t.to_pandas() for t in episodes if t.num_rows]
+    eps = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     summary = summarize(traj, eps)
-    if out_dir is not None:
-        write_parquet_atomic(pa.Table.from_pandas(eps, preserve_index=False), out_dir / "episodes.parquet")
-        summary.to_csv(out_dir / "summary.csv", index=False)
-    return SimulationResult(traj, eps, summary, profiles, stopped)
+    if folder is not None:
+        write_parquet_atomic(pa.Table.from_pandas(eps, preserve_index=False), folder.path / EPISODES)
+        write_bytes_atomic(summary.to_csv(index=False).encode(), folder.path / SUMMARY)
+        folder.finished()
+    return SimulationResult(traj, eps, summary, profiles, stopped, resumed)
+
+
+def run_identity(
+    cfg: SimulationConfig, catalog: Catalog, profiles: list[UserProfile], build_agent: AgentBuilder | None = None,
+) -> dict[str, Any]:
+    """Everything that determines a simulate run's results, as plain values (its manifest's identity).
+
+    The config (less the LLM settings that only change how calls are made), the catalog's and the
+    drawn users' content (so `--data`, `--catalog` and `--calibrated` inputs count by what they
+    hold, not where they lie), the agent builder and the package version.
+    """
+    import recoworld
+
+    users = hashlib.sha256()
+    for p in profiles:
+        users.update(p.model_dump_json().encode())
+    builder = "make_recommender" if build_agent is None else \
+        f"{getattr(build_agent, '__module__', '?')}.{getattr(build_agent, '__qualname__', type(build_agent).__name__)}"
+    return {
+        "config": cfg.model_dump(mode="json", exclude={"world": {"llm": LLM_RUNTIME_FIELDS}}),
+        "catalog": catalog_fingerprint(catalog),
+        "users": f"{len(profiles)} users, {users.hexdigest()[:16]}",
+        "agent_builder": builder,
+        "recoworld": recoworld.__version__,
+    }
+
+
+def _distinct_files(agents: list[str]) -> None:
+    """Two names that map to one file name would overwrite each other's results."""
+    seen: dict[str, str] = {}
+    for name in agents:
+        other = seen.setdefault(_safe(name), name)
+        if other != name:
+            raise ConfigError(f"recommenders {other!r} and {name!r} would share the file "
+                              f"trajectories/{_safe(name)}.parquet; rename one (e.g. copy its checkpoint)")
 
 
 def _safe(name: str) -> str:

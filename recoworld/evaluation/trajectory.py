@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from recoworld.catalog import Catalog
-from recoworld.evaluation.metrics import intent_match, slate_diversity
+from recoworld.evaluation.metrics import slate_diversity
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("return_gap_days", pa.float64(), False, "days until the next session when the user left and "
            "will return; null otherwise"),
     Column("churned", pa.bool_(), False, "the user left and will never come back"),
-    Column("intent_match", pa.float64(), False, "share of the slate that matches the session's latest "
-           "instruction; null before any instruction"),
+    Column("intent_match", pa.float64(), False, "share of the slate that honours the session's latest "
+           "instruction (`info['instruction_followed']`); null while none is in force"),
+    Column("instruction_satisfiable", pa.bool_(), False, "the turn's candidates held enough items to honour that "
+           "instruction (one for `more`, a slate for `less`/`different`); null while none is in force"),
     Column("slate_diversity", pa.float64(), False, "mean pairwise cosine distance within the slate"),
     Column("llm_fallback", pa.bool_(), False, "an LLM user's turn that the parametric user played instead"),
     Column("agent_trace", pa.string(), False, "the recommender's `last_trace` (JSON), e.g. ToolRec's reasoning; "
@@ -75,9 +77,8 @@ _CONSTANT = ("recommender", "arm", "shard")
 class TrajectoryLog:
     """Rows of one recommender's episodes (in one arm and shard), buffered column by column.
 
-    `add` takes a turn's `info` as the env returns it, so every writer derives the
-    columns the same way, and it keeps each episode's latest instruction (until the
-    user leaves) to score `intent_match`.
+    `add` takes a turn's `info` (a `TurnInfo`) as the env returns it, so every writer
+    derives the columns the same way.
     """
 
     def __init__(self, catalog: Catalog, recommender: str, *, arm: str = "baseline", shard: int | None = None,
@@ -89,21 +90,19 @@ class TrajectoryLog:
             self.is_new[new_items] = True
         self._turns: dict[str, list[Any]] = {c.name: [] for c in COLUMNS if not c.per_slot and c.name not in _CONSTANT}
         self._slots: dict[str, list[np.ndarray]] = {c.name: [] for c in COLUMNS if c.per_slot}
-        self._intents: dict[tuple[str, int], dict[str, Any] | None] = {}
 
     def add(self, user_id: str, segment: str, episode_seed: int, info: dict[str, Any], reward: float,
             trace: Any = None) -> None:
         """One turn of one user; `trace` is the recommender's `last_trace` for it."""
         cat, slate, instruction = self.catalog, np.asarray(info["slate"]), info["instruction"]
-        key = (user_id, episode_seed)
-        intent = self._intents.get(key)
         turn = {
             "user_id": user_id, "segment": segment, "episode_seed": episode_seed,
             "session": info["session"], "day": info["day"], "turn": info["turn"], "step": info["step"],
             "time_days": info["time_days"], "turn_reward": float(reward), "instruction": instruction,
             "intent": json.dumps(info["instruction_intent"]) if instruction else None,
             "left": info["left"], "return_gap_days": info["return_gap_days"], "churned": info["churned"],
-            "intent_match": float(intent_match(intent, cat, slate).mean()) if intent is not None else None,
+            "intent_match": info["instruction_followed"],
+            "instruction_satisfiable": info["instruction_satisfiable"],
             "slate_diversity": slate_diversity(cat, slate), "llm_fallback": info["llm_fallback"],
             "agent_trace": json.dumps(trace) if trace else None,
         }
@@ -114,10 +113,6 @@ class TrajectoryLog:
                  "self_information": cat.self_information[slate], "new_item": self.is_new[slate]}
         for name, values in slots.items():
             self._slots[name].append(np.asarray(values))
-        if instruction is not None:
-            self._intents[key] = info["instruction_intent"]
-        if info["left"]:
-            self._intents[key] = None
 
     def table(self) -> pa.Table:
         """The rows so far as an Arrow table of exactly `SCHEMA`; turn columns repeat on each slot's row."""

@@ -2,8 +2,9 @@
 
 The contract is `ChatBackend.complete(messages, spec, params) -> validated object` (and
 `acomplete` for many requests in flight); see `recoworld.llm.backend` for the full API,
-retry/repair rules and caching. Nothing here imports `openai` or `llama_cpp` until a
-backend sends its first request.
+retry/repair rules and caching; `recoworld.llm.health` for the health check before a run and
+the fallback-rate circuit breaker, `recoworld.llm.ledger` for a study-wide budget. Nothing
+here imports `openai` or `llama_cpp` until a backend sends its first request.
 """
 
 from recoworld.llm.backend import (
@@ -18,17 +19,33 @@ from recoworld.llm.backend import (
 )
 from recoworld.llm.cache import ResponseCache
 from recoworld.llm.config import LLMConfig, LocalModelConfig, SamplingParams
-from recoworld.llm.errors import BudgetExceeded, LLMError, LLMOutputError, LLMUnavailable
+from recoworld.llm.errors import (
+    BudgetExceeded,
+    FallbackRateExceeded,
+    LLMError,
+    LLMOutputError,
+    LLMRunHalted,
+    LLMServerUnreachable,
+    LLMUnavailable,
+    ReplayMiss,
+)
+from recoworld.llm.health import check_server, uses_llm
+from recoworld.llm.ledger import BudgetLedger
 from recoworld.llm.usage import Usage
 
 __all__ = [
     "BudgetExceeded",
+    "BudgetLedger",
     "ChatBackend",
+    "FallbackRateExceeded",
     "LLMConfig",
     "LLMError",
     "LLMOutputError",
+    "LLMRunHalted",
+    "LLMServerUnreachable",
     "LLMUnavailable",
     "LocalModelConfig",
+    "ReplayMiss",
     "ResponseCache",
     "SamplingParams",
     "Structured",
@@ -36,7 +53,9 @@ __all__ = [
     "ToolCall",
     "Tools",
     "Usage",
+    "check_server",
     "make_backend",
     "shared_backend",
     "shared_usage",
+    "uses_llm",
 ]

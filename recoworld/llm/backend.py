@@ -21,14 +21,20 @@ JSON action `{"tool": name, "arguments": {...}}`.
 What happens per request:
 1. With `structured_output="auto"`, the mode is the one the cache recorded for this model,
    else probed once (a server that cannot be reached is `LLMUnavailable`, never "unsupported").
-   Then the cache lookup (`cache="write"|"read"`), keyed by that mode among the rest; a hit
-   makes no model call. Only valid replies are recorded: a failure is never replayed.
-2. The budget is checked before every model call (`BudgetExceeded` stops the study).
+   Then the cache lookup (`cache="write"|"read"|"replay"`), keyed by that mode among the rest;
+   a hit makes no model call. Only valid replies are recorded: a failure is never replayed.
+   With `cache="replay"` a miss raises `ReplayMiss`: replay never calls the model.
+2. The budget is checked before every model call, probes, retries and repairs included
+   (`BudgetExceeded` stops the study); with `budget_ledger` set, against the totals of every
+   process sharing that file (`recoworld.llm.ledger`), so a study's budget is study-wide.
 3. Timeouts, connection errors and 5xx are retried `max_retries` times with exponential
    backoff, then raise `LLMUnavailable`.
 4. Invalid JSON, refusals and replies failing validation or `check` are resampled (seed+1)
    `max_retries` times; then one repair request shows the model its reply and the error;
    then `LLMOutputError`. Both are `LLMError`s, which simulators turn into a counted fallback.
+5. Every model call's outcome feeds the circuit breaker (`recoworld.llm.health.FallbackBreaker`):
+   once too many recent calls failed (`max_fallback_rate` over `fallback_window`), the failing
+   call raises `FallbackRateExceeded` instead of its `LLMError`, and the run stops.
 
 The retry logic is written once, as a generator that yields requests (and backoff delays)
 and receives replies; `complete` and `acomplete` are thin sync and async drivers around it.
@@ -48,7 +54,9 @@ from pydantic import BaseModel
 
 from recoworld.llm.cache import ResponseCache, cache_key
 from recoworld.llm.config import LLMConfig, SamplingParams
-from recoworld.llm.errors import LLMOutputError, LLMUnavailable
+from recoworld.llm.errors import LLMError, LLMOutputError, LLMUnavailable, ReplayMiss
+from recoworld.llm.health import FallbackBreaker
+from recoworld.llm.ledger import BudgetLedger
 from recoworld.llm.usage import Usage
 
 T = TypeVar("T", bound=BaseModel)
@@ -209,9 +217,11 @@ class ChatBackend(ABC):
         self.config = config
         self.usage = Usage(
             price_input_per_mtok=config.price_input_per_mtok, price_output_per_mtok=config.price_output_per_mtok,
-            budget_usd=config.budget_usd, budget_tokens=config.budget_tokens,
+            budget_usd=config.budget_usd, budget_tokens=config.budget_tokens, budget_requests=config.budget_requests,
         )
-        self.cache = ResponseCache(config.cache_path, config.cache)
+        self.cache = ResponseCache(config.resolved_cache_path, config.cache)
+        self.ledger = BudgetLedger(config.budget_ledger) if config.budget_ledger is not None else None
+        self.breaker = FallbackBreaker(config.max_fallback_rate, config.fallback_window)
         self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._detected: Mode | None = None  # what `structured_output="auto"` settled on
 
@@ -263,6 +273,9 @@ class ChatBackend(ABC):
                     step = proto.send(reply)
         except StopIteration as stop:
             return stop.value
+        except LLMError as err:
+            self.breaker.failure(err)  # raises FallbackRateExceeded once too many recent calls failed
+            raise
 
     async def acomplete(self, messages: list[Message], spec: Spec, params: SamplingParams | None = None) -> Any:
         """`complete` for the event loop; at most `config.concurrency` requests run at once."""
@@ -285,6 +298,9 @@ class ChatBackend(ABC):
                         step = proto.send(reply)
             except StopIteration as stop:
                 return stop.value
+            except LLMError as err:
+                self.breaker.failure(err)
+                raise
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -294,6 +310,26 @@ class ChatBackend(ABC):
 
     # ------------------------------------------------------------------ the protocol
 
+    def _charge(self) -> None:
+        """Before every model call (probes, retries and repairs included): check the budget, count the call."""
+        if self.ledger is not None:
+            self.ledger.reserve(self.usage)
+        else:
+            self.usage.check_budget()
+        self.usage.add(requests=1)
+
+    def _spend(self, reply: Reply) -> None:
+        self.usage.add(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+                       server_s=reply.seconds)
+        if self.ledger is not None:
+            self.ledger.spend(reply.prompt_tokens, reply.completion_tokens)
+
+    def _replay_miss(self, what: str) -> ReplayMiss:
+        return ReplayMiss(
+            f"llm.cache=replay: the cache {self.cache.path} has no {what} for model {self.model_name!r}; replay "
+            "never calls the model: rerun with llm.cache=write (--llm-cache write) and a reachable server to fill it"
+        )
+
     def _protocol(
         self, messages: list[Message], spec: Spec, params: SamplingParams
     ) -> Generator[Request | float, Reply, Any]:
@@ -302,6 +338,8 @@ class ChatBackend(ABC):
         if mode is None:  # `auto`: the mode this cache recorded for this model, else probe the server once
             mode_key = cache_key(backend=self.name, model=self.model_name, structured_output_mode=True)
             recorded = self.cache.get(mode_key)
+            if recorded is None and cfg.cache == "replay":
+                raise self._replay_miss("structured-output mode")
             mode = recorded["mode"] if recorded is not None else (yield from self._detect_mode())
             self._detected = mode
             if recorded is None:
@@ -316,18 +354,19 @@ class ChatBackend(ABC):
         if hit is not None:
             self.usage.add(cache_hits=1)
             return self._parse(spec, Reply.from_record(hit))
+        if cfg.cache == "replay":
+            raise self._replay_miss(f"reply to this {spec.name} request")
 
         base = self._with_schema_prompt(messages, spec, mode)
         convo, transient, invalid = base, 0, 0
         while True:
-            self.usage.check_budget()
+            self._charge()
             request = Request(
                 convo, mode, spec.name, None if mode == "tools" else spec.schema(),
                 params.model_copy(update={"seed": params.seed + transient + invalid}),
                 tools=tool_key if mode == "tools" else None,
                 tool_choice=spec.openai_choice() if mode == "tools" and isinstance(spec, Tools) else None,
             )
-            self.usage.add(requests=1)
             try:
                 reply = yield request
             except Exception as err:
@@ -347,8 +386,7 @@ class ChatBackend(ABC):
                     ) from None
                 yield cfg.retry_backoff_s * 2.0 ** (transient - 1)
                 continue
-            self.usage.add(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-                           server_s=reply.seconds)
+            self._spend(reply)
             try:
                 value = self._parse(spec, reply)
             except ValueError as err:  # JSON, pydantic validation, refusals and `check` all raise ValueError
@@ -364,6 +402,7 @@ class ChatBackend(ABC):
                     convo = [*base, {"role": "assistant", "content": reply.content or ""},
                              {"role": "user", "content": _REPAIR.format(problem=problem)}]
                 continue
+            self.breaker.success()
             self.cache.put(key, reply.record())
             return value
 

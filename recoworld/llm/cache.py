@@ -25,7 +25,10 @@ def cache_key(**parts: Any) -> str:
 
 
 class ResponseCache:
-    """Thread-safe; opens the file lazily so a backend holding it can be pickled."""
+    """Thread-safe; opens the file lazily so a backend holding it can be pickled.
+
+    `mode`: write (replay hits, record misses), read and replay (replay hits, record nothing;
+    the backend never calls the model under replay) or off."""
 
     def __init__(self, path: str | Path, mode: CacheMode) -> None:
         self.path = Path(path)
@@ -49,7 +52,7 @@ class ResponseCache:
         return self._conn
 
     def get(self, key: str) -> dict[str, Any] | None:
-        if self.mode == "off" or (self.mode == "read" and not self.path.exists()):
+        if self.mode == "off" or (self.mode in ("read", "replay") and not self.path.exists()):
             return None
         with self._lock:
             row = self._db().execute("SELECT value FROM replies WHERE key = ?", (key,)).fetchone()

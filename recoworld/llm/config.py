@@ -13,7 +13,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 StructuredOutput = Literal["auto", "json_schema", "json_object", "prompt"]
-CacheMode = Literal["read", "write", "off"]
+CacheMode = Literal["read", "write", "replay", "off"]
+
+#: Where the cache goes when neither `cache_path` nor a run's output folder says (library use).
+DEFAULT_CACHE_PATH = Path(".recoworld_cache/llm.sqlite")
+#: The cache file of a run, relative to its output folder (`LLMConfig.for_run`).
+RUN_CACHE = Path("llm-cache/llm.sqlite")
+#: The study-wide budget ledger, relative to a study's output folder.
+RUN_LEDGER = Path("llm-budget.json")
 
 
 class SamplingParams(BaseModel):
@@ -46,7 +53,7 @@ class LocalModelConfig(BaseModel):
     restart_backoff_s: float = Field(0.5, ge=0, description="wait before the first restart; doubles per death")
     restart_backoff_max_s: float = Field(10.0, ge=0, description="cap of the restart backoff")
     log_path: Path | None = Field(
-        None, description="the model process's log (stderr); default: local-model.log beside llm.cache_path"
+        None, description="the model process's log (stderr); default: local-model.log beside the LLM cache"
     )
 
 
@@ -56,6 +63,18 @@ class LLMConfig(BaseModel):
     `backend="local"` runs a GGUF model (default: the bundled Gemma 3 270M) through
     llama-cpp-python (extra `recoworld[local]`) in a supervised child process (`local`);
     `backend="openai"` talks to any OpenAI-compatible server.
+
+    Reliability: runs probe an OpenAI-compatible server once before they start
+    (`recoworld.llm.health.check_server`; skipped with `cache="replay"`, which never calls the
+    model). During a run, more than `max_fallback_rate` x `fallback_window` failed model calls
+    among the last `fallback_window` stop it with `FallbackRateExceeded` instead of letting the
+    parametric fallback quietly take over. Budgets are checked before every model call; in a
+    study they are charged to one ledger file shared by all workers (`budget_ledger`), so
+    they hold for the whole study, not per worker.
+
+    The cache lives at `cache_path` when set (share one file between runs that way), else
+    under the run's output folder (`for_run`: `<out>/llm-cache/llm.sqlite`), else, outside a
+    run, at `.recoworld_cache/llm.sqlite`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -81,10 +100,43 @@ class LLMConfig(BaseModel):
     repair: bool = Field(True, description="after the retries, show the model its invalid reply and the error")
     concurrency: int = Field(8, ge=1, le=1024, description="requests in flight at once on the async path")
     cache: CacheMode = Field(
-        "write", description="write: replay hits, record misses; read: replay hits, record nothing; off"
+        "write", description="write: replay hits, record misses; read: replay hits, record nothing; "
+        "replay: replay hits, never call the model (a miss stops the run; no server needed); off"
     )
-    cache_path: Path = Field(Path(".recoworld_cache/llm.sqlite"), description="SQLite record/replay cache")
+    cache_path: Path | None = Field(
+        None, description="SQLite record/replay cache; default: llm-cache/llm.sqlite under the run's output "
+        "folder (.recoworld_cache/llm.sqlite outside a run). Set it to share one cache between runs"
+    )
+    max_fallback_rate: float = Field(
+        0.25, ge=0, le=1, description="stop the run once more than this share of the last `fallback_window` "
+        "model calls failed (fell back); 1 disables the check"
+    )
+    fallback_window: int = Field(20, ge=1, le=100_000, description="model calls the fallback rate is taken over")
     price_input_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens, for cost reports")
     price_output_per_mtok: float = Field(0.0, ge=0, description="USD per million completion tokens")
     budget_usd: float | None = Field(None, gt=0, description="stop the study once the estimated cost reaches this")
     budget_tokens: int | None = Field(None, gt=0, description="stop the study once this many tokens are used")
+    budget_requests: int | None = Field(None, gt=0, description="stop the study before model call number N+1")
+    budget_ledger: Path | None = Field(
+        None, description="file that charges the budgets across processes (set by studies under their output "
+        "folder); default: each process keeps its own account"
+    )
+
+    @property
+    def resolved_cache_path(self) -> Path:
+        """The cache file this config uses: `cache_path`, else the default outside a run."""
+        return self.cache_path if self.cache_path is not None else DEFAULT_CACHE_PATH
+
+    def for_run(self, out: str | Path, *, ledger: bool = False) -> LLMConfig:
+        """This config with the defaults a run's output folder decides filled in.
+
+        The cache goes to `<out>/llm-cache/llm.sqlite` unless `cache_path` is set; with
+        `ledger` (studies: many worker processes), budgets are charged to `<out>/llm-budget.json`
+        unless `budget_ledger` is set. Explicit settings are kept as they are.
+        """
+        update: dict[str, Path] = {}
+        if self.cache_path is None:
+            update["cache_path"] = Path(out) / RUN_CACHE
+        if ledger and self.budget_ledger is None:
+            update["budget_ledger"] = Path(out) / RUN_LEDGER
+        return self.model_copy(update=update) if update else self

@@ -1,4 +1,12 @@
-"""What a chat backend raises. Callers fall back on `LLMError`; `BudgetExceeded` stops a study."""
+"""What a chat backend raises.
+
+Callers fall back on `LLMError` (one request got no usable answer). `LLMRunHalted` is the
+other family: a condition that makes falling back pointless or dishonest, so the run stops
+with one clear message instead: the budget is spent (`BudgetExceeded`), the server cannot be
+reached before the run starts (`LLMServerUnreachable`), too many recent calls failed
+(`FallbackRateExceeded`), or a replay-only run met a request its cache lacks (`ReplayMiss`).
+None of them is an `LLMError`, so no simulator turns them into fallbacks.
+"""
 
 from __future__ import annotations
 
@@ -27,5 +35,22 @@ class LLMOutputError(LLMError):
         super().__init__(message, "invalid_output")
 
 
-class BudgetExceeded(RecoWorldError):
-    """The run reached its token or cost budget; the study stops cleanly instead of falling back."""
+class LLMRunHalted(RecoWorldError):
+    """The run must stop rather than fall back; the command line reports it as one `error:` line (exit 2)."""
+
+
+class BudgetExceeded(LLMRunHalted):
+    """The run reached its token, cost or request budget; the study stops cleanly instead of falling back."""
+
+
+class LLMServerUnreachable(LLMRunHalted):
+    """The health check before a run could not reach the configured server (refused, DNS, bad URL)."""
+
+
+class FallbackRateExceeded(LLMRunHalted):
+    """Too many of the last model calls failed: the circuit breaker stops the run (a study keeps the
+    shard unfinished, so a rerun after the server recovers redoes it)."""
+
+
+class ReplayMiss(LLMRunHalted):
+    """`cache="replay"` met a request the cache has no reply for; replay never calls the model."""

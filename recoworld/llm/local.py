@@ -89,7 +89,7 @@ class LocalLlamaBackend(ChatBackend):
     def process(self) -> ModelProcess:
         """The supervised child of this model (isolation `process`); it starts on the first request."""
         cfg = self.config
-        log = cfg.local.log_path or cfg.cache_path.parent / "local-model.log"
+        log = cfg.local.log_path or cfg.resolved_cache_path.parent / "local-model.log"
         return model_process(self.model_path(), cfg.n_ctx, cfg.n_threads, cfg.local, log)
 
     def _mode_for(self, spec: Spec) -> Mode:

@@ -148,7 +148,7 @@ class OpenAIBackend(ChatBackend):
         for mode in ("json_schema", "json_object"):
             unanswered = 0
             while True:
-                self.usage.add(requests=1)
+                self._charge()
                 try:
                     reply = yield Request(list(_PROBE_MESSAGES), mode, "probe", _PROBE_SCHEMA, probe)  # type: ignore[arg-type]
                 except Exception as err:
@@ -170,7 +170,7 @@ class OpenAIBackend(ChatBackend):
                 break
             if reply is None:
                 continue
-            self.usage.add(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens)
+            self._spend(reply)
             try:
                 ok = isinstance(extract_json(reply.content), dict)
             except ValueError:

@@ -2,7 +2,9 @@
 
 Counters are updated from the event loop and from worker threads, hence the lock.
 `server_s` is the wall time spent waiting on the model, which lets benchmarks separate
-RecoWorld's own overhead from the server's time.
+RecoWorld's own overhead from the server's time. The budgets here are this process's; a
+study charges them to a shared `BudgetLedger` instead (see `recoworld.llm.ledger`), with the
+same rule (`over_budget`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ class Usage:
     price_output_per_mtok: float = 0.0
     budget_usd: float | None = None
     budget_tokens: int | None = None
+    budget_requests: int | None = None
     requests: int = 0  # model calls actually sent (probes, retries and repairs included)
     cache_hits: int = 0
     prompt_tokens: int = 0
@@ -48,16 +51,27 @@ class Usage:
             for key, value in counts.items():
                 setattr(self, key, getattr(self, key) + value)
 
+    def over_budget(self, requests: int, prompt_tokens: int, completion_tokens: int, where: str = "") -> str | None:
+        """Why one more model call would break a budget, given these totals; None when it would not."""
+        tokens = prompt_tokens + completion_tokens
+        cost = (prompt_tokens * self.price_input_per_mtok + completion_tokens * self.price_output_per_mtok) / 1e6
+        if self.budget_requests is not None and requests >= self.budget_requests:
+            return f"LLM request budget reached{where}: {requests} calls sent, budget_requests={self.budget_requests}"
+        if self.budget_tokens is not None and tokens >= self.budget_tokens:
+            return f"LLM token budget reached{where}: {tokens} tokens used, budget_tokens={self.budget_tokens}"
+        if self.budget_usd is not None and cost >= self.budget_usd:
+            return f"LLM cost budget reached{where}: ${cost:.4f} spent, budget_usd={self.budget_usd}"
+        return None
+
+    @property
+    def has_budget(self) -> bool:
+        return any(b is not None for b in (self.budget_requests, self.budget_tokens, self.budget_usd))
+
     def check_budget(self) -> None:
         """Raise before a new model call once a budget is spent; cache hits are free and never stopped."""
-        if self.budget_tokens is not None and self.total_tokens >= self.budget_tokens:
-            raise BudgetExceeded(
-                f"LLM token budget reached: {self.total_tokens} tokens used, budget_tokens={self.budget_tokens}"
-            )
-        if self.budget_usd is not None and self.cost_usd >= self.budget_usd:
-            raise BudgetExceeded(
-                f"LLM cost budget reached: ${self.cost_usd:.4f} spent, budget_usd={self.budget_usd}"
-            )
+        why = self.over_budget(self.requests, self.prompt_tokens, self.completion_tokens)
+        if why is not None:
+            raise BudgetExceeded(why)
 
     def as_dict(self) -> dict[str, float]:
         data = {k: v for k, v in asdict(self).items() if not k.startswith(("_", "price", "budget"))}

@@ -102,3 +102,27 @@ def intent_direction(intent: Intent, catalog: Catalog) -> np.ndarray:
         vec -= 0.5 * catalog.topic_centroids[catalog.topic_index(name)]
     norm = float(np.linalg.norm(vec))
     return (vec / norm if norm > 0 else vec).astype(np.float32)
+
+
+def intent_topics(intent: Intent, catalog: Catalog) -> np.ndarray:
+    """(T,) bool: the topics an item may be on to honour the intent.
+
+    `more X`: X. `less`/`different X`: anything but X (a `less` with no topics but related ones:
+    those). This is the one definition of honouring an intent: metrics score slates with it,
+    and instruction-aware retrieval offers items that pass it.
+    """
+    named = np.zeros(catalog.n_topics, dtype=bool)
+    named[[catalog.topic_index(t) for t in intent.topics]] = True
+    if intent.kind == "more":
+        return named
+    if intent.kind == "less" and not intent.topics and intent.related:
+        related = np.zeros(catalog.n_topics, dtype=bool)
+        related[[catalog.topic_index(t) for t in intent.related]] = True
+        return related
+    return ~named
+
+
+def wants_quality(intent: Intent) -> bool:
+    """The user asked for high quality: honouring items are also of at least median quality."""
+    return intent.attributes.get("quality") == "high"
+

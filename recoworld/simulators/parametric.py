@@ -78,9 +78,13 @@ def _ema_weights(rate: float, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _ema_path(x0: np.ndarray, rate: float, target: np.ndarray) -> np.ndarray:
-    """`_recurrence` for a constant rate, with the weights cached per (rate, K)."""
+    """`_recurrence` for a constant rate, with the weights cached per (rate, K).
+
+    `einsum` rather than `@`: a (B, K) x (K, K) product goes to BLAS, whose summation order
+    depends on B, and a user's path must not depend on the batch around it.
+    """
     decay, weights = _ema_weights(rate, target.shape[1])
-    return x0[:, None] * decay + target @ weights
+    return x0[:, None] * decay + np.einsum("bk,kj->bj", target, weights)
 
 
 def _relevance_in_order(

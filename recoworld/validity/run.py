@@ -69,7 +69,7 @@ HEADLINE: dict[str, tuple[str, ...]] = {
     "activity": ("KS",), "session length": ("KS",), "session gap": ("KS",), "return curve": ("curve mean |gap|",),
     "interest drift": ("KS",), "distinctness": ("KS",),
 }
-_UNIFORM = RetrievalConfig(interest_share=0.0, popular_share=0.0)
+_UNIFORM = RetrievalConfig(interest_share=0.0, popular_share=0.0, instruction_share=0.0)
 
 
 class ValidityConfig(StrictModel):

@@ -1,0 +1,106 @@
+"""Instruction-aware retrieval: the platform can satisfy what a user asks, and says whether it could."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from recoworld.catalog import Catalog
+from recoworld.config import RetrievalConfig
+from recoworld.envs import RecoWorldEnv, RecoWorldVectorEnv
+from recoworld.mindset import Instruction, Intent
+from recoworld.simulators.scripted import Script, ScriptedUsers
+
+WORLD: dict[str, Any] = {"slate_size": 5, "n_candidates": 30, "horizon_days": 5}
+
+
+def _asking(catalog: Catalog, intent: Intent, **world: Any) -> RecoWorldEnv:
+    """A user who says `intent` on turn 1, skips everything and leaves after three turns."""
+    script = Script(instruct_on_turns={1: Instruction(text="show me something else", intent=intent)},
+                    leave_after_turns=3, return_gaps=[0.5])
+    return RecoWorldEnv({**WORLD, **world}, catalog=catalog, user_simulator=ScriptedUsers(catalog, script))
+
+
+def _rare_topic(catalog: Catalog) -> str:
+    """The topic with the fewest items (but enough for a block): retrieval rarely offers it by chance."""
+    counts = np.bincount(catalog.topic, minlength=catalog.n_topics).astype(float)
+    counts[counts < 10] = np.inf
+    return catalog.topic_names[int(np.argmin(counts))]
+
+
+def test_more_of_a_topic_is_offered_from_the_whole_catalog(catalog: Catalog) -> None:
+    topic = _rare_topic(catalog)
+    env = _asking(catalog, Intent(kind="more", topics=[topic]))
+    obs, _ = env.reset(seed=0)
+    _, _, _, _, info = env.step(np.arange(5))
+    assert info["instruction"] == "show me something else"
+    assert info["instruction_satisfiable"] is None  # nothing was in force when this slate was chosen
+    obs, _, _, _, info = env.step(np.arange(5))  # the instruction block leads the candidates
+    block = round(0.2 * 30)
+    on_topic = catalog.topic[obs["candidate_ids"]] == catalog.topic_index(topic)
+    assert on_topic[:block].all()
+    assert info["instruction_satisfiable"] is True
+    assert info["instruction_followed"] == pytest.approx(on_topic[:5].mean())
+    # The block is gone with the session: instructions are about the session they were given in.
+    for _ in range(3):
+        obs, _, _, _, info = env.step(np.arange(5))
+        if info["session"] == 2:
+            break
+    assert info["instruction_followed"] is None and info["instruction_satisfiable"] is None
+
+
+def test_without_the_block_a_rare_topic_is_often_unsatisfiable(catalog: Catalog) -> None:
+    topic = _rare_topic(catalog)
+    satisfiable = {}
+    for share in (0.0, 0.2):
+        env = _asking(catalog, Intent(kind="more", topics=[topic]), retrieval={"instruction_share": share})
+        seen = []
+        for seed in range(20):
+            env.reset(seed=seed)
+            env.step(np.arange(5))
+            seen.append(env.step(np.arange(5))[4]["instruction_satisfiable"])
+        satisfiable[share] = np.mean(seen)
+    assert satisfiable[0.2] == 1.0
+    assert satisfiable[0.0] < 0.8
+
+
+def test_less_of_a_topic_keeps_it_out_of_the_block(catalog: Catalog) -> None:
+    topic = catalog.topic_names[int(catalog.topic[0])]
+    env = _asking(catalog, Intent(kind="less", topics=[topic], attributes={"quality": "high"}))
+    env.reset(seed=3)
+    env.step(np.arange(5))
+    obs, _, _, _, info = env.step(np.arange(5))
+    block = obs["candidate_ids"][: round(0.2 * 30)]
+    assert (catalog.topic[block] != catalog.topic_index(topic)).all()
+    assert (catalog.quality[block] >= np.median(catalog.quality)).all()
+    assert info["instruction_satisfiable"] is True  # a whole slate of other topics is on offer
+
+
+def test_the_instruction_following_reward_term(catalog: Catalog) -> None:
+    topic = _rare_topic(catalog)
+    rewards = []
+    for weight in (0.0, 4.0):
+        env = _asking(catalog, Intent(kind="more", topics=[topic]), reward={"instruction_following": weight})
+        env.reset(seed=1)
+        env.step(np.arange(5))
+        _, reward, _, _, info = env.step(np.arange(5))  # shows the block: all on the asked topic
+        rewards.append((reward, info["instruction_followed"]))
+    (plain, followed), (paid, _) = rewards
+    assert followed == 1.0 and paid == pytest.approx(plain + 4.0)
+
+
+def test_the_vector_env_reports_the_measures_with_masks(catalog: Catalog) -> None:
+    env = RecoWorldVectorEnv(2, WORLD, catalog=catalog)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(np.tile(np.arange(5), (2, 1)))
+    assert info["instruction_followed"].shape == (2,) and info["_instruction_followed"].all()
+
+
+def test_shares_that_do_not_fit_name_the_fields() -> None:
+    with pytest.raises(ValidationError, match="interest_share \\+ popular_share \\+ instruction_share"):
+        RetrievalConfig(interest_share=0.5, popular_share=0.25, instruction_share=0.3)
+    with pytest.raises(ValidationError, match="instruction_share"):
+        RetrievalConfig(instruction_share=-0.1)
