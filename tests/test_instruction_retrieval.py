@@ -104,3 +104,24 @@ def test_shares_that_do_not_fit_name_the_fields() -> None:
         RetrievalConfig(interest_share=0.5, popular_share=0.25, instruction_share=0.3)
     with pytest.raises(ValidationError, match="instruction_share"):
         RetrievalConfig(instruction_share=-0.1)
+
+
+def test_the_kept_ranking_gives_the_block_a_full_ranking_would(catalog: Catalog) -> None:
+    """The instruction block reads a ranking computed once per instruction; whatever is blocked
+    (recent items, unpublished ones), it equals ranking the whole catalog again."""
+    env = RecoWorldEnv(WORLD, catalog=catalog)
+    retriever = env.world.retriever
+    rng = np.random.default_rng(0)
+    for intent in (Intent(kind="more", topics=[_rare_topic(catalog)]),
+                   Intent(kind="different", topics=[catalog.topic_names[0]], related=[catalog.topic_names[1]]),
+                   Intent(kind="less", topics=[catalog.topic_names[2]], attributes={"quality": "high"})):
+        env.world._listen(0, Instruction(text="x", intent=intent))
+        asked = env.world.asked.subset(np.array([0]))
+        kept_items = asked.ranked[0][asked.ranked[0] >= 0]
+        for share, use_up in ((0.0, False), (0.05, False), (0.05, True)):
+            blocked = rng.random((1, len(catalog))) < share
+            if use_up:  # every kept item is blocked: the block must come from a new ranking
+                blocked[0, kept_items] = True
+            kept = retriever._answer(asked, blocked)
+            again = retriever.rank(asked, kept.shape[1], blocked)
+            assert np.array_equal(kept, again)

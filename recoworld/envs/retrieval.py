@@ -35,9 +35,11 @@ class InstructionTargets:
     topics: np.ndarray  # (R, T) bool: topics an item may be on to honour it
     high_quality: np.ndarray  # (R,) bool: it asked for high quality
     direction: np.ndarray  # (R, D) where it points in item space
+    ranked: np.ndarray  # (R, L) honouring items nearest the direction, best first, -1 padded (see `rank`)
 
     def subset(self, rows: np.ndarray) -> InstructionTargets:
-        return InstructionTargets(self.active[rows], self.topics[rows], self.high_quality[rows], self.direction[rows])
+        return InstructionTargets(self.active[rows], self.topics[rows], self.high_quality[rows], self.direction[rows],
+                                  self.ranked[rows])
 
     def honoured(self, catalog: Catalog, items: np.ndarray | None = None) -> np.ndarray:
         """(R, M) bool: which of each row's `items` (R, M) honour its instruction; (R, N) for the
@@ -65,6 +67,8 @@ class CandidateRetriever:
         self._n_interest, self._n_popular = n_int, min(n_pop, n_candidates - n_int)
         self._n_instruction = min(round(config.instruction_share * n_candidates),
                                   n_candidates - self._n_interest - self._n_popular)
+        # An instruction's ranking is fixed for its session: kept this deep, it survives the recency block.
+        self.instruction_depth = min(self._n_instruction + config.exclude_recent + 8, len(catalog))
         # Uniforms per retrieval: oversampled draws for the largest possible popular and random blocks.
         self._max_popular = self._n_popular + self._n_interest // 2
         self._max_random = n_candidates - self._n_popular
@@ -114,12 +118,8 @@ class CandidateRetriever:
         n_instruction = np.zeros(r, dtype=np.int64)
         if self._n_instruction and instructions is not None and instructions.active.any():
             a = np.flatnonzero(instructions.active)
-            asked = instructions.subset(a)
-            scores = asked.direction.astype(np.float64) @ self._emb.T
-            scores[~asked.honoured(self.catalog)] = -np.inf
-            scores[blocked[a]] = -np.inf
-            picks = _top_rows(scores, self._n_instruction)
-            found = np.take_along_axis(scores, picks, axis=1) > -np.inf  # too few honouring items: fewer picks
+            picks = self._answer(instructions.subset(a), blocked[a])
+            found = picks >= 0
             n_instruction[a] = found.sum(axis=1)
             ai, ci = np.nonzero(found)
             out[a[ai], ci] = picks[ai, ci]
@@ -154,6 +154,36 @@ class CandidateRetriever:
         start = n_instruction + n_interest + n_popular
         self._fill(out, start, self.n - start, rand_idx, blocked, streams, rows, popular=False)
         return out
+
+    def rank(self, targets: InstructionTargets, depth: int | None = None, blocked: np.ndarray | None = None,
+             ) -> np.ndarray:
+        """(R, depth) the items that honour each row's instruction, nearest its direction first
+        (ties by index), -1 where fewer exist; `blocked` (R, N) items are left out."""
+        scores = targets.direction.astype(np.float64) @ self._emb.T
+        excluded = ~targets.honoured(self.catalog)
+        if blocked is not None:
+            excluded |= blocked
+        scores[excluded] = -np.inf
+        picks = _top_rows(scores, depth or self.instruction_depth)
+        return np.where(np.take_along_axis(scores, picks, axis=1) > -np.inf, picks, -1)
+
+    def _answer(self, asked: InstructionTargets, blocked: np.ndarray) -> np.ndarray:
+        """(R, n_instruction) the instruction block: the first unblocked items of each row's ranking
+        (`asked.ranked`, computed once per instruction), -1 where too few honour it. A row whose
+        ranking is used up by blocked items is ranked again over the whole catalog, so the block is
+        always the top honouring unblocked items."""
+        k = self._n_instruction
+        ranked = asked.ranked
+        at = np.arange(len(ranked))[:, None]
+        ok = (ranked >= 0) & ~blocked[at, np.maximum(ranked, 0)]
+        rank = np.cumsum(ok, axis=1)
+        picks = np.full((len(ranked), k), -1, dtype=np.int64)
+        ri, ci = np.nonzero(ok & (rank <= k))
+        picks[ri, rank[ri, ci] - 1] = ranked[ri, ci]
+        used_up = (rank[:, -1] < k) & (ranked[:, -1] >= 0)  # more honouring items lie beyond the ranking
+        if used_up.any():
+            picks[used_up] = self.rank(asked.subset(used_up), k, blocked[used_up])
+        return picks
 
     def _fill(self, out: np.ndarray, start: np.ndarray, count: np.ndarray, drawn: np.ndarray, blocked: np.ndarray,
               streams: UserStreams, rows: np.ndarray, *, popular: bool) -> None:

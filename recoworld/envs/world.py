@@ -138,7 +138,8 @@ class World:
         self.candidates = np.zeros((b, config.n_candidates), dtype=np.int64)
         # The session's latest instruction, as retrieval and the instruction-following measures need it.
         self.asked = InstructionTargets(np.zeros(b, dtype=bool), np.zeros((b, catalog.n_topics), dtype=bool),
-                                        np.zeros(b, dtype=bool), np.zeros((b, catalog.embedding_dim)))
+                                        np.zeros(b, dtype=bool), np.zeros((b, catalog.embedding_dim)),
+                                        np.full((b, self.retriever.instruction_depth), -1, dtype=np.int64))
         self.asked_more = np.zeros(b, dtype=bool)
         self.now = np.zeros(b)
         self.gap = np.zeros(b)
@@ -317,6 +318,7 @@ class World:
         self.asked.topics[row] = intent_topics(intent, self.catalog)
         self.asked.high_quality[row] = wants_quality(intent)
         self.asked.direction[row] = intent_direction(intent, self.catalog)
+        self.asked.ranked[row] = self.retriever.rank(self.asked.subset(np.array([row])))[0]
         self.asked_more[row] = intent.kind == "more"
 
     def _instruction_measures(self, rows: np.ndarray, slates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
