@@ -53,6 +53,20 @@ class InstructionTargets:
         return ok & (good | ~self.high_quality[:, None])
 
 
+@dataclass
+class TasteRankings:
+    """Per user row, the catalog ranked by similarity to the user's taste query, best first.
+
+    The query (the latest engaged items in the platform's history) changes only when the user
+    engages with something or an engaged item leaves the history window, so a ranking is kept
+    until the world marks its row stale, and the interest block reads it instead of scoring the
+    whole catalog every turn.
+    """
+
+    ranked: np.ndarray  # (B, L) item indices
+    fresh: np.ndarray  # (B,) bool: `ranked` is the ranking of the current query
+
+
 class CandidateRetriever:
     def __init__(self, catalog: Catalog, config: RetrievalConfig, n_candidates: int) -> None:
         if n_candidates > len(catalog):
@@ -67,8 +81,9 @@ class CandidateRetriever:
         self._n_interest, self._n_popular = n_int, min(n_pop, n_candidates - n_int)
         self._n_instruction = min(round(config.instruction_share * n_candidates),
                                   n_candidates - self._n_interest - self._n_popular)
-        # An instruction's ranking is fixed for its session: kept this deep, it survives the recency block.
+        # Kept rankings are this deep, so that what recency and the earlier blocks take rarely uses them up.
         self.instruction_depth = min(self._n_instruction + config.exclude_recent + 8, len(catalog))
+        self.taste_depth = min(self._n_instruction + self._n_interest + config.exclude_recent + 8, len(catalog))
         # Uniforms per retrieval: oversampled draws for the largest possible popular and random blocks.
         self._max_popular = self._n_popular + self._n_interest // 2
         self._max_random = n_candidates - self._n_popular
@@ -88,13 +103,16 @@ class CandidateRetriever:
         rows: np.ndarray,
         unavailable: np.ndarray | None = None,
         instructions: InstructionTargets | None = None,
+        tastes: TasteRankings | None = None,
     ) -> np.ndarray:
         """(R, n_candidates) distinct catalog indices per user, in retrieval order (instruction,
         interest, popular, random).
 
         `history_items`/`history_reactions` are (R, H), oldest first with -1 padding on the left;
         row j belongs to user `rows[j]` and draws from `streams[rows[j]]`. `unavailable` (R, N)
-        bool marks items that cannot be offered at all (e.g. not yet published).
+        bool marks items that cannot be offered at all (e.g. not yet published). `instructions`
+        (one row per retrieving user) and `tastes` (one row per world user, updated in place)
+        carry the kept rankings of the instruction and interest blocks.
         """
         r, n_items = len(rows), len(self.catalog)
         out = np.empty((r, self.n), dtype=np.int64)
@@ -106,14 +124,12 @@ class CandidateRetriever:
         else:
             blocked, n_free = unavailable.copy(), n_items - unavailable.sum(axis=1)
         shown = history_items >= 0
-        taken_rows, taken_items = np.empty(0, np.int64), np.empty(0, np.int64)
         if self.config.exclude_recent:
             recent = np.zeros_like(shown)
             recent[:, -self.config.exclude_recent:] = shown[:, -self.config.exclude_recent:]
             fits = n_free - recent.sum(axis=1) >= self.n  # never block so much that too few items remain
-            taken_rows, ci = np.nonzero(recent & fits[:, None])
-            taken_items = history_items[taken_rows, ci]
-            blocked[taken_rows, taken_items] = True
+            ri, ci = np.nonzero(recent & fits[:, None])
+            blocked[ri, history_items[ri, ci]] = True
 
         n_instruction = np.zeros(r, dtype=np.int64)
         if self._n_instruction and instructions is not None and instructions.active.any():
@@ -124,7 +140,6 @@ class CandidateRetriever:
             ai, ci = np.nonzero(found)
             out[a[ai], ci] = picks[ai, ci]
             blocked[a[ai], picks[ai, ci]] = True
-            taken_rows, taken_items = np.r_[taken_rows, a[ai]], np.r_[taken_items, picks[ai, ci]]
 
         positive = shown & (history_reactions > 0)
         has_taste = positive.any(axis=1)
@@ -132,17 +147,26 @@ class CandidateRetriever:
         if self._n_interest and has_taste.any():
             latest = positive & (np.cumsum(positive[:, ::-1], axis=1)[:, ::-1] <= QUERY_ITEMS)
             t = np.flatnonzero(has_taste)
-            weights = latest[t].astype(np.float64)
-            query = np.einsum("rh,rhd->rd", weights, self._emb[np.maximum(history_items[t], 0)])
-            scores = query @ self._emb.T
-            # What is blocked so far is sparse (recent and instruction items) or a release mask: no dense write.
-            if unavailable is not None:
-                scores[unavailable[t]] = -np.inf
-            slot = np.full(r, -1)
-            slot[t] = np.arange(len(t))
-            hit = slot[taken_rows] >= 0
-            scores[slot[taken_rows[hit]], taken_items[hit]] = -np.inf
-            picks = _top_rows(scores, self._n_interest)
+
+            def taste_scores(local: np.ndarray) -> np.ndarray:
+                """(len(local), N) similarity of every item to each row's taste query."""
+                query = np.einsum("rh,rhd->rd", latest[local].astype(np.float64),
+                                  self._emb[np.maximum(history_items[local], 0)])
+                return query @ self._emb.T
+
+            if tastes is None:
+                ranked = _top_rows(taste_scores(t), self.taste_depth)
+            else:
+                stale = t[~tastes.fresh[rows[t]]]
+                if len(stale):
+                    tastes.ranked[rows[stale]] = _top_rows(taste_scores(stale), self.taste_depth)
+                    tastes.fresh[rows[stale]] = True
+                ranked = tastes.ranked[rows[t]]
+            picks, used_up = _first_unblocked(ranked, blocked[t], self._n_interest)
+            if used_up.any():
+                scores = taste_scores(t[used_up])
+                scores[blocked[t[used_up]]] = -np.inf
+                picks[used_up] = _top_rows(scores, self._n_interest)
             out[t[:, None], n_instruction[t][:, None] + np.arange(self._n_interest)] = picks
             blocked[t[:, None], picks] = True
 
@@ -172,17 +196,9 @@ class CandidateRetriever:
         (`asked.ranked`, computed once per instruction), -1 where too few honour it. A row whose
         ranking is used up by blocked items is ranked again over the whole catalog, so the block is
         always the top honouring unblocked items."""
-        k = self._n_instruction
-        ranked = asked.ranked
-        at = np.arange(len(ranked))[:, None]
-        ok = (ranked >= 0) & ~blocked[at, np.maximum(ranked, 0)]
-        rank = np.cumsum(ok, axis=1)
-        picks = np.full((len(ranked), k), -1, dtype=np.int64)
-        ri, ci = np.nonzero(ok & (rank <= k))
-        picks[ri, rank[ri, ci] - 1] = ranked[ri, ci]
-        used_up = (rank[:, -1] < k) & (ranked[:, -1] >= 0)  # more honouring items lie beyond the ranking
+        picks, used_up = _first_unblocked(asked.ranked, blocked, self._n_instruction)
         if used_up.any():
-            picks[used_up] = self.rank(asked.subset(used_up), k, blocked[used_up])
+            picks[used_up] = self.rank(asked.subset(used_up), self._n_instruction, blocked[used_up])
         return picks
 
     def _fill(self, out: np.ndarray, start: np.ndarray, count: np.ndarray, drawn: np.ndarray, blocked: np.ndarray,
@@ -221,6 +237,18 @@ class CandidateRetriever:
                 picked = free[rng.choice(len(free), size=k, replace=False)]
             out[j, s : s + k] = picked
             blocked[j, picked] = True
+
+
+def _first_unblocked(ranked: np.ndarray, blocked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's first `k` unblocked items of `ranked` (R, L; -1 = none), -1 padded, and which rows
+    ran out while the ranking was full (items beyond it may qualify: rank those rows again)."""
+    at = np.arange(len(ranked))[:, None]
+    ok = (ranked >= 0) & ~blocked[at, np.maximum(ranked, 0)]
+    rank = np.cumsum(ok, axis=1)
+    picks = np.full((len(ranked), k), -1, dtype=np.int64)
+    ri, ci = np.nonzero(ok & (rank <= k))
+    picks[ri, rank[ri, ci] - 1] = ranked[ri, ci]
+    return picks, (rank[:, -1] < k) & (ranked[:, -1] >= 0)
 
 
 def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:

@@ -37,7 +37,7 @@ from recoworld.envs.observation import (
     slate_positions,
 )
 from recoworld.envs.platform import SharedPlatform
-from recoworld.envs.retrieval import CandidateRetriever, InstructionTargets
+from recoworld.envs.retrieval import CandidateRetriever, InstructionTargets, TasteRankings
 from recoworld.errors import ConfigError
 from recoworld.mindset import UNSEEN, Instruction
 from recoworld.population import PopulationSpec, UserProfile, sample_population
@@ -141,6 +141,7 @@ class World:
                                         np.zeros(b, dtype=bool), np.zeros((b, catalog.embedding_dim)),
                                         np.full((b, self.retriever.instruction_depth), -1, dtype=np.int64))
         self.asked_more = np.zeros(b, dtype=bool)
+        self.tastes = TasteRankings(np.zeros((b, self.retriever.taste_depth), dtype=np.int64), np.zeros(b, dtype=bool))
         self.now = np.zeros(b)
         self.gap = np.zeros(b)
         self.session = np.zeros(b, dtype=np.int64)
@@ -177,6 +178,7 @@ class World:
         self.consumed[rows] = False
         self.instruction[rows] = 0.0
         self.asked.active[rows] = False
+        self.tastes.fresh[rows] = False
         self.now[rows] = now_days
         self.session[rows] = 0
         self.steps[rows] = 0
@@ -307,7 +309,7 @@ class World:
         unavailable = self.platform.unreleased(self.now[rows]) if self.platform is not None else None
         self.candidates[rows] = self.retriever.retrieve(
             self.history_ids[rows], self.history_reactions[rows], self.streams, rows, unavailable,
-            self.asked.subset(rows),
+            self.asked.subset(rows), self.tastes,
         )
 
     def _listen(self, row: int, instruction: Instruction) -> None:
@@ -338,6 +340,9 @@ class World:
         and mark what it engaged with as consumed."""
         h = self.config.history_len
         seen = reactions != UNSEEN
+        # The taste query changes with a new engaged item, or when one leaves the history window.
+        leaving_window = (self.history_reactions[rows] > 0) & (np.arange(h) < seen.sum(axis=1)[:, None])
+        self.tastes.fresh[rows[(reactions > 0).any(axis=1) | leaving_window.any(axis=1)]] = False
         # The reviewed items are a prefix of the slate, and the history is right-aligned (padding
         # first): the new history is the `h` entries of [history, slate] ending after the prefix.
         window = seen.sum(axis=1)[:, None] + np.arange(h)
