@@ -5,7 +5,7 @@ seeded evaluation population, and prints retention with 95% confidence intervals
 policy's paired per-user advantage over each baseline. How observations reach the model
 (user-relative features + action mask) is documented in recoworld/rl/training.py.
 
-    python experiments/train_ppo.py --config configs/ppo_small.yaml            # ~5-9 min on 2 CPUs
+    python experiments/train_ppo.py --config configs/ppo_small.yaml            # ~4 min on 2 CPUs
     python experiments/train_ppo.py --config configs/ppo_small.yaml --resume   # continue from out/
     recoworld simulate --agents random,popular,rllib:runs/ppo_small            # use it in a study
 """

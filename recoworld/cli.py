@@ -169,7 +169,8 @@ def simulate(
     except RecoWorldError as err:
         raise _fail(err) from None
     finally:
-        progress.stop()
+        if tasks:
+            progress.stop()
     if result.resumed:
         console.print(f"resumed {out}: {', '.join(result.resumed)} finished earlier, not recomputed",
                       soft_wrap=True, highlight=False)

@@ -36,8 +36,9 @@ from recoworld.storage import write_json_atomic
 
 MANIFEST = "manifest.json"
 
-#: LLM settings that change how calls are made, not what they answer: a run resumes under other values
-#: (a larger budget after `BudgetExceeded`, more requests in flight, a cache file elsewhere).
+#: LLM settings that change how calls are made, not what they answer: a run (a simulate folder, a study
+#: checkpoint) resumes under other values (a larger budget after `BudgetExceeded`, more requests in flight,
+#: a cache file elsewhere).
 LLM_RUNTIME_FIELDS = {"api_key", "concurrency", "cache", "cache_path", "price_input_per_mtok",
                       "price_output_per_mtok", "budget_usd", "budget_tokens", "budget_requests", "budget_ledger",
                       "max_fallback_rate", "fallback_window"}
@@ -88,14 +89,18 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _show(value: Any, width: int = 48) -> str:
-    text = ",".join(map(str, value)) if isinstance(value, list) and all(
-        not isinstance(v, dict | list) for v in value) else json.dumps(value, default=str)
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, list) and all(not isinstance(v, dict | list) for v in value):
+        text = ",".join(map(str, value))
+    else:
+        text = json.dumps(value, default=str)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def describe_difference(old: Mapping[str, Any], new: Mapping[str, Any], limit: int = 4) -> str:
-    """`seed 0 -> 1; agents random,greedy -> random`: the identity fields that differ."""
-    a, b = _flat(dict(old)), _flat(dict(new))
+    """`seed 0 -> 1; agents random,greedy -> random`: the identity fields that differ (`config.` left out)."""
+    a, b = ({k.removeprefix("config."): v for k, v in _flat(dict(d)).items()} for d in (old, new))
     keys = [k for k in [*a, *(k for k in b if k not in a)] if a.get(k) != b.get(k)]
     parts = [f"{k} {_show(a[k]) if k in a else '(none)'} -> {_show(b[k]) if k in b else '(none)'}"
              for k in keys[:limit]]

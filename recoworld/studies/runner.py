@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +42,7 @@ from recoworld.envs.population_env import PopulationParallelEnv, PopulationWorld
 from recoworld.errors import ConfigError
 from recoworld.evaluation.trajectory import TrajectoryLog
 from recoworld.population import UserProfile, draw_profiles, sample_population
-from recoworld.storage import write_parquet_atomic
+from recoworld.storage import write_json_atomic, write_parquet_atomic
 from recoworld.studies.creators import publish
 from recoworld.studies.spec import StudySpec
 
@@ -269,7 +268,7 @@ def _checkpoint(out_dir: Path, manifest: dict[str, Any], shard: int, profiles: l
         write_parquet_atomic(table, out_dir / rel)
         files[kind] = rel
     manifest["shards"][str(shard)] = {**files, "users": [p.user_id for p in profiles], "n_episodes": eps.num_rows}
-    _write_json_atomic(manifest, out_dir / MANIFEST)
+    write_json_atomic(manifest, out_dir / MANIFEST)
 
 
 def _assemble(out_dir: Path, manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -283,17 +282,3 @@ def _assemble(out_dir: Path, manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd
         write_parquet_atomic(traj, out_dir / "trajectories.parquet")
         write_parquet_atomic(pa.Table.from_pandas(eps, preserve_index=False), out_dir / "episodes.parquet")
     return traj.to_pandas(), eps
-
-
-def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

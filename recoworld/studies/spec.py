@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from recoworld.agents import check_recommender_names
 from recoworld.config import WorldConfig, build, load_config, relative_to_file
 from recoworld.envs.platform import SocialConfig
+from recoworld.evaluation.run_folder import LLM_RUNTIME_FIELDS
 from recoworld.population import Beta, Constant, Dist, Normal, PopulationSpec, UserProfile
 
 
@@ -45,12 +46,6 @@ class CreatorSpec(_Spec):
     name: str = Field(min_length=1)
     target_segment: str = Field(min_length=1)
     items: NewItemsSpec = NewItemsSpec()
-
-
-#: LLM settings that change how calls are made, not what they answer: a study resumes under other values
-#: (a larger budget after `BudgetExceeded`, more requests in flight, a cache file elsewhere).
-_LLM_RUNTIME_FIELDS = {"api_key", "concurrency", "cache", "cache_path", "price_input_per_mtok",
-                       "price_output_per_mtok", "budget_usd", "budget_tokens"}
 
 
 class StudySpec(_Spec):
@@ -138,7 +133,7 @@ class StudySpec(_Spec):
 
     def fingerprint(self) -> str:
         """Hash of everything that determines results; a checkpoint only resumes the same study."""
-        exclude = {"out": True, "world": {"llm": _LLM_RUNTIME_FIELDS}}
+        exclude = {"out": True, "world": {"llm": LLM_RUNTIME_FIELDS}}
         return hashlib.sha256(self.model_dump_json(exclude=exclude).encode()).hexdigest()[:16]
 
     @classmethod
