@@ -206,7 +206,7 @@ class World:
         self._record(acting, slates, reactions, dwell)
         for j, instruction in enumerate(fb.instructions):
             if instruction is not None:
-                self._listen(int(acting[j]), instruction)
+                self.listen(int(acting[j]), instruction)
         if self.platform is not None:
             self.retriever.set_popularity(self.platform.update(slates, reactions))
 
@@ -312,7 +312,7 @@ class World:
             self.asked.subset(rows), self.tastes,
         )
 
-    def _listen(self, row: int, instruction: Instruction) -> None:
+    def listen(self, row: int, instruction: Instruction) -> None:
         """Take in what a user said: the observation shows it, retrieval and the measures answer it."""
         intent = instruction.intent
         self.instruction[row] = instruction_vector(instruction, self.catalog)
