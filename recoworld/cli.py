@@ -14,6 +14,7 @@ from recoworld.errors import RecoWorldError
 
 if TYPE_CHECKING:
     from recoworld.calibration import CalibratedWorld
+    from recoworld.config import WorldConfig
     from recoworld.data import RealWorld
 
 app = typer.Typer(help="RecoWorld: a simulation environment for agentic recommender systems.",
@@ -37,6 +38,17 @@ def _writable_dir(path: Path, flag: str) -> None:
 def _fail(err: Exception) -> typer.Exit:
     console.print(f"[red]error:[/red] {err}", soft_wrap=True, highlight=False)  # one line, however long
     return typer.Exit(code=2)
+
+
+def _llm_ready(world: WorldConfig, out: Path, *, calls_model: bool) -> WorldConfig:
+    """`world` with its LLM cache under `out` (unless llm.cache_path is set); when the run calls a model,
+    the server is probed once first, so an unreachable one is an error before anything runs or falls back."""
+    from recoworld.llm.health import check_server
+
+    world = world.model_copy(update={"llm": world.llm.for_run(out)})
+    if calls_model:
+        check_server(world.llm)
+    return world
 
 
 DATA_HELP = ("real dataset: a MovieLens 100K/1M folder (grouplens.org), RecBole atomic files, or "
@@ -105,7 +117,8 @@ def simulate(
     llm: Annotated[str | None, typer.Option(help="LLM backend: local (Gemma 270M in-process) or openai")] = None,
     llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (key: $OPENAI_API_KEY)")] = None,
     llm_model: Annotated[str | None, typer.Option(help="model name on the server")] = None,
-    llm_cache: Annotated[str | None, typer.Option(help="record/replay cache: write, read or off")] = None,
+    llm_cache: Annotated[str | None, typer.Option(help="record/replay cache: write, read, replay (cache only, "
+                                                       "no server) or off; default file: <out>/llm-cache")] = None,
     llm_budget: Annotated[float | None, typer.Option(help="stop the study at this LLM cost (USD)")] = None,
     llm_concurrency: Annotated[int | None, typer.Option(help="LLM requests in flight at once")] = None,
 ) -> None:
@@ -136,6 +149,7 @@ def simulate(
         cat = Catalog.from_parquet(catalog) if catalog else None
         names = [a.strip() for a in agents.split(",") if a.strip()]
         check_recommender_names(names)
+        world = _llm_ready(world, out, calls_model=world.user_backend == "llm" or any(n in LLM_AGENTS for n in names))
         cfg = build(SimulationConfig, "simulate options",
                     {"n_users": users, "agents": names, "seed": seed, "world": world, "population": spec})
         profiles = None
@@ -318,6 +332,7 @@ def fidelity(
         real = _real_for(data, embedding, seed, fitted, calibrated, split=split, test_fraction=test_fraction)
         if fitted is not None:
             world, real.catalog, real.profiles = fitted.world, fitted.catalog, fitted.profiles
+        world = _llm_ready(world, out, calls_model=llm_users > 0)
         evaluated = eval_users(real.catalog, real.profiles, real.split.train, real.split.test, cfg)
         if not evaluated:
             raise RecoWorldError("no user has both train history and new held-out items; lower --test-fraction")
@@ -386,7 +401,8 @@ def validate(
                     llm_max_steps=llm_turns, seed=seed)
         fitted = _calibrated(calibrated, None) if calibrated is not None else None
         real = _real_for(data, embedding, seed, fitted, calibrated)
-        worlds = [SimWorld("default", load_world(config), real.catalog, real.profiles)]
+        default = _llm_ready(load_world(config), out, calls_model=llm_users > 0)  # LLM users run on its llm
+        worlds = [SimWorld("default", default, real.catalog, real.profiles)]
         if fitted is not None:
             worlds.append(SimWorld("calibrated", fitted.world, fitted.catalog, fitted.profiles))
         with console.status("validating") as status:

@@ -21,6 +21,11 @@ Faults are queued with `inject(...)` and consumed one per request, in arrival or
 `reject_formats={"json_schema"}` answers those response formats with HTTP 500, as
 llama-cpp-python's server does. `latency_s` adds a fixed think time to every answer.
 
+`down_after=N` kills the server at its N-th request: that request and every later one get
+no answer, and the port stops listening, so new connections are refused, as when a model
+server dies mid-run. `FaultServer(port=p)` starts a server on a given port, e.g. to bring
+a killed one back at the same URL.
+
 `barrier=N` holds the first requests until N of them are in flight at once (for at most
 `barrier_timeout_s`), then lets every request through. A test of concurrency then rests on
 an event, not on timing: `barrier_met` says whether N requests overlapped, and
@@ -82,7 +87,7 @@ class _Server(ThreadingHTTPServer):
 
 class FaultServer:
     def __init__(self, latency_s: float = 0.0, hang_s: float = 3.0, barrier: int = 1,
-                 barrier_timeout_s: float = 10.0) -> None:
+                 barrier_timeout_s: float = 10.0, port: int = 0, down_after: int | None = None) -> None:
         self.latency_s = latency_s
         self.hang_s = hang_s
         self.barrier = barrier
@@ -96,9 +101,12 @@ class FaultServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.busy_s = 0.0
+        self.down_after = down_after
+        self._down = False
+        self._stopped = False
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
-        self._httpd = _Server(("127.0.0.1", 0), self._handler())
+        self._httpd = _Server(("127.0.0.1", port), self._handler())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
@@ -114,7 +122,20 @@ class FaultServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    def stop(self) -> None:
+        """Stop listening (idempotent): new connections are refused from now on."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        if self._thread.is_alive():
+            self._httpd.shutdown()
         self._httpd.server_close()
 
     def _wait_at_barrier(self) -> None:
@@ -185,6 +206,14 @@ class FaultServer:
             def do_POST(self) -> None:
                 started = time.perf_counter()
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                with server._lock:
+                    dying = server.down_after is not None and len(server.requests) + 1 >= server.down_after
+                    first_death, server._down = dying and not server._down, server._down or dying
+                if dying:  # no answer: the connection just closes, and the port stops listening
+                    if first_death:
+                        threading.Thread(target=server.stop, daemon=True).start()
+                    self.close_connection = True
+                    return
                 with server._lock:
                     server.requests.append(body)
                     server.headers.append({k.lower(): v for k, v in self.headers.items()})

@@ -135,4 +135,5 @@ def test_cli_simulate_with_local_llm_users(gemma_path: Path, tmp_path: Path) -> 
     assert out.returncode == 0, out.stdout + out.stderr
     assert "LLM: " in out.stdout and "fell back to the parametric user" in out.stdout
     assert (tmp_path / "run" / "trajectories" / "popular.parquet").is_file()
-    assert (tmp_path / ".recoworld_cache" / "llm.sqlite").is_file()
+    assert (tmp_path / "run" / "llm-cache" / "llm.sqlite").is_file(), "the cache defaults to a folder under --out"
+    assert not (tmp_path / ".recoworld_cache").exists()

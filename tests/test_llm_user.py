@@ -174,7 +174,9 @@ def decide(request: Request) -> str | dict[str, Any]:
 
 
 def scripted_world(catalog: Catalog, tmp_path: Path) -> WorldConfig:
-    llm = scripted_config(cache_path=tmp_path / "unused.sqlite", max_retries=0, repair=False, concurrency=4)
+    # Scripted faults on purpose: a high fallback rate is what these tests look at, not an outage to stop on.
+    llm = scripted_config(cache_path=tmp_path / "unused.sqlite", max_retries=0, repair=False, concurrency=4,
+                          max_fallback_rate=1.0)
     return WorldConfig(slate_size=3, n_candidates=10, catalog=catalog_config(catalog), user_backend="llm", llm=llm)
 
 

@@ -53,7 +53,8 @@ def test_population_llm_turns_in_flight_match_one_at_a_time(catalog: Catalog, tm
     for concurrency in (1, 4):
         # The first requests wait until `concurrency` of them are in flight together (a barrier, not a timing).
         with FaultServer(barrier=concurrency) as srv:
-            env = llm_world(catalog, loopback(srv, tmp_path, concurrency=concurrency), n)
+            # Every turn of step 1 fails on purpose: not an outage for the circuit breaker to stop on.
+            env = llm_world(catalog, loopback(srv, tmp_path, concurrency=concurrency, max_fallback_rate=1.0), n)
             assert isinstance(env.users, LLMUsers)
             srv.inject(*["malformed"] * n)  # every turn of step 1 falls back, whatever order requests arrive in
             runs[concurrency] = play(env, seed=7)[0]

@@ -16,7 +16,10 @@ to leave), and when the model gives no usable answer (after the backend's retrie
 repair) the parametric user decides that step instead. Such a fallback is flagged in
 `BatchFeedback.fallback` (hence in `info["llm_fallback"]` and the trajectory) and counted
 in `LLMUsers.stats`. Budget exhaustion is not a fallback: `BudgetExceeded` propagates and
-stops the study. The per-item reasons of model decisions go into `BatchFeedback.reasons`.
+stops the study; so does `FallbackRateExceeded`, the backend's circuit breaker, once too many
+recent calls failed (`LLMConfig.max_fallback_rate`): a dead server stops the run instead of
+turning it into a run of parametric users. Either way the step's other calls in flight are
+cancelled. The per-item reasons of model decisions go into `BatchFeedback.reasons`.
 
 All randomness of user row i comes from `streams[i]`: every model call takes its sampling
 seed from it, and so do the parametric fallback's draws. A row therefore behaves the same
@@ -274,7 +277,20 @@ async def review_all(
     if not len(users) == len(slates) == len(rngs):
         raise ValueError(f"review_all needs one slate and rng per user, got {len(users)} users, "
                          f"{len(slates)} slates, {len(rngs)} rngs")
-    return list(await asyncio.gather(*(u.areview(s, r) for u, s, r in zip(users, slates, rngs))))
+    return await _gather([u.areview(s, r) for u, s, r in zip(users, slates, rngs)])
+
+
+async def _gather(coros: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """`asyncio.gather`, but an error that stops the run (a budget, the circuit breaker) cancels the
+    calls still in flight instead of leaving them on this thread's loop for the next step to run."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 class LLMUsers:
@@ -356,8 +372,7 @@ class LLMUsers:
         now = np.broadcast_to(np.asarray(now_days, dtype=np.float64), (len(rows_list),)).tolist()
 
         async def end_all() -> list[float]:
-            return list(await asyncio.gather(*(self.users[r].aend_session(t, streams[r])
-                                               for r, t in zip(rows_list, now))))
+            return await _gather([self.users[r].aend_session(t, streams[r]) for r, t in zip(rows_list, now)])
 
         return np.array(_run(end_all()), dtype=np.float64)
 

@@ -13,8 +13,17 @@ or duplicating any user; a part written but not yet recorded is simply redone.
 
 LLM users and recommenders (`user_backend: llm`, `toolrec`) use the spec's `world.llm`.
 Within a shard, a step's user turns are in flight together (`llm.concurrency`); every
-Ray worker process has its own backend, so its cache connection, usage account and
-`budget_*` limits are per worker, not per study. With the local backend each Ray worker
+Ray worker process has its own backend (cache connection, usage account, circuit breaker),
+but the `budget_*` limits are study-wide: they are charged to one locked ledger file,
+`<out>/llm-budget.json`, before every model call (`recoworld.llm.ledger`), and it persists,
+so a resumed study counts what it already spent. The LLM cache defaults to
+`<out>/llm-cache/llm.sqlite` (`llm.cache_path` shares one explicitly). Before any shard
+runs, an OpenAI-compatible server is probed once (`recoworld.llm.health.check_server`):
+unreachable, the study stops with `LLMServerUnreachable` before anything falls back. A
+shard whose calls keep failing stops the study with `FallbackRateExceeded` (the circuit
+breaker, `llm.max_fallback_rate`) and is not checkpointed, so a rerun once the server is
+back redoes it; errors like these reach the caller as themselves, not wrapped by Ray.
+With the local backend each Ray worker
 also supervises its own model process (`recoworld.llm.supervisor`): a crash there costs
 that worker one turn and a restart, and the process ends with the worker. Fallback turns are flagged in the
 trajectories' `llm_fallback` column; `agent_trace` keeps an LLM recommender's reasoning.
@@ -39,8 +48,9 @@ from recoworld.agents import make_recommender
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.envs.platform import hold_back
 from recoworld.envs.population_env import PopulationParallelEnv, PopulationWorldConfig
-from recoworld.errors import ConfigError
+from recoworld.errors import ConfigError, RecoWorldError
 from recoworld.evaluation.trajectory import TrajectoryLog
+from recoworld.llm.health import check_server, uses_llm
 from recoworld.population import UserProfile, draw_profiles, sample_population
 from recoworld.storage import write_json_atomic, write_parquet_atomic
 from recoworld.studies.creators import publish
@@ -207,10 +217,13 @@ def run_study(
     import ray
 
     out_dir = spec.out_dir(out)
+    spec = _llm_for_run(spec, out_dir)
     setup = prepare(spec, catalog)
     manifest = _load_manifest(out_dir, setup)
     shards = setup.shards
     todo = [i for i in range(len(shards)) if str(i) not in manifest["shards"]]
+    if todo and uses_llm(spec.world.user_backend, spec.recommenders):
+        check_server(spec.world.llm)  # an unreachable server stops the study before any shard falls back
     started = not ray.is_initialized()
     if started:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -226,7 +239,12 @@ def run_study(
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 shard = pending.pop(ready[0])
-                traj, eps = ray.get(ready[0])
+                try:
+                    traj, eps = ray.get(ready[0])
+                except ray.exceptions.RayTaskError as err:  # a budget, the circuit breaker: one clear error
+                    if isinstance(err.cause, RecoWorldError):
+                        raise err.cause from None
+                    raise
                 _checkpoint(out_dir, manifest, shard, shards[shard], traj, eps)
                 if on_shard is not None:
                     on_shard(len(manifest["shards"]), len(shards))
@@ -238,6 +256,14 @@ def run_study(
             ray.shutdown()
     traj, eps = _assemble(out_dir, manifest)
     return StudyResult(out_dir, setup, traj, eps, shards_run=len(todo))
+
+
+def _llm_for_run(spec: StudySpec, out_dir: Path) -> StudySpec:
+    """The spec with its LLM cache under `out_dir` (unless set) and its budgets on the study-wide ledger."""
+    llm = spec.world.llm.for_run(out_dir, ledger=True)
+    if llm == spec.world.llm:
+        return spec
+    return spec.model_copy(update={"world": spec.world.model_copy(update={"llm": llm})})
 
 
 def _load_manifest(out_dir: Path, setup: StudySetup) -> dict[str, Any]:
