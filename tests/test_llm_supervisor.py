@@ -158,7 +158,7 @@ def test_a_model_that_cannot_start_is_one_clear_line(tmp_path: Path) -> None:
         out = subprocess.run(
             [sys.executable, "-m", "recoworld.cli", "simulate", "--users", "1", "--agents", "popular", "--days",
              "1", "--config", "world.yaml", "--user-backend", "llm", "--llm", "local", "--llm-cache", "off",
-             "--out", "run"],
+             "--out", f"run-{path.stem}"],  # two different runs: one output folder each
             cwd=tmp_path, capture_output=True, text=True, timeout=300,
         )
         text = out.stdout + out.stderr
