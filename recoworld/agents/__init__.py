@@ -37,6 +37,12 @@ def _novelty(hierarchical: bool) -> AgentFactory:
     return build
 
 
+def _oracle(catalog: Catalog, k: int, seed: int | None) -> Recommender:
+    from recoworld.agents.oracle import OracleRecommender
+
+    return OracleRecommender(k, catalog, seed)
+
+
 def _toolrec(catalog: Catalog, k: int, seed: int | None, llm: LLMConfig) -> Recommender:
     from recoworld.agents.toolrec import ToolRecRecommender
 
@@ -54,6 +60,8 @@ AGENTS: dict[str, AgentFactory] = {
     "slate-inslate-ts": _slate_ts("inslate"),
     "hrl-novelty": _novelty(hierarchical=True),
     "flat-novelty": _novelty(hierarchical=False),
+    # A headroom reference, not a recommender: reads the hidden mindset (needs `expose_mindset=True`).
+    "oracle": _oracle,
 }
 
 
@@ -104,6 +112,7 @@ _LAZY = {
     "NoveltyPolicyConfig": "recoworld.agents.hrl_novelty",
     "NoveltyRecommender": "recoworld.agents.hrl_novelty",
     "ToolRecRecommender": "recoworld.agents.toolrec",
+    "OracleRecommender": "recoworld.agents.oracle",
 }
 
 
@@ -126,6 +135,7 @@ __all__ = [
     "NoveltyPolicyConfig",
     "NoveltyRecommender",
     "Observation",
+    "OracleRecommender",
     "RandomRecommender",
     "Recommender",
     "SlateTSConfig",
