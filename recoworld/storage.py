@@ -1,24 +1,27 @@
-"""Atomic Parquet writes: a reader never sees a half-written file, and a crash mid-write
-leaves the previous version in place."""
+"""Atomic writes: a reader never sees a half-written file, and a crash mid-write leaves the
+previous version in place."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def write_parquet_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
+@contextmanager
+def _atomically(path: Path) -> Iterator[str]:
+    """Yield a temporary path beside `path`; on success it is synced and renamed onto `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        pq.write_table(table, tmp)
+        yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; a result file is readable like the CSV and PNG beside it
@@ -26,24 +29,20 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_parquet_atomic(table: pa.Table, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    with _atomically(path) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike[str]) -> Path:
     """`data` as the whole of `path`, all or nothing, like `write_parquet_atomic`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with _atomically(path) as tmp:
+        Path(tmp).write_bytes(data)
     return path
 
 
