@@ -2,10 +2,15 @@
 
 Trains a slate policy, evaluates it every few iterations against the baselines on a fixed,
 seeded evaluation population, and prints retention with 95% confidence intervals, plus the
-policy's paired per-user advantage over each baseline. How observations reach the model
-(user-relative features + action mask) is documented in recoworld/rl/training.py.
+policy's paired per-user advantage over each baseline and the share of the random-to-oracle
+gap closed (the oracle reads the hidden mindset: a headroom reference, not a recommender).
+With `--seeds N` it trains N seeds one after another (seed, seed + 1, ...) and ends with the
+mean over seeds of the final paired advantage over each baseline, with a 95% t interval. How
+observations reach the model (user-relative features + action mask) is documented in
+recoworld/rl/training.py.
 
-    python experiments/train_ppo.py --config configs/ppo_small.yaml            # ~4 min on 2 CPUs
+    python experiments/train_ppo.py --config configs/ppo_small.yaml            # one seed
+    python experiments/train_ppo.py --config configs/ppo_small.yaml --seeds 3  # seeds 0, 1, 2: out/seed_N each
     python experiments/train_ppo.py --config configs/ppo_small.yaml --resume   # continue from out/
     recoworld simulate --agents random,popular,rllib:runs/ppo_small            # use it in a study
 """
@@ -16,9 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import tyro
 
-from recoworld.rl.training import TrainConfig, format_table, start_ray, train
+from recoworld.rl.training import TrainConfig, format_seed_summary, format_table, seed_summary, start_ray, train
 
 
 @dataclass
@@ -36,7 +42,9 @@ class Args:
     num_envs_per_env_runner: int | None = None
     """override the users each env runner samples together (one RecoWorldVectorEnv)"""
     seed: int | None = None
-    """override the training seed"""
+    """override the training seed (the first one with --seeds)"""
+    seeds: int = 1
+    """train this many seeds (seed, seed + 1, ...), each in out/seed_N, and summarise them"""
     train_batch_size: int | None = None
     """override the env steps per iteration"""
     minibatch_size: int | None = None
@@ -69,16 +77,31 @@ if __name__ == "__main__":
     # TRY NOT TO MODIFY: Ray runtime (seeding happens in RLlib via config.debugging(seed=...))
     start_ray(cfg.num_env_runners)
 
-    # ALGO LOGIC: PPO iterations, periodic evaluation, checkpoints (recoworld.rl.training.train)
-    wall = time.perf_counter()
-    result = train(cfg, args.out, resume=args.resume)
-    wall = time.perf_counter() - wall
+    tables: dict[int, pd.DataFrame] = {}
+    for seed in range(cfg.seed, cfg.seed + args.seeds):
+        run_cfg = cfg.model_copy(update={"seed": seed})
+        out = args.out if args.seeds == 1 else args.out / f"seed_{seed}"
+        if args.seeds > 1:
+            print(f"\n=== seed {seed} -> {out}")
 
-    # RESULTS: retention on the evaluation users (95% CI) and the paired advantage of the policy
-    print()
-    print(f"evaluation: {cfg.eval.n_users} users (seed {cfg.eval.seed}), retention = share of days active")
-    print(format_table(result.table))
-    print()
-    print(f"charts/train_seconds {result.train_seconds:.1f}  (wall incl. setup and evaluation: {wall:.1f})")
-    print(f"checkpoint: {result.checkpoint}")
-    print(f"learning curve: {result.plot}")
+        # ALGO LOGIC: PPO iterations, periodic evaluation, checkpoints (recoworld.rl.training.train)
+        wall = time.perf_counter()
+        result = train(run_cfg, out, resume=args.resume)
+        wall = time.perf_counter() - wall
+        tables[seed] = result.table
+
+        # RESULTS: retention on the evaluation users (95% CI) and the paired advantage of the policy
+        print()
+        print(f"evaluation: {cfg.eval.n_users} users (seed {cfg.eval.seed}), retention = share of days active")
+        if result.stopped:
+            print(f"NOTE {result.stopped}")
+        print(format_table(result.table))
+        print()
+        print(f"charts/train_seconds {result.train_seconds:.1f}  (wall incl. setup and evaluation: {wall:.1f})")
+        print(f"checkpoint: {result.checkpoint}")
+        print(f"learning curve: {result.plot}")
+
+    if args.seeds > 1:
+        print(f"\n=== {args.seeds} seeds ({cfg.seed}..{cfg.seed + args.seeds - 1}): final paired advantage, "
+              "mean over seeds ± 95% t interval")
+        print(format_seed_summary(seed_summary(tables)))

@@ -234,6 +234,8 @@ def train(
         result = run(cfg, out, resume=resume, log=console.print)
     except RecoWorldError as err:
         raise _fail(err) from None
+    if result.stopped:
+        console.print(f"[yellow]{result.stopped}[/yellow]")
     console.print(format_table(result.table), highlight=False)
     console.print(f"training time: {result.train_seconds:.0f} s  checkpoint: {result.checkpoint}  "
                   f"curve: {result.plot}\nuse it in a study: recoworld simulate --agents rllib:{result.checkpoint}")

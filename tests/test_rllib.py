@@ -173,6 +173,29 @@ def test_distinct_slate_prefers_available_candidates_and_never_repeats() -> None
     np.testing.assert_array_equal(distinct_slate(logits, np.array([False, False, True, False])), [2, 0, 1])
 
 
+def test_compare_reports_paired_advantage_and_gap_closed_and_seeds_summarise() -> None:
+    import pandas as pd
+
+    from recoworld.rl.training import compare, format_seed_summary, format_table, seed_summary
+
+    users = [f"u{i}" for i in range(4)]
+    retention = {"ppo": [0.5, 0.6, 0.4, 0.5], "random": [0.3, 0.4, 0.3, 0.2], "oracle": [0.7, 0.8, 0.6, 0.7]}
+    episodes = pd.DataFrame([{"recommender": name, "user_id": u, "retention": r, "sessions": 3, "churned": False,
+                              "total_reward": 1.0} for name, rs in retention.items() for u, r in zip(users, rs)])
+    table = compare(episodes).set_index("recommender")
+    assert table.loc["random", "ppo_minus_this"] == pytest.approx(0.2)
+    assert table.loc["random", "gap_closed"] == pytest.approx(0.0)
+    assert table.loc["oracle", "gap_closed"] == pytest.approx(1.0)
+    assert table.loc["ppo", "gap_closed"] == pytest.approx(0.2 / 0.4)
+    text = format_table(table.reset_index())
+    assert "+50%" in text and "reference: reads the hidden mindset" in text
+    summary = seed_summary({0: table.reset_index(), 1: table.reset_index()}).set_index("recommender")
+    assert summary.loc["random", "ppo_minus_this"] == pytest.approx(0.2)
+    assert summary.loc["random", "ppo_minus_this_ci"] == pytest.approx(0.0)
+    assert summary.loc["random", "seeds_ci_above_0"] == 2
+    assert "2 of 2" in format_seed_summary(summary.reset_index())
+
+
 def test_train_config_names_the_bad_field() -> None:
     from recoworld.rl.training import TrainConfig
 
@@ -218,8 +241,9 @@ def test_train_save_resume_restore_and_infer(ray_session: ModuleType, tmp_path: 
     assert list(result.curve["iteration"]) == [1, 2]
     assert result.curve["env_steps"].iloc[-1] >= 2 * cfg.ppo.train_batch_size
     assert result.checkpoint == latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "iter_000002"
-    assert set(result.table["recommender"]) == {POLICY, "random"}
-    assert result.table["users"].tolist() == [4, 4]
+    assert list(result.table["recommender"]) == [POLICY, "random", "oracle"]  # the oracle: headroom reference
+    assert result.table["users"].tolist() == [4, 4, 4]
+    assert {"paired/random", "paired_ci/random", "retention_ci/oracle"} <= set(result.curve.columns)
     assert result.plot.exists() and result.plot.stat().st_size > 0
 
     # resume: one more iteration continues the same run and its learning curve
@@ -278,12 +302,19 @@ def test_masked_policy_never_samples_consumed_candidates(ray_session: ModuleType
 
 @pytest.mark.slow
 def test_same_seed_gives_the_same_training(ray_session: ModuleType, tmp_path: Path) -> None:
+    """Same config and seed: the same learning curve, bit for bit, and the same final table."""
+    import pandas as pd
+
     from recoworld.rl.training import train
 
-    a = train(tiny_config(0, iterations=1, seed=3), tmp_path / "a", log=lambda msg: None)
-    b = train(tiny_config(0, iterations=1, seed=3), tmp_path / "b", log=lambda msg: None)
-    cols = ["env_steps", "charts/episode_return_mean", "losses/policy_loss", "retention/ppo"]
-    np.testing.assert_allclose(a.curve[cols].to_numpy(float), b.curve[cols].to_numpy(float))
+    a = train(tiny_config(0, iterations=2, seed=3), tmp_path / "a", log=lambda msg: None)
+    b = train(tiny_config(0, iterations=2, seed=3), tmp_path / "b", log=lambda msg: None)
+    timing = ["seconds"]
+    pd.testing.assert_frame_equal(a.curve.drop(columns=timing), b.curve.drop(columns=timing))
+    pd.testing.assert_frame_equal(a.table, b.table)
+    assert a.stopped is None and b.stopped is None
+    c = train(tiny_config(0, iterations=2, seed=4), tmp_path / "c", log=lambda msg: None)
+    assert not np.array_equal(a.curve["losses/policy_loss"], c.curve["losses/policy_loss"])
 
 
 @pytest.mark.slow

@@ -77,6 +77,10 @@ if TYPE_CHECKING:
 ENV_NAME = "RecoWorld-v0-user-relative"
 #: Name of the trained policy in evaluation tables.
 POLICY = "ppo"
+#: Name of the headroom reference that reads the hidden mindset (recoworld/agents/oracle.py).
+ORACLE = "oracle"
+#: The reference floor of the gap-closed share.
+FLOOR = "random"
 
 
 class PPOSettings(StrictModel):
@@ -108,7 +112,13 @@ class EvalSettings(StrictModel):
     every: int = Field(5, ge=1, description="evaluate every N training iterations (and after the last)")
     n_users: int = Field(200, ge=2)
     seed: int = Field(12345, ge=0, description="seed of the evaluation users and their episodes")
-    baselines: list[str] = Field(default_factory=lambda: ["random", "popular"])
+    baselines: list[str] = Field(
+        default_factory=lambda: ["random", "greedy", "diverse", "instruct"],
+        description="recommenders the policy is compared with, paired per user; the strongest heuristics by default")
+    oracle: bool = Field(
+        True, description="also run the `oracle` reference (recoworld/agents/oracle.py), which reads the hidden "
+        "mindset: not deployable, it only measures headroom; the table reports the share of the random-to-oracle "
+        "gap each recommender closes (needs `random` among the baselines)")
     horizon_days: float | None = Field(None, gt=0, description="evaluate on another horizon than training")
 
 
@@ -117,7 +127,10 @@ class TrainConfig(StrictModel):
 
     seed: int = Field(0, ge=0, description="seeds RLlib (env runners, torch) and nothing else")
     iterations: int = Field(20, ge=1, description="training budget in PPO iterations")
-    max_minutes: float | None = Field(None, gt=0, description="stop early (after a whole iteration) past this")
+    max_minutes: float | None = Field(
+        None, gt=0, description="safety stop only: past this many minutes, stop after the current iteration. The "
+        "budget is `iterations`; a run cut short by the clock depends on the machine, so it is reported "
+        "(`TrainResult.stopped`, the log, the final table)")
     num_env_runners: int = Field(0, ge=0, description="0 samples in the driver process")
     num_envs_per_env_runner: int = Field(
         16, ge=1, le=4096, description="users each env runner steps together in one `RecoWorldVectorEnv`; on "
@@ -277,14 +290,20 @@ def save_checkpoint(algo: Algorithm, out: str | os.PathLike[str]) -> Path:
 # ---------------------------------------------------------------------------- evaluation
 
 
-def evaluate(cfg: TrainConfig, agents: dict[str, Callable[[Catalog, int, int | None], Recommender]]) -> pd.DataFrame:
+def evaluate(cfg: TrainConfig, agents: dict[str, Callable[[Catalog, int, int | None], Recommender]],
+             expose_mindset: bool = False) -> pd.DataFrame:
     """Run `agents` on the fixed evaluation users; one row per (recommender, user).
 
     Every call draws the same users with the same episode seeds (common random numbers), so
-    rounds and recommenders are compared on identical conditions.
+    rounds and recommenders are compared on identical conditions. `expose_mindset` puts the
+    hidden mindset in `info` (for the oracle); it changes no random draw, so the users and
+    their episodes stay the same.
     """
+    world = cfg.eval_world()
+    if expose_mindset:
+        world = build(WorldConfig, "evaluation world", world, expose_mindset=True)
     sim = SimulationConfig(n_users=cfg.eval.n_users, agents=list(agents), seed=cfg.eval.seed,
-                           world=cfg.eval_world(), population=cfg.population)
+                           world=world, population=cfg.population)
     catalog, profiles = None, None
     if cfg.calibrated is not None:
         from recoworld.calibration.inputs import cached_calibration
@@ -300,14 +319,27 @@ def baseline_agents(names: list[str]) -> dict[str, Callable[[Catalog, int, int |
     return {name: (lambda catalog, k, seed, name=name: make_recommender(name, catalog, k, seed)) for name in names}
 
 
+def evaluate_references(cfg: TrainConfig) -> pd.DataFrame:
+    """The baselines and (with `eval.oracle`) the oracle on the evaluation users: fixed, so run once."""
+    parts = [evaluate(cfg, baseline_agents(cfg.eval.baselines))] if cfg.eval.baselines else []
+    if cfg.eval.oracle:
+        parts.append(evaluate(cfg, baseline_agents([ORACLE]), expose_mindset=True))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
 def compare(episodes: pd.DataFrame, policy: str = POLICY) -> pd.DataFrame:
-    """Retention per recommender with 95% CIs, and the policy's paired advantage over each one.
+    """Retention per recommender with 95% CIs, the policy's paired advantage over each one, and
+    the share of the random-to-oracle gap each closes.
 
     The paired difference is taken per user (same user, same episode seed), which removes
-    the between-user variance that dominates the unpaired intervals.
+    the between-user variance that dominates the unpaired intervals. `gap_closed` is
+    `(retention - random's) / (oracle's - random's)`: 0 = random, 1 = the oracle (NaN without
+    both, or when the oracle is not above random).
     """
     rows = []
     mine = episodes[episodes["recommender"] == policy].set_index("user_id")["retention"]
+    means = episodes.groupby("recommender")["retention"].mean()
+    gap = means.get(ORACLE, np.nan) - means.get(FLOOR, np.nan)
     for name, eps in episodes.groupby("recommender", sort=False):
         retention, ci = mean_ci(eps["retention"])
         ret = eps.set_index("user_id")["retention"]
@@ -315,7 +347,8 @@ def compare(episodes: pd.DataFrame, policy: str = POLICY) -> pd.DataFrame:
         rows.append({"recommender": name, "users": len(eps), "retention": retention, "retention_ci": ci,
                      "sessions_per_user": float(eps["sessions"].mean()), "churn_rate": float(eps["churned"].mean()),
                      "return_per_user": float(eps["total_reward"].mean()),
-                     f"{policy}_minus_this": diff, f"{policy}_minus_this_ci": diff_ci})
+                     f"{policy}_minus_this": diff, f"{policy}_minus_this_ci": diff_ci,
+                     "gap_closed": (retention - means[FLOOR]) / gap if gap > 0 else np.nan})
     return pd.DataFrame(rows)
 
 
@@ -339,6 +372,7 @@ class TrainResult:
     plot: Path
     train_seconds: float
     envs: list[tuple[str, int]]  # (env class, users) of each sampling env runner (`sampling_envs`)
+    stopped: str | None = None  # why training stopped before `iterations` (the max_minutes safety stop)
 
 
 def train(
@@ -348,7 +382,11 @@ def train(
     resume: bool = False,
     log: Callable[[str], None] = print,
 ) -> TrainResult:
-    """Train PPO for `cfg.iterations` (or `cfg.max_minutes`), evaluating every `cfg.eval.every`.
+    """Train PPO for `cfg.iterations`, evaluating every `cfg.eval.every`.
+
+    The budget is in iterations (each `ppo.train_batch_size` env steps), so the same config and
+    seed give the same curve and table on the same machine. `cfg.max_minutes` is only a safety
+    stop; when it cuts the run short, `TrainResult.stopped` says so.
 
     With `resume`, continues from the newest checkpoint in `out` and its learning curve.
     Ray must be initialised by the caller (or RLlib starts a default local cluster). Resuming
@@ -371,13 +409,13 @@ def train(
     evals = pd.read_parquet(eval_path) if start and eval_path.exists() else pd.DataFrame()
     evals = evals[evals["iteration"] <= algo.iteration] if len(evals) else evals
     try:
-        baselines = evaluate(cfg, baseline_agents(cfg.eval.baselines)) if cfg.eval.baselines else pd.DataFrame()
+        baselines = evaluate_references(cfg)
         if start:
             log(f"resumed from {start} at iteration {algo.iteration}")
         envs = sampling_envs(algo)
         log(f"sampling: {len(envs)} env runner(s), each a {envs[0][0]} of {envs[0][1]} user(s)")
         t0, rows = time.perf_counter(), curve.to_dict("records")
-        checkpoint = start
+        checkpoint, stopped = start, None
         while algo.iteration < cfg.iterations:
             result = algo.train()
             it = algo.iteration
@@ -404,6 +442,9 @@ def train(
                 for _, r in table.iterrows():
                     row[f"retention/{r['recommender']}"] = r["retention"]
                     row[f"retention_ci/{r['recommender']}"] = r["retention_ci"]
+                    if r["recommender"] != POLICY:
+                        row[f"paired/{r['recommender']}"] = r[f"{POLICY}_minus_this"]
+                        row[f"paired_ci/{r['recommender']}"] = r[f"{POLICY}_minus_this_ci"]
                 evals = pd.concat([evals, table.assign(iteration=it)], ignore_index=True)
                 write_parquet_atomic(pa.Table.from_pandas(evals, preserve_index=False), eval_path)
                 checkpoint = save_checkpoint(algo, out)
@@ -411,8 +452,10 @@ def train(
             rows.append(row)
             write_parquet_atomic(pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False), curve_path)
             log(msg)
-            if out_of_time:
-                log(f"stopping: past max_minutes={cfg.max_minutes}")
+            if out_of_time and it < cfg.iterations:
+                stopped = (f"safety stop: past max_minutes={cfg.max_minutes:g} after iteration {it} of "
+                           f"{cfg.iterations}; this result depends on the machine's speed")
+                log(stopped)
                 break
         train_seconds = time.perf_counter() - t0
         if checkpoint is None or checkpoint.name != f"iter_{algo.iteration:06d}":
@@ -422,18 +465,70 @@ def train(
     curve = pd.DataFrame(rows)
     final = evals[evals["iteration"] == evals["iteration"].max()].drop(columns="iteration") if len(evals) else evals
     plot = plot_learning_curve(curve, out / "learning_curve.png")
-    return TrainResult(checkpoint, curve, final.reset_index(drop=True), plot, train_seconds, envs)
+    return TrainResult(checkpoint, curve, final.reset_index(drop=True), plot, train_seconds, envs, stopped)
 
 
 def format_table(table: pd.DataFrame, policy: str = POLICY) -> str:
-    """The final comparison as plain text: retention ± 95% CI, and the policy's paired advantage."""
+    """The final comparison as plain text: retention ± 95% CI, the policy's paired advantage, and
+    the share of the random-to-oracle gap closed. The oracle row is labelled as the reference it is."""
     lines = [f"{'recommender':<12} {'users':>5} {'retention':>16} {'sessions':>9} {'churn':>6} "
-             f"{policy + ' - this (paired)':>24}"]
+             f"{policy + ' - this (paired)':>24} {'gap closed':>10}"]
     for _, r in table.iterrows():
         diff = "" if pd.isna(r[f"{policy}_minus_this"]) else \
             f"{r[f'{policy}_minus_this']:+.3f} ± {r[f'{policy}_minus_this_ci']:.3f}"
+        closed = "" if pd.isna(r.get("gap_closed", np.nan)) else f"{r['gap_closed']:+.0%}"
+        note = "  (reference: reads the hidden mindset, not deployable)" if r["recommender"] == ORACLE else ""
         lines.append(f"{r['recommender']:<12} {r['users']:>5d} {r['retention']:>8.3f} ± {r['retention_ci']:.3f} "
-                     f"{r['sessions_per_user']:>9.2f} {r['churn_rate']:>6.2f} {diff:>24}")
+                     f"{r['sessions_per_user']:>9.2f} {r['churn_rate']:>6.2f} {diff:>24} {closed:>10}{note}")
+    return "\n".join(lines)
+
+
+#: Two-sided 95% Student t quantiles by degrees of freedom (the normal 1.96 past 30).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t95(df: int) -> float:
+    """The 95% two-sided Student t quantile for `df` degrees of freedom (conservative between table rows)."""
+    if df < 1:
+        return float("nan")
+    return _T95[min(k for k in _T95 if k >= df)] if df <= 30 else 1.96
+
+
+def seed_summary(tables: dict[int, pd.DataFrame], policy: str = POLICY) -> pd.DataFrame:
+    """Across training seeds: per recommender, the mean of the policy's final paired advantage
+    with a 95% t interval over seeds, how many seeds have their own paired 95% CI above 0, and
+    the mean share of the random-to-oracle gap closed (the policy's and the recommender's)."""
+    rows = []
+    names = [n for n in next(iter(tables.values()))["recommender"] if n != policy]
+    for name in names:
+        per_seed = [t.set_index("recommender").loc[name] for t in tables.values()]
+        diffs = np.array([r[f"{policy}_minus_this"] for r in per_seed], dtype=float)
+        above = sum(bool(r[f"{policy}_minus_this"] - r[f"{policy}_minus_this_ci"] > 0) for r in per_seed)
+        half = t95(len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else np.nan
+        rows.append({"recommender": name, "seeds": len(diffs), f"{policy}_minus_this": float(diffs.mean()),
+                     f"{policy}_minus_this_ci": float(half), "seeds_ci_above_0": above,
+                     "retention": float(np.mean([r["retention"] for r in per_seed])),
+                     "gap_closed": float(np.mean([r.get("gap_closed", np.nan) for r in per_seed]))})
+    mine = [t.set_index("recommender").loc[policy] for t in tables.values()]
+    rows.insert(0, {"recommender": policy, "seeds": len(mine),
+                    "retention": float(np.mean([r["retention"] for r in mine])),
+                    "gap_closed": float(np.mean([r.get("gap_closed", np.nan) for r in mine]))})
+    return pd.DataFrame(rows)
+
+
+def format_seed_summary(summary: pd.DataFrame, policy: str = POLICY) -> str:
+    """`seed_summary` as plain text."""
+    lines = [f"{'recommender':<12} {'seeds':>5} {'retention':>9} {'gap closed':>10} "
+             f"{policy + ' - this, mean over seeds':>31} {'seeds with paired CI > 0':>25}"]
+    for _, r in summary.iterrows():
+        diff = "" if pd.isna(r.get(f"{policy}_minus_this", np.nan)) else \
+            f"{r[f'{policy}_minus_this']:+.3f} ± {r[f'{policy}_minus_this_ci']:.3f}"
+        above = "" if pd.isna(r.get("seeds_ci_above_0", np.nan)) else \
+            f"{int(r['seeds_ci_above_0'])} of {int(r['seeds'])}"
+        closed = "" if pd.isna(r["gap_closed"]) else f"{r['gap_closed']:+.0%}"
+        lines.append(f"{r['recommender']:<12} {int(r['seeds']):>5d} {r['retention']:>9.3f} {closed:>10} "
+                     f"{diff:>31} {above:>25}")
     return "\n".join(lines)
 
 
