@@ -152,7 +152,9 @@ class ParametricUsers:
         self.returns = ReturnGapModel(returns or ReturnConfig())
         self.writer = InstructionWriter(catalog)
         d = catalog.embedding_dim
-        self._emb_padded = np.vstack([catalog.embeddings, np.zeros((1, d), np.float32)]).astype(np.float64)
+        # float32 like the catalog: the slate's embedding products are the bulk of a review, and
+        # float32 halves their memory traffic; their results continue in float64.
+        self._emb_padded = np.vstack([catalog.embeddings, np.zeros((1, d), np.float32)]).astype(np.float32)
         self._quality = catalog.quality.astype(np.float64)
         low = np.minimum(np.maximum((0.4 - self._quality) / 0.4, 0.0), 1.0)
         self._low_quality_fatigue = self.dyn.fatigue_low_quality * low
@@ -280,10 +282,10 @@ class ParametricUsers:
         emb = context[:, :k]  # (R, K, D)
         quality = self._quality[slates]
         duration = self._duration[slates]
-        rel = (emb @ interests[:, :, None])[:, :, 0]
+        rel = (emb @ interests.astype(np.float32)[:, :, None])[:, :, 0].astype(np.float64)
 
         # Novelty: 1 - max similarity to anything seen lately or earlier in this slate.
-        sims = emb @ context.transpose(0, 2, 1)
+        sims = (emb @ context.transpose(0, 2, 1)).astype(np.float64)
         gram = sims[:, :, :k]
         max_sim = np.maximum((gram * _strictly_lower(k)).max(axis=2), sims[:, :, k:].max(axis=2))
         novelty = 1.0 - np.minimum(max_sim, 1.0)
@@ -367,7 +369,8 @@ class ParametricUsers:
         seen_so_far = consumed.cumsum(axis=1)
         n_consumed = seen_so_far[:, -1:]
         weights = (eta * consumed) * keep_pow[n_consumed - seen_so_far]  # (1 - eta)^(consumed after k)
-        return keep_pow[n_consumed] * interests + (weights[:, None, :] @ emb)[:, 0]
+        drift = (weights.astype(emb.dtype)[:, None, :] @ emb)[:, 0]
+        return keep_pow[n_consumed] * interests + drift
 
     def _remember(self, at: slice | np.ndarray, slates: np.ndarray, reactions: np.ndarray,
                   dwell: np.ndarray) -> None:
