@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from recoworld.agents.base import Observation, Recommender
-from recoworld.catalog import Catalog, scalar_feature
+from recoworld.catalog import Catalog, embedding_part, scalar_feature
 
 #: Weight of each reaction level when building a taste profile (skip, click, like, share).
 _REACTION_WEIGHT = np.array([0.0, 1.0, 2.0, 3.0])
@@ -51,16 +51,14 @@ class GreedyRelevanceRecommender(Recommender):
         weights = weights * self.recency ** np.arange(len(reactions))[::-1]
         if weights.sum() <= 0:
             return None
-        d = observation["candidate_features"].shape[1] - 3
-        return weights @ observation["history_features"][:, :d]
+        return weights @ embedding_part(observation["history_features"])
 
     def scores(self, observation: Observation) -> np.ndarray:
         feats = observation["candidate_features"]
         taste = self.taste(observation)
         if taste is None:
             return scalar_feature(feats, "log_popularity").astype(np.float64)
-        d = feats.shape[1] - 3
-        return feats[:, :d] @ (taste / max(float(np.linalg.norm(taste)), 1e-9))
+        return embedding_part(feats) @ (taste / max(float(np.linalg.norm(taste)), 1e-9))
 
     def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
         return self.top_k(self.scores(observation), observation)
@@ -125,7 +123,7 @@ class DiverseRelevanceRecommender(GreedyRelevanceRecommender):
 
     def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
         feats = observation["candidate_features"]
-        emb = feats[:, : feats.shape[1] - 3].astype(np.float64)
+        emb = embedding_part(feats).astype(np.float64)
         relevance = self.scores(observation)
         relevance = relevance - np.where(observation["candidate_mask"].astype(bool), 0.0, 1e3)
         chosen: list[int] = []

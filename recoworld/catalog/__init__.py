@@ -1,7 +1,23 @@
 """Items and what is known of them: the catalog, its taxonomy, embeddings, semantic IDs and feature layout."""
 
 from recoworld.catalog.catalog import Catalog, Item, cached_catalog, generate_catalog, unit_rows
-from recoworld.catalog.features import SCALAR_FEATURES, FeatureLayout, popularity_feature, scalar_feature
+from recoworld.catalog.features import (
+    SCALAR_FEATURES,
+    FeatureLayout,
+    embedding_part,
+    popularity_feature,
+    scalar_feature,
+)
 
-__all__ = ["SCALAR_FEATURES", "Catalog", "FeatureLayout", "Item", "cached_catalog", "generate_catalog",
-           "popularity_feature", "scalar_feature", "unit_rows"]
+__all__ = [
+    "SCALAR_FEATURES",
+    "Catalog",
+    "FeatureLayout",
+    "Item",
+    "cached_catalog",
+    "embedding_part",
+    "generate_catalog",
+    "popularity_feature",
+    "scalar_feature",
+    "unit_rows",
+]

@@ -56,6 +56,11 @@ class FeatureLayout:
         ).astype(np.float32)
 
 
+def embedding_part(features: np.ndarray) -> np.ndarray:
+    """The embedding columns of feature rows, e.g. an observation's candidates or history."""
+    return features[..., FeatureLayout.from_width(features.shape[-1]).embedding]
+
+
 def scalar_feature(features: np.ndarray, name: str) -> np.ndarray:
     """One scalar column (see `SCALAR_FEATURES`) of feature rows, e.g. an observation's candidates."""
     return features[..., FeatureLayout.from_width(features.shape[-1]).column(name)]
