@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from recoworld.agents import plugins
 from recoworld.agents.base import Observation, Recommender
 from recoworld.agents.baselines import (
     DiverseRelevanceRecommender,
@@ -80,33 +81,44 @@ RLLIB_PREFIX = "rllib:"
 def make_recommender(
     name: str, catalog: Catalog, slate_size: int, seed: int | None = None, llm: LLMConfig | None = None
 ) -> Recommender:
-    """Build a registered recommender by name (see `AGENTS`, `LLM_AGENTS`), or `rllib:PATH` for a trained
-    RLlib policy. `llm` configures the chat model of `LLM_AGENTS` (default: the local in-process model)."""
+    """Build a registered recommender by name (see `AGENTS`, `LLM_AGENTS`), `rllib:PATH` for a trained
+    RLlib policy, or your own class: `module:Class`, `file.py:Class` or an installed plug-in (see
+    `recoworld.agents.plugins`). `llm` configures the chat model of `LLM_AGENTS` (default: the local
+    in-process model)."""
     if name.startswith(RLLIB_PREFIX):
         from recoworld.rl.policy import RLlibRecommender
 
         return RLlibRecommender.from_checkpoint(name[len(RLLIB_PREFIX) :], slate_size, seed)
     if name in LLM_AGENTS:
         return LLM_AGENTS[name](catalog, slate_size, seed, llm or LLMConfig())
+    if name not in AGENTS and (plugins.is_reference(name) or name in plugins.plugin_names()):
+        return plugins.build(name, catalog, slate_size, seed)
     check_recommender_names([name])
     return AGENTS[name](catalog, slate_size, seed)
 
 
 def check_recommender_names(names: list[str]) -> None:
-    """Raise `ConfigError` for the first unknown name, before any work starts on the others."""
+    """Raise `ConfigError` for the first unknown name, or a `module:Class` reference that does not
+    load a `Recommender`, before any work starts on the others."""
     import difflib
 
-    known = [*AGENTS, *LLM_AGENTS]
+    known = [*AGENTS, *LLM_AGENTS, *plugins.plugin_names()]
     for name in names:
-        if name not in known and not name.startswith(RLLIB_PREFIX):
-            hint = difflib.get_close_matches(name, known, n=1)
-            raise ConfigError(
-                f"unknown agent {name!r}; known agents: {', '.join(known)}, or {RLLIB_PREFIX}PATH"
-                + (f". Did you mean {hint[0]!r}?" if hint else "")
-            )
+        if name.startswith(RLLIB_PREFIX) or name in known:
+            continue
+        if plugins.is_reference(name):
+            plugins.load_class(name)
+            continue
+        hint = difflib.get_close_matches(name, known, n=1)
+        raise ConfigError(
+            f"unknown agent {name!r}; known agents: {', '.join(known)}, {RLLIB_PREFIX}PATH, "
+            "or your own module:Class / file.py:Class" + (f". Did you mean {hint[0]!r}?" if hint else "")
+        )
 
 
 _LAZY = {
+    "check_recommender": "recoworld.agents.check",
+    "RecommenderCheckError": "recoworld.agents.check",
     "SlateTSConfig": "recoworld.agents.slate_ts",
     "SlateTSRecommender": "recoworld.agents.slate_ts",
     "NoveltyPolicyConfig": "recoworld.agents.hrl_novelty",
@@ -138,9 +150,11 @@ __all__ = [
     "OracleRecommender",
     "RandomRecommender",
     "Recommender",
+    "RecommenderCheckError",
     "SlateTSConfig",
     "SlateTSRecommender",
     "ToolRecRecommender",
+    "check_recommender",
     "check_recommender_names",
     "make_recommender",
 ]
