@@ -118,7 +118,7 @@ def test_the_kept_ranking_gives_the_block_a_full_ranking_would(catalog: Catalog)
     for intent in (Intent(kind="more", topics=[_rare_topic(catalog)]),
                    Intent(kind="different", topics=[catalog.topic_names[0]], related=[catalog.topic_names[1]]),
                    Intent(kind="less", topics=[catalog.topic_names[2]], attributes={"quality": "high"})):
-        world.listen(0, Instruction(text="x", intent=intent))
+        world.listen(np.zeros(1, dtype=np.int64), [Instruction(text="x", intent=intent)])
         asked = world.asked.subset(np.array([0]))
         kept_items = asked.ranked[0][asked.ranked[0] >= 0]
         for share, use_up in ((0.0, False), (0.05, False), (0.05, True)):

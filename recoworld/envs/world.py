@@ -204,9 +204,9 @@ class World:
         clock = (np.floor(self.now[acting]).astype(np.int64), self.session[acting], self.turn[acting],
                  self.steps[acting], self.now[acting])
         self._record(acting, slates, reactions, dwell)
-        for j, instruction in enumerate(fb.instructions):
-            if instruction is not None:
-                self.listen(int(acting[j]), instruction)
+        said = [j for j, instruction in enumerate(fb.instructions) if instruction is not None]
+        if said:
+            self.listen(acting[said], [fb.instructions[j] for j in said])
         if self.platform is not None:
             self.retriever.set_popularity(self.platform.update(slates, reactions))
 
@@ -312,16 +312,19 @@ class World:
             self.asked.subset(rows), self.tastes,
         )
 
-    def listen(self, row: int, instruction: Instruction) -> None:
-        """Take in what a user said: the observation shows it, retrieval and the measures answer it."""
-        intent = instruction.intent
-        self.instruction[row] = instruction_vector(instruction, self.catalog)
-        self.asked.active[row] = True
-        self.asked.topics[row] = intent_topics(intent, self.catalog)
-        self.asked.high_quality[row] = wants_quality(intent)
-        self.asked.direction[row] = intent_direction(intent, self.catalog)
-        self.asked.ranked[row] = self.retriever.rank(self.asked.subset(np.array([row])))[0]
-        self.asked_more[row] = intent.kind == "more"
+    def listen(self, rows: np.ndarray, instructions: Sequence[Instruction]) -> None:
+        """Take in what users said (one instruction per row): the observation shows it, retrieval
+        and the instruction measures answer it."""
+        rows = np.asarray(rows, dtype=np.int64)
+        for row, instruction in zip(rows.tolist(), instructions):
+            intent = instruction.intent
+            self.instruction[row] = instruction_vector(instruction, self.catalog)
+            self.asked.topics[row] = intent_topics(intent, self.catalog)
+            self.asked.high_quality[row] = wants_quality(intent)
+            self.asked.direction[row] = intent_direction(intent, self.catalog)
+            self.asked_more[row] = intent.kind == "more"
+        self.asked.active[rows] = True
+        self.asked.ranked[rows] = self.retriever.rank(self.asked.subset(rows))
 
     def _instruction_measures(self, rows: np.ndarray, slates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row, the share of the slate that honours the instruction in force, and whether the
