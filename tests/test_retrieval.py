@@ -70,3 +70,22 @@ def test_kept_taste_rankings_change_nothing_but_the_cost(catalog: Catalog) -> No
     world = {"slate_size": 5, "n_candidates": 30, "horizon_days": 5}
     kept, scored = RecoWorldEnv(world, catalog=catalog), RecoWorldEnv(world, catalog=catalog)
     assert _play(kept, 400, forget=False) == _play(scored, 400, forget=True)
+
+
+def test_a_nearly_exhausted_catalog_still_gives_distinct_candidates_alone_or_batched() -> None:
+    """Few free items: the oversampled draws fall short and rows take an exact draw instead."""
+    from recoworld.catalog import cached_catalog
+    from recoworld.config import CatalogConfig
+
+    small = cached_catalog(CatalogConfig(n_items=40, seed=1))
+    retriever = CandidateRetriever(small, RetrievalConfig(exclude_recent=0), 30)
+    unavailable = np.zeros((6, 40), dtype=bool)
+    unavailable[:, :8] = True  # 32 items left for 30 candidates
+    none = np.full((6, 20), -1, dtype=np.int64)
+    batch = retriever.retrieve(none, none, UserStreams([np.random.default_rng(j) for j in range(6)]),
+                               np.arange(6), unavailable)
+    for j in range(6):
+        alone = retriever.retrieve(none[:1], none[:1], UserStreams([np.random.default_rng(j)]),
+                                   np.zeros(1, dtype=np.int64), unavailable[:1])
+        assert np.array_equal(alone[0], batch[j])
+        assert len(set(batch[j].tolist())) == 30 and batch[j].min() >= 8

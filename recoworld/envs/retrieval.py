@@ -209,23 +209,28 @@ class CandidateRetriever:
         instead of O(N); a row whose draws fall short (a small or mostly blocked catalog)
         takes an exact draw from its own stream instead.
         """
-        r, m = drawn.shape
-        at = np.arange(r)[:, None]
-        # First occurrence of each item in a row: sort the row, mark repeats, map back.
-        order = np.argsort(drawn, axis=1, kind="stable")
-        sorted_idx = drawn[at, order]
-        repeat = np.zeros((r, m), dtype=bool)
-        repeat[:, 1:] = sorted_idx[:, 1:] == sorted_idx[:, :-1]
-        first = np.empty_like(repeat)
-        first[at, order] = ~repeat
-        ok = first & ~blocked[at, drawn]
-        rank = np.cumsum(ok, axis=1)
-        take = ok & (rank <= count[:, None])
-        short = rank[:, -1] < count
-        ri, ci = np.nonzero(take & ~short[:, None])
-        cols = start[ri] + rank[ri, ci] - 1
-        out[ri, cols] = drawn[ri, ci]
-        blocked[ri, drawn[ri, ci]] = True
+        if len(drawn) == 1:  # one user: the same picks by a plain scan, cheaper than array set-up
+            picks = list(dict.fromkeys(i for i in drawn[0].tolist() if not blocked[0, i]))[: int(count[0])]
+            short = np.array([len(picks) < count[0]])
+            if not short[0]:
+                out[0, int(start[0]) : int(start[0]) + len(picks)] = picks
+                blocked[0, picks] = True
+        else:
+            r, m = drawn.shape
+            at = np.arange(r)[:, None]
+            # First occurrence of each item in a row: sort the row, mark repeats, map back.
+            order = np.argsort(drawn, axis=1, kind="stable")
+            sorted_idx = drawn[at, order]
+            repeat = np.zeros((r, m), dtype=bool)
+            repeat[:, 1:] = sorted_idx[:, 1:] == sorted_idx[:, :-1]
+            first = np.empty_like(repeat)
+            first[at, order] = ~repeat
+            ok = first & ~blocked[at, drawn]
+            rank = np.cumsum(ok, axis=1)
+            short = rank[:, -1] < count
+            ri, ci = np.nonzero(ok & (rank <= count[:, None]) & ~short[:, None])
+            out[ri, start[ri] + rank[ri, ci] - 1] = drawn[ri, ci]
+            blocked[ri, drawn[ri, ci]] = True
         for j in np.flatnonzero(short).tolist():
             k, s = int(count[j]), int(start[j])
             free = np.flatnonzero(~blocked[j])

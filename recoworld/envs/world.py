@@ -210,7 +210,9 @@ class World:
         if self.platform is not None:
             self.retriever.set_popularity(self.platform.update(slates, reactions))
 
-        reward = engagement + cfg.reward.instruction_following * np.nan_to_num(followed)
+        reward = engagement.copy()
+        if cfg.reward.instruction_following:
+            reward += cfg.reward.instruction_following * np.where(np.isnan(followed), 0.0, followed)
         return_gap = np.full(len(acting), np.nan)
         terminated = np.zeros(len(acting), dtype=bool)
         leaving = np.flatnonzero(fb.left)
