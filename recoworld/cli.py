@@ -459,6 +459,58 @@ def calibrate(
                   f"use it: recoworld simulate --calibrated {path}")
 
 
+@app.command()
+def bench(
+    list_: Annotated[bool, typer.Option("--list", help="list the scenarios (name, version, description)")] = False,
+    scenarios: Annotated[str, typer.Option(help="comma-separated scenarios (see --list)")] = "retention-30d",
+    agents: Annotated[str, typer.Option(help="comma-separated recommenders: names, module:Class, file.py:Class")]
+    = "random,popular,greedy,diverse,instruct",
+    out: Annotated[Path, typer.Option(help="output directory: results.json, leaderboard.md, quadrant.png and "
+                                           "one folder per scenario")] = Path("runs/bench"),
+    data: Annotated[Path | None, typer.Option(help="real-log: " + DATA_HELP + "; or a `recoworld calibrate` "
+                                                   "folder")] = None,
+    users: Annotated[int | None, typer.Option(min=1, help="users per scenario instead of its own number "
+                                                          "(changes its config hash)")] = None,
+    config: Annotated[Path | None, typer.Option(help="world config whose llm block configures llm-users-small")]
+    = None,
+    llm_base_url: Annotated[str | None, typer.Option(help="llm-users-small: OpenAI-compatible endpoint")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="llm-users-small: model name on the server")] = None,
+    llm_cache: Annotated[str | None, typer.Option(help="llm-users-small: write, read, replay or off")] = None,
+    overwrite: Annotated[bool, typer.Option(help="a scenario folder holds another run: replace it")] = False,
+) -> None:
+    """RecoWorld-Bench: run versioned, seeded scenarios; write results.json, leaderboard.md and quadrant.png."""
+    import time
+
+    from recoworld.bench import SCENARIOS, run_bench
+    from recoworld.bench.runner import check_inputs
+
+    if list_:
+        for s in SCENARIOS.values():
+            console.print(f"{s.name:<18} v{s.version:<5} {s.description}", soft_wrap=True, highlight=False)
+        return
+    try:
+        from recoworld.evaluation.simulation import load_world
+
+        names = [s.strip() for s in scenarios.split(",") if s.strip()]
+        names_agents = [a.strip() for a in agents.split(",") if a.strip()]
+        llm_overrides = {k: v for k, v in {"base_url": llm_base_url, "model": llm_model, "cache": llm_cache}.items()
+                         if v is not None}
+        if llm_base_url or llm_model:
+            llm_overrides["backend"] = "openai"
+        llm = load_world(config, llm=llm_overrides or None).llm
+        check_inputs(names, names_agents, data, llm)
+        _writable_dir(out, "--out")
+        start = time.perf_counter()
+        result = run_bench(names, names_agents, out, data=data, llm=llm, n_users=users, overwrite=overwrite,
+                           log=lambda msg: console.print(msg, soft_wrap=True, highlight=False))
+    except (RecoWorldError, FileNotFoundError, ValueError) as err:
+        raise _fail(err) from None
+    console.print((out / "leaderboard.md").read_text(), soft_wrap=True, highlight=False, markup=False)
+    console.print(f"{len(result.runs)} scenario(s) x {len(result.agents)} agent(s) in "
+                  f"{time.perf_counter() - start:.0f} s; results: {out / 'results.json'}  leaderboard: "
+                  f"{out / 'leaderboard.md'}  quadrant plot: {out / 'quadrant.png'}", soft_wrap=True, highlight=False)
+
+
 @app.command("catalog")
 def make_catalog(
     out: Annotated[Path, typer.Option(help="Parquet file to write")] = Path("catalog.parquet"),

@@ -13,7 +13,7 @@ import os
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from recoworld.catalog import Catalog
 from recoworld.config import build, load_config
@@ -191,18 +191,34 @@ class UserProfile(BaseModel):
         1.0, ge=0, description="conformity: multiplies the choice model's popularity weight for this user"
     )
     activity: float = Field(0.0, description="click-logit offset: how much more (or less) this user engages")
+    interest_shift_day: float | None = Field(
+        None, ge=0, description="interest shift: from the first session that opens on or after this day, the "
+        "parametric user's long-term interests are `shifted_interests` (what interests regress to between "
+        "sessions); None: they never change. LLM users' personas do not shift"
+    )
+    shifted_interests: dict[str, float] | None = Field(
+        None, description="topic name -> weight: the long-term interests from `interest_shift_day` on"
+    )
 
-    @field_validator("topic_interests")
+    @field_validator("topic_interests", "shifted_interests")
     @classmethod
-    def _weights(cls, value: dict[str, float]) -> dict[str, float]:
+    def _weights(cls, value: dict[str, float] | None, info: ValidationInfo) -> dict[str, float] | None:
+        if value is None:
+            return None
         if not value:
-            raise ValueError("topic_interests must name at least one topic")
+            raise ValueError(f"{info.field_name} must name at least one topic")
         if any(w < 0 for w in value.values()):
-            raise ValueError(f"topic_interests weights must be >= 0, got {value}")
+            raise ValueError(f"{info.field_name} weights must be >= 0, got {value}")
         total = sum(value.values())
         if total <= 0:
-            raise ValueError("topic_interests weights must not all be zero")
+            raise ValueError(f"{info.field_name} weights must not all be zero")
         return {k: v / total for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _shift_complete(self) -> UserProfile:
+        if (self.interest_shift_day is None) != (self.shifted_interests is None):
+            raise ValueError("interest_shift_day and shifted_interests go together: give both or neither")
+        return self
 
     def interest_vector(self, catalog: Catalog) -> np.ndarray:
         """Long-term interests in the catalog's embedding space (unit norm)."""
@@ -212,10 +228,18 @@ class UserProfile(BaseModel):
                 raise ConfigError(f"user {self.user_id!r}: interest_embedding has {len(vec)} dims, the catalog's "
                                   f"embeddings have {catalog.embedding_dim}; use the catalog it was built with")
             return (vec / max(float(np.linalg.norm(vec)), 1e-9)).astype(np.float32)
-        vec = np.zeros(catalog.embedding_dim, dtype=np.float64)
-        for name, weight in self.topic_interests.items():
-            vec += weight * catalog.topic_centroids[catalog.topic_index(name)]
-        return (vec / max(float(np.linalg.norm(vec)), 1e-9)).astype(np.float32)
+        return _topic_mix(self.topic_interests, catalog)
+
+    def shifted_vector(self, catalog: Catalog) -> np.ndarray | None:
+        """The long-term interests after `interest_shift_day` (unit norm), or None without a shift."""
+        return None if self.shifted_interests is None else _topic_mix(self.shifted_interests, catalog)
+
+
+def _topic_mix(interests: dict[str, float], catalog: Catalog) -> np.ndarray:
+    vec = np.zeros(catalog.embedding_dim, dtype=np.float64)
+    for name, weight in interests.items():
+        vec += weight * catalog.topic_centroids[catalog.topic_index(name)]
+    return (vec / max(float(np.linalg.norm(vec)), 1e-9)).astype(np.float32)
 
 
 def _describe(attrs: dict[str, str], topics: list[str], novelty: float, patience: int, budget: float) -> str:

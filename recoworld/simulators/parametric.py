@@ -208,6 +208,9 @@ class ParametricUsers:
             "consumed": np.zeros(b, dtype=np.int64),  # clicks so far: churn waits for `returns.churn_after`
             "last_instruction_turn": np.full(b, -(10**9), dtype=np.int64),
             "last_session_end": np.full(b, -np.inf),
+            # Day from which the long-term interests are the profile's `shifted_interests`; inf: no (more) shift.
+            "shift_day": np.array([np.inf if p.interest_shift_day is None else p.interest_shift_day
+                                   for p in profiles], dtype=np.float64),
         }
 
     def start_sessions(self, rows: np.ndarray, now_days: np.ndarray, streams: UserStreams) -> None:
@@ -220,6 +223,7 @@ class ParametricUsers:
         gap = now - prev
         new_day = np.floor(now) > np.floor(prev)
         r = self.returns.config
+        self._shift_interests(users, now)
         keep_interest = np.exp(-gap / r.interest_memory_days)[:, None]
         self.interests[users] = self.long_term[users] + (self.interests[users] - self.long_term[users]) * keep_interest
         self.fatigue[users] *= np.exp(-gap / r.fatigue_recovery_days)
@@ -233,6 +237,16 @@ class ParametricUsers:
         self.patience_left[users] = self.patience[users]
         jitter = streams.normal(users, self.dyn.novelty_jitter)
         self.novelty[users] = _unit_clip(self.novelty_trait[users] + jitter)
+
+    def _shift_interests(self, users: np.ndarray, now: np.ndarray) -> None:
+        """Users whose `interest_shift_day` has come take their shifted long-term interests (once); the
+        short-term interests then regress toward them like after any gap, and instructions name the new topics."""
+        due = users[now >= self.shift_day[users]]
+        for u in due.tolist():
+            profile = self.profiles[u]
+            self.long_term[u] = profile.shifted_vector(self.catalog)
+            self._favourites[u] = list(profile.shifted_interests or profile.topic_interests)
+            self.shift_day[u] = np.inf
 
     def end_sessions(self, rows: np.ndarray, now_days: np.ndarray, streams: UserStreams) -> np.ndarray:
         """Gap in days to each user's next session (`inf` = churned).

@@ -1,0 +1,222 @@
+"""Run benchmark scenarios against recommenders: `recoworld bench --scenarios ... --agents ...`.
+
+Inputs are checked before any scenario runs (`check_inputs`): unknown scenarios, agent
+references that do not load a `Recommender`, `real-log` without `--data`, and
+`llm-users-small` without a configured chat-model server are one `ConfigError` each.
+
+Each scenario writes its own folder under the bench's `out` (a `recoworld simulate` run
+folder with its manifest, so a rerun resumes; a creator scenario's trajectories and
+episodes), then `run_bench` writes `results.json`, `leaderboard.md` and `quadrant.png`
+(`recoworld.bench.report`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from recoworld.agents import check_recommender_names
+from recoworld.bench.metrics import scenario_metrics
+from recoworld.bench.offline import OfflineConfig, offline_accuracy
+from recoworld.bench.scenarios import Scenario, get_scenarios
+from recoworld.catalog import Catalog, cached_catalog
+from recoworld.config import WorldConfig, deep_merge
+from recoworld.errors import ConfigError
+from recoworld.evaluation.run_folder import LLM_RUNTIME_FIELDS, catalog_fingerprint, fingerprint
+from recoworld.llm.config import LLMConfig
+from recoworld.population import UserProfile, draw_profiles
+from recoworld.storage import write_parquet_atomic
+
+#: Calibration effort when `--data` is a raw log rather than a `recoworld calibrate` folder.
+REAL_LOG_MOMENT_BUDGET, REAL_LOG_MOMENT_USERS = 10, 100
+
+
+@dataclass
+class ScenarioRun:
+    scenario: Scenario
+    config_hash: str
+    metrics: dict[str, dict[str, Any]]  # agent -> metric -> {mean, ci95, n}
+    out: Path
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BenchResult:
+    agents: list[str]
+    runs: list[ScenarioRun]
+    offline: dict[str, dict[str, Any]]
+    offline_config: OfflineConfig
+
+
+def check_inputs(names: Sequence[str], agents: Sequence[str], data: Path | None = None,
+                 llm: LLMConfig | None = None) -> list[Scenario]:
+    """The scenarios, once everything they need is known to be there (else one `ConfigError`)."""
+    scenarios = get_scenarios(list(names))
+    if not agents:
+        raise ConfigError("no agent named; give --agents, e.g. random,greedy")
+    repeated = sorted({a for a in agents if list(agents).count(a) > 1})
+    if repeated:
+        raise ConfigError(f"each agent may be named once; repeated: {', '.join(repeated)}")
+    check_recommender_names(list(agents))
+    kinds = {s.kind for s in scenarios}
+    if "real-log" in kinds:
+        if data is None:
+            raise ConfigError("scenario real-log needs a log: give --data PATH (a MovieLens folder, RecBole atomic "
+                              "files, interactions.csv/jsonl/parquet, or a `recoworld calibrate` output folder)")
+        if not Path(data).exists():
+            raise ConfigError(f"--data {data}: no such file or folder")
+    if "llm" in kinds:
+        from recoworld.llm.health import check_server
+
+        check_llm(llm or LLMConfig())
+        check_server(llm or LLMConfig())  # unreachable: an error before anything runs or falls back
+    return scenarios
+
+
+def check_llm(llm: LLMConfig) -> None:
+    """`llm-users-small` runs on a configured OpenAI-compatible server; no server, no run (never a silent fallback)."""
+    if llm.backend != "openai" or not llm.model:
+        raise ConfigError("scenario llm-users-small needs a configured chat-model server: give --llm-base-url URL "
+                          "and --llm-model NAME (or a --config whose llm block sets backend: openai and model); "
+                          f"configured now: backend {llm.backend}, model {llm.model or 'none'}")
+
+
+def run_bench(
+    names: Sequence[str],
+    agents: Sequence[str],
+    out: str | Path,
+    *,
+    data: Path | None = None,
+    llm: LLMConfig | None = None,
+    n_users: int | None = None,
+    offline: OfflineConfig | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """Run every scenario in `names` with every agent and write the bench's files into `out`.
+
+    `n_users` replaces every scenario's number of users (a smaller, quicker run; the config
+    hash changes with it). `llm` is the chat model of LLM users (`llm-users-small`).
+    """
+    from recoworld.bench.report import write_outputs
+
+    agents = list(agents)
+    scenarios = check_inputs(names, agents, data, llm)
+    out = Path(out)
+    say = log or (lambda _msg: None)
+    runs = []
+    for scenario in scenarios:
+        scenario = scenario.sized(n_users)
+        say(f"scenario {scenario.name} v{scenario.version}: {scenario.n_users} users, seed {scenario.seed}")
+        if scenario.kind == "creator":
+            runs.append(_run_creator(scenario, agents, out / scenario.name))
+        else:
+            runs.append(_run_simulate(scenario, agents, out / scenario.name, data=data, llm=llm, overwrite=overwrite))
+    offline_cfg = offline or OfflineConfig()
+    say(f"offline ranking on a reference log ({offline_cfg.n_users} users, {offline_cfg.n_items} items)")
+    result = BenchResult(agents, runs, offline_accuracy(agents, offline_cfg), offline_cfg)
+    write_outputs(result, out)
+    return result
+
+
+def _users_hash(profiles: list[UserProfile]) -> str:
+    h = hashlib.sha256()
+    for p in profiles:
+        h.update(p.model_dump_json().encode())
+    return f"{len(profiles)} users, {h.hexdigest()[:16]}"
+
+
+def config_hash(scenario: Scenario, world: WorldConfig, catalog: Catalog, profiles: list[UserProfile]) -> str:
+    """Hash of what fixes a scenario's numbers for given agents: its spec, resolved world, items and users."""
+    return fingerprint({
+        "scenario": scenario.model_dump(mode="json", exclude={"description"}),
+        "world": world.model_dump(mode="json", exclude={"llm": LLM_RUNTIME_FIELDS, "expose_mindset": True}),
+        "catalog": catalog_fingerprint(catalog),
+        "users": _users_hash(profiles),
+    })
+
+
+def _run_simulate(scenario: Scenario, agents: list[str], out: Path, *, data: Path | None, llm: LLMConfig | None,
+                  overwrite: bool) -> ScenarioRun:
+    from recoworld.evaluation.simulation import SimulationConfig, simulate
+
+    notes: list[str] = []
+    inputs: dict[str, str] = {"scenario": f"{scenario.name} v{scenario.version}"}
+    if scenario.kind == "real-log":
+        assert data is not None  # check_inputs
+        calibrated = _calibrated(Path(data), out / "calibrated", scenario.seed)
+        world = WorldConfig.model_validate(deep_merge(calibrated.world.model_dump(), scenario.world))
+        catalog = calibrated.catalog
+        rng = np.random.default_rng(np.random.SeedSequence(scenario.seed, spawn_key=(7,)))
+        profiles = draw_profiles(calibrated.profiles, scenario.n_users, rng)
+        inputs["data"] = str(data)
+        notes.append(f"{len(profiles)} of the log's {len(calibrated.profiles)} users, calibrated from {data}")
+    else:
+        world = scenario.world_config(**({"llm": llm.model_dump()} if scenario.kind == "llm" and llm else {}))
+        catalog = cached_catalog(world.catalog)
+        profiles = scenario.draw_profiles(catalog)
+    if scenario.kind == "llm":
+        world = world.model_copy(update={"llm": world.llm.for_run(out)})
+        check_llm(world.llm)
+        notes.append(f"LLM users on {world.llm.base_url or 'the default OpenAI URL'}, model {world.llm.model}; "
+                     f"cache {world.llm.cache_path}")
+    world = _oracle_ready(world, agents)
+    cfg = SimulationConfig(n_users=len(profiles), agents=agents, seed=scenario.seed, world=world,
+                           population=scenario.population)
+    result = simulate(cfg, catalog=catalog, out=out, profiles=profiles, overwrite=overwrite, inputs=inputs)
+    if result.stopped:
+        notes.append(f"stopped early: {result.stopped}")
+    return ScenarioRun(scenario, config_hash(scenario, world, catalog, profiles),
+                       scenario_metrics(scenario, result.trajectories, result.episodes), out, notes)
+
+
+def _oracle_ready(world: WorldConfig, agents: list[str]) -> WorldConfig:
+    """The `oracle` reference reads `info["mindset"]`: expose it when the oracle runs (users behave the same;
+    the config hash leaves `expose_mindset` out)."""
+    return world.model_copy(update={"expose_mindset": True}) if "oracle" in agents else world
+
+
+def _calibrated(data: Path, out: Path, seed: int) -> Any:
+    """A `recoworld calibrate` folder as it is, or a raw log calibrated now (small budget) into `out`."""
+    from recoworld.calibration import CalibrationConfig, calibrate, load_calibration, save_calibration
+    from recoworld.data import DataConfig
+
+    if (data / "calibration.json").is_file():
+        return load_calibration(data)
+    result = calibrate(CalibrationConfig(data=DataConfig(path=data, seed=seed), moment_budget=REAL_LOG_MOMENT_BUDGET,
+                                         moment_users=REAL_LOG_MOMENT_USERS, seed=seed))
+    save_calibration(result, out)
+    return result
+
+
+def _run_creator(scenario: Scenario, agents: list[str], out: Path) -> ScenarioRun:
+    """The study creator machinery, in this process: `prepare` then every shard with `run_shard`."""
+    from recoworld.studies.runner import prepare, run_shard
+    from recoworld.studies.spec import StudySpec
+
+    world = _oracle_ready(scenario.world_config(), agents)
+    spec = StudySpec(name=scenario.name, seed=scenario.seed, n_users=scenario.n_users,
+                     shard_size=scenario.shard_size, recommenders=agents, world=world,
+                     population=scenario.population, creator=scenario.creator)
+    setup = prepare(spec)
+    trajs, eps = [], []
+    for i, shard in enumerate(setup.shards):
+        traj, ep = run_shard(spec, setup.catalog, setup.release_day, setup.new_items, shard, i)
+        trajs.append(traj)
+        eps.append(ep)
+    traj_table = pa.concat_tables(trajs)
+    eps_frame = pd.concat([e.to_pandas() for e in eps], ignore_index=True)
+    write_parquet_atomic(traj_table, out / "trajectories.parquet")
+    write_parquet_atomic(pa.Table.from_pandas(eps_frame, preserve_index=False), out / "episodes.parquet")
+    notes = [f"creator {scenario.creator.name!r}: {len(setup.new_items)} items on {setup.target_topic!r} for "
+             f"segment {scenario.creator.target_segment!r}; {len(setup.shards)} shared platforms of up to "
+             f"{scenario.shard_size} users"] if scenario.creator else []
+    return ScenarioRun(scenario, config_hash(scenario, world, setup.catalog, setup.profiles),
+                       scenario_metrics(scenario, traj_table.to_pandas(), eps_frame), out, notes)
