@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from recoworld.errors import RecoWorldError
+from recoworld.errors import ConfigError, RecoWorldError
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from recoworld.calibration import CalibratedWorld
     from recoworld.config import WorldConfig
     from recoworld.data import RealWorld
 
+M = TypeVar("M", bound="BaseModel")
 app = typer.Typer(help="RecoWorld: a simulation environment for agentic recommender systems.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console()
@@ -33,6 +36,25 @@ def _writable_dir(path: Path, flag: str) -> None:
         probe.unlink()
     except OSError as err:
         raise RecoWorldError(f"{flag} {path}: cannot write there ({err.strerror or type(err).__name__})") from None
+
+
+def _options(model: type[M], flags: dict[str, str], data: dict[str, Any]) -> M:
+    """Command-line values validated into `model`; a bad one is one line that names its flag
+    (`flags`: field path -> flag), never pydantic's multi-line report."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            loc = [str(p) for p in e["loc"]]
+            name = next((flags[p] for p in (".".join(loc[:n]) for n in range(len(loc), 0, -1)) if p in flags),
+                        ".".join(loc) or model.__name__)
+            got = e.get("input")
+            shown = f" {got!r}" if isinstance(got, str) else f" {got}" if isinstance(got, int | float | Path) else ""
+            problems.append(f"{name}{shown}: {e['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("; ".join(problems)) from None
 
 
 def _fail(err: Exception) -> typer.Exit:
@@ -55,16 +77,17 @@ DATA_HELP = ("real dataset: a MovieLens 100K/1M folder (grouplens.org), RecBole 
              "interactions.<csv|tsv|jsonl|parquet>; catalog and users come from its train split")
 EMBEDDING_HELP = ("item representation for --data: auto (= mf, factors learned from the log's behaviour), mf, "
                   "sentence, tfidf, features, mf+tfidf, mf+sentence")
+DATA_FLAGS = {"path": "--data", "representation": "--embedding", "seed": "--seed", "split": "--split",
+              "test_fraction": "--test-fraction"}
 CALIBRATED_HELP = "a calibrated world (the --out of `recoworld calibrate`): its world config, catalog and users"
 
 
 def _real_world(data: Path, embedding: str, seed: int, **split: object) -> RealWorld:
     """Load and prepare a dataset, echoing what was built (the embedding actually used included)."""
-    from recoworld.config import build
     from recoworld.data import DataConfig, prepare_world
 
-    cfg = build(DataConfig, "data options", {"path": data, "representation": {"embedding": embedding}, "seed": seed,
-                                             **split})
+    cfg = _options(DataConfig, DATA_FLAGS, {"path": data, "representation": {"embedding": embedding}, "seed": seed,
+                                            **split})
     with console.status(f"loading {data}"):
         real = prepare_world(cfg)
     console.print(real.describe(), highlight=False)
@@ -124,8 +147,7 @@ def simulate(
 ) -> None:
     """Run a population of users against one or several recommenders."""
     from recoworld.agents import LLM_AGENTS, check_recommender_names
-    from recoworld.catalog import Catalog
-    from recoworld.config import build
+    from recoworld.catalog import Catalog, cached_catalog
     from recoworld.evaluation.metrics import daily_activity
     from recoworld.evaluation.report import plot_retention, summary_table
     from recoworld.evaluation.simulation import SimulationConfig, load_world
@@ -145,13 +167,17 @@ def simulate(
         world = fitted.world if fitted is not None else load_world(config, **overrides)
         if data is not None and (catalog or population):
             raise RecoWorldError("--data builds the catalog and the users; drop --catalog and --population")
+        if data is None and embedding != "auto":
+            raise RecoWorldError(f"--embedding {embedding} applies to --data only; give --data or drop --embedding")
         spec = PopulationSpec.from_yaml(population) if population else PopulationSpec.default()
         cat = Catalog.from_parquet(catalog) if catalog else None
         names = [a.strip() for a in agents.split(",") if a.strip()]
+        if not names:
+            raise RecoWorldError(f"--agents {agents!r}: name at least one recommender, e.g. --agents greedy")
         check_recommender_names(names)
         world = _llm_ready(world, out, calls_model=world.user_backend == "llm" or any(n in LLM_AGENTS for n in names))
-        cfg = build(SimulationConfig, "simulate options",
-                    {"n_users": users, "agents": names, "seed": seed, "world": world, "population": spec})
+        cfg = _options(SimulationConfig, {"n_users": "--users", "agents": "--agents", "seed": "--seed"},
+                       {"n_users": users, "agents": names, "seed": seed, "world": world, "population": spec})
         profiles = None
         if data is not None:
             real = _real_world(data, embedding, seed)
@@ -160,6 +186,11 @@ def simulate(
         if fitted is not None:
             cat, profiles = fitted.catalog, fitted.profiles
             users = min(users, len(profiles))
+        if population is not None:  # topics the catalog lacks: an error now, naming the file
+            spec.check_topics(cat if cat is not None else cached_catalog(world.catalog), f"--population {population}")
+        if cat is not None and world.n_candidates > len(cat):
+            raise RecoWorldError(f"--candidates {world.n_candidates} (candidates per turn) exceeds the catalog size "
+                                 f"{len(cat)}; give --candidates {len(cat)} or fewer")
         _writable_dir(out, "--out")
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None
@@ -257,10 +288,12 @@ def study(
     try:
         cfg = StudySpec.from_yaml(spec, calibrated=calibrated)
         if seed is not None:
-            cfg = StudySpec.parse({**cfg.model_dump(), "seed": seed})
+            cfg = _options(StudySpec, {"seed": "--seed"}, {**cfg.model_dump(), "seed": seed})
         _writable_dir(cfg.out_dir(out), "--out")
         from recoworld.studies.report import ALL, write_report
-        from recoworld.studies.runner import run_study
+        from recoworld.studies.runner import check_ray_options, run_study
+
+        check_ray_options(address, num_cpus)  # before any work: a bad address fails in seconds, never hangs
     except ImportError as err:
         raise _fail(RecoWorldError(f"studies run on Ray (pip install 'recoworld[rllib]'): {err}")) from None
     except (RecoWorldError, FileNotFoundError) as err:
@@ -329,7 +362,10 @@ def fidelity(
 
     try:
         world = load_world(config)
-        cfg = FidelityConfig(n_negatives=negatives, max_users=users, seed=seed)
+        cfg = _options(FidelityConfig, {"n_negatives": "--negatives", "max_users": "--users", "seed": "--seed"},
+                       {"n_negatives": negatives, "max_users": users, "seed": seed})
+        if llm_users < 0:
+            raise RecoWorldError(f"--llm-users {llm_users}: give 0 (no LLM users) or a positive number of users")
         fitted = _calibrated(calibrated, config) if calibrated is not None else None
         real = _real_for(data, embedding, seed, fitted, calibrated, split=split, test_fraction=test_fraction)
         if fitted is not None:
@@ -370,6 +406,11 @@ def fidelity(
     console.print(f"summary: {out / 'fidelity.csv'}  per user: {out / 'fidelity_per_user.parquet'}")
 
 
+VALIDATE_FLAGS = {"users": "--users", "days": "--days", "max_days": "--max-days", "agent": "--agent",
+                  "candidates": "--candidates", "passes": "--passes", "fidelity_users": "--fidelity-users",
+                  "llm_users": "--llm-users", "llm_max_steps": "--llm-turns", "seed": "--seed"}
+
+
 @app.command()
 def validate(
     data: Annotated[Path, typer.Option(help=DATA_HELP)],
@@ -392,15 +433,15 @@ def validate(
     out: Annotated[Path, typer.Option(help="output directory: validity.csv, validity.png")] = Path("runs/validate"),
 ) -> None:
     """Compare simulated and real users on the same users and items: stylized facts, distances, plots."""
-    from recoworld.config import build
     from recoworld.evaluation.simulation import load_world
     from recoworld.validity import SimWorld, ValidityConfig, validity_table, write_validity
     from recoworld.validity import validate as run
 
     try:
-        cfg = build(ValidityConfig, "validate options", users=users, days=days, max_days=max_days, agent=agent,
-                    candidates=candidates, passes=passes, fidelity_users=fidelity_users, llm_users=llm_users,
-                    llm_max_steps=llm_turns, seed=seed)
+        cfg = _options(ValidityConfig, VALIDATE_FLAGS, {
+            "users": users, "days": days, "max_days": max_days, "agent": agent, "candidates": candidates,
+            "passes": passes, "fidelity_users": fidelity_users, "llm_users": llm_users, "llm_max_steps": llm_turns,
+            "seed": seed})
         fitted = _calibrated(calibrated, None) if calibrated is not None else None
         real = _real_for(data, embedding, seed, fitted, calibrated)
         default = _llm_ready(load_world(config), out, calls_model=llm_users > 0)  # LLM users run on its llm
@@ -439,10 +480,10 @@ def calibrate(
     from recoworld.calibration import CalibrationConfig, save_calibration
     from recoworld.calibration import calibrate as run
     from recoworld.calibration.report import calibration_table
-    from recoworld.config import build
 
     try:
-        cfg = build(CalibrationConfig, "calibrate options", {
+        cfg = _options(CalibrationConfig, {**{f"data.{k}": v for k, v in DATA_FLAGS.items()},
+                                           "moment_budget": "--budget", "seed": "--seed"}, {
             "data": {"path": data, "representation": {"embedding": embedding}, "split": split,
                      "test_fraction": test_fraction, "seed": seed},
             "moment_budget": budget, "seed": seed})
@@ -519,13 +560,21 @@ def make_catalog(
 ) -> None:
     """Generate a synthetic catalog and save it as Parquet."""
     from recoworld.catalog import generate_catalog
-    from recoworld.config import CatalogConfig, build
+    from recoworld.config import CatalogConfig
 
     try:
-        cat = generate_catalog(build(CatalogConfig, "catalog config", n_items=n_items, seed=seed))
+        if out.is_dir():
+            raise RecoWorldError(f"--out {out} is a directory; give the Parquet file to write, e.g. "
+                                 f"{out / 'catalog.parquet'}")
+        _writable_dir(out.parent, "--out")
+        cat = generate_catalog(_options(CatalogConfig, {"n_items": "--n-items", "seed": "--seed"},
+                                        {"n_items": n_items, "seed": seed}))
+        path = cat.to_parquet(out)
     except RecoWorldError as err:
         raise _fail(err) from None
-    path = cat.to_parquet(out)
+    except OSError as err:
+        raise _fail(RecoWorldError(f"--out {out}: cannot write there ({err.strerror or type(err).__name__})")) \
+            from None
     console.print(f"wrote {len(cat)} items, {cat.n_topics} topics to {path}")
 
 

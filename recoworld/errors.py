@@ -34,8 +34,16 @@ class ConfigError(RecoWorldError, ValueError):
                 if key_lines else None
             got = e.get("input")
             shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            lines.append(f"  {field}{f' (line {line})' if line else ''}: {e['msg']}{shown}")
+            msg = e["msg"].removeprefix("Value error, ")  # a validator's own message says enough
+            lines.append(f"  {field}{f' (line {line})' if line else ''}: {msg}{shown}")
         return cls(f"Invalid {what}:\n" + "\n".join(lines))
+
+
+class UnknownTopicError(ConfigError, KeyError):
+    """A topic name the catalog does not have (a `KeyError` too, as a failed lookup)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 class InvalidActionError(RecoWorldError, ValueError):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from recoworld.catalog import Catalog
 from recoworld.config import build, load_config
-from recoworld.errors import ConfigError
+from recoworld.errors import ConfigError, UnknownTopicError
 
 
 class _Dist(BaseModel):
@@ -93,7 +93,7 @@ class Segment(BaseModel):
 
     name: str = Field(min_length=1)
     size: int = Field(ge=1, description="relative size; exact count when sampling the spec as is")
-    topics: list[str] | None = Field(None, description="favoured topics; random ones when unset")
+    topics: list[str] | None = Field(None, min_length=1, description="favoured topics; random ones when unset")
     n_favorite_topics: int = Field(3, ge=1)
     interest_concentration: float = Field(1.0, gt=0, description="Dirichlet alpha over favourite topics")
     novelty: Dist = Beta(a=2, b=2)
@@ -130,6 +130,14 @@ class PopulationSpec(BaseModel):
     @classmethod
     def parse(cls, data: dict[str, Any]) -> PopulationSpec:
         return build(cls, "population spec", data)
+
+    def check_topics(self, catalog: Catalog, what: str = "population spec") -> None:
+        """`UnknownTopicError` naming `what` and the segment when a segment's `topics` are not the catalog's."""
+        for segment in self.segments:
+            unknown = [t for t in segment.topics or [] if t not in catalog.topic_names]
+            if unknown:
+                raise UnknownTopicError(f"{what}: segment {segment.name!r} names topic {unknown[0]!r}, which the "
+                                        f"catalog does not have; its topics: {', '.join(catalog.topic_names)}")
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> PopulationSpec:
@@ -270,6 +278,7 @@ def sample_population(
     spec: PopulationSpec, catalog: Catalog, rng: np.random.Generator, n: int | None = None
 ) -> list[UserProfile]:
     """Draw profiles segment by segment; the same rng state gives the same users."""
+    spec.check_topics(catalog)
     profiles: list[UserProfile] = []
     for segment, count in zip(spec.segments, spec.allocate(n)):
         if segment.topics is not None:

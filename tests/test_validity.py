@@ -277,7 +277,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path) -> None:
     res = runner.invoke(app, ["validate", "--data", str(tmp_path / "junk")])
     assert res.exit_code == 2 and "cannot tell the data format" in res.output
     res = runner.invoke(app, ["validate", "--data", str(tmp_path / "junk"), "--users", "1"])
-    assert res.exit_code == 2 and "users: Input should be greater than or equal to 2" in res.output
+    assert res.exit_code == 2 and "--users 1: Input should be greater than or equal to 2" in res.output
     (tmp_path / "one").mkdir()
     pd.DataFrame({"user_id": "u", "item_id": [f"i{i}" for i in range(12)], "timestamp": np.arange(12) * 60}).to_csv(
         tmp_path / "one" / "interactions.csv", index=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from recoworld.agents import plugins
 from recoworld.agents.base import Observation, Recommender
@@ -104,7 +105,11 @@ def check_recommender_names(names: list[str]) -> None:
 
     known = [*AGENTS, *LLM_AGENTS, *plugins.plugin_names()]
     for name in names:
-        if name.startswith(RLLIB_PREFIX) or name in known:
+        if name.startswith(RLLIB_PREFIX):
+            if not Path(name[len(RLLIB_PREFIX) :]).expanduser().exists():  # before Ray starts workers to load it
+                raise ConfigError(f"{name}: no such checkpoint; give the --out of `recoworld train` or a checkpoint")
+            continue
+        if name in known:
             continue
         if plugins.is_reference(name):
             plugins.load_class(name)

@@ -29,7 +29,7 @@ from recoworld.catalog.taxonomy import (
     Taxonomy,
 )
 from recoworld.config import CatalogConfig
-from recoworld.errors import CatalogFormatError
+from recoworld.errors import CatalogFormatError, UnknownTopicError
 from recoworld.storage import write_parquet_atomic
 
 
@@ -141,7 +141,7 @@ class Catalog:
         try:
             return self.topic_names.index(name)
         except ValueError:
-            raise KeyError(f"unknown topic {name!r}; known topics: {', '.join(self.topic_names)}") from None
+            raise UnknownTopicError(f"unknown topic {name!r}; known topics: {', '.join(self.topic_names)}") from None
 
     def item(self, index: int) -> Item:
         if not 0 <= index < len(self):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -64,13 +65,21 @@ def _read(path: Path, sep: str, names: list[str]) -> pd.DataFrame:
     if len(sep) > 1:  # pandas' C parser takes one-character separators only; '::' never occurs in a field
         text = text.replace(sep, "\t")
         sep = "\t"
-    try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, header=None, names=names, quoting=csv.QUOTE_NONE,
-                            dtype=str, keep_default_na=False)
+    expected = f"expected {len(names)} {sep!r}-separated fields ({', '.join(names)})"
+    try:  # no `names`: given them, pandas would take a longer first line's extra fields as an index
+        frame = pd.read_csv(io.StringIO(text), sep=sep, header=None, quoting=csv.QUOTE_NONE, dtype=str,
+                            keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise CatalogFormatError(f"{path} has no rows") from None
     except pd.errors.ParserError as err:
-        raise CatalogFormatError(f"{path}: {err}") from None
+        found = re.search(r"Expected \d+ fields in line (\d+), saw (\d+)", str(err))
+        where = f"line {found[1]} has {found[2]} fields, " if found else f"{err}; "
+        raise CatalogFormatError(f"{path}: {where}{expected}") from None
     if frame.empty:
         raise CatalogFormatError(f"{path} has no rows")
+    if frame.shape[1] != len(names):
+        raise CatalogFormatError(f"{path}: line 1 has {frame.shape[1]} fields, {expected}")
+    frame.columns = names
     if frame[names[-1]].eq("").all() and len(names) > 2:
         raise CatalogFormatError(
             f"{path}: expected {len(names)} {sep!r}-separated fields per line ({', '.join(names)})"

@@ -62,6 +62,7 @@ Any `PopulationWorldConfig` field as a keyword (`n_users`, `world`, `social`,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -187,6 +188,12 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
     ]:
         if not self.agents:
             raise ResetNeeded("call reset() before step(), and again after every agent is done")
+        if not isinstance(actions, Mapping):
+            raise InvalidActionError(f"actions must be a dict of agent -> slate, got {type(actions).__name__}")
+        unknown = [a for a in actions if a not in self.possible_agents]
+        if unknown:
+            raise InvalidActionError(f"actions for unknown agents {unknown[:5]}; agents are "
+                                     f"{self.possible_agents[0]}..{self.possible_agents[-1]}")
         missing = [a for a in self.agents if a not in actions]
         if missing:
             raise InvalidActionError(f"no action for live agents {missing[:5]}; every live agent acts each step")

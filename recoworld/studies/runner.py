@@ -7,9 +7,11 @@ Its seeds derive from the study seed and the shard's index alone, so results do 
 depend on how many workers there are or in which order shards finish.
 
 Checkpoints: each finished shard is written as Parquet parts (atomically) and then
-recorded in `manifest.json` (also atomically). A rerun with the same spec and output
-directory skips the recorded shards, so an interrupted study resumes without losing
-or duplicating any user; a part written but not yet recorded is simply redone.
+recorded in `manifest.json` (also atomically), with each part's size and SHA-256. A rerun
+with the same spec and output directory skips the recorded shards, so an interrupted study
+resumes without losing or duplicating any user; a part written but not yet recorded is
+simply redone, and so is a recorded one that is missing, unreadable, emptied or no longer
+matches its record. A `manifest.json` that is not a readable manifest is one clear error.
 
 LLM users and recommenders (`user_backend: llm`, `toolrec`) use the spec's `world.llm`.
 Within a shard, a step's user turns are in flight together (`llm.concurrency`); every
@@ -34,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +52,7 @@ from recoworld.catalog import Catalog, cached_catalog
 from recoworld.envs.platform import hold_back
 from recoworld.envs.population_env import PopulationParallelEnv, PopulationWorldConfig
 from recoworld.errors import ConfigError, RecoWorldError
+from recoworld.evaluation.run_folder import file_digest
 from recoworld.evaluation.trajectory import TrajectoryLog
 from recoworld.llm.health import check_server, uses_llm
 from recoworld.population import UserProfile, draw_profiles, sample_population
@@ -216,6 +220,7 @@ def run_study(
     """
     import ray
 
+    check_ray_options(address, num_cpus)
     out_dir = spec.out_dir(out)
     spec = _llm_for_run(spec, out_dir)
     setup = prepare(spec, catalog)
@@ -227,8 +232,12 @@ def run_study(
     started = not ray.is_initialized()
     if started:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(address=address, num_cpus=num_cpus if address is None else None,
-                 include_dashboard=False, log_to_driver=False)
+        try:
+            ray.init(address=address, num_cpus=num_cpus if address is None else None,
+                     include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, ValueError) as err:  # e.g. --address auto with no cluster running
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"--address {address}: cannot start or reach Ray ({reason})") from None
     try:
         task = ray.remote(run_shard)
         cat_ref = ray.put(setup.catalog)
@@ -258,6 +267,25 @@ def run_study(
     return StudyResult(out_dir, setup, traj, eps, shards_run=len(todo))
 
 
+def check_ray_options(address: str | None, num_cpus: int | None, timeout_s: float = 5.0) -> None:
+    """`ConfigError` for CPUs below 1 (Ray would wait for ever) or an address that is malformed or where nothing
+    answers within `timeout_s` (Ray would retry for minutes): checked before any work."""
+    if num_cpus is not None and num_cpus < 1:
+        raise ConfigError(f"--num-cpus {num_cpus}: a local Ray runtime needs at least 1 CPU")
+    if address is None or address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--address {address!r} is not a Ray address; give host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
+        raise ConfigError(f"--address {address}: no Ray cluster answers there within {timeout_s:g} s ({reason})") \
+            from None
+
+
 def _llm_for_run(spec: StudySpec, out_dir: Path) -> StudySpec:
     """The spec with its LLM cache under `out_dir` (unless set) and its budgets on the study-wide ledger."""
     llm = spec.world.llm.for_run(out_dir, ledger=True)
@@ -271,29 +299,52 @@ def _load_manifest(out_dir: Path, setup: StudySetup) -> dict[str, Any]:
     path = out_dir / MANIFEST
     if not path.exists():
         return {"study": setup.spec.name, "fingerprint": fingerprint, "n_shards": len(setup.shards), "shards": {}}
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), dict):
+            raise ValueError("not a study manifest")
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(
+            f"{path} is damaged ({type(err).__name__}: {err}); it records which shards are done. Delete it to "
+            "redo every shard, or choose another output directory"
+        ) from None
     if manifest.get("fingerprint") != fingerprint:
         raise ConfigError(
             f"{out_dir} holds a checkpoint of a different study (fingerprint {manifest.get('fingerprint')} != "
             f"{fingerprint}); resume only with the same spec and catalog, or choose another output directory"
         )
-    # A shard recorded but missing its files (deleted by hand) is simply run again.
-    manifest["shards"] = {
-        k: v for k, v in manifest["shards"].items()
-        if all((out_dir / v[f]).exists() for f in ("trajectories", "episodes"))
-    }
+    # A shard whose parts are missing, unreadable, emptied or changed since they were recorded is run again.
+    manifest["shards"] = {k: v for k, v in manifest["shards"].items() if _intact(out_dir, v)}
     return manifest
+
+
+def _intact(out_dir: Path, entry: Any) -> bool:
+    """The shard's parts are on disk as recorded: same size and SHA-256 (manifests from before those were
+    recorded: readable Parquet), with one episode row per recorded episode, of the recorded users."""
+    try:
+        for kind in ("trajectories", "episodes"):
+            path = out_dir / entry[kind]
+            if "sha256" in entry and (path.stat().st_size != entry["bytes"][kind]
+                                      or file_digest(path) != entry["sha256"][kind]):
+                return False
+            if kind == "trajectories":
+                pq.read_metadata(path)
+        users = pq.read_table(out_dir / entry["episodes"], columns=["user_id"]).column("user_id").to_pylist()
+    except (OSError, KeyError, TypeError, pa.ArrowException):
+        return False
+    return len(users) == entry["n_episodes"] and set(users) == set(entry["users"])
 
 
 def _checkpoint(out_dir: Path, manifest: dict[str, Any], shard: int, profiles: list[UserProfile],
                 traj: pa.Table, eps: pa.Table) -> None:
     """Parts first, then the manifest that makes them count: a crash in between only redoes the shard."""
-    files = {}
+    files, sizes, digests = {}, {}, {}
     for kind, table in (("trajectories", traj), ("episodes", eps)):
         rel = f"parts/shard-{shard:05d}-{kind}.parquet"
-        write_parquet_atomic(table, out_dir / rel)
-        files[kind] = rel
-    manifest["shards"][str(shard)] = {**files, "users": [p.user_id for p in profiles], "n_episodes": eps.num_rows}
+        path = write_parquet_atomic(table, out_dir / rel)
+        files[kind], sizes[kind], digests[kind] = rel, path.stat().st_size, file_digest(path)
+    manifest["shards"][str(shard)] = {**files, "users": [p.user_id for p in profiles], "n_episodes": eps.num_rows,
+                                      "bytes": sizes, "sha256": digests}
     write_json_atomic(manifest, out_dir / MANIFEST)
 
 
