@@ -552,6 +552,29 @@ def bench(
                   f"{out / 'leaderboard.md'}  quadrant plot: {out / 'quadrant.png'}", soft_wrap=True, highlight=False)
 
 
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder: simulate --out, a bench scenario folder, a study")],
+    out: Annotated[Path | None, typer.Option(help="HTML file to write; default RUN_DIR/report.html")] = None,
+    max_users: Annotated[int, typer.Option(min=1, help="users per recommender in the journey explorer")] = 200,
+    catalog: Annotated[Path | None, typer.Option(help="catalog Parquet file for item titles and topics; default: "
+                                                      "rebuilt from the run's config")] = None,
+) -> None:
+    """Write one self-contained HTML report of a run (summary, plots, segments, user journey explorer)."""
+    from recoworld.evaluation.html_report import write_report
+
+    try:
+        if out is not None and out.is_dir():
+            raise RecoWorldError(f"--out {out} is a directory; give the HTML file to write, e.g. {out / 'report.html'}")
+        path = write_report(run_dir, out, max_users=max_users, catalog=catalog)
+    except RecoWorldError as err:
+        raise _fail(err) from None
+    except OSError as err:
+        raise _fail(RecoWorldError(f"cannot write the report: {err.strerror or type(err).__name__} "
+                                   f"({err.filename or out})")) from None
+    console.print(f"report: {path}", soft_wrap=True, highlight=False)
+
+
 @app.command("catalog")
 def make_catalog(
     out: Annotated[Path, typer.Option(help="Parquet file to write")] = Path("catalog.parquet"),

@@ -1,0 +1,734 @@
+"""`recoworld report RUN_DIR`: one self-contained HTML file about a run, opened from disk.
+
+No network, no CDN: the CSS and JS are inline, the charts are SVG written here, and the
+journey explorer's data is one JSON block in the page. The page holds
+
+- the summary table (`metrics.summarize`) with 95% CIs;
+- retention per recommender (bars with CIs), the share of users active on each day and the
+  share not yet churned on each day;
+- per-segment retention and CTR;
+- a user journey explorer: pick a recommender and a user and see the timeline of sessions
+  and gaps, every slate with its items (title and topic name when the catalog can be
+  rebuilt, else item ids), reactions, dwell and instructions, where the user left, the
+  recommender's traces (ToolRec's tool calls) and, for runs made with `expose_mindset`,
+  the satisfaction and fatigue curves.
+
+It reads a `simulate` folder (`trajectories/<agent>.parquet`, each bench scenario's folder)
+or a study folder (`trajectories.parquet`; recommenders are shown per arm). At most
+`max_users` users per recommender go into the explorer (the page says so); the tables and
+charts use every user. Script errors are recorded into the DOM (`<body data-js-errors>`,
+`#js-errors`), so a headless browser can check the page.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recoworld.catalog import Catalog
+from recoworld.errors import RecoWorldError
+from recoworld.evaluation.metrics import daily_activity, mean_ci, summarize
+
+#: users per recommender embedded in the journey explorer
+MAX_USERS = 200
+REPORT = "report.html"
+PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
+           "#64B5CD")
+
+
+class ReportError(RecoWorldError):
+    """The folder cannot be reported on (no trajectories, unreadable files)."""
+
+
+@dataclass
+class RunData:
+    path: Path
+    trajectories: pd.DataFrame
+    episodes: pd.DataFrame
+    manifest: dict[str, Any]
+    horizon_days: int
+    catalog: Catalog | None
+    catalog_note: str
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _read(paths: list[Path], what: str) -> pd.DataFrame:
+    try:
+        frames = [pd.read_parquet(p) for p in paths]
+    except Exception as err:  # any unreadable file is one line naming it
+        raise ReportError(f"cannot read {what}: {err}") from None
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _world_config(manifest: dict[str, Any]) -> dict[str, Any]:
+    identity = manifest.get("identity") or {}
+    config = identity.get("config") or manifest.get("spec") or {}
+    return config.get("world") or {} if isinstance(config, dict) else {}
+
+
+def load_catalog(path: Path, manifest: dict[str, Any], catalog: str | Path | None = None) -> tuple[Catalog | None, str]:
+    """The run's catalog, for titles and topic names: `catalog` if given, else the one its inputs or
+    config name (a synthetic catalog is rebuilt from its config and checked against the manifest's
+    fingerprint). None (with why) when it cannot be had cheaply: then the page shows item ids."""
+    from recoworld.evaluation.run_folder import catalog_fingerprint
+
+    inputs = manifest.get("inputs") or {}
+    expected = (manifest.get("identity") or {}).get("catalog")
+    try:
+        if catalog is not None:
+            return Catalog.from_parquet(catalog), f"catalog {catalog}"
+        if (path / "catalog.parquet").is_file():
+            return Catalog.from_parquet(path / "catalog.parquet"), "catalog.parquet of the run"
+        if "catalog" in inputs:
+            return Catalog.from_parquet(inputs["catalog"]), f"catalog {inputs['catalog']}"
+        calibrated = inputs.get("calibrated")
+        if calibrated and (Path(calibrated) / "catalog.parquet").is_file():
+            return Catalog.from_parquet(Path(calibrated) / "catalog.parquet"), f"catalog of {calibrated}"
+        if inputs:
+            return None, f"items shown by id: the catalog came from {', '.join(sorted(inputs))}; give --catalog"
+        world = _world_config(manifest)
+        if "catalog" not in world:
+            return None, "items shown by id: no manifest names the catalog; give --catalog"
+        from recoworld.catalog import cached_catalog
+        from recoworld.config import CatalogConfig
+
+        cat = cached_catalog(CatalogConfig.model_validate(world["catalog"]))
+        if expected and catalog_fingerprint(cat) != expected:
+            return None, "items shown by id: the rebuilt catalog differs from the run's"
+        return cat, "Titles and topics: the catalog rebuilt from the run's config"
+    except (OSError, ValueError, RecoWorldError) as err:
+        return None, f"items shown by id: catalog not loaded ({err})"
+
+
+def load_run(path: str | Path, catalog: str | Path | None = None) -> RunData:
+    """A run folder's trajectories and episodes; a folder without trajectories is a `ReportError`."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ReportError(f"{path}: no such run directory")
+    parts = sorted((path / "trajectories").glob("*.parquet")) if (path / "trajectories").is_dir() else []
+    if not parts and (path / "trajectories.parquet").is_file():
+        parts = [path / "trajectories.parquet"]
+    if not parts:
+        raise ReportError(f"{path} has no trajectories: expected trajectories/<agent>.parquet "
+                          "(recoworld simulate --out, a bench scenario) or trajectories.parquet (a study)")
+    manifest = _manifest(path)
+    order = list(((manifest.get("identity") or {}).get("config") or {}).get("agents") or [])
+    traj = _read(parts, "trajectories")
+    if traj.empty:
+        raise ReportError(f"{path}: its trajectories hold no rows")
+    if (path / "episodes").is_dir() and any((path / "episodes").glob("*.parquet")):
+        eps = _read(sorted((path / "episodes").glob("*.parquet")), "episodes")
+    elif (path / "episodes.parquet").is_file():
+        eps = _read([path / "episodes.parquet"], "episodes")
+    else:
+        eps = pd.DataFrame()
+    if eps.empty:
+        eps = _episodes_from(traj)
+    traj, eps = _label_arms(traj, eps)
+    if order:
+        rank = {n: i for i, n in enumerate(order)}
+        traj = traj.sort_values("recommender", key=lambda s: s.map(rank).fillna(len(rank)), kind="stable")
+    world = _world_config(manifest)
+    horizon = world.get("horizon_days") or float(traj["time_days"].max())
+    cat, note = load_catalog(path, manifest, catalog)
+    if cat is not None and int(traj["item"].max()) >= len(cat):
+        cat, note = None, "items shown by id: the catalog is smaller than the items shown"
+    return RunData(path, traj.reset_index(drop=True), eps, manifest, max(1, math.ceil(horizon)), cat, note)
+
+
+def _label_arms(traj: pd.DataFrame, eps: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """In a study, one recommender plays several arms: each (recommender, arm) is a row of its own."""
+    if "arm" not in traj or set(traj["arm"].dropna()) <= {"baseline"}:
+        return traj, eps
+    traj = traj.assign(recommender=traj["recommender"] + " / " + traj["arm"])
+    if "arm" in eps:
+        eps = eps.assign(recommender=eps["recommender"] + " / " + eps["arm"])
+    return traj, eps
+
+
+def _episodes_from(traj: pd.DataFrame) -> pd.DataFrame:
+    """Per-user rows rebuilt from the trajectories when a folder has no episodes file."""
+    turns = traj.drop_duplicates(["recommender", "user_id", "step"])
+    g = turns.groupby(["recommender", "user_id"], sort=False)
+    horizon = max(1, math.ceil(float(traj["time_days"].max())))
+    out = g.agg(segment=("segment", "first"), total_reward=("turn_reward", "sum"), churned=("churned", "any"),
+                sessions=("session", "max"), days_active=("day", "nunique"), turns=("step", "max")).reset_index()
+    out["retention"] = out["days_active"] / horizon
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- SVG charts
+
+
+def _esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _color(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def bar_chart(names: list[str], values: list[float], ci: list[float], title: str, ylabel: str) -> str:
+    w, h, left, bottom, top = 460, 260, 48, 56, 28
+    pw, ph = w - left - 12, h - bottom - top
+    vmax = max([v + (c if c == c else 0) for v, c in zip(values, ci) if v == v] + [1e-9])
+    ymax = 1.0 if vmax <= 1.0 else vmax * 1.1
+    bw = pw / max(len(names), 1)
+    parts = [f'<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">',
+             f'<text x="{w / 2}" y="16" class="title">{_esc(title)}</text>']
+    for t in np.linspace(0, ymax, 5):
+        y = top + ph - t / ymax * ph
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+                     f'<text x="{left - 4}" y="{y + 3:.1f}" class="tick" text-anchor="end">{t:.2f}</text>')
+    for i, (name, v, c) in enumerate(zip(names, values, ci)):
+        if v != v:
+            continue
+        x, y = left + i * bw + bw * 0.15, top + ph - v / ymax * ph
+        parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bw * 0.7:.1f}" height="{top + ph - y:.1f}" '
+                     f'fill="{_color(i)}"><title>{_esc(name)}: {v:.3f} ± {c:.3f}</title></rect>')
+        if c == c and c > 0:
+            cx, y0, y1 = x + bw * 0.35, top + ph - (v - c) / ymax * ph, top + ph - (v + c) / ymax * ph
+            parts.append(f'<path d="M{cx - 5:.1f} {y0:.1f}H{cx + 5:.1f}M{cx:.1f} {y0:.1f}V{y1:.1f}'
+                         f'M{cx - 5:.1f} {y1:.1f}H{cx + 5:.1f}" class="err"/>')
+        parts.append(f'<text x="{x + bw * 0.35:.1f}" y="{top + ph + 14}" class="tick" text-anchor="middle">'
+                     f'{_esc(name[:16])}</text>')
+    parts.append(f'<text x="12" y="{top + ph / 2}" class="tick" transform="rotate(-90 12 {top + ph / 2})" '
+                 f'text-anchor="middle">{_esc(ylabel)}</text></svg>')
+    return "".join(parts)
+
+
+def line_chart(series: dict[str, list[float]], title: str, xlabel: str, ylabel: str) -> str:
+    w, h, left, bottom, top = 460, 260, 48, 40, 28
+    pw, ph = w - left - 110, h - bottom - top
+    n = max((len(v) for v in series.values()), default=1)
+    xmax = max(n - 1, 1)
+    parts = [f'<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">',
+             f'<text x="{w / 2}" y="16" class="title">{_esc(title)}</text>']
+    for t in np.linspace(0, 1, 5):
+        y = top + ph - t * ph
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+                     f'<text x="{left - 4}" y="{y + 3:.1f}" class="tick" text-anchor="end">{t:.2f}</text>')
+    for d in range(0, n, max(1, n // 6)):
+        x = left + d / xmax * pw
+        parts.append(f'<text x="{x:.1f}" y="{top + ph + 14}" class="tick" text-anchor="middle">{d}</text>')
+    for i, (name, values) in enumerate(series.items()):
+        pts = " ".join(f"{left + d / xmax * pw:.1f},{top + ph - min(max(v, 0), 1) * ph:.1f}"
+                       for d, v in enumerate(values))
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="{_color(i)}" stroke-width="2">'
+                     f'<title>{_esc(name)}</title></polyline>')
+        ly = top + 10 + i * 16
+        parts.append(f'<rect x="{left + pw + 10}" y="{ly - 8}" width="10" height="10" fill="{_color(i)}"/>'
+                     f'<text x="{left + pw + 24}" y="{ly + 1}" class="tick">{_esc(name[:14])}</text>')
+    parts.append(f'<text x="{left + pw / 2}" y="{h - 6}" class="tick" text-anchor="middle">{_esc(xlabel)}</text>'
+                 f'<text x="12" y="{top + ph / 2}" class="tick" transform="rotate(-90 12 {top + ph / 2})" '
+                 f'text-anchor="middle">{_esc(ylabel)}</text></svg>')
+    return "".join(parts)
+
+
+def not_churned(trajectories: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
+    """Share of each recommender's users who have not churned (left for good) by the end of each day."""
+    out = {}
+    for name, traj in trajectories.groupby("recommender", sort=False):
+        users = traj["user_id"].nunique()
+        churn = traj.loc[traj["churned"].astype(bool)].drop_duplicates("user_id")["time_days"].to_numpy()
+        out[name] = [1.0 - float((churn < d + 1).sum()) / max(users, 1) for d in range(horizon_days)]
+    return pd.DataFrame(out, index=pd.RangeIndex(horizon_days, name="day"))
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+SUMMARY_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("users", "users", "{:.0f}"),
+    ("ctr", "CTR", "{:.3f}"),
+    ("dwell_min_per_user", "dwell min/user", "{:.1f}"),
+    ("session_length", "turns/session", "{:.2f}"),
+    ("sessions_per_user", "sessions/user", "{:.1f}"),
+    ("mean_return_gap", "return gap (d)", "{:.2f}"),
+    ("churn_rate", "churn", "{:.2f}"),
+    ("instruction_rate", "instr. rate", "{:.3f}"),
+    ("instruction_following", "instr. follow", "{:.2f}"),
+    ("diversity", "diversity", "{:.3f}"),
+    ("novelty", "novelty (bits)", "{:.2f}"),
+    ("return_per_user", "return/user", "{:.1f}"),
+)
+
+
+def _fmt(value: Any, fmt: str) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
+
+
+def summary_html(summary: pd.DataFrame, episodes: pd.DataFrame) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for _, h, _ in SUMMARY_COLUMNS)
+    rows = []
+    best = summary["retention"].max()
+    for _, r in summary.iterrows():
+        eps = episodes[episodes["recommender"] == r["recommender"]] if "recommender" in episodes else episodes
+        ret, ret_ci = mean_ci(eps["total_reward"]) if "total_reward" in eps else (float("nan"), float("nan"))
+        cells = "".join(f"<td>{_fmt(r[c], f)}</td>" for c, _, f in SUMMARY_COLUMNS if c != "return_per_user")
+        cls = ' class="best"' if r["retention"] == best else ""
+        rows.append(f"<tr{cls}><th>{_esc(r['recommender'])}</th>"
+                    f"<td>{_fmt(r['retention'], '{:.3f}')} ± {_fmt(r['retention_ci'], '{:.3f}')}</td>{cells}"
+                    f"<td>{_fmt(ret, '{:.1f}')} ± {_fmt(ret_ci, '{:.1f}')}</td></tr>")
+    return (f'<table class="data"><thead><tr><th>recommender</th><th>retention ± 95% CI</th>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def segments_html(traj: pd.DataFrame, episodes: pd.DataFrame) -> str:
+    """Retention (± 95% CI) and CTR per segment (rows) and recommender (columns)."""
+    recs = list(dict.fromkeys(traj["recommender"]))
+    segs = sorted(episodes["segment"].dropna().unique()) if "segment" in episodes else []
+    reviewed = traj[traj["reaction"] >= 0]
+    ctr = (reviewed["reaction"] >= 1).groupby([reviewed["recommender"], reviewed["segment"]]).mean()
+    head = "".join(f"<th>{_esc(r)}</th>" for r in recs)
+    rows = []
+    for seg in segs:
+        cells = []
+        for rec in recs:
+            e = episodes[(episodes["recommender"] == rec) & (episodes["segment"] == seg)]
+            m, c = mean_ci(e["retention"]) if len(e) else (float("nan"), float("nan"))
+            cells.append(f"<td>{_fmt(m, '{:.3f}')} ± {_fmt(c, '{:.3f}')}<br><small>CTR "
+                         f"{_fmt(float(ctr.get((rec, seg), float('nan'))), '{:.3f}')} · {len(e)} users</small></td>")
+        rows.append(f"<tr><th>{_esc(seg)}</th>{''.join(cells)}</tr>")
+    return (f'<table class="data seg"><thead><tr><th>segment</th>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+# ---------------------------------------------------------------------------------------------- explorer data
+
+
+def _num(v: Any, digits: int = 3) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else round(f, digits)
+
+
+def journey_data(run: RunData, max_users: int = MAX_USERS) -> dict[str, Any]:
+    """The explorer's data: per recommender, up to `max_users` users, each a list of turns.
+
+    A turn is `[session, turn, time_days, reward, instruction, left, gap, churned, intent_match,
+    trace, items, reactions, dwell, satisfaction, fatigue]`; `items` maps item ids to
+    `[title, topic index]` and `topics` lists topic names.
+    """
+    traj = run.trajectories
+    mindset = "satisfaction" in traj and traj["satisfaction"].notna().any()
+    eps = run.episodes.set_index(["recommender", "user_id"]) if len(run.episodes) else None
+    out: dict[str, Any] = {"recommenders": [], "users": {}, "shown": {}, "total": {}}
+    used: set[int] = set()
+    for rec, frame in traj.groupby("recommender", sort=False):
+        ids = list(dict.fromkeys(frame["user_id"]))
+        keep = ids[:max_users]
+        frame = frame[frame["user_id"].isin(set(keep))].sort_values(["user_id", "step", "position"], kind="stable")
+        users = []
+        for uid, u in frame.groupby("user_id", sort=False):
+            turns = []
+            for _, t in u.groupby("step", sort=True):
+                first = t.iloc[0]
+                items = [int(i) for i in t["item"]]
+                used.update(items)
+                trace = first["agent_trace"]
+                turns.append([
+                    int(first["session"]), int(first["turn"]), _num(first["time_days"], 4),
+                    _num(first["turn_reward"]), first["instruction"] if isinstance(first["instruction"], str) else None,
+                    int(bool(first["left"])), _num(first["return_gap_days"]), int(bool(first["churned"])),
+                    _num(first["intent_match"], 2), json.loads(trace) if isinstance(trace, str) else None,
+                    items, "".join("u" if r < 0 else str(int(r)) for r in t["reaction"]),
+                    [_num(d, 2) for d in t["dwell_min"]],
+                    _num(first["satisfaction"]) if mindset else None, _num(first["fatigue"]) if mindset else None,
+                ])
+            stats = {}
+            if eps is not None and (rec, uid) in eps.index:
+                row = eps.loc[(rec, uid)]
+                row = row.iloc[0] if isinstance(row, pd.DataFrame) else row
+                stats = {k: _num(row[k]) for k in ("retention", "sessions", "total_reward", "days_active")
+                         if k in row}
+            users.append({"id": uid, "segment": str(u["segment"].iloc[0]), "stats": stats, "turns": turns})
+        out["recommenders"].append(rec)
+        out["users"][rec] = users
+        out["shown"][rec], out["total"][rec] = len(keep), len(ids)
+    cat = run.catalog
+    if cat is not None:
+        out["topics"] = list(cat.topic_names)
+        out["items"] = {str(i): [str(cat.titles[i]), int(cat.topic[i])] for i in sorted(used)}
+    else:
+        topics = traj.drop_duplicates("item").set_index("item")["topic"]
+        out["topics"] = [f"topic {k}" for k in range(int(traj["topic"].max()) + 1)]
+        out["items"] = {str(i): [f"item {i}", int(topics.get(i, 0))] for i in sorted(used)}
+    out["mindset"] = bool(mindset)
+    out["horizon"] = run.horizon_days
+    out["max_users"] = max_users
+    return out
+
+
+def _json_for_script(data: Any) -> str:
+    """JSON safe inside <script>: no `<`, so neither `</script>` nor `<!--` can end or open anything."""
+    return json.dumps(data, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
+
+
+# ---------------------------------------------------------------------------------------------- page
+
+
+def build_report(run: RunData, max_users: int = MAX_USERS) -> str:
+    traj, eps = run.trajectories, run.episodes
+    summary = summarize(traj, eps)
+    names = summary["recommender"].astype(str).tolist()
+    charts = [
+        bar_chart(names, summary["retention"].tolist(), summary["retention_ci"].tolist(),
+                  "Retention per recommender (95% CI)", "share of days active"),
+        line_chart({str(k): v.tolist() for k, v in daily_activity(traj, run.horizon_days).items()},
+                   "Daily active users", "day", "share of users active"),
+        line_chart({str(k): v.tolist() for k, v in not_churned(traj, run.horizon_days).items()},
+                   "Users not churned", "day", "share of users"),
+    ]
+    data = journey_data(run, max_users)
+    capped = [f"{_esc(r)}: {data['shown'][r]} of {data['total'][r]}" for r in data["recommenders"]
+              if data["shown"][r] < data["total"][r]]
+    cap_note = (f"The explorer holds at most {max_users} users per recommender ({'; '.join(capped)}); "
+                "tables and charts use every user." if capped else
+                f"The explorer holds every user (at most {max_users} per recommender are embedded).")
+    config = _world_config(run.manifest)
+    facts = [f"{traj['user_id'].nunique()} users", f"{len(names)} recommenders", f"{run.horizon_days} days"]
+    if config:
+        facts.append(f"slate {config.get('slate_size')}, {config.get('n_candidates')} candidates, "
+                     f"{config.get('user_backend', 'parametric')} users")
+    ident = run.manifest.get("identity") or {}
+    if ident.get("recoworld"):
+        facts.append(f"RecoWorld {_esc(ident['recoworld'])}")
+    if run.manifest.get("fingerprint"):
+        facts.append(f"run {_esc(run.manifest['fingerprint'])}")
+    mindset_note = ("Mindset curves: satisfaction and fatigue after each turn (the run exposed the mindset)."
+                    if data["mindset"] else "No mindset curves: the run was made without "
+                    "<code>expose_mindset</code> (set <code>expose_mindset: true</code> in the world config).")
+    return _PAGE.format(
+        title=_esc(f"RecoWorld report: {run.path.name}"),
+        heading=_esc(run.path.name or str(run.path)),
+        facts=" · ".join(facts),
+        summary=summary_html(summary, eps),
+        charts="".join(charts),
+        segments=segments_html(traj, eps),
+        cap_note=cap_note,
+        catalog_note=_esc(run.catalog_note),
+        mindset_note=mindset_note,
+        css=_CSS,
+        js=_JS,
+        hook=_HOOK,
+        data=_json_for_script(data),
+    )
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, *, max_users: int = MAX_USERS,
+                 catalog: str | Path | None = None) -> Path:
+    """Write the report of `run_dir` to `out` (default `run_dir/report.html`); returns its path."""
+    from recoworld.storage import write_bytes_atomic
+
+    run = load_run(run_dir, catalog)
+    path = Path(out) if out is not None else Path(run_dir) / REPORT
+    write_bytes_atomic(build_report(run, max_users).encode(), path)
+    return path
+
+
+_HOOK = """
+window.__jsErrors = [];
+function __recordError(msg) {
+  window.__jsErrors.push(String(msg));
+  var n = String(window.__jsErrors.length);
+  document.documentElement.setAttribute('data-js-errors', n);
+  if (document.body) {
+    document.body.setAttribute('data-js-errors', n);
+    var pre = document.getElementById('js-errors');
+    if (pre) { pre.textContent = window.__jsErrors.join('\\n'); pre.hidden = false; }
+  }
+}
+window.onerror = function (msg, src, line, col) { __recordError(msg + ' (line ' + line + ':' + col + ')'); };
+window.addEventListener('unhandledrejection', function (e) { __recordError('unhandled rejection: ' + e.reason); });
+(function () {
+  var original = console.error;
+  console.error = function () {
+    __recordError('console.error: ' + Array.prototype.join.call(arguments, ' '));
+    if (original) original.apply(console, arguments);
+  };
+})();
+"""
+
+_CSS = """
+:root { --fg: #1f2430; --muted: #6b7280; --line: #e5e7eb; --bg: #fafafa; --accent: #4C72B0; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: var(--fg);
+       margin: 0; background: var(--bg); }
+header { background: #1f2430; color: #fff; padding: 14px 24px; }
+header h1 { margin: 0; font-size: 20px; } header p { margin: 4px 0 0; color: #c9ced8; }
+main { padding: 8px 24px 40px; max-width: 1400px; }
+h2 { font-size: 17px; margin: 26px 0 8px; border-bottom: 1px solid var(--line); padding-bottom: 4px; }
+.note { color: var(--muted); font-size: 12.5px; margin: 4px 0; }
+table.data { border-collapse: collapse; background: #fff; font-size: 13px; }
+table.data th, table.data td { border: 1px solid var(--line); padding: 4px 8px; text-align: right; }
+table.data thead th { background: #f1f3f6; } table.data tbody th { text-align: left; }
+table.data tr.best { background: #eef7ee; } table.seg td small { color: var(--muted); }
+.charts { display: flex; flex-wrap: wrap; gap: 12px; }
+svg.chart { background: #fff; border: 1px solid var(--line); }
+svg .title { font-size: 13px; font-weight: 600; text-anchor: middle; } svg .tick { font-size: 10.5px; fill: #444; }
+svg .grid { stroke: #eee; } svg .err { stroke: #222; stroke-width: 1.3; fill: none; }
+.controls { display: flex; gap: 16px; align-items: center; margin: 8px 0; flex-wrap: wrap; }
+.controls select { font-size: 14px; padding: 2px 4px; max-width: 320px; }
+#user-facts { margin: 6px 0; } #user-facts b { margin-right: 10px; }
+#timeline svg, #mindset svg { background: #fff; border: 1px solid var(--line); }
+.session { background: #fff; border: 1px solid var(--line); border-radius: 6px; margin: 10px 0; padding: 8px 12px; }
+.session h3 { margin: 0 0 6px; font-size: 14px; } .session h3 .gap { color: var(--muted); font-weight: normal; }
+.turn { border-top: 1px dashed var(--line); padding: 6px 0; }
+.turn-head { font-size: 12.5px; color: var(--muted); }
+.instruction { background: #fff6d6; border-left: 3px solid #e0b100; padding: 2px 6px; margin: 3px 0;
+               font-style: italic; }
+.slate { display: grid; grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); gap: 4px; margin-top: 4px; }
+.item { border: 1px solid var(--line); border-radius: 4px; padding: 3px 6px; font-size: 12px; background: #fcfcfd; }
+.item .t { font-weight: 600; display: block; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.item .topic { color: var(--muted); }
+.r-u { opacity: .45; } .r-0 { } .r-1 { background: #e8f0fb; border-color: #9cb6e0; }
+.r-2 { background: #e6f5e9; border-color: #86c596; } .r-3 { background: #f6e8fb; border-color: #c28ad8; }
+.left { color: #b42318; font-weight: 600; margin-top: 4px; } .churn { color: #fff; background: #b42318;
+        padding: 1px 6px; border-radius: 3px; }
+details.trace pre { background: #f6f8fa; padding: 6px; overflow-x: auto; font-size: 11.5px; max-height: 300px; }
+#js-errors { color: #b42318; background: #fff0f0; padding: 6px; }
+.legend span { margin-right: 10px; font-size: 12px; } .legend i { display: inline-block; width: 11px; height: 11px;
+  border: 1px solid #aaa; vertical-align: middle; margin-right: 3px; }
+"""
+
+_JS = r"""
+(function () {
+  var DATA = JSON.parse(document.getElementById('journey-data').textContent);
+  var REACTIONS = {u: 'unseen', '0': 'skip', '1': 'click', '2': 'like', '3': 'share'};
+  var SVGNS = 'http://www.w3.org/2000/svg';
+  function el(tag, attrs, text) {
+    var e = document.createElement(tag);
+    for (var k in (attrs || {})) e.setAttribute(k, attrs[k]);
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+  function svg(tag, attrs, text) {
+    var e = document.createElementNS(SVGNS, tag);
+    for (var k in (attrs || {})) e.setAttribute(k, attrs[k]);
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+  function fmt(v, d) { return (v === null || v === undefined) ? '–' : Number(v).toFixed(d); }
+  var recSel = document.getElementById('rec-select'), userSel = document.getElementById('user-select');
+
+  function fillUsers() {
+    var users = DATA.users[recSel.value] || [];
+    userSel.innerHTML = '';
+    users.forEach(function (u, i) {
+      var last = u.turns[u.turns.length - 1];
+      var label = u.id + ' (' + u.segment + ', ' + (last ? last[0] : 0) + ' sessions' +
+                  (last && last[7] ? ', churned' : '') + ')';
+      userSel.appendChild(el('option', {value: String(i)}, label));
+    });
+    var total = DATA.total[recSel.value], shown = DATA.shown[recSel.value];
+    document.getElementById('user-count').textContent =
+      shown < total ? (shown + ' of ' + total + ' users') : (total + ' users');
+  }
+
+  function sessionsOf(user) {
+    var sessions = [];
+    user.turns.forEach(function (t) {
+      var s = sessions[sessions.length - 1];
+      if (!s || s.n !== t[0]) { s = {n: t[0], turns: []}; sessions.push(s); }
+      s.turns.push(t);
+    });
+    sessions.forEach(function (s) {
+      s.start = s.turns[0][2]; s.end = s.turns[s.turns.length - 1][2];
+      var last = s.turns[s.turns.length - 1];
+      s.left = !!last[5]; s.gap = last[6]; s.churned = !!last[7];
+    });
+    return sessions;
+  }
+
+  function timeline(sessions) {
+    var box = document.getElementById('timeline'); box.innerHTML = '';
+    var W = 1100, H = 74, L = 30, R = 20, horizon = Math.max(DATA.horizon, 1);
+    var x = function (d) { return L + Math.min(d, horizon) / horizon * (W - L - R); };
+    var s = svg('svg', {width: W, height: H, viewBox: '0 0 ' + W + ' ' + H, 'class': 'timeline'});
+    s.appendChild(svg('line', {x1: L, x2: W - R, y1: 40, y2: 40, stroke: '#ccc'}));
+    for (var d = 0; d <= horizon; d += Math.max(1, Math.round(horizon / 15))) {
+      s.appendChild(svg('line', {x1: x(d), x2: x(d), y1: 36, y2: 44, stroke: '#bbb'}));
+      s.appendChild(svg('text', {x: x(d), y: 60, 'font-size': 10, 'text-anchor': 'middle', fill: '#555'}, 'd' + d));
+    }
+    sessions.forEach(function (se, i) {
+      if (se.gap !== null && se.gap !== undefined && i + 1 < sessions.length) {
+        var gx = (x(se.end) + x(sessions[i + 1].start)) / 2;
+        s.appendChild(svg('text', {x: gx, y: 28, 'font-size': 9.5, 'text-anchor': 'middle', fill: '#888'},
+                          fmt(se.gap, 1) + 'd'));
+      }
+      var rect = svg('rect', {x: x(se.start) - 3, y: 32, width: Math.max(x(se.end) - x(se.start), 0) + 6, height: 16,
+                              rx: 3, fill: '#4C72B0', 'class': 'tl-session', 'data-session': se.n, cursor: 'pointer'});
+      rect.appendChild(svg('title', {},
+                           'session ' + se.n + ': day ' + fmt(se.start, 2) + ', ' + se.turns.length + ' turns'));
+      rect.addEventListener('click', function () {
+        var target = document.getElementById('session-' + se.n);
+        if (target) target.scrollIntoView({behavior: 'smooth'});
+      });
+      s.appendChild(rect);
+      if (se.churned) {
+        s.appendChild(svg('text', {x: x(se.end) + 6, y: 45, 'font-size': 13, fill: '#b42318'}, '✖ churned'));
+      }
+    });
+    box.appendChild(s);
+  }
+
+  function mindset(user) {
+    var box = document.getElementById('mindset'); box.innerHTML = '';
+    if (!DATA.mindset) return;
+    var W = 1100, H = 150, L = 40, R = 110, T = 12, B = 24, horizon = Math.max(DATA.horizon, 1);
+    var s = svg('svg', {width: W, height: H, viewBox: '0 0 ' + W + ' ' + H});
+    var x = function (d) { return L + Math.min(d, horizon) / horizon * (W - L - R); };
+    var y = function (v) { return T + (1 - Math.max(0, Math.min(1, v))) * (H - T - B); };
+    [0, 0.5, 1].forEach(function (v) {
+      s.appendChild(svg('line', {x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: '#eee'}));
+      s.appendChild(svg('text', {x: L - 4, y: y(v) + 3, 'font-size': 10, 'text-anchor': 'end'}, v));
+    });
+    [[13, 'satisfaction', '#55A868'], [14, 'fatigue', '#C44E52']].forEach(function (c, k) {
+      var pts = user.turns.filter(function (t) { return t[c[0]] !== null; })
+        .map(function (t) { return x(t[2]).toFixed(1) + ',' + y(t[c[0]]).toFixed(1); });
+      s.appendChild(svg('polyline', {points: pts.join(' '), fill: 'none', stroke: c[2], 'stroke-width': 1.8,
+                                     'class': 'mindset-' + c[1]}));
+      s.appendChild(svg('text', {x: W - R + 10, y: T + 12 + 16 * k, 'font-size': 11, fill: c[2]}, c[1]));
+    });
+    s.appendChild(svg('text', {x: (W - R + L) / 2, y: H - 4, 'font-size': 10, 'text-anchor': 'middle'}, 'day'));
+    box.appendChild(s);
+  }
+
+  function slate(t) {
+    var grid = el('div', {'class': 'slate'});
+    t[10].forEach(function (item, j) {
+      var info = DATA.items[String(item)] || ['item ' + item, null];
+      var r = t[11].charAt(j);
+      var card = el('div', {'class': 'item r-' + r, title: 'item ' + item});
+      card.appendChild(el('span', {'class': 't'}, (j + 1) + '. ' + info[0]));
+      var topic = info[1] === null ? '' : (DATA.topics[info[1]] || ('topic ' + info[1]));
+      card.appendChild(el('span', {'class': 'topic'}, topic));
+      var dwell = r !== 'u' && t[12][j] ? ' · ' + fmt(t[12][j], 1) + ' min' : '';
+      card.appendChild(el('span', {}, ' · ' + REACTIONS[r] + dwell));
+      grid.appendChild(card);
+    });
+    return grid;
+  }
+
+  function render() {
+    var user = (DATA.users[recSel.value] || [])[Number(userSel.value)];
+    var facts = document.getElementById('user-facts'), list = document.getElementById('sessions');
+    facts.innerHTML = ''; list.innerHTML = '';
+    if (!user) { facts.textContent = 'no user'; return; }
+    var sessions = sessionsOf(user), st = user.stats || {};
+    [['user', user.id], ['segment', user.segment], ['sessions', sessions.length], ['turns', user.turns.length],
+     ['retention', fmt(st.retention, 3)], ['return', fmt(st.total_reward, 1)]].forEach(function (p) {
+      facts.appendChild(el('b', {}, p[0] + ': ' + p[1]));
+    });
+    timeline(sessions); mindset(user);
+    sessions.forEach(function (se) {
+      var box = el('section', {'class': 'session', id: 'session-' + se.n, 'data-session': se.n});
+      var h = el('h3', {}, 'Session ' + se.n + ' · day ' + fmt(se.start, 2) + ' · ' + se.turns.length + ' turn' +
+                           (se.turns.length === 1 ? '' : 's') + ' ');
+      var hasGap = se.gap !== null && se.gap !== undefined;
+      var after = se.churned ? 'then left for good'
+        : (hasGap ? 'then away ' + fmt(se.gap, 2) + ' days' : (se.left ? 'then left' : 'horizon reached'));
+      h.appendChild(el('span', {'class': 'gap'}, '— ' + after));
+      box.appendChild(h);
+      se.turns.forEach(function (t) {
+        var turn = el('div', {'class': 'turn', 'data-turn': t[1]});
+        var head = 'turn ' + t[1] + ' · t=' + fmt(t[2], 3) + 'd · reward ' + fmt(t[3], 2);
+        if (t[8] !== null) head += ' · intent match ' + fmt(t[8], 2);
+        if (DATA.mindset && t[13] !== null) head += ' · satisfaction ' + fmt(t[13], 2) + ' · fatigue ' + fmt(t[14], 2);
+        turn.appendChild(el('div', {'class': 'turn-head'}, head));
+        if (t[4]) turn.appendChild(el('div', {'class': 'instruction'}, '“' + t[4] + '”'));
+        turn.appendChild(slate(t));
+        if (t[9]) {
+          var d = el('details', {'class': 'trace'});
+          d.appendChild(el('summary', {}, 'recommender trace'));
+          d.appendChild(el('pre', {}, JSON.stringify(t[9], null, 2)));
+          turn.appendChild(d);
+        }
+        if (t[5]) {
+          var back = t[6] === null ? '.' : '; next visit ' + fmt(t[6], 2) + ' days later' +
+                     (t[2] + t[6] > DATA.horizon ? ', after the horizon.' : '.');
+          var text = t[7] ? 'The user left here and never came back.' : 'The user left here' + back;
+          var left = el('div', {'class': 'left'}, text);
+          if (t[7]) left.appendChild(el('span', {'class': 'churn'}, 'churned'));
+          turn.appendChild(left);
+        }
+        box.appendChild(turn);
+      });
+      list.appendChild(box);
+    });
+    document.body.setAttribute('data-explorer-user', user.id);
+    document.body.setAttribute('data-explorer-sessions', String(sessions.length));
+  }
+
+  DATA.recommenders.forEach(function (r) { recSel.appendChild(el('option', {value: r}, r)); });
+  recSel.addEventListener('change', function () { fillUsers(); render(); });
+  userSel.addEventListener('change', render);
+  fillUsers();
+  render();
+  document.body.setAttribute('data-explorer-ready', '1');
+})();
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en" data-js-errors="0">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<script>{hook}</script>
+<style>{css}</style>
+</head>
+<body data-js-errors="0">
+<header><h1>RecoWorld report: {heading}</h1><p>{facts}</p></header>
+<main>
+<pre id="js-errors" hidden></pre>
+<h2>Summary</h2>
+<p class="note">Retention: share of the horizon's days a user was active, mean over users with its 95% CI
+(normal approximation); return/user likewise. The best retention is highlighted.</p>
+{summary}
+<h2>Retention and daily activity</h2>
+<div class="charts">{charts}</div>
+<h2>Per segment</h2>
+<p class="note">Retention ± 95% CI per population segment; CTR over the items each segment saw.</p>
+{segments}
+<h2>User journeys</h2>
+<p class="note">{cap_note} {catalog_note}. {mindset_note}</p>
+<div class="controls">
+<label>recommender <select id="rec-select"></select></label>
+<label>user <select id="user-select"></select></label>
+<span id="user-count" class="note"></span>
+<span class="legend"><span><i class="r-u"></i>unseen</span><span><i style="background:#fcfcfd"></i>skip</span>
+<span><i style="background:#e8f0fb"></i>click</span><span><i style="background:#e6f5e9"></i>like</span>
+<span><i style="background:#f6e8fb"></i>share</span></span>
+</div>
+<div id="user-facts"></div>
+<div id="timeline"></div>
+<div id="mindset"></div>
+<div id="sessions"></div>
+</main>
+<script type="application/json" id="journey-data">{data}</script>
+<script>{js}</script>
+</body>
+</html>
+"""
