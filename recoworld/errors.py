@@ -56,3 +56,10 @@ class CatalogFormatError(RecoWorldError, ValueError):
 
 class ResetNeeded(RecoWorldError, RuntimeError):
     """`step` was called before `reset`, or after the episode ended."""
+
+
+def check_distinct(names: list[str], what: str) -> None:
+    """A name given twice would run twice and count twice in every summary: one `ConfigError`."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"each {what} may be named once; repeated: {', '.join(repeated)}")

@@ -15,7 +15,7 @@ from recoworld.agents.baselines import (
     RandomRecommender,
 )
 from recoworld.catalog import Catalog
-from recoworld.errors import ConfigError
+from recoworld.errors import ConfigError, check_distinct
 from recoworld.llm.config import LLMConfig
 
 AgentFactory = Callable[[Catalog, int, int | None], Recommender]
@@ -103,6 +103,7 @@ def check_recommender_names(names: list[str]) -> None:
     load a `Recommender`, before any work starts on the others."""
     import difflib
 
+    check_distinct(names, "recommender")
     known = [*AGENTS, *LLM_AGENTS, *plugins.plugin_names()]
     for name in names:
         if name.startswith(RLLIB_PREFIX):

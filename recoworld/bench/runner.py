@@ -61,9 +61,6 @@ def check_inputs(names: Sequence[str], agents: Sequence[str], data: Path | None 
     scenarios = get_scenarios(list(names))
     if not agents:
         raise ConfigError("no agent named; give --agents, e.g. random,greedy")
-    repeated = sorted({a for a in agents if list(agents).count(a) > 1})
-    if repeated:
-        raise ConfigError(f"each agent may be named once; repeated: {', '.join(repeated)}")
     check_recommender_names(list(agents))
     kinds = {s.kind for s in scenarios}
     if "real-log" in kinds:

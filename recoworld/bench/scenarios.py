@@ -26,7 +26,7 @@ from pydantic import Field
 
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel, WorldConfig, build
-from recoworld.errors import ConfigError
+from recoworld.errors import ConfigError, check_distinct
 from recoworld.population import Beta, Normal, PopulationSpec, Segment, UserProfile, sample_population
 from recoworld.studies.spec import CreatorSpec, NewItemsSpec
 
@@ -159,9 +159,7 @@ def get_scenarios(names: list[str]) -> list[Scenario]:
         hint = difflib.get_close_matches(unknown[0], list(SCENARIOS), n=1)
         raise ConfigError(f"unknown scenario {unknown[0]!r}; known scenarios: {', '.join(SCENARIOS)}"
                           + (f". Did you mean {hint[0]!r}?" if hint else ""))
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ConfigError(f"each scenario may be named once; repeated: {', '.join(repeated)}")
+    check_distinct(names, "scenario")
     if not names:
         raise ConfigError(f"no scenario named; known scenarios: {', '.join(SCENARIOS)}")
     return [SCENARIOS[n] for n in names]

@@ -25,7 +25,7 @@ from recoworld.agents import Recommender, make_recommender
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import StrictModel, WorldConfig, load_config
 from recoworld.envs.recoworld_env import RecoWorldEnv
-from recoworld.errors import ConfigError
+from recoworld.errors import ConfigError, check_distinct
 from recoworld.evaluation.metrics import summarize
 from recoworld.evaluation.run_folder import LLM_RUNTIME_FIELDS, RunFolder, catalog_fingerprint
 from recoworld.evaluation.trajectory import TrajectoryLog
@@ -51,10 +51,7 @@ class SimulationConfig(StrictModel):
     @field_validator("agents")
     @classmethod
     def _distinct(cls, agents: list[str]) -> list[str]:
-        """A repeated name would run twice and count its users twice in the summary."""
-        repeated = sorted({a for a in agents if agents.count(a) > 1})
-        if repeated:
-            raise ValueError(f"each recommender may be named once; repeated: {', '.join(repeated)}")
+        check_distinct(agents, "recommender")
         return agents
 
 

@@ -101,8 +101,6 @@ class StudySpec(_Spec):
     @model_validator(mode="after")
     def _consistent(self) -> StudySpec:
         check_recommender_names(self.recommenders)
-        if len(set(self.recommenders)) != len(self.recommenders):
-            raise ValueError(f"recommenders must be distinct, got {self.recommenders}")
         if self.profiles is not None and not self.profiles:
             raise ValueError("profiles: an empty list; give at least one UserProfile or leave it unset")
         if self.creator is not None:
