@@ -95,12 +95,15 @@ def _real_world(data: Path, embedding: str, seed: int, **split: object) -> RealW
 
 
 def _calibrated(path: Path, config: Path | None, **overrides: object) -> CalibratedWorld:
-    """A calibrated world, with --config instead of its world.yaml when given, and CLI overrides on top."""
+    """A calibrated world: its world.yaml, what --config sets merged on top (as `train` and `study`
+    merge their config's world), and CLI overrides on top of both."""
     from recoworld.calibration import load_calibration
-    from recoworld.evaluation.simulation import load_world
+    from recoworld.config import WorldConfig, deep_merge, load_config
 
     calibrated = load_calibration(path)
-    calibrated.world = load_world(config or path / "world.yaml", **overrides)
+    fitted = calibrated.world.model_dump()
+    calibrated.world = load_config(WorldConfig, config or path / "world.yaml", "world config",
+                                   prepare=lambda data, _file: deep_merge(fitted, data), **overrides)
     return calibrated
 
 
@@ -556,7 +559,7 @@ def bench(
 def report(
     run_dir: Annotated[Path, typer.Argument(help="a run folder: simulate --out, a bench scenario folder, a study")],
     out: Annotated[Path | None, typer.Option(help="HTML file to write; default RUN_DIR/report.html")] = None,
-    max_users: Annotated[int, typer.Option(min=1, help="users per recommender in the journey explorer")] = 200,
+    max_users: Annotated[int, typer.Option(min=1, help="users per recommender in the journey explorer")] = 100,
     catalog: Annotated[Path | None, typer.Option(help="catalog Parquet file for item titles and topics; default: "
                                                       "rebuilt from the run's config")] = None,
 ) -> None:

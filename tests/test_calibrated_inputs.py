@@ -1,4 +1,4 @@
-"""`train` and `study` run on a calibrated world: its world config, its catalog and the log's own users."""
+"""`train`, `study` and `simulate` run on a calibrated world: its world config, its catalog and the log's own users."""
 
 from __future__ import annotations
 
@@ -84,3 +84,20 @@ def test_a_study_runs_the_log_users_on_the_calibrated_catalog(ray_session: Modul
     assert rows["user_id"].nunique() == 6
     assert set(rows["user_id"]) <= {p.user_id for p in cal.profiles}
     assert rows["item"].max() < len(cal.catalog)
+
+
+def test_simulate_merges_its_config_over_the_calibrated_world(calibrated: Path, tmp_path: Path) -> None:
+    """`--calibrated DIR --config FILE` keeps what was fitted and changes only what FILE sets, as
+    `train` and `study` do with their config's world (the run's manifest records the world it ran)."""
+    import json
+
+    fitted = load_calibration(calibrated).world
+    (tmp_path / "world.yaml").write_text(yaml.safe_dump({"slate_size": 3, "choice": {"position": 0.0}}))
+    res = runner.invoke(app, ["simulate", "--calibrated", str(calibrated), "--config", str(tmp_path / "world.yaml"),
+                              "--days", "2", "--users", "2", "--agents", "random", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    world = json.loads((tmp_path / "run" / "manifest.json").read_text())["identity"]["config"]["world"]
+    assert (world["slate_size"], world["choice"]["position"], world["horizon_days"]) == (3, 0.0, 2.0)
+    assert world["choice"]["bias"] == fitted.choice.bias
+    assert world["choice"]["popularity"] == fitted.choice.popularity
+    assert world["returns"]["base_rate"] == fitted.returns.base_rate
