@@ -37,7 +37,7 @@ from recoworld.errors import RecoWorldError
 from recoworld.evaluation.metrics import daily_activity, mean_ci, summarize
 
 #: users per recommender embedded in the journey explorer
-MAX_USERS = 200
+MAX_USERS = 100
 REPORT = "report.html"
 PALETTE = ("#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",
            "#64B5CD")
@@ -327,11 +327,12 @@ def journey_data(run: RunData, max_users: int = MAX_USERS) -> dict[str, Any]:
     """The explorer's data: per recommender, up to `max_users` users, each a list of turns.
 
     A turn is `[session, turn, time_days, reward, instruction, left, gap, churned, intent_match,
-    trace, items, reactions, dwell, satisfaction, fatigue]`; `items` maps item ids to
+    trace, items, reactions, dwell (tenths of a minute), satisfaction, fatigue]`; `reactions` is
+    one character per slot (`u` unseen, else the reaction code); `items` maps item ids to
     `[title, topic index]` and `topics` lists topic names.
     """
     traj = run.trajectories
-    mindset = "satisfaction" in traj and traj["satisfaction"].notna().any()
+    mindset = "satisfaction" in traj and bool(traj["satisfaction"].notna().any())
     eps = run.episodes.set_index(["recommender", "user_id"]) if len(run.episodes) else None
     out: dict[str, Any] = {"recommenders": [], "users": {}, "shown": {}, "total": {}}
     used: set[int] = set()
@@ -339,30 +340,41 @@ def journey_data(run: RunData, max_users: int = MAX_USERS) -> dict[str, Any]:
         ids = list(dict.fromkeys(frame["user_id"]))
         keep = ids[:max_users]
         frame = frame[frame["user_id"].isin(set(keep))].sort_values(["user_id", "step", "position"], kind="stable")
-        users = []
-        for uid, u in frame.groupby("user_id", sort=False):
-            turns = []
-            for _, t in u.groupby("step", sort=True):
-                first = t.iloc[0]
-                items = [int(i) for i in t["item"]]
-                used.update(items)
-                trace = first["agent_trace"]
-                turns.append([
-                    int(first["session"]), int(first["turn"]), _num(first["time_days"], 4),
-                    _num(first["turn_reward"]), first["instruction"] if isinstance(first["instruction"], str) else None,
-                    int(bool(first["left"])), _num(first["return_gap_days"]), int(bool(first["churned"])),
-                    _num(first["intent_match"], 2), json.loads(trace) if isinstance(trace, str) else None,
-                    items, "".join("u" if r < 0 else str(int(r)) for r in t["reaction"]),
-                    [_num(d, 2) for d in t["dwell_min"]],
-                    _num(first["satisfaction"]) if mindset else None, _num(first["fatigue"]) if mindset else None,
-                ])
-            stats = {}
-            if eps is not None and (rec, uid) in eps.index:
-                row = eps.loc[(rec, uid)]
-                row = row.iloc[0] if isinstance(row, pd.DataFrame) else row
-                stats = {k: _num(row[k]) for k in ("retention", "sessions", "total_reward", "days_active")
-                         if k in row}
-            users.append({"id": uid, "segment": str(u["segment"].iloc[0]), "stats": stats, "turns": turns})
+        # one row per turn: where each (user, step) starts in the slot rows
+        key = frame["user_id"].astype(str).to_numpy() + "\x1f" + frame["step"].astype(str).to_numpy()
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        bounds = np.r_[starts, len(frame)]
+        items = frame["item"].to_numpy(np.int64)
+        used.update(np.unique(items).tolist())
+        reactions = frame["reaction"].to_numpy(np.int64)
+        dwell = np.rint(frame["dwell_min"].to_numpy(np.float64) * 10).astype(np.int64)
+        first = frame.iloc[starts]
+        cols = {c: first[c].tolist() for c in ("user_id", "segment", "session", "turn", "time_days", "turn_reward",
+                                               "instruction", "left", "return_gap_days", "churned", "intent_match",
+                                               "agent_trace")}
+        sat = first["satisfaction"].tolist() if mindset else [None] * len(starts)
+        fat = first["fatigue"].tolist() if mindset else [None] * len(starts)
+        users: list[dict[str, Any]] = []
+        for k in range(len(starts)):
+            a, b = bounds[k], bounds[k + 1]
+            uid = cols["user_id"][k]
+            if not users or users[-1]["id"] != uid:
+                stats = {}
+                if eps is not None and (rec, uid) in eps.index:
+                    row = eps.loc[(rec, uid)]
+                    row = row.iloc[0] if isinstance(row, pd.DataFrame) else row
+                    stats = {c: _num(row[c]) for c in ("retention", "sessions", "total_reward", "days_active")
+                             if c in row}
+                users.append({"id": uid, "segment": str(cols["segment"][k]), "stats": stats, "turns": []})
+            trace, instruction = cols["agent_trace"][k], cols["instruction"][k]
+            users[-1]["turns"].append([
+                int(cols["session"][k]), int(cols["turn"][k]), _num(cols["time_days"][k], 4),
+                _num(cols["turn_reward"][k]), instruction if isinstance(instruction, str) else None,
+                int(bool(cols["left"][k])), _num(cols["return_gap_days"][k]), int(bool(cols["churned"][k])),
+                _num(cols["intent_match"][k], 2), json.loads(trace) if isinstance(trace, str) else None,
+                items[a:b].tolist(), "".join("u" if r < 0 else str(r) for r in reactions[a:b]),
+                dwell[a:b].tolist(), _num(sat[k]), _num(fat[k]),
+            ])
         out["recommenders"].append(rec)
         out["users"][rec] = users
         out["shown"][rec], out["total"][rec] = len(keep), len(ids)
@@ -624,7 +636,7 @@ _JS = r"""
       card.appendChild(el('span', {'class': 't'}, (j + 1) + '. ' + info[0]));
       var topic = info[1] === null ? '' : (DATA.topics[info[1]] || ('topic ' + info[1]));
       card.appendChild(el('span', {'class': 'topic'}, topic));
-      var dwell = r !== 'u' && t[12][j] ? ' · ' + fmt(t[12][j], 1) + ' min' : '';
+      var dwell = r !== 'u' && t[12][j] ? ' · ' + fmt(t[12][j] / 10, 1) + ' min' : '';
       card.appendChild(el('span', {}, ' · ' + REACTIONS[r] + dwell));
       grid.appendChild(card);
     });
@@ -677,6 +689,7 @@ _JS = r"""
       });
       list.appendChild(box);
     });
+    document.body.setAttribute('data-explorer-rec', recSel.value);
     document.body.setAttribute('data-explorer-user', user.id);
     document.body.setAttribute('data-explorer-sessions', String(sessions.length));
   }
@@ -684,7 +697,17 @@ _JS = r"""
   DATA.recommenders.forEach(function (r) { recSel.appendChild(el('option', {value: r}, r)); });
   recSel.addEventListener('change', function () { fillUsers(); render(); });
   userSel.addEventListener('change', render);
+  // `report.html#rec=NAME&user=ID` opens that journey
+  var wanted = {};
+  location.hash.replace(/^#/, '').split('&').forEach(function (kv) {
+    var i = kv.indexOf('=');
+    if (i > 0) wanted[decodeURIComponent(kv.slice(0, i))] = decodeURIComponent(kv.slice(i + 1));
+  });
+  if (wanted.rec && DATA.users[wanted.rec]) recSel.value = wanted.rec;
   fillUsers();
+  if (wanted.user) {
+    (DATA.users[recSel.value] || []).forEach(function (u, i) { if (u.id === wanted.user) userSel.value = String(i); });
+  }
   render();
   document.body.setAttribute('data-explorer-ready', '1');
 })();

@@ -4,7 +4,8 @@
 `TrajectoryLog`, so their Parquet files have exactly the columns and types of `SCHEMA`,
 in this order. A column that only one writer knows has a documented value in the other
 (`arm`, `shard`, `new_item` and, in studies, `episode_seed`); the README's table of
-columns is `COLUMNS`, and a test keeps the two the same.
+columns is `COLUMNS`, and a test keeps the two the same. An env made with `expose_mindset=True`
+adds `MINDSET_COLUMNS` (satisfaction, fatigue) after them.
 """
 
 from __future__ import annotations
@@ -71,6 +72,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("new_item", pa.bool_(), True, "a creator's item published during the study; false in `simulate`"),
 )
 SCHEMA = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])
+#: Appended after `COLUMNS` only when the env was made with `expose_mindset=True` (its step info
+#: then carries the hidden mindset): the user's state after the turn, for the report's mindset curves.
+MINDSET_COLUMNS: tuple[Column, ...] = (
+    Column("satisfaction", pa.float32(), False, "the user's hidden satisfaction after the turn "
+           "(only with `expose_mindset`)"),
+    Column("fatigue", pa.float32(), False, "the user's hidden fatigue after the turn (only with `expose_mindset`)"),
+)
 _CONSTANT = ("recommender", "arm", "shard")
 
 
@@ -90,6 +98,7 @@ class TrajectoryLog:
             self.is_new[new_items] = True
         self._turns: dict[str, list[Any]] = {c.name: [] for c in COLUMNS if not c.per_slot and c.name not in _CONSTANT}
         self._slots: dict[str, list[np.ndarray]] = {c.name: [] for c in COLUMNS if c.per_slot}
+        self._mindset: dict[str, list[float | None]] = {c.name: [] for c in MINDSET_COLUMNS}
 
     def add(self, user_id: str, segment: str, episode_seed: int, info: dict[str, Any], reward: float,
             trace: Any = None) -> None:
@@ -108,6 +117,9 @@ class TrajectoryLog:
         }
         for name, value in turn.items():
             self._turns[name].append(value)
+        mindset = info.get("mindset") or {}
+        for name in self._mindset:
+            self._mindset[name].append(float(mindset[name]) if name in mindset else None)
         slots = {"position": np.arange(len(slate)), "item": slate, "topic": cat.topic[slate],
                  "reaction": info["reactions"], "dwell_min": info["dwell_min"],
                  "self_information": cat.self_information[slate], "new_item": self.is_new[slate]}
@@ -115,7 +127,8 @@ class TrajectoryLog:
             self._slots[name].append(np.asarray(values))
 
     def table(self) -> pa.Table:
-        """The rows so far as an Arrow table of exactly `SCHEMA`; turn columns repeat on each slot's row."""
+        """The rows so far as an Arrow table of exactly `SCHEMA` (plus `MINDSET_COLUMNS` when the env exposed
+        the mindset); turn columns repeat on each slot's row."""
         sizes = np.array([len(s) for s in self._slots["position"]], dtype=np.int64)
         rows = np.repeat(np.arange(len(sizes)), sizes)
         arrays = []
@@ -128,7 +141,12 @@ class TrajectoryLog:
                 arrays.append(pa.array(values.astype(col.type.to_pandas_dtype()), type=col.type))
             else:
                 arrays.append(pa.array(self._turns[col.name], type=col.type, from_pandas=True).take(rows))
-        return pa.Table.from_arrays(arrays, schema=SCHEMA)
+        table = pa.Table.from_arrays(arrays, schema=SCHEMA)
+        if any(v is not None for v in self._mindset["satisfaction"]):
+            for col in MINDSET_COLUMNS:
+                table = table.append_column(pa.field(col.name, col.type),
+                                            pa.array(self._mindset[col.name], type=col.type).take(rows))
+        return table
 
     def frame(self) -> pd.DataFrame:
         """`table()` as pandas, as reading the written Parquet back gives it."""

@@ -1,0 +1,158 @@
+"""`recoworld report`: one self-contained HTML file, checked in a real headless Chromium.
+
+The browser is Debian's `chromium`, driven through its command line only (`--dump-dom`,
+`--screenshot`). `.ci/run` installs it; without it the browser tests skip locally and fail
+under CI=true.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import IN_CI
+from typer.testing import CliRunner
+
+from recoworld.agents.baselines import GreedyRelevanceRecommender
+from recoworld.catalog import Catalog
+from recoworld.cli import app
+from recoworld.config import WorldConfig
+from recoworld.evaluation.html_report import journey_data, load_run, write_report
+from recoworld.evaluation.simulation import SimulationConfig, simulate
+from recoworld.evaluation.trajectory import MINDSET_COLUMNS, SCHEMA
+
+WORLD = {"slate_size": 3, "n_candidates": 12, "horizon_days": 4, "expose_mindset": True,
+         "catalog": {"n_items": 600, "seed": 3}}
+
+
+class TracedGreedy(GreedyRelevanceRecommender):
+    """Greedy, with a ToolRec-like trace of each decision (what the report shows under a slate)."""
+
+    def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
+        slate = super().act(observation, info)
+        self.last_trace = {"tool_calls": [{"name": "search_items", "arguments": {"topic": "cooking"}}],
+                           "reasoning": "the user <b>likes</b> cooking </script>"}
+        return slate
+
+
+def _agent(name: str, catalog: Catalog, k: int, seed: int | None) -> Any:
+    return TracedGreedy(k, seed) if name == "traced" else GreedyRelevanceRecommender(k, seed)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, catalog: Catalog) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    cfg = SimulationConfig(n_users=5, agents=["greedy", "traced"], seed=2, world=WorldConfig(**WORLD))
+    simulate(cfg, catalog=catalog, out=out, build_agent=_agent)
+    return out
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if IN_CI:
+            pytest.fail("CI installs Debian's chromium (.ci/run), but no chromium is on PATH")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return found
+
+
+def _browser(exe: str, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+           "--no-first-run", "--virtual-time-budget=5000", f"--user-data-dir={tmp / 'chromium-profile'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+
+
+def _body(dom: str) -> dict[str, str]:
+    tag = re.search(r"<body([^>]*)>", dom)
+    assert tag, dom[:500]
+    return dict(re.findall(r'([\w-]+)="([^"]*)"', tag.group(1)))
+
+
+def test_trajectories_carry_the_mindset_only_when_exposed(run_dir: Path, catalog: Catalog) -> None:
+    frame = pd.read_parquet(run_dir / "trajectories" / "greedy.parquet")
+    assert list(frame.columns) == [*SCHEMA.names, *(c.name for c in MINDSET_COLUMNS)]
+    assert frame["satisfaction"].notna().all() and frame["fatigue"].between(0, 10).all()
+    plain = simulate(SimulationConfig(n_users=2, agents=["greedy"], world=WorldConfig(**{**WORLD,
+                                                                                         "expose_mindset": False})),
+                     catalog=catalog)
+    assert list(plain.trajectories.columns) == SCHEMA.names
+
+
+def test_report_is_self_contained_and_holds_the_journeys(run_dir: Path, tmp_path: Path) -> None:
+    path = write_report(run_dir, tmp_path / "r.html", max_users=3)
+    page = path.read_text()
+    # nothing is fetched: no external scripts, styles, images or URLs other than the SVG namespace
+    assert not re.search(r"<(link|img|iframe)\b|\bsrc=", page)
+    assert set(re.findall(r"https?://[^\s\"'<)]+", page)) <= {"http://www.w3.org/2000/svg"}
+    blob = re.search(r'<script type="application/json" id="journey-data">(.*?)</script>', page, re.S)
+    assert blob and "</script" not in blob.group(1)
+    data = json.loads(blob.group(1))
+    assert data["recommenders"] == ["greedy", "traced"] and data["mindset"] is True
+    assert data["shown"] == {"greedy": 3, "traced": 3} and data["total"] == {"greedy": 5, "traced": 5}
+    assert "at most 3 users per recommender" in page
+    run = load_run(run_dir)
+    assert run.catalog is not None, run.catalog_note  # rebuilt from the manifest's config: titles, topic names
+    item = next(iter(data["items"]))
+    assert data["items"][item][0] == str(run.catalog.titles[int(item)])
+    traced = [t[9] for u in data["users"]["traced"] for t in u["turns"]]
+    assert all(t["tool_calls"][0]["name"] == "search_items" for t in traced)
+    assert all(t[9] is None for u in data["users"]["greedy"] for t in u["turns"])
+    # the summary and segment tables and the three charts
+    assert page.count("<svg class=\"chart\"") == 3 and "retention ± 95% CI" in page and "Per segment" in page
+    assert journey_data(run, 10)["shown"] == {"greedy": 5, "traced": 5}
+
+
+def test_report_cli_and_its_bad_inputs(run_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(run_dir), "--out", str(tmp_path / "x.html")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "x.html").is_file() and "report:" in result.output
+    (tmp_path / "empty").mkdir()
+    for bad in (tmp_path / "empty", tmp_path / "missing"):
+        result = CliRunner().invoke(app, ["report", str(bad)])
+        assert result.exit_code == 2, result.output
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert "has no trajectories" in CliRunner().invoke(app, ["report", str(tmp_path / "empty")]).output
+
+
+def test_report_renders_in_chromium_without_errors(run_dir: Path, tmp_path: Path) -> None:
+    exe = _chromium()
+    path = write_report(run_dir, tmp_path / "report.html")
+    frame = pd.read_parquet(run_dir / "trajectories" / "greedy.parquet")
+    first = frame["user_id"].iloc[0]
+    sessions = frame.loc[frame["user_id"] == first, "session"].nunique()
+
+    done = _browser(exe, tmp_path, "--dump-dom", path.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom, body = done.stdout, _body(done.stdout)
+    errors = re.search(r'<pre id="js-errors"[^>]*>(.*?)</pre>', dom, re.S)
+    assert body.get("data-js-errors") == "0", errors.group(1) if errors else dom[:2000]
+    assert body.get("data-explorer-ready") == "1"
+    # the default (first) user's journey, built by the page's script: one section per session
+    assert body.get("data-explorer-rec") == "greedy" and body.get("data-explorer-user") == first
+    assert len(re.findall(r'<section class="session"', dom)) == sessions == int(body["data-explorer-sessions"])
+    assert len(re.findall(r'class="tl-session"', dom)) == sessions
+    assert 'class="mindset-satisfaction"' in dom and 'class="mindset-fatigue"' in dom
+    assert re.search(r'<option value="traced"', dom)
+
+    # another user, chosen through the URL: the trace is shown under its slates (escaped, not parsed)
+    traced = pd.read_parquet(run_dir / "trajectories" / "traced.parquet")
+    other = traced["user_id"].unique()[2]
+    done = _browser(exe, tmp_path, "--dump-dom", f"{path.as_uri()}#rec=traced&user={other}")
+    body = _body(done.stdout)
+    assert body.get("data-js-errors") == "0" and body.get("data-explorer-user") == other
+    assert int(body["data-explorer-sessions"]) == traced.loc[traced["user_id"] == other, "session"].nunique()
+    assert "recommender trace" in done.stdout and "search_items" in done.stdout
+    assert "&lt;b&gt;likes&lt;/b&gt;" in done.stdout
+
+    shot = tmp_path / "report.png"
+    done = _browser(exe, tmp_path, f"--screenshot={shot}", "--window-size=1280,1600", path.as_uri())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
