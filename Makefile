@@ -51,6 +51,7 @@ $(VENV)/.all: $(VENV)/.core $(VENV)/.llama-$(LLAMA_KEY)
 
 demo: $(VENV)/.core
 	$(VENV)/bin/recoworld simulate --out runs/demo
+	$(VENV)/bin/recoworld report runs/demo
 
 test: $(VENV)/.all
 	$(VENV)/bin/ruff check recoworld experiments tests
