@@ -150,6 +150,29 @@ def test_training_env_creator_builds_the_vector_env_when_rllib_asks_for_num_envs
     assert isinstance(vec.env, DisjointRunnerSeeds)
 
 
+def test_new_day_reward_sums_to_the_days_active_of_each_episode() -> None:
+    pytest.importorskip("ray")
+    from recoworld.rl.training import make_training_env, training_env_config
+
+    world = {**TINY_WORLD, "horizon_days": 5}
+    env_config = {**training_env_config(tiny_config(0)), "world": world, "day_reward": 2.5}
+    plain = make_training_env({**env_config, "day_reward": 0.0, "num_envs": 3})
+    shaped = make_training_env({**env_config, "num_envs": 3})
+    plain.reset(seed=1)
+    shaped.reset(seed=1)
+    rng = np.random.default_rng(0)
+    extra, episodes = np.zeros(3), 0
+    for _ in range(400):
+        actions = np.stack([rng.choice(6, 2, replace=False) for _ in range(3)])
+        _, r0, *_ = plain.step(actions)
+        _, r1, term, trunc, info = shaped.step(actions)
+        extra += r1 - r0
+        for i in np.flatnonzero(term | trunc):
+            assert extra[i] == pytest.approx(2.5 * (info["episode_stats"]["days_active"][i] - 1))
+            extra[i], episodes = 0.0, episodes + 1
+    assert episodes >= 3
+
+
 def test_num_envs_per_env_runner_is_validated() -> None:
     from recoworld.rl.training import TrainConfig
 
@@ -301,19 +324,21 @@ def test_masked_policy_never_samples_consumed_candidates(ray_session: ModuleType
 
 
 @pytest.mark.slow
-def test_same_seed_gives_the_same_training(ray_session: ModuleType, tmp_path: Path) -> None:
-    """Same config and seed: the same learning curve, bit for bit, and the same final table."""
+@pytest.mark.parametrize("runners", [0, 1])
+def test_same_seed_gives_the_same_training(ray_session: ModuleType, tmp_path: Path, runners: int) -> None:
+    """Same config and seed: the same learning curve, bit for bit, and the same final table, whether
+    the driver samples or a remote env runner does."""
     import pandas as pd
 
     from recoworld.rl.training import train
 
-    a = train(tiny_config(0, iterations=2, seed=3), tmp_path / "a", log=lambda msg: None)
-    b = train(tiny_config(0, iterations=2, seed=3), tmp_path / "b", log=lambda msg: None)
+    a = train(tiny_config(runners, iterations=2, seed=3), tmp_path / "a", log=lambda msg: None)
+    b = train(tiny_config(runners, iterations=2, seed=3), tmp_path / "b", log=lambda msg: None)
     timing = ["seconds"]
     pd.testing.assert_frame_equal(a.curve.drop(columns=timing), b.curve.drop(columns=timing))
     pd.testing.assert_frame_equal(a.table, b.table)
     assert a.stopped is None and b.stopped is None
-    c = train(tiny_config(0, iterations=2, seed=4), tmp_path / "c", log=lambda msg: None)
+    c = train(tiny_config(runners, iterations=2, seed=4), tmp_path / "c", log=lambda msg: None)
     assert not np.array_equal(a.curve["losses/policy_loss"], c.curve["losses/policy_loss"])
 
 

@@ -7,6 +7,9 @@ trained on, then decodes the slot logits into a slate of *distinct* candidates: 
 slot, the best-scoring candidate not yet in the slate, available ones first. Where the
 per-slot argmax has no repeats this is exactly the deterministic PPO action; otherwise it
 fixes the repeats by the policy's own preferences instead of the env's retrieval order.
+With `sample=True` each slot instead draws from the policy's own softmax over the candidates
+still allowed (the stochastic policy PPO trained, without repeats), from the recommender's
+seeded generator, so an evaluation stays reproducible.
 """
 
 from __future__ import annotations
@@ -34,13 +37,15 @@ class RLlibRecommender(Recommender):
     Args:
         module: the policy; masked (Dict observation with `action_mask`) or plain (Box).
         slate_size: must match the policy's `MultiDiscrete` action length.
-        seed: unused by the greedy decode; kept for the `Recommender` contract.
+        seed: seeds the sampling decode (unused by the greedy one).
+        sample: draw each slot from the policy's distribution instead of taking its argmax.
     """
 
     name = "rllib"
 
-    def __init__(self, module: RLModule, slate_size: int, seed: int | None = None) -> None:
+    def __init__(self, module: RLModule, slate_size: int, seed: int | None = None, sample: bool = False) -> None:
         super().__init__(slate_size, seed)
+        self.sample = sample
         import torch
 
         self._torch = torch
@@ -54,12 +59,12 @@ class RLlibRecommender(Recommender):
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike[str], slate_size: int, seed: int | None = None
+        cls, path: str | os.PathLike[str], slate_size: int, seed: int | None = None, sample: bool = False
     ) -> RLlibRecommender:
         module_path = resolve_module_path(path)
         from ray.rllib.core.rl_module.rl_module import RLModule
 
-        return cls(RLModule.from_checkpoint(str(module_path)), slate_size, seed)
+        return cls(RLModule.from_checkpoint(str(module_path)), slate_size, seed, sample)
 
     def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
         from ray.rllib.core.columns import Columns
@@ -77,17 +82,24 @@ class RLlibRecommender(Recommender):
         with torch.no_grad():
             out = self.module.forward_inference({Columns.OBS: obs})
         logits = out[Columns.ACTION_DIST_INPUTS][0].numpy().reshape(self.slate_size, c)
-        return distinct_slate(logits, mask.astype(bool))
+        return distinct_slate(logits, mask.astype(bool), self.rng if self.sample else None)
 
 
-def distinct_slate(slot_logits: np.ndarray, available: np.ndarray) -> np.ndarray:
-    """Slot k takes its best-scoring candidate not already shown, preferring available ones."""
+def distinct_slate(slot_logits: np.ndarray, available: np.ndarray,
+                   rng: np.random.Generator | None = None) -> np.ndarray:
+    """Slot k takes its best-scoring candidate not already shown, preferring available ones; with
+    `rng`, a draw from the softmax of its logits over those candidates instead."""
     k, c = slot_logits.shape
     chosen = np.zeros(c, dtype=bool)
     slate = np.empty(k, dtype=np.int64)
     for slot in range(k):
         allowed = ~chosen & available if (~chosen & available).any() else ~chosen
-        pick = int(np.argmax(np.where(allowed, slot_logits[slot], -np.inf)))
+        scores = np.where(allowed, slot_logits[slot].astype(np.float64), -np.inf)
+        if rng is None:
+            pick = int(np.argmax(scores))
+        else:
+            p = np.exp(scores - scores.max())
+            pick = int(rng.choice(c, p=p / p.sum()))
         slate[slot] = pick
         chosen[pick] = True
     return slate

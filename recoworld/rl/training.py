@@ -62,6 +62,7 @@ from recoworld.catalog import Catalog
 from recoworld.config import StrictModel, WorldConfig, build, load_config, relative_to_file
 from recoworld.envs.recoworld_env import RecoWorldEnv
 from recoworld.envs.vector_env import RecoWorldVectorEnv
+from recoworld.errors import ConfigError
 from recoworld.evaluation.metrics import mean_ci
 from recoworld.evaluation.simulation import SimulationConfig, simulate
 from recoworld.population import PopulationSpec
@@ -120,6 +121,9 @@ class EvalSettings(StrictModel):
         "mindset: not deployable, it only measures headroom; the table reports the share of the random-to-oracle "
         "gap each recommender closes (needs `random` among the baselines)")
     horizon_days: float | None = Field(None, gt=0, description="evaluate on another horizon than training")
+    decode: Literal["greedy", "sample"] = Field(
+        "greedy", description="how the policy picks slates in evaluation: the argmax of each slot, or draws "
+        "from its own distribution (seeded per evaluation user, so still reproducible)")
 
 
 class TrainConfig(StrictModel):
@@ -138,6 +142,10 @@ class TrainConfig(StrictModel):
         "iteration takes 0.8 s instead of 4.3 s, past which the learner dominates"
     )
     action_mask: bool = True
+    day_reward: float = Field(
+        0.0, ge=0, description="training only: add this to the reward whenever a user's next session opens on a "
+        "new day (the unit of the retention metric, days active / horizon; see `NewDayReward`). The env's "
+        "return bonus rewards any short gap, also a second session on the same day, which retention does not count")
     calibrated: Path | None = Field(
         None, description="a `recoworld calibrate` folder: its world (under `world:`), catalog and users"
     )
@@ -202,10 +210,34 @@ def make_training_env(env_config: dict[str, Any]) -> Any:
     else:
         inputs = {"population": PopulationSpec.model_validate(env_config["population"])}
     mask = bool(env_config["action_mask"])
+    day_reward = float(env_config.get("day_reward", 0.0))
     if "num_envs" in env_config:
-        vector = RecoWorldVectorEnv(num_envs=int(env_config["num_envs"]), config=world, **inputs)
-        return UserRelativeVectorObservation(DisjointRunnerSeeds(vector), action_mask=mask)
+        vector: Any = DisjointRunnerSeeds(RecoWorldVectorEnv(num_envs=int(env_config["num_envs"]), config=world,
+                                                             **inputs))
+        if day_reward:
+            vector = NewDayReward(vector, day_reward)
+        return UserRelativeVectorObservation(vector, action_mask=mask)
+    if day_reward:
+        raise ConfigError("day_reward is implemented for the vector env only (RLlib's vector_entry_point)")
     return UserRelativeObservation(RecoWorldEnv(world, **inputs), action_mask=mask)
+
+
+class NewDayReward(VectorWrapper):
+    """Add `weight` to a user's reward on the step after which their next session opens on a new
+    day: the increment of `days_active`, so summed over an episode it is `weight` x (days active - 1),
+    the retention metric up to scale. It arrives at the session's end, like the env's return bonus."""
+
+    def __init__(self, env: Any, weight: float) -> None:
+        super().__init__(env)
+        self.weight = weight
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        world = self.env.unwrapped.world
+        before = world.days_active.copy()
+        restarting = self.env.unwrapped._autoreset.copy()  # these users start a new episode this step
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        gained = np.where(restarting, 0, world.days_active - before)
+        return obs, reward + self.weight * gained, terminated, truncated, info
 
 
 class DisjointRunnerSeeds(VectorWrapper):
@@ -231,7 +263,8 @@ def register_training_env() -> None:
 def training_env_config(cfg: TrainConfig) -> dict[str, Any]:
     """The `env_config` of `make_training_env` for `cfg`: plain values that pickle to remote runners."""
     return {"world": cfg.world.model_dump(), "population": cfg.population.model_dump(),
-            "action_mask": cfg.action_mask, "calibrated": str(cfg.calibrated) if cfg.calibrated else None}
+            "action_mask": cfg.action_mask, "day_reward": cfg.day_reward,
+            "calibrated": str(cfg.calibrated) if cfg.calibrated else None}
 
 
 def build_ppo_config(cfg: TrainConfig) -> PPOConfig:
@@ -436,7 +469,8 @@ def train(
             msg = (f"iter {it:4d}  steps {row['env_steps']:8d}  return {row['charts/episode_return_mean']:8.2f}  "
                    f"entropy {row['losses/entropy']:.3f}  {row['seconds']:6.1f}s")
             if it % cfg.eval.every == 0 or last:
-                policy = evaluate(cfg, {POLICY: lambda catalog, k, seed: RLlibRecommender(algo.get_module(), k, seed)})
+                policy = evaluate(cfg, {POLICY: lambda catalog, k, seed: RLlibRecommender(
+                    algo.get_module(), k, seed, sample=cfg.eval.decode == "sample")})
                 episodes = pd.concat([policy, baselines], ignore_index=True)
                 table = compare(episodes)
                 for _, r in table.iterrows():
