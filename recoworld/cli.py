@@ -327,8 +327,10 @@ def study(
                           llm_users=llm_users)
     overall = summary[summary["segment"] == ALL].assign(recommender=lambda s: s["recommender"] + "/" + s["arm"])
     console.print(summary_table(overall, title=f"Study {cfg.name}: {len(setup.profiles)} users"))
+    from recoworld.evaluation.html_report import write_report as write_html
+
     console.print(f"shards run now: {result.shards_run} (the rest resumed from the checkpoint)  "
-                  f"results: {result.out}  report: {report}")
+                  f"results: {result.out}  report: {report}  journeys: {write_html(result.out)}")
 
 
 @app.command()
@@ -553,6 +555,13 @@ def bench(
     console.print(f"{len(result.runs)} scenario(s) x {len(result.agents)} agent(s) in "
                   f"{time.perf_counter() - start:.0f} s; results: {out / 'results.json'}  leaderboard: "
                   f"{out / 'leaderboard.md'}  quadrant plot: {out / 'quadrant.png'}", soft_wrap=True, highlight=False)
+    from recoworld.evaluation.html_report import write_report as write_html
+
+    for run in result.runs:  # one HTML report (summary, plots, journeys) per scenario folder
+        try:
+            console.print(f"report {run.scenario.name}: {write_html(run.out)}", soft_wrap=True, highlight=False)
+        except RecoWorldError as err:
+            console.print(f"[yellow]no report for {run.scenario.name}:[/yellow] {err}", soft_wrap=True)
 
 
 @app.command()

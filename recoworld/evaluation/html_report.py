@@ -101,17 +101,16 @@ def load_catalog(path: Path, manifest: dict[str, Any], catalog: str | Path | Non
         calibrated = inputs.get("calibrated")
         if calibrated and (Path(calibrated) / "catalog.parquet").is_file():
             return Catalog.from_parquet(Path(calibrated) / "catalog.parquet"), f"catalog of {calibrated}"
-        if inputs:
-            return None, f"items shown by id: the catalog came from {', '.join(sorted(inputs))}; give --catalog"
         world = _world_config(manifest)
+        source = f" (the run's inputs: {', '.join(sorted(inputs))})" if inputs else ""
         if "catalog" not in world:
-            return None, "items shown by id: no manifest names the catalog; give --catalog"
+            return None, f"items shown by id: no manifest names the catalog{source}; give --catalog"
         from recoworld.catalog import cached_catalog
         from recoworld.config import CatalogConfig
 
         cat = cached_catalog(CatalogConfig.model_validate(world["catalog"]))
-        if expected and catalog_fingerprint(cat) != expected:
-            return None, "items shown by id: the rebuilt catalog differs from the run's"
+        if (expected and catalog_fingerprint(cat) != expected) or (not expected and inputs):
+            return None, f"items shown by id: the catalog is not the config's synthetic one{source}; give --catalog"
         return cat, "Titles and topics: the catalog rebuilt from the run's config"
     except (OSError, ValueError, RecoWorldError) as err:
         return None, f"items shown by id: catalog not loaded ({err})"
