@@ -99,6 +99,11 @@ class LLMConfig(BaseModel):
     retry_backoff_s: float = Field(0.5, ge=0, description="first backoff after a transport error; doubles")
     repair: bool = Field(True, description="after the retries, show the model its invalid reply and the error")
     concurrency: int = Field(8, ge=1, le=1024, description="requests in flight at once on the async path")
+    review_mode: Literal["slate", "item"] = Field(
+        "slate", description="LLM users: 'slate' = one call per turn for the whole slate; 'item' = one call per "
+        "item, in slate order, the mindset updated between calls, stopping when the user leaves (never sees "
+        "later items; costs up to slate_size calls a turn)"
+    )
     cache: CacheMode = Field(
         "write", description="write: replay hits, record misses; read: replay hits, record nothing; "
         "replay: replay hits, never call the model (a miss stops the run; no server needed); off"

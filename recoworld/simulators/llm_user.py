@@ -28,6 +28,25 @@ the record/replay cache for every call and reproduces the run exactly. A step's 
 its session ends) are in flight together on this thread's event loop (`review_all`), at most
 `LLMConfig.concurrency` at once; `utility_bonus` is ignored, since an LLM user's choice is
 the model's and the prompt says nothing of what other users liked.
+
+Review modes (`LLMConfig.review_mode`). `slate` (the default) is the one call per turn above:
+the model sees the whole slate and answers for every item at once, so it can look ahead.
+`item` is the blueprint's user, who reviews one item at a time: one call per item, in slate
+order, each answered with an `ItemDecision` (reaction, dwell, reason, the satisfaction,
+fatigue and feeling after it, and whether it leaves). Each decision goes through the same
+physics as a slate turn's item and is loaded into the parametric state before the next call,
+so call k's prompt shows the mindset and memory left by item k - 1, and only item k itself:
+earlier items appear as memory, later ones never. The turn stops at the first item where the
+user leaves (by its own word, or time or patience running out); later positions are UNSEEN
+and cost no call. An instruction is asked for on the slate's last item only (the one point
+where the user has seen the whole feed and stays); a user who leaves gives none, as in slate
+mode. A failed item call (after retries and repair) hands the rest of the slate, from that
+item on, to the parametric user as one review, and the turn is flagged `fallback`; the model's
+decisions before it stand, with their reasons (`reasons` then covers a prefix of the reviewed
+items). Users of a step are still in flight together; one user's items are sequential. Every
+item call is an ordinary backend call (cache, budgets, usage), so a turn costs up to
+`slate_size` calls, with shorter prompts than a slate turn's (`experiments/bench_llm.py
+--review-modes slate item` measures both).
 """
 
 from __future__ import annotations
@@ -35,7 +54,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Generator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -51,8 +70,12 @@ from recoworld.simulators.base import BatchFeedback, SlateFeedback
 from recoworld.simulators.parametric import ParametricUsers
 from recoworld.simulators.prompts import (
     SESSION_END_SCHEMA,
+    ItemDecision,
     SessionEnd,
+    StatedInstruction,
     TurnDecision,
+    item_messages,
+    item_schema,
     session_end_messages,
     turn_messages,
     turn_schema,
@@ -66,6 +89,9 @@ _ROW0 = np.zeros(1, dtype=np.int64)
 
 T = TypeVar("T")
 Call = tuple[list[dict[str, str]], Structured[Any], SamplingParams]
+#: An item-by-item turn: yields each item's call, is sent the decision (or the `LLMError`), returns the feedback.
+ItemTurn = Generator[Call, "ItemDecision | LLMError", SlateFeedback]
+REVIEW_MODES = ("slate", "item")
 
 
 class LLMUser:
@@ -83,7 +109,11 @@ class LLMUser:
         recent_items: int = 8,
         session_memory: int = 3,
         stats: Counter[str] | None = None,
+        review_mode: str = "slate",
     ) -> None:
+        if review_mode not in REVIEW_MODES:
+            raise ValueError(f"review_mode must be one of {', '.join(REVIEW_MODES)}, got {review_mode!r}")
+        self.review_mode = review_mode
         self.catalog = catalog
         self.backend = backend
         self.fallback = fallback
@@ -99,7 +129,8 @@ class LLMUser:
     ) -> LLMUser:
         """The LLM user of a world config; by default on the process-wide backend for `config.llm`."""
         parametric = ParametricUsers(catalog, config.choice, config.dynamics, config.returns)
-        return cls(catalog, backend or shared_backend(config.llm), parametric, stats=stats)
+        return cls(catalog, backend or shared_backend(config.llm), parametric, stats=stats,
+                   review_mode=config.llm.review_mode)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -115,6 +146,18 @@ class LLMUser:
         self._session_items = []
 
     def review(self, slate: np.ndarray, rng: np.random.Generator) -> SlateFeedback:
+        if self.review_mode == "item":
+            turn = self._item_turn(np.asarray(slate), rng)
+            reply: ItemDecision | LLMError | None = None
+            try:
+                while True:
+                    call = turn.send(reply)  # type: ignore[arg-type]
+                    try:
+                        reply = self.backend.complete(*call)
+                    except LLMError as err:
+                        reply = err
+            except StopIteration as done:
+                return done.value
         call = self._turn_call(slate, rng)
         try:
             decision = self.backend.complete(*call)
@@ -123,6 +166,18 @@ class LLMUser:
         return self._apply(slate, decision)
 
     async def areview(self, slate: np.ndarray, rng: np.random.Generator) -> SlateFeedback:
+        if self.review_mode == "item":
+            turn = self._item_turn(np.asarray(slate), rng)
+            reply: ItemDecision | LLMError | None = None
+            try:
+                while True:
+                    call = turn.send(reply)  # type: ignore[arg-type]
+                    try:
+                        reply = await self.backend.acomplete(*call)
+                    except LLMError as err:
+                        reply = err
+            except StopIteration as done:
+                return done.value
         call = self._turn_call(slate, rng)
         try:
             decision = await self.backend.acomplete(*call)
@@ -227,18 +282,96 @@ class LLMUser:
         self.stats["llm_turns"] += 1
         return SlateFeedback(reactions, dwell, instruction, left, reasons)
 
-    def _fall_back(self, slate: np.ndarray, rng: np.random.Generator, err: LLMError) -> SlateFeedback:
+    def _fall_back(self, slate: np.ndarray, rng: np.random.Generator, err: LLMError, start: int = 0,
+                   done: SlateFeedback | None = None) -> SlateFeedback:
+        """The parametric user reviews `slate[start:]` (all of it in slate mode; in item mode the rest
+        from the item whose call failed, after the model's decisions in `done`)."""
         slate = np.asarray(slate)
-        batch = self.fallback.review(slate[None, :], UserStreams([rng]))
-        fb = SlateFeedback(batch.reactions[0], batch.dwell_min[0], batch.instructions[0], bool(batch.left[0]),
-                           fallback=True)
-        seen = fb.reactions != UNSEEN
-        for item, level in zip(slate[seen].tolist(), fb.reactions[seen].tolist()):
+        batch = self.fallback.review(slate[None, start:], UserStreams([rng]))
+        reactions, dwell = batch.reactions[0], batch.dwell_min[0]
+        if done is not None:
+            reactions = np.concatenate([done.reactions[:start], reactions])
+            dwell = np.concatenate([done.dwell_min[:start], dwell])
+        fb = SlateFeedback(reactions, dwell, batch.instructions[0], bool(batch.left[0]),
+                           reasons=[] if done is None else done.reasons[:start], fallback=True)
+        seen = fb.reactions[start:] != UNSEEN
+        for item, level in zip(slate[start:][seen].tolist(), fb.reactions[start:][seen].tolist()):
             self._session_items.append((item, ReactionType(level).name.lower()))
         self._feeling = self.fallback.mindset(0).summary
         self.stats["fallback_turns"] += 1
         self.stats[f"fallback_{err.reason}"] += 1
         return fb
+
+    # ------------------------------------------------------------------ an item-by-item turn
+
+    def _item_turn(self, slate: np.ndarray, rng: np.random.Generator) -> ItemTurn:
+        """One turn in `item` mode (see the module docstring), as a generator the sync and async
+        paths both drive: it yields item k's call only after decision k - 1 is in the state."""
+        k = len(slate)
+        done = SlateFeedback(np.full(k, UNSEEN, dtype=np.int8), np.zeros(k, dtype=np.float32), None, False)
+        stated: StatedInstruction | None = None
+        for pos in range(k):
+            reply = yield self._item_call(slate, pos, rng)
+            if isinstance(reply, LLMError):
+                return self._fall_back(slate, rng, reply, start=pos, done=done)
+            done.reactions[pos], done.dwell_min[pos], done.left = self._apply_item(int(slate[pos]), reply)
+            done.reasons.append(reply.reason)
+            stated = reply.instruction
+            self.stats["llm_item_decisions"] += 1
+            if done.left:
+                break
+        users = self.fallback
+        users.turn[0] += 1
+        if stated is not None and not done.left:
+            done.instruction = Instruction(text=stated.text, intent=Intent(kind=stated.kind, topics=stated.topics))
+            users.apply_intent(0, done.instruction.intent)
+        self.stats["llm_turns"] += 1
+        return done
+
+    def _item_call(self, slate: np.ndarray, pos: int, rng: np.random.Generator) -> Call:
+        item, last = int(slate[pos]), pos == len(slate) - 1
+        messages = item_messages(self.catalog, self.profile, self.mindset(), self._feeling, self._sessions,
+                                 self.recent_items, item, pos, len(slate))
+        topics = set(self._topics)
+
+        def check(d: ItemDecision) -> ItemDecision:
+            """The item shown, and an instruction only on the last item (unknown topics dropped)."""
+            if d.item != item:
+                raise ValueError(f"the reply is about item id {d.item}; the feed shows item id {item}")
+            instruction = d.instruction if last else None
+            if instruction is not None:
+                kept = [t for t in instruction.topics if t in topics]
+                instruction = instruction.model_copy(update={"topics": kept}) if instruction.text else None
+            return d.model_copy(update={"instruction": instruction})
+
+        spec = Structured(ItemDecision, json_schema=item_schema(item, self._topics, last), check=check)
+        return messages, spec, self._params(rng)
+
+    def _apply_item(self, item: int, d: ItemDecision) -> tuple[int, float, bool]:
+        """One item's decision through the physics of `_apply`, loaded into the parametric state
+        (so the next item's prompt shows it); the reaction level, minutes spent and whether the user left."""
+        users, cat = self.fallback, self.catalog
+        dyn = users.dyn
+        before = users.mindset(0)
+        interests = np.asarray(before.interests, dtype=np.float64)
+        level = ReactionType[d.reaction.upper()]
+        if level == ReactionType.SKIP:
+            minutes, patience = dyn.browse_minutes, before.patience_left - 1
+        else:
+            minutes = float(np.clip(d.dwell_min, dyn.browse_minutes, cat.duration_min[item]))
+            patience = int(users.patience[0])
+            interests = (1.0 - dyn.interest_drift) * interests + dyn.interest_drift * cat.embeddings[item]
+        time_left = before.time_left_min - minutes
+        memory = [*before.memory, MemoryEntry(item=item, topic=cat.topic_names[cat.topic[item]],
+                                              reaction=d.reaction, dwell_min=round(minutes, 3))]
+        self._session_items.append((item, d.reaction))
+        users.set_mindset(0, before.model_copy(update={
+            "interests": interests.tolist(), "satisfaction": d.satisfaction, "fatigue": d.fatigue,
+            "time_left_min": max(time_left, 0.0), "patience_left": max(patience, 0), "memory": memory,
+        }))
+        if d.feeling:
+            self._feeling = d.feeling
+        return int(level), minutes, time_left <= 0 or patience <= 0 or d.leave
 
     # ------------------------------------------------------------------ session end
 

@@ -1,4 +1,4 @@
-"""What an LLM user is asked each turn and at session end, and what it may answer.
+"""What an LLM user is asked each turn (or each item) and at session end, and what it may answer.
 
 Three things live together here because they must agree: the prompt text, the JSON
 schema the server is constrained to, and the pydantic models the reply is validated
@@ -40,6 +40,15 @@ _TURN_TASK = (
     "feed (0 to 1), feeling (one short sentence), disengaging (true if you are losing interest in the app), "
     "instruction (only when disengaging: what you would tell the app, with kind more, less or different and "
     "the topics it is about; otherwise null) and leave (true to close the app now)."
+)
+_ITEM_TASK = (
+    "React to this one item only; you have not seen what comes after it. Give: item (its id), reaction (skip, "
+    "click = watch it, like, or share), dwell_min (minutes watched, 0 for a skip), a short reason, your "
+    "satisfaction and fatigue after it (0 to 1), feeling (one short sentence) and leave (true to close the app now)."
+)
+_ITEM_LAST_TASK = (
+    " This is the last item of this feed, so also give instruction: only if you are losing interest and stay, what "
+    "you would tell the app, with kind more, less or different and the topics it is about; otherwise null."
 )
 _END_TASK = (
     "You just closed the app. Give: summary (one sentence, as this person, about this session), come_back "
@@ -88,6 +97,23 @@ class TurnDecision(_Lenient):
     disengaging: bool = False
     instruction: StatedInstruction | None = None
     leave: bool = False
+
+
+class ItemDecision(_Lenient):
+    """One item of an item-by-item turn (`LLMConfig.review_mode="item"`): the reaction and the mindset after it.
+
+    `instruction` is asked for only on the feed's last item (the schema has it there alone) and
+    is dropped when the user leaves, as in a slate turn."""
+
+    item: int
+    reaction: Literal["skip", "click", "like", "share"]
+    dwell_min: Annotated[float, _clamped(0.0, 24 * 60.0)]
+    reason: Annotated[str, _cut(300)] = ""
+    satisfaction: Annotated[float, _clamped(0.0, 1.0)]
+    fatigue: Annotated[float, _clamped(0.0, 1.0)]
+    feeling: Annotated[str, _cut(300)] = ""
+    leave: bool = False
+    instruction: StatedInstruction | None = None
 
 
 class SessionEnd(_Lenient):
@@ -148,6 +174,34 @@ def turn_messages(
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
 
+def item_messages(
+    catalog: Catalog,
+    profile: UserProfile,
+    mindset: Mindset,
+    feeling: str,
+    sessions: list[str],
+    recent: int,
+    item: int,
+    position: int,
+    slate_size: int,
+) -> list[dict[str, str]]:
+    """The prompt for one item of an item-by-item turn: as a slate turn's, but the feed is this item alone.
+
+    The feed's earlier items reach the model only through the mindset and the memory (what it
+    saw lately, with its reactions); later items never appear. The feed's length is said, so the
+    model knows when it is on the last item (where it may give an instruction)."""
+    seen = [_seen_line(catalog, e.item, e.reaction, e.dwell_min) for e in mindset.memory[-recent:]]
+    last = position == slate_size - 1
+    lines = [
+        *_who(profile, mindset, feeling),
+        "", "EARLIER SESSIONS", *([f"- {data(s, SUMMARY_CHARS + 20)}" for s in sessions] or ["(none yet)"]),
+        "", "WHAT YOU SAW LATELY", *(seen or ["(nothing yet)"]),
+        "", f"THE FEED NOW (item {position + 1} of {slate_size})", item_block(catalog, item),
+        "", _ITEM_TASK + (_ITEM_LAST_TASK if last else ""),
+    ]
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+
+
 def session_end_messages(
     catalog: Catalog, profile: UserProfile, mindset: Mindset, feeling: str, session_items: list[tuple[int, str]]
 ) -> list[dict[str, str]]:
@@ -160,6 +214,36 @@ def session_end_messages(
     lines = [*_who(profile, mindset, feeling), "", "THIS SESSION", *(happened or ["(nothing watched)"]),
              "", _END_TASK]
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+
+
+def _instruction_schema(topics: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "text": {"type": "string", "maxLength": INSTRUCTION_CHARS},
+            "kind": {"type": "string", "enum": list(INTENT_KINDS)},
+            "topics": {"type": "array", "items": {"type": "string", "enum": topics}, "maxItems": 2},
+        },
+        "required": ["text", "kind", "topics"],
+        "additionalProperties": False,
+    }
+
+
+def item_schema(item: int, topics: list[str], last: bool) -> dict[str, Any]:
+    """JSON schema of one item's answer (`ItemDecision`); `instruction` only on the feed's last item."""
+    properties: dict[str, Any] = {
+        "item": {"const": item},
+        "reaction": {"type": "string", "enum": list(REACTIONS)},
+        "dwell_min": {"type": "number"},
+        "reason": {"type": "string", "maxLength": REASON_CHARS},
+        "satisfaction": {"type": "number"},
+        "fatigue": {"type": "number"},
+        "feeling": {"type": "string", "maxLength": FEELING_CHARS},
+        "leave": {"type": "boolean"},
+    }
+    if last:
+        properties["instruction"] = {"anyOf": [{"type": "null"}, _instruction_schema(topics)]}
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
 def turn_schema(slate: list[int], topics: list[str]) -> dict[str, Any]:
@@ -178,16 +262,7 @@ def turn_schema(slate: list[int], topics: list[str]) -> dict[str, Any]:
             "additionalProperties": False,
         }
 
-    instruction = {
-        "type": "object",
-        "properties": {
-            "text": {"type": "string", "maxLength": INSTRUCTION_CHARS},
-            "kind": {"type": "string", "enum": list(INTENT_KINDS)},
-            "topics": {"type": "array", "items": {"type": "string", "enum": topics}, "maxItems": 2},
-        },
-        "required": ["text", "kind", "topics"],
-        "additionalProperties": False,
-    }
+    instruction = _instruction_schema(topics)
     return {
         "type": "object",
         "properties": {
