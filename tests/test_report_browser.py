@@ -156,3 +156,13 @@ def test_report_renders_in_chromium_without_errors(run_dir: Path, tmp_path: Path
     done = _browser(exe, tmp_path, f"--screenshot={shot}", "--window-size=1280,1600", path.as_uri())
     assert done.returncode == 0, done.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_bench_writes_a_report_per_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["bench", "--scenarios", "cold-start", "--agents", "random", "--users", "4",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    page = (out / "cold-start" / "report.html").read_text()
+    assert "report cold-start:" in result.output and 'id="journey-data"' in page
+    assert "Titles and topics: the catalog rebuilt" in page  # the scenario's synthetic catalog, fingerprint-checked
