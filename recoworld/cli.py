@@ -615,6 +615,7 @@ def make_catalog(
 
 def main() -> None:
     """The console script: the app, with any local model process stopped on Ctrl-C and at the end.
+    SIGTERM is handled as Ctrl-C, so `finally` blocks run (a study shuts its Ray down).
 
     Ctrl-C can leave a worker thread blocked on the model's reply, and `asyncio.run` waits
     for that thread before the exception reaches us. Stopping the model first, in the signal
@@ -629,6 +630,7 @@ def main() -> None:
         signal.default_int_handler(signum, frame)
 
     signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         app()
     finally:

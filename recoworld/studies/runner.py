@@ -36,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ from recoworld.llm.health import check_server, uses_llm
 from recoworld.population import UserProfile, draw_profiles, sample_population
 from recoworld.storage import write_json_atomic, write_parquet_atomic
 from recoworld.studies.creators import publish
+from recoworld.studies.ray_cleanup import clean_stale_ray, end_own_sessions, restore_sigterm, sigterm_interrupts
 from recoworld.studies.spec import StudySpec
 
 # Spawn keys of the study's independent random streams.
@@ -230,15 +232,19 @@ def run_study(
     if todo and uses_llm(spec.world.user_backend, spec.recommenders):
         check_server(spec.world.llm)  # an unreachable server stops the study before any shard falls back
     started = not ray.is_initialized()
-    if started:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        try:
-            ray.init(address=address, num_cpus=num_cpus if address is None else None,
-                     include_dashboard=False, log_to_driver=False)
-        except (ConnectionError, ValueError) as err:  # e.g. --address auto with no cluster running
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ConfigError(f"--address {address}: cannot start or reach Ray ({reason})") from None
+    sigterm = signal.getsignal(signal.SIGTERM)
     try:
+        if started:
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            if address in (None, "local"):
+                clean_stale_ray()  # orphans of a local Ray whose driver was killed (kill -9)
+            try:
+                ray.init(address=address, num_cpus=num_cpus if address is None else None,
+                         include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, ValueError) as err:  # e.g. --address auto with no cluster running
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ConfigError(f"--address {address}: cannot start or reach Ray ({reason})") from None
+            sigterm_interrupts(sigterm)  # ray.init took SIGTERM over; it ends the study like Ctrl-C
         task = ray.remote(run_shard)
         cat_ref = ray.put(setup.catalog)
         pending = {
@@ -263,6 +269,9 @@ def run_study(
     finally:
         if started:
             ray.shutdown()
+            if address in (None, "local"):
+                end_own_sessions()  # what a signal during ray.init left running
+            restore_sigterm(sigterm)
     traj, eps = _assemble(out_dir, manifest)
     return StudyResult(out_dir, setup, traj, eps, shards_run=len(todo))
 
