@@ -15,12 +15,14 @@ from recoworld.llm import (
     LLMConfig,
     LLMOutputError,
     LLMUnavailable,
+    SamplingParams,
     Structured,
     Tool,
     ToolCall,
     Tools,
     make_backend,
 )
+from recoworld.llm.scripted import ScriptedBackend, scripted_config
 
 
 class Answer(BaseModel):
@@ -203,3 +205,29 @@ def test_unreachable_server_and_missing_model_name(tmp_path: Path) -> None:
         backend.complete(MESSAGES, Structured(Answer))
     with pytest.raises(ConfigError, match=r"llm\.model"):
         make_backend(LLMConfig(backend="openai", base_url="http://127.0.0.1:9/v1"))
+
+
+def test_the_cache_key_holds_everything_that_shapes_a_reply(tmp_path: Path) -> None:
+    """A hit needs the same messages, schema, structured-output mode, model and sampling; changing
+    any of them asks the model again (a scripted backend counts what reaches it)."""
+    sent: list[str] = []
+
+    def answer(request: Any) -> dict[str, Any]:
+        sent.append(request.mode)
+        return {"choice": "a", "score": 1.0, "query": "q", "k": 1}
+
+    def ask(spec: Any = None, params: SamplingParams | None = None, **config: Any) -> None:
+        cfg = scripted_config(cache="write", cache_path=tmp_path / "cache.sqlite", **config)
+        ScriptedBackend(answer, cfg).complete(MESSAGES, spec or Structured(Answer), params)
+
+    ask()
+    ask()  # a new backend on the same cache file: a hit
+    assert len(sent) == 1
+    ask(params=SamplingParams(temperature=0.2))
+    ask(structured_output="json_object")
+    ask(model="another-model")
+    ask(Structured(Search))
+    assert len(sent) == 5 and sent[2] == "json_object"
+    ask(params=SamplingParams(temperature=0.2))  # each variant is now cached in turn
+    ask(structured_output="json_object")
+    assert len(sent) == 5
