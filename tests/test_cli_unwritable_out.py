@@ -1,7 +1,8 @@
 """A read-only `--out` (issue 17): one clear error naming the flag, exit 2, before any work.
 
-Permissions do not bind root, so this runs as an ordinary user only (CI); `/proc/x` and a path
-under a file, which bind root too, are in tests/test_cli_bad_inputs.py.
+Permissions do not bind root, so as root the read-only place is sysfs, where nobody may create
+a folder; as an ordinary user it is a folder without write permission. `/proc/x` and a path
+under a file are in tests/test_cli_bad_inputs.py.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ TINY_STUDY = ("name: tiny\nn_users: 4\nshard_size: 2\nrecommenders: [greedy]\n"
               "world: {slate_size: 3, n_candidates: 12, horizon_days: 1, catalog: {n_items: 100}}\n")
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes to read-only folders")
 @pytest.mark.parametrize("command", ["simulate", "study", "catalog"])
 def test_a_read_only_out_is_one_clear_error_before_any_work(tmp_path: Path, command: str) -> None:
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY_STUDY)
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
+    root = hasattr(os, "geteuid") and os.geteuid() == 0
+    locked = Path("/sys/recoworld-read-only") if root else tmp_path / "locked"
+    if not root:
+        locked.mkdir()
+        locked.chmod(0o555)
     out = locked / "run"
     argv = {"simulate": ["simulate", "--users", "3", "--days", "1", "--agents", "random", "--out", str(out)],
             "study": ["study", str(spec), "--out", str(out)],
@@ -33,7 +35,8 @@ def test_a_read_only_out_is_one_clear_error_before_any_work(tmp_path: Path, comm
     try:
         result = CliRunner().invoke(app, argv)
     finally:
-        locked.chmod(0o755)
+        if not root:
+            locked.chmod(0o755)
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
