@@ -506,6 +506,31 @@ def calibrate(
 
 
 @app.command()
+def distill(
+    from_: Annotated[Path, typer.Option("--from", help="a `recoworld simulate --user-backend llm ... --out RUN` "
+                                                      "folder: the LLM decisions to distill")],
+    out: Annotated[Path, typer.Option(help="output directory: world.yaml, profiles.jsonl, catalog.parquet, "
+                                           "calibration.json, agreement.csv, agreement.png")] = Path("runs/distilled"),
+    holdout: Annotated[float, typer.Option(help="share of the users held out of the fit, for the agreement report")]
+    = 0.3,
+    boot: Annotated[int, typer.Option(min=10, help="bootstrap resamples of the held-out users")] = 200,
+    seed: Annotated[int, typer.Option(help="seed of the held-out draw and the bootstrap")] = 0,
+) -> None:
+    """Fit the parametric user to an LLM user's decisions (a fast surrogate) and report their agreement."""
+    from recoworld.calibration.agreement import table
+    from recoworld.calibration.distill import distill_run
+
+    try:
+        _writable_dir(out, "--out")
+        result, report = distill_run(from_, out, holdout, seed, boot)
+    except (RecoWorldError, FileNotFoundError, ValueError) as err:
+        raise _fail(err) from None
+    console.print(table(report), markup=False, highlight=False)
+    console.print(f"distilled world: {out} ({result.report['decisions']['fit']} decisions fitted, "
+                  f"{result.report['decisions']['held_out']} held out); use it: recoworld simulate --calibrated {out}")
+
+
+@app.command()
 def bench(
     list_: Annotated[bool, typer.Option("--list", help="list the scenarios (name, version, description)")] = False,
     scenarios: Annotated[str, typer.Option(help="comma-separated scenarios (see --list)")] = "retention-30d",

@@ -183,6 +183,9 @@ class ChoiceConfig(StrictModel):
     novelty_mismatch: float = 2.0
     fatigue: float = 1.5
     position: float = 0.35
+    duration: float = Field(0.0, description="weight of -log1p(item minutes): > 0 makes long items less "
+                            "attractive; 0 in the synthetic world, fitted by `recoworld distill` (LLM users see "
+                            "minutes)")
     like_threshold: float = 1.0
     share_threshold: float = 2.6
 

@@ -38,8 +38,10 @@ class ChoiceModel:
         popularity: np.ndarray | float = 0.0,
         conformity: np.ndarray | float = 1.0,
         activity: np.ndarray | float = 0.0,
+        duration: np.ndarray | float = 0.0,
     ) -> np.ndarray:
-        """`popularity`: the items' standardized log popularity; `conformity`, `activity`: per user."""
+        """`popularity`: the items' standardized log popularity; `conformity`, `activity`: per user;
+        `duration`: the items' minutes (weighed by `config.duration` on a log scale, when non-zero)."""
         c = self.config
         u = (
             c.bias
@@ -50,6 +52,8 @@ class ChoiceModel:
             - c.fatigue * fatigue
             - self.position_penalty(position)
         )
+        if c.duration:
+            u = u - c.duration * np.log1p(duration)
         return u + c.popularity * conformity * popularity if c.popularity else u
 
     def position_penalty(self, position: np.ndarray | int) -> np.ndarray | float:

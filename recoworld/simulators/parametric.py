@@ -317,7 +317,7 @@ class ParametricUsers:
         noise = streams.logistic(users, (k, 4))
         popularity = self._popularity[slates] if choice.config.popularity else 0.0
         base = choice.utility(0.0, quality, novelty, appetite, fat, positions, popularity,
-                              self.conformity[at][:, None], self.activity[at][:, None])
+                              self.conformity[at][:, None], self.activity[at][:, None], duration)
         if utility_bonus is not None:
             base = base + utility_bonus
         w_rel, eta = choice.config.relevance, dyn.interest_drift

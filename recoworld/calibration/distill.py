@@ -1,0 +1,380 @@
+"""`recoworld distill`: fit the parametric user to an LLM user's decisions (a fast surrogate).
+
+The input is the run folder of `recoworld simulate --user-backend llm ... --out RUN`: its
+manifest names the world, population and seed, from which the catalog and the drawn users
+are rebuilt (and checked against the manifest's fingerprints); its trajectories hold every
+decision. Turns the parametric user played instead (`llm_fallback`) are not LLM decisions
+and are dropped. A share of the users (`holdout`) is kept out of the fit for the agreement
+report (`recoworld.calibration.agreement`).
+
+Each reviewed item (reaction >= 0) is one decision, with the features of `ChoiceModel.utility`
+computed teacher-forced, from what the LLM user had actually seen:
+
+| term             | feature                                                                  |
+|------------------|--------------------------------------------------------------------------|
+| bias             | 1 (identified here: LLM logs have explicit skips, unlike interaction logs)|
+| relevance        | item embedding . the profile's interest vector                          |
+| quality          | catalog quality                                                          |
+| popularity       | standardized log popularity x the profile's conformity                   |
+| novelty_mismatch | -abs(novelty - novelty trait), novelty = 1 - max cosine to the last      |
+|                  | `memory_size` items the user reviewed                                    |
+| position         | -log1p(slot)                                                             |
+| duration         | -log1p(item minutes) (`ChoiceConfig.duration`; LLM users see minutes)    |
+
+| parameter                       | method                                                            |
+|---------------------------------|-------------------------------------------------------------------|
+| choice weights and bias         | binary click logit MLE (Newton), SE from the inverse Hessian       |
+| like_threshold, share_threshold | `fit_like_threshold` on clicks (liked?) and likes (shared?)       |
+| profiles' patience              | skips in a row before the user left (median over leaves)          |
+| dynamics.browse_minutes         | median dwell of skipped items                                     |
+| returns gap_shape, base_rate    | Gamma MLE of the stated return gaps (`fit_sessions`' digamma)     |
+| returns churn_bias              | churn share of session ends, centred on neutral satisfaction      |
+| dynamics.instruction_cooldown   | turns between instructions, from the instruction rate per turn    |
+
+Completed dwell has no free parameter in the parametric form (completion is the click
+logit itself); the agreement report measures how well that holds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recoworld.calibration.calibrated import CalibratedWorld
+from recoworld.calibration.fit_choice import fit_like_threshold
+from recoworld.calibration.fit_sessions import _digamma, _trigamma
+from recoworld.catalog import Catalog
+from recoworld.config import WorldConfig, build
+from recoworld.errors import ConfigError
+from recoworld.population import UserProfile
+
+#: Fewest LLM item decisions (reviewed items, fallbacks excluded) the fit needs.
+MIN_DECISIONS = 200
+TERMS = ("bias", "relevance", "quality", "popularity", "novelty_mismatch", "position", "duration")
+
+
+@dataclass
+class Decisions:
+    """One row per LLM-reviewed item (`items`) and per LLM turn (`turns`) of a run, with the world behind them."""
+
+    items: pd.DataFrame  # user_id, session, step, position, item, reaction, dwell_min, skip_run, ...
+    turns: pd.DataFrame  # user_id, session, step, left, instruction, return_gap_days, churned, n_reviewed
+    world: WorldConfig
+    catalog: Catalog
+    profiles: dict[str, UserProfile]
+    agents: list[str]
+
+
+def read_run(run: str | Path) -> Decisions:
+    """The LLM decisions of a `simulate` run folder (see the module docstring); a clear error when there are none."""
+    from recoworld.catalog import cached_catalog
+    from recoworld.evaluation.run_folder import catalog_fingerprint
+    from recoworld.evaluation.simulation import SimulationConfig, run_identity
+    from recoworld.population import sample_population
+
+    root = Path(run)
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        raise ConfigError(f"{root} is not a run folder (no manifest.json); give the --out of "
+                          "`recoworld simulate --user-backend llm ... --out RUN`")
+    manifest = json.loads(manifest_path.read_text())
+    identity = manifest.get("identity", manifest)
+    if "config" not in identity:
+        raise ConfigError(f"{manifest_path} names no simulate config; distill reads `recoworld simulate` runs")
+    cfg = SimulationConfig.model_validate(identity["config"])
+    files = sorted((root / "trajectories").glob("*.parquet"))
+    if not files:
+        raise ConfigError(f"{root} has no trajectories/*.parquet; the run logged no decisions")
+    traj = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    if cfg.world.user_backend != "llm":
+        raise ConfigError(f"{root} was run with user_backend {cfg.world.user_backend!r}: it holds no LLM decisions "
+                          f"(distill needs at least {MIN_DECISIONS} LLM-reviewed items; rerun with --user-backend llm)")
+    catalog = cached_catalog(cfg.world.catalog)
+    profiles = sample_population(cfg.population, catalog,
+                                 np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(2)[0]), n=cfg.n_users)
+    expect = identity.get("users")
+    if (expect is not None and run_identity(cfg, catalog, profiles)["users"] != expect) \
+            or identity.get("catalog") not in (None, catalog_fingerprint(catalog)):
+        raise ConfigError(f"{root}: its users or catalog came from files (--data, --catalog or --calibrated), which "
+                          "distill cannot rebuild; distill runs over the world's own population")
+    items, turns = _tables(traj, cfg.world, catalog, {p.user_id: p for p in profiles})
+    n = len(items)
+    if n < MIN_DECISIONS:
+        fallbacks = int(traj.drop_duplicates(["recommender", "user_id", "step"])["llm_fallback"].sum())
+        raise ConfigError(f"{root} holds {n} LLM item decisions ({fallbacks} fallback turns excluded); distill needs "
+                          f"at least {MIN_DECISIONS}: run more users or turns")
+    return Decisions(items, turns, cfg.world, catalog, {p.user_id: p for p in profiles}, list(cfg.agents))
+
+
+def _tables(traj: pd.DataFrame, world: WorldConfig, catalog: Catalog,
+            profiles: dict[str, UserProfile]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-item and per-turn tables of the LLM turns, with teacher-forced features per item."""
+    traj = traj[~traj["llm_fallback"].astype(bool)]
+    traj = traj.sort_values(["recommender", "user_id", "step", "position"], kind="stable")
+    key = ["recommender", "user_id", "step"]
+    turns = traj.groupby(key, sort=False).agg(
+        session=("session", "first"), left=("left", "first"), instruction=("instruction", "first"),
+        return_gap_days=("return_gap_days", "first"), churned=("churned", "first"),
+        n_reviewed=("reaction", lambda r: int((r >= 0).sum()))).reset_index()
+    turns["instructed"] = turns["instruction"].notna()
+    items = traj[traj["reaction"] >= 0].copy()
+    if items.empty:
+        return items, turns
+    items["episode"] = items["recommender"] + "\x00" + items["user_id"]
+    emb = catalog.embeddings.astype(np.float64)
+    m = world.dynamics.memory_size
+    rel, novelty, skip_run = np.empty(len(items)), np.empty(len(items)), np.empty(len(items), dtype=np.int64)
+    conformity, trait, activity = np.empty(len(items)), np.empty(len(items)), np.empty(len(items))
+    budget, spent = np.empty(len(items)), np.empty(len(items))
+    start = 0
+    for (_, user), part in items.groupby(["episode", "user_id"], sort=False):
+        n = len(part)
+        p = profiles[user]
+        sl = slice(start, start + n)
+        seq = part["item"].to_numpy()
+        e = emb[seq]
+        rel[sl] = e @ p.interest_vector(catalog)
+        gram = e @ e.T
+        lags = np.arange(n)[:, None] - np.arange(n)[None, :]
+        mask = (lags >= 1) & (lags <= m)
+        max_sim = np.where(mask, gram, -np.inf).max(axis=1)
+        novelty[sl] = 1.0 - np.minimum(np.where(np.isfinite(max_sim), max_sim, 0.0), 1.0)
+        conformity[sl], trait[sl], activity[sl] = p.popularity_affinity, p.novelty_trait, p.activity
+        budget[sl] = p.time_budget_min
+        # skips in a row up to and including this item, within the session
+        sess = part["session"].to_numpy()
+        react = part["reaction"].to_numpy()
+        run, prev = 0, None
+        dwell = part["dwell_min"].to_numpy(np.float64)
+        day = part["day"].to_numpy()
+        used, prev_day = 0.0, None
+        for j in range(n):
+            if sess[j] != prev:
+                run, prev = 0, sess[j]
+            run = run + 1 if react[j] == 0 else 0
+            skip_run[start + j] = run
+            if day[j] != prev_day:  # the budget is daily (approximately: by the turn's day)
+                used, prev_day = 0.0, day[j]
+            used += dwell[j]
+            spent[start + j] = used
+        start += n
+    names = catalog.topic_names
+    rank = [list(profiles[u].topic_interests).index(names[t]) if names[t] in profiles[u].topic_interests else -1
+            for u, t in zip(items["user_id"].to_numpy(), items["topic"].to_numpy())]
+    items = items.assign(relevance=rel, novelty=novelty, topic_rank=rank, skip_run=skip_run, conformity=conformity,
+                         novelty_trait=trait, activity=activity, budget=budget, spent=spent,
+                         quality=catalog.quality[items["item"].to_numpy()].astype(np.float64),
+                         popularity=catalog.popularity_z[items["item"].to_numpy()],
+                         duration=catalog.duration_min[items["item"].to_numpy()].astype(np.float64))
+    # the last reviewed item of a turn the user left after
+    last = items.groupby(key, sort=False)["position"].transform("max") == items["position"]
+    items["leaves"] = last & items["left"].astype(bool)
+    return items.reset_index(drop=True), turns
+
+
+def with_relevance(items: pd.DataFrame, catalog: Catalog, profiles: list[UserProfile]) -> pd.DataFrame:
+    """`items` with relevance recomputed from these profiles' interests."""
+    by_id = {p.user_id: p for p in profiles}
+    vec = {u: by_id[u].interest_vector(catalog).astype(np.float64) for u in items["user_id"].unique()}
+    emb = catalog.embeddings.astype(np.float64)[items["item"].to_numpy()]
+    users = np.stack([vec[u] for u in items["user_id"]]) if len(items) else np.zeros_like(emb)
+    return items.assign(relevance=np.einsum("nd,nd->n", emb, users))
+
+
+def features(items: pd.DataFrame) -> np.ndarray:
+    """(N, len(TERMS)) utility features in `TERMS` order (signs as `ChoiceModel.utility` applies them)."""
+    return np.stack([np.ones(len(items)), items["relevance"].to_numpy(), items["quality"].to_numpy(),
+                     items["popularity"].to_numpy() * items["conformity"].to_numpy(),
+                     -np.abs(items["novelty"].to_numpy() - items["novelty_trait"].to_numpy()),
+                     -np.log1p(items["position"].to_numpy().astype(np.float64)),
+                     -np.log1p(items["duration"].to_numpy())], axis=1)
+
+
+def weights_of(world: WorldConfig) -> np.ndarray:
+    c = world.choice
+    return np.array([c.bias, c.relevance, c.quality, c.popularity, c.novelty_mismatch, c.position, c.duration])
+
+
+def utility(items: pd.DataFrame, world: WorldConfig) -> np.ndarray:
+    """Click utility of each decision under `world`'s choice model (fatigue taken as 0), plus the user's activity."""
+    return features(items) @ weights_of(world) + items["activity"].to_numpy()
+
+
+def fit_binary_logit(x: np.ndarray, y: np.ndarray, offset: np.ndarray | None = None, ridge: float = 1e-4,
+                     iterations: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """(weights, standard errors) of P(y) = sigmoid(x w + offset) by Newton's method; a small ridge keeps a
+    separable log (a deterministic LLM rule) finite."""
+    off = np.zeros(len(y)) if offset is None else offset
+    w = np.zeros(x.shape[1])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(x @ w + off)))
+        grad = x.T @ (y - p) - ridge * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + ridge * np.eye(len(w))
+        step = np.linalg.solve(hess, grad)
+        w += step
+        if np.abs(step).max() < 1e-8:
+            break
+    p = 1.0 / (1.0 + np.exp(-(x @ w + off)))
+    hess = (x * (p * (1 - p))[:, None]).T @ x + ridge * np.eye(len(w))
+    return w, np.sqrt(np.diag(np.linalg.inv(hess)))
+
+
+def fit_gamma(gaps: np.ndarray, iterations: int = 50) -> tuple[float, float]:
+    """(shape, mean) of a Gamma by maximum likelihood (Newton on the shape's profile likelihood)."""
+    gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
+    mean = float(gaps.mean())
+    s = float(np.log(mean) - np.mean(np.log(gaps)))
+    if s <= 1e-9:
+        return 100.0, mean
+    k = (3 - s + np.sqrt((s - 3) ** 2 + 24 * s)) / (12 * s)
+    for _ in range(iterations):
+        step = (np.log(k) - float(_digamma(np.array([k]))[0]) - s) / (1 / k - float(_trigamma(np.array([k]))[0]))
+        k = max(k - step, 1e-3)
+        if abs(step) < 1e-10:
+            break
+    return float(min(k, 100.0)), mean
+
+
+def split_users(users: list[str], holdout: float, seed: int) -> tuple[set[str], set[str]]:
+    """(fit users, held-out users), drawn with `seed`; at least one user on each side."""
+    order = np.random.default_rng(seed).permutation(sorted(users))
+    n_out = min(max(1, round(holdout * len(order))), len(order) - 1)
+    return set(order[n_out:].tolist()), set(order[:n_out].tolist())
+
+
+def distill(decisions: Decisions, holdout: float = 0.3, seed: int = 0) -> tuple[CalibratedWorld, set[str]]:
+    """The distilled world (parametric user backend) fitted on the fit users, and the held-out user ids."""
+    items, turns = decisions.items, decisions.turns
+    users = sorted(items["user_id"].unique())
+    if len(users) < 2:
+        raise ConfigError(f"the run's LLM decisions come from {len(users)} user; distill holds users out for "
+                          "evaluation and needs at least 2 (more for a useful report)")
+    fit_users, held = split_users(users, holdout, seed)
+    it = items[items["user_id"].isin(fit_users)]
+    tu = turns[turns["user_id"].isin(fit_users)]
+    base = decisions.world
+    profiles = list(decisions.profiles.values())
+    rank_weights = _rank_weights(it)
+    if rank_weights is not None:  # what the persona's ordered list of favourites means to the LLM
+        profiles = [_reweighted(p, rank_weights) for p in profiles]
+        it = with_relevance(it, decisions.catalog, profiles)
+    x = features(it)
+    act = it["activity"].to_numpy()
+    react = it["reaction"].to_numpy()
+    click = (react >= 1).astype(np.float64)
+    report: dict[str, Any] = {"decisions": {"fit": len(it), "held_out": int(len(items) - len(it)),
+                                            "fit_users": len(fit_users), "held_out_users": len(held)}}
+    choice: dict[str, float] = {}
+    if 0 < click.sum() < len(click):
+        w, se = fit_binary_logit(x, click, act)
+        choice = {t: float(v) for t, v in zip(TERMS, w)}
+        report["choice"] = {t: _estimate(w[i], se[i]) for i, t in enumerate(TERMS)}
+    else:
+        report["choice"] = {"note": "every decision was the same (all clicks or all skips); weights kept"}
+    weights = np.array([choice.get(t, v) for t, v in zip(TERMS, weights_of(base))])
+    u = x @ weights + act
+    for name, given, outcome in (("like_threshold", react >= 1, react >= 2),
+                                 ("share_threshold", react >= 2, react >= 3)):
+        y = outcome[given]
+        if len(y) and 0 < y.sum() < len(y):
+            t, se_t = fit_like_threshold(u[given], y.astype(np.float64))
+            choice[name] = t
+            report[name] = _estimate(t, se_t)
+        elif len(y):  # all or none: put the threshold far on the side the log shows
+            choice[name] = float(u[given].min() - 6.0) if y.all() else float(u[given].max() + 6.0)
+            report[name] = {"value": choice[name], "note": "every decision the same; set past the fitted utilities"}
+    if choice.get("share_threshold", np.inf) < choice.get("like_threshold", -np.inf):
+        choice["share_threshold"] = choice["like_threshold"]
+    # leaving: skips in a row at the point the user left (turns that ended on a skip)
+    leaves = it[it["leaves"] & (it["reaction"] == 0)]
+    patience = int(np.median(leaves["skip_run"])) if len(leaves) else None
+    report["patience"] = ({"value": patience, "leaves": len(leaves)} if patience is not None
+                          else {"note": "no user left after a skip; profiles keep their patience"})
+    dynamics: dict[str, Any] = {}
+    skips = it.loc[it["reaction"] == 0, "dwell_min"].to_numpy(np.float64)
+    if len(skips) and np.median(skips) > 0:
+        dynamics["browse_minutes"] = float(np.median(skips))
+    rate = float(tu["instructed"].mean()) if len(tu) else 0.0
+    report["instruction_rate_per_turn"] = rate
+    if rate > 0:
+        dynamics["instruction_cooldown"] = int(max(0, round(1.0 / rate) - 1))
+    ends = tu[tu["left"].astype(bool)]
+    returns: dict[str, Any] = {}
+    gaps = ends["return_gap_days"].to_numpy(np.float64)
+    gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
+    if len(gaps) >= 2:
+        shape, mean = fit_gamma(gaps)
+        # neutral satisfaction (reference), propensity 0.5: rate = base_rate; mean gap = 1 / rate
+        returns |= {"gap_shape": shape, "base_rate": 1.0 / mean, "satisfaction_effect": 0.0,
+                    "churn_satisfaction": 0.0, "churn_after": 0}
+        report["returns"] = {"gap_shape": shape, "mean_gap_days": mean, "gaps": len(gaps)}
+    if len(ends):
+        p_churn = float(np.clip(ends["churned"].astype(bool).mean(), 1e-4, 1 - 1e-4))
+        returns["churn_bias"] = float(np.log(p_churn / (1 - p_churn)))
+        returns |= {"churn_satisfaction": 0.0}
+        report.setdefault("returns", {})["churn_per_session"] = p_churn
+    world = build(WorldConfig, "distilled world", base, user_backend="parametric", choice=choice,
+                  dynamics=dynamics, returns=returns)
+    profiles = [p.model_copy(update={"patience": patience, "return_propensity": 0.5} if patience is not None
+                             else {"return_propensity": 0.5}) for p in profiles]
+    report["favourite_rank_weights"] = None if rank_weights is None else rank_weights.tolist()
+    report["held_out_users"] = sorted(held)
+    report["source"] = "recoworld distill"
+    return CalibratedWorld(world, decisions.catalog, profiles, report), held
+
+
+def _rank_weights(items: pd.DataFrame) -> np.ndarray | None:
+    """Weight of the persona's 1st, 2nd, ... favourite topic in the LLM's clicks: a click logit on one
+    indicator per rank (and the other terms), its positive coefficients over the other topics' normalized."""
+    rank = items["topic_rank"].to_numpy()
+    n = int(rank.max()) + 1 if len(rank) else 0
+    click = (items["reaction"].to_numpy() >= 1).astype(np.float64)
+    if n < 1 or not 0 < click.sum() < len(click):
+        return None
+    onehot = (rank[:, None] == np.arange(n)[None, :]).astype(np.float64)
+    x = np.concatenate([onehot, np.delete(features(items), TERMS.index("relevance"), axis=1)], axis=1)
+    w, _ = fit_binary_logit(x, click, items["activity"].to_numpy())
+    coef = np.maximum(w[:n], 0.0)
+    return coef / coef.sum() if coef.sum() > 0 else None
+
+
+def _reweighted(profile: UserProfile, weights: np.ndarray) -> UserProfile:
+    """The profile with its favourite topics weighted by rank (`_rank_weights`); unchanged if none is left."""
+    topics = {t: float(weights[r]) for r, t in enumerate(profile.topic_interests)
+              if r < len(weights) and weights[r] > 0}
+    if not topics or profile.interest_embedding is not None:
+        return profile
+    return profile.model_copy(update={"topic_interests": {t: v / sum(topics.values()) for t, v in topics.items()}})
+
+
+def _estimate(value: float, se: float) -> dict[str, float]:
+    return {"value": float(value), "se": float(se), "ci95": [float(value - 1.96 * se), float(value + 1.96 * se)]}
+
+
+def distill_run(run: str | Path, out: str | Path, holdout: float = 0.3, seed: int = 0,
+                n_boot: int = 200) -> tuple[CalibratedWorld, pd.DataFrame]:
+    """`recoworld distill --from RUN --out DIR`: fit, write the world (calibrated-world format, so `--calibrated
+    DIR` and `--config DIR/world.yaml` take it), and the agreement report (agreement.csv, agreement.png) of the
+    default parametric user and the distilled one on the held-out users."""
+    from recoworld.calibration.agreement import agreement, plot
+    from recoworld.calibration.calibrated import save_calibration
+
+    if not 0 < holdout < 1:
+        raise ConfigError(f"--holdout must be a share between 0 and 1 (exclusive), got {holdout}")
+    decisions = read_run(run)
+    distilled, held = distill(decisions, holdout, seed)
+    default = build(WorldConfig, "default world", decisions.world, user_backend="parametric",
+                    choice=WorldConfig().choice.model_dump(), dynamics=WorldConfig().dynamics.model_dump(),
+                    returns=WorldConfig().returns.model_dump())
+    report = agreement(decisions, held, {"default": (default, list(decisions.profiles.values())),
+                                         "distilled": (distilled.world, distilled.profiles)}, n_boot, seed)
+    distilled.report["agreement"] = report.to_dict(orient="records")
+    path = save_calibration(distilled, out)
+    report.to_csv(path / "agreement.csv", index=False)
+    plot(report, path / "agreement.png")
+    return distilled, report

@@ -1,0 +1,118 @@
+"""`recoworld distill` (issue 15): an LLM user with a known hidden rule (tests/distill_rule.py), played by the
+scripted chat backend through a real `simulate` run, is distilled into the parametric user; on held-out users
+the distilled user reproduces its reactions, the default parametric user does not. Bad input is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from recoworld.calibration import load_calibration
+from recoworld.calibration.distill import MIN_DECISIONS, distill_run, fit_gamma, read_run
+from recoworld.cli import app
+from recoworld.config import WorldConfig
+from recoworld.errors import ConfigError
+from recoworld.evaluation.simulation import SimulationConfig, simulate
+from recoworld.llm import backend as llm_backend
+from recoworld.llm.scripted import ScriptedBackend, scripted_config
+from tests.distill_rule import HiddenRule
+
+
+def llm_run(out: Path, monkeypatch: pytest.MonkeyPatch, n_users: int = 20, days: float = 5.0,
+            backend: str = "llm") -> Path:
+    llm = scripted_config(review_mode="item", concurrency=8, max_retries=0, repair=False, max_fallback_rate=1.0)
+    world = WorldConfig(slate_size=5, n_candidates=20, horizon_days=days, max_steps=60, user_backend=backend,
+                        catalog={"n_items": 400, "n_topics": 6, "seed": 3}, llm=llm)
+    monkeypatch.setitem(llm_backend._SHARED, llm, ScriptedBackend(HiddenRule(), llm))
+    simulate(SimulationConfig(n_users=n_users, agents=["random", "popular"], seed=1, world=world), out=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    mp = pytest.MonkeyPatch()
+    try:
+        run = llm_run(tmp_path_factory.mktemp("run"), mp)
+        out = tmp_path_factory.mktemp("distilled")
+        _, report = distill_run(run, out, holdout=0.3, seed=0, n_boot=50)
+    finally:
+        mp.undo()
+    return out, report.set_index(["model", "measure"])
+
+
+def test_the_distilled_user_reproduces_held_out_llm_decisions(distilled: tuple[Path, pd.DataFrame]) -> None:
+    out, report = distilled
+    acc = report["value"]
+    assert acc["distilled", "reaction_accuracy"] >= 0.9
+    assert acc["default", "reaction_accuracy"] < 0.9
+    assert acc["distilled", "reaction_macro_f1"] > acc["default", "reaction_macro_f1"] + 0.3
+    assert acc["distilled", "click_auc"] > 0.95
+    assert acc["distilled", "leave_accuracy"] >= acc["default", "leave_accuracy"]
+    assert acc["distilled", "dwell_corr"] > 0.5
+    low, high = report.loc[("distilled", "reaction_accuracy"), ["ci_low", "ci_high"]]
+    assert low <= acc["distilled", "reaction_accuracy"] <= high
+    fit = json.loads((out / "calibration.json").read_text())
+    assert fit["patience"]["value"] == 3, "leaves after three skips in a row"
+    assert fit["choice"]["duration"]["value"] > 0, "long items are skipped"
+    assert fit["favourite_rank_weights"][:2] == pytest.approx([0.5, 0.5], abs=0.2)
+    assert sum(fit["favourite_rank_weights"][2:]) < 0.1, "only the first two favourites are liked"
+    for name in ("agreement.csv", "agreement.png"):
+        assert (out / name).stat().st_size > 0
+
+
+def test_the_distilled_world_loads_and_runs_as_a_calibrated_world(distilled: tuple[Path, pd.DataFrame],
+                                                                  tmp_path: Path) -> None:
+    out, _ = distilled
+    world = load_calibration(out)
+    assert world.world.user_backend == "parametric" and world.world.choice.duration > 0
+    result = simulate(SimulationConfig(n_users=4, agents=["random"], seed=0, world=world.world),
+                      catalog=world.catalog, profiles=world.profiles)
+    seen = result.trajectories["reaction"] >= 0
+    assert 0.2 < (result.trajectories.loc[seen, "reaction"] >= 1).mean() < 0.8, "clicks like the LLM user, not 4%"
+
+
+def test_cli_distill_prints_the_agreement_table(distilled: tuple[Path, pd.DataFrame], tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    run = llm_run(tmp_path / "run", monkeypatch, n_users=12)
+    result = CliRunner().invoke(app, ["distill", "--from", str(run), "--out", str(tmp_path / "d"), "--boot", "10"])
+    assert result.exit_code == 0, result.output
+    assert "reaction_accuracy" in result.output and "distilled" in result.output
+    assert (tmp_path / "d" / "world.yaml").is_file()
+
+
+def test_too_few_llm_decisions_say_how_many_are_needed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = llm_run(tmp_path / "small", monkeypatch, n_users=2, days=0.5)
+    with pytest.raises(ConfigError, match=f"distill needs at least {MIN_DECISIONS}"):
+        read_run(run)
+    result = CliRunner().invoke(app, ["distill", "--from", str(run), "--out", str(tmp_path / "d")])
+    assert result.exit_code != 0 and f"at least {MIN_DECISIONS}" in result.output
+
+
+def test_a_run_without_llm_decisions_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = llm_run(tmp_path / "parametric", monkeypatch, n_users=3, days=1.0, backend="parametric")
+    with pytest.raises(ConfigError, match=f"no LLM decisions.*{MIN_DECISIONS}"):
+        read_run(run)
+    with pytest.raises(ConfigError, match="not a run folder"):
+        read_run(tmp_path / "nowhere")
+
+
+def test_fallback_turns_are_not_counted_as_llm_decisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    llm = scripted_config(review_mode="item", max_retries=0, repair=False, max_fallback_rate=1.0)
+    world = WorldConfig(slate_size=5, n_candidates=20, horizon_days=3, max_steps=40, user_backend="llm",
+                        catalog={"n_items": 400, "n_topics": 6, "seed": 3}, llm=llm)
+    monkeypatch.setitem(llm_backend._SHARED, llm, ScriptedBackend(lambda request: "not JSON", llm))
+    run = tmp_path / "broken"
+    simulate(SimulationConfig(n_users=10, agents=["random"], seed=1, world=world), out=run)
+    with pytest.raises(ConfigError, match=r"holds 0 LLM item decisions \(\d+ fallback turns excluded\)"):
+        read_run(run)
+
+
+def test_gamma_fit_recovers_shape_and_mean() -> None:
+    gaps = np.random.default_rng(0).gamma(0.7, 2.0 / 0.7, 20_000)
+    shape, mean = fit_gamma(gaps)
+    assert shape == pytest.approx(0.7, rel=0.05) and mean == pytest.approx(2.0, rel=0.05)
