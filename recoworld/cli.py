@@ -147,6 +147,8 @@ def simulate(
                                                        "no server) or off; default file: <out>/llm-cache")] = None,
     llm_budget: Annotated[float | None, typer.Option(help="stop the study at this LLM cost (USD)")] = None,
     llm_concurrency: Annotated[int | None, typer.Option(help="LLM requests in flight at once")] = None,
+    judge: Annotated[bool, typer.Option(help="score instruction following with an LLM judge over the logged "
+                                             "turns, on the --llm* model (cached like every LLM call)")] = False,
 ) -> None:
     """Run a population of users against one or several recommenders."""
     from recoworld.agents import LLM_AGENTS, check_recommender_names
@@ -178,9 +180,11 @@ def simulate(
         if not names:
             raise RecoWorldError(f"--agents {agents!r}: name at least one recommender, e.g. --agents greedy")
         check_recommender_names(names)
-        world = _llm_ready(world, out, calls_model=world.user_backend == "llm" or any(n in LLM_AGENTS for n in names))
+        world = _llm_ready(world, out, calls_model=world.user_backend == "llm" or judge
+                           or any(n in LLM_AGENTS for n in names))
         cfg = _options(SimulationConfig, {"n_users": "--users", "agents": "--agents", "seed": "--seed"},
-                       {"n_users": users, "agents": names, "seed": seed, "world": world, "population": spec})
+                       {"n_users": users, "agents": names, "seed": seed, "world": world, "population": spec,
+                        "judge": world.llm if judge else None})
         profiles = None
         if data is not None:
             real = _real_world(data, embedding, seed)
@@ -234,7 +238,7 @@ def simulate(
         fallbacks = int(turns["llm_fallback"].sum())
         console.print(f"{shared_backend(world.llm).usage.describe()}; {fallbacks} of {len(turns)} turns "
                       "fell back to the parametric user", soft_wrap=True, highlight=False)
-    elif any(name in LLM_AGENTS for name in names):  # LLM recommenders share the world's backend
+    elif judge or any(name in LLM_AGENTS for name in names):  # LLM recommenders and the judge share it
         from recoworld.llm import shared_backend
 
         console.print(shared_backend(world.llm).usage.describe(), soft_wrap=True, highlight=False)

@@ -314,6 +314,16 @@ class WorldConfig(StrictModel):
     max_steps: int = Field(5000, ge=1, description="safety truncation, in turns")
     on_duplicate: Literal["replace", "error"] = "replace"
     expose_mindset: bool = False
+    instruction_channel: Literal["structured", "text", "none"] = Field(
+        "structured", description="what the recommender gets of an instruction: 'structured' = the parsed intent "
+        "(observation vector, info['instruction_intent']) and the text; 'text' = the text and, in the observation, "
+        "[present, 0, 0, 0] + the text's embedding mapped into item space (no parsed intent); 'none' = nothing "
+        "(an ablation). The world itself (retrieval, measures, trajectories) always uses the parsed instruction",
+    )
+    instruction_encoder: Literal["tfidf", "sentence", "auto"] = Field(
+        "tfidf", description="text encoder behind the 'text' channel and the embedding-similarity measure "
+        "(recoworld.catalog.text_space): hashed TF-IDF, or the all-MiniLM-L6-v2 sentence model when installed",
+    )
     user_backend: Literal["parametric", "llm"] = "parametric"
     llm: LLMConfig = Field(default_factory=LLMConfig, description="chat model of LLM users (user_backend='llm')")
     catalog: CatalogConfig = CatalogConfig()

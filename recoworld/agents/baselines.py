@@ -69,6 +69,11 @@ class InstructionAwareRecommender(GreedyRelevanceRecommender):
 
     `more` boosts the named topics; `less`/`different` demote them and boost the
     suggested related topics; `quality: high` adds a quality term.
+
+    Without a parsed intent (`instruction_channel="text"`), an instruction the user gave this
+    session boosts candidates by their cosine to the observation's instruction direction (the
+    text's embedding in item space), which reads words, not negation. With
+    `instruction_channel="none"` nothing reaches it and it is plain greedy relevance.
     """
 
     name = "instruct"
@@ -78,22 +83,35 @@ class InstructionAwareRecommender(GreedyRelevanceRecommender):
         self.catalog = catalog
         self.strength = strength
         self._intent: dict[str, Any] | None = None
+        self._heard = False  # an instruction (text only) is in force this session
 
     def begin_episode(self, seed: int | None = None) -> None:
         super().begin_episode(seed)
         self._intent = None
+        self._heard = False
 
     def observe(self, reactions: np.ndarray, info: dict[str, Any]) -> None:
         if info.get("instruction_intent"):
             self._intent = info["instruction_intent"]
+        elif info.get("instruction"):
+            self._intent, self._heard = None, True
         if info.get("left"):
-            self._intent = None
+            self._intent, self._heard = None, False
 
     def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
         scores = self.scores(observation)
         if self._intent is not None:
             scores = scores + self.strength * self.intent_bonus(observation, self._intent)
+        elif self._heard:
+            scores = scores + self.strength * self.direction_bonus(observation)
         return self.top_k(scores, observation)
+
+    @staticmethod
+    def direction_bonus(observation: Observation) -> np.ndarray:
+        """Candidates' cosine to the observation's instruction direction, scaled to at most 1."""
+        direction = np.asarray(observation["instruction"][4:], dtype=np.float64)
+        cos = embedding_part(observation["candidate_features"]).astype(np.float64) @ direction
+        return cos / max(float(np.abs(cos).max()), 1e-9)
 
     def intent_bonus(self, observation: Observation, intent: dict[str, Any]) -> np.ndarray:
         cat = self.catalog

@@ -25,11 +25,24 @@ A `Dict` (H = history_len, C = n_candidates, F = embedding_dim + 3):
 | `history_features`   | (H, F) | their features (zeros for padding)                         |
 | `history_reactions`  | (H,)   | -1 pad, 0 skip, 1 click, 2 like, 3 share                   |
 | `history_dwell`      | (H,)   | minutes spent on each                                      |
-| `instruction`        | (4+D,) | [present, more, less, different] + direction in item space |
+| `instruction`        | (4+D,) | [present, more, less, different] + direction in item space (see channels) |
 | `context`            | (4,)   | day, session index, turn in session, days since last session |
 
 The instruction's text is in `info["instruction"]`. The mindset is hidden; it appears
 in `info["mindset"]` only when the env is made with `expose_mindset=True`.
+
+## Instruction channels
+`instruction_channel` sets what the recommender is told when the user speaks:
+- `structured` (default): `obs["instruction"]` = [1, more, less, different] + the parsed
+  intent's direction; `info["instruction"]` the text; `info["instruction_intent"]` the intent.
+- `text`: `obs["instruction"]` = [1, 0, 0, 0] + the text's embedding mapped into item space
+  (`recoworld.catalog.text_space`: a ridge map from the catalog's item-text embeddings, by
+  `instruction_encoder`, to the item embeddings, fit once per catalog); `info["instruction"]`
+  the text; `info["instruction_intent"]` is `{}`.
+- `none` (ablation): `obs["instruction"]` all zeros, `info["instruction"]` None, intent `{}`.
+Retrieval, the measures and the reward use the true instruction in every channel.
+`info["logged_instruction"]` and `info["logged_intent"]` always carry what the user said,
+for trajectories and metrics; recommenders must not read them.
 
 ## Rewards
 Per turn: `dwell * minutes + click * clicks + like * likes + share * shares`, plus
@@ -44,8 +57,10 @@ instruction (`retrieval.instruction_share`, drawn from the whole catalog among t
 that honour its intent), similarity to engaged history, popularity, and uniform
 exploration. `info["instruction_followed"]` is the share of the slate that honours the
 instruction in force, and `info["instruction_satisfiable"]` whether the candidates held
-enough honouring items (one for `more`, a whole slate for `less`/`different`); both are
-None while no instruction is in force.
+enough honouring items (one for `more`, a whole slate for `less`/`different`);
+`info["instruction_similarity"]` is the mean cosine of the slate's items to the
+instruction's text direction in item space. All are None while no instruction is in force.
+An LLM judge scores the logged turns at evaluation time (`recoworld.evaluation.judge`).
 
 ## Episode End
 Terminates when the user churns or the next session falls beyond `horizon_days`;

@@ -50,7 +50,8 @@ from recoworld.population import PopulationSpec, UserProfile
 _STEP_KEYS = {"reactions": "reactions", "dwell_min": "dwell_min", "left": "left",
               "duplicates_replaced": "replaced", "engagement_reward": "engagement",
               "return_gap_days": "return_gap", "llm_fallback": "fallback",
-              "instruction_followed": "followed", "instruction_satisfiable": "satisfiable"}
+              "instruction_followed": "followed", "instruction_satisfiable": "satisfiable",
+              "instruction_similarity": "similarity"}
 _STATS = ("sessions", "days_active", "retention", "turns")
 
 
@@ -169,7 +170,7 @@ class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray
             info["churned"], info["_churned"] = np.isinf(info["return_gap_days"]), stepped
             text = np.full(b, None, dtype=object)
             for j, instruction in enumerate(batch.instructions):
-                if instruction is not None:
+                if instruction is not None and self.config.instruction_channel != "none":
                     text[batch.rows[j]] = instruction.text
             info["instruction"], info["_instruction"] = text, stepped
             ended = np.zeros(b, dtype=bool)

@@ -27,6 +27,7 @@ from typing import Any, TypedDict
 import numpy as np
 
 from recoworld.catalog import Catalog, cached_catalog
+from recoworld.catalog.text_space import InstructionTextSpace, instruction_text_space
 from recoworld.config import WorldConfig
 from recoworld.envs.observation import (
     MINUTES_PER_DAY,
@@ -65,11 +66,17 @@ class TurnInfo(TypedDict, total=False):
     slate: np.ndarray  # (K,) catalog indices shown, in slot order
     reactions: np.ndarray  # (K,) ReactionType values, UNSEEN after the user left
     dwell_min: np.ndarray  # (K,) minutes per item
-    instruction: str | None  # the reflective instruction's text, if the user gave one
-    instruction_intent: dict[str, Any]  # its structured intent (empty without one)
+    instruction: str | None  # the reflective instruction's text, if the user gave one (None on channel "none")
+    instruction_intent: dict[str, Any]  # its structured intent (empty without one, and on channels "text"/"none")
+    # What the user really said, whatever `instruction_channel` shows the recommender: for logs and
+    # metrics (`TrajectoryLog`); recommenders must not read these two keys.
+    logged_instruction: str | None
+    logged_intent: dict[str, Any]
     instruction_followed: float | None  # share of the slate honouring the session's latest instruction
     instruction_satisfiable: bool | None  # the candidates held enough items to honour it (1 for "more",
     # a whole slate for "less"/"different"); None while no instruction is in force
+    instruction_similarity: float | None  # mean cosine of the slate's items to the instruction's text direction
+    # in item space (`recoworld.catalog.text_space`); None while no instruction is in force
     left: bool  # the user ended the session after this turn
     duplicates_replaced: int  # slots the env replaced because they repeated a candidate
     engagement_reward: float  # the turn's engagement part of the reward
@@ -111,6 +118,7 @@ class StepBatch:
     turn: np.ndarray
     step: np.ndarray
     time_days: np.ndarray
+    similarity: np.ndarray | None = None  # (R,) mean cosine of the slate to the instruction's text; nan = none
 
 
 class World:
@@ -141,6 +149,8 @@ class World:
                                         np.zeros(b, dtype=bool), np.zeros((b, catalog.embedding_dim)),
                                         np.full((b, self.retriever.instruction_depth), -1, dtype=np.int64))
         self.asked_more = np.zeros(b, dtype=bool)
+        self.asked_text = np.zeros((b, catalog.embedding_dim), dtype=np.float32)  # the text's direction
+        self._text_space: InstructionTextSpace | None = None
         self.tastes = TasteRankings(np.zeros((b, self.retriever.taste_depth), dtype=np.int64), np.zeros(b, dtype=bool))
         self.now = np.zeros(b)
         self.gap = np.zeros(b)
@@ -194,6 +204,7 @@ class World:
         positions, replaced = slate_positions(actions, cfg, labels or [f"actions[{r}]" for r in acting.tolist()])
         slates = self.candidates[acting[:, None], positions]
         followed, satisfiable = self._instruction_measures(acting, slates)
+        similarity = self._instruction_similarity(acting, slates)
         bonus = self.platform.utility_bonus(slates) if self.platform is not None else None
         fb = self.users.review(slates, self.streams, rows, bonus)
         reactions, dwell = fb.reactions, fb.dwell_min
@@ -232,7 +243,7 @@ class World:
         fallback = fb.fallback if fb.fallback is not None else np.zeros(len(acting), dtype=bool)
         return StepBatch(acting, slates, reactions, dwell, fb.instructions, fb.left, fallback, fb.reasons,
                          replaced, engagement, followed, satisfiable, reward, return_gap, terminated, truncated,
-                         *clock)
+                         *clock, similarity=similarity)
 
     # ------------------------------------------------------------------ what the platform shows
 
@@ -263,13 +274,18 @@ class World:
         instruction = batch.instructions[j]
         gap = float(batch.return_gap[j])
         followed, satisfiable = float(batch.followed[j]), float(batch.satisfiable[j])
+        similarity = float(batch.similarity[j]) if batch.similarity is not None else math.nan
+        channel = self.config.instruction_channel
         info: TurnInfo = {
             "user_id": profile.user_id, "segment": profile.segment,
             "slate": batch.slates[j], "reactions": batch.reactions[j], "dwell_min": batch.dwell_min[j],
-            "instruction": instruction.text if instruction else None,
-            "instruction_intent": instruction.intent.model_dump() if instruction else {},
+            "instruction": instruction.text if instruction and channel != "none" else None,
+            "instruction_intent": instruction.intent.model_dump() if instruction and channel == "structured" else {},
+            "logged_instruction": instruction.text if instruction else None,
+            "logged_intent": instruction.intent.model_dump() if instruction else {},
             "instruction_followed": None if math.isnan(followed) else followed,
             "instruction_satisfiable": None if math.isnan(satisfiable) else bool(satisfiable),
+            "instruction_similarity": None if math.isnan(similarity) else similarity,
             "left": bool(batch.left[j]), "duplicates_replaced": int(batch.replaced[j]),
             "engagement_reward": float(batch.engagement[j]),
             "return_gap_days": None if math.isnan(gap) or math.isinf(gap) else gap,
@@ -318,15 +334,42 @@ class World:
         """Take in what users said (one instruction per row): the observation shows it, retrieval
         and the instruction measures answer it."""
         rows = np.asarray(rows, dtype=np.int64)
-        for row, instruction in zip(rows.tolist(), instructions):
+        channel = self.config.instruction_channel
+        directions = self.text_space.encode([instruction.text for instruction in instructions])
+        self.asked_text[rows] = directions
+        for row, instruction, direction in zip(rows.tolist(), instructions, directions):
             intent = instruction.intent
-            self.instruction[row] = instruction_vector(instruction, self.catalog)
+            if channel == "structured":
+                self.instruction[row] = instruction_vector(instruction, self.catalog)
+            elif channel == "text":  # the words only: present, no parsed kind, the text's direction
+                self.instruction[row] = 0.0
+                self.instruction[row, 0] = 1.0
+                self.instruction[row, 4:] = direction
+            else:  # "none": the recommender is told nothing
+                self.instruction[row] = 0.0
             self.asked.topics[row] = intent_topics(intent, self.catalog)
             self.asked.high_quality[row] = wants_quality(intent)
             self.asked.direction[row] = intent_direction(intent, self.catalog)
             self.asked_more[row] = intent.kind == "more"
         self.asked.active[rows] = True
         self.asked.ranked[rows] = self.retriever.rank(self.asked.subset(rows))
+
+    @property
+    def text_space(self) -> InstructionTextSpace:
+        """Instruction text -> item space for this catalog (fit on first use, shared per catalog)."""
+        if self._text_space is None:
+            self._text_space = instruction_text_space(self.catalog, self.config.instruction_encoder)
+        return self._text_space
+
+    def _instruction_similarity(self, rows: np.ndarray, slates: np.ndarray) -> np.ndarray:
+        """Per row, the mean cosine of the slate's items to the text direction of the instruction in
+        force (item embeddings are unit norm); nan where none is in force."""
+        out = np.full(len(rows), np.nan)
+        a = np.flatnonzero(self.asked.active[rows])
+        if len(a):
+            emb = self.catalog.embeddings[slates[a]].astype(np.float64)  # (A, K, D)
+            out[a] = np.einsum("akd,ad->a", emb, self.asked_text[rows[a]].astype(np.float64)) / slates.shape[1]
+        return out
 
     def _instruction_measures(self, rows: np.ndarray, slates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per row, the share of the slate that honours the instruction in force, and whether the

@@ -79,6 +79,10 @@ def summarize(trajectories: pd.DataFrame, episodes: pd.DataFrame) -> pd.DataFram
                 "instruction_satisfiable": float(with_intent["instruction_satisfiable"].astype(float).mean())
                 if len(with_intent) and "instruction_satisfiable" in with_intent
                 else float("nan"),
+                # Instruction following measured two more ways: embedding similarity of the slate to the
+                # instruction's text, and an LLM judge's score (`recoworld.evaluation.judge`; nan unless judged).
+                "instruction_similarity": _mean_of(with_intent, "instruction_similarity"),
+                "instruction_judge": _mean_of(with_intent, "instruction_judge"),
                 "diversity": float(turns["slate_diversity"].mean()),
                 "novelty": float(traj["self_information"].mean()),
                 "return_per_user": float(eps["total_reward"].mean()),
@@ -86,6 +90,14 @@ def summarize(trajectories: pd.DataFrame, episodes: pd.DataFrame) -> pd.DataFram
             }
         )
     return pd.DataFrame(rows)
+
+
+def _mean_of(turns: pd.DataFrame, column: str) -> float:
+    """Mean of a column over its non-null values; nan when it is missing or all null."""
+    if column not in turns:
+        return float("nan")
+    values = pd.to_numeric(turns[column], errors="coerce").dropna()
+    return float(values.mean()) if len(values) else float("nan")
 
 
 def daily_activity(trajectories: pd.DataFrame, horizon_days: int) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from recoworld.errors import ConfigError, check_distinct
 from recoworld.evaluation.metrics import summarize
 from recoworld.evaluation.run_folder import LLM_RUNTIME_FIELDS, RunFolder, catalog_fingerprint
 from recoworld.evaluation.trajectory import TrajectoryLog
+from recoworld.llm.config import LLMConfig
 from recoworld.llm.errors import BudgetExceeded
 from recoworld.population import PopulationSpec, UserProfile, draw_profiles, sample_population
 from recoworld.storage import write_bytes_atomic, write_parquet_atomic
@@ -47,6 +48,10 @@ class SimulationConfig(StrictModel):
     seed: int = Field(0, ge=0)
     world: WorldConfig = WorldConfig()
     population: PopulationSpec = Field(default_factory=PopulationSpec.default)
+    judge: LLMConfig | None = Field(
+        None, description="an LLM judge of instruction following, run over each recommender's logged turns "
+        "before they are written (`recoworld.evaluation.judge`); None: no judge (the column stays null)",
+    )
 
     @field_validator("agents")
     @classmethod
@@ -163,6 +168,11 @@ def simulate(
             if on_episode is not None:
                 on_episode(name)
         table, eps = log.table(), pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
+        if cfg.judge is not None:  # at evaluation time, so the env stays fast; cached by the backend
+            from recoworld.evaluation.judge import judge_table
+            from recoworld.llm import shared_backend
+
+            table = judge_table(table, catalog, shared_backend(cfg.judge))
         if folder is None:
             trajectories.append(table)
             episodes.append(eps)
@@ -205,7 +215,8 @@ def run_identity(
     builder = "make_recommender" if build_agent is None else \
         f"{getattr(build_agent, '__module__', '?')}.{getattr(build_agent, '__qualname__', type(build_agent).__name__)}"
     return {
-        "config": cfg.model_dump(mode="json", exclude={"world": {"llm": LLM_RUNTIME_FIELDS}}),
+        "config": cfg.model_dump(mode="json", exclude={"world": {"llm": LLM_RUNTIME_FIELDS},
+                                                       "judge": LLM_RUNTIME_FIELDS}),
         "catalog": catalog_fingerprint(catalog),
         "users": f"{len(profiles)} users, {users.hexdigest()[:16]}",
         "agent_builder": builder,

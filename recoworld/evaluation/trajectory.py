@@ -59,6 +59,11 @@ COLUMNS: tuple[Column, ...] = (
            "instruction (`info['instruction_followed']`); null while none is in force"),
     Column("instruction_satisfiable", pa.bool_(), False, "the turn's candidates held enough items to honour that "
            "instruction (one for `more`, a slate for `less`/`different`); null while none is in force"),
+    Column("instruction_similarity", pa.float64(), False, "mean cosine of the slate's items to that instruction's "
+           "text embedding mapped into item space (`info['instruction_similarity']`); null while none is in force"),
+    Column("instruction_judge", pa.float64(), False, "an LLM judge's score (0-1) of how well the slate honours "
+           "that instruction (`recoworld.evaluation.judge`, `simulate --judge`); null when not judged"),
+    Column("instruction_judge_reason", pa.string(), False, "the judge's one-line reason; null when not judged"),
     Column("slate_diversity", pa.float64(), False, "mean pairwise cosine distance within the slate"),
     Column("llm_fallback", pa.bool_(), False, "an LLM user's turn that the parametric user played instead"),
     Column("agent_trace", pa.string(), False, "the recommender's `last_trace` (JSON), e.g. ToolRec's reasoning; "
@@ -103,15 +108,20 @@ class TrajectoryLog:
     def add(self, user_id: str, segment: str, episode_seed: int, info: dict[str, Any], reward: float,
             trace: Any = None) -> None:
         """One turn of one user; `trace` is the recommender's `last_trace` for it."""
-        cat, slate, instruction = self.catalog, np.asarray(info["slate"]), info["instruction"]
+        # What the user really said (`logged_*`), whatever the instruction channel showed the recommender.
+        instruction = info.get("logged_instruction", info["instruction"])
+        intent = info.get("logged_intent", info["instruction_intent"])
+        cat, slate = self.catalog, np.asarray(info["slate"])
         turn = {
             "user_id": user_id, "segment": segment, "episode_seed": episode_seed,
             "session": info["session"], "day": info["day"], "turn": info["turn"], "step": info["step"],
             "time_days": info["time_days"], "turn_reward": float(reward), "instruction": instruction,
-            "intent": json.dumps(info["instruction_intent"]) if instruction else None,
+            "intent": json.dumps(intent) if instruction else None,
             "left": info["left"], "return_gap_days": info["return_gap_days"], "churned": info["churned"],
             "intent_match": info["instruction_followed"],
             "instruction_satisfiable": info["instruction_satisfiable"],
+            "instruction_similarity": info.get("instruction_similarity"),
+            "instruction_judge": None, "instruction_judge_reason": None,  # filled by `recoworld.evaluation.judge`
             "slate_diversity": slate_diversity(cat, slate), "llm_fallback": info["llm_fallback"],
             "agent_trace": json.dumps(trace) if trace else None,
         }

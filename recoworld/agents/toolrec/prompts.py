@@ -75,7 +75,8 @@ def messages(
     seen = [(int(i), int(r)) for i, r in zip(ids, reactions) if i >= 0][-history_items:] if history_items else []
     lines += [f"- {REACTION_NAMES[r]}: {box.describe(i)}" for i, r in seen] or ["- nothing yet (a new user)"]
     if instruction is not None:
-        lines.append(f'Latest request: "{data(instruction[0], 200)}" ({intent_text(instruction[1])})')
+        parsed = f" ({intent_text(instruction[1])})" if instruction[1] else ""  # no parsed intent: the words alone
+        lines.append(f'Latest request: "{data(instruction[0], 200)}"{parsed}')
     else:
         lines.append("Latest request: none")
     topics = Counter(cat.topic_names[t] for t in cat.topic[pool_items])
