@@ -519,6 +519,11 @@ def distill(
     = 0.3,
     boot: Annotated[int, typer.Option(min=10, help="bootstrap resamples of the held-out users")] = 200,
     seed: Annotated[int, typer.Option(help="seed of the held-out draw and the bootstrap")] = 0,
+    min_decisions: Annotated[int, typer.Option(min=1, help="fewest LLM item decisions to fit on (fewer: an error)")]
+    = 200,
+    rank_check: Annotated[bool, typer.Option("--rank-check", help="rank the run's recommenders (4 or more) under "
+                                             "the LLM users and the surrogate, report Spearman's rho (ranking.csv); "
+                                             "without the flag, done when the run has 4 or more")] = False,
 ) -> None:
     """Fit the parametric user to an LLM user's decisions (a fast surrogate) and report their agreement."""
     from recoworld.calibration.agreement import table
@@ -526,10 +531,17 @@ def distill(
 
     try:
         _writable_dir(out, "--out")
-        result, report = distill_run(from_, out, holdout, seed, boot)
+        result, report = distill_run(from_, out, holdout, seed, boot, min_decisions, rank_check or None)
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None
     console.print(table(report), markup=False, highlight=False)
+    if (out / "ranking.csv").is_file() and "ranking" in result.report:
+        import pandas as pd
+
+        from recoworld.calibration.ranking import table as ranking_table
+
+        console.print("policy ranking, LLM users vs surrogate (Spearman's rho per metric):")
+        console.print(ranking_table(pd.read_csv(out / "ranking.csv")), markup=False, highlight=False)
     console.print(f"distilled world: {out} ({result.report['decisions']['fit']} decisions fitted, "
                   f"{result.report['decisions']['held_out']} held out); use it: recoworld simulate --calibrated {out}")
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from recoworld.calibration import load_calibration
 from recoworld.calibration.distill import MIN_DECISIONS, distill_run, fit_gamma, read_run
+from recoworld.calibration.ranking import METRICS, spearman
 from recoworld.cli import app
 from recoworld.config import WorldConfig
 from recoworld.errors import ConfigError
@@ -22,14 +23,16 @@ from recoworld.llm import backend as llm_backend
 from recoworld.llm.scripted import ScriptedBackend, scripted_config
 from tests.distill_rule import HiddenRule
 
+RANKED = ["random", "popular", "greedy", "instruct"]
+
 
 def llm_run(out: Path, monkeypatch: pytest.MonkeyPatch, n_users: int = 20, days: float = 5.0,
-            backend: str = "llm") -> Path:
+            backend: str = "llm", agents: list[str] | None = None) -> Path:
     llm = scripted_config(review_mode="item", concurrency=8, max_retries=0, repair=False, max_fallback_rate=1.0)
     world = WorldConfig(slate_size=5, n_candidates=20, horizon_days=days, max_steps=60, user_backend=backend,
                         catalog={"n_items": 400, "n_topics": 6, "seed": 3}, llm=llm)
     monkeypatch.setitem(llm_backend._SHARED, llm, ScriptedBackend(HiddenRule(), llm))
-    simulate(SimulationConfig(n_users=n_users, agents=["random", "popular"], seed=1, world=world), out=out)
+    simulate(SimulationConfig(n_users=n_users, agents=agents or ["random", "popular"], seed=1, world=world), out=out)
     return out
 
 
@@ -37,7 +40,7 @@ def llm_run(out: Path, monkeypatch: pytest.MonkeyPatch, n_users: int = 20, days:
 def distilled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
     mp = pytest.MonkeyPatch()
     try:
-        run = llm_run(tmp_path_factory.mktemp("run"), mp)
+        run = llm_run(tmp_path_factory.mktemp("run"), mp, n_users=24, agents=RANKED)
         out = tmp_path_factory.mktemp("distilled")
         _, report = distill_run(run, out, holdout=0.3, seed=0, n_boot=50)
     finally:
@@ -83,6 +86,33 @@ def test_cli_distill_prints_the_agreement_table(distilled: tuple[Path, pd.DataFr
     assert result.exit_code == 0, result.output
     assert "reaction_accuracy" in result.output and "distilled" in result.output
     assert (tmp_path / "d" / "world.yaml").is_file()
+
+
+def test_the_surrogate_ranks_recommenders_as_the_llm_users_do(distilled: tuple[Path, pd.DataFrame]) -> None:
+    out, _ = distilled
+    ranking = pd.read_csv(out / "ranking.csv")
+    assert set(ranking["recommender"]) == set(RANKED) and list(dict.fromkeys(ranking["metric"])) == list(METRICS)
+    fit = json.loads((out / "calibration.json").read_text())["ranking"]
+    assert set(fit["spearman_rho"]) == set(METRICS) and len(fit["llm_order"]) == len(RANKED)
+    # the hidden rule's user likes only two topics: popular ranks last under both, the rest agree closely
+    assert fit["llm_order"][-1] == fit["surrogate_order"][-1] == "popular"
+    assert fit["spearman_rho"]["return_per_user"] >= 0.8 and fit["spearman_rho"]["ctr"] >= 0.6
+    for _, g in ranking.groupby("metric"):
+        assert g["spearman_rho"].iloc[0] == pytest.approx(spearman(g["llm"].to_numpy(), g["surrogate"].to_numpy()))
+
+
+def test_spearman() -> None:
+    assert spearman(np.array([1.0, 2, 3, 4]), np.array([10.0, 20, 30, 40])) == pytest.approx(1.0)
+    assert spearman(np.array([1.0, 2, 3, 4]), np.array([4.0, 3, 2, 1])) == pytest.approx(-1.0)
+    assert spearman(np.array([1.0, 2, 3, 4]), np.array([1.0, 3, 2, 4])) == pytest.approx(0.8)
+    assert np.isnan(spearman(np.array([1.0, 1, 1, 1]), np.array([1.0, 2, 3, 4])))
+
+
+def test_rank_check_needs_four_recommenders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = llm_run(tmp_path / "run", monkeypatch, n_users=8, days=3)
+    result = CliRunner().invoke(app, ["distill", "--from", str(run), "--out", str(tmp_path / "d"), "--boot", "10",
+                                      "--min-decisions", "50", "--rank-check"])
+    assert result.exit_code != 0 and "at least 4 recommenders" in result.output, result.output
 
 
 def test_too_few_llm_decisions_say_how_many_are_needed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -55,6 +55,8 @@ from recoworld.population import UserProfile
 
 #: Fewest LLM item decisions (reviewed items, fallbacks excluded) the fit needs.
 MIN_DECISIONS = 200
+#: Fewest recommenders the policy-ranking check ranks (`recoworld.calibration.ranking`).
+MIN_AGENTS = 4
 TERMS = ("bias", "relevance", "quality", "popularity", "novelty_mismatch", "position", "duration")
 
 
@@ -68,10 +70,13 @@ class Decisions:
     catalog: Catalog
     profiles: dict[str, UserProfile]
     agents: list[str]
+    seed: int = 0
+    summary: pd.DataFrame | None = None  # the run's summary.csv (per recommender), for the rank check
 
 
-def read_run(run: str | Path) -> Decisions:
-    """The LLM decisions of a `simulate` run folder (see the module docstring); a clear error when there are none."""
+def read_run(run: str | Path, min_decisions: int = MIN_DECISIONS) -> Decisions:
+    """The LLM decisions of a `simulate` run folder (see the module docstring); a clear error when there are fewer
+    than `min_decisions`."""
     from recoworld.catalog import cached_catalog
     from recoworld.evaluation.run_folder import catalog_fingerprint
     from recoworld.evaluation.simulation import SimulationConfig, run_identity
@@ -93,7 +98,7 @@ def read_run(run: str | Path) -> Decisions:
     traj = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     if cfg.world.user_backend != "llm":
         raise ConfigError(f"{root} was run with user_backend {cfg.world.user_backend!r}: it holds no LLM decisions "
-                          f"(distill needs at least {MIN_DECISIONS} LLM-reviewed items; rerun with --user-backend llm)")
+                          f"(distill needs at least {min_decisions} LLM-reviewed items; rerun with --user-backend llm)")
     catalog = cached_catalog(cfg.world.catalog)
     profiles = sample_population(cfg.population, catalog,
                                  np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(2)[0]), n=cfg.n_users)
@@ -104,11 +109,13 @@ def read_run(run: str | Path) -> Decisions:
                           "distill cannot rebuild; distill runs over the world's own population")
     items, turns = _tables(traj, cfg.world, catalog, {p.user_id: p for p in profiles})
     n = len(items)
-    if n < MIN_DECISIONS:
+    if n < max(1, min_decisions):
         fallbacks = int(traj.drop_duplicates(["recommender", "user_id", "step"])["llm_fallback"].sum())
         raise ConfigError(f"{root} holds {n} LLM item decisions ({fallbacks} fallback turns excluded); distill needs "
-                          f"at least {MIN_DECISIONS}: run more users or turns")
-    return Decisions(items, turns, cfg.world, catalog, {p.user_id: p for p in profiles}, list(cfg.agents))
+                          f"at least {max(1, min_decisions)}: run more users or turns (or lower --min-decisions)")
+    summary = pd.read_csv(root / "summary.csv") if (root / "summary.csv").is_file() else None
+    return Decisions(items, turns, cfg.world, catalog, {p.user_id: p for p in profiles}, list(cfg.agents),
+                     cfg.seed, summary)
 
 
 def _tables(traj: pd.DataFrame, world: WorldConfig, catalog: Catalog,
@@ -357,16 +364,21 @@ def _estimate(value: float, se: float) -> dict[str, float]:
 
 
 def distill_run(run: str | Path, out: str | Path, holdout: float = 0.3, seed: int = 0,
-                n_boot: int = 200) -> tuple[CalibratedWorld, pd.DataFrame]:
+                n_boot: int = 200, min_decisions: int = MIN_DECISIONS,
+                rank_check: bool | None = None) -> tuple[CalibratedWorld, pd.DataFrame]:
     """`recoworld distill --from RUN --out DIR`: fit, write the world (calibrated-world format, so `--calibrated
     DIR` and `--config DIR/world.yaml` take it), and the agreement report (agreement.csv, agreement.png) of the
-    default parametric user and the distilled one on the held-out users."""
+    default parametric user and the distilled one on the held-out users.
+
+    `rank_check` (`recoworld.calibration.ranking`): True runs the policy-ranking check (an error if the run has
+    too few recommenders), None runs it when the run has enough, False never; its table is ranking.csv and its
+    Spearman's rho the report's `ranking`."""
     from recoworld.calibration.agreement import agreement, plot
     from recoworld.calibration.calibrated import save_calibration
 
     if not 0 < holdout < 1:
         raise ConfigError(f"--holdout must be a share between 0 and 1 (exclusive), got {holdout}")
-    decisions = read_run(run)
+    decisions = read_run(run, min_decisions)
     distilled, held = distill(decisions, holdout, seed)
     default = build(WorldConfig, "default world", decisions.world, user_backend="parametric",
                     choice=WorldConfig().choice.model_dump(), dynamics=WorldConfig().dynamics.model_dump(),
@@ -374,7 +386,15 @@ def distill_run(run: str | Path, out: str | Path, holdout: float = 0.3, seed: in
     report = agreement(decisions, held, {"default": (default, list(decisions.profiles.values())),
                                          "distilled": (distilled.world, distilled.profiles)}, n_boot, seed)
     distilled.report["agreement"] = report.to_dict(orient="records")
+    ranking = None
+    if rank_check or (rank_check is None and len(decisions.agents) >= MIN_AGENTS and decisions.summary is not None):
+        from recoworld.calibration import ranking as rk
+
+        ranking = rk.rank_check(decisions, distilled)
+        distilled.report["ranking"] = rk.summary(ranking)
     path = save_calibration(distilled, out)
+    if ranking is not None:
+        ranking.to_csv(path / "ranking.csv", index=False)
     report.to_csv(path / "agreement.csv", index=False)
     plot(report, path / "agreement.png")
     return distilled, report
