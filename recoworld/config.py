@@ -220,6 +220,18 @@ class DynamicsConfig(StrictModel):
     instruction_cooldown: int = Field(4, ge=0, description="turns between two instructions")
     instruction_strength: float = Field(0.5, ge=0, le=2, description="how strongly an instruction moves interests")
     memory_size: int = Field(30, ge=1, le=1000)
+    dislike_margin: float = Field(
+        8.0, gt=0,
+        description="a skipped item is disliked ('not interested') when its click utility plus the click noise "
+        "is below -this (the click threshold is 0). An assumption, not fitted: the default gives a few percent "
+        "of impressions (about 3.6% under a random recommender in the default world; 6 gives 16%, 10 gives "
+        "0.6%), the order of explicit negative feedback on short-video feeds; tests/test_reactions.py checks the band",
+    )
+    dislike_satisfaction: float = Field(0.0, ge=0, le=1, description="satisfaction a dislike pulls toward")
+    dislike_weight: float = Field(
+        1.0, ge=0, le=1, description="a dislike moves satisfaction this much of a click's rate (a skip: skip_weight)"
+    )
+    dislike_push: float = Field(0.02, ge=0, le=1, description="a dislike pushes interests away from the item by this")
 
 
 class ReturnConfig(StrictModel):
@@ -288,6 +300,7 @@ class RewardConfig(StrictModel):
 
     per turn:       dwell * sum(dwell minutes) + click * n_clicks + like * n_likes + share * n_shares
                     + instruction_following * (share of the slate honouring the session's latest instruction)
+                    + dislike * n_dislikes                                (explicit "not interested")
     at session end: + return_bonus * exp(-gap_days / return_tau_days)   (user comes back)
                     + churn_penalty                                       (user never comes back)
     """
@@ -301,6 +314,11 @@ class RewardConfig(StrictModel):
     churn_penalty: float = -10.0
     instruction_following: float = Field(
         0.0, description="weight of the instruction-following term; 0 leaves the user as the only judge"
+    )
+    dislike: float = Field(
+        0.0, le=0,
+        description="reward per disliked ('not interested') item, <= 0; 0 by default, so the reward is unchanged "
+        "unless asked: a dislike already costs through the user's satisfaction and return",
     )
 
 

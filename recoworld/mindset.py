@@ -26,6 +26,46 @@ class ReactionType(IntEnum):
 UNSEEN = -1
 REACTION_NAMES: dict[int, str] = {UNSEEN: "unseen", **{r.value: r.name.lower() for r in ReactionType}}
 
+# Dislike ("not interested") is explicit negative feedback. It is NOT a reaction level: a
+# disliked item is a SKIP (reaction 0) with a separate boolean flag (`BatchFeedback.disliked`,
+# `info["disliked"]`, the trajectory's `disliked` column), so every ordinal comparison on
+# reactions (`>= 1` clicks, `> 0` engagement) stays correct, and only code that wants the
+# negative signal reads the flag.
+
+#: Why a user closed the app (`ExitReason.kind`).
+EXIT_REASONS = ("bored", "irrelevant", "repetitive", "out_of_time", "satisfied", "other")
+ExitKind = Literal["bored", "irrelevant", "repetitive", "out_of_time", "satisfied", "other"]
+
+
+class ExitReason(BaseModel):
+    """Why a user left the session: a structured kind and a short text.
+
+    Parametric users derive it from what triggered leaving: `out_of_time` (today's time budget
+    ran out), `repetitive` (patience or satisfaction ran out on a slate whose reviewed items were
+    mostly near-duplicates of what was seen), `bored` (patience ran out: too many dull items in a
+    row), `irrelevant` (satisfaction collapsed). LLM users state it (any kind, `satisfied`
+    included); `other` is what an unreasoned LLM exit becomes.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: ExitKind
+    text: str = Field("", max_length=300)
+
+
+class Interview(BaseModel):
+    """The end-of-session interview: satisfaction from 1 (fed up) to 5 (delighted) and one sentence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: int = Field(ge=1, le=5)
+    text: str = Field("", max_length=300)
+
+
+def interview_score(satisfaction: float) -> int:
+    """The 1..5 interview score of a satisfaction in [0, 1]: five equal bands (0.2 wide)."""
+    return int(min(max(1 + int(satisfaction * 5.0), 1), 5))
+
 
 class Reaction(BaseModel):
     """What a user did with one item."""
@@ -65,6 +105,7 @@ class MemoryEntry(BaseModel):
     topic: str
     reaction: Literal["skip", "click", "like", "share"]
     dwell_min: float = Field(ge=0)
+    disliked: bool = Field(False, description="a skip the user marked 'not interested'")
 
 
 class Mindset(BaseModel):

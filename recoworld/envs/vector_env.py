@@ -51,7 +51,7 @@ _STEP_KEYS = {"reactions": "reactions", "dwell_min": "dwell_min", "left": "left"
               "duplicates_replaced": "replaced", "engagement_reward": "engagement",
               "return_gap_days": "return_gap", "llm_fallback": "fallback",
               "instruction_followed": "followed", "instruction_satisfiable": "satisfiable",
-              "instruction_similarity": "similarity"}
+              "instruction_similarity": "similarity", "disliked": "disliked"}
 _STATS = ("sessions", "days_active", "retention", "turns")
 
 
@@ -173,6 +173,17 @@ class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray
                 if instruction is not None and self.config.instruction_channel != "none":
                     text[batch.rows[j]] = instruction.text
             info["instruction"], info["_instruction"] = text, stepped
+            said = {key: np.full(b, None, dtype=object) for key in ("exit_reason", "exit_text", "interview_score",
+                                                                      "interview")}
+            for j, row in enumerate(batch.rows.tolist()):
+                exit_reason = batch.exit_reasons[j] if batch.exit_reasons is not None and batch.left[j] else None
+                interview = batch.interviews[j] if batch.interviews is not None else None
+                if exit_reason is not None:
+                    said["exit_reason"][row], said["exit_text"][row] = exit_reason.kind, exit_reason.text
+                if interview is not None:
+                    said["interview_score"][row], said["interview"][row] = interview.score, interview.text
+            for key, values in said.items():
+                info[key], info[f"_{key}"] = values, stepped
             ended = np.zeros(b, dtype=bool)
             ended[batch.rows] = batch.terminated | batch.truncated
             if ended.any():  # their state still holds the episode: it is replaced on the next step

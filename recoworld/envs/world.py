@@ -40,9 +40,9 @@ from recoworld.envs.observation import (
 from recoworld.envs.platform import SharedPlatform
 from recoworld.envs.retrieval import CandidateRetriever, InstructionTargets, TasteRankings
 from recoworld.errors import ConfigError
-from recoworld.mindset import UNSEEN, Instruction
+from recoworld.mindset import UNSEEN, ExitReason, Instruction, Interview
 from recoworld.population import PopulationSpec, UserProfile, sample_population
-from recoworld.simulators.base import BatchUserSimulator
+from recoworld.simulators.base import BatchUserSimulator, session_interviews
 from recoworld.simulators.instructions import intent_direction, intent_topics, wants_quality
 from recoworld.simulators.parametric import ParametricUsers
 from recoworld.streams import UserStreams
@@ -78,6 +78,11 @@ class TurnInfo(TypedDict, total=False):
     instruction_similarity: float | None  # mean cosine of the slate's items to the instruction's text direction
     # in item space (`recoworld.catalog.text_space`); None while no instruction is in force
     left: bool  # the user ended the session after this turn
+    disliked: np.ndarray  # (K,) bool: skips the user marked "not interested" (a dislike is reaction 0 + this flag)
+    exit_reason: str  # why the user left (`recoworld.mindset.EXIT_REASONS`); only when the user left and said
+    exit_text: str  # the user's short words on it; with `exit_reason`
+    interview_score: int  # end-of-session interview, satisfaction 1..5; only when the session ended this turn
+    interview: str  # the interview's one sentence; with `interview_score`
     duplicates_replaced: int  # slots the env replaced because they repeated a candidate
     engagement_reward: float  # the turn's engagement part of the reward
     return_gap_days: float | None  # days until the next session, when the session ended
@@ -119,6 +124,9 @@ class StepBatch:
     step: np.ndarray
     time_days: np.ndarray
     similarity: np.ndarray | None = None  # (R,) mean cosine of the slate to the instruction's text; nan = none
+    disliked: np.ndarray | None = None  # (R, K) bool: skips marked "not interested"
+    exit_reasons: list[ExitReason | None] | None = None  # (R,) why each leaving row left
+    interviews: list[Interview | None] | None = None  # (R,) end-of-session interviews of leaving rows
 
 
 class World:
@@ -208,7 +216,10 @@ class World:
         bonus = self.platform.utility_bonus(slates) if self.platform is not None else None
         fb = self.users.review(slates, self.streams, rows, bonus)
         reactions, dwell = fb.reactions, fb.dwell_min
+        disliked = fb.disliked if fb.disliked is not None else np.zeros(reactions.shape, dtype=bool)
         engagement = engagement_reward(cfg.reward, reactions, dwell)
+        if cfg.reward.dislike:
+            engagement = engagement + cfg.reward.dislike * disliked.sum(axis=1)
         self.steps[acting] += 1
         self.turn[acting] += 1
         self.now[acting] += dwell.sum(axis=1) / MINUTES_PER_DAY
@@ -227,10 +238,13 @@ class World:
         return_gap = np.full(len(acting), np.nan)
         terminated = np.zeros(len(acting), dtype=bool)
         leaving = np.flatnonzero(fb.left)
+        interviews: list[Interview | None] = [None] * len(acting)
         if len(leaving):
             users = acting[leaving]
             self.asked.active[users] = False  # an instruction is about the session it was given in
             gaps = self.users.end_sessions(users, self.now[users], self.streams)
+            for j, answer in zip(leaving.tolist(), session_interviews(self.users, users)):
+                interviews[j] = answer
             reward[leaving] += return_reward(cfg.reward, gaps)
             return_gap[leaving] = gaps
             ends = np.isinf(gaps) | (self.now[users] + gaps >= cfg.horizon_days)
@@ -243,7 +257,8 @@ class World:
         fallback = fb.fallback if fb.fallback is not None else np.zeros(len(acting), dtype=bool)
         return StepBatch(acting, slates, reactions, dwell, fb.instructions, fb.left, fallback, fb.reasons,
                          replaced, engagement, followed, satisfiable, reward, return_gap, terminated, truncated,
-                         *clock, similarity=similarity)
+                         *clock, similarity=similarity, disliked=disliked, exit_reasons=fb.exit_reasons,
+                         interviews=interviews)
 
     # ------------------------------------------------------------------ what the platform shows
 
@@ -295,6 +310,16 @@ class World:
         }
         if batch.reasons is not None and batch.reasons[j]:
             info["reasons"] = batch.reasons[j]
+        k = len(batch.slates[j])
+        info["disliked"] = batch.disliked[j] if batch.disliked is not None else np.zeros(k, dtype=bool)
+        # Present only when there is something to say (like `reasons`), so Gymnasium's vector wrappers,
+        # which type a key's array from its first value, never meet a None after an int.
+        exit_reason = batch.exit_reasons[j] if batch.exit_reasons is not None and batch.left[j] else None
+        if exit_reason is not None:
+            info["exit_reason"], info["exit_text"] = exit_reason.kind, exit_reason.text
+        interview = batch.interviews[j] if batch.interviews is not None else None
+        if interview is not None:
+            info["interview_score"], info["interview"] = interview.score, interview.text
         if batch.terminated[j] or batch.truncated[j]:
             info["episode_stats"] = self.episode_stats(row)
         if self.config.expose_mindset:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from recoworld.catalog import Catalog
-from recoworld.mindset import Intent
+from recoworld.mindset import EXIT_REASONS, Intent
 from recoworld.simulators.instructions import intent_topics, wants_quality
 
 #: z for a two-sided 95% normal confidence interval.
@@ -87,9 +87,20 @@ def summarize(trajectories: pd.DataFrame, episodes: pd.DataFrame) -> pd.DataFram
                 "novelty": float(traj["self_information"].mean()),
                 "return_per_user": float(eps["total_reward"].mean()),
                 "llm_fallback_rate": float(turns["llm_fallback"].mean()) if "llm_fallback" in turns else 0.0,
+                # Richer reactions: explicit "not interested" per reviewed item, why sessions ended, the interview.
+                "dislike_rate": float(reviewed["disliked"].astype(bool).mean())
+                if len(reviewed) and "disliked" in reviewed else float("nan"),
+                **exit_reason_shares(turns),
+                "interview_score": _mean_of(turns, "interview_score"),
             }
         )
     return pd.DataFrame(rows)
+
+
+def exit_reason_shares(turns: pd.DataFrame) -> dict[str, float]:
+    """`exit_<reason>`: the share of the exits with a stated reason that gave each reason (nan without any)."""
+    reasons = turns["exit_reason"].dropna() if "exit_reason" in turns else pd.Series([], dtype=object)
+    return {f"exit_{r}": float((reasons == r).mean()) if len(reasons) else float("nan") for r in EXIT_REASONS}
 
 
 def _mean_of(turns: pd.DataFrame, column: str) -> float:

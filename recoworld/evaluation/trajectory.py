@@ -55,6 +55,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("return_gap_days", pa.float64(), False, "days until the next session when the user left and "
            "will return; null otherwise"),
     Column("churned", pa.bool_(), False, "the user left and will never come back"),
+    Column("exit_reason", pa.string(), False, "why the user left: bored, irrelevant, repetitive, out_of_time, "
+           "satisfied or other (`recoworld.mindset.ExitReason`); null unless the user left this turn"),
+    Column("exit_text", pa.string(), False, "the user's short words on why they left; null unless they left"),
+    Column("interview_score", pa.int64(), False, "end-of-session interview: satisfaction from 1 (fed up) to 5 "
+           "(delighted); null unless the session ended this turn"),
+    Column("interview", pa.string(), False, "the interview's one sentence; null unless the session ended this turn"),
     Column("intent_match", pa.float64(), False, "share of the slate that honours the session's latest "
            "instruction (`info['instruction_followed']`); null while none is in force"),
     Column("instruction_satisfiable", pa.bool_(), False, "the turn's candidates held enough items to honour that "
@@ -72,6 +78,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("item", pa.int64(), True, "catalog row of the item shown"),
     Column("topic", pa.int16(), True, "the item's topic index"),
     Column("reaction", pa.int8(), True, "-1 unseen (the user left before it), 0 skip, 1 click, 2 like, 3 share"),
+    Column("disliked", pa.bool_(), True, "the user marked the item \"not interested\" (its reaction is 0, skip)"),
     Column("dwell_min", pa.float32(), True, "minutes spent on the item"),
     Column("self_information", pa.float32(), True, "-log2 of the item's popularity (its novelty)"),
     Column("new_item", pa.bool_(), True, "a creator's item published during the study; false in `simulate`"),
@@ -118,6 +125,8 @@ class TrajectoryLog:
             "time_days": info["time_days"], "turn_reward": float(reward), "instruction": instruction,
             "intent": json.dumps(intent) if instruction else None,
             "left": info["left"], "return_gap_days": info["return_gap_days"], "churned": info["churned"],
+            "exit_reason": info.get("exit_reason"), "exit_text": info.get("exit_text"),
+            "interview_score": info.get("interview_score"), "interview": info.get("interview"),
             "intent_match": info["instruction_followed"],
             "instruction_satisfiable": info["instruction_satisfiable"],
             "instruction_similarity": info.get("instruction_similarity"),
@@ -131,7 +140,8 @@ class TrajectoryLog:
         for name in self._mindset:
             self._mindset[name].append(float(mindset[name]) if name in mindset else None)
         slots = {"position": np.arange(len(slate)), "item": slate, "topic": cat.topic[slate],
-                 "reaction": info["reactions"], "dwell_min": info["dwell_min"],
+                 "reaction": info["reactions"],
+                 "disliked": info.get("disliked", np.zeros(len(slate), dtype=bool)), "dwell_min": info["dwell_min"],
                  "self_information": cat.self_information[slate], "new_item": self.is_new[slate]}
         for name, values in slots.items():
             self._slots[name].append(np.asarray(values))

@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from recoworld.mindset import Instruction, Mindset
+from recoworld.mindset import ExitReason, Instruction, Interview, Mindset
 from recoworld.population import UserProfile
 from recoworld.streams import UserStreams
 
@@ -30,7 +30,10 @@ class BatchFeedback:
     """What the reviewing rows did with their slates, row j for the j-th reviewing user.
 
     `reactions[j, k]` is a `ReactionType` value, or `UNSEEN` (-1) for positions after the
-    user left.
+    user left. `disliked[j, k]` marks reviewed skips the user flagged "not interested" (a
+    dislike is a skip plus this flag, never a reaction level, see `recoworld.mindset`);
+    `exit_reasons[j]` says why row j left (None where it stayed). Both are optional: None
+    means the simulator does not produce them (no dislikes, no reasons).
     """
 
     reactions: np.ndarray  # (R, K) int8
@@ -39,15 +42,20 @@ class BatchFeedback:
     instructions: list[Instruction | None]  # (R,)
     fallback: np.ndarray | None = None  # (R,) bool, LLM users only: the parametric user decided instead
     reasons: list[list[str]] | None = None  # (R,) per-item reasons, LLM users only
+    disliked: np.ndarray | None = None  # (R, K) bool: reviewed skips marked "not interested"
+    exit_reasons: list[ExitReason | None] | None = None  # (R,) why each row left; None where it stayed
 
     @classmethod
     def concat(cls, parts: Sequence[BatchFeedback]) -> BatchFeedback:
         """Rows of several feedbacks, in order (e.g. users of one batch served by different models)."""
         fallback = [p.fallback if p.fallback is not None else np.zeros(len(p.left), bool) for p in parts]
         reasons = [p.reasons if p.reasons is not None else [[] for _ in p.left] for p in parts]
+        disliked = [p.disliked if p.disliked is not None else np.zeros(p.reactions.shape, bool) for p in parts]
+        exits = [p.exit_reasons if p.exit_reasons is not None else [None] * len(p.left) for p in parts]
         return cls(np.concatenate([p.reactions for p in parts]), np.concatenate([p.dwell_min for p in parts]),
                    np.concatenate([p.left for p in parts]), [i for p in parts for i in p.instructions],
-                   np.concatenate(fallback), [r for rs in reasons for r in rs])
+                   np.concatenate(fallback), [r for rs in reasons for r in rs],
+                   np.concatenate(disliked), [e for es in exits for e in es])
 
 
 @dataclass
@@ -60,6 +68,8 @@ class SlateFeedback:
     left: bool
     reasons: list[str] = field(default_factory=list)
     fallback: bool = False  # an LLM user fell back to the parametric decision
+    disliked: np.ndarray | None = None  # (K,) bool: skips marked "not interested"
+    exit_reason: ExitReason | None = None  # why the user left (when `left`)
 
 
 @runtime_checkable
@@ -87,3 +97,12 @@ class BatchUserSimulator(Protocol):
         ...
 
     def mindset(self, row: int) -> Mindset: ...
+
+
+def session_interviews(users: object, rows: np.ndarray) -> list[Interview | None]:
+    """The end-of-session interviews of `rows`, asked right after `end_sessions`.
+
+    Optional for simulators: one that defines `interview(row) -> Interview | None` is asked;
+    others give None (no interview), so third-party simulators keep working unchanged."""
+    ask = getattr(users, "interview", None)
+    return [ask(int(r)) if ask is not None else None for r in np.asarray(rows).tolist()]

@@ -20,7 +20,18 @@ import numpy as np
 
 from recoworld.catalog import Catalog
 from recoworld.config import ChoiceConfig, DynamicsConfig, ReturnConfig
-from recoworld.mindset import REACTION_NAMES, UNSEEN, Instruction, Intent, MemoryEntry, Mindset, ReactionType
+from recoworld.mindset import (
+    REACTION_NAMES,
+    UNSEEN,
+    ExitReason,
+    Instruction,
+    Intent,
+    Interview,
+    MemoryEntry,
+    Mindset,
+    ReactionType,
+    interview_score,
+)
 from recoworld.population import UserProfile
 from recoworld.simulators.base import BatchFeedback
 from recoworld.simulators.choice import ChoiceModel
@@ -204,6 +215,7 @@ class ParametricUsers:
             "memory_items": np.full((b, m), -1, dtype=np.int64),
             "memory_reactions": np.full((b, m), UNSEEN, dtype=np.int8),
             "memory_dwell": np.zeros((b, m), dtype=np.float32),
+            "memory_disliked": np.zeros((b, m), dtype=bool),
             "turn": np.zeros(b, dtype=np.int64),
             "consumed": np.zeros(b, dtype=np.int64),  # clicks so far: churn waits for `returns.churn_after`
             "last_instruction_turn": np.full(b, -(10**9), dtype=np.int64),
@@ -330,6 +342,9 @@ class ParametricUsers:
         click = w_rel * rel_seen > threshold
         utility = base + w_rel * rel_seen
         level = choice.engagement(click, utility, noise[..., 1:3])
+        # "Not interested": a skip whose utility (with the same click noise) is far below the click
+        # threshold; no extra draw, so a row's stream is consumed exactly as without dislikes.
+        dislike = ~click & (w_rel * rel_seen - threshold < -dyn.dislike_margin)
 
         # Everything else, for all positions at once, as if the whole slate were reviewed.
         completion = 1.0 / (1.0 + np.exp(-(utility + noise[..., 3])))
@@ -341,6 +356,9 @@ class ParametricUsers:
             _unit_clip(dyn.skip_satisfaction + dyn.skip_relevance * rel_seen) * (1.0 - fat),
         )
         rate = np.where(click, dyn.satisfaction_rate, dyn.satisfaction_rate * dyn.skip_weight)
+        if dislike.any():  # a dislike pulls satisfaction lower, and harder, than a skip
+            target = np.where(dislike, np.minimum(target, dyn.dislike_satisfaction), target)
+            rate = np.where(dislike, np.maximum(rate, dyn.satisfaction_rate * dyn.dislike_weight), rate)
         sat = _recurrence(self.satisfaction[at], rate, target)
         last_click = np.maximum.accumulate(np.where(click, positions, -1), axis=1)
         patience_path = np.where(
@@ -357,7 +375,11 @@ class ParametricUsers:
         dwell = np.where(reviewed, spent, 0.0)
         last = (np.arange(b), stop)
         consumed = click & reviewed
-        self.interests[at] = self._consume(interests, emb, consumed)
+        disliked = dislike & reviewed
+        interests = self._consume(interests, emb, consumed)
+        if disliked.any():
+            interests = self._push_away(interests, emb, disliked)
+        self.interests[at] = interests
         self.consumed[at] += consumed.sum(axis=1)
         self.satisfaction[at] = sat[last]
         self.sat_short[at] = _ema_path(self.sat_short[at], _SHORT_EMA, sat)[last]
@@ -365,10 +387,54 @@ class ParametricUsers:
         self.fatigue[at] = fat[last]
         self.time_left[at] = np.maximum(time_path[last], 0.0)
         self.patience_left[at] = np.maximum(patience_path[last], 0)
-        self._remember(at, slates, reactions, dwell)
+        self._remember(at, slates, reactions, dwell, disliked)
         self.turn[at] += 1
         instructions = self._instruct(users, left, streams)
-        return BatchFeedback(reactions, dwell.astype(np.float32), left, instructions)
+        exits = self._exit_reasons(left, stop, time_path, patience_path, max_sim, reviewed)
+        return BatchFeedback(reactions, dwell.astype(np.float32), left, instructions, disliked=disliked,
+                             exit_reasons=exits)
+
+    def _exit_reasons(self, left: np.ndarray, stop: np.ndarray, time_path: np.ndarray, patience_path: np.ndarray,
+                      max_sim: np.ndarray, reviewed: np.ndarray) -> list[ExitReason | None]:
+        """Why each leaving row left, from what triggered it at the position it stopped (see `ExitReason`).
+
+        The time budget comes first (a user out of time leaves whatever the feed); otherwise a slate
+        whose reviewed items were mostly near-duplicates of what was seen makes it `repetitive`;
+        otherwise patience running out is `bored` and a satisfaction collapse `irrelevant`."""
+        out: list[ExitReason | None] = [None] * len(left)
+        tau = self.dyn.repetition_similarity
+        for j in np.flatnonzero(left).tolist():
+            p = int(stop[j])
+            seen = reviewed[j]
+            repeated = float((max_sim[j][seen] >= tau).mean()) if seen.any() else 0.0
+            if time_path[j, p] <= 0:
+                out[j] = ExitReason(kind="out_of_time", text="Out of time for today.")
+            elif repeated >= 0.5:
+                out[j] = ExitReason(kind="repetitive", text="The feed kept showing me the same things.")
+            elif patience_path[j, p] <= 0:
+                out[j] = ExitReason(kind="bored", text="Nothing worth watching for too long.")
+            else:
+                out[j] = ExitReason(kind="irrelevant", text="None of this is what I am interested in.")
+        return out
+
+    def _push_away(self, interests: np.ndarray, emb: np.ndarray, disliked: np.ndarray) -> np.ndarray:
+        """Each disliked item pushes interests away from it by `dislike_push` (after the slate's drift),
+        keeping the norm at most 1."""
+        # einsum, not `@`: a batched product may go to BLAS, whose summation order depends on the batch.
+        push = np.einsum("bk,bkd->bd", disliked.astype(np.float64), emb.astype(np.float64))
+        vec = interests - self.dyn.dislike_push * push
+        norm = np.sqrt(np.einsum("bd,bd->b", vec, vec))
+        # Only rows with a dislike are touched: a row's state must not depend on the batch around it.
+        scale = np.where(disliked.any(axis=1), np.maximum(1.0, norm), 1.0)
+        return vec / scale[:, None]
+
+    def interview(self, user: int) -> Interview:
+        """The end-of-session interview: the 1..5 band of the session's final satisfaction, and a sentence."""
+        s = float(self.satisfaction[user])
+        score = interview_score(s)
+        text = {1: "That was a waste of my time.", 2: "Mostly not for me today.", 3: "It was okay, nothing special.",
+                4: "I enjoyed most of what I saw.", 5: "Great session, exactly my kind of thing."}[score]
+        return Interview(score=score, text=text)
 
     def _consume(self, interests: np.ndarray, emb: np.ndarray, consumed: np.ndarray) -> np.ndarray:
         """The slate's sequential interest drift in one shot.
@@ -387,9 +453,11 @@ class ParametricUsers:
         return keep_pow[n_consumed] * interests + drift
 
     def _remember(self, at: slice | np.ndarray, slates: np.ndarray, reactions: np.ndarray,
-                  dwell: np.ndarray) -> None:
+                  dwell: np.ndarray, disliked: np.ndarray | None = None) -> None:
         seen = reactions != UNSEEN
         m = self.dyn.memory_size
+        flags = np.zeros(reactions.shape, dtype=bool) if disliked is None else disliked
+        self.memory_disliked[at] = np.concatenate([self.memory_disliked[at], flags], axis=1)[:, -m:]
         self.memory_items[at] = np.concatenate([self.memory_items[at], np.where(seen, slates, -1)], axis=1)[:, -m:]
         self.memory_reactions[at] = np.concatenate([self.memory_reactions[at], reactions], axis=1)[:, -m:]
         self.memory_dwell[at] = np.concatenate([self.memory_dwell[at], dwell.astype(np.float32)], axis=1)[:, -m:]
@@ -444,6 +512,7 @@ class ParametricUsers:
         self.memory_items[user] = [-1] * pad + [e.item for e in recent]
         self.memory_reactions[user] = [UNSEEN] * pad + [int(ReactionType[e.reaction.upper()]) for e in recent]
         self.memory_dwell[user] = [0.0] * pad + [e.dwell_min for e in recent]
+        self.memory_disliked[user] = [False] * pad + [e.disliked for e in recent]
 
     # ------------------------------------------------------------------ inspection
 
@@ -452,8 +521,8 @@ class ParametricUsers:
         items, reactions, dwell = self.memory_items[user], self.memory_reactions[user], self.memory_dwell[user]
         memory = [
             MemoryEntry(item=int(i), topic=cat.topic_names[cat.topic[i]],
-                        reaction=REACTION_NAMES[int(r)], dwell_min=round(float(w), 3))
-            for i, r, w in zip(items, reactions, dwell)
+                        reaction=REACTION_NAMES[int(r)], dwell_min=round(float(w), 3), disliked=bool(x))
+            for i, r, w, x in zip(items, reactions, dwell, self.memory_disliked[user])
             if i >= 0
         ]
         return Mindset(
