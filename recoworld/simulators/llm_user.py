@@ -64,7 +64,17 @@ from recoworld.config import WorldConfig
 from recoworld.llm.backend import ChatBackend, Structured, shared_backend
 from recoworld.llm.config import SamplingParams
 from recoworld.llm.errors import LLMError
-from recoworld.mindset import UNSEEN, Instruction, Intent, MemoryEntry, Mindset, ReactionType
+from recoworld.mindset import (
+    UNSEEN,
+    ExitReason,
+    Instruction,
+    Intent,
+    Interview,
+    MemoryEntry,
+    Mindset,
+    ReactionType,
+    interview_score,
+)
 from recoworld.population import UserProfile
 from recoworld.simulators.base import BatchFeedback, SlateFeedback
 from recoworld.simulators.parametric import ParametricUsers
@@ -140,6 +150,7 @@ class LLMUser:
         self._sessions: list[str] = []
         self._feeling = self.fallback.mindset(0).summary
         self._session_items: list[tuple[int, str]] = []
+        self.last_interview: Interview | None = None
 
     def start_session(self, now_days: float, rng: np.random.Generator) -> None:
         self.fallback.start_sessions(_ROW0, np.array([now_days]), UserStreams([rng]))
@@ -248,24 +259,29 @@ class LLMUser:
         interests = np.asarray(before.interests, dtype=np.float64)
         time_left, patience = before.time_left_min, before.patience_left
         memory, reasons = list(before.memory), []
-        left = False
+        disliked = np.zeros(k, dtype=bool)
+        left, forced = False, None
         for pos, (item, r) in enumerate(zip(slate.tolist(), d.reactions)):
-            level = ReactionType[r.reaction.upper()]
+            disliked[pos] = r.reaction == "dislike"
+            level = ReactionType.SKIP if disliked[pos] else ReactionType[r.reaction.upper()]
             if level == ReactionType.SKIP:
                 minutes, patience = dyn.browse_minutes, patience - 1
+                if disliked[pos]:
+                    interests = _pushed_away(interests, cat.embeddings[item], dyn.dislike_push)
             else:
                 minutes = float(np.clip(r.dwell_min, dyn.browse_minutes, cat.duration_min[item]))
                 patience = int(users.patience[0])
                 interests = (1.0 - dyn.interest_drift) * interests + dyn.interest_drift * cat.embeddings[item]
             reactions[pos], dwell[pos] = level, minutes
             reasons.append(r.reason)
-            memory.append(MemoryEntry(item=item, topic=cat.topic_names[cat.topic[item]], reaction=r.reaction,
-                                      dwell_min=round(minutes, 3)))
+            memory.append(MemoryEntry(item=item, topic=cat.topic_names[cat.topic[item]], reaction=level.name.lower(),
+                                      dwell_min=round(minutes, 3), disliked=bool(disliked[pos])))
             self._session_items.append((item, r.reaction))
             time_left -= minutes
             if time_left <= 0 or patience <= 0:
-                left = True
+                left, forced = True, "out_of_time" if time_left <= 0 else "bored"
                 break
+        exit_reason = _exit_reason(d.leave, d.exit_reason, d.exit_text, forced) if left or d.leave else None
         left = left or d.leave
         users.set_mindset(0, before.model_copy(update={
             "interests": interests.tolist(), "satisfaction": d.satisfaction, "fatigue": d.fatigue,
@@ -280,7 +296,8 @@ class LLMUser:
             instruction = Instruction(text=stated.text, intent=Intent(kind=stated.kind, topics=stated.topics))
             users.apply_intent(0, instruction.intent)
         self.stats["llm_turns"] += 1
-        return SlateFeedback(reactions, dwell, instruction, left, reasons)
+        return SlateFeedback(reactions, dwell, instruction, left, reasons, disliked=disliked,
+                             exit_reason=exit_reason)
 
     def _fall_back(self, slate: np.ndarray, rng: np.random.Generator, err: LLMError, start: int = 0,
                    done: SlateFeedback | None = None) -> SlateFeedback:
@@ -289,14 +306,19 @@ class LLMUser:
         slate = np.asarray(slate)
         batch = self.fallback.review(slate[None, start:], UserStreams([rng]))
         reactions, dwell = batch.reactions[0], batch.dwell_min[0]
+        disliked = batch.disliked[0] if batch.disliked is not None else np.zeros(len(reactions), dtype=bool)
         if done is not None:
             reactions = np.concatenate([done.reactions[:start], reactions])
             dwell = np.concatenate([done.dwell_min[:start], dwell])
+            before = done.disliked[:start] if done.disliked is not None else np.zeros(start, dtype=bool)
+            disliked = np.concatenate([before, disliked])
         fb = SlateFeedback(reactions, dwell, batch.instructions[0], bool(batch.left[0]),
-                           reasons=[] if done is None else done.reasons[:start], fallback=True)
+                           reasons=[] if done is None else done.reasons[:start], fallback=True, disliked=disliked,
+                           exit_reason=batch.exit_reasons[0] if batch.exit_reasons is not None else None)
         seen = fb.reactions[start:] != UNSEEN
-        for item, level in zip(slate[start:][seen].tolist(), fb.reactions[start:][seen].tolist()):
-            self._session_items.append((item, ReactionType(level).name.lower()))
+        for item, level, no in zip(slate[start:][seen].tolist(), fb.reactions[start:][seen].tolist(),
+                                   fb.disliked[start:][seen].tolist()):
+            self._session_items.append((item, "dislike" if no else ReactionType(level).name.lower()))
         self._feeling = self.fallback.mindset(0).summary
         self.stats["fallback_turns"] += 1
         self.stats[f"fallback_{err.reason}"] += 1
@@ -308,13 +330,19 @@ class LLMUser:
         """One turn in `item` mode (see the module docstring), as a generator the sync and async
         paths both drive: it yields item k's call only after decision k - 1 is in the state."""
         k = len(slate)
-        done = SlateFeedback(np.full(k, UNSEEN, dtype=np.int8), np.zeros(k, dtype=np.float32), None, False)
+        done = SlateFeedback(np.full(k, UNSEEN, dtype=np.int8), np.zeros(k, dtype=np.float32), None, False,
+                             disliked=np.zeros(k, dtype=bool))
         stated: StatedInstruction | None = None
         for pos in range(k):
             reply = yield self._item_call(slate, pos, rng)
             if isinstance(reply, LLMError):
                 return self._fall_back(slate, rng, reply, start=pos, done=done)
-            done.reactions[pos], done.dwell_min[pos], done.left = self._apply_item(int(slate[pos]), reply)
+            level, minutes, forced = self._apply_item(int(slate[pos]), reply)
+            done.reactions[pos], done.dwell_min[pos] = level, minutes
+            done.disliked[pos] = reply.reaction == "dislike"  # type: ignore[index]
+            done.left = forced is not None or reply.leave
+            if done.left:
+                done.exit_reason = _exit_reason(reply.leave, reply.exit_reason, reply.exit_text, forced)
             done.reasons.append(reply.reason)
             stated = reply.instruction
             self.stats["llm_item_decisions"] += 1
@@ -347,23 +375,28 @@ class LLMUser:
         spec = Structured(ItemDecision, json_schema=item_schema(item, self._topics, last), check=check)
         return messages, spec, self._params(rng)
 
-    def _apply_item(self, item: int, d: ItemDecision) -> tuple[int, float, bool]:
+    def _apply_item(self, item: int, d: ItemDecision) -> tuple[int, float, str | None]:
         """One item's decision through the physics of `_apply`, loaded into the parametric state
-        (so the next item's prompt shows it); the reaction level, minutes spent and whether the user left."""
+        (so the next item's prompt shows it); the reaction level, minutes spent and what forced the user
+        to leave (`out_of_time`, `bored` for patience; None when nothing did)."""
         users, cat = self.fallback, self.catalog
         dyn = users.dyn
         before = users.mindset(0)
         interests = np.asarray(before.interests, dtype=np.float64)
-        level = ReactionType[d.reaction.upper()]
+        disliked = d.reaction == "dislike"
+        level = ReactionType.SKIP if disliked else ReactionType[d.reaction.upper()]
         if level == ReactionType.SKIP:
             minutes, patience = dyn.browse_minutes, before.patience_left - 1
+            if disliked:
+                interests = _pushed_away(interests, cat.embeddings[item], dyn.dislike_push)
         else:
             minutes = float(np.clip(d.dwell_min, dyn.browse_minutes, cat.duration_min[item]))
             patience = int(users.patience[0])
             interests = (1.0 - dyn.interest_drift) * interests + dyn.interest_drift * cat.embeddings[item]
         time_left = before.time_left_min - minutes
         memory = [*before.memory, MemoryEntry(item=item, topic=cat.topic_names[cat.topic[item]],
-                                              reaction=d.reaction, dwell_min=round(minutes, 3))]
+                                              reaction=level.name.lower(), dwell_min=round(minutes, 3),
+                                              disliked=disliked)]
         self._session_items.append((item, d.reaction))
         users.set_mindset(0, before.model_copy(update={
             "interests": interests.tolist(), "satisfaction": d.satisfaction, "fatigue": d.fatigue,
@@ -371,7 +404,8 @@ class LLMUser:
         }))
         if d.feeling:
             self._feeling = d.feeling
-        return int(level), minutes, time_left <= 0 or patience <= 0 or d.leave
+        forced = "out_of_time" if time_left <= 0 else "bored" if patience <= 0 else None
+        return int(level), minutes, forced
 
     # ------------------------------------------------------------------ session end
 
@@ -387,6 +421,8 @@ class LLMUser:
     def _apply_end(self, end: SessionEnd, now_days: float) -> float:
         self.stats["llm_session_ends"] += 1
         self._remember_session(now_days, end.summary)
+        score = int(end.rating) if end.rating is not None else interview_score(self.mindset().satisfaction)
+        self.last_interview = Interview(score=score, text=end.summary)
         if not end.come_back:
             return float("inf")
         earliest = float(self.fallback.earliest_return(_ROW0, np.array([now_days]))[0])
@@ -395,11 +431,29 @@ class LLMUser:
     def _end_fall_back(self, err: LLMError, parametric_gap: float) -> float:
         self.stats["fallback_session_ends"] += 1
         self.stats[f"fallback_{err.reason}"] += 1
+        self.last_interview = self.fallback.interview(0)
         self._remember_session(float(self.fallback.last_session_end[0]), self._feeling)
         return parametric_gap
 
     def _remember_session(self, now_days: float, summary: str) -> None:
         self._sessions = [*self._sessions, f"day {int(now_days)}: {summary}"][-self.session_memory :]
+
+
+def _pushed_away(interests: np.ndarray, item: np.ndarray, push: float) -> np.ndarray:
+    """A dislike pushes interests away from the item (as `ParametricUsers` does), keeping the norm at most 1."""
+    vec = interests - push * np.asarray(item, dtype=np.float64)
+    return vec / max(1.0, float(np.linalg.norm(vec)))
+
+
+def _exit_reason(said_leave: bool, kind: str | None, text: str, forced: str | None) -> ExitReason:
+    """Why an LLM user left: what it said when it chose to leave (`other` if it gave no kind), else what
+    forced it out (`out_of_time` for the time budget, `bored` for patience)."""
+    if said_leave and kind is not None:
+        return ExitReason(kind=kind, text=text)  # type: ignore[arg-type]
+    if forced is not None and not said_leave:
+        words = "Out of time for today." if forced == "out_of_time" else "Nothing worth watching for too long."
+        return ExitReason(kind=forced, text=words)  # type: ignore[arg-type]
+    return ExitReason(kind=forced or "other", text=text)  # type: ignore[arg-type]
 
 
 async def review_all(
@@ -492,11 +546,15 @@ class LLMUsers:
         k = slates.shape[1]
         reactions = np.full((len(fbs), k), UNSEEN, dtype=np.int8)
         dwell = np.zeros((len(fbs), k), dtype=np.float32)
+        disliked = np.zeros((len(fbs), k), dtype=bool)
         for j, fb in enumerate(fbs):
             reactions[j], dwell[j] = fb.reactions, fb.dwell_min
+            if fb.disliked is not None:
+                disliked[j] = fb.disliked
         return BatchFeedback(
             reactions, dwell, np.array([fb.left for fb in fbs], dtype=bool), [fb.instruction for fb in fbs],
             fallback=np.array([fb.fallback for fb in fbs], dtype=bool), reasons=[list(fb.reasons) for fb in fbs],
+            disliked=disliked, exit_reasons=[fb.exit_reason if fb.left else None for fb in fbs],
         )
 
     def end_sessions(self, rows: np.ndarray, now_days: np.ndarray, streams: UserStreams) -> np.ndarray:
@@ -511,6 +569,11 @@ class LLMUsers:
 
     def mindset(self, row: int) -> Mindset:
         return self.users[row].mindset()
+
+    def interview(self, row: int) -> Interview | None:
+        """The end-of-session interview of the row's last session: the model's rating (or the band of the
+        mindset's satisfaction when it gave none) and its summary; the parametric one after a fallback."""
+        return self.users[row].last_interview
 
 
 _LOOPS = threading.local()

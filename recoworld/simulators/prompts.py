@@ -20,12 +20,21 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from recoworld.catalog import Catalog
-from recoworld.mindset import Mindset
+from recoworld.mindset import EXIT_REASONS, ExitKind, Mindset
 from recoworld.population import UserProfile
 
 REACTIONS = ("skip", "click", "like", "share")
+#: What an LLM user may answer per item: the reactions, and "dislike" ("not interested"), which the
+#: world records as a skip with the `disliked` flag (see `recoworld.mindset`).
+REACTION_CHOICES = (*REACTIONS, "dislike")
+ReactionChoice = Literal["skip", "click", "like", "share", "dislike"]
+EXIT_CHARS = 80
 INTENT_KINDS = ("more", "less", "different")
 REASON_CHARS, FEELING_CHARS, INSTRUCTION_CHARS, SUMMARY_CHARS = 40, 60, 80, 80
+_EXIT_ASK = (
+    " When leave is true, also give exit_reason (bored, irrelevant, repetitive, out_of_time, satisfied or other) "
+    "and exit_text (a few words on why); otherwise null and an empty string."
+)
 
 SYSTEM = (
     "You play one real person scrolling a short-video app. Decide as this person would, given how they "
@@ -35,16 +44,18 @@ SYSTEM = (
 )
 
 _TURN_TASK = (
-    "For every item, in order, give: item (its id), reaction (skip, click = watch it, like, or share), "
-    "dwell_min (minutes watched, 0 for a skip) and a short reason. Then: satisfaction and fatigue after this "
-    "feed (0 to 1), feeling (one short sentence), disengaging (true if you are losing interest in the app), "
+    "For every item, in order, give: item (its id), reaction (skip, dislike = not interested, show me less, "
+    "click = watch it, like, or share), dwell_min (minutes watched, 0 for a skip) and a short reason. Then: "
+    "satisfaction and fatigue after this feed (0 to 1), feeling (one short sentence), disengaging (true if you "
+    "are losing interest in the app), "
     "instruction (only when disengaging: what you would tell the app, with kind more, less or different and "
-    "the topics it is about; otherwise null) and leave (true to close the app now)."
+    "the topics it is about; otherwise null) and leave (true to close the app now)." + _EXIT_ASK
 )
 _ITEM_TASK = (
     "React to this one item only; you have not seen what comes after it. Give: item (its id), reaction (skip, "
-    "click = watch it, like, or share), dwell_min (minutes watched, 0 for a skip), a short reason, your "
-    "satisfaction and fatigue after it (0 to 1), feeling (one short sentence) and leave (true to close the app now)."
+    "dislike = not interested, click = watch it, like, or share), dwell_min (minutes watched, 0 for a skip), a "
+    "short reason, your satisfaction and fatigue after it (0 to 1), feeling (one short sentence) and leave (true "
+    "to close the app now)." + _EXIT_ASK
 )
 _ITEM_LAST_TASK = (
     " This is the last item of this feed, so also give instruction: only if you are losing interest and stay, what "
@@ -52,7 +63,9 @@ _ITEM_LAST_TASK = (
 )
 _END_TASK = (
     "You just closed the app. Give: summary (one sentence, as this person, about this session), come_back "
-    "(will you open the app again?) and return_in_days (when: 0.2 = later today, 1 = tomorrow, 7 = next week)."
+    "(will you open the app again?), return_in_days (when: 0.2 = later today, 1 = tomorrow, 7 = next week) and "
+    "rating (how satisfied you are with this session, 1 = fed up to 5 = delighted); the summary is your one-sentence "
+    "answer to an interviewer."
 )
 
 
@@ -74,9 +87,13 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+def _int_clamped(low: int, high: int) -> AfterValidator:
+    return AfterValidator(lambda x: None if x is None else min(max(round(_finite(x)), low), high))
+
+
 class ItemReaction(_Lenient):
     item: int
-    reaction: Literal["skip", "click", "like", "share"]
+    reaction: ReactionChoice
     dwell_min: Annotated[float, _clamped(0.0, 24 * 60.0)]
     reason: Annotated[str, _cut(300)] = ""
 
@@ -97,6 +114,8 @@ class TurnDecision(_Lenient):
     disengaging: bool = False
     instruction: StatedInstruction | None = None
     leave: bool = False
+    exit_reason: ExitKind | None = None  # why the user leaves (kept only when `leave`)
+    exit_text: Annotated[str, _cut(300)] = ""
 
 
 class ItemDecision(_Lenient):
@@ -106,7 +125,7 @@ class ItemDecision(_Lenient):
     is dropped when the user leaves, as in a slate turn."""
 
     item: int
-    reaction: Literal["skip", "click", "like", "share"]
+    reaction: ReactionChoice
     dwell_min: Annotated[float, _clamped(0.0, 24 * 60.0)]
     reason: Annotated[str, _cut(300)] = ""
     satisfaction: Annotated[float, _clamped(0.0, 1.0)]
@@ -114,12 +133,18 @@ class ItemDecision(_Lenient):
     feeling: Annotated[str, _cut(300)] = ""
     leave: bool = False
     instruction: StatedInstruction | None = None
+    exit_reason: ExitKind | None = None  # why the user leaves (kept only when `leave`)
+    exit_text: Annotated[str, _cut(300)] = ""
 
 
 class SessionEnd(_Lenient):
+    """The session-end call; `summary` doubles as the interview's sentence, `rating` is its 1..5 score
+    (clamped; None when the model gave none: the score then comes from the mindset's satisfaction)."""
+
     summary: Annotated[str, _cut(300)]
     come_back: bool
     return_in_days: Annotated[float, _clamped(0.0, 365.0)]
+    rating: Annotated[float | None, _int_clamped(1, 5)] = None
 
 
 def data(text: str, limit: int = 300) -> str:
@@ -163,7 +188,8 @@ def turn_messages(
     slate: list[int],
 ) -> list[dict[str, str]]:
     """The bounded prompt of one turn: persona, mindset, session summaries, recent items, the feed."""
-    seen = [_seen_line(catalog, e.item, e.reaction, e.dwell_min) for e in mindset.memory[-recent:]]
+    seen = [_seen_line(catalog, e.item, "dislike" if e.disliked else e.reaction, e.dwell_min)
+            for e in mindset.memory[-recent:]]
     lines = [
         *_who(profile, mindset, feeling),
         "", "EARLIER SESSIONS", *([f"- {data(s, SUMMARY_CHARS + 20)}" for s in sessions] or ["(none yet)"]),
@@ -190,7 +216,8 @@ def item_messages(
     The feed's earlier items reach the model only through the mindset and the memory (what it
     saw lately, with its reactions); later items never appear. The feed's length is said, so the
     model knows when it is on the last item (where it may give an instruction)."""
-    seen = [_seen_line(catalog, e.item, e.reaction, e.dwell_min) for e in mindset.memory[-recent:]]
+    seen = [_seen_line(catalog, e.item, "dislike" if e.disliked else e.reaction, e.dwell_min)
+            for e in mindset.memory[-recent:]]
     last = position == slate_size - 1
     lines = [
         *_who(profile, mindset, feeling),
@@ -209,7 +236,7 @@ def session_end_messages(
     topics: dict[str, list[str]] = {}
     for item, reaction in session_items:
         topics.setdefault(catalog.topic_names[catalog.topic[item]], []).append(reaction)
-    happened = [f"- {data(t)}: " + ", ".join(f"{r} x{rs.count(r)}" for r in REACTIONS if r in rs)
+    happened = [f"- {data(t)}: " + ", ".join(f"{r} x{rs.count(r)}" for r in REACTION_CHOICES if r in rs)
                 for t, rs in topics.items()]
     lines = [*_who(profile, mindset, feeling), "", "THIS SESSION", *(happened or ["(nothing watched)"]),
              "", _END_TASK]
@@ -229,17 +256,24 @@ def _instruction_schema(topics: list[str]) -> dict[str, Any]:
     }
 
 
+_EXIT_PROPERTIES: dict[str, Any] = {
+    "exit_reason": {"anyOf": [{"type": "null"}, {"type": "string", "enum": list(EXIT_REASONS)}]},
+    "exit_text": {"type": "string", "maxLength": EXIT_CHARS},
+}
+
+
 def item_schema(item: int, topics: list[str], last: bool) -> dict[str, Any]:
     """JSON schema of one item's answer (`ItemDecision`); `instruction` only on the feed's last item."""
     properties: dict[str, Any] = {
         "item": {"const": item},
-        "reaction": {"type": "string", "enum": list(REACTIONS)},
+        "reaction": {"type": "string", "enum": list(REACTION_CHOICES)},
         "dwell_min": {"type": "number"},
         "reason": {"type": "string", "maxLength": REASON_CHARS},
         "satisfaction": {"type": "number"},
         "fatigue": {"type": "number"},
         "feeling": {"type": "string", "maxLength": FEELING_CHARS},
         "leave": {"type": "boolean"},
+        **_EXIT_PROPERTIES,
     }
     if last:
         properties["instruction"] = {"anyOf": [{"type": "null"}, _instruction_schema(topics)]}
@@ -254,7 +288,7 @@ def turn_schema(slate: list[int], topics: list[str]) -> dict[str, Any]:
             "type": "object",
             "properties": {
                 "item": {"const": item},
-                "reaction": {"type": "string", "enum": list(REACTIONS)},
+                "reaction": {"type": "string", "enum": list(REACTION_CHOICES)},
                 "dwell_min": {"type": "number"},
                 "reason": {"type": "string", "maxLength": REASON_CHARS},
             },
@@ -274,8 +308,10 @@ def turn_schema(slate: list[int], topics: list[str]) -> dict[str, Any]:
             "disengaging": {"type": "boolean"},
             "instruction": {"anyOf": [{"type": "null"}, instruction]},
             "leave": {"type": "boolean"},
+            **_EXIT_PROPERTIES,
         },
-        "required": ["reactions", "satisfaction", "fatigue", "feeling", "disengaging", "instruction", "leave"],
+        "required": ["reactions", "satisfaction", "fatigue", "feeling", "disengaging", "instruction", "leave",
+                     *_EXIT_PROPERTIES],
         "additionalProperties": False,
     }
 
@@ -286,7 +322,8 @@ SESSION_END_SCHEMA: dict[str, Any] = {
         "summary": {"type": "string", "maxLength": SUMMARY_CHARS},
         "come_back": {"type": "boolean"},
         "return_in_days": {"type": "number"},
+        "rating": {"type": "integer", "minimum": 1, "maximum": 5},
     },
-    "required": ["summary", "come_back", "return_in_days"],
+    "required": ["summary", "come_back", "return_in_days", "rating"],
     "additionalProperties": False,
 }

@@ -17,6 +17,10 @@ Turns are numbered from 1 over the whole episode (since `reset`), not per sessio
 is per session: an int for every session, or a list whose i-th entry is session i's (the
 last entry repeats). `return_gaps` likewise: the gap after session i, the last repeating.
 An instruction is given on its turn exactly as declared, even on a turn the user leaves.
+Richer reactions: `dislike_on_turns={2: [0, 3]}` marks positions 0 and 3 of turn 2 "not
+interested" (they become skips with the `disliked` flag); `exit_reason` ("bored", ... or an
+`ExitReason`) is given at every session end; `interview_score` (1..5, default: the band of
+`satisfaction`) and `interview` are the end-of-session interview.
 """
 
 from __future__ import annotations
@@ -32,7 +36,19 @@ from pydantic import ValidationError
 
 from recoworld.catalog import Catalog
 from recoworld.errors import ConfigError
-from recoworld.mindset import REACTION_NAMES, UNSEEN, Instruction, Intent, MemoryEntry, Mindset, ReactionType
+from recoworld.mindset import (
+    EXIT_REASONS,
+    REACTION_NAMES,
+    UNSEEN,
+    ExitReason,
+    Instruction,
+    Intent,
+    Interview,
+    MemoryEntry,
+    Mindset,
+    ReactionType,
+    interview_score,
+)
 from recoworld.population import UserProfile
 from recoworld.simulators.base import BatchFeedback
 from recoworld.streams import UserStreams
@@ -97,6 +113,13 @@ class Script:
     satisfaction: float = 0.6
     """the static satisfaction `mindset` reports"""
     summary: str = "A scripted user, doing as declared."
+    dislike_on_turns: Mapping[int, Sequence[int]] = field(default_factory=dict)
+    """episode turn (from 1) -> slate positions marked "not interested" (recorded as skips with the flag)"""
+    exit_reason: ExitReason | str | None = None
+    """why the user leaves, at every session end: an `ExitReason` or a kind (`recoworld.mindset.EXIT_REASONS`)"""
+    interview_score: int | None = None
+    """the end-of-session interview's 1..5 score; None: the band of `satisfaction`"""
+    interview: str = "It went as scripted."
 
     def __post_init__(self) -> None:
         turns = tuple(tuple(_reaction(v, f"reactions[{t}][{k}]") for k, v in enumerate(turn))
@@ -118,6 +141,24 @@ class Script:
         object.__setattr__(self, "skip_dwell_min", _minutes(self.skip_dwell_min, "skip_dwell_min"))
         if not isinstance(self.satisfaction, (int, float)) or not 0.0 <= self.satisfaction <= 1.0:
             raise ConfigError(f"Script.satisfaction: a number in [0, 1], got {self.satisfaction!r}")
+        dislikes = {}
+        for turn, positions in dict(self.dislike_on_turns).items():
+            if isinstance(turn, bool) or not isinstance(turn, int) or turn < 1:
+                raise ConfigError(f"Script.dislike_on_turns: turns are numbered from 1, got {turn!r}")
+            if isinstance(positions, (str, bytes)) or any(
+                    isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in positions):
+                raise ConfigError(f"Script.dislike_on_turns[{turn}]: slate positions (ints >= 0), got {positions!r}")
+            dislikes[turn] = tuple(positions)
+        object.__setattr__(self, "dislike_on_turns", dislikes)
+        if isinstance(self.exit_reason, str):
+            if self.exit_reason not in EXIT_REASONS:
+                raise ConfigError(f"Script.exit_reason: one of {', '.join(EXIT_REASONS)}, got {self.exit_reason!r}")
+            object.__setattr__(self, "exit_reason", ExitReason(kind=self.exit_reason))  # type: ignore[arg-type]
+        elif self.exit_reason is not None and not isinstance(self.exit_reason, ExitReason):
+            raise ConfigError(f"Script.exit_reason: an ExitReason, a kind or None, got {self.exit_reason!r}")
+        score = self.interview_score
+        if score is not None and (isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5):
+            raise ConfigError(f"Script.interview_score: an int from 1 to 5 (or None), got {score!r}")
 
     def turn_reactions(self, turn: int, k: int) -> np.ndarray:
         """(k,) reactions on episode turn `turn` (from 1) for a slate of `k` items."""
@@ -205,6 +246,8 @@ class ScriptedUsers:
         reactions = np.empty((r_count, k), dtype=np.int8)
         dwell = np.zeros((r_count, k), dtype=np.float32)
         left = np.zeros(r_count, dtype=bool)
+        disliked = np.zeros((r_count, k), dtype=bool)
+        exits: list[ExitReason | None] = [None] * r_count
         instructions: list[Instruction | None] = []
         for j, r in enumerate(rows_list):
             script = self.script(r)
@@ -212,12 +255,22 @@ class ScriptedUsers:
             self.session_turn[r] += 1
             turn = int(self.turn[r])
             reactions[j] = script.turn_reactions(turn, k)
+            for pos in script.dislike_on_turns.get(turn, ()):  # type: ignore[union-attr]
+                if pos < k:
+                    disliked[j, pos], reactions[j, pos] = True, ReactionType.SKIP
             dwell[j] = np.where(reactions[j] > ReactionType.SKIP, script.dwell_min,
                                 np.where(reactions[j] == ReactionType.SKIP, script.skip_dwell_min, 0.0))
             left[j] = self.session_turn[r] >= script.session_turns(int(self.session[r]))
+            exits[j] = script.exit_reason if left[j] else None  # type: ignore[assignment]
             instructions.append(script.instruct_on_turns.get(turn))  # type: ignore[union-attr]
             self._remember(r, slates[j], reactions[j], dwell[j])
-        return BatchFeedback(reactions, dwell, left, instructions)
+        return BatchFeedback(reactions, dwell, left, instructions, disliked=disliked, exit_reasons=exits)
+
+    def interview(self, row: int) -> Interview:
+        """The end-of-session interview the script declares (score: the band of `satisfaction` unless given)."""
+        script = self.script(row)
+        score = script.interview_score if script.interview_score is not None else interview_score(script.satisfaction)
+        return Interview(score=score, text=script.interview)
 
     def end_sessions(self, rows: np.ndarray, now_days: np.ndarray, streams: UserStreams) -> np.ndarray:
         del streams
