@@ -511,8 +511,8 @@ def calibrate(
 
 @app.command()
 def distill(
-    from_: Annotated[Path, typer.Option("--from", help="a `recoworld simulate --user-backend llm ... --out RUN` "
-                                                      "folder: the LLM decisions to distill")],
+    from_: Annotated[Path | None, typer.Option("--from", help="a `recoworld simulate --user-backend llm ... --out "
+                                                             "RUN` folder: the LLM decisions to distill")] = None,
     out: Annotated[Path, typer.Option(help="output directory: world.yaml, profiles.jsonl, catalog.parquet, "
                                            "calibration.json, agreement.csv, agreement.png")] = Path("runs/distilled"),
     holdout: Annotated[float, typer.Option(help="share of the users held out of the fit, for the agreement report")]
@@ -524,13 +524,42 @@ def distill(
     rank_check: Annotated[bool, typer.Option("--rank-check", help="rank the run's recommenders (4 or more) under "
                                              "the LLM users and the surrogate, report Spearman's rho (ranking.csv); "
                                              "without the flag, done when the run has 4 or more")] = False,
+    collect: Annotated[int | None, typer.Option(min=1, help="instead of --from: run LLM users of --config's world "
+                                                "in batches (under OUT/collect) until N decisions are logged or its "
+                                                "llm budget stops them, then fit")] = None,
+    config: Annotated[Path | None, typer.Option(help="--collect: the world config (YAML/JSON); its llm block sets "
+                                                     "the model, budget and concurrency")] = None,
+    agents: Annotated[str, typer.Option(help="--collect: comma-separated recommenders the LLM users meet")]
+    = "random,popular,greedy,instruct",
+    batch_users: Annotated[int, typer.Option(min=1, help="--collect: users in the first batch")] = 8,
+    max_users: Annotated[int, typer.Option(min=1, help="--collect: most users in all")] = 10_000,
 ) -> None:
     """Fit the parametric user to an LLM user's decisions (a fast surrogate) and report their agreement."""
     from recoworld.calibration.agreement import table
     from recoworld.calibration.distill import distill_run
 
+    if (from_ is None) == (collect is None):
+        raise _fail(ConfigError("give either --from RUN or --collect N --config WORLD"))
     try:
         _writable_dir(out, "--out")
+        if collect is not None:
+            from recoworld.agents import check_recommender_names
+            from recoworld.calibration.distill import collect as collect_runs
+            from recoworld.evaluation.simulation import load_world
+            from recoworld.llm.health import check_server
+
+            world = load_world(config, user_backend="llm")
+            names = [a.strip() for a in agents.split(",") if a.strip()]
+            check_recommender_names(names)
+            check_server(world.llm)
+
+            def progress(run: Path, n: int) -> None:
+                console.print(f"{run}: {n} LLM decisions so far (of {collect})", highlight=False)
+
+            runs, stopped = collect_runs(world, collect, out, names, seed, batch_users, max_users, on_batch=progress)
+            if stopped:
+                console.print(f"[yellow]collection stopped early:[/yellow] {stopped}")
+            from_ = runs  # type: ignore[assignment]
         result, report = distill_run(from_, out, holdout, seed, boot, min_decisions, rank_check or None)
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None

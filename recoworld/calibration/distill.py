@@ -38,6 +38,7 @@ logit itself); the agreement report measures how well that holds.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,18 +72,54 @@ class Decisions:
     profiles: dict[str, UserProfile]
     agents: list[str]
     seed: int = 0
-    summary: pd.DataFrame | None = None  # the run's summary.csv (per recommender), for the rank check
+    summary: pd.DataFrame | None = None  # the run's per-recommender summary, for the rank check
 
 
-def read_run(run: str | Path, min_decisions: int = MIN_DECISIONS) -> Decisions:
-    """The LLM decisions of a `simulate` run folder (see the module docstring); a clear error when there are fewer
-    than `min_decisions`."""
+def read_run(run: str | Path | Sequence[str | Path], min_decisions: int = MIN_DECISIONS) -> Decisions:
+    """The LLM decisions of a `simulate` run folder (see the module docstring), or of several run folders of one
+    world and recommenders (`collect`'s batches: user ids then get `@<folder name>`); a clear error when there are
+    fewer than `min_decisions`."""
+    from recoworld.evaluation.metrics import summarize
+
+    roots = [Path(run)] if isinstance(run, str | Path) else [Path(r) for r in run]
+    if not roots:
+        raise ConfigError("no run folder given")
+    parts = [_load(root, min_decisions) for root in roots]
+    cfg, catalog = parts[0][0], parts[0][3]
+    trajs, eps, profiles = [], [], []
+    for root, (c, traj, ep, _, profs) in zip(roots, parts):
+        if len(parts) > 1:
+            if c.world.model_copy(update={"llm": cfg.world.llm}) != cfg.world or c.agents != cfg.agents:
+                raise ConfigError(f"{root} has another world or other recommenders than {roots[0]}; distill fits "
+                                  "one world's decisions")
+            rename = {p.user_id: f"{p.user_id}@{root.name}" for p in profs}
+            traj = traj.assign(user_id=traj["user_id"].map(rename))
+            ep = ep.assign(user_id=ep["user_id"].map(rename)) if "user_id" in ep else ep
+            profs = [p.model_copy(update={"user_id": rename[p.user_id]}) for p in profs]
+        trajs.append(traj)
+        eps.append(ep)
+        profiles += profs
+    traj = pd.concat(trajs, ignore_index=True)
+    by_id = {p.user_id: p for p in profiles}
+    items, turns = _tables(traj, cfg.world, catalog, by_id)
+    n = len(items)
+    where = roots[0] if len(roots) == 1 else f"{len(roots)} runs ({roots[0].parent})"
+    if n < max(1, min_decisions):
+        fallbacks = int(traj.drop_duplicates(["recommender", "user_id", "step"])["llm_fallback"].sum())
+        raise ConfigError(f"{where} holds {n} LLM item decisions ({fallbacks} fallback turns excluded); distill "
+                          f"needs at least {max(1, min_decisions)}: run more users or turns (or lower --min-decisions)")
+    episodes = pd.concat([e for e in eps if len(e)], ignore_index=True) if any(len(e) for e in eps) else None
+    summary = summarize(traj, episodes) if episodes is not None else None
+    return Decisions(items, turns, cfg.world, catalog, by_id, list(cfg.agents), cfg.seed, summary)
+
+
+def _load(root: Path, min_decisions: int) -> tuple[Any, pd.DataFrame, pd.DataFrame, Catalog, list[UserProfile]]:
+    """(simulate config, trajectories, episodes, catalog, drawn users) of one run folder, checked."""
     from recoworld.catalog import cached_catalog
     from recoworld.evaluation.run_folder import catalog_fingerprint
     from recoworld.evaluation.simulation import SimulationConfig, run_identity
     from recoworld.population import sample_population
 
-    root = Path(run)
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
         raise ConfigError(f"{root} is not a run folder (no manifest.json); give the --out of "
@@ -107,15 +144,9 @@ def read_run(run: str | Path, min_decisions: int = MIN_DECISIONS) -> Decisions:
             or identity.get("catalog") not in (None, catalog_fingerprint(catalog)):
         raise ConfigError(f"{root}: its users or catalog came from files (--data, --catalog or --calibrated), which "
                           "distill cannot rebuild; distill runs over the world's own population")
-    items, turns = _tables(traj, cfg.world, catalog, {p.user_id: p for p in profiles})
-    n = len(items)
-    if n < max(1, min_decisions):
-        fallbacks = int(traj.drop_duplicates(["recommender", "user_id", "step"])["llm_fallback"].sum())
-        raise ConfigError(f"{root} holds {n} LLM item decisions ({fallbacks} fallback turns excluded); distill needs "
-                          f"at least {max(1, min_decisions)}: run more users or turns (or lower --min-decisions)")
-    summary = pd.read_csv(root / "summary.csv") if (root / "summary.csv").is_file() else None
-    return Decisions(items, turns, cfg.world, catalog, {p.user_id: p for p in profiles}, list(cfg.agents),
-                     cfg.seed, summary)
+    eps_files = sorted((root / "episodes").glob("*.parquet"))
+    eps = pd.concat([pd.read_parquet(f) for f in eps_files], ignore_index=True) if eps_files else pd.DataFrame()
+    return cfg, traj, eps, catalog, profiles
 
 
 def _tables(traj: pd.DataFrame, world: WorldConfig, catalog: Catalog,
@@ -363,7 +394,7 @@ def _estimate(value: float, se: float) -> dict[str, float]:
     return {"value": float(value), "se": float(se), "ci95": [float(value - 1.96 * se), float(value + 1.96 * se)]}
 
 
-def distill_run(run: str | Path, out: str | Path, holdout: float = 0.3, seed: int = 0,
+def distill_run(run: str | Path | Sequence[str | Path], out: str | Path, holdout: float = 0.3, seed: int = 0,
                 n_boot: int = 200, min_decisions: int = MIN_DECISIONS,
                 rank_check: bool | None = None) -> tuple[CalibratedWorld, pd.DataFrame]:
     """`recoworld distill --from RUN --out DIR`: fit, write the world (calibrated-world format, so `--calibrated
@@ -398,3 +429,46 @@ def distill_run(run: str | Path, out: str | Path, holdout: float = 0.3, seed: in
     report.to_csv(path / "agreement.csv", index=False)
     plot(report, path / "agreement.png")
     return distilled, report
+
+
+def count_decisions(trajectories: pd.DataFrame) -> int:
+    """LLM item decisions in a run's trajectories: reviewed items of turns the LLM played (no fallback)."""
+    if trajectories.empty:
+        return 0
+    return int(((trajectories["reaction"] >= 0) & ~trajectories["llm_fallback"].astype(bool)).sum())
+
+
+def collect(world: WorldConfig, n_decisions: int, out: str | Path, agents: list[str], seed: int = 0,
+            batch_users: int = 8, max_users: int = 10_000, population: Any = None,
+            on_batch: Any = None) -> tuple[list[Path], str | None]:
+    """`recoworld distill --collect N`: run LLM users in batches of fresh users (batch b: seed + b) into
+    `out/collect/batch-NNN` until `n_decisions` LLM item decisions are logged, the LLM budget stops the run, or
+    `max_users` users have played. The first batch has `batch_users` users; the next ones as many as the decisions
+    per user seen so far say are missing (plus 10%). All batches share one LLM cache and one budget ledger
+    (`out/collect/llm-cache`, `out/collect/llm-budget.json`, unless the llm block sets them), so the world's
+    budget bounds the whole collection and a rerun replays what was already asked. `on_batch(run, decisions so
+    far)` after each batch. Returns (the batch folders, why the budget stopped it or None)."""
+    import math
+
+    from recoworld.evaluation.simulation import SimulationConfig, simulate
+    from recoworld.population import PopulationSpec
+
+    root = Path(out) / "collect"
+    world = world.model_copy(update={"user_backend": "llm", "llm": world.llm.for_run(root, ledger=True)})
+    runs: list[Path] = []
+    got, users, n = 0, 0, batch_users
+    while True:
+        run = root / f"batch-{len(runs):03d}"
+        cfg = SimulationConfig(n_users=n, agents=agents, seed=seed + len(runs), world=world,
+                               population=population if population is not None else PopulationSpec.default())
+        result = simulate(cfg, out=run, overwrite=True)  # a batch of another size (a rerun without cache)
+        runs.append(run)
+        users += n
+        got += count_decisions(result.trajectories)
+        if on_batch is not None:
+            on_batch(run, got)
+        if got >= n_decisions or result.stopped or users >= max_users:
+            return runs, result.stopped
+        per_user = got / users
+        need = math.ceil(1.1 * (n_decisions - got) / per_user) if per_user > 0 else 2 * n
+        n = max(1, min(need, max_users - users, 4 * n))

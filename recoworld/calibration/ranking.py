@@ -47,7 +47,8 @@ def rank_check(decisions: Decisions, surrogate: CalibratedWorld, seed: int | Non
     sur = sur.set_index("recommender").reindex(agents)
     rows = []
     for metric in METRICS:
-        a, b = llm[metric].to_numpy(np.float64), sur[metric].to_numpy(np.float64)
+        # rounded: equal results (two recommenders that served the same slates) stay tied whatever the summing order
+        a, b = (np.round(df[metric].to_numpy(np.float64), 9) for df in (llm, sur))
         rho = spearman(a, b)
         ra, rb = pd.Series(-a).rank().to_numpy(), pd.Series(-b).rank().to_numpy()
         for i, name in enumerate(agents):
