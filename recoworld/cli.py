@@ -533,6 +533,8 @@ def distill(
     = "random,popular,greedy,instruct",
     batch_users: Annotated[int, typer.Option(min=1, help="--collect: users in the first batch")] = 8,
     max_users: Annotated[int, typer.Option(min=1, help="--collect: most users in all")] = 10_000,
+    neural: Annotated[bool, typer.Option("--neural", help="also train the small torch choice model and add its "
+                                         "column (item-level measures) to the agreement report")] = False,
 ) -> None:
     """Fit the parametric user to an LLM user's decisions (a fast surrogate) and report their agreement."""
     from recoworld.calibration.agreement import table
@@ -560,7 +562,8 @@ def distill(
             if stopped:
                 console.print(f"[yellow]collection stopped early:[/yellow] {stopped}")
             from_ = runs  # type: ignore[assignment]
-        result, report = distill_run(from_, out, holdout, seed, boot, min_decisions, rank_check or None)
+        result, report = distill_run(from_, out, holdout, seed, boot, min_decisions, rank_check or None,
+                                     neural)
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None
     console.print(table(report), markup=False, highlight=False)

@@ -44,7 +44,7 @@ def distilled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFr
     try:
         run = llm_run(tmp_path_factory.mktemp("run"), mp, n_users=24, agents=RANKED)
         out = tmp_path_factory.mktemp("distilled")
-        _, report = distill_run(run, out, holdout=0.3, seed=0, n_boot=50)
+        _, report = distill_run(run, out, holdout=0.3, seed=0, n_boot=50, neural=True)
     finally:
         mp.undo()
     return out, report.set_index(["model", "measure"])
@@ -59,6 +59,8 @@ def test_the_distilled_user_reproduces_held_out_llm_decisions(distilled: tuple[P
     assert acc["distilled", "click_auc"] > 0.95
     assert acc["distilled", "leave_accuracy"] >= acc["default", "leave_accuracy"]
     assert acc["distilled", "dwell_corr"] > 0.5
+    assert acc["neural", "reaction_accuracy"] >= 0.9 and acc["neural", "click_auc"] > 0.95, "the torch scorer"
+    assert np.isnan(acc["neural", "return_gap_ks"]), "the neural scorer is no simulator: item-level measures only"
     low, high = report.loc[("distilled", "reaction_accuracy"), ["ci_low", "ci_high"]]
     assert low <= acc["distilled", "reaction_accuracy"] <= high
     fit = json.loads((out / "calibration.json").read_text())

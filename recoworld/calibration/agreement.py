@@ -23,7 +23,7 @@ Every measure has a 95% bootstrap interval over held-out users (clusters).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -97,12 +97,14 @@ def _ks(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(np.searchsorted(a, grid, "right") / len(a) - np.searchsorted(b, grid, "right") / len(b)).max())
 
 
-def _measures(items: pd.DataFrame, pred: pd.DataFrame, turns: pd.DataFrame, model_turns: pd.DataFrame) -> dict:
+def _measures(items: pd.DataFrame, pred: pd.DataFrame, turns: pd.DataFrame, model_turns: pd.DataFrame | None) -> dict:
     y = items["reaction"].to_numpy()
     dwell = items["dwell_min"].to_numpy(np.float64)
     corr = float(np.corrcoef(dwell, pred["dwell"])[0, 1]) if len(y) > 2 and dwell.std() and pred["dwell"].std() \
         else float("nan")
     gaps = turns.loc[turns["left"].astype(bool), "return_gap_days"].to_numpy(np.float64)
+    if model_turns is None:  # a model that is no simulator (the neural scorer): item-level measures only
+        model_turns = pd.DataFrame({"instructed": [np.nan], "left": [False], "return_gap_days": [np.nan]})
     model_gaps = model_turns.loc[model_turns["left"].astype(bool), "return_gap_days"].to_numpy(np.float64)
     return {
         "reaction_accuracy": float(np.mean(pred["reaction"].to_numpy() == y)),
@@ -116,19 +118,26 @@ def _measures(items: pd.DataFrame, pred: pd.DataFrame, turns: pd.DataFrame, mode
 
 
 def agreement(decisions: Decisions, held_out: set[str], models: Mapping[str, tuple[WorldConfig, list[UserProfile]]],
-              n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
-    """One row per model x measure: value and 95% bootstrap interval over held-out users."""
+              n_boot: int = 200, seed: int = 0,
+              scorers: Mapping[str, Callable[[pd.DataFrame], pd.DataFrame]] | None = None) -> pd.DataFrame:
+    """One row per model x measure: value and 95% bootstrap interval over held-out users. `scorers` are more
+    models that only score decisions (teacher-forced predictions of the held-out items, as `predict`'s columns):
+    their session-level measures are nan."""
     items = decisions.items[decisions.items["user_id"].isin(held_out)].reset_index(drop=True)
     turns = decisions.turns[decisions.turns["user_id"].isin(held_out)].reset_index(drop=True)
     users = np.array(sorted(held_out))
     rng = np.random.default_rng(seed)
     draws = [rng.choice(users, len(users)) for _ in range(n_boot)]
     rows = []
+    runs: dict[str, tuple[pd.DataFrame, pd.DataFrame | None]] = {}
     for name, (world, profiles) in models.items():
         by_id = {p.user_id: p for p in profiles}
         held_profiles = [by_id[u] for u in users]
-        pred = predict(items, world, held_profiles, decisions.catalog)
-        model_turns = free_run(decisions, world, held_profiles, seed)
+        runs[name] = (predict(items, world, held_profiles, decisions.catalog),
+                      free_run(decisions, world, held_profiles, seed))
+    for name, scorer in (scorers or {}).items():
+        runs[name] = (scorer(items).reset_index(drop=True), None)
+    for name, (pred, model_turns) in runs.items():
         point = _measures(items, pred, turns, model_turns)
         item_rows = {u: np.flatnonzero(items["user_id"].to_numpy() == u) for u in users}
         turn_rows = {u: np.flatnonzero(turns["user_id"].to_numpy() == u) for u in users}

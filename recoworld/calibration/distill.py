@@ -396,14 +396,15 @@ def _estimate(value: float, se: float) -> dict[str, float]:
 
 def distill_run(run: str | Path | Sequence[str | Path], out: str | Path, holdout: float = 0.3, seed: int = 0,
                 n_boot: int = 200, min_decisions: int = MIN_DECISIONS,
-                rank_check: bool | None = None) -> tuple[CalibratedWorld, pd.DataFrame]:
+                rank_check: bool | None = None, neural: bool = False) -> tuple[CalibratedWorld, pd.DataFrame]:
     """`recoworld distill --from RUN --out DIR`: fit, write the world (calibrated-world format, so `--calibrated
     DIR` and `--config DIR/world.yaml` take it), and the agreement report (agreement.csv, agreement.png) of the
     default parametric user and the distilled one on the held-out users.
 
     `rank_check` (`recoworld.calibration.ranking`): True runs the policy-ranking check (an error if the run has
     too few recommenders), None runs it when the run has enough, False never; its table is ranking.csv and its
-    Spearman's rho the report's `ranking`."""
+    Spearman's rho the report's `ranking`. `neural` also trains the neural choice model
+    (`recoworld.calibration.neural`) on the fit users and adds its (item-level) column to the report."""
     from recoworld.calibration.agreement import agreement, plot
     from recoworld.calibration.calibrated import save_calibration
 
@@ -414,8 +415,13 @@ def distill_run(run: str | Path | Sequence[str | Path], out: str | Path, holdout
     default = build(WorldConfig, "default world", decisions.world, user_backend="parametric",
                     choice=WorldConfig().choice.model_dump(), dynamics=WorldConfig().dynamics.model_dump(),
                     returns=WorldConfig().returns.model_dump())
+    scorers = {}
+    if neural:
+        from recoworld.calibration.neural import fit_neural
+
+        scorers["neural"] = fit_neural(decisions.items[~decisions.items["user_id"].isin(held)], seed=seed).predict
     report = agreement(decisions, held, {"default": (default, list(decisions.profiles.values())),
-                                         "distilled": (distilled.world, distilled.profiles)}, n_boot, seed)
+                                         "distilled": (distilled.world, distilled.profiles)}, n_boot, seed, scorers)
     distilled.report["agreement"] = report.to_dict(orient="records")
     ranking = None
     if rank_check or (rank_check is None and len(decisions.agents) >= MIN_AGENTS and decisions.summary is not None):

@@ -77,7 +77,12 @@ def table(ranking: pd.DataFrame) -> str:
     lines = ["metric              rho     LLM users' order  |  surrogate's order"]
     for metric, g in ranking.groupby("metric", sort=False):
         rho = g["spearman_rho"].iloc[0]
-        llm = " > ".join(g.sort_values("llm_rank", kind="stable")["recommender"])
-        sur = " > ".join(g.sort_values("surrogate_rank", kind="stable")["recommender"])
-        lines.append(f"{metric:<18}  {rho:+.2f}   {llm}  |  {sur}")
+        lines.append(f"{metric:<18}  {rho:+.2f}   {_order(g, 'llm_rank')}  |  {_order(g, 'surrogate_rank')}")
     return "\n".join(lines)
+
+
+def _order(g: pd.DataFrame, rank: str) -> str:
+    """'a > b = c > d': best first, ties joined by '='."""
+    g = g.sort_values(rank, kind="stable")
+    names, ranks = g["recommender"].tolist(), g[rank].tolist()
+    return names[0] + "".join((" = " if r == q else " > ") + n for n, r, q in zip(names[1:], ranks[1:], ranks))
