@@ -64,6 +64,12 @@ In the 30-100 iteration runs the policy's entropy stays near uniform (5.8-6.5 of
 effect on a noisy, session-delayed retention signal is small, and 60k-200k env steps move the
 policy little. The env's return bonus also rewards same-day returns, which retention does not
 count; `day_reward` removes that misalignment but was not enough on its own.
+Diagnostic: the pipeline itself learns. With a dense reward (1 per click, nothing else, gamma
+0.5, lr 1e-3) clicks per training episode go from 5.6 to 34.6 in 40 iterations and the entropy
+falls to 3.8 (measured after the world changed in 844bda9; random 0.301, this policy 0.322,
+greedy 0.271 on 100 users). So what is missing is a learnable retention signal, not capacity.
+Untried next levers: distilling the oracle into a policy that sees only the observation
+(a privileged teacher), a per-session critic target, and features of the session so far.
 
 ## Outputs (under `out`)
 `checkpoints/iter_NNNNNN/` (RLlib checkpoints, each moved into place only once complete),
