@@ -1,7 +1,8 @@
 """`recoworld distill` end to end on the real local model (issue 15): Gemma 3 270M plays a few LLM users through
 `recoworld simulate`, and `recoworld distill` fits the surrogate on their decisions and writes the calibrated
 world and the agreement report. Tiny on purpose (3 users, 2 turns of a 3-item slate: about 15 s a turn on 2
-cores), hence `--min-decisions`: this proves the pipeline, not the fit."""
+cores; temperature 0: it logged 18 decisions, no fallback, in 10 model calls), hence `--min-decisions`: this
+proves the pipeline, not the fit."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_distill_end_to_end_on_local_llm_users(tmp_path: Path) -> None:
               "--llm", "local", "--llm-cache", "write", "--seed", "0", "--out", "run")
     assert sim.returncode == 0, sim.stdout + sim.stderr
     out = cli("distill", "--from", "run", "--out", "distilled", "--min-decisions", "3", "--holdout", "0.34",
-              "--boot", "10")
+              "--boot", "10", "--neural")
     assert out.returncode == 0, sim.stdout + out.stdout + out.stderr
     assert "reaction_accuracy" in out.stdout and "distilled" in out.stdout
     for name in ("world.yaml", "profiles.jsonl", "catalog.parquet", "calibration.json", "agreement.csv",
@@ -40,7 +41,8 @@ def test_distill_end_to_end_on_local_llm_users(tmp_path: Path) -> None:
         assert (tmp_path / "distilled" / name).stat().st_size > 0, name
     fit = json.loads((tmp_path / "distilled" / "calibration.json").read_text())
     assert fit["source"] == "recoworld distill" and fit["decisions"]["fit"] >= 1
-    assert len(fit["agreement"]) >= 7 * 2, "the default and the distilled user, every measure"
+    assert {r["model"] for r in fit["agreement"]} == {"default", "distilled", "neural"}
+    assert len(fit["agreement"]) == 7 * 3, "every measure of each model"
     # the distilled world is a calibrated world: simulate takes it
     again = cli("simulate", "--users", "2", "--agents", "random", "--calibrated", "distilled", "--out", "check")
     assert again.returncode == 0, again.stdout + again.stderr
