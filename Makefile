@@ -50,7 +50,7 @@ $(VENV)/.all: $(VENV)/.core $(VENV)/.llama-$(LLAMA_KEY)
 	touch $@
 
 demo: $(VENV)/.core
-	$(VENV)/bin/recoworld simulate --out runs/demo
+	$(VENV)/bin/recoworld simulate --out runs/demo --overwrite  # the demo replaces its own previous run
 	$(VENV)/bin/recoworld report runs/demo
 
 test: $(VENV)/.all
