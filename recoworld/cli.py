@@ -697,8 +697,10 @@ def main() -> None:
     import signal
 
     from recoworld.llm.supervisor import close_all
+    from recoworld.studies.ray_cleanup import STOP_REQUESTED
 
     def interrupt(signum: int, frame: object) -> None:
+        STOP_REQUESTED.set()
         close_all()
         signal.default_int_handler(signum, frame)
 

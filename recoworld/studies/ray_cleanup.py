@@ -244,3 +244,9 @@ def restore_sigterm(previous: Handler) -> None:
     """Put back the SIGTERM handler from before (main thread only)."""
     if threading.current_thread() is threading.main_thread() and previous is not None:
         signal.signal(signal.SIGTERM, previous)
+
+
+#: Set by the CLI's Ctrl-C / SIGTERM handler. Ray can swallow the KeyboardInterrupt a signal raises
+#: while `ray.init()` starts its processes, so a study also checks this before it could end as complete.
+STOP_REQUESTED = threading.Event()
+

@@ -59,7 +59,13 @@ from recoworld.llm.health import check_server, uses_llm
 from recoworld.population import UserProfile, draw_profiles, sample_population
 from recoworld.storage import write_json_atomic, write_parquet_atomic
 from recoworld.studies.creators import publish
-from recoworld.studies.ray_cleanup import clean_stale_ray, end_own_sessions, restore_sigterm, sigterm_interrupts
+from recoworld.studies.ray_cleanup import (
+    STOP_REQUESTED,
+    clean_stale_ray,
+    end_own_sessions,
+    restore_sigterm,
+    sigterm_interrupts,
+)
 from recoworld.studies.spec import StudySpec
 
 # Spawn keys of the study's independent random streams.
@@ -245,6 +251,8 @@ def run_study(
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise ConfigError(f"--address {address}: cannot start or reach Ray ({reason})") from None
             sigterm_interrupts(sigterm)  # ray.init took SIGTERM over; it ends the study like Ctrl-C
+        if STOP_REQUESTED.is_set():  # a signal during ray.init whose KeyboardInterrupt Ray swallowed
+            raise KeyboardInterrupt
         task = ray.remote(run_shard)
         cat_ref = ray.put(setup.catalog)
         pending = {
@@ -252,7 +260,11 @@ def run_study(
         }
         try:
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                if STOP_REQUESTED.is_set():
+                    raise KeyboardInterrupt
+                if not ready:
+                    continue
                 shard = pending.pop(ready[0])
                 try:
                     traj, eps = ray.get(ready[0])
