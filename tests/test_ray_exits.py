@@ -110,10 +110,15 @@ def test_a_signalled_study_leaves_no_ray_process(tmp_path: Path, ray_root: Path,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode != 0, "signalled while shards were running, yet it ended as if complete"
     assert "Traceback" not in proc.stderr.read()
     _wait(lambda: not _session_procs(ray_root), None, 20, "exit of every Ray process of the session")
-    assert _shards_done(out) < len(range(0, SPEC["n_users"], SPEC["shard_size"]))
+    n_shards = len(range(0, SPEC["n_users"], SPEC["shard_size"]))
+    if when == "running":
+        assert proc.returncode != 0, "signalled while shards were running, yet it ended as if complete"
+        assert _shards_done(out) < n_shards
+    else:  # stopped, or (a signal Ray absorbed while starting) a complete study: never a partial one
+        assert (proc.returncode != 0 and _shards_done(out) < n_shards) or (
+            proc.returncode == 0 and _shards_done(out) == n_shards), (proc.returncode, _shards_done(out))
 
 
 def test_after_a_sigkill_the_next_study_ends_the_orphans_and_gives_the_uninterrupted_result(

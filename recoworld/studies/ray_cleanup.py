@@ -24,7 +24,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -249,4 +249,26 @@ def restore_sigterm(previous: Handler) -> None:
 #: Set by the CLI's Ctrl-C / SIGTERM handler. Ray can swallow the KeyboardInterrupt a signal raises
 #: while `ray.init()` starts its processes, so a study also checks this before it could end as complete.
 STOP_REQUESTED = threading.Event()
+
+
+@contextlib.contextmanager
+def stop_noted_during_init() -> Iterator[None]:
+    """While `ray.init()` runs, Ray installs its own SIGTERM handler; wrap whatever it installs so
+    that a SIGTERM then also sets `STOP_REQUESTED` (Ray's `sys.exit` can be lost in its start-up)."""
+    import ray._private.utils as ray_utils
+
+    install = ray_utils.set_sigterm_handler
+
+    def install_noted(handler: Callable[[int, FrameType | None], Any]) -> None:
+        def noted(signum: int, frame: FrameType | None) -> None:
+            STOP_REQUESTED.set()
+            handler(signum, frame)
+
+        install(noted)
+
+    ray_utils.set_sigterm_handler = install_noted
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = install
 

@@ -65,6 +65,7 @@ from recoworld.studies.ray_cleanup import (
     end_own_sessions,
     restore_sigterm,
     sigterm_interrupts,
+    stop_noted_during_init,
 )
 from recoworld.studies.spec import StudySpec
 
@@ -245,8 +246,9 @@ def run_study(
             if address in (None, "local"):
                 clean_stale_ray()  # orphans of a local Ray whose driver was killed (kill -9)
             try:
-                ray.init(address=address, num_cpus=num_cpus if address is None else None,
-                         include_dashboard=False, log_to_driver=False)
+                with stop_noted_during_init():
+                    ray.init(address=address, num_cpus=num_cpus if address is None else None,
+                             include_dashboard=False, log_to_driver=False)
             except (ConnectionError, ValueError) as err:  # e.g. --address auto with no cluster running
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise ConfigError(f"--address {address}: cannot start or reach Ray ({reason})") from None
