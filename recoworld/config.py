@@ -283,6 +283,12 @@ class RetrievalConfig(StrictModel):
         "exploration block while an instruction is active",
     )
     exclude_recent: int = Field(50, ge=0, description="do not re-offer the last N shown items")
+    search_cap: int = Field(
+        5, ge=0, le=1000,
+        description="catalog-search items the platform admits into one user's candidates per turn "
+        "(`recoworld.envs.search`, ToolRec's `search` tool), each in place of the lowest-priority candidate; "
+        "0 turns the search service off. At most n_candidates",
+    )
 
     @model_validator(mode="after")
     def _shares(self) -> RetrievalConfig:
@@ -361,5 +367,10 @@ class WorldConfig(StrictModel):
         if self.n_candidates > self.catalog.n_items:
             raise ValueError(
                 f"n_candidates must be <= catalog.n_items, got {self.n_candidates} > {self.catalog.n_items}"
+            )
+        if self.retrieval.search_cap > self.n_candidates:
+            raise ValueError(
+                f"retrieval.search_cap must be <= n_candidates, got {self.retrieval.search_cap} "
+                f"> n_candidates={self.n_candidates}"
             )
         return self

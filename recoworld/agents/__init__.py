@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from recoworld.agents import plugins
-from recoworld.agents.base import Observation, Recommender
+from recoworld.agents.base import CatalogSearcher, Observation, Recommender
 from recoworld.agents.baselines import (
     DiverseRelevanceRecommender,
     GreedyRelevanceRecommender,
@@ -146,6 +146,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "AGENTS",
     "LLM_AGENTS",
+    "CatalogSearcher",
     "DiverseRelevanceRecommender",
     "GreedyRelevanceRecommender",
     "InstructionAwareRecommender",

@@ -8,9 +8,12 @@ slate just shown, with the env's step `info`. Recommenders never see the mindset
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from recoworld.envs.search import PlatformSearch
 
 Observation = dict[str, np.ndarray]
 
@@ -42,3 +45,21 @@ class Recommender(ABC):
         mask = observation["candidate_mask"].astype(bool)
         order = np.lexsort((np.arange(len(scores)), -scores, ~mask))
         return order[: self.slate_size].astype(np.int64)
+
+
+class CatalogSearcher:
+    """Optional capability: a recommender that searches the whole catalog through the platform.
+
+    Mix it into a `Recommender`. A runner that has the platform's search service
+    (`RecoWorldEnv.search`, a `recoworld.envs.search.PlatformSearch`) hands it over with
+    `connect_search` before each episode (`simulation.run_episode` does); the service admits
+    found items into the candidates, at most `retrieval.search_cap` per turn, and the agent
+    still acts on candidate positions. Without one (None: `search_cap` 0, the vector and
+    population views) the recommender must work from the candidates alone. Recommenders
+    without this capability are never handed a search service.
+    """
+
+    search: PlatformSearch | None = None
+
+    def connect_search(self, search: PlatformSearch | None) -> None:
+        self.search = search

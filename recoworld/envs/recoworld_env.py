@@ -31,6 +31,13 @@ A `Dict` (H = history_len, C = n_candidates, F = embedding_dim + 3):
 The instruction's text is in `info["instruction"]`. The mindset is hidden; it appears
 in `info["mindset"]` only when the env is made with `expose_mindset=True`.
 
+## Catalog search
+`env.search` (a `recoworld.envs.search.PlatformSearch`; None with `retrieval.search_cap=0`)
+finds items in the whole catalog by topic, subtopic, semantic-ID prefix or text query, and
+admits at most `retrieval.search_cap` (5) of them per turn into the candidates, in place of
+the lowest-priority ones; the agent then picks them by position as usual.
+`info["searched"]` (K,) marks slate items that entered through search this turn.
+
 ## Instruction channels
 `instruction_channel` sets what the recommender is told when the user speaks:
 - `structured` (default): `obs["instruction"]` = [1, more, less, different] + the parsed
@@ -97,6 +104,7 @@ import numpy as np
 from recoworld.catalog import Catalog
 from recoworld.config import WorldConfig, build
 from recoworld.envs.observation import action_space, observation_space
+from recoworld.envs.search import PlatformSearch
 from recoworld.envs.world import (
     EpisodeStats,
     StepBatch,
@@ -138,6 +146,8 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.population = check_population(population)
         self.users = user_simulator if user_simulator is not None else build_users(self.catalog, cfg, 1)
         self.world = World(self.catalog, cfg, self.users, 1)
+        # The platform's catalog search for this user (`recoworld.envs.search`); None when search_cap is 0.
+        self.search = PlatformSearch(self.world) if cfg.retrieval.search_cap else None
         self.observation_space = observation_space(self.catalog, cfg)
         self.action_space = action_space(cfg)
         self._needs_reset = True
@@ -157,6 +167,8 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.profile = profile if profile is not None else draw_profile(self.population, self.catalog,
                                                                          self.np_random)
         self.world.reset(_ROW, [self.profile], np.zeros(1))
+        if self.search is not None:
+            self.search.new_turn()
         self._needs_reset = False
         self._last_render = ""
         return self._observation(), self.world.reset_info(0)
@@ -170,8 +182,12 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         k = self.config.slate_size
         if act.shape != (k,):
             raise InvalidActionError(f"action must have shape ({k},) (slate_size), got shape {act.shape}")
+        admitted = self.search.admitted_items if self.search is not None else np.empty(0, dtype=np.int64)
         batch = self.world.step(act[None, :], None, ["action"])
         info: dict[str, Any] = dict(self.world.turn_info(batch, 0))
+        info["searched"] = np.isin(batch.slates[0], admitted)
+        if self.search is not None:
+            self.search.new_turn()
         terminated, truncated = bool(batch.terminated[0]), bool(batch.truncated[0])
         self._needs_reset = terminated or truncated
         if self.render_mode == "ansi":

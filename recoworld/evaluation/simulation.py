@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
-from recoworld.agents import Recommender, make_recommender
+from recoworld.agents import CatalogSearcher, Recommender, make_recommender
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import StrictModel, WorldConfig, load_config
 from recoworld.envs.recoworld_env import RecoWorldEnv
@@ -82,6 +82,8 @@ def run_episode(
 ) -> dict[str, Any]:
     """One user's whole horizon with one recommender; appends rows to `log`."""
     obs, info = env.reset(seed=seed, options={"profile": profile})
+    if isinstance(agent, CatalogSearcher):  # an explicit capability: only such agents see the search service
+        agent.connect_search(env.search)
     agent.begin_episode(seed)
     total = 0.0
     done = False

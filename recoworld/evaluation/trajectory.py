@@ -82,6 +82,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("dwell_min", pa.float32(), True, "minutes spent on the item"),
     Column("self_information", pa.float32(), True, "-log2 of the item's popularity (its novelty)"),
     Column("new_item", pa.bool_(), True, "a creator's item published during the study; false in `simulate`"),
+    Column("searched", pa.bool_(), True, "the item entered the candidates this turn through the platform's catalog "
+           "search (`recoworld.envs.search`, e.g. ToolRec's `search` tool)"),
 )
 SCHEMA = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])
 #: Appended after `COLUMNS` only when the env was made with `expose_mindset=True` (its step info
@@ -142,7 +144,8 @@ class TrajectoryLog:
         slots = {"position": np.arange(len(slate)), "item": slate, "topic": cat.topic[slate],
                  "reaction": info["reactions"],
                  "disliked": info.get("disliked", np.zeros(len(slate), dtype=bool)), "dwell_min": info["dwell_min"],
-                 "self_information": cat.self_information[slate], "new_item": self.is_new[slate]}
+                 "self_information": cat.self_information[slate], "new_item": self.is_new[slate],
+                 "searched": info.get("searched", np.zeros(len(slate), dtype=bool))}
         for name, values in slots.items():
             self._slots[name].append(np.asarray(values))
 

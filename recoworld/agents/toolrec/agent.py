@@ -20,20 +20,24 @@ produced anything usable.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
 
-from recoworld.agents.base import Observation, Recommender
+from recoworld.agents.base import CatalogSearcher, Observation, Recommender
 from recoworld.agents.baselines import GreedyRelevanceRecommender
 from recoworld.agents.toolrec import prompts
-from recoworld.agents.toolrec.tools import MAX_K, CandidatePool, ToolBox, toolset
+from recoworld.agents.toolrec.tools import MAX_K, CandidatePool, SearchArgs, ToolBox, ToolResult, toolset
 from recoworld.catalog import Catalog
 from recoworld.catalog.embeddings import EmbeddingMethod
+from recoworld.catalog.search import BadQuery
 from recoworld.config import StrictModel
 from recoworld.llm import ChatBackend, LLMConfig, SamplingParams, shared_backend
 from recoworld.llm.errors import LLMError, LLMUnavailable
+
+if TYPE_CHECKING:
+    from recoworld.envs.search import PlatformSearch
 
 
 class ToolRecConfig(StrictModel):
@@ -53,12 +57,17 @@ class ToolRecConfig(StrictModel):
     )
 
 
-class ToolRecRecommender(Recommender):
+class ToolRecRecommender(CatalogSearcher, Recommender):
     """ToolRec (Zhao et al., SIGIR 2024): an LLM surrogate of the user that calls retrieval and rank tools.
 
     `last_trace` holds the reasoning of the latest `act` as a JSON-serialisable list (one
     dict per step: thought, tool, arguments, result items or error; then the final slate),
     which `simulation.run_episode` logs in the trajectory's `agent_trace` column.
+
+    With a platform search service connected (`connect_search`, done by `simulate`), the
+    model also gets the `search` tool: the service admits found catalog items into the
+    candidates (at most `retrieval.search_cap` per turn), the loop continues on the updated
+    observation, and the trace's search steps record what was found, admitted and left out.
     """
 
     name = "toolrec"
@@ -81,6 +90,11 @@ class ToolRecRecommender(Recommender):
         self.spec = toolset(slate_size, catalog)
         self.last_trace: list[dict[str, Any]] | None = None
         self._instruction: tuple[str, dict[str, Any]] | None = None
+
+    def connect_search(self, search: PlatformSearch | None) -> None:
+        """Offer the model the `search` tool while a search service that admits items is connected."""
+        super().connect_search(search)
+        self.spec = toolset(self.slate_size, self.catalog, search.cap if search is not None else 0)
 
     def begin_episode(self, seed: int | None = None) -> None:
         super().begin_episode(seed)
@@ -110,6 +124,7 @@ class ToolRecRecommender(Recommender):
             messages = prompts.messages(
                 self.tools, observation, pool.items, self._instruction, steps, step, slate_size=self.slate_size,
                 max_steps=cfg.max_steps, history_items=cfg.history_items, show_items=cfg.show_items,
+                search=(self.search.cap, self.search.remaining) if self.search is not None else None,
             )
             params = cfg.sampling.model_copy(update={"seed": int(self.rng.integers(2**31 - 1))})
             try:
@@ -139,7 +154,20 @@ class ToolRecRecommender(Recommender):
                 chosen, ended_by = valid, "finish"
                 break
             action = f"{call.name} {args.attribute}={args.value!r} k={args.k}"
-            result = pool.retrieve(args) if call.name == "retrieve" else pool.rerank(args, _union(lists))
+            if call.name == "retrieve":
+                result = pool.retrieve(args)
+            elif call.name == "rerank":
+                result = pool.rerank(args, _union(lists))
+            else:
+                assert self.search is not None  # `search` is among the tools only with a service connected
+                result, found = self._search(self.search, args, entry)
+                if found is not None:  # the platform admitted items: go on with its new candidates
+                    replaced = np.flatnonzero(found["candidate_ids"] != observation["candidate_ids"])
+                    lists = [x[~np.isin(x, replaced)] for x in lists]  # their old items are gone
+                    observation = found
+                    relevance = self.relevance.scores(observation)
+                    pool = self.tools.pool(observation["candidate_ids"], observation["candidate_mask"].astype(bool),
+                                           relevance)
             # Weak models loop: a list (or an error) seen before adds nothing, so say so, then stop.
             key = action if result.error is not None else " ".join(map(str, result.positions))
             if key in done:
@@ -167,6 +195,24 @@ class ToolRecRecommender(Recommender):
         return slate
 
     # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _search(search: PlatformSearch, args: SearchArgs, entry: dict[str, Any],
+                ) -> tuple[ToolResult, Observation | None]:
+        """One catalog search through the platform: the found items that are now candidates (as a
+        list), and the new observation when the platform admitted any; the trace entry records
+        what was admitted and what the cap left out. Bad arguments come back as the result's error."""
+        try:
+            found = search.search(args.attribute, args.value, args.k)
+        except BadQuery as err:
+            return ToolResult(np.empty(0, dtype=np.int64), "", f"search: {err}"), None
+        entry["admitted"], entry["left_out"] = found.admitted.tolist(), found.left_out.tolist()
+        label = f"search {args.attribute}={args.value.strip()}"
+        positions = found.positions[found.positions >= 0]
+        if not len(positions):
+            return ToolResult(positions, label, "search: the platform admits no more new items this turn; "
+                                                "use the lists above or finish"), None
+        return ToolResult(positions, label), found.observation if len(found.admitted) else None
 
     def _resolve(self, ids: list[str], pool: CandidatePool) -> tuple[list[int], list[str]]:
         """Candidate positions of the ids the model wrote (catalog indices, or external item ids)."""

@@ -1,22 +1,27 @@
-"""ToolRec's tools: attribute-conditioned retrieval and re-ranking over one turn's candidates.
+"""ToolRec's tools: attribute-conditioned retrieval and re-ranking over one turn's candidates,
+and a search of the whole catalog through the platform.
 
-Tools work over the env's **candidate set** (the observation's `candidate_ids`, available
-ones only), not the whole catalog: the action is a slate of candidate positions, and a
-retrieval over 10^3..10^5 catalog items mapped back onto 50 candidates would come back
-nearly empty. The platform's retrieval stage plays the role of ToolRec's first-stage
-recall; the tools are the attribute-oriented recommenders on top of it.
+`retrieve` and `rerank` work over the env's **candidate set** (the observation's
+`candidate_ids`, available ones only): the action is a slate of candidate positions, and
+the platform's retrieval stage plays the role of ToolRec's first-stage recall. `search`
+looks beyond it: it asks the platform's catalog search (`recoworld.envs.search`), which
+admits what it finds into the candidates, at most `retrieval.search_cap` items per turn,
+so the slate stays a choice among candidates the platform offered. It is offered only
+when the runner connected a search service (`CatalogSearcher.connect_search`).
 
 | tool       | arguments                  | result                                                      |
 |------------|----------------------------|-------------------------------------------------------------|
 | `retrieve` | attribute, value, k        | the k most relevant candidates with attribute = value       |
 | `rerank`   | attribute, value, k        | every list so far, matches (or a scorer's best) first, top k |
+| `search`   | attribute, value, k        | the platform's k best catalog items, admitted up to the cap  |
 | `finish`   | items                      | the slate: these ids, then the lists so far, then top-up    |
 
 Attributes: `topic`, `subtopic`, `creator` (names), `duration` (short/medium/long: catalog
 terciles), `popularity` (niche/mid/popular: catalog terciles; the catalog has no publish
 time, so there is no recency band), `semantic_id` (a prefix such as `<a_3><b_1>`, via
 `SemanticIndex`) and `query` (free text, matched through text embeddings of each item's
-title, description, topic, subtopic and creator: hashed TF-IDF by default, the sentence
+title, description, topic, subtopic and creator: hashed TF-IDF with the catalog's IDF by
+default (`recoworld.catalog.search.ItemMatcher`, shared with the platform's search), the sentence
 model with `query_embedding="sentence"`; the catalog's own embeddings are not a text
 space). `rerank` also takes the scorers `relevance` (the greedy relevance recommender:
 a conventional model behind a natural-language interface) and `quality`.
@@ -35,7 +40,6 @@ returns a `ToolResult` whose `error` the model reads at its next step; nothing i
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -43,8 +47,10 @@ import numpy as np
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from recoworld.catalog import Catalog
-from recoworld.catalog.embeddings import EmbeddingMethod, embed_texts
-from recoworld.catalog.semantic_ids import SemanticIndex, format_semantic_id
+from recoworld.catalog.embeddings import EmbeddingMethod
+from recoworld.catalog.search import DURATION_BANDS, POPULARITY_BANDS, BadQuery, ItemMatcher, choose
+from recoworld.catalog.semantic_ids import format_semantic_id
+from recoworld.envs.search import SEARCH_FIELDS
 from recoworld.llm import Tool, Tools
 from recoworld.simulators.prompts import data
 
@@ -52,8 +58,6 @@ from recoworld.simulators.prompts import data
 ATTRIBUTES = ("topic", "subtopic", "creator", "duration", "popularity", "semantic_id", "query")
 #: Scorers a re-rank can order by, besides the attributes.
 SCORERS = ("relevance", "quality")
-DURATION_BANDS = ("short", "medium", "long")
-POPULARITY_BANDS = ("niche", "mid", "popular")
 #: Largest list a tool returns; the schema says so, and `ToolBox` enforces it.
 MAX_K = 20
 THOUGHT_CHARS = 160
@@ -85,6 +89,11 @@ class RetrieveArgs(_Args):
     value: str = Field(description="the attribute value: a topic name, a band, a semantic-id prefix, free text",
                        json_schema_extra={"maxLength": 60})
     k: int = Field(description="how many items", json_schema_extra={"enum": list(range(1, MAX_K + 1))})
+
+
+class SearchArgs(RetrieveArgs):
+    attribute: str = Field(description="what to search the catalog by",
+                           json_schema_extra={"enum": list(SEARCH_FIELDS)})
 
 
 class RerankArgs(RetrieveArgs):
@@ -126,8 +135,9 @@ def _branches(model: type[_Args], values: dict[str, dict[str, Any]]) -> dict[str
     }
 
 
-def toolset(slate_size: int, catalog: Catalog) -> Tools:
-    """The three tools for this catalog; `finish` is capped at `slate_size` ids so a small model cannot ramble."""
+def toolset(slate_size: int, catalog: Catalog, search_cap: int = 0) -> Tools:
+    """The tools for this catalog; `finish` is capped at `slate_size` ids so a small model cannot ramble.
+    `search` is among them when the platform admits searched items (`search_cap` > 0)."""
     values = _value_schemas(catalog)
     scorers = {name: {"const": ""} for name in SCORERS}
     finish = create_model(
@@ -136,12 +146,16 @@ def toolset(slate_size: int, catalog: Catalog) -> Tools:
                Field(default_factory=list, description="item ids for the slate, best first",
                      json_schema_extra={"items": {"type": "integer"}, "maxItems": slate_size})),
     )
+    search = (Tool("search", f"Search the whole catalog by topic, subtopic, semantic_id prefix or query; the "
+                   f"platform adds up to {search_cap} new items per turn to the candidates.", SearchArgs,
+                   _branches(SearchArgs, {name: values[name] for name in SEARCH_FIELDS})),) if search_cap else ()
     return Tools(
         (
             Tool("retrieve", "Retrieve the top k candidates whose attribute has the given value.", RetrieveArgs,
                  _branches(RetrieveArgs, values)),
             Tool("rerank", "Re-rank every item retrieved so far by an attribute value or a scorer; keep k.",
                  RerankArgs, _branches(RerankArgs, {**scorers, **values})),
+            *search,
             Tool("finish", f"Finish with the slate: up to {slate_size} item ids, best first.", finish),
         ),
         choice="required",
@@ -161,38 +175,15 @@ def _fail(message: str) -> ToolResult:
     return ToolResult(np.empty(0, dtype=np.int64), "", message)
 
 
-class _BadArgument(ValueError):
-    pass
-
-
-def _choose(value: str, names: tuple[str, ...] | list[str], field: str) -> str:
-    """Case-insensitive exact match, else a `_BadArgument` that suggests the closest names."""
-    lowered = {n.lower(): n for n in names}
-    key = value.strip().lower()
-    if key in lowered:
-        return lowered[key]
-    hint = difflib.get_close_matches(key, list(lowered), n=3)
-    known = f"did you mean {', '.join(repr(lowered[h]) for h in hint)}?" if hint else f"known: {', '.join(names[:12])}"
-    raise _BadArgument(f"unknown {field} {value!r}; {known}")
-
-
 class ToolBox:
     """The tools over one catalog; `pool` binds them to one turn's candidates."""
 
     def __init__(self, catalog: Catalog, query_embedding: EmbeddingMethod = "tfidf") -> None:
         self.catalog = catalog
-        self.query_embedding = query_embedding
-        self._duration_cuts = np.quantile(catalog.duration_min, [1 / 3, 2 / 3])
-        self._popularity_cuts = np.quantile(catalog.popularity, [1 / 3, 2 / 3])
+        self.matcher = ItemMatcher(catalog, query_embedding)
 
     def pool(self, candidate_ids: np.ndarray, available: np.ndarray, relevance: np.ndarray) -> CandidatePool:
         return CandidatePool(self, candidate_ids, np.flatnonzero(available), relevance)
-
-    def band(self, attribute: str, items: np.ndarray) -> np.ndarray:
-        """Band index (0, 1, 2) of each item for `duration` or `popularity`."""
-        values, cuts = ((self.catalog.duration_min, self._duration_cuts) if attribute == "duration"
-                        else (self.catalog.popularity, self._popularity_cuts))
-        return np.searchsorted(cuts, values[items], side="right")
 
     def describe(self, item: int) -> str:
         """One compact line per item, as the model sees it; catalog text is escaped (it is data)."""
@@ -220,9 +211,9 @@ class CandidatePool:
     def retrieve(self, args: RetrieveArgs) -> ToolResult:
         try:
             k = self._k(args.k)
-            attribute = _choose(args.attribute, ATTRIBUTES, "attribute")
+            attribute = choose(args.attribute, ATTRIBUTES, "attribute")
             score = self._match(attribute, args.value, self.positions)
-        except _BadArgument as err:
+        except BadQuery as err:
             return _fail(f"retrieve: {err}")
         keep = self.positions[score > 0] if attribute != "query" else self.positions
         score = score[score > 0] if attribute != "query" else score
@@ -236,7 +227,7 @@ class CandidatePool:
         """Re-rank `retrieved` (every list so far, or the whole pool before any retrieval)."""
         try:
             k = self._k(args.k)
-            attribute = _choose(args.attribute, (*SCORERS, *ATTRIBUTES), "attribute")
+            attribute = choose(args.attribute, (*SCORERS, *ATTRIBUTES), "attribute")
             base = retrieved if len(retrieved) else self.positions
             if attribute == "relevance":
                 score = self.relevance[base]
@@ -244,7 +235,7 @@ class CandidatePool:
                 score = self.box.catalog.quality[self.candidate_ids[base]].astype(np.float64)
             else:
                 score = self._match(attribute, args.value, base)
-        except _BadArgument as err:
+        except BadQuery as err:
             return _fail(f"rerank: {err}")
         order = np.lexsort((-self.relevance[base], -score))
         label = f"rerank {attribute}" + (f"={args.value.strip()}" if attribute not in SCORERS else "")
@@ -255,33 +246,9 @@ class CandidatePool:
     @staticmethod
     def _k(k: int) -> int:
         if not 1 <= k <= MAX_K:
-            raise _BadArgument(f"k={k} is out of range; use 1 <= k <= {MAX_K}")
+            raise BadQuery(f"k={k} is out of range; use 1 <= k <= {MAX_K}")
         return k
 
     def _match(self, attribute: str, value: str, positions: np.ndarray) -> np.ndarray:
         """(len(positions),) score of each candidate for attribute = value: 1/0, or a similarity for `query`."""
-        cat = self.box.catalog
-        items = self.candidate_ids[positions]
-        if attribute == "topic":
-            return (cat.topic[items] == cat.topic_names.index(_choose(value, cat.topic_names, "topic"))).astype(float)
-        if attribute == "subtopic":
-            name = _choose(value, cat.subtopic_names, "subtopic")
-            return (cat.subtopic[items] == cat.subtopic_names.index(name)).astype(float)
-        if attribute == "creator":
-            name = _choose(value, cat.creator_names, "creator")
-            return (cat.creator[items] == cat.creator_names.index(name)).astype(float)
-        if attribute in ("duration", "popularity"):
-            bands = DURATION_BANDS if attribute == "duration" else POPULARITY_BANDS
-            return (self.box.band(attribute, items) == bands.index(_choose(value, bands, attribute))).astype(float)
-        if attribute == "semantic_id":
-            try:
-                index = SemanticIndex(cat.semantic_ids[items])
-                return np.isin(np.arange(len(items)), index.with_prefix(value.strip())).astype(float)
-            except ValueError as err:
-                raise _BadArgument(str(err)) from None
-        if not value.strip():
-            raise _BadArgument("query: give some words to search for")
-        texts = [f"{cat.titles[i]}. {cat.descriptions[i]} {cat.topic_names[cat.topic[i]]} "
-                 f"{cat.subtopic_names[cat.subtopic[i]]} {cat.creator_names[cat.creator[i]]}" for i in items]
-        emb, _ = embed_texts([*texts, value], method=self.box.query_embedding, dim=256)
-        return (emb[:-1] @ emb[-1]).astype(np.float64)
+        return self.box.matcher.score(attribute, value, self.candidate_ids[positions])
