@@ -348,14 +348,32 @@ class WorldConfig(StrictModel):
         "tfidf", description="text encoder behind the 'text' channel and the embedding-similarity measure "
         "(recoworld.catalog.text_space): hashed TF-IDF, or the all-MiniLM-L6-v2 sentence model when installed",
     )
-    user_backend: Literal["parametric", "llm"] = "parametric"
+    user_backend: Literal["parametric", "llm", "surrogate"] = "parametric"
     llm: LLMConfig = Field(default_factory=LLMConfig, description="chat model of LLM users (user_backend='llm')")
+    surrogate: Path | None = Field(
+        None, description="user_backend='surrogate': the --out folder of `recoworld distill`, whose fitted choice, "
+        "dynamics and returns replace this world's, and whose per-user fits adapt every drawn user "
+        "(recoworld.calibration.surrogate)",
+    )
     catalog: CatalogConfig = CatalogConfig()
     choice: ChoiceConfig = ChoiceConfig()
     dynamics: DynamicsConfig = DynamicsConfig()
     returns: ReturnConfig = ReturnConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     reward: RewardConfig = RewardConfig()
+
+    @model_validator(mode="after")
+    def _surrogate_folder(self) -> WorldConfig:
+        """A surrogate backend names a distilled folder; checked here, so a typo fails when the config loads."""
+        if self.user_backend != "surrogate":
+            return self
+        if self.surrogate is None:
+            raise ValueError("user_backend 'surrogate' needs surrogate: DIR, the --out folder of `recoworld distill`")
+        missing = [f for f in ("world.yaml", "calibration.json") if not (self.surrogate / f).is_file()]
+        if missing:
+            raise ValueError(f"surrogate: {self.surrogate} is not a `recoworld distill` folder (missing "
+                             f"{', '.join(missing)})")
+        return self
 
     @model_validator(mode="after")
     def _slate_fits(self) -> WorldConfig:

@@ -17,10 +17,12 @@ from typer.testing import CliRunner
 from recoworld.calibration import load_calibration
 from recoworld.calibration.distill import MIN_DECISIONS, collect, count_decisions, distill_run, fit_gamma, read_run
 from recoworld.calibration.ranking import METRICS, spearman
+from recoworld.catalog import cached_catalog
 from recoworld.cli import app
 from recoworld.config import WorldConfig
+from recoworld.envs.world import build_users
 from recoworld.errors import ConfigError
-from recoworld.evaluation.simulation import SimulationConfig, simulate
+from recoworld.evaluation.simulation import SimulationConfig, load_world, simulate
 from recoworld.llm import backend as llm_backend
 from recoworld.llm.scripted import ScriptedBackend, scripted_config
 from tests.distill_rule import HiddenRule
@@ -83,6 +85,47 @@ def test_the_distilled_world_loads_and_runs_as_a_calibrated_world(distilled: tup
     assert 0.2 < (result.trajectories.loc[seen, "reaction"] >= 1).mean() < 0.8, "clicks like the LLM user, not 4%"
 
 
+def test_user_backend_surrogate_plays_any_population_with_the_distilled_fit(
+        distilled: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
+    out, _ = distilled
+    fit = load_calibration(out)
+    (tmp_path / "world.yaml").write_text(yaml.safe_dump({
+        "slate_size": 5, "n_candidates": 20, "horizon_days": 3, "max_steps": 60, "user_backend": "surrogate",
+        "surrogate": str(out), "catalog": {"n_items": 400, "n_topics": 6, "seed": 3}}))
+    world = load_world(tmp_path / "world.yaml")
+    users = build_users(cached_catalog(world.catalog), world, 4)
+    assert users.choice.config == fit.world.choice and users.dyn == fit.world.dynamics
+    assert users.returns.config == fit.world.returns
+    cfg = SimulationConfig(n_users=16, agents=["random"], seed=7, world=world)  # a fresh draw of the population
+    result = simulate(cfg)
+    assert {p.patience for p in users.profiles} <= {3}
+    seen = result.trajectories[result.trajectories["reaction"] >= 0]
+    default = simulate(cfg.model_copy(update={"world": world.model_copy(update={"user_backend": "parametric"})}))
+    seen_default = default.trajectories[default.trajectories["reaction"] >= 0]
+    ctr, ctr_default = (seen["reaction"] >= 1).mean(), (seen_default["reaction"] >= 1).mean()
+    assert 0.25 < ctr < 0.8 and ctr > 2 * ctr_default, "clicks like the LLM user, not like the default user"
+    assert result.trajectories.groupby("user_id")["session"].max().max() >= 2, "users come back"
+
+
+def test_user_backend_surrogate_names_the_field_when_the_folder_is_bad(
+        distilled: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs surrogate: DIR"):
+        load_world(None, user_backend="surrogate")
+    with pytest.raises(ConfigError, match=r"surrogate: .*nowhere is not a `recoworld distill` folder"):
+        load_world(None, user_backend="surrogate", surrogate=str(tmp_path / "nowhere"))
+    calibrated = tmp_path / "calibrated"
+    calibrated.mkdir()
+    (calibrated / "world.yaml").write_text((distilled[0] / "world.yaml").read_text())
+    (calibrated / "calibration.json").write_text(json.dumps({"source": "recoworld calibrate"}))
+    world = load_world(None, user_backend="surrogate", surrogate=str(calibrated))
+    with pytest.raises(ConfigError, match=r"surrogate: .* not written by `recoworld distill`"):
+        build_users(cached_catalog(world.catalog), world, 1)
+    (calibrated / "world.yaml").write_text("choice: {relevance: nan}\n")
+    (calibrated / "calibration.json").write_text(json.dumps({"source": "recoworld distill"}))
+    with pytest.raises(ConfigError, match=r"surrogate: .* invalid distilled world"):
+        build_users(cached_catalog(world.catalog), world, 1)
+
+
 def test_cli_distill_prints_the_agreement_table(distilled: tuple[Path, pd.DataFrame], tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     run = llm_run(tmp_path / "run", monkeypatch, n_users=12)
@@ -101,6 +144,14 @@ def test_the_surrogate_ranks_recommenders_as_the_llm_users_do(distilled: tuple[P
     # the hidden rule's user likes only two topics: popular ranks last under both, the rest agree closely
     assert fit["llm_order"][-1] == fit["surrogate_order"][-1] == "popular"
     assert fit["spearman_rho"]["return_per_user"] >= 0.79 and fit["spearman_rho"]["ctr"] >= 0.59
+    # the rule returns in half a day after two likes, else in three: the surrogate's return hazard follows its own
+    # end-of-session satisfaction, so it ranks by retention too (rho was 0 with one Gamma for all sessions)
+    returns = json.loads((out / "calibration.json").read_text())["returns"]
+    assert returns["satisfaction_effect"]["ci95"][0] > 1.0
+    assert fit["spearman_rho"]["retention"] >= 0.6 and fit["rho_ci95"]["retention"][1] == pytest.approx(1.0)
+    for metric in METRICS:
+        low, high = fit["rho_ci95"][metric]
+        assert low <= fit["spearman_rho"][metric] <= high and len(fit["rho_per_replica"][metric]) == 5
     for _, g in ranking.groupby("metric"):
         assert g["spearman_rho"].iloc[0] == pytest.approx(spearman(g["llm"].to_numpy(), g["surrogate"].to_numpy()))
 

@@ -27,8 +27,9 @@ computed teacher-forced, from what the LLM user had actually seen:
 | like_threshold, share_threshold | `fit_like_threshold` on clicks (liked?) and likes (shared?)       |
 | profiles' patience              | skips in a row before the user left (median over leaves)          |
 | dynamics.browse_minutes         | median dwell of skipped items                                     |
-| returns gap_shape, base_rate    | Gamma MLE of the stated return gaps (`fit_sessions`' digamma)     |
-| returns churn_bias              | churn share of session ends, centred on neutral satisfaction      |
+| returns: gaps and churn         | on the surrogate's own end-of-session satisfaction, replayed on   |
+|                                 | the LLM's reactions: Gamma GLM and churn logit                   |
+|                                 | (`recoworld.calibration.returns`)                                 |
 | dynamics.instruction_cooldown   | turns between instructions, from the instruction rate per turn    |
 
 Completed dwell has no free parameter in the parametric form (completion is the click
@@ -72,14 +73,14 @@ class Decisions:
     profiles: dict[str, UserProfile]
     agents: list[str]
     seed: int = 0
-    summary: pd.DataFrame | None = None  # the run's per-recommender summary, for the rank check
+    user_sums: pd.DataFrame | None = None  # `ranking.user_sums` of the run (fallback turns included): rank check
 
 
 def read_run(run: str | Path | Sequence[str | Path], min_decisions: int = MIN_DECISIONS) -> Decisions:
     """The LLM decisions of a `simulate` run folder (see the module docstring), or of several run folders of one
     world and recommenders (`collect`'s batches: user ids then get `@<folder name>`); a clear error when there are
     fewer than `min_decisions`."""
-    from recoworld.evaluation.metrics import summarize
+    from recoworld.calibration.ranking import user_sums
 
     roots = [Path(run)] if isinstance(run, str | Path) else [Path(r) for r in run]
     if not roots:
@@ -109,8 +110,8 @@ def read_run(run: str | Path | Sequence[str | Path], min_decisions: int = MIN_DE
         raise ConfigError(f"{where} holds {n} LLM item decisions ({fallbacks} fallback turns excluded); distill "
                           f"needs at least {max(1, min_decisions)}: run more users or turns (or lower --min-decisions)")
     episodes = pd.concat([e for e in eps if len(e)], ignore_index=True) if any(len(e) for e in eps) else None
-    summary = summarize(traj, episodes) if episodes is not None else None
-    return Decisions(items, turns, cfg.world, catalog, by_id, list(cfg.agents), cfg.seed, summary)
+    sums = user_sums(traj, episodes) if episodes is not None else None
+    return Decisions(items, turns, cfg.world, catalog, by_id, list(cfg.agents), cfg.seed, sums)
 
 
 def _load(root: Path, min_decisions: int) -> tuple[Any, pd.DataFrame, pd.DataFrame, Catalog, list[UserProfile]]:
@@ -262,20 +263,25 @@ def fit_binary_logit(x: np.ndarray, y: np.ndarray, offset: np.ndarray | None = N
     return w, np.sqrt(np.diag(np.linalg.inv(hess)))
 
 
-def fit_gamma(gaps: np.ndarray, iterations: int = 50) -> tuple[float, float]:
-    """(shape, mean) of a Gamma by maximum likelihood (Newton on the shape's profile likelihood)."""
+def fit_gamma(gaps: np.ndarray) -> tuple[float, float]:
+    """(shape, mean) of a Gamma by maximum likelihood."""
     gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
     mean = float(gaps.mean())
-    s = float(np.log(mean) - np.mean(np.log(gaps)))
+    return gamma_shape(float(np.log(mean) - np.mean(np.log(gaps)))), mean
+
+
+def gamma_shape(s: float, iterations: int = 50) -> float:
+    """The Gamma shape k solving log k - digamma(k) = s, its likelihood equation given the means (s = mean(y/mu - 1
+    - log(y/mu)); log(mean) - mean(log y) for one common mean), by Newton; capped at 100 (s near 0: no spread)."""
     if s <= 1e-9:
-        return 100.0, mean
+        return 100.0
     k = (3 - s + np.sqrt((s - 3) ** 2 + 24 * s)) / (12 * s)
     for _ in range(iterations):
         step = (np.log(k) - float(_digamma(np.array([k]))[0]) - s) / (1 / k - float(_trigamma(np.array([k]))[0]))
         k = max(k - step, 1e-3)
         if abs(step) < 1e-10:
             break
-    return float(min(k, 100.0)), mean
+    return float(min(k, 100.0))
 
 
 def split_users(users: list[str], holdout: float, seed: int) -> tuple[set[str], set[str]]:
@@ -341,25 +347,13 @@ def distill(decisions: Decisions, holdout: float = 0.3, seed: int = 0) -> tuple[
     report["instruction_rate_per_turn"] = rate
     if rate > 0:
         dynamics["instruction_cooldown"] = int(max(0, round(1.0 / rate) - 1))
-    ends = tu[tu["left"].astype(bool)]
-    returns: dict[str, Any] = {}
-    gaps = ends["return_gap_days"].to_numpy(np.float64)
-    gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
-    if len(gaps) >= 2:
-        shape, mean = fit_gamma(gaps)
-        # neutral satisfaction (reference), propensity 0.5: rate = base_rate; mean gap = 1 / rate
-        returns |= {"gap_shape": shape, "base_rate": 1.0 / mean, "satisfaction_effect": 0.0,
-                    "churn_satisfaction": 0.0, "churn_after": 0}
-        report["returns"] = {"gap_shape": shape, "mean_gap_days": mean, "gaps": len(gaps)}
-    if len(ends):
-        p_churn = float(np.clip(ends["churned"].astype(bool).mean(), 1e-4, 1 - 1e-4))
-        returns["churn_bias"] = float(np.log(p_churn / (1 - p_churn)))
-        returns |= {"churn_satisfaction": 0.0}
-        report.setdefault("returns", {})["churn_per_session"] = p_churn
+    from recoworld.calibration.returns import fit_returns
+
+    returns, report["returns"] = fit_returns(it, {p.user_id: p for p in profiles}, decisions.catalog,
+                                             base.dynamics.model_copy(update=dynamics), base.returns)
     world = build(WorldConfig, "distilled world", base, user_backend="parametric", choice=choice,
                   dynamics=dynamics, returns=returns)
-    profiles = [p.model_copy(update={"patience": patience, "return_propensity": 0.5} if patience is not None
-                             else {"return_propensity": 0.5}) for p in profiles]
+    profiles = [surrogate_profile(p, rank_weights, patience) for p in decisions.profiles.values()]
     report["favourite_rank_weights"] = None if rank_weights is None else rank_weights.tolist()
     report["held_out_users"] = sorted(held)
     report["source"] = "recoworld distill"
@@ -379,6 +373,17 @@ def _rank_weights(items: pd.DataFrame) -> np.ndarray | None:
     w, _ = fit_binary_logit(x, click, items["activity"].to_numpy())
     coef = np.maximum(w[:n], 0.0)
     return coef / coef.sum() if coef.sum() > 0 else None
+
+
+def surrogate_profile(profile: UserProfile, rank_weights: Sequence[float] | None,
+                      patience: int | None) -> UserProfile:
+    """A drawn profile as the distilled surrogate plays it: favourite topics weighted by rank (`_rank_weights`;
+    None keeps them), the fitted patience (None keeps the profile's) and return propensity 0.5, the level the return
+    model is fitted at (`recoworld.calibration.returns`). Applied to the run's own users by `distill`, and to any
+    freshly drawn population by `user_backend: surrogate` (`recoworld.calibration.surrogate`)."""
+    if rank_weights is not None:
+        profile = _reweighted(profile, np.asarray(rank_weights, dtype=np.float64))
+    return profile.model_copy(update={"return_propensity": 0.5} | ({} if patience is None else {"patience": patience}))
 
 
 def _reweighted(profile: UserProfile, weights: np.ndarray) -> UserProfile:
@@ -424,7 +429,7 @@ def distill_run(run: str | Path | Sequence[str | Path], out: str | Path, holdout
                                          "distilled": (distilled.world, distilled.profiles)}, n_boot, seed, scorers)
     distilled.report["agreement"] = report.to_dict(orient="records")
     ranking = None
-    if rank_check or (rank_check is None and len(decisions.agents) >= MIN_AGENTS and decisions.summary is not None):
+    if rank_check or (rank_check is None and len(decisions.agents) >= MIN_AGENTS and decisions.user_sums is not None):
         from recoworld.calibration import ranking as rk
 
         ranking = rk.rank_check(decisions, distilled)

@@ -459,11 +459,15 @@ def draw_profile(population: PopulationSpec | list[UserProfile], catalog: Catalo
 
 
 def build_users(catalog: Catalog, config: WorldConfig, n_users: int) -> BatchUserSimulator:
-    """The users `config.user_backend` names: parametric, or LLM users on `config.llm`."""
+    """The users `config.user_backend` names: parametric, LLM users on `config.llm`, or a distilled surrogate."""
     if config.user_backend == "llm":
         from recoworld.simulators.llm_user import LLMUsers  # the LLM stack loads only when used
 
         return LLMUsers(catalog, config, n_users)
+    if config.user_backend == "surrogate":  # a distilled LLM user (recoworld distill) at parametric speed
+        from recoworld.calibration.surrogate import surrogate_users
+
+        return surrogate_users(catalog, config)
     return ParametricUsers(catalog, config.choice, config.dynamics, config.returns)
 
 
