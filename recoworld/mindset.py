@@ -47,7 +47,7 @@ class ExitReason(BaseModel):
     included); `other` is what an unreasoned LLM exit becomes.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: ExitKind
     text: str = Field("", max_length=300)

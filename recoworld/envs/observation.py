@@ -65,11 +65,12 @@ def build_observations(
 ) -> dict[str, np.ndarray]:
     """R users' observations, every key batched on axis 0; `features` is the (N, F) table the
     platform shows. Every array is freshly allocated, so views of one row are safe to keep."""
-    hist_feat = features[np.maximum(history_ids, 0)]
+    # np.take rather than fancy indexing: the same rows, gathered at a fraction of the cost.
+    hist_feat = np.take(features, np.maximum(history_ids, 0), axis=0)
     hist_feat[history_ids < 0] = 0.0  # padding
     return {
         "candidate_ids": candidates.astype(np.int64),
-        "candidate_features": features[candidates],
+        "candidate_features": np.take(features, candidates, axis=0),
         "candidate_mask": candidate_mask.astype(np.int8),
         "history_ids": history_ids.astype(np.int64),
         "history_features": hist_feat,

@@ -94,6 +94,10 @@ class CandidateRetriever:
         pop = np.maximum(np.asarray(popularity, dtype=np.float64), 1e-12)
         self._log_pop = np.log(pop)
         self._pop_cdf = np.cumsum(pop / pop.sum())
+        # Guide table: the answer for the left edge of each of N equal slices of [0, 1), so a draw
+        # starts next to its item instead of bisecting the whole CDF.
+        n = len(pop)
+        self._pop_guide = np.minimum(np.searchsorted(self._pop_cdf, np.arange(n) / n, side="right"), n - 1)
 
     def retrieve(
         self,
@@ -172,12 +176,24 @@ class CandidateRetriever:
 
         n_popular = self._n_popular + (self._n_interest - n_interest) // 2
         split = 2 * self._max_popular + 8
-        pop_idx = np.minimum(np.searchsorted(self._pop_cdf, draws[:, :split], side="right"), n_items - 1)
+        pop_idx = self._popular_items(draws[:, :split])
         self._fill(out, n_instruction + n_interest, n_popular, pop_idx, blocked, streams, rows, popular=True)
         rand_idx = np.minimum((draws[:, split:] * n_items).astype(np.int64), n_items - 1)
         start = n_instruction + n_interest + n_popular
         self._fill(out, start, self.n - start, rand_idx, blocked, streams, rows, popular=False)
         return out
+
+    def _popular_items(self, uniforms: np.ndarray) -> np.ndarray:
+        """Items drawn by popularity, one per uniform: `searchsorted(cdf, u, side="right")` exactly,
+        by a guide table (Chen & Asau) and a short forward walk, O(1) expected per draw."""
+        n = len(self._pop_cdf)
+        flat = uniforms.ravel()
+        items = self._pop_guide[np.minimum((flat * n).astype(np.int64), n - 1)]
+        walking = np.flatnonzero((self._pop_cdf[items] <= flat) & (items < n - 1))
+        while len(walking):
+            items[walking] += 1
+            walking = walking[(self._pop_cdf[items[walking]] <= flat[walking]) & (items[walking] < n - 1)]
+        return items.reshape(uniforms.shape)
 
     def rank(self, targets: InstructionTargets, depth: int | None = None, blocked: np.ndarray | None = None,
              ) -> np.ndarray:
@@ -216,21 +232,24 @@ class CandidateRetriever:
                 out[0, int(start[0]) : int(start[0]) + len(picks)] = picks
                 blocked[0, picks] = True
         else:
-            r, m = drawn.shape
-            at = np.arange(r)[:, None]
-            # First occurrence of each item in a row: sort the row, mark repeats, map back.
-            order = np.argsort(drawn, axis=1, kind="stable")
-            sorted_idx = drawn[at, order]
-            repeat = np.zeros((r, m), dtype=bool)
-            repeat[:, 1:] = sorted_idx[:, 1:] == sorted_idx[:, :-1]
-            first = np.empty_like(repeat)
-            first[at, order] = ~repeat
-            ok = first & ~blocked[at, drawn]
-            rank = np.cumsum(ok, axis=1)
-            short = rank[:, -1] < count
-            ri, ci = np.nonzero(ok & (rank <= count[:, None]) & ~short[:, None])
-            out[ri, start[ri] + rank[ri, ci] - 1] = drawn[ri, ci]
-            blocked[ri, drawn[ri, ci]] = True
+            # Column by column, only over rows still short of items: blocking each pick as it is
+            # made also skips an item drawn twice. Most rows fill up within the first columns.
+            need, at = count.astype(np.int64), start.astype(np.int64)
+            for column in drawn.T:
+                rows_left = np.flatnonzero(need > 0)
+                if not len(rows_left):
+                    break
+                items = column[rows_left]
+                free = ~blocked[rows_left, items]
+                rows_left, items = rows_left[free], items[free]
+                out[rows_left, at[rows_left]] = items
+                blocked[rows_left, items] = True
+                at[rows_left] += 1
+                need[rows_left] -= 1
+            short = need > 0
+            # A short row falls back to an exact draw below: undo its partial picks first.
+            for j in np.flatnonzero(short).tolist():
+                blocked[j, out[j, int(start[j]) : int(at[j])]] = False
         for j in np.flatnonzero(short).tolist():
             k, s = int(count[j]), int(start[j])
             free = np.flatnonzero(~blocked[j])
@@ -265,3 +284,4 @@ def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
     at = np.arange(r)[:, None]
     order = np.lexsort((part, -scores[at, part]), axis=1)
     return part[at, order]
+

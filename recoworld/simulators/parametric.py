@@ -40,12 +40,21 @@ from recoworld.simulators.return_gap import ReturnGapModel
 from recoworld.streams import UserStreams
 
 _INITIAL_SATISFACTION = 0.6
+#: A parametric user's exit reasons, by the index `_exit_reasons` picks (shared: `ExitReason` is frozen).
+_PARAMETRIC_EXITS = (
+    ExitReason(kind="out_of_time", text="Out of time for today."),
+    ExitReason(kind="repetitive", text="The feed kept showing me the same things."),
+    ExitReason(kind="bored", text="Nothing worth watching for too long."),
+    ExitReason(kind="irrelevant", text="None of this is what I am interested in."),
+)
 _SHORT_EMA, _LONG_EMA = 0.5, 0.1
 
 
 @functools.cache
-def _strictly_lower(k: int) -> np.ndarray:
-    return np.tril(np.ones((k, k)), -1)
+def _novelty_mask(k: int, m: int) -> np.ndarray:
+    """(K, K + M) weights of a slate's similarities: earlier slate items and every memory slot count,
+    the item itself and later items score 0 (a floor the maximum keeps)."""
+    return np.hstack([np.tril(np.ones((k, k), dtype=np.float32), -1), np.ones((k, m), dtype=np.float32)])
 
 
 @functools.cache
@@ -63,39 +72,29 @@ def _unit_clip(x: np.ndarray) -> np.ndarray:
     return np.minimum(np.maximum(x, 0.0), 1.0)
 
 
-def _recurrence(x0: np.ndarray, rate: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Path of x_k = x_{k-1} + rate_k * (target_k - x_{k-1}) for every k, in closed form.
+def _recurrence(x0: np.ndarray, rate: np.ndarray | float, target: np.ndarray) -> np.ndarray:
+    """Path of x_k = x_{k-1} + rate_k * (target_k - x_{k-1}) over the K positions, from x0: (B,) and
+    (B, K) (or a scalar rate) -> (B, K).
 
-    With L_k = sum_{i<=k} log(1 - rate_i):  x_k = e^{L_k} x0 + sum_{j<=k} rate_j target_j e^{L_k - L_j}.
-    Rates must be < 1. Shapes: x0 (B,), rate and target (B, K) -> (B, K).
+    A plain loop over positions: each is three (B,) operations, cheaper for a slate of ~10 than
+    any closed form, and elementwise, so a user's path never depends on the batch around it.
+    One user runs on Python floats (numpy's per-call overhead would dominate), with the same
+    operations in the same order, so the two paths agree bit for bit.
     """
-    log_keep = np.cumsum(np.log1p(-rate), axis=1)
-    k = rate.shape[1]
-    weights = np.exp(np.where(_lower(k), log_keep[:, :, None] - log_keep[:, None, :], -np.inf))
-    return np.exp(log_keep) * x0[:, None] + (weights @ (rate * target)[:, :, None])[:, :, 0]
-
-
-@functools.cache
-def _lower(k: int) -> np.ndarray:
-    return np.tril(np.ones((k, k), dtype=bool))
-
-
-@functools.cache
-def _ema_weights(rate: float, k: int) -> tuple[np.ndarray, np.ndarray]:
-    powers = (1.0 - rate) ** np.arange(k + 1)
-    lags = np.arange(k)[:, None] - np.arange(k)[None, :]
-    weights = np.where(lags >= 0, rate * powers[np.maximum(lags, 0)], 0.0)
-    return powers[1:], weights.T.copy()
-
-
-def _ema_path(x0: np.ndarray, rate: float, target: np.ndarray) -> np.ndarray:
-    """`_recurrence` for a constant rate, with the weights cached per (rate, K).
-
-    `einsum` rather than `@`: a (B, K) x (K, K) product goes to BLAS, whose summation order
-    depends on B, and a user's path must not depend on the batch around it.
-    """
-    decay, weights = _ema_weights(rate, target.shape[1])
-    return x0[:, None] * decay + np.einsum("bk,kj->bj", target, weights)
+    b, k = target.shape
+    rates = np.broadcast_to(rate, target.shape)
+    if b == 1:
+        x, path = float(x0[0]), []
+        for r, t in zip(rates[0].tolist(), target[0].tolist()):
+            x = x + r * (t - x)
+            path.append(x)
+        return np.array([path])
+    out = np.empty((b, k))
+    x = np.asarray(x0, dtype=np.float64)
+    for i in range(k):
+        x = x + rates[:, i] * (target[:, i] - x)
+        out[:, i] = x
+    return out
 
 
 def _relevance_in_order(
@@ -304,23 +303,24 @@ class ParametricUsers:
         interests = self.interests[at]
         # Memory slots hold -1 when empty; -1 indexes the zero row appended to the table,
         # so empty slots have similarity 0 and never count as "seen before".
-        context = self._emb_padded[np.concatenate([slates, memory_items], axis=1)]
+        context = np.take(self._emb_padded, np.concatenate([slates, memory_items], axis=1), axis=0)
         emb = context[:, :k]  # (R, K, D)
         quality = self._quality[slates]
         duration = self._duration[slates]
         rel = (emb @ interests.astype(np.float32)[:, :, None])[:, :, 0].astype(np.float64)
 
         # Novelty: 1 - max similarity to anything seen lately or earlier in this slate.
-        sims = (emb @ context.transpose(0, 2, 1)).astype(np.float64)
+        # Kept in float32: the maxima and the drift read them as float64 exactly (the cast is exact).
+        sims = emb @ context.transpose(0, 2, 1)
         gram = sims[:, :, :k]
-        max_sim = np.maximum((gram * _strictly_lower(k)).max(axis=2), sims[:, :, k:].max(axis=2))
+        max_sim = (sims * _novelty_mask(k, sims.shape[2] - k)).max(axis=2).astype(np.float64)
         novelty = 1.0 - np.minimum(max_sim, 1.0)
         tau = dyn.repetition_similarity
         fatigue_inc = dyn.fatigue_repetition * _unit_clip((max_sim - tau) / (1.0 - tau)) + (
             self._low_quality_fatigue[slates]
         )
         rho = dyn.fatigue_recovery
-        fat = np.minimum(_ema_path(self.fatigue[at], rho, fatigue_inc / rho), 1.0)
+        fat = np.minimum(_recurrence(self.fatigue[at], rho, fatigue_inc / rho), 1.0)
         appetite = np.minimum(self.novelty[at][:, None] + 0.3 * fat, 1.0)
 
         # Choices in order: a click pulls interests toward the item, which moves the
@@ -382,8 +382,8 @@ class ParametricUsers:
         self.interests[at] = interests
         self.consumed[at] += consumed.sum(axis=1)
         self.satisfaction[at] = sat[last]
-        self.sat_short[at] = _ema_path(self.sat_short[at], _SHORT_EMA, sat)[last]
-        self.sat_long[at] = _ema_path(self.sat_long[at], _LONG_EMA, sat)[last]
+        self.sat_short[at] = _recurrence(self.sat_short[at], _SHORT_EMA, sat)[last]
+        self.sat_long[at] = _recurrence(self.sat_long[at], _LONG_EMA, sat)[last]
         self.fatigue[at] = fat[last]
         self.time_left[at] = np.maximum(time_path[last], 0.0)
         self.patience_left[at] = np.maximum(patience_path[last], 0)
@@ -402,31 +402,29 @@ class ParametricUsers:
         whose reviewed items were mostly near-duplicates of what was seen makes it `repetitive`;
         otherwise patience running out is `bored` and a satisfaction collapse `irrelevant`."""
         out: list[ExitReason | None] = [None] * len(left)
-        tau = self.dyn.repetition_similarity
-        for j in np.flatnonzero(left).tolist():
-            p = int(stop[j])
-            seen = reviewed[j]
-            repeated = float((max_sim[j][seen] >= tau).mean()) if seen.any() else 0.0
-            if time_path[j, p] <= 0:
-                out[j] = ExitReason(kind="out_of_time", text="Out of time for today.")
-            elif repeated >= 0.5:
-                out[j] = ExitReason(kind="repetitive", text="The feed kept showing me the same things.")
-            elif patience_path[j, p] <= 0:
-                out[j] = ExitReason(kind="bored", text="Nothing worth watching for too long.")
-            else:
-                out[j] = ExitReason(kind="irrelevant", text="None of this is what I am interested in.")
+        gone = np.flatnonzero(left)
+        if not len(gone):
+            return out
+        p = stop[gone]
+        seen = reviewed[gone]  # every leaving row reviewed at least its first item
+        repeated = ((max_sim[gone] >= self.dyn.repetition_similarity) & seen).sum(axis=1) / seen.sum(axis=1)
+        kind = np.select([time_path[gone, p] <= 0, repeated >= 0.5, patience_path[gone, p] <= 0], [0, 1, 2], 3)
+        for j, i in zip(gone.tolist(), kind.tolist()):
+            out[j] = _PARAMETRIC_EXITS[i]
         return out
 
     def _push_away(self, interests: np.ndarray, emb: np.ndarray, disliked: np.ndarray) -> np.ndarray:
         """Each disliked item pushes interests away from it by `dislike_push` (after the slate's drift),
         keeping the norm at most 1."""
-        # einsum, not `@`: a batched product may go to BLAS, whose summation order depends on the batch.
-        push = np.einsum("bk,bkd->bd", disliked.astype(np.float64), emb.astype(np.float64))
-        vec = interests - self.dyn.dislike_push * push
-        norm = np.sqrt(np.einsum("bd,bd->b", vec, vec))
         # Only rows with a dislike are touched: a row's state must not depend on the batch around it.
-        scale = np.where(disliked.any(axis=1), np.maximum(1.0, norm), 1.0)
-        return vec / scale[:, None]
+        rows = np.flatnonzero(disliked.any(axis=1))
+        # einsum, not `@`: a batched product may go to BLAS, whose summation order depends on the batch.
+        push = np.einsum("bk,bkd->bd", disliked[rows].astype(np.float64), emb[rows].astype(np.float64))
+        vec = interests[rows] - self.dyn.dislike_push * push
+        norm = np.sqrt(np.einsum("bd,bd->b", vec, vec))
+        out = interests.copy()
+        out[rows] = vec / np.maximum(1.0, norm)[:, None]
+        return out
 
     def interview(self, user: int) -> Interview:
         """The end-of-session interview: the 1..5 band of the session's final satisfaction, and a sentence."""
