@@ -156,6 +156,23 @@ def test_the_surrogate_ranks_recommenders_as_the_llm_users_do(distilled: tuple[P
         assert g["spearman_rho"].iloc[0] == pytest.approx(spearman(g["llm"].to_numpy(), g["surrogate"].to_numpy()))
 
 
+def test_the_saved_neural_scorer_scores_as_the_trained_net(distilled: tuple[Path, pd.DataFrame]) -> None:
+    import torch
+
+    from recoworld.calibration.neural import load_neural
+
+    out, _ = distilled
+    model = load_neural(out / "neural.pt")
+    rng = np.random.default_rng(0)
+    x = (model.mean + model.std * rng.standard_normal((model.CHUNK + 7, len(model.mean)))).astype(np.float32)
+    fast = model.scores(x)  # folded standardization, fused layers, two chunks
+    with torch.no_grad():
+        raw = model.net(torch.from_numpy((x - model.mean) / model.std))
+    np.testing.assert_allclose(fast[:, :4], torch.softmax(raw[:, :4], dim=1).numpy(), atol=2e-5)
+    np.testing.assert_allclose(fast[:, 4:], torch.sigmoid(raw[:, 4:]).numpy(), atol=2e-5)
+    np.testing.assert_allclose(model.scores(x[:5]), fast[:5], atol=1e-6)  # a row does not depend on its batch
+
+
 def test_spearman() -> None:
     assert spearman(np.array([1.0, 2, 3, 4]), np.array([10.0, 20, 30, 40])) == pytest.approx(1.0)
     assert spearman(np.array([1.0, 2, 3, 4]), np.array([4.0, 3, 2, 1])) == pytest.approx(-1.0)

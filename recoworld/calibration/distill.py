@@ -251,14 +251,14 @@ def fit_binary_logit(x: np.ndarray, y: np.ndarray, offset: np.ndarray | None = N
     off = np.zeros(len(y)) if offset is None else offset
     w = np.zeros(x.shape[1])
     for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(x @ w + off)))
+        p = np.exp(-np.logaddexp(0.0, -(x @ w + off)))  # sigmoid, no overflow on a separable log
         grad = x.T @ (y - p) - ridge * w
         hess = (x * (p * (1 - p))[:, None]).T @ x + ridge * np.eye(len(w))
         step = np.linalg.solve(hess, grad)
         w += step
         if np.abs(step).max() < 1e-8:
             break
-    p = 1.0 / (1.0 + np.exp(-(x @ w + off)))
+    p = np.exp(-np.logaddexp(0.0, -(x @ w + off)))  # sigmoid, no overflow on a separable log
     hess = (x * (p * (1 - p))[:, None]).T @ x + ridge * np.eye(len(w))
     return w, np.sqrt(np.diag(np.linalg.inv(hess)))
 
@@ -409,7 +409,8 @@ def distill_run(run: str | Path | Sequence[str | Path], out: str | Path, holdout
     `rank_check` (`recoworld.calibration.ranking`): True runs the policy-ranking check (an error if the run has
     too few recommenders), None runs it when the run has enough, False never; its table is ranking.csv and its
     Spearman's rho the report's `ranking`. `neural` also trains the neural choice model
-    (`recoworld.calibration.neural`) on the fit users and adds its (item-level) column to the report."""
+    (`recoworld.calibration.neural`) on the fit users, adds its (item-level) column to the report and writes it to
+    DIR/neural.pt (`neural.load_neural`)."""
     from recoworld.calibration.agreement import agreement, plot
     from recoworld.calibration.calibrated import save_calibration
 
@@ -421,10 +422,12 @@ def distill_run(run: str | Path | Sequence[str | Path], out: str | Path, holdout
                     choice=WorldConfig().choice.model_dump(), dynamics=WorldConfig().dynamics.model_dump(),
                     returns=WorldConfig().returns.model_dump())
     scorers = {}
+    neural_model = None
     if neural:
         from recoworld.calibration.neural import fit_neural
 
-        scorers["neural"] = fit_neural(decisions.items[~decisions.items["user_id"].isin(held)], seed=seed).predict
+        neural_model = fit_neural(decisions.items[~decisions.items["user_id"].isin(held)], seed=seed)
+        scorers["neural"] = neural_model.predict
     report = agreement(decisions, held, {"default": (default, list(decisions.profiles.values())),
                                          "distilled": (distilled.world, distilled.profiles)}, n_boot, seed, scorers)
     distilled.report["agreement"] = report.to_dict(orient="records")
@@ -435,6 +438,8 @@ def distill_run(run: str | Path | Sequence[str | Path], out: str | Path, holdout
         ranking = rk.rank_check(decisions, distilled)
         distilled.report["ranking"] = rk.summary(ranking)
     path = save_calibration(distilled, out)
+    if neural_model is not None:
+        neural_model.save(path / "neural.pt")
     if ranking is not None:
         ranking.to_csv(path / "ranking.csv", index=False)
     report.to_csv(path / "agreement.csv", index=False)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,27 +39,78 @@ def inputs(items: pd.DataFrame) -> np.ndarray:
     return np.concatenate([features(items)[:, 1:], onehot, (rank < 0)[:, None], state], axis=1).astype(np.float32)
 
 
-@dataclass
 class NeuralChoice:
-    """A trained scorer with its input standardization."""
+    """A trained scorer, folded for inference.
 
-    net: object
-    mean: np.ndarray
-    std: np.ndarray
+    Training standardizes the inputs; here the standardization is folded into the first layer (W/std, b -
+    W mean/std), the weights are kept as contiguous float32 transposes, and `scores` runs the three layers as
+    fused multiply-adds (`addmm`, in-place ReLU) into buffers allocated once per chunk size, under
+    `inference_mode` on one thread. Chunks of `CHUNK` rows keep each layer's activations in cache. Scoring is
+    then bound by the arithmetic, not by per-call allocations or autograd bookkeeping.
+    """
+
+    #: Rows scored per pass (activations of 32 hidden units: 1 MiB per layer).
+    CHUNK = 8192
+
+    def __init__(self, net: Any, mean: np.ndarray, std: np.ndarray) -> None:
+        import torch
+
+        self.net, self.mean, self.std = net, mean, std
+        layers = [m for m in net if isinstance(m, torch.nn.Linear)]
+        with torch.no_grad():
+            w0 = layers[0].weight / torch.from_numpy(std)
+            b0 = layers[0].bias - w0 @ torch.from_numpy(mean)
+            self._weights = [(w0.t().contiguous(), b0.clone())] + [
+                (m.weight.t().contiguous().clone(), m.bias.clone()) for m in layers[1:]]
+        self._buffers: dict[int, list[Any]] = {}
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """(N, 6) float32 of raw inputs (N, F) (`inputs`): the 4 reaction probabilities (skip, click, like,
+        share), then the share of the item watched if clicked and the probability of leaving after it."""
+        import torch
+
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = np.empty((len(x), 6), dtype=np.float32)
+        with torch.inference_mode(), _one_thread():
+            src, dst = torch.from_numpy(x), torch.from_numpy(out)
+            for lo in range(0, len(x), self.CHUNK):
+                rows = src[lo:lo + self.CHUNK]
+                self._forward(rows, dst[lo:lo + len(rows)])
+        return out
+
+    def _forward(self, x: Any, out: Any) -> None:
+        import torch
+
+        n = len(x)
+        bufs = self._buffers.get(n)
+        if bufs is None:
+            bufs = self._buffers[n] = [torch.empty(n, w.shape[1]) for w, _ in self._weights[:-1]]
+        h = x
+        for (w, b), buf in zip(self._weights[:-1], bufs):
+            torch.addmm(b, h, w, out=buf).relu_()
+            h = buf
+        w, b = self._weights[-1]
+        torch.addmm(b, h, w, out=out)
+        logits = out[:, :4]
+        logits.sub_(logits.amax(dim=1, keepdim=True)).exp_()
+        logits.div_(logits.sum(dim=1, keepdim=True))
+        out[:, 4:].sigmoid_()
+
+    def save(self, path: str | Path) -> Path:
+        """The trained net and its standardization, for `load_neural` (torch's weights-only format)."""
+        import torch
+
+        torch.save({"state": self.net.state_dict(), "mean": torch.from_numpy(self.mean),
+                    "std": torch.from_numpy(self.std), "hidden": self.net[0].out_features}, path)
+        return Path(path)
 
     def predict(self, items: pd.DataFrame) -> pd.DataFrame:
         """Teacher-forced predictions in `agreement.predict`'s columns."""
-        import torch
-
-        x = torch.from_numpy((inputs(items) - self.mean) / self.std)
-        with torch.no_grad(), _one_thread():
-            out = self.net(x)  # type: ignore[operator]
-        probs = torch.softmax(out[:, :4], dim=1).numpy()
-        watched = torch.sigmoid(out[:, 4]).numpy()
-        clicked = probs[:, 1:].sum(axis=1)
-        return pd.DataFrame({"user_id": items["user_id"].to_numpy(), "reaction": probs.argmax(axis=1),
-                             "p_click": clicked, "dwell": clicked * watched * items["duration"].to_numpy(),
-                             "leaves": torch.sigmoid(out[:, 5]).numpy() > 0.5})
+        s = self.scores(inputs(items))
+        clicked = s[:, 1:4].sum(axis=1)
+        return pd.DataFrame({"user_id": items["user_id"].to_numpy(), "reaction": s[:, :4].argmax(axis=1),
+                             "p_click": clicked, "dwell": clicked * s[:, 4] * items["duration"].to_numpy(),
+                             "leaves": s[:, 5] > 0.5})
 
 
 def fit_neural(items: pd.DataFrame, hidden: int = 32, steps: int = 400, lr: float = 0.01,
@@ -75,8 +127,7 @@ def fit_neural(items: pd.DataFrame, hidden: int = 32, steps: int = 400, lr: floa
     watched = torch.from_numpy(np.clip(items["dwell_min"].to_numpy(np.float64) / dur, 0, 1).astype(np.float32))
     clicked = react >= 1
     leaves = torch.from_numpy(items["leaves"].to_numpy(bool).astype(np.float32))
-    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
-                              torch.nn.ReLU(), torch.nn.Linear(hidden, 6))
+    net = _network(x.shape[1], hidden)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     with _one_thread():
@@ -90,6 +141,25 @@ def fit_neural(items: pd.DataFrame, hidden: int = 32, steps: int = 400, lr: floa
             opt.step()
     net.eval()
     return NeuralChoice(net, mean, std)
+
+
+def _network(n_inputs: int, hidden: int) -> Any:
+    """The scorer's MLP: two ReLU layers of `hidden` units, 6 outputs (4 reaction logits, watched, leaves)."""
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Linear(n_inputs, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
+                               torch.nn.ReLU(), torch.nn.Linear(hidden, 6))
+
+
+def load_neural(path: str | Path) -> NeuralChoice:
+    """A scorer `NeuralChoice.save` wrote (`recoworld distill --neural` writes OUT/neural.pt)."""
+    import torch
+
+    saved = torch.load(path, weights_only=True)
+    net = _network(len(saved["mean"]), int(saved["hidden"]))
+    net.load_state_dict(saved["state"])
+    net.eval()
+    return NeuralChoice(net, saved["mean"].numpy(), saved["std"].numpy())
 
 
 @contextmanager
