@@ -280,8 +280,9 @@ def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
     r, n = scores.shape
     if k <= 0:
         return np.empty((r, 0), dtype=np.int64)
-    part = np.argpartition(scores, n - k, axis=1)[:, n - k :]
+    part = np.sort(np.argpartition(scores, n - k, axis=1)[:, n - k :], axis=1)
     at = np.arange(r)[:, None]
-    order = np.lexsort((part, -scores[at, part]), axis=1)
+    # A stable sort of the index-ordered part: equal scores stay in index order (cheaper than lexsort).
+    order = np.argsort(-scores[at, part], axis=1, kind="stable")
     return part[at, order]
 
