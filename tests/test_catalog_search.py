@@ -112,6 +112,7 @@ def test_search_is_deterministic_leaves_out_consumed_items_and_resets_each_turn(
     ("creator", "anyone", 3, "unknown search field"),
     ("topic", "underwater basket weaving", 3, "unknown topic"),
     ("query", "   ", 3, "give some words"),
+    ("query", "zzqx vvbn", 3, "none of the words"),
     ("semantic_id", "garbage", 3, "not a semantic id"),
     ("semantic_id", "<a_99>", 3, "no item in the catalog"),
     ("topic", "cooking", 0, "out of range"),
@@ -179,7 +180,7 @@ def test_toolrec_search_respects_the_cap_and_bad_arguments_become_observations(e
     agent, backend = _toolrec(cat, [
         _call("search", attribute="topic", value="no such topic", k=3),
         _call("search", attribute="topic", value=topic, k=5),
-        _call("search", attribute="query", value="something else entirely", k=3),
+        _call("search", attribute="query", value=f"{cat.topic_names[0]} videos", k=3),
         _call("finish", items=[]),
     ])
     agent.connect_search(env.search)

@@ -12,11 +12,14 @@ as `<a_3><b_1>`) and `query` (free text, matched against each item's title, desc
 topic, subtopic and creator by text embedding: hashed TF-IDF with the catalog's IDF by
 default, the sentence model with `text_embedding="sentence"`; the item matrix is built once
 per matcher, so a query over the whole catalog costs one matrix-vector product).
+`item_matcher(catalog, method)` shares one matcher per catalog and method in a process.
 """
 
 from __future__ import annotations
 
 import difflib
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -107,3 +110,17 @@ class ItemMatcher:
                 _FittedTfidf(texts, TEXT_DIM) if model is None else lambda batch: sentence_embeddings(batch, model))
             self._text = (encode, encode(texts).astype(np.float64))
         return self._text
+
+
+_MATCHERS: weakref.WeakKeyDictionary[Catalog, dict[str, ItemMatcher]] = weakref.WeakKeyDictionary()
+_MATCHERS_LOCK = threading.Lock()
+
+
+def item_matcher(catalog: Catalog, text_embedding: EmbeddingMethod = "tfidf") -> ItemMatcher:
+    """The shared matcher of `catalog` for `text_embedding`, so its text index is built once per process."""
+    with _MATCHERS_LOCK:
+        per_catalog = _MATCHERS.setdefault(catalog, {})
+        matcher = per_catalog.get(text_embedding)
+        if matcher is None:
+            matcher = per_catalog[text_embedding] = ItemMatcher(catalog, text_embedding)
+        return matcher

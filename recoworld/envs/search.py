@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recoworld.catalog.search import BadQuery, ItemMatcher, choose
+from recoworld.catalog.search import BadQuery, ItemMatcher, choose, item_matcher
 from recoworld.envs.retrieval import QUERY_ITEMS
 from recoworld.envs.world import World
 
@@ -63,7 +63,7 @@ class PlatformSearch:
     def __init__(self, world: World, row: int = 0, matcher: ItemMatcher | None = None) -> None:
         self.world, self.row = world, row
         self.cap = world.config.retrieval.search_cap
-        self.matcher = matcher or ItemMatcher(world.catalog)
+        self.matcher = matcher or item_matcher(world.catalog)
         self._admitted: list[int] = []  # candidate positions admitted this turn
 
     def new_turn(self) -> None:
@@ -91,7 +91,9 @@ class PlatformSearch:
             open_ &= ~w.platform.unreleased(w.now[row : row + 1])[0]
         items = np.flatnonzero(open_)
         score = self.matcher.score(field, value, items)
-        keep = score > 0 if field != "query" else np.ones(len(items), dtype=bool)
+        if field == "query" and not score.any():
+            raise BadQuery(f"query: none of the words of {value!r} occur in the catalog; try other words")
+        keep = score > 0 if field != "query" else np.ones(len(items), dtype=bool)  # a query ranks every item
         items, score = items[keep], score[keep]
         if not len(items):
             raise BadQuery(f"no item in the catalog has {field}={value!r}")

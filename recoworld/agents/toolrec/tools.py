@@ -48,7 +48,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from recoworld.catalog import Catalog
 from recoworld.catalog.embeddings import EmbeddingMethod
-from recoworld.catalog.search import DURATION_BANDS, POPULARITY_BANDS, BadQuery, ItemMatcher, choose
+from recoworld.catalog.search import DURATION_BANDS, POPULARITY_BANDS, BadQuery, choose, item_matcher
 from recoworld.catalog.semantic_ids import format_semantic_id
 from recoworld.envs.search import SEARCH_FIELDS
 from recoworld.llm import Tool, Tools
@@ -180,7 +180,7 @@ class ToolBox:
 
     def __init__(self, catalog: Catalog, query_embedding: EmbeddingMethod = "tfidf") -> None:
         self.catalog = catalog
-        self.matcher = ItemMatcher(catalog, query_embedding)
+        self.matcher = item_matcher(catalog, query_embedding)
 
     def pool(self, candidate_ids: np.ndarray, available: np.ndarray, relevance: np.ndarray) -> CandidatePool:
         return CandidatePool(self, candidate_ids, np.flatnonzero(available), relevance)
