@@ -54,7 +54,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Coroutine, Generator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -101,6 +101,8 @@ T = TypeVar("T")
 Call = tuple[list[dict[str, str]], Structured[Any], SamplingParams]
 #: An item-by-item turn: yields each item's call, is sent the decision (or the `LLMError`), returns the feedback.
 ItemTurn = Generator[Call, "ItemDecision | LLMError", SlateFeedback]
+#: A turn in either mode: answered with the mode's decision, or the `LLMError` its call raised.
+Turn = Generator[Call, "TurnDecision | ItemDecision | LLMError", SlateFeedback]
 REVIEW_MODES = ("slate", "item")
 
 
@@ -157,44 +159,35 @@ class LLMUser:
         self._session_items = []
 
     def review(self, slate: np.ndarray, rng: np.random.Generator) -> SlateFeedback:
-        if self.review_mode == "item":
-            turn = self._item_turn(np.asarray(slate), rng)
-            reply: ItemDecision | LLMError | None = None
+        turn, reply = self._turn(slate, rng), None
+        while True:
             try:
-                while True:
-                    call = turn.send(reply)  # type: ignore[arg-type]
-                    try:
-                        reply = self.backend.complete(*call)
-                    except LLMError as err:
-                        reply = err
+                call = turn.send(reply)
             except StopIteration as done:
                 return done.value
-        call = self._turn_call(slate, rng)
-        try:
-            decision = self.backend.complete(*call)
-        except LLMError as err:
-            return self._fall_back(slate, rng, err)
-        return self._apply(slate, decision)
+            reply = _reply_or_error(self.backend.complete, call)
 
     async def areview(self, slate: np.ndarray, rng: np.random.Generator) -> SlateFeedback:
-        if self.review_mode == "item":
-            turn = self._item_turn(np.asarray(slate), rng)
-            reply: ItemDecision | LLMError | None = None
+        turn, reply = self._turn(slate, rng), None
+        while True:
             try:
-                while True:
-                    call = turn.send(reply)  # type: ignore[arg-type]
-                    try:
-                        reply = await self.backend.acomplete(*call)
-                    except LLMError as err:
-                        reply = err
+                call = turn.send(reply)
             except StopIteration as done:
                 return done.value
-        call = self._turn_call(slate, rng)
-        try:
-            decision = await self.backend.acomplete(*call)
-        except LLMError as err:
-            return self._fall_back(slate, rng, err)
-        return self._apply(slate, decision)
+            try:
+                reply = await self.backend.acomplete(*call)
+            except LLMError as err:
+                reply = err
+
+    def _turn(self, slate: np.ndarray, rng: np.random.Generator) -> Turn:
+        """One turn as a generator of model calls, each answered with the decision or the `LLMError`:
+        the sync and async paths only drive it, so the turn's logic exists once."""
+        if self.review_mode == "item":
+            return (yield from self._item_turn(np.asarray(slate), rng))
+        reply = yield self._turn_call(slate, rng)
+        if isinstance(reply, LLMError):
+            return self._fall_back(slate, rng, reply)
+        return self._apply(slate, reply)  # type: ignore[arg-type]
 
     def end_session(self, now_days: float, rng: np.random.Generator) -> float:
         """Days until the next session, `inf` when the user never comes back."""
@@ -437,6 +430,14 @@ class LLMUser:
 
     def _remember_session(self, now_days: float, summary: str) -> None:
         self._sessions = [*self._sessions, f"day {int(now_days)}: {summary}"][-self.session_memory :]
+
+
+def _reply_or_error(complete: Callable[..., Any], call: Call) -> Any:
+    """A backend call's decision, or the `LLMError` it raised, as a turn generator takes either."""
+    try:
+        return complete(*call)
+    except LLMError as err:
+        return err
 
 
 def _pushed_away(interests: np.ndarray, item: np.ndarray, push: float) -> np.ndarray:
