@@ -82,17 +82,17 @@ def _recurrence(x0: np.ndarray, rate: np.ndarray | float, target: np.ndarray) ->
     operations in the same order, so the two paths agree bit for bit.
     """
     b, k = target.shape
-    rates = np.broadcast_to(rate, target.shape)
+    constant = not isinstance(rate, np.ndarray)
     if b == 1:
         x, path = float(x0[0]), []
-        for r, t in zip(rates[0].tolist(), target[0].tolist()):
+        for r, t in zip([float(rate)] * k if constant else rate[0].tolist(), target[0].tolist()):
             x = x + r * (t - x)
             path.append(x)
         return np.array([path])
     out = np.empty((b, k))
     x = np.asarray(x0, dtype=np.float64)
     for i in range(k):
-        x = x + rates[:, i] * (target[:, i] - x)
+        x = x + (rate if constant else rate[:, i]) * (target[:, i] - x)
         out[:, i] = x
     return out
 
