@@ -7,8 +7,8 @@ Each run seed draws other users and other recommender randomness for the LLM run
 back in half a day after two or more likes, else in three days); `recoworld distill` fits the surrogate on it, and
 the rank check compares the two rankings of random, popular, greedy and instruct. Printed per seed and metric:
 Spearman's rho with its 95% bootstrap interval over users, for the distilled surrogate and for the same surrogate
-with its return model flattened to one Gamma over all sessions (`--flat`: the first version of distill, whose
-retention ranking was at chance).
+with its return model flattened to one Gamma over all sessions (the first version of distill); then each
+recommender's retention under the LLM users and the two surrogates, averaged over seeds.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--replicas", type=int, default=5, help="surrogate simulations per check")
     args = ap.parse_args()
-    rows = []
+    rows, values = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
             decisions = read_run(llm_run(Path(tmp) / f"run-{seed}", args.users, seed))
@@ -64,6 +64,8 @@ def main() -> None:
                 check = rank_check(decisions, model, replicas=args.replicas)
                 for metric, g in check.groupby("metric", sort=False):
                     first = g.iloc[0]
+                    if metric == "retention":
+                        values.append(g.assign(seed=seed, model=name))
                     rows.append({"seed": seed, "surrogate": name, "metric": metric, "rho": first["spearman_rho"],
                                  "ci_low": first["rho_ci_low"], "ci_high": first["rho_ci_high"],
                                  "per_replica": first["rho_per_replica"]})
@@ -73,6 +75,11 @@ def main() -> None:
     print(table.to_string(index=False, float_format=lambda x: f"{x:+.2f}"))
     means = table.groupby(["surrogate", "metric"], sort=False)["rho"].agg(["mean", "min", "max"])
     print(means.reindex(list(METRICS), level="metric").to_string(float_format=lambda x: f"{x:+.2f}"))
+    retention = pd.concat(values)
+    wide = retention.pivot_table(index="recommender", columns="model", values="surrogate", aggfunc="mean")
+    wide.insert(0, "LLM users", retention.groupby("recommender")["llm"].mean())
+    print("retention per recommender, mean over seeds (the surrogates: mean of their replicas)")
+    print(wide.reindex(AGENTS).to_string(float_format=lambda x: f"{x:.3f}"))
 
 
 if __name__ == "__main__":

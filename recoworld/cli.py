@@ -139,7 +139,9 @@ def simulate(
     out: Annotated[Path, typer.Option(help="output directory; rerun to resume")] = Path("runs/simulate"),
     overwrite: Annotated[bool, typer.Option(help="--out holds another run: remove its results and start over")]
     = False,
-    user_backend: Annotated[str | None, typer.Option(help="simulated users: parametric or llm")] = None,
+    user_backend: Annotated[str | None, typer.Option(
+        help="simulated users: parametric, llm, or surrogate (a distilled LLM user: `surrogate: DIR` in --config)",
+    )] = None,
     llm: Annotated[str | None, typer.Option(help="LLM backend: local (Gemma 270M in-process) or openai")] = None,
     llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (key: $OPENAI_API_KEY)")] = None,
     llm_model: Annotated[str | None, typer.Option(help="model name on the server")] = None,
@@ -572,10 +574,11 @@ def distill(
 
         from recoworld.calibration.ranking import table as ranking_table
 
-        console.print("policy ranking, LLM users vs surrogate (Spearman's rho per metric):")
+        console.print("policy ranking, LLM users vs surrogate (Spearman's rho, 95% bootstrap CI over users):")
         console.print(ranking_table(pd.read_csv(out / "ranking.csv")), markup=False, highlight=False)
     console.print(f"distilled world: {out} ({result.report['decisions']['fit']} decisions fitted, "
-                  f"{result.report['decisions']['held_out']} held out); use it: recoworld simulate --calibrated {out}")
+                  f"{result.report['decisions']['held_out']} held out); use it: recoworld simulate --calibrated {out} "
+                  f"(its users), or `user_backend: surrogate` with `surrogate: {out}` in a world config (any users)")
 
 
 @app.command()

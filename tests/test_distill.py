@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from recoworld.calibration import load_calibration
 from recoworld.calibration.distill import MIN_DECISIONS, collect, count_decisions, distill_run, fit_gamma, read_run
-from recoworld.calibration.ranking import METRICS, spearman
+from recoworld.calibration.ranking import METRICS, metrics, spearman, user_sums
 from recoworld.catalog import cached_catalog
 from recoworld.cli import app
 from recoworld.config import WorldConfig
@@ -178,6 +178,17 @@ def test_spearman() -> None:
     assert spearman(np.array([1.0, 2, 3, 4]), np.array([4.0, 3, 2, 1])) == pytest.approx(-1.0)
     assert spearman(np.array([1.0, 2, 3, 4]), np.array([1.0, 3, 2, 4])) == pytest.approx(0.8)
     assert np.isnan(spearman(np.array([1.0, 1, 1, 1]), np.array([1.0, 2, 3, 4])))
+
+
+def test_rank_metrics_from_per_user_sums_are_the_run_summary() -> None:
+    """The rank check recomputes each metric from per-user sums (to bootstrap over users): on all users they are
+    `summarize`'s values."""
+    world = WorldConfig(slate_size=5, n_candidates=20, horizon_days=3, catalog={"n_items": 400, "n_topics": 6})
+    result = simulate(SimulationConfig(n_users=6, agents=["random", "popular"], seed=2, world=world))
+    sums = user_sums(result.trajectories, result.episodes)
+    for name, row in result.summary.set_index("recommender").iterrows():
+        got = metrics(sums.loc[name].to_numpy()[None])[0]
+        np.testing.assert_allclose(got, row[list(METRICS)].to_numpy(np.float64), rtol=1e-6)  # float32 dwell
 
 
 def test_rank_check_needs_four_recommenders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
