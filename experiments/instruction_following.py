@@ -52,7 +52,7 @@ MEASURES = (("retention", "retention"), ("following", "topic match"), ("similari
 
 @dataclass
 class Args:
-    users: int = 200
+    users: int = 100
     """users per world for the heuristics (greedy, instruct, diverse)"""
     days: float = 14.0
     """horizon in days for the heuristics"""
