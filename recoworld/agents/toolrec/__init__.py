@@ -10,7 +10,8 @@ tools in a bounded ReAct loop, and finishes with a slate.
     slate = agent.act(observation, info)      # positions into observation["candidate_ids"]
     agent.last_trace                          # thoughts, tool calls, results, final slate (JSON-ready)
 
-- `tools.py`: the tools (over the turn's candidate set) and their argument schemas.
+- `tools.py`: the tools (over the turn's candidate set, plus `search` over the whole catalog
+  through the platform when a search service is connected) and their argument schemas.
 - `prompts.py`: the scratchpad prompt.
 - `agent.py`: the loop, validation-as-observation, the merge and top-up.
 
