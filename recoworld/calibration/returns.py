@@ -171,6 +171,8 @@ def fit_returns(items: pd.DataFrame, profiles: dict[str, UserProfile], catalog: 
         report |= {"gap_shape": shape, "mean_gap_days_at_reference": math.exp(beta[0]), "gaps": len(gaps),
                    "satisfaction_effect": {"value": -beta[1], "se": se[1],
                                            "ci95": [-beta[1] - 1.96 * se[1], -beta[1] + 1.96 * se[1]]}}
+    else:
+        report["gaps_note"] = f"{len(gaps)} stated return gap(s): too few to fit; the base world's gap model is kept"
     churned = ends["churned"].to_numpy().astype(np.float64)
     share = float(np.clip(churned.mean(), 1e-4, 1 - 1e-4))
     bias, slope = math.log(share / (1 - share)), 0.0
