@@ -37,7 +37,7 @@ def test_distill_end_to_end_on_local_llm_users(tmp_path: Path) -> None:
     assert out.returncode == 0, sim.stdout + out.stdout + out.stderr
     assert "reaction_accuracy" in out.stdout and "distilled" in out.stdout
     for name in ("world.yaml", "profiles.jsonl", "catalog.parquet", "calibration.json", "agreement.csv",
-                 "agreement.png"):
+                 "agreement.png", "neural.pt"):
         assert (tmp_path / "distilled" / name).stat().st_size > 0, name
     fit = json.loads((tmp_path / "distilled" / "calibration.json").read_text())
     assert fit["source"] == "recoworld distill" and fit["decisions"]["fit"] >= 1
