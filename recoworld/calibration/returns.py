@@ -111,7 +111,11 @@ def _moved(interests: np.ndarray, push: np.ndarray, intent: str | None, catalog:
         vec = interests - dynamics.dislike_push * push
         interests = vec / max(1.0, float(np.linalg.norm(vec)))
     if isinstance(intent, str) and intent:
-        vec = interests + dynamics.instruction_strength * intent_direction(Intent.model_validate_json(intent), catalog)
+        said = Intent.model_validate_json(intent)
+        known = set(catalog.topic_names)  # a model may name a topic the catalog lacks: it moves nothing
+        said = said.model_copy(update={"topics": [x for x in said.topics if x in known],
+                                       "related": [x for x in said.related if x in known]})
+        vec = interests + dynamics.instruction_strength * intent_direction(said, catalog)
         interests = vec / max(1.0, float(np.linalg.norm(vec)))
     return interests
 
