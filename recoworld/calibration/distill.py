@@ -349,11 +349,27 @@ def distill(decisions: Decisions, holdout: float = 0.3, seed: int = 0) -> tuple[
         dynamics["instruction_cooldown"] = int(max(0, round(1.0 / rate) - 1))
     from recoworld.calibration.returns import fit_returns
 
+    surrogates = [surrogate_profile(p, rank_weights, patience) for p in decisions.profiles.values()]
+
+    def own_satisfaction(returns: dict[str, float]) -> np.ndarray:
+        """End-of-session satisfaction of the surrogate (these returns) on the fit users and the run's recommenders
+        (sessions that did not end in churn)."""
+        from recoworld.evaluation.simulation import SimulationConfig, simulate
+
+        world = build(WorldConfig, "distilled world", base, user_backend="parametric", choice=choice,
+                      dynamics=dynamics, returns=returns).model_copy(update={"expose_mindset": True})
+        users = [p for p in surrogates if p.user_id in fit_users]
+        traj = simulate(SimulationConfig(n_users=len(users), agents=decisions.agents, seed=decisions.seed,
+                                         world=world), catalog=decisions.catalog, profiles=users).trajectories
+        ends = traj.drop_duplicates(["recommender", "user_id", "step"])
+        return ends.loc[ends["left"].astype(bool) & ~ends["churned"].astype(bool), "satisfaction"].to_numpy(np.float64)
+
     returns, report["returns"] = fit_returns(it, {p.user_id: p for p in profiles}, decisions.catalog,
-                                             base.dynamics.model_copy(update=dynamics), base.returns)
+                                             base.dynamics.model_copy(update=dynamics), base.returns,
+                                             own_satisfaction)
     world = build(WorldConfig, "distilled world", base, user_backend="parametric", choice=choice,
                   dynamics=dynamics, returns=returns)
-    profiles = [surrogate_profile(p, rank_weights, patience) for p in decisions.profiles.values()]
+    profiles = surrogates
     report["favourite_rank_weights"] = None if rank_weights is None else rank_weights.tolist()
     report["held_out_users"] = sorted(held)
     report["source"] = "recoworld distill"

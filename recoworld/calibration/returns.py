@@ -19,6 +19,8 @@ quick returns earns the surrogate's too.
 | satisfaction_reference                    | mean replayed s of the fitted session ends (so base_rate is the |
 |                                           | typical session's)                                              |
 | churn_bias, churn_satisfaction            | logit of churned on (1, -s) over session ends                   |
+| base_rate's level                         | matched on the surrogate's own simulated session ends           |
+|                                           | (`fit_returns`, `own_satisfaction`)                             |
 
 Effects are held at >= 0 (`ReturnConfig`'s bounds: a happier user never returns later); a log that shows the
 opposite gets 0 and a note. Without this fit (one Gamma for every session, the first version of distill), the
@@ -29,6 +31,7 @@ Spearman's rho about 0 against the LLM users' (hidden-rule user, README).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -152,9 +155,18 @@ def fit_gap_glm(gaps: np.ndarray, s: np.ndarray, reference: float,
 
 
 def fit_returns(items: pd.DataFrame, profiles: dict[str, UserProfile], catalog: Catalog,
-                dynamics: DynamicsConfig, returns: ReturnConfig) -> tuple[dict[str, float], dict[str, Any]]:
+                dynamics: DynamicsConfig, returns: ReturnConfig,
+                own_satisfaction: Callable[[dict[str, float]], np.ndarray] | None = None,
+                ) -> tuple[dict[str, float], dict[str, Any]]:
     """(`ReturnConfig` fields, report entry) fitted on the fit users' session ends (module docstring); empty
-    fields (the base world's kept) when no session ended."""
+    fields (the base world's kept) when no session ended.
+
+    `own_satisfaction(fields)`: the end-of-session satisfactions of the surrogate itself (with these return
+    fields) on the same users and recommenders. The surrogate's own sessions need not end as happy as its replay of
+    the LLM's reactions (its choices are noisy where a model's may be near-deterministic); then the gap model is
+    right in its slope but off in level. So `base_rate` is scaled until the surrogate's mean relative gap,
+    mean exp(-effect (s - reference)), over its own session ends equals the replay's: the level the LLM users
+    showed, as `fit_sessions.visit_returns` sets a calibrated world's reference on simulated satisfaction."""
     ends = session_ends(items, replay_satisfaction(items, profiles, catalog, dynamics, returns))
     if ends.empty:
         return {}, {"note": "no session ended; the base world's returns are kept"}
@@ -172,6 +184,15 @@ def fit_returns(items: pd.DataFrame, profiles: dict[str, UserProfile], catalog: 
             beta[1], se[1] = 0.0, float("nan")
         fields |= {"gap_shape": min(shape, 100.0), "base_rate": math.exp(-beta[0]),
                    "satisfaction_effect": -beta[1], "satisfaction_reference": reference}
+        if own_satisfaction is not None and beta[1] < 0:
+            own = own_satisfaction(fields)
+            if len(own):
+                factor = float(np.mean(np.exp(beta[1] * (own - reference)))
+                               / np.mean(np.exp(beta[1] * (s[came_back] - reference))))
+                fields["base_rate"] *= factor
+                report["level"] = {"own_mean_satisfaction": float(own.mean()), "own_session_ends": len(own),
+                                   "replayed_mean_satisfaction": float(s[came_back].mean()),
+                                   "base_rate_factor": factor}
         report |= {"gap_shape": shape, "mean_gap_days_at_reference": math.exp(beta[0]), "gaps": len(gaps),
                    "satisfaction_effect": {"value": -beta[1], "se": se[1],
                                            "ci95": [-beta[1] - 1.96 * se[1], -beta[1] + 1.96 * se[1]]}}
