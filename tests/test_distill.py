@@ -148,6 +148,10 @@ def test_the_surrogate_ranks_recommenders_as_the_llm_users_do(distilled: tuple[P
     # end-of-session satisfaction, so it ranks by retention too (rho was 0 with one Gamma for all sessions)
     returns = json.loads((out / "calibration.json").read_text())["returns"]
     assert returns["satisfaction_effect"]["ci95"][0] > 1.0
+    # its level is matched on the surrogate's own session ends: retention levels agree, not only their order
+    assert returns["level"]["own_session_ends"] > 0
+    retention = ranking[ranking["metric"] == "retention"]
+    assert (retention["surrogate"] - retention["llm"]).abs().mean() < 0.08
     assert fit["spearman_rho"]["retention"] >= 0.6 and fit["rho_ci95"]["retention"][1] == pytest.approx(1.0)
     for metric in METRICS:
         low, high = fit["rho_ci95"][metric]
