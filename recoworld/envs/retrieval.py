@@ -226,7 +226,8 @@ class CandidateRetriever:
         takes an exact draw from its own stream instead.
         """
         if len(drawn) == 1:  # one user: the same picks by a plain scan, cheaper than array set-up
-            picks = list(dict.fromkeys(i for i in drawn[0].tolist() if not blocked[0, i]))[: int(count[0])]
+            row = drawn[0]
+            picks = list(dict.fromkeys(row[~blocked[0, row]].tolist()))[: int(count[0])]
             short = np.array([len(picks) < count[0]])
             if not short[0]:
                 out[0, int(start[0]) : int(start[0]) + len(picks)] = picks
