@@ -17,6 +17,8 @@ recoworld/rl/training.py.
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,15 @@ from pathlib import Path
 import pandas as pd
 import tyro
 
-from recoworld.rl.training import TrainConfig, format_seed_summary, format_table, seed_summary, start_ray, train
+from recoworld.rl.training import (
+    TrainConfig,
+    evaluate_references,
+    format_seed_summary,
+    format_table,
+    seed_summary,
+    start_ray,
+    train,
+)
 
 
 @dataclass
@@ -77,7 +87,18 @@ if __name__ == "__main__":
     # TRY NOT TO MODIFY: Ray runtime (seeding happens in RLlib via config.debugging(seed=...))
     start_ray(cfg.num_env_runners)
 
+    print(f"machine: {platform.machine()} {platform.processor() or platform.platform()}, "
+          f"{os.cpu_count()} CPUs; started {time.strftime('%Y-%m-%d %H:%M')}")
+    # The baselines and the oracle play the same evaluation users whatever the training seed: once for all seeds
+    references = None
+    if args.seeds > 1 and not args.resume:
+        wall = time.perf_counter()
+        references = evaluate_references(cfg)
+        print(f"references ({', '.join(cfg.eval.baselines)}{', oracle' if cfg.eval.oracle else ''}) on "
+              f"{cfg.eval.n_users} evaluation users: {time.perf_counter() - wall:.0f} s")
+
     tables: dict[int, pd.DataFrame] = {}
+    seconds: dict[int, float] = {}
     for seed in range(cfg.seed, cfg.seed + args.seeds):
         run_cfg = cfg.model_copy(update={"seed": seed})
         out = args.out if args.seeds == 1 else args.out / f"seed_{seed}"
@@ -86,9 +107,10 @@ if __name__ == "__main__":
 
         # ALGO LOGIC: PPO iterations, periodic evaluation, checkpoints (recoworld.rl.training.train)
         wall = time.perf_counter()
-        result = train(run_cfg, out, resume=args.resume)
+        result = train(run_cfg, out, resume=args.resume, references=references)
         wall = time.perf_counter() - wall
         tables[seed] = result.table
+        seconds[seed] = result.train_seconds
 
         # RESULTS: retention on the evaluation users (95% CI) and the paired advantage of the policy
         print()
@@ -97,7 +119,8 @@ if __name__ == "__main__":
             print(f"NOTE {result.stopped}")
         print(format_table(result.table))
         print()
-        print(f"charts/train_seconds {result.train_seconds:.1f}  (wall incl. setup and evaluation: {wall:.1f})")
+        print(f"charts/train_seconds {result.train_seconds:.1f} (sampling and learning)  "
+              f"policy evaluation {result.eval_seconds:.1f}  wall incl. setup and evaluation {wall:.1f}")
         print(f"checkpoint: {result.checkpoint}")
         print(f"learning curve: {result.plot}")
 
@@ -105,3 +128,5 @@ if __name__ == "__main__":
         print(f"\n=== {args.seeds} seeds ({cfg.seed}..{cfg.seed + args.seeds - 1}): final paired advantage, "
               "mean over seeds ± 95% t interval")
         print(format_seed_summary(seed_summary(tables)))
+        print("training seconds per seed (sampling and learning): "
+              + ", ".join(f"seed {k}: {v:.0f}" for k, v in seconds.items()))

@@ -97,7 +97,8 @@ def test_vector_wrapper_gives_each_user_the_single_wrappers_observation_bit_for_
     vec = UserRelativeVectorObservation(RecoWorldVectorEnv(num_envs=n, **TINY_WORLD))
     singles = [UserRelativeObservation(RecoWorldEnv(TINY_WORLD)) for _ in range(n)]
     assert vec.single_observation_space == singles[0].observation_space
-    assert vec.observation_space.shape is None and vec.observation_space["observations"].shape == (n, 6 * 8 + 13)
+    width = 6 * N_CANDIDATE_FEATURES + N_GLOBAL_FEATURES
+    assert vec.observation_space.shape is None and vec.observation_space["observations"].shape == (n, width)
     obs, _ = vec.reset(seed=seed)
     single_obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(singles)]
     rng = np.random.default_rng(0)
@@ -119,6 +120,59 @@ def test_vector_wrapper_gives_each_user_the_single_wrappers_observation_bit_for_
         restarting = terminated | truncated
         ended += int(restarting.sum())
     assert ended >= 1
+
+
+def test_episode_profile_remembers_engaged_items_beyond_the_history_window() -> None:
+    """The profile sums the embeddings of every engaged and skipped item of the episode, decayed
+    per turn, from the newest history rows; the features read its cosine per candidate."""
+    from recoworld.rl.features import EpisodeProfile
+
+    d = 3
+    profile = EpisodeProfile(2, d, decay=0.5)
+    eye = np.eye(d, dtype=np.float32)
+    obs = {"history_reactions": np.array([[-1, 0, 1], [0, 0, 0]]),
+           "history_features": np.zeros((2, 3, d + 3), np.float32)}
+    obs["history_features"][0, 1, :d], obs["history_features"][0, 2, :d] = eye[0], eye[1]
+    profile.update(obs, np.array([2, 0]))  # user 0 reviewed two items (a skip, a click); user 1 did not play
+    np.testing.assert_array_equal(profile.engaged, [[0, 1, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(profile.skipped, [[1, 0, 0], [0, 0, 0]])
+    obs["history_reactions"] = np.array([[0, 1, 2], [0, 0, 0]])
+    obs["history_features"][0, 2, :d] = eye[2]
+    profile.update(obs, np.array([1, 0]))  # then a like on a third item; the click stays, decayed
+    np.testing.assert_array_equal(profile.engaged[0], [0, 0.5, 1])
+    assert profile.n_engaged.tolist() == [2, 0]
+    shown = profile.augment({"x": np.zeros(2)})
+    np.testing.assert_allclose(np.linalg.norm(shown["engaged_profile"][0]), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(shown["engaged_profile"][1], 0)  # no engagement yet: zeros
+    profile.reset(np.array([0]))
+    assert not profile.engaged.any() and not profile.n_engaged.any()
+
+
+def test_recommender_sees_the_training_wrappers_features_over_a_whole_episode() -> None:
+    """Deployed, the policy must see what it trained on: `RLlibRecommender` keeps the same episode
+    profile as `UserRelativeObservation`, turn after turn, across sessions."""
+    pytest.importorskip("ray")
+    from recoworld.rl.rl_module import SlateScorerRLModule
+
+    world = {**TINY_WORLD, "horizon_days": 5}
+    wrapped, raw_env = UserRelativeObservation(RecoWorldEnv(world)), RecoWorldEnv(world)
+    module = SlateScorerRLModule(observation_space=wrapped.observation_space, action_space=wrapped.action_space,
+                                 model_config={"hidden": [8]})
+    agent = RLlibRecommender(module, 2, seed=0)
+    for seed in (3, 4):  # two episodes: the profile is forgotten between them
+        shown, _ = wrapped.reset(seed=seed)
+        raw, info = raw_env.reset(seed=seed)
+        agent.begin_episode(seed)
+        done, sessions, engaged = False, set(), 0
+        while not done:
+            slate = agent.act(raw, info)
+            np.testing.assert_array_equal(agent.last_features[0], shown["observations"])
+            shown, *_ = wrapped.step(slate)
+            raw, _, terminated, truncated, info = raw_env.step(slate)
+            agent.observe(info["reactions"], info)
+            done, sessions = terminated or truncated, sessions | {info["session"]}
+            engaged += int((info["reactions"] > 0).sum())
+        assert wrapped.profile.n_engaged[0] == engaged
 
 
 def test_batched_features_equal_one_users_features() -> None:

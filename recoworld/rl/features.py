@@ -16,11 +16,29 @@ Per candidate (C rows of `N_CANDIDATE_FEATURES`, candidate-major):
 | 3      | cosine similarity to the last instruction's direction (0 if none) |
 | 4-6    | quality, log-duration, log-popularity (as in `candidate_features`) |
 | 7      | available (the env's `candidate_mask`)                           |
+| 8      | cosine similarity to the episode's engaged profile (0 if none)   |
+| 9      | cosine similarity to the episode's skipped profile (0 if none)   |
 
 Global (`N_GLOBAL_FEATURES`): the instruction flags [present, more, less, different],
-the shares of skip/click/like/share/padding in the history, and the clock squashed to
-[0, 1) by tanh (day / 7, session / 10, turn / 10, days since the last session). Nothing
+the shares of skip/click/like/share/padding in the history, the clock squashed to
+[0, 1) by tanh (day / 7, session / 10, turn / 10, days since the last session), and
+tanh(engaged items this episode / 5), how much the engaged profile has to go on. Nothing
 depends on the horizon, so a policy can be evaluated on a longer horizon than it trained on.
+
+## The episode profile: why the policy needs memory
+The observation's history holds the last `history_len` reviewed items (10 on
+configs/ppo_small.yaml). With about 4% of impressions clicked, that window usually holds no
+engaged item at all, so columns 0-1 rarely say what the user likes, and what brings a user
+back is the relevance of what they are shown (the return rate follows the satisfaction a
+session ends on, and a skipped item's pull on satisfaction grows with its relevance).
+A platform logs every reaction, though. `EpisodeProfile` keeps, per user, a decaying sum
+(`PROFILE_DECAY` per turn) of the embeddings of every engaged and every skipped item
+since the episode began, folded in from the newest history rows after each turn, and the
+features read it (columns 8-9). Measured with hand-written rankers on configs/ppo_small.yaml
+(300 users, paired with random): ranking by similarity to this profile, with a penalty for
+near-duplicates of the history, +0.037 ± 0.022 retention; ranking by the *hidden* current
+interests +0.042 ± 0.020; by the observation's 10-item window (greedy) below random. It is
+built only from what the platform saw (items shown and reactions), never from the mindset.
 
 With `action_mask=True` (default) the observation is
 `Dict(action_mask=Box(0, 1, (K * C,)), observations=Box(...))`, the format of RLlib's
@@ -36,19 +54,87 @@ user's features are bit for bit the same alone as in a batch.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from gymnasium.vector import VectorEnv, VectorObservationWrapper
+from gymnasium.vector import VectorEnv, VectorWrapper
 from gymnasium.vector.utils import batch_space
 
-from recoworld.catalog.features import FeatureLayout
+from recoworld.catalog.features import FeatureLayout, embedding_part
 from recoworld.errors import ConfigError
+from recoworld.mindset import UNSEEN
 
-N_CANDIDATE_FEATURES = 8
-N_GLOBAL_FEATURES = 4 + 5 + 4
+N_CANDIDATE_FEATURES = 10
+N_GLOBAL_FEATURES = 4 + 5 + 4 + 1
+
+#: Per-turn decay of `EpisodeProfile`'s sums: a memory of about 50 turns, several sessions.
+#: Measured with a hand-written profile ranker (300 users): 0.98 and 1.0 (no decay) alike,
+#: 0.9 (about 10 turns) lost a third of the gain over random.
+PROFILE_DECAY = 0.98
+#: Keys `EpisodeProfile.augment` adds to a raw observation; `user_relative_features` reads them.
+PROFILE_KEYS = ("engaged_profile", "skipped_profile", "episode_engaged")
+
+
+class EpisodeProfile:
+    """Per-user memory of a whole episode, from what the platform logged: decaying sums of the
+    embeddings of the items each user engaged with and skipped (see the module docstring).
+
+    After every turn call `update` with the new observation and how many items the user
+    reviewed in that turn (those are the newest `n` rows of its history); `augment` then adds
+    `PROFILE_KEYS` to an observation for `user_relative_features`. Every operation is row-wise,
+    so a user's profile is bit for bit the same alone (`n_users=1`) as in a batch.
+
+    Args:
+        n_users: rows (users) kept.
+        dim: item embedding dimension.
+        decay: multiplies the sums once per turn (`PROFILE_DECAY`).
+    """
+
+    def __init__(self, n_users: int, dim: int, decay: float = PROFILE_DECAY) -> None:
+        self.decay = decay
+        self.engaged = np.zeros((n_users, dim), np.float64)
+        self.skipped = np.zeros((n_users, dim), np.float64)
+        self.n_engaged = np.zeros(n_users, np.float64)
+
+    def reset(self, rows: np.ndarray | None = None) -> None:
+        """Forget users `rows` (all when None): a new episode, a new user."""
+        at = slice(None) if rows is None else np.asarray(rows)
+        self.engaged[at] = 0.0
+        self.skipped[at] = 0.0
+        self.n_engaged[at] = 0.0
+
+    def update(self, observation: dict[str, np.ndarray], n_new: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Fold in the newest `n_new[j]` history rows of the batched `observation`'s row j, the
+        items user `rows[j]` (all users, in order, when None) reviewed in the turn just played;
+        rows with `n_new` 0 (they did not play) are left as they are."""
+        at = np.arange(len(self.engaged)) if rows is None else np.asarray(rows, dtype=np.int64)
+        n_new = np.asarray(n_new, dtype=np.int64)
+        reactions = observation["history_reactions"]
+        h = reactions.shape[1]
+        emb = embedding_part(observation["history_features"]).astype(np.float64)
+        new = np.arange(h)[None, :] >= h - np.minimum(n_new, h)[:, None]  # (R, H): the turn's items
+        engaged, skipped = new & (reactions >= 1), new & (reactions == 0)
+        played = n_new > 0
+        decay = np.where(played, self.decay, 1.0)[:, None]
+        # einsum sums each row on its own, in history order, whatever the batch around it.
+        self.engaged[at] = decay * self.engaged[at] + np.einsum("rh,rhd->rd", engaged.astype(np.float64), emb)
+        self.skipped[at] = decay * self.skipped[at] + np.einsum("rh,rhd->rd", skipped.astype(np.float64), emb)
+        self.n_engaged[at] += engaged.sum(axis=1)
+
+    def augment(self, observation: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """`observation` (batched, row j = user `rows[j]`) with `PROFILE_KEYS` added: the unit
+        engaged and skipped profiles (zeros before any) and the engaged count."""
+        at = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
+        return {**observation, "engaged_profile": _unit(self.engaged[at]), "skipped_profile": _unit(self.skipped[at]),
+                "episode_engaged": self.n_engaged[at].astype(np.float32)}
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """float32 rows scaled to unit norm; zero rows stay zero."""
+    norm = np.sqrt(np.einsum("rd,rd->r", vectors, vectors))[:, None]
+    return np.divide(vectors, norm, out=np.zeros_like(vectors), where=norm > 0).astype(np.float32)
 
 
 def user_relative_features(observation: dict[str, np.ndarray]) -> np.ndarray:
@@ -56,9 +142,11 @@ def user_relative_features(observation: dict[str, np.ndarray]) -> np.ndarray:
 
     Takes one observation (`candidate_features` of shape (C, F)) and returns a flat vector,
     or a batch (B, C, F) and returns (B, n_features). The single case is the batch of one,
-    so a user's features are bit for bit the same alone or in a vector env."""
+    so a user's features are bit for bit the same alone or in a vector env. The episode
+    profile columns read `PROFILE_KEYS` (`EpisodeProfile.augment`); an observation without
+    them is treated as a user with no profile yet (zeros)."""
     if observation["candidate_features"].ndim == 2:
-        return user_relative_features({key: value[None] for key, value in observation.items()})[0]
+        return user_relative_features({key: np.asarray(value)[None] for key, value in observation.items()})[0]
     cand = observation["candidate_features"]  # (B, C, F)
     layout = FeatureLayout.from_width(cand.shape[-1])
     emb = cand[..., layout.embedding]
@@ -68,6 +156,11 @@ def user_relative_features(observation: dict[str, np.ndarray]) -> np.ndarray:
     sims = emb @ observation["history_features"][..., layout.embedding].swapaxes(-1, -2)
     engaged, skipped, seen = reactions >= 1, reactions == 0, reactions >= 0
     repetition = np.where(seen[:, None, :], sims, -np.inf).max(axis=-1, initial=-np.inf)
+    b, d = len(cand), emb.shape[-1]
+    zeros = np.zeros((b, d), np.float32)
+    engaged_profile = observation.get("engaged_profile", zeros)
+    skipped_profile = observation.get("skipped_profile", zeros)
+    n_engaged = observation.get("episode_engaged", np.zeros(b, np.float32))
     per_candidate = np.concatenate(
         [
             _masked_mean(sims, engaged)[..., None],
@@ -76,6 +169,8 @@ def user_relative_features(observation: dict[str, np.ndarray]) -> np.ndarray:
             (emb @ instruction[:, 4:, None]),
             cand[..., layout.scalars],
             observation["candidate_mask"][..., None].astype(np.float32),
+            (emb @ engaged_profile[:, :, None]),
+            (emb @ skipped_profile[:, :, None]),
         ],
         axis=-1,
     )  # (B, C, N_CANDIDATE_FEATURES)
@@ -85,7 +180,9 @@ def user_relative_features(observation: dict[str, np.ndarray]) -> np.ndarray:
     context = observation["context"]
     scale = np.array([7.0, 10.0, 10.0, 1.0], np.float32)
     clock = np.tanh(context / scale)
-    vec = np.concatenate([per_candidate.reshape(len(cand), -1), instruction[:, :4], shares, clock], axis=1)
+    profile_depth = np.tanh(np.asarray(n_engaged, np.float32) / 5.0)[:, None]
+    vec = np.concatenate([per_candidate.reshape(len(cand), -1), instruction[:, :4], shares, clock, profile_depth],
+                         axis=1)
     return np.clip(vec, -1.0, 1.0).astype(np.float32)
 
 
@@ -137,8 +234,16 @@ def user_relative_space(
     return spaces.Dict({"action_mask": mask, "observations": features}), slate_size
 
 
-class UserRelativeObservation(gym.ObservationWrapper):
+def reviewed_count(reactions: np.ndarray) -> np.ndarray:
+    """Items reviewed per user in a turn, from its reactions (..., K): everything not UNSEEN."""
+    return (np.asarray(reactions) != UNSEEN).sum(axis=-1)
+
+
+class UserRelativeObservation(gym.Wrapper[Any, Any, Any, Any]):
     """Replace the raw `Dict` observation by compact user-relative features (see module docstring).
+
+    It keeps the user's `EpisodeProfile`: forgotten at `reset`, fed after every `step` with
+    the items the user just reviewed (`info["reactions"]` says how many).
 
     Args:
         env: a `RecoWorld-v0` env (or a wrapper around one) with the standard `Dict` observation.
@@ -149,7 +254,7 @@ class UserRelativeObservation(gym.ObservationWrapper):
         >>> env = UserRelativeObservation(gym.make("RecoWorld-v0", slate_size=3, n_candidates=10))
         >>> obs, info = env.reset(seed=0)
         >>> obs["action_mask"].shape, obs["observations"].shape
-        ((30,), (93,))
+        ((30,), (114,))
     """
 
     def __init__(self, env: gym.Env[Any, Any], action_mask: bool = True) -> None:
@@ -157,14 +262,31 @@ class UserRelativeObservation(gym.ObservationWrapper):
         self.observation_space, self.slate_size = user_relative_space(env.observation_space, env.action_space,
                                                                       action_mask)
         self.action_mask = action_mask
+        dim = FeatureLayout.from_width(env.observation_space["candidate_features"].shape[-1]).embedding_dim
+        self.profile = EpisodeProfile(1, dim)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        self.profile.reset()
+        return self.observation(obs), info
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.profile.update({k: np.asarray(v)[None] for k, v in obs.items()}, reviewed_count(info["reactions"])[None])
+        return self.observation(obs), reward, terminated, truncated, info
 
     def observation(self, observation: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
-        return user_relative_observation(observation, self.slate_size, self.action_mask)
+        """The features of a raw observation, with this user's current episode profile."""
+        batched = self.profile.augment({k: np.asarray(v)[None] for k, v in observation.items()})
+        shown = user_relative_observation(batched, self.slate_size, self.action_mask)
+        return {k: v[0] for k, v in shown.items()} if isinstance(shown, dict) else shown[0]
 
 
-class UserRelativeVectorObservation(VectorObservationWrapper):
+class UserRelativeVectorObservation(VectorWrapper):
     """`UserRelativeObservation` for a vector env (e.g. `RecoWorldVectorEnv`): the same features
-    and mask for each user, computed for all users in one batched call.
+    and mask for each user, computed for all users in one batched call, and one `EpisodeProfile`
+    row per user. With Gymnasium's NEXT_STEP autoreset a user whose episode ended on one step
+    starts a new one on the next: its profile is forgotten then.
 
     Example:
         >>> import gymnasium as gym
@@ -172,7 +294,7 @@ class UserRelativeVectorObservation(VectorObservationWrapper):
         ...     "RecoWorld-v0", num_envs=4, vectorization_mode="vector_entry_point", slate_size=3, n_candidates=10))
         >>> obs, info = envs.reset(seed=0)
         >>> obs["action_mask"].shape, obs["observations"].shape
-        ((4, 30), (4, 93))
+        ((4, 30), (4, 114))
     """
 
     def __init__(self, env: VectorEnv[Any, Any, Any], action_mask: bool = True) -> None:
@@ -181,6 +303,35 @@ class UserRelativeVectorObservation(VectorObservationWrapper):
             env.single_observation_space, env.single_action_space, action_mask)
         self.observation_space = batch_space(self.single_observation_space, env.num_envs)
         self.action_mask = action_mask
+        dim = FeatureLayout.from_width(env.single_observation_space["candidate_features"].shape[-1]).embedding_dim
+        self.profile = EpisodeProfile(env.num_envs, dim)
+        self._restarting = np.zeros(env.num_envs, dtype=bool)
+
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        mask = (options or {}).get("reset_mask")
+        rows = None if mask is None else np.flatnonzero(mask)
+        self.profile.reset(rows)
+        if rows is None:
+            self._restarting[:] = False
+        else:
+            self._restarting[rows] = False
+        return self.observations(obs), info
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        restarted = self._restarting.copy()
+        played = np.zeros(self.num_envs, dtype=np.int64)
+        if "reactions" in info:
+            stepped = np.asarray(info.get("_reactions", np.ones(self.num_envs, dtype=bool)), dtype=bool)
+            played = np.where(stepped & ~restarted, reviewed_count(info["reactions"]), 0)
+        self.profile.reset(np.flatnonzero(restarted))
+        self.profile.update(obs, played)
+        self._restarting = np.asarray(terminated | truncated, dtype=bool)
+        return self.observations(obs), reward, terminated, truncated, info
 
     def observations(self, observations: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
-        return user_relative_observation(observations, self.slate_size, self.action_mask)
+        """The features of a batch of raw observations, with every user's current episode profile."""
+        return user_relative_observation(self.profile.augment(observations), self.slate_size, self.action_mask)

@@ -3,7 +3,9 @@
 `RLlibRecommender.from_checkpoint(path)` accepts an RLlib algorithm checkpoint (the folder
 `Algorithm.save_to_path` wrote), the module folder inside it, or a `recoworld train` output
 folder (its newest checkpoint). It applies the same `user_relative_features` the policy
-trained on, then decodes the slot logits into a slate of *distinct* candidates: slot by
+trained on, with the same `EpisodeProfile` (forgotten at `begin_episode`, fed with the items
+reviewed in each turn, whose count `observe` gets and whose rows the next observation's
+history holds), then decodes the slot logits into a slate of *distinct* candidates: slot by
 slot, the best-scoring candidate not yet in the slate, available ones first. Where the
 per-slot argmax has no repeats this is exactly the deterministic PPO action; otherwise it
 fixes the repeats by the policy's own preferences instead of the env's retrieval order.
@@ -21,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recoworld.agents.base import Observation, Recommender
+from recoworld.catalog.features import FeatureLayout
 from recoworld.errors import ConfigError
-from recoworld.rl.features import slate_action_mask, user_relative_features
+from recoworld.rl.features import EpisodeProfile, reviewed_count, slate_action_mask, user_relative_features
 
 if TYPE_CHECKING:
     from ray.rllib.core.rl_module.rl_module import RLModule
@@ -56,6 +59,18 @@ class RLlibRecommender(Recommender):
         self.n_candidates = int(nvec[0])
         space = module.observation_space
         self.masked = hasattr(space, "spaces") and "action_mask" in space.spaces
+        self.profile: EpisodeProfile | None = None  # built at the first observation (its embedding width)
+        self._reviewed = 0  # items reviewed in the last turn, folded into the profile at the next `act`
+        self.last_features: np.ndarray | None = None
+
+    def begin_episode(self, seed: int | None = None) -> None:
+        super().begin_episode(seed)
+        if self.profile is not None:
+            self.profile.reset()
+        self._reviewed = 0
+
+    def observe(self, reactions: np.ndarray, info: dict[str, Any]) -> None:
+        self._reviewed = int(reviewed_count(reactions))
 
     @classmethod
     def from_checkpoint(
@@ -73,7 +88,14 @@ class RLlibRecommender(Recommender):
         if c != self.n_candidates:
             raise ConfigError(f"the policy was trained on n_candidates={self.n_candidates}, the env offers {c}")
         torch = self._torch
-        features = torch.from_numpy(user_relative_features(observation))[None]
+        batched = {key: np.asarray(value)[None] for key, value in observation.items()}
+        if self.profile is None:
+            width = batched["candidate_features"].shape[-1]
+            self.profile = EpisodeProfile(1, FeatureLayout.from_width(width).embedding_dim)
+        self.profile.update(batched, np.array([self._reviewed]))
+        self._reviewed = 0
+        self.last_features = user_relative_features(self.profile.augment(batched))  # (1, n): what the policy saw
+        features = torch.from_numpy(self.last_features)
         mask = observation["candidate_mask"]
         obs: Any = features
         if self.masked:

@@ -442,6 +442,7 @@ class TrainResult:
     train_seconds: float
     envs: list[tuple[str, int]]  # (env class, users) of each sampling env runner (`sampling_envs`)
     stopped: str | None = None  # why training stopped before `iterations` (the max_minutes safety stop)
+    eval_seconds: float = 0.0  # the policy's evaluation rounds and checkpoints, not in `train_seconds`
 
 
 def train(
@@ -450,12 +451,19 @@ def train(
     *,
     resume: bool = False,
     log: Callable[[str], None] = print,
+    references: pd.DataFrame | None = None,
 ) -> TrainResult:
     """Train PPO for `cfg.iterations`, evaluating every `cfg.eval.every`.
 
     The budget is in iterations (each `ppo.train_batch_size` env steps), so the same config and
     seed give the same curve and table on the same machine. `cfg.max_minutes` is only a safety
     stop; when it cuts the run short, `TrainResult.stopped` says so.
+
+    `references` are the baselines' and oracle's evaluation episodes (`evaluate_references(cfg)`),
+    computed here when None; they depend only on the world and the evaluation users, not on the
+    training seed, so experiments/train_ppo.py --seeds computes them once for all seeds.
+    `TrainResult.train_seconds` counts sampling and learning (`algo.train()`) only;
+    `TrainResult.eval_seconds` the policy's evaluation rounds and checkpoints.
 
     With `resume`, continues from the newest checkpoint in `out` and its learning curve.
     Ray must be initialised by the caller (or RLlib starts a default local cluster). Resuming
@@ -478,22 +486,23 @@ def train(
     evals = pd.read_parquet(eval_path) if start and eval_path.exists() else pd.DataFrame()
     evals = evals[evals["iteration"] <= algo.iteration] if len(evals) else evals
     try:
-        baselines = evaluate_references(cfg)
+        baselines = evaluate_references(cfg) if references is None else references
         if start:
             log(f"resumed from {start} at iteration {algo.iteration}")
         envs = sampling_envs(algo)
         log(f"sampling: {len(envs)} env runner(s), each a {envs[0][0]} of {envs[0][1]} user(s)")
         t0, rows = time.perf_counter(), curve.to_dict("records")
-        checkpoint, stopped = start, None
+        checkpoint, stopped, eval_seconds = start, None, 0.0
         while algo.iteration < cfg.iterations:
             result = algo.train()
             it = algo.iteration
+            t_eval = time.perf_counter()
             runners = result.get("env_runners", {})
             learner = result.get("learners", {}).get("default_policy", {})
             row: dict[str, Any] = {
                 "iteration": it,
                 "env_steps": int(result.get("num_env_steps_sampled_lifetime", 0)),
-                "seconds": time.perf_counter() - t0,
+                "seconds": time.perf_counter() - t0 - eval_seconds,  # sampling and learning so far
                 "charts/episode_return_mean": float(runners.get("episode_return_mean", np.nan)),
                 "charts/episode_len_mean": float(runners.get("episode_len_mean", np.nan)),
                 "losses/policy_loss": float(learner.get("policy_loss", np.nan)),
@@ -519,6 +528,7 @@ def train(
                 write_parquet_atomic(pa.Table.from_pandas(evals, preserve_index=False), eval_path)
                 checkpoint = save_checkpoint(algo, out)
                 msg += f"  retention {row[f'retention/{POLICY}']:.3f} ± {row[f'retention_ci/{POLICY}']:.3f}"
+            eval_seconds += time.perf_counter() - t_eval
             rows.append(row)
             write_parquet_atomic(pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False), curve_path)
             log(msg)
@@ -527,7 +537,7 @@ def train(
                            f"{cfg.iterations}; this result depends on the machine's speed")
                 log(stopped)
                 break
-        train_seconds = time.perf_counter() - t0
+        train_seconds = time.perf_counter() - t0 - eval_seconds
         if checkpoint is None or checkpoint.name != f"iter_{algo.iteration:06d}":
             checkpoint = save_checkpoint(algo, out)
     finally:
@@ -535,7 +545,8 @@ def train(
     curve = pd.DataFrame(rows)
     final = evals[evals["iteration"] == evals["iteration"].max()].drop(columns="iteration") if len(evals) else evals
     plot = plot_learning_curve(curve, out / "learning_curve.png")
-    return TrainResult(checkpoint, curve, final.reset_index(drop=True), plot, train_seconds, envs, stopped)
+    return TrainResult(checkpoint, curve, final.reset_index(drop=True), plot, train_seconds, envs, stopped,
+                       eval_seconds)
 
 
 def format_table(table: pd.DataFrame, policy: str = POLICY) -> str:
