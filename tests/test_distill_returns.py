@@ -90,3 +90,18 @@ def test_fit_returns_gives_happier_sessions_quicker_returns_and_refuses_a_revers
     reversed_gaps = np.where(sat > np.median(sat[last]), 3.0, 0.5) * rng.uniform(0.8, 1.2, len(items))
     fields, report = fit_returns(items.assign(return_gap_days=reversed_gaps), profiles, catalog, dynamics, returns)
     assert fields["satisfaction_effect"] == 0.0 and "came back later" in report["satisfaction_effect_note"]
+
+
+def test_churn_depends_on_satisfaction_only_when_both_outcomes_are_seen_enough() -> None:
+    dynamics, returns = DynamicsConfig(), ReturnConfig()
+    items, _, profiles, catalog = _parametric_log(dynamics, ReturnConfig(churn_bias=-20.0), n_users=12)
+    last = items.groupby(["user_id", "session"], sort=False).tail(1).index
+    items["leaves"] = items.index.isin(last)
+    sat = replay_satisfaction(items, profiles, catalog, dynamics, returns)
+    unhappy = sat < np.median(sat[last])
+    fields, _ = fit_returns(items.assign(churned=unhappy), profiles, catalog, dynamics, returns)
+    assert fields["churn_satisfaction"] > 1.0, "unhappy sessions churned"
+    few = items.index.isin(last[:3])  # 3 churned session ends: separable, so no slope, only the share
+    fields, report = fit_returns(items.assign(churned=few), profiles, catalog, dynamics, returns)
+    assert fields["churn_satisfaction"] == 0.0 and "only the churn share" in report["churn_note"]
+    assert fields["churn_bias"] == pytest.approx(np.log(3 / (len(last) - 3)))
