@@ -76,15 +76,15 @@ def test_toolrec_runs_at_its_own_size_on_any_backend() -> None:
     assert "| toolrec | text | aware |" in text and "| toolrec | text | blind |" in text
 
 
-def test_the_judge_column_appears_only_with_a_judge_server(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_judge_column_appears_only_with_a_judge_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     module = _module()
     url, model = "http://judge.invalid/v1", "judge-model"
-    # The server the flags name, answered by a script: every judged turn scores 0.75.
-    judge = LLMConfig(backend="openai", base_url=url, model=model, cache_path=None)
+    # The server the flags name, answered by a script: every judged turn scores 0.75 (cached under --out).
+    judge = LLMConfig(backend="openai", base_url=url, model=model, cache_path=tmp_path / "llm-cache" / "llm.sqlite")
     scripted = ScriptedBackend(lambda request: JudgeVerdict(score=0.75, reason="on topic"), judge)
     monkeypatch.setitem(backend_module._SHARED, judge, scripted)
     args = module.Args(agents=("instruct",), channels=("structured",), users=3, days=1.0,
-                       judge_base_url=url, judge_model=model)
+                       judge_base_url=url, judge_model=model, out=tmp_path)
     table = module.run(args)
     assert len(scripted.requests) > 0 and (table["judge"] == 0.75).all()
     assert "| retention | topic match | similarity | judge | satisfiable |" in module.markdown(table, judged=True)
