@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recoworld.errors import ConfigError
 from recoworld.llm.config import LLMConfig
@@ -362,17 +362,21 @@ class WorldConfig(StrictModel):
     retrieval: RetrievalConfig = RetrievalConfig()
     reward: RewardConfig = RewardConfig()
 
-    @model_validator(mode="after")
-    def _surrogate_folder(self) -> WorldConfig:
-        """A surrogate backend names a distilled folder; checked here, so a typo fails when the config loads."""
-        if self.user_backend != "surrogate":
-            return self
-        if self.surrogate is None:
-            raise ValueError("user_backend 'surrogate' needs surrogate: DIR, the --out folder of `recoworld distill`")
-        missing = [f for f in ("world.yaml", "calibration.json") if not (self.surrogate / f).is_file()]
+    @field_validator("surrogate")
+    @classmethod
+    def _distilled_folder(cls, folder: Path | None) -> Path | None:
+        """A distilled folder, checked when the config loads, so a typo fails before any user is built."""
+        if folder is None:
+            return None
+        missing = [f for f in ("world.yaml", "calibration.json") if not (folder / f).is_file()]
         if missing:
-            raise ValueError(f"surrogate: {self.surrogate} is not a `recoworld distill` folder (missing "
-                             f"{', '.join(missing)})")
+            raise ValueError(f"{folder} is not a `recoworld distill` folder (missing {', '.join(missing)})")
+        return folder
+
+    @model_validator(mode="after")
+    def _surrogate_named(self) -> WorldConfig:
+        if self.user_backend == "surrogate" and self.surrogate is None:
+            raise ValueError("user_backend 'surrogate' needs surrogate: DIR, the --out folder of `recoworld distill`")
         return self
 
     @model_validator(mode="after")

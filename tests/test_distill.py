@@ -111,7 +111,7 @@ def test_user_backend_surrogate_names_the_field_when_the_folder_is_bad(
         distilled: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="needs surrogate: DIR"):
         load_world(None, user_backend="surrogate")
-    with pytest.raises(ConfigError, match=r"surrogate: .*nowhere is not a `recoworld distill` folder"):
+    with pytest.raises(ConfigError, match=r"surrogate.*nowhere is not a `recoworld distill` folder"):
         load_world(None, user_backend="surrogate", surrogate=str(tmp_path / "nowhere"))
     calibrated = tmp_path / "calibrated"
     calibrated.mkdir()
