@@ -24,8 +24,9 @@ quick returns earns the surrogate's too.
 
 Effects are held at >= 0 (`ReturnConfig`'s bounds: a happier user never returns later); a log that shows the
 opposite gets 0 and a note. Without this fit (one Gamma for every session, the first version of distill), the
-surrogate's retention ignored what the recommender served, and its ranking of recommenders by retention had
-Spearman's rho about 0 against the LLM users' (hidden-rule user, README).
+surrogate's retention hardly responded to what the recommender served: on the hidden-rule user, a spread of 0.03
+between the best and worst recommender against the LLM users' 0.13, which single simulations could rank either
+way (README, `experiments/distill_rank_check.py`).
 """
 
 from __future__ import annotations
@@ -43,9 +44,8 @@ from recoworld.config import DynamicsConfig, ReturnConfig
 from recoworld.mindset import Intent
 from recoworld.population import UserProfile
 from recoworld.simulators.instructions import intent_direction
+from recoworld.simulators.parametric import _INITIAL_SATISFACTION as INITIAL_SATISFACTION
 
-#: The parametric user's satisfaction at its first session (`recoworld.simulators.parametric`).
-INITIAL_SATISFACTION = 0.6
 #: Churned and returning session ends (each) before churn's dependence on satisfaction is fitted: on fewer, a
 #: separable handful (6 session ends of a real model) gave a slope of 74; then only the share is fitted.
 MIN_EACH_OUTCOME = 5
