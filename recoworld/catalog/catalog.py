@@ -11,8 +11,12 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
+import weakref
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -410,3 +414,24 @@ def _write_texts(
 def cached_catalog(config: CatalogConfig) -> Catalog:
     """Generate once per process per config; envs built by `gym.make` share it read-only."""
     return generate_catalog(config)
+
+
+T = TypeVar("T")
+
+
+class CatalogCache(Generic[T]):
+    """Objects fitted once per (catalog, key) and shared by the whole process, such as text
+    indexes that take seconds to build. Weak on the catalog (a dropped catalog frees its
+    entries) and thread-safe (LLM users and studies build them from worker threads)."""
+
+    def __init__(self) -> None:
+        self._entries: weakref.WeakKeyDictionary[Catalog, dict[Hashable, T]] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def get(self, catalog: Catalog, key: Hashable, build: Callable[[], T]) -> T:
+        """The entry of `catalog` for `key`, built by `build()` on first use."""
+        with self._lock:
+            per_catalog = self._entries.setdefault(catalog, {})
+            if key not in per_catalog:
+                per_catalog[key] = build()
+            return per_catalog[key]

