@@ -208,13 +208,14 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
         live = np.array([self._slot(a) for a in self.agents], dtype=np.int64)
         batch = self.world.step(np.stack(acts), live, [f"actions[{a!r}]" for a in self.agents])
         observed = self.world.observe(live)
-        obs, rewards, terms, truncs, infos = {}, {}, {}, {}, {}
-        for j, agent in enumerate(self.agents):
-            obs[agent] = {key: value[j] for key, value in observed.items()}
-            rewards[agent] = float(batch.reward[j])
-            terms[agent] = bool(batch.terminated[j])
-            truncs[agent] = bool(batch.truncated[j])
-            infos[agent] = dict(self.world.turn_info(batch, j))
+        keys = list(observed)
+        rows = zip(*(list(observed[key]) for key in keys))  # per-agent row views, split in C
+        obs = {agent: dict(zip(keys, row)) for agent, row in zip(self.agents, rows)}
+        rewards = dict(zip(self.agents, batch.reward.tolist()))
+        terms = dict(zip(self.agents, batch.terminated.tolist()))
+        truncs = dict(zip(self.agents, batch.truncated.tolist()))
+        infos: dict[AgentID, dict[str, Any]] = {
+            agent: dict(info) for agent, info in zip(self.agents, self.world.turn_infos(batch))}
         self.agents = [a for a in self.agents if not (terms[a] or truncs[a])]
         if self.render_mode == "ansi":
             self._last_render = (f"step {int(self.world.steps.max())}: {len(self.agents)} users live, "

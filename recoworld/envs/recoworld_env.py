@@ -184,7 +184,7 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             raise InvalidActionError(f"action must have shape ({k},) (slate_size), got shape {act.shape}")
         admitted = self.search.admitted_items if self.search is not None else np.empty(0, dtype=np.int64)
         batch = self.world.step(act[None, :], None, ["action"])
-        info: dict[str, Any] = dict(self.world.turn_info(batch, 0))
+        info: dict[str, Any] = dict(self.world.turn_infos(batch)[0])
         info["searched"] = np.isin(batch.slates[0], admitted)
         if self.search is not None:
             self.search.new_turn()

@@ -284,49 +284,58 @@ class World:
         profile = self.profiles[row]
         return {"user_id": profile.user_id, "segment": profile.segment, **self.clock(row)}
 
-    def turn_info(self, batch: StepBatch, j: int) -> TurnInfo:
-        """Row j of a step as the per-user info dict every view returns."""
-        row = int(batch.rows[j])
-        profile = self.profiles[row]
-        instruction = batch.instructions[j]
-        gap = float(batch.return_gap[j])
-        followed, satisfiable = float(batch.followed[j]), float(batch.satisfiable[j])
-        similarity = float(batch.similarity[j]) if batch.similarity is not None else math.nan
-        channel = self.config.instruction_channel
-        info: TurnInfo = {
-            "user_id": profile.user_id, "segment": profile.segment,
-            "slate": batch.slates[j], "reactions": batch.reactions[j], "dwell_min": batch.dwell_min[j],
-            "instruction": instruction.text if instruction and channel != "none" else None,
-            "instruction_intent": instruction.intent.model_dump() if instruction and channel == "structured" else {},
-            "logged_instruction": instruction.text if instruction else None,
-            "logged_intent": instruction.intent.model_dump() if instruction else {},
-            "instruction_followed": None if math.isnan(followed) else followed,
-            "instruction_satisfiable": None if math.isnan(satisfiable) else bool(satisfiable),
-            "instruction_similarity": None if math.isnan(similarity) else similarity,
-            "left": bool(batch.left[j]), "duplicates_replaced": int(batch.replaced[j]),
-            "engagement_reward": float(batch.engagement[j]),
-            "return_gap_days": None if math.isnan(gap) or math.isinf(gap) else gap,
-            "churned": math.isinf(gap), "llm_fallback": bool(batch.fallback[j]),
-            "day": int(batch.day[j]), "session": int(batch.session[j]), "turn": int(batch.turn[j]),
-            "step": int(batch.step[j]), "time_days": float(batch.time_days[j]),
-        }
-        if batch.reasons is not None and batch.reasons[j]:
-            info["reasons"] = batch.reasons[j]
-        k = len(batch.slates[j])
-        info["disliked"] = batch.disliked[j] if batch.disliked is not None else np.zeros(k, dtype=bool)
-        # Present only when there is something to say (like `reasons`), so Gymnasium's vector wrappers,
-        # which type a key's array from its first value, never meet a None after an int.
-        exit_reason = batch.exit_reasons[j] if batch.exit_reasons is not None and batch.left[j] else None
-        if exit_reason is not None:
-            info["exit_reason"], info["exit_text"] = exit_reason.kind, exit_reason.text
-        interview = batch.interviews[j] if batch.interviews is not None else None
-        if interview is not None:
-            info["interview_score"], info["interview"] = interview.score, interview.text
-        if batch.terminated[j] or batch.truncated[j]:
-            info["episode_stats"] = self.episode_stats(row)
-        if self.config.expose_mindset:
-            info["mindset"] = self.users.mindset(row).model_dump()
-        return info
+    def turn_infos(self, batch: StepBatch) -> list[TurnInfo]:
+        """Each row of a step as the per-user info dict every view returns (entry j for `batch.rows[j]`).
+
+        Columns become Python lists once, not element by element: a population step builds an
+        info per live user, and per-element numpy scalar access would cost more than the turn."""
+        r, k = batch.slates.shape
+        channel, expose = self.config.instruction_channel, self.config.expose_mindset
+        nans = [math.nan] * r
+        similarity = batch.similarity.tolist() if batch.similarity is not None else nans
+        disliked = batch.disliked if batch.disliked is not None else np.zeros((r, k), dtype=bool)
+        ended = (batch.terminated | batch.truncated).tolist()
+        columns = zip(batch.rows.tolist(), batch.instructions, batch.return_gap.tolist(), batch.followed.tolist(),
+                      batch.satisfiable.tolist(), similarity, batch.left.tolist(), batch.replaced.tolist(),
+                      batch.engagement.tolist(), batch.fallback.tolist(), batch.day.tolist(), batch.session.tolist(),
+                      batch.turn.tolist(), batch.step.tolist(), batch.time_days.tolist(), ended,
+                      batch.exit_reasons or [None] * r, batch.interviews or [None] * r, batch.reasons or [None] * r)
+        infos: list[TurnInfo] = []
+        for j, (row, instruction, gap, followed, satisfiable, sim, left, replaced, engagement, fallback, day,
+                session, turn, step, time_days, end, exit_reason, interview, reasons) in enumerate(columns):
+            profile = self.profiles[row]
+            intent = instruction.intent.model_dump() if instruction else {}
+            shown_intent = instruction.intent.model_dump() if instruction and channel == "structured" else {}
+            info: TurnInfo = {
+                "user_id": profile.user_id, "segment": profile.segment,
+                "slate": batch.slates[j], "reactions": batch.reactions[j], "dwell_min": batch.dwell_min[j],
+                "instruction": instruction.text if instruction and channel != "none" else None,
+                "instruction_intent": shown_intent,
+                "logged_instruction": instruction.text if instruction else None,
+                "logged_intent": intent,
+                "instruction_followed": None if math.isnan(followed) else followed,
+                "instruction_satisfiable": None if math.isnan(satisfiable) else bool(satisfiable),
+                "instruction_similarity": None if math.isnan(sim) else sim,
+                "left": left, "duplicates_replaced": replaced, "engagement_reward": engagement,
+                "return_gap_days": None if math.isnan(gap) or math.isinf(gap) else gap,
+                "churned": math.isinf(gap), "llm_fallback": fallback,
+                "day": day, "session": session, "turn": turn, "step": step, "time_days": time_days,
+                "disliked": disliked[j],
+            }
+            if reasons:
+                info["reasons"] = reasons
+            # Present only when there is something to say (like `reasons`), so Gymnasium's vector wrappers,
+            # which type a key's array from its first value, never meet a None after an int.
+            if exit_reason is not None and left:
+                info["exit_reason"], info["exit_text"] = exit_reason.kind, exit_reason.text
+            if interview is not None:
+                info["interview_score"], info["interview"] = interview.score, interview.text
+            if end:
+                info["episode_stats"] = self.episode_stats(row)
+            if expose:
+                info["mindset"] = self.users.mindset(row).model_dump()
+            infos.append(info)
+        return infos
 
     def episode_stats(self, row: int) -> EpisodeStats:
         horizon_days = math.ceil(self.config.horizon_days)
