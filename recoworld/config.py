@@ -287,7 +287,8 @@ class RetrievalConfig(StrictModel):
         5, ge=0, le=1000,
         description="catalog-search items the platform admits into one user's candidates per turn "
         "(`recoworld.envs.search`, ToolRec's `search` tool), each in place of the lowest-priority candidate; "
-        "0 turns the search service off. At most n_candidates",
+        "0 turns the search service off. At most n_candidates; the default 5 admits n_candidates when there "
+        "are fewer",
     )
 
     @model_validator(mode="after")
@@ -390,7 +391,7 @@ class WorldConfig(StrictModel):
             raise ValueError(
                 f"n_candidates must be <= catalog.n_items, got {self.n_candidates} > {self.catalog.n_items}"
             )
-        if self.retrieval.search_cap > self.n_candidates:
+        if "search_cap" in self.retrieval.model_fields_set and self.retrieval.search_cap > self.n_candidates:
             raise ValueError(
                 f"retrieval.search_cap must be <= n_candidates, got {self.retrieval.search_cap} "
                 f"> n_candidates={self.n_candidates}"

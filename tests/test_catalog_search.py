@@ -134,6 +134,8 @@ def test_the_cap_is_validated_and_zero_turns_search_off(catalog: Catalog) -> Non
     with pytest.raises(ConfigError, match="search_cap"):
         RecoWorldEnv(catalog=catalog, retrieval={"search_cap": -1})
     assert WorldConfig().retrieval.search_cap == 5
+    # The default never makes a small world invalid: with 3 candidates the platform admits 3.
+    assert RecoWorldEnv(catalog=catalog, slate_size=3, n_candidates=3).search.cap == 3
 
 
 # ---------------------------------------------------------------------- ToolRec's search tool

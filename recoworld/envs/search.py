@@ -62,7 +62,7 @@ class PlatformSearch:
 
     def __init__(self, world: World, row: int = 0, matcher: ItemMatcher | None = None) -> None:
         self.world, self.row = world, row
-        self.cap = world.config.retrieval.search_cap
+        self.cap = min(world.config.retrieval.search_cap, world.config.n_candidates)  # the default may exceed it
         self.matcher = matcher or item_matcher(world.catalog)
         self._admitted: list[int] = []  # candidate positions admitted this turn
 

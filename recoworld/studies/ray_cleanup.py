@@ -22,6 +22,7 @@ import datetime as dt
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -266,9 +267,19 @@ def stop_noted_during_init() -> Iterator[None]:
 
         install(noted)
 
+    def quiet_stop(unraisable: Any) -> None:
+        """Ray's handler exits with `sys.exit` wherever the signal lands; inside a fork hook or a
+        finalizer Python can only print that exit and drop it. The stop is already noted (and is
+        acted on), so such a dropped exit is not shown as a traceback."""
+        if not (STOP_REQUESTED.is_set() and isinstance(unraisable.exc_value, (SystemExit, KeyboardInterrupt))):
+            hook(unraisable)
+
+    hook = sys.unraisablehook
     ray_utils.set_sigterm_handler = install_noted
+    sys.unraisablehook = quiet_stop
     try:
         yield
     finally:
         ray_utils.set_sigterm_handler = install
+        sys.unraisablehook = hook
 
