@@ -185,7 +185,7 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         admitted = self.search.admitted_items if self.search is not None else np.empty(0, dtype=np.int64)
         batch = self.world.step(act[None, :], None, ["action"])
         info: dict[str, Any] = dict(self.world.turn_infos(batch)[0])
-        info["searched"] = np.isin(batch.slates[0], admitted)
+        info["searched"] = np.isin(batch.slates[0], admitted) if len(admitted) else np.zeros(k, dtype=bool)
         if self.search is not None:
             self.search.new_turn()
         terminated, truncated = bool(batch.terminated[0]), bool(batch.truncated[0])
