@@ -286,4 +286,3 @@ def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
     # A stable sort of the index-ordered part: equal scores stay in index order (cheaper than lexsort).
     order = np.argsort(-scores[at, part], axis=1, kind="stable")
     return part[at, order]
-
