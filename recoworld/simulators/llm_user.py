@@ -54,7 +54,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Callable, Coroutine, Generator, Sequence
+from collections.abc import Coroutine, Generator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -165,7 +165,10 @@ class LLMUser:
                 call = turn.send(reply)
             except StopIteration as done:
                 return done.value
-            reply = _reply_or_error(self.backend.complete, call)
+            try:
+                reply = self.backend.complete(*call)
+            except LLMError as err:
+                reply = err
 
     async def areview(self, slate: np.ndarray, rng: np.random.Generator) -> SlateFeedback:
         turn, reply = self._turn(slate, rng), None
@@ -430,14 +433,6 @@ class LLMUser:
 
     def _remember_session(self, now_days: float, summary: str) -> None:
         self._sessions = [*self._sessions, f"day {int(now_days)}: {summary}"][-self.session_memory :]
-
-
-def _reply_or_error(complete: Callable[..., Any], call: Call) -> Any:
-    """A backend call's decision, or the `LLMError` it raised, as a turn generator takes either."""
-    try:
-        return complete(*call)
-    except LLMError as err:
-        return err
 
 
 def _pushed_away(interests: np.ndarray, item: np.ndarray, push: float) -> np.ndarray:
