@@ -13,10 +13,14 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from recoworld.llm.config import CacheMode
+
+#: Seconds a cache connection waits for another process's lock (writes, and opening a fresh file).
+_BUSY_S = 30.0
 
 
 def cache_key(**parts: Any) -> str:
@@ -45,9 +49,20 @@ class ResponseCache:
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=_BUSY_S)
+            # Switching a new file to WAL takes a lock SQLite's busy timeout does not wait for: study
+            # shards that open a fresh cache together retry for as long as that timeout would.
+            deadline = time.monotonic() + _BUSY_S
+            while True:
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                    break
+                except sqlite3.OperationalError as err:
+                    if "locked" not in str(err) or time.monotonic() > deadline:
+                        conn.close()
+                        raise
+                    time.sleep(0.05)
             self._conn = conn
         return self._conn
 
