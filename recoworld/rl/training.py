@@ -123,6 +123,7 @@ from recoworld.evaluation.simulation import SimulationConfig, simulate
 from recoworld.population import PopulationSpec
 from recoworld.rl.features import UserRelativeObservation, UserRelativeVectorObservation
 from recoworld.rl.policy import RLlibRecommender
+from recoworld.rl.teacher import TeacherSettings, dagger
 from recoworld.storage import write_parquet_atomic
 
 if TYPE_CHECKING:
@@ -207,6 +208,9 @@ class TrainConfig(StrictModel):
     world: WorldConfig = WorldConfig()
     population: PopulationSpec = Field(default_factory=PopulationSpec.default)
     ppo: PPOSettings = PPOSettings()
+    teacher: TeacherSettings = Field(
+        default_factory=TeacherSettings, description="DAgger from the oracle into the policy before PPO "
+        "(recoworld/rl/teacher.py); off with rounds: 0")
     eval: EvalSettings = EvalSettings()
 
     @model_validator(mode="before")
@@ -387,11 +391,16 @@ def evaluate(cfg: TrainConfig, agents: dict[str, Callable[[Catalog, int, int | N
     hidden mindset in `info` (for the oracle); it changes no random draw, so the users and
     their episodes stay the same.
     """
-    world = cfg.eval_world()
+    return play(cfg, cfg.eval_world(), agents, cfg.eval.n_users, cfg.eval.seed, expose_mindset)
+
+
+def play(cfg: TrainConfig, world: WorldConfig, agents: dict[str, Callable[[Catalog, int, int | None], Recommender]],
+         n_users: int, seed: int, expose_mindset: bool = False) -> pd.DataFrame:
+    """Run `agents` in `world` on `n_users` users of `cfg`'s population (or calibrated users)
+    drawn with `seed`; one row per (recommender, user)."""
     if expose_mindset:
         world = build(WorldConfig, "evaluation world", world, expose_mindset=True)
-    sim = SimulationConfig(n_users=cfg.eval.n_users, agents=list(agents), seed=cfg.eval.seed,
-                           world=world, population=cfg.population)
+    sim = SimulationConfig(n_users=n_users, agents=list(agents), seed=seed, world=world, population=cfg.population)
     catalog, profiles = None, None
     if cfg.calibrated is not None:
         from recoworld.calibration.inputs import cached_calibration
@@ -481,7 +490,8 @@ def train(
     `references` are the baselines' and oracle's evaluation episodes (`evaluate_references(cfg)`),
     computed here when None; they depend only on the world and the evaluation users, not on the
     training seed, so experiments/train_ppo.py --seeds computes them once for all seeds.
-    `TrainResult.train_seconds` counts sampling and learning (`algo.train()`) only;
+    `TrainResult.train_seconds` counts the teacher's rounds (`cfg.teacher`, before PPO, logged
+    as iteration 0 of the curve), sampling and learning (`algo.train()`);
     `TrainResult.eval_seconds` the policy's evaluation rounds and checkpoints.
 
     With `resume`, continues from the newest checkpoint in `out` and its learning curve.
@@ -506,22 +516,51 @@ def train(
     evals = evals[evals["iteration"] <= algo.iteration] if len(evals) else evals
     try:
         baselines = evaluate_references(cfg) if references is None else references
+
+        def evaluate_policy(row: dict[str, Any]) -> str:
+            """Evaluate the current policy into `row` and `evals`, checkpoint it; the log's tail."""
+            nonlocal evals, checkpoint
+            policy = evaluate(cfg, {POLICY: lambda catalog, k, seed: RLlibRecommender(
+                algo.get_module(), k, seed, sample=cfg.eval.decode == "sample")})
+            table = compare(pd.concat([policy, baselines], ignore_index=True))
+            for _, r in table.iterrows():
+                row[f"retention/{r['recommender']}"] = r["retention"]
+                row[f"retention_ci/{r['recommender']}"] = r["retention_ci"]
+                if r["recommender"] != POLICY:
+                    row[f"paired/{r['recommender']}"] = r[f"{POLICY}_minus_this"]
+                    row[f"paired_ci/{r['recommender']}"] = r[f"{POLICY}_minus_this_ci"]
+            evals = pd.concat([evals, table.assign(iteration=algo.iteration)], ignore_index=True)
+            write_parquet_atomic(pa.Table.from_pandas(evals, preserve_index=False), eval_path)
+            checkpoint = save_checkpoint(algo, out)
+            return f"  retention {row[f'retention/{POLICY}']:.3f} ± {row[f'retention_ci/{POLICY}']:.3f}"
+
+        checkpoint, stopped, eval_seconds = start, None, 0.0
+        t0, rows = time.perf_counter(), curve.to_dict("records")
         if start:
             log(f"resumed from {start} at iteration {algo.iteration}")
+        elif cfg.teacher.rounds:
+            rounds = pretrain_with_teacher(cfg, algo, log)
+            row: dict[str, Any] = {"iteration": 0, "env_steps": 0, "seconds": time.perf_counter() - t0,
+                                   "teacher/turns": int(rounds["turns"].iloc[-1]),
+                                   "teacher/loss": float(rounds["loss"].iloc[-1])}
+            t_eval = time.perf_counter()
+            msg = evaluate_policy(row)
+            eval_seconds += time.perf_counter() - t_eval
+            rows.append(row)
+            write_parquet_atomic(pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False), curve_path)
+            log(f"iter    0  after {cfg.teacher.rounds} teacher round(s), {row['seconds']:6.1f}s{msg}")
         envs = sampling_envs(algo)
         log(f"sampling: {len(envs)} env runner(s), each a {envs[0][0]} of {envs[0][1]} user(s)")
-        t0, rows = time.perf_counter(), curve.to_dict("records")
-        checkpoint, stopped, eval_seconds = start, None, 0.0
         while algo.iteration < cfg.iterations:
             result = algo.train()
             it = algo.iteration
             t_eval = time.perf_counter()
             runners = result.get("env_runners", {})
             learner = result.get("learners", {}).get("default_policy", {})
-            row: dict[str, Any] = {
+            row = {
                 "iteration": it,
                 "env_steps": int(result.get("num_env_steps_sampled_lifetime", 0)),
-                "seconds": time.perf_counter() - t0 - eval_seconds,  # sampling and learning so far
+                "seconds": time.perf_counter() - t0 - eval_seconds,  # teacher, sampling and learning so far
                 "charts/episode_return_mean": float(runners.get("episode_return_mean", np.nan)),
                 "charts/episode_len_mean": float(runners.get("episode_len_mean", np.nan)),
                 "losses/policy_loss": float(learner.get("policy_loss", np.nan)),
@@ -533,20 +572,7 @@ def train(
             msg = (f"iter {it:4d}  steps {row['env_steps']:8d}  return {row['charts/episode_return_mean']:8.2f}  "
                    f"entropy {row['losses/entropy']:.3f}  {row['seconds']:6.1f}s")
             if it % cfg.eval.every == 0 or last:
-                policy = evaluate(cfg, {POLICY: lambda catalog, k, seed: RLlibRecommender(
-                    algo.get_module(), k, seed, sample=cfg.eval.decode == "sample")})
-                episodes = pd.concat([policy, baselines], ignore_index=True)
-                table = compare(episodes)
-                for _, r in table.iterrows():
-                    row[f"retention/{r['recommender']}"] = r["retention"]
-                    row[f"retention_ci/{r['recommender']}"] = r["retention_ci"]
-                    if r["recommender"] != POLICY:
-                        row[f"paired/{r['recommender']}"] = r[f"{POLICY}_minus_this"]
-                        row[f"paired_ci/{r['recommender']}"] = r[f"{POLICY}_minus_this_ci"]
-                evals = pd.concat([evals, table.assign(iteration=it)], ignore_index=True)
-                write_parquet_atomic(pa.Table.from_pandas(evals, preserve_index=False), eval_path)
-                checkpoint = save_checkpoint(algo, out)
-                msg += f"  retention {row[f'retention/{POLICY}']:.3f} ± {row[f'retention_ci/{POLICY}']:.3f}"
+                msg += evaluate_policy(row)
             eval_seconds += time.perf_counter() - t_eval
             rows.append(row)
             write_parquet_atomic(pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False), curve_path)
@@ -566,6 +592,26 @@ def train(
     plot = plot_learning_curve(curve, out / "learning_curve.png")
     return TrainResult(checkpoint, curve, final.reset_index(drop=True), plot, train_seconds, envs, stopped,
                        eval_seconds)
+
+
+def pretrain_with_teacher(cfg: TrainConfig, algo: Algorithm, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """DAgger from the oracle into the policy before PPO (recoworld/rl/teacher.py), on fresh
+    training users in the training world; then the learner and every env runner hold the
+    distilled weights. One row per round."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    # The env runners' modules are inference-only, so the student is a trainable copy of the learner's.
+    runner = algo.get_module()
+    student = RLModuleSpec(module_class=type(runner), observation_space=runner.observation_space,
+                           action_space=runner.action_space, model_config=runner.model_config).build()
+    student.set_state(algo.get_weights()[DEFAULT_MODULE_ID])
+    rounds = dagger(student, cfg.teacher, cfg.seed, lambda agents, n_users, seed: play(
+        cfg, cfg.world, agents, n_users, seed, expose_mindset=True), log)
+    algo.learner_group.set_weights({DEFAULT_MODULE_ID: student.get_state()})
+    algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True,
+                                       timeout_seconds=60.0)
+    return rounds
 
 
 def format_table(table: pd.DataFrame, policy: str = POLICY) -> str:
