@@ -147,3 +147,11 @@ def test_pretraining_puts_the_distilled_policy_in_the_learner_and_every_env_runn
     resumed = train(TrainConfig.model_validate({**cfg.model_dump(), "iterations": 3}), tmp_path / "a", resume=True,
                     log=lambda msg: None)
     assert resumed.curve["iteration"].tolist() == [0, 1, 2, 3]
+
+
+def test_teacher_needs_the_shared_scorer() -> None:
+    from recoworld.errors import ConfigError
+    from recoworld.rl.training import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"ppo\.network"):
+        TrainConfig.load(None, teacher={"rounds": 1}, ppo={"network": "mlp"})

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
-from recoworld.agents import make_recommender
 from recoworld.agents.base import Observation
 from recoworld.agents.oracle import OracleRecommender
 from recoworld.catalog import Catalog
@@ -65,9 +64,7 @@ class DaggerRecorder(RLlibRecommender):
     def __init__(self, module: RLModule, catalog: Catalog, slate_size: int, seed: int | None,
                  teacher_plays: bool) -> None:
         super().__init__(module, slate_size, seed)
-        oracle = make_recommender("oracle", catalog, slate_size, seed)
-        assert isinstance(oracle, OracleRecommender)
-        self.oracle = oracle
+        self.oracle = OracleRecommender(slate_size, catalog, seed)  # the `oracle` of the evaluation
         self.teacher_plays = teacher_plays
         self.features: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []

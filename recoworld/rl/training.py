@@ -221,6 +221,13 @@ class TrainConfig(StrictModel):
         return with_calibrated_world(data)
 
     @model_validator(mode="after")
+    def _teacher_trains_the_shared_scorer(self) -> TrainConfig:
+        if self.teacher.rounds and self.ppo.network != "shared_scorer":
+            raise ValueError(f"teacher.rounds={self.teacher.rounds} needs ppo.network: shared_scorer (the teacher fits "
+                             f"its per-candidate slot logits), got ppo.network: {self.ppo.network}")
+        return self
+
+    @model_validator(mode="after")
     def _batch_holds_every_user(self) -> TrainConfig:
         users = self.num_envs_per_env_runner * max(self.num_env_runners, 1)
         if users > self.ppo.train_batch_size:
