@@ -27,6 +27,7 @@ import pandas as pd
 import tyro
 
 from recoworld.rl.training import (
+    POLICY,
     TrainConfig,
     evaluate_references,
     format_seed_summary,
@@ -63,6 +64,10 @@ class Args:
     """override the number of evaluation users"""
     eval_every: int | None = None
     """override the iterations between evaluations"""
+    teacher_rounds: int | None = None
+    """override the oracle teacher's DAgger rounds before PPO (0 = PPO alone)"""
+    teacher_users: int | None = None
+    """override the training users per teacher round"""
 
 
 if __name__ == "__main__":
@@ -78,6 +83,8 @@ if __name__ == "__main__":
         ppo={k: v for k, v in {"train_batch_size": args.train_batch_size,
                                "minibatch_size": args.minibatch_size}.items() if v is not None},
         eval={k: v for k, v in {"n_users": args.eval_users, "every": args.eval_every}.items() if v is not None},
+        teacher={k: v for k, v in {"rounds": args.teacher_rounds, "users": args.teacher_users}.items()
+                 if v is not None},
     )
     print(f"world: slate {cfg.world.slate_size} of {cfg.world.n_candidates} candidates, "
           f"{cfg.world.horizon_days:g} days; PPO: {cfg.iterations} iterations x {cfg.ppo.train_batch_size} steps, "
@@ -118,6 +125,11 @@ if __name__ == "__main__":
         if result.stopped:
             print(f"NOTE {result.stopped}")
         print(format_table(result.table))
+        taught = result.curve[result.curve["iteration"] == 0]
+        if len(taught):  # the teacher's DAgger rounds ran before PPO: what PPO added on top
+            before = taught[f"retention/{POLICY}"].iloc[0]
+            after = result.table.set_index("recommender").loc[POLICY, "retention"]
+            print(f"after the teacher's rounds (iteration 0): retention {before:.3f}; after PPO: {after:.3f}")
         print()
         print(f"charts/train_seconds {result.train_seconds:.1f} (sampling and learning)  "
               f"policy evaluation {result.eval_seconds:.1f}  wall incl. setup and evaluation {wall:.1f}")

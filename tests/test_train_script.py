@@ -20,7 +20,7 @@ def test_train_ppo_script_runs_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "experiments/train_ppo.py", "--config", "configs/ppo_small.yaml", "--out", str(out),
            "--iterations", "2", "--train-batch-size", "200", "--minibatch-size", "50",
-           "--eval-users", "4", "--eval-every", "1", "--seeds", "2"]
+           "--eval-users", "4", "--eval-every", "1", "--seeds", "2", "--teacher-rounds", "2", "--teacher-users", "2"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -30,9 +30,11 @@ def test_train_ppo_script_runs_end_to_end(tmp_path: Path) -> None:
     assert "reference: reads the hidden mindset" in table[6]
     assert "±" in table[2]  # retention with its confidence interval, and the paired difference
     assert "charts/train_seconds" in proc.stdout
+    assert proc.stdout.count("teacher round 1:") == 2  # the oracle teacher's DAgger rounds, before PPO, each seed
+    assert proc.stdout.count("after the teacher's rounds (iteration 0): retention") == 2
     for seed in (0, 1):  # --seeds 2: one output folder per training seed
         run = out / f"seed_{seed}"
-        assert (run / "checkpoints" / "iter_000002").is_dir()
+        assert (run / "checkpoints" / "iter_000002").is_dir() and (run / "checkpoints" / "iter_000000").is_dir()
         assert (run / "learning_curve.png").stat().st_size > 0
         assert (run / "curve.parquet").exists() and (run / "evaluation.parquet").exists()
     summary = lines[lines.index(next(line for line in lines if line.startswith("=== 2 seeds"))) + 1 :]
