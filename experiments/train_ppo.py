@@ -131,7 +131,7 @@ if __name__ == "__main__":
             after = result.table.set_index("recommender").loc[POLICY, "retention"]
             print(f"after the teacher's rounds (iteration 0): retention {before:.3f}; after PPO: {after:.3f}")
         print()
-        print(f"charts/train_seconds {result.train_seconds:.1f} (sampling and learning)  "
+        print(f"charts/train_seconds {result.train_seconds:.1f} (teacher rounds, sampling and learning)  "
               f"policy evaluation {result.eval_seconds:.1f}  wall incl. setup and evaluation {wall:.1f}")
         print(f"checkpoint: {result.checkpoint}")
         print(f"learning curve: {result.plot}")
@@ -140,5 +140,5 @@ if __name__ == "__main__":
         print(f"\n=== {args.seeds} seeds ({cfg.seed}..{cfg.seed + args.seeds - 1}): final paired advantage, "
               "mean over seeds ± 95% t interval")
         print(format_seed_summary(seed_summary(tables)))
-        print("training seconds per seed (sampling and learning): "
+        print("training seconds per seed (teacher rounds, sampling and learning): "
               + ", ".join(f"seed {k}: {v:.0f}" for k, v in seconds.items()))
