@@ -88,7 +88,9 @@ profile of engaged items +0.028 ± 0.022, +0.037 ± 0.022 with a near-duplicate 
    student agrees with the oracle's first pick on about 60% of turns from round 1 on.
 5. **PPO after the teacher is short and gentle.** On the engagement reward PPO pulls the
    distilled policy back towards clicks: at lr 1e-3, retention 0.339 after the teacher, 0.328
-   after 10 iterations, 0.320 after 20 (seed 0). So `ppo_small` runs 10 iterations at lr 1e-4.
+   after 10 iterations, 0.320 after 20 (seed 0). So `ppo_small` runs 10 iterations at lr 1e-4,
+   which moved retention by -0.002, +0.007 and -0.016 in seeds 0-2: PPO's own stage adds
+   nothing measurable on this reward.
    Iteration 0 of the curve is the policy right after the teacher, so a run shows what PPO
    added or took away.
 6. Unchanged and not the bottleneck: the shared per-candidate scorer with one categorical per
