@@ -162,7 +162,7 @@ def dagger(module: RLModule, settings: TeacherSettings, seed: int,
             masks += recorder.masks
             slates += recorder.slates
         if not slates:
-            raise RuntimeError("DAgger gathered no turns: the evaluation world exposes no mindset")
+            raise RuntimeError("DAgger gathered no turns: the world exposed no mindset to the oracle")
         x, m, y = np.stack(features), np.stack(masks), np.stack(slates).astype(np.int64)
         agreement = _agreement(module, x, m, y, slate_size)
         module.train()
@@ -170,8 +170,8 @@ def dagger(module: RLModule, settings: TeacherSettings, seed: int,
         module.eval()
         rows.append({"round": round_, "player": "oracle" if round_ == 0 else "student", "turns": len(y),
                      "agreement_before": agreement, "loss": loss})
-        log(f"teacher round {round_}: {len(y)} turns, the student agreed with the oracle's first slot on "
-            f"{agreement:.0%} of them before this fit, loss after {loss:.3f}")
+        log(f"teacher round {round_}: {len(y)} turns gathered so far, the student agreed with the oracle's first "
+            f"slot on {agreement:.0%} of them before this fit, loss after {loss:.3f}")
     return pd.DataFrame(rows)
 
 
