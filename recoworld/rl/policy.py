@@ -57,8 +57,7 @@ class RLlibRecommender(Recommender):
         if len(nvec) != slate_size:
             raise ConfigError(f"the policy shows slates of {len(nvec)} items, but slate_size={slate_size}")
         self.n_candidates = int(nvec[0])
-        space = module.observation_space
-        self.masked = hasattr(space, "spaces") and "action_mask" in space.spaces
+        self.masked = takes_action_mask(module)
         self.profile: EpisodeProfile | None = None  # built at the first observation (its embedding width)
         self._reviewed = 0  # items reviewed in the last turn, folded into the profile at the next `act`
         self.last_features: np.ndarray | None = None
@@ -105,6 +104,12 @@ class RLlibRecommender(Recommender):
             out = self.module.forward_inference({Columns.OBS: obs})
         logits = out[Columns.ACTION_DIST_INPUTS][0].numpy().reshape(self.slate_size, c)
         return distinct_slate(logits, mask.astype(bool), self.rng if self.sample else None)
+
+
+def takes_action_mask(module: RLModule) -> bool:
+    """Whether the module's observation is `Dict(action_mask, observations)` rather than the features alone."""
+    space = module.observation_space
+    return hasattr(space, "spaces") and "action_mask" in space.spaces
 
 
 def distinct_slate(slot_logits: np.ndarray, available: np.ndarray,

@@ -37,7 +37,8 @@ from recoworld.agents.base import Observation
 from recoworld.agents.oracle import OracleRecommender
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel
-from recoworld.rl.policy import RLlibRecommender
+from recoworld.rl.features import slate_action_mask
+from recoworld.rl.policy import RLlibRecommender, takes_action_mask
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -112,23 +113,23 @@ def fit_scorer(module: RLModule, features: np.ndarray, masks: np.ndarray, slates
     import torch
     from ray.rllib.core.columns import Columns
 
-    x, m, y = torch.from_numpy(features), torch.from_numpy(masks), torch.from_numpy(slates)
+    obs, m, y = _module_obs(module, features, masks), torch.from_numpy(masks), torch.from_numpy(slates)
     k, c = slates.shape[1], masks.shape[1]
     optimizer = torch.optim.Adam(module.parameters(), lr=settings.lr)
     generator = torch.Generator().manual_seed(seed)
     last = float("nan")
     for _ in range(settings.epochs):
-        order, total = torch.randperm(len(x), generator=generator), 0.0
-        for start in range(0, len(x), settings.minibatch_size):
+        order, total = torch.randperm(len(y), generator=generator), 0.0
+        for start in range(0, len(y), settings.minibatch_size):
             at = order[start:start + settings.minibatch_size]
-            logits = module.forward_train({Columns.OBS: _module_obs(module, x[at], m[at], k)})
-            logits = logits[Columns.ACTION_DIST_INPUTS].reshape(-1, k, c)
+            batch = {key: value[at] for key, value in obs.items()} if isinstance(obs, dict) else obs[at]
+            logits = module.forward_train({Columns.OBS: batch})[Columns.ACTION_DIST_INPUTS].reshape(-1, k, c)
             loss = slate_imitation_loss(logits, y[at], m[at])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * len(at)
-        last = total / len(x)
+        last = total / len(y)
     return last
 
 
@@ -145,7 +146,6 @@ def dagger(module: RLModule, settings: TeacherSettings, seed: int,
 
     rows, features, masks, slates = [], [], [], []
     seeds = np.random.SeedSequence([seed, 0x7EAC4E5]).generate_state(settings.rounds)
-    slate_size = len(module.action_space.nvec)
     recorders: list[DaggerRecorder] = []
     teacher_plays = True
 
@@ -164,7 +164,7 @@ def dagger(module: RLModule, settings: TeacherSettings, seed: int,
         if not slates:
             raise RuntimeError("DAgger gathered no turns: the world exposed no mindset to the oracle")
         x, m, y = np.stack(features), np.stack(masks), np.stack(slates).astype(np.int64)
-        agreement = _agreement(module, x, m, y, slate_size)
+        agreement = _agreement(module, x, m, y)
         module.train()
         loss = fit_scorer(module, x, m, y, settings, int(round_seed))
         module.eval()
@@ -175,23 +175,26 @@ def dagger(module: RLModule, settings: TeacherSettings, seed: int,
     return pd.DataFrame(rows)
 
 
-def _agreement(module: RLModule, features: np.ndarray, masks: np.ndarray, slates: np.ndarray,
-               slate_size: int) -> float:
+def _agreement(module: RLModule, features: np.ndarray, masks: np.ndarray, slates: np.ndarray) -> float:
     """Share of turns on which the module's best available candidate is the oracle's first pick."""
     import torch
     from ray.rllib.core.columns import Columns
 
-    obs = _module_obs(module, torch.from_numpy(features), torch.from_numpy(masks), slate_size)
+    obs = _module_obs(module, features, masks)
     with torch.no_grad():
         logits = module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS].numpy()
-    first = logits.reshape(len(slates), slate_size, -1)[:, 0]
+    first = logits.reshape(slates.shape[0], slates.shape[1], -1)[:, 0]
     first = np.where(masks | ~masks.any(axis=1, keepdims=True), first, -np.inf)
     return float((first.argmax(axis=1) == slates[:, 0]).mean())
 
 
-def _module_obs(module: RLModule, features: torch.Tensor, masks: torch.Tensor, slate_size: int) -> Any:
-    """The module's observation for a batch of features and (B, C) candidate masks: with the
-    per-slot action mask when the module was built for one (`slate_action_mask`'s layout)."""
-    if hasattr(module.observation_space, "spaces"):
-        return {"observations": features, "action_mask": masks.float().repeat(1, slate_size)}
-    return features
+def _module_obs(module: RLModule, features: np.ndarray, masks: np.ndarray) -> Any:
+    """The module's observation for a batch of features and (B, C) candidate masks, built once
+    for all the turns gathered: with the per-slot action mask when the module takes one."""
+    import torch
+
+    if takes_action_mask(module):
+        slate_size = len(module.action_space.nvec)
+        return {"observations": torch.from_numpy(features),
+                "action_mask": torch.from_numpy(slate_action_mask(masks, slate_size))}
+    return torch.from_numpy(features)
