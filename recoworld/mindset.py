@@ -56,7 +56,7 @@ class ExitReason(BaseModel):
 class Interview(BaseModel):
     """The end-of-session interview: satisfaction from 1 (fed up) to 5 (delighted) and one sentence."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     score: int = Field(ge=1, le=5)
     text: str = Field("", max_length=300)

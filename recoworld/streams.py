@@ -7,45 +7,85 @@ or on the order they are processed in. `RecoWorld-v0` is the one-stream case (it
 is Gymnasium's `np_random`); the vector env seeds stream i as `RecoWorld-v0` with seed
 `seed + i` would; the population world spawns its streams from the world seed.
 
-Draws for many users are one call per user, stacked: the per-call cost (~1 us) is the
-price of exact per-user reproducibility, and callers keep it to one or two calls per
-user per step by drawing a step's uniforms in one block.
+Uniforms for many users come from one compiled loop that calls each stream's own
+bit generator (numpy's `next_double` for PCG64, the generator every view uses), so
+row j gets exactly what `streams[rows[j]].random(shape)` would return, without a
+Python call per user. Streams on other bit generators take that per-user call instead.
 """
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Sequence
 
+import numba
 import numpy as np
+
+#: numpy's PCG64 `next_double(state)`: one address shared by every PCG64 stream, called with
+#: the stream's own state pointer (the interface numpy documents for numba and cffi).
+_PCG64_NEXT_DOUBLE_ADDRESS = ctypes.cast(np.random.PCG64(0).ctypes.next_double, ctypes.c_void_p).value
+_pcg64_next_double = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_uint64)(_PCG64_NEXT_DOUBLE_ADDRESS)
+_NOT_PCG64 = np.uint64(0)
+
+
+@numba.njit(nogil=True)
+def _fill_uniforms(states: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+    for j in range(rows.shape[0]):
+        state = states[rows[j]]
+        for i in range(out.shape[1]):
+            out[j, i] = _pcg64_next_double(state)
+
+
+def _state_address(generator: np.random.Generator) -> np.uint64:
+    """The PCG64 state pointer of `generator`, or 0 when it runs on another bit generator."""
+    bits = generator.bit_generator
+    if type(bits) is not np.random.PCG64:
+        return _NOT_PCG64
+    return np.uint64(bits.ctypes.state.value)
 
 
 class UserStreams:
     """B random streams, one per user row; `streams[i]` is row i's `Generator`."""
 
     def __init__(self, generators: Sequence[np.random.Generator]) -> None:
-        self.generators = list(generators)
+        self._generators = list(generators)
+        # State pointers for the compiled draws, built on first use and kept in step with `__setitem__`;
+        # the generators they point into stay alive in `_generators`.
+        self._states: np.ndarray | None = None
 
     @classmethod
     def spawn(cls, rng: np.random.Generator, n: int) -> UserStreams:
         """`n` independent streams derived from one parent generator (advances it)."""
         return cls(rng.spawn(n))
 
+    @property
+    def generators(self) -> tuple[np.random.Generator, ...]:
+        return tuple(self._generators)
+
     def __len__(self) -> int:
-        return len(self.generators)
+        return len(self._generators)
 
     def __getitem__(self, row: int) -> np.random.Generator:
-        return self.generators[row]
+        return self._generators[row]
 
     def __setitem__(self, row: int, generator: np.random.Generator) -> None:
-        self.generators[row] = generator
+        self._generators[row] = generator
+        if self._states is not None:
+            self._states[row] = _state_address(generator)
 
     def random(self, rows: np.ndarray | Sequence[int], shape: int | tuple[int, ...] = ()) -> np.ndarray:
         """(len(rows), *shape) uniforms in [0, 1): row j from stream `rows[j]`."""
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        gens = self.generators
+        rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), *shape))
-        for j, r in enumerate(np.asarray(rows).tolist()):
-            out[j] = gens[r].random(shape)
+        if self._states is None:
+            self._states = np.array([_state_address(g) for g in self._generators], dtype=np.uint64)
+        if len(rows) and self._states[rows].all():
+            _fill_uniforms(self._states, rows, out.reshape(len(rows), -1))
+        else:
+            gens = self._generators
+            for j, r in enumerate(rows.tolist()):
+                out[j] = gens[r].random(shape)
         return out
 
     def logistic(self, rows: np.ndarray | Sequence[int], shape: int | tuple[int, ...] = ()) -> np.ndarray:
@@ -55,12 +95,12 @@ class UserStreams:
 
     def normal(self, rows: np.ndarray | Sequence[int], scale: float = 1.0) -> np.ndarray:
         """(len(rows),) normal draws with mean 0 and standard deviation `scale`."""
-        gens = self.generators
+        gens = self._generators
         return np.array([gens[r].normal(0.0, scale) for r in np.asarray(rows).tolist()], dtype=np.float64)
 
     def churn_and_gap(self, rows: np.ndarray | Sequence[int], gap_shape: float) -> tuple[np.ndarray, np.ndarray]:
         """Per row a churn uniform and a unit-mean Gamma(`gap_shape`) gap: a session end's draws."""
-        gens = self.generators
+        gens = self._generators
         u = np.empty(len(rows))
         g = np.empty(len(rows))
         for j, r in enumerate(np.asarray(rows).tolist()):

@@ -15,12 +15,14 @@ every ranking.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from recoworld.catalog import Catalog
 from recoworld.config import RetrievalConfig
+from recoworld.envs.retrieval_kernels import fill_from_draws, first_unblocked, popular_items
 from recoworld.streams import UserStreams
 
 #: How many of the latest engaged items make up the interest query.
@@ -88,6 +90,7 @@ class CandidateRetriever:
         self._max_popular = self._n_popular + self._n_interest // 2
         self._max_random = n_candidates - self._n_popular
         self._n_draws = (2 * self._max_popular + 8) + (2 * self._max_random + 8)
+        self._kept: dict[Hashable, np.ndarray] = {}  # `rank_kept`
 
     def set_popularity(self, popularity: np.ndarray) -> None:
         """What the popular block samples from: the catalog prior, or live popularity in a shared world."""
@@ -166,7 +169,7 @@ class CandidateRetriever:
                     tastes.ranked[rows[stale]] = _top_rows(taste_scores(stale), self.taste_depth)
                     tastes.fresh[rows[stale]] = True
                 ranked = tastes.ranked[rows[t]]
-            picks, used_up = _first_unblocked(ranked, blocked[t], self._n_interest)
+            picks, used_up = first_unblocked(ranked, blocked[t], self._n_interest)
             if used_up.any():
                 scores = taste_scores(t[used_up])
                 scores[blocked[t[used_up]]] = -np.inf
@@ -176,24 +179,12 @@ class CandidateRetriever:
 
         n_popular = self._n_popular + (self._n_interest - n_interest) // 2
         split = 2 * self._max_popular + 8
-        pop_idx = self._popular_items(draws[:, :split])
+        pop_idx = popular_items(draws[:, :split], self._pop_cdf, self._pop_guide)
         self._fill(out, n_instruction + n_interest, n_popular, pop_idx, blocked, streams, rows, popular=True)
         rand_idx = np.minimum((draws[:, split:] * n_items).astype(np.int64), n_items - 1)
         start = n_instruction + n_interest + n_popular
         self._fill(out, start, self.n - start, rand_idx, blocked, streams, rows, popular=False)
         return out
-
-    def _popular_items(self, uniforms: np.ndarray) -> np.ndarray:
-        """Items drawn by popularity, one per uniform: `searchsorted(cdf, u, side="right")` exactly,
-        by a guide table (Chen & Asau) and a short forward walk, O(1) expected per draw."""
-        n = len(self._pop_cdf)
-        flat = uniforms.ravel()
-        items = self._pop_guide[np.minimum((flat * n).astype(np.int64), n - 1)]
-        walking = np.flatnonzero((self._pop_cdf[items] <= flat) & (items < n - 1))
-        while len(walking):
-            items[walking] += 1
-            walking = walking[(self._pop_cdf[items[walking]] <= flat[walking]) & (items[walking] < n - 1)]
-        return items.reshape(uniforms.shape)
 
     def rank(self, targets: InstructionTargets, depth: int | None = None, blocked: np.ndarray | None = None,
              ) -> np.ndarray:
@@ -207,12 +198,23 @@ class CandidateRetriever:
         picks = _top_rows(scores, depth or self.instruction_depth)
         return np.where(np.take_along_axis(scores, picks, axis=1) > -np.inf, picks, -1)
 
+    def rank_kept(self, keys: Sequence[Hashable], targets: InstructionTargets) -> np.ndarray:
+        """`rank(targets)` at the kept depth with nothing blocked, remembered per key: such a ranking
+        depends only on what the instruction asks for, which `keys` (one per row) name, and a
+        population repeats the same few asks."""
+        new = [j for j, key in enumerate(keys) if key not in self._kept]
+        if new:
+            for j, ranked in zip(new, self.rank(targets.subset(np.asarray(new)))):
+                self._kept.setdefault(keys[j], ranked)
+        return np.stack([self._kept[key] for key in keys]) if len(keys) else np.empty((0, self.instruction_depth),
+                                                                                      dtype=np.int64)
+
     def _answer(self, asked: InstructionTargets, blocked: np.ndarray) -> np.ndarray:
         """(R, n_instruction) the instruction block: the first unblocked items of each row's ranking
         (`asked.ranked`, computed once per instruction), -1 where too few honour it. A row whose
         ranking is used up by blocked items is ranked again over the whole catalog, so the block is
         always the top honouring unblocked items."""
-        picks, used_up = _first_unblocked(asked.ranked, blocked, self._n_instruction)
+        picks, used_up = first_unblocked(asked.ranked, blocked, self._n_instruction)
         if used_up.any():
             picks[used_up] = self.rank(asked.subset(used_up), self._n_instruction, blocked[used_up])
         return picks
@@ -225,32 +227,7 @@ class CandidateRetriever:
         instead of O(N); a row whose draws fall short (a small or mostly blocked catalog)
         takes an exact draw from its own stream instead.
         """
-        if len(drawn) == 1:  # one user: the same picks by a plain scan, cheaper than array set-up
-            row = drawn[0]
-            picks = list(dict.fromkeys(row[~blocked[0, row]].tolist()))[: int(count[0])]
-            short = np.array([len(picks) < count[0]])
-            if not short[0]:
-                out[0, int(start[0]) : int(start[0]) + len(picks)] = picks
-                blocked[0, picks] = True
-        else:
-            # Column by column, only over rows still short of items: blocking each pick as it is
-            # made also skips an item drawn twice. Most rows fill up within the first columns.
-            need, at = count.astype(np.int64), start.astype(np.int64)
-            for column in drawn.T:
-                rows_left = np.flatnonzero(need > 0)
-                if not len(rows_left):
-                    break
-                items = column[rows_left]
-                free = ~blocked[rows_left, items]
-                rows_left, items = rows_left[free], items[free]
-                out[rows_left, at[rows_left]] = items
-                blocked[rows_left, items] = True
-                at[rows_left] += 1
-                need[rows_left] -= 1
-            short = need > 0
-            # A short row falls back to an exact draw below: undo its partial picks first.
-            for j in np.flatnonzero(short).tolist():
-                blocked[j, out[j, int(start[j]) : int(at[j])]] = False
+        short = fill_from_draws(out, start.astype(np.int64), count.astype(np.int64), drawn, blocked)
         for j in np.flatnonzero(short).tolist():
             k, s = int(count[j]), int(start[j])
             free = np.flatnonzero(~blocked[j])
@@ -262,18 +239,6 @@ class CandidateRetriever:
                 picked = free[rng.choice(len(free), size=k, replace=False)]
             out[j, s : s + k] = picked
             blocked[j, picked] = True
-
-
-def _first_unblocked(ranked: np.ndarray, blocked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's first `k` unblocked items of `ranked` (R, L; -1 = none), -1 padded, and which rows
-    ran out while the ranking was full (items beyond it may qualify: rank those rows again)."""
-    at = np.arange(len(ranked))[:, None]
-    ok = (ranked >= 0) & ~blocked[at, np.maximum(ranked, 0)]
-    rank = np.cumsum(ok, axis=1)
-    picks = np.full((len(ranked), k), -1, dtype=np.int64)
-    ri, ci = np.nonzero(ok & (rank <= k))
-    picks[ri, rank[ri, ci] - 1] = ranked[ri, ci]
-    return picks, (rank[:, -1] < k) & (ranked[:, -1] >= 0)
 
 
 def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:

@@ -43,7 +43,7 @@ from recoworld.errors import ConfigError
 from recoworld.mindset import UNSEEN, ExitReason, Instruction, Interview
 from recoworld.population import PopulationSpec, UserProfile, sample_population
 from recoworld.simulators.base import BatchUserSimulator, session_interviews
-from recoworld.simulators.instructions import intent_direction, intent_topics, wants_quality
+from recoworld.simulators.instructions import intent_direction, intent_key, intent_topics, wants_quality
 from recoworld.simulators.parametric import ParametricUsers
 from recoworld.streams import UserStreams
 
@@ -388,7 +388,8 @@ class World:
             self.asked.direction[row] = intent_direction(intent, self.catalog)
             self.asked_more[row] = intent.kind == "more"
         self.asked.active[rows] = True
-        self.asked.ranked[rows] = self.retriever.rank(self.asked.subset(rows))
+        self.asked.ranked[rows] = self.retriever.rank_kept([intent_key(i.intent) for i in instructions],
+                                                           self.asked.subset(rows))
 
     @property
     def text_space(self) -> InstructionTextSpace:

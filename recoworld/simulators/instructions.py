@@ -12,6 +12,7 @@ from collections import Counter
 import numpy as np
 
 from recoworld.catalog import Catalog
+from recoworld.catalog.catalog import CatalogCache
 from recoworld.mindset import Instruction, Intent
 
 _TOO_MUCH = (
@@ -91,8 +92,20 @@ class InstructionWriter:
         return cat.topic_names[pool[int(np.argmax(affinity))]]
 
 
+def intent_key(intent: Intent) -> tuple[str, tuple[str, ...], tuple[str, ...], bool]:
+    """What an intent asks for, hashable: two intents with one key honour and point alike."""
+    return intent.kind, tuple(intent.topics), tuple(intent.related), wants_quality(intent)
+
+
 def intent_direction(intent: Intent, catalog: Catalog) -> np.ndarray:
-    """Where the intent points in embedding space: towards wanted topics, away from unwanted ones."""
+    """Where the intent points in embedding space: towards wanted topics, away from unwanted ones.
+
+    Read-only and shared: an intent is a handful of topic names, so each distinct one is worked
+    out once per catalog (a user's turn, the world and the observation all ask for it)."""
+    return _INTENTS.get(catalog, ("direction", *intent_key(intent)), lambda: _frozen(_direction(intent, catalog)))
+
+
+def _direction(intent: Intent, catalog: Catalog) -> np.ndarray:
     vec = np.zeros(catalog.embedding_dim, dtype=np.float64)
     towards = intent.topics if intent.kind == "more" else intent.related
     away = intent.topics if intent.kind in ("less", "different") else []
@@ -104,13 +117,26 @@ def intent_direction(intent: Intent, catalog: Catalog) -> np.ndarray:
     return (vec / norm if norm > 0 else vec).astype(np.float32)
 
 
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+#: Per catalog, what each distinct intent means in it (`intent_direction`, `intent_topics`).
+_INTENTS: CatalogCache[np.ndarray] = CatalogCache()
+
+
 def intent_topics(intent: Intent, catalog: Catalog) -> np.ndarray:
-    """(T,) bool: the topics an item may be on to honour the intent.
+    """(T,) bool: the topics an item may be on to honour the intent (read-only, shared per catalog).
 
     `more X`: X. `less`/`different X`: anything but X (a `less` with no topics but related ones:
     those). This is the one definition of honouring an intent: metrics score slates with it,
     and instruction-aware retrieval offers items that pass it.
     """
+    return _INTENTS.get(catalog, ("topics", *intent_key(intent)), lambda: _frozen(_topics(intent, catalog)))
+
+
+def _topics(intent: Intent, catalog: Catalog) -> np.ndarray:
     named = np.zeros(catalog.n_topics, dtype=bool)
     named[[catalog.topic_index(t) for t in intent.topics]] = True
     if intent.kind == "more":

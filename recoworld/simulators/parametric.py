@@ -47,6 +47,12 @@ _PARAMETRIC_EXITS = (
     ExitReason(kind="bored", text="Nothing worth watching for too long."),
     ExitReason(kind="irrelevant", text="None of this is what I am interested in."),
 )
+#: A parametric user's interview answers, by score 1..5 (shared: `Interview` is frozen).
+_PARAMETRIC_INTERVIEWS = tuple(
+    Interview(score=score, text=text) for score, text in enumerate(
+        ("That was a waste of my time.", "Mostly not for me today.", "It was okay, nothing special.",
+         "I enjoyed most of what I saw.", "Great session, exactly my kind of thing."), start=1)
+)
 _SHORT_EMA, _LONG_EMA = 0.5, 0.1
 
 
@@ -428,11 +434,7 @@ class ParametricUsers:
 
     def interview(self, user: int) -> Interview:
         """The end-of-session interview: the 1..5 band of the session's final satisfaction, and a sentence."""
-        s = float(self.satisfaction[user])
-        score = interview_score(s)
-        text = {1: "That was a waste of my time.", 2: "Mostly not for me today.", 3: "It was okay, nothing special.",
-                4: "I enjoyed most of what I saw.", 5: "Great session, exactly my kind of thing."}[score]
-        return Interview(score=score, text=text)
+        return _PARAMETRIC_INTERVIEWS[interview_score(float(self.satisfaction[user])) - 1]
 
     def _consume(self, interests: np.ndarray, emb: np.ndarray, consumed: np.ndarray) -> np.ndarray:
         """The slate's sequential interest drift in one shot.

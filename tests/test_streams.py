@@ -1,0 +1,41 @@
+"""Per-user streams: the compiled draws are exactly each user's own generator's draws."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recoworld.streams import UserStreams
+
+
+def test_batched_uniforms_are_each_rows_own_generator_draws() -> None:
+    streams = UserStreams([np.random.default_rng(seed) for seed in range(6)])
+    rows = np.array([4, 0, 4, 2])  # a row may draw twice in one call: its draws follow on
+    got = streams.random(rows, (3, 5))
+    alone = [np.random.default_rng(seed) for seed in range(6)]
+    expected = np.stack([alone[r].random((3, 5)) for r in rows.tolist()])
+    assert np.array_equal(got, expected)
+    # The streams moved on as the generators' own calls would have.
+    assert np.array_equal(streams[4].random(2), alone[4].random(2))
+    assert np.array_equal(streams.random([1], 4)[0], alone[1].random(4))
+
+
+def test_a_replaced_stream_is_drawn_from_and_other_bit_generators_still_work() -> None:
+    streams = UserStreams([np.random.default_rng(seed) for seed in range(3)])
+    streams.random([0, 1, 2], 2)  # the compiled path is set up for the original generators
+    streams[1] = np.random.default_rng(99)
+    streams[2] = np.random.Generator(np.random.MT19937(7))  # not PCG64: drawn through the generator itself
+    got = streams.random([0, 1, 2], 3)
+    first = np.random.default_rng(0)
+    first.random(2)
+    assert np.array_equal(got[0], first.random(3))
+    assert np.array_equal(got[1], np.random.default_rng(99).random(3))
+    assert np.array_equal(got[2], np.random.Generator(np.random.MT19937(7)).random(3))
+    assert streams.random([], 4).shape == (0, 4)
+    assert streams.random([0, 1], ()).shape == (2,)
+
+
+def test_logistic_noise_is_the_logit_of_the_same_uniforms() -> None:
+    p = np.random.default_rng(3).random((2, 3))
+    noise = UserStreams([np.random.default_rng(3)]).logistic([0], (2, 3))
+    assert noise.shape == (1, 2, 3)
+    assert np.array_equal(noise[0], np.log(p) - np.log1p(-p))
