@@ -10,7 +10,7 @@ from recoworld.config import CatalogConfig, ChoiceConfig, DynamicsConfig, Return
 from recoworld.mindset import UNSEEN, Mindset
 from recoworld.population import UserProfile
 from recoworld.simulators import ParametricUsers
-from recoworld.simulators.parametric import _recurrence
+from recoworld.simulators.instructions import intent_direction
 from recoworld.simulators.return_gap import ReturnGapModel
 from recoworld.streams import UserStreams
 
@@ -147,17 +147,6 @@ def test_mindset_is_one_schema(catalog: Catalog) -> None:
     assert len(m.memory) == 10 and all(e.topic in catalog.topic_names for e in m.memory)
 
 
-def test_recurrence_matches_the_sequential_definition() -> None:
-    rng = np.random.default_rng(0)
-    x0, rate, target = rng.random(4), rng.uniform(0, 0.9, (4, 7)), rng.random((4, 7))
-    expected = np.empty((4, 7))
-    x = x0.copy()
-    for k in range(7):
-        x = x + rate[:, k] * (target[:, k] - x)
-        expected[:, k] = x
-    assert np.allclose(_recurrence(x0, rate, target), expected)
-
-
 def test_batched_review_equals_one_by_one(catalog: Catalog) -> None:
     """B users reviewed together behave exactly like each user reviewed alone on its own stream,
     including users reviewing a subset of rows (the others draw nothing)."""
@@ -204,28 +193,127 @@ def test_configs_are_validated() -> None:
         ChoiceConfig(relevence=1.0)
 
 
-def test_one_user_choice_path_matches_the_batched_one() -> None:
-    from recoworld.simulators.parametric import _relevance_in_order, _relevance_in_order_one
+def _review_item_by_item(users: ParametricUsers, u: int, slate: np.ndarray, noise: np.ndarray) -> dict:
+    """The review's definition, one item at a time in float64: what the compiled review must equal.
 
-    rng = np.random.default_rng(5)
-    for _ in range(50):
-        emb = rng.normal(size=(3, 8, 6))
-        gram = emb @ emb.transpose(0, 2, 1)
-        rel, threshold = rng.normal(size=(3, 8)), rng.normal(size=(3, 8))
-        batched = _relevance_in_order(rel, gram, threshold, 4.0, 0.3)
-        for u in range(3):
-            assert np.array_equal(_relevance_in_order_one(rel[u], gram[u], threshold[u], 4.0, 0.3), batched[u])
+    Returns the reactions, dwell, exit reason and the user's state afterwards."""
+    dyn, choice, cat = users.dyn, users.choice, users.catalog
+    c = choice.config
+    emb = cat.embeddings.astype(np.float64)
+    interests = users.interests[u].copy()
+    fatigue, sat = users.fatigue[u], users.satisfaction[u]
+    short, long = users.sat_short[u], users.sat_long[u]
+    seen_before = [int(i) for i in users.memory_items[u] if i >= 0]
+    time_left, spent_total, last_click = users.time_left[u], 0.0, -1
+    reactions, dwell, disliked, repeated, exit_kind = [], [], [], 0, None
+    for pos, item in enumerate(slate.tolist()):
+        e = emb[item]
+        max_sim = max([0.0] + [float(e @ emb[o]) for o in seen_before])
+        seen_before.append(item)
+        tau = dyn.repetition_similarity
+        increase = dyn.fatigue_repetition * min(max((max_sim - tau) / (1 - tau), 0), 1) + (
+            dyn.fatigue_low_quality * min(max((0.4 - cat.quality[item]) / 0.4, 0), 1))
+        fatigue = fatigue + dyn.fatigue_recovery * (increase / dyn.fatigue_recovery - fatigue)
+        fat = min(fatigue, 1.0)
+        appetite = min(users.novelty[u] + 0.3 * fat, 1.0)
+        base = float(choice.utility(0.0, np.array(cat.quality[item]), np.array(1 - min(max_sim, 1.0)),
+                                    np.array(appetite), np.array(fat), pos, np.array(cat.popularity_z[item]),
+                                    users.conformity[u], users.activity[u], np.array(cat.duration_min[item])))
+        utility = base + c.relevance * float(e @ interests)
+        click = utility + noise[pos, 0] > 0
+        level = int(choice.engagement(np.array(click), np.array(utility), noise[pos, 1:3]))
+        dislike = not click and utility + noise[pos, 0] < -dyn.dislike_margin
+        if click:  # the drift moves what every later item means to the user
+            interests = interests + dyn.interest_drift * (e - interests)
+            last_click = pos
+            spent = cat.duration_min[item] / (1 + np.exp(-(utility + noise[pos, 3])))
+            target, rate = min(max(0.35 + 0.4 * (utility - base) / c.relevance + 0.35 * cat.quality[item]
+                                   - 0.3 * fat, 0), 1), dyn.satisfaction_rate
+        else:
+            spent = dyn.browse_minutes
+            target = min(max(dyn.skip_satisfaction + dyn.skip_relevance * (utility - base) / c.relevance, 0), 1)
+            target, rate = target * (1 - fat), dyn.satisfaction_rate * dyn.skip_weight
+        if dislike:
+            target, rate = min(target, dyn.dislike_satisfaction), max(rate, dyn.satisfaction_rate * dyn.dislike_weight)
+        sat += rate * (target - sat)
+        short += 0.5 * (sat - short)
+        long += 0.1 * (sat - long)
+        spent_total += spent
+        patience = (users.patience[u] - (pos - last_click) if last_click >= 0
+                    else users.patience_left[u] - (pos + 1))
+        reactions.append(level)
+        dwell.append(spent)
+        disliked.append(dislike)
+        repeated += max_sim >= tau
+        if time_left - spent_total <= 0 or patience <= 0 or sat < dyn.satisfaction_collapse:
+            exit_kind = ("out_of_time" if time_left - spent_total <= 0 else "repetitive" if repeated / (pos + 1) >= 0.5
+                         else "bored" if patience <= 0 else "irrelevant")
+            break
+    push = sum((emb[i] for i, x in zip(slate.tolist(), disliked) if x), np.zeros(len(interests)))
+    if any(disliked):
+        interests = interests - dyn.dislike_push * push
+        interests = interests / max(1.0, float(np.linalg.norm(interests)))
+    return {"reactions": reactions, "dwell": dwell, "disliked": disliked, "exit": exit_kind,
+            "interests": interests, "satisfaction": sat, "sat_short": short, "sat_long": long, "fatigue": fat,
+            "time_left": max(time_left - spent_total, 0.0), "patience_left": max(patience, 0)}
 
 
-def test_interest_drift_follows_each_consumed_item_in_order(catalog: Catalog) -> None:
-    users = ParametricUsers(catalog, dynamics=DynamicsConfig(interest_drift=0.2))
-    users.reset(_profiles(catalog, 3))
-    start = users.interests.copy()
-    emb = np.random.default_rng(1).normal(size=(3, 6, catalog.embedding_dim))
-    consumed = np.array([[1, 0, 1, 1, 0, 0], [0, 0, 0, 0, 0, 1], [1, 1, 1, 1, 1, 1]], dtype=bool)
-    drifted = users._consume(start, emb, consumed)
-    for u in range(3):
-        expected = start[u].copy()
-        for k in np.flatnonzero(consumed[u]):
-            expected = expected + 0.2 * (emb[u, k] - expected)
-        assert np.allclose(drifted[u], expected)
+@pytest.mark.parametrize(("dynamics", "dislikes_and_instructions", "exits_seen"), [
+    (DynamicsConfig(satisfaction_collapse=0.5), False, {"out_of_time", "bored", "irrelevant"}),
+    (DynamicsConfig(interest_drift=0.3, dislike_margin=2.0, dislike_push=0.2, satisfaction_collapse=0.3), True,
+     {"out_of_time", "bored"}),
+])
+def test_the_compiled_review_is_the_item_by_item_definition(catalog: Catalog, dynamics: DynamicsConfig,
+                                                            dislikes_and_instructions: bool,
+                                                            exits_seen: set[str]) -> None:
+    """Reactions, exits and the state afterwards, over several turns of users with a memory,
+    random and repetitive slates, clicks, dislikes and every way of leaving."""
+    rng = np.random.default_rng(7)
+    n, k = 24, 8
+    users = ParametricUsers(catalog, ChoiceConfig(bias=0.5), dynamics)
+    profiles = [p.model_copy(update={"patience": int(rng.integers(2, 12)),  # short, so every exit occurs
+                                     "time_budget_min": float(rng.uniform(1, 40))}) for p in _profiles(catalog, n)]
+    users.reset(profiles)
+    streams = UserStreams([np.random.default_rng(300 + i) for i in range(n)])
+    users.start_sessions(np.arange(n), np.zeros(n), streams)
+    exits, clicks, dislikes, instructed = set(), 0, 0, 0
+    for turn in range(6):
+        slates = (np.tile(_repetitive_slates(catalog, k), (n, 1)) if turn % 3 == 2
+                  else rng.integers(len(catalog), size=(n, k)))
+        # The definition reads the noise the review will draw: a copy of each stream before it draws.
+        copies = [np.random.Generator(np.random.PCG64()) for _ in range(n)]
+        for i in range(n):
+            copies[i].bit_generator.state = streams[i].bit_generator.state
+        expected = []
+        for i in range(n):
+            p = copies[i].random((k, 4))
+            expected.append(_review_item_by_item(users, i, slates[i], np.log(p) - np.log1p(-p)))
+        memory_before = users.memory_items.copy()
+        fb = users.review(slates, streams)
+        for i, want in enumerate(expected):
+            reached = len(want["reactions"])
+            assert fb.reactions[i, :reached].tolist() == want["reactions"]
+            assert (fb.reactions[i, reached:] == UNSEEN).all()
+            assert np.allclose(fb.dwell_min[i, :reached], want["dwell"], rtol=1e-5)
+            assert fb.disliked[i, :reached].tolist() == want["disliked"]
+            assert fb.left[i] == (want["exit"] is not None)
+            assert (fb.exit_reasons[i].kind if fb.exit_reasons[i] else None) == want["exit"]
+            if fb.instructions[i] is not None:  # saying what one wants moves interests and buys patience
+                vec = want["interests"] + dynamics.instruction_strength * intent_direction(fb.instructions[i].intent,
+                                                                                           catalog)
+                want["interests"] = vec / max(1.0, float(np.linalg.norm(vec)))
+                want["patience_left"] += users.patience[i] // 2
+                instructed += 1
+            for name in ("interests", "satisfaction", "sat_short", "sat_long", "fatigue", "time_left"):
+                assert np.allclose(getattr(users, name)[i], want[name], rtol=1e-5, atol=1e-6), name
+            assert users.patience_left[i] == want["patience_left"]
+            shown = np.where(np.arange(k) < reached, slates[i], -1)
+            assert users.memory_items[i].tolist() == np.concatenate([memory_before[i], shown])[-30:].tolist()
+            exits.add(want["exit"])
+            clicks += sum(r > 0 for r in want["reactions"])
+            dislikes += sum(want["disliked"])
+        gone = np.flatnonzero(fb.left)
+        users.end_sessions(gone, np.full(len(gone), turn + 1.0), streams)
+        users.start_sessions(gone, np.full(len(gone), turn + 1.5), streams)
+    assert clicks and bool(dislikes) == bool(instructed) == dislikes_and_instructions
+    assert exits_seen <= exits

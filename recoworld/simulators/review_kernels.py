@@ -1,0 +1,212 @@
+"""Compiled steps of a parametric slate review (`ParametricUsers.review`), one user row at a time.
+
+A review has three parts that do not depend on the choice model, and two that do (the
+click utility and the engagement level, which stay numpy so that a `ChoiceModel` can be
+injected). The three compiled parts replace several dozen numpy passes over (B, K)
+arrays with loops that touch each number once:
+
+1. `slate_geometry`: novelty against memory and earlier items, and the fatigue path
+   (before any choice; the embedding products themselves are batched numpy matmuls);
+2. `relevance_in_order`: each position's relevance when the user reaches it (a click pulls
+   interests toward the item, which moves every later relevance through the Gram matrix);
+3. `settle`: time, patience and satisfaction along the slate, where the user leaves, and
+   the new state (interest drift, satisfaction averages, memory).
+
+Rows never read each other, so a user's review does not depend on the batch around it,
+and the arithmetic of one row is the same whether B is 1 or 1,000.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+#: Reaction value of a slate position the user never reached (`recoworld.mindset.UNSEEN`).
+_UNSEEN = -1
+
+
+@numba.njit(inline="always")
+def _unit_clip(x: float) -> float:
+    return min(max(x, 0.0), 1.0)
+
+
+@numba.njit(nogil=True, cache=True)
+def slate_geometry(
+    sims: np.ndarray, slates: np.ndarray, low_quality_fatigue: np.ndarray, fatigue: np.ndarray, novelty: np.ndarray,
+    rows: np.ndarray, repetition_similarity: float, fatigue_repetition: float, fatigue_recovery: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row j (state row `rows[j]`) and slate position: the highest similarity to anything seen
+    lately or earlier in the slate (floored at 0), the item's novelty, the fatigue path and the
+    appetite for novelty.
+
+    `sims` (R, K, K + M) are each slate item's similarities to the slate, then to the memory
+    (an empty memory slot has similarity 0)."""
+    r, k, width = sims.shape
+    max_sim = np.empty((r, k))
+    item_novelty = np.empty((r, k))
+    fat = np.empty((r, k))
+    appetite = np.empty((r, k))
+    tau = repetition_similarity
+    for j in range(r):
+        u = rows[j]
+        f = fatigue[u]
+        for i in range(k):
+            top = np.float32(0.0)
+            for c in range(width):
+                if (c < i or c >= k) and sims[j, i, c] > top:
+                    top = sims[j, i, c]
+            s = np.float64(top)
+            max_sim[j, i] = s
+            item_novelty[j, i] = 1.0 - min(s, 1.0)
+            increase = fatigue_repetition * _unit_clip((s - tau) / (1.0 - tau)) + low_quality_fatigue[slates[j, i]]
+            f = f + fatigue_recovery * (increase / fatigue_recovery - f)
+            fat[j, i] = min(f, 1.0)
+            appetite[j, i] = min(novelty[u] + 0.3 * fat[j, i], 1.0)
+    return max_sim, item_novelty, fat, appetite
+
+
+@numba.njit(nogil=True, cache=True)
+def relevance_in_order(rel: np.ndarray, sims: np.ndarray, threshold: np.ndarray, w_rel: float,
+                       eta: float) -> np.ndarray:
+    """(R, K) relevance of each position when the user reaches it: a click at position p (relevance
+    x with `w_rel * x > threshold[p]`) moves every relevance by x <- x + eta * (sims[p, i] - x),
+    through the slate's Gram matrix (the first K columns of `sims`)."""
+    r, k = rel.shape
+    seen = np.empty((r, k))
+    current = np.empty(k)
+    for j in range(r):
+        current[:] = rel[j]
+        for pos in range(k):
+            x = current[pos]
+            seen[j, pos] = x
+            if w_rel * x > threshold[j, pos]:
+                for i in range(k):
+                    current[i] = current[i] + eta * (np.float64(sims[j, pos, i]) - current[i])
+    return seen
+
+
+@numba.njit(nogil=True, cache=True)
+def settle(
+    slates: np.ndarray, rows: np.ndarray, click: np.ndarray, level: np.ndarray, dislike: np.ndarray,
+    utility: np.ndarray, completion_noise: np.ndarray, rel_seen: np.ndarray, fat: np.ndarray, max_sim: np.ndarray,
+    emb: np.ndarray, quality: np.ndarray, duration: np.ndarray, params: np.ndarray,
+    interests: np.ndarray, satisfaction: np.ndarray, sat_short: np.ndarray, sat_long: np.ndarray,
+    fatigue: np.ndarray, time_left: np.ndarray, patience: np.ndarray, patience_left: np.ndarray,
+    consumed: np.ndarray, memory_items: np.ndarray, memory_reactions: np.ndarray, memory_dwell: np.ndarray,
+    memory_disliked: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Walk each row's slate in order until the user leaves, then write the row's new state in place.
+
+    Along the slate: time spent (a click watches `duration * completion`, a skip costs
+    `browse_minutes`), patience (reset by a click), and satisfaction moving toward each item's
+    target. The user leaves at the first position where time or patience runs out or
+    satisfaction collapses. The state then takes that position's values; interests drift toward
+    each consumed item in order and are pushed away from disliked ones.
+
+    `params` packs the dynamics (see `ParametricUsers._settle_params`). Returns reactions (int8,
+    -1 = unseen), dwell minutes (float32), left, disliked, and the exit kind (index of
+    `_PARAMETRIC_EXITS`; -1 for users who stay)."""
+    browse, sat_rate, skip_weight, skip_sat, skip_rel = params[0], params[1], params[2], params[3], params[4]
+    dislike_sat, dislike_weight, collapse, eta, push = params[5], params[6], params[7], params[8], params[9]
+    short_ema, long_ema, tau = params[10], params[11], params[12]
+    r, k = slates.shape
+    d, m = emb.shape[1], memory_items.shape[1]
+    reactions = np.full((r, k), _UNSEEN, dtype=np.int8)
+    dwell = np.zeros((r, k), dtype=np.float32)
+    left = np.zeros(r, dtype=np.bool_)
+    disliked = np.zeros((r, k), dtype=np.bool_)
+    exit_kind = np.full(r, -1, dtype=np.int64)
+    drift = np.empty(d, dtype=np.float32)
+    for j in range(r):
+        u = rows[j]
+        sat, short, long = satisfaction[u], sat_short[u], sat_long[u]
+        spent_total, last_click, stop = 0.0, -1, k - 1
+        time_at, patience_at, repeated = 0.0, 0, 0
+        for i in range(k):
+            c = click[j, i]
+            if c:
+                spent = duration[j, i] * (1.0 / (1.0 + math.exp(-(utility[j, i] + completion_noise[j, i]))))
+                target = _unit_clip(0.35 + 0.4 * rel_seen[j, i] + 0.35 * quality[j, i] - 0.3 * fat[j, i])
+                rate = sat_rate
+                last_click = i
+            else:
+                spent = browse
+                target = _unit_clip(skip_sat + skip_rel * rel_seen[j, i]) * (1.0 - fat[j, i])
+                rate = sat_rate * skip_weight
+            if dislike[j, i]:  # a dislike pulls satisfaction lower, and harder, than a skip
+                target = min(target, dislike_sat)
+                rate = max(rate, sat_rate * dislike_weight)
+                disliked[j, i] = True
+            sat = sat + rate * (target - sat)
+            short = short + short_ema * (sat - short)
+            long = long + long_ema * (sat - long)
+            spent_total += spent
+            time_at = time_left[u] - spent_total
+            patience_at = patience[u] - (i - last_click) if last_click >= 0 else patience_left[u] - (i + 1)
+            reactions[j, i] = level[j, i]
+            dwell[j, i] = spent
+            if max_sim[j, i] >= tau:
+                repeated += 1
+            if time_at <= 0 or patience_at <= 0 or sat < collapse:
+                left[j] = True
+                stop = i
+                if time_at <= 0:
+                    exit_kind[j] = 0  # out of time, whatever the feed
+                elif repeated / (i + 1) >= 0.5:
+                    exit_kind[j] = 1  # mostly near-duplicates of what was seen
+                elif patience_at <= 0:
+                    exit_kind[j] = 2  # bored
+                else:
+                    exit_kind[j] = 3  # irrelevant
+                break
+        # Interest drift, in closed form: each consumed item pulls by eta, later ones weigh more.
+        n_consumed = 0
+        for i in range(stop + 1):
+            n_consumed += click[j, i]
+        if n_consumed:
+            drift[:] = 0.0
+            after = n_consumed
+            for i in range(stop + 1):
+                if click[j, i]:
+                    after -= 1
+                    weight = np.float32(eta * (1.0 - eta) ** after)
+                    e = emb[slates[j, i]]
+                    for x in range(d):
+                        drift[x] += weight * e[x]
+            keep = (1.0 - eta) ** n_consumed
+            for x in range(d):
+                interests[u, x] = keep * interests[u, x] + drift[x]
+        if disliked[j].any():  # each disliked item pushes interests away, keeping the norm at most 1
+            norm2 = 0.0
+            for x in range(d):
+                away = 0.0
+                for i in range(stop + 1):
+                    if disliked[j, i]:
+                        away += np.float64(emb[slates[j, i], x])
+                interests[u, x] = interests[u, x] - push * away
+                norm2 += interests[u, x] * interests[u, x]
+            scale = max(1.0, math.sqrt(norm2))
+            for x in range(d):
+                interests[u, x] = interests[u, x] / scale
+        consumed[u] += n_consumed
+        satisfaction[u], sat_short[u], sat_long[u] = sat, short, long
+        fatigue[u] = fat[j, stop]
+        time_left[u] = max(time_at, 0.0)
+        patience_left[u] = max(patience_at, 0)
+        # Memory keeps the last M slots of [memory, slate]; unseen positions enter as empty slots.
+        shift = min(k, m)
+        for slot in range(m - shift):
+            memory_items[u, slot] = memory_items[u, slot + shift]
+            memory_reactions[u, slot] = memory_reactions[u, slot + shift]
+            memory_dwell[u, slot] = memory_dwell[u, slot + shift]
+            memory_disliked[u, slot] = memory_disliked[u, slot + shift]
+        for slot in range(m - shift, m):
+            i = k - m + slot
+            seen = i <= stop
+            memory_items[u, slot] = slates[j, i] if seen else -1
+            memory_reactions[u, slot] = reactions[j, i]
+            memory_dwell[u, slot] = dwell[j, i]
+            memory_disliked[u, slot] = disliked[j, i]
+    return reactions, dwell, left, disliked, exit_kind
