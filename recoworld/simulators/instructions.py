@@ -35,8 +35,17 @@ _SAMENESS = (
 
 
 class InstructionWriter:
+    """Writes a parametric user's instruction. Runs for every user who speaks up (several percent
+    of all turns), so it works on plain Python values and builds its (internally consistent)
+    models without re-validating them."""
+
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
+        self._names = list(catalog.topic_names)
+        self._index = {name: t for t, name in enumerate(self._names)}
+        self._topic = catalog.topic.tolist()
+        self._quality = catalog.quality.astype(np.float64)
+        self._related_pool = [catalog.related_topics(t) for t in range(catalog.n_topics)]
 
     def write(
         self,
@@ -46,20 +55,24 @@ class InstructionWriter:
         novelty_propensity: float,
         rng: np.random.Generator,
     ) -> Instruction:
-        """`recent_items` are catalog indices of the items reviewed lately, oldest first."""
-        cat = self.catalog
-        recent = recent_items[recent_items >= 0][-10:]
-        topics = [cat.topic_names[t] for t in cat.topic[recent]] if len(recent) else []
+        """`recent_items` are catalog indices of the items reviewed lately, oldest first (-1: empty)."""
+        recent = [i for i in recent_items.tolist() if i >= 0][-10:]
+        topics = [self._names[self._topic[i]] for i in recent]
         counts = Counter(topics)
         dominant, dom_n = counts.most_common(1)[0] if counts else (favourite_topics[0], 0)
         share = dom_n / max(len(topics), 1)
         fav_share = sum(counts[t] for t in favourite_topics) / max(len(topics), 1)
-        quality = float(cat.quality[recent].mean()) if len(recent) else 1.0
+        quality = float(self._quality[recent].mean()) if recent else 1.0
         f1 = favourite_topics[0]
         f2 = favourite_topics[1] if len(favourite_topics) > 1 else self._related(f1, interests, set())
 
         def pick(templates: tuple[str, ...], **kw: str) -> str:
             return templates[int(rng.integers(len(templates)))].format(**kw)
+
+        def said(text: str, kind: str, topics: list[str], related: list[str],
+                 attributes: dict[str, str] | None = None) -> Instruction:
+            return Instruction.model_construct(text=text, intent=Intent.model_construct(
+                kind=kind, topics=topics, related=related, attributes=attributes or {}))
 
         if share >= 0.6 and len(topics) >= 3:
             r = self._related(dominant, interests, exclude={dominant})
@@ -67,29 +80,25 @@ class InstructionWriter:
                 text = pick(_SAMENESS, d=dominant, r=r)
             else:
                 text = pick(_TOO_MUCH, d=dominant, r=r)
-            return Instruction(text=text, intent=Intent(kind="different", topics=[dominant], related=[r]))
+            return said(text, "different", [dominant], [r])
         if fav_share < 0.3:
-            return Instruction(text=pick(_NOT_ME, f1=f1, f2=f2), intent=Intent(kind="more", topics=[f1, f2]))
+            return said(pick(_NOT_ME, f1=f1, f2=f2), "more", [f1, f2], [])
         if quality < 0.45:
-            return Instruction(
-                text=pick(_LOW_QUALITY, f1=f1),
-                intent=Intent(kind="less", topics=[], related=[f1], attributes={"quality": "high"}),
-            )
+            return said(pick(_LOW_QUALITY, f1=f1), "less", [], [f1], {"quality": "high"})
         r = self._related(dominant, interests, exclude=set(counts))
-        return Instruction(text=pick(_SAMENESS, d=dominant, r=r),
-                           intent=Intent(kind="different", topics=[dominant], related=[r]))
+        return said(pick(_SAMENESS, d=dominant, r=r), "different", [dominant], [r])
 
     def _related(self, topic: str, interests: np.ndarray, exclude: set[str]) -> str:
         """The topic closest to the user's interests among the same group, else overall."""
-        cat = self.catalog
-        t = cat.topic_index(topic)
-        pool = [i for i in cat.related_topics(t) if cat.topic_names[i] not in exclude]
+        cat, names = self.catalog, self._names
+        t = self._index[topic] if topic in self._index else cat.topic_index(topic)  # an unknown name: its error
+        pool = [i for i in self._related_pool[t] if names[i] not in exclude]
         if not pool:
-            pool = [i for i in range(cat.n_topics) if cat.topic_names[i] not in exclude and i != t]
+            pool = [i for i in range(cat.n_topics) if names[i] not in exclude and i != t]
         if not pool:
             return topic
         affinity = cat.topic_centroids[pool] @ interests
-        return cat.topic_names[pool[int(np.argmax(affinity))]]
+        return names[pool[int(np.argmax(affinity))]]
 
 
 def intent_key(intent: Intent) -> tuple[str, tuple[str, ...], tuple[str, ...], bool]:
