@@ -169,14 +169,12 @@ class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray
                 info[key], info[f"_{key}"] = full, stepped
             info["churned"], info["_churned"] = np.isinf(info["return_gap_days"]), stepped
             text = np.full(b, None, dtype=object)
-            for j, instruction in enumerate(batch.instructions):
-                if instruction is not None and self.config.instruction_channel != "none":
-                    text[batch.rows[j]] = instruction.text
+            text[batch.rows] = [w.shown_instruction(instruction) for instruction in batch.instructions]
             info["instruction"], info["_instruction"] = text, stepped
             said = {key: np.full(b, None, dtype=object) for key in ("exit_reason", "exit_text", "interview_score",
                                                                       "interview")}
             for j, row in enumerate(batch.rows.tolist()):
-                exit_reason = batch.exit_reasons[j] if batch.exit_reasons is not None and batch.left[j] else None
+                exit_reason = batch.exit_reason(j)
                 interview = batch.interviews[j] if batch.interviews is not None else None
                 if exit_reason is not None:
                     said["exit_reason"][row], said["exit_text"][row] = exit_reason.kind, exit_reason.text

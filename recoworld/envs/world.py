@@ -130,6 +130,10 @@ class StepBatch:
     exit_reasons: list[ExitReason | None] | None = None  # (R,) why each leaving row left
     interviews: list[Interview | None] | None = None  # (R,) end-of-session interviews of leaving rows
 
+    def exit_reason(self, j: int) -> ExitReason | None:
+        """Why row j left, or None while it stays (a reason is only ever reported with the leaving)."""
+        return self.exit_reasons[j] if self.exit_reasons is not None and self.left[j] else None
+
 
 class World:
     """The state of B users and the one implementation of a turn (see the module docstring)."""
@@ -299,18 +303,19 @@ class World:
                       batch.satisfiable.tolist(), similarity, batch.left.tolist(), batch.replaced.tolist(),
                       batch.engagement.tolist(), batch.fallback.tolist(), batch.day.tolist(), batch.session.tolist(),
                       batch.turn.tolist(), batch.step.tolist(), batch.time_days.tolist(), ended,
-                      batch.exit_reasons or [None] * r, batch.interviews or [None] * r, batch.reasons or [None] * r)
+                      batch.interviews or [None] * r, batch.reasons or [None] * r)
         infos: list[TurnInfo] = []
         for j, (row, instruction, gap, followed, satisfiable, sim, left, replaced, engagement, fallback, day,
-                session, turn, step, time_days, end, exit_reason, interview, reasons) in enumerate(columns):
+                session, turn, step, time_days, end, interview, reasons) in enumerate(columns):
             profile = self.profiles[row]
             intent = instruction.intent.model_dump() if instruction else {}
-            shown_intent = instruction.intent.model_dump() if instruction and channel == "structured" else {}
             info: TurnInfo = {
                 "user_id": profile.user_id, "segment": profile.segment,
                 "slate": batch.slates[j], "reactions": batch.reactions[j], "dwell_min": batch.dwell_min[j],
-                "instruction": instruction.text if instruction and channel != "none" else None,
-                "instruction_intent": shown_intent,
+                "instruction": self.shown_instruction(instruction),
+                # Its own dump, not the log's dict: what a recommender edits must not reach the log.
+                "instruction_intent": instruction.intent.model_dump() if instruction and channel == "structured"
+                else {},
                 "logged_instruction": instruction.text if instruction else None,
                 "logged_intent": intent,
                 "instruction_followed": None if math.isnan(followed) else followed,
@@ -326,7 +331,8 @@ class World:
                 info["reasons"] = reasons
             # Present only when there is something to say (like `reasons`), so Gymnasium's vector wrappers,
             # which type a key's array from its first value, never meet a None after an int.
-            if exit_reason is not None and left:
+            exit_reason = batch.exit_reason(j)
+            if exit_reason is not None:
                 info["exit_reason"], info["exit_text"] = exit_reason.kind, exit_reason.text
             if interview is not None:
                 info["interview_score"], info["interview"] = interview.score, interview.text
@@ -336,6 +342,10 @@ class World:
                 info["mindset"] = self.users.mindset(row).model_dump()
             infos.append(info)
         return infos
+
+    def shown_instruction(self, instruction: Instruction | None) -> str | None:
+        """The words of an instruction as the recommender sees them: nothing on channel "none"."""
+        return instruction.text if instruction and self.config.instruction_channel != "none" else None
 
     def episode_stats(self, row: int) -> EpisodeStats:
         horizon_days = math.ceil(self.config.horizon_days)
