@@ -8,8 +8,7 @@ import numpy as np
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import CatalogConfig, RetrievalConfig
 from recoworld.envs import RecoWorldEnv
-from recoworld.envs.retrieval import CandidateRetriever, InstructionTargets
-from recoworld.envs.retrieval_kernels import fill_from_draws, first_unblocked, popular_items
+from recoworld.envs.retrieval import CandidateRetriever, InstructionTargets, TasteRankings
 from recoworld.streams import UserStreams
 
 
@@ -92,51 +91,94 @@ def test_a_nearly_exhausted_catalog_still_gives_distinct_candidates_alone_or_bat
         assert len(set(batch[j].tolist())) == 30 and batch[j].min() >= 8
 
 
-# ---------------------------------------------------------------------- the compiled kernels, against their rules
+# ---------------------------------------------------------------------- the compiled composition, against its rules
 
 
-def test_first_unblocked_takes_the_first_free_items_in_ranking_order() -> None:
-    rng = np.random.default_rng(0)
-    ranked = np.stack([rng.permutation(40)[:12] for _ in range(50)])
-    ranked[rng.random(ranked.shape) < 0.1] = -1  # a ranking may hold fewer items
-    ranked[:5, -1] = -1
-    blocked = rng.random((50, 40)) < 0.4
-    for k in (0, 1, 4, 12):
-        picks, used_up = first_unblocked(ranked, blocked, k)
-        for row in range(50):
-            free = [i for i in ranked[row].tolist() if i >= 0 and not blocked[row, i]][:k]
-            assert picks[row].tolist() == free + [-1] * (k - len(free))
-            assert used_up[row] == (len(free) < k and ranked[row, -1] >= 0)
+def _candidates_by_definition(retriever: CandidateRetriever, items: np.ndarray, reactions: np.ndarray,
+                              draws: np.ndarray, unavailable: np.ndarray, asked: InstructionTargets,
+                              rng: np.random.Generator) -> list[int]:
+    """One row's candidates, block by block, with a set of blocked items: the rules `retrieve` composes
+    (exact rankings wherever a kept one runs out, exact draws wherever the oversampled ones fall short)."""
+    cfg, n, n_items = retriever.config, retriever.n, len(retriever.catalog)
+    blocked = set(np.flatnonzero(unavailable).tolist())
+    recent = [i for i in items[-cfg.exclude_recent:].tolist() if i >= 0] if cfg.exclude_recent else []
+    if n_items - len(blocked) - len(recent) >= n:
+        blocked |= set(recent)
+    out: list[int] = []
+
+    def take(picks: list[int]) -> None:
+        out.extend(picks)
+        blocked.update(picks)
+
+    k = retriever._n_instruction
+    if k and asked.active[0]:
+        picks = [i for i in asked.ranked[0].tolist() if i >= 0 and i not in blocked][:k]
+        if len(picks) < k and asked.ranked[0, -1] >= 0:
+            mask = np.isin(np.arange(n_items), list(blocked))[None, :]
+            picks = [i for i in retriever.rank(asked, k, mask)[0].tolist() if i >= 0]
+        take(picks)
+    positive = (items >= 0) & (reactions > 0)
+    n_interest = retriever._n_interest if positive.any() else 0
+    if n_interest:
+        scores = retriever._taste_scores(items[None, :], positive[None, :])[0]
+        ranking = sorted(range(n_items), key=lambda i: (-scores[i], i))
+        take([i for i in ranking if i not in blocked][:n_interest])
+    split = 2 * retriever._max_popular + 8
+    for popular, count, uniforms in ((True, retriever._n_popular + (retriever._n_interest - n_interest) // 2,
+                                      draws[:split]), (False, None, draws[split:])):
+        count = n - len(out) if count is None else count
+        drawn = (np.searchsorted(retriever._pop_cdf, uniforms, side="right") if popular
+                 else (uniforms * n_items).astype(int)).clip(max=n_items - 1)
+        picks = [i for i in dict.fromkeys(drawn.tolist()) if i not in blocked][:count]
+        if len(picks) < count:  # the row's own stream settles it exactly
+            free = np.array(sorted(set(range(n_items)) - blocked))
+            if popular:
+                gumbel = retriever._log_pop[free] - np.log(-np.log(rng.random(len(free))))
+                picks = free[sorted(range(len(free)), key=lambda i: (-gumbel[i], i))[:count]].tolist()
+            else:
+                picks = free[rng.choice(len(free), size=count, replace=False)].tolist()
+        take(picks)
+    return out
 
 
-def test_popular_draws_are_exactly_a_search_of_the_cdf() -> None:
-    rng = np.random.default_rng(1)
-    pop = rng.pareto(1.2, 500) + 1e-9
-    pop[::7] = 0.0  # items that can never be drawn, and runs of equal CDF values
-    retriever = CandidateRetriever(cached_catalog(CatalogConfig(n_items=500)), RetrievalConfig(), 20)
-    retriever.set_popularity(pop)
-    uniforms = np.concatenate([rng.random(20_000), [0.0, np.nextafter(1.0, 0.0)]]).reshape(2, -1)
-    expected = np.minimum(np.searchsorted(retriever._pop_cdf, uniforms, side="right"), len(pop) - 1)
-    assert np.array_equal(popular_items(uniforms, retriever._pop_cdf, retriever._pop_guide), expected)
-
-
-def test_fill_takes_distinct_free_draws_and_leaves_a_short_row_untouched() -> None:
-    rng = np.random.default_rng(2)
-    drawn = rng.integers(0, 30, size=(40, 15))
-    blocked = rng.random((40, 30)) < 0.5
-    before = blocked.copy()
-    out = np.full((40, 12), -7, dtype=np.int64)
-    start, count = rng.integers(0, 4, 40), rng.integers(0, 9, 40)
-    short = fill_from_draws(out, start, count, drawn, blocked)
-    for row in range(40):
-        free = list(dict.fromkeys(i for i in drawn[row].tolist() if not before[row, i]))[: count[row]]
-        s = start[row]
-        assert short[row] == (len(free) < count[row])
-        if short[row]:  # nothing kept: the caller draws this row exactly instead
-            assert (blocked[row] == before[row]).all()
-        else:
-            assert out[row, s : s + count[row]].tolist() == free
-            assert blocked[row].tolist() == [b or i in free for i, b in enumerate(before[row].tolist())]
+def test_retrieval_composes_every_block_by_its_rules_in_every_rare_case() -> None:
+    """Rows whose kept instruction or taste ranking is used up by blocked items, and rows whose
+    draws fall short of free items, alone and in a batch, against the rules written out."""
+    small = cached_catalog(CatalogConfig(n_items=120, seed=2))
+    retriever = CandidateRetriever(small, RetrievalConfig(exclude_recent=12), 30)
+    rng = np.random.default_rng(4)
+    b, h = 40, 20
+    items = np.stack([rng.permutation(120)[:h] for _ in range(b)])
+    reactions = rng.integers(0, 3, size=(b, h))
+    items[:4, :] = -1  # no history: no taste, nothing recent
+    unavailable = rng.random((b, 120)) < rng.uniform(0.0, 0.75, size=(b, 1))  # up to most of the catalog,
+    unavailable &= np.cumsum(unavailable, axis=1) <= 88  # leaving at least 32 items for 30 candidates
+    t, d, depth = small.n_topics, small.embedding_dim, retriever.instruction_depth
+    asked = InstructionTargets(rng.random(b) < 0.6, rng.random((b, t)) < 0.5, rng.random(b) < 0.3,
+                               rng.normal(size=(b, d)), np.full((b, depth), -1, dtype=np.int64))
+    asked.ranked[:] = retriever.rank(asked)
+    asked.ranked[::3, 4:] = -1  # short kept rankings: used up by the recently shown items below
+    items[::3, -4:] = asked.ranked[::3, :4]
+    # The taste rankings kept for these rows lead with items that are unavailable now.
+    tastes = TasteRankings(np.zeros((b, retriever.taste_depth), dtype=np.int64), np.ones(b, dtype=bool))
+    for j in range(b):
+        positive = (items[j] >= 0) & (reactions[j] > 0)
+        scores = retriever._taste_scores(items[j][None, :], positive[None, :])[0]
+        tastes.ranked[j] = np.argsort(-scores, kind="stable")[: retriever.taste_depth]
+    seeds = [100 + j for j in range(b)]
+    batch = retriever.retrieve(items, reactions, UserStreams([np.random.default_rng(s) for s in seeds]),
+                               np.arange(b), unavailable, asked, tastes)
+    for j in range(b):
+        stream = np.random.default_rng(seeds[j])
+        draws = stream.random(retriever._n_draws)
+        expected = _candidates_by_definition(retriever, items[j], reactions[j], draws, unavailable[j],
+                                             asked.subset(np.array([j])), stream)
+        assert batch[j].tolist() == expected, j
+        one = np.array([j])
+        alone = retriever.retrieve(items[one], reactions[one], UserStreams([np.random.default_rng(seeds[j])]),
+                                   np.zeros(1, dtype=np.int64), unavailable[one], asked.subset(one),
+                                   TasteRankings(tastes.ranked[one], np.ones(1, dtype=bool)))
+        assert np.array_equal(alone[0], batch[j])
 
 
 def test_kept_instruction_rankings_are_the_rankings(catalog: Catalog) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from recoworld.catalog import Catalog
 from recoworld.config import RetrievalConfig
-from recoworld.envs.retrieval_kernels import fill_from_draws, first_unblocked, popular_items
+from recoworld.envs.retrieval_kernels import DONE, INSTRUCTION, INTEREST, POPULAR, compose
 from recoworld.streams import UserStreams
 
 #: How many of the latest engaged items make up the interest query.
@@ -69,6 +69,21 @@ class TasteRankings:
     fresh: np.ndarray  # (B,) bool: `ranked` is the ranking of the current query
 
 
+class _Composition:
+    """Where each row's candidates stand while `retrieve` composes them (see `retrieval_kernels.compose`)."""
+
+    stage: np.ndarray  # (R,) the block the row is at
+    filled: np.ndarray  # (R,) candidates written so far
+    n_instruction: np.ndarray  # (R,) size of the instruction block
+    n_interest: np.ndarray  # (R,) size of the interest block
+    recent_blocked: np.ndarray  # (R,) bool: the recently shown items are left out
+
+    def __init__(self, r: int) -> None:
+        self.stage, self.filled = np.zeros(r, dtype=np.int64), np.zeros(r, dtype=np.int64)
+        self.n_instruction, self.n_interest = np.zeros(r, dtype=np.int64), np.zeros(r, dtype=np.int64)
+        self.recent_blocked = np.zeros(r, dtype=bool)
+
+
 class CandidateRetriever:
     def __init__(self, catalog: Catalog, config: RetrievalConfig, n_candidates: int) -> None:
         if n_candidates > len(catalog):
@@ -91,6 +106,8 @@ class CandidateRetriever:
         self._max_random = n_candidates - self._n_popular
         self._n_draws = (2 * self._max_popular + 8) + (2 * self._max_random + 8)
         self._kept: dict[Hashable, np.ndarray] = {}  # `rank_kept`
+        self._sizes = np.array([n_candidates, self._n_instruction, self._n_interest, self._n_popular,
+                                config.exclude_recent, 2 * self._max_popular + 8], dtype=np.int64)
 
     def set_popularity(self, popularity: np.ndarray) -> None:
         """What the popular block samples from: the catalog prior, or live popularity in a shared world."""
@@ -126,65 +143,76 @@ class CandidateRetriever:
         if r == 0:
             return out
         draws = streams.random(rows, self._n_draws)
-        if unavailable is None:
-            blocked, n_free = np.zeros((r, n_items), dtype=bool), np.full(r, n_items)
-        else:
-            blocked, n_free = unavailable.copy(), n_items - unavailable.sum(axis=1)
-        shown = history_items >= 0
-        if self.config.exclude_recent:
-            recent = np.zeros_like(shown)
-            recent[:, -self.config.exclude_recent:] = shown[:, -self.config.exclude_recent:]
-            fits = n_free - recent.sum(axis=1) >= self.n  # never block so much that too few items remain
-            ri, ci = np.nonzero(recent & fits[:, None])
-            blocked[ri, history_items[ri, ci]] = True
-
-        n_instruction = np.zeros(r, dtype=np.int64)
-        if self._n_instruction and instructions is not None and instructions.active.any():
-            a = np.flatnonzero(instructions.active)
-            picks = self._answer(instructions.subset(a), blocked[a])
-            found = picks >= 0
-            n_instruction[a] = found.sum(axis=1)
-            ai, ci = np.nonzero(found)
-            out[a[ai], ci] = picks[ai, ci]
-            blocked[a[ai], picks[ai, ci]] = True
-
-        positive = shown & (history_reactions > 0)
+        positive = (history_items >= 0) & (history_reactions > 0)
         has_taste = positive.any(axis=1)
-        n_interest = np.where(has_taste, self._n_interest, 0)
-        if self._n_interest and has_taste.any():
-            latest = positive & (np.cumsum(positive[:, ::-1], axis=1)[:, ::-1] <= QUERY_ITEMS)
-            t = np.flatnonzero(has_taste)
+        if tastes is None:  # no kept rankings: rank every row afresh
+            tastes, taste_rows = TasteRankings(np.zeros((r, self.taste_depth), dtype=np.int64),
+                                               np.zeros(r, dtype=bool)), np.arange(r)
+        else:
+            taste_rows = np.asarray(rows, dtype=np.int64)
+        if self._n_interest:
+            stale = np.flatnonzero(has_taste & ~tastes.fresh[taste_rows])
+            if len(stale):
+                tastes.ranked[taste_rows[stale]] = _top_rows(self._taste_scores(history_items[stale], positive[stale]),
+                                                             self.taste_depth)
+                tastes.fresh[taste_rows[stale]] = True
+        asked = instructions if self._n_instruction and instructions is not None else None
+        ranked = (np.where(asked.active[:, None], asked.ranked, -1) if asked is not None
+                  else np.full((r, 1), -1, dtype=np.int64))
+        state = _Composition(r)
+        blocked_now = unavailable if unavailable is not None else np.zeros((0, n_items), dtype=bool)
+        todo = np.arange(r)
+        while True:
+            compose(todo, out, state.stage, state.filled, state.n_instruction, state.n_interest, state.recent_blocked,
+                    history_items, blocked_now, ranked, has_taste, tastes.ranked, taste_rows, draws, self._pop_cdf,
+                    self._pop_guide, self._sizes)
+            todo = todo[state.stage[todo] < DONE]
+            if not len(todo):
+                return out
+            for j in todo.tolist():  # rare: a block the kept rankings or the draws could not fill
+                blocked = np.zeros(n_items, dtype=bool) if unavailable is None else unavailable[j].copy()
+                if state.recent_blocked[j]:
+                    recent = history_items[j, -self.config.exclude_recent:]
+                    blocked[recent[recent >= 0]] = True
+                blocked[out[j, : state.filled[j]]] = True
+                self._settle(j, out[j], state, blocked, asked, history_items[j], positive[j], streams[int(rows[j])])
 
-            def taste_scores(local: np.ndarray) -> np.ndarray:
-                """(len(local), N) similarity of every item to each row's taste query."""
-                query = np.einsum("rh,rhd->rd", latest[local].astype(np.float64),
-                                  self._emb[np.maximum(history_items[local], 0)])
-                return query @ self._emb.T
+    def _settle(self, j: int, out: np.ndarray, state: _Composition, blocked: np.ndarray,
+                asked: InstructionTargets | None, history_items: np.ndarray, positive: np.ndarray,
+                rng: np.random.Generator) -> None:
+        """Fill row j's block at `state.stage[j]` exactly, given its `blocked` items, and move it on.
 
-            if tastes is None:
-                ranked = _top_rows(taste_scores(t), self.taste_depth)
+        An instruction or interest block whose kept ranking was used up by blocked items takes
+        the top items of a ranking over the whole catalog; a popular or random block whose
+        oversampled draws fell short takes an exact draw from the row's own stream."""
+        stage, at = int(state.stage[j]), int(state.filled[j])
+        if stage == INSTRUCTION:
+            assert asked is not None
+            picks = self.rank(asked.subset(np.array([j])), self._n_instruction, blocked[None, :])[0]
+            picks = picks[picks >= 0]
+            state.n_instruction[j] = len(picks)
+        elif stage == INTEREST:
+            scores = self._taste_scores(history_items[None, :], positive[None, :])
+            scores[0, blocked] = -np.inf
+            picks = _top_rows(scores, self._n_interest)[0]
+            state.n_interest[j] = len(picks)
+        else:
+            free = np.flatnonzero(~blocked)
+            if stage == POPULAR:
+                k = self._n_popular + (self._n_interest - int(state.n_interest[j])) // 2
+                gumbel = self._log_pop[free] - np.log(-np.log(rng.random(len(free))))
+                picks = free[_top_rows(gumbel[None, :], k)[0]]
             else:
-                stale = t[~tastes.fresh[rows[t]]]
-                if len(stale):
-                    tastes.ranked[rows[stale]] = _top_rows(taste_scores(stale), self.taste_depth)
-                    tastes.fresh[rows[stale]] = True
-                ranked = tastes.ranked[rows[t]]
-            picks, used_up = first_unblocked(ranked, blocked[t], self._n_interest)
-            if used_up.any():
-                scores = taste_scores(t[used_up])
-                scores[blocked[t[used_up]]] = -np.inf
-                picks[used_up] = _top_rows(scores, self._n_interest)
-            out[t[:, None], n_instruction[t][:, None] + np.arange(self._n_interest)] = picks
-            blocked[t[:, None], picks] = True
+                picks = free[rng.choice(len(free), size=self.n - at, replace=False)]
+        out[at : at + len(picks)] = picks
+        state.filled[j] = at + len(picks)
+        state.stage[j] = stage + 1
 
-        n_popular = self._n_popular + (self._n_interest - n_interest) // 2
-        split = 2 * self._max_popular + 8
-        pop_idx = popular_items(draws[:, :split], self._pop_cdf, self._pop_guide)
-        self._fill(out, n_instruction + n_interest, n_popular, pop_idx, blocked, streams, rows, popular=True)
-        rand_idx = np.minimum((draws[:, split:] * n_items).astype(np.int64), n_items - 1)
-        start = n_instruction + n_interest + n_popular
-        self._fill(out, start, self.n - start, rand_idx, blocked, streams, rows, popular=False)
-        return out
+    def _taste_scores(self, history_items: np.ndarray, positive: np.ndarray) -> np.ndarray:
+        """(R, N) similarity of every item to each row's taste query: its latest engaged items."""
+        latest = positive & (np.cumsum(positive[:, ::-1], axis=1)[:, ::-1] <= QUERY_ITEMS)
+        query = np.einsum("rh,rhd->rd", latest.astype(np.float64), self._emb[np.maximum(history_items, 0)])
+        return query @ self._emb.T
 
     def rank(self, targets: InstructionTargets, depth: int | None = None, blocked: np.ndarray | None = None,
              ) -> np.ndarray:
@@ -208,37 +236,6 @@ class CandidateRetriever:
                 self._kept.setdefault(keys[j], ranked)
         return np.stack([self._kept[key] for key in keys]) if len(keys) else np.empty((0, self.instruction_depth),
                                                                                       dtype=np.int64)
-
-    def _answer(self, asked: InstructionTargets, blocked: np.ndarray) -> np.ndarray:
-        """(R, n_instruction) the instruction block: the first unblocked items of each row's ranking
-        (`asked.ranked`, computed once per instruction), -1 where too few honour it. A row whose
-        ranking is used up by blocked items is ranked again over the whole catalog, so the block is
-        always the top honouring unblocked items."""
-        picks, used_up = first_unblocked(asked.ranked, blocked, self._n_instruction)
-        if used_up.any():
-            picks[used_up] = self.rank(asked.subset(used_up), self._n_instruction, blocked[used_up])
-        return picks
-
-    def _fill(self, out: np.ndarray, start: np.ndarray, count: np.ndarray, drawn: np.ndarray, blocked: np.ndarray,
-              streams: UserStreams, rows: np.ndarray, *, popular: bool) -> None:
-        """Write `count[j]` distinct unblocked items into `out[j, start[j]:]` and block them.
-
-        The first distinct unblocked items among the oversampled draws, which costs O(k log N)
-        instead of O(N); a row whose draws fall short (a small or mostly blocked catalog)
-        takes an exact draw from its own stream instead.
-        """
-        short = fill_from_draws(out, start.astype(np.int64), count.astype(np.int64), drawn, blocked)
-        for j in np.flatnonzero(short).tolist():
-            k, s = int(count[j]), int(start[j])
-            free = np.flatnonzero(~blocked[j])
-            rng = streams[int(rows[j])]
-            if popular:
-                gumbel = self._log_pop[free] - np.log(-np.log(rng.random(len(free))))
-                picked = free[_top_rows(gumbel[None, :], k)[0]]
-            else:
-                picked = free[rng.choice(len(free), size=k, replace=False)]
-            out[j, s : s + k] = picked
-            blocked[j, picked] = True
 
 
 def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:

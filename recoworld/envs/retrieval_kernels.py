@@ -1,9 +1,12 @@
-"""Compiled inner loops of candidate retrieval (`recoworld.envs.retrieval`), one row at a time.
+"""The compiled common path of candidate retrieval (`recoworld.envs.retrieval`), one row at a time.
 
-Each kernel is the exact per-row rule its caller documents, written as a loop so that a
-batch costs one call instead of a dozen numpy passes over (R, K) or (R, N) arrays, and a
-scan stops at the k-th hit instead of taking a cumulative sum over every entry. Rows never
-read each other, so a row's result does not depend on the batch around it.
+`compose` fills a row's candidates block by block (instruction, interest, popular, random)
+with one scan per block, marking what is taken in a per-row stamp array instead of an
+(R, N) mask. A block that meets a rare case stops its row there and says which block:
+a kept ranking used up by blocked items, or draws that fall short of distinct free items.
+The caller settles that block exactly (a ranking over the whole catalog, or an exact draw
+from the row's own stream) and calls `compose` again from the next block. Rows never read
+each other, so a row's candidates do not depend on the batch around it.
 """
 
 from __future__ import annotations
@@ -11,62 +14,112 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-
-@numba.njit(nogil=True, cache=True)
-def first_unblocked(ranked: np.ndarray, blocked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's first `k` unblocked items of `ranked` (R, L; -1 = none), -1 padded, and which
-    rows ran out while their ranking was full (items beyond it may qualify)."""
-    r, depth = ranked.shape
-    picks = np.full((r, k), -1, dtype=np.int64)
-    used_up = np.zeros(r, dtype=np.bool_)
-    for row in range(r):
-        found = 0
-        for i in range(depth):
-            if found == k:
-                break
-            item = ranked[row, i]
-            if item >= 0 and not blocked[row, item]:
-                picks[row, found] = item
-                found += 1
-        used_up[row] = found < k and depth > 0 and ranked[row, depth - 1] >= 0
-    return picks, used_up
+#: The blocks of a row's candidates, in order; a row's `stage` is the block it is at.
+INSTRUCTION, INTEREST, POPULAR, RANDOM, DONE = 0, 1, 2, 3, 4
 
 
 @numba.njit(nogil=True, cache=True)
-def popular_items(uniforms: np.ndarray, cdf: np.ndarray, guide: np.ndarray) -> np.ndarray:
-    """One item per uniform, `searchsorted(cdf, u, side="right")` exactly: the guide table gives
-    the answer at the left edge of the uniform's slice, and a short walk finishes it."""
-    n = cdf.shape[0]
-    out = np.empty(uniforms.shape, dtype=np.int64)
-    flat_u, flat_out = uniforms.ravel(), out.ravel()
-    for j in range(flat_u.shape[0]):
-        u = flat_u[j]
-        item = guide[min(np.int64(u * n), n - 1)]
-        while item < n - 1 and cdf[item] <= u:
-            item += 1
-        flat_out[j] = item
-    return out
+def compose(
+    todo: np.ndarray, out: np.ndarray, stage: np.ndarray, filled: np.ndarray, n_instruction: np.ndarray,
+    n_interest: np.ndarray, recent_blocked: np.ndarray, history_items: np.ndarray, unavailable: np.ndarray,
+    instruction_ranked: np.ndarray, has_taste: np.ndarray, taste_ranked: np.ndarray, taste_rows: np.ndarray,
+    draws: np.ndarray, pop_cdf: np.ndarray, pop_guide: np.ndarray, sizes: np.ndarray,
+) -> None:
+    """Continue the rows `todo` from their `stage`, writing `out[j, filled[j]:]`, until each is
+    DONE or stops at a block the caller must settle (its stage stays at that block).
+
+    `unavailable` is (R, N), or (0, N) when every item can be offered. `instruction_ranked`
+    rows of an inactive instruction hold -1 only. `sizes` packs the blocks' sizes: candidates,
+    the largest instruction, interest and popular blocks, how many recent items to exclude,
+    and where the popular draws end in `draws`."""
+    n, n_instr_max, n_int_max, n_pop_base, exclude_recent, split = (
+        sizes[0], sizes[1], sizes[2], sizes[3], sizes[4], sizes[5])
+    n_items = pop_cdf.shape[0]
+    h = history_items.shape[1]
+    stamp = np.zeros(n_items, dtype=np.int64)
+    for tick in range(1, todo.shape[0] + 1):
+        j = todo[tick - 1]
+        # The row's blocked items: unavailable, recently shown (when enough remain), taken so far.
+        n_free = n_items
+        if unavailable.shape[0]:
+            for i in range(n_items):
+                if unavailable[j, i]:
+                    stamp[i] = tick
+                    n_free -= 1
+        if stage[j] == INSTRUCTION and exclude_recent:
+            shown = 0
+            for c in range(max(h - exclude_recent, 0), h):
+                shown += history_items[j, c] >= 0
+            recent_blocked[j] = n_free - shown >= n  # never block so much that too few items remain
+        if recent_blocked[j]:
+            for c in range(max(h - exclude_recent, 0), h):
+                if history_items[j, c] >= 0:
+                    stamp[history_items[j, c]] = tick
+        for c in range(filled[j]):
+            stamp[out[j, c]] = tick
+        if stage[j] == INSTRUCTION:
+            ranked = instruction_ranked[j]
+            found = _take_ranked(ranked, stamp, tick, out[j], filled[j], n_instr_max)
+            if found < n_instr_max and ranked.shape[0] and ranked[-1] >= 0:
+                continue  # used up by blocked items: the caller ranks the whole catalog
+            n_instruction[j] = found
+            filled[j] += found
+            stage[j] = INTEREST
+        if stage[j] == INTEREST:
+            if has_taste[j] and n_int_max:
+                ranked = taste_ranked[taste_rows[j]]
+                found = _take_ranked(ranked, stamp, tick, out[j], filled[j], n_int_max)
+                if found < n_int_max:
+                    continue  # used up by blocked items: the caller scores the whole catalog
+                n_interest[j] = n_int_max
+                filled[j] += n_int_max
+            else:
+                n_interest[j] = 0
+            stage[j] = POPULAR
+        if stage[j] == POPULAR:
+            count = n_pop_base + (n_int_max - n_interest[j]) // 2
+            at = filled[j]
+            for d in range(split):
+                if at == filled[j] + count:
+                    break
+                u = draws[j, d]
+                item = pop_guide[min(np.int64(u * n_items), n_items - 1)]
+                while item < n_items - 1 and pop_cdf[item] <= u:  # searchsorted(cdf, u, "right")
+                    item += 1
+                if stamp[item] != tick:
+                    stamp[item] = tick
+                    out[j, at] = item
+                    at += 1
+            if at < filled[j] + count:
+                continue  # short: the caller draws this block exactly
+            filled[j] = at
+            stage[j] = RANDOM
+        if stage[j] == RANDOM:
+            at = filled[j]
+            for d in range(split, draws.shape[1]):
+                if at == n:
+                    break
+                item = min(np.int64(draws[j, d] * n_items), n_items - 1)
+                if stamp[item] != tick:
+                    stamp[item] = tick
+                    out[j, at] = item
+                    at += 1
+            if at < n:
+                continue
+            filled[j] = at
+            stage[j] = DONE
 
 
-@numba.njit(nogil=True, cache=True)
-def fill_from_draws(out: np.ndarray, start: np.ndarray, count: np.ndarray, drawn: np.ndarray,
-                    blocked: np.ndarray) -> np.ndarray:
-    """Write the first `count[j]` distinct unblocked items of `drawn[j]` into `out[j, start[j]:]`
-    and block them; a row whose draws fall short keeps nothing and is returned as short."""
-    r = drawn.shape[0]
-    short = np.zeros(r, dtype=np.bool_)
-    for j in range(r):
-        need, at = count[j], start[j]
-        for item in drawn[j]:
-            if need == 0:
-                break
-            if not blocked[j, item]:
-                blocked[j, item] = True
-                out[j, at] = item
-                at += 1
-                need -= 1
-        if need > 0:  # undo the partial picks: the caller draws this row exactly instead
-            short[j] = True
-            for i in range(start[j], at):
-                blocked[j, out[j, i]] = False
-    return short
+@numba.njit(inline="always")
+def _take_ranked(ranked: np.ndarray, stamp: np.ndarray, tick: int, row: np.ndarray, start: int, k: int) -> int:
+    """Write the first `k` unblocked items of `ranked` (-1 = none) into `row[start:]`, block them,
+    and return how many there were."""
+    found = 0
+    for item in ranked:
+        if found == k:
+            break
+        if item >= 0 and stamp[item] != tick:
+            stamp[item] = tick
+            row[start + found] = item
+            found += 1
+    return found
