@@ -277,38 +277,58 @@ def draw_profiles(profiles: list[UserProfile], n: int | None, rng: np.random.Gen
 def sample_population(
     spec: PopulationSpec, catalog: Catalog, rng: np.random.Generator, n: int | None = None
 ) -> list[UserProfile]:
-    """Draw profiles segment by segment; the same rng state gives the same users."""
+    """Draw profiles segment by segment; the same rng state gives the same users.
+
+    `n` users are split over the segments in proportion to their sizes (largest remainder),
+    so a population of n reproduces the segment mix as closely as n allows. One user at a
+    time (a single env's episodes) is `sample_profile` instead."""
     spec.check_topics(catalog)
     profiles: list[UserProfile] = []
     for segment, count in zip(spec.segments, spec.allocate(n)):
-        if segment.topics is not None:
-            fav_idx = [catalog.topic_index(t) for t in segment.topics]
-        for i in range(count):
-            if segment.topics is None:
-                k = min(segment.n_favorite_topics, catalog.n_topics)
-                chosen = rng.choice(catalog.n_topics, size=k, replace=False)
-            else:
-                k = min(segment.n_favorite_topics, len(fav_idx))
-                chosen = rng.choice(fav_idx, size=k, replace=False)
-            weights = rng.dirichlet(np.full(len(chosen), segment.interest_concentration))
-            order = np.argsort(-weights, kind="stable")
-            interests = {catalog.topic_names[int(chosen[j])]: round(float(weights[j]), 4) for j in order}
-            attrs = {key: str(opts[rng.integers(len(opts))]) for key, opts in segment.attributes.items()}
-            novelty = float(np.clip(segment.novelty.sample(rng, 1)[0], 0, 1))
-            patience = max(1, round(float(segment.patience.sample(rng, 1)[0])))
-            budget = max(1.0, float(segment.time_budget_min.sample(rng, 1)[0]))
-            ret = float(np.clip(segment.return_propensity.sample(rng, 1)[0], 0.01, 0.99))
-            profiles.append(
-                UserProfile(
-                    user_id=f"{segment.name}-{i:05d}",
-                    segment=segment.name,
-                    persona=_describe(attrs, list(interests), novelty, patience, budget),
-                    attributes=attrs,
-                    topic_interests=interests,
-                    novelty_trait=novelty,
-                    patience=patience,
-                    time_budget_min=budget,
-                    return_propensity=ret,
-                )
+        profiles.extend(_sample_segment(segment, count, catalog, rng))
+    return profiles
+
+
+def sample_profile(spec: PopulationSpec, catalog: Catalog, rng: np.random.Generator) -> UserProfile:
+    """One user: a segment drawn with probability proportional to its size, then a profile of it.
+
+    Not `sample_population(n=1)`, whose largest-remainder split always gives the largest segment."""
+    spec.check_topics(catalog)
+    sizes = np.array([segment.size for segment in spec.segments], dtype=np.float64)
+    segment = spec.segments[int(rng.choice(len(sizes), p=sizes / sizes.sum()))]
+    return _sample_segment(segment, 1, catalog, rng)[0]
+
+
+def _sample_segment(segment: Segment, count: int, catalog: Catalog, rng: np.random.Generator) -> list[UserProfile]:
+    profiles: list[UserProfile] = []
+    if segment.topics is not None:
+        fav_idx = [catalog.topic_index(t) for t in segment.topics]
+    for i in range(count):
+        if segment.topics is None:
+            k = min(segment.n_favorite_topics, catalog.n_topics)
+            chosen = rng.choice(catalog.n_topics, size=k, replace=False)
+        else:
+            k = min(segment.n_favorite_topics, len(fav_idx))
+            chosen = rng.choice(fav_idx, size=k, replace=False)
+        weights = rng.dirichlet(np.full(len(chosen), segment.interest_concentration))
+        order = np.argsort(-weights, kind="stable")
+        interests = {catalog.topic_names[int(chosen[j])]: round(float(weights[j]), 4) for j in order}
+        attrs = {key: str(opts[rng.integers(len(opts))]) for key, opts in segment.attributes.items()}
+        novelty = float(np.clip(segment.novelty.sample(rng, 1)[0], 0, 1))
+        patience = max(1, round(float(segment.patience.sample(rng, 1)[0])))
+        budget = max(1.0, float(segment.time_budget_min.sample(rng, 1)[0]))
+        ret = float(np.clip(segment.return_propensity.sample(rng, 1)[0], 0.01, 0.99))
+        profiles.append(
+            UserProfile(
+                user_id=f"{segment.name}-{i:05d}",
+                segment=segment.name,
+                persona=_describe(attrs, list(interests), novelty, patience, budget),
+                attributes=attrs,
+                topic_interests=interests,
+                novelty_trait=novelty,
+                patience=patience,
+                time_budget_min=budget,
+                return_propensity=ret,
             )
+        )
     return profiles

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
 from recoworld.catalog import Catalog
+from recoworld.envs import RecoWorldEnv
 from recoworld.errors import ConfigError
-from recoworld.population import PopulationSpec, UserProfile, sample_population
+from recoworld.population import PopulationSpec, UserProfile, sample_population, sample_profile
 
 
 def test_sampler_is_seeded_and_follows_segments(catalog: Catalog) -> None:
@@ -69,3 +72,16 @@ def test_profile_validates_its_traits() -> None:
     with pytest.raises(ValueError, match="novelty_trait"):
         UserProfile(user_id="u", segment="s", persona="p", attributes={}, topic_interests={"cooking": 1.0},
                     novelty_trait=1.5, patience=3, time_budget_min=10, return_propensity=0.5)
+
+
+def test_one_user_at_a_time_follows_the_segment_shares(catalog: Catalog) -> None:
+    """A single env draws one user per episode: its segment must follow the population's shares
+    (a largest-remainder split of one user would always give the largest segment)."""
+    spec = PopulationSpec.default()
+    rng = np.random.default_rng(0)
+    drawn = Counter(sample_profile(spec, catalog, rng).segment for _ in range(3000))
+    total = sum(s.size for s in spec.segments)
+    for segment in spec.segments:
+        assert abs(drawn[segment.name] / 3000 - segment.size / total) < 0.03, (segment.name, drawn)
+    env = RecoWorldEnv(catalog=catalog)
+    assert {env.reset(seed=seed)[1]["segment"] for seed in range(60)} == {s.name for s in spec.segments}

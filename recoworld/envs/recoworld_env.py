@@ -77,7 +77,8 @@ truncates after `max_steps` turns.
 `gym.make("RecoWorld-v0", slate_size=10, n_candidates=50, horizon_days=30, ...)`: any
 `WorldConfig` field as a keyword (nested ones as dicts, e.g. `reward={"click": 1}`),
 `user_backend="llm"` with `llm={...}` (an `LLMConfig`) makes the user an LLM user;
-plus `catalog=`, `population=` (a `PopulationSpec` or a list of `UserProfile`) and
+plus `catalog=`, `population=` (a `PopulationSpec`: each episode's user comes from a segment
+drawn with probability proportional to its size; or a list of `UserProfile`, drawn uniformly) and
 `user_simulator=` (any `BatchUserSimulator` holding one user, e.g. `ScriptedUsers`)
 objects. `reset(options={"profile": UserProfile})` fixes the user.
 
@@ -92,6 +93,8 @@ the turn, the info (`TurnInfo`) and the observation are written once, there.
 
 ## Version History
 * v0: initial release.
+* v0, fix (2026-12): with a `PopulationSpec`, every episode's user used to come from the largest
+  segment (the spec's split of a population of one); the segment is now drawn by its share.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from recoworld.envs.platform import SharedPlatform
 from recoworld.envs.retrieval import CandidateRetriever, InstructionTargets, TasteRankings
 from recoworld.errors import ConfigError
 from recoworld.mindset import UNSEEN, ExitReason, Instruction, Interview
-from recoworld.population import PopulationSpec, UserProfile, sample_population
+from recoworld.population import PopulationSpec, UserProfile, sample_profile
 from recoworld.simulators.base import BatchUserSimulator, session_interviews
 from recoworld.simulators.instructions import intent_direction, intent_key, intent_topics, wants_quality
 from recoworld.simulators.parametric import ParametricUsers
@@ -474,10 +474,11 @@ def check_population(population: object) -> PopulationSpec | list[UserProfile]:
 
 def draw_profile(population: PopulationSpec | list[UserProfile], catalog: Catalog,
                  rng: np.random.Generator) -> UserProfile:
-    """One user for a new episode: a random profile of the list, or a fresh draw from the spec."""
+    """One user for a new episode: a random profile of the list, or a fresh draw from the spec (its
+    segment drawn by the segments' shares)."""
     if isinstance(population, list):
         return population[int(rng.integers(len(population)))]
-    return sample_population(population, catalog, rng, n=1)[0]
+    return sample_profile(population, catalog, rng)
 
 
 def build_users(catalog: Catalog, config: WorldConfig, n_users: int) -> BatchUserSimulator:
