@@ -8,6 +8,8 @@ moving part is the `Mindset`.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import os
 from typing import Annotated, Any, Literal
@@ -294,8 +296,8 @@ def sample_profile(spec: PopulationSpec, catalog: Catalog, rng: np.random.Genera
 
     Not `sample_population(n=1)`, whose largest-remainder split always gives the largest segment."""
     spec.check_topics(catalog)
-    sizes = np.array([segment.size for segment in spec.segments], dtype=np.float64)
-    segment = spec.segments[int(rng.choice(len(sizes), p=sizes / sizes.sum()))]
+    cumulative = list(itertools.accumulate(segment.size for segment in spec.segments))
+    segment = spec.segments[bisect.bisect_right(cumulative, rng.random() * cumulative[-1])]
     return _sample_segment(segment, 1, catalog, rng)[0]
 
 
@@ -314,10 +316,10 @@ def _sample_segment(segment: Segment, count: int, catalog: Catalog, rng: np.rand
         order = np.argsort(-weights, kind="stable")
         interests = {catalog.topic_names[int(chosen[j])]: round(float(weights[j]), 4) for j in order}
         attrs = {key: str(opts[rng.integers(len(opts))]) for key, opts in segment.attributes.items()}
-        novelty = float(np.clip(segment.novelty.sample(rng, 1)[0], 0, 1))
+        novelty = min(max(float(segment.novelty.sample(rng, 1)[0]), 0.0), 1.0)
         patience = max(1, round(float(segment.patience.sample(rng, 1)[0])))
         budget = max(1.0, float(segment.time_budget_min.sample(rng, 1)[0]))
-        ret = float(np.clip(segment.return_propensity.sample(rng, 1)[0], 0.01, 0.99))
+        ret = min(max(float(segment.return_propensity.sample(rng, 1)[0]), 0.01), 0.99)
         profiles.append(
             UserProfile(
                 user_id=f"{segment.name}-{i:05d}",
