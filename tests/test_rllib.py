@@ -33,8 +33,10 @@ def tiny_config(runners: int, iterations: int = 2, seed: int = 0, network: str =
                 num_envs: int = 4):  # -> TrainConfig
     from recoworld.rl.training import TrainConfig
 
+    # Episodes end within 40 turns, so every iteration of 200 env steps over 4 users completes some
+    # (its episode return is finite) whatever users the population draws.
     return TrainConfig.load(None, seed=seed, iterations=iterations, num_env_runners=runners,
-                            num_envs_per_env_runner=num_envs, world=TINY_WORLD,
+                            num_envs_per_env_runner=num_envs, world={**TINY_WORLD, "max_steps": 40},
                             ppo={"train_batch_size": 200, "minibatch_size": 50, "num_epochs": 2, "hidden": [16],
                                  "network": network},
                             eval={"every": 1, "n_users": 4, "baselines": ["random"]})
