@@ -10,7 +10,10 @@ and something new to choose from.
 Retrieval runs for a batch of users at once. Each user draws a fixed block of uniforms
 from its own stream per retrieval, so a user's candidates never depend on the batch it
 is in; scores are float64, so a batched matrix product and a single-row one agree on
-every ranking.
+every ranking. The rankings that need the whole catalog (a user's taste, an instruction's
+answer) are kept until they go stale; the blocks are then composed row by row in one
+compiled pass (`recoworld.envs.retrieval_kernels.compose`), and the rare block that a kept
+ranking or the drawn uniforms cannot fill is settled exactly here.
 """
 
 from __future__ import annotations
