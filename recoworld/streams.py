@@ -16,24 +16,40 @@ Python call per user. Streams on other bit generators take that per-user call in
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
 
 #: numpy's PCG64 `next_double(state)`: one address shared by every PCG64 stream, called with
-#: the stream's own state pointer (the interface numpy documents for numba and cffi).
-_PCG64_NEXT_DOUBLE_ADDRESS = ctypes.cast(np.random.PCG64(0).ctypes.next_double, ctypes.c_void_p).value
-_pcg64_next_double = ctypes.CFUNCTYPE(ctypes.c_double, ctypes.c_uint64)(_PCG64_NEXT_DOUBLE_ADDRESS)
+#: the stream's own state pointer (the interface numpy documents for numba and cffi). It is passed
+#: to the compiled loop as an argument, not a global, so the loop can be cached on disk.
+_PCG64_NEXT_DOUBLE = np.uint64(ctypes.cast(np.random.PCG64(0).ctypes.next_double, ctypes.c_void_p).value)
 _NOT_PCG64 = np.uint64(0)
 
 
-@numba.njit(nogil=True)
-def _fill_uniforms(states: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
+@intrinsic
+def _next_double(typingctx: Any, function: types.Type, state: types.Type) -> tuple[Any, Callable[..., ir.Value]]:
+    """Call the C function `double f(void *state)` at address `function`."""
+    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: tuple[ir.Value, ir.Value]) -> ir.Value:
+        address, pointer = args
+        void_pointer = ir.IntType(8).as_pointer()
+        callee = builder.inttoptr(address, ir.FunctionType(ir.DoubleType(), [void_pointer]).as_pointer())
+        return builder.call(callee, [builder.inttoptr(pointer, void_pointer)])
+
+    return types.float64(types.uint64, types.uint64), codegen
+
+
+@numba.njit(nogil=True, cache=True)
+def _fill_uniforms(function: np.uint64, states: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
     for j in range(rows.shape[0]):
         state = states[rows[j]]
         for i in range(out.shape[1]):
-            out[j, i] = _pcg64_next_double(state)
+            out[j, i] = _next_double(function, state)
 
 
 def _state_address(generator: np.random.Generator) -> np.uint64:
@@ -81,7 +97,7 @@ class UserStreams:
         if self._states is None:
             self._states = np.array([_state_address(g) for g in self._generators], dtype=np.uint64)
         if len(rows) and self._states[rows].all():
-            _fill_uniforms(self._states, rows, out.reshape(len(rows), -1))
+            _fill_uniforms(_PCG64_NEXT_DOUBLE, self._states, rows, out.reshape(len(rows), -1))
         else:
             gens = self._generators
             for j, r in enumerate(rows.tolist()):

@@ -163,12 +163,12 @@ class CandidateRetriever:
         ranked = (np.where(asked.active[:, None], asked.ranked, -1) if asked is not None
                   else np.full((r, 1), -1, dtype=np.int64))
         state = _Composition(r)
-        blocked_now = unavailable if unavailable is not None else np.zeros((0, n_items), dtype=bool)
+        unavailable_items = unavailable if unavailable is not None else np.zeros((0, n_items), dtype=bool)
         todo = np.arange(r)
         while True:
             compose(todo, out, state.stage, state.filled, state.n_instruction, state.n_interest, state.recent_blocked,
-                    history_items, blocked_now, ranked, has_taste, tastes.ranked, taste_rows, draws, self._pop_cdf,
-                    self._pop_guide, self._sizes)
+                    history_items, unavailable_items, ranked, has_taste, tastes.ranked, taste_rows, draws,
+                    self._pop_cdf, self._pop_guide, self._sizes)
             todo = todo[state.stage[todo] < DONE]
             if not len(todo):
                 return out

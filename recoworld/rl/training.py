@@ -89,8 +89,11 @@ profile of engaged items +0.028 ± 0.022, +0.037 ± 0.022 with a near-duplicate 
 5. **PPO after the teacher is short and gentle.** On the engagement reward PPO pulls the
    distilled policy back towards clicks: at lr 1e-3, retention 0.339 after the teacher, 0.328
    after 10 iterations, 0.320 after 20 (seed 0). So `ppo_small` runs 10 iterations at lr 1e-4,
-   which moved retention by -0.002, +0.007 and -0.016 in seeds 0-2: PPO's own stage adds
-   nothing measurable on this reward.
+   which moved retention by +0.007, +0.005 and -0.003 in seeds 0-2: PPO's own stage adds
+   little on this reward.
+   The ablations above were measured before commit 63bfc9d, when the env runners drew every
+   training user from the population's largest segment (the teacher and the evaluation drew
+   the whole mix); then this stage moved retention by -0.002, +0.007 and -0.016.
    Iteration 0 of the curve is the policy right after the teacher, so a run shows what PPO
    added or took away.
 6. Unchanged and not the bottleneck: the shared per-candidate scorer with one categorical per

@@ -23,8 +23,7 @@ import math
 import numba
 import numpy as np
 
-#: Reaction value of a slate position the user never reached (`recoworld.mindset.UNSEEN`).
-_UNSEEN = -1
+from recoworld.mindset import UNSEEN
 
 
 @numba.njit(inline="always")
@@ -113,7 +112,7 @@ def settle(
     short_ema, long_ema, tau = params[10], params[11], params[12]
     r, k = slates.shape
     d, m = emb.shape[1], memory_items.shape[1]
-    reactions = np.full((r, k), _UNSEEN, dtype=np.int8)
+    reactions = np.full((r, k), UNSEEN, dtype=np.int8)
     dwell = np.zeros((r, k), dtype=np.float32)
     left = np.zeros(r, dtype=np.bool_)
     disliked = np.zeros((r, k), dtype=np.bool_)
