@@ -141,25 +141,29 @@ def test_none_hides_everything_but_trajectories_keep_the_instruction(catalog: Ca
 
 
 def test_instruct_reads_the_text_direction_and_ignores_nothing(catalog: Catalog) -> None:
+    """Over six users: the parsed intent is followed exactly; the text's direction alone is followed
+    on most of the slate, on every user more than with nothing told (text reads words, not intent)."""
     topic = _topic(catalog)
-    followed = {}
-    for channel in ("structured", "text", "none"):
-        env = _asking(catalog, channel, topic)
-        agent = InstructionAwareRecommender(5, catalog, seed=0)
-        obs, info = env.reset(seed=0)
-        agent.begin_episode(0)
-        obs, _, _, _, info = env.step(agent.act(obs, info))
-        agent.observe(info["reactions"], info)
-        obs, _, _, _, info = env.step(agent.act(obs, info))
-        followed[channel] = info["instruction_followed"]
-    assert followed["structured"] == 1.0
-    assert followed["text"] >= 0.8
+    followed: dict[str, list[float]] = {"structured": [], "text": [], "none": []}
+    for seed in range(6):
+        for channel, shares in followed.items():
+            env = _asking(catalog, channel, topic)
+            agent = InstructionAwareRecommender(5, catalog, seed=0)
+            obs, info = env.reset(seed=seed)
+            agent.begin_episode(0)
+            obs, _, _, _, info = env.step(agent.act(obs, info))
+            agent.observe(info["reactions"], info)
+            obs, _, _, _, info = env.step(agent.act(obs, info))
+            shares.append(info["instruction_followed"])
+    assert followed["structured"] == [1.0] * 6
+    assert np.mean(followed["text"]) >= 0.75
+    assert all(text > none for text, none in zip(followed["text"], followed["none"]))
     greedy_env = _asking(catalog, "none", topic)
     obs, info = greedy_env.reset(seed=0)
     greedy = GreedyRelevanceRecommender(5, seed=0)
     obs, *_ = greedy_env.step(greedy.act(obs, info))
     *_, info = greedy_env.step(greedy.act(obs, {}))
-    assert followed["none"] == info["instruction_followed"]  # told nothing, it is plain greedy
+    assert followed["none"][0] == info["instruction_followed"]  # told nothing, it is plain greedy
 
 
 def test_embedding_similarity_is_higher_for_an_on_topic_slate(catalog: Catalog) -> None:
