@@ -25,7 +25,7 @@ import numpy as np
 
 from recoworld.catalog import Catalog
 from recoworld.config import RetrievalConfig
-from recoworld.envs.retrieval_kernels import DONE, INSTRUCTION, INTEREST, POPULAR, compose
+from recoworld.envs.retrieval_kernels import DONE, INSTRUCTION, INTEREST, POPULAR, blocked_items, compose
 from recoworld.streams import UserStreams
 
 #: How many of the latest engaged items make up the interest query.
@@ -77,12 +77,13 @@ class _Composition:
 
     stage: np.ndarray  # (R,) the block the row is at
     filled: np.ndarray  # (R,) candidates written so far
+    need: np.ndarray  # (R,) size of the popular or random block the row is at
     n_instruction: np.ndarray  # (R,) size of the instruction block
     n_interest: np.ndarray  # (R,) size of the interest block
     recent_blocked: np.ndarray  # (R,) bool: the recently shown items are left out
 
     def __init__(self, r: int) -> None:
-        self.stage, self.filled = np.zeros(r, dtype=np.int64), np.zeros(r, dtype=np.int64)
+        self.stage, self.filled, self.need = (np.zeros(r, dtype=np.int64) for _ in range(3))
         self.n_instruction, self.n_interest = np.zeros(r, dtype=np.int64), np.zeros(r, dtype=np.int64)
         self.recent_blocked = np.zeros(r, dtype=bool)
 
@@ -166,18 +167,15 @@ class CandidateRetriever:
         unavailable_items = unavailable if unavailable is not None else np.zeros((0, n_items), dtype=bool)
         todo = np.arange(r)
         while True:
-            compose(todo, out, state.stage, state.filled, state.n_instruction, state.n_interest, state.recent_blocked,
-                    history_items, unavailable_items, ranked, has_taste, tastes.ranked, taste_rows, draws,
-                    self._pop_cdf, self._pop_guide, self._sizes)
+            compose(todo, out, state.stage, state.filled, state.need, state.n_instruction, state.n_interest,
+                    state.recent_blocked, history_items, unavailable_items, ranked, has_taste, tastes.ranked,
+                    taste_rows, draws, self._pop_cdf, self._pop_guide, self._sizes)
             todo = todo[state.stage[todo] < DONE]
             if not len(todo):
                 return out
             for j in todo.tolist():  # rare: a block the kept rankings or the draws could not fill
-                blocked = np.zeros(n_items, dtype=bool) if unavailable is None else unavailable[j].copy()
-                if state.recent_blocked[j]:
-                    recent = history_items[j, -self.config.exclude_recent:]
-                    blocked[recent[recent >= 0]] = True
-                blocked[out[j, : state.filled[j]]] = True
+                blocked = blocked_items(j, out, state.filled, state.recent_blocked, history_items, unavailable_items,
+                                        self.config.exclude_recent, n_items)
                 self._settle(j, out[j], state, blocked, asked, history_items[j], positive[j], streams[int(rows[j])])
 
     def _settle(self, j: int, out: np.ndarray, state: _Composition, blocked: np.ndarray,
@@ -200,13 +198,12 @@ class CandidateRetriever:
             picks = _top_rows(scores, self._n_interest)[0]
             state.n_interest[j] = len(picks)
         else:
-            free = np.flatnonzero(~blocked)
+            free, k = np.flatnonzero(~blocked), int(state.need[j])
             if stage == POPULAR:
-                k = self._n_popular + (self._n_interest - int(state.n_interest[j])) // 2
                 gumbel = self._log_pop[free] - np.log(-np.log(rng.random(len(free))))
                 picks = free[_top_rows(gumbel[None, :], k)[0]]
             else:
-                picks = free[rng.choice(len(free), size=self.n - at, replace=False)]
+                picks = free[rng.choice(len(free), size=k, replace=False)]
         out[at : at + len(picks)] = picks
         state.filled[j] = at + len(picks)
         state.stage[j] = stage + 1

@@ -20,13 +20,14 @@ INSTRUCTION, INTEREST, POPULAR, RANDOM, DONE = 0, 1, 2, 3, 4
 
 @numba.njit(nogil=True, cache=True)
 def compose(
-    todo: np.ndarray, out: np.ndarray, stage: np.ndarray, filled: np.ndarray, n_instruction: np.ndarray,
-    n_interest: np.ndarray, recent_blocked: np.ndarray, history_items: np.ndarray, unavailable: np.ndarray,
-    instruction_ranked: np.ndarray, has_taste: np.ndarray, taste_ranked: np.ndarray, taste_rows: np.ndarray,
-    draws: np.ndarray, pop_cdf: np.ndarray, pop_guide: np.ndarray, sizes: np.ndarray,
+    todo: np.ndarray, out: np.ndarray, stage: np.ndarray, filled: np.ndarray, need: np.ndarray,
+    n_instruction: np.ndarray, n_interest: np.ndarray, recent_blocked: np.ndarray, history_items: np.ndarray,
+    unavailable: np.ndarray, instruction_ranked: np.ndarray, has_taste: np.ndarray, taste_ranked: np.ndarray,
+    taste_rows: np.ndarray, draws: np.ndarray, pop_cdf: np.ndarray, pop_guide: np.ndarray, sizes: np.ndarray,
 ) -> None:
     """Continue the rows `todo` from their `stage`, writing `out[j, filled[j]:]`, until each is
-    DONE or stops at a block the caller must settle (its stage stays at that block).
+    DONE or stops at a block the caller must settle (its stage stays at that block; a popular
+    or random block leaves its size in `need[j]`).
 
     `unavailable` is (R, N), or (0, N) when every item can be offered. `instruction_ranked`
     rows of an inactive instruction hold -1 only. `sizes` packs the blocks' sizes: candidates,
@@ -39,24 +40,16 @@ def compose(
     stamp = np.zeros(n_items, dtype=np.int64)
     for tick in range(1, todo.shape[0] + 1):
         j = todo[tick - 1]
-        # The row's blocked items: unavailable, recently shown (when enough remain), taken so far.
-        n_free = n_items
-        if unavailable.shape[0]:
-            for i in range(n_items):
-                if unavailable[j, i]:
-                    stamp[i] = tick
-                    n_free -= 1
-        if stage[j] == INSTRUCTION and exclude_recent:
+        n_unavailable = _mark_blocked(stamp, tick, j, out, filled, recent_blocked, history_items, unavailable,
+                                      exclude_recent)
+        if stage[j] == INSTRUCTION and exclude_recent:  # decided once, on the row's first pass
             shown = 0
             for c in range(max(h - exclude_recent, 0), h):
                 shown += history_items[j, c] >= 0
-            recent_blocked[j] = n_free - shown >= n  # never block so much that too few items remain
-        if recent_blocked[j]:
-            for c in range(max(h - exclude_recent, 0), h):
-                if history_items[j, c] >= 0:
-                    stamp[history_items[j, c]] = tick
-        for c in range(filled[j]):
-            stamp[out[j, c]] = tick
+            # Never block so much that too few items remain.
+            recent_blocked[j] = n_items - n_unavailable - shown >= n
+            if recent_blocked[j]:
+                _mark_recent(stamp, tick, history_items[j], exclude_recent)
         if stage[j] == INSTRUCTION:
             ranked = instruction_ranked[j]
             found = _take_ranked(ranked, stamp, tick, out[j], filled[j], n_instr_max)
@@ -77,10 +70,10 @@ def compose(
                 n_interest[j] = 0
             stage[j] = POPULAR
         if stage[j] == POPULAR:
-            count = n_pop_base + (n_int_max - n_interest[j]) // 2
+            need[j] = n_pop_base + (n_int_max - n_interest[j]) // 2
             at = filled[j]
             for d in range(split):
-                if at == filled[j] + count:
+                if at == filled[j] + need[j]:
                     break
                 u = draws[j, d]
                 item = pop_guide[min(np.int64(u * n_items), n_items - 1)]
@@ -90,11 +83,12 @@ def compose(
                     stamp[item] = tick
                     out[j, at] = item
                     at += 1
-            if at < filled[j] + count:
+            if at < filled[j] + need[j]:
                 continue  # short: the caller draws this block exactly
             filled[j] = at
             stage[j] = RANDOM
         if stage[j] == RANDOM:
+            need[j] = n - filled[j]
             at = filled[j]
             for d in range(split, draws.shape[1]):
                 if at == n:
@@ -108,6 +102,42 @@ def compose(
                 continue
             filled[j] = at
             stage[j] = DONE
+
+
+@numba.njit(nogil=True, cache=True)
+def blocked_items(j: int, out: np.ndarray, filled: np.ndarray, recent_blocked: np.ndarray, history_items: np.ndarray,
+                  unavailable: np.ndarray, exclude_recent: int, n_items: int) -> np.ndarray:
+    """(N,) bool: what row j may not take any more, the same set `compose` works with."""
+    stamp = np.zeros(n_items, dtype=np.int64)
+    _mark_blocked(stamp, 1, j, out, filled, recent_blocked, history_items, unavailable, exclude_recent)
+    return stamp == 1
+
+
+@numba.njit(inline="always")
+def _mark_blocked(stamp: np.ndarray, tick: int, j: int, out: np.ndarray, filled: np.ndarray,
+                  recent_blocked: np.ndarray, history_items: np.ndarray, unavailable: np.ndarray,
+                  exclude_recent: int) -> int:
+    """Mark row j's blocked items with `tick`: unavailable ones, the recently shown (once the row
+    decided to leave them out) and those taken so far; return how many are unavailable."""
+    n_unavailable = 0
+    if unavailable.shape[0]:
+        for i in range(unavailable.shape[1]):
+            if unavailable[j, i]:
+                stamp[i] = tick
+                n_unavailable += 1
+    if recent_blocked[j]:
+        _mark_recent(stamp, tick, history_items[j], exclude_recent)
+    for c in range(filled[j]):
+        stamp[out[j, c]] = tick
+    return n_unavailable
+
+
+@numba.njit(inline="always")
+def _mark_recent(stamp: np.ndarray, tick: int, history: np.ndarray, exclude_recent: int) -> None:
+    h = history.shape[0]
+    for c in range(max(h - exclude_recent, 0), h):
+        if history[c] >= 0:
+            stamp[history[c]] = tick
 
 
 @numba.njit(inline="always")
