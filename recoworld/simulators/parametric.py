@@ -90,8 +90,7 @@ class ParametricUsers:
         self.writer = InstructionWriter(catalog)
         # float32 like the catalog: the slate's embedding products are the bulk of a review, and
         # float32 halves their memory traffic; their results continue in float64.
-        self._emb = np.ascontiguousarray(catalog.embeddings, dtype=np.float32)
-        self._emb_padded = np.vstack([self._emb, np.zeros((1, catalog.embedding_dim), np.float32)])
+        self._emb_padded = np.vstack([catalog.embeddings, np.zeros((1, catalog.embedding_dim))]).astype(np.float32)
         dyn = self.dyn
         self._settle_params = np.array([  # the dynamics `review_kernels.settle` reads, in its order
             dyn.browse_minutes, dyn.satisfaction_rate, dyn.skip_weight, dyn.skip_satisfaction, dyn.skip_relevance,
@@ -261,7 +260,7 @@ class ParametricUsers:
         dislike = ~click & (w_rel * rel_seen - threshold < -dyn.dislike_margin)
         reactions, dwell, left, disliked, exit_kind = settle(
             slates, users, click, level, dislike, np.ascontiguousarray(utility, dtype=np.float64),
-            np.ascontiguousarray(noise[..., 3]), rel_seen, fat, max_sim, self._emb, quality, duration,
+            np.ascontiguousarray(noise[..., 3]), rel_seen, fat, max_sim, self._emb_padded, quality, duration,
             self._settle_params, self.interests, self.satisfaction, self.sat_short, self.sat_long, self.fatigue,
             self.time_left, self.patience, self.patience_left, self.consumed, self.memory_items,
             self.memory_reactions, self.memory_dwell, self.memory_disliked,
