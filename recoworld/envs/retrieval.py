@@ -83,8 +83,8 @@ class _Composition:
     recent_blocked: np.ndarray  # (R,) bool: the recently shown items are left out
 
     def __init__(self, r: int) -> None:
-        self.stage, self.filled, self.need = (np.zeros(r, dtype=np.int64) for _ in range(3))
-        self.n_instruction, self.n_interest = np.zeros(r, dtype=np.int64), np.zeros(r, dtype=np.int64)
+        self.stage, self.filled, self.need, self.n_instruction, self.n_interest = (
+            np.zeros(r, dtype=np.int64) for _ in range(5))
         self.recent_blocked = np.zeros(r, dtype=bool)
 
 
