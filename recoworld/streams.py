@@ -7,10 +7,12 @@ or on the order they are processed in. `RecoWorld-v0` is the one-stream case (it
 is Gymnasium's `np_random`); the vector env seeds stream i as `RecoWorld-v0` with seed
 `seed + i` would; the population world spawns its streams from the world seed.
 
-Uniforms for many users come from one compiled loop that calls each stream's own
-bit generator (numpy's `next_double` for PCG64, the generator every view uses), so
-row j gets exactly what `streams[rows[j]].random(shape)` would return, without a
-Python call per user. Streams on other bit generators take that per-user call instead.
+Draws for many users come from compiled loops that call each stream's own bit generator
+(numpy's `next_double` and `next_uint64` for PCG64, the generator every view uses), so row j
+gets exactly what `streams[rows[j]].random(shape)` (or `.normal`, `.gamma`) would return,
+without a Python call per user. Normal and Gamma draws run numpy's own algorithms (ziggurat
+tables, Marsaglia-Tsang) on numpy's tables, as numba ships them for its `Generator` support.
+Streams on other bit generators take the per-user call instead.
 """
 
 from __future__ import annotations
@@ -24,24 +26,38 @@ import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
+from numba.np.random._constants import (
+    fe_double, fi_double, ke_double, ki_double, we_double, wi_double, ziggurat_exp_r, ziggurat_nor_inv_r,
+    ziggurat_nor_r,
+)
 
-#: numpy's PCG64 `next_double(state)`: one address shared by every PCG64 stream, called with
-#: the stream's own state pointer (the interface numpy documents for numba and cffi). It is passed
-#: to the compiled loop as an argument, not a global, so the loop can be cached on disk.
-_PCG64_NEXT_DOUBLE = np.uint64(ctypes.cast(np.random.PCG64(0).ctypes.next_double, ctypes.c_void_p).value)
+#: numpy's PCG64 `next_double(state)` and `next_uint64(state)`: addresses shared by every PCG64
+#: stream, called with the stream's own state pointer (the interface numpy documents for numba and
+#: cffi). They are passed to the compiled loops as arguments, not globals, so the loops can be
+#: cached on disk.
+_PCG64_BITS = np.random.PCG64(0).ctypes
+_PCG64_NEXT_DOUBLE = np.uint64(ctypes.cast(_PCG64_BITS.next_double, ctypes.c_void_p).value)
+_PCG64_NEXT_UINT64 = np.uint64(ctypes.cast(_PCG64_BITS.next_uint64, ctypes.c_void_p).value)
 _NOT_PCG64 = np.uint64(0)
 
 
-@intrinsic
-def _next_double(typingctx: Any, function: types.Type, state: types.Type) -> tuple[Any, Callable[..., ir.Value]]:
-    """Call the C function `double f(void *state)` at address `function`."""
-    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: tuple[ir.Value, ir.Value]) -> ir.Value:
-        address, pointer = args
-        void_pointer = ir.IntType(8).as_pointer()
-        callee = builder.inttoptr(address, ir.FunctionType(ir.DoubleType(), [void_pointer]).as_pointer())
-        return builder.call(callee, [builder.inttoptr(pointer, void_pointer)])
+def _bit_call(result: types.Type, llvm_result: ir.Type) -> Callable[..., Any]:
+    """An intrinsic calling the C function `result f(void *state)` at address `function`."""
+    @intrinsic
+    def call(typingctx: Any, function: types.Type, state: types.Type) -> tuple[Any, Callable[..., ir.Value]]:
+        def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: tuple[ir.Value, ir.Value]) -> ir.Value:
+            address, pointer = args
+            void_pointer = ir.IntType(8).as_pointer()
+            callee = builder.inttoptr(address, ir.FunctionType(llvm_result, [void_pointer]).as_pointer())
+            return builder.call(callee, [builder.inttoptr(pointer, void_pointer)])
 
-    return types.float64(types.uint64, types.uint64), codegen
+        return result(types.uint64, types.uint64), codegen
+
+    return call
+
+
+_next_double = _bit_call(types.float64, ir.DoubleType())
+_next_uint64 = _bit_call(types.uint64, ir.IntType(64))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -50,6 +66,100 @@ def _fill_uniforms(function: np.uint64, states: np.ndarray, rows: np.ndarray, ou
         state = states[rows[j]]
         for i in range(out.shape[1]):
             out[j, i] = _next_double(function, state)
+
+
+# numpy's `random_standard_normal`, `random_standard_exponential` and `random_standard_gamma`
+# (numpy/random/src/distributions/distributions.c), step for step, so each draw consumes the
+# stream and returns the value exactly as `Generator.normal` / `Generator.gamma` do.
+
+@numba.njit(nogil=True, cache=True)
+def _standard_normal(u64: np.uint64, f64: np.uint64, state: np.uint64) -> float:
+    while True:
+        r = _next_uint64(u64, state)
+        idx = r & 0xFF
+        r >>= 8
+        sign = r & 0x1
+        rabs = (r >> 1) & 0x000FFFFFFFFFFFFF
+        x = rabs * wi_double[idx]
+        if sign & 0x1:
+            x = -x
+        if rabs < ki_double[idx]:
+            return x
+        if idx == 0:
+            while True:
+                xx = -ziggurat_nor_inv_r * np.log1p(-_next_double(f64, state))
+                yy = -np.log1p(-_next_double(f64, state))
+                if yy + yy > xx * xx:
+                    return -(ziggurat_nor_r + xx) if (rabs >> 8) & 0x1 else ziggurat_nor_r + xx
+        elif (fi_double[idx - 1] - fi_double[idx]) * _next_double(f64, state) + fi_double[idx] < np.exp(-0.5 * x * x):
+            return x
+
+
+@numba.njit(nogil=True, cache=True)
+def _standard_exponential(u64: np.uint64, f64: np.uint64, state: np.uint64) -> float:
+    while True:
+        ri = _next_uint64(u64, state)
+        ri >>= 3
+        idx = ri & 0xFF
+        ri >>= 8
+        x = ri * we_double[idx]
+        if ri < ke_double[idx]:
+            return x
+        if idx == 0:
+            return ziggurat_exp_r - np.log1p(-_next_double(f64, state))
+        if (fe_double[idx - 1] - fe_double[idx]) * _next_double(f64, state) + fe_double[idx] < np.exp(-x):
+            return x
+
+
+@numba.njit(nogil=True, cache=True)
+def _standard_gamma(u64: np.uint64, f64: np.uint64, state: np.uint64, shape: float) -> float:
+    if shape == 1.0:
+        return _standard_exponential(u64, f64, state)
+    if shape == 0.0:
+        return 0.0
+    if shape < 1.0:
+        while True:
+            u = _next_double(f64, state)
+            v = _standard_exponential(u64, f64, state)
+            if u <= 1.0 - shape:
+                x = u ** (1.0 / shape)
+                if x <= v:
+                    return x
+            else:
+                y = -np.log((1 - u) / shape)
+                x = (1.0 - shape + shape * y) ** (1.0 / shape)
+                if x <= v + y:
+                    return x
+    b = shape - 1.0 / 3.0
+    c = 1.0 / np.sqrt(9 * b)
+    while True:
+        while True:
+            x = _standard_normal(u64, f64, state)
+            v = 1.0 + c * x
+            if v > 0.0:
+                break
+        v = v * v * v
+        u = _next_double(f64, state)
+        if u < 1.0 - 0.0331 * (x * x) * (x * x):
+            return b * v
+        if np.log(u) < 0.5 * x * x + b * (1.0 - v + np.log(v)):
+            return b * v
+
+
+@numba.njit(nogil=True, cache=True)
+def _fill_normals(u64: np.uint64, f64: np.uint64, states: np.ndarray, rows: np.ndarray, scale: float,
+                  out: np.ndarray) -> None:
+    for j in range(rows.shape[0]):
+        out[j] = 0.0 + scale * _standard_normal(u64, f64, states[rows[j]])
+
+
+@numba.njit(nogil=True, cache=True)
+def _fill_churn_and_gap(u64: np.uint64, f64: np.uint64, states: np.ndarray, rows: np.ndarray, shape: float,
+                        u: np.ndarray, gap: np.ndarray) -> None:
+    for j in range(rows.shape[0]):
+        state = states[rows[j]]
+        u[j] = _next_double(f64, state)
+        gap[j] = (1.0 / shape) * _standard_gamma(u64, f64, state, shape)
 
 
 def _state_address(generator: np.random.Generator) -> np.uint64:
@@ -89,15 +199,20 @@ class UserStreams:
         if self._states is not None:
             self._states[row] = _state_address(generator)
 
+    def _compiled(self, rows: np.ndarray) -> np.ndarray | None:
+        """The state pointers, when every stream of `rows` can be drawn by the compiled loops."""
+        if self._states is None:
+            self._states = np.array([_state_address(g) for g in self._generators], dtype=np.uint64)
+        return self._states if len(rows) and self._states[rows].all() else None
+
     def random(self, rows: np.ndarray | Sequence[int], shape: int | tuple[int, ...] = ()) -> np.ndarray:
         """(len(rows), *shape) uniforms in [0, 1): row j from stream `rows[j]`."""
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), *shape))
-        if self._states is None:
-            self._states = np.array([_state_address(g) for g in self._generators], dtype=np.uint64)
-        if len(rows) and self._states[rows].all():
-            _fill_uniforms(_PCG64_NEXT_DOUBLE, self._states, rows, out.reshape(len(rows), -1))
+        states = self._compiled(rows)
+        if states is not None:
+            _fill_uniforms(_PCG64_NEXT_DOUBLE, states, rows, out.reshape(len(rows), -1))
         else:
             gens = self._generators
             for j, r in enumerate(rows.tolist()):
@@ -111,15 +226,26 @@ class UserStreams:
 
     def normal(self, rows: np.ndarray | Sequence[int], scale: float = 1.0) -> np.ndarray:
         """(len(rows),) normal draws with mean 0 and standard deviation `scale`."""
-        gens = self._generators
-        return np.array([gens[r].normal(0.0, scale) for r in np.asarray(rows).tolist()], dtype=np.float64)
+        rows = np.asarray(rows, dtype=np.int64)
+        states = self._compiled(rows)
+        if states is None:
+            gens = self._generators
+            return np.array([gens[r].normal(0.0, scale) for r in rows.tolist()], dtype=np.float64)
+        out = np.empty(len(rows))
+        _fill_normals(_PCG64_NEXT_UINT64, _PCG64_NEXT_DOUBLE, states, rows, float(scale), out)
+        return out
 
     def churn_and_gap(self, rows: np.ndarray | Sequence[int], gap_shape: float) -> tuple[np.ndarray, np.ndarray]:
         """Per row a churn uniform and a unit-mean Gamma(`gap_shape`) gap: a session end's draws."""
-        gens = self._generators
+        rows = np.asarray(rows, dtype=np.int64)
         u = np.empty(len(rows))
         g = np.empty(len(rows))
-        for j, r in enumerate(np.asarray(rows).tolist()):
+        states = self._compiled(rows)
+        if states is not None:
+            _fill_churn_and_gap(_PCG64_NEXT_UINT64, _PCG64_NEXT_DOUBLE, states, rows, float(gap_shape), u, g)
+            return u, g
+        gens = self._generators
+        for j, r in enumerate(rows.tolist()):
             u[j] = gens[r].random()
             g[j] = gens[r].gamma(gap_shape, 1.0 / gap_shape)
         return u, g
