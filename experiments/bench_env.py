@@ -120,6 +120,8 @@ def bench_population(args: Args) -> float:
     env = PopulationParallelEnv(n_users=args.population_users, world={"slate_size": args.slate_size})
     env.reset(seed=args.seed)
     slate = np.arange(args.slate_size)
+    for _ in range(5):  # warm-up: caches (the instruction text space is fit on the first instruction)
+        env.step(dict.fromkeys(env.agents, slate))
     user_steps = 0
     start = time.perf_counter()
     for _ in range(args.population_steps):

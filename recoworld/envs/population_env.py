@@ -139,6 +139,7 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
         self.users = build_users(self.catalog, world, cfg.n_users)
         self.world = World(self.catalog, world, self.users, cfg.n_users)
         self.possible_agents: list[AgentID] = [f"user_{i}" for i in range(cfg.n_users)]
+        self._slots = {agent: i for i, agent in enumerate(self.possible_agents)}
         self.agents: list[AgentID] = []
         self._obs_space = observation_space(self.catalog, world)
         self._act_space = action_space(world)
@@ -190,7 +191,7 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
             raise ResetNeeded("call reset() before step(), and again after every agent is done")
         if not isinstance(actions, Mapping):
             raise InvalidActionError(f"actions must be a dict of agent -> slate, got {type(actions).__name__}")
-        unknown = [a for a in actions if a not in self.possible_agents]
+        unknown = [a for a in actions if a not in self._slots]
         if unknown:
             raise InvalidActionError(f"actions for unknown agents {unknown[:5]}; agents are "
                                      f"{self.possible_agents[0]}..{self.possible_agents[-1]}")
@@ -205,7 +206,7 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
                 raise InvalidActionError(f"actions[{agent!r}] must have shape ({k},) (slate_size), "
                                          f"got shape {act.shape}")
             acts.append(act)
-        live = np.array([self._slot(a) for a in self.agents], dtype=np.int64)
+        live = np.array([self._slots[a] for a in self.agents], dtype=np.int64)
         batch = self.world.step(np.stack(acts), live, [f"actions[{a!r}]" for a in self.agents])
         observed = self.world.observe(live)
         keys = list(observed)
@@ -233,9 +234,6 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
     def episode_stats(self, user: int) -> EpisodeStats:
         """Retention is the share of days in the horizon on which the user had a session."""
         return self.world.episode_stats(user)
-
-    def _slot(self, agent: AgentID) -> int:
-        return int(agent.rsplit("_", 1)[1])
 
     def _draw_profiles(self, given: list[UserProfile] | None) -> list[UserProfile]:
         b = self.config.n_users
