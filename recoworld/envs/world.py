@@ -39,6 +39,7 @@ from recoworld.envs.observation import (
 )
 from recoworld.envs.platform import SharedPlatform
 from recoworld.envs.retrieval import CandidateRetriever, InstructionTargets, TasteRankings
+from recoworld.envs.world_kernels import record
 from recoworld.errors import ConfigError
 from recoworld.mindset import UNSEEN, ExitReason, Instruction, Interview
 from recoworld.population import PopulationSpec, UserProfile, sample_profile
@@ -231,7 +232,8 @@ class World:
         self.now[acting] += dwell.sum(axis=1) / MINUTES_PER_DAY
         clock = (np.floor(self.now[acting]).astype(np.int64), self.session[acting], self.turn[acting],
                  self.steps[acting], self.now[acting])
-        self._record(acting, slates, reactions, dwell)
+        record(acting, slates, reactions, dwell, self.history_ids, self.history_reactions, self.history_dwell,
+               self.consumed, self.tastes.fresh)
         said = [j for j, instruction in enumerate(fb.instructions) if instruction is not None]
         if said:
             self.listen(acting[said], [fb.instructions[j] for j in said])
@@ -429,24 +431,6 @@ class World:
             offered = asked.honoured(self.catalog, self.candidates[rows[a]]).sum(axis=1)
             satisfiable[a] = offered >= np.where(self.asked_more[rows[a]], 1, self.config.slate_size)
         return followed, satisfiable
-
-    def _record(self, rows: np.ndarray, slates: np.ndarray, reactions: np.ndarray, dwell: np.ndarray) -> None:
-        """Append each row's reviewed items to its history (the last `history_len`, oldest first)
-        and mark what it engaged with as consumed."""
-        h = self.config.history_len
-        seen = reactions != UNSEEN
-        # The taste query changes with a new engaged item, or when one leaves the history window.
-        leaving_window = (self.history_reactions[rows] > 0) & (np.arange(h) < seen.sum(axis=1)[:, None])
-        self.tastes.fresh[rows[(reactions > 0).any(axis=1) | leaving_window.any(axis=1)]] = False
-        # The reviewed items are a prefix of the slate, and the history is right-aligned (padding
-        # first): the new history is the `h` entries of [history, slate] ending after the prefix.
-        window = seen.sum(axis=1)[:, None] + np.arange(h)
-        at = np.arange(len(rows))[:, None]
-        self.history_ids[rows] = np.concatenate([self.history_ids[rows], slates], axis=1)[at, window]
-        self.history_reactions[rows] = np.concatenate([self.history_reactions[rows], reactions], axis=1)[at, window]
-        self.history_dwell[rows] = np.concatenate([self.history_dwell[rows], dwell], axis=1)[at, window]
-        ri, ci = np.nonzero(reactions > 0)
-        self.consumed[rows[ri], slates[ri, ci]] = True
 
 
 # ---------------------------------------------------------------------- building a world
