@@ -46,16 +46,12 @@ class InstructionTargets:
         return InstructionTargets(self.active[rows], self.topics[rows], self.high_quality[rows], self.direction[rows],
                                   self.ranked[rows])
 
-    def honoured(self, catalog: Catalog, items: np.ndarray | None = None) -> np.ndarray:
-        """(R, M) bool: which of each row's `items` (R, M) honour its instruction; (R, N) for the
-        whole catalog when `items` is None."""
-        if items is None:
-            ok = self.topics[:, catalog.topic]
-            good = (catalog.quality >= catalog.median_quality)[None, :]
-        else:
-            ok = np.take_along_axis(self.topics, catalog.topic[items].astype(np.int64), axis=1)
-            good = catalog.quality[items] >= catalog.median_quality
-        return ok & (good | ~self.high_quality[:, None])
+    def honoured(self, catalog: Catalog) -> np.ndarray:
+        """(R, N) bool: which items of the catalog honour each row's instruction: those on a topic it
+        allows and, if it asked for quality, of at least median quality (the rule the world's
+        measures of a slate apply item by item, `world_kernels.instruction_measures`)."""
+        good = (catalog.quality >= catalog.median_quality)[None, :]
+        return self.topics[:, catalog.topic] & (good | ~self.high_quality[:, None])
 
 
 @dataclass

@@ -39,7 +39,7 @@ from recoworld.envs.observation import (
 )
 from recoworld.envs.platform import SharedPlatform
 from recoworld.envs.retrieval import CandidateRetriever, InstructionTargets, TasteRankings
-from recoworld.envs.world_kernels import record
+from recoworld.envs.world_kernels import instruction_measures, record
 from recoworld.errors import ConfigError
 from recoworld.mindset import UNSEEN, ExitReason, Instruction, Interview
 from recoworld.population import PopulationSpec, UserProfile, sample_profile
@@ -175,6 +175,8 @@ class World:
         self.days_active = np.zeros(b, dtype=np.int64)
         self.last_day = np.full(b, -1, dtype=np.int64)
         self._all = np.arange(b)
+        self._item_topic = catalog.topic.astype(np.int64)
+        self._item_good = catalog.quality >= catalog.median_quality  # what an ask for quality accepts
 
     def set_platform(self, platform: SharedPlatform) -> None:
         self.platform = platform
@@ -218,7 +220,9 @@ class World:
         acting = self._all if rows is None else np.asarray(rows, dtype=np.int64)
         positions, replaced = slate_positions(actions, cfg, labels or [f"actions[{r}]" for r in acting.tolist()])
         slates = self.candidates[acting[:, None], positions]
-        followed, satisfiable = self._instruction_measures(acting, slates)
+        followed, satisfiable = instruction_measures(
+            acting, slates, self.candidates, self.asked.active, self.asked.topics, self.asked.high_quality,
+            self.asked_more, self._item_topic, self._item_good)
         similarity = self._instruction_similarity(acting, slates)
         bonus = self.platform.utility_bonus(slates) if self.platform is not None else None
         fb = self.users.review(slates, self.streams, rows, bonus)
@@ -419,18 +423,6 @@ class World:
             emb = self.catalog.embeddings[slates[a]].astype(np.float64)  # (A, K, D)
             out[a] = np.einsum("akd,ad->a", emb, self.asked_text[rows[a]].astype(np.float64)) / slates.shape[1]
         return out
-
-    def _instruction_measures(self, rows: np.ndarray, slates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per row, the share of the slate that honours the instruction in force, and whether the
-        candidates could have honoured it; nan where no instruction is in force."""
-        followed, satisfiable = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
-        a = np.flatnonzero(self.asked.active[rows])
-        if len(a):
-            asked = self.asked.subset(rows[a])
-            followed[a] = asked.honoured(self.catalog, slates[a]).mean(axis=1)
-            offered = asked.honoured(self.catalog, self.candidates[rows[a]]).sum(axis=1)
-            satisfiable[a] = offered >= np.where(self.asked_more[rows[a]], 1, self.config.slate_size)
-        return followed, satisfiable
 
 
 # ---------------------------------------------------------------------- building a world

@@ -48,3 +48,32 @@ def record(
                 history_ids[u, c] = slates[j, at - h]
                 history_reactions[u, c] = reactions[j, at - h]
                 history_dwell[u, c] = dwell[j, at - h]
+
+
+@numba.njit(nogil=True, cache=True)
+def instruction_measures(
+    rows: np.ndarray, slates: np.ndarray, candidates: np.ndarray, active: np.ndarray, topics: np.ndarray,
+    high_quality: np.ndarray, asked_more: np.ndarray, item_topic: np.ndarray, item_good: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row j, the share of its slate that honours user `rows[j]`'s instruction in force, and
+    1/0: whether its candidates held enough honouring items (one for "more", a whole slate
+    otherwise); nan where no instruction is in force. An item honours an instruction when its
+    topic is one it allows and, if it asked for quality, the item is of at least median quality."""
+    r, k = slates.shape
+    followed = np.full(r, np.nan)
+    satisfiable = np.full(r, np.nan)
+    for j in range(r):
+        u = rows[j]
+        if not active[u]:
+            continue
+        shown = 0
+        for i in range(k):
+            item = slates[j, i]
+            shown += topics[u, item_topic[item]] and (item_good[item] or not high_quality[u])
+        offered = 0
+        for c in range(candidates.shape[1]):
+            item = candidates[u, c]
+            offered += topics[u, item_topic[item]] and (item_good[item] or not high_quality[u])
+        followed[j] = shown / k
+        satisfiable[j] = 1.0 if offered >= (1 if asked_more[u] else k) else 0.0
+    return followed, satisfiable
