@@ -9,6 +9,7 @@ the slate check and the reward, written once.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from gymnasium import spaces
 
@@ -54,31 +55,60 @@ def action_space(cfg: WorldConfig) -> spaces.MultiDiscrete:
 
 
 def build_observations(
-    features: np.ndarray,
-    candidates: np.ndarray,
-    candidate_mask: np.ndarray,
-    history_ids: np.ndarray,
-    history_reactions: np.ndarray,
-    history_dwell: np.ndarray,
-    instruction: np.ndarray,
-    context: np.ndarray,
+    features: np.ndarray, rows: np.ndarray, candidates: np.ndarray, consumed: np.ndarray, history_ids: np.ndarray,
+    history_reactions: np.ndarray, history_dwell: np.ndarray, instruction: np.ndarray, context: tuple[np.ndarray, ...],
 ) -> dict[str, np.ndarray]:
-    """R users' observations, every key batched on axis 0; `features` is the (N, F) table the
-    platform shows. Every array is freshly allocated, so views of one row are safe to keep."""
-    # np.take rather than fancy indexing: the same rows, gathered at a fraction of the cost.
-    hist_feat = np.take(features, np.maximum(history_ids, 0), axis=0)
-    hist_feat[history_ids < 0] = 0.0  # padding
-    return {
-        "candidate_ids": candidates.astype(np.int64),
-        "candidate_features": np.take(features, candidates, axis=0),
-        "candidate_mask": candidate_mask.astype(np.int8),
-        "history_ids": history_ids.astype(np.int64),
-        "history_features": hist_feat,
-        "history_reactions": history_reactions.astype(np.int64),
-        "history_dwell": history_dwell.astype(np.float32),
-        "instruction": instruction.astype(np.float32),
-        "context": context.astype(np.float32),
-    }
+    """The observations of users `rows`, every key batched on axis 0, read from the world's (B, ...)
+    state arrays; `features` is the (N, F) table the platform shows, `context` the (B,) clock
+    columns (time in days, session, turn, gap before the session). Every array is freshly
+    allocated, so views of one row are safe to keep."""
+    arrays = _fill_observations(features, rows, candidates, consumed, history_ids, history_reactions, history_dwell,
+                                instruction, *context)
+    return dict(zip(_OBSERVATION_KEYS, arrays))
+
+
+_OBSERVATION_KEYS = ("candidate_ids", "candidate_features", "candidate_mask", "history_ids", "history_features",
+                     "history_reactions", "history_dwell", "instruction", "context")
+
+
+@numba.njit(nogil=True, cache=True)
+def _fill_observations(
+    features: np.ndarray, rows: np.ndarray, candidates: np.ndarray, consumed: np.ndarray, history_ids: np.ndarray,
+    history_reactions: np.ndarray, history_dwell: np.ndarray, instruction: np.ndarray, now: np.ndarray,
+    session: np.ndarray, turn: np.ndarray, gap: np.ndarray,
+) -> tuple[np.ndarray, ...]:
+    """One gather per key, row by row, in the order of `_OBSERVATION_KEYS` (history padding, id -1,
+    has zero features)."""
+    r, c, h, f = rows.shape[0], candidates.shape[1], history_ids.shape[1], features.shape[1]
+    cand_ids = np.empty((r, c), dtype=np.int64)
+    cand_feat = np.empty((r, c, f), dtype=np.float32)
+    cand_mask = np.empty((r, c), dtype=np.int8)
+    hist_ids = np.empty((r, h), dtype=np.int64)
+    hist_feat = np.zeros((r, h, f), dtype=np.float32)
+    hist_reactions = np.empty((r, h), dtype=np.int64)
+    hist_dwell = np.empty((r, h), dtype=np.float32)
+    instr = np.empty((r, instruction.shape[1]), dtype=np.float32)
+    context = np.empty((r, 4), dtype=np.float32)
+    for j in range(r):
+        u = rows[j]
+        for i in range(c):
+            item = candidates[u, i]
+            cand_ids[j, i] = item
+            cand_feat[j, i] = features[item]
+            cand_mask[j, i] = not consumed[u, item]
+        for i in range(h):
+            item = history_ids[u, i]
+            hist_ids[j, i] = item
+            if item >= 0:
+                hist_feat[j, i] = features[item]
+            hist_reactions[j, i] = history_reactions[u, i]
+            hist_dwell[j, i] = history_dwell[u, i]
+        instr[j] = instruction[u]
+        context[j, 0] = np.float32(now[u])
+        context[j, 1] = np.float32(np.float64(session[u]))
+        context[j, 2] = np.float32(np.float64(turn[u]))
+        context[j, 3] = np.float32(gap[u])
+    return cand_ids, cand_feat, cand_mask, hist_ids, hist_feat, hist_reactions, hist_dwell, instr, context
 
 
 def instruction_vector(instruction: Instruction, catalog: Catalog) -> np.ndarray:

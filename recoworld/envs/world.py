@@ -277,13 +277,9 @@ class World:
     def observe(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Batched observations of `rows` (all when None), each key (R, ...)."""
         at = self._all if rows is None else np.asarray(rows, dtype=np.int64)
-        cand = self.candidates[at]
-        context = np.stack([self.now[at], self.session[at], self.turn[at], self.gap[at]], axis=1)
-        return build_observations(
-            self.features, cand, ~self.consumed[at[:, None], cand],
-            self.history_ids[at], self.history_reactions[at], self.history_dwell[at],
-            self.instruction[at], context,
-        )
+        return build_observations(self.features, at, self.candidates, self.consumed, self.history_ids,
+                                  self.history_reactions, self.history_dwell, self.instruction,
+                                  (self.now, self.session, self.turn, self.gap))
 
     def clock(self, row: int) -> dict[str, Any]:
         now = float(self.now[row])
