@@ -94,13 +94,15 @@ def _fill_observations(
         for i in range(c):
             item = candidates[u, i]
             cand_ids[j, i] = item
-            cand_feat[j, i] = features[item]
+            for e in range(f):
+                cand_feat[j, i, e] = features[item, e]
             cand_mask[j, i] = not consumed[u, item]
         for i in range(h):
             item = history_ids[u, i]
             hist_ids[j, i] = item
             if item >= 0:
-                hist_feat[j, i] = features[item]
+                for e in range(f):
+                    hist_feat[j, i, e] = features[item, e]
             hist_reactions[j, i] = history_reactions[u, i]
             hist_dwell[j, i] = history_dwell[u, i]
         instr[j] = instruction[u]
