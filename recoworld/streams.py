@@ -27,7 +27,14 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 from numba.np.random._constants import (
-    fe_double, fi_double, ke_double, ki_double, we_double, wi_double, ziggurat_exp_r, ziggurat_nor_inv_r,
+    fe_double,
+    fi_double,
+    ke_double,
+    ki_double,
+    we_double,
+    wi_double,
+    ziggurat_exp_r,
+    ziggurat_nor_inv_r,
     ziggurat_nor_r,
 )
 
