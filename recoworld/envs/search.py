@@ -73,6 +73,8 @@ class PlatformSearch:
     @property
     def admitted_items(self) -> np.ndarray:
         """Catalog indices admitted this turn (and still among the candidates)."""
+        if not self._admitted:  # most turns: skip the gather
+            return np.empty(0, dtype=np.int64)
         return self.world.candidates[self.row, self._admitted].copy()
 
     @property
