@@ -44,8 +44,9 @@ class InstructionWriter:
         self._names = list(catalog.topic_names)
         self._index = {name: t for t, name in enumerate(self._names)}
         self._topic = catalog.topic.tolist()
-        self._quality = catalog.quality.astype(np.float64)
+        self._quality = catalog.quality.astype(np.float64).tolist()
         self._related_pool = [catalog.related_topics(t) for t in range(catalog.n_topics)]
+        self._centroids = catalog.topic_centroids.astype(np.float64)
 
     def write(
         self,
@@ -62,7 +63,7 @@ class InstructionWriter:
         dominant, dom_n = counts.most_common(1)[0] if counts else (favourite_topics[0], 0)
         share = dom_n / max(len(topics), 1)
         fav_share = sum(counts[t] for t in favourite_topics) / max(len(topics), 1)
-        quality = float(self._quality[recent].mean()) if recent else 1.0
+        quality = sum(self._quality[i] for i in recent) / len(recent) if recent else 1.0
         f1 = favourite_topics[0]
         f2 = favourite_topics[1] if len(favourite_topics) > 1 else self._related(f1, interests, set())
 
@@ -97,8 +98,8 @@ class InstructionWriter:
             pool = [i for i in range(cat.n_topics) if names[i] not in exclude and i != t]
         if not pool:
             return topic
-        affinity = cat.topic_centroids[pool] @ interests
-        return names[pool[int(np.argmax(affinity))]]
+        affinity = (self._centroids @ interests).tolist()  # every topic at once: cheaper than gathering the pool
+        return names[max(pool, key=affinity.__getitem__)]  # the first of equal ones, as argmax
 
 
 def intent_key(intent: Intent) -> tuple[str, tuple[str, ...], tuple[str, ...], bool]:
