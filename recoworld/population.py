@@ -121,13 +121,14 @@ class PopulationSpec(BaseModel):
     name: str = "population"
     segments: list[Segment] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _unique(self) -> PopulationSpec:
-        names = [s.name for s in self.segments]
+    @field_validator("segments")
+    @classmethod
+    def _unique(cls, segments: list[Segment]) -> list[Segment]:  # a field validator: the error names `segments`
+        names = [s.name for s in segments]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"segment names must be unique, repeated: {dupes}")
-        return self
+        return segments
 
     @classmethod
     def parse(cls, data: dict[str, Any]) -> PopulationSpec:

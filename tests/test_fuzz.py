@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
@@ -228,6 +228,7 @@ def population_dicts(draw: st.DrawFn) -> dict[str, Any]:
 
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(data=population_dicts(), n=st.integers(1, 12))
+@example(data={"name": "fuzz", "segments": [{"name": "dup", "size": 1}, {"name": "dup", "size": 1}]}, n=1)
 def test_population_spec_is_valid_or_one_clear_error(data: dict[str, Any], n: int) -> None:
     catalog = small_catalog()
     try:
