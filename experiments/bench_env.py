@@ -11,7 +11,10 @@ Prints each figure next to its target (issue: batched world core):
 
 RLlib's sampling rate on the vector env is `experiments/bench_rllib.py`.
 
-    python experiments/bench_env.py [--steps 20000] [--vector-users 1024] [--population-users 1000]
+`--breakdown` then times the vector env's steps again with each part of a turn timed on its
+own (time spent in a part's own code, not in the parts it calls) and prints where a step goes.
+
+    python experiments/bench_env.py [--steps 20000] [--vector-users 1024] [--population-users 1000] [--breakdown]
 """
 
 from __future__ import annotations
@@ -25,15 +28,20 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
+import functools  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tyro  # noqa: E402
 
 from recoworld.catalog import cached_catalog  # noqa: E402
 from recoworld.config import CatalogConfig  # noqa: E402
-from recoworld.envs import PopulationParallelEnv, RecoWorldEnv, RecoWorldVectorEnv  # noqa: E402
+from recoworld.envs import PopulationParallelEnv, RecoWorldEnv, RecoWorldVectorEnv, retrieval, vector_env  # noqa: E402
+from recoworld.envs.world import World  # noqa: E402
 from recoworld.population import PopulationSpec, sample_population  # noqa: E402
 from recoworld.simulators import ParametricUsers  # noqa: E402
 from recoworld.streams import UserStreams  # noqa: E402
@@ -59,6 +67,8 @@ class Args:
     """population env steps to time"""
     seed: int = 0
     """seed of the envs, the actions and the population"""
+    breakdown: bool = False
+    """also print where a vector env step spends its time"""
 
 
 def bench_env(args: Args) -> float:
@@ -78,7 +88,7 @@ def bench_env(args: Args) -> float:
     return args.steps / (time.perf_counter() - start)
 
 
-def bench_vector(args: Args) -> float:
+def bench_vector(args: Args, on_start: Callable[[], object] | None = None) -> float:
     env = RecoWorldVectorEnv(args.vector_users, slate_size=args.slate_size)
     rng = np.random.default_rng(args.seed)
     n_cand = env.config.n_candidates
@@ -86,6 +96,8 @@ def bench_vector(args: Args) -> float:
     env.reset(seed=args.seed)
     for _ in range(5):
         env.step(actions)
+    if on_start is not None:
+        on_start()
     start = time.perf_counter()
     for _ in range(args.vector_steps):
         env.step(actions)
@@ -132,6 +144,58 @@ def bench_population(args: Args) -> float:
     return user_steps / (time.perf_counter() - start)
 
 
+class _Parts:
+    """Exclusive wall time per named part: a wrapped call's time, less that of wrapped calls inside it."""
+
+    def __init__(self) -> None:
+        self.own: Counter[str] = Counter()
+        self._stack: list[list[Any]] = []  # [part, time its own clock last resumed]
+
+    def wrap(self, owner: object, attribute: str, part: str) -> None:
+        original: Callable[..., Any] = getattr(owner, attribute)
+
+        @functools.wraps(original)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            if self._stack:  # the caller's own clock pauses
+                self.own[self._stack[-1][0]] += start - self._stack[-1][1]
+            self._stack.append([part, start])
+            try:
+                return original(*args, **kwargs)
+            finally:
+                end = time.perf_counter()
+                done = self._stack.pop()
+                self.own[done[0]] += end - done[1]
+                if self._stack:
+                    self._stack[-1][1] = end
+
+        setattr(owner, attribute, timed)
+
+
+def breakdown(args: Args) -> list[tuple[str, float]]:
+    """(part, ms per vector env step), the parts of `bench_vector`'s steps."""
+    parts = _Parts()
+    for owner, attribute, part in [
+        (RecoWorldVectorEnv, "step", "vector env: actions, autoreset"),
+        (World, "step", "world turn: slates, measures, rewards, clock"),
+        (retrieval, "_top_rows", "catalog rankings (taste, instructions)"),
+        (retrieval.CandidateRetriever, "_taste_scores", "catalog rankings (taste, instructions)"),
+        (retrieval.CandidateRetriever, "retrieve", "retrieval: composing candidates"),
+        (ParametricUsers, "review", "users' review"),
+        (ParametricUsers, "_instruct", "users writing instructions"),
+        (World, "listen", "world taking instructions in"),
+        (ParametricUsers, "start_sessions", "sessions: start, end, return gaps"),
+        (ParametricUsers, "end_sessions", "sessions: start, end, return gaps"),
+        (vector_env, "draw_profile", "episode starts: drawing users"),
+        (World, "reset", "episode starts: resetting state"),
+        (World, "observe", "observations"),
+        (RecoWorldVectorEnv, "_infos", "infos"),
+    ]:
+        parts.wrap(owner, attribute, part)
+    bench_vector(args, on_start=parts.own.clear)  # only the timed steps count
+    return [(part, 1e3 * seconds / args.vector_steps) for part, seconds in parts.own.most_common()]
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
     rows = [
@@ -143,3 +207,9 @@ if __name__ == "__main__":
     print(f"{'benchmark':<52}{'value':>14}{'target':>12}")
     for name, value, target in rows:
         print(f"{name:<52}{value:>14,.0f}{target:>12,}")
+    if args.breakdown:
+        shares = breakdown(args)
+        total = sum(ms for _, ms in shares)
+        print(f"\nvector env step (B = {args.vector_users}), {total:.1f} ms: where it goes")
+        for part, ms in shares:
+            print(f"  {part:<50}{ms:>8.2f} ms{100 * ms / total:>7.1f}%")
