@@ -430,6 +430,9 @@ class CatalogCache(Generic[T]):
 
     def get(self, catalog: Catalog, key: Hashable, build: Callable[[], T]) -> T:
         """The entry of `catalog` for `key`, built by `build()` on first use."""
+        per_catalog = self._entries.get(catalog)  # the common case, a hit, reads without the lock
+        if per_catalog is not None and key in per_catalog:
+            return per_catalog[key]
         with self._lock:
             per_catalog = self._entries.setdefault(catalog, {})
             if key not in per_catalog:
