@@ -7,7 +7,7 @@ one topic, content that is not for them, low quality, or sameness.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -28,6 +28,9 @@ _LOW_QUALITY = (
     "These feel low-effort. Fewer of those please, I want well-made {f1} videos.",
     "Less filler, more quality: the good {f1} creators, please.",
 )
+#: How many of the latest reviewed items a user's complaint is about.
+_RECENT = 10
+
 _SAMENESS = (
     "All this {d} looks the same. Surprise me with something new, like {r}.",
     "I'm bored of the usual {d}; show me something I haven't seen, maybe {r}.",
@@ -43,7 +46,7 @@ class InstructionWriter:
         self.catalog = catalog
         self._names = list(catalog.topic_names)
         self._index = {name: t for t, name in enumerate(self._names)}
-        self._topic = catalog.topic.tolist()
+        self._topic_ids = catalog.topic.astype(np.int64)
         self._quality = catalog.quality.astype(np.float64).tolist()
         self._related_pool = [catalog.related_topics(t) for t in range(catalog.n_topics)]
         self._centroids = catalog.topic_centroids.astype(np.float64)
@@ -57,37 +60,63 @@ class InstructionWriter:
         rng: np.random.Generator,
     ) -> Instruction:
         """`recent_items` are catalog indices of the items reviewed lately, oldest first (-1: empty)."""
-        recent = [i for i in recent_items.tolist() if i >= 0][-10:]
-        topics = [self._names[self._topic[i]] for i in recent]
-        counts = Counter(topics)
-        dominant, dom_n = counts.most_common(1)[0] if counts else (favourite_topics[0], 0)
-        share = dom_n / max(len(topics), 1)
-        fav_share = sum(counts[t] for t in favourite_topics) / max(len(topics), 1)
-        quality = sum(self._quality[i] for i in recent) / len(recent) if recent else 1.0
-        f1 = favourite_topics[0]
-        f2 = favourite_topics[1] if len(favourite_topics) > 1 else self._related(f1, interests, set())
+        return self.write_many(recent_items[None, :], [favourite_topics], interests[None, :],
+                               np.array([novelty_propensity]), [rng])[0]
 
-        def pick(templates: tuple[str, ...], **kw: str) -> str:
-            return templates[int(rng.integers(len(templates)))].format(**kw)
+    def write_many(
+        self,
+        recent_items: np.ndarray,
+        favourite_topics: Sequence[list[str]],
+        interests: np.ndarray,
+        novelty_propensity: np.ndarray,
+        rngs: Sequence[np.random.Generator],
+    ) -> list[Instruction]:
+        """One instruction per row: row j's (M,) `recent_items` (oldest first, -1: empty), favourite
+        topics, interests, novelty propensity and own generator. The diagnosis (what the latest ten
+        items were about) is counted for all rows at once; the words are then chosen row by row."""
+        s, m = recent_items.shape
+        valid = recent_items >= 0
+        # The latest ten valid items: those with at most ten valid items at or after them.
+        recent = valid & (np.cumsum(valid[:, ::-1], axis=1)[:, ::-1] <= _RECENT)
+        topic = np.where(recent, self._topic_ids[np.maximum(recent_items, 0)], -1)
+        at, col = np.nonzero(recent)
+        counts = np.zeros((s, len(self._names)), dtype=np.int64)
+        np.add.at(counts, (at, topic[at, col]), 1)
+        first = np.full((s, len(self._names)), m, dtype=np.int64)
+        np.minimum.at(first, (at, topic[at, col]), col)
+        # The most common topic, and of equal ones the one met first (oldest first), as Counter.most_common.
+        dominant = np.argmax(counts * (m + 1) - first, axis=1).tolist()
+        n_recent = recent.sum(axis=1).tolist()
+        n_topics = np.count_nonzero(counts, axis=1).tolist()
+        dom_n = counts.max(axis=1).tolist()
+        out = []
+        for j, (n, favourites) in enumerate(zip(n_recent, favourite_topics)):
+            items = recent_items[j, recent[j]].tolist()
+            topics_j = counts[j]
+            top = self._names[dominant[j]] if n else favourites[0]
+            share = dom_n[j] / max(n, 1)
+            fav_share = sum(int(topics_j[self._index[t]]) if t in self._index else 0 for t in favourites) / max(n, 1)
+            quality = sum(self._quality[i] for i in items) / n if n else 1.0
+            f1 = favourites[0]
+            f2 = favourites[1] if len(favourites) > 1 else self._related(f1, interests[j], set())
+            rng = rngs[j]
 
-        def said(text: str, kind: str, topics: list[str], related: list[str],
-                 attributes: dict[str, str] | None = None) -> Instruction:
-            return Instruction.model_construct(text=text, intent=Intent.model_construct(
-                kind=kind, topics=topics, related=related, attributes=attributes or {}))
+            def pick(templates: tuple[str, ...], rng: np.random.Generator = rng, **kw: str) -> str:
+                return templates[int(rng.integers(len(templates)))].format(**kw)
 
-        if share >= 0.6 and len(topics) >= 3:
-            r = self._related(dominant, interests, exclude={dominant})
-            if novelty_propensity > 0.6 and len(counts) <= 2:
-                text = pick(_SAMENESS, d=dominant, r=r)
+            if share >= 0.6 and n >= 3:
+                r = self._related(top, interests[j], exclude={top})
+                templates = _SAMENESS if novelty_propensity[j] > 0.6 and n_topics[j] <= 2 else _TOO_MUCH
+                out.append(_said(pick(templates, d=top, r=r), "different", [top], [r]))
+            elif fav_share < 0.3:
+                out.append(_said(pick(_NOT_ME, f1=f1, f2=f2), "more", [f1, f2], []))
+            elif quality < 0.45:
+                out.append(_said(pick(_LOW_QUALITY, f1=f1), "less", [], [f1], {"quality": "high"}))
             else:
-                text = pick(_TOO_MUCH, d=dominant, r=r)
-            return said(text, "different", [dominant], [r])
-        if fav_share < 0.3:
-            return said(pick(_NOT_ME, f1=f1, f2=f2), "more", [f1, f2], [])
-        if quality < 0.45:
-            return said(pick(_LOW_QUALITY, f1=f1), "less", [], [f1], {"quality": "high"})
-        r = self._related(dominant, interests, exclude=set(counts))
-        return said(pick(_SAMENESS, d=dominant, r=r), "different", [dominant], [r])
+                seen = {self._names[t] for t in np.flatnonzero(topics_j).tolist()}
+                r = self._related(top, interests[j], exclude=seen)
+                out.append(_said(pick(_SAMENESS, d=top, r=r), "different", [top], [r]))
+        return out
 
     def _related(self, topic: str, interests: np.ndarray, exclude: set[str]) -> str:
         """The topic closest to the user's interests among the same group, else overall."""
@@ -100,6 +129,13 @@ class InstructionWriter:
             return topic
         affinity = (self._centroids @ interests).tolist()  # every topic at once: cheaper than gathering the pool
         return names[max(pool, key=affinity.__getitem__)]  # the first of equal ones, as argmax
+
+
+def _said(text: str, kind: str, topics: list[str], related: list[str],
+          attributes: dict[str, str] | None = None) -> Instruction:
+    """The instruction's models, built without re-validation: the writer's values are consistent."""
+    return Instruction.model_construct(text=text, intent=Intent.model_construct(
+        kind=kind, topics=topics, related=related, attributes=attributes or {}))
 
 
 def intent_key(intent: Intent) -> tuple[str, tuple[str, ...], tuple[str, ...], bool]:

@@ -282,23 +282,32 @@ class ParametricUsers:
         )
         ready = (self.turn[users] - self.last_instruction_turn[users]) > dyn.instruction_cooldown
         out: list[Instruction | None] = [None] * len(users)
-        speaking = slipping & ready & ~left
-        for j in np.flatnonzero(speaking).tolist():
-            u = int(users[j])
-            instr = self.writer.write(
-                self.memory_items[u], self._favourites[u], self.interests[u], float(self.novelty[u]), streams[u]
-            )
-            self.apply_intent(u, instr.intent)
-            out[j] = instr
+        speaking = np.flatnonzero(slipping & ready & ~left)
+        if not len(speaking):
+            return out
+        speakers = users[speaking]
+        rows = speakers.tolist()
+        said = self.writer.write_many(self.memory_items[speakers], [self._favourites[u] for u in rows],
+                                      self.interests[speakers], self.novelty[speakers], [streams[u] for u in rows])
+        self.apply_intents(speakers, [instruction.intent for instruction in said])
+        for j, instruction in zip(speaking.tolist(), said):
+            out[j] = instruction
         return out
 
     def apply_intent(self, user: int, intent: Intent) -> None:
-        """Saying what one wants shifts what one will respond to, and buys the feed more patience."""
-        direction = intent_direction(intent, self.catalog)
-        vec = self.interests[user] + self.dyn.instruction_strength * direction
-        self.interests[user] = vec / max(1.0, math.sqrt(vec @ vec))  # np.linalg.norm's own formula
-        self.patience_left[user] += self.patience[user] // 2
-        self.last_instruction_turn[user] = self.turn[user]
+        """One user's `apply_intents` (LLM users replay their instruction on the parametric state)."""
+        self.apply_intents(np.array([user]), [intent])
+
+    def apply_intents(self, users: np.ndarray, intents: Sequence[Intent]) -> None:
+        """Saying what one wants shifts what one will respond to, and buys the feed more patience
+        (one intent per user of `users`, distinct users)."""
+        directions = np.stack([intent_direction(intent, self.catalog) for intent in intents])
+        vec = self.interests[users] + self.dyn.instruction_strength * directions
+        for row in vec:
+            row /= max(1.0, math.sqrt(row @ row))  # np.linalg.norm's own formula
+        self.interests[users] = vec
+        self.patience_left[users] += self.patience[users] // 2
+        self.last_instruction_turn[users] = self.turn[users]
 
     def set_mindset(self, user: int, mindset: Mindset) -> None:
         """Load a mindset decided elsewhere (an LLM user's turn) into the arrays, so later
