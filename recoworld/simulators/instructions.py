@@ -38,9 +38,9 @@ _SAMENESS = (
 
 
 class InstructionWriter:
-    """Writes a parametric user's instruction. Runs for every user who speaks up (several percent
-    of all turns), so it works on plain Python values and builds its (internally consistent)
-    models without re-validating them."""
+    """Writes parametric users' instructions. Runs for every user who speaks up (several percent
+    of all turns), so a turn's speakers are diagnosed together in numpy, and the (internally
+    consistent) models are built without re-validating them."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
