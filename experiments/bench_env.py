@@ -11,8 +11,9 @@ Prints each figure next to its target (issue: batched world core):
 
 RLlib's sampling rate on the vector env is `experiments/bench_rllib.py`.
 
-`--breakdown` then times the vector env's steps again with each part of a turn timed on its
-own (time spent in a part's own code, not in the parts it calls) and prints where a step goes.
+`--breakdown` then times the vector and population envs' steps again with each part of a turn
+timed on its own (time spent in a part's own code, not in the parts it calls) and prints where a
+user-step goes, in microseconds, next to the 10 us a user-step may take at 100,000 user-steps/s.
 
     python experiments/bench_env.py [--steps 20000] [--vector-users 1024] [--population-users 1000] [--breakdown]
 """
@@ -29,6 +30,7 @@ if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 import functools  # noqa: E402
+import gc  # noqa: E402
 import time  # noqa: E402
 from collections import Counter  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -128,12 +130,14 @@ def bench_review(args: Args) -> float:
     return args.reviews * args.users * args.slate_size / elapsed
 
 
-def bench_population(args: Args) -> float:
+def bench_population(args: Args, on_start: Callable[[], object] | None = None) -> float:
     env = PopulationParallelEnv(n_users=args.population_users, world={"slate_size": args.slate_size})
     env.reset(seed=args.seed)
     slate = np.arange(args.slate_size)
     for _ in range(5):  # warm-up: caches (the instruction text space is fit on the first instruction)
         env.step(dict.fromkeys(env.agents, slate))
+    if on_start is not None:
+        on_start()
     user_steps = 0
     start = time.perf_counter()
     for _ in range(args.population_steps):
@@ -172,28 +176,60 @@ class _Parts:
         setattr(owner, attribute, timed)
 
 
-def breakdown(args: Args) -> list[tuple[str, float]]:
-    """(part, ms per vector env step), the parts of `bench_vector`'s steps."""
+#: The parts of a world turn, timed in every view: (owner, attribute, part).
+_WORLD_PARTS = [
+    (World, "step", "world turn: slates, measures, rewards, clock"),
+    (retrieval, "_top_rows", "catalog rankings (taste, instructions)"),
+    (retrieval.CandidateRetriever, "_taste_scores", "catalog rankings (taste, instructions)"),
+    (retrieval.CandidateRetriever, "retrieve", "retrieval: composing candidates"),
+    (ParametricUsers, "review", "users' review"),
+    (ParametricUsers, "_instruct", "users writing instructions"),
+    (World, "listen", "world taking instructions in"),
+    (ParametricUsers, "start_sessions", "sessions: start, end, return gaps"),
+    (ParametricUsers, "end_sessions", "sessions: start, end, return gaps"),
+    (World, "reset", "episode starts: resetting state"),
+    (World, "observe", "observations"),
+]
+
+
+def breakdown(args: Args, view: str) -> tuple[list[tuple[str, float]], float]:
+    """Where a step of `view` ("vector" or "population") goes: (part, seconds per user-step), each
+    part's own time in the timed steps over the user-steps timed (the wrapping adds a little to every
+    call), and the user-steps per second of that run."""
     parts = _Parts()
-    for owner, attribute, part in [
-        (RecoWorldVectorEnv, "step", "vector env: actions, autoreset"),
-        (World, "step", "world turn: slates, measures, rewards, clock"),
-        (retrieval, "_top_rows", "catalog rankings (taste, instructions)"),
-        (retrieval.CandidateRetriever, "_taste_scores", "catalog rankings (taste, instructions)"),
-        (retrieval.CandidateRetriever, "retrieve", "retrieval: composing candidates"),
-        (ParametricUsers, "review", "users' review"),
-        (ParametricUsers, "_instruct", "users writing instructions"),
-        (World, "listen", "world taking instructions in"),
-        (ParametricUsers, "start_sessions", "sessions: start, end, return gaps"),
-        (ParametricUsers, "end_sessions", "sessions: start, end, return gaps"),
-        (vector_env, "draw_profile", "episode starts: drawing users"),
-        (World, "reset", "episode starts: resetting state"),
-        (World, "observe", "observations"),
-        (RecoWorldVectorEnv, "_infos", "infos"),
-    ]:
+    if view == "vector":
+        own = [(RecoWorldVectorEnv, "step", "vector env: actions, autoreset"),
+               (vector_env, "draw_profile", "episode starts: drawing users"),
+               (RecoWorldVectorEnv, "_infos", "infos")]
+        timed: Callable[..., float] = bench_vector
+    else:
+        own = [(PopulationParallelEnv, "step", "PettingZoo dicts: actions, observations, rewards, infos"),
+               (World, "turn_infos", "infos")]
+        timed = bench_population
+    started: list[float] = []
+
+    def on_start() -> None:  # only the timed steps count, and not the earlier benchmarks' garbage
+        gc.collect()
+        parts.own.clear()
+        started.append(time.perf_counter())
+
+    for owner, attribute, part in _WORLD_PARTS + own:
         parts.wrap(owner, attribute, part)
-    bench_vector(args, on_start=parts.own.clear)  # only the timed steps count
-    return [(part, 1e3 * seconds / args.vector_steps) for part, seconds in parts.own.most_common()]
+    try:
+        rate = timed(args, on_start=on_start)
+        user_steps = rate * (time.perf_counter() - started[0])
+    finally:
+        for owner, attribute, _ in _WORLD_PARTS + own:  # unwrapped, so that the next view is timed alone
+            setattr(owner, attribute, getattr(owner, attribute).__wrapped__)
+    return [(part, seconds / user_steps) for part, seconds in parts.own.most_common()], rate
+
+
+def print_breakdown(title: str, shares: list[tuple[str, float]], target: float) -> None:
+    total = sum(seconds for _, seconds in shares)
+    print(f"\n{title}: {1e6 * total:.1f} us per user-step; the target, {target:,} user-steps/s, allows "
+          f"{1e6 / target:.1f} us")
+    for part, seconds in shares:
+        print(f"  {part:<58}{1e6 * seconds:>7.2f} us{100 * seconds / total:>7.1f}%")
 
 
 if __name__ == "__main__":
@@ -208,8 +244,7 @@ if __name__ == "__main__":
     for name, value, target in rows:
         print(f"{name:<52}{value:>14,.0f}{target:>12,}")
     if args.breakdown:
-        shares = breakdown(args)
-        total = sum(ms for _, ms in shares)
-        print(f"\nvector env step (B = {args.vector_users}), {total:.1f} ms: where it goes")
-        for part, ms in shares:
-            print(f"  {part:<50}{ms:>8.2f} ms{100 * ms / total:>7.1f}%")
+        shares, _ = breakdown(args, "vector")
+        print_breakdown(f"vector env step (B = {args.vector_users})", shares, 100_000)
+        shares, _ = breakdown(args, "population")
+        print_breakdown(f"population env step ({args.population_users} users)", shares, 100_000)
