@@ -192,10 +192,10 @@ _WORLD_PARTS = [
 ]
 
 
-def breakdown(args: Args, view: str) -> tuple[list[tuple[str, float]], float]:
+def breakdown(args: Args, view: str) -> list[tuple[str, float]]:
     """Where a step of `view` ("vector" or "population") goes: (part, seconds per user-step), each
     part's own time in the timed steps over the user-steps timed (the wrapping adds a little to every
-    call), and the user-steps per second of that run."""
+    call)."""
     parts = _Parts()
     if view == "vector":
         own = [(RecoWorldVectorEnv, "step", "vector env: actions, autoreset"),
@@ -221,10 +221,10 @@ def breakdown(args: Args, view: str) -> tuple[list[tuple[str, float]], float]:
     finally:
         for owner, attribute, _ in _WORLD_PARTS + own:  # unwrapped, so that the next view is timed alone
             setattr(owner, attribute, getattr(owner, attribute).__wrapped__)
-    return [(part, seconds / user_steps) for part, seconds in parts.own.most_common()], rate
+    return [(part, seconds / user_steps) for part, seconds in parts.own.most_common()]
 
 
-def print_breakdown(title: str, shares: list[tuple[str, float]], target: float) -> None:
+def print_breakdown(title: str, shares: list[tuple[str, float]], target: int) -> None:
     total = sum(seconds for _, seconds in shares)
     print(f"\n{title}: {1e6 * total:.1f} us per user-step; the target, {target:,} user-steps/s, allows "
           f"{1e6 / target:.1f} us")
@@ -244,7 +244,6 @@ if __name__ == "__main__":
     for name, value, target in rows:
         print(f"{name:<52}{value:>14,.0f}{target:>12,}")
     if args.breakdown:
-        shares, _ = breakdown(args, "vector")
-        print_breakdown(f"vector env step (B = {args.vector_users})", shares, 100_000)
-        shares, _ = breakdown(args, "population")
-        print_breakdown(f"population env step ({args.population_users} users)", shares, 100_000)
+        print_breakdown(f"vector env step (B = {args.vector_users})", breakdown(args, "vector"), 100_000)
+        print_breakdown(f"population env step ({args.population_users} users)", breakdown(args, "population"),
+                        100_000)
