@@ -84,8 +84,6 @@ class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._autoreset = np.zeros(num_envs, dtype=bool)
-        self._user_ids = np.full(num_envs, None, dtype=object)  # of the users' current profiles, for the infos
-        self._segments = np.full(num_envs, None, dtype=object)
         self._labels = [f"actions[{i}]" for i in range(num_envs)]
         self._started = False
 
@@ -146,16 +144,14 @@ class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray
         streams = self.world.streams
         profiles = [draw_profile(self.population, self.catalog, streams[r]) for r in rows.tolist()]
         self.world.reset(rows, profiles, np.zeros(len(rows)))
-        self._user_ids[rows] = [p.user_id for p in profiles]
-        self._segments[rows] = [p.segment for p in profiles]
 
     def _infos(self, batch: StepBatch | None, resetting: np.ndarray) -> dict[str, Any]:
         """Gymnasium's vector info: arrays over all users plus `_key` masks of the users each key covers."""
         b, w = self.num_envs, self.world
         everyone = np.ones(b, dtype=bool)
         info: dict[str, Any] = {
-            "user_id": self._user_ids.copy(), "_user_id": everyone,
-            "segment": self._segments.copy(), "_segment": everyone,
+            "user_id": np.array([p.user_id for p in w.profiles], dtype=object), "_user_id": everyone,
+            "segment": np.array([p.segment for p in w.profiles], dtype=object), "_segment": everyone,
         }
         clock = {"day": np.floor(w.now).astype(np.int64), "session": w.session.copy(), "turn": w.turn.copy(),
                  "step": w.steps.copy(), "time_days": w.now.copy()}
