@@ -90,6 +90,16 @@ CASES = [
     ("calibrate-test-fraction", ["calibrate", "--data", "{root}/ml", "--test-fraction", "2", "--out", "{out}"],
      ["--test-fraction"]),
     ("validate-users", ["validate", "--data", "{root}/ml", "--users", "1", "--out", "{out}"], ["--users 1"]),
+    ("fidelity-split", ["fidelity", "--data", "{root}/ml", "--split", "random", "--out", "{out}"],
+     ["--split 'random'", "'per_user' or 'global'"]),
+    ("validate-split", ["validate", "--data", "{root}/ml", "--split", "leave-last", "--out", "{out}"],
+     ["--split 'leave-last'"]),
+    ("calibrate-split", ["calibrate", "--data", "{root}/ml", "--split", "random", "--out", "{out}"],
+     ["--split 'random'"]),
+    ("fidelity-passes", ["fidelity", "--data", "{root}/ml", "--passes", "0", "--out", "{out}"], ["--passes 0"]),
+    ("validate-passes", ["validate", "--data", "{root}/ml", "--passes", "0", "--out", "{out}"], ["--passes 0"]),
+    ("validate-test-fraction", ["validate", "--data", "{root}/ml", "--test-fraction", "1", "--out", "{out}"],
+     ["--test-fraction", "less than 1"]),
 ]
 
 # Ray resources and addresses: each once hung for minutes or died in a Ray traceback.

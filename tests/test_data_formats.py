@@ -10,7 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from recoworld.data import DataConfig, detect_format, load_dataset, prepare_world, temporal_split
+from recoworld.data.reference_log import write_reference_log
 from recoworld.data.sample import write_movielens_100k
+from recoworld.data.split import Leakage
 from recoworld.errors import CatalogFormatError, ConfigError
 
 
@@ -126,3 +128,50 @@ def test_time_splits(ml) -> None:
         temporal_split(ml.interactions, 1.5)
     with pytest.raises(ConfigError, match="split mode"):
         temporal_split(ml.interactions, 0.2, "random")  # type: ignore[arg-type]
+
+
+def test_the_default_split_is_one_global_cutoff(ml, tmp_path: Path) -> None:
+    """Issue 27: what every command splits by default is one time cutoff, so nothing fitted reads the future."""
+    assert temporal_split(ml.interactions).mode == "global"
+    write_movielens_100k(tmp_path / "ml", n_users=30, n_items=80, seed=2)
+    world = prepare_world(DataConfig(path=tmp_path / "ml", representation={"embedding": "tfidf"}))
+    assert world.split.mode == "global" and world.split.cutoff is not None
+    assert world.split.train["timestamp"].max() <= world.split.cutoff
+    # Catalog popularity and profiles read the part before the cutoff only.
+    assert world.catalog.metadata["train_interactions"] == str(len(world.split.train))
+    assert {p.user_id for p in world.profiles} == set(world.split.train["user_id"])
+
+
+def test_leakage_by_hand() -> None:
+    # a: items i1..i4 at t=1..4; b: i1, i4, i6, i7 at t=5..8. Per user, each user's last quarter is held out:
+    # a's i4 (t=4) and b's i7 (t=8). Train rows after t=4: b's three of six. a's future holds half of train,
+    # b's none (mean 1/4); a's held-out i4 is trained on by b later (t=6), b's i7 by nobody: 1 of 2.
+    log = pd.DataFrame({"user_id": ["a"] * 4 + ["b"] * 4, "item_id": ["i1", "i2", "i3", "i4", "i1", "i4", "i6", "i7"],
+                        "rating": 1.0, "timestamp": np.arange(1, 9)})
+    leak = temporal_split(log, 0.25, "per_user").leakage()
+    assert leak == Leakage(3, 0.5, 0.25, 0.5) and leak.leaks
+    assert "LEAKS the future" in temporal_split(log, 0.25, "per_user").describe()
+    glob = temporal_split(log, 0.25, "global")
+    assert glob.leakage() == Leakage(0, 0.0, 0.0, 0.0)
+    assert "no train interaction is later than a test interaction" in glob.describe()
+
+
+def test_per_user_split_leaks_on_a_reference_log_and_global_does_not(tmp_path: Path) -> None:
+    log = load_dataset(write_reference_log(tmp_path / "ref", n_users=80, n_items=200, mean_activity=40,
+                                           seed=4)).interactions
+    per_user = temporal_split(log, 0.2, "per_user", min_train=5)
+    leak = per_user.leakage()
+    # Brute force: per test user, the share of train rows after their first held-out interaction; per test
+    # interaction, whether another user's train interaction with the item comes later.
+    train, test = per_user.train, per_user.test
+    first = test.groupby("user_id")["timestamp"].min()
+    assert leak.mean_future_share == pytest.approx(np.mean([(train["timestamp"] > t).mean() for t in first]))
+    pairs = test.reset_index().merge(train, on="item_id", suffixes=("", "_train"))
+    later = pairs[(pairs["user_id_train"] != pairs["user_id"]) & (pairs["timestamp_train"] > pairs["timestamp"])]
+    assert leak.test_items_seen_later == pytest.approx(later["index"].nunique() / len(test))
+    assert leak.train_rows_after_cutoff == int((train["timestamp"] > test["timestamp"].min()).sum())
+    # On a log shaped like MovieLens the leak is large: a third or more of train is some test user's future.
+    assert leak.leaks and leak.mean_future_share > 0.3 and leak.test_items_seen_later > 0.5
+    glob = temporal_split(log, 0.2, "global")
+    assert glob.leakage().train_rows_after_cutoff == 0 and not glob.leakage().leaks
+    assert (glob.train["timestamp"] <= glob.cutoff).all() and (glob.test["timestamp"] > glob.cutoff).all()

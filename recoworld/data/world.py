@@ -4,7 +4,9 @@
     simulate(config, catalog=world.catalog, profiles=world.profiles)
 
 The catalog and the profiles are built from the *train* part of the split only, so the
-held-out interactions stay unseen until the fidelity report scores them.
+held-out interactions stay unseen until the fidelity report scores them. The default split
+is one global time cutoff, so nothing fitted reads an interaction later than any held-out one
+(`recoworld.data.split` explains why `per_user` leaks).
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ class DataConfig(StrictModel):
     path: Path
     format: DataFormat = "auto"
     columns: dict[str, str] = Field(default_factory=dict, description="generic format: canonical -> your column")
-    split: SplitMode = "per_user"
+    split: SplitMode = Field("global", description="global: one time cutoff (nothing fitted sees the future); "
+                             "per_user: each user's latest interactions, leaks later interactions of other users")
     test_fraction: float = Field(0.2, gt=0, lt=1)
-    min_train: int = Field(5, ge=1, description="per-user split: users need this many train interactions")
+    min_train: int = Field(5, ge=1, description="per_user split only: users need this many train interactions")
     n_topics: int = Field(5, ge=1, description="favourite genres kept per user profile")
     representation: RepresentationConfig = RepresentationConfig()
     seed: int = Field(0, ge=0, description="seed of the traits the data cannot tell (patience, time budget)")
