@@ -6,11 +6,16 @@
   non-default parameters gives those parameters back within stated tolerances, and so does the
   like threshold; sessions simulated with a known click bias and patience are matched by the
   simulated-moments fit (the session sizes, which identify only a combination of the two).
+- The calibrated world reproduces what it was fitted to: the fitted-vs-log check passes on the
+  reference log, its CTR is in the assumed band, a deliberately broken world fails the check with
+  a warning, the choice weights are reported on 3 time folds (disagreeing folds are named), and a
+  global split's fit reads nothing after the cutoff.
 - Bad input fails with one clear line and exit code 2.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -20,6 +25,8 @@ import pytest
 from typer.testing import CliRunner
 
 from recoworld.calibration import CalibrationConfig, calibrate, load_calibration
+from recoworld.calibration.calibrated import check_fit, fold_warnings
+from recoworld.calibration.fit_check import CTR_ROW, TOLERANCES, fit_warnings
 from recoworld.calibration.fit_choice import CHOICE_TERMS, choice_data, fit_conformity, fit_like_threshold, fit_logit
 from recoworld.calibration.fit_sessions import sessionize, visit_returns
 from recoworld.calibration.moments import fit_session_moments, nelder_mead, session_moments, simulate_sessions
@@ -87,9 +94,11 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A reference log and its calibration, written by the CLI (as a user would)."""
     data = write_reference_log(tmp_path_factory.mktemp("ref"), n_users=400, n_items=600, mean_activity=80, seed=1)
     out = tmp_path_factory.mktemp("calibrated")
-    res = runner.invoke(app, ["calibrate", "--data", str(data), "--out", str(out), "--budget", "20"])
+    res = runner.invoke(app, ["calibrate", "--data", str(data), "--out", str(out), "--budget", "20",
+                              "--split", "global"])
     assert res.exit_code == 0, res.output
     assert "choice.popularity" in res.output
+    assert "Fitted vs log" in res.output and "time folds" in res.output
     return data, out
 
 
@@ -154,6 +163,108 @@ def test_simulate_and_fidelity_accept_the_calibrated_world(reference: tuple[Path
     assert "popularity (reference)" in res.output
     res = runner.invoke(app, ["simulate", "--calibrated", str(out), "--data", str(data)])
     assert res.exit_code == 2 and "drop --data" in res.output
+
+
+# ---------------------------------------------------------------- fitted vs log, exposure, folds, leakage
+
+
+def test_calibrated_world_reproduces_the_log_it_was_fitted_to(reference: tuple[Path, Path]) -> None:
+    """Every row of the fit check is there, with the log's and the simulated value, and within its
+    tolerance on the reference log; nothing is warned about the fit itself."""
+    _, out = reference
+    report = json.loads((out / "calibration.json").read_text())
+    check = report["fit_check"]
+    assert set(check) == set(TOLERANCES) | {CTR_ROW}
+    for name, row in check.items():
+        assert row["ok"] is True, (name, row)
+        assert row["simulated"] is not None and row["tolerance"]
+        assert (row["log"] is None) == (name == CTR_ROW)  # a ratings log has no impressions
+    assert not [w for w in report["warnings"] if w.startswith(("fit check", "moments"))], report["warnings"]
+
+
+def test_calibrated_ctr_is_in_the_documented_band(reference: tuple[Path, Path]) -> None:
+    """The click level is an assumption (the log has no impressions) and the world holds it: the simulated
+    clicks per impression over the whole train window fall in the band the default world uses."""
+    _, out = reference
+    report = json.loads((out / "calibration.json").read_text())
+    lo, hi = report["exposure"]["ctr_band"]
+    assert (lo, hi) == (0.02, 0.10)
+    assert lo <= report["fit_check"][CTR_ROW]["simulated"] <= hi
+    assert lo <= report["exposure"]["simulated_ctr"] <= hi
+    assert "no impressions" in report["exposure"]["assumption"]
+
+
+def test_a_broken_world_fails_the_fit_check_with_warnings(reference: tuple[Path, Path]) -> None:
+    """The same calibrated users with a wrong click bias (+4: users click most of what they see) miss the CTR
+    band, and with a wrong like threshold (+3: almost nothing is liked) the positive rate; each says so."""
+    data, out = reference
+    fitted = load_calibration(out)
+    config = CalibrationConfig(data=DataConfig(path=data, split="global"))
+    real = prepare_world(config.data)
+    choice = fitted.world.choice
+
+    def check(**update: float) -> dict:
+        world = fitted.world.model_copy(update={"choice": choice.model_copy(update=update)})
+        return check_fit(type(fitted)(world, fitted.catalog, fitted.profiles), real, config)
+
+    clicky = check(bias=choice.bias + 4.0)
+    assert clicky[CTR_ROW]["ok"] is False and clicky[CTR_ROW]["simulated"] > 0.10
+    assert any(CTR_ROW in w for w in fit_warnings(clicky))
+    grumpy = check(like_threshold=choice.like_threshold + 3.0)
+    assert grumpy["positive rate"]["ok"] is False and grumpy["positive rate"]["simulated"] < 0.3
+    assert any("positive rate" in w for w in fit_warnings(grumpy))
+    assert all(row["ok"] is not False for row in check_fit(fitted, real, config).values())  # the fit itself passes
+
+
+def test_choice_weights_are_reported_on_three_time_folds(reference: tuple[Path, Path]) -> None:
+    _, out = reference
+    report = json.loads((out / "calibration.json").read_text())
+    folds = report["folds"]
+    assert [f["fold"] for f in folds] == [0, 1, 2]
+    assert all(a["end"] <= b["start"] + 1e-6 for a, b in itertools.pairwise(folds))  # consecutive windows
+    for f in folds:
+        for term in CHOICE_TERMS:
+            est = f["weights"][term]
+            assert est["se"] > 0 and est["ci95"][0] < est["value"] < est["ci95"][1]
+    assert [w for w in report["warnings"] if w.startswith("folds")] == fold_warnings(folds)
+
+
+def test_fold_warnings_name_the_weights_whose_folds_disagree() -> None:
+    def fold(i: int, quality: float) -> dict:
+        return {"fold": i, "weights": {t: {"value": 1.0, "se": 0.1} for t in CHOICE_TERMS}
+                | {"quality": {"value": quality, "se": 0.1}}}
+
+    assert fold_warnings([fold(0, 0.5), fold(1, 0.6), fold(2, 0.4)]) == []  # within 1.96 SE of the difference
+    warned = fold_warnings([fold(0, 0.5), fold(1, -0.5), fold(2, 0.45)])
+    assert len(warned) == 1 and "choice.quality" in warned[0] and "0 vs 1" in warned[0] and "0 vs 2" not in warned[0]
+
+
+def test_a_global_split_fit_reads_nothing_after_the_cutoff(tmp_path: Path) -> None:
+    """Replacing every held-out interaction's item and rating (same users, same times) changes nothing that
+    calibrate fits; a per-user split states its use of later timestamps as leakage."""
+    path = write_reference_log(tmp_path / "a", n_users=60, n_items=150, mean_activity=40, seed=2)
+    other = tmp_path / "b"
+    other.mkdir()
+    for f in path.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    rows = pd.read_csv(path / "u.data", sep="\t", header=None, names=["u", "i", "r", "t"])
+    cutoff = np.quantile(rows["t"], 0.8)
+    late = rows["t"] > cutoff
+    rng = np.random.default_rng(0)
+    rows.loc[late, "i"] = rng.integers(1, 151, int(late.sum()))
+    rows.loc[late, "r"] = rng.integers(1, 6, int(late.sum()))
+    rows.to_csv(other / "u.data", sep="\t", header=False, index=False)
+
+    def fit(where: Path, split: str = "global") -> dict:
+        cfg = CalibrationConfig(data=DataConfig(path=where, split=split), moment_users=30, moment_budget=10)
+        return calibrate(cfg).report
+
+    a, b = fit(path), fit(other)
+    assert a["leakage"]["leaks"] is False
+    for key in ("choice", "folds", "sessions", "like_threshold", "moments", "fit_check"):
+        assert a[key] == b[key], key
+    per_user = fit(path, "per_user")["leakage"]
+    assert per_user["leaks"] is True and any("held-out" in w for w in per_user["what"])
 
 
 # ---------------------------------------------------------------- parameter recovery
@@ -308,25 +419,30 @@ def test_no_churn_before_the_inclusion_floor(catalog: Catalog) -> None:
 
 
 def test_session_moments_recover_the_session_sizes(catalog: Catalog) -> None:
-    """Simulated moments: for sessions simulated with a known click bias (-2) and patience scale (0.5)
-    on other seeds, sessions simulated at the fitted parameters on yet other seeds match each moment
-    within 20% (the moments of 200 users move by about 10% from one set of seeds to the next). The two
-    parameters are not recovered one by one: a click renews the user's patience, so session sizes
-    depend on them mostly through the chance of a run of `patience` skips (a ridge of the
-    objective), and a log records no impressions that would separate them."""
+    """Simulated moments: for sessions simulated with a known click bias (-4) and patience scale (0.5)
+    on other seeds, the fit at their CTR (the click level a log cannot give, so it is passed as the
+    assumed one) reproduces, on yet other seeds, each session-size moment within 20% (the moments of
+    200 users move by about 10% from one set of seeds to the next) and the CTR within 15%. The
+    parameters are not recovered one by one: a click renews the user's patience and the time budget
+    caps a binge, so sizes identify only a combination of patience and budget (a ridge)."""
     profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(0), n=200)
     world = WorldConfig()
 
-    def sizes(bias: float, scale: float, seeds: tuple[int, ...]) -> np.ndarray:
-        return np.concatenate([simulate_sessions(catalog, world, profiles, bias, scale, s).sizes for s in seeds])
+    def sessions(bias: float, scale: float, seeds: tuple[int, ...], budget: float = 1.0) -> list:
+        return [simulate_sessions(catalog, world, profiles, bias, scale, s, budget_scale=budget) for s in seeds]
 
+    true = sessions(-4.0, 0.5, (11, 12, 13))
+    ctr = float(np.mean([s.ctr for s in true]))
     calls: list[int] = []
-    fit = fit_session_moments(catalog, world, profiles, sizes(-2.0, 0.5, (11, 12, 13)), seed=0, budget=40,
-                              on_eval=lambda n, best: calls.append(n))
+    fit = fit_session_moments(catalog, world, profiles, np.concatenate([s.sizes for s in true]), seed=0, budget=40,
+                              on_eval=lambda n, best: calls.append(n), ctr=ctr)
     fresh = tuple(range(21, 27))
-    np.testing.assert_allclose(session_moments(sizes(fit.bias, fit.patience_scale, fresh)),
-                               session_moments(sizes(-2.0, 0.5, fresh)), rtol=0.2)
-    assert fit.evaluations == len(calls) <= 40 + 3
+    got = sessions(fit.bias, fit.patience_scale, fresh, fit.budget_scale)
+    np.testing.assert_allclose(session_moments(np.concatenate([s.sizes for s in got])),
+                               session_moments(np.concatenate([s.sizes for s in sessions(-4.0, 0.5, fresh)])),
+                               rtol=0.2)
+    assert np.mean([s.ctr for s in got]) == pytest.approx(ctr, rel=0.15)
+    assert fit.evaluations == len(calls) <= 40 + 4  # a 3-parameter simplex may finish a shrink past the budget
 
 
 # ---------------------------------------------------------------- optimizer and bad input

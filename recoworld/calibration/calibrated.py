@@ -29,11 +29,23 @@ What is fitted, and how (every number lands in calibration.json with its uncerta
 |                                             | (`fit_sessions.visit_returns`)                        |
 | per-user activity                           | log of the user's mean session size over the median,  |
 |                                             | shrunk by n / (n + 3) sessions: a click-logit offset  |
-| choice bias, profiles' patience scale       | simulated moments of items per session (`moments`);   |
-|                                             | jointly: sizes identify a combination of the two      |
+| choice bias                                 | solved for the assumed CTR (`assumed_ctr`, in the     |
+|                                             | 0.02-0.10 band): a log without impressions does not   |
+|                                             | identify the click level (`moments`)                  |
+| profiles' patience and time budget scales   | simulated moments of items per session (`moments`)    |
 | choice like_threshold                       | 1-D MLE of P(positive rating | consumed) given the    |
-|                                             | fitted utility (`fit_like_threshold`), SE; needs      |
-|                                             | explicit ratings, else kept at its configured value   |
+|                                             | fitted utility (`fit_like_threshold`), SE, its        |
+|                                             | estimating equation then solved on the simulated      |
+|                                             | click utilities (`_like_threshold`); needs explicit   |
+|                                             | ratings, else kept at its configured value            |
+
+Then it checks itself: the calibrated users are simulated over their train windows under the
+assumed exposure and the log's positive rate, activity, session sizes, gaps and items per
+visit are set next to theirs, with the CTR against its band (`fit_check`, calibration.json's
+`fit_check`, a warning per miss). The choice weights are also fitted on `folds` consecutive
+time windows of train (`folds`, a warning per weight whose folds disagree beyond their SEs).
+With a global split every fit reads only interactions up to the cutoff; a per-user split's
+use of later timestamps is stated in calibration.json's `leakage`.
 
 The share threshold keeps its configured offset above the like threshold (a log of ratings
 has no shares), so likes and shares stay ordered as in the synthetic world.
@@ -56,6 +68,7 @@ import pandas as pd
 import yaml
 from pydantic import Field
 
+from recoworld.calibration.fit_check import fit_check, fit_warnings, log_statistics, simulate_log
 from recoworld.calibration.fit_choice import (
     CHOICE_TERMS,
     ChoiceData,
@@ -67,7 +80,6 @@ from recoworld.calibration.fit_choice import (
     mean_loglik,
 )
 from recoworld.calibration.fit_sessions import SECONDS_PER_DAY, fit_sessions, visit_returns
-from recoworld.calibration.fit_check import fit_check, fit_warnings, log_statistics, simulate_log
 from recoworld.calibration.moments import MomentFit, consuming_share, fit_session_moments, scale_budget, scale_patience
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel, WorldConfig, build
@@ -389,7 +401,8 @@ def _fmt_moments(m: dict[str, float]) -> str:
 def _feature_correlation(rows: ChoiceData) -> dict[str, float]:
     """Pairwise correlations of the choice features over all alternatives: collinearity makes weights unstable."""
     x = rows.x.reshape(-1, rows.x.shape[2])
-    c = np.corrcoef(x, rowvar=False)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant feature (implicit log: quality) has none
+        c = np.nan_to_num(np.corrcoef(x, rowvar=False))
     return {f"{CHOICE_TERMS[i]}~{CHOICE_TERMS[j]}": float(c[i, j])
             for i in range(len(CHOICE_TERMS)) for j in range(i + 1, len(CHOICE_TERMS))}
 

@@ -244,7 +244,7 @@ def fit_session_moments(
     x0 = np.array([bias, *_GRID[int(np.argmin(values))]])
     bias, _ = solve_bias(catalog, world, profiles, ctr, math.exp(x0[1]), math.exp(x0[2]), seed, gaps, bias, 2)
     x0[0] = bias
-    best, value, _ = nelder_mead(objective, x0, np.array([0.3, 0.4, 0.4]), max(budget - len(_GRID), 4),
+    best, _, _ = nelder_mead(objective, x0, np.array([0.3, 0.4, 0.4]), max(budget - len(_GRID), 4),
                                  _LOWER, _UPPER)
     sessions = simulate_sessions(catalog, world, profiles, float(best[0]), math.exp(best[1]), seed, gaps,
                                  budget_scale=math.exp(best[2]))

@@ -1,4 +1,5 @@
-"""The terminal table of a calibration: every fitted parameter with its uncertainty, and the fit quality."""
+"""The terminal tables of a calibration: every fitted parameter with its uncertainty, the fitted-vs-log check
+and the choice weights on time folds."""
 
 from __future__ import annotations
 
@@ -34,9 +35,18 @@ def calibration_table(report: dict[str, Any]) -> Table:
     table.add_row("choice.bias", f"{moments['bias']:.4g}", "",
                   f"simulated moments, {moments['evaluations']} evaluations, objective {moments['objective']:.3g}")
     table.add_row("patience scale", f"{moments['patience_scale']:.4g}", "", "simulated moments")
+    if "budget_scale" in moments:
+        table.add_row("time budget scale", f"{moments['budget_scale']:.4g}", "", "simulated moments")
+    exposure = report.get("exposure")
+    if exposure:
+        table.add_row("assumed CTR", f"{exposure['assumed_ctr']:.4g}", "",
+                      f"not identified by a log without impressions; simulated {exposure['simulated_ctr']:.3g}")
     like = report["like_threshold"]
     if "value" in like:
         estimate("choice.like_threshold", like)
+        if "log_mle" in like:
+            table.add_row("  on the log's utilities", f"{like['log_mle']:.4g}", "",
+                          "MLE on context utilities; the world's is solved on simulated click utilities")
     else:
         table.add_row("choice.like_threshold", "", "", like["note"])
     for name in ("conformity", "activity"):
@@ -47,3 +57,40 @@ def calibration_table(report: dict[str, Any]) -> Table:
                   f"train; valid {ll['valid']:.4f}; all weights 0: {ll['null']:.4f}")
     table.add_row("not identified by a log", "", "", ", ".join(report["not_identified"]))
     return table
+
+
+def fit_check_table(report: dict[str, Any]) -> Table:
+    """Fitted vs log: each statistic of the log next to the calibrated world's simulated one, and its tolerance."""
+    table = Table(title="Fitted vs log (calibrated users simulated over the train window, uniform exposure)")
+    for header, justify in (("statistic", "left"), ("log", "right"), ("simulated", "right"),
+                            ("tolerance", "left"), ("ok", "left")):
+        table.add_column(header, justify=justify)
+    for name, row in report.get("fit_check", {}).items():
+        ok = {True: "yes", False: "[bold red]NO[/]", None: "-"}[row["ok"]]
+        table.add_row(name, _num(row["log"]), _num(row["simulated"]), str(row["tolerance"]), ok)
+    return table
+
+
+def folds_table(report: dict[str, Any]) -> Table:
+    """The choice weights fitted on consecutive time windows of the train log, value ± SE per fold."""
+    folds = report.get("folds", [])
+    terms = next((list(f["weights"]) for f in folds if "weights" in f), [])
+    table = Table(title="Choice weights on time folds of the train log (value ± SE)")
+    table.add_column("fold", justify="left")
+    table.add_column("choices", justify="right")
+    for term in terms:
+        table.add_column(term, justify="right")
+    all_fit = report["choice"]["weights"]
+    table.add_row("all train", str(report["choice"]["choices"]["fit"]),
+                  *[f"{all_fit[t]['value']:.3g} ± {all_fit[t]['se']:.2g}" for t in terms])
+    for f in folds:
+        if "weights" not in f:
+            table.add_row(str(f["fold"]), "", *[""] * len(terms))
+            continue
+        table.add_row(str(f["fold"]), str(f["choices"]),
+                      *[f"{f['weights'][t]['value']:.3g} ± {f['weights'][t]['se']:.2g}" for t in terms])
+    return table
+
+
+def _num(x: object) -> str:
+    return "n/a" if x is None else f"{float(x):.3g}"  # type: ignore[arg-type]
