@@ -14,7 +14,8 @@ per-item aggregates of the *train* log are used, never held-out interactions):
 |               | rescaled from the rating scale to [0, 1]; 0.5 for everyone when the log is implicit    |
 | duration_min  | the `duration_min` column when present, else `default_duration_min`: the minutes a    |
 |               | feed user spends on an item (a trailer, a preview), not a film's running time          |
-| popularity    | (train interactions + 1) / total: Laplace-smoothed, so unseen items stay reachable     |
+| popularity    | (train interactions + 1) / total: Laplace-smoothed, so unseen items stay reachable;    |
+|               | with `popularity_half_life_days`, the counts decay with age (attention at the log's end) |
 | embeddings    | the representation: behaviour-learned factors (implicit ALS on the train log, the      |
 |               | default), text (sentence model or hashed TF-IDF, mean-centred), both concatenated      |
 |               | ("mf+tfidf", "mf+sentence"), or multimodal features (standardised, PCA-reduced)        |
@@ -31,12 +32,13 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from recoworld.catalog import Catalog
 from recoworld.catalog.embeddings import embed_texts, reduce_features
 from recoworld.catalog.semantic_ids import ResidualQuantizer, with_collision_level
 from recoworld.config import StrictModel
+from recoworld.data.attention import fit_half_life, item_attention
 from recoworld.data.dataset import Dataset
 from recoworld.data.factors import implicit_als
 from recoworld.data.generic import read_table
@@ -65,7 +67,18 @@ class RepresentationConfig(StrictModel):
     unique_semantic_ids: bool = Field(True, description="append a collision level so each ID names one item")
     default_duration_min: float = Field(4.0, gt=0)
     quality_prior_weight: float = Field(10.0, ge=0, description="pseudo-ratings at the global mean")
+    popularity_half_life_days: float | Literal["fit"] | None = Field(
+        None, description="popularity as the attention at the end of the log, counts decayed with this half-life "
+        "(`recoworld.data.attention`); 'fit' picks it from the log's own late choices; None: all-time counts",
+    )
     seed: int = Field(0, ge=0, description="seed of the TF-IDF projection and the quantizer")
+
+    @field_validator("popularity_half_life_days")
+    @classmethod
+    def _positive_half_life(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, float) and not value > 0:
+            raise ValueError(f"must be > 0 days (or 'fit', or None for all-time counts), got {value}")
+        return value
 
 
 def item_texts(items: pd.DataFrame) -> list[str]:
@@ -150,8 +163,8 @@ def build_catalog(dataset: Dataset, interactions: pd.DataFrame, config: Represen
     if np.isnan(idx).any():
         raise CatalogFormatError("interactions name items that are not in the dataset's item table")
     idx = idx.astype(np.int64)
-    n_inter = np.bincount(idx, minlength=n).astype(np.float64)
-    popularity = (n_inter + 1) / (n_inter + 1).sum()
+    popularity, half_life = _popularity(idx, interactions["timestamp"].to_numpy(np.float64), n,
+                                        cfg.popularity_half_life_days)
     quality = _quality(idx, interactions["rating"].to_numpy(np.float64), n, dataset.rating_scale,
                        cfg.quality_prior_weight)
     duration = (items["duration_min"].to_numpy(np.float64) if "duration_min" in items.columns
@@ -202,8 +215,23 @@ def build_catalog(dataset: Dataset, interactions: pd.DataFrame, config: Represen
         creator_names=creator_names,
         topic_group=tuple(range(len(topic_names))),
         metadata={"source": dataset.name, "embedding": method, "config": cfg.model_dump_json(),
-                  "train_interactions": str(len(interactions))},
+                  "train_interactions": str(len(interactions)), "popularity_half_life_days": half_life},
     )
+
+
+def _popularity(idx: np.ndarray, times: np.ndarray, n: int,
+                half_life: float | Literal["fit"] | None) -> tuple[np.ndarray, str]:
+    """Add-one smoothed popularity (so unseen items stay reachable): all-time counts, or the attention at the
+    log's last time with a given or fitted half-life; and the half-life used, as text ("inf": all-time)."""
+    if half_life is None or not len(idx):
+        counts, used = np.bincount(idx, minlength=n).astype(np.float64), "inf"
+    else:
+        days = fit_half_life(idx, times, n).half_life_days if half_life == "fit" else float(half_life)
+        counts = item_attention(idx, times, n, float(times.max()), days)
+        # Decayed counts are in units of "recent interactions"; add-one stays one interaction's mean weight.
+        counts = counts * len(idx) / max(counts.sum(), 1e-12)
+        used = "inf" if not np.isfinite(days) else f"{days:g}"
+    return (counts + 1) / (counts + 1).sum(), used
 
 
 def mf_embeddings(interactions: pd.DataFrame, idx: np.ndarray, topic: np.ndarray, n: int,

@@ -24,6 +24,14 @@ is about). So this module draws from an independent, deliberately simple generat
 6. **Churn.** Once a user has `min_per_user` interactions, every session end is a churn with
    the user's hazard h ~ Beta(1, 25), so some users stop well before their activity level.
 7. **Ratings** (1-5): round(3.4 + 0.7 q + 2 (affinity - 0.3) + N(0, 0.8)), clipped.
+8. **Trends** (`trend_strength` > 0; off by default, so the default log stays as it was). A
+   share `back_catalog` of the items is old and draws a steady attention; every other item is
+   released at a uniform time over the window, cannot be chosen before it, and its attention
+   rises over about two days and decays with its own time constant tau ~ LogNormal(log 30 days,
+   0.5): lifecycle(age) = (1 - exp(-age / 2 days)) exp(-age / tau), floored at 2%. The
+   log-weight gains trend_strength * c * log(lifecycle / back-catalog level), so new releases
+   draw the crowd and fade, and on a global time split the recently popular items predict the
+   future better than the all-time popular ones, as on MovieLens.
 
 None of RecoWorld's choice, dynamics or return-gap code is used. The seed fixes everything.
 """
@@ -53,6 +61,8 @@ def write_reference_log(
     zipf_exponent: float = 1.0,
     taste_strength: float = 8.0,
     min_per_user: int = 20,
+    trend_strength: float = 0.0,
+    back_catalog: float = 0.3,
 ) -> Path:
     """Write u.data, u.item, u.genre and u.user into `path` (created) and return it.
 
@@ -61,6 +71,8 @@ def write_reference_log(
     if n_items < 2 or n_users < 1 or min_per_user < 1:
         raise ValueError(f"need n_items >= 2, n_users >= 1, min_per_user >= 1; got {n_items}, {n_users}, "
                          f"{min_per_user}")
+    if trend_strength < 0 or not 0 <= back_catalog <= 1:
+        raise ValueError(f"need trend_strength >= 0 and back_catalog in [0, 1]; got {trend_strength}, {back_catalog}")
     rng = np.random.default_rng(seed)
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
@@ -75,6 +87,7 @@ def write_reference_log(
     rank = rng.permutation(n_items) + 1.0
     log_exposure = -zipf_exponent * np.log(rank) + 0.3 * quality
     write_item_files(root, item_genres, rng.integers(1930, 1998, n_items), rng)
+    lifecycle = _Lifecycles(rng, n_items, back_catalog) if trend_strength > 0 else None
 
     cap = max(min_per_user, n_items // 3)
     rows: list[str] = []
@@ -98,6 +111,8 @@ def write_reference_log(
             progress = done / target
             affinity = membership @ ((1.0 - progress) * taste0 + progress * taste1)
             logits = conformity * log_exposure + taste_strength * affinity + 0.4 * quality
+            if lifecycle is not None:
+                logits = logits + trend_strength * conformity * lifecycle.log_attention((t - T0) / 86400.0)
             keys = np.where(seen, -np.inf, logits + rng.gumbel(size=n_items))
             picked = np.argsort(-keys)[:size]
             seen[picked] = True
@@ -113,6 +128,28 @@ def write_reference_log(
     (root / "u.data").write_text("".join(rows), encoding="latin-1")
     (root / "u.user").write_text("".join(users), encoding="latin-1")
     return root
+
+
+class _Lifecycles:
+    """Release days and attention decay of every item (step 8 of the module docstring)."""
+
+    _RISE_DAYS, _FLOOR = 2.0, 0.02
+
+    def __init__(self, rng: np.random.Generator, n_items: int, back_catalog: float) -> None:
+        self.old = rng.random(n_items) < back_catalog
+        self.release = np.where(self.old, -np.inf, rng.uniform(0.0, _WINDOW_DAYS, n_items))
+        self.tau = rng.lognormal(np.log(30.0), 0.5, n_items)
+        self.old_level = np.log(0.3)
+
+    def log_attention(self, day: float) -> np.ndarray:
+        """Log attention relative to the back catalog's; -inf before release (the item cannot be chosen)."""
+        age = day - self.release
+        with np.errstate(invalid="ignore", over="ignore"):
+            level = (1.0 - np.exp(-age / self._RISE_DAYS)) * np.exp(-age / self.tau)
+        out = np.log(np.maximum(np.nan_to_num(level, nan=0.0), self._FLOOR)) - self.old_level
+        out[self.old] = 0.0
+        out[age < 0] = -np.inf
+        return out
 
 
 def _draw_genres(rng: np.random.Generator, prevalence: np.ndarray, k: int) -> np.ndarray:

@@ -146,10 +146,13 @@ class World:
         users: BatchUserSimulator,
         n_users: int,
         platform: SharedPlatform | None = None,
+        retriever: CandidateRetriever | None = None,
     ) -> None:
+        """`retriever` replaces the platform's candidate generator (a subclass with its own `retrieve`, e.g.
+        a recommender that serves its own ranking as `recoworld.evaluation.transfer` does)."""
         self.catalog, self.config, self.users, self.n_users = catalog, config, users, n_users
         self.platform = platform
-        self.retriever = CandidateRetriever(catalog, config.retrieval, config.n_candidates)
+        self.retriever = retriever or CandidateRetriever(catalog, config.retrieval, config.n_candidates)
         self.streams = UserStreams([np.random.default_rng(0)] * n_users)  # views seed them before use
         self.profiles: list[UserProfile] = []
         b, h, n = n_users, config.history_len, len(catalog)

@@ -1,0 +1,163 @@
+"""Transfer: the panel, item attention in time, the ranked world, and the whole check on a log with a known answer.
+
+The end-to-end test runs `recoworld transfer` on a reference log whose generator (not
+RecoWorld's user model: Zipf exposure, genre tastes, drift, item releases that rise and fade)
+decides the real future; the simulator, calibrated on the past only, must order the panel as
+that future does.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from recoworld.agents.log_rankers import PANEL, TrainLog, make_ranker
+from recoworld.cli import app
+from recoworld.config import WorldConfig
+from recoworld.data import DataConfig, prepare_world
+from recoworld.data.attention import fit_half_life, item_attention
+from recoworld.data.reference_log import write_reference_log
+from recoworld.evaluation.transfer import (
+    SimulatedWorld,
+    TransferConfig,
+    rank_agreement,
+    real_scores,
+    run_transfer,
+    simulated_scores,
+)
+
+DAY = 86400.0
+
+
+def _tiny_log() -> TrainLog:
+    """4 users, 6 items: items 0 and 1 always together, item 5 only lately, item 2 long ago and often."""
+    rows = [(0, 0, 0), (0, 1, 1), (1, 0, 2), (1, 1, 3), (2, 0, 4), (2, 2, 5), (3, 2, 6), (3, 2, 7),
+            (1, 2, 8), (0, 5, 100), (3, 5, 101), (2, 3, 102)]
+    users, items, days = (np.array(c) for c in zip(*rows))
+    frame = pd.DataFrame({"user_id": users.astype(str), "item_id": items.astype(str), "timestamp": days * DAY})
+    genres = [["a"], ["a"], ["b"], ["b", "c"], ["c"], ["a", "c"]]
+    return TrainLog.from_frame(frame, pd.Index(list("0123")), pd.Index(list("012345")), genres, 102 * DAY)
+
+
+def test_panel_rankers_rank_by_what_they_claim() -> None:
+    log = _tiny_log()
+    users = np.arange(4)
+    scores = {}
+    for name in PANEL:
+        ranker = make_ranker(name, seed=3)
+        ranker.fit(log)
+        scores[name] = ranker.scores(users)
+        assert scores[name].shape == (4, 6), name
+        assert np.isfinite(scores[name]).all(), name
+    assert np.argmax(scores["popularity"][0]) == 2  # four interactions, the most
+    assert np.argmax(scores["recent-popularity"][0]) == 5  # the only item of the last 30 days twice over
+    # Item 1 always co-occurs with item 0: a user who had only item 0 gets item 1 first from item-KNN.
+    assert scores["item-knn"][2, 1] > scores["item-knn"][2, 4]
+    # User 3 (only item 2 and 5) has genres b, a, c; topic-profile puts a "b" item above an "a"-only one.
+    assert scores["topic-profile"][3, 3] > scores["topic-profile"][3, 0]
+    with pytest.raises(Exception, match="unknown panel recommender 'svd'"):
+        make_ranker("svd")
+
+
+@pytest.mark.parametrize("name", ["als", "bpr", "random", "user-knn"])
+def test_panel_rankers_are_seeded(name: str) -> None:
+    log = _tiny_log()
+    a, b = make_ranker(name, seed=1), make_ranker(name, seed=1)
+    a.fit(log)
+    b.fit(log)
+    np.testing.assert_array_equal(a.scores(np.arange(4)), b.scores(np.arange(4)))
+
+
+def test_attention_decays_and_its_half_life_is_fitted_in_time() -> None:
+    items, times = np.array([0, 0, 1]), np.array([0.0, 10 * DAY, 20 * DAY])
+    np.testing.assert_allclose(item_attention(items, times, 3, 20 * DAY, np.inf), [2, 1, 0])
+    np.testing.assert_allclose(item_attention(items, times, 3, 20 * DAY, 10.0), [0.25 + 0.5, 1.0, 0.0])
+    np.testing.assert_allclose(item_attention(items, times, 3, 5 * DAY, 10.0), [2 ** -0.5, 0, 0])  # no future
+    rng = np.random.default_rng(0)
+    # A catalog whose hot item changes every 10 days: recent attention predicts, all-time counts do not.
+    t = np.sort(rng.uniform(0, 200, 20_000))
+    hot = (t // 10).astype(int) % 50
+    fad = np.where(rng.random(len(t)) < 0.7, hot, rng.integers(0, 50, len(t)))
+    assert np.isfinite(fit_half_life(fad, t * DAY, 50).half_life_days)
+    # A stationary catalog: every half-life predicts alike, and the longest memory wins ties of noise.
+    steady = rng.zipf(1.5, len(t)) % 50
+    assert fit_half_life(steady, t * DAY, 50).half_life_days >= 30
+
+
+def test_ranked_world_never_reoffers_what_was_consumed_or_just_shown(tmp_path: Path) -> None:
+    write_reference_log(tmp_path / "log", n_users=60, n_items=200, mean_activity=30, seed=2)
+    real = prepare_world(DataConfig(path=tmp_path / "log", split="global"))
+    world = SimulatedWorld("default", WorldConfig(catalog={"n_items": len(real.catalog)}), real.catalog,
+                           real.profiles)
+    users = [p.user_id for p in real.profiles[:20]]
+    order = np.tile(np.arange(len(real.catalog), dtype=np.int32), (len(users), 1))
+    sim = simulated_scores(world, users, order, 30.0, 10, seed=0)
+    again = simulated_scores(world, users, order, 30.0, 10, seed=0)
+    for key in sim:
+        np.testing.assert_array_equal(sim[key], again[key])  # the same seed, the same simulated users
+    assert sim["consumptions"].sum() > 0
+    assert (sim["retention"] > 0).all() and (sim["retention"] <= 1).all()
+
+
+def test_real_scores_and_rank_agreement() -> None:
+    order = np.array([[3, 1, 2, 0], [0, 1, 2, 3]])
+    ndcg, recall = real_scores(order, [np.array([3]), np.array([2, 3])], k=2)
+    np.testing.assert_allclose(ndcg, [1.0, 0.0])
+    np.testing.assert_allclose(recall, [1.0, 0.0])
+    rng = np.random.default_rng(0)
+    real = rng.random((50, 5)) + np.arange(5)
+    same = rank_agreement(real, real * 3 + 1, 100, 0)
+    assert same["spearman"] == pytest.approx(1.0) and same["kendall"] == pytest.approx(1.0)
+    assert same["spearman_ci"][0] > 0.5
+    reverse = rank_agreement(real, -real, 100, 0)
+    assert reverse["spearman"] == pytest.approx(-1.0)
+
+
+def test_transfer_needs_a_global_split(tmp_path: Path) -> None:
+    write_reference_log(tmp_path / "log", n_users=40, n_items=150, mean_activity=30, seed=1)
+    real = prepare_world(DataConfig(path=tmp_path / "log", split="per_user"))
+    world = SimulatedWorld("default", WorldConfig(catalog={"n_items": len(real.catalog)}), real.catalog,
+                           real.profiles)
+    with pytest.raises(Exception, match="global time split"):
+        run_transfer(real.split, list(real.catalog.item_ids), [list(g) for g in real.dataset.items["genres"]],
+                     [world], TransferConfig())
+
+
+@pytest.fixture(scope="module")
+def trending_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_reference_log(tmp_path_factory.mktemp("trend") / "log", n_users=400, n_items=800,
+                               mean_activity=60, trend_strength=1.0)
+
+
+def test_transfer_recovers_the_known_ranking_of_the_panel(trending_log: Path, tmp_path: Path) -> None:
+    out = tmp_path / "transfer"
+    result = CliRunner().invoke(app, ["transfer", "--data", str(trending_log), "--out", str(out), "--bootstrap",
+                                      "200", "--budget", "30"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "transfer.json").read_text())
+    for key in ("spearman", "spearman_ci", "kendall", "kendall_ci", "n_recommenders", "n_users"):
+        assert key in doc
+    assert doc["n_recommenders"] == len(PANEL) and doc["n_users"] >= 50
+    assert doc["world"] == "calibrated"
+    assert doc["spearman"] >= 0.8, doc["worlds"]
+    table = pd.read_csv(out / "transfer.csv")
+    assert set(table["world"]) == {"calibrated", "default"} and len(table) == 2 * len(PANEL)
+    real = table[table["world"] == "calibrated"].set_index("recommender")["ndcg"]
+    assert real.idxmin() == "random" and real.max() > 3 * real["random"]  # the known ranking is not flat
+    assert (out / "transfer.png").stat().st_size > 10_000
+    assert "Spearman" in result.output
+
+
+def test_transfer_bad_input_names_the_flag(trending_log: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["transfer", "--data", str(trending_log), "--out", str(tmp_path / "o"),
+                                      "--panel", "random,popularity,svd"])
+    assert result.exit_code == 2
+    assert "--panel" in result.output and "svd" in result.output
+    result = CliRunner().invoke(app, ["transfer", "--data", str(trending_log), "--out", str(tmp_path / "o"),
+                                      "--attention", "-3"])
+    assert result.exit_code == 2 and "--attention" in result.output
