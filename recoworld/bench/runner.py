@@ -36,6 +36,9 @@ from recoworld.storage import write_parquet_atomic
 
 #: Calibration effort when `--data` is a raw log rather than a `recoworld calibrate` folder.
 REAL_LOG_MOMENT_BUDGET, REAL_LOG_MOMENT_USERS = 10, 100
+#: The split a raw real-log is calibrated on: one global time cutoff, so nothing fitted reads the future
+#: (`recoworld.data.split`); the scenario's version records it.
+REAL_LOG_SPLIT = "global"
 
 
 @dataclass
@@ -154,7 +157,9 @@ def _run_simulate(scenario: Scenario, agents: list[str], out: Path, *, data: Pat
         rng = np.random.default_rng(np.random.SeedSequence(scenario.seed, spawn_key=(7,)))
         profiles = draw_profiles(calibrated.profiles, scenario.n_users, rng)
         inputs["data"] = str(data)
-        notes.append(f"{len(profiles)} of the log's {len(calibrated.profiles)} users, calibrated from {data}")
+        split = calibrated.report.get("data", {}).get("split", "per_user (a calibration older than the split field)")
+        notes.append(f"{len(profiles)} of the log's {len(calibrated.profiles)} users, calibrated from {data} "
+                     f"({split} split)")
     else:
         world = scenario.world_config(**({"llm": llm.model_dump()} if scenario.kind == "llm" and llm else {}))
         catalog = cached_catalog(world.catalog)
@@ -187,8 +192,9 @@ def _calibrated(data: Path, out: Path, seed: int) -> Any:
 
     if (data / "calibration.json").is_file():
         return load_calibration(data)
-    result = calibrate(CalibrationConfig(data=DataConfig(path=data, seed=seed), moment_budget=REAL_LOG_MOMENT_BUDGET,
-                                         moment_users=REAL_LOG_MOMENT_USERS, seed=seed))
+    result = calibrate(CalibrationConfig(data=DataConfig(path=data, seed=seed, split=REAL_LOG_SPLIT),
+                                         moment_budget=REAL_LOG_MOMENT_BUDGET, moment_users=REAL_LOG_MOMENT_USERS,
+                                         seed=seed))
     save_calibration(result, out)
     return result
 

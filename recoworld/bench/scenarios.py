@@ -14,7 +14,9 @@ Kinds:
   `run_shard`, no Ray): every recommender plays the shared-platform world twice, without
   and with the creator's new items, on the same users and seeds;
 - `llm`: `simulate` with LLM users on the configured OpenAI-compatible server (cached);
-- `real-log`: `simulate` on a world calibrated from the log given with `--data`.
+- `real-log`: `simulate` on a world calibrated from the log given with `--data`, on the
+  interactions before one global time cutoff (`runner.REAL_LOG_SPLIT`; version 1.0 used the
+  leaky per-user split).
 """
 
 from __future__ import annotations
@@ -142,8 +144,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
         metrics=["retention", "ctr", "instruction_rate", "llm_fallback_rate"],
     ),
     Scenario(
-        name="real-log", version="1.0", seed=6, n_users=100, kind="real-log",
-        description="users and items of a log you supply (--data), calibrated; 30 days",
+        name="real-log", version="1.1", seed=6, n_users=100, kind="real-log",
+        description="users and items of a log you supply (--data), calibrated before a global time cutoff; 30 days",
         world={"horizon_days": 30},
         metrics=["retention", "churn_rate", "ctr", "sessions_per_user"],
     ),

@@ -28,6 +28,7 @@ only, because a real log has no record of visits without a consumption.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,21 +80,34 @@ def _catalog_rows(catalog: Catalog, item_ids: np.ndarray, source: str) -> np.nda
 
 def _finish(
     name: str, frame: pd.DataFrame, window: pd.Series, horizon_days: float, impressions: bool, ratings: bool,
+    per_user_origin: bool = True,
 ) -> ConsumptionLog:
-    """Times relative to each user's first event; rows sorted by user, then time (stable)."""
+    """Times relative to each user's first event (or kept, from a common origin); rows sorted by user,
+    then time (stable)."""
     frame = frame.sort_values(["user", "time"], kind="stable").reset_index(drop=True)
-    frame["time"] = frame["time"] - frame.groupby("user")["time"].transform("min")
+    if per_user_origin:
+        frame["time"] = frame["time"] - frame.groupby("user")["time"].transform("min")
     return ConsumptionLog(name, frame, window.astype(np.float64), horizon_days, impressions, ratings)
 
 
 def from_interactions(
     interactions: pd.DataFrame, catalog: Catalog, rating_scale: tuple[float, float] | None,
-    horizon_days: float, name: str = "real",
+    horizon_days: float, name: str = "real", observed_until: float | None = None, start: float | None = None,
+    users: Sequence[str] = (),
 ) -> ConsumptionLog:
     """A real log (`Dataset.interactions` columns) seen through each user's first `horizon_days`.
 
     Clipping every user to the simulated horizon compares like with like: a simulated user
-    lives exactly that long, starting on day 0.
+    lives exactly that long, starting on day 0. `observed_until` (a timestamp, seconds) is
+    when the source stopped observing: the end of the period the interactions come from (a
+    split's cutoff, the log's end); by default the latest of `interactions`, which a subset
+    of users can reach before the period ends.
+
+    With `start` (a timestamp, seconds: a split's cutoff) every user is seen from that common
+    origin instead: times count from `start`, the first `horizon_days` after it are kept, and
+    every user of `users` is observed for the whole window, with or without events. That is
+    the position of users simulated from the cutoff: all of them exist on day 0, and a real
+    user who never comes back after the cutoff is a user with no consumption, not a missing one.
     """
     item = _catalog_rows(catalog, interactions["item_id"].to_numpy(), "the log")
     days = interactions["timestamp"].to_numpy(np.float64) / SECONDS_PER_DAY
@@ -104,11 +118,20 @@ def from_interactions(
     frame = pd.DataFrame({"user": interactions["user_id"].astype(str).to_numpy(), "item": item,
                           "time": days, "consumed": ~(implicit_01 & (rating == 0)),
                           "positive": positive.astype(np.float64)})
+    latest = float(days.max()) if len(days) else -np.inf
+    last = latest if observed_until is None else max(latest, observed_until / SECONDS_PER_DAY)
+    impressions = implicit_01 and bool((frame["consumed"] == 0).any())
+    if start is not None:
+        origin = start / SECONDS_PER_DAY
+        frame["time"] = frame["time"] - origin
+        frame = frame[((frame["time"] >= 0) & (frame["time"] < horizon_days)).to_numpy()]
+        ids = list(dict.fromkeys([*map(str, users), *frame["user"].unique()]))
+        window = pd.Series(min(horizon_days, last - origin), index=pd.Index(ids, dtype=object), dtype=np.float64)
+        return _finish(name, frame, window, horizon_days, impressions, ratings=explicit is not None,
+                       per_user_origin=False)
     first = frame.groupby("user")["time"].transform("min")
     frame = frame[(frame["time"] - first).to_numpy() < horizon_days]
-    last = days.max()
     window = (last - frame.groupby("user")["time"].min()).clip(upper=horizon_days)
-    impressions = implicit_01 and bool((frame["consumed"] == 0).any())
     return _finish(name, frame, window, horizon_days, impressions, ratings=explicit is not None)
 
 

@@ -1,4 +1,10 @@
-"""Human-facing output of a validation: the terminal table, `validity.csv` and one figure."""
+"""Human-facing output of a validation: the terminal table, `validity.csv` and one figure per period.
+
+Every output names its period: the out-of-sample column (the test period after the cutoff,
+which nothing fitted has seen: the headline) and the in-sample column (the train period, which
+calibration fitted). `validity.png` is the out-of-sample figure, `validity_in_sample.png` the
+in-sample one.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from matplotlib.ticker import NullFormatter
 from rich.table import Table
 
 from recoworld.validity.facts import Fact
-from recoworld.validity.run import RANKING, ValidityResult, headline
+from recoworld.validity.run import IN_SAMPLE, OUT_OF_SAMPLE, PERIODS, RANKING, Period, ValidityResult, headline
 
 #: Distribution facts drawn as empirical CDFs: (fact, x label, log x axis).
 _CDFS = (
@@ -36,38 +42,60 @@ def _fmt(x: object) -> str:
     return f"{value:.3g}" if abs(value) >= 1000 or (value != 0 and abs(value) < 0.001) else f"{value:.3f}"
 
 
-def validity_table(result: ValidityResult, title: str = "Validity: simulated vs real users") -> Table:
-    """One row per (fact, statistic): the real value, then each world's value and distance (Δ).
+def describe_period(period: Period) -> str:
+    """`out-of-sample (test period after the cutoff, never fitted; 30 days): real 148 of 200 users with consumptions;
+    simulated: default 200`: who is actually compared on each side."""
+    sims = ", ".join(f"{w} {n}" for w, n in period.simulated_users.items())
+    return (f"{period.name} ({period.description}; {period.horizon_days:g} days): real {period.real_users} of "
+            f"{period.compared} users with consumptions; simulated: {sims}")
 
-    The world closest to the log on a row is shown in green.
+
+def validity_table(result: ValidityResult, title: str = "Validity: simulated vs real users") -> Table:
+    """One row per (fact, statistic): per period (out-of-sample first, then in-sample), the real
+    value, then each world's value and distance (Δ).
+
+    Within a period, the world closest to the log on a row is shown in green.
     """
     rows = result.rows
     worlds = list(dict.fromkeys(rows["world"]))
-    table = Table(title=f"{title} ({len(result.users)} users, {result.horizon_days:g} days)")
+    periods = [p for p in PERIODS if p in result.periods]
+    header = "; ".join(describe_period(result.periods[p]) for p in periods)
+    table = Table(title=f"{title}, {len(result.users)} users drawn\n{header}")
     table.add_column("fact", style="bold")
     table.add_column("statistic")
-    table.add_column("real", justify="right")
-    for w in worlds:
-        table.add_column(w, justify="right")
-    for (fact, stat), group in rows.groupby(["fact", "statistic"], sort=False):
+    for p in periods:
+        table.add_column(f"real\n{p}", justify="right")
+        for w in worlds:
+            table.add_column(f"{w}\n{p}", justify="right")
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for (fact, stat, period), group in rows.groupby(["fact", "statistic", "period"], sort=False):
+        out = cells.setdefault((str(fact), str(stat)), {})
         real = group["real"].iloc[0]
         note = next((n for n in group["note"] if isinstance(n, str)), None)
         real_cell = _fmt(real) if not pd.isna(real) else (note or "-")
+        out[f"real|{period}"] = real_cell
         best = group["distance"].min()
-        cells = {}
         for _, r in group.iterrows():
+            key = f"{r['world']}|{period}"
             if pd.isna(r["value"]):
-                cells[r["world"]] = r["note"] if isinstance(r["note"], str) and r["note"] != real_cell else "-"
+                out[key] = r["note"] if isinstance(r["note"], str) and r["note"] != real_cell else "-"
                 continue
-            text = _fmt(r["value"]) if pd.isna(r["real"]) else f"{_fmt(r['value'])} (Δ {_fmt(r['distance'])})"
+            text = _fmt(r["value"]) if pd.isna(r["real"]) or pd.isna(r["distance"]) else (
+                f"{_fmt(r['value'])} (Δ {_fmt(r['distance'])})")
             closest = len(worlds) > 1 and r["distance"] == best
-            cells[r["world"]] = f"[green]{text}[/green]" if closest else text
-        table.add_row(str(fact), str(stat), real_cell, *(cells.get(w, "") for w in worlds))
+            out[key] = f"[green]{text}[/green]" if closest else text
+    for (fact, stat), out in cells.items():
+        table.add_row(fact, stat, *(out.get(f"{src}|{p}", "") for p in periods for src in ["real", *worlds]))
     if len(worlds) > 1:
-        head = headline(result.rows).pivot(index="fact", columns="world", values="distance").dropna(how="all")
-        closest = head.idxmin(axis=1).value_counts()
-        table.caption = "closest to the log on each fact's headline statistic: " + ", ".join(
-            f"{w} on {int(closest.get(w, 0))} of {len(head)} facts" for w in worlds)
+        parts = []
+        for p in periods:
+            head = headline(rows, p).pivot(index="fact", columns="world", values="distance").dropna(how="all")
+            if not len(head):
+                continue
+            closest = head.idxmin(axis=1).value_counts()
+            parts.append(f"{p}: " + ", ".join(f"{w} on {int(closest.get(w, 0))} of {len(head)} facts"
+                                              for w in worlds))
+        table.caption = "closest to the log on each fact's headline statistic, " + "; ".join(parts)
     return table
 
 
@@ -93,15 +121,16 @@ def _cdf(ax: Axes, facts: dict[str, dict[str, Fact]], fact: str, label: str, log
     ax.set_ylabel("CDF")
 
 
-def plot_validity(result: ValidityResult, path: str | Path) -> Path:
-    """A 3x3 figure: ranking, positive rate, the Lorenz curve, five CDFs and the return curve."""
+def plot_validity(result: ValidityResult, path: str | Path, period: str = OUT_OF_SAMPLE) -> Path:
+    """A 3x3 figure of one period (titled with it): ranking, positive rate, the Lorenz curve, five CDFs
+    and the return curve."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    facts = result.facts
+    facts = result.facts[period]
     fig, axes = plt.subplots(3, 3, figsize=(16, 13))
     ax = axes.ravel()
 
-    rows = result.rows
+    rows = result.rows[result.rows["period"] == period]
     auc = rows[(rows["fact"] == RANKING) & rows["statistic"].str.startswith("AUC")]
     if len(auc):
         table = auc.pivot(index="world", columns="statistic", values="value").reindex(rows["world"].unique())
@@ -113,7 +142,8 @@ def plot_validity(result: ValidityResult, path: str | Path) -> Path:
         ax[0].set_xlabel("")
         ax[0].set_title("ranking fidelity: held-out AUC")
     else:
-        _missing(ax[0], "ranking fidelity", "no world")
+        _missing(ax[0], "ranking fidelity", "held-out items only: see the out-of-sample figure"
+                 if period == IN_SAMPLE else "no world")
 
     rates = {src: f["positive rate"].stats for src, f in facts.items()}
     stats = list(dict.fromkeys(s for st in rates.values() for s in st))
@@ -150,16 +180,19 @@ def plot_validity(result: ValidityResult, path: str | Path) -> Path:
         ax[8].set_ylabel("share of users active that day")
     else:
         _missing(ax[8], "return curve", facts["real"]["return curve"].missing.get("*", "no data"))
+    fig.suptitle(describe_period(result.periods[period]), fontsize=13)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def write_validity(result: ValidityResult, out: str | Path) -> tuple[Path, Path]:
-    """`validity.csv` (one row per fact x statistic x world) and `validity.png` in `out`."""
+def write_validity(result: ValidityResult, out: str | Path) -> tuple[Path, Path, Path]:
+    """`validity.csv` (one row per period x fact x statistic x world), `validity.png` (out of sample)
+    and `validity_in_sample.png` in `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "validity.csv"
     result.rows.to_csv(csv, index=False)
-    return csv, plot_validity(result, out / "validity.png")
+    return (csv, plot_validity(result, out / "validity.png", OUT_OF_SAMPLE),
+            plot_validity(result, out / "validity_in_sample.png", IN_SAMPLE))
