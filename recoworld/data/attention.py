@@ -10,11 +10,15 @@ The model is one exponentially decayed count per item, read at a time `at`:
     attention_i(at) = sum over the item's interactions k before `at` of 2 ** (-(at - t_k) / half_life)
 
 `half_life_days=inf` gives back the all-time count. `fit_half_life` picks the half-life from
-the log itself, honestly in time: the train period is cut at its own late quantile, the
+the log itself, honestly in time: the train period is cut `horizon_days` before its end, the
 attention at that inner cutoff is computed from the interactions before it, and the
-half-life whose attention best predicts the interactions after it (multinomial
-log-likelihood of which items were chosen, Laplace-smoothed) wins. Only the data before
-the outer cutoff is ever read, so the future the fit is judged on stays unseen.
+half-life whose attention best predicts the interactions of the `horizon_days` after it
+(multinomial log-likelihood of which items were chosen, add-one smoothed) wins. Only the
+data before the outer cutoff is ever read, so the future the world is judged on stays
+unseen. The horizon matters: a world's popularity is read once, at the cutoff, and then
+serves the whole simulated horizon, so the half-life that predicts the next day (what is hot
+now) is shorter than the one that predicts the next two months (what is hot now and still
+drawn then). Fit it for the horizon the world will simulate.
 """
 
 from __future__ import annotations
@@ -58,14 +62,16 @@ class HalfLifeFit:
                 "loglik_per_choice": {key(h): v for h, v in self.loglik_per_choice.items()}}
 
 
-def fit_half_life(items: np.ndarray, times: np.ndarray, n_items: int, judge_fraction: float = 0.25,
+def fit_half_life(items: np.ndarray, times: np.ndarray, n_items: int, horizon_days: float = 60.0,
                   grid: tuple[float, ...] = HALF_LIFE_GRID) -> HalfLifeFit:
-    """The half-life whose attention at the train period's `1 - judge_fraction` time quantile best predicts
-    the choices after it (module docstring). `items`/`times` are the train log only."""
+    """The half-life whose attention `horizon_days` before the train log's end best predicts the choices of
+    those last days (module docstring); on a log shorter than twice the horizon, the inner cutoff is its
+    middle instead. `items`/`times` are the train log only."""
     items, times = np.asarray(items, dtype=np.int64), np.asarray(times, dtype=np.float64)
-    if not 0 < judge_fraction < 1:
-        raise ValueError(f"judge_fraction must be in (0, 1), got {judge_fraction}")
-    inner = float(np.quantile(times, 1 - judge_fraction))
+    if not horizon_days > 0:
+        raise ValueError(f"horizon_days must be > 0, got {horizon_days}")
+    start, end = float(times.min()), float(times.max())
+    inner = max(end - horizon_days * SECONDS_PER_DAY, (start + end) / 2)
     after = times > inner
     if not after.any() or after.all():
         raise ValueError("fit_half_life: the train log has no interactions on one side of its inner cutoff "

@@ -71,6 +71,10 @@ class RepresentationConfig(StrictModel):
         None, description="popularity as the attention at the end of the log, counts decayed with this half-life "
         "(`recoworld.data.attention`); 'fit' picks it from the log's own late choices; None: all-time counts",
     )
+    popularity_horizon_days: float = Field(
+        60.0, gt=0, description="'fit': the half-life that best predicts this many days ahead, the horizon the "
+        "world will simulate (validate's and transfer's default cap)",
+    )
     seed: int = Field(0, ge=0, description="seed of the TF-IDF projection and the quantizer")
 
     @field_validator("popularity_half_life_days")
@@ -164,7 +168,7 @@ def build_catalog(dataset: Dataset, interactions: pd.DataFrame, config: Represen
         raise CatalogFormatError("interactions name items that are not in the dataset's item table")
     idx = idx.astype(np.int64)
     popularity, half_life = _popularity(idx, interactions["timestamp"].to_numpy(np.float64), n,
-                                        cfg.popularity_half_life_days)
+                                        cfg.popularity_half_life_days, cfg.popularity_horizon_days)
     quality = _quality(idx, interactions["rating"].to_numpy(np.float64), n, dataset.rating_scale,
                        cfg.quality_prior_weight)
     duration = (items["duration_min"].to_numpy(np.float64) if "duration_min" in items.columns
@@ -219,14 +223,14 @@ def build_catalog(dataset: Dataset, interactions: pd.DataFrame, config: Represen
     )
 
 
-def _popularity(idx: np.ndarray, times: np.ndarray, n: int,
-                half_life: float | Literal["fit"] | None) -> tuple[np.ndarray, str]:
+def _popularity(idx: np.ndarray, times: np.ndarray, n: int, half_life: float | Literal["fit"] | None,
+                horizon_days: float) -> tuple[np.ndarray, str]:
     """Add-one smoothed popularity (so unseen items stay reachable): all-time counts, or the attention at the
     log's last time with a given or fitted half-life; and the half-life used, as text ("inf": all-time)."""
     if half_life is None or not len(idx):
         counts, used = np.bincount(idx, minlength=n).astype(np.float64), "inf"
     else:
-        days = fit_half_life(idx, times, n).half_life_days if half_life == "fit" else float(half_life)
+        days = fit_half_life(idx, times, n, horizon_days).half_life_days if half_life == "fit" else float(half_life)
         counts = item_attention(idx, times, n, float(times.max()), days)
         # Decayed counts are in units of "recent interactions"; add-one stays one interaction's mean weight.
         counts = counts * len(idx) / max(counts.sum(), 1e-12)
