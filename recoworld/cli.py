@@ -80,6 +80,12 @@ EMBEDDING_HELP = ("item representation for --data: auto (= mf, factors learned f
 DATA_FLAGS = {"path": "--data", "representation": "--embedding", "seed": "--seed", "split": "--split",
               "test_fraction": "--test-fraction"}
 CALIBRATED_HELP = "a calibrated world (the --out of `recoworld calibrate`): its world config, catalog and users"
+SPLIT_HELP = ("global (default): one time cutoff, nothing fitted sees an interaction after it; per_user: each "
+              "user's latest interactions held out, which LEAKS other users' later interactions into train (Ji et "
+              "al., TOIS 2023)")
+PASSES_HELP = ("passes of shuffled slates behind the simulated AUC (users click a few percent of what they see, so "
+               "few passes measure the pass count); default: DEFAULT_PASSES of recoworld.evaluation.fidelity (200), "
+               "the same in fidelity and validate")
 
 
 def _real_world(data: Path, embedding: str, seed: int, **split: object) -> RealWorld:
@@ -343,27 +349,33 @@ def study(
 def fidelity(
     data: Annotated[Path, typer.Option(help=DATA_HELP)],
     embedding: Annotated[str, typer.Option(help=EMBEDDING_HELP)] = "auto",
-    split: Annotated[str, typer.Option(help="per_user (each user's latest interactions) or global (one cutoff)")]
-    = "per_user",
+    split: Annotated[str, typer.Option(help=SPLIT_HELP)] = "global",
     test_fraction: Annotated[float, typer.Option(help="share of interactions held out, by time")] = 0.2,
     negatives: Annotated[int, typer.Option(help="sampled negatives per user; 0 ranks every unseen item")] = 99,
     users: Annotated[int | None, typer.Option(help="evaluate at most this many users")] = None,
     llm_users: Annotated[int, typer.Option(help="also score LLM users on the first N users (slow); 0 = skip")] = 0,
     config: Annotated[Path | None, typer.Option(help="world config (YAML or JSON): choice model, LLM backend")] = None,
     calibrated: Annotated[Path | None, typer.Option(help=CALIBRATED_HELP + "; scored with its own split")] = None,
-    passes: Annotated[int, typer.Option(min=1, help="passes of sampled reactions per simulated user; calibrated users "
-                                             "click rarely, as real ones do, and need about 200")] = 5,
+    passes: Annotated[int | None, typer.Option(help=PASSES_HELP)] = None,
     seed: Annotated[int, typer.Option(help="seed of the negatives, the simulated users and tie-breaks")] = 0,
-    out: Annotated[Path, typer.Option(help="output directory")] = Path("runs/fidelity"),
+    out: Annotated[Path, typer.Option(help="output directory: fidelity.csv, fidelity.json, "
+                                           "fidelity_per_user.parquet")] = Path("runs/fidelity"),
 ) -> None:
-    """How well simulated users, initialised from a real train log, rank the real held-out interactions."""
+    """How well simulated users, initialised from a real train log, rank the real held-out interactions.
+
+    Every test user is accounted for: warm users (train history, new held-out items) and cold-start
+    users (no train history, scored with the population's prior profile) are separate row groups of
+    fidelity.csv, and fidelity.json holds the counts, the split and its leakage."""
+    import json
+
     import pandas as pd
     import pyarrow as pa
 
     from recoworld.evaluation.fidelity import (
+        DEFAULT_PASSES,
         FidelityConfig,
         default_scorers,
-        eval_users,
+        eval_population,
         evaluate,
         fidelity_table,
         llm_scorer,
@@ -377,17 +389,22 @@ def fidelity(
                        {"n_negatives": negatives, "max_users": users, "seed": seed})
         if llm_users < 0:
             raise RecoWorldError(f"--llm-users {llm_users}: give 0 (no LLM users) or a positive number of users")
+        if passes is not None and passes < 1:
+            raise RecoWorldError(f"--passes {passes}: give at least 1 pass of shuffled slates")
         fitted = _calibrated(calibrated, config) if calibrated is not None else None
         real = _real_for(data, embedding, seed, fitted, calibrated, split=split, test_fraction=test_fraction)
         if fitted is not None:
             world, real.catalog, real.profiles = fitted.world, fitted.catalog, fitted.profiles
         world = _llm_ready(world, out, calls_model=llm_users > 0)
-        evaluated = eval_users(real.catalog, real.profiles, real.split.train, real.split.test, cfg)
-        if not evaluated:
-            raise RecoWorldError("no user has both train history and new held-out items; lower --test-fraction")
+        population = eval_population(real.catalog, real.profiles, real.split.train, real.split.test, cfg)
+        if not population.users:
+            raise RecoWorldError(f"no test user to score ({population.describe()}); raise --test-fraction")
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None
-    runs = [(default_scorers(real.catalog, world, repeats=passes), evaluated)]
+    passes = DEFAULT_PASSES if passes is None else passes
+    console.print(population.describe(), soft_wrap=True, highlight=False)
+    evaluated = population.warm
+    runs = [(default_scorers(real.catalog, world, repeats=passes), population.users)]
     llm = None
     if llm_users > 0:
         try:
@@ -413,8 +430,15 @@ def fidelity(
         console.print(f"LLM users: {dict(getattr(llm.simulator, 'stats', {}))}", highlight=False)
     out.mkdir(parents=True, exist_ok=True)
     summary.to_csv(out / "fidelity.csv", index=False)
+    leak = real.split.leakage()
+    (out / "fidelity.json").write_text(json.dumps({
+        "users": population.counts, "passes": passes, "negatives": cfg.n_negatives, "seed": cfg.seed,
+        "split": {"mode": real.split.mode, "test_fraction": test_fraction, "cutoff": real.split.cutoff,
+                  "describe": real.split.describe(), "leakage": vars(leak)},
+    }, indent=2) + "\n")
     write_parquet_atomic(pa.Table.from_pandas(per_user, preserve_index=False), out / "fidelity_per_user.parquet")
-    console.print(f"summary: {out / 'fidelity.csv'}  per user: {out / 'fidelity_per_user.parquet'}")
+    console.print(f"summary: {out / 'fidelity.csv'}  users and split: {out / 'fidelity.json'}  "
+                  f"per user: {out / 'fidelity_per_user.parquet'}")
 
 
 VALIDATE_FLAGS = {"users": "--users", "days": "--days", "max_days": "--max-days", "agent": "--agent",
@@ -433,17 +457,26 @@ def validate(
                                             "what a log without impressions identifies)")] = "random",
     candidates: Annotated[str, typer.Option(help="uniform: candidates drawn uniformly from the catalog; world: "
                                                  "each world's retrieval")] = "uniform",
-    passes: Annotated[int, typer.Option(help="passes of shuffled slates behind the simulated AUC")] = 200,
+    passes: Annotated[int | None, typer.Option(help=PASSES_HELP)] = None,
     fidelity_users: Annotated[int, typer.Option(help="users of the held-out ranking fidelity")] = 100,
     llm_users: Annotated[int, typer.Option(help="also simulate N LLM users (world config's llm); 0 = skip")] = 0,
     llm_turns: Annotated[int, typer.Option(help="turns per LLM user")] = 20,
     config: Annotated[Path | None, typer.Option(help="world config (YAML or JSON) of the default world")] = None,
     calibrated: Annotated[Path | None, typer.Option(help=CALIBRATED_HELP + "; compared next to the default")]
     = None,
+    split: Annotated[str, typer.Option(help=SPLIT_HELP + "; a --calibrated world's own split wins")] = "global",
+    test_fraction: Annotated[float, typer.Option(help="share of interactions after the cutoff: the out-of-sample "
+                                                     "period")] = 0.2,
     seed: Annotated[int, typer.Option(help="seed of the users drawn, the simulation and the negatives")] = 0,
-    out: Annotated[Path, typer.Option(help="output directory: validity.csv, validity.png")] = Path("runs/validate"),
+    out: Annotated[Path, typer.Option(help="output directory: validity.csv, validity.png (out of sample), "
+                                           "validity_in_sample.png")] = Path("runs/validate"),
 ) -> None:
-    """Compare simulated and real users on the same users and items: stylized facts, distances, plots."""
+    """Compare simulated and real users on the same users and items: stylized facts, distances, plots.
+
+    The headline column is out of sample: the period after the split's cutoff, which neither the
+    calibration nor the profiles saw, simulated from the cutoff. The in-sample column (the train
+    period, which calibration fitted) is second."""
+    from recoworld.evaluation.fidelity import DEFAULT_PASSES
     from recoworld.evaluation.simulation import load_world
     from recoworld.validity import SimWorld, ValidityConfig, validity_table, write_validity
     from recoworld.validity import validate as run
@@ -451,10 +484,10 @@ def validate(
     try:
         cfg = _options(ValidityConfig, VALIDATE_FLAGS, {
             "users": users, "days": days, "max_days": max_days, "agent": agent, "candidates": candidates,
-            "passes": passes, "fidelity_users": fidelity_users, "llm_users": llm_users, "llm_max_steps": llm_turns,
-            "seed": seed})
+            "passes": DEFAULT_PASSES if passes is None else passes, "fidelity_users": fidelity_users,
+            "llm_users": llm_users, "llm_max_steps": llm_turns, "seed": seed})
         fitted = _calibrated(calibrated, None) if calibrated is not None else None
-        real = _real_for(data, embedding, seed, fitted, calibrated)
+        real = _real_for(data, embedding, seed, fitted, calibrated, split=split, test_fraction=test_fraction)
         default = _llm_ready(load_world(config), out, calls_model=llm_users > 0)  # LLM users run on its llm
         worlds = [SimWorld("default", default, real.catalog, real.profiles)]
         if fitted is not None:
@@ -472,8 +505,8 @@ def validate(
         from recoworld.llm import shared_backend
 
         console.print(shared_backend(worlds[0].world.llm).usage.describe(), soft_wrap=True, highlight=False)
-    csv, png = write_validity(result, out)
-    console.print(f"table: {csv}  plots: {png}")
+    csv, png, png_in = write_validity(result, out)
+    console.print(f"table: {csv}  plots: {png} (out of sample), {png_in} (in sample)")
 
 
 @app.command()
@@ -482,7 +515,7 @@ def calibrate(
     out: Annotated[Path, typer.Option(help="output directory: world.yaml, profiles.jsonl, catalog.parquet, "
                                            "calibration.json")] = Path("runs/calibrated"),
     embedding: Annotated[str, typer.Option(help=EMBEDDING_HELP)] = "auto",
-    split: Annotated[str, typer.Option(help="per_user or global; only the train part is fitted")] = "per_user",
+    split: Annotated[str, typer.Option(help=SPLIT_HELP + "; only the train part is fitted")] = "global",
     test_fraction: Annotated[float, typer.Option(help="share of interactions held out, by time")] = 0.2,
     budget: Annotated[int, typer.Option(help="evaluation budget of the simulated-moments fit")] = 60,
     seed: Annotated[int, typer.Option(help="seed of the sampled negatives and the simulated users")] = 0,
@@ -490,7 +523,7 @@ def calibrate(
     """Fit the parametric user to a real log; write a world config, the users and the fit report."""
     from recoworld.calibration import CalibrationConfig, save_calibration
     from recoworld.calibration import calibrate as run
-    from recoworld.calibration.report import calibration_table
+    from recoworld.calibration.report import calibration_table, fit_check_table, folds_table
 
     try:
         cfg = _options(CalibrationConfig, {**{f"data.{k}": v for k, v in DATA_FLAGS.items()},
@@ -507,8 +540,89 @@ def calibrate(
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None
     console.print(calibration_table(result.report))
+    console.print(folds_table(result.report))
+    console.print(fit_check_table(result.report))
+    for warning in result.report.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"calibrated world: {path} (world.yaml, profiles.jsonl, catalog.parquet, calibration.json); "
                   f"use it: recoworld simulate --calibrated {path}")
+
+
+@app.command()
+def transfer(
+    data: Annotated[Path, typer.Option(help=DATA_HELP)],
+    out: Annotated[Path, typer.Option(help="output directory: transfer.csv, transfer.json, transfer.png")]
+    = Path("runs/transfer"),
+    calibrated: Annotated[Path | None, typer.Option(help=CALIBRATED_HELP + "; fitted on this log with a global "
+                                                   "split (default: calibrate here, on the past only)")] = None,
+    embedding: Annotated[str, typer.Option(help=EMBEDDING_HELP)] = "auto",
+    test_fraction: Annotated[float, typer.Option(help="share of the log's time after the cutoff, by timestamp "
+                                                      "quantile")] = 0.2,
+    attention: Annotated[str, typer.Option(help="item popularity in the worlds: none (all-time counts of the "
+                                                "past, a world static in time), fit (attention decayed with a "
+                                                "half-life fitted on the past), or a half-life in days")] = "none",
+    panel: Annotated[str | None, typer.Option(help="comma-separated panel recommenders (default: all of "
+                                                   "recoworld.agents.log_rankers.PANEL)")] = None,
+    users: Annotated[int | None, typer.Option(help="judge at most N users (drawn with the seed)")] = None,
+    days: Annotated[float | None, typer.Option(help="simulated horizon; default: the log's future, capped")] = None,
+    max_days: Annotated[float, typer.Option(help="cap of the default horizon, in days")] = 60.0,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples of users behind the intervals")] = 1000,
+    budget: Annotated[int, typer.Option(help="evaluation budget of the calibration's simulated-moments fit")] = 60,
+    seed: Annotated[int, typer.Option(help="seed of the calibration, the panel, the simulated users")] = 0,
+) -> None:
+    """Does the simulator order recommenders as the real future does? A panel trained on the past, scored on
+    the real users' future (NDCG@k) and by simulated users (consumptions); rank correlation with CIs."""
+    from recoworld.calibration import CalibrationConfig, load_calibration
+    from recoworld.calibration import calibrate as fit
+    from recoworld.config import WorldConfig
+    from recoworld.data import DataConfig, prepare_world
+    from recoworld.evaluation.transfer import (
+        SimulatedWorld,
+        TransferConfig,
+        run_transfer,
+        transfer_table,
+        write_transfer,
+    )
+
+    try:
+        _writable_dir(out, "--out")
+        half_life: float | str | None = {"fit": "fit", "none": None}.get(attention, attention)
+        names = [p.strip() for p in panel.split(",") if p.strip()] if panel is not None else None
+        cfg = _options(TransferConfig, {"panel": "--panel", "max_users": "--users", "days": "--days",
+                                        "max_days": "--max-days", "bootstrap": "--bootstrap", "seed": "--seed"},
+                       {"max_users": users, "days": days, "max_days": max_days, "bootstrap": bootstrap, "seed": seed,
+                        **({"panel": names} if names is not None else {})})
+        data_cfg = _options(DataConfig, {**DATA_FLAGS, "representation.popularity_half_life_days": "--attention",
+                                              "representation.embedding": "--embedding"}, {
+            "path": data, "split": "global", "test_fraction": test_fraction, "seed": seed,
+            "representation": {"embedding": embedding, "popularity_half_life_days": half_life}})
+        with console.status(f"loading {data}"):
+            real = prepare_world(data_cfg)
+        console.print(real.describe(), highlight=False)
+        if calibrated is not None:
+            fitted = load_calibration(calibrated)
+            if fitted.report.get("data", {}).get("split") != "global":
+                raise ConfigError(f"--calibrated {calibrated}: it was fitted on a "
+                                  f"{fitted.report.get('data', {}).get('split', 'unknown')} split; transfer needs a "
+                                  "global one (recoworld calibrate --split global), or leave --calibrated out")
+        else:
+            with console.status("calibrating on the past (choices, sessions, simulated moments)"):
+                fitted = fit(_options(CalibrationConfig, {"moment_budget": "--budget"},
+                                      {"data": data_cfg, "moment_budget": budget, "seed": seed}))
+        default = WorldConfig(catalog={"n_items": len(real.catalog)})
+        worlds = [SimulatedWorld("calibrated", fitted.world, fitted.catalog, fitted.profiles),
+                  SimulatedWorld("default", default, real.catalog, real.profiles)]
+        genres = [list(g) for g in real.dataset.items["genres"]]
+        with console.status("transfer") as status:
+            result = run_transfer(real.split, list(real.catalog.item_ids), genres, worlds, cfg,
+                                  progress=lambda msg: (status.update(msg), console.log(msg)))
+    except (RecoWorldError, FileNotFoundError, ValueError) as err:
+        raise _fail(err) from None
+    console.print(transfer_table(result))
+    for note in result.notes:
+        console.print(note, soft_wrap=True, highlight=False)
+    csv, js, png = write_transfer(result, out)
+    console.print(f"table: {csv}  agreement: {js}  plot: {png}")
 
 
 @app.command()
