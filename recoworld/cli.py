@@ -568,6 +568,9 @@ def transfer(
     max_days: Annotated[float, typer.Option(help="cap of the default horizon, in days")] = 60.0,
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples of users behind the intervals")] = 1000,
     budget: Annotated[int, typer.Option(help="evaluation budget of the calibration's simulated-moments fit")] = 60,
+    circularity: Annotated[bool, typer.Option(help="also calibrate a world whose mf representation is learned "
+                                                   "from one half of the users, judged on the other half (a "
+                                                   "simulator living in the ALS space may favour ALS)")] = True,
     seed: Annotated[int, typer.Option(help="seed of the calibration, the panel, the simulated users")] = 0,
 ) -> None:
     """Does the simulator order recommenders as the real future does? A panel trained on the past, scored on
@@ -576,6 +579,7 @@ def transfer(
     from recoworld.calibration import calibrate as fit
     from recoworld.config import WorldConfig
     from recoworld.data import DataConfig, prepare_world
+    from recoworld.data.items import user_halves
     from recoworld.evaluation.transfer import (
         SimulatedWorld,
         TransferConfig,
@@ -612,6 +616,19 @@ def transfer(
         default = WorldConfig(catalog={"n_items": len(real.catalog)})
         worlds = [SimulatedWorld("calibrated", fitted.world, fitted.catalog, fitted.profiles),
                   SimulatedWorld("default", default, real.catalog, real.profiles)]
+        if circularity and "mf" in real.catalog.metadata.get("embedding", "").split("+"):
+            half = data_cfg.model_copy(update={"representation": data_cfg.representation.model_copy(
+                update={"mf_user_half": 0})})
+            with console.status("calibrating a world whose representation half of the users learned"):
+                apart = fit(_options(CalibrationConfig, {"moment_budget": "--budget"},
+                                     {"data": half, "moment_budget": budget, "seed": seed}))
+            others = real.split.train["user_id"].unique()
+            judged = frozenset(u for u, h in zip(others, user_halves(others, data_cfg.representation.seed)) if h == 1)
+            worlds.insert(1, SimulatedWorld("calibrated, representation apart", apart.world, apart.catalog,
+                                            apart.profiles, judged))
+        elif circularity:
+            console.print(f"circularity check skipped: the {real.catalog.metadata.get('embedding')} representation "
+                          "is not learned from users", highlight=False)
         genres = [list(g) for g in real.dataset.items["genres"]]
         with console.status("transfer") as status:
             result = run_transfer(real.split, list(real.catalog.item_ids), genres, worlds, cfg,

@@ -27,6 +27,7 @@ instructions) fall back to the genres nearest in embedding space.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -70,6 +71,11 @@ class RepresentationConfig(StrictModel):
     popularity_half_life_days: float | Literal["fit"] | None = Field(
         None, description="popularity as the attention at the end of the log, counts decayed with this half-life "
         "(`recoworld.data.attention`); 'fit' picks it from the log's own late choices; None: all-time counts",
+    )
+    mf_user_half: Literal[0, 1] | None = Field(
+        None, description="learn the mf item factors from one half of the users only (`user_halves`: a seeded "
+        "split by user id), so a simulator's representation can be kept apart from the users it is judged on "
+        "(`recoworld transfer`'s circularity check); None: every user",
     )
     popularity_horizon_days: float = Field(
         60.0, gt=0, description="'fit': the half-life that best predicts this many days ahead, the horizon the "
@@ -245,6 +251,12 @@ def mf_embeddings(interactions: pd.DataFrame, idx: np.ndarray, topic: np.ndarray
     Items the log never names have no behaviour to learn from; they take the mean direction
     of their topic's items (of all items when the whole topic is unseen), so they stay reachable.
     """
+    if cfg.mf_user_half is not None:
+        codes, ids = pd.factorize(interactions["user_id"])
+        half = user_halves(ids, cfg.seed)[codes] == cfg.mf_user_half
+        interactions, idx = interactions[half], idx[half]
+        if not len(idx):
+            raise ConfigError(f"mf_user_half={cfg.mf_user_half}: that half of the users has no interactions")
     user_codes = pd.factorize(interactions["user_id"])[0]
     fit = implicit_als(user_codes, idx, int(user_codes.max()) + 1, n, cfg.mf_factors, cfg.mf_confidence,
                        cfg.mf_regularization, cfg.mf_iterations, cfg.seed)
@@ -255,6 +267,13 @@ def mf_embeddings(interactions: pd.DataFrame, idx: np.ndarray, topic: np.ndarray
     sums[~sums.any(axis=1)] = emb[seen].sum(axis=0)
     emb[~seen] = _unit_rows(sums)[topic[~seen]]
     return emb
+
+
+def user_halves(user_ids: np.ndarray | pd.Series | list[str], seed: int = 0) -> np.ndarray:
+    """0 or 1 per user id: a split of users into halves that depends only on the id and the seed (a hash, not
+    Python's salted one), so the same user falls in the same half in every run and every table."""
+    return np.array([hashlib.blake2b(f"{seed}:{u}".encode(), digest_size=1).digest()[0] & 1
+                     for u in map(str, user_ids)], dtype=np.int8)
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:

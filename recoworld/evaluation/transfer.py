@@ -79,12 +79,16 @@ class TransferConfig(StrictModel):
 
 @dataclass(frozen=True)
 class SimulatedWorld:
-    """A world to judge: its config, the catalog it runs on (the log's items) and its users by id."""
+    """A world to judge: its config, the catalog it runs on (the log's items) and its users by id.
+
+    `judged` restricts its agreement to some users (None: every panel user): a world whose representation
+    was learned from one half of the users is judged on the other half only (the circularity check)."""
 
     name: str
     world: WorldConfig
     catalog: Catalog
     profiles: Sequence[UserProfile]
+    judged: frozenset[str] | None = None
 
 
 @dataclass
@@ -289,10 +293,14 @@ def run_transfer(
         order = ranked_items(ranker, users.codes, seen)
         ndcg, recall = real_scores(order, users.future, config.k)
         for w in worlds:
-            say(f"{name}: {len(users.user_ids)} simulated users in the {w.name} world for {horizon:.0f} days")
-            sim = simulated_scores(w, users.user_ids, order, horizon, config.k, config.seed)
-            rows.append(pd.DataFrame({"world": w.name, "recommender": name, "user_id": users.user_ids,
-                                      "ndcg": ndcg, "recall": recall, **sim}))
+            pick = np.array([w.judged is None or u in w.judged for u in users.user_ids])
+            if pick.sum() < 2:
+                raise ConfigError(f"world {w.name!r}: fewer than 2 panel users among those it may be judged on")
+            ids = [u for u, keep in zip(users.user_ids, pick) if keep]
+            say(f"{name}: {len(ids)} simulated users in the {w.name} world for {horizon:.0f} days")
+            sim = simulated_scores(w, ids, order[pick], horizon, config.k, config.seed)
+            rows.append(pd.DataFrame({"world": w.name, "recommender": name, "user_id": ids,
+                                      "ndcg": ndcg[pick], "recall": recall[pick], **sim}))
     per_user = pd.concat(rows, ignore_index=True)
     table_rows, agreement = [], {}
     for w in worlds:
@@ -310,6 +318,17 @@ def run_transfer(
             "recall_vs_consumptions": _spearman(wide["recall"].mean(0), wide[SIM_SCORE].mean(0)),
             "ndcg_vs_retention": _spearman(wide[REAL_SCORE].mean(0), wide["retention"].mean(0)),
         }
+    for w in worlds:  # every unrestricted world also on a restricted world's users: the same users, compared
+        if w.judged is None:
+            continue
+        for other in worlds:
+            if other.judged is not None:
+                continue
+            part = per_user[(per_user["world"] == other.name) & per_user["user_id"].isin(w.judged)]
+            real = part.pivot(index="user_id", columns="recommender", values=REAL_SCORE)[config.panel].to_numpy()
+            sim = part.pivot(index="user_id", columns="recommender", values=SIM_SCORE)[config.panel].to_numpy()
+            agreement[other.name][f"on the users of {w.name}"] = rank_agreement(real, sim, config.bootstrap,
+                                                                             config.seed)
     notes = [f"{users.counts['cold_start']} test user(s) have no interaction before the cutoff (cold-start) and "
              f"{users.counts['no_new_items']} only repeat items they had; neither can be scored on new items, "
              "and both are left out of the panel's scores."]
