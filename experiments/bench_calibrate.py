@@ -114,7 +114,7 @@ def main(args: Args) -> None:
         worlds = [SimulatedWorld("calibrated", fitted.world, fitted.catalog, fitted.profiles)]
         genres = [list(g) for g in real.dataset.items["genres"]]
         moved = timed(timings, "transfer (9 recommenders, real + simulated)",
-                      lambda: run_transfer(real.split, list(real.catalog.item_ids), genres, worlds,
+                      lambda: run_transfer(real.split, real.catalog, genres, worlds,
                                            TransferConfig(seed=args.seed)), TRANSFER_TARGET_CPU_S)
         console.print(transfer_table(moved))
         if not args.fidelity:

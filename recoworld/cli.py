@@ -631,7 +631,7 @@ def transfer(
                           "is not learned from users", highlight=False)
         genres = [list(g) for g in real.dataset.items["genres"]]
         with console.status("transfer") as status:
-            result = run_transfer(real.split, list(real.catalog.item_ids), genres, worlds, cfg,
+            result = run_transfer(real.split, real.catalog, genres, worlds, cfg,
                                   progress=lambda msg: (status.update(msg), console.log(msg)))
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None

@@ -19,6 +19,14 @@ Recall/NDCG) and the simulated users of a world (`recoworld.evaluation.transfer`
 | `topic-profile`    | the user's genre mix against the item's genres (ties drawn at random)          |
 | `topic-popular`    | the genre match times log-popularity: the content heuristic most platforms start with |
 
+RecoWorld's own recommenders (`greedy`, `diverse`, or your own by reference) join the panel
+through `AgentRanker`: each acts once on a log observation (every unseen item a candidate, the
+user's last train items as clicked history) and its slate order, `depth` deep, is its ranking.
+They rank with the catalog's item features, which `recoworld transfer` learns from the past
+(behaviour-learned factors): a simulator living in the same space may favour them, which the
+transfer's circularity check guards against. `instruct` ranks as `greedy` on a log (a log
+carries no instructions), so it is not a separate member.
+
 Matrix factorization comes from `implicit` (a maintained library) rather than RecoWorld's own
 ALS, so the panel does not share code with the simulator's representation. Its models run
 on one thread: `implicit`'s multithreaded BPR is Hogwild SGD and would not be reproducible.
@@ -26,6 +34,7 @@ on one thread: `implicit`'s multithreaded BPR is Hogwild SGD and would not be re
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -33,6 +42,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recoworld.agents.base import Recommender
+from recoworld.catalog import Catalog
 from recoworld.errors import ConfigError
 
 SECONDS_PER_DAY = 86400.0
@@ -280,13 +291,79 @@ class TopicPopularRanker(TopicProfileRanker):
         return self.match(users) * (1.0 + self.log_pop)
 
 
+def log_observation(catalog: Catalog, history: np.ndarray, candidates: np.ndarray,
+                    history_len: int) -> dict[str, np.ndarray]:
+    """What a recommender sees of a logged user, in the env's observation layout: `candidates` (catalog rows)
+    to choose from, and the last `history_len` of `history` (oldest first) as clicked items."""
+    feats, h = catalog.item_features, history_len
+    hist = np.full(h, -1, dtype=np.int64)
+    recent = history[-h:]
+    hist[h - len(recent):] = recent  # newest last, padding first, as the env keeps it
+    hist_feat = feats[np.maximum(hist, 0)].copy()
+    hist_feat[hist < 0] = 0.0
+    return {
+        "candidate_ids": candidates.astype(np.int64),
+        "candidate_features": feats[candidates],
+        "candidate_mask": np.ones(len(candidates), dtype=np.int8),
+        "history_ids": hist,
+        "history_features": hist_feat,
+        "history_reactions": np.where(hist >= 0, 1, -1).astype(np.int64),
+        "history_dwell": np.where(hist >= 0, catalog.duration_min[np.maximum(hist, 0)], 0.0).astype(np.float32),
+        "instruction": np.zeros(4 + catalog.embedding_dim, dtype=np.float32),
+        "context": np.zeros(4, dtype=np.float32),
+    }
+
+
+class AgentRanker(LogRanker):
+    """A RecoWorld `Recommender` as a panel member (module docstring): its slate of the `depth` best unseen
+    items, in order, then every other item by past popularity."""
+
+    def __init__(self, name: str, catalog: Catalog, seed: int = 0, depth: int = 200, history_len: int = 20) -> None:
+        from recoworld.agents import make_recommender
+
+        super().__init__(seed)
+        self.name, self.catalog, self.history_len = name, catalog, history_len
+        self.depth = min(depth, len(catalog))
+        self.agent: Recommender = make_recommender(name, catalog, self.depth, seed)
+
+    def fit(self, log: TrainLog) -> None:
+        if log.n_items != len(self.catalog):
+            raise ConfigError(f"{self.name}: the catalog has {len(self.catalog)} items, the log {log.n_items}")
+        order = np.lexsort((log.times, log.users))
+        bounds = np.searchsorted(log.users[order], np.arange(log.n_users + 1))
+        self.histories = [log.items[order[a:b]] for a, b in itertools.pairwise(bounds)]
+        self.popularity = np.bincount(log.items, minlength=log.n_items).astype(np.float64)
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        out = np.empty((len(users), len(self.catalog)))
+        for j, u in enumerate(users.tolist()):
+            history = self.histories[u]
+            unseen = np.setdiff1d(np.arange(len(self.catalog)), history)
+            self.agent.begin_episode(self.seed + u)
+            slate = np.asarray(self.agent.act(log_observation(self.catalog, history, unseen, self.history_len), {}))
+            top = unseen[list(dict.fromkeys(slate.tolist()))]
+            # Ranked items first (depth, depth - 1, ...), then the rest by popularity, below every ranked one.
+            out[j] = self.popularity / (self.popularity.max() + 1.0) - len(top) - 1.0
+            out[j, top] = np.arange(len(top), 0, -1, dtype=np.float64)
+        return out
+
+
 PANEL: dict[str, type[LogRanker]] = {cls.name: cls for cls in (
     RandomRanker, PopularityRanker, RecentPopularityRanker, ItemKNNRanker, UserKNNRanker, ALSRanker, BPRRanker,
     TopicProfileRanker, TopicPopularRanker)}
+#: RecoWorld recommenders in the default panel, through `AgentRanker`.
+AGENT_PANEL = ("greedy", "diverse")
 
 
-def make_ranker(name: str, seed: int = 0) -> LogRanker:
-    """A panel member by name (`PANEL`); an unknown name is an error that lists the known ones."""
-    if name not in PANEL:
-        raise ConfigError(f"unknown panel recommender {name!r}; choose from {', '.join(PANEL)}")
-    return PANEL[name](seed)
+def make_ranker(name: str, seed: int = 0, catalog: Catalog | None = None) -> LogRanker:
+    """A panel member by name: `PANEL`, or with a `catalog`, a RecoWorld recommender by name or reference
+    (`greedy`, `diverse`, `module:Class`, ...) as an `AgentRanker`. An unknown name lists the known ones."""
+    if name in PANEL:
+        return PANEL[name](seed)
+    if catalog is not None:
+        from recoworld.agents import check_recommender_names
+
+        check_recommender_names([name])
+        return AgentRanker(name, catalog, seed)
+    raise ConfigError(f"unknown panel recommender {name!r}; choose from {', '.join([*PANEL, *AGENT_PANEL])} or a "
+                      "RecoWorld recommender")

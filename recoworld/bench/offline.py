@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import Field
 
 from recoworld.agents import LLM_AGENTS, Recommender, make_recommender
+from recoworld.agents.log_rankers import log_observation
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel
 from recoworld.evaluation.fidelity import EvalUser, FidelityConfig, eval_users, user_metrics
@@ -56,24 +57,7 @@ class OfflineRanker:
         self.agent, self.catalog, self.k, self.history_len, self.seed = agent, catalog, k, history_len, seed
 
     def observation(self, history: np.ndarray, candidates: np.ndarray) -> dict[str, np.ndarray]:
-        cat, h = self.catalog, self.history_len
-        feats = cat.item_features
-        hist = np.full(h, -1, dtype=np.int64)
-        recent = history[-h:]
-        hist[h - len(recent):] = recent  # newest last, padding first, as the env keeps it
-        hist_feat = feats[np.maximum(hist, 0)].copy()
-        hist_feat[hist < 0] = 0.0
-        return {
-            "candidate_ids": candidates.astype(np.int64),
-            "candidate_features": feats[candidates],
-            "candidate_mask": np.ones(len(candidates), dtype=np.int8),
-            "history_ids": hist,
-            "history_features": hist_feat,
-            "history_reactions": np.where(hist >= 0, 1, -1).astype(np.int64),
-            "history_dwell": np.where(hist >= 0, cat.duration_min[np.maximum(hist, 0)], 0.0).astype(np.float32),
-            "instruction": np.zeros(4 + cat.embedding_dim, dtype=np.float32),
-            "context": np.zeros(4, dtype=np.float32),
-        }
+        return log_observation(self.catalog, history, candidates, self.history_len)
 
     def scores(self, user: EvalUser, index: int) -> np.ndarray:
         self.agent.begin_episode(self.seed + index)

@@ -37,7 +37,7 @@ import pandas as pd
 from pydantic import Field, field_validator
 from rich.table import Table
 
-from recoworld.agents.log_rankers import PANEL, LogRanker, TrainLog, make_ranker
+from recoworld.agents.log_rankers import AGENT_PANEL, PANEL, LogRanker, TrainLog, make_ranker
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel, WorldConfig, build
 from recoworld.data.split import Split
@@ -57,8 +57,9 @@ REAL_SCORE, SIM_SCORE = "ndcg", "consumptions"
 class TransferConfig(StrictModel):
     """What `recoworld transfer` compares."""
 
-    panel: list[str] = Field(default_factory=lambda: list(PANEL), min_length=3,
-                             description="recommenders of the panel (`recoworld.agents.log_rankers.PANEL`)")
+    panel: list[str] = Field(default_factory=lambda: [*PANEL, *AGENT_PANEL], min_length=3,
+                             description="recommenders of the panel: `recoworld.agents.log_rankers.PANEL`, or "
+                             "RecoWorld recommenders by name or reference (`greedy`, `module:Class`, ...)")
     k: int = Field(10, ge=1, le=100, description="slate size and the cutoff of NDCG@k / Recall@k")
     max_users: int | None = Field(None, ge=2, description="judge at most N eligible users (drawn with the seed)")
     days: float | None = Field(None, gt=0, description="simulated horizon; default: the log's future, capped")
@@ -69,11 +70,14 @@ class TransferConfig(StrictModel):
     @field_validator("panel")
     @classmethod
     def _known(cls, panel: list[str]) -> list[str]:
+        from recoworld.agents import check_recommender_names
+
         check_distinct(panel, "panel recommender")
-        unknown = [p for p in panel if p not in PANEL]
-        if unknown:
-            raise ValueError(f"unknown panel recommender(s) {', '.join(map(repr, unknown))}; "
-                             f"choose from {', '.join(PANEL)}")
+        others = [p for p in panel if p not in PANEL]
+        try:
+            check_recommender_names(others)
+        except ConfigError as err:
+            raise ValueError(f"{err}; the log-trained panel is {', '.join(PANEL)}") from None
         return panel
 
 
@@ -268,12 +272,14 @@ def rank_agreement(real: np.ndarray, sim: np.ndarray, resamples: int, seed: int)
 
 
 def run_transfer(
-    split: Split, item_ids: Sequence[str], item_genres: list[list[str]], worlds: Sequence[SimulatedWorld],
+    split: Split, catalog: Catalog, item_genres: list[list[str]], worlds: Sequence[SimulatedWorld],
     config: TransferConfig, progress: Callable[[str], None] | None = None,
 ) -> TransferResult:
-    """The whole protocol (module docstring) for the panel of `config` and each of `worlds`."""
+    """The whole protocol (module docstring) for the panel of `config` and each of `worlds`. `catalog` is the
+    log's items built from the past: RecoWorld recommenders of the panel rank with its item features."""
     say = progress or (lambda _msg: None)
-    item_index = pd.Index(list(item_ids))
+    item_index = pd.Index(list(catalog.item_ids))
+    rankers = [make_ranker(name, config.seed, catalog) for name in config.panel]  # bad names fail before work
     for w in worlds:
         if list(w.catalog.item_ids) != list(item_index):
             raise ConfigError(f"world {w.name!r}: its catalog is not the log's items in the log's order")
@@ -286,9 +292,8 @@ def run_transfer(
     horizon = config.days or min(max((last - log.cutoff) / SECONDS_PER_DAY, 1.0), config.max_days)
 
     rows: list[pd.DataFrame] = []
-    for name in config.panel:
+    for name, ranker in zip(config.panel, rankers):
         say(f"training {name} on the past")
-        ranker = make_ranker(name, config.seed)
         ranker.fit(log)
         order = ranked_items(ranker, users.codes, seen)
         ndcg, recall = real_scores(order, users.future, config.k)
