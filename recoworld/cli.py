@@ -561,6 +561,9 @@ def transfer(
     attention: Annotated[str, typer.Option(help="item popularity in the worlds: none (all-time counts of the "
                                                 "past, a world static in time), fit (attention decayed with a "
                                                 "half-life fitted on the past), or a half-life in days")] = "none",
+    drift: Annotated[str, typer.Option(help="users' interests: none (every past interaction weighs alike), fit "
+                                            "(recent interactions weigh more, with a half-life fitted on the "
+                                            "past), or a half-life in days")] = "none",
     panel: Annotated[str | None, typer.Option(help="comma-separated panel recommenders (default: all of "
                                                    "recoworld.agents.log_rankers.PANEL)")] = None,
     users: Annotated[int | None, typer.Option(help="judge at most N users (drawn with the seed)")] = None,
@@ -591,15 +594,18 @@ def transfer(
     try:
         _writable_dir(out, "--out")
         half_life: float | str | None = {"fit": "fit", "none": None}.get(attention, attention)
+        interest_half_life: float | str | None = {"fit": "fit", "none": None}.get(drift, drift)
         names = [p.strip() for p in panel.split(",") if p.strip()] if panel is not None else None
         cfg = _options(TransferConfig, {"panel": "--panel", "max_users": "--users", "days": "--days",
                                         "max_days": "--max-days", "bootstrap": "--bootstrap", "seed": "--seed"},
                        {"max_users": users, "days": days, "max_days": max_days, "bootstrap": bootstrap, "seed": seed,
                         **({"panel": names} if names is not None else {})})
         data_cfg = _options(DataConfig, {**DATA_FLAGS, "representation.popularity_half_life_days": "--attention",
-                                              "representation.embedding": "--embedding"}, {
+                                              "representation.embedding": "--embedding",
+                                              "representation.interest_half_life_days": "--drift"}, {
             "path": data, "split": "global", "test_fraction": test_fraction, "seed": seed,
-            "representation": {"embedding": embedding, "popularity_half_life_days": half_life}})
+            "representation": {"embedding": embedding, "popularity_half_life_days": half_life,
+                               "interest_half_life_days": interest_half_life}})
         with console.status(f"loading {data}"):
             real = prepare_world(data_cfg)
         console.print(real.describe(), highlight=False)

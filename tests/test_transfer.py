@@ -194,3 +194,40 @@ def test_recoworld_recommenders_join_the_panel_through_a_log_observation(tmp_pat
         assert (emb[top] @ taste).mean() > (emb[unseen] @ taste).mean()
     with pytest.raises(Exception, match="nope"):
         make_ranker("nope", catalog=real.catalog)
+
+
+def _clustered_log(path: Path, drifting: bool, seed: int = 0) -> Path:
+    """160 users over 200 days on four item clusters of 25. A drifting user takes one cluster, then another
+    from day 100 on; a steady user takes two clusters at a fixed mix the whole time."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(160):
+        first, second = rng.choice(4, 2, replace=False)
+        mix = rng.uniform(0.3, 0.7)
+        for day in np.sort(rng.uniform(0, 200, 40)):
+            later = (day >= 100) if drifting else rng.random() < mix
+            rows.append((u, int(rng.integers(0, 25)) + 25 * int(second if later else first), day * DAY))
+    path.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).to_csv(path / "interactions.csv", index=False)
+    pd.DataFrame({"item_id": range(100), "genres": [g for g in "ABCD" for _ in range(25)]}).to_csv(
+        path / "items.csv", index=False)
+    return path
+
+
+@pytest.mark.parametrize("drifting", [True, False])
+def test_interest_drift_is_fitted_in_time_and_only_where_the_log_shows_it(tmp_path: Path, drifting: bool) -> None:
+    from recoworld.data.users import fit_interest_half_life
+
+    real = prepare_world(DataConfig(path=_clustered_log(tmp_path / "log", drifting), split="global"))
+    train = real.split.train
+    log = train.assign(item=pd.Index(real.catalog.item_ids).get_indexer(train["item_id"]))
+    fit = fit_interest_half_life(log, real.catalog, horizon_days=30)
+    assert fit.users > 50
+    if drifting:  # recent interactions rank what comes next: a short memory wins clearly
+        assert fit.half_life_days <= 30 and fit.auc[fit.half_life_days] > fit.auc[np.inf] + 0.05
+    else:  # nothing moves: no decay is assumed
+        assert fit.half_life_days >= 120
+    over_30_days = {"interest_half_life_days": "fit", "popularity_horizon_days": 30}
+    drifted = prepare_world(DataConfig(path=tmp_path / "log", split="global", representation=over_30_days))
+    assert any(a.interest_embedding != b.interest_embedding for a, b in zip(real.profiles, drifted.profiles)) \
+        == drifting

@@ -60,20 +60,27 @@ def implicit_als(
     return Factors(x, y)
 
 
-def fold_in(item_factors: np.ndarray, history: list[np.ndarray], alpha: float = 10.0, reg: float = 1.0) -> np.ndarray:
-    """(len(history), f) user factors for the given item histories, with the item factors held fixed."""
+def fold_in(item_factors: np.ndarray, history: list[np.ndarray], alpha: float = 10.0, reg: float = 1.0,
+            weights: list[np.ndarray] | None = None) -> np.ndarray:
+    """(len(history), f) user factors for the given item histories, with the item factors held fixed.
+
+    `weights` (one array per history, default 1 per interaction) scale each interaction's share of
+    the confidence: recency weights let a user's recent items speak louder than old ones (drift)."""
     n = len(item_factors)
     users = np.concatenate([np.full(len(h), u, dtype=np.int64) for u, h in enumerate(history)] or [np.zeros(0, int)])
     items = np.concatenate([np.asarray(h, dtype=np.int64) for h in history] or [np.zeros(0, int)])
-    return _solve(np.asarray(item_factors, dtype=np.float64), *_rows(users, items, len(history), n), alpha, reg)
+    w = None if weights is None else np.concatenate([np.asarray(x, dtype=np.float64) for x in weights] or [np.zeros(0)])
+    return _solve(np.asarray(item_factors, dtype=np.float64), *_rows(users, items, len(history), n, w), alpha, reg)
 
 
-def _rows(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSR (indptr, column indices, counts) of the pair multiset, duplicates summed into counts."""
-    key = np.unique(rows * n_cols + cols, return_counts=True)
-    r, c = np.divmod(key[0], n_cols)
+def _rows(rows: np.ndarray, cols: np.ndarray, n_rows: int, n_cols: int,
+          weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR (indptr, column indices, counts) of the pair multiset, duplicates (and their weights) summed."""
+    key, inverse = np.unique(rows * n_cols + cols, return_inverse=True)
+    counts = np.bincount(inverse.ravel(), weights=weights, minlength=len(key)).astype(np.float64)
+    r, c = np.divmod(key, n_cols)
     indptr = np.searchsorted(r, np.arange(n_rows + 1))
-    return indptr, c, key[1].astype(np.float64)
+    return indptr, c, counts
 
 
 def _solve(fixed: np.ndarray, indptr: np.ndarray, cols: np.ndarray, counts: np.ndarray,

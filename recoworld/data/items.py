@@ -77,17 +77,22 @@ class RepresentationConfig(StrictModel):
         "split by user id), so a simulator's representation can be kept apart from the users it is judged on "
         "(`recoworld transfer`'s circularity check); None: every user",
     )
+    interest_half_life_days: float | Literal["fit"] | None = Field(
+        None, description="mf profiles: each interaction's weight in a user's interests halves every this many "
+        "days before the log's end (interest drift, `recoworld.data.users.fit_interest_half_life`); 'fit' picks "
+        "it from the log's own late choices; None: every interaction weighs alike",
+    )
     popularity_horizon_days: float = Field(
-        60.0, gt=0, description="'fit': the half-life that best predicts this many days ahead, the horizon the "
-        "world will simulate (validate's and transfer's default cap)",
+        60.0, gt=0, description="'fit' (popularity and interests): the half-life that best predicts this many "
+        "days ahead, the horizon the world will simulate (validate's and transfer's default cap)",
     )
     seed: int = Field(0, ge=0, description="seed of the TF-IDF projection and the quantizer")
 
-    @field_validator("popularity_half_life_days")
+    @field_validator("popularity_half_life_days", "interest_half_life_days")
     @classmethod
     def _positive_half_life(cls, value: float | str | None) -> float | str | None:
         if isinstance(value, float) and not value > 0:
-            raise ValueError(f"must be > 0 days (or 'fit', or None for all-time counts), got {value}")
+            raise ValueError(f"must be > 0 days (or 'fit', or None for no decay), got {value}")
         return value
 
 
