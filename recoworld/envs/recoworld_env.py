@@ -80,7 +80,9 @@ truncates after `max_steps` turns.
 plus `catalog=`, `population=` (a `PopulationSpec`: each episode's user comes from a segment
 drawn with probability proportional to its size; or a list of `UserProfile`, drawn uniformly) and
 `user_simulator=` (any `BatchUserSimulator` holding one user, e.g. `ScriptedUsers`)
-objects. `reset(options={"profile": UserProfile})` fixes the user.
+objects. `reset(options={"profile": UserProfile})` fixes the user; `options["start_day"]` (default 0)
+opens the first session that many days into the horizon, which still counts from day 0 (a user
+simulated from a log's cutoff who was away at it: `recoworld.validity`).
 
 ## Vectorized
 `gym.make_vec("RecoWorld-v0", num_envs=B, vectorization_mode="vector_entry_point")`
@@ -166,10 +168,11 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         profile = (options or {}).get("profile")
         if profile is not None and not isinstance(profile, UserProfile):
             raise ConfigError(f"options['profile'] must be a UserProfile, got {type(profile).__name__}")
+        start = self._start_day(options or {})
         self.world.streams[0] = self.np_random  # the user's one random stream is the env's
         self.profile = profile if profile is not None else draw_profile(self.population, self.catalog,
                                                                          self.np_random)
-        self.world.reset(_ROW, [self.profile], np.zeros(1))
+        self.world.reset(_ROW, [self.profile], np.full(1, start))
         if self.search is not None:
             self.search.new_turn()
         self._needs_reset = False
@@ -203,6 +206,17 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def episode_stats(self) -> EpisodeStats:
         """Retention is the share of days in the horizon on which the user had a session."""
         return self.world.episode_stats(0)
+
+    def _start_day(self, options: dict[str, Any]) -> float:
+        """`options["start_day"]` (default 0): the day of the episode's first session. A user simulated
+        from a log's cutoff who was away at it comes back that far into the horizon, which still counts
+        from day 0 (`recoworld.validity`); the days before hold no session."""
+        day = options.get("start_day", 0.0)
+        if isinstance(day, bool) or not isinstance(day, (int, float, np.integer, np.floating)) or not (
+                0.0 <= float(day) < self.config.horizon_days):
+            raise ConfigError(f"options['start_day'] must be a number of days in [0, horizon_days="
+                              f"{self.config.horizon_days:g}), got {day!r}")
+        return float(day)
 
     def _observation(self) -> dict[str, np.ndarray]:
         return {key: value[0] for key, value in self.world.observe().items()}

@@ -193,7 +193,14 @@ class World:
     # ------------------------------------------------------------------ episodes
 
     def reset(self, rows: np.ndarray, profiles: Sequence[UserProfile], now_days: np.ndarray) -> None:
-        """Start new episodes for `rows` (one profile each) and open their first sessions at `now_days`."""
+        """Start new episodes for `rows` (one profile each) and open their first sessions at `now_days`.
+
+        The episode's clock and horizon count from day 0 whatever `now_days` is, so a first session
+        later than 0 is a user who arrives (or comes back) that far into the horizon: what a
+        simulation from a log's cutoff needs for users who were away at the cutoff
+        (`ReturnGapModel.continuation`). Days before it hold no session and count as inactive; the
+        views check that it lies inside the horizon (`RecoWorldEnv.reset`'s `start_day`).
+        """
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == self.n_users and (rows == self._all).all():
             self.profiles = list(profiles)

@@ -1,7 +1,8 @@
 """Validity: do simulated users behave like the real users of a log, on the same users and items?
 
 `events` turns a real log and a RecoWorld trajectory into one shape, `facts` computes the
-stylized facts of either and their distances, `run` is the protocol (`validate`), and
+stylized facts of either and their distances, `run` is the protocol (`validate`),
+`continuation` simulates the compared users from where they stand at the cutoff, and
 `report` writes the table, `validity.csv` and one figure per period (out-of-sample, the
 headline, and in-sample). `recoworld validate` is the CLI.
 """

@@ -137,12 +137,18 @@ def from_interactions(
 
 def from_trajectories(
     trajectories: pd.DataFrame, world_catalog: Catalog, reference: Catalog, horizon_days: float, name: str,
+    users: Sequence[str] | None = None,
 ) -> ConsumptionLog:
     """RecoWorld trajectory rows (one per user x turn x slate position) as events on the reference catalog.
 
     `time_days` is the clock at the end of a turn; each slot's time steps back by the dwell
     of the slots after it, so the items of one turn keep their viewing order. Positions the
     user never reached (left mid-slate) are not impressions.
+
+    By default each user is seen from their first event. With `users` (a simulation from a
+    log's cutoff, in which users come back on different days or never), times are kept from the
+    simulation's day 0, the common origin, and every user of `users` is observed for the whole
+    horizon, with or without events: the simulated side of `from_interactions(start=...)`.
     """
     missing = {"user_id", "item", "reaction", "dwell_min", "time_days", "step"} - set(trajectories.columns)
     if missing:
@@ -160,7 +166,11 @@ def from_trajectories(
                           "time": seen["time_days"].to_numpy(np.float64) - after / MINUTES_PER_DAY,
                           "consumed": reaction >= ReactionType.CLICK,
                           "positive": (reaction >= ReactionType.LIKE).astype(np.float64)})
-    users = frame["user"].unique()
+    if users is not None:
+        ids = list(dict.fromkeys([*map(str, users), *frame["user"].unique()]))
+        window = pd.Series(horizon_days, index=pd.Index(ids, dtype=object), dtype=np.float64)
+        return _finish(name, frame, window, horizon_days, impressions=True, ratings=True, per_user_origin=False)
+    seen_users = frame["user"].unique()
     start = frame.groupby("user")["time"].min()
-    window = pd.Series(horizon_days, index=users) - start.reindex(users)
+    window = pd.Series(horizon_days, index=seen_users) - start.reindex(seen_users)
     return _finish(name, frame, window, horizon_days, impressions=True, ratings=True)

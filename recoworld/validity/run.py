@@ -15,12 +15,26 @@ judged on the period after the split's cutoff, which nothing fitted has seen.
      simulated user who never clicks), not a missing one. Neither calibration nor profile
      building ever read these interactions, so a fact that holds here is a fact the world
      predicts, not one it was fitted to.
+     With `continuation` (the default, and only with a global cutoff) each simulated user
+     continues from where they stood at the cutoff, not from a fresh session on day 0: at a
+     real cutoff most users are away (churned, or in a long gap), and starting everyone at
+     once would make the column measure that, not the fitted behaviour. The simulated side
+     assumes that a user's state at the cutoff is their time since the end of their last train
+     session (cut as calibration cuts sessions) read through the world's own return model at
+     neutral satisfaction: churned with the posterior probability of that absence, else back
+     after the residual gap (`ReturnGapModel.continuation`, `recoworld.validity.continuation`).
+     Users churned or back after the horizon have no activity and are still compared; the
+     others start their episode with that first session, and the simulated times count from
+     the cutoff, as the log's do. Everything else about the user (interests, satisfaction,
+     fatigue) starts fresh at that first session, as after any long gap. Without it
+     (`continuation=False`) every simulated user opens a session on day 0, the earlier protocol.
    - **in-sample**: the train period, which calibration fitted: the compared users' train
      interactions, each user clipped to their first `horizon` days (the train span, capped),
      against the same simulation over that horizon. A world can fit this column and still
      miss the other; the gap between the two columns is what fitting bought.
-   Each world is simulated once, for the longer of the two horizons; each period reads the
-   simulated days inside its own horizon. A per-user split has no common cutoff: there the
+   Without continuation each world is simulated once, for the longer of the two horizons, and
+   each period reads the simulated days inside its own horizon; with it the out-of-sample
+   simulation is its own run, from the cutoff. A per-user split has no common cutoff: there the
    out-of-sample period is each user's held-out interactions, and the report says that train
    leaks later interactions of other users.
 3. By default the users meet uniform exposure: candidates drawn uniformly from the catalog
@@ -80,6 +94,7 @@ from recoworld.evaluation.fidelity import (
 )
 from recoworld.evaluation.simulation import SimulationConfig, simulate
 from recoworld.population import UserProfile, draw_profiles
+from recoworld.validity.continuation import absent_days, simulate_from_cutoff
 from recoworld.validity.events import ConsumptionLog, from_interactions, from_trajectories
 from recoworld.validity.facts import EVENT_FACTS, Fact, compare, event_facts
 
@@ -114,6 +129,10 @@ class ValidityConfig(StrictModel):
     fidelity_users: int = Field(100, ge=1, description="users of the ranking fidelity")
     llm_users: int = Field(0, ge=0, description="LLM users simulated on the same facts; 0 = none")
     llm_max_steps: int = Field(20, ge=1, description="turns per LLM user (the model is slow)")
+    continuation: bool = Field(
+        True, description="out of sample, simulate each user from their state at the cutoff (churned, or back "
+        "after the residual gap of their absence under the world's return model) instead of a session on day 0 "
+        "for everyone; needs a global cutoff")
     seed: int = Field(0, ge=0)
 
 
@@ -288,6 +307,49 @@ def _periods(
     }
 
 
+def _simulate_periods(
+    real: RealWorld, w: SimWorld, periods: dict[str, tuple[pd.DataFrame, float, float, str]], cfg: ValidityConfig,
+    exposure: dict[str, RetrievalConfig], continuing: bool, notes: list[str], progress: Callable[[str], None],
+) -> dict[str, pd.DataFrame]:
+    """period -> world `w`'s trajectories for it: one simulation from day 0 for the longer horizon, or with
+    `continuing` that for the in-sample period and a simulation from the cutoff for the out-of-sample one."""
+    runs = {IN_SAMPLE: periods[IN_SAMPLE][2]} if continuing else {
+        OUT_OF_SAMPLE: max(h for _, _, h, _ in periods.values())}
+    out: dict[str, pd.DataFrame] = {}
+    for period, horizon in runs.items():
+        progress(f"{w.name}: simulating {len(w.profiles)} users for {horizon:g} days against {cfg.agent!r}")
+        sim_cfg = SimulationConfig(n_users=len(w.profiles), agents=[cfg.agent], seed=cfg.seed,
+                                   world=w.world.model_copy(update={"horizon_days": horizon, **exposure}))
+        result = simulate(sim_cfg, catalog=w.catalog, profiles=w.profiles)
+        if result.stopped:
+            notes.append(f"{w.name}: stopped early: {result.stopped}")
+        out[period] = result.trajectories
+    if continuing:
+        horizon = periods[OUT_OF_SAMPLE][2]
+        progress(f"{w.name}: simulating {len(w.profiles)} users from the cutoff for {horizon:g} days")
+        train, cutoff = real.split.train, real.split.cutoff
+        assert cutoff is not None  # `continuing` needs a global cutoff
+        cont = simulate_from_cutoff(w.world.model_copy(update={"horizon_days": horizon, **exposure}), w.catalog,
+                                    w.profiles, cfg.agent, cfg.seed, absent_days(train, cutoff),
+                                    train.groupby("user_id").size())
+        if cont.stopped:
+            notes.append(f"{w.name}: stopped early from the cutoff: {cont.stopped}")
+        gap = cont.first_gap.to_numpy()
+        notes.append(f"{w.name}, from the cutoff: of {len(gap)} users {int(np.isinf(gap).sum())} had churned "
+                     f"(return model's posterior given their absence, median {cont.absent_days.median():.0f} days), "
+                     f"{int((np.isfinite(gap) & (gap >= horizon)).sum())} come back after the horizon, "
+                     f"{int((gap < horizon).sum())} inside it")
+        out[OUT_OF_SAMPLE] = cont.trajectories
+    else:
+        out[IN_SAMPLE] = out[OUT_OF_SAMPLE]
+    if w.world.user_backend == "llm":
+        turns = pd.concat([t.drop_duplicates(["user_id", "step"]) for t in
+                           ({id(t): t for t in out.values()}).values()])
+        notes.append(f"{w.name}: {int(turns['llm_fallback'].sum())} of {len(turns)} turns fell back to the "
+                     "parametric user")
+    return out
+
+
 def validate(
     real: RealWorld, worlds: Sequence[SimWorld], config: ValidityConfig | None = None,
     progress: Callable[[str], None] = lambda _: None,
@@ -323,23 +385,18 @@ def validate(
                                      for f in EVENT_FACTS})
     rows: list[dict[str, object]] = []
     sim_users: dict[str, dict[str, int]] = {p: {} for p in PERIODS}
-    longest = max(h for _, _, h, _ in periods.values())
+    continuing = cfg.continuation and real.split.cutoff is not None
+    if cfg.continuation and not continuing:
+        notes.append("continuation needs a global cutoff: every simulated user starts on day 0")
     for w in worlds:
         if not w.profiles:
             raise ConfigError(f"world {w.name!r} has none of the {len(users)} compared users")
-        progress(f"{w.name}: simulating {len(w.profiles)} users for {longest:g} days against {cfg.agent!r}")
         exposure = {"retrieval": _UNIFORM} if cfg.candidates == "uniform" else {}
-        sim_cfg = SimulationConfig(n_users=len(w.profiles), agents=[cfg.agent], seed=cfg.seed,
-                                   world=w.world.model_copy(update={"horizon_days": longest, **exposure}))
-        result = simulate(sim_cfg, catalog=w.catalog, profiles=w.profiles)
-        if result.stopped:
-            notes.append(f"{w.name}: stopped early: {result.stopped}")
-        if w.world.user_backend == "llm":
-            turns = result.trajectories.drop_duplicates(["user_id", "step"])
-            notes.append(f"{w.name}: {int(turns['llm_fallback'].sum())} of {len(turns)} turns fell back to the "
-                         "parametric user")
+        trajectories = _simulate_periods(real, w, periods, cfg, exposure, continuing, notes, progress)
         for period, (_, _, horizon, _) in periods.items():
-            sim_log = from_trajectories(_clip(result.trajectories, horizon), w.catalog, real.catalog, horizon, w.name)
+            from_cutoff = continuing and period == OUT_OF_SAMPLE
+            sim_log = from_trajectories(_clip(trajectories[period], horizon), w.catalog, real.catalog, horizon,
+                                        w.name, users=users if from_cutoff else None)
             facts[period][w.name] = event_facts(sim_log, real.catalog)
             sim_users[period][w.name] = int(sim_log.consumptions["user"].nunique())
             period_rows = _users_rows(real_logs[period], sim_log, len(users), len(w.profiles))
