@@ -11,6 +11,14 @@ computed from the context only (a next-choice model, not an in-sample one), and 
 log-likelihood is reported on `fit` (train) and on `valid` (validation). The written world
 then uses the same weights with catalog and profiles rebuilt from the whole train split.
 
+With attention in time (`representation.popularity_half_life_days` a number or "fit"), the
+popularity feature of a choice is instead the standardized log attention of each candidate at
+the choice's own time, from every user's earlier interactions only (`attention_z`): the world
+reads its catalog's popularity as the attention at the cutoff, so the weight is fitted on the
+feature the world uses it as, and no choice sees other users' later interactions. "fit" picks
+the half-life by the choice model's own validation log-likelihood (calibration.json's
+`attention`); None keeps the all-time counts of the context catalog.
+
 What is fitted, and how (every number lands in calibration.json with its uncertainty):
 
 | parameter                                   | method                                                |
@@ -29,6 +37,10 @@ What is fitted, and how (every number lands in calibration.json with its uncerta
 |                                             | (`fit_sessions.visit_returns`)                        |
 | per-user activity                           | log of the user's mean session size over the median,  |
 |                                             | shrunk by n / (n + 3) sessions: a click-logit offset  |
+| popularity half-life (attention in time,     | the half-life of `CHOICE_HALF_LIFE_GRID` whose choice |
+| `popularity_half_life_days="fit"`)          | fit scores best on the validation choices, the        |
+|                                             | popularity read at each choice's own time; the world's |
+|                                             | catalog then holds the attention at the cutoff with it |
 | choice bias                                 | solved for the assumed CTR (`assumed_ctr`, in the     |
 |                                             | 0.02-0.10 band): a log without impressions does not   |
 |                                             | identify the click level (`moments`)                  |
@@ -57,6 +69,7 @@ satisfaction signal), the share threshold's offset. calibration.json lists them 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,13 +91,15 @@ from recoworld.calibration.fit_choice import (
     fit_like_threshold,
     fit_logit,
     mean_loglik,
+    with_popularity,
 )
 from recoworld.calibration.fit_sessions import SECONDS_PER_DAY, fit_sessions, visit_returns
 from recoworld.calibration.moments import MomentFit, consuming_share, fit_session_moments, scale_budget, scale_patience
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel, WorldConfig, build
+from recoworld.data.attention import CHOICE_HALF_LIFE_GRID, attention_z
 from recoworld.data.dataset import Dataset, positive_ratings
-from recoworld.data.items import build_catalog
+from recoworld.data.items import RepresentationConfig, _popularity, build_catalog
 from recoworld.data.load import load_dataset
 from recoworld.data.users import build_profiles
 from recoworld.data.world import DataConfig, RealWorld, prepare_world
@@ -136,16 +151,26 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
     data = config.data
     dataset = load_dataset(data.path, data.format, data.columns or None)
     _check_log(dataset, config)
-    real = prepare_world(data, dataset)
+    requested = data.representation.popularity_half_life_days
+    # With attention in time, the catalog is first built on all-time counts (its profiles' novelty traits
+    # read them, as the context profiles of the choice fit do) and its popularity is then replaced by the
+    # attention at the cutoff with the half-life the choice fit picks (`_attention_catalog`).
+    real = prepare_world(data if requested is None else data.model_copy(update={
+        "representation": data.representation.model_copy(update={"popularity_half_life_days": None})}), dataset)
     _check_train(real, config)
     train = real.split.train
     _check_no_test_time(real)
     row = pd.Series(np.arange(len(real.catalog)), index=real.catalog.item_ids)
     log = train.assign(item=row.reindex(train["item_id"].to_numpy()).to_numpy().astype(np.int64))
     log = log.sort_values(["timestamp"], kind="stable")
+    attention = None if requested is None else _AttentionLog.of(log, len(real.catalog))
+    grid = () if requested is None else CHOICE_HALF_LIFE_GRID if requested == "fit" else (float(requested),)
     rng = np.random.default_rng(config.seed)
-    choices = _fit_choices(real.dataset, log, config, rng)
+    choices = _fit_choices(real.dataset, log, config, rng, attention, grid)
     logit, fit_rows, ids = choices.logit, choices.fit_rows, choices.ids
+    if attention is not None and choices.half_life is not None:
+        real = dataclasses.replace(real, catalog=_attention_catalog(real.catalog, attention, choices.half_life,
+                                                                      data.representation))
     conformity = dict(zip(ids, fit_conformity(fit_rows, logit, len(ids))))
 
     timing = _timing_log(real)
@@ -194,7 +219,7 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
                   returns={"base_rate": base_rate, "satisfaction_reference": visits.satisfaction_reference,
                            "churn_bias": visits.churn_bias, "churn_after": floor})
 
-    folds = _fold_weights(real.dataset, log, config)
+    folds = _fold_weights(real.dataset, log, config, attention, choices.half_life)
     report = {
         "data": json.loads(config.data.model_dump_json()),
         "split": real.split.describe(),
@@ -214,6 +239,7 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
             "loglik_per_choice": {"train": logit.loglik, "valid": choices.valid_loglik, "null": logit.null_loglik},
             "feature_correlation": _feature_correlation(fit_rows),
         },
+        "attention": _attention_report(requested, choices),
         "folds": folds,
         "conformity": _spread(np.array(list(conformity.values()))),
         "activity": _spread(np.array(list(activity.values()))),
@@ -254,13 +280,70 @@ class _Choices:
     valid_loglik: float
     ids: list[str]
     first: pd.DataFrame  # user -> c (first fit choice), v (first validation choice), positions in their history
+    half_life: float | None = None  # days (inf: all-time counts up to each choice); None: the context's catalog
+    grid: dict[float, dict[str, float]] = field(default_factory=dict)  # half-life -> train/valid log-lik, weight
 
 
-def _fit_choices(dataset: Dataset, log: pd.DataFrame, config: CalibrationConfig,
-                 rng: np.random.Generator) -> _Choices:
+@dataclass(frozen=True)
+class _AttentionLog:
+    """Every train interaction (all users, sorted by time): what the attention at a choice's time may read."""
+
+    items: np.ndarray  # catalog rows
+    times: np.ndarray  # seconds
+    n_items: int
+
+    @classmethod
+    def of(cls, log: pd.DataFrame, n_items: int) -> _AttentionLog:
+        return cls(log["item"].to_numpy(np.int64), log["timestamp"].to_numpy(np.float64), n_items)
+
+    def features(self, rows: list[ChoiceData], half_life: float) -> list[ChoiceData]:
+        """`rows` with the popularity feature read at each choice's own time (`attention_z`)."""
+        at = np.concatenate([r.time for r in rows if r.time is not None])
+        cand = np.concatenate([r.items for r in rows if r.items is not None])
+        z = attention_z(self.items, self.times, self.n_items, half_life, at, cand)
+        ends = np.cumsum([0] + [len(r.user) for r in rows])
+        return [with_popularity(r, z[a:b]) for r, a, b in zip(rows, ends[:-1], ends[1:])]
+
+
+def _attention_catalog(catalog: Catalog, attention: _AttentionLog, half_life: float,
+                       representation: RepresentationConfig) -> Catalog:
+    """The world's catalog with popularity = the attention at the cutoff (the train log's end) with the half-life the
+    choice weights were fitted for, on the scale of `attention_z` (same smoothing and standardization)."""
+    days = float(half_life) if np.isfinite(half_life) else None
+    popularity, used = _popularity(attention.items, attention.times, attention.n_items, days,
+                                   representation.popularity_horizon_days)
+    cfg = representation.model_copy(update={"popularity_half_life_days": days})
+    return dataclasses.replace(catalog, popularity=popularity.astype(np.float32),
+                               metadata={**catalog.metadata, "config": cfg.model_dump_json(),
+                                         "popularity_half_life_days": used})
+
+
+def _half_life_key(h: float) -> str:
+    return "inf" if not np.isfinite(h) else f"{h:g}"
+
+
+def _attention_report(requested: float | str | None, choices: _Choices) -> dict[str, Any]:
+    """calibration.json's `attention`: which popularity the choices and the world read, and why that half-life."""
+    if choices.half_life is None:
+        return {"half_life_days": None, "note": "popularity is the all-time count (choices: the context's "
+                "catalog; world: the train log's), static in time"}
+    how = ("fitted by the choice model itself: the half-life whose attention-in-time feature gives the best "
+           "validation log-likelihood per choice" if requested == "fit" else "given")
+    return {"half_life_days": _half_life_key(choices.half_life), "how": how,
+            "feature": "standardized log attention of each candidate at its choice's day, from interactions of "
+                       "all users on earlier days only (add-one smoothed as the catalog's popularity)",
+            "world": "the catalog's popularity is the attention at the cutoff with this half-life",
+            "grid": {_half_life_key(h): v for h, v in choices.grid.items()}}
+
+
+def _fit_choices(dataset: Dataset, log: pd.DataFrame, config: CalibrationConfig, rng: np.random.Generator,
+                 attention: _AttentionLog | None = None, half_lives: tuple[float, ...] = ()) -> _Choices:
     """Context / fit / valid per user in time; features from the context only (module docstring).
 
-    `log` is sorted by time and has the catalog row of each item in `item`.
+    `log` is sorted by time and has the catalog row of each item in `item`. With `attention`, the
+    popularity feature is the attention at each choice's own time instead of the context catalog's
+    (`attention_z`), for each of `half_lives`; the half-life whose fit scores best on the validation
+    choices is kept (ties: the longer memory).
     """
     sizes = log.groupby("user_id")["item"].transform("size")
     log = log[sizes >= config.min_interactions]
@@ -269,7 +352,10 @@ def _fit_choices(dataset: Dataset, log: pd.DataFrame, config: CalibrationConfig,
     ctx_end = np.ceil(config.context_fraction * n_u).astype(int)
     valid_start = np.maximum(n_u - np.floor(config.valid_fraction * n_u).astype(int), ctx_end + 1)
     context = log[rank < ctx_end]
-    ctx_catalog = build_catalog(dataset, context, config.data.representation)
+    representation = config.data.representation
+    if attention is not None:  # the context catalog's popularity is replaced per choice; traits read all-time counts
+        representation = representation.model_copy(update={"popularity_half_life_days": None})
+    ctx_catalog = build_catalog(dataset, context, representation)
     ctx_profiles = build_profiles(dataset, ctx_catalog, context, np.random.default_rng(config.seed),
                                   n_topics=config.data.n_topics)
     ids = [p.user_id for p in ctx_profiles]
@@ -278,22 +364,40 @@ def _fit_choices(dataset: Dataset, log: pd.DataFrame, config: CalibrationConfig,
     seq = log.groupby("user_id")["item"].agg(lambda s: s.to_numpy())
     first = log.assign(c=ctx_end, v=valid_start).groupby("user_id")[["c", "v"]].first()
     hist = [seq[u] for u in ids]
+    when = None
+    if attention is not None:
+        stamps = log.groupby("user_id")["timestamp"].agg(lambda s: s.to_numpy(np.float64))
+        when = [stamps[u] for u in ids]
     fit_rows = choice_data(ctx_catalog, interests, trait, [h[: first.at[u, "v"]] for u, h in zip(ids, hist)],
-                           first.loc[ids, "c"].to_numpy(), config.n_negatives, rng)
+                           first.loc[ids, "c"].to_numpy(), config.n_negatives, rng,
+                           times=None if when is None else [t[: first.at[u, "v"]] for u, t in zip(ids, when)])
     valid_rows = choice_data(ctx_catalog, interests, trait, hist, first.loc[ids, "v"].to_numpy(),
-                             config.n_negatives, rng)
-    logit = fit_logit(fit_rows)
-    valid_ll = mean_loglik(valid_rows, np.array([logit.weights[t] for t in CHOICE_TERMS]))
-    return _Choices(logit, fit_rows, valid_rows, valid_ll, ids, first)
+                             config.n_negatives, rng, times=when)
+    if attention is None:
+        logit = fit_logit(fit_rows)
+        valid_ll = mean_loglik(valid_rows, np.array([logit.weights[t] for t in CHOICE_TERMS]))
+        return _Choices(logit, fit_rows, valid_rows, valid_ll, ids, first)
+    fits: dict[float, _Choices] = {}
+    for h in half_lives:
+        fit_h, valid_h = attention.features([fit_rows, valid_rows], h)
+        logit = fit_logit(fit_h)
+        valid_ll = mean_loglik(valid_h, np.array([logit.weights[t] for t in CHOICE_TERMS]))
+        fits[float(h)] = _Choices(logit, fit_h, valid_h, valid_ll, ids, first, float(h))
+    best = max(fits, key=lambda h: (fits[h].valid_loglik, h))
+    grid = {h: {"valid_loglik": c.valid_loglik, "train_loglik": c.logit.loglik,
+                "popularity_weight": c.logit.weights["popularity"]} for h, c in fits.items()}
+    return dataclasses.replace(fits[best], grid=grid)
 
 
-def _fold_weights(dataset: Dataset, log: pd.DataFrame, config: CalibrationConfig) -> list[dict[str, Any]]:
+def _fold_weights(dataset: Dataset, log: pd.DataFrame, config: CalibrationConfig,
+                  attention: _AttentionLog | None = None, half_life: float | None = None) -> list[dict[str, Any]]:
     """The choice weights fitted on each of `config.folds` consecutive time windows of the train log.
 
     Same procedure as the main fit (its own context / fit / valid split and context-only
-    features per window), so the spread between folds is what the fit would give on another
-    stretch of the same log: a weight whose folds disagree beyond their standard errors is not
-    a stable property of the users (`fold_warnings`).
+    features per window, and with attention in time the main fit's half-life, read from every
+    train interaction before each choice), so the spread between folds is what the fit would give
+    on another stretch of the same log: a weight whose folds disagree beyond their standard errors
+    is not a stable property of the users (`fold_warnings`).
     """
     t = log["timestamp"].to_numpy(np.float64)
     edges = np.quantile(t, np.linspace(0, 1, config.folds + 1))
@@ -309,7 +413,9 @@ def _fold_weights(dataset: Dataset, log: pd.DataFrame, config: CalibrationConfig
                                         "interactions in this window: not fitted"})
             continue
         try:
-            fit = _fit_choices(dataset, part, config, np.random.default_rng(config.seed + 1 + f))
+            fit = _fit_choices(dataset, part, config, np.random.default_rng(config.seed + 1 + f),
+                               attention if half_life is not None else None,
+                               () if half_life is None else (half_life,))
         except ValueError as err:
             out.append(entry | {"note": f"not fitted: {err}"})
             continue

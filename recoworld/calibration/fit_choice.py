@@ -9,7 +9,9 @@ Features follow `ChoiceModel.utility` at the start of a session (fatigue 0, posi
 |------------------|----------------------------------------------------------------------------|
 | relevance        | item embedding . user interests (the profile's long-term interest vector) |
 | quality          | catalog quality                                                            |
-| popularity       | catalog standardized log popularity (`Catalog.popularity_z`)               |
+| popularity       | catalog standardized log popularity (`Catalog.popularity_z`), or, with     |
+|                  | attention in time, the standardized log attention of the item at the      |
+|                  | choice's own time (`with_popularity`, `recoworld.data.attention`)          |
 | novelty_mismatch | -abs(novelty - novelty_trait), novelty = 1 - max cosine to the last        |
 |                  | `memory_size` items of h                                                   |
 
@@ -49,6 +51,16 @@ _CONFORMITY_PRIOR_SD = 0.5
 class ChoiceData:
     x: np.ndarray  # (E, K, len(CHOICE_TERMS)) features of each event's choice set; [:, 0] was chosen
     user: np.ndarray  # (E,) row of the user in the `interests` passed to `choice_data`
+    items: np.ndarray | None = None  # (E, K) catalog rows of each choice set
+    time: np.ndarray | None = None  # (E,) seconds: when each choice was made (given `times`)
+
+
+def with_popularity(data: ChoiceData, popularity: np.ndarray) -> ChoiceData:
+    """The same choices with another (E, K) popularity feature, e.g. the attention at each choice's time for one
+    half-life: the other features do not depend on it, so a half-life grid rebuilds only this column."""
+    x = data.x.copy()
+    x[:, :, CHOICE_TERMS.index("popularity")] = popularity
+    return ChoiceData(x, data.user, data.items, data.time)
 
 
 @dataclass(frozen=True)
@@ -68,8 +80,13 @@ def choice_data(
     n_negatives: int,
     rng: np.random.Generator,
     memory_size: int = 30,
+    times: list[np.ndarray] | None = None,
 ) -> ChoiceData:
     """Positives are `histories[u][starts[u]:]`; each earlier item is context for the ones after it.
+
+    `times[u]` (seconds, aligned with `histories[u]`) records when each choice was made, for a
+    popularity feature read at that time (`with_popularity`); the returned data keeps the choice
+    sets' items and times for it.
 
     `interests` (U, D) and `novelty_trait` (U,) describe each user. The sampled alternatives of
     the t-th choice are items the user had not chosen up to and including t: items chosen later
@@ -78,19 +95,19 @@ def choice_data(
     """
     emb = np.vstack([catalog.embeddings, np.zeros((1, catalog.embedding_dim), np.float32)]).astype(np.float64)
     n_items = len(catalog)
-    users, items, times, memory = [], [], [], []
+    users, items, positions, memory = [], [], [], []
     for u, (hist, start) in enumerate(zip(histories, starts)):
         for t in range(int(start), len(hist)):
             mem = hist[max(0, t - memory_size) : t]
             memory.append(np.concatenate([np.full(memory_size - len(mem), -1, np.int64), mem]))
             users.append(u)
             items.append(hist[t])
-            times.append(t)
+            positions.append(t)
     user = np.asarray(users, dtype=np.int64)
     if not len(user):
         raise ValueError("no interactions to fit the choice model on")
     pos = np.asarray(items, dtype=np.int64)
-    neg = _negatives(user, np.asarray(times), histories, n_items, n_negatives, rng)
+    neg = _negatives(user, np.asarray(positions), histories, n_items, n_negatives, rng)
     cand = np.concatenate([pos[:, None], neg], axis=1)  # (E, 1 + n_neg)
     mem = np.asarray(memory)
     rel, max_sim = np.empty(cand.shape), np.empty(cand.shape)
@@ -101,7 +118,11 @@ def choice_data(
     novelty = 1.0 - np.minimum(max_sim, 1.0)
     x = np.stack([rel, catalog.quality[cand].astype(np.float64), catalog.popularity_z[cand],
                   -np.abs(novelty - novelty_trait[user][:, None])], axis=2)
-    return ChoiceData(x, user)
+    when = None
+    if times is not None:
+        when = np.concatenate([np.asarray(tu, dtype=np.float64)[int(start):len(hist)]
+                               for tu, hist, start in zip(times, histories, starts)])
+    return ChoiceData(x, user, cand, when)
 
 
 def _negatives(user: np.ndarray, time: np.ndarray, histories: list[np.ndarray], n_items: int, k: int,

@@ -52,6 +52,12 @@ def calibration_table(report: dict[str, Any]) -> Table:
     for name in ("conformity", "activity"):
         s = report[name]
         table.add_row(f"per-user {name}", f"{s['median']:.3g}", "", f"median; p10 {s['p10']:.3g}, p90 {s['p90']:.3g}")
+    attention = report.get("attention") or {}
+    if attention.get("half_life_days") is not None:
+        grid = attention.get("grid", {})
+        table.add_row("popularity half-life (days)", str(attention["half_life_days"]), "",
+                      f"{attention.get('how', '')}; valid log-lik per choice by half-life: "
+                      + ", ".join(f"{h}: {v['valid_loglik']:.4f}" for h, v in grid.items()))
     ll = choice["loglik_per_choice"]
     table.add_row("choice log-lik / choice", f"{ll['train']:.4f}", "",
                   f"train; valid {ll['valid']:.4f}; all weights 0: {ll['null']:.4f}")

@@ -87,3 +87,60 @@ def fit_half_life(items: np.ndarray, times: np.ndarray, n_items: int, horizon_da
         scores[float(half_life)] = float(np.log(p[judged]).mean())
     best = max(scores, key=lambda h: (scores[h], h))
     return HalfLifeFit(best, scores, inner, int(after.sum()))
+
+
+#: Half-lives the choice model is fitted with when calibration picks the attention's half-life itself
+#: (`recoworld.calibration.calibrated`); `inf` is the all-time count up to each choice.
+CHOICE_HALF_LIFE_GRID = (7.0, 14.0, 30.0, 60.0, 120.0, np.inf)
+
+
+def attention_z(items: np.ndarray, times: np.ndarray, n_items: int, half_life_days: float, at: np.ndarray,
+                candidates: np.ndarray) -> np.ndarray:
+    """(E, K) popularity feature of `candidates[e]` at the time `at[e]` (seconds): the catalog's standardized log
+    attention as the world reads it (`Catalog.popularity_z` of `items._popularity`), but at each choice's own time.
+
+    A choice model fitted on popularity read at one time (the end of the log) learns a weight for a
+    feature that is not the one its choices saw: an item popular at the end was often unreleased or
+    unknown when earlier choices were made, and its count holds other users' later interactions. So
+    here each choice sees only the attention of interactions (of all users) before it, at day
+    resolution: with d = floor(at / day) and A[d] = A[d - 1] * 2 ** (-1 / half_life) + the
+    interactions of day d - 1, an interaction of day k weighs 2 ** (-(d - 1 - k) / half_life) and
+    nothing of day d or later is read. As in `items._popularity`, the decayed counts are rescaled to
+    the number of interactions before day d (n_d), add-one smoothed, logged and standardized over the
+    catalog: z = standardize(log(A[d] * n_d / sum(A[d]) + 1)). `half_life_days=inf` is the all-time
+    count up to day d. `items`/`times` are every interaction the attention may read (the train log).
+    """
+    items, times = np.asarray(items, dtype=np.int64), np.asarray(times, dtype=np.float64)
+    at, candidates = np.asarray(at, dtype=np.float64), np.asarray(candidates, dtype=np.int64)
+    if not half_life_days > 0:
+        raise ValueError(f"half_life_days must be > 0, got {half_life_days}")
+    out = np.zeros(candidates.shape)
+    if not len(at):
+        return out
+    decay = float(np.exp2(-1.0 / half_life_days)) if np.isfinite(half_life_days) else 1.0
+    day = np.floor(times / SECONDS_PER_DAY).astype(np.int64)
+    event_day = np.floor(at / SECONDS_PER_DAY).astype(np.int64)
+    by_day = np.argsort(day, kind="stable")
+    day, items = day[by_day], items[by_day]
+    events = np.argsort(event_day, kind="stable")
+    first, last = int(event_day.min()), int(event_day.max())
+    lo = int(np.searchsorted(day, first - 1))  # interactions before day first - 1: A[first - 1]
+    attention = np.bincount(items[:lo], weights=decay ** (first - 2 - day[:lo]).astype(np.float64),
+                            minlength=n_items)
+    seen = lo
+    e_lo = 0
+    for d in range(first, last + 1):
+        hi = int(np.searchsorted(day, d))  # interactions of day d - 1 join the attention of day d
+        attention = attention * decay + np.bincount(items[lo:hi], minlength=n_items)
+        seen += hi - lo
+        lo = hi
+        e_hi = int(np.searchsorted(event_day[events], d, side="right"))
+        if e_hi > e_lo:
+            total = attention.sum()
+            counts = attention * (seen / total) if total > 0 else attention
+            log_pop = np.log(counts + 1.0)
+            z = (log_pop - log_pop.mean()) / max(float(log_pop.std()), 1e-9)
+            rows = events[e_lo:e_hi]
+            out[rows] = z[candidates[rows]]
+            e_lo = e_hi
+    return out
