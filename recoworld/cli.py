@@ -560,7 +560,9 @@ def transfer(
                                                       "quantile")] = 0.2,
     attention: Annotated[str, typer.Option(help="item popularity in the worlds: none (all-time counts of the "
                                                 "past, a world static in time), fit (attention decayed with a "
-                                                "half-life fitted on the past), or a half-life in days")] = "none",
+                                                "half-life fitted on the past: in the calibrated world, by the "
+                                                "choice model's validation likelihood), or a half-life in days")] \
+    = "none",
     drift: Annotated[str, typer.Option(help="users' interests: none (every past interaction weighs alike), fit "
                                             "(recent interactions weigh more, with a half-life fitted on the "
                                             "past), or a half-life in days")] = "none",
