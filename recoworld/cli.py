@@ -443,7 +443,8 @@ def fidelity(
 
 VALIDATE_FLAGS = {"users": "--users", "days": "--days", "max_days": "--max-days", "agent": "--agent",
                   "candidates": "--candidates", "passes": "--passes", "fidelity_users": "--fidelity-users",
-                  "llm_users": "--llm-users", "llm_max_steps": "--llm-turns", "seed": "--seed"}
+                  "llm_users": "--llm-users", "llm_max_steps": "--llm-turns", "continuation": "--continuation",
+                  "seed": "--seed"}
 
 
 @app.command()
@@ -461,6 +462,10 @@ def validate(
     fidelity_users: Annotated[int, typer.Option(help="users of the held-out ranking fidelity")] = 100,
     llm_users: Annotated[int, typer.Option(help="also simulate N LLM users (world config's llm); 0 = skip")] = 0,
     llm_turns: Annotated[int, typer.Option(help="turns per LLM user")] = 20,
+    continuation: Annotated[bool, typer.Option(help="out of sample, each simulated user starts where they stood "
+                                                    "at the cutoff (churned, or back after the residual gap of "
+                                                    "the world's return model); off: everyone opens a session "
+                                                    "on day 0")] = True,
     config: Annotated[Path | None, typer.Option(help="world config (YAML or JSON) of the default world")] = None,
     calibrated: Annotated[Path | None, typer.Option(help=CALIBRATED_HELP + "; compared next to the default")]
     = None,
@@ -485,7 +490,7 @@ def validate(
         cfg = _options(ValidityConfig, VALIDATE_FLAGS, {
             "users": users, "days": days, "max_days": max_days, "agent": agent, "candidates": candidates,
             "passes": DEFAULT_PASSES if passes is None else passes, "fidelity_users": fidelity_users,
-            "llm_users": llm_users, "llm_max_steps": llm_turns, "seed": seed})
+            "llm_users": llm_users, "llm_max_steps": llm_turns, "continuation": continuation, "seed": seed})
         fitted = _calibrated(calibrated, None) if calibrated is not None else None
         real = _real_for(data, embedding, seed, fitted, calibrated, split=split, test_fraction=test_fraction)
         default = _llm_ready(load_world(config), out, calls_model=llm_users > 0)  # LLM users run on its llm
