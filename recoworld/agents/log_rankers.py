@@ -212,9 +212,13 @@ class _ImplicitRanker(LogRanker):
     """A model of the `implicit` package, fitted on the binary matrix; score = user · item factors."""
 
     def fit(self, log: TrainLog) -> None:
+        import implicit.cpu  # noqa: F401  (loads its BLAS before the limit, so the limit covers it)
+        from threadpoolctl import threadpool_limits
+
         self.x = log.matrix()
-        model = self._model()
-        model.fit(self.x, show_progress=False)
+        with threadpool_limits(1, "blas"):  # implicit's solvers run their own loops; BLAS threads would contend
+            model = self._model()
+            model.fit(self.x, show_progress=False)
         self.user_factors = np.asarray(model.user_factors, dtype=np.float64)
         self.item_factors = np.asarray(model.item_factors, dtype=np.float64)
 
