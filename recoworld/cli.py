@@ -83,6 +83,23 @@ CALIBRATED_HELP = "a calibrated world (the --out of `recoworld calibrate`): its 
 SPLIT_HELP = ("global (default): one time cutoff, nothing fitted sees an interaction after it; per_user: each "
               "user's latest interactions held out, which LEAKS other users' later interactions into train (Ji et "
               "al., TOIS 2023)")
+ATTENTION_HELP = ("item popularity: none (all-time counts of the past, a world static in time), fit (attention "
+                  "decayed with a half-life fitted on the past: by the choice model's validation likelihood when "
+                  "calibrating), or a half-life in days")
+DRIFT_HELP = ("users' interests: none (every past interaction weighs alike), fit (recent interactions weigh more, "
+              "with a half-life fitted on the past where the log shows drift), or a half-life in days")
+TIME_FLAGS = {"representation.popularity_half_life_days": "--attention",
+              "representation.interest_half_life_days": "--drift", "representation.embedding": "--embedding"}
+
+
+def _time(attention: str, drift: str) -> dict[str, object]:
+    """The representation fields of --attention and --drift ('none' = no decay, 'fit', or days)."""
+    def value(flag: str) -> object:
+        return {"fit": "fit", "none": None}.get(flag, flag)
+
+    return {"popularity_half_life_days": value(attention), "interest_half_life_days": value(drift)}
+
+
 PASSES_HELP = ("passes of shuffled slates behind the simulated AUC (users click a few percent of what they see, so "
                "few passes measure the pass count); default: DEFAULT_PASSES of recoworld.evaluation.fidelity (200), "
                "the same in fidelity and validate")
@@ -523,6 +540,8 @@ def calibrate(
     split: Annotated[str, typer.Option(help=SPLIT_HELP + "; only the train part is fitted")] = "global",
     test_fraction: Annotated[float, typer.Option(help="share of interactions held out, by time")] = 0.2,
     budget: Annotated[int, typer.Option(help="evaluation budget of the simulated-moments fit")] = 60,
+    attention: Annotated[str, typer.Option(help=ATTENTION_HELP)] = "none",
+    drift: Annotated[str, typer.Option(help=DRIFT_HELP)] = "none",
     seed: Annotated[int, typer.Option(help="seed of the sampled negatives and the simulated users")] = 0,
 ) -> None:
     """Fit the parametric user to a real log; write a world config, the users and the fit report."""
@@ -531,10 +550,10 @@ def calibrate(
     from recoworld.calibration.report import calibration_table, fit_check_table, folds_table
 
     try:
-        cfg = _options(CalibrationConfig, {**{f"data.{k}": v for k, v in DATA_FLAGS.items()},
+        cfg = _options(CalibrationConfig, {**{f"data.{k}": v for k, v in {**DATA_FLAGS, **TIME_FLAGS}.items()},
                                            "moment_budget": "--budget", "seed": "--seed"}, {
-            "data": {"path": data, "representation": {"embedding": embedding}, "split": split,
-                     "test_fraction": test_fraction, "seed": seed},
+            "data": {"path": data, "representation": {"embedding": embedding, **_time(attention, drift)},
+                     "split": split, "test_fraction": test_fraction, "seed": seed},
             "moment_budget": budget, "seed": seed})
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
@@ -563,14 +582,8 @@ def transfer(
     embedding: Annotated[str, typer.Option(help=EMBEDDING_HELP)] = "auto",
     test_fraction: Annotated[float, typer.Option(help="share of the log's time after the cutoff, by timestamp "
                                                       "quantile")] = 0.2,
-    attention: Annotated[str, typer.Option(help="item popularity in the worlds: none (all-time counts of the "
-                                                "past, a world static in time), fit (attention decayed with a "
-                                                "half-life fitted on the past: in the calibrated world, by the "
-                                                "choice model's validation likelihood), or a half-life in days")] \
-    = "none",
-    drift: Annotated[str, typer.Option(help="users' interests: none (every past interaction weighs alike), fit "
-                                            "(recent interactions weigh more, with a half-life fitted on the "
-                                            "past), or a half-life in days")] = "none",
+    attention: Annotated[str, typer.Option(help=ATTENTION_HELP)] = "none",
+    drift: Annotated[str, typer.Option(help=DRIFT_HELP)] = "none",
     panel: Annotated[str | None, typer.Option(help="comma-separated panel recommenders (default: all of "
                                                    "recoworld.agents.log_rankers.PANEL)")] = None,
     users: Annotated[int | None, typer.Option(help="judge at most N users (drawn with the seed)")] = None,
@@ -600,19 +613,14 @@ def transfer(
 
     try:
         _writable_dir(out, "--out")
-        half_life: float | str | None = {"fit": "fit", "none": None}.get(attention, attention)
-        interest_half_life: float | str | None = {"fit": "fit", "none": None}.get(drift, drift)
         names = [p.strip() for p in panel.split(",") if p.strip()] if panel is not None else None
         cfg = _options(TransferConfig, {"panel": "--panel", "max_users": "--users", "days": "--days",
                                         "max_days": "--max-days", "bootstrap": "--bootstrap", "seed": "--seed"},
                        {"max_users": users, "days": days, "max_days": max_days, "bootstrap": bootstrap, "seed": seed,
                         **({"panel": names} if names is not None else {})})
-        data_cfg = _options(DataConfig, {**DATA_FLAGS, "representation.popularity_half_life_days": "--attention",
-                                              "representation.embedding": "--embedding",
-                                              "representation.interest_half_life_days": "--drift"}, {
+        data_cfg = _options(DataConfig, {**DATA_FLAGS, **TIME_FLAGS}, {
             "path": data, "split": "global", "test_fraction": test_fraction, "seed": seed,
-            "representation": {"embedding": embedding, "popularity_half_life_days": half_life,
-                               "interest_half_life_days": interest_half_life}})
+            "representation": {"embedding": embedding, **_time(attention, drift)}})
         with console.status(f"loading {data}"):
             real = prepare_world(data_cfg)
         console.print(real.describe(), highlight=False)
