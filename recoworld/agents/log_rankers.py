@@ -23,9 +23,9 @@ RecoWorld's own recommenders (`greedy`, `diverse`, or your own by reference) joi
 through `AgentRanker`: each acts once on a log observation (every unseen item a candidate, the
 user's last train items as clicked history) and its slate order, `depth` deep, is its ranking.
 They rank with the catalog's item features, which `recoworld transfer` learns from the past
-(behaviour-learned factors): a simulator living in the same space may favour them, which the
-transfer's circularity check guards against. `instruct` ranks as `greedy` on a log (a log
-carries no instructions), so it is not a separate member.
+(behaviour-learned factors): the very space the simulated users choose in, so they are not in
+the default panel (`recoworld.evaluation.transfer` says what that did). `instruct` ranks as
+`greedy` on a log (a log carries no instructions), so it is not a separate member.
 
 Matrix factorization comes from `implicit` (a maintained library) rather than RecoWorld's own
 ALS, so the panel does not share code with the simulator's representation. Its models run
@@ -355,8 +355,6 @@ class AgentRanker(LogRanker):
 PANEL: dict[str, type[LogRanker]] = {cls.name: cls for cls in (
     RandomRanker, PopularityRanker, RecentPopularityRanker, ItemKNNRanker, UserKNNRanker, ALSRanker, BPRRanker,
     TopicProfileRanker, TopicPopularRanker)}
-#: RecoWorld recommenders in the default panel, through `AgentRanker`.
-AGENT_PANEL = ("greedy", "diverse")
 
 
 def make_ranker(name: str, seed: int = 0, catalog: Catalog | None = None) -> LogRanker:
@@ -369,5 +367,5 @@ def make_ranker(name: str, seed: int = 0, catalog: Catalog | None = None) -> Log
 
         check_recommender_names([name])
         return AgentRanker(name, catalog, seed)
-    raise ConfigError(f"unknown panel recommender {name!r}; choose from {', '.join([*PANEL, *AGENT_PANEL])} or a "
-                      "RecoWorld recommender")
+    raise ConfigError(f"unknown panel recommender {name!r}; choose from {', '.join(PANEL)} or a RecoWorld "
+                      "recommender (greedy, diverse, module:Class)")
