@@ -57,6 +57,20 @@ def _options(model: type[M], flags: dict[str, str], data: dict[str, Any]) -> M:
         raise ConfigError("; ".join(problems)) from None
 
 
+def _note(message: str) -> None:
+    """A progress line where no live display can show one: output piped or redirected to a file."""
+    if not console.is_terminal:
+        console.log(message, highlight=False)
+
+
+def _advance(progress: Progress, task: TaskID, every: int = 50) -> None:
+    """Advance a bar; without a terminal, say how far it got every `every` steps and at the end."""
+    progress.advance(task)
+    t = progress.tasks[task]
+    if t.completed % every == 0 or t.completed == t.total:
+        _note(f"{t.description.strip()}: {t.completed:.0f}/{t.total:.0f}")
+
+
 def _fail(err: Exception) -> typer.Exit:
     console.print(f"[red]error:[/red] {err}", soft_wrap=True, highlight=False)  # one line, however long
     return typer.Exit(code=2)
@@ -437,7 +451,7 @@ def fidelity(
                  for scorers, group in runs for s in scorers}
         for scorers, group in runs:
             try:
-                results.append(evaluate(group, scorers, cfg, on_user=lambda name: progress.advance(tasks[name])))
+                results.append(evaluate(group, scorers, cfg, on_user=lambda name: _advance(progress, tasks[name])))
             except RecoWorldError as err:
                 raise _fail(err) from None
     summary = pd.concat([r[0] for r in results], ignore_index=True)
@@ -515,7 +529,7 @@ def validate(
         if fitted is not None:
             worlds.append(SimWorld("calibrated", fitted.world, fitted.catalog, fitted.profiles))
         with console.status("validating") as status:
-            result = run(real, worlds, cfg, progress=lambda msg: status.update(msg))
+            result = run(real, worlds, cfg, progress=lambda msg: (status.update(msg), _note(msg)))
     except ImportError as err:
         raise _fail(RecoWorldError(f"LLM users need the local extra (pip install 'recoworld[local]'): {err}")) from None
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
@@ -558,8 +572,14 @@ def calibrate(
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
             task = progress.add_task("fitting choices, sessions, then simulated moments", total=cfg.moment_budget)
-            result = run(cfg, on_eval=lambda n, best: progress.update(
-                task, completed=n, description=f"simulated moments (best objective {best:.3g})"))
+            _note("fitting choices and sessions, then simulated moments")
+
+            def moments(n: int, best: float) -> None:
+                progress.update(task, completed=n, description=f"simulated moments (best objective {best:.3g})")
+                if n % 10 == 0:
+                    _note(f"simulated moments: {n} evaluations, best objective {best:.3g}")
+
+            result = run(cfg, on_eval=moments)
         path = save_calibration(result, out)
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None

@@ -161,6 +161,7 @@ def test_transfer_recovers_the_known_ranking_of_the_panel(trending_log: Path, tm
     assert real.idxmin() == "random" and real.max() > 3 * real["random"]  # the known ranking is not flat
     assert (out / "transfer.png").stat().st_size > 10_000
     assert "Spearman" in result.output
+    assert "training item-knn on the past" in result.output  # progress lines, though the output is not a terminal
 
 
 def test_transfer_bad_input_names_the_flag(trending_log: Path, tmp_path: Path) -> None:
