@@ -601,7 +601,7 @@ def transfer(
                                                    "split (default: calibrate here, on the past only)")] = None,
     embedding: Annotated[str, typer.Option(help=EMBEDDING_HELP)] = "auto",
     test_fraction: Annotated[float, typer.Option(help="share of the log's time after the cutoff, by timestamp "
-                                                      "quantile")] = 0.2,
+                                                      "quantile (a --calibrated world's own cutoff wins)")] = 0.2,
     attention: Annotated[str, typer.Option(help=ATTENTION_HELP)] = "none",
     drift: Annotated[str, typer.Option(help=DRIFT_HELP)] = "none",
     panel: Annotated[str | None, typer.Option(help="comma-separated panel recommenders (default: all of "
@@ -638,19 +638,22 @@ def transfer(
                                         "max_days": "--max-days", "bootstrap": "--bootstrap", "seed": "--seed"},
                        {"max_users": users, "days": days, "max_days": max_days, "bootstrap": bootstrap, "seed": seed,
                         **({"panel": names} if names is not None else {})})
+        fitted = load_calibration(calibrated) if calibrated is not None else None
+        if fitted is not None:  # its own cutoff wins: a later one would judge it on what it was fitted to
+            fit_data = fitted.report.get("data", {})
+            if fit_data.get("split") != "global":
+                raise ConfigError(f"--calibrated {calibrated}: it was fitted on a {fit_data.get('split', 'unknown')} "
+                                  "split; transfer needs a global one (recoworld calibrate --split global), or leave "
+                                  "--calibrated out")
+            test_fraction = float(fit_data.get("test_fraction", test_fraction))
         data_cfg = _options(DataConfig, {**DATA_FLAGS, **TIME_FLAGS}, {
             "path": data, "split": "global", "test_fraction": test_fraction, "seed": seed,
             "representation": {"embedding": embedding, **_time(attention, drift)}})
         with console.status(f"loading {data}"):
             real = prepare_world(data_cfg)
         console.print(real.describe(), highlight=False)
-        if calibrated is not None:
-            fitted = load_calibration(calibrated)
-            if fitted.report.get("data", {}).get("split") != "global":
-                raise ConfigError(f"--calibrated {calibrated}: it was fitted on a "
-                                  f"{fitted.report.get('data', {}).get('split', 'unknown')} split; transfer needs a "
-                                  "global one (recoworld calibrate --split global), or leave --calibrated out")
-        else:
+        if fitted is None:
+            _note("calibrating on the past (choices, sessions, simulated moments)")
             with console.status("calibrating on the past (choices, sessions, simulated moments)"):
                 fitted = fit(_options(CalibrationConfig, {"moment_budget": "--budget"},
                                       {"data": data_cfg, "moment_budget": budget, "seed": seed}))
@@ -660,6 +663,7 @@ def transfer(
         if circularity and "mf" in real.catalog.metadata.get("embedding", "").split("+"):
             half = data_cfg.model_copy(update={"representation": data_cfg.representation.model_copy(
                 update={"mf_user_half": 0})})
+            _note("calibrating a world whose representation half of the users learned")
             with console.status("calibrating a world whose representation half of the users learned"):
                 apart = fit(_options(CalibrationConfig, {"moment_budget": "--budget"},
                                      {"data": half, "moment_budget": budget, "seed": seed}))

@@ -251,3 +251,22 @@ def test_attention_fit_ranks_recent_popularity_as_the_real_future_does(recency_l
     assert cal.at["recent-popularity", "ndcg"] > 1.2 * cal.at["popularity", "ndcg"]  # the log is recency-dominated
     # With the half-life fitted by the choice model, simulated users follow the items that are hot at the cutoff.
     assert cal.at["recent-popularity", "consumptions"] > cal.at["popularity", "consumptions"]
+
+
+def test_transfer_reuses_a_calibration_only_on_its_own_global_cutoff(tmp_path: Path) -> None:
+    data = write_reference_log(tmp_path / "log", n_users=120, n_items=300, mean_activity=40, seed=3)
+    runner = CliRunner()
+    for split, fraction in (("per_user", "0.2"), ("global", "0.3")):
+        res = runner.invoke(app, ["calibrate", "--data", str(data), "--out", str(tmp_path / split), "--split", split,
+                                  "--test-fraction", fraction, "--budget", "8"])
+        assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["transfer", "--data", str(data), "--calibrated", str(tmp_path / "per_user"),
+                              "--out", str(tmp_path / "t1")])
+    assert res.exit_code == 2 and "per_user split" in res.output
+    res = runner.invoke(app, ["transfer", "--data", str(data), "--calibrated", str(tmp_path / "global"), "--out",
+                              str(tmp_path / "t2"), "--no-circularity", "--bootstrap", "20", "--panel",
+                              "random,popularity,item-knn"])
+    assert res.exit_code == 0, res.output
+    cutoff = json.loads((tmp_path / "t2" / "transfer.json").read_text())["cutoff"]
+    times = pd.read_csv(data / "u.data", sep="\t", header=None)[3]
+    assert cutoff == pytest.approx(np.quantile(times, 0.7))  # the calibration's 30% held out, not the default 20%
