@@ -79,9 +79,12 @@ def run_episode(
     profile: UserProfile,
     seed: int,
     log: TrajectoryLog,
+    start_day: float = 0.0,
 ) -> dict[str, Any]:
-    """One user's whole horizon with one recommender; appends rows to `log`."""
-    obs, info = env.reset(seed=seed, options={"profile": profile})
+    """One user's whole horizon with one recommender; appends rows to `log`. `start_day` opens the first
+    session later than day 0 (a user continued from where they stood at a log's cutoff)."""
+    options: dict[str, Any] = {"profile": profile} | ({"start_day": start_day} if start_day else {})
+    obs, info = env.reset(seed=seed, options=options)
     if isinstance(agent, CatalogSearcher):  # an explicit capability: only such agents see the search service
         agent.connect_search(env.search)
     agent.begin_episode(seed)

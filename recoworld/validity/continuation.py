@@ -20,11 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recoworld.agents import CatalogSearcher, Recommender, make_recommender
+from recoworld.agents import make_recommender
 from recoworld.calibration.fit_sessions import SECONDS_PER_DAY, SESSION_GAP_MINUTES, sessionize
 from recoworld.catalog import Catalog
 from recoworld.config import WorldConfig
 from recoworld.envs.recoworld_env import RecoWorldEnv
+from recoworld.evaluation.simulation import run_episode
 from recoworld.evaluation.trajectory import TrajectoryLog
 from recoworld.llm.errors import BudgetExceeded
 from recoworld.population import UserProfile
@@ -96,28 +97,10 @@ def simulate_from_cutoff(
         if not gap < world.horizon_days:
             continue
         try:
-            _play(env, recommender, profile, episode_seed, gap, log)
+            run_episode(env, recommender, profile, episode_seed, log, start_day=gap)
         except BudgetExceeded as err:  # keep what was played, as `simulate` does
             stopped = str(err)
             break
     ids = [p.user_id for p in profiles]
     return Continuation(log.table().to_pandas(), pd.Series(gaps, index=ids, name="first_gap"),
                         absent.reindex(ids).fillna(0.0), stopped)
-
-
-def _play(env: RecoWorldEnv, agent: Recommender, profile: UserProfile, seed: int, start_day: float,
-          log: TrajectoryLog) -> None:
-    """One user's episode from `start_day` to the horizon (`recoworld.evaluation.simulation.run_episode`,
-    with a late first session)."""
-    obs, info = env.reset(seed=seed, options={"profile": profile, "start_day": start_day})
-    if isinstance(agent, CatalogSearcher):
-        agent.connect_search(env.search)
-    agent.begin_episode(seed)
-    done = False
-    while not done:
-        action = agent.act(obs, info)
-        trace = getattr(agent, "last_trace", None)
-        obs, reward, terminated, truncated, info = env.step(action)
-        agent.observe(info["reactions"], info)
-        log.add(profile.user_id, profile.segment, seed, info, float(reward), trace)
-        done = terminated or truncated
