@@ -98,6 +98,12 @@ class Segment(BaseModel):
     topics: list[str] | None = Field(None, min_length=1, description="favoured topics; random ones when unset")
     n_favorite_topics: int = Field(3, ge=1)
     interest_concentration: float = Field(1.0, gt=0, description="Dirichlet alpha over favourite topics")
+    mainstream: float = Field(
+        1.0, ge=0,
+        description="favourite topics (when `topics` is unset) are drawn with probability proportional to each "
+        "topic's share of the catalog's popularity to this power: 1 = in proportion to the attention a topic gets, "
+        "0 = uniformly over topics (the former default); see `_favourite_topic_odds`",
+    )
     novelty: Dist = Beta(a=2, b=2)
     patience: Dist = Normal(mean=25, std=8, low=5, high=80)
     time_budget_min: Dist = Normal(mean=35, std=12, low=5, high=240)
@@ -302,14 +308,32 @@ def sample_profile(spec: PopulationSpec, catalog: Catalog, rng: np.random.Genera
     return _sample_segment(segment, 1, catalog, rng)[0]
 
 
+def _favourite_topic_odds(catalog: Catalog, mainstream: float) -> np.ndarray | None:
+    """Probabilities of each topic being drawn as a favourite: its share of the catalog's popularity
+    to the power `mainstream`; None (uniform, and the former draws exactly) when `mainstream` is 0.
+
+    Why: tastes concentrate where attention does. Drawn uniformly, a niche topic had as many fans
+    as the largest one, so feeds ranked by each user's taste spread consumption over the catalog
+    far more evenly than real logs (item Gini 0.38-0.46 against the 0.6-0.9 of public logs, issue
+    27). Drawing favourites in proportion to a topic's attention is an assumption (the exponent 1
+    is the neutral choice: a topic's fans in proportion to its audience); topics with no
+    popularity at all keep a tiny chance so that any k of them can still be drawn."""
+    if mainstream == 0:
+        return None
+    mass = np.bincount(catalog.topic, weights=catalog.popularity.astype(np.float64), minlength=catalog.n_topics)
+    odds = np.maximum(mass / max(float(mass.sum()), 1e-300), 1e-12) ** mainstream
+    return odds / odds.sum()
+
+
 def _sample_segment(segment: Segment, count: int, catalog: Catalog, rng: np.random.Generator) -> list[UserProfile]:
     profiles: list[UserProfile] = []
     if segment.topics is not None:
         fav_idx = [catalog.topic_index(t) for t in segment.topics]
+    topic_odds = _favourite_topic_odds(catalog, segment.mainstream) if segment.topics is None else None
     for i in range(count):
         if segment.topics is None:
             k = min(segment.n_favorite_topics, catalog.n_topics)
-            chosen = rng.choice(catalog.n_topics, size=k, replace=False)
+            chosen = rng.choice(catalog.n_topics, size=k, replace=False, p=topic_odds)
         else:
             k = min(segment.n_favorite_topics, len(fav_idx))
             chosen = rng.choice(fav_idx, size=k, replace=False)

@@ -70,10 +70,14 @@ def test_diverse_slates_are_more_diverse_than_greedy(env: RecoWorldEnv) -> None:
 
 def test_instruction_aware_follows_the_intent(env: RecoWorldEnv) -> None:
     obs, info = env.reset(seed=3)
-    topics = env.catalog.topic[obs["candidate_ids"]]
-    wanted = env.catalog.topic_names[int(np.bincount(topics).argmax())]
     agent = InstructionAwareRecommender(5, env.catalog, seed=0)
     neutral = agent.act(obs, info)
+    # The candidates' most common topic among those the neutral slate shows: "more" has items of it
+    # to bring in, and "different" has items of it to take out.
+    topics = env.catalog.topic[obs["candidate_ids"]]
+    counts = np.bincount(topics, minlength=env.catalog.n_topics)
+    shown = np.isin(np.arange(env.catalog.n_topics), topics[neutral])
+    wanted = env.catalog.topic_names[int(np.where(shown, counts, -1).argmax())]
     intent = {"kind": "more", "topics": [wanted], "related": [], "attributes": {}}
     agent.observe(np.zeros(5), {"instruction_intent": intent, "left": False})
     slate = obs["candidate_ids"][agent.act(obs, info)]
