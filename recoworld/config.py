@@ -244,7 +244,7 @@ class DynamicsConfig(StrictModel):
         8.0, gt=0,
         description="a skipped item is disliked ('not interested') when its click utility plus the click noise "
         "is below -this (the click threshold is 0). An assumption, not fitted: the default gives a few percent "
-        "of impressions (about 3.6% under a random recommender in the default world; 6 gives 16%, 10 gives "
+        "of impressions (3.0% under a random recommender in the default world of issue 27; earlier 6 gave 16%, 10 gave "
         "0.6%), the order of explicit negative feedback on short-video feeds; tests/test_reactions.py checks the band",
     )
     dislike_satisfaction: float = Field(0.0, ge=0, le=1, description="satisfaction a dislike pulls toward")
