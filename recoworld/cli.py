@@ -572,8 +572,6 @@ def calibrate(
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
             task = progress.add_task("fitting choices, sessions, then simulated moments", total=cfg.moment_budget)
-            _note("fitting choices and sessions, then simulated moments")
-
             def moments(n: int, best: float) -> None:
                 progress.update(task, completed=n, description=f"simulated moments (best objective {best:.3g})")
                 if n % 10 == 0:
