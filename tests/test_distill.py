@@ -141,9 +141,12 @@ def test_the_surrogate_ranks_recommenders_as_the_llm_users_do(distilled: tuple[P
     assert set(ranking["recommender"]) == set(RANKED) and list(dict.fromkeys(ranking["metric"])) == list(METRICS)
     fit = json.loads((out / "calibration.json").read_text())["ranking"]
     assert set(fit["spearman_rho"]) == set(METRICS) and len(fit["llm_order"]) == len(RANKED)
-    # the hidden rule's user likes only two topics: popular ranks last under both, the rest agree closely
-    assert fit["llm_order"][-1] == fit["surrogate_order"][-1] == "popular"
-    assert fit["spearman_rho"]["return_per_user"] >= 0.79 and fit["spearman_rho"]["ctr"] >= 0.59
+    # the hidden rule's user likes only two topics: both put the two taste-blind recommenders last and the two that
+    # follow taste first. Within each pair they are near ties since the default world concentrated exposure on
+    # popular items (issue 27: popular was last alone before), so a pair's order may flip and rho is 0.6-0.8.
+    for order in (fit["llm_order"], fit["surrogate_order"]):
+        assert set(order[:2]) == {"greedy", "instruct"} and set(order[2:]) == {"popular", "random"}, fit
+    assert fit["spearman_rho"]["return_per_user"] >= 0.59 and fit["spearman_rho"]["ctr"] >= 0.59
     # the rule returns in half a day after two likes, else in three: the surrogate's return hazard follows its own
     # end-of-session satisfaction, so it ranks by retention too (rho was 0 with one Gamma for all sessions)
     returns = json.loads((out / "calibration.json").read_text())["returns"]
@@ -152,7 +155,7 @@ def test_the_surrogate_ranks_recommenders_as_the_llm_users_do(distilled: tuple[P
     assert returns["level"]["own_session_ends"] > 0
     retention = ranking[ranking["metric"] == "retention"]
     assert (retention["surrogate"] - retention["llm"]).abs().mean() < 0.08
-    assert fit["spearman_rho"]["retention"] >= 0.6 and fit["rho_ci95"]["retention"][1] == pytest.approx(1.0)
+    assert fit["spearman_rho"]["retention"] >= 0.6 and fit["rho_ci95"]["retention"][1] >= 0.9
     for metric in METRICS:
         low, high = fit["rho_ci95"][metric]
         assert low <= fit["spearman_rho"][metric] <= high and len(fit["rho_per_replica"][metric]) == 5
