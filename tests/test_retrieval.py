@@ -28,7 +28,7 @@ def test_candidates_are_distinct_fresh_and_lead_with_the_users_taste(catalog: Ca
     rng = np.random.default_rng(0)
     items, reactions = _history(catalog, rng, 16)
     out = retriever.retrieve(items, reactions, UserStreams.spawn(rng, 16), np.arange(16))
-    n_interest = round(0.5 * 40)
+    n_interest = round(RetrievalConfig().interest_share * 40)
     for j, row in enumerate(out):
         assert len(set(row.tolist())) == 40
         assert not set(row.tolist()) & set(items[j][items[j] >= 0].tolist())  # recent items are not re-offered
