@@ -93,8 +93,9 @@ def test_social_proof_changes_what_others_see_and_prefer() -> None:
 
     off = concentration_and_ctr({"utility_bonus": 0.0, "retrieval_weight": 0.0})
     on = concentration_and_ctr({"utility_bonus": 3.0, "retrieval_weight": 1.0})
-    # Relative: the popular block of retrieval already concentrates impressions.
-    assert on[0] > 1.3 * off[0]
+    # Relative: the popular block of retrieval (45% of the candidates since issue 27) already concentrates
+    # impressions without social proof (top-20 share 0.26; herding takes it to 0.34).
+    assert on[0] > 1.2 * off[0]
 
 
 def test_social_proof_makes_the_same_users_click_more_on_liked_items() -> None:
