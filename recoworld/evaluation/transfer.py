@@ -28,8 +28,8 @@ on why the cutoff must be global):
 
 The default panel is the log-trained one. RecoWorld's own heuristics (`greedy`, `diverse`)
 can join by name, but they rank with the world's item embeddings, the very space its
-simulated users choose in: on the reference log `greedy` had the best simulated CTR of eleven
-recommenders and the sixth best real NDCG. Judge them with `--circularity` in mind.
+simulated users choose in: on the reference log (before issue 27's default-world changes)
+`greedy` had the best simulated CTR of eleven recommenders and the seventh best real NDCG.
 
 The world plays each recommender's ranking as fixed at the cutoff, exactly as the real
 score reads it, so the two sides differ only in who reacts: the real users' future, or
