@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recoworld.agents import GreedyRelevanceRecommender, Recommender
@@ -147,7 +148,8 @@ def test_toolrec_search_brings_an_outside_item_into_the_slate_and_the_trace(env:
     cat = env.catalog
     before = obs["candidate_ids"].copy()
     topic = _absent_topic(cat, before)
-    target = int(np.flatnonzero(cat.topic == cat.topic_names.index(topic))[0])
+    unique = ~pd.Series(cat.titles).duplicated(keep=False).to_numpy()  # a title two items share names neither
+    target = int(np.flatnonzero((cat.topic == cat.topic_names.index(topic)) & unique)[0])
     value = {"topic": topic, "query": f"{cat.titles[target]}",
              "semantic_id": format_semantic_id(cat.semantic_ids[target])}[how]
     agent, backend = _toolrec(cat, [_call("search", attribute=how, value=value, k=1), _call("finish", items=[])])
