@@ -33,7 +33,8 @@ def _module() -> ModuleType:
 
 
 def test_the_script_reports_every_world_with_confidence_intervals(tmp_path: Path) -> None:
-    cmd = [sys.executable, str(SCRIPT), "--users", "6", "--days", "2", "--agents", "greedy", "instruct",
+    # 12 users for 3 days: with 6 users for 2 days every user of a world could share one retention (no spread).
+    cmd = [sys.executable, str(SCRIPT), "--users", "12", "--days", "3", "--agents", "greedy", "instruct",
            "--channels", "structured", "none", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
