@@ -32,17 +32,23 @@ SECONDS_PER_DAY = 86400.0
 HALF_LIFE_GRID = (1.0, 2.0, 4.0, 7.0, 14.0, 30.0, 60.0, 120.0, 240.0, np.inf)
 
 
+def decay(times: np.ndarray, at: float, half_life_days: float) -> np.ndarray:
+    """The weight of events at `times` (seconds) read at `at`: 2 ** (-age in days / half-life), 1 for every
+    event when the half-life is infinite. One definition for item attention and users' interest drift."""
+    times = np.asarray(times, dtype=np.float64)
+    if not np.isfinite(half_life_days):
+        return np.ones(len(times))
+    if half_life_days <= 0:
+        raise ValueError(f"half_life_days must be > 0, got {half_life_days}")
+    return np.exp2(-(at - times) / SECONDS_PER_DAY / half_life_days)
+
+
 def item_attention(items: np.ndarray, times: np.ndarray, n_items: int, at: float,
                    half_life_days: float) -> np.ndarray:
     """(n_items,) decayed interaction counts at time `at` (seconds); interactions after `at` are ignored."""
     items, times = np.asarray(items, dtype=np.int64), np.asarray(times, dtype=np.float64)
     before = times <= at
-    if not np.isfinite(half_life_days):
-        return np.bincount(items[before], minlength=n_items).astype(np.float64)
-    if half_life_days <= 0:
-        raise ValueError(f"half_life_days must be > 0, got {half_life_days}")
-    age_days = (at - times[before]) / SECONDS_PER_DAY
-    return np.bincount(items[before], weights=np.exp2(-age_days / half_life_days), minlength=n_items)
+    return np.bincount(items[before], weights=decay(times[before], at, half_life_days), minlength=n_items)
 
 
 @dataclass(frozen=True)
@@ -53,13 +59,6 @@ class HalfLifeFit:
     loglik_per_choice: dict[float, float]  # every half-life tried -> held-out log-likelihood per choice
     inner_cutoff: float  # seconds: the attention is read here and judged on what follows
     held_out: int  # interactions the half-life was judged on
-
-    def as_dict(self) -> dict[str, object]:
-        def key(h: float) -> str:
-            return "inf" if not np.isfinite(h) else f"{h:g}"
-
-        return {"half_life_days": key(self.half_life_days), "held_out_choices": self.held_out,
-                "loglik_per_choice": {key(h): v for h, v in self.loglik_per_choice.items()}}
 
 
 def fit_half_life(items: np.ndarray, times: np.ndarray, n_items: int, horizon_days: float = 60.0,

@@ -32,6 +32,7 @@ import pandas as pd
 
 from recoworld.catalog import Catalog
 from recoworld.config import ReturnConfig
+from recoworld.data.attention import decay
 from recoworld.data.dataset import Dataset
 from recoworld.data.factors import fold_in
 from recoworld.data.items import RepresentationConfig
@@ -133,16 +134,11 @@ def _user_factors(log: pd.DataFrame, catalog: Catalog, user_ids: pd.Index) -> di
     if half_life is not None:
         end = float(log["timestamp"].max())
         times = history["timestamp"].agg(lambda s: s.to_numpy(np.float64))
-        weights = [_recency(times[u], end, float(half_life)) for u in ids]
+        weights = [decay(times[u], end, float(half_life)) for u in ids]
     vectors = fold_in(catalog.embeddings, [items[u] for u in ids], cfg.mf_confidence, cfg.mf_regularization,
                       weights)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return {u: [round(float(x), 5) for x in v] for u, v in zip(ids, vectors)}
-
-
-def _recency(times: np.ndarray, at: float, half_life_days: float) -> np.ndarray:
-    return np.exp2(-(at - times) / _SECONDS_PER_DAY / half_life_days) if np.isfinite(half_life_days) \
-        else np.ones(len(times))
 
 
 @dataclass(frozen=True)
@@ -176,9 +172,9 @@ def fit_interest_half_life(log: pd.DataFrame, catalog: Catalog, horizon_days: fl
         return InterestFit(np.inf, {}, 0)
     emb = catalog.embeddings.astype(np.float64)
     per_user: dict[float, np.ndarray] = {}
-    for h in (*grid, np.inf):
+    for h in dict.fromkeys((*grid, np.inf)):  # no drift (inf) is the reference, tried once
         vec = fold_in(emb, [items[u] for u in ids], cfg.mf_confidence, cfg.mf_regularization,
-                      [_recency(times[u], inner, h) for u in ids])
+                      [decay(times[u], inner, h) for u in ids])
         scores = vec @ emb.T
         values = []
         for j, u in enumerate(ids):
