@@ -1,7 +1,15 @@
-"""Speed of the distilled surrogate (issue 15): user-item evaluations per second, on one pinned core.
+"""The distilled surrogate: its agreement over hidden rules (issue 33), and its speed (issue 15).
 
-    python experiments/bench_distill.py                     # a surrogate fitted on the spot (scripted LLM user)
+    python experiments/bench_distill.py --rules             # agreement over the rules, with their ceilings
+    python experiments/bench_distill.py                     # speed of a surrogate fitted on the spot
     python experiments/bench_distill.py --world runs/distilled --batch 4096 --slate 10
+
+`--rules` plays each scripted rule of tests/distill_rule.py (persona-based, a global topic taste, a length
+threshold, a persona x topic interaction; each noiseless and with 10% of its decisions flipped) as the LLM user of
+a `simulate` run (`--users`, `--days`; random, popular, greedy, instruct), distills it, and prints one markdown row
+per rule: the distilled user's held-out reaction accuracy and click AUC with 95% intervals over users, the ceiling
+of each (the rule's own oracle on the same decisions), the default user's accuracy, and the term group whose
+removal costs the most cross-validated likelihood.
 
 Without --world it runs the scripted hidden-rule LLM user of tests/distill_rule.py through a small `simulate`
 run and distills it with `--neural`. One evaluation = one user reviewing one item. Two figures:
@@ -30,30 +38,62 @@ from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recoworld.calibration import load_calibration  # noqa: E402
 from recoworld.calibration.distill import distill_run, read_run  # noqa: E402
 from recoworld.calibration.neural import inputs, load_neural  # noqa: E402
+from recoworld.evaluation.simulation import SimulationConfig, simulate  # noqa: E402
+from recoworld.llm import backend as llm_backend  # noqa: E402
+from recoworld.llm.scripted import ScriptedBackend  # noqa: E402
 from recoworld.simulators.parametric import ParametricUsers  # noqa: E402
 from recoworld.streams import UserStreams  # noqa: E402
+from tests.distill_rule import RULES, HiddenRule, Rule, rule_llm, rule_world  # noqa: E402
+
+
+def rule_run(rule: Rule, out: Path, users: int, days: float, agents: list[str]) -> Path:
+    """A `simulate` run (seed 1) whose LLM users follow `rule`; its folder."""
+    llm = rule_llm()
+    llm_backend._SHARED[llm] = ScriptedBackend(rule, llm)
+    simulate(SimulationConfig(n_users=users, agents=agents, seed=1, world=rule_world(llm, days)), out=out)
+    return out
 
 
 def scripted_world(tmp: Path) -> Path:
     """Distill (with --neural) a small run of the hidden-rule LLM user; the distilled folder."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from recoworld.config import WorldConfig
-    from recoworld.evaluation.simulation import SimulationConfig, simulate
-    from recoworld.llm import backend as llm_backend
-    from recoworld.llm.scripted import ScriptedBackend, scripted_config
-    from tests.distill_rule import HiddenRule
-
-    llm = scripted_config(review_mode="item", concurrency=8, max_retries=0, repair=False, max_fallback_rate=1.0)
-    world = WorldConfig(slate_size=5, n_candidates=20, horizon_days=5, max_steps=60, user_backend="llm",
-                        catalog={"n_items": 400, "n_topics": 6, "seed": 3}, llm=llm)
-    llm_backend._SHARED[llm] = ScriptedBackend(HiddenRule(), llm)
-    simulate(SimulationConfig(n_users=20, agents=["random", "popular"], seed=1, world=world), out=tmp / "run")
-    distill_run(tmp / "run", tmp / "distilled", n_boot=20, neural=True)
+    distill_run(rule_run(HiddenRule(), tmp / "run", 20, 5.0, ["random", "popular"]), tmp / "distilled", n_boot=20,
+                neural=True)
     return tmp / "distilled"
+
+
+def rules_table(users: int, days: float, boot: int) -> str:
+    """The markdown table of `--rules` (module docstring)."""
+    lines = ["| rule | noise | held-out decisions | distilled accuracy | ceiling | distilled click AUC | ceiling "
+             "| default accuracy | term carrying most |", "|---|---|---|---|---|---|---|---|---|"]
+    for kind in RULES:
+        for noise in (0.0, 0.1):
+            rule = kind(noise=noise, seed=3)
+            with tempfile.TemporaryDirectory() as tmp:
+                run = rule_run(rule, Path(tmp) / "run", users, days, ["random", "popular", "greedy", "instruct"])
+                _, report = distill_run(run, Path(tmp) / "distilled", n_boot=boot, rank_check=False,
+                                        ceiling=lambda d, rule=rule: rule.oracle(d.profiles, d.catalog))
+            r = report.set_index(["model", "measure"])
+
+            def cell(model: str, measure: str, r: pd.DataFrame = r) -> str:
+                v = r.loc[(model, measure)]
+                return f"{v.value:.3f} [{v.ci_low:.3f}, {v.ci_high:.3f}]"
+
+            acc = r.loc[("distilled", "reaction_accuracy")]
+            top = report.attrs["terms"][0]
+            lines.append(f"| {kind.name} | {noise:.0%} | {int(acc.n_decisions)}"
+                         f" | {cell('distilled', 'reaction_accuracy')} | {acc.ceiling:.3f}"
+                         f" | {cell('distilled', 'click_auc')}"
+                         f" | {r.loc[('distilled', 'click_auc'), 'ceiling']:.3f}"
+                         f" | {r.loc[('default', 'reaction_accuracy'), 'value']:.3f}"
+                         f" | {top['term']} ({top['loglik_drop']:+.3f} nats) |")
+    return "\n".join(lines)
 
 
 def rate(call: Callable[[int], None], per_call: int, seconds: float) -> str:
@@ -77,7 +117,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4096, help="users reviewing at once")
     ap.add_argument("--slate", type=int, default=10, help="items per slate")
     ap.add_argument("--seconds", type=float, default=3.0, help="how long to time each figure")
+    ap.add_argument("--rules", action="store_true", help="print the agreement table over the rules instead")
+    ap.add_argument("--users", type=int, default=24, help="--rules: LLM users per run")
+    ap.add_argument("--days", type=float, default=5.0, help="--rules: days per run")
+    ap.add_argument("--boot", type=int, default=200, help="--rules: bootstrap resamples of the held-out users")
     args = ap.parse_args()
+    if args.rules:
+        print(rules_table(args.users, args.days, args.boot))
+        return
     tmp = tempfile.TemporaryDirectory()
     folder = args.world or scripted_world(Path(tmp.name))
     run = args.run or (None if args.world else Path(tmp.name) / "run")
@@ -99,16 +146,19 @@ def main() -> None:
     model = load_neural(folder / "neural.pt")
     table = None
     if run is not None:
-        items = read_run(run).items
-        table = items.iloc[np.arange(n) % len(items)].reset_index(drop=True)
-        x = inputs(table)
+        decisions = read_run(run)
+        table = decisions.items.iloc[np.arange(n) % len(decisions.items)].reset_index(drop=True)
+        x = inputs(table, model.layout, decisions.profiles, decisions.catalog)
     else:  # inputs drawn around the fitted standardization: the scorer's cost does not depend on their values
         x = (model.mean + model.std * np.random.default_rng(0).standard_normal((n, len(model.mean)))).astype(
             np.float32)
     print(f"neural choice model:       {rate(lambda i: model.scores(x), n, args.seconds)}"
           " user-item evaluations/s (scores on prepared inputs)")
     if table is not None:
-        print(f"neural, from a table:      {rate(lambda i: model.scores(inputs(table)), n, args.seconds)}"
+        def from_table(i: int) -> None:
+            model.scores(inputs(table, model.layout, decisions.profiles, decisions.catalog))
+
+        print(f"neural, from a table:      {rate(from_table, n, args.seconds)}"
               " user-item evaluations/s (inputs + scores)")
     tmp.cleanup()
 

@@ -25,22 +25,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recoworld.calibration.distill import distill, fit_gamma, read_run
 from recoworld.calibration.ranking import METRICS, rank_check
-from recoworld.config import WorldConfig
 from recoworld.evaluation.simulation import SimulationConfig, simulate
 from recoworld.llm import backend as llm_backend
-from recoworld.llm.scripted import ScriptedBackend, scripted_config
-from tests.distill_rule import HiddenRule
+from recoworld.llm.scripted import ScriptedBackend
+from tests.distill_rule import HiddenRule, rule_llm, rule_world
 
 AGENTS = ["random", "popular", "greedy", "instruct"]
 
 
 def llm_run(out: Path, users: int, seed: int) -> Path:
     """A `simulate` run of the hidden-rule LLM user (the world of tests/test_distill.py)."""
-    llm = scripted_config(review_mode="item", concurrency=8, max_retries=0, repair=False, max_fallback_rate=1.0)
-    world = WorldConfig(slate_size=5, n_candidates=20, horizon_days=5, max_steps=60, user_backend="llm",
-                        catalog={"n_items": 400, "n_topics": 6, "seed": 3}, llm=llm)
+    llm = rule_llm()
     llm_backend._SHARED[llm] = ScriptedBackend(HiddenRule(), llm)
-    simulate(SimulationConfig(n_users=users, agents=AGENTS, seed=seed, world=world), out=out)
+    simulate(SimulationConfig(n_users=users, agents=AGENTS, seed=seed, world=rule_world(llm)), out=out)
     return out
 
 

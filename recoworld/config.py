@@ -155,6 +155,54 @@ class CatalogConfig(StrictModel):
     seed: int = Field(0, ge=0)
 
 
+#: Continuous persona traits a `TasteConfig.persona` key may name (the rest are `attribute=value` indicators);
+#: `recoworld.simulators.choice.persona_features` defines their values.
+PERSONA_TRAITS = ("novelty_trait", "time_budget")
+
+
+class PersonaTaste(StrictModel):
+    """One persona feature's interaction with the item's topic and minutes (`TasteConfig`)."""
+
+    topic: list[float] = Field(description="per topic of `TasteConfig.topics`")
+    minutes: list[float] = Field(description="per knot of `TasteConfig.minutes_knots`")
+
+
+class TasteConfig(StrictModel):
+    """Tastes the persona's favourite topics do not explain, fitted by `recoworld distill` (issue 33) and played
+    by `ChoiceModel`: utility added by the item's topic, subtopic, creator and minutes the same for every user,
+    by the persona's favourite score of the item's topic (its interest weight) times the minutes, and by persona
+    features times topic and minutes. Minutes enter as steps (1 when the item is longer than a knot), so a length
+    threshold is one weight. Names, not positions, tie weights to the catalog: a surrogate played on another
+    catalog keeps the tastes whose names it finds."""
+
+    topics: list[str]
+    minutes_knots: list[float] = Field(description="ascending minutes; step k is 1 when an item is longer")
+    topic: list[float] = Field(description="per topic of `topics`")
+    minutes: list[float] = Field(description="per knot")
+    subtopic: dict[str, float] = Field(default_factory=dict)
+    creator: dict[str, float] = Field(default_factory=dict)
+    favourite: list[float] = Field(description="the favourite score's weight, then per knot (favourite x step)")
+    persona: dict[str, PersonaTaste] = Field(
+        default_factory=dict, description="`attribute=value` (1 when the profile's attribute has that value) or a "
+        "trait of PERSONA_TRAITS -> its interaction weights")
+
+    @model_validator(mode="after")
+    def _shapes(self) -> TasteConfig:
+        k, t = len(self.minutes_knots), len(self.topics)
+        if any(b <= a for a, b in zip(self.minutes_knots, self.minutes_knots[1:])):
+            raise ValueError(f"minutes_knots must ascend, got {self.minutes_knots}")
+        shapes = {"topic": (self.topic, t), "minutes": (self.minutes, k), "favourite": (self.favourite, k + 1)}
+        shapes |= {f"persona.{n}.topic": (p.topic, t) for n, p in self.persona.items()}
+        shapes |= {f"persona.{n}.minutes": (p.minutes, k) for n, p in self.persona.items()}
+        for name, (values, n) in shapes.items():
+            if len(values) != n:
+                raise ValueError(f"{name} has {len(values)} weights for {n} (topics: {t}, knots: {k})")
+        bad = [n for n in self.persona if "=" not in n and n not in PERSONA_TRAITS]
+        if bad:
+            raise ValueError(f"persona keys {bad} are neither attribute=value nor one of {PERSONA_TRAITS}")
+        return self
+
+
 class ChoiceConfig(StrictModel):
     """Weights of the parametric choice model (logit of the click probability).
 
@@ -199,6 +247,7 @@ class ChoiceConfig(StrictModel):
                             "minutes)")
     like_threshold: float = 1.0
     share_threshold: float = 2.6
+    taste: TasteConfig | None = Field(None, description="tastes beyond the favourite topics (`recoworld distill`)")
 
 
 class DynamicsConfig(StrictModel):

@@ -25,18 +25,17 @@ from recoworld.errors import ConfigError
 from recoworld.evaluation.simulation import SimulationConfig, load_world, simulate
 from recoworld.llm import backend as llm_backend
 from recoworld.llm.scripted import ScriptedBackend, scripted_config
-from tests.distill_rule import HiddenRule
+from tests.distill_rule import HiddenRule, rule_llm, rule_world
 
 RANKED = ["random", "popular", "greedy", "instruct"]
 
 
 def llm_run(out: Path, monkeypatch: pytest.MonkeyPatch, n_users: int = 20, days: float = 5.0,
             backend: str = "llm", agents: list[str] | None = None) -> Path:
-    llm = scripted_config(review_mode="item", concurrency=8, max_retries=0, repair=False, max_fallback_rate=1.0)
-    world = WorldConfig(slate_size=5, n_candidates=20, horizon_days=days, max_steps=60, user_backend=backend,
-                        catalog={"n_items": 400, "n_topics": 6, "seed": 3}, llm=llm)
+    llm = rule_llm()
     monkeypatch.setitem(llm_backend._SHARED, llm, ScriptedBackend(HiddenRule(), llm))
-    simulate(SimulationConfig(n_users=n_users, agents=agents or ["random", "popular"], seed=1, world=world), out=out)
+    simulate(SimulationConfig(n_users=n_users, agents=agents or ["random", "popular"], seed=1,
+                              world=rule_world(llm, days, backend)), out=out)
     return out
 
 

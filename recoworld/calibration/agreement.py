@@ -19,6 +19,12 @@ on the held-out users with the run's recommenders:
 | return_gap_ks         | Kolmogorov-Smirnov distance of the return gaps (lower is better)        |
 
 Every measure has a 95% bootstrap interval over held-out users (clusters).
+
+`ceiling`: what a perfect model would reach on the same held-out decisions, per item-level measure, when the
+rule behind the decisions is known (a scripted user's `oracle`, a scorer like the others): for a rule that flips
+a share `noise` of its decisions at random, reaction accuracy's ceiling is 1 - noise (the flips it drew), and click
+AUC's is the AUC of the rule's own click probability. A real LLM's rule is unknown: its ceiling stays empty (nan),
+and so do the session-level measures', which a perfect model reaches only up to sampling noise.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ def predict(items: pd.DataFrame, world: WorldConfig, profiles: list[UserProfile]
     click probability, expected dwell and whether the user leaves after the item."""
     items = with_relevance(items, catalog, profiles)
     patience = {p.user_id: p.patience for p in profiles}
-    u = utility(items, world)
+    u = utility(items, world, profiles, catalog)
     c = world.choice
     p_click = _sigmoid(u)
     p_like = p_click * _sigmoid(u - c.like_threshold)
@@ -117,12 +123,15 @@ def _measures(items: pd.DataFrame, pred: pd.DataFrame, turns: pd.DataFrame, mode
     }
 
 
+Scorer = Callable[[pd.DataFrame], pd.DataFrame]
+
+
 def agreement(decisions: Decisions, held_out: set[str], models: Mapping[str, tuple[WorldConfig, list[UserProfile]]],
-              n_boot: int = 200, seed: int = 0,
-              scorers: Mapping[str, Callable[[pd.DataFrame], pd.DataFrame]] | None = None) -> pd.DataFrame:
-    """One row per model x measure: value and 95% bootstrap interval over held-out users. `scorers` are more
-    models that only score decisions (teacher-forced predictions of the held-out items, as `predict`'s columns):
-    their session-level measures are nan."""
+              n_boot: int = 200, seed: int = 0, scorers: Mapping[str, Scorer] | None = None,
+              ceiling: Scorer | None = None) -> pd.DataFrame:
+    """One row per model x measure: value, 95% bootstrap interval over held-out users, and the `ceiling` (module
+    docstring; nan without one). `scorers` are more models that only score decisions (teacher-forced predictions
+    of the held-out items, as `predict`'s columns): their session-level measures are nan."""
     items = decisions.items[decisions.items["user_id"].isin(held_out)].reset_index(drop=True)
     turns = decisions.turns[decisions.turns["user_id"].isin(held_out)].reset_index(drop=True)
     users = np.array(sorted(held_out))
@@ -137,6 +146,10 @@ def agreement(decisions: Decisions, held_out: set[str], models: Mapping[str, tup
                       free_run(decisions, world, held_profiles, seed))
     for name, scorer in (scorers or {}).items():
         runs[name] = (scorer(items).reset_index(drop=True), None)
+    best = dict.fromkeys(MEASURES, np.nan)
+    if ceiling is not None:
+        item_level = _measures(items, ceiling(items).reset_index(drop=True), turns, None)
+        best |= {m: item_level[m] for m in MEASURES if m not in ("instruction_agreement", "return_gap_ks")}
     for name, (pred, model_turns) in runs.items():
         point = _measures(items, pred, turns, model_turns)
         item_rows = {u: np.flatnonzero(items["user_id"].to_numpy() == u) for u in users}
@@ -150,20 +163,28 @@ def agreement(decisions: Decisions, held_out: set[str], models: Mapping[str, tup
             values = np.array([b[m] for b in boot], dtype=np.float64)
             lo, hi = np.nanquantile(values, [0.025, 0.975]) if np.isfinite(values).any() else (np.nan, np.nan)
             rows.append({"model": name, "measure": m, "value": point[m], "ci_low": float(lo), "ci_high": float(hi),
-                         "n_users": len(users), "n_decisions": len(items)})
+                         "ceiling": best[m], "n_users": len(users), "n_decisions": len(items)})
     return pd.DataFrame(rows)
 
 
 def table(report: pd.DataFrame) -> str:
-    """The report as a terminal table: measures down, models across, `value [low, high]`."""
+    """The report as a terminal table: measures down, models across, `value [low, high]`, then the ceiling when
+    one is known; then, when `distill_run` attached them (`report.attrs["terms"]`), the terms carrying the fit."""
     models = list(dict.fromkeys(report["model"]))
     cell = report.assign(cell=report.apply(lambda r: f"{r.value:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]", axis=1))
     wide = cell.pivot(index="measure", columns="model", values="cell").reindex(list(MEASURES))[models]
+    if "ceiling" in report and report["ceiling"].notna().any():
+        best = report.drop_duplicates("measure").set_index("measure")["ceiling"].reindex(list(MEASURES))
+        wide["ceiling"] = best.map(lambda v: "" if np.isnan(v) else f"{v:.3f}")
     width = max(len(m) for m in MEASURES)
-    cols = [max(len(m), 24) for m in models]
-    lines = [" " * width + "  " + "  ".join(m.ljust(w) for m, w in zip(models, cols))]
+    cols = [max(len(str(m)), 24) for m in wide.columns]
+    lines = [" " * width + "  " + "  ".join(str(m).ljust(w) for m, w in zip(wide.columns, cols))]
     for measure, row in wide.iterrows():
         lines.append(str(measure).ljust(width) + "  " + "  ".join(str(v).ljust(w) for v, w in zip(row, cols)))
+    if report.attrs.get("terms"):
+        from recoworld.calibration.terms import importance_table
+
+        lines.append(importance_table(report.attrs["terms"]))
     return "\n".join(lines)
 
 

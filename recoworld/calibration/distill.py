@@ -20,10 +20,16 @@ computed teacher-forced, from what the LLM user had actually seen:
 |                  | `memory_size` items the user reviewed                                    |
 | position         | -log1p(slot)                                                             |
 | duration         | -log1p(item minutes) (`ChoiceConfig.duration`; LLM users see minutes)    |
+| taste            | tastes the favourite topics do not explain (`ChoiceConfig.taste`): topic,|
+|                  | subtopic, creator, minutes steps, favourite x minutes, persona x topic   |
+|                  | and minutes (`recoworld.calibration.terms`)                              |
 
 | parameter                       | method                                                            |
 |---------------------------------|-------------------------------------------------------------------|
-| choice weights and bias         | binary click logit MLE (Newton), SE from the inverse Hessian       |
+| choice weights, bias and taste  | click logit, the taste ridge-penalized (`terms.fit_terms`: strength|
+|                                 | and kept groups by cross-validation over the fit users), SE from   |
+|                                 | the inverse penalized Hessian; `terms` in calibration.json: what   |
+|                                 | each group carries                                                 |
 | like_threshold, share_threshold | `fit_like_threshold` on clicks (liked?) and likes (shared?)       |
 | profiles' patience              | skips in a row before the user left (median over leaves)          |
 | dynamics.browse_minutes         | median dwell of skipped items                                     |
@@ -38,8 +44,9 @@ logit itself); the agreement report measures how well that holds.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,7 +174,7 @@ def _tables(traj: pd.DataFrame, world: WorldConfig, catalog: Catalog,
     items["episode"] = items["recommender"] + "\x00" + items["user_id"]
     emb = catalog.embeddings.astype(np.float64)
     m = world.dynamics.memory_size
-    rel, novelty, skip_run = np.empty(len(items)), np.empty(len(items)), np.empty(len(items), dtype=np.int64)
+    novelty, skip_run = np.empty(len(items)), np.empty(len(items), dtype=np.int64)
     conformity, trait, activity = np.empty(len(items)), np.empty(len(items)), np.empty(len(items))
     budget, spent = np.empty(len(items)), np.empty(len(items))
     start = 0
@@ -177,7 +184,6 @@ def _tables(traj: pd.DataFrame, world: WorldConfig, catalog: Catalog,
         sl = slice(start, start + n)
         seq = part["item"].to_numpy()
         e = emb[seq]
-        rel[sl] = e @ p.interest_vector(catalog)
         gram = e @ e.T
         lags = np.arange(n)[:, None] - np.arange(n)[None, :]
         mask = (lags >= 1) & (lags <= m)
@@ -205,7 +211,7 @@ def _tables(traj: pd.DataFrame, world: WorldConfig, catalog: Catalog,
     names = catalog.topic_names
     rank = [list(profiles[u].topic_interests).index(names[t]) if names[t] in profiles[u].topic_interests else -1
             for u, t in zip(items["user_id"].to_numpy(), items["topic"].to_numpy())]
-    items = items.assign(relevance=rel, novelty=novelty, topic_rank=rank, skip_run=skip_run, conformity=conformity,
+    items = items.assign(novelty=novelty, topic_rank=rank, skip_run=skip_run, conformity=conformity,
                          novelty_trait=trait, activity=activity, budget=budget, spent=spent,
                          quality=catalog.quality[items["item"].to_numpy()].astype(np.float64),
                          popularity=catalog.popularity_z[items["item"].to_numpy()],
@@ -213,16 +219,20 @@ def _tables(traj: pd.DataFrame, world: WorldConfig, catalog: Catalog,
     # the last reviewed item of a turn the user left after
     last = items.groupby(key, sort=False)["position"].transform("max") == items["position"]
     items["leaves"] = last & items["left"].astype(bool)
-    return items.reset_index(drop=True), turns
+    return with_relevance(items.reset_index(drop=True), catalog, list(profiles.values())), turns
 
 
 def with_relevance(items: pd.DataFrame, catalog: Catalog, profiles: list[UserProfile]) -> pd.DataFrame:
-    """`items` with relevance recomputed from these profiles' interests."""
+    """`items` with relevance and the favourite score (the interest weight of the item's topic, as
+    `choice.Taste.tables` reads it) recomputed from these profiles' interests."""
     by_id = {p.user_id: p for p in profiles}
     vec = {u: by_id[u].interest_vector(catalog).astype(np.float64) for u in items["user_id"].unique()}
     emb = catalog.embeddings.astype(np.float64)[items["item"].to_numpy()]
     users = np.stack([vec[u] for u in items["user_id"]]) if len(items) else np.zeros_like(emb)
-    return items.assign(relevance=np.einsum("nd,nd->n", emb, users))
+    names = catalog.topic_names
+    favourite = [by_id[u].topic_interests.get(names[t], 0.0)
+                 for u, t in zip(items["user_id"].to_numpy(), items["topic"].to_numpy())]
+    return items.assign(relevance=np.einsum("nd,nd->n", emb, users), favourite=np.asarray(favourite, np.float64))
 
 
 def features(items: pd.DataFrame) -> np.ndarray:
@@ -239,9 +249,13 @@ def weights_of(world: WorldConfig) -> np.ndarray:
     return np.array([c.bias, c.relevance, c.quality, c.popularity, c.novelty_mismatch, c.position, c.duration])
 
 
-def utility(items: pd.DataFrame, world: WorldConfig) -> np.ndarray:
-    """Click utility of each decision under `world`'s choice model (fatigue taken as 0), plus the user's activity."""
-    return features(items) @ weights_of(world) + items["activity"].to_numpy()
+def utility(items: pd.DataFrame, world: WorldConfig, profiles: list[UserProfile], catalog: Catalog) -> np.ndarray:
+    """Click utility of each decision under `world`'s choice model (fatigue taken as 0) for these `profiles`
+    (its taste included, `terms.taste_utility`), plus the user's activity."""
+    from recoworld.calibration.terms import taste_utility
+
+    taste = taste_utility(items, world.choice.taste, {p.user_id: p for p in profiles}, catalog)
+    return features(items) @ weights_of(world) + items["activity"].to_numpy() + taste
 
 
 def fit_binary_logit(x: np.ndarray, y: np.ndarray, offset: np.ndarray | None = None, ridge: float = 1e-4,
@@ -306,22 +320,29 @@ def distill(decisions: Decisions, holdout: float = 0.3, seed: int = 0) -> tuple[
     rank_weights = _rank_weights(it)
     if rank_weights is not None:  # what the persona's ordered list of favourites means to the LLM
         profiles = [_reweighted(p, rank_weights) for p in profiles]
-        it = with_relevance(it, decisions.catalog, profiles)
+    it = with_relevance(it, decisions.catalog, profiles)
     x = features(it)
     act = it["activity"].to_numpy()
     react = it["reaction"].to_numpy()
     click = (react >= 1).astype(np.float64)
     report: dict[str, Any] = {"decisions": {"fit": len(it), "held_out": int(len(items) - len(it)),
                                             "fit_users": len(fit_users), "held_out_users": len(held)}}
-    choice: dict[str, float] = {}
+    choice: dict[str, Any] = {}
+    by_id = {p.user_id: p for p in profiles}
     if 0 < click.sum() < len(click):
-        w, se = fit_binary_logit(x, click, act)
-        choice = {t: float(v) for t, v in zip(TERMS, w)}
-        report["choice"] = {t: _estimate(w[i], se[i]) for i, t in enumerate(TERMS)}
+        from recoworld.calibration import terms
+
+        layout = terms.layout(it, by_id, decisions.catalog)
+        fit = terms.fit_terms(x, TERMS, terms.design(it, layout, by_id, decisions.catalog), layout, click, act,
+                              it["user_id"].to_numpy(), seed)
+        choice = {t: float(v) for t, v in zip(TERMS, fit.base)} | {"taste": fit.taste.model_dump()}
+        report["choice"] = {t: _estimate(fit.base[i], fit.se[i]) for i, t in enumerate(TERMS)}
+        report["terms"] = {"importance": fit.importance, "ridge": fit.ridge, "cv_loglik": fit.cv_loglik,
+                           "measure": "drop in the fit users' cross-validated log-likelihood per decision (nats) "
+                                      "when the term is removed"}
     else:
         report["choice"] = {"note": "every decision was the same (all clicks or all skips); weights kept"}
-    weights = np.array([choice.get(t, v) for t, v in zip(TERMS, weights_of(base))])
-    u = x @ weights + act
+    u = utility(it, build(WorldConfig, "distilled world", base, choice=choice), profiles, decisions.catalog)
     for name, given, outcome in (("like_threshold", react >= 1, react >= 2),
                                  ("share_threshold", react >= 2, react >= 3)):
         y = outcome[given]
@@ -417,7 +438,9 @@ def _estimate(value: float, se: float) -> dict[str, float]:
 
 def distill_run(run: str | Path | Sequence[str | Path], out: str | Path, holdout: float = 0.3, seed: int = 0,
                 n_boot: int = 200, min_decisions: int = MIN_DECISIONS,
-                rank_check: bool | None = None, neural: bool = False) -> tuple[CalibratedWorld, pd.DataFrame]:
+                rank_check: bool | None = None, neural: bool = False,
+                ceiling: Callable[[Decisions], Callable[[pd.DataFrame], pd.DataFrame]] | None = None,
+                ) -> tuple[CalibratedWorld, pd.DataFrame]:
     """`recoworld distill --from RUN --out DIR`: fit, write the world (calibrated-world format, so `--calibrated
     DIR` and `--config DIR/world.yaml` take it), and the agreement report (agreement.csv, agreement.png) of the
     default parametric user and the distilled one on the held-out users.
@@ -426,7 +449,9 @@ def distill_run(run: str | Path | Sequence[str | Path], out: str | Path, holdout
     too few recommenders), None runs it when the run has enough, False never; its table is ranking.csv and its
     Spearman's rho the report's `ranking`. `neural` also trains the neural choice model
     (`recoworld.calibration.neural`) on the fit users, adds its (item-level) column to the report and writes it to
-    DIR/neural.pt (`neural.load_neural`)."""
+    DIR/neural.pt (`neural.load_neural`). `ceiling`, when the rule behind the decisions is known (a scripted
+    user's), makes from the run's decisions a perfect model's scorer: the report's `ceiling` column
+    (`recoworld.calibration.agreement`). The terms carrying the fit are the report's `attrs["terms"]`."""
     from recoworld.calibration.agreement import agreement, plot
     from recoworld.calibration.calibrated import save_calibration
 
@@ -442,11 +467,15 @@ def distill_run(run: str | Path | Sequence[str | Path], out: str | Path, holdout
     if neural:
         from recoworld.calibration.neural import fit_neural
 
-        neural_model = fit_neural(decisions.items[~decisions.items["user_id"].isin(held)], seed=seed)
-        scorers["neural"] = neural_model.predict
+        neural_model = fit_neural(decisions.items[~decisions.items["user_id"].isin(held)], decisions.profiles,
+                                  decisions.catalog, seed=seed)
+        scorers["neural"] = functools.partial(neural_model.predict, profiles=decisions.profiles,
+                                              catalog=decisions.catalog)
     report = agreement(decisions, held, {"default": (default, list(decisions.profiles.values())),
-                                         "distilled": (distilled.world, distilled.profiles)}, n_boot, seed, scorers)
+                                         "distilled": (distilled.world, distilled.profiles)}, n_boot, seed, scorers,
+                       None if ceiling is None else ceiling(decisions))
     distilled.report["agreement"] = report.to_dict(orient="records")
+    report.attrs["terms"] = distilled.report.get("terms", {}).get("importance", [])
     ranking = None
     if rank_check or (rank_check is None and len(decisions.agents) >= MIN_AGENTS and decisions.user_sums is not None):
         from recoworld.calibration import ranking as rk

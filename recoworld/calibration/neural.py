@@ -5,6 +5,9 @@ For when the parametric form is too rigid. One batched MLP scores every (user, i
   novelty trait, activity;
 - the item's features: relevance to the persona, quality, popularity, minutes, slot, and which of the
   persona's favourite topics it is (one-hot by rank, or none);
+- the attributes the distilled choice model's taste reads (`recoworld.calibration.terms`, issue 33): the item's
+  topic, subtopic and creator (one-hot), its minutes steps, the persona's favourite score of its topic, and the
+  persona features (attributes one-hot, novelty trait, daily minutes); the net forms their interactions itself;
 - the recent history: novelty against the last reviewed items (the parametric user's memory).
 It predicts the reaction (skip/click/like/share), the share of the item's minutes watched, and
 whether the user leaves after the item; trained full-batch with Adam on the fit users' decisions.
@@ -14,7 +17,7 @@ session-level measures (instructions, return gaps) are left empty for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,12 +26,20 @@ import numpy as np
 import pandas as pd
 
 from recoworld.calibration.distill import features
+from recoworld.calibration.terms import design, persona_rows
+from recoworld.catalog import Catalog
+from recoworld.config import TasteConfig
+from recoworld.population import UserProfile
 
 RANKS = 5  # favourite-topic ranks one-hot encoded (more: counted as the last)
+#: The taste groups whose columns the scorer reads (their persona interactions it learns itself).
+ATTRIBUTES = ("topic", "minutes", "subtopic", "creator", "favourite")
 
 
-def inputs(items: pd.DataFrame) -> np.ndarray:
-    """(N, F) float32 inputs of the scorer (see the module docstring)."""
+def inputs(items: pd.DataFrame, layout: TasteConfig, profiles: Mapping[str, UserProfile],
+           catalog: Catalog) -> np.ndarray:
+    """(N, F) float32 inputs of the scorer (see the module docstring); `layout` names the attribute columns
+    (`terms.layout`) and `profiles` the decisions' users."""
     rank = items["topic_rank"].to_numpy()
     onehot = (np.minimum(rank, RANKS - 1)[:, None] == np.arange(RANKS)[None, :]) & (rank[:, None] >= 0)
     state = np.stack([np.minimum(items["skip_run"].to_numpy(np.float64), 10) / 5,
@@ -36,7 +47,11 @@ def inputs(items: pd.DataFrame) -> np.ndarray:
                       items["activity"].to_numpy(np.float64), items["novelty"].to_numpy(np.float64),
                       items["novelty_trait"].to_numpy(np.float64),
                       np.log1p(items["duration"].to_numpy(np.float64))], axis=1)
-    return np.concatenate([features(items)[:, 1:], onehot, (rank < 0)[:, None], state], axis=1).astype(np.float32)
+    groups = design(items, layout, profiles, catalog)
+    attributes = np.concatenate([groups[g].toarray() for g in ATTRIBUTES]
+                                + [persona_rows(items, list(layout.persona), profiles)], axis=1)
+    return np.concatenate([features(items)[:, 1:], onehot, (rank < 0)[:, None], state, attributes],
+                          axis=1).astype(np.float32)
 
 
 class NeuralChoice:
@@ -52,10 +67,10 @@ class NeuralChoice:
     #: Rows scored per pass (activations of 32 hidden units: 1 MiB per layer).
     CHUNK = 8192
 
-    def __init__(self, net: Any, mean: np.ndarray, std: np.ndarray) -> None:
+    def __init__(self, net: Any, mean: np.ndarray, std: np.ndarray, layout: TasteConfig) -> None:
         import torch
 
-        self.net, self.mean, self.std = net, mean, std
+        self.net, self.mean, self.std, self.layout = net, mean, std, layout
         layers = [m for m in net if isinstance(m, torch.nn.Linear)]
         with torch.no_grad():
             w0 = layers[0].weight / torch.from_numpy(std)
@@ -101,25 +116,29 @@ class NeuralChoice:
         import torch
 
         torch.save({"state": self.net.state_dict(), "mean": torch.from_numpy(self.mean),
-                    "std": torch.from_numpy(self.std), "hidden": self.net[0].out_features}, path)
+                    "std": torch.from_numpy(self.std), "hidden": self.net[0].out_features,
+                    "layout": self.layout.model_dump_json()}, path)
         return Path(path)
 
-    def predict(self, items: pd.DataFrame) -> pd.DataFrame:
+    def predict(self, items: pd.DataFrame, profiles: Mapping[str, UserProfile], catalog: Catalog) -> pd.DataFrame:
         """Teacher-forced predictions in `agreement.predict`'s columns."""
-        s = self.scores(inputs(items))
+        s = self.scores(inputs(items, self.layout, profiles, catalog))
         clicked = s[:, 1:4].sum(axis=1)
         return pd.DataFrame({"user_id": items["user_id"].to_numpy(), "reaction": s[:, :4].argmax(axis=1),
                              "p_click": clicked, "dwell": clicked * s[:, 4] * items["duration"].to_numpy(),
                              "leaves": s[:, 5] > 0.5})
 
 
-def fit_neural(items: pd.DataFrame, hidden: int = 32, steps: int = 400, lr: float = 0.01,
-               seed: int = 0) -> NeuralChoice:
+def fit_neural(items: pd.DataFrame, profiles: Mapping[str, UserProfile], catalog: Catalog, hidden: int = 32,
+               steps: int = 400, lr: float = 0.01, seed: int = 0) -> NeuralChoice:
     """Train the scorer on `items` (decisions of the fit users)."""
     import torch
 
+    from recoworld.calibration.terms import layout as attribute_layout
+
     torch.manual_seed(seed)
-    raw = inputs(items)
+    layout = attribute_layout(items, profiles, catalog)
+    raw = inputs(items, layout, profiles, catalog)
     mean, std = raw.mean(axis=0), raw.std(axis=0) + 1e-6
     x = torch.from_numpy((raw - mean) / std)
     react = torch.from_numpy(items["reaction"].to_numpy(np.int64))
@@ -140,7 +159,7 @@ def fit_neural(items: pd.DataFrame, hidden: int = 32, steps: int = 400, lr: floa
             loss.backward()
             opt.step()
     net.eval()
-    return NeuralChoice(net, mean, std)
+    return NeuralChoice(net, mean, std, layout)
 
 
 def _network(n_inputs: int, hidden: int) -> Any:
@@ -159,7 +178,8 @@ def load_neural(path: str | Path) -> NeuralChoice:
     net = _network(len(saved["mean"]), int(saved["hidden"]))
     net.load_state_dict(saved["state"])
     net.eval()
-    return NeuralChoice(net, saved["mean"].numpy(), saved["std"].numpy())
+    return NeuralChoice(net, saved["mean"].numpy(), saved["std"].numpy(),
+                        TasteConfig.model_validate_json(saved["layout"]))
 
 
 @contextmanager

@@ -5,9 +5,10 @@
 `--calibrated DIR` replays the distill run's own users and catalog; the shorthand instead keeps the world's own
 catalog and population and gives every drawn user what distill fitted: the choice, dynamics and return blocks of
 DIR/world.yaml (replacing the world's own), and per user the favourite-topic rank weights and patience of
-DIR/calibration.json (`distill.surrogate_profile`). So one LLM run's surrogate can drive any population, at
-parametric speed. The neural choice model (`distill --neural`) is a teacher-forced scorer, not a simulator, and is
-not used here.
+DIR/calibration.json (`distill.surrogate_profile`). The choice block carries the fitted tastes (`choice.taste`:
+topic, minutes and persona x attribute effects), which every drawn user plays through its own persona
+(`recoworld.simulators.choice.Taste`). So one LLM run's surrogate can drive any population, at parametric speed.
+The neural choice model (`distill --neural`) is a teacher-forced scorer, not a simulator, and is not used here.
 """
 
 from __future__ import annotations

@@ -5,15 +5,27 @@ user's conformity, the gap between the item's novelty and the user's appetite fo
 fatigue, position and a per-user activity offset. Like and
 share are further thresholds on the same logit, so reactions are ordinal. Noise comes
 in pre-drawn, which keeps the per-position loop to a few array operations.
+
+A distilled world adds tastes the persona's favourite topics do not explain (`ChoiceConfig.taste`, fitted by
+`recoworld distill`): `Taste` turns them into one utility per item (topic, subtopic, creator and minutes effects
+shared by every user) and one (topic x minutes bin) table per user (favourite score x minutes, persona features x
+topic and minutes), so playing them costs two lookups per reviewed item.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recoworld.config import ChoiceConfig
+from recoworld.config import ChoiceConfig, TasteConfig
+
+if TYPE_CHECKING:
+    from recoworld.catalog import Catalog
+    from recoworld.population import UserProfile
 
 
 @functools.cache
@@ -26,6 +38,10 @@ class ChoiceModel:
 
     def __init__(self, config: ChoiceConfig) -> None:
         self.config = config
+
+    def taste_on(self, catalog: Catalog) -> Taste | None:
+        """The config's tastes as lookups on `catalog`; None when it has none (the synthetic world)."""
+        return None if self.config.taste is None else Taste(self.config.taste, catalog)
 
     def utility(
         self,
@@ -78,3 +94,70 @@ class ChoiceModel:
         """Standard logistic noise: `u + noise > 0` happens with probability sigmoid(u)."""
         p = rng.random(shape)
         return np.log(p) - np.log1p(-p)
+
+
+def minutes_bins(knots: Sequence[float], minutes: np.ndarray) -> np.ndarray:
+    """How many minutes steps each item has on (knots strictly below its minutes): its bin, 0 .. len(knots)."""
+    return np.searchsorted(np.asarray(knots, dtype=np.float64), np.asarray(minutes, dtype=np.float64), side="left")
+
+
+def persona_features(profile: UserProfile, names: Sequence[str]) -> np.ndarray:
+    """The persona features `names` of one profile (`TasteConfig.persona`'s keys): `attribute=value` is 1 when the
+    profile's attribute has that value; the traits are centred on a typical user (novelty 0.5, 30 minutes a day),
+    so that their interaction weights leave the shared effects the typical user's."""
+    out = np.zeros(len(names))
+    for j, name in enumerate(names):
+        if name == "novelty_trait":
+            out[j] = profile.novelty_trait - 0.5
+        elif name == "time_budget":
+            out[j] = math.log(profile.time_budget_min / 30.0)
+        else:
+            attribute, _, value = name.partition("=")
+            out[j] = float(profile.attributes.get(attribute) == value)
+    return out
+
+
+class Taste:
+    """A `TasteConfig` on one catalog, as lookups: `item`, the utility every user adds for an item; `tables`, each
+    user's (catalog topic, minutes bin) table of what the persona adds. Catalog topics, subtopics and creators the
+    config does not name add nothing."""
+
+    def __init__(self, config: TasteConfig, catalog: Catalog) -> None:
+        self.config = config
+        self.topic_names = list(catalog.topic_names)
+        index = {t: i for i, t in enumerate(config.topics)}
+        self._topic_map = np.array([index.get(t, len(config.topics)) for t in self.topic_names])
+        self.topic = catalog.topic.astype(np.int64)
+        self.bin = minutes_bins(config.minutes_knots, catalog.duration_min)
+        per_topic = np.append(np.asarray(config.topic, dtype=np.float64), 0.0)[self._topic_map]
+        subtopic = np.array([config.subtopic.get(n, 0.0) for n in catalog.subtopic_names])
+        creator = np.array([config.creator.get(n, 0.0) for n in catalog.creator_names])
+        self.item = (per_topic[self.topic] + _steps(config.minutes)[self.bin]
+                     + subtopic[catalog.subtopic.astype(np.int64)] + creator[catalog.creator.astype(np.int64)])
+        names = list(config.persona)
+        self._persona_names = names
+        self._persona_topic = np.array([np.append(config.persona[n].topic, 0.0)[self._topic_map] for n in names]
+                                       ).reshape(len(names), len(self.topic_names))
+        self._persona_minutes = np.array([_steps(config.persona[n].minutes) for n in names]
+                                         ).reshape(len(names), len(config.minutes_knots) + 1)
+
+    def tables(self, profiles: Sequence[UserProfile]) -> np.ndarray:
+        """(B, topics, minutes bins): the persona's part of each user's utility for an item of that topic and bin."""
+        c = self.config
+        fav = np.array([[p.topic_interests.get(t, 0.0) for t in self.topic_names] for p in profiles],
+                       dtype=np.float64).reshape(len(profiles), len(self.topic_names))
+        table = fav[:, :, None] * (c.favourite[0] + _steps(c.favourite[1:]))[None, None, :]
+        if self._persona_names:
+            z = np.stack([persona_features(p, self._persona_names) for p in profiles])
+            table = table + (z @ self._persona_topic)[:, :, None] + (z @ self._persona_minutes)[:, None, :]
+        return table
+
+    def bonus(self, tables: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Utility the tastes add to `items` (R, K) of the users whose `tables` (R, topics, bins) these are."""
+        rows = np.arange(len(items))[:, None]
+        return self.item[items] + tables[rows, self.topic[items], self.bin[items]]
+
+
+def _steps(weights: Sequence[float]) -> np.ndarray:
+    """Utility of minutes bin 0 .. len(weights): the weights of the steps an item of that bin has on, summed."""
+    return np.concatenate([[0.0], np.cumsum(np.asarray(weights, dtype=np.float64))])

@@ -102,6 +102,7 @@ class ParametricUsers:
         self._low_quality_fatigue = self.dyn.fatigue_low_quality * low
         self._duration = catalog.duration_min.astype(np.float64)
         self._popularity = catalog.popularity_z
+        self._taste = self.choice.taste_on(catalog)  # a distilled world's tastes beyond the favourite topics
         self.profiles: list[UserProfile] = []
         self._favourites: list[list[str]] = []
         self._d = catalog.embedding_dim
@@ -154,7 +155,7 @@ class ParametricUsers:
             # Day from which the long-term interests are the profile's `shifted_interests`; inf: no (more) shift.
             "shift_day": np.array([np.inf if p.interest_shift_day is None else p.interest_shift_day
                                    for p in profiles], dtype=np.float64),
-        }
+        } | ({} if self._taste is None else {"taste_tables": self._taste.tables(profiles)})
 
     def start_sessions(self, rows: np.ndarray, now_days: np.ndarray, streams: UserStreams) -> None:
         """Open a session for `rows` at times `now_days`, recovering from the gap."""
@@ -246,6 +247,8 @@ class ParametricUsers:
         popularity = self._popularity[slates] if choice.config.popularity else 0.0
         base = choice.utility(0.0, quality, novelty, appetite, fat, _positions(k), popularity,
                               self.conformity[users][:, None], self.activity[users][:, None], duration)
+        if self._taste is not None:
+            base = base + self._taste.bonus(self.taste_tables[users], slates)
         if utility_bonus is not None:
             base = base + utility_bonus
         w_rel = choice.config.relevance
