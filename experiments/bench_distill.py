@@ -8,8 +8,8 @@
 threshold, a persona x topic interaction; each noiseless and with 10% of its decisions flipped) as the LLM user of
 a `simulate` run (`--users`, `--days`; random, popular, greedy, instruct), distills it, and prints one markdown row
 per rule: the distilled user's held-out reaction accuracy and click AUC with 95% intervals over users, the ceiling
-of each (the rule's own oracle on the same decisions), the default user's accuracy, and the term group whose
-removal costs the most cross-validated likelihood.
+of each (the rule's own oracle on the same decisions), the default user's and the neural scorer's (`--neural`)
+accuracy, and the term group whose removal costs the most cross-validated likelihood.
 
 Without --world it runs the scripted hidden-rule LLM user of tests/distill_rule.py through a small `simulate`
 run and distills it with `--neural`. One evaluation = one user reviewing one item. Two figures:
@@ -71,13 +71,13 @@ def scripted_world(tmp: Path) -> Path:
 def rules_table(users: int, days: float, boot: int) -> str:
     """The markdown table of `--rules` (module docstring)."""
     lines = ["| rule | noise | held-out decisions | distilled accuracy | ceiling | distilled click AUC | ceiling "
-             "| default accuracy | term carrying most |", "|---|---|---|---|---|---|---|---|---|"]
+             "| default accuracy | neural accuracy | term carrying most |", "|---|---|---|---|---|---|---|---|---|---|"]
     for kind in RULES:
         for noise in (0.0, 0.1):
             rule = kind(noise=noise, seed=3)
             with tempfile.TemporaryDirectory() as tmp:
                 run = rule_run(rule, Path(tmp) / "run", users, days, ["random", "popular", "greedy", "instruct"])
-                _, report = distill_run(run, Path(tmp) / "distilled", n_boot=boot, rank_check=False,
+                _, report = distill_run(run, Path(tmp) / "distilled", n_boot=boot, rank_check=False, neural=True,
                                         ceiling=lambda d, rule=rule: rule.oracle(d.profiles, d.catalog))
             r = report.set_index(["model", "measure"])
 
@@ -92,6 +92,7 @@ def rules_table(users: int, days: float, boot: int) -> str:
                          f" | {cell('distilled', 'click_auc')}"
                          f" | {r.loc[('distilled', 'click_auc'), 'ceiling']:.3f}"
                          f" | {r.loc[('default', 'reaction_accuracy'), 'value']:.3f}"
+                         f" | {r.loc[('neural', 'reaction_accuracy'), 'value']:.3f}"
                          f" | {top['term']} ({top['loglik_drop']:+.3f} nats) |")
     return "\n".join(lines)
 
