@@ -177,6 +177,7 @@ def _tables(traj: pd.DataFrame, world: WorldConfig, catalog: Catalog,
     novelty, skip_run = np.empty(len(items)), np.empty(len(items), dtype=np.int64)
     conformity, trait, activity = np.empty(len(items)), np.empty(len(items)), np.empty(len(items))
     budget, spent = np.empty(len(items)), np.empty(len(items))
+    skips_before, spent_before = np.empty(len(items), dtype=np.int64), np.empty(len(items))
     start = 0
     for (_, user), part in items.groupby(["episode", "user_id"], sort=False):
         n = len(part)
@@ -191,7 +192,8 @@ def _tables(traj: pd.DataFrame, world: WorldConfig, catalog: Catalog,
         novelty[sl] = 1.0 - np.minimum(np.where(np.isfinite(max_sim), max_sim, 0.0), 1.0)
         conformity[sl], trait[sl], activity[sl] = p.popularity_affinity, p.novelty_trait, p.activity
         budget[sl] = p.time_budget_min
-        # skips in a row up to and including this item, within the session
+        # skips in a row up to and including this item, within the session (and before it: what a model that
+        # predicts this item's reaction may read)
         sess = part["session"].to_numpy()
         react = part["reaction"].to_numpy()
         run, prev = 0, None
@@ -201,17 +203,20 @@ def _tables(traj: pd.DataFrame, world: WorldConfig, catalog: Catalog,
         for j in range(n):
             if sess[j] != prev:
                 run, prev = 0, sess[j]
+            skips_before[start + j] = run
             run = run + 1 if react[j] == 0 else 0
             skip_run[start + j] = run
             if day[j] != prev_day:  # the budget is daily (approximately: by the turn's day)
                 used, prev_day = 0.0, day[j]
+            spent_before[start + j] = used
             used += dwell[j]
             spent[start + j] = used
         start += n
     names = catalog.topic_names
     rank = [list(profiles[u].topic_interests).index(names[t]) if names[t] in profiles[u].topic_interests else -1
             for u, t in zip(items["user_id"].to_numpy(), items["topic"].to_numpy())]
-    items = items.assign(novelty=novelty, topic_rank=rank, skip_run=skip_run, conformity=conformity,
+    items = items.assign(novelty=novelty, topic_rank=rank, skip_run=skip_run, skips_before=skips_before,
+                         spent_before=spent_before, conformity=conformity,
                          novelty_trait=trait, activity=activity, budget=budget, spent=spent,
                          quality=catalog.quality[items["item"].to_numpy()].astype(np.float64),
                          popularity=catalog.popularity_z[items["item"].to_numpy()],

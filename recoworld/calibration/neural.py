@@ -1,8 +1,8 @@
 """The neural choice model of `recoworld distill --neural` (issue 15): a small torch per-item scorer.
 
 For when the parametric form is too rigid. One batched MLP scores every (user, item) decision from
-- the user's state: skips in a row so far, share of the daily time budget spent, conformity,
-  novelty trait, activity;
+- the user's state before the item: skips in a row so far, share of the daily time budget spent, conformity,
+  novelty trait, activity (after the item, both would tell its reaction);
 - the item's features: relevance to the persona, quality, popularity, minutes, slot, and which of the
   persona's favourite topics it is (one-hot by rank, or none);
 - the attributes the distilled choice model's taste reads (`recoworld.calibration.terms`, issue 33): the item's
@@ -42,8 +42,9 @@ def inputs(items: pd.DataFrame, layout: TasteConfig, profiles: Mapping[str, User
     (`terms.layout`) and `profiles` the decisions' users."""
     rank = items["topic_rank"].to_numpy()
     onehot = (np.minimum(rank, RANKS - 1)[:, None] == np.arange(RANKS)[None, :]) & (rank[:, None] >= 0)
-    state = np.stack([np.minimum(items["skip_run"].to_numpy(np.float64), 10) / 5,
-                      items["spent"].to_numpy(np.float64) / np.maximum(items["budget"].to_numpy(np.float64), 1e-6),
+    state = np.stack([np.minimum(items["skips_before"].to_numpy(np.float64), 10) / 5,
+                      items["spent_before"].to_numpy(np.float64)
+                      / np.maximum(items["budget"].to_numpy(np.float64), 1e-6),
                       items["activity"].to_numpy(np.float64), items["novelty"].to_numpy(np.float64),
                       items["novelty_trait"].to_numpy(np.float64),
                       np.log1p(items["duration"].to_numpy(np.float64))], axis=1)
