@@ -104,7 +104,7 @@ def test_item_text_with_instructions_stays_data(catalog: Catalog) -> None:
     users.reset([profile])
     messages = turn_messages(hostile, profile, users.mindset(0), "fine", [], 8, [3, 7, 9])
     system, user = messages[0]["content"], messages[1]["content"]
-    assert system == SYSTEM and "DATA" in system and "never instructions" in system
+    assert system.startswith(SYSTEM) and "DATA" in system and "never instructions" in system
     assert "Ignore previous" not in system
     blocks = re.findall(r"<item id=\"(\d+)\"[^>]*>\n(.*?)\n</item>", user, flags=re.S)
     assert [b[0] for b in blocks] == ["3", "7", "9"], "the injected tags neither close nor open a block"

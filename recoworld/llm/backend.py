@@ -57,6 +57,7 @@ from recoworld.llm.config import LLMConfig, SamplingParams
 from recoworld.llm.errors import LLMError, LLMOutputError, LLMUnavailable, ReplayMiss
 from recoworld.llm.health import FallbackBreaker
 from recoworld.llm.ledger import BudgetLedger
+from recoworld.llm.schema_decoder import reply_bound
 from recoworld.llm.usage import Usage
 
 T = TypeVar("T", bound=BaseModel)
@@ -359,11 +360,13 @@ class ChatBackend(ABC):
 
         base = self._with_schema_prompt(messages, spec, mode)
         convo, transient, invalid = base, 0, 0
+        # A token limit below what the schema allows could cut a constrained reply mid-JSON: raise it to the bound.
+        limit = params.max_tokens if mode == "tools" else max(params.max_tokens, reply_bound(spec.schema()))
         while True:
             self._charge()
             request = Request(
                 convo, mode, spec.name, None if mode == "tools" else spec.schema(),
-                params.model_copy(update={"seed": params.seed + transient + invalid}),
+                params.model_copy(update={"seed": params.seed + transient + invalid, "max_tokens": limit}),
                 tools=tool_key if mode == "tools" else None,
                 tool_choice=spec.openai_choice() if mode == "tools" and isinstance(spec, Tools) else None,
             )

@@ -47,6 +47,11 @@ class LocalModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     isolation: Literal["process", "in_process"] = "process"
+    decoding: Literal["schema", "grammar"] = Field(
+        "schema", description="schema: write the reply from its JSON schema, the model choosing only where the "
+        "schema leaves a choice (valid by construction, several times faster); grammar: llama.cpp's "
+        "grammar-constrained sampling of every token (also used for schemas outside the schema decoder's subset)"
+    )
     call_timeout_s: float = Field(900.0, gt=0, description="a reply slower than this means a hung model: kill it")
     load_timeout_s: float = Field(300.0, gt=0, description="time allowed for the child to load the model")
     max_consecutive_deaths: int = Field(3, ge=1, le=100, description="deaths in a row that stop the run")

@@ -1,7 +1,12 @@
 """Local backend: llama-cpp-python with a GGUF model, by default the bundled Gemma 3 270M (extra `recoworld[local]`).
 
-Every request is grammar-constrained to its JSON schema (`response_format` json_object +
-schema), so replies always parse; tools use the JSON action schema.
+Structured requests are answered by schema decoding (`llm.local.decoding="schema"`, the default;
+`recoworld.llm.schema_decoder`): the reply is written from its JSON schema and the model chooses
+only where the schema leaves a choice, so it always parses, fits the schema and its length
+bound, at a fraction of the model evaluations. `decoding="grammar"` (and schemas outside the
+decoder's subset, such as ToolRec's action schema) constrain llama.cpp's sampler to the schema
+as a grammar instead (`response_format` json_object + schema). The model is warmed up once when
+it loads, so no user's first turn pays for it.
 
 Where the model runs (`llm.local.isolation`):
 - `process` (default): in a supervised child process (`recoworld.llm.supervisor`). A crash
@@ -29,13 +34,15 @@ from typing import Any
 from recoworld.errors import ConfigError
 from recoworld.llm.backend import ChatBackend, ErrorKind, Mode, Reply, Request, Spec
 from recoworld.llm.config import LLMConfig
+from recoworld.llm.llama_decoding import LlamaModel, answer, warm_up
+from recoworld.llm.schema_decoder import decodable
 from recoworld.llm.supervisor import ModelProcess, ModelProcessDied, ModelRequestError, ModelStartError, model_process
 
 #: File name of the bundled model, used as its model name in cache keys without loading it.
 BUNDLED_MODEL = "gemma-3-270m-q4_k_m.gguf"
 _INSTALL = "pip install 'recoworld[local]' (llama-cpp-python compiles for a few minutes on first install)"
 
-_MODELS: dict[tuple[str, int, int | None], tuple[Any, threading.Lock]] = {}
+_MODELS: dict[tuple[str, int, int | None], tuple[Any, LlamaModel, threading.Lock]] = {}
 _LOAD_LOCK = threading.Lock()
 
 
@@ -48,8 +55,9 @@ def bundled_model_path() -> Path:
     return Path(assemble())
 
 
-def load_llama(path: Path, n_ctx: int, n_threads: int | None) -> tuple[Any, threading.Lock]:
-    """The process-wide `Llama` for this file and settings, with the lock that serialises its calls."""
+def load_llama(path: Path, n_ctx: int, n_threads: int | None) -> tuple[Any, LlamaModel, threading.Lock]:
+    """The process-wide `Llama` for this file and settings (warmed up), its schema decoder's view, and
+    the lock that serialises their calls."""
     key = (str(path), n_ctx, n_threads)
     with _LOAD_LOCK:
         if key not in _MODELS:
@@ -57,8 +65,10 @@ def load_llama(path: Path, n_ctx: int, n_threads: int | None) -> tuple[Any, thre
                 from llama_cpp import Llama
             except ImportError:
                 raise ConfigError(f"the local LLM backend needs llama-cpp-python: {_INSTALL}") from None
-            _MODELS[key] = (Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False),
-                            threading.Lock())
+            llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+            model = LlamaModel(llm)
+            warm_up(llm, model)
+            _MODELS[key] = (llm, model, threading.Lock())
         return _MODELS[key]
 
 
@@ -97,15 +107,20 @@ class LocalLlamaBackend(ChatBackend):
 
     def _send(self, request: Request) -> Reply:
         p = request.params
-        kwargs = {"messages": request.messages,
-                  "response_format": {"type": "json_object", "schema": request.json_schema},
-                  "max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p, "seed": p.seed}
-        if self.config.local.isolation == "process":
-            out = self.process().call(kwargs, report=self.usage.add)
+        sampling = {"max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p, "seed": p.seed}
+        schema = request.json_schema
+        if self.config.local.decoding == "schema" and schema is not None and decodable(schema):
+            call: dict[str, Any] = {"decode": {"messages": request.messages, "schema": schema, **sampling}}
         else:
-            llm, lock = load_llama(self.model_path(), self.config.n_ctx, self.config.n_threads)
+            call = {"kwargs": {"messages": request.messages,
+                               "response_format": {"type": "json_object", "schema": schema}, **sampling}}
+        if self.config.local.isolation == "process":
+            out = self.process().call(call, report=self.usage.add)
+        else:
+            llm, model, lock = load_llama(self.model_path(), self.config.n_ctx, self.config.n_threads)
             with lock:
-                out = llm.create_chat_completion(**kwargs)
+                out = answer(llm, model, call["decode"]) if "decode" in call else \
+                    llm.create_chat_completion(**call["kwargs"])
         usage = out.get("usage") or {}
         return Reply(out["choices"][0]["message"].get("content"),
                      prompt_tokens=int(usage.get("prompt_tokens", 0)),

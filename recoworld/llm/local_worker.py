@@ -7,10 +7,11 @@ Running it here keeps such a crash to one process that the supervisor restarts; 
 simulation goes on.
 
 Protocol: one JSON object per line. The worker writes `{"ready": true, "load_s": ...}` once
-the model is loaded, then answers each request line `{"id", "kwargs"}` (the keyword
-arguments of `Llama.create_chat_completion`) with `{"id", "ok": true, "result": ...}` or
-`{"id", "ok": false, "error": <exception class>, "message": ...}`. The protocol uses a
-private copy of stdout; fd 1 is pointed at stderr (the model log), so whatever llama.cpp
+the model is loaded and warmed up (`llama_decoding.warm_up`), then answers each request line,
+`{"id", "kwargs"}` (the keyword arguments of `Llama.create_chat_completion`: grammar decoding)
+or `{"id", "decode"}` (a `llama_decoding.DecodeRequest`: schema decoding), with
+`{"id", "ok": true, "result": ...}` or `{"id", "ok": false, "error": <exception class>, "message": ...}`.
+The protocol uses a private copy of stdout; fd 1 is pointed at stderr (the model log), so whatever llama.cpp
 prints cannot corrupt a reply.
 
 The worker never outlives its parent: a watchdog thread exits within half a second of the
@@ -28,6 +29,8 @@ import sys
 import threading
 import time
 from typing import IO, Any
+
+from recoworld.llm.llama_decoding import LlamaModel, answer, warm_up
 
 
 def _die_with_parent(parent: int) -> None:
@@ -52,9 +55,12 @@ def _protocol_stream() -> IO[str]:
     return out
 
 
-def _answer(llm: Any, request: dict[str, Any]) -> dict[str, Any]:
+def _answer(llm: Any, model: LlamaModel, request: dict[str, Any]) -> dict[str, Any]:
     try:
-        result = llm.create_chat_completion(**request["kwargs"])
+        if "decode" in request:
+            result = answer(llm, model, request["decode"])
+        else:
+            result = llm.create_chat_completion(**request["kwargs"])
     except Exception as err:  # sent back; the supervisor decides whether to retry
         return {"id": request.get("id"), "ok": False, "error": type(err).__name__, "message": str(err)[:2000]}
     return {"id": request.get("id"), "ok": True, "result": result}
@@ -76,13 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     from llama_cpp import Llama
 
     llm = Llama(model_path=args.model, n_ctx=args.n_ctx, n_threads=args.n_threads, verbose=False)
+    model = LlamaModel(llm)
+    warm_up(llm, model)
     print(f"ready: loaded {args.model} in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     out.write(json.dumps({"ready": True, "load_s": time.perf_counter() - started, "pid": os.getpid()}) + "\n")
     for line in sys.stdin:
         if line.strip():
             request = json.loads(line)
             print(f"request {request.get('id')}", file=sys.stderr, flush=True)  # the log shows what was in flight
-            out.write(json.dumps(_answer(llm, request)) + "\n")
+            out.write(json.dumps(_answer(llm, model, request)) + "\n")
     return 0
 
 

@@ -1,7 +1,7 @@
 """A supervised model process: the local GGUF model runs in a child, so its crash costs one turn, not the run.
 
     proc = model_process(path, n_ctx=4096, n_threads=None, settings=LocalModelConfig(), log_path=...)
-    result = proc.call({"messages": [...], "max_tokens": 64}, report=usage.add)
+    result = proc.call({"kwargs": {"messages": [...], "max_tokens": 64}}, report=usage.add)
 
 One child per (model file, n_ctx, n_threads, settings) and Python process, started on the first call
 and shared by every backend of that process, since loading dominates short runs. Calls are
@@ -110,13 +110,14 @@ class ModelProcess:
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
 
-    def call(self, kwargs: dict[str, Any], report: Report) -> dict[str, Any]:
-        """`Llama.create_chat_completion(**kwargs)` in the child; see the module docstring for failures."""
+    def call(self, request: dict[str, Any], report: Report) -> dict[str, Any]:
+        """One request in the child (`{"kwargs": ...}` for `Llama.create_chat_completion`, `{"decode": ...}`
+        for schema decoding: see `recoworld.llm.local_worker`); see the module docstring for failures."""
         with self._lock:
             self._ensure_running(report)
             assert self._proc is not None and self._proc.stdin is not None
             self._next_id += 1
-            line = json.dumps({"id": self._next_id, "kwargs": kwargs}).encode() + b"\n"
+            line = json.dumps({"id": self._next_id, **request}).encode() + b"\n"
             try:
                 self._proc.stdin.write(line)
                 self._proc.stdin.flush()

@@ -241,7 +241,8 @@ class LLMUser:
                 instruction = instruction.model_copy(update={"topics": kept}) if instruction.text else None
             return d.model_copy(update={"reactions": [first[i] for i in items], "instruction": instruction})
 
-        spec = Structured(TurnDecision, json_schema=turn_schema(items, self._topics), check=check)
+        durations = [float(self.catalog.duration_min[i]) for i in items]
+        spec = Structured(TurnDecision, json_schema=turn_schema(items, self._topics, durations), check=check)
         return messages, spec, self._params(rng)
 
     def _apply(self, slate: np.ndarray, d: TurnDecision) -> SlateFeedback:
@@ -368,7 +369,8 @@ class LLMUser:
                 instruction = instruction.model_copy(update={"topics": kept}) if instruction.text else None
             return d.model_copy(update={"instruction": instruction})
 
-        spec = Structured(ItemDecision, json_schema=item_schema(item, self._topics, last), check=check)
+        schema = item_schema(item, self._topics, last, float(self.catalog.duration_min[item]))
+        spec = Structured(ItemDecision, json_schema=schema, check=check)
         return messages, spec, self._params(rng)
 
     def _apply_item(self, item: int, d: ItemDecision) -> tuple[int, float, str | None]:

@@ -10,6 +10,11 @@ numbers and cut long strings instead of failing, so only unusable replies cost a
 Item text is written by strangers, so it is data, never instructions: it only appears
 inside `<item>` blocks with `<`, `>` and `&` escaped (no text can close its block), and the
 system prompt tells the model so.
+
+Prompts are ordered from the most shared to the least: the system message (the role and the
+task of this kind of call, the same for every user), then the persona, then what changes each
+turn. A local model keeps the prefix a prompt shares with the previous one in its cache
+(`recoworld.llm.llama_decoding`), so the shared part is evaluated once, not on every call.
 """
 
 from __future__ import annotations
@@ -28,9 +33,12 @@ REACTIONS = ("skip", "click", "like", "share")
 #: world records as a skip with the `disliked` flag (see `recoworld.mindset`).
 REACTION_CHOICES = (*REACTIONS, "dislike")
 ReactionChoice = Literal["skip", "click", "like", "share", "dislike"]
-EXIT_CHARS = 80
+EXIT_CHARS = 40
 INTENT_KINDS = ("more", "less", "different")
-REASON_CHARS, FEELING_CHARS, INSTRUCTION_CHARS, SUMMARY_CHARS = 40, 60, 80, 80
+#: Caps of the free-text fields, in characters. Every field of a reply is bounded, so a reply's length is
+#: (`recoworld.llm.schema_decoder.reply_bound`); short caps also keep a turn's reply to the tokens that carry
+#: the decision, which is what a local model spends its time on.
+REASON_CHARS, FEELING_CHARS, INSTRUCTION_CHARS, SUMMARY_CHARS = 24, 40, 60, 80
 _EXIT_ASK = (
     " When leave is true, also give exit_reason (bored, irrelevant, repetitive, out_of_time, satisfied or other) "
     "and exit_text (a few words on why); otherwise null and an empty string."
@@ -161,6 +169,12 @@ def item_block(catalog: Catalog, index: int) -> str:
     )
 
 
+def _chat(task: str, lines: list[str]) -> list[dict[str, str]]:
+    """The messages of a call: the role and this call's task first (shared by every user), then the user's context."""
+    return [{"role": "system", "content": f"{SYSTEM}\n\nYOUR TASK\n{task}"},
+            {"role": "user", "content": "\n".join(lines)}]
+
+
 def _seen_line(catalog: Catalog, item: int, reaction: str, dwell: float) -> str:
     title = data(catalog.titles[item], 80)
     topic = data(catalog.topic_names[catalog.topic[item]])
@@ -195,9 +209,8 @@ def turn_messages(
         "", "EARLIER SESSIONS", *([f"- {data(s, SUMMARY_CHARS + 20)}" for s in sessions] or ["(none yet)"]),
         "", "WHAT YOU SAW LATELY", *(seen or ["(nothing yet)"]),
         "", f"THE FEED NOW ({len(slate)} items, in order)", *[item_block(catalog, i) for i in slate],
-        "", _TURN_TASK,
     ]
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+    return _chat(_TURN_TASK, lines)
 
 
 def item_messages(
@@ -224,9 +237,8 @@ def item_messages(
         "", "EARLIER SESSIONS", *([f"- {data(s, SUMMARY_CHARS + 20)}" for s in sessions] or ["(none yet)"]),
         "", "WHAT YOU SAW LATELY", *(seen or ["(nothing yet)"]),
         "", f"THE FEED NOW (item {position + 1} of {slate_size})", item_block(catalog, item),
-        "", _ITEM_TASK + (_ITEM_LAST_TASK if last else ""),
     ]
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+    return _chat(_ITEM_TASK + (_ITEM_LAST_TASK if last else ""), lines)
 
 
 def session_end_messages(
@@ -238,9 +250,8 @@ def session_end_messages(
         topics.setdefault(catalog.topic_names[catalog.topic[item]], []).append(reaction)
     happened = [f"- {data(t)}: " + ", ".join(f"{r} x{rs.count(r)}" for r in REACTION_CHOICES if r in rs)
                 for t, rs in topics.items()]
-    lines = [*_who(profile, mindset, feeling), "", "THIS SESSION", *(happened or ["(nothing watched)"]),
-             "", _END_TASK]
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+    lines = [*_who(profile, mindset, feeling), "", "THIS SESSION", *(happened or ["(nothing watched)"])]
+    return _chat(_END_TASK, lines)
 
 
 def _instruction_schema(topics: list[str]) -> dict[str, Any]:
@@ -262,15 +273,23 @@ _EXIT_PROPERTIES: dict[str, Any] = {
 }
 
 
-def item_schema(item: int, topics: list[str], last: bool) -> dict[str, Any]:
+_SHARE: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 1}
+
+
+def _minutes(duration: float | None) -> dict[str, Any]:
+    """Minutes watched: at most the item's length (rounded up), when it is known."""
+    return {"type": "number", "minimum": 0, **({"maximum": math.ceil(duration)} if duration is not None else {})}
+
+
+def item_schema(item: int, topics: list[str], last: bool, duration: float | None = None) -> dict[str, Any]:
     """JSON schema of one item's answer (`ItemDecision`); `instruction` only on the feed's last item."""
     properties: dict[str, Any] = {
         "item": {"const": item},
         "reaction": {"type": "string", "enum": list(REACTION_CHOICES)},
-        "dwell_min": {"type": "number"},
+        "dwell_min": _minutes(duration),
         "reason": {"type": "string", "maxLength": REASON_CHARS},
-        "satisfaction": {"type": "number"},
-        "fatigue": {"type": "number"},
+        "satisfaction": _SHARE,
+        "fatigue": _SHARE,
         "feeling": {"type": "string", "maxLength": FEELING_CHARS},
         "leave": {"type": "boolean"},
         **_EXIT_PROPERTIES,
@@ -280,16 +299,17 @@ def item_schema(item: int, topics: list[str], last: bool) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
-def turn_schema(slate: list[int], topics: list[str]) -> dict[str, Any]:
-    """JSON schema of one turn's answer for this slate (reactions as a tuple of `const` ids)."""
+def turn_schema(slate: list[int], topics: list[str], durations: list[float] | None = None) -> dict[str, Any]:
+    """JSON schema of one turn's answer for this slate (reactions as a tuple of `const` ids); `durations`
+    (the items' minutes) bound each dwell."""
 
-    def reaction(item: int) -> dict[str, Any]:
+    def reaction(item: int, duration: float | None) -> dict[str, Any]:
         return {
             "type": "object",
             "properties": {
                 "item": {"const": item},
                 "reaction": {"type": "string", "enum": list(REACTION_CHOICES)},
-                "dwell_min": {"type": "number"},
+                "dwell_min": _minutes(duration),
                 "reason": {"type": "string", "maxLength": REASON_CHARS},
             },
             "required": ["item", "reaction", "dwell_min", "reason"],
@@ -300,10 +320,11 @@ def turn_schema(slate: list[int], topics: list[str]) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
-            "reactions": {"type": "array", "prefixItems": [reaction(i) for i in slate],
+            "reactions": {"type": "array", "prefixItems": [reaction(i, d) for i, d in
+                                                           zip(slate, durations or [None] * len(slate))],
                           "minItems": len(slate), "maxItems": len(slate)},
-            "satisfaction": {"type": "number"},
-            "fatigue": {"type": "number"},
+            "satisfaction": _SHARE,
+            "fatigue": _SHARE,
             "feeling": {"type": "string", "maxLength": FEELING_CHARS},
             "disengaging": {"type": "boolean"},
             "instruction": {"anyOf": [{"type": "null"}, instruction]},
@@ -321,7 +342,7 @@ SESSION_END_SCHEMA: dict[str, Any] = {
     "properties": {
         "summary": {"type": "string", "maxLength": SUMMARY_CHARS},
         "come_back": {"type": "boolean"},
-        "return_in_days": {"type": "number"},
+        "return_in_days": {"type": "number", "minimum": 0, "maximum": 365},
         "rating": {"type": "integer", "minimum": 1, "maximum": 5},
     },
     "required": ["summary", "come_back", "return_in_days", "rating"],

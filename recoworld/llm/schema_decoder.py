@@ -1,0 +1,440 @@
+"""Schema-directed decoding for the local model: the reply is written from its JSON schema, and the
+model is asked only where the schema leaves a choice.
+
+A grammar-constrained sampler (llama.cpp's GBNF) runs the model once per output token and
+checks the whole vocabulary against the grammar at every step: on Gemma 3 270M with 2 cores
+that halves the decode speed, and a slate turn's reply is hundreds of tokens, most of them
+JSON punctuation, key names and item ids the schema already fixes. Here the schema is walked
+instead (jump-forward decoding, as in SGLang's compressed FSM or guidance):
+
+- text the schema fixes (`{"item":2699,"reaction":"`, keys, `const`s) is appended without
+  asking the model; it reaches the model's KV cache together with the next token it samples,
+  in one batched evaluation;
+- an `enum`, a boolean, `null` or not, "one more array item" or not: the model's next-token
+  logits, restricted to the tokens that continue some allowed value (a token trie), one
+  evaluation per branching point, however long the values are;
+- a number: digit by digit within `minimum`/`maximum`, at most `MAX_DECIMALS` decimals;
+- a string: free tokens that cannot break the JSON (no quote, backslash or control byte), until
+  the model picks a closing quote or the string reaches its `maxLength`.
+
+So every reply parses and fits its schema by construction, and its length is bounded by the
+schema (`reply_bound`), so no token limit can cut it mid-JSON. Schemas outside the supported
+subset (e.g. `anyOf` branches that start alike, as in ToolRec's action schema) raise
+`Unsupported`, and the backend uses llama.cpp's grammar for them instead.
+
+Sampling follows `SamplingParams` (temperature, top_p, after a top-k of `TOP_K`) over the
+allowed tokens only, from a `numpy` generator seeded with the request's seed: the same prompt,
+schema and seed give the same reply.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+#: Bytes a string without `maxLength` may take (every string is bounded, so every reply is).
+DEFAULT_STRING_BYTES = 200
+#: Decimals a number may have; values are clamped by the reply's model anyway.
+MAX_DECIMALS = 2
+#: Integral digits of a number without `maximum`.
+DEFAULT_INT_DIGITS = 6
+_NUMBER_END = b",}] \n"
+#: Sampling keeps the TOP_K likeliest allowed tokens before top_p, as llama.cpp's default sampler chain does
+#: (top_k 40); it only matters for free strings, where the allowed tokens are most of the vocabulary.
+TOP_K = 64
+
+
+class Unsupported(ValueError):
+    """A schema construct this decoder does not handle; the caller uses a grammar instead."""
+
+
+class Model(Protocol):
+    """What the decoder needs of a model: a tokenizer, the vocabulary's bytes, and incremental evaluation."""
+
+    def tokenize_text(self, text: bytes) -> list[int]: ...
+
+    def pieces(self) -> list[bytes]: ...
+
+    def start(self, prompt: list[int]) -> None:
+        """Begin a reply to `prompt` (reusing whatever prefix of it the model still holds)."""
+
+    def logits(self, tokens: list[int]) -> np.ndarray:
+        """Append `tokens` to the sequence and return the next-token logits."""
+
+
+@dataclass
+class Vocabulary:
+    """Per-model token classes, computed once: what may go inside a string, what closes one, digits."""
+
+    pieces: list[bytes]
+    lengths: np.ndarray
+    text: np.ndarray  # token ids that may appear inside a JSON string
+    closing: np.ndarray  # token ids whose piece starts with '"'
+    number_end: np.ndarray  # token ids that would end a number
+    digits: dict[str, int]
+    dot: int
+    minus: int
+
+    @classmethod
+    def of(cls, model: Model) -> Vocabulary:
+        pieces = model.pieces()
+        n = len(pieces)
+        lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=n)
+        safe = np.fromiter((bool(p) and b'"' not in p and b"\\" not in p and min(p) >= 0x20 for p in pieces),
+                           dtype=bool, count=n)
+        closing = np.fromiter((p[:1] == b'"' for p in pieces), dtype=bool, count=n)
+        end = np.fromiter((p[:1] != b"" and p[:1] in _NUMBER_END for p in pieces), dtype=bool, count=n)
+
+        def single(text: str) -> int:
+            ids = model.tokenize_text(text.encode())
+            if len(ids) != 1:
+                raise Unsupported(f"the model's tokenizer splits {text!r} into {len(ids)} tokens")
+            return ids[0]
+
+        return cls(pieces, lengths, np.flatnonzero(safe), np.flatnonzero(closing), np.flatnonzero(end),
+                   {d: single(d) for d in "0123456789"}, single("."), single("-"))
+
+
+@dataclass
+class Decoded:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    evaluations: int  # model evaluations (batched steps); the rest of the tokens were forced
+
+
+@dataclass
+class _Trie:
+    children: dict[int, _Trie] = field(default_factory=dict)
+    value: int | None = None  # index of the option that ends here
+
+
+def _trie(options: Sequence[list[int]]) -> _Trie:
+    root = _Trie()
+    for k, ids in enumerate(options):
+        node = root
+        for t in ids:
+            node = node.children.setdefault(t, _Trie())
+        if node.value is not None or node.children:
+            raise Unsupported("two allowed values tokenize so that one is a prefix of the other")
+        node.value = k
+    return root
+
+
+class _Cursor:
+    """One reply being written: the output text, the tokens not yet evaluated, the sampler."""
+
+    def __init__(self, model: Model, vocab: Vocabulary, temperature: float, top_p: float, seed: int) -> None:
+        self.model, self.vocab = model, vocab
+        self.temperature, self.top_p = temperature, top_p
+        self.rng = np.random.default_rng(seed)
+        self.out: list[str] = []
+        self.pending: list[int] = []
+        self.completion = 0
+        self.evaluations = 0
+
+    def force(self, text: str) -> None:
+        if text:
+            self.out.append(text)
+            ids = self.model.tokenize_text(text.encode())
+            self.pending.extend(ids)
+            self.completion += len(ids)
+
+    def _sample(self, candidates: np.ndarray) -> int:
+        """A token among `candidates` (ids), from the model's logits after the pending tokens."""
+        logits = self.model.logits(self.pending)
+        self.pending = []
+        self.evaluations += 1
+        z = logits[candidates]
+        if self.temperature <= 0.0 or len(candidates) == 1:
+            return int(candidates[int(np.argmax(z))])
+        if len(candidates) > TOP_K:  # a free string's step: sort 64 tokens, not the whole vocabulary
+            top = np.argpartition(z, -TOP_K)[-TOP_K:]
+            candidates, z = candidates[top], z[top]
+        z = z.astype(np.float64)
+        z = (z - z.max()) / self.temperature
+        p = np.exp(z)
+        p /= p.sum()
+        if self.top_p < 1.0:
+            order = np.argsort(-p)
+            keep = order[: int(np.searchsorted(np.cumsum(p[order]), self.top_p)) + 1]
+            q = np.zeros_like(p)
+            q[keep] = p[keep]
+            p = q / q.sum()
+        return int(candidates[int(self.rng.choice(len(p), p=p))])
+
+    def _take(self, token: int) -> None:
+        self.pending.append(token)
+        self.completion += 1
+
+    def choose(self, options: Sequence[str]) -> int:
+        """Write one of `options` (texts), the model choosing at each token where they part."""
+        if len(options) == 1:
+            self.force(options[0])
+            return 0
+        node = _trie([self.model.tokenize_text(o.encode()) for o in options])
+        while node.value is None:
+            ids = np.fromiter(node.children, dtype=np.int64)
+            token = int(ids[0]) if len(ids) == 1 else self._sample(ids)
+            self._take(token)
+            node = node.children[token]
+        self.out.append(options[node.value])
+        return node.value
+
+    def string(self, max_bytes: int) -> None:
+        """A JSON string of at most `max_bytes` bytes of content (so at most that many characters)."""
+        self.force('"')
+        v = self.vocab
+        got = bytearray()
+        while len(got) < max_bytes:
+            room = v.text[v.lengths[v.text] <= max_bytes - len(got)]
+            token = self._sample(np.concatenate([room, v.closing]))
+            if v.pieces[token][:1] == b'"':
+                break  # the closing quote is forced below, so only the decision is taken from the model
+            self._take(token)
+            got += v.pieces[token]
+        text = got.decode("utf-8", "ignore")
+        self.out.append(json.dumps(text)[1:-1])
+        self.force('"')
+
+    def decide(self, starts: Sequence[Sequence[str]]) -> int:
+        """Which alternative comes next (alternative k can start with any text of `starts[k]`), from the
+        model's choice among their first tokens; nothing is written (the chosen branch writes its own
+        start, tokenized the same way)."""
+        owner: dict[int, int] = {}
+        for k, texts in enumerate(starts):
+            for text in texts:
+                if owner.setdefault(self.model.tokenize_text(text.encode())[0], k) != k:
+                    raise Unsupported(f"alternatives {[list(t) for t in starts]} start with the same token")
+        return owner[self._sample(np.fromiter(owner, dtype=np.int64))]
+
+    def number(self, low: float | None, high: float | None, integer: bool) -> None:
+        """A number within [low, high], digit by digit (bounds of magnitude; the reply's model clamps the rest).
+
+        Choosing a token that would end the number (a comma, a brace, a space) ends it: only the
+        decision is the model's, the text after it is the schema's."""
+        v = self.vocab
+        sign = ""
+        if low is None or low < 0:
+            first = [v.minus, *v.digits.values()]
+            if self._sample(np.array(first, dtype=np.int64)) == v.minus:
+                self._take(v.minus)
+                sign = "-"
+                low, high = (None if high is None else -high), (None if low is None else -low)
+        floor = max(float(low), 0.0) if low is not None else 0.0
+        limit = float(high) if high is not None else 10.0**DEFAULT_INT_DIGITS - 1
+        by_token = {t: d for d, t in v.digits.items()}
+        none = np.zeros(0, dtype=np.int64)
+        part = ""
+        while True:
+            digits = [] if part == "0" else [d for d in v.digits if float(part + d) <= limit
+                                              and not (part == "" and d == "0" and integer and floor >= 1)]
+            can_end = part != "" and float(part) >= (floor if integer else np.floor(floor))
+            can_dot = part != "" and not integer and float(part) < limit
+            ids = np.concatenate([np.array([v.digits[d] for d in digits] + ([v.dot] if can_dot else []),
+                                           dtype=np.int64), v.number_end if can_end else none])
+            token = self._sample(ids) if len(ids) > 1 else int(ids[0])
+            if token != v.dot and token not in by_token:
+                break
+            self._take(token)
+            if token != v.dot:
+                part += by_token[token]
+                continue
+            part += "."
+            for k in range(MAX_DECIMALS):
+                token = self._sample(np.concatenate([np.array(list(by_token), dtype=np.int64),
+                                                     v.number_end if k else none]))
+                if token not in by_token:
+                    break
+                self._take(token)
+                part += by_token[token]
+            break
+        self.out.append(sign + part)
+
+    def text(self) -> str:
+        return "".join(self.out)
+
+
+Emit = Callable[[_Cursor], None]
+
+
+class _Compiler:
+    """Turns a JSON schema into an emitter (a function that writes one value through a `_Cursor`)."""
+
+    def __init__(self, root: dict[str, Any]) -> None:
+        self.root = root
+
+    def resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
+        ref = schema.get("$ref")
+        if ref is None:
+            return schema
+        if not isinstance(ref, str) or not ref.startswith("#/"):
+            raise Unsupported(f"$ref {ref!r}")
+        node: Any = self.root
+        for part in ref[2:].split("/"):
+            node = node[part]
+        return self.resolve(node)
+
+    def lead(self, schema: dict[str, Any]) -> list[str]:
+        """The texts a value of `schema` can start with (an `anyOf` chooses its branch among them)."""
+        s = self.resolve(schema)
+        if "const" in s:
+            return [json.dumps(s["const"])]
+        if "enum" in s:
+            return [json.dumps(e) for e in s["enum"]]
+        kind = s.get("type")
+        return {"null": ["null"], "boolean": ["true", "false"], "object": ["{"], "array": ["["],
+                "string": ['"']}.get(kind, []) if isinstance(kind, str) else []
+
+    def compile(self, schema: dict[str, Any]) -> Emit:
+        s = self.resolve(schema)
+        if "const" in s:
+            text = json.dumps(s["const"], separators=(",", ":"))
+            return lambda c: c.force(text)
+        if "enum" in s:
+            options = [json.dumps(e, separators=(",", ":")) for e in s["enum"]]
+            return lambda c: (c.choose(options), None)[1]
+        if "anyOf" in s:
+            return self._any_of(s["anyOf"])
+        kind = s.get("type")
+        if kind == "object":
+            return self._object(s)
+        if kind == "array":
+            return self._array(s)
+        if kind == "string":
+            if "pattern" in s or "format" in s:
+                raise Unsupported("string pattern or format")
+            cap = int(s.get("maxLength", DEFAULT_STRING_BYTES))
+            return lambda c: c.string(cap)
+        if kind in ("number", "integer"):
+            low, high, integer = s.get("minimum"), s.get("maximum"), kind == "integer"
+            return lambda c: c.number(low, high, integer)
+        if kind == "boolean":
+            return lambda c: (c.choose(["true", "false"]), None)[1]
+        if kind == "null":
+            return lambda c: c.force("null")
+        raise Unsupported(f"schema {json.dumps(s)[:80]}")
+
+    def _object(self, s: dict[str, Any]) -> Emit:
+        properties = s.get("properties", {})
+        parts = [(("{" if k == 0 else ",") + json.dumps(name) + ":", self.compile(sub))
+                 for k, (name, sub) in enumerate(properties.items())]
+
+        def emit(c: _Cursor) -> None:
+            if not parts:
+                c.force("{")
+            for key, value in parts:
+                c.force(key)
+                value(c)
+            c.force("}")
+
+        return emit
+
+    def _array(self, s: dict[str, Any]) -> Emit:
+        if "prefixItems" in s:
+            fixed = [self.compile(x) for x in s["prefixItems"]]
+            if s.get("minItems", len(fixed)) != len(fixed) or s.get("maxItems", len(fixed)) != len(fixed):
+                raise Unsupported("prefixItems of a varying length")
+
+            def emit_fixed(c: _Cursor) -> None:
+                for k, item in enumerate(fixed):
+                    c.force("[" if k == 0 else ",")
+                    item(c)
+                c.force("[]" if not fixed else "]")
+
+            return emit_fixed
+        item_schema = self.resolve(s.get("items", {}))
+        if "enum" not in item_schema:
+            raise Unsupported("arrays other than fixed tuples or lists of enum values")
+        values = [json.dumps(e, separators=(",", ":")) for e in item_schema["enum"]]
+        low, high = int(s.get("minItems", 0)), int(s.get("maxItems", len(values)))
+
+        def emit_list(c: _Cursor) -> None:
+            c.force("[")
+            for k in range(high):
+                sep = "" if k == 0 else ","
+                options = [sep + v for v in values] + (["]"] if k >= low else [])
+                if c.choose(options) == len(values):
+                    return
+            c.force("]")
+
+        return emit_list
+
+    def _any_of(self, branches: list[dict[str, Any]]) -> Emit:
+        starts = [self.lead(b) for b in branches]
+        firsts = [{text[0] for text in lead} for lead in starts]
+        if not all(starts) or sum(map(len, firsts)) != len(set().union(*firsts)):
+            raise Unsupported("anyOf branches that do not start with distinct characters")
+        emits = [self.compile(b) for b in branches]
+
+        def emit(c: _Cursor) -> None:
+            emits[c.decide(starts)](c)
+
+        return emit
+
+
+def compile_schema(schema: dict[str, Any]) -> Emit:
+    """The emitter of `schema`, or `Unsupported` (checked before any model call)."""
+    return _Compiler(schema).compile(schema)
+
+
+def decodable(schema: dict[str, Any]) -> bool:
+    """Whether `schema` is inside the decoder's subset (else the caller constrains with a grammar)."""
+    try:
+        compile_schema(schema)
+    except Unsupported:
+        return False
+    return True
+
+
+def decode(model: Model, vocab: Vocabulary, prompt: list[int], schema: dict[str, Any], *, temperature: float,
+           top_p: float, seed: int) -> Decoded:
+    """One reply to `prompt` that follows `schema` (see the module docstring)."""
+    emit = compile_schema(schema)
+    model.start(prompt)
+    cursor = _Cursor(model, vocab, temperature, top_p, seed)
+    emit(cursor)
+    if cursor.pending:  # the last forced tokens join the cache, so the next prompt can reuse them
+        model.logits(cursor.pending)
+    return Decoded(cursor.text(), len(prompt), cursor.completion, cursor.evaluations)
+
+
+#: Characters a number can take under a JSON grammar (llama.cpp allows 16 integral and 16 decimal digits and
+#: an exponent).
+_GRAMMAR_NUMBER_CHARS = 40
+
+
+def reply_bound(schema: dict[str, Any]) -> int:
+    """The most characters a reply that follows `schema` can take, one optional space around each value
+    included (llama.cpp's JSON grammars allow that much whitespace, our decoder none).
+
+    Callers raise a request's token limit to it, assuming a token covers at least one character, so a
+    constrained reply is never cut mid-JSON. Unbounded strings count `DEFAULT_STRING_BYTES`."""
+    compiler = _Compiler(schema)
+
+    def bound(node: dict[str, Any]) -> int:
+        s = compiler.resolve(node)
+        if "const" in s:
+            return len(json.dumps(s["const"])) + 2
+        if "enum" in s:
+            return max(len(json.dumps(e)) for e in s["enum"]) + 2
+        if "anyOf" in s:
+            return max(bound(b) for b in s["anyOf"])
+        kind = s.get("type")
+        if kind == "object":
+            props = s.get("properties", {})
+            return 2 + sum(len(json.dumps(k)) + 2 + bound(v) for k, v in props.items()) + 2
+        if kind == "array":
+            items = s.get("prefixItems") or [s.get("items", {})] * int(s.get("maxItems", 16))
+            return 2 + sum(bound(x) + 1 for x in items) + 2
+        if kind == "string":
+            return int(s.get("maxLength", DEFAULT_STRING_BYTES)) + 4
+        if kind in ("number", "integer"):
+            return _GRAMMAR_NUMBER_CHARS
+        return 7  # true, false, null and their spaces
+
+    return bound(schema)

