@@ -1,12 +1,25 @@
-"""Benchmark: what an LLM-user turn costs on the bundled local model, supervised or in-process.
+"""Benchmark: LLM users on the bundled local model (Gemma 3 270M), by decoding: speed, validity, agreement.
 
-For each isolation mode it loads Gemma 3 270M, plays `--turns` LLM-user turns on slates of
-`--slate-size` items (cache off, so every turn calls the model), and prints the load time,
-seconds per turn, tokens per second and the share of turns the model answered validly. For
-the supervised mode it then SIGKILLs the model process and times the next turn: the price
-of a crash is one restart.
+    python experiments/bench_local_llm.py [--users 1 4 16] [--turns 2] [--decodings grammar schema]
+        [--grammar-users 1 4] [--validity-users 10] [--validity-turns 10] [--agreement 6] [--n-threads 2]
 
-    python experiments/bench_local_llm.py [--turns 6] [--slate-size 2] [--max-tokens 192]
+`grammar` is llama.cpp's grammar-constrained sampling (the decoding before schema decoding);
+`schema` is `recoworld.llm.schema_decoder` (`llm.local.decoding`, the default). Both run in the
+supervised model process, on the default world (slate of 10 items, prompts as users get them).
+
+- **Speed.** For each decoding and each N in `--users`, N LLM users play `--turns` turns each,
+  all of a step's turns in flight together as in a study; prints seconds per turn (wall time /
+  turns), turns/s and items decided/s, the model's tokens per turn and the fallbacks. The model
+  answers one request at a time, so grammar decoding's time per turn does not fall with N; it
+  runs at `--grammar-users` only (it takes about a minute a turn).
+- **Validity.** `--validity-users` users x `--validity-turns` turns with schema decoding: the
+  share of turns the model decided (first reply or after repair), against the 95% target.
+- **Agreement.** On `--agreement` first turns (the same users, slates, prompts and seeds under
+  both decodings), the share of items with the same reaction under grammar and schema
+  decoding, beside grammar against itself with another seed (what sampling alone changes),
+  and the reaction shares of each.
+- **A crash.** The model process is killed with SIGKILL and the next turn timed: it restarts the
+  process (one load and warm-up) and loses nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +28,8 @@ import os
 import signal
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -23,68 +37,144 @@ import numpy as np
 import tyro
 
 from recoworld.catalog import cached_catalog
-from recoworld.config import CatalogConfig, WorldConfig
-from recoworld.envs.recoworld_env import RecoWorldEnv
+from recoworld.config import WorldConfig
 from recoworld.llm import LLMConfig, LocalModelConfig, make_backend
+from recoworld.llm.backend import ChatBackend, Structured
 from recoworld.llm.local import LocalLlamaBackend
 from recoworld.llm.supervisor import close_all
+from recoworld.population import PopulationSpec, sample_population
 from recoworld.simulators.llm_user import LLMUsers
+from recoworld.simulators.parametric import ParametricUsers
+from recoworld.simulators.prompts import TurnDecision, turn_messages, turn_schema
+from recoworld.streams import UserStreams
+
+Decoding = Literal["grammar", "schema"]
 
 
 @dataclass
 class Args:
-    turns: int = 6
-    slate_size: int = 2
-    max_tokens: int = 192
+    users: list[int] = field(default_factory=lambda: [1, 4, 16])
+    """numbers of users whose turns run together (schema decoding)"""
+    grammar_users: list[int] = field(default_factory=lambda: [1, 4])
+    """numbers of users for grammar decoding (a minute a turn: kept small)"""
+    turns: int = 2
+    """turns per user in the speed runs"""
+    decodings: list[Decoding] = field(default_factory=lambda: ["grammar", "schema"])
+    validity_users: int = 10
+    validity_turns: int = 10
+    agreement: int = 6
+    """first-turn prompts compared between decodings (0 = skip)"""
+    slate_size: int = 10
+    """items per slate (the default world's)"""
     n_threads: int | None = None
     seed: int = 0
 
 
-def run(args: Args, isolation: Literal["process", "in_process"], cache: Path) -> None:
-    catalog = cached_catalog(CatalogConfig(n_items=300, seed=3))
-    llm = LLMConfig(backend="local", cache="off", cache_path=cache, max_retries=0, repair=False, n_ctx=2048,
-                    n_threads=args.n_threads, sampling={"max_tokens": args.max_tokens},
-                    local=LocalModelConfig(isolation=isolation, log_path=cache.parent / "model.log"))
-    cfg = WorldConfig(slate_size=args.slate_size, n_candidates=max(5, args.slate_size), max_steps=args.turns,
-                      catalog={"n_items": len(catalog), "seed": 3}, user_backend="llm", llm=llm)
-    backend = make_backend(llm)
-    assert isinstance(backend, LocalLlamaBackend)
-    user = LLMUsers(catalog, cfg, 1, backend)
-    env = RecoWorldEnv(cfg, catalog=catalog, user_simulator=user)
-    rng = np.random.default_rng(args.seed)
+def config(decoding: Decoding, args: Args, cache: Path) -> WorldConfig:
+    llm = LLMConfig(backend="local", cache="off", cache_path=cache, n_threads=args.n_threads,
+                    max_fallback_rate=1.0, local=LocalModelConfig(decoding=decoding, log_path=cache.parent / "m.log"))
+    return WorldConfig(user_backend="llm", llm=llm, slate_size=args.slate_size)
 
+
+def play(world: WorldConfig, backend: ChatBackend, n: int, turns: int, seed: int) -> dict[str, float]:
+    """`n` users, `turns` turns each on random slates; a user who leaves opens the next session at once."""
+    catalog = cached_catalog(world.catalog)
+    profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(seed), n=n)
+    users = LLMUsers(catalog, world, n, backend)
+    streams = UserStreams([np.random.default_rng([seed, i]) for i in range(n)])
+    users.reset(profiles)
+    users.start_sessions(np.arange(n), np.zeros(n), streams)
+    slates = np.random.default_rng(seed).choice(len(catalog), size=(turns, n, world.slate_size))
+    usage = backend.usage
+    before = (usage.prompt_tokens, usage.completion_tokens, usage.requests)
     started = time.perf_counter()
-    env.reset(seed=args.seed)
-    turns, valid, turn_s = 0, 0, 0.0
-    while turns < args.turns:
-        t0 = time.perf_counter()
-        _, _, terminated, truncated, info = env.step(rng.permutation(cfg.n_candidates)[: cfg.slate_size])
-        turn_s += time.perf_counter() - t0
-        turns += 1
-        valid += not info["llm_fallback"]
-        if terminated or truncated:
-            env.reset(seed=args.seed + turns)
-    u = backend.usage
-    load_s = u.model_load_s if isolation == "process" else float("nan")
-    print(f"{isolation:>10}: load {load_s:5.1f} s | {turn_s / turns:5.1f} s per turn ({turns} turns, "
-          f"{u.requests} calls) | {u.completion_tokens / max(u.server_s, 1e-9):5.1f} completion tokens/s | "
-          f"valid replies {valid}/{turns} | total {time.perf_counter() - started:5.1f} s")
-    if isolation == "process":
-        os.kill(backend.process().pid or 0, signal.SIGKILL)
-        time.sleep(0.5)  # killed while idle: the next call restarts it first, and loses nothing
-        t0 = time.perf_counter()
-        env.reset(seed=args.seed)
-        env.step(rng.permutation(cfg.n_candidates)[: cfg.slate_size])
-        print(f"{'':>10}  after SIGKILL: the next turn took {time.perf_counter() - t0:5.1f} s "
-              f"(restarts {u.model_restarts}, deaths {u.model_deaths})")
-        close_all()
+    fallbacks = items = 0
+    for t in range(turns):
+        fb = users.review(slates[t], streams)
+        fallbacks += int(fb.fallback.sum())
+        items += int((fb.reactions >= 0).sum())
+        left = np.flatnonzero(fb.left)
+        if len(left):
+            users.end_sessions(left, np.full(len(left), t + 0.5), streams)
+            users.start_sessions(left, np.full(len(left), t + 1.0), streams)
+    wall = time.perf_counter() - started
+    return {"wall": wall, "turns": n * turns, "items": items, "fallbacks": fallbacks,
+            "calls": usage.requests - before[2], "prompt": usage.prompt_tokens - before[0],
+            "completion": usage.completion_tokens - before[1]}
+
+
+def first_turn_reactions(backend: ChatBackend, world: WorldConfig, k: int, seed: int,
+                         sampling_seed: int) -> list[list[str]]:
+    """The reactions of `k` users to their first slate, through `backend` (one call each)."""
+    catalog = cached_catalog(world.catalog)
+    profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(seed), n=k)
+    state = ParametricUsers(catalog, world.choice, world.dynamics, world.returns)
+    state.reset(profiles)
+    slates = np.random.default_rng(seed).choice(len(catalog), size=(k, world.slate_size))
+    topics = list(catalog.topic_names)
+    out = []
+    for u in range(k):
+        slate = slates[u].tolist()
+        messages = turn_messages(catalog, profiles[u], state.mindset(u), "", [], 8, slate)
+        spec = Structured(TurnDecision, json_schema=turn_schema(slate, topics,
+                                                                [float(catalog.duration_min[i]) for i in slate]))
+        params = backend.config.sampling.model_copy(update={"seed": sampling_seed + u})
+        decision = backend.complete(messages, spec, params)
+        out.append([r.reaction for r in decision.reactions])
+    return out
+
+
+def agree(a: list[list[str]], b: list[list[str]]) -> float:
+    pairs = [(x, y) for ra, rb in zip(a, b) for x, y in zip(ra, rb)]
+    return sum(x == y for x, y in pairs) / len(pairs)
+
+
+def shares(runs: list[list[str]]) -> str:
+    counts = Counter(r for run in runs for r in run)
+    total = sum(counts.values())
+    return " ".join(f"{name} {counts[name] / total:.2f}" for name in ("skip", "dislike", "click", "like", "share"))
 
 
 def main(args: Args) -> None:
-    print(f"Gemma 3 270M on {os.cpu_count()} CPUs, slate of {args.slate_size}, max_tokens {args.max_tokens}")
+    print(f"Gemma 3 270M (portable llama.cpp build) on {os.cpu_count()} CPUs, n_threads {args.n_threads or 'default'}, "
+          f"slate of {args.slate_size}")
     with tempfile.TemporaryDirectory() as tmp:
-        for isolation in ("process", "in_process"):
-            run(args, isolation, Path(tmp) / isolation / "llm.sqlite")
+        worlds = {d: config(d, args, Path(tmp) / d / "c.sqlite") for d in args.decodings}
+        made = {d: make_backend(w.llm) for d, w in worlds.items()}
+        print(f"{'decoding':>9} {'users':>5} {'turns':>5} {'s/turn':>7} {'turns/s':>8} {'items/s':>8} "
+              f"{'prompt tok/turn':>15} {'reply tok/turn':>14} {'calls/turn':>10} {'fallbacks':>9}")
+        for decoding in args.decodings:
+            world, backend = worlds[decoding], made[decoding]
+            play(world, backend, 1, 1, args.seed + 999)  # start and warm the model process: not timed
+            for n in args.users if decoding == "schema" else args.grammar_users:
+                r = play(world, backend, n, args.turns, args.seed)
+                t = r["turns"]
+                print(f"{decoding:>9} {n:>5} {t:>5} {r['wall'] / t:>7.2f} {t / r['wall']:>8.3f} "
+                      f"{r['items'] / r['wall']:>8.2f} {r['prompt'] / t:>15.0f} {r['completion'] / t:>14.0f} "
+                      f"{r['calls'] / t:>10.2f} {r['fallbacks']:>9}")
+        if "schema" in made:  # the price of a crash: the next turn restarts the model process first
+            local = made["schema"]
+            assert isinstance(local, LocalLlamaBackend)
+            os.kill(local.process().pid or 0, signal.SIGKILL)
+            time.sleep(0.5)
+            r = play(worlds["schema"], local, 1, 1, args.seed + 3)
+            print(f"after kill -9 of the model process: the next turn took {r['wall']:.1f} s "
+                  f"(restarts {local.usage.model_restarts}, fallbacks {r['fallbacks']})")
+        if "schema" in made and args.validity_users:
+            r = play(worlds["schema"], made["schema"], args.validity_users, args.validity_turns, args.seed + 1)
+            valid = 1 - r["fallbacks"] / r["turns"]
+            print(f"validity (schema): {r['turns'] - r['fallbacks']}/{r['turns']} turns decided by the model "
+                  f"({valid:.1%}; target 95%) | {r['wall'] / r['turns']:.2f} s/turn, {r['calls']} calls")
+        if args.agreement and {"grammar", "schema"} <= set(made):
+            k = args.agreement
+            world = worlds["schema"]
+            grammar = first_turn_reactions(made["grammar"], world, k, args.seed + 2, 0)
+            other_seed = first_turn_reactions(made["grammar"], world, k, args.seed + 2, 10_000)
+            schema = first_turn_reactions(made["schema"], world, k, args.seed + 2, 0)
+            print(f"agreement over {k} first turns ({k * args.slate_size} items): grammar vs schema "
+                  f"{agree(grammar, schema):.2f} | grammar vs grammar, another seed {agree(grammar, other_seed):.2f}")
+            print(f"  reaction shares: grammar {shares(grammar + other_seed)} | schema {shares(schema)}")
+    close_all()
 
 
 if __name__ == "__main__":

@@ -30,9 +30,9 @@ schema and seed give the same reply.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -125,11 +125,18 @@ def _trie(options: Sequence[list[int]]) -> _Trie:
     return root
 
 
+T = TypeVar("T")
+#: A decoding step protocol: yields the tokens to append to the sequence, is sent the next-token logits after
+#: them, returns its value. One reply is one such generator, so a driver can run many replies in one batch.
+Steps = Generator[list[int], np.ndarray, T]
+
+
 class _Cursor:
     """One reply being written: the output text, the tokens not yet evaluated, the sampler."""
 
-    def __init__(self, model: Model, vocab: Vocabulary, temperature: float, top_p: float, seed: int) -> None:
-        self.model, self.vocab = model, vocab
+    def __init__(self, tokenize: Callable[[bytes], list[int]], vocab: Vocabulary, temperature: float,
+                 top_p: float, seed: int) -> None:
+        self.tokenize, self.vocab = tokenize, vocab
         self.temperature, self.top_p = temperature, top_p
         self.rng = np.random.default_rng(seed)
         self.out: list[str] = []
@@ -140,14 +147,14 @@ class _Cursor:
     def force(self, text: str) -> None:
         if text:
             self.out.append(text)
-            ids = self.model.tokenize_text(text.encode())
+            ids = self.tokenize(text.encode())
             self.pending.extend(ids)
             self.completion += len(ids)
 
-    def _sample(self, candidates: np.ndarray) -> int:
+    def _sample(self, candidates: np.ndarray) -> Steps[int]:
         """A token among `candidates` (ids), from the model's logits after the pending tokens."""
-        logits = self.model.logits(self.pending)
-        self.pending = []
+        pending, self.pending = self.pending, []
+        logits = yield pending
         self.evaluations += 1
         z = logits[candidates]
         if self.temperature <= 0.0 or len(candidates) == 1:
@@ -171,28 +178,28 @@ class _Cursor:
         self.pending.append(token)
         self.completion += 1
 
-    def choose(self, options: Sequence[str]) -> int:
+    def choose(self, options: Sequence[str]) -> Steps[int]:
         """Write one of `options` (texts), the model choosing at each token where they part."""
         if len(options) == 1:
             self.force(options[0])
             return 0
-        node = _trie([self.model.tokenize_text(o.encode()) for o in options])
+        node = _trie([self.tokenize(o.encode()) for o in options])
         while node.value is None:
             ids = np.fromiter(node.children, dtype=np.int64)
-            token = int(ids[0]) if len(ids) == 1 else self._sample(ids)
+            token = int(ids[0]) if len(ids) == 1 else (yield from self._sample(ids))
             self._take(token)
             node = node.children[token]
         self.out.append(options[node.value])
         return node.value
 
-    def string(self, max_bytes: int) -> None:
+    def string(self, max_bytes: int) -> Steps[None]:
         """A JSON string of at most `max_bytes` bytes of content (so at most that many characters)."""
         self.force('"')
         v = self.vocab
         got = bytearray()
         while len(got) < max_bytes:
             room = v.text[v.lengths[v.text] <= max_bytes - len(got)]
-            token = self._sample(np.concatenate([room, v.closing]))
+            token = yield from self._sample(np.concatenate([room, v.closing]))
             if v.pieces[token][:1] == b'"':
                 break  # the closing quote is forced below, so only the decision is taken from the model
             self._take(token)
@@ -201,18 +208,18 @@ class _Cursor:
         self.out.append(json.dumps(text)[1:-1])
         self.force('"')
 
-    def decide(self, starts: Sequence[Sequence[str]]) -> int:
+    def decide(self, starts: Sequence[Sequence[str]]) -> Steps[int]:
         """Which alternative comes next (alternative k can start with any text of `starts[k]`), from the
         model's choice among their first tokens; nothing is written (the chosen branch writes its own
         start, tokenized the same way)."""
         owner: dict[int, int] = {}
         for k, texts in enumerate(starts):
             for text in texts:
-                if owner.setdefault(self.model.tokenize_text(text.encode())[0], k) != k:
+                if owner.setdefault(self.tokenize(text.encode())[0], k) != k:
                     raise Unsupported(f"alternatives {[list(t) for t in starts]} start with the same token")
-        return owner[self._sample(np.fromiter(owner, dtype=np.int64))]
+        return owner[(yield from self._sample(np.fromiter(owner, dtype=np.int64)))]
 
-    def number(self, low: float | None, high: float | None, integer: bool) -> None:
+    def number(self, low: float | None, high: float | None, integer: bool) -> Steps[None]:
         """A number within [low, high], digit by digit (bounds of magnitude; the reply's model clamps the rest).
 
         Choosing a token that would end the number (a comma, a brace, a space) ends it: only the
@@ -221,7 +228,7 @@ class _Cursor:
         sign = ""
         if low is None or low < 0:
             first = [v.minus, *v.digits.values()]
-            if self._sample(np.array(first, dtype=np.int64)) == v.minus:
+            if (yield from self._sample(np.array(first, dtype=np.int64))) == v.minus:
                 self._take(v.minus)
                 sign = "-"
                 low, high = (None if high is None else -high), (None if low is None else -low)
@@ -237,7 +244,7 @@ class _Cursor:
             can_dot = part != "" and not integer and float(part) < limit
             ids = np.concatenate([np.array([v.digits[d] for d in digits] + ([v.dot] if can_dot else []),
                                            dtype=np.int64), v.number_end if can_end else none])
-            token = self._sample(ids) if len(ids) > 1 else int(ids[0])
+            token = (yield from self._sample(ids)) if len(ids) > 1 else int(ids[0])
             if token != v.dot and token not in by_token:
                 break
             self._take(token)
@@ -246,8 +253,8 @@ class _Cursor:
                 continue
             part += "."
             for k in range(MAX_DECIMALS):
-                token = self._sample(np.concatenate([np.array(list(by_token), dtype=np.int64),
-                                                     v.number_end if k else none]))
+                token = yield from self._sample(np.concatenate([np.array(list(by_token), dtype=np.int64),
+                                                                v.number_end if k else none]))
                 if token not in by_token:
                     break
                 self._take(token)
@@ -259,7 +266,15 @@ class _Cursor:
         return "".join(self.out)
 
 
-Emit = Callable[[_Cursor], None]
+Emit = Callable[[_Cursor], Steps[None]]
+
+
+def _forced(text: str) -> Emit:
+    def emit(c: _Cursor) -> Steps[None]:
+        c.force(text)
+        yield from ()
+
+    return emit
 
 
 class _Compiler:
@@ -293,11 +308,9 @@ class _Compiler:
     def compile(self, schema: dict[str, Any]) -> Emit:
         s = self.resolve(schema)
         if "const" in s:
-            text = json.dumps(s["const"], separators=(",", ":"))
-            return lambda c: c.force(text)
+            return _forced(json.dumps(s["const"], separators=(",", ":")))
         if "enum" in s:
-            options = [json.dumps(e, separators=(",", ":")) for e in s["enum"]]
-            return lambda c: (c.choose(options), None)[1]
+            return self._choice([json.dumps(e, separators=(",", ":")) for e in s["enum"]])
         if "anyOf" in s:
             return self._any_of(s["anyOf"])
         kind = s.get("type")
@@ -314,22 +327,29 @@ class _Compiler:
             low, high, integer = s.get("minimum"), s.get("maximum"), kind == "integer"
             return lambda c: c.number(low, high, integer)
         if kind == "boolean":
-            return lambda c: (c.choose(["true", "false"]), None)[1]
+            return self._choice(["true", "false"])
         if kind == "null":
-            return lambda c: c.force("null")
+            return _forced("null")
         raise Unsupported(f"schema {json.dumps(s)[:80]}")
+
+    @staticmethod
+    def _choice(options: list[str]) -> Emit:
+        def emit(c: _Cursor) -> Steps[None]:
+            yield from c.choose(options)
+
+        return emit
 
     def _object(self, s: dict[str, Any]) -> Emit:
         properties = s.get("properties", {})
         parts = [(("{" if k == 0 else ",") + json.dumps(name) + ":", self.compile(sub))
                  for k, (name, sub) in enumerate(properties.items())]
 
-        def emit(c: _Cursor) -> None:
+        def emit(c: _Cursor) -> Steps[None]:
             if not parts:
                 c.force("{")
             for key, value in parts:
                 c.force(key)
-                value(c)
+                yield from value(c)
             c.force("}")
 
         return emit
@@ -340,10 +360,10 @@ class _Compiler:
             if s.get("minItems", len(fixed)) != len(fixed) or s.get("maxItems", len(fixed)) != len(fixed):
                 raise Unsupported("prefixItems of a varying length")
 
-            def emit_fixed(c: _Cursor) -> None:
+            def emit_fixed(c: _Cursor) -> Steps[None]:
                 for k, item in enumerate(fixed):
                     c.force("[" if k == 0 else ",")
-                    item(c)
+                    yield from item(c)
                 c.force("[]" if not fixed else "]")
 
             return emit_fixed
@@ -353,12 +373,12 @@ class _Compiler:
         values = [json.dumps(e, separators=(",", ":")) for e in item_schema["enum"]]
         low, high = int(s.get("minItems", 0)), int(s.get("maxItems", len(values)))
 
-        def emit_list(c: _Cursor) -> None:
+        def emit_list(c: _Cursor) -> Steps[None]:
             c.force("[")
             for k in range(high):
                 sep = "" if k == 0 else ","
                 options = [sep + v for v in values] + (["]"] if k >= low else [])
-                if c.choose(options) == len(values):
+                if (yield from c.choose(options)) == len(values):
                     return
             c.force("]")
 
@@ -371,8 +391,8 @@ class _Compiler:
             raise Unsupported("anyOf branches that do not start with distinct characters")
         emits = [self.compile(b) for b in branches]
 
-        def emit(c: _Cursor) -> None:
-            emits[c.decide(starts)](c)
+        def emit(c: _Cursor) -> Steps[None]:
+            yield from emits[(yield from c.decide(starts))](c)
 
         return emit
 
@@ -391,16 +411,32 @@ def decodable(schema: dict[str, Any]) -> bool:
     return True
 
 
+def reply_steps(tokenize: Callable[[bytes], list[int]], vocab: Vocabulary, n_prompt: int, schema: dict[str, Any],
+                *, temperature: float, top_p: float, seed: int) -> Steps[Decoded]:
+    """One reply that follows `schema`, as steps (see `Steps`): the driver evaluates the prompt (with the
+    first tokens yielded) and the tokens each step yields, and sends back the next-token logits. The
+    last step yields the last forced tokens, whose logits are not needed: the driver evaluates them only
+    so that the next prompt can reuse them."""
+    emit = compile_schema(schema)
+    cursor = _Cursor(tokenize, vocab, temperature, top_p, seed)
+    yield from emit(cursor)
+    if cursor.pending:
+        yield cursor.pending
+    return Decoded(cursor.text(), n_prompt, cursor.completion, cursor.evaluations)
+
+
 def decode(model: Model, vocab: Vocabulary, prompt: list[int], schema: dict[str, Any], *, temperature: float,
            top_p: float, seed: int) -> Decoded:
-    """One reply to `prompt` that follows `schema` (see the module docstring)."""
-    emit = compile_schema(schema)
+    """One reply to `prompt` that follows `schema` (see the module docstring), on a one-sequence model."""
+    steps = reply_steps(model.tokenize_text, vocab, len(prompt), schema, temperature=temperature, top_p=top_p,
+                        seed=seed)
     model.start(prompt)
-    cursor = _Cursor(model, vocab, temperature, top_p, seed)
-    emit(cursor)
-    if cursor.pending:  # the last forced tokens join the cache, so the next prompt can reuse them
-        model.logits(cursor.pending)
-    return Decoded(cursor.text(), len(prompt), cursor.completion, cursor.evaluations)
+    tokens = next(steps)
+    while True:
+        try:
+            tokens = steps.send(model.logits(tokens))
+        except StopIteration as done:
+            return done.value
 
 
 #: Characters a number can take under a JSON grammar (llama.cpp allows 16 integral and 16 decimal digits and
