@@ -62,6 +62,7 @@ def test_the_distilled_user_reproduces_held_out_llm_decisions(distilled: tuple[P
     assert acc["distilled", "dwell_corr"] > 0.5
     assert acc["neural", "reaction_accuracy"] >= 0.9 and acc["neural", "click_auc"] > 0.95, "the torch scorer"
     assert np.isnan(acc["neural", "return_gap_ks"]), "the neural scorer is no simulator: item-level measures only"
+    assert report["ceiling"].isna().all(), "without the rule's oracle no ceiling is claimed"
     low, high = report.loc[("distilled", "reaction_accuracy"), ["ci_low", "ci_high"]]
     assert low <= acc["distilled", "reaction_accuracy"] <= high
     fit = json.loads((out / "calibration.json").read_text())

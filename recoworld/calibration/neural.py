@@ -48,7 +48,7 @@ def inputs(items: pd.DataFrame, layout: TasteConfig, profiles: Mapping[str, User
                       items["activity"].to_numpy(np.float64), items["novelty"].to_numpy(np.float64),
                       items["novelty_trait"].to_numpy(np.float64),
                       np.log1p(items["duration"].to_numpy(np.float64))], axis=1)
-    groups = design(items, layout, profiles, catalog)
+    groups = design(items, layout, profiles, catalog, ATTRIBUTES)
     attributes = np.concatenate([groups[g].toarray() for g in ATTRIBUTES]
                                 + [persona_rows(items, list(layout.persona), profiles)], axis=1)
     return np.concatenate([features(items)[:, 1:], onehot, (rank < 0)[:, None], state, attributes],

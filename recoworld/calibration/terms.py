@@ -69,10 +69,10 @@ def layout(items: pd.DataFrame, profiles: Mapping[str, UserProfile], catalog: Ca
                        persona={n: PersonaTaste(topic=[0.0] * t, minutes=[0.0] * k) for n in persona})
 
 
-def design(items: pd.DataFrame, taste: TasteConfig, profiles: Mapping[str, UserProfile],
-           catalog: Catalog) -> dict[str, sparse.csr_matrix]:
-    """The taste columns of each decision, by group (module docstring), in the order `to_taste` reads them.
-    `items` needs the `distill._tables` columns and `favourite` (`distill.with_relevance`)."""
+def design(items: pd.DataFrame, taste: TasteConfig, profiles: Mapping[str, UserProfile], catalog: Catalog,
+           groups: Sequence[str] = TASTE_GROUPS) -> dict[str, sparse.csr_matrix]:
+    """The taste columns of each decision, by group (module docstring), in the order `to_taste` reads them; only
+    `groups`. `items` needs the `distill._tables` columns and `favourite` (`distill.with_relevance`)."""
     n = len(items)
     rows = np.arange(n)
     index = {t: i for i, t in enumerate(taste.topics)}
@@ -89,22 +89,24 @@ def design(items: pd.DataFrame, taste: TasteConfig, profiles: Mapping[str, UserP
     cre_index = {c: i for i, c in enumerate(taste.creator)}
     cre_of = np.array([cre_index.get(c, -1) for c in catalog.creator_names])
     fav = sparse.csr_matrix(items["favourite"].to_numpy(np.float64)[:, None])
-    z = persona_rows(items, list(taste.persona), profiles)
-    return {
-        "topic": topic,
-        "minutes": steps,
-        "subtopic": _mapped(sub_of[catalog.subtopic[item].astype(np.int64)], len(sub_index)),
-        "creator": _mapped(cre_of[catalog.creator[item].astype(np.int64)], len(cre_index)),
-        "favourite": sparse.hstack([fav, steps.multiply(fav)]).tocsr(),
-        "persona_topic": _face_split(z, topic),
-        "persona_minutes": _face_split(z, steps),
+    build = {
+        "topic": lambda: topic,
+        "minutes": lambda: steps,
+        "subtopic": lambda: _mapped(sub_of[catalog.subtopic[item].astype(np.int64)], len(sub_index)),
+        "creator": lambda: _mapped(cre_of[catalog.creator[item].astype(np.int64)], len(cre_index)),
+        "favourite": lambda: sparse.hstack([fav, steps.multiply(fav)]).tocsr(),
+        "persona_topic": lambda: _face_split(persona_rows(items, list(taste.persona), profiles), topic),
+        "persona_minutes": lambda: _face_split(persona_rows(items, list(taste.persona), profiles), steps),
     }
+    return {g: build[g]() for g in groups}
 
 
 def persona_rows(items: pd.DataFrame, names: Sequence[str], profiles: Mapping[str, UserProfile]) -> np.ndarray:
     """(N, len(names)): the persona features (`choice.persona_features`) of each decision's user."""
-    by_user = {u: persona_features(profiles[u], names) for u in items["user_id"].unique()}
-    return np.stack([by_user[u] for u in items["user_id"]]) if len(items) else np.zeros((0, len(names)))
+    codes, users = pd.factorize(items["user_id"])
+    if not len(users):
+        return np.zeros((len(items), len(names)))
+    return np.stack([persona_features(profiles[u], names) for u in users])[codes]
 
 
 def to_taste(taste: TasteConfig, groups: Mapping[str, np.ndarray]) -> TasteConfig:
