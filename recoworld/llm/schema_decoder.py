@@ -30,9 +30,10 @@ schema and seed give the same reply.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -52,20 +53,6 @@ class Unsupported(ValueError):
     """A schema construct this decoder does not handle; the caller uses a grammar instead."""
 
 
-class Model(Protocol):
-    """What the decoder needs of a model: a tokenizer, the vocabulary's bytes, and incremental evaluation."""
-
-    def tokenize_text(self, text: bytes) -> list[int]: ...
-
-    def pieces(self) -> list[bytes]: ...
-
-    def start(self, prompt: list[int]) -> None:
-        """Begin a reply to `prompt` (reusing whatever prefix of it the model still holds)."""
-
-    def logits(self, tokens: list[int]) -> np.ndarray:
-        """Append `tokens` to the sequence and return the next-token logits."""
-
-
 @dataclass
 class Vocabulary:
     """Per-model token classes, computed once: what may go inside a string, what closes one, digits."""
@@ -80,8 +67,8 @@ class Vocabulary:
     minus: int
 
     @classmethod
-    def of(cls, model: Model) -> Vocabulary:
-        pieces = model.pieces()
+    def of(cls, pieces: list[bytes], tokenize: Callable[[bytes], list[int]]) -> Vocabulary:
+        """The classes of a vocabulary given as each token's bytes (special tokens: empty) and its tokenizer."""
         n = len(pieces)
         lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=n)
         safe = np.fromiter((bool(p) and b'"' not in p and b"\\" not in p and min(p) >= 0x20 for p in pieces),
@@ -90,7 +77,7 @@ class Vocabulary:
         end = np.fromiter((p[:1] != b"" and p[:1] in _NUMBER_END for p in pieces), dtype=bool, count=n)
 
         def single(text: str) -> int:
-            ids = model.tokenize_text(text.encode())
+            ids = tokenize(text.encode())
             if len(ids) != 1:
                 raise Unsupported(f"the model's tokenizer splits {text!r} into {len(ids)} tokens")
             return ids[0]
@@ -220,47 +207,69 @@ class _Cursor:
         return owner[(yield from self._sample(np.fromiter(owner, dtype=np.int64)))]
 
     def number(self, low: float | None, high: float | None, integer: bool) -> Steps[None]:
-        """A number within [low, high], digit by digit (bounds of magnitude; the reply's model clamps the rest).
+        """A number within [low, high], digit by digit, with at most `MAX_DECIMALS` decimals.
 
-        Choosing a token that would end the number (a comma, a brace, a space) ends it: only the
-        decision is the model's, the text after it is the schema's."""
+        A digit, a point or the end is offered only when some way of going on from it stays in
+        range, so the number always can. Choosing a token that would end the number (a comma, a
+        brace, a space) ends it: the decision is the model's, the text after it the schema's."""
         v = self.vocab
+        scale = 1 if integer else 10**MAX_DECIMALS
+        top = 10**DEFAULT_INT_DIGITS * scale - 1
+        lo = -top if low is None else math.ceil(low * scale)
+        hi = top if high is None else math.floor(high * scale)
         sign = ""
-        if low is None or low < 0:
-            first = [v.minus, *v.digits.values()]
-            if (yield from self._sample(np.array(first, dtype=np.int64))) == v.minus:
-                self._take(v.minus)
+        if lo < 0 and hi >= 0:  # both signs fit: the model chooses
+            digits0 = np.array(list(v.digits.values()), dtype=np.int64)
+            if (yield from self._sample(np.concatenate([[v.minus], digits0]))) == v.minus:
                 sign = "-"
-                low, high = (None if high is None else -high), (None if low is None else -low)
-        floor = max(float(low), 0.0) if low is not None else 0.0
-        limit = float(high) if high is not None else 10.0**DEFAULT_INT_DIGITS - 1
+        elif hi < 0:
+            sign = "-"
+        if sign:
+            self._take(v.minus)
+            lo, hi = max(0, -hi), -lo
+        else:
+            lo = max(0, lo)
         by_token = {t: d for d, t in v.digits.items()}
-        none = np.zeros(0, dtype=np.int64)
-        part = ""
+        ends = v.number_end
+        whole, point, decimals = "", False, ""
+
+        def fits(w: str, pt: bool, dec: str) -> bool:
+            """Whether some number that starts `w[.dec]` lies in [lo, hi] (scaled)."""
+            if not pt:
+                q, k = int(w), 0
+                while q * 10**k * scale <= hi:
+                    if (q + 1) * 10**k * scale - 1 >= lo:
+                        return True
+                    if w == "0":
+                        return False
+                    k += 1
+                return False
+            base = int(w) * scale + (int(dec) * 10 ** (MAX_DECIMALS - len(dec)) if dec else 0)
+            return base <= hi and base + 10 ** (MAX_DECIMALS - len(dec)) - 1 >= lo
+
         while True:
-            digits = [] if part == "0" else [d for d in v.digits if float(part + d) <= limit
-                                              and not (part == "" and d == "0" and integer and floor >= 1)]
-            can_end = part != "" and float(part) >= (floor if integer else np.floor(floor))
-            can_dot = part != "" and not integer and float(part) < limit
-            ids = np.concatenate([np.array([v.digits[d] for d in digits] + ([v.dot] if can_dot else []),
-                                           dtype=np.int64), v.number_end if can_end else none])
+            if point:
+                options = [d for d in v.digits if len(decimals) < MAX_DECIMALS and fits(whole, True, decimals + d)]
+            else:
+                options = [d for d in v.digits if whole != "0" and fits(whole + d, False, "")]
+            value = (int(whole) * scale + (int(decimals) * 10 ** (MAX_DECIMALS - len(decimals)) if decimals else 0)
+                     if whole else None)
+            can_end = value is not None and (not point or decimals != "") and lo <= value <= hi
+            can_point = not integer and not point and whole != "" and fits(whole, True, "")
+            ids = np.concatenate([np.array([v.digits[d] for d in options] + ([v.dot] if can_point else []),
+                                           dtype=np.int64), ends if can_end else np.zeros(0, dtype=np.int64)])
             token = (yield from self._sample(ids)) if len(ids) > 1 else int(ids[0])
-            if token != v.dot and token not in by_token:
+            if token == v.dot:
+                point = True
+            elif token in by_token:
+                if point:
+                    decimals += by_token[token]
+                else:
+                    whole += by_token[token]
+            else:
                 break
             self._take(token)
-            if token != v.dot:
-                part += by_token[token]
-                continue
-            part += "."
-            for k in range(MAX_DECIMALS):
-                token = yield from self._sample(np.concatenate([np.array(list(by_token), dtype=np.int64),
-                                                                v.number_end if k else none]))
-                if token not in by_token:
-                    break
-                self._take(token)
-                part += by_token[token]
-            break
-        self.out.append(sign + part)
+        self.out.append(sign + whole + ("." + decimals if point else ""))
 
     def text(self) -> str:
         return "".join(self.out)
@@ -325,6 +334,9 @@ class _Compiler:
             return lambda c: c.string(cap)
         if kind in ("number", "integer"):
             low, high, integer = s.get("minimum"), s.get("maximum"), kind == "integer"
+            scale = 1 if integer else 10**MAX_DECIMALS
+            if low is not None and high is not None and math.ceil(low * scale) > math.floor(high * scale):
+                raise Unsupported(f"no {kind} with at most {MAX_DECIMALS} decimals lies in [{low}, {high}]")
             return lambda c: c.number(low, high, integer)
         if kind == "boolean":
             return self._choice(["true", "false"])
@@ -423,20 +435,6 @@ def reply_steps(tokenize: Callable[[bytes], list[int]], vocab: Vocabulary, n_pro
     if cursor.pending:
         yield cursor.pending
     return Decoded(cursor.text(), n_prompt, cursor.completion, cursor.evaluations)
-
-
-def decode(model: Model, vocab: Vocabulary, prompt: list[int], schema: dict[str, Any], *, temperature: float,
-           top_p: float, seed: int) -> Decoded:
-    """One reply to `prompt` that follows `schema` (see the module docstring), on a one-sequence model."""
-    steps = reply_steps(model.tokenize_text, vocab, len(prompt), schema, temperature=temperature, top_p=top_p,
-                        seed=seed)
-    model.start(prompt)
-    tokens = next(steps)
-    while True:
-        try:
-            tokens = steps.send(model.logits(tokens))
-        except StopIteration as done:
-            return done.value
 
 
 #: Characters a number can take under a JSON grammar (llama.cpp allows 16 integral and 16 decimal digits and

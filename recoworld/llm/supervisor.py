@@ -110,9 +110,10 @@ class ModelProcess:
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
 
-    def call(self, request: dict[str, Any], report: Report) -> dict[str, Any]:
-        """One request in the child (`{"kwargs": ...}` for `Llama.create_chat_completion`, `{"decode": ...}`
-        for schema decoding: see `recoworld.llm.local_worker`); see the module docstring for failures."""
+    def call(self, request: dict[str, Any], report: Report) -> Any:
+        """One request line in the child (`{"kwargs": ...}` for `Llama.create_chat_completion`, `{"batch": [...]}`
+        for schema decoding: see `recoworld.llm.local_worker`) and its result; see the module docstring for
+        failures."""
         with self._lock:
             self._ensure_running(report)
             assert self._proc is not None and self._proc.stdin is not None
@@ -130,7 +131,7 @@ class ModelProcess:
             self._consecutive_deaths = 0
             if not message.get("ok"):
                 raise ModelRequestError(f"{message.get('error')}: {message.get('message')}")
-            return dict(message["result"])
+            return message["result"]
 
     def close(self) -> None:
         """Stop the child: SIGTERM, then SIGKILL after a grace period."""
@@ -165,6 +166,7 @@ class ModelProcess:
                    "--n-ctx", str(self.n_ctx), "--parent", str(os.getpid())]
         if self.n_threads is not None:
             command += ["--n-threads", str(self.n_threads)]
+        command += ["--slots", str(self.settings.batch)]
         started = time.perf_counter()
         with self.log_path.open("ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(command)}\n".encode())
