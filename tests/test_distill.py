@@ -132,6 +132,7 @@ def test_cli_distill_prints_the_agreement_table(distilled: tuple[Path, pd.DataFr
     result = CliRunner().invoke(app, ["distill", "--from", str(run), "--out", str(tmp_path / "d"), "--boot", "10"])
     assert result.exit_code == 0, result.output
     assert "reaction_accuracy" in result.output and "distilled" in result.output
+    assert "terms carrying the click fit" in result.output and "persona_topic" in result.output
     assert (tmp_path / "d" / "world.yaml").is_file()
 
 

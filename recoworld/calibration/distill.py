@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recoworld.calibration import terms
 from recoworld.calibration.calibrated import CalibratedWorld
 from recoworld.calibration.fit_choice import fit_like_threshold
 from recoworld.calibration.fit_sessions import _digamma, _trigamma
@@ -257,9 +258,7 @@ def weights_of(world: WorldConfig) -> np.ndarray:
 def utility(items: pd.DataFrame, world: WorldConfig, profiles: list[UserProfile], catalog: Catalog) -> np.ndarray:
     """Click utility of each decision under `world`'s choice model (fatigue taken as 0) for these `profiles`
     (its taste included, `terms.taste_utility`), plus the user's activity."""
-    from recoworld.calibration.terms import taste_utility
-
-    taste = taste_utility(items, world.choice.taste, {p.user_id: p for p in profiles}, catalog)
+    taste = terms.taste_utility(items, world.choice.taste, {p.user_id: p for p in profiles}, catalog)
     return features(items) @ weights_of(world) + items["activity"].to_numpy() + taste
 
 
@@ -335,8 +334,6 @@ def distill(decisions: Decisions, holdout: float = 0.3, seed: int = 0) -> tuple[
     choice: dict[str, Any] = {}
     by_id = {p.user_id: p for p in profiles}
     if 0 < click.sum() < len(click):
-        from recoworld.calibration import terms
-
         layout = terms.layout(it, by_id, decisions.catalog)
         fit = terms.fit_terms(x, TERMS, terms.design(it, layout, by_id, decisions.catalog), layout, click, act,
                               it["user_id"].to_numpy(), seed)

@@ -149,40 +149,41 @@ class TermsFit:
 def fit_terms(base: np.ndarray, base_names: Sequence[str], groups: Mapping[str, sparse.csr_matrix],
               taste: TasteConfig, y: np.ndarray, offset: np.ndarray, users: np.ndarray, seed: int = 0) -> TermsFit:
     """The click logit on the base columns (unpenalized) and the taste groups (ridge), the strength and the kept
-    groups chosen by cross-validation over `users` (module docstring)."""
+    groups chosen by cross-validation over `users` (module docstring). Each fold's fits start from the last
+    solution of that fold (the next ridge strength down, or the full model for a term's removal)."""
     scale = {g: _rms(x) for g, x in groups.items()}
-    scaled = {g: x @ sparse.diags(1.0 / scale[g]) for g, x in groups.items()}
+    taste_names = [g for g in TASTE_GROUPS if g in groups and groups[g].shape[1]]
+    x = sparse.hstack([sparse.csr_matrix(base)] + [groups[g] @ sparse.diags(1.0 / scale[g]) for g in taste_names]
+                      ).tocsr()
+    labels = np.array([*base_names, *[g for g in taste_names for _ in range(groups[g].shape[1])]])
+    penalized = ~np.isin(labels, list(base_names))
     folds = _folds(users, seed)
-    taste_names = [g for g in TASTE_GROUPS if g in scaled and scaled[g].shape[1]]
-    if not folds:  # one fit user: no split to choose on; a middle strength, every group
-        ridge, keep, cv, importance = 1.0, taste_names, float("nan"), []
-    else:
-        cv_by_ridge = {r: _cv(base, scaled, taste_names, y, offset, folds, r) for r in RIDGES}
-        ridge = max(cv_by_ridge, key=lambda r: cv_by_ridge[r])
-        cv = cv_by_ridge[ridge]
-        importance = []
+    keep = np.ones(len(labels), dtype=bool)
+    ridge, cv, importance = 1.0, float("nan"), []
+    if folds:  # else one fit user: no split to choose on; a middle strength, every group
+        starts: list[np.ndarray | None] = [None] * len(folds)
+        by_ridge = {}
+        for r in sorted(RIDGES, reverse=True):  # strong to weak: each solution starts the next
+            by_ridge[r] = _cv(x, y, offset, folds, np.where(penalized, r, _BASE_RIDGE), starts)
+            starts = by_ridge[r][1]
+        ridge = max(by_ridge, key=lambda r: by_ridge[r][0])
+        cv, full = by_ridge[ridge]
+        penalty = np.where(penalized, ridge, _BASE_RIDGE)
         for name in [*base_names[1:], *taste_names]:  # the bias is the intercept, not a term to drop
-            if name in scaled:
-                without = _cv(base, scaled, [g for g in taste_names if g != name], y, offset, folds, ridge)
-                width = scaled[name].shape[1]
-            else:
-                col = list(base_names).index(name)
-                without = _cv(np.delete(base, col, axis=1), scaled, taste_names, y, offset, folds, ridge)
-                width = 1
-            importance.append({"term": name, "columns": width, "loglik_drop": cv - without,
-                               "kept": name not in scaled or cv - without > 0})
+            mask = labels != name
+            without, _ = _cv(x[:, mask], y, offset, folds, penalty[mask], [w[mask] for w in full])
+            importance.append({"term": name, "columns": int((~mask).sum()), "loglik_drop": cv - without,
+                               "kept": name in base_names or cv - without > 0})
+            if name in taste_names and cv - without <= 0:
+                keep &= mask
         importance.sort(key=lambda r: -float(r["loglik_drop"]))
-        keep = [g for g in taste_names if any(r["term"] == g and r["kept"] for r in importance)]
-    x, penalty = _stack(base, scaled, keep, ridge)
-    w = _fit(x, y, offset, penalty)
-    cov = np.linalg.inv(_hessian(x, w, offset, penalty))
-    fitted, at = {}, base.shape[1]
-    for g in keep:
-        width = scaled[g].shape[1]
-        fitted[g] = w[at:at + width] / scale[g]
-        at += width
-    return TermsFit(w[:base.shape[1]], np.sqrt(np.diag(cov))[:base.shape[1]], to_taste(taste, fitted), ridge,
-                    importance, cv)
+    penalty = np.where(penalized, ridge, _BASE_RIDGE)[keep]
+    w = np.zeros(len(labels))
+    w[keep] = _fit(x[:, keep], y, offset, penalty)
+    cov = np.linalg.inv(_hessian(x[:, keep], w[keep], offset, penalty))
+    fitted = {g: w[labels == g] / scale[g] for g in taste_names if keep[labels == g].all()}
+    nb = base.shape[1]
+    return TermsFit(w[:nb], np.sqrt(np.diag(cov))[:nb], to_taste(taste, fitted), ridge, importance, cv)
 
 
 def importance_table(importance: Sequence[Mapping[str, float | int | str | bool]]) -> str:
@@ -232,28 +233,20 @@ def _folds(users: np.ndarray, seed: int) -> list[np.ndarray]:
     return [np.isin(users, part) for part in np.array_split(order, min(FOLDS, len(names)))]
 
 
-def _stack(base: np.ndarray, scaled: Mapping[str, sparse.csr_matrix], keep: Sequence[str],
-           ridge: float) -> tuple[sparse.csr_matrix, np.ndarray]:
-    blocks = [sparse.csr_matrix(base)] + [scaled[g] for g in keep]
-    x = sparse.hstack(blocks).tocsr()
-    penalty = np.full(x.shape[1], ridge)
-    penalty[:base.shape[1]] = _BASE_RIDGE
-    return x, penalty
-
-
-def _cv(base: np.ndarray, scaled: Mapping[str, sparse.csr_matrix], keep: Sequence[str], y: np.ndarray,
-        offset: np.ndarray, folds: Sequence[np.ndarray], ridge: float) -> float:
-    """Mean held-out log-likelihood per decision over the folds."""
-    x, penalty = _stack(base, scaled, keep, ridge)
-    total = 0.0
-    for out in folds:
-        w = _fit(x[~out], y[~out], offset[~out], penalty)
+def _cv(x: sparse.csr_matrix, y: np.ndarray, offset: np.ndarray, folds: Sequence[np.ndarray],
+        penalty: np.ndarray, starts: Sequence[np.ndarray | None]) -> tuple[float, list[np.ndarray]]:
+    """Mean held-out log-likelihood per decision over the folds, and each fold's solution."""
+    total, solutions = 0.0, []
+    for out, start in zip(folds, starts):
+        w = _fit(x[~out], y[~out], offset[~out], penalty, start)
         eta = x[out] @ w + offset[out]
         total += float(np.sum(y[out] * eta - np.logaddexp(0.0, eta)))
-    return total / len(y)
+        solutions.append(w)
+    return total / len(y), solutions
 
 
-def _fit(x: sparse.csr_matrix, y: np.ndarray, offset: np.ndarray, penalty: np.ndarray) -> np.ndarray:
+def _fit(x: sparse.csr_matrix, y: np.ndarray, offset: np.ndarray, penalty: np.ndarray,
+         start: np.ndarray | None = None) -> np.ndarray:
     """Penalized logistic regression by L-BFGS (sparse columns: a gradient costs one pass over the nonzeros)."""
     xt = x.T.tocsr()
 
@@ -263,8 +256,8 @@ def _fit(x: sparse.csr_matrix, y: np.ndarray, offset: np.ndarray, penalty: np.nd
         value = float(np.sum(np.logaddexp(0.0, eta) - y * eta) + 0.5 * np.sum(penalty * w * w))
         return value, xt @ (p - y) + penalty * w
 
-    result = optimize.minimize(loss, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B",
-                               options={"maxiter": 5000, "gtol": 1e-6, "ftol": 1e-12})
+    result = optimize.minimize(loss, np.zeros(x.shape[1]) if start is None else start, jac=True,
+                               method="L-BFGS-B", options={"maxiter": 5000, "gtol": 1e-4, "ftol": 1e-10})
     return result.x
 
 
