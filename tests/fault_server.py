@@ -11,7 +11,7 @@ Faults are queued with `inject(...)` and consumed one per request, in arrival or
 | fault            | what the server does                                              |
 |------------------|-------------------------------------------------------------------|
 | `"timeout"`      | waits `hang_s` before answering (set the client timeout below it) |
-| `"500"`          | HTTP 500 with an error body                                       |
+| `"500"`          | HTTP 500 with an error body (also `"429"`, `"503"`: that status)  |
 | `"malformed"`    | content that is not valid JSON                                    |
 | `"hallucinate"`  | valid JSON whose `item` ids are not in the slate                  |
 | `"out_of_range"` | valid JSON with satisfaction 7.5 and a negative dwell             |
@@ -157,8 +157,8 @@ class FaultServer:
         fmt = body.get("response_format") or {}
         if fmt.get("type") in self.reject_formats:
             return 500, {"error": {"message": f"response_format {fmt.get('type')} is not supported"}}
-        if fault == "500":
-            return 500, {"error": {"message": "injected server error"}}
+        if fault in ("500", "503", "429"):
+            return int(fault), {"error": {"message": "injected server error"}}
         if fault == "garbage":
             return 200, b"<html>not json</html>"
         message: dict[str, Any] = {"role": "assistant", "content": None}

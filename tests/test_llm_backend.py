@@ -140,6 +140,26 @@ def test_an_unreachable_server_never_makes_auto_settle_on_prompt_mode(tmp_path: 
         assert [(r.get("response_format") or {}).get("type") for r in srv.requests] == ["json_object"]
 
 
+@pytest.mark.parametrize("status", ["503", "429"])
+def test_a_busy_server_during_the_probe_is_retried_and_never_cached(tmp_path: Path, status: str) -> None:
+    """Issue 31: a 503 or 429 says the server is busy, not that it lacks a mode; `prompt` learned from it
+    would be cached and outlive the outage in every later run."""
+    config = dict(backend="openai", model="loopback", structured_output="auto", cache="write",
+                  cache_path=tmp_path / "cache.sqlite", timeout_s=0.5, retry_backoff_s=0.01, max_retries=1)
+    with FaultServer() as srv:
+        srv.inject(status)  # once: the retry finds the server well, and the first mode wins
+        make_backend(LLMConfig(**config, base_url=srv.url)).complete(MESSAGES, Structured(Answer))
+        assert [(r.get("response_format") or {}).get("type") for r in srv.requests][:2] == ["json_schema"] * 2
+    (tmp_path / "cache.sqlite").unlink()
+    with FaultServer() as srv:
+        srv.inject(status, status)  # busy for every attempt: no mode, an error
+        with pytest.raises(LLMUnavailable, match=f"HTTP {status}"):
+            make_backend(LLMConfig(**config, base_url=srv.url)).complete(MESSAGES, Structured(Answer))
+    with FaultServer() as srv:  # the healthy server is probed afresh, and structured output wins
+        make_backend(LLMConfig(**config, base_url=srv.url)).complete(MESSAGES, Structured(Answer))
+        assert "response_format" in srv.requests[-1] and srv.requests[0]["response_format"]["type"] == "json_schema"
+
+
 def test_auto_detects_the_llama_cpp_json_object_form(tmp_path: Path) -> None:
     with FaultServer() as srv:
         srv.reject_formats = {"json_schema"}  # what llama-cpp-python's server does

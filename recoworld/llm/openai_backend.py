@@ -27,6 +27,11 @@ _PROBE_SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "r
 _PROBE_MESSAGES = [{"role": "user", "content": 'Reply with the JSON object {"ok": true}.'}]
 
 
+def _busy(status: int) -> bool:
+    """A status that says the server is busy or its gateway failed, not that it refused the request."""
+    return status in (408, 409, 429) or 502 <= status <= 504
+
+
 class OpenAIBackend(ChatBackend):
     name = "openai"
 
@@ -138,9 +143,11 @@ class OpenAIBackend(ChatBackend):
     def _detect_mode(self) -> Generator[Request | float, Reply, Mode]:
         """Probe once: the first mode whose reply is a JSON object wins; 'prompt' always works.
 
-        Only an answer from the server can say a mode is unsupported (an error status, or a
-        reply that is not JSON). No answer at all (a refused connection, a timeout) says
-        nothing about the modes: it is retried with backoff, then `LLMUnavailable`.
+        Only an answer about the request can say a mode is unsupported: a 4xx, HTTP 500 or 501
+        (llama-cpp-python's server answers `json_schema` with 500), or a reply that is not JSON.
+        No answer (a refused connection, a timeout) or a busy server (429, 502-504, 408, 409)
+        says nothing about the modes, and the mode found is cached for every later run: it is
+        retried with backoff, then `LLMUnavailable`, so nothing is cached.
         """
         import openai
 
@@ -154,16 +161,17 @@ class OpenAIBackend(ChatBackend):
                 except Exception as err:
                     if self._classify(err) == "fatal":
                         raise self._fatal(err) from None
-                    if isinstance(err, openai.APIStatusError):
+                    if isinstance(err, openai.APIStatusError) and not _busy(err.status_code):
                         reply = None  # the server answered: it does not take this mode
                         break
                     unanswered += 1
                     self.usage.add(transport_errors=1)
                     if unanswered > self.config.max_retries:
+                        status = f"HTTP {err.status_code}" if isinstance(err, openai.APIStatusError) else ""
                         raise LLMUnavailable(
                             f"openai backend ({self.model_name}): no answer from {self.config.base_url or 'the API'} "
                             f"while probing its structured-output mode, {unanswered} attempt(s): "
-                            f"{type(err).__name__}"
+                            f"{status or type(err).__name__}"
                         ) from None
                     yield self.config.retry_backoff_s * 2.0 ** (unanswered - 1)
                     continue
