@@ -38,6 +38,15 @@ def _writable_dir(path: Path, flag: str) -> None:
         raise RecoWorldError(f"{flag} {path}: cannot write there ({err.strerror or type(err).__name__})") from None
 
 
+def _hold(ctx: typer.Context, path: Path) -> None:
+    """`path` writable and locked until the command ends, however it ends: two runs writing one
+    folder at once would each pass the manifest check and mix their results."""
+    from recoworld.evaluation.run_folder import FolderLock
+
+    _writable_dir(path, "--out")
+    ctx.call_on_close(FolderLock.take(path, ctx.info_name or "run").release)
+
+
 def _options(model: type[M], flags: dict[str, str], data: dict[str, Any]) -> M:
     """Command-line values validated into `model`; a bad one is one line that names its flag
     (`flags`: field path -> flag), never pydantic's multi-line report."""
@@ -159,6 +168,7 @@ def _real_for(
 
 @app.command()
 def simulate(
+    ctx: typer.Context,
     users: Annotated[int, typer.Option(help="number of simulated users")] = 200,
     agents: Annotated[str, typer.Option(help="comma-separated recommenders")] = (
         "random,popular,greedy,diverse,instruct"
@@ -237,7 +247,7 @@ def simulate(
         if cat is not None and world.n_candidates > len(cat):
             raise RecoWorldError(f"--candidates {world.n_candidates} (candidates per turn) exceeds the catalog size "
                                  f"{len(cat)}; give --candidates {len(cat)} or fewer")
-        _writable_dir(out, "--out")
+        _hold(ctx, out)
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise _fail(err) from None
 
@@ -287,6 +297,7 @@ def simulate(
 
 @app.command()
 def train(
+    ctx: typer.Context,
     config: Annotated[Path | None, typer.Option(help="training config (YAML), e.g. configs/ppo_small.yaml")] = None,
     out: Annotated[Path, typer.Option(help="output directory: checkpoints, curve, plot")] = Path("runs/train"),
     iterations: Annotated[int | None, typer.Option(help="override the PPO iteration budget")] = None,
@@ -302,6 +313,7 @@ def train(
 
         cfg = TrainConfig.load(config, iterations=iterations, num_env_runners=num_env_runners, seed=seed,
                                calibrated=calibrated)
+        _hold(ctx, out)
     except ImportError as err:
         raise _fail(RecoWorldError(f"training needs the rllib extra (pip install 'recoworld[rllib]'): {err}")) from None
     except (RecoWorldError, FileNotFoundError) as err:
@@ -320,6 +332,7 @@ def train(
 
 @app.command()
 def study(
+    ctx: typer.Context,
     spec: Annotated[Path, typer.Argument(help="study spec (YAML), e.g. examples/creator_study.yaml")],
     out: Annotated[Path | None, typer.Option(help="output directory; default: spec `out`, else runs/<name>")] = None,
     address: Annotated[str | None, typer.Option(help="existing Ray cluster (e.g. 'auto'); default: local Ray")] = None,
@@ -335,7 +348,7 @@ def study(
         cfg = StudySpec.from_yaml(spec, calibrated=calibrated)
         if seed is not None:
             cfg = _options(StudySpec, {"seed": "--seed"}, {**cfg.model_dump(), "seed": seed})
-        _writable_dir(cfg.out_dir(out), "--out")
+        _hold(ctx, cfg.out_dir(out))
         from recoworld.studies.report import ALL, write_report
         from recoworld.studies.runner import check_ray_options, run_study
 
@@ -547,6 +560,7 @@ def validate(
 
 @app.command()
 def calibrate(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Option(help=DATA_HELP)],
     out: Annotated[Path, typer.Option(help="output directory: world.yaml, profiles.jsonl, catalog.parquet, "
                                            "calibration.json")] = Path("runs/calibrated"),
@@ -569,6 +583,7 @@ def calibrate(
             "data": {"path": data, "representation": {"embedding": embedding, **_time(attention, drift)},
                      "split": split, "test_fraction": test_fraction, "seed": seed},
             "moment_budget": budget, "seed": seed})
+        _hold(ctx, out)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=True) as progress:
             task = progress.add_task("fitting choices, sessions, then simulated moments", total=cfg.moment_budget)
@@ -687,6 +702,7 @@ def transfer(
 
 @app.command()
 def distill(
+    ctx: typer.Context,
     from_: Annotated[Path | None, typer.Option("--from", help="a `recoworld simulate --user-backend llm ... --out "
                                                              "RUN` folder: the LLM decisions to distill")] = None,
     out: Annotated[Path, typer.Option(help="output directory: world.yaml, profiles.jsonl, catalog.parquet, "
@@ -719,7 +735,7 @@ def distill(
     if (from_ is None) == (collect is None):
         raise _fail(ConfigError("give either --from RUN or --collect N --config WORLD"))
     try:
-        _writable_dir(out, "--out")
+        _hold(ctx, out)
         if collect is not None:
             from recoworld.agents import check_recommender_names
             from recoworld.calibration.distill import collect as collect_runs
@@ -757,6 +773,7 @@ def distill(
 
 @app.command()
 def bench(
+    ctx: typer.Context,
     list_: Annotated[bool, typer.Option("--list", help="list the scenarios (name, version, description)")] = False,
     scenarios: Annotated[str, typer.Option(help="comma-separated scenarios (see --list)")] = "retention-30d",
     agents: Annotated[str, typer.Option(help="comma-separated recommenders: names, module:Class, file.py:Class")]
@@ -795,7 +812,7 @@ def bench(
             llm_overrides["backend"] = "openai"
         llm = load_world(config, llm=llm_overrides or None).llm
         check_inputs(names, names_agents, data, llm)
-        _writable_dir(out, "--out")
+        _hold(ctx, out)
         start = time.perf_counter()
         result = run_bench(names, names_agents, out, data=data, llm=llm, n_users=users, overwrite=overwrite,
                            log=lambda msg: console.print(msg, soft_wrap=True, highlight=False))

@@ -16,14 +16,19 @@ So a folder never holds two runs mixed:
 
 A part's files are claimed in the manifest before they are written, so a crash at any
 point leaves no file that the manifest does not name.
+
+`FolderLock` keeps two processes out of one folder at a time: two runs started together
+would otherwise both pass the manifest check and write over each other's results.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +51,39 @@ LLM_RUNTIME_FIELDS = {"api_key", "concurrency", "cache", "cache_path", "price_in
 
 class RunFolderError(RecoWorldError):
     """The output folder holds something this run must not mix with (or cannot tell apart)."""
+
+
+class FolderLock:
+    """An exclusive lock on an output folder, held for a whole run (`fcntl.flock` on its `FILE`).
+
+    The kernel drops the lock when its holder exits, `kill -9` included, so a dead run never
+    keeps a folder locked; the file stays, and names the latest holder for the next one's error."""
+
+    FILE = ".recoworld.lock"
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    @classmethod
+    def take(cls, path: Path, command: str, flag: str = "--out") -> FolderLock:
+        """The lock on `path` (created if missing), or a `RunFolderError` naming the holder's PID."""
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / cls.FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "PID unknown"
+            os.close(fd)
+            raise RunFolderError(f"{flag} {path} is in use by another run ({holder}); wait for it to finish, "
+                                 "or choose another output folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"PID {os.getpid()}: recoworld {command}\n".encode(), 0)
+        return cls(fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor drops the flock
+            self._fd = None
 
 
 def fingerprint(identity: Mapping[str, Any]) -> str:

@@ -1,0 +1,69 @@
+"""Reliability of the command line, round two (issue 31): runs that must not collide, and
+failures that must be one clear `error:` line (exit code 2), never a traceback.
+
+Most cases run in-process through typer's CliRunner; a run that must be alive while another
+starts runs as a subprocess.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_cli_bad_inputs import TINY_SIM, TINY_STUDY, _check
+from typer.testing import CliRunner
+
+from recoworld.cli import app
+from recoworld.data.sample import write_movielens_100k
+from recoworld.evaluation.run_folder import FolderLock
+
+
+def _invoke(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(app, args)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result.exit_code, result.output
+
+
+def _wait_for_lock(out: Path, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
+    """Until `proc` holds `out` (its PID in the lock file); fails if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    lock = out / FolderLock.FILE
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else proc.returncode
+        if lock.exists() and lock.read_text().startswith(f"PID {proc.pid}:"):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{out} was not locked by PID {proc.pid} within {timeout_s} s")
+
+
+@pytest.mark.timeout(300)
+def test_a_run_folder_in_use_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    """Two runs into one --out at once mixed their results (issue 31); now the second is refused,
+    for every command that writes a run folder, --overwrite or not, and a killed holder frees it."""
+    out = tmp_path / "run"
+    (tmp_path / "tiny.yaml").write_text(TINY_STUDY)
+    data = write_movielens_100k(tmp_path / "ml", n_users=30, n_items=120, seed=5)
+    first = subprocess.Popen([sys.executable, "-m", "recoworld.cli", "simulate", "--users", "100000", "--days", "60",
+                              "--agents", "random", "--seed", "1", "--out", str(out)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for_lock(out, first)
+        second = [
+            ["simulate", *TINY_SIM, "--seed", "2", "--overwrite"],
+            ["study", str(tmp_path / "tiny.yaml")],
+            ["bench", "--agents", "random", "--users", "2"],
+            ["calibrate", "--data", str(data)],
+            ["distill", "--from", str(tmp_path / "elsewhere")],
+            ["train"],
+        ]
+        for argv in second:
+            code, output = _invoke([*argv, "--out", str(out)])
+            _check(code, output, [f"--out {out}", f"PID {first.pid}", "in use"])
+        assert first.poll() is None, "the first run goes on"
+    finally:
+        first.kill()
+        first.wait()
+    FolderLock.take(out, "test").release()  # kill -9 left no lock behind
