@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -387,6 +387,13 @@ class RetrievalConfig(StrictModel):
         return self
 
 
+#: The largest reward weight, either sign. Rewards are products of weights and counts (minutes, items)
+#: summed over turns and episodes: finite weights near 1e308 gave inf rewards and totals. A weight of
+#: 1e6 keeps a total over millions of turns well inside float32.
+MAX_REWARD_WEIGHT = 1e6
+RewardWeight = Annotated[float, Field(ge=-MAX_REWARD_WEIGHT, le=MAX_REWARD_WEIGHT)]
+
+
 class RewardConfig(StrictModel):
     """Multi-turn retention reward.
 
@@ -395,20 +402,22 @@ class RewardConfig(StrictModel):
                     + dislike * n_dislikes                                (explicit "not interested")
     at session end: + return_bonus * exp(-gap_days / return_tau_days)   (user comes back)
                     + churn_penalty                                       (user never comes back)
+
+    Each weight lies within +-MAX_REWARD_WEIGHT.
     """
 
-    dwell: float = 0.1
-    click: float = 0.5
-    like: float = 1.0
-    share: float = 2.0
-    return_bonus: float = 10.0
+    dwell: RewardWeight = 0.1
+    click: RewardWeight = 0.5
+    like: RewardWeight = 1.0
+    share: RewardWeight = 2.0
+    return_bonus: RewardWeight = 10.0
     return_tau_days: float = Field(1.0, gt=0)
-    churn_penalty: float = -10.0
-    instruction_following: float = Field(
+    churn_penalty: RewardWeight = -10.0
+    instruction_following: RewardWeight = Field(
         0.0, description="weight of the instruction-following term; 0 leaves the user as the only judge"
     )
     dislike: float = Field(
-        0.0, le=0,
+        0.0, ge=-MAX_REWARD_WEIGHT, le=0,
         description="reward per disliked ('not interested') item, <= 0; 0 by default, so the reward is unchanged "
         "unless asked: a dislike already costs through the user's satisfaction and return",
     )

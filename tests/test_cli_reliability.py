@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from test_cli_bad_inputs import TINY_SIM, TINY_STUDY, _check
 from typer.testing import CliRunner
@@ -67,3 +69,20 @@ def test_a_run_folder_in_use_is_refused_naming_the_holder(tmp_path: Path) -> Non
         first.kill()
         first.wait()
     FolderLock.take(out, "test").release()  # kill -9 left no lock behind
+
+
+def test_reward_weights_that_overflow_are_refused_naming_the_field(tmp_path: Path) -> None:
+    """Finite weights near 1e308 gave inf rewards and totals (issue 31); the largest accepted one gives finite ones."""
+    config = tmp_path / "world.yaml"
+    config.write_text("reward: {dwell: 1.0e+308}\n")
+    code, output = _invoke(["simulate", *TINY_SIM, "--config", str(config), "--out", str(tmp_path / "a")])
+    _check(code, output, ["world.yaml", "reward.dwell", "1e+308"])
+    weights = {k: 1e6 for k in ("dwell", "click", "like", "share", "return_bonus", "instruction_following")}
+    config.write_text(f"reward: {{{', '.join(f'{k}: {v:e}' for k, v in weights.items())}, churn_penalty: -1.0e+6, "
+                      "dislike: -1.0e+6}\n")
+    code, output = _invoke(["simulate", "--users", "4", "--days", "5", "--agents", "greedy", "--config", str(config),
+                            "--out", str(tmp_path / "b")])
+    assert code == 0, output
+    assert np.isfinite(pd.read_csv(tmp_path / "b" / "summary.csv")["return_per_user"]).all()
+    rewards = pd.read_parquet(tmp_path / "b" / "trajectories")["turn_reward"]
+    assert np.isfinite(rewards).all() and rewards.abs().max() > 1e6
