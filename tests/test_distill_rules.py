@@ -18,6 +18,7 @@ from recoworld.calibration import load_calibration, terms
 from recoworld.calibration.agreement import table
 from recoworld.calibration.distill import TERMS, distill_run, read_run, with_relevance
 from recoworld.catalog import cached_catalog
+from recoworld.errors import ConfigError
 from recoworld.evaluation.simulation import SimulationConfig, load_world, simulate
 from recoworld.llm import backend as llm_backend
 from recoworld.llm.scripted import ScriptedBackend
@@ -139,3 +140,15 @@ def test_the_calibrated_world_plays_a_length_threshold(tmp_path: Path, monkeypat
     seen = result.trajectories[result.trajectories["reaction"] >= 0]
     short = np.round(world.catalog.duration_min[seen["item"].to_numpy()], 1) <= SHORT_MIN
     assert len(seen) > 300 and np.mean(short == (seen["reaction"].to_numpy() >= 1)) >= 0.9
+
+
+def test_a_bad_taste_block_is_an_error_naming_it(tmp_path: Path) -> None:
+    taste = {"topics": ["cooking", "football"], "minutes_knots": [2.0, 5.0], "topic": [1.0], "minutes": [0.0, -2.0],
+             "favourite": [0.0, 0.0, 0.0]}
+    (tmp_path / "world.yaml").write_text(yaml.safe_dump({"choice": {"taste": taste}}))
+    with pytest.raises(ConfigError, match=r"taste.*topic has 1 weights for 2"):
+        load_world(tmp_path / "world.yaml")
+    taste |= {"topic": [1.0, 0.0], "persona": {"shoe size": {"topic": [0.0, 0.0], "minutes": [0.0, 0.0]}}}
+    (tmp_path / "world.yaml").write_text(yaml.safe_dump({"choice": {"taste": taste}}))
+    with pytest.raises(ConfigError, match=r"persona keys \['shoe size'\] are neither attribute=value"):
+        load_world(tmp_path / "world.yaml")
