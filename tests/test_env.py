@@ -209,3 +209,13 @@ def test_bad_reset_options_and_population_are_clear_errors() -> None:
         env.reset(seed=0, options="x")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="population must be a PopulationSpec or a list of UserProfile, got str"):
         RecoWorldEnv({"catalog": {"n_items": 300}}, population="x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("options", [{"foo": 1}, {"user": 12345}, {"profile": None, "strat_day": 2}])
+def test_unknown_reset_options_are_refused_naming_the_key(options: dict) -> None:
+    """Issue 31: a misspelt key (`user` for `profile`) silently played a random user; the vector env refused it."""
+    env = RecoWorldEnv({"catalog": {"n_items": 300}})
+    unknown = next(k for k in options if k != "profile")
+    with pytest.raises(ConfigError, match=f"unknown key.*'{unknown}'.*'profile', 'start_day'"):
+        env.reset(seed=0, options=options)
+    env.reset(seed=0, options={"profile": None, "start_day": 1.0})  # the known keys still work

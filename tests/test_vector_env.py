@@ -122,7 +122,7 @@ def test_partial_reset_with_a_mask_restarts_only_those_users() -> None:
         (lambda env: env.step(np.array([[0, 1, 2, 3, 4]] * 2 + [[0, 1, 2, 3, 99]])), r"actions\[2\]\[4\]=99"),
         (lambda env: env.reset(seed=[1, 2]), "a list of 3 seeds"),
         (lambda env: env.reset(options={"reset_mask": [True]}), "reset_mask"),
-        (lambda env: env.reset(options={"profiles": []}), "options must be None"),
+        (lambda env: env.reset(options={"profiles": []}), "unknown key.*'profiles'.*'reset_mask'"),
     ],
 )
 def test_bad_input_names_the_field(call: Any, message: str) -> None:

@@ -118,6 +118,7 @@ from recoworld.envs.world import (
     check_population,
     check_render_mode,
     draw_profile,
+    reset_options,
     resolve_catalog,
 )
 from recoworld.errors import ConfigError, InvalidActionError, ResetNeeded
@@ -126,6 +127,7 @@ from recoworld.population import PopulationSpec, UserProfile
 from recoworld.simulators.base import BatchUserSimulator
 
 _ROW = np.zeros(1, dtype=np.int64)
+_RESET_OPTIONS = frozenset({"profile", "start_day"})
 
 
 class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
@@ -161,14 +163,12 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        options = reset_options(options, "{'profile': UserProfile(...)}", _RESET_OPTIONS)
         super().reset(seed=seed)
-        if options is not None and not isinstance(options, dict):
-            raise ConfigError(f"options must be a dict such as {{'profile': UserProfile(...)}}, "
-                              f"got {type(options).__name__}")
-        profile = (options or {}).get("profile")
+        profile = options.get("profile")
         if profile is not None and not isinstance(profile, UserProfile):
             raise ConfigError(f"options['profile'] must be a UserProfile, got {type(profile).__name__}")
-        start = self._start_day(options or {})
+        start = self._start_day(options)
         self.world.streams[0] = self.np_random  # the user's one random stream is the env's
         self.profile = profile if profile is not None else draw_profile(self.population, self.catalog,
                                                                          self.np_random)

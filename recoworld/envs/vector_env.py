@@ -42,7 +42,15 @@ from gymnasium.vector.utils import batch_space
 from recoworld.catalog import Catalog
 from recoworld.config import WorldConfig, build
 from recoworld.envs.observation import action_space, observation_space
-from recoworld.envs.world import StepBatch, World, build_users, check_population, draw_profile, resolve_catalog
+from recoworld.envs.world import (
+    StepBatch,
+    World,
+    build_users,
+    check_population,
+    draw_profile,
+    reset_options,
+    resolve_catalog,
+)
 from recoworld.errors import ConfigError, InvalidActionError
 from recoworld.population import PopulationSpec, UserProfile
 
@@ -93,10 +101,9 @@ class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray
         b = self.num_envs
         seeds = _per_user_seeds(seed, b)
         mask = np.ones(b, dtype=bool)
-        if options is not None:
-            if not isinstance(options, dict) or set(options) - {"reset_mask"}:
-                raise ConfigError(f"options must be None or {{'reset_mask': (num_envs,) bool}}, got {options!r}")
-            mask = np.asarray(options.get("reset_mask", mask))
+        options = reset_options(options, "{'reset_mask': (num_envs,) bool}", frozenset({"reset_mask"}))
+        if "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"])
             if mask.shape != (b,) or mask.dtype != bool:
                 raise ConfigError(f"options['reset_mask'] must be a ({b},) bool array, got {mask!r}")
         if not self._started and not mask.all():

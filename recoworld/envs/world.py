@@ -454,6 +454,20 @@ def check_population(population: object) -> PopulationSpec | list[UserProfile]:
     raise ConfigError(f"population must be a PopulationSpec or a list of UserProfile, got {type(population).__name__}")
 
 
+def reset_options(options: object, example: str, allowed: frozenset[str]) -> dict[str, Any]:
+    """`reset(options=...)` checked the same way in every view: a dict of known keys (or None). An unknown
+    key is an error: a misspelt one (`user` for `profile`) would otherwise silently play a random user."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"options must be a dict such as {example}, got {type(options).__name__}")
+    unknown = sorted(map(repr, set(options) - allowed))
+    if unknown:
+        raise ConfigError(f"options: unknown key(s) {', '.join(unknown)}; reset takes "
+                          f"{', '.join(map(repr, sorted(allowed)))}")
+    return options
+
+
 def draw_profile(population: PopulationSpec | list[UserProfile], catalog: Catalog,
                  rng: np.random.Generator) -> UserProfile:
     """One user for a new episode: a random profile of the list, or a fresh draw from the spec (its
