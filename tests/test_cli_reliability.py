@@ -86,3 +86,32 @@ def test_reward_weights_that_overflow_are_refused_naming_the_field(tmp_path: Pat
     assert np.isfinite(pd.read_csv(tmp_path / "b" / "summary.csv")["return_per_user"]).all()
     rewards = pd.read_parquet(tmp_path / "b" / "trajectories")["turn_reward"]
     assert np.isfinite(rewards).all() and rewards.abs().max() > 1e6
+
+
+def test_a_doubled_log_counts_each_event_once_and_says_so(tmp_path: Path) -> None:
+    """A u.data appended to itself counted every click twice, silently (issue 31): exact duplicate rows
+    (user, item, rating, timestamp) are dropped, and the count is printed with the data description."""
+    from recoworld.data import load_dataset
+
+    once = write_movielens_100k(tmp_path / "once", n_users=30, n_items=120, seed=5)
+    twice = write_movielens_100k(tmp_path / "twice", n_users=30, n_items=120, seed=5)
+    lines = (twice / "u.data").read_text()
+    (twice / "u.data").write_text(lines + lines)
+    original, doubled = load_dataset(once), load_dataset(twice)
+    pd.testing.assert_frame_equal(original.interactions, doubled.interactions)
+    assert doubled.duplicates == len(lines.splitlines()) and original.duplicates == 0
+    code, output = _invoke(["simulate", *TINY_SIM, "--data", str(twice), "--out", str(tmp_path / "out")])
+    assert code == 0, output
+    assert f"{len(lines.splitlines())} exact duplicate rows dropped" in output
+
+
+@pytest.mark.parametrize("stamp", ["-99999999999", "1700000000000"])
+def test_impossible_timestamps_are_refused_naming_file_row_and_value(tmp_path: Path, stamp: str) -> None:
+    """A timestamp of -99999999999 stretched the mean return gap from 4 to 51 days (issue 31); milliseconds
+    read as seconds are as impossible."""
+    data = write_movielens_100k(tmp_path / "ml", n_users=30, n_items=120, seed=5)
+    lines = (data / "u.data").read_text().splitlines()
+    lines[3] = "\t".join([*lines[3].split("\t")[:3], stamp])
+    (data / "u.data").write_text("\n".join(lines) + "\n")
+    code, output = _invoke(["simulate", *TINY_SIM, "--data", str(data), "--out", str(tmp_path / "out")])
+    _check(code, output, ["u.data", "row 4", stamp])

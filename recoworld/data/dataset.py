@@ -58,6 +58,7 @@ class Dataset:
     users: pd.DataFrame
     rating_scale: tuple[float, float] | None  # (min, max) of explicit ratings, None when implicit
     has_timestamps: bool = True  # False: the log had none and `timestamp` is file order
+    duplicates: int = 0  # exact duplicate rows dropped (same user, item, rating and timestamp)
 
     @classmethod
     def from_frames(
@@ -71,7 +72,7 @@ class Dataset:
     ) -> Dataset:
         """Normalise loader output. `source` names the files in error messages."""
         where = f" in {source}" if source else ""
-        inter = _interactions(interactions, where)
+        inter, duplicates = _interactions(interactions, where)
         item_table = _items(items, inter, where)
         user_table = _users(users, inter, where)
         known = pd.Index(item_table["item_id"])
@@ -84,14 +85,15 @@ class Dataset:
             )
         ratings = inter["rating"].dropna()
         scale = (float(ratings.min()), float(ratings.max())) if len(ratings) else None
-        return cls(name, inter, item_table, user_table, scale, "timestamp" in interactions.columns)
+        return cls(name, inter, item_table, user_table, scale, "timestamp" in interactions.columns, duplicates)
 
     @property
     def n_users(self) -> int:
         return int(self.interactions["user_id"].nunique())
 
     def __repr__(self) -> str:
-        return (f"Dataset({self.name!r}: {len(self.interactions)} interactions, {self.n_users} users, "
+        dropped = f", {self.duplicates} exact duplicate rows dropped" if self.duplicates else ""
+        return (f"Dataset({self.name!r}: {len(self.interactions)} interactions{dropped}, {self.n_users} users, "
                 f"{len(self.items)} items, ratings {self.rating_scale or 'implicit'})")
 
 
@@ -114,20 +116,35 @@ def _ids(series: pd.Series, column: str, table: str, where: str) -> pd.Series:
     return series.astype(str).str.strip()
 
 
+#: Unix seconds a log's timestamp may take: 1970 to 2100. Outside, it is no time a log was written at
+#: (a sign error, milliseconds read as seconds), and one such row stretches every gap and half-life fitted.
+TIMESTAMP_RANGE = (0, 4_102_444_800)
+
+
 def to_seconds(series: pd.Series, where: str = "") -> pd.Series:
-    """Unix seconds from integer/float epochs or date strings; names the first bad value."""
+    """Unix seconds from integer/float epochs or date strings; names the first bad value and its row."""
     if pd.api.types.is_numeric_dtype(series):
         if series.isna().any():
             raise CatalogFormatError(f"interactions{where}: column 'timestamp' has empty values")
-        return series.astype(np.int64)
-    parsed = pd.to_datetime(series, errors="coerce", utc=True, format="mixed")
-    if parsed.isna().any():
-        bad = series[parsed.isna()].iloc[0]
-        raise CatalogFormatError(f"interactions{where}: 'timestamp' value {bad!r} is neither a number nor a date")
-    return pd.Series((parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1), index=series.index)
+        seconds = series
+    else:
+        parsed = pd.to_datetime(series, errors="coerce", utc=True, format="mixed")
+        if parsed.isna().any():
+            bad = series[parsed.isna()].iloc[0]
+            raise CatalogFormatError(f"interactions{where}: 'timestamp' value {bad!r} is neither a number nor a date")
+        seconds = pd.Series((parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1), index=series.index)
+    lo, hi = TIMESTAMP_RANGE
+    outside = ~seconds.between(lo, hi, inclusive="left").to_numpy()
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
+        raise CatalogFormatError(
+            f"interactions{where}: 'timestamp' value {series.iloc[row]!r} at row {row + 1} is no time a log was "
+            f"written at (Unix seconds from {lo} to {hi}, 1970 to 2100; milliseconds divide by 1000)")
+    return seconds.astype(np.int64)
 
 
-def _interactions(frame: pd.DataFrame, where: str) -> pd.DataFrame:
+def _interactions(frame: pd.DataFrame, where: str) -> tuple[pd.DataFrame, int]:
+    """The interactions, and how many exact duplicate rows were dropped from them."""
     _require(frame, ("user_id", "item_id"), "interactions", where)
     if frame.empty:
         raise CatalogFormatError(f"interactions table{where} is empty")
@@ -145,9 +162,15 @@ def _interactions(frame: pd.DataFrame, where: str) -> pd.DataFrame:
         out["rating"] = rating.astype(np.float64)
     else:
         out["rating"] = np.nan
-    # Without timestamps, file order is the only order there is; keep it so a split is still "in time".
-    out["timestamp"] = to_seconds(frame["timestamp"], where) if "timestamp" in frame.columns else np.arange(len(out))
-    return out.sort_values(["timestamp", "user_id"], kind="stable").reset_index(drop=True)
+    if "timestamp" in frame.columns:
+        out["timestamp"] = to_seconds(frame["timestamp"], where)
+        # The same user, item, rating and second twice is one event logged twice (a file appended to itself),
+        # which would count its clicks twice; a log without timestamps cannot tell a repeat from a copy.
+        copies = out.duplicated()
+        out = out[~copies]
+    else:  # file order is the only order there is; keep it so a split is still "in time"
+        out["timestamp"], copies = np.arange(len(out)), np.zeros(len(out), dtype=bool)
+    return out.sort_values(["timestamp", "user_id"], kind="stable").reset_index(drop=True), int(copies.sum())
 
 
 def _text(value: Any) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recoworld.data.dataset import Dataset
+from recoworld.data.dataset import Dataset, to_seconds
 from recoworld.errors import CatalogFormatError
 
 #: Genre flag columns of `u.item`, in file order (what `u.genre` lists).
@@ -93,6 +93,7 @@ def _ratings(path: Path, sep: str) -> pd.DataFrame:
     if frame["timestamp"].isna().any():
         row = int(np.flatnonzero(frame["timestamp"].isna().to_numpy())[0])
         raise CatalogFormatError(f"{path}: line {row + 1} has a non-numeric timestamp")
+    frame["timestamp"] = to_seconds(frame["timestamp"], f" in {path}")  # a row of this file is a line
     return frame
 
 
