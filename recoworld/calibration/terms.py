@@ -19,8 +19,9 @@ value at least two fit users have) and its novelty trait and daily minutes, all 
 persona line. Knots sit at round minutes (the thresholds a rule or an LLM states) inside the catalog's range.
 Ridge columns are scaled to unit root mean square, so one strength fits all groups; it is chosen from a grid by
 the held-out log-likelihood of a K-fold split of the fit users (never the held-out users). A group is kept when
-removing it lowers that cross-validated likelihood (it "carries the fit"), else dropped and the rest refitted:
-persona interactions enter where the data supports them. The drop of each group, base terms included, is
+removing it lowers that cross-validated likelihood (it "carries the fit"), else dropped and the rest refitted
+(unless dropping all such groups together lowers it: then every group stays); persona interactions enter where
+the data supports them. The drop of each group, base terms included, is
 reported in nats per decision (`importance`); it is the honest measure, as coefficients of collinear groups
 (minutes steps and `duration`, favourite and `relevance`) trade weight without changing the fit.
 
@@ -177,6 +178,12 @@ def fit_terms(base: np.ndarray, base_names: Sequence[str], groups: Mapping[str, 
             if name in taste_names and cv - without <= 0:
                 keep &= mask
         importance.sort(key=lambda r: -float(r["loglik_drop"]))
+        if not keep.all():  # groups that stand in for each other can each look dispensable: drop them only if
+            reduced, _ = _cv(x[:, keep], y, offset, folds, penalty[keep], [w[keep] for w in full])  # jointly too
+            if reduced < cv:
+                keep[:] = True
+                for r in importance:
+                    r["kept"] = True
     penalty = np.where(penalized, ridge, _BASE_RIDGE)[keep]
     w = np.zeros(len(labels))
     w[keep] = _fit(x[:, keep], y, offset, penalty)
