@@ -25,6 +25,10 @@ from recoworld.errors import ConfigError, UnknownTopicError
 class _Dist(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    def anchors(self) -> dict[str, float]:
+        """The values that must lie in a trait's range (`TRAIT_RANGES`): where the draws are meant to fall."""
+        raise NotImplementedError
+
 
 class Beta(_Dist):
     dist: Literal["beta"] = "beta"
@@ -33,6 +37,9 @@ class Beta(_Dist):
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.beta(self.a, self.b, size=n)
+
+    def anchors(self) -> dict[str, float]:
+        return {"mean": 1.0 / (1.0 + self.b / self.a)}  # a / (a + b), without overflowing a + b
 
 
 class Uniform(_Dist):
@@ -48,6 +55,9 @@ class Uniform(_Dist):
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.uniform(self.low, self.high, size=n)
+
+    def anchors(self) -> dict[str, float]:
+        return {"low": self.low, "high": self.high}
 
 
 class Normal(_Dist):
@@ -66,7 +76,11 @@ class Normal(_Dist):
         return self
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return np.clip(rng.normal(self.mean, self.std, size=n), self.low, self.high)
+        with np.errstate(over="ignore"):  # a huge std overflows to inf, clipped here or to the trait's range
+            return np.clip(rng.normal(self.mean, self.std, size=n), self.low, self.high)
+
+    def anchors(self) -> dict[str, float]:
+        return {"mean": self.mean}  # its tails may leave the range: they are clipped to it
 
 
 class Constant(_Dist):
@@ -76,8 +90,19 @@ class Constant(_Dist):
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.full(n, self.value, dtype=np.float64)
 
+    def anchors(self) -> dict[str, float]:
+        return {"value": self.value}
+
 
 Dist = Annotated[Beta | Uniform | Normal | Constant, Field(discriminator="dist")]
+
+#: Each trait's range. A spec whose constant, uniform bounds, or normal or beta mean lies outside is refused
+#: (it was clamped in silence, every user alike); single draws outside, a normal's tails, are clipped to it.
+#: patience: consecutive dull items tolerated; time_budget_min: minutes a day, at most the day's 1440.
+TRAIT_RANGES: dict[str, tuple[float, float]] = {
+    "novelty": (0.0, 1.0), "patience": (1.0, 10_000.0), "time_budget_min": (1.0, 1440.0),
+    "return_propensity": (0.01, 0.99),
+}
 
 DEFAULT_ATTRIBUTES: dict[str, list[str]] = {
     "age_band": ["18-24", "25-34", "35-44", "45-54", "55-64", "65+"],
@@ -97,18 +122,29 @@ class Segment(BaseModel):
     size: int = Field(ge=1, description="relative size; exact count when sampling the spec as is")
     topics: list[str] | None = Field(None, min_length=1, description="favoured topics; random ones when unset")
     n_favorite_topics: int = Field(3, ge=1)
-    interest_concentration: float = Field(1.0, gt=0, description="Dirichlet alpha over favourite topics")
+    interest_concentration: float = Field(1.0, ge=1e-3, le=1e3, description="Dirichlet alpha over favourite "
+                                          "topics; beyond these bounds its draws are all zero or NaN")
     mainstream: float = Field(
-        1.0, ge=0,
+        1.0, ge=0, le=10,
         description="favourite topics (when `topics` is unset) are drawn with probability proportional to each "
         "topic's share of the catalog's popularity to this power: 1 = in proportion to the attention a topic gets, "
-        "0 = uniformly over topics (the former default); see `_favourite_topic_odds`",
+        "0 = uniformly over topics (the former default), at most 10 (higher powers of small shares underflow); "
+        "see `_favourite_topic_odds`",
     )
     novelty: Dist = Beta(a=2, b=2)
     patience: Dist = Normal(mean=25, std=8, low=5, high=80)
     time_budget_min: Dist = Normal(mean=35, std=12, low=5, high=240)
     return_propensity: Dist = Beta(a=5, b=3)
     attributes: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_ATTRIBUTES))
+
+    @field_validator(*TRAIT_RANGES)
+    @classmethod
+    def _in_range(cls, dist: _Dist, info: ValidationInfo) -> _Dist:
+        lo, hi = TRAIT_RANGES[str(info.field_name)]
+        for name, value in dist.anchors().items():
+            if not lo <= value <= hi:
+                raise ValueError(f"{dist.dist} {name} {value:g} is outside the trait's range [{lo:g}, {hi:g}]")
+        return dist
 
     @field_validator("attributes")
     @classmethod
@@ -325,6 +361,12 @@ def _favourite_topic_odds(catalog: Catalog, mainstream: float) -> np.ndarray | N
     return odds / odds.sum()
 
 
+def _draw(segment: Segment, trait: str, rng: np.random.Generator) -> float:
+    """One draw of `trait`, clipped to its range."""
+    lo, hi = TRAIT_RANGES[trait]
+    return min(max(float(getattr(segment, trait).sample(rng, 1)[0]), lo), hi)
+
+
 def _sample_segment(segment: Segment, count: int, catalog: Catalog, rng: np.random.Generator) -> list[UserProfile]:
     profiles: list[UserProfile] = []
     if segment.topics is not None:
@@ -341,10 +383,10 @@ def _sample_segment(segment: Segment, count: int, catalog: Catalog, rng: np.rand
         order = np.argsort(-weights, kind="stable")
         interests = {catalog.topic_names[int(chosen[j])]: round(float(weights[j]), 4) for j in order}
         attrs = {key: str(opts[rng.integers(len(opts))]) for key, opts in segment.attributes.items()}
-        novelty = min(max(float(segment.novelty.sample(rng, 1)[0]), 0.0), 1.0)
-        patience = max(1, round(float(segment.patience.sample(rng, 1)[0])))
-        budget = max(1.0, float(segment.time_budget_min.sample(rng, 1)[0]))
-        ret = min(max(float(segment.return_propensity.sample(rng, 1)[0]), 0.01), 0.99)
+        novelty = _draw(segment, "novelty", rng)
+        patience = round(_draw(segment, "patience", rng))
+        budget = _draw(segment, "time_budget_min", rng)
+        ret = _draw(segment, "return_propensity", rng)
         profiles.append(
             UserProfile(
                 user_id=f"{segment.name}-{i:05d}",

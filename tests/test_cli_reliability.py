@@ -115,3 +115,24 @@ def test_impossible_timestamps_are_refused_naming_file_row_and_value(tmp_path: P
     (data / "u.data").write_text("\n".join(lines) + "\n")
     code, output = _invoke(["simulate", *TINY_SIM, "--data", str(data), "--out", str(tmp_path / "out")])
     _check(code, output, ["u.data", "row 4", stamp])
+
+
+@pytest.mark.parametrize(("trait", "expected"), [
+    ("novelty: {dist: uniform, low: -1.0e+308, high: 1.0e+308}", ["segments.0.novelty", "-1e+308"]),
+    ("patience: {dist: constant, value: 1.0e+30}", ["segments.0.patience", "1e+30"]),
+])
+def test_extreme_population_traits_are_one_error_not_an_overflow(tmp_path: Path, trait: str,
+                                                                  expected: list[str]) -> None:
+    """These gave a 50-line OverflowError (issue 31)."""
+    spec = tmp_path / "population.yaml"
+    spec.write_text(f"segments:\n  - name: x\n    size: 3\n    {trait}\n")
+    code, output = _invoke(["simulate", *TINY_SIM, "--population", str(spec), "--out", str(tmp_path / "out")])
+    _check(code, output, ["population.yaml", "line 4", *expected])
+
+
+def test_train_out_that_is_a_file_is_one_error(tmp_path: Path) -> None:
+    """`train --out FILE` gave a 41-line FileExistsError (issue 31), where simulate, catalog and report say one line."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, output = _invoke(["train", "--out", str(afile)])
+    _check(code, output, ["--out", "afile"])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -85,3 +86,25 @@ def test_one_user_at_a_time_follows_the_segment_shares(catalog: Catalog) -> None
         assert abs(drawn[segment.name] / 3000 - segment.size / total) < 0.03, (segment.name, drawn)
     env = RecoWorldEnv(catalog=catalog)
     assert {env.reset(seed=seed)[1]["segment"] for seed in range(60)} == {s.name for s in spec.segments}
+
+
+@pytest.mark.parametrize(("field", "dist", "shown"), [
+    ("patience", {"dist": "constant", "value": 0}, "constant value 0"),
+    ("time_budget_min", {"dist": "constant", "value": -5}, "constant value -5"),
+    ("return_propensity", {"dist": "constant", "value": 1.0}, "constant value 1"),
+    ("novelty", {"dist": "uniform", "low": 0.5, "high": 2}, "uniform high 2"),
+    ("patience", {"dist": "normal", "mean": 1e30, "std": 1}, "normal mean 1e+30"),
+    ("return_propensity", {"dist": "beta", "a": 1e308, "b": 1e-308}, "beta mean 1"),
+])
+def test_trait_values_outside_the_range_are_refused(catalog: Catalog, field: str, dist: dict, shown: str) -> None:
+    """Issue 31: such values were clamped in silence (every user alike), though the world config refuses its own
+    out-of-range values; values at the range's ends are kept as given."""
+    with pytest.raises(ConfigError, match=re.escape(f"segments.0.{field}: {shown} is outside the trait's range")):
+        PopulationSpec.parse({"segments": [{"name": "a", "size": 1, field: dist}]})
+    ends = {"novelty": (0.0, 1.0), "patience": (1, 10_000), "time_budget_min": (1.0, 1440.0),
+            "return_propensity": (0.01, 0.99)}[field]
+    for end in ends:
+        spec = PopulationSpec.parse({"segments": [{"name": "a", "size": 1, field: {"dist": "constant", "value": end}}]})
+        profile = sample_population(spec, catalog, np.random.default_rng(0))[0]
+        key = {"novelty": "novelty_trait"}.get(field, field)
+        assert getattr(profile, key) == end
