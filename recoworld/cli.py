@@ -277,6 +277,9 @@ def simulate(
                       soft_wrap=True, highlight=False)
 
     console.print(summary_table(result.summary, title=f"RecoWorld: {users} users, {world.horizon_days:g} days"))
+    for row in result.summary[result.summary["fallback_turns"] > 0].itertuples():
+        console.print(f"{row.recommender}: {row.fallback_turns} turns decided by its fallback (summary.csv "
+                      "fallback_turns)", soft_wrap=True, highlight=False)
     daily = daily_activity(result.trajectories, math.ceil(world.horizon_days))
     plot = plot_retention(result.summary, daily, out / "retention.png")
     console.print(f"trajectories: {out / 'trajectories'}  summary: {out / 'summary.csv'}  plot: {plot}")

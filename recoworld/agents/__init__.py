@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from recoworld.agents import plugins
@@ -15,6 +15,7 @@ from recoworld.agents.baselines import (
     RandomRecommender,
 )
 from recoworld.catalog import Catalog
+from recoworld.config import WorldConfig
 from recoworld.errors import ConfigError, check_distinct
 from recoworld.llm.config import LLMConfig
 
@@ -65,6 +66,19 @@ AGENTS: dict[str, AgentFactory] = {
     # A headroom reference, not a recommender: reads the hidden mindset (needs `expose_mindset=True`).
     "oracle": _oracle,
 }
+
+
+#: Recommenders that read the hidden mindset (`info["mindset"]`). Without it they fall back on every turn
+#: (the oracle to greedy), and their results are another recommender's under their name.
+MINDSET_READERS = frozenset({"oracle"})
+
+
+def mindset_ready(world: WorldConfig, agents: Iterable[str]) -> WorldConfig:
+    """`world` with the mindset exposed when one of `agents` reads it. Users behave the same either way:
+    exposing it only fills `info["mindset"]` (and the trajectory's mindset columns)."""
+    if world.expose_mindset or not MINDSET_READERS.intersection(agents):
+        return world
+    return world.model_copy(update={"expose_mindset": True})
 
 
 LLMAgentFactory = Callable[[Catalog, int, int | None, LLMConfig], Recommender]
@@ -146,6 +160,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "AGENTS",
     "LLM_AGENTS",
+    "MINDSET_READERS",
     "CatalogSearcher",
     "DiverseRelevanceRecommender",
     "GreedyRelevanceRecommender",
@@ -164,4 +179,5 @@ __all__ = [
     "check_recommender",
     "check_recommender_names",
     "make_recommender",
+    "mindset_ready",
 ]

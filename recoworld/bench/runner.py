@@ -169,7 +169,6 @@ def _run_simulate(scenario: Scenario, agents: list[str], out: Path, *, data: Pat
         check_llm(world.llm)
         notes.append(f"LLM users on {world.llm.base_url or 'the default OpenAI URL'}, model {world.llm.model}; "
                      f"cache {world.llm.cache_path}")
-    world = _oracle_ready(world, agents)
     cfg = SimulationConfig(n_users=len(profiles), agents=agents, seed=scenario.seed, world=world,
                            population=scenario.population)
     result = simulate(cfg, catalog=catalog, out=out, profiles=profiles, overwrite=overwrite, inputs=inputs)
@@ -177,12 +176,6 @@ def _run_simulate(scenario: Scenario, agents: list[str], out: Path, *, data: Pat
         notes.append(f"stopped early: {result.stopped}")
     return ScenarioRun(scenario, config_hash(scenario, world, catalog, profiles),
                        scenario_metrics(scenario, result.trajectories, result.episodes), out, notes)
-
-
-def _oracle_ready(world: WorldConfig, agents: list[str]) -> WorldConfig:
-    """The `oracle` reference reads `info["mindset"]`: expose it when the oracle runs (users behave the same;
-    the config hash leaves `expose_mindset` out)."""
-    return world.model_copy(update={"expose_mindset": True}) if "oracle" in agents else world
 
 
 def _calibrated(data: Path, out: Path, seed: int) -> Any:
@@ -204,7 +197,7 @@ def _run_creator(scenario: Scenario, agents: list[str], out: Path) -> ScenarioRu
     from recoworld.studies.runner import prepare, run_shard
     from recoworld.studies.spec import StudySpec
 
-    world = _oracle_ready(scenario.world_config(), agents)
+    world = scenario.world_config()
     spec = StudySpec(name=scenario.name, seed=scenario.seed, n_users=scenario.n_users,
                      shard_size=scenario.shard_size, recommenders=agents, world=world,
                      population=scenario.population, creator=scenario.creator)

@@ -87,6 +87,8 @@ def summarize(trajectories: pd.DataFrame, episodes: pd.DataFrame) -> pd.DataFram
                 "novelty": float(traj["self_information"].mean()),
                 "return_per_user": float(eps["total_reward"].mean()),
                 "llm_fallback_rate": float(turns["llm_fallback"].mean()) if "llm_fallback" in turns else 0.0,
+                # Turns the recommender decided by its fallback (the oracle without a mindset: greedy's choice).
+                "fallback_turns": int(eps["fallback_turns"].sum()) if "fallback_turns" in eps else 0,
                 # Richer reactions: explicit "not interested" per reviewed item, why sessions ended, the interview.
                 "dislike_rate": float(reviewed["disliked"].astype(bool).mean())
                 if len(reviewed) and "disliked" in reviewed else float("nan"),

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
-from recoworld.agents import CatalogSearcher, Recommender, make_recommender
+from recoworld.agents import CatalogSearcher, Recommender, make_recommender, mindset_ready
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import StrictModel, WorldConfig, load_config
 from recoworld.envs.recoworld_env import RecoWorldEnv
@@ -88,6 +88,7 @@ def run_episode(
     if isinstance(agent, CatalogSearcher):  # an explicit capability: only such agents see the search service
         agent.connect_search(env.search)
     agent.begin_episode(seed)
+    fell_back = getattr(agent, "fallback_turns", 0)
     total = 0.0
     done = False
     while not done:
@@ -100,7 +101,8 @@ def run_episode(
         done = terminated or truncated
     stats = info["episode_stats"]
     return {"user_id": profile.user_id, "segment": profile.segment, "episode_seed": seed,
-            "total_reward": total, "churned": bool(info["churned"]), **stats}
+            "total_reward": total, "churned": bool(info["churned"]),
+            "fallback_turns": getattr(agent, "fallback_turns", 0) - fell_back, **stats}
 
 
 def simulate(
@@ -131,6 +133,7 @@ def simulate(
     `on_episode(agent)` is called after each episode played, or reused from the manifest.
     """
     cfg = config or SimulationConfig()
+    cfg = cfg.model_copy(update={"world": mindset_ready(cfg.world, cfg.agents)})
     catalog = catalog if catalog is not None else cached_catalog(cfg.world.catalog)
     seeds = np.random.SeedSequence(cfg.seed)
     pop_seed, ep_seed = seeds.spawn(2)

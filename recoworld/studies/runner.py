@@ -48,7 +48,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recoworld.agents import make_recommender
+from recoworld.agents import make_recommender, mindset_ready
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.envs.platform import hold_back
 from recoworld.envs.population_env import PopulationParallelEnv, PopulationWorldConfig
@@ -160,7 +160,8 @@ def run_shard(
 ) -> tuple[pa.Table, pa.Table]:
     """Every recommender and arm on one shard's users; returns (trajectories, episodes)."""
     world_seed, agent_seed = shard_seeds(spec.seed, shard)
-    config = PopulationWorldConfig(world=spec.world, n_users=len(profiles), social=spec.social)
+    config = PopulationWorldConfig(world=mindset_ready(spec.world, spec.recommenders), n_users=len(profiles),
+                                   social=spec.social)
     tables, episodes = [], []
     for recommender in spec.recommenders:
         for arm, release in release_day.items():
@@ -204,7 +205,7 @@ def _play(
                              "segment": info["segment"],
                              "total_reward": totals[a], "churned": bool(info["churned"]),
                              "new_items_seen": new_seen[a], "new_items_clicked": new_clicked[a],
-                             **info["episode_stats"]})
+                             "fallback_turns": getattr(agents[a], "fallback_turns", 0), **info["episode_stats"]})
     return rows
 
 
