@@ -1,11 +1,14 @@
 """The real local model: Gemma 3 270M supervised and in-process, through llama-cpp-python's server, and from the CLI.
 
-Episodes are one turn of a two-item slate: Gemma under a JSON grammar writes about
-7 tokens/s on 2 CPU cores, and these tests prove the plumbing, not the decisions.
+Episodes are one turn of a two-item slate: these tests prove the plumbing, not the
+decisions. The in-process and supervised episodes use schema decoding (the default); the
+llama-cpp-python server constrains with its own grammar. Schema decoding itself, batching and
+reproducibility are tested in tests/test_schema_decoder.py.
 """
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -137,3 +140,20 @@ def test_cli_simulate_with_local_llm_users(gemma_path: Path, tmp_path: Path) -> 
     assert (tmp_path / "run" / "trajectories" / "popular.parquet").is_file()
     assert (tmp_path / "run" / "llm-cache" / "llm.sqlite").is_file(), "the cache defaults to a folder under --out"
     assert not (tmp_path / ".recoworld_cache").exists()
+
+
+def test_cli_simulate_local_llm_users_over_days(gemma_path: Path, tmp_path: Path) -> None:
+    """A small study as a new user runs it first: default world (slates of 10), two users over two days.
+
+    Before schema decoding, the replies of a slate of 10 were cut mid-JSON by the token limit and
+    the circuit breaker stopped such a run after a few turns; now every turn is the model's."""
+    out = subprocess.run(
+        [sys.executable, "-m", "recoworld.cli", "simulate", "--users", "2", "--days", "2", "--agents", "greedy",
+         "--user-backend", "llm", "--llm", "local", "--out", "run"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=1800,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    found = re.search(r"(\d+) of (\d+) turns fell back", out.stdout)
+    assert found is not None, out.stdout
+    fell_back, turns = int(found[1]), int(found[2])
+    assert turns >= 4 and fell_back <= 0.05 * turns, out.stdout

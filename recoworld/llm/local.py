@@ -29,6 +29,7 @@ and runs offline; stronger models plug in through the OpenAI-compatible backend.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +41,14 @@ from recoworld.llm.backend import ChatBackend, ErrorKind, Mode, Reply, Request, 
 from recoworld.llm.config import LLMConfig
 from recoworld.llm.llama_decoding import Batcher, DecodeRequest, Outcome
 from recoworld.llm.schema_decoder import decodable
-from recoworld.llm.supervisor import ModelProcess, ModelProcessDied, ModelRequestError, ModelStartError, model_process
+from recoworld.llm.supervisor import (
+    OPENMP_WAIT,
+    ModelProcess,
+    ModelProcessDied,
+    ModelRequestError,
+    ModelStartError,
+    model_process,
+)
 
 #: File name of the bundled model, used as its model name in cache keys without loading it.
 BUNDLED_MODEL = "gemma-3-270m-q4_k_m.gguf"
@@ -65,6 +73,8 @@ def load_llama(path: Path, n_ctx: int, n_threads: int | None, slots: int) -> tup
     key = (str(path), n_ctx, n_threads, slots)
     with _LOAD_LOCK:
         if key not in _MODELS:
+            for name, value in OPENMP_WAIT.items():  # read when llama.cpp's library loads, on first import
+                os.environ.setdefault(name, value)
             try:
                 from llama_cpp import Llama
             except ImportError:
