@@ -113,6 +113,33 @@ def test_cache_defaults_under_out_and_replays_with_the_server_down(tmp_path: Pat
     assert write.exit_code == 2 and "cannot be reached" in write.output and "replay" in write.output
 
 
+@pytest.mark.parametrize("damage", ["not-sqlite", "truncated"])
+def test_a_cache_that_is_not_sqlite_is_one_error_naming_it(tmp_path: Path, damage: str) -> None:
+    """Issue 31: a cache_path at a file that is not SQLite (or a damaged default cache) gave a 77-line
+    sqlite3.DatabaseError. Now one line names the file and how to move it aside; the file is left as it was."""
+    cache = tmp_path / "llm.sqlite"
+    if damage == "not-sqlite":
+        cache.write_text("my notes, not a cache\n" * 50)
+    else:  # a real cache cut short, as a full disk or a killed copy leaves it
+        with FaultServer() as srv:
+            backend = make_backend(LLMConfig(**llm(srv.url, tmp_path, cache="write")))
+            backend.complete(MESSAGES, Structured(Answer))
+            backend.cache.close()  # its write-ahead log folded into the file
+        image = cache.read_bytes()
+        cache.write_bytes(image[:100] + b"\xff" * (len(image) - 100))  # the header kept, every page overwritten
+    before = cache.read_bytes()
+    config = tmp_path / "world.yaml"
+    with FaultServer() as srv:
+        config.write_text(yaml.safe_dump({"user_backend": "llm", "max_steps": 3,
+                                          "llm": llm(srv.url, tmp_path, cache="write")}))
+        res = CliRunner().invoke(app, simulate_args(tmp_path / "run", "--config", str(config)))
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+    assert f"llm.cache_path {cache}" in lines[0] and f"mv '{cache}'" in lines[0], res.output
+    assert cache.read_bytes() == before
+
+
 def test_replay_miss_stops_instead_of_falling_back(tmp_path: Path) -> None:
     backend = make_backend(LLMConfig(**llm(f"http://127.0.0.1:{free_port()}/v1", tmp_path, cache="replay")))
     with pytest.raises(ReplayMiss, match=r"llm\.cache=replay"):

@@ -21,6 +21,7 @@ from recoworld.llm.cache import ResponseCache
 from recoworld.llm.config import LLMConfig, LocalModelConfig, SamplingParams
 from recoworld.llm.errors import (
     BudgetExceeded,
+    CacheUnreadable,
     FallbackRateExceeded,
     LLMError,
     LLMOutputError,
@@ -36,6 +37,7 @@ from recoworld.llm.usage import Usage
 __all__ = [
     "BudgetExceeded",
     "BudgetLedger",
+    "CacheUnreadable",
     "ChatBackend",
     "FallbackRateExceeded",
     "LLMConfig",

@@ -5,19 +5,26 @@ structured-output mode actually used, messages, schema or tools, and sampling pa
 Never the API key or the base URL. Values are validated raw replies only (and, per model,
 the structured-output mode `auto` detected, so an offline replay needs no probe). Failures
 are never recorded: an outage or a bad reply must not outlive the run that saw it.
+
+A file that is not an SQLite database, or a damaged one, stops the run (`CacheUnreadable`)
+naming it: it is never overwritten or moved, since it may be someone's only copy of their
+replies, or not a cache at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from recoworld.llm.config import CacheMode
+from recoworld.llm.errors import CacheUnreadable
 
 #: Seconds a cache connection waits for another process's lock (writes, and opening a fresh file).
 _BUSY_S = 30.0
@@ -46,6 +53,19 @@ class ResponseCache:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"], state["mode"])  # type: ignore[misc]
 
+    @contextlib.contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """SQLite's own errors about the file (not a database, a malformed image) as one clear error."""
+        try:
+            yield
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError as err:
+            raise CacheUnreadable(
+                f"llm.cache_path {self.path} is not a readable LLM cache ({err}); move it aside "
+                f"(mv '{self.path}' '{self.path}.damaged') and rerun to start a new cache there, or point "
+                "llm.cache_path (--llm-cache off to run without one) elsewhere") from None
+
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,20 +83,23 @@ class ResponseCache:
                         conn.close()
                         raise
                     time.sleep(0.05)
+                except sqlite3.DatabaseError:
+                    conn.close()
+                    raise
             self._conn = conn
         return self._conn
 
     def get(self, key: str) -> dict[str, Any] | None:
         if self.mode == "off" or (self.mode in ("read", "replay") and not self.path.exists()):
             return None
-        with self._lock:
+        with self._lock, self._guarded():
             row = self._db().execute("SELECT value FROM replies WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
         if self.mode != "write":
             return
-        with self._lock:
+        with self._lock, self._guarded():
             db = self._db()
             db.execute("INSERT OR REPLACE INTO replies (key, value) VALUES (?, ?)", (key, json.dumps(value)))
             db.commit()
@@ -84,7 +107,7 @@ class ResponseCache:
     def __len__(self) -> int:
         if not self.path.exists():
             return 0
-        with self._lock:
+        with self._lock, self._guarded():
             return int(self._db().execute("SELECT COUNT(*) FROM replies").fetchone()[0])
 
     def close(self) -> None:

@@ -4,7 +4,8 @@ Callers fall back on `LLMError` (one request got no usable answer). `LLMRunHalte
 other family: a condition that makes falling back pointless or dishonest, so the run stops
 with one clear message instead: the budget is spent (`BudgetExceeded`), the server cannot be
 reached before the run starts (`LLMServerUnreachable`), too many recent calls failed
-(`FallbackRateExceeded`), or a replay-only run met a request its cache lacks (`ReplayMiss`).
+(`FallbackRateExceeded`), a replay-only run met a request its cache lacks (`ReplayMiss`), or the cache
+file is unreadable (`CacheUnreadable`).
 None of them is an `LLMError`, so no simulator turns them into fallbacks.
 """
 
@@ -50,6 +51,10 @@ class LLMServerUnreachable(LLMRunHalted):
 class FallbackRateExceeded(LLMRunHalted):
     """Too many of the last model calls failed: the circuit breaker stops the run (a study keeps the
     shard unfinished, so a rerun after the server recovers redoes it)."""
+
+
+class CacheUnreadable(LLMRunHalted):
+    """The LLM cache file is not an SQLite database, or a damaged one; it is left as it is."""
 
 
 class ReplayMiss(LLMRunHalted):
