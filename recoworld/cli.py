@@ -80,7 +80,22 @@ def _advance(progress: Progress, task: TaskID, every: int = 50) -> None:
         _note(f"{t.description.strip()}: {t.completed:.0f}/{t.total:.0f}")
 
 
+#: `recoworld --debug ...`: errors that carry a traceback (`RecommenderFailed.details`) print it above their line.
+_DEBUG = {"on": False}
+
+
+@app.callback()
+def _options_for_every_command(
+    debug: Annotated[bool, typer.Option("--debug", help="print the traceback behind an error from a recommender's "
+                                                        "own code, above its one-line error")] = False,
+) -> None:
+    _DEBUG["on"] = debug
+
+
 def _fail(err: Exception) -> typer.Exit:
+    details = getattr(err, "details", "")
+    if _DEBUG["on"] and details:
+        console.print(details, markup=False, highlight=False, soft_wrap=True)
     console.print(f"[red]error:[/red] {err}", soft_wrap=True, highlight=False)  # one line, however long
     return typer.Exit(code=2)
 

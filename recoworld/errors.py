@@ -58,6 +58,16 @@ class ResetNeeded(RecoWorldError, RuntimeError):
     """`step` was called before `reset`, or after the episode ended."""
 
 
+class RecommenderFailed(RecoWorldError):
+    """A recommender's own code raised: the message names the recommender, the user, the turn and the
+    exception; `details` holds its traceback (the command line shows it under --debug). `details` lives
+    in the instance's dict, so it survives the pickling that carries a study shard's error to the driver."""
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+
 def check_distinct(names: list[str], what: str) -> None:
     """A name given twice would run twice and count twice in every summary: one `ConfigError`."""
     repeated = sorted({n for n in names if names.count(n) > 1})

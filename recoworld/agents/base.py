@@ -7,15 +7,37 @@ slate just shown, with the env's step `info`. Recommenders never see the mindset
 
 from __future__ import annotations
 
+import contextlib
+import traceback
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from recoworld.errors import RecommenderFailed, RecoWorldError
 
 if TYPE_CHECKING:
     from recoworld.envs.search import PlatformSearch
 
 Observation = dict[str, np.ndarray]
+
+
+@contextlib.contextmanager
+def blame(recommender: str, method: str, user_id: str, turn: int) -> Iterator[None]:
+    """Run a recommender's own code (`method`). What it raises, unless one of RecoWorld's errors (an LLM
+    budget, a bad config), becomes `RecommenderFailed` naming who failed, for which user and on which turn:
+    a raw traceback from someone's plug-in names none of them."""
+    try:
+        yield
+    except RecoWorldError:
+        raise
+    except Exception as err:
+        said = next(iter(str(err).splitlines()), "")
+        raise RecommenderFailed(
+            f"recommender {recommender!r} raised in {method}() for user {user_id!r} on turn {turn}: "
+            f"{type(err).__name__}{': ' + said if said else ''} (--debug shows the traceback)",
+            traceback.format_exc()) from err
 
 
 class Recommender(ABC):

@@ -9,6 +9,7 @@ the recommender it was on, and one folder never holds two runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
 from recoworld.agents import CatalogSearcher, Recommender, make_recommender, mindset_ready
+from recoworld.agents.base import blame
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import StrictModel, WorldConfig, load_config
 from recoworld.envs.recoworld_env import RecoWorldEnv
@@ -80,22 +82,35 @@ def run_episode(
     seed: int,
     log: TrajectoryLog,
     start_day: float = 0.0,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """One user's whole horizon with one recommender; appends rows to `log`. `start_day` opens the first
-    session later than day 0 (a user continued from where they stood at a log's cutoff)."""
+    session later than day 0 (a user continued from where they stood at a log's cutoff). What the
+    recommender's own code raises is a `RecommenderFailed` naming it (`name`, else its class's), the user
+    and the turn."""
+    who = name or agent.name
+
+    def own(method: str, turn: int) -> contextlib.AbstractContextManager[None]:
+        return blame(who, method, profile.user_id, turn)
+
     options: dict[str, Any] = {"profile": profile} | ({"start_day": start_day} if start_day else {})
     obs, info = env.reset(seed=seed, options=options)
-    if isinstance(agent, CatalogSearcher):  # an explicit capability: only such agents see the search service
-        agent.connect_search(env.search)
-    agent.begin_episode(seed)
+    with own("begin_episode", 0):
+        if isinstance(agent, CatalogSearcher):  # an explicit capability: only such agents see the search service
+            agent.connect_search(env.search)
+        agent.begin_episode(seed)
     fell_back = getattr(agent, "fallback_turns", 0)
     total = 0.0
     done = False
+    turn = 0
     while not done:
-        action = agent.act(obs, info)
+        turn += 1
+        with own("act", turn):
+            action = agent.act(obs, info)
         trace = getattr(agent, "last_trace", None)
         obs, reward, terminated, truncated, info = env.step(action)
-        agent.observe(info["reactions"], info)
+        with own("observe", turn):
+            agent.observe(info["reactions"], info)
         total += float(reward)
         log.add(profile.user_id, profile.segment, seed, info, float(reward), trace)
         done = terminated or truncated
@@ -169,7 +184,7 @@ def simulate(
         rows = []
         for profile, seed in zip(profiles, episode_seeds):
             try:
-                rows.append({"recommender": name, **run_episode(env, agent, profile, seed, log)})
+                rows.append({"recommender": name, **run_episode(env, agent, profile, seed, log, name=name)})
             except BudgetExceeded as err:  # keep everything played so far; the unfinished episode has no row
                 stopped = str(err)
                 break

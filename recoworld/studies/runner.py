@@ -49,6 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recoworld.agents import make_recommender, mindset_ready
+from recoworld.agents.base import blame
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.envs.platform import hold_back
 from recoworld.envs.population_env import PopulationParallelEnv, PopulationWorldConfig
@@ -180,20 +181,28 @@ def _play(
     """One episode of the world with one recommender instance per user slot."""
     cat, k = env.catalog, env.config.world.slate_size
     obs, infos = env.reset(seed=world_seed)
+    users = {a: str(infos[a].get("user_id", a)) for a in env.possible_agents}
     agents = {}
     for i, a in enumerate(env.possible_agents):
         agents[a] = make_recommender(recommender, cat, k, agent_seed + i, llm=env.config.world.llm)
-        agents[a].begin_episode(agent_seed + i)
+        with blame(recommender, "begin_episode", users[a], 0):
+            agents[a].begin_episode(agent_seed + i)
     totals = dict.fromkeys(env.possible_agents, 0.0)
     new_seen = dict.fromkeys(env.possible_agents, 0)
     new_clicked = dict.fromkeys(env.possible_agents, 0)
     rows = []
+    turn = 0
     while env.agents:
-        actions = {a: agents[a].act(obs[a], infos[a]) for a in env.agents}
+        turn += 1
+        actions = {}
+        for a in env.agents:
+            with blame(recommender, "act", users[a], turn):
+                actions[a] = agents[a].act(obs[a], infos[a])
         traces = {a: getattr(agents[a], "last_trace", None) for a in env.agents}
         obs, rewards, terms, truncs, infos = env.step(actions)
         for a, info in infos.items():
-            agents[a].observe(info["reactions"], info)
+            with blame(recommender, "observe", users[a], turn):
+                agents[a].observe(info["reactions"], info)
             slate, reactions = info["slate"], info["reactions"]
             totals[a] += rewards[a]
             fresh = log.is_new[slate]
