@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from recoworld.errors import ConfigError, RecoWorldError
@@ -96,7 +97,8 @@ def _fail(err: Exception) -> typer.Exit:
     details = getattr(err, "details", "")
     if _DEBUG["on"] and details:
         console.print(details, markup=False, highlight=False, soft_wrap=True)
-    console.print(f"[red]error:[/red] {err}", soft_wrap=True, highlight=False)  # one line, however long
+    # One line, however long; escaped, since rich would take a value such as "[nan, 1.0]" for a style tag.
+    console.print(f"[red]error:[/red] {escape(str(err))}", soft_wrap=True, highlight=False)
     return typer.Exit(code=2)
 
 

@@ -199,3 +199,14 @@ def test_a_study_shard_names_the_failing_recommender_and_keeps_the_traceback(tmp
         run_shard(spec, setup.catalog, setup.release_day, setup.new_items, setup.shards[0], 0)
     carried = pickle.loads(pickle.dumps(err.value))
     assert str(carried) == str(err.value) and "Traceback" in carried.details and "raise KeyError" in carried.details
+
+
+def test_a_nan_in_a_slate_is_named_with_its_value(tmp_path: Path) -> None:
+    """The error line said "got array()": rich took "[nan, 1.0, 2.0]" for a style tag and dropped it (issue 31).
+    Every error line is now printed as it is, brackets included."""
+    (tmp_path / "nan.py").write_text("import numpy as np\nfrom recoworld.agents import Recommender\n\n\n"
+                                     "class NanFirst(Recommender):\n    def act(self, observation, info):\n"
+                                     "        return np.array([float('nan'), 1.0, 2.0])\n")
+    code, output = _invoke(["simulate", *TINY_SIM[:4], "--agents", f"{tmp_path / 'nan.py'}:NanFirst", "--slate-size",
+                            "3", "--out", str(tmp_path / "out")])
+    _check(code, output, ["action[0]=nan", "[nan, 1.0, 2.0]"])

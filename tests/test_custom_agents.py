@@ -148,3 +148,40 @@ def test_check_recommender_names_the_broken_rule(fault: str, message: str, catal
 def test_check_recommender_passes_the_built_in_baselines(catalog: Catalog) -> None:
     for name in ("random", "popular", "greedy", "diverse", "instruct"):
         check_recommender(make_recommender(name, catalog, 5, seed=1), catalog)
+
+
+BROKEN_CONSTRUCTORS = '''
+import numpy as np
+from recoworld.agents import Recommender
+
+
+class BadInit(Recommender):
+    def __init__(self, slate_size, seed=None):
+        raise RuntimeError("model file missing")
+
+    def act(self, observation, info):
+        return np.arange(self.slate_size)
+
+
+class NoAct(Recommender):
+    def __init__(self, slate_size, seed=None):
+        raise RuntimeError("model file missing")
+
+    def rank(self, observation, info):
+        return np.arange(self.slate_size)
+'''
+
+
+@pytest.mark.parametrize(("cls", "expected", "not_said"), [
+    ("BadInit", "BadInit(slate_size=3, seed=...) failed: RuntimeError: model file missing", "abstract"),
+    ("NoAct", "NoAct is abstract: it does not implement act(), so it cannot be built (its __init__ never ran)",
+     "model file"),
+])
+def test_a_constructor_that_raises_is_reported_as_such(catalog: Catalog, tmp_path: Path, cls: str, expected: str,
+                                                        not_said: str) -> None:
+    """Issue 31: an agent whose __init__ raised was reported as "abstract (implement act())". The cause named
+    is the one Python met: the constructor's exception, or the methods an abstract class lacks."""
+    (tmp_path / "broken.py").write_text(BROKEN_CONSTRUCTORS)
+    with pytest.raises(ConfigError) as err:
+        make_recommender(f"{tmp_path / 'broken.py'}:{cls}", catalog, 3)
+    assert expected in str(err.value) and not_said not in str(err.value), str(err.value)

@@ -154,8 +154,10 @@ def test_bad_actions_name_the_problem() -> None:
         env.step(np.array([-1, 1, 2, 3]))
     with pytest.raises(InvalidActionError, match="integer"):
         env.step(np.array([0.5, 1, 2, 3]))
-    with pytest.raises(InvalidActionError, match=r"integer candidate positions, got array\(\[inf"):
+    with pytest.raises(InvalidActionError, match=r"action\[0\]=inf is not an integer candidate position"):
         env.step(np.array([np.inf, 1, 2, 3]))
+    with pytest.raises(InvalidActionError, match=r"action\[2\]=nan .*the slate: \[0.0, 1.0, nan, 3.0\]"):
+        env.step(np.array([0, 1, np.nan, 3]))  # issue 31: the value and its place, not "got array()"
     with pytest.raises(InvalidActionError, match="integer"):
         env.step(np.array(["a", "b", "c", "d"]))
     strict = RecoWorldEnv(**SMALL, on_duplicate="error")

@@ -102,6 +102,8 @@ def _checked(cls: object, name: str) -> type[Recommender]:
     if not (isinstance(cls, type) and issubclass(cls, Recommender)):
         raise ConfigError(f"agent {name!r} is not a recoworld.agents.Recommender subclass "
                           f"(got {cls!r}); subclass Recommender and implement act()")
-    if inspect.isabstract(cls):
-        raise ConfigError(f"agent {name!r}: {cls.__name__} is abstract (implement act())")
+    if inspect.isabstract(cls):  # Python refuses to build it before its __init__ runs: name what it lacks
+        missing = ", ".join(f"{m}()" for m in sorted(getattr(cls, "__abstractmethods__", ())))
+        raise ConfigError(f"agent {name!r}: {cls.__name__} is abstract: it does not implement {missing}, so it "
+                          "cannot be built (its __init__ never ran)")
     return cls

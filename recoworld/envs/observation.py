@@ -134,9 +134,13 @@ def slate_positions(actions: np.ndarray, cfg: WorldConfig, labels: list[str]) ->
     act = np.asarray(actions)
     if act.dtype.kind not in "iu":
         whole = np.isfinite(act) & (act == np.round(act)) if act.dtype.kind == "f" else np.zeros(act.shape, bool)
+        if act.dtype.kind != "f" and act.size:
+            raise InvalidActionError(f"{labels[0]} holds {act.dtype} values {act[0].tolist()}; give integer "
+                                     "candidate positions")
         if not whole.all():
-            j = int(np.flatnonzero(~whole.all(axis=1))[0])
-            raise InvalidActionError(f"{labels[j]} must hold integer candidate positions, got {act[j]!r}")
+            j, i = (int(x[0]) for x in np.nonzero(~whole))
+            raise InvalidActionError(f"{labels[j]}[{i}]={act[j, i].item()!r} is not an integer candidate position "
+                                     f"(the slate: {act[j].tolist()})")
         act = act.astype(np.int64)
     bad = (act < 0) | (act >= c)
     if bad.any():
