@@ -210,3 +210,19 @@ def test_a_nan_in_a_slate_is_named_with_its_value(tmp_path: Path) -> None:
     code, output = _invoke(["simulate", *TINY_SIM[:4], "--agents", f"{tmp_path / 'nan.py'}:NanFirst", "--slate-size",
                             "3", "--out", str(tmp_path / "out")])
     _check(code, output, ["action[0]=nan", "[nan, 1.0, 2.0]"])
+
+
+def test_report_with_a_catalog_it_cannot_use_is_an_error(tmp_path: Path) -> None:
+    """`report RUN --catalog missing.parquet` exited 0, the failure a sentence inside the HTML (issue 31)."""
+    run = tmp_path / "run"
+    code, output = _invoke(["simulate", *TINY_SIM, "--out", str(run)])
+    assert code == 0, output
+    missing = tmp_path / "missing.parquet"
+    code, output = _invoke(["report", str(run), "--catalog", str(missing)])
+    _check(code, output, [f"--catalog {missing}", "not found"])
+    small = tmp_path / "small.parquet"
+    assert _invoke(["catalog", "--out", str(small), "--n-items", "50"])[0] == 0
+    code, output = _invoke(["report", str(run), "--catalog", str(small)])
+    _check(code, output, [f"--catalog {small}", "50 items"])
+    assert not (run / "report.html").exists()
+    assert _invoke(["report", str(run)])[0] == 0  # without --catalog, it is rebuilt from the run's config

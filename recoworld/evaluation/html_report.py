@@ -86,14 +86,19 @@ def _world_config(manifest: dict[str, Any]) -> dict[str, Any]:
 def load_catalog(path: Path, manifest: dict[str, Any], catalog: str | Path | None = None) -> tuple[Catalog | None, str]:
     """The run's catalog, for titles and topic names: `catalog` if given, else the one its inputs or
     config name (a synthetic catalog is rebuilt from its config and checked against the manifest's
-    fingerprint). None (with why) when it cannot be had cheaply: then the page shows item ids."""
+    fingerprint). None (with why) when it cannot be had cheaply: then the page shows item ids. A
+    `catalog` asked for by name that cannot be read is a `ReportError`: a report without what was asked
+    for, and a success status, would hide it in a sentence of the page."""
     from recoworld.evaluation.run_folder import catalog_fingerprint
 
+    if catalog is not None:
+        try:
+            return Catalog.from_parquet(catalog), f"catalog {catalog}"
+        except (OSError, ValueError, RecoWorldError) as err:
+            raise ReportError(f"--catalog {catalog}: not loaded ({err})") from None
     inputs = manifest.get("inputs") or {}
     expected = (manifest.get("identity") or {}).get("catalog")
     try:
-        if catalog is not None:
-            return Catalog.from_parquet(catalog), f"catalog {catalog}"
         if (path / "catalog.parquet").is_file():
             return Catalog.from_parquet(path / "catalog.parquet"), "catalog.parquet of the run"
         if "catalog" in inputs:
@@ -148,6 +153,9 @@ def load_run(path: str | Path, catalog: str | Path | None = None) -> RunData:
     horizon = world.get("horizon_days") or float(traj["time_days"].max())
     cat, note = load_catalog(path, manifest, catalog)
     if cat is not None and int(traj["item"].max()) >= len(cat):
+        if catalog is not None:
+            raise ReportError(f"--catalog {catalog}: {len(cat)} items, but the run shows item "
+                              f"{int(traj['item'].max())}; give the catalog the run played on")
         cat, note = None, "items shown by id: the catalog is smaller than the items shown"
     return RunData(path, traj.reset_index(drop=True), eps, manifest, max(1, math.ceil(horizon)), cat, note)
 
