@@ -28,15 +28,17 @@ if not console.is_terminal:  # piped or in CI: do not squeeze the summary table 
     console = Console(width=180)
 
 
-def _writable_dir(path: Path, flag: str) -> None:
-    """Check before the work, not after it: a run whose results cannot be written is lost."""
+def _writable_dir(path: Path, flag: str, given: Path | None = None) -> None:
+    """Check before the work, not after it: a run whose results cannot be written is lost. `given`: what
+    the flag named, when `path` is the folder of a file to write (the error names the flag's own value)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".recoworld-write-check"
         probe.touch()
         probe.unlink()
     except OSError as err:
-        raise RecoWorldError(f"{flag} {path}: cannot write there ({err.strerror or type(err).__name__})") from None
+        raise RecoWorldError(f"{flag} {given or path}: cannot write there ({err.strerror or type(err).__name__})") \
+            from None
 
 
 def _hold(ctx: typer.Context, path: Path) -> None:
@@ -888,7 +890,7 @@ def make_catalog(
         if out.is_dir():
             raise RecoWorldError(f"--out {out} is a directory; give the Parquet file to write, e.g. "
                                  f"{out / 'catalog.parquet'}")
-        _writable_dir(out.parent, "--out")
+        _writable_dir(out.parent, "--out", given=out)
         cat = generate_catalog(_options(CatalogConfig, {"n_items": "--n-items", "seed": "--seed"},
                                         {"n_items": n_items, "seed": seed}))
         path = cat.to_parquet(out)

@@ -56,7 +56,9 @@ CASES = [
     ("train-config-is-a-folder", ["train", "--config", "{root}/adir"], ["training config", "adir", "directory"]),
     ("catalog-out-is-a-folder", ["catalog", "--out", "{root}/adir", "--n-items", "50"], ["--out", "adir"]),
     ("catalog-out-under-a-file", ["catalog", "--out", "{root}/afile/c.parquet", "--n-items", "50"],
-     ["--out", "afile"]),
+     ["--out", "afile/c.parquet"]),
+    ("catalog-out-under-proc", ["catalog", "--out", "/proc/x.parquet", "--n-items", "50"],
+     ["--out /proc/x.parquet:"]),  # issue 31: the path given, not its folder
     ("malformed-population-yaml", ["simulate", *TINY_SIM, "--population", "{root}/bad.yaml", "--out", "{out}"],
      ["bad.yaml", "line 2"]),
     ("malformed-study-yaml", ["study", "{root}/bad.yaml"], ["bad.yaml", "line 2"]),
