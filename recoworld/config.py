@@ -277,12 +277,15 @@ class DynamicsConfig(StrictModel):
     skip_satisfaction: float = Field(0.3, ge=0, le=1, description="satisfaction an irrelevant skip pulls toward")
     skip_weight: float = Field(0.4, ge=0, le=1, description="a skip moves satisfaction this much less than a click")
     skip_relevance: float = Field(1.0, ge=0, le=2, description="a skipped item's target rises by this x relevance")
-    fatigue_repetition: float = Field(0.08, ge=0, description="fatigue per near-duplicate item")
-    fatigue_low_quality: float = Field(0.02, ge=0)
-    fatigue_recovery: float = Field(0.08, gt=0, lt=1, description="per-item decay of fatigue")
+    # Fatigue per item is bounded: one item adding 1e308 overflowed the choice model to NaN.
+    fatigue_repetition: float = Field(0.08, ge=0, le=10, description="fatigue per near-duplicate item")
+    fatigue_low_quality: float = Field(0.02, ge=0, le=10)
+    fatigue_recovery: float = Field(0.08, ge=1e-6, lt=1, description="per-item decay of fatigue (a denormal "
+                                    "such as 5e-324 made satisfaction NaN)")
     repetition_similarity: float = Field(0.9, ge=-1, lt=1, description="near-duplicate from this cosine")
     novelty_jitter: float = Field(0.12, ge=0, description="per-session spread of novelty propensity")
-    browse_minutes: float = Field(0.08, gt=0, description="time to look at and skip an item")
+    browse_minutes: float = Field(0.08, gt=0, le=1440, description="time to look at and skip an item, at most a "
+                                  "day's minutes")
     satisfaction_collapse: float = Field(0.12, ge=0, le=1, description="leave below this satisfaction")
     instruction_trend: float = Field(0.08, ge=0, description="instruct when the trend falls below -this")
     instruction_level: float = Field(0.35, ge=0, le=1, description="or when satisfaction is below this")
@@ -331,7 +334,8 @@ class ReturnConfig(StrictModel):
     """
 
     base_rate: float = Field(0.3, gt=0, description="returns per day at neutral satisfaction")
-    gap_shape: float = Field(0.5, gt=0, description="Gamma shape of the gap; 1 is memoryless, < 1 bursty")
+    gap_shape: float = Field(0.5, ge=1e-3, description="Gamma shape of the gap; 1 is memoryless, < 1 bursty; "
+                             "at least 1e-3 (a denormal shape gave NaN gaps)")
     satisfaction_effect: float = Field(4.0, ge=0)
     satisfaction_reference: float = Field(0.5, ge=0, le=1, description="satisfaction of the neutral base rate")
     churn_bias: float = -2.5

@@ -8,6 +8,7 @@ with a message that names what was wrong; never another exception type, never a 
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,9 @@ from hypothesis.extra import numpy as hnp  # noqa: E402
 import recoworld  # noqa: E402, F401  (registers RecoWorld-v0)
 from recoworld.catalog import Catalog, cached_catalog  # noqa: E402
 from recoworld.config import CatalogConfig, WorldConfig, build  # noqa: E402
-from recoworld.envs import PopulationParallelEnv, RecoWorldVectorEnv  # noqa: E402
+from recoworld.envs import PopulationParallelEnv, RecoWorldEnv, RecoWorldVectorEnv  # noqa: E402
 from recoworld.errors import ConfigError, InvalidActionError, RecoWorldError  # noqa: E402
-from recoworld.population import PopulationSpec, sample_population  # noqa: E402
+from recoworld.population import TRAIT_RANGES, PopulationSpec, sample_population  # noqa: E402
 
 SMALL = {"slate_size": 3, "n_candidates": 12, "horizon_days": 2.0, "catalog": {"n_items": 120, "seed": 1}}
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True,
@@ -180,7 +181,8 @@ def test_world_config_is_valid_or_one_error_naming_the_field(data: dict[str, Any
         fields = [k for keys in WORLD_FIELDS.values() for k in keys] + [s for s in WORLD_FIELDS if s]
         assert any(k in message for k in fields) or "<root>" in message, message
         return
-    for value in (v for section in ("choice", "reward") for v in getattr(cfg, section).model_dump().values()):
+    for value in (v for section in ("choice", "reward") for v in getattr(cfg, section).model_dump().values()
+                  if isinstance(v, float)):  # `choice.taste` is a table or None, not a weight
         assert math.isfinite(value), "a non-finite weight was accepted"
     if cfg.catalog.n_items != 120 or cfg.n_candidates > 120:
         return  # valid, but not the small world the episode below runs on
@@ -188,8 +190,9 @@ def test_world_config_is_valid_or_one_error_naming_the_field(data: dict[str, Any
     obs, _ = env.reset(seed=1)
     rng = np.random.default_rng(0)
     for _ in range(5):
-        try:
-            obs, reward, terminated, truncated, _ = env.step(rng.choice(120, cfg.slate_size, replace=False))
+        try:  # a slate is candidate positions, not catalog items
+            obs, reward, terminated, truncated, _ = env.step(rng.choice(cfg.n_candidates, cfg.slate_size,
+                                                                        replace=False))
         except RecoWorldError:
             break  # e.g. a duplicate item with on_duplicate='error'
         assert _finite(obs) and math.isfinite(reward), f"non-finite output for {data}"
@@ -264,3 +267,115 @@ def test_population_yaml_is_valid_or_one_error_naming_the_file(tmp_path: Path, t
         PopulationSpec.from_yaml(path)
     except ConfigError as err:
         assert str(path) in str(err), str(err)
+
+
+# ---------------------------------------------------------------------- finite but extreme (issue 31)
+
+#: Finite numbers at the edges of float64, and ordinary ones: weights of 1e308 once gave inf rewards, and
+#: traits of +-1e308 an OverflowError.
+EXTREME = st.one_of(
+    st.sampled_from([1.7976931348623157e308, -1.7976931348623157e308, 1e308, -1e308, 1e30, -1e30, 1e-308, -1e-308,
+                     5e-324, 0.0, 1.0, -1.0]),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+EXTREME_INT = st.one_of(st.sampled_from([0, 1, -1, 2**31, 2**63 - 1, -(2**63)]), st.integers(-(2**70), 2**70))
+
+
+def _edges(field: Any) -> list[float]:
+    """The smallest and largest values a numeric field accepts: its bounds, else the ends of float64/int64."""
+    lo, hi = (-(2**63), 2**63 - 1) if field.annotation is int else (-sys.float_info.max, sys.float_info.max)
+    for rule in field.metadata:
+        lo = getattr(rule, "ge", lo)
+        hi = getattr(rule, "le", hi)
+        if getattr(rule, "gt", None) is not None:
+            lo = rule.gt + 1 if field.annotation is int else math.nextafter(rule.gt, math.inf)
+        if getattr(rule, "lt", None) is not None:
+            hi = rule.lt - 1 if field.annotation is int else math.nextafter(rule.lt, -math.inf)
+    return [lo, hi]
+
+
+#: Every number a world file can set, by section, with the ends of its accepted range.
+NUMBERS = {section: {name: (f.annotation, _edges(f))
+                     for name, f in type(getattr(WorldConfig(), section)).model_fields.items()
+                     if f.annotation in (int, float)}
+           for section in ("choice", "dynamics", "returns", "retrieval", "reward")}
+
+
+@st.composite
+def extreme_worlds(draw: st.DrawFn) -> tuple[dict[str, Any], list[str]]:
+    """The small world with 1 to 4 numbers set to an end of their accepted range or to an extreme; the
+    dotted fields set."""
+    data: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in SMALL.items()}
+    fields = []
+    for _ in range(draw(st.integers(1, 4))):
+        section = draw(st.sampled_from(sorted(NUMBERS)))
+        key = draw(st.sampled_from(sorted(NUMBERS[section])))
+        kind, edges = NUMBERS[section][key]
+        data.setdefault(section, {})[key] = draw(st.one_of(st.sampled_from(edges),
+                                                          EXTREME_INT if kind is int else EXTREME))
+        fields.append(f"{section}.{key}")
+    return data, fields
+
+
+@st.composite
+def traits_at_bounds(draw: st.DrawFn) -> tuple[dict[str, Any], list[str]]:
+    """One segment with every trait at an end of its range or spanning it; or, half the time, some drawn
+    from extreme numbers (most of those are refused, so the bounds alone get played often)."""
+    wild = draw(st.booleans())
+    segment: dict[str, Any] = {"name": "edge", "size": 1}
+    for trait, (lo, hi) in TRAIT_RANGES.items():
+        bounds = st.sampled_from([{"dist": "constant", "value": lo}, {"dist": "constant", "value": hi},
+                                  {"dist": "uniform", "low": lo, "high": hi}])
+        segment[trait] = draw(bounds if not wild else st.one_of(
+            bounds,
+            st.builds(lambda v: {"dist": "constant", "value": v}, EXTREME),
+            st.builds(lambda a, b: {"dist": "uniform", "low": min(a, b), "high": max(a, b)}, EXTREME, EXTREME),
+            st.builds(lambda m, sd: {"dist": "normal", "mean": m, "std": abs(sd)}, EXTREME, EXTREME),
+            st.builds(lambda a, b: {"dist": "beta", "a": abs(a), "b": abs(b)}, EXTREME, EXTREME),
+        ))
+    ends = {"interest_concentration": ([1e-3, 1e3], EXTREME), "mainstream": ([0.0, 10.0], EXTREME),
+            "n_favorite_topics": ([1, 10**6], EXTREME_INT)}
+    for key, (at_bounds, anything) in ends.items():
+        segment[key] = draw(st.one_of(st.sampled_from(at_bounds), anything) if wild else st.sampled_from(at_bounds))
+    return {"name": "edges", "segments": [segment]}, [f"segments.0.{k}" for k in segment if k not in ("name", "size")]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(world=extreme_worlds(), population=traits_at_bounds())
+@example(world=({**SMALL, "reward": {"dwell": 1e308}}, ["reward.dwell"]),
+         population=({"name": "p", "segments": [{"name": "s", "size": 1}]}, []))
+@example(world=(SMALL, []), population=({"name": "p", "segments": [{"name": "s", "size": 1, "patience": {
+    "dist": "constant", "value": 1e30}, "novelty": {"dist": "uniform", "low": -1e308, "high": 1e308}}]},
+    ["segments.0.patience", "segments.0.novelty"]))
+def test_extreme_numbers_are_refused_naming_the_field_or_run_finite(
+        world: tuple[dict[str, Any], list[str]], population: tuple[dict[str, Any], list[str]]) -> None:
+    """Issue 31: finite but extreme numbers anywhere in a world or a population, and every trait at its
+    bounds, either are refused with one error naming a field that was set, or play episodes whose rewards,
+    observations, totals and statistics are all finite."""
+    (world_data, world_fields), (population_data, population_fields) = world, population
+    try:
+        cfg = build(WorldConfig, "world config", world_data)
+        spec = PopulationSpec.parse(population_data)
+    except ConfigError as err:
+        message = str(err)
+        assert message.startswith(("Invalid world config:", "Invalid population spec:")), message
+        for line in message.splitlines()[1:]:  # each line names a field that was set (a section's rule: in it)
+            assert any(field in line or (line.lstrip().startswith(field.rpartition(".")[0] + ":")
+                                         and field.rpartition(".")[2] in line)
+                       for field in world_fields + population_fields), message
+        return
+    env = RecoWorldEnv(cfg, population=spec)
+    rng = np.random.default_rng(0)
+    with np.errstate(all="ignore"):  # an overflow on the way is fine; a non-finite result is not
+        for seed in range(2):
+            obs, _ = env.reset(seed=seed)
+            total = 0.0
+            for _ in range(40):
+                obs, reward, terminated, truncated, _ = env.step(
+                    rng.choice(cfg.n_candidates, cfg.slate_size, replace=False))
+                total += reward
+                assert _finite(obs) and math.isfinite(reward), (world_data, population_data)
+                if terminated or truncated:
+                    break
+            stats = env.episode_stats()
+            assert math.isfinite(total) and _finite(list(stats.values())), (world_data, population_data)
