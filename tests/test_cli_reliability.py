@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from recoworld.cli import app
 from recoworld.data.sample import write_movielens_100k
+from recoworld.errors import ConfigError
 from recoworld.evaluation.run_folder import FolderLock
 
 
@@ -226,3 +227,24 @@ def test_report_with_a_catalog_it_cannot_use_is_an_error(tmp_path: Path) -> None
     _check(code, output, [f"--catalog {small}", "50 items"])
     assert not (run / "report.html").exists()
     assert _invoke(["report", str(run)])[0] == 0  # without --catalog, it is rebuilt from the run's config
+
+
+def test_a_study_too_large_to_draw_is_refused_with_an_estimate(tmp_path: Path) -> None:
+    """`n_users: 10000000` passed validation, then showed `shards 0/?` for 14 minutes on its way to running
+    out of memory (issue 31). Users that cannot all be drawn are refused at once, with the estimate."""
+    from recoworld.studies.runner import available_memory, check_fits
+
+    with pytest.raises(ConfigError, match=r"n_users 10000000: .*about 25.0 GB and 14 min .*23.0 GB available.*"
+                                          r"n_users 4600000 or fewer"):
+        check_fits(10_000_000, 23_000_000_000)
+    check_fits(50_000, 23_000_000_000)
+    check_fits(10_000_000, None)  # where the memory cannot be told, nothing is refused
+    available = available_memory()
+    if available is None or available > 40e9:
+        pytest.skip("this machine could hold 10 million users' profiles")
+    spec = tmp_path / "huge.yaml"
+    spec.write_text(TINY_STUDY.replace("n_users: 4", "n_users: 10000000"))
+    start = time.monotonic()
+    code, output = _invoke(["study", str(spec), "--out", str(tmp_path / "out")])
+    _check(code, output, ["n_users 10000000", "GB", "min before the first shard"])
+    assert time.monotonic() - start < 60
