@@ -7,6 +7,7 @@ starts runs as a subprocess.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -248,3 +249,45 @@ def test_a_study_too_large_to_draw_is_refused_with_an_estimate(tmp_path: Path) -
     code, output = _invoke(["study", str(spec), "--out", str(tmp_path / "out")])
     _check(code, output, ["n_users 10000000", "GB", "min before the first shard"])
     assert time.monotonic() - start < 60
+
+
+@pytest.fixture
+def calibrated_folder(tmp_path: Path) -> Path:
+    """A calibrated-world folder as `recoworld calibrate` writes it (a synthetic world's, no fit needed)."""
+    from recoworld.calibration import CalibratedWorld, save_calibration
+    from recoworld.catalog import cached_catalog
+    from recoworld.config import WorldConfig
+    from recoworld.population import PopulationSpec, sample_population
+
+    world = WorldConfig(slate_size=3, n_candidates=12, horizon_days=1, catalog={"n_items": 100})
+    catalog = cached_catalog(world.catalog)
+    profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(0), n=5)
+    return save_calibration(CalibratedWorld(world, catalog, profiles, {"source": "test"}), tmp_path / "cal")
+
+
+def _damage(folder: Path, how: str) -> list[str]:
+    """Damage one file of a calibrated folder; what the error must say."""
+    profiles = folder / "profiles.jsonl"
+    if how == "truncated-profiles":
+        text = profiles.read_text()
+        profiles.write_text(text[: len(text) - 40])
+        return [str(profiles), "line 5"]
+    if how == "corrupt-calibration":
+        (folder / "calibration.json").write_text('{"source": "test", oops}')
+        return [str(folder / "calibration.json"), "not valid JSON", "line 1"]
+    lines = profiles.read_text().splitlines()  # users of another catalog: a topic this one lacks
+    first = json.loads(lines[2])
+    first["topic_interests"] = {"Thriller": 1.0}
+    lines[2] = json.dumps(first)
+    profiles.write_text("\n".join(lines) + "\n")
+    return [str(profiles), "line 3", "'Thriller'", str(folder / "catalog.parquet")]
+
+
+@pytest.mark.parametrize("how", ["truncated-profiles", "corrupt-calibration", "swapped-catalog"])
+def test_a_damaged_calibrated_folder_names_the_file(calibrated_folder: Path, tmp_path: Path, how: str) -> None:
+    """A truncated profiles.jsonl ("1 validation error for UserProfile"), a corrupt calibration.json
+    ("Expecting property name") and a swapped catalog ("unknown topic 'Thriller'") named no file (issue 31)."""
+    expected = _damage(calibrated_folder, how)
+    code, output = _invoke(["simulate", *TINY_SIM, "--calibrated", str(calibrated_folder),
+                            "--out", str(tmp_path / "out")])
+    _check(code, output, expected)

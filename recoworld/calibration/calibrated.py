@@ -79,7 +79,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from recoworld.calibration.fit_check import TOLERANCES, fit_check, fit_warnings, log_statistics, simulate_log
 from recoworld.calibration.fit_choice import (
@@ -664,7 +664,29 @@ def load_calibration(path: str | Path) -> CalibratedWorld:
     if missing:
         raise ConfigError(f"{root} is not a calibrated world: missing {', '.join(missing)} "
                           "(write one with `recoworld calibrate --data DIR --out DIR`)")
-    lines = (root / "profiles.jsonl").read_text().splitlines()
-    return CalibratedWorld(load_world(root / "world.yaml"), Catalog.from_parquet(root / "catalog.parquet"),
-                           [UserProfile.model_validate_json(line) for line in lines if line.strip()],
-                           json.loads((root / "calibration.json").read_text()))
+    catalog = Catalog.from_parquet(root / "catalog.parquet")
+    try:
+        report = json.loads((root / "calibration.json").read_text())
+    except ValueError as err:
+        raise ConfigError(f"{root / 'calibration.json'}: not valid JSON ({err})") from None
+    return CalibratedWorld(load_world(root / "world.yaml"), catalog, _load_profiles(root, catalog), report)
+
+
+def _load_profiles(root: Path, catalog: Catalog) -> list[UserProfile]:
+    """profiles.jsonl, each line a user of `catalog`; a bad line is an error naming the file and the line."""
+    file, topics = root / "profiles.jsonl", set(catalog.topic_names)
+    profiles = []
+    for n, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            profile = UserProfile.model_validate_json(line)
+        except ValidationError as err:
+            raise ConfigError(f"{file}: line {n} is not a user profile ({err.errors()[0]['msg']}); "
+                              "rewrite the folder with `recoworld calibrate`") from None
+        unknown = sorted((set(profile.topic_interests) | set(profile.shifted_interests or {})) - topics)
+        if unknown:
+            raise ConfigError(f"{file}: line {n} names topic {unknown[0]!r}, which {root / 'catalog.parquet'} "
+                              "lacks: the catalog is not the one this world was calibrated on")
+        profiles.append(profile)
+    return profiles
