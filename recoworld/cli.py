@@ -383,10 +383,11 @@ def study(
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
-        task = progress.add_task("shards", total=None)
+        task = progress.add_task("drawing the users", total=None)  # all of them, before the first shard
         try:
             result = run_study(cfg, out, address=address, num_cpus=num_cpus,
-                               on_shard=lambda done, total: progress.update(task, completed=done, total=total))
+                               on_shard=lambda done, total: progress.update(task, completed=done, total=total,
+                                                                            description="shards"))
         except RecoWorldError as err:
             raise _fail(err) from None
     setup = result.setup
