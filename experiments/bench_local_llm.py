@@ -1,11 +1,12 @@
 """Benchmark: LLM users on the bundled local model (Gemma 3 270M), by decoding: speed, validity, agreement.
 
-    python experiments/bench_local_llm.py [--users 1 4 16] [--turns 2] [--decodings grammar schema]
+    python experiments/bench_local_llm.py [--users 1 4 16] [--turns 2] [--decodings grammar schema] [--batches 1 8]
         [--grammar-users 1 4] [--validity-users 10] [--validity-turns 10] [--agreement 6] [--n-threads 2]
 
 `grammar` is llama.cpp's grammar-constrained sampling (the decoding before schema decoding);
-`schema` is `recoworld.llm.schema_decoder` (`llm.local.decoding`, the default). Both run in the
-supervised model process, on the default world (slate of 10 items, prompts as users get them).
+`schema` is `recoworld.llm.schema_decoder` (`llm.local.decoding`, the default), one request at a
+time (`llm.local.batch: 1`, the default) and batched (`--batches`). All run in the supervised
+model process, on the default world (slate of 10 items, prompts as users get them).
 
 - **Speed.** For each decoding and each N in `--users`, N LLM users play `--turns` turns each,
   all of a step's turns in flight together as in a study; prints seconds per turn (wall time /
@@ -59,6 +60,8 @@ class Args:
     """numbers of users for grammar decoding (a minute a turn: kept small)"""
     turns: int = 2
     """turns per user in the speed runs"""
+    batches: list[int] = field(default_factory=lambda: [1, 8])
+    """schema decoding's `llm.local.batch` settings to compare (requests decoded together)"""
     decodings: list[Decoding] = field(default_factory=lambda: ["grammar", "schema"])
     validity_users: int = 10
     validity_turns: int = 10
@@ -70,9 +73,10 @@ class Args:
     seed: int = 0
 
 
-def config(decoding: Decoding, args: Args, cache: Path) -> WorldConfig:
+def config(decoding: Decoding, args: Args, cache: Path, batch: int = 1) -> WorldConfig:
     llm = LLMConfig(backend="local", cache="off", cache_path=cache, n_threads=args.n_threads,
-                    max_fallback_rate=1.0, local=LocalModelConfig(decoding=decoding, log_path=cache.parent / "m.log"))
+                    max_fallback_rate=1.0, local=LocalModelConfig(decoding=decoding, batch=batch,
+                                                                  log_path=cache.parent / "m.log"))
     return WorldConfig(user_backend="llm", llm=llm, slate_size=args.slate_size)
 
 
@@ -139,41 +143,46 @@ def main(args: Args) -> None:
     print(f"Gemma 3 270M (portable llama.cpp build) on {os.cpu_count()} CPUs, n_threads {args.n_threads or 'default'}, "
           f"slate of {args.slate_size}")
     with tempfile.TemporaryDirectory() as tmp:
-        worlds = {d: config(d, args, Path(tmp) / d / "c.sqlite") for d in args.decodings}
-        made = {d: make_backend(w.llm) for d, w in worlds.items()}
-        print(f"{'decoding':>9} {'users':>5} {'turns':>5} {'s/turn':>7} {'turns/s':>8} {'items/s':>8} "
+        runs = {("grammar", 1): args.grammar_users} if "grammar" in args.decodings else {}
+        if "schema" in args.decodings:
+            runs |= {("schema", batch): args.users for batch in args.batches}
+        worlds = {key: config(key[0], args, Path(tmp) / f"{key[0]}{key[1]}" / "c.sqlite", key[1]) for key in runs}
+        made = {key: make_backend(w.llm) for key, w in worlds.items()}
+        print(f"{'decoding':>9} {'batch':>5} {'users':>5} {'turns':>5} {'s/turn':>7} {'turns/s':>8} {'items/s':>8} "
               f"{'prompt tok/turn':>15} {'reply tok/turn':>14} {'calls/turn':>10} {'fallbacks':>9}")
-        for decoding in args.decodings:
-            world, backend = worlds[decoding], made[decoding]
+        for key, users in runs.items():
+            world, backend = worlds[key], made[key]
             play(world, backend, 1, 1, args.seed + 999)  # start and warm the model process: not timed
-            for n in args.users if decoding == "schema" else args.grammar_users:
+            for n in users:
                 r = play(world, backend, n, args.turns, args.seed)
                 t = r["turns"]
-                print(f"{decoding:>9} {n:>5} {t:>5} {r['wall'] / t:>7.2f} {t / r['wall']:>8.3f} "
+                print(f"{key[0]:>9} {key[1]:>5} {n:>5} {t:>5} {r['wall'] / t:>7.2f} {t / r['wall']:>8.3f} "
                       f"{r['items'] / r['wall']:>8.2f} {r['prompt'] / t:>15.0f} {r['completion'] / t:>14.0f} "
                       f"{r['calls'] / t:>10.2f} {r['fallbacks']:>9}")
-        if "schema" in made:  # the price of a crash: the next turn restarts the model process first
-            local = made["schema"]
+        schema = [key for key in runs if key[0] == "schema"]
+        if schema:  # the price of a crash: the next turn restarts the model process first
+            local = made[schema[0]]
             assert isinstance(local, LocalLlamaBackend)
             os.kill(local.process().pid or 0, signal.SIGKILL)
             time.sleep(0.5)
-            r = play(worlds["schema"], local, 1, 1, args.seed + 3)
+            r = play(worlds[schema[0]], local, 1, 1, args.seed + 3)
             print(f"after kill -9 of the model process: the next turn took {r['wall']:.1f} s "
                   f"(restarts {local.usage.model_restarts}, fallbacks {r['fallbacks']})")
-        if "schema" in made and args.validity_users:
-            r = play(worlds["schema"], made["schema"], args.validity_users, args.validity_turns, args.seed + 1)
+        if schema and args.validity_users:  # decisions do not depend on the batch: the widest is the quickest
+            key = max(schema, key=lambda k: k[1])
+            r = play(worlds[key], made[key], args.validity_users, args.validity_turns, args.seed + 1)
             valid = 1 - r["fallbacks"] / r["turns"]
-            print(f"validity (schema): {r['turns'] - r['fallbacks']}/{r['turns']} turns decided by the model "
-                  f"({valid:.1%}; target 95%) | {r['wall'] / r['turns']:.2f} s/turn, {r['calls']} calls")
-        if args.agreement and {"grammar", "schema"} <= set(made):
-            k = args.agreement
-            world = worlds["schema"]
-            grammar = first_turn_reactions(made["grammar"], world, k, args.seed + 2, 0)
-            other_seed = first_turn_reactions(made["grammar"], world, k, args.seed + 2, 10_000)
-            schema = first_turn_reactions(made["schema"], world, k, args.seed + 2, 0)
+            print(f"validity (schema, batch {key[1]}): {r['turns'] - r['fallbacks']}/{r['turns']} turns decided by "
+                  f"the model ({valid:.1%}; target 95%) | {r['wall'] / r['turns']:.2f} s/turn, {r['calls']} calls")
+        if args.agreement and schema and ("grammar", 1) in runs:
+            k, first = args.agreement, schema[0]
+            world = worlds[first]
+            grammar = first_turn_reactions(made[("grammar", 1)], world, k, args.seed + 2, 0)
+            other_seed = first_turn_reactions(made[("grammar", 1)], world, k, args.seed + 2, 10_000)
+            decoded = first_turn_reactions(made[first], world, k, args.seed + 2, 0)
             print(f"agreement over {k} first turns ({k * args.slate_size} items): grammar vs schema "
-                  f"{agree(grammar, schema):.2f} | grammar vs grammar, another seed {agree(grammar, other_seed):.2f}")
-            print(f"  reaction shares: grammar {shares(grammar + other_seed)} | schema {shares(schema)}")
+                  f"{agree(grammar, decoded):.2f} | grammar vs grammar, another seed {agree(grammar, other_seed):.2f}")
+            print(f"  reaction shares: grammar {shares(grammar + other_seed)} | schema {shares(decoded)}")
     close_all()
 
 

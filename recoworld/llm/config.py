@@ -53,8 +53,10 @@ class LocalModelConfig(BaseModel):
         "grammar-constrained sampling of every token (also used for schemas outside the schema decoder's subset)"
     )
     batch: int = Field(
-        8, ge=1, le=64, description="schema decoding: requests in flight (users' turns of one step) decoded "
-        "together, each in its own sequence of one llama.cpp context (memory: batch x n_ctx tokens of cache)"
+        1, ge=1, le=64, description="schema decoding: requests in flight (users' turns of one step) decoded "
+        "together, each in its own sequence of one llama.cpp context (memory: batch x n_ctx tokens of cache). "
+        "Above 1, a reply can depend on which requests shared its batch (llama.cpp's kernels vary with a step's "
+        "size), so runs reproduce through the LLM cache, not from the seed alone; 1 keeps replies seed-exact"
     )
     call_timeout_s: float = Field(900.0, gt=0, description="a reply slower than this means a hung model: kill it")
     load_timeout_s: float = Field(300.0, gt=0, description="time allowed for the child to load the model")

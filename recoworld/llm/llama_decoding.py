@@ -14,6 +14,12 @@ several users share each step's cost. A sequence keeps the tokens of its last re
 request goes to the free sequence whose tokens share the longest prefix with its prompt (the
 system prompt and task are the same for every user, and the persona the same for one user's
 calls; see `recoworld.simulators.prompts`): that prefix is not evaluated again.
+
+Batching has a price: llama.cpp's kernels depend on how many tokens a step holds, so a reply's
+logits, and at a temperature above 0 its sampled tokens, can depend on which other requests
+shared its steps. One request at a time (`llm.local.batch: 1`, the default) keeps every reply a
+function of its prompt, schema and seed alone, as the record/replay cache and "the same seed
+gives the same run" assume; with `batch` above 1, a run is reproduced exactly through its cache.
 """
 
 from __future__ import annotations
@@ -84,7 +90,7 @@ class Batcher:
         params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
         params.n_ctx = self.n_ctx * slots
         params.n_seq_max = slots
-        params.kv_unified = True
+        params.kv_unified = False  # a cache per sequence: attention spans its own tokens, not every sequence's
         self._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
         self._batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=slots, verbose=False)
         self._slots = [_Slot(seq) for seq in range(slots)]
