@@ -143,12 +143,13 @@ def test_cli_simulate_with_local_llm_users(gemma_path: Path, tmp_path: Path) -> 
 
 
 def test_cli_simulate_local_llm_users_over_days(gemma_path: Path, tmp_path: Path) -> None:
-    """A small study as a new user runs it first: default world (slates of 10), two users over two days.
+    """A small study as a new user runs it first: default world (slates of 10), four users over two days.
 
     Before schema decoding, the replies of a slate of 10 were cut mid-JSON by the token limit and
-    the circuit breaker stopped such a run after a few turns; now every turn is the model's."""
+    the circuit breaker stopped such a run after a few turns; now every turn is the model's. (The
+    tiny model clicks nearly everything, so its users spend their time budget in a turn or two.)"""
     out = subprocess.run(
-        [sys.executable, "-m", "recoworld.cli", "simulate", "--users", "2", "--days", "2", "--agents", "greedy",
+        [sys.executable, "-m", "recoworld.cli", "simulate", "--users", "4", "--days", "2", "--agents", "greedy",
          "--user-backend", "llm", "--llm", "local", "--out", "run"],
         cwd=tmp_path, capture_output=True, text=True, timeout=1800,
     )
