@@ -168,7 +168,7 @@ class LocalLlamaBackend(ChatBackend):
         return model_process(self.model_path(), cfg.n_ctx, cfg.n_threads, cfg.local, log)
 
     def _mode_for(self, spec: Spec) -> Mode:
-        return "json_object"  # grammar-constrained; tools become the JSON action schema
+        return "json_object"  # the schema drives schema decoding (or the grammar); tools become the action schema
 
     def _send(self, request: Request) -> Reply:
         p = request.params
