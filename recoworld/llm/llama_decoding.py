@@ -39,6 +39,11 @@ DecodeRequest = dict[str, Any]
 Outcome = dict[str, Any]
 
 
+def failure(err: Exception) -> Outcome:
+    """The outcome of a request that raised: the exception's class and message, for the caller to classify."""
+    return {"ok": False, "error": type(err).__name__, "message": str(err)[:2000]}
+
+
 def chat_prompt(llm: Any, messages: list[dict[str, str]]) -> list[int]:
     """The prompt tokens of `messages`, in the chat format `create_chat_completion` uses for this model."""
     from llama_cpp import llama_chat_format
@@ -131,16 +136,16 @@ class Batcher:
                 if len(prompt) + 1 > self.n_ctx:
                     raise ValueError(f"the prompt has {len(prompt)} tokens; the context window holds {self.n_ctx} "
                                      "(llm.n_ctx)")
-                slot = max(free, key=lambda s: _common(s.tokens, prompt))
+                shared, slot = max(((_common(s.tokens, prompt), s) for s in free), key=lambda c: c[0])
                 free.remove(slot)
-                keep = min(_common(slot.tokens, prompt), len(prompt) - 1)  # the last prompt token gives the logits
+                keep = min(shared, len(prompt) - 1)  # the last prompt token gives the logits
                 self._ctx.kv_cache_seq_rm(slot.seq, keep, -1)
                 slot.tokens = slot.tokens[:keep]
                 jobs.append(_Job(i, slot, steps, [*prompt[keep:], *next(steps)], time.perf_counter()))
             except Unsupported:
                 grammar.append(i)
             except Exception as err:  # this request fails; the others go on
-                outcomes[i] = {"ok": False, "error": type(err).__name__, "message": str(err)[:2000]}
+                outcomes[i] = failure(err)
         while jobs:
             self._step(jobs, outcomes)
             jobs = [j for j in jobs if outcomes[j.index] is None]
@@ -195,7 +200,7 @@ class Batcher:
                 job.slot.used = time.perf_counter()
                 outcomes[job.index] = {"ok": True, "result": _completion(done.value, job.started)}
             except Exception as err:
-                outcomes[job.index] = {"ok": False, "error": type(err).__name__, "message": str(err)[:2000]}
+                outcomes[job.index] = failure(err)
 
     def _grammar(self, request: DecodeRequest) -> Outcome:
         try:
@@ -204,7 +209,7 @@ class Batcher:
                 top_p=request["top_p"], seed=request["seed"],
                 response_format={"type": "json_object", "schema": request["schema"]})
         except Exception as err:
-            return {"ok": False, "error": type(err).__name__, "message": str(err)[:2000]}
+            return failure(err)
         return {"ok": True, "result": dict(result)}
 
 

@@ -31,7 +31,7 @@ import threading
 import time
 from typing import IO, Any
 
-from recoworld.llm.llama_decoding import Batcher
+from recoworld.llm.llama_decoding import Batcher, failure
 
 
 def _die_with_parent(parent: int) -> None:
@@ -63,7 +63,7 @@ def _answer(llm: Any, batcher: Batcher, request: dict[str, Any]) -> dict[str, An
         else:
             result = llm.create_chat_completion(**request["kwargs"])
     except Exception as err:  # sent back; the supervisor decides whether to retry
-        return {"id": request.get("id"), "ok": False, "error": type(err).__name__, "message": str(err)[:2000]}
+        return {"id": request.get("id"), **failure(err)}
     return {"id": request.get("id"), "ok": True, "result": result}
 
 
