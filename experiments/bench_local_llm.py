@@ -17,8 +17,9 @@ model process, on the default world (slate of 10 items, prompts as users get the
   share of turns the model decided (first reply or after repair), against the 95% target.
 - **Agreement.** On `--agreement` first turns (the same users, slates, prompts and seeds under
   both decodings), the share of items with the same reaction under grammar and schema
-  decoding, beside grammar against itself with another seed (what sampling alone changes),
-  and the reaction shares of each.
+  decoding, beside each decoding against itself with another seed (what sampling alone
+  changes); the reaction shares of each over both seeds, and the total-variation distance
+  between shares (grammar's two seeds against each other, and grammar against schema).
 - **A crash.** The model process is killed with SIGKILL and the next turn timed: it restarts the
   process (one load and warm-up) and loses nothing.
 """
@@ -133,10 +134,21 @@ def agree(a: list[list[str]], b: list[list[str]]) -> float:
     return sum(x == y for x, y in pairs) / len(pairs)
 
 
-def shares(runs: list[list[str]]) -> str:
+REACTION_NAMES = ("skip", "dislike", "click", "like", "share")
+
+
+def shares(runs: list[list[str]]) -> np.ndarray:
     counts = Counter(r for run in runs for r in run)
-    total = sum(counts.values())
-    return " ".join(f"{name} {counts[name] / total:.2f}" for name in ("skip", "dislike", "click", "like", "share"))
+    return np.array([counts[name] for name in REACTION_NAMES]) / sum(counts.values())
+
+
+def shown(share: np.ndarray) -> str:
+    return " ".join(f"{name} {x:.2f}" for name, x in zip(REACTION_NAMES, share))
+
+
+def distance(a: list[list[str]], b: list[list[str]]) -> float:
+    """Total-variation distance between the reaction shares of `a` and `b`."""
+    return float(np.abs(shares(a) - shares(b)).sum() / 2)
 
 
 def main(args: Args) -> None:
@@ -177,12 +189,16 @@ def main(args: Args) -> None:
         if args.agreement and schema and ("grammar", 1) in runs:
             k, first = args.agreement, schema[0]
             world = worlds[first]
-            grammar = first_turn_reactions(made[("grammar", 1)], world, k, args.seed + 2, 0)
-            other_seed = first_turn_reactions(made[("grammar", 1)], world, k, args.seed + 2, 10_000)
-            decoded = first_turn_reactions(made[first], world, k, args.seed + 2, 0)
+            grammar, grammar2 = (first_turn_reactions(made[("grammar", 1)], world, k, args.seed + 2, s)
+                                 for s in (0, 10_000))
+            decoded, decoded2 = (first_turn_reactions(made[first], world, k, args.seed + 2, s) for s in (0, 10_000))
             print(f"agreement over {k} first turns ({k * args.slate_size} items): grammar vs schema "
-                  f"{agree(grammar, decoded):.2f} | grammar vs grammar, another seed {agree(grammar, other_seed):.2f}")
-            print(f"  reaction shares: grammar {shares(grammar + other_seed)} | schema {shares(decoded)}")
+                  f"{agree(grammar, decoded):.2f} | another seed: grammar vs grammar {agree(grammar, grammar2):.2f}, "
+                  f"schema vs schema {agree(decoded, decoded2):.2f}")
+            print(f"  reaction shares, both seeds: grammar {shown(shares(grammar + grammar2))} | "
+                  f"schema {shown(shares(decoded + decoded2))}")
+            print(f"  total-variation distance of shares: grammar seed vs seed {distance(grammar, grammar2):.2f} | "
+                  f"grammar vs schema {distance(grammar + grammar2, decoded + decoded2):.2f}")
     close_all()
 
 

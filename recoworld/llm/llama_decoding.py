@@ -59,10 +59,19 @@ def chat_prompt(llm: Any, messages: list[dict[str, str]]) -> list[int]:
     return list(llm.tokenize(result.prompt.encode(), add_bos=not result.added_special, special=True))
 
 
+#: Prompt tokens are evaluated in chunks of CHUNK that start at multiples of CHUNK, and a cached prefix is
+#: reused in whole chunks. llama.cpp's CPU kernels give a token's cache entries and logits that depend on
+#: how the tokens were split into evaluations (on Gemma 3 270M, a logit moved by up to 0.8 between splits),
+#: so without a fixed split a reply would depend on what the cache held before. Costs about a fifth of the
+#: prompt evaluation's speed against 512-token chunks, and up to CHUNK - 1 reusable tokens.
+CHUNK = 64
+
+
 @dataclass
 class _Slot:
     seq: int
     tokens: list[int] = field(default_factory=list)  # what this sequence holds in the cache
+    whole: int = 0  # its leading tokens evaluated in whole aligned chunks (the reusable part)
     used: float = 0.0  # when it last served a request (least recently used is reused first)
 
 
@@ -72,6 +81,7 @@ class _Job:
     slot: _Slot
     steps: Steps[Any]
     todo: list[int]
+    fence: int  # prompt tokens before it go in whole chunks of CHUNK
     started: float
     logits_at: int = -1
 
@@ -136,12 +146,15 @@ class Batcher:
                 if len(prompt) + 1 > self.n_ctx:
                     raise ValueError(f"the prompt has {len(prompt)} tokens; the context window holds {self.n_ctx} "
                                      "(llm.n_ctx)")
-                shared, slot = max(((_common(s.tokens, prompt), s) for s in free), key=lambda c: c[0])
+                shared, slot = max(((min(_common(s.tokens, prompt), s.whole), s) for s in free),
+                                   key=lambda c: c[0])
                 free.remove(slot)
-                keep = min(shared, len(prompt) - 1)  # the last prompt token gives the logits
+                keep = min(shared, len(prompt) - 1) // CHUNK * CHUNK  # the last prompt token gives the logits
                 self._ctx.kv_cache_seq_rm(slot.seq, keep, -1)
                 slot.tokens = slot.tokens[:keep]
-                jobs.append(_Job(i, slot, steps, [*prompt[keep:], *next(steps)], time.perf_counter()))
+                fence = len(prompt) // CHUNK * CHUNK
+                slot.whole = fence
+                jobs.append(_Job(i, slot, steps, [*prompt[keep:], *next(steps)], fence, time.perf_counter()))
             except Unsupported:
                 grammar.append(i)
             except Exception as err:  # this request fails; the others go on
@@ -160,10 +173,11 @@ class Batcher:
         n = 0
         for job in jobs:
             job.logits_at = -1
-            take = job.todo[: self.n_batch - n]
+            start = len(job.slot.tokens)
+            room = self.n_batch - n if start >= job.fence else min(self.n_batch - n, CHUNK - start % CHUNK)
+            take = job.todo[:room]
             if not take:
                 continue
-            start = len(job.slot.tokens)
             if start + len(take) > self.n_ctx:
                 outcomes[job.index] = {"ok": False, "error": "ValueError", "message":
                                        f"the request needs more than the context window of {self.n_ctx} tokens "

@@ -9,7 +9,9 @@ instead (jump-forward decoding, as in SGLang's compressed FSM or guidance):
 
 - text the schema fixes (`{"item":2699,"reaction":"`, keys, `const`s) is appended without
   asking the model; it reaches the model's KV cache together with the next token it samples,
-  in one batched evaluation;
+  in one batched evaluation. It is tokenized together with the value that follows it, as the
+  model would write it: Gemma writes `":"` then `click`, and forcing `":` then `"` instead (an
+  unfamiliar split) made the tiny model click nearly every item;
 - an `enum`, a boolean, `null` or not, "one more array item" or not: the model's next-token
   logits, restricted to the tokens that continue some allowed value (a token trie), one
   evaluation per branching point, however long the values are;
@@ -22,8 +24,9 @@ schema (`reply_bound`), so no token limit can cut it mid-JSON. Schemas outside t
 subset (e.g. `anyOf` branches that start alike, as in ToolRec's action schema) raise
 `Unsupported`, and the backend uses llama.cpp's grammar for them instead.
 
-Sampling follows `SamplingParams` (temperature, top_p, after a top-k of `TOP_K`) over the
-allowed tokens only, from a `numpy` generator seeded with the request's seed: the same prompt,
+Sampling follows `SamplingParams` over the allowed tokens only, through llama.cpp's default
+chain (top-k `TOP_K`, top-p, min-p `MIN_P`, then the temperature; what grammar decoding runs
+after its mask), from a `numpy` generator seeded with the request's seed: the same prompt,
 schema and seed give the same reply.
 """
 
@@ -44,9 +47,11 @@ MAX_DECIMALS = 2
 #: Integral digits of a number without `maximum`.
 DEFAULT_INT_DIGITS = 6
 _NUMBER_END = b",}] \n"
-#: Sampling keeps the TOP_K likeliest allowed tokens before top_p, as llama.cpp's default sampler chain does
-#: (top_k 40); it only matters for free strings, where the allowed tokens are most of the vocabulary.
-TOP_K = 64
+#: Sampling keeps the TOP_K likeliest allowed tokens, then top-p, then those at least MIN_P times as likely as
+#: the likeliest, then applies the temperature: llama.cpp's default chain (llama-cpp-python's `top_k=40`,
+#: `min_p=0.05`), so both decodings sample alike.
+TOP_K = 40
+MIN_P = 0.05
 
 
 class Unsupported(ValueError):
@@ -127,61 +132,86 @@ class _Cursor:
         self.temperature, self.top_p = temperature, top_p
         self.rng = np.random.default_rng(seed)
         self.out: list[str] = []
-        self.pending: list[int] = []
+        self.tail = b""  # written (in `out`) but not tokenized yet: it is tokenized together with what follows
+        self.pending: list[int] = []  # tokenized, not evaluated yet
         self.completion = 0
         self.evaluations = 0
 
     def force(self, text: str) -> None:
-        if text:
-            self.out.append(text)
-            ids = self.tokenize(text.encode())
+        self.out.append(text)
+        self.tail += text.encode()
+
+    def flush(self) -> None:
+        """Tokenize the written text that is not tokenized yet (before the model is asked for a free token)."""
+        if self.tail:
+            ids = self.tokenize(self.tail)
             self.pending.extend(ids)
             self.completion += len(ids)
+            self.tail = b""
 
     def _sample(self, candidates: np.ndarray) -> Steps[int]:
-        """A token among `candidates` (ids), from the model's logits after the pending tokens."""
+        """A token among `candidates` (ids), from the model's logits after the pending tokens, through
+        llama.cpp's default sampler chain (the one its grammar sampling runs after masking): top-k,
+        top-p and min-p on the untempered distribution, then the temperature."""
         pending, self.pending = self.pending, []
         logits = yield pending
         self.evaluations += 1
-        z = logits[candidates]
+        z = logits[candidates].astype(np.float64)
         if self.temperature <= 0.0 or len(candidates) == 1:
             return int(candidates[int(np.argmax(z))])
-        if len(candidates) > TOP_K:  # a free string's step: sort 64 tokens, not the whole vocabulary
+        if len(candidates) > TOP_K:  # partition, then sort only the top k (a free string's step)
             top = np.argpartition(z, -TOP_K)[-TOP_K:]
             candidates, z = candidates[top], z[top]
-        z = z.astype(np.float64)
-        z = (z - z.max()) / self.temperature
-        p = np.exp(z)
+        order = np.argsort(-z, kind="stable")
+        candidates, z = candidates[order], z[order]
+        p = np.exp(z - z[0])
         p /= p.sum()
-        if self.top_p < 1.0:
-            order = np.argsort(-p)
-            keep = order[: int(np.searchsorted(np.cumsum(p[order]), self.top_p)) + 1]
-            q = np.zeros_like(p)
-            q[keep] = p[keep]
-            p = q / q.sum()
-        return int(candidates[int(self.rng.choice(len(p), p=p))])
+        keep = min(int(np.searchsorted(np.cumsum(p), self.top_p)) + 1, len(p))  # top-p: the smallest head >= top_p
+        keep = min(keep, int(np.count_nonzero(z >= z[0] + math.log(MIN_P))))  # min-p, relative to the likeliest
+        candidates, z = candidates[:keep], z[:keep]
+        p = np.exp((z - z[0]) / self.temperature)
+        return int(candidates[int(self.rng.choice(len(p), p=p / p.sum()))])
 
     def _take(self, token: int) -> None:
         self.pending.append(token)
         self.completion += 1
 
     def choose(self, options: Sequence[str]) -> Steps[int]:
-        """Write one of `options` (texts), the model choosing at each token where they part."""
+        """Write one of `options` (texts), the model choosing at each token where they part.
+
+        Each option is tokenized together with the text before it that is not tokenized yet, as the
+        model itself would write it (`":"` then `click`, not `":` then `"` then `click`): a small model's
+        choice depends strongly on seeing its own tokenization. Once the tokens taken single out an
+        option, the rest of its text waits to be tokenized with what follows."""
         if len(options) == 1:
             self.force(options[0])
             return 0
-        node = _trie([self.tokenize(o.encode()) for o in options])
-        while node.value is None:
-            ids = np.fromiter(node.children, dtype=np.int64)
+        head, self.tail = self.tail, b""
+        texts = [head + o.encode() for o in options]
+        seqs = [self.tokenize(t) for t in texts]
+        alive, at = list(range(len(options))), 0
+        while len(alive) > 1:
+            if any(at == len(seqs[k]) for k in alive):
+                raise Unsupported(f"allowed values {[options[k] for k in alive]}: one is a prefix of another")
+            ids = np.array(sorted({seqs[k][at] for k in alive}), dtype=np.int64)
             token = int(ids[0]) if len(ids) == 1 else (yield from self._sample(ids))
             self._take(token)
-            node = node.children[token]
-        self.out.append(options[node.value])
-        return node.value
+            alive = [k for k in alive if seqs[k][at] == token]
+            at += 1
+        k = alive[0]
+        done = b"".join(self.vocab.pieces[t] for t in seqs[k][:at])
+        if not texts[k].startswith(done):  # a tokenizer whose pieces do not spell its text: take the option whole
+            for token in seqs[k][at:]:
+                self._take(token)
+            done = texts[k]
+        self.out.append(options[k])
+        self.tail = texts[k][len(done):]
+        return k
 
     def string(self, max_bytes: int) -> Steps[None]:
         """A JSON string of at most `max_bytes` bytes of content (so at most that many characters)."""
         self.force('"')
+        self.flush()
         v = self.vocab
         got = bytearray()
         while len(got) < max_bytes:
@@ -212,6 +242,7 @@ class _Cursor:
         A digit, a point or the end is offered only when some way of going on from it stays in
         range, so the number always can. Choosing a token that would end the number (a comma, a
         brace, a space) ends it: the decision is the model's, the text after it the schema's."""
+        self.flush()
         v = self.vocab
         scale = 1 if integer else 10**MAX_DECIMALS
         top = 10**DEFAULT_INT_DIGITS * scale - 1
@@ -432,6 +463,7 @@ def reply_steps(tokenize: Callable[[bytes], list[int]], vocab: Vocabulary, n_pro
     emit = compile_schema(schema)
     cursor = _Cursor(tokenize, vocab, temperature, top_p, seed)
     yield from emit(cursor)
+    cursor.flush()
     if cursor.pending:
         yield cursor.pending
     return Decoded(cursor.text(), n_prompt, cursor.completion, cursor.evaluations)
