@@ -383,7 +383,7 @@ def study(
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
-        task = progress.add_task("drawing the users", total=None)  # all of them, before the first shard
+        task = progress.add_task("planning the users", total=None)  # each shard draws its own
         try:
             result = run_study(cfg, out, address=address, num_cpus=num_cpus,
                                on_shard=lambda done, total: progress.update(task, completed=done, total=total,
@@ -391,7 +391,7 @@ def study(
         except RecoWorldError as err:
             raise _fail(err) from None
     setup = result.setup
-    notes = [f"- {len(setup.profiles)} users in {len(setup.shards)} shards of up to {cfg.shard_size}, "
+    notes = [f"- {len(setup.users)} users in {setup.n_shards} shards of up to {cfg.shard_size}, "
              f"{cfg.world.horizon_days:g} days, seed {cfg.seed}; recommenders: {', '.join(cfg.recommenders)}"]
     if cfg.creator is not None:
         notes.append(f"- creator {cfg.creator.name!r}: {cfg.creator.items.count} new items on "
@@ -405,7 +405,7 @@ def study(
                           target=cfg.creator.target_segment if cfg.creator else None, notes=notes,
                           llm_users=llm_users)
     overall = summary[summary["segment"] == ALL].assign(recommender=lambda s: s["recommender"] + "/" + s["arm"])
-    console.print(summary_table(overall, title=f"Study {cfg.name}: {len(setup.profiles)} users"))
+    console.print(summary_table(overall, title=f"Study {cfg.name}: {len(setup.users)} users"))
     from recoworld.evaluation.html_report import write_report as write_html
 
     console.print(f"shards run now: {result.shards_run} (the rest resumed from the checkpoint)  "

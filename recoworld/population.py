@@ -12,6 +12,7 @@ import bisect
 import itertools
 import math
 import os
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -334,6 +335,24 @@ def sample_population(
     return profiles
 
 
+def sample_users(spec: PopulationSpec, catalog: Catalog, rng: np.random.Generator, segment_of: np.ndarray,
+                 first: Sequence[int]) -> list[UserProfile]:
+    """Profiles of users whose segments are given (`segment_of`: indices into `spec.segments`), in that
+    order; segment s's users are numbered from `first[s]` on. A study shard draws its users this way,
+    from its own stream, so no process ever holds a whole large population (`recoworld.studies.users`)."""
+    spec.check_topics(catalog)
+    segment_of = np.asarray(segment_of)
+    out: list[UserProfile | None] = [None] * len(segment_of)
+    for s, segment in enumerate(spec.segments):
+        places = np.flatnonzero(segment_of == s)
+        for place, profile in zip(places, _sample_segment(segment, len(places), catalog, rng, int(first[s]))):
+            out[int(place)] = profile
+    if any(p is None for p in out):
+        raise ConfigError(f"segment indices must lie in [0, {len(spec.segments)}): "
+                          f"got {sorted(set(segment_of.tolist()))}")
+    return [p for p in out if p is not None]
+
+
 def sample_profile(spec: PopulationSpec, catalog: Catalog, rng: np.random.Generator) -> UserProfile:
     """One user: a segment drawn with probability proportional to its size, then a profile of it.
 
@@ -367,7 +386,8 @@ def _draw(segment: Segment, trait: str, rng: np.random.Generator) -> float:
     return min(max(float(getattr(segment, trait).sample(rng, 1)[0]), lo), hi)
 
 
-def _sample_segment(segment: Segment, count: int, catalog: Catalog, rng: np.random.Generator) -> list[UserProfile]:
+def _sample_segment(segment: Segment, count: int, catalog: Catalog, rng: np.random.Generator,
+                    first: int = 0) -> list[UserProfile]:
     profiles: list[UserProfile] = []
     if segment.topics is not None:
         fav_idx = [catalog.topic_index(t) for t in segment.topics]
@@ -389,7 +409,7 @@ def _sample_segment(segment: Segment, count: int, catalog: Catalog, rng: np.rand
         ret = _draw(segment, "return_propensity", rng)
         profiles.append(
             UserProfile(
-                user_id=f"{segment.name}-{i:05d}",
+                user_id=f"{segment.name}-{first + i:05d}",
                 segment=segment.name,
                 persona=_describe(attrs, list(interests), novelty, patience, budget),
                 attributes=attrs,

@@ -78,5 +78,5 @@ def test_simulate_bench_and_study_turn_the_mindset_on_for_the_oracle(tmp_path: P
     assert not np.array_equal(greedy["item"], oracle["item"][: len(greedy)]), "the oracle played greedy's slates"
     spec = StudySpec(name="o", n_users=4, shard_size=4, recommenders=["oracle"], world=blind)
     setup = prepare(spec)
-    _, episodes = run_shard(spec, setup.catalog, setup.release_day, setup.new_items, setup.shards[0], 0)
+    _, episodes = run_shard(spec, setup.catalog, setup.release_day, setup.new_items, setup.users.shard(0))
     assert episodes.to_pandas()["fallback_turns"].tolist() == [1] * 4  # the first turn only, in the study too

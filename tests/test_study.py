@@ -67,7 +67,7 @@ def test_interrupted_study_resumes_to_the_uninterrupted_result(ray_session, tmp_
     pd.testing.assert_frame_equal(_sorted(on_disk, eps_keys), _sorted(full.episodes, eps_keys))
 
     # Nobody lost, nobody twice: one episode per user, recommender and arm.
-    users = {p.user_id for p in full.setup.profiles}
+    users = {u for i in range(full.setup.n_shards) for u in full.setup.users.shard(i).user_ids()}
     assert len(users) == 14
     for _, group in resumed.episodes.groupby(["recommender", "arm"]):
         assert sorted(group["user_id"]) == sorted(users)
@@ -122,12 +122,12 @@ def test_shard_seeds_depend_only_on_study_seed_and_index() -> None:
     assert shard_seeds(11, 0) != shard_seeds(12, 0)
     spec = StudySpec.parse(TINY)
     a, b = prepare(spec), prepare(spec)
-    assert [p.user_id for p in a.profiles] == [p.user_id for p in b.profiles]
+    assert a.users.shard(0).profiles(a.base) == b.users.shard(0).profiles(b.base)
     np.testing.assert_array_equal(a.release_day["with"], b.release_day["with"])
     assert a.fingerprint() == b.fingerprint()
     assert np.isinf(a.release_day["without"][a.new_items]).all()
     # Shards mix segments instead of cutting the population segment by segment.
-    assert len({p.segment for p in a.shards[0]}) > 1
+    assert len({p.segment for p in a.users.shard(0).profiles(a.base)}) > 1
 
 
 def test_explicit_profiles_replace_the_population() -> None:
@@ -140,7 +140,7 @@ def test_explicit_profiles_replace_the_population() -> None:
     cat = cached_catalog(CatalogConfig(n_items=300, seed=4))
     users = sample_population(PopulationSpec.default(), cat, np.random.default_rng(5), n=6)
     spec = StudySpec.parse({**TINY, "profiles": [u.model_dump() for u in users]})
-    assert sorted(p.user_id for p in prepare(spec).profiles) == sorted(u.user_id for u in users)
+    assert sorted(p.user_id for p in prepare(spec).users.given) == sorted(u.user_id for u in users)
 
 
 def test_spec_errors_name_the_field(tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ def test_llm_recommender_in_a_study_uses_the_study_llm(catalog: Catalog, tmp_pat
         spec = StudySpec.parse({"seed": 1, "n_users": 2, "world": {**WORLD, "max_steps": 2},
                                 "recommenders": ["toolrec"], "llm": loopback(srv, tmp_path)})
         setup = prepare(spec, catalog)
-        traj, _ = run_shard(spec, setup.catalog, setup.release_day, setup.new_items, setup.profiles, 0)
+        traj, _ = run_shard(spec, setup.catalog, setup.release_day, setup.new_items, setup.users.shard(0))
         assert srv.requests and {r["model"] for r in srv.requests} == {"loopback"}
     frame = traj.to_pandas()
     assert frame["agent_trace"].notna().all() and not frame["llm_fallback"].any()  # parametric users

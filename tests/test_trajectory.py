@@ -38,7 +38,7 @@ def test_a_study_shard_writes_exactly_the_schema(catalog: Catalog) -> None:
     spec = StudySpec.parse({"seed": 2, "n_users": 4, "shard_size": 4, "world": WORLD, "recommenders": ["greedy"],
                             "creator": {"name": "c", "target_segment": "explorer", "items": {"count": 30}}})
     setup = prepare(spec, catalog)
-    traj, _ = run_shard(spec, setup.catalog, setup.release_day, setup.new_items, setup.shards[0], 0)
+    traj, _ = run_shard(spec, setup.catalog, setup.release_day, setup.new_items, setup.users.shard(0), setup.base)
     assert traj.schema.equals(SCHEMA), traj.schema
     assert set(traj.column("arm").to_pylist()) == {"without", "with"}
     assert set(traj.column("shard").to_pylist()) == {0}

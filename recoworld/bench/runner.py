@@ -202,17 +202,19 @@ def _run_creator(scenario: Scenario, agents: list[str], out: Path) -> ScenarioRu
                      shard_size=scenario.shard_size, recommenders=agents, world=world,
                      population=scenario.population, creator=scenario.creator)
     setup = prepare(spec)
-    trajs, eps = [], []
-    for i, shard in enumerate(setup.shards):
-        traj, ep = run_shard(spec, setup.catalog, setup.release_day, setup.new_items, shard, i)
+    trajs, eps, profiles = [], [], []
+    for i in range(setup.n_shards):
+        shard = setup.users.shard(i)
+        traj, ep = run_shard(spec, setup.catalog, setup.release_day, setup.new_items, shard, setup.base)
         trajs.append(traj)
         eps.append(ep)
+        profiles += shard.profiles(setup.base)  # for the hash: drawn again, the same users
     traj_table = pa.concat_tables(trajs)
     eps_frame = pd.concat([e.to_pandas() for e in eps], ignore_index=True)
     write_parquet_atomic(traj_table, out / "trajectories.parquet")
     write_parquet_atomic(pa.Table.from_pandas(eps_frame, preserve_index=False), out / "episodes.parquet")
     notes = [f"creator {scenario.creator.name!r}: {len(setup.new_items)} items on {setup.target_topic!r} for "
-             f"segment {scenario.creator.target_segment!r}; {len(setup.shards)} shared platforms of up to "
+             f"segment {scenario.creator.target_segment!r}; {setup.n_shards} shared platforms of up to "
              f"{scenario.shard_size} users"] if scenario.creator else []
-    return ScenarioRun(scenario, config_hash(scenario, world, setup.catalog, setup.profiles),
+    return ScenarioRun(scenario, config_hash(scenario, world, setup.catalog, profiles),
                        scenario_metrics(scenario, traj_table.to_pandas(), eps_frame), out, notes)

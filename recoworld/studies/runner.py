@@ -1,6 +1,7 @@
 """Run a study on Ray: users in shards, shards as remote tasks, progress checkpointed.
 
-Users are shuffled (seeded) and cut into shards of `shard_size`; a shard is one shared
+Users are planned (segments shuffled, seeded), cut into shards of `shard_size` and drawn
+inside each shard's task (`recoworld.studies.users`); a shard is one shared
 platform, so its users influence each other and nobody else. Each shard runs every
 recommender and arm on the same users with the same seeds (common random numbers).
 Its seeds derive from the study seed and the shard's index alone, so results do not
@@ -58,7 +59,7 @@ from recoworld.errors import ConfigError, RecoWorldError
 from recoworld.evaluation.run_folder import file_digest
 from recoworld.evaluation.trajectory import TrajectoryLog
 from recoworld.llm.health import check_server, uses_llm
-from recoworld.population import UserProfile, draw_profiles, sample_population
+from recoworld.population import UserProfile, draw_profiles
 from recoworld.storage import write_json_atomic, write_parquet_atomic
 from recoworld.studies.creators import publish
 from recoworld.studies.ray_cleanup import (
@@ -70,9 +71,12 @@ from recoworld.studies.ray_cleanup import (
     stop_noted_during_init,
 )
 from recoworld.studies.spec import StudySpec
+from recoworld.studies.users import POPULATION, ShardUsers, StudyUsers, study_rng
 
-# Spawn keys of the study's independent random streams.
-_POPULATION, _CREATOR, _CATALOG, _SHARD = 0, 1, 2, 3
+# Spawn keys of the study's independent random streams (the users' are `recoworld.studies.users`').
+_CREATOR, _CATALOG, _SHARD = 1, 2, 3
+#: Users of the creator's target segment drawn to find the topic it cares about most (when the spec names none).
+TARGET_SAMPLE = 2_000
 MANIFEST = "manifest.json"
 
 
@@ -82,22 +86,28 @@ class StudySetup:
 
     spec: StudySpec
     catalog: Catalog
-    profiles: list[UserProfile]  # in shard order
+    base: Catalog  # the items before the creator's: users are drawn on it (unpublished items shape no taste)
+    users: StudyUsers  # drawn by each shard's task (see `recoworld.studies.users`)
     release_day: dict[str, np.ndarray]  # per arm, (N,) days; inf = never published
     new_items: np.ndarray  # indices of the creator's items (empty without a creator)
     target_topic: str | None
 
     @property
-    def shards(self) -> list[list[UserProfile]]:
-        k = self.spec.shard_size
-        return [self.profiles[i : i + k] for i in range(0, len(self.profiles), k)]
+    def n_shards(self) -> int:
+        return self.users.n_shards
 
     def fingerprint(self) -> str:
         """Spec plus catalog: a checkpoint only resumes a study over the same items."""
         h = hashlib.sha256(self.spec.fingerprint().encode())
         h.update(np.ascontiguousarray(self.catalog.embeddings).tobytes())
         h.update("\n".join(map(str, self.catalog.item_ids)).encode())
+        h.update(USERS_PER_SHARD.encode())
         return h.hexdigest()[:16]
+
+
+#: How users are drawn, in the fingerprint: checkpoints from when all users were drawn up front (other users
+#: for the same seed) are not resumed with users drawn per shard.
+USERS_PER_SHARD = "users drawn per shard"
 
 
 @dataclass
@@ -109,12 +119,15 @@ class StudyResult:
     shards_run: int  # shards computed by this call (the rest came from the checkpoint)
 
 
-#: Sampling one simulated user costs about 85 us and its profile about 2.5 KB, held for the whole study
-#: (measured on this project's 2-core machine, 2026-12: 4.2 s and 125 MB per 50,000 users).
-PROFILE_BYTES, PROFILE_SECONDS = 2_500, 85e-6
-#: Share of the available memory the profiles may take: the catalog, the shards in flight and the
-#: results need the rest.
-PROFILE_MEMORY_SHARE = 0.5
+#: Memory a finished study's results take, per user, simulated day, recommender and arm: the trajectory
+#: rows as Arrow and as pandas, both held while they are assembled (`_assemble`). Measured on the default
+#: world (64 users; greedy for 7 days, random and greedy for 14; 2026-12): 8.2-11.3 KB in Arrow plus
+#: 10.9-14.9 KB in pandas.
+RESULT_BYTES_PER_USER_DAY = 26_000
+#: The plan of users held before any shard (segment per user: `recoworld.studies.users`).
+PLAN_BYTES_PER_USER = 2
+#: Share of the available memory a study's results may take: the catalog and the shards in flight need the rest.
+MEMORY_SHARE = 0.5
 
 
 def available_memory() -> int | None:
@@ -128,26 +141,26 @@ def available_memory() -> int | None:
     return None
 
 
-def check_fits(n_users: int, available: int | None) -> None:
-    """Refuse, with an estimate, a study whose users cannot all be drawn in `available` bytes of memory:
-    they are drawn before the first shard, so 10 million users meant 14 minutes of `shards 0/?` and then
-    running out of memory (issue 31)."""
-    need = n_users * PROFILE_BYTES
-    if available is None or need <= PROFILE_MEMORY_SHARE * available:
+def check_fits(spec: StudySpec, n_users: int, available: int | None) -> None:
+    """Refuse, with an estimate, a study whose results cannot be assembled in `available` bytes of memory,
+    before anything runs (10 million users declared used to mean minutes of `shards 0/?` and then running
+    out of memory: issue 31). Users are drawn per shard, so the results, not the users, are what grows."""
+    runs = len(spec.recommenders) * (2 if spec.creator is not None else 1)
+    need = n_users * (PLAN_BYTES_PER_USER + runs * spec.world.horizon_days * RESULT_BYTES_PER_USER_DAY)
+    if available is None or need <= MEMORY_SHARE * available:
         return
-    fits = int(PROFILE_MEMORY_SHARE * available / PROFILE_BYTES)
+    fits = int(MEMORY_SHARE * available / (need / n_users))
     raise ConfigError(
-        f"n_users {n_users}: drawing them takes about {need / 1e9:.1f} GB and {n_users * PROFILE_SECONDS / 60:.0f} "
-        f"min before the first shard, more than this machine can spare ({available / 1e9:.1f} GB available; half "
-        f"is left for the shards and results); give n_users {fits} or fewer, or split the study by seed")
-
-
-def _rng(seed: int, key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(key,)))
+        f"n_users {n_users}: the study's results take about {need / 1e9:.1f} GB "
+        f"({spec.world.horizon_days:g} days x {runs} recommender runs x about "
+        f"{RESULT_BYTES_PER_USER_DAY / 1e3:.1f} KB a user-day), more than this machine can spare "
+        f"({available / 1e9:.1f} GB available; half is left for the shards); give n_users {fits} or fewer, "
+        "fewer days or recommenders, or split the study by seed")
 
 
 def prepare(spec: StudySpec, catalog: Catalog | None = None) -> StudySetup:
-    """Draw the users, publish the creator's items and fix the release days, all from `spec.seed`."""
+    """Plan the users, publish the creator's items and fix the release days, all from `spec.seed`; no user
+    is drawn here (each shard draws its own, `recoworld.studies.users`)."""
     calibrated = None
     if spec.calibrated is not None:
         from recoworld.calibration.inputs import cached_calibration
@@ -157,27 +170,29 @@ def prepare(spec: StudySpec, catalog: Catalog | None = None) -> StudySetup:
         base = catalog
     else:
         base = calibrated.catalog if calibrated is not None else cached_catalog(spec.world.catalog)
+    given: list[UserProfile] | None = None
     if spec.profiles is not None:
-        profiles = list(spec.profiles)
+        given = list(spec.profiles)
     elif calibrated is not None:  # the log's own users; `n_users` of them, drawn with the study seed
-        profiles = draw_profiles(calibrated.profiles, spec.n_users, _rng(spec.seed, _POPULATION))
+        given = draw_profiles(calibrated.profiles, spec.n_users, study_rng(spec.seed, POPULATION))
+    if given is not None:
+        check_fits(spec, len(given), available_memory())
+        users = StudyUsers.of_profiles(given, spec.shard_size, spec.seed)
     else:
-        check_fits(sum(spec.population.allocate(spec.n_users)), available_memory())
-        profiles = sample_population(spec.population, base, _rng(spec.seed, _POPULATION), n=spec.n_users)
-    if not profiles:
-        raise ConfigError("the study has no users: give n_users >= 1 or segments with size >= 1")
-    order = _rng(spec.seed, _POPULATION + 100).permutation(len(profiles))  # mix segments across shards
-    profiles = [profiles[i] for i in order]
+        spec.population.check_topics(base)
+        check_fits(spec, sum(spec.population.allocate(spec.n_users)), available_memory())  # before the plan
+        users = StudyUsers.planned(spec.population, spec.n_users, spec.shard_size, spec.seed)
     background = hold_back(np.zeros(len(base)), spec.new_item_share, spec.world.horizon_days,
-                           _rng(spec.seed, _CATALOG))
+                           study_rng(spec.seed, _CATALOG))
     if spec.creator is None:
-        return StudySetup(spec, base, profiles, {"baseline": background}, np.empty(0, np.int64), None)
-    pub = publish(spec.creator, base, profiles, _rng(spec.seed, _CREATOR))
+        return StudySetup(spec, base, base, users, {"baseline": background}, np.empty(0, np.int64), None)
+    target = users.segment_sample(spec.creator.target_segment, base, TARGET_SAMPLE)
+    pub = publish(spec.creator, base, target, study_rng(spec.seed, _CREATOR))
     release = {
         "without": np.concatenate([background, np.full(len(pub.new_items), np.inf)]),
         "with": np.concatenate([background, pub.release_day]),
     }
-    return StudySetup(spec, pub.catalog, profiles, release, pub.new_items, pub.topic)
+    return StudySetup(spec, pub.catalog, base, users, release, pub.new_items, pub.topic)
 
 
 def shard_seeds(seed: int, shard: int) -> tuple[int, int]:
@@ -191,10 +206,13 @@ def run_shard(
     catalog: Catalog,
     release_day: dict[str, np.ndarray],
     new_items: np.ndarray,
-    profiles: list[UserProfile],
-    shard: int,
+    users: ShardUsers,
+    base: Catalog | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """Every recommender and arm on one shard's users; returns (trajectories, episodes)."""
+    """Every recommender and arm on one shard's users, drawn here on `base` (the items before a creator's;
+    default `catalog`); returns (trajectories, episodes)."""
+    shard = users.shard
+    profiles = users.profiles(catalog if base is None else base)
     world_seed, agent_seed = shard_seeds(spec.seed, shard)
     config = PopulationWorldConfig(world=mindset_ready(spec.world, spec.recommenders), n_users=len(profiles),
                                    social=spec.social)
@@ -279,10 +297,10 @@ def run_study(
     spec = _llm_for_run(spec, out_dir)
     setup = prepare(spec, catalog)
     manifest = _load_manifest(out_dir, setup)
-    shards = setup.shards
-    todo = [i for i in range(len(shards)) if str(i) not in manifest["shards"]]
-    if on_shard is not None:  # the users are drawn: the total is known before Ray starts
-        on_shard(len(shards) - len(todo), len(shards))
+    n_shards = setup.n_shards
+    todo = [i for i in range(n_shards) if str(i) not in manifest["shards"]]
+    if on_shard is not None:  # the users are planned: the total is known before Ray starts
+        on_shard(n_shards - len(todo), n_shards)
     if todo and uses_llm(spec.world.user_backend, spec.recommenders):
         check_server(spec.world.llm)  # an unreachable server stops the study before any shard falls back
     started = not ray.is_initialized()
@@ -304,9 +322,9 @@ def run_study(
             raise KeyboardInterrupt
         task = ray.remote(run_shard)
         cat_ref = ray.put(setup.catalog)
-        pending = {
-            task.remote(spec, cat_ref, setup.release_day, setup.new_items, shards[i], i): i for i in todo
-        }
+        base_ref = ray.put(setup.base) if len(setup.new_items) else None
+        pending = {task.remote(spec, cat_ref, setup.release_day, setup.new_items, setup.users.shard(i), base_ref): i
+                   for i in todo}
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -321,9 +339,9 @@ def run_study(
                     if isinstance(err.cause, RecoWorldError):
                         raise err.cause from None
                     raise
-                _checkpoint(out_dir, manifest, shard, shards[shard], traj, eps)
+                _checkpoint(out_dir, manifest, shard, setup.users.shard(shard).user_ids(), traj, eps)
                 if on_shard is not None:
-                    on_shard(len(manifest["shards"]), len(shards))
+                    on_shard(len(manifest["shards"]), n_shards)
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)
@@ -368,7 +386,7 @@ def _load_manifest(out_dir: Path, setup: StudySetup) -> dict[str, Any]:
     fingerprint = setup.fingerprint()
     path = out_dir / MANIFEST
     if not path.exists():
-        return {"study": setup.spec.name, "fingerprint": fingerprint, "n_shards": len(setup.shards), "shards": {}}
+        return {"study": setup.spec.name, "fingerprint": fingerprint, "n_shards": setup.n_shards, "shards": {}}
     try:
         manifest = json.loads(path.read_text())
         if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), dict):
@@ -405,7 +423,7 @@ def _intact(out_dir: Path, entry: Any) -> bool:
     return len(users) == entry["n_episodes"] and set(users) == set(entry["users"])
 
 
-def _checkpoint(out_dir: Path, manifest: dict[str, Any], shard: int, profiles: list[UserProfile],
+def _checkpoint(out_dir: Path, manifest: dict[str, Any], shard: int, user_ids: list[str],
                 traj: pa.Table, eps: pa.Table) -> None:
     """Parts first, then the manifest that makes them count: a crash in between only redoes the shard."""
     files, sizes, digests = {}, {}, {}
@@ -413,7 +431,7 @@ def _checkpoint(out_dir: Path, manifest: dict[str, Any], shard: int, profiles: l
         rel = f"parts/shard-{shard:05d}-{kind}.parquet"
         path = write_parquet_atomic(table, out_dir / rel)
         files[kind], sizes[kind], digests[kind] = rel, path.stat().st_size, file_digest(path)
-    manifest["shards"][str(shard)] = {**files, "users": [p.user_id for p in profiles], "n_episodes": eps.num_rows,
+    manifest["shards"][str(shard)] = {**files, "users": user_ids, "n_episodes": eps.num_rows,
                                       "bytes": sizes, "sha256": digests}
     write_json_atomic(manifest, out_dir / MANIFEST)
 
