@@ -452,7 +452,7 @@ class WorldConfig(StrictModel):
     surrogate: Path | None = Field(
         None, description="user_backend='surrogate': the --out folder of `recoworld distill`, whose fitted choice, "
         "dynamics and returns replace this world's, and whose per-user fits adapt every drawn user "
-        "(recoworld.calibration.surrogate)",
+        "(recoworld.simulators.surrogate)",
     )
     catalog: CatalogConfig = CatalogConfig()
     choice: ChoiceConfig = ChoiceConfig()

@@ -56,7 +56,7 @@ def test_popular_and_greedy_rank_what_they_claim(env: RecoWorldEnv) -> None:
 
 
 def test_diverse_slates_are_more_diverse_than_greedy(env: RecoWorldEnv) -> None:
-    from recoworld.evaluation.metrics import slate_diversity
+    from recoworld.catalog import slate_diversity
 
     obs, info = env.reset(seed=2)
     rng = np.random.default_rng(0)
@@ -94,3 +94,13 @@ def test_instruction_aware_follows_the_intent(env: RecoWorldEnv) -> None:
 def test_unknown_agent_suggests_a_fix(catalog: Catalog) -> None:
     with pytest.raises(ConfigError, match="Did you mean 'greedy'"):
         make_recommender("gredy", catalog, 5)
+
+
+def test_the_chat_layer_knows_the_llm_recommenders_by_name() -> None:
+    """`recoworld.llm.health.uses_llm` sits below the recommenders, so `recoworld.agents` tells it their names."""
+    from recoworld.agents import LLM_AGENTS
+    from recoworld.llm.health import CHAT_RECOMMENDERS, uses_llm
+
+    assert set(LLM_AGENTS) == CHAT_RECOMMENDERS
+    assert uses_llm("parametric", ["greedy", "toolrec"]) and uses_llm("llm")
+    assert not uses_llm("parametric", ["greedy"])

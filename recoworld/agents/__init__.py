@@ -17,6 +17,7 @@ from recoworld.agents.baselines import (
 from recoworld.catalog import Catalog
 from recoworld.config import WorldConfig
 from recoworld.errors import ConfigError, check_distinct
+from recoworld.llm import health
 from recoworld.llm.config import LLMConfig
 
 AgentFactory = Callable[[Catalog, int, int | None], Recommender]
@@ -88,6 +89,7 @@ LLMAgentFactory = Callable[[Catalog, int, int | None, LLMConfig], Recommender]
 LLM_AGENTS: dict[str, LLMAgentFactory] = {
     "toolrec": _toolrec,
 }
+health.CHAT_RECOMMENDERS.update(LLM_AGENTS)  # `recoworld.llm.health.uses_llm` asks by name
 
 #: `make_recommender("rllib:PATH", ...)` loads a policy trained by `recoworld train` (needs `recoworld[rllib]`).
 RLLIB_PREFIX = "rllib:"

@@ -51,10 +51,9 @@ from torch import nn
 from recoworld.agents.base import Observation, Recommender
 from recoworld.agents.baselines import GreedyRelevanceRecommender
 from recoworld.agents.torch_utils import load_checkpoint, save_checkpoint, torch_generator
-from recoworld.catalog import Catalog, FeatureLayout, scalar_feature
+from recoworld.catalog import Catalog, FeatureLayout, scalar_feature, slate_diversity
 from recoworld.config import RewardConfig, StrictModel, build
 from recoworld.errors import ConfigError
-from recoworld.evaluation.metrics import slate_diversity
 
 #: Low-level features: relevance, quality, popularity, diversity, novelty, then the goal or flat term.
 LOW_FEATURES = ("relevance", "quality", "popularity", "diversity", "novelty", "goal_match | novelty^2")

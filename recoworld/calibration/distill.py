@@ -62,6 +62,7 @@ from recoworld.catalog import Catalog
 from recoworld.config import WorldConfig, build
 from recoworld.errors import ConfigError
 from recoworld.population import UserProfile
+from recoworld.simulators.surrogate import rank_reweighted, surrogate_profile
 
 #: Fewest LLM item decisions (reviewed items, fallbacks excluded) the fit needs.
 MIN_DECISIONS = 200
@@ -323,7 +324,7 @@ def distill(decisions: Decisions, holdout: float = 0.3, seed: int = 0) -> tuple[
     profiles = list(decisions.profiles.values())
     rank_weights = _rank_weights(it)
     if rank_weights is not None:  # what the persona's ordered list of favourites means to the LLM
-        profiles = [_reweighted(p, rank_weights) for p in profiles]
+        profiles = [rank_reweighted(p, rank_weights) for p in profiles]
     it = with_relevance(it, decisions.catalog, profiles)
     x = features(it)
     act = it["activity"].to_numpy()
@@ -412,26 +413,6 @@ def _rank_weights(items: pd.DataFrame) -> np.ndarray | None:
     w, _ = fit_binary_logit(x, click, items["activity"].to_numpy())
     coef = np.maximum(w[:n], 0.0)
     return coef / coef.sum() if coef.sum() > 0 else None
-
-
-def surrogate_profile(profile: UserProfile, rank_weights: Sequence[float] | None,
-                      patience: int | None) -> UserProfile:
-    """A drawn profile as the distilled surrogate plays it: favourite topics weighted by rank (`_rank_weights`;
-    None keeps them), the fitted patience (None keeps the profile's) and return propensity 0.5, the level the return
-    model is fitted at (`recoworld.calibration.returns`). Applied to the run's own users by `distill`, and to any
-    freshly drawn population by `user_backend: surrogate` (`recoworld.calibration.surrogate`)."""
-    if rank_weights is not None:
-        profile = _reweighted(profile, np.asarray(rank_weights, dtype=np.float64))
-    return profile.model_copy(update={"return_propensity": 0.5} | ({} if patience is None else {"patience": patience}))
-
-
-def _reweighted(profile: UserProfile, weights: np.ndarray) -> UserProfile:
-    """The profile with its favourite topics weighted by rank (`_rank_weights`); unchanged if none is left."""
-    topics = {t: float(weights[r]) for r, t in enumerate(profile.topic_interests)
-              if r < len(weights) and weights[r] > 0}
-    if not topics or profile.interest_embedding is not None:
-        return profile
-    return profile.model_copy(update={"topic_interests": {t: v / sum(topics.values()) for t, v in topics.items()}})
 
 
 def _estimate(value: float, se: float) -> dict[str, float]:

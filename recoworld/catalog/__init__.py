@@ -1,6 +1,6 @@
 """Items and what is known of them: the catalog, its taxonomy, embeddings, semantic IDs and feature layout."""
 
-from recoworld.catalog.catalog import Catalog, Item, cached_catalog, generate_catalog, unit_rows
+from recoworld.catalog.catalog import Catalog, Item, cached_catalog, generate_catalog, slate_diversity, unit_rows
 from recoworld.catalog.features import (
     SCALAR_FEATURES,
     FeatureLayout,
@@ -19,5 +19,6 @@ __all__ = [
     "generate_catalog",
     "popularity_feature",
     "scalar_feature",
+    "slate_diversity",
     "unit_rows",
 ]

@@ -317,6 +317,17 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def slate_diversity(catalog: Catalog, slate: np.ndarray) -> float:
+    """Mean pairwise cosine distance within a slate (embeddings are unit norm). A property of the items alone,
+    so recommenders (the HRL novelty reward) and the trajectory's metrics share this one definition."""
+    k = len(slate)
+    if k < 2:
+        return 0.0
+    emb = catalog.embeddings[slate].astype(np.float64)
+    gram = emb @ emb.T
+    return float((k * k - gram.sum()) / (k * (k - 1)))
+
+
 def generate_catalog(config: CatalogConfig | None = None) -> Catalog:
     """A seeded synthetic catalog whose items read like real content.
 

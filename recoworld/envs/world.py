@@ -46,6 +46,7 @@ from recoworld.population import PopulationSpec, UserProfile, sample_profile
 from recoworld.simulators.base import BatchUserSimulator, session_interviews
 from recoworld.simulators.instructions import intent_direction, intent_key, intent_topics, wants_quality
 from recoworld.simulators.parametric import ParametricUsers
+from recoworld.simulators.surrogate import surrogate_users
 from recoworld.streams import UserStreams
 
 
@@ -484,8 +485,6 @@ def build_users(catalog: Catalog, config: WorldConfig, n_users: int) -> BatchUse
 
         return LLMUsers(catalog, config, n_users)
     if config.user_backend == "surrogate":  # a distilled LLM user (recoworld distill) at parametric speed
-        from recoworld.calibration.surrogate import surrogate_users
-
         return surrogate_users(catalog, config)
     return ParametricUsers(catalog, config.choice, config.dynamics, config.returns)
 

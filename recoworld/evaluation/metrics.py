@@ -39,16 +39,6 @@ def intent_match(intent: Intent | dict[str, Any], catalog: Catalog, items: np.nd
     return match
 
 
-def slate_diversity(catalog: Catalog, slate: np.ndarray) -> float:
-    """Mean pairwise cosine distance within a slate (embeddings are unit norm)."""
-    k = len(slate)
-    if k < 2:
-        return 0.0
-    emb = catalog.embeddings[slate].astype(np.float64)
-    gram = emb @ emb.T
-    return float((k * k - gram.sum()) / (k * (k - 1)))
-
-
 def summarize(trajectories: pd.DataFrame, episodes: pd.DataFrame) -> pd.DataFrame:
     """One row per recommender with the headline metrics (and 95% CI half-widths)."""
     rows = []

@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from recoworld.catalog import Catalog
-from recoworld.evaluation.metrics import slate_diversity
+from recoworld.catalog import Catalog, slate_diversity
 
 
 @dataclass(frozen=True)

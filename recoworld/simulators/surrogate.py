@@ -5,10 +5,14 @@
 `--calibrated DIR` replays the distill run's own users and catalog; the shorthand instead keeps the world's own
 catalog and population and gives every drawn user what distill fitted: the choice, dynamics and return blocks of
 DIR/world.yaml (replacing the world's own), and per user the favourite-topic rank weights and patience of
-DIR/calibration.json (`distill.surrogate_profile`). The choice block carries the fitted tastes (`choice.taste`:
+DIR/calibration.json (`surrogate_profile`). The choice block carries the fitted tastes (`choice.taste`:
 topic, minutes and persona x attribute effects), which every drawn user plays through its own persona
 (`recoworld.simulators.choice.Taste`). So one LLM run's surrogate can drive any population, at parametric speed.
 The neural choice model (`distill --neural`) is a teacher-forced scorer, not a simulator, and is not used here.
+
+It lives among the simulators, not in `recoworld.calibration` where the fit is made, because the world's views build
+their users from it (`recoworld.envs.world.build_users`), and the world core sits below calibration: only the
+fit's files on disk flow from `recoworld distill` to here.
 """
 
 from __future__ import annotations
@@ -21,9 +25,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from recoworld.calibration.distill import surrogate_profile
 from recoworld.catalog import Catalog
-from recoworld.config import WorldConfig
+from recoworld.config import WorldConfig, load_config
 from recoworld.errors import ConfigError
 from recoworld.population import UserProfile
 from recoworld.simulators.parametric import ParametricUsers
@@ -42,15 +45,13 @@ class Surrogate(BaseModel):
 
 @functools.cache
 def _load(folder: Path, stamp: tuple[float, float]) -> Surrogate:
-    from recoworld.evaluation.simulation import load_world
-
     report = json.loads((folder / "calibration.json").read_text())
     if report.get("source") != "recoworld distill":
         raise ConfigError(f"surrogate: {folder} was not written by `recoworld distill` (calibration.json source "
                           f"{report.get('source')!r}); use --calibrated for a calibrated world")
     weights = report.get("favourite_rank_weights")
     try:
-        return Surrogate(folder=folder, world=load_world(folder / "world.yaml"),
+        return Surrogate(folder=folder, world=load_config(WorldConfig, folder / "world.yaml", "world config"),
                          favourite_rank_weights=None if weights is None else tuple(weights),
                          patience=(report.get("patience") or {}).get("value"))
     except (ValidationError, ConfigError) as err:
@@ -68,9 +69,30 @@ def load_surrogate(folder: str | Path) -> Surrogate:
     return _load(root.resolve(), tuple((root / f).stat().st_mtime for f in ("world.yaml", "calibration.json")))
 
 
+def surrogate_profile(profile: UserProfile, rank_weights: Sequence[float] | None,
+                      patience: int | None) -> UserProfile:
+    """A drawn profile as the distilled surrogate plays it: favourite topics weighted by rank (`rank_reweighted`;
+    None keeps them), the fitted patience (None keeps the profile's) and return propensity 0.5, the level the return
+    model is fitted at (`recoworld.calibration.returns`). Applied to the run's own users by `distill`, and to any
+    freshly drawn population by `SurrogateUsers`."""
+    if rank_weights is not None:
+        profile = rank_reweighted(profile, np.asarray(rank_weights, dtype=np.float64))
+    return profile.model_copy(update={"return_propensity": 0.5} | ({} if patience is None else {"patience": patience}))
+
+
+def rank_reweighted(profile: UserProfile, weights: np.ndarray) -> UserProfile:
+    """The profile with its favourite topics weighted by rank (`weights[r]` for the r-th favourite, as
+    `recoworld.calibration.distill` fits them); unchanged if none is left."""
+    topics = {t: float(weights[r]) for r, t in enumerate(profile.topic_interests)
+              if r < len(weights) and weights[r] > 0}
+    if not topics or profile.interest_embedding is not None:
+        return profile
+    return profile.model_copy(update={"topic_interests": {t: v / sum(topics.values()) for t, v in topics.items()}})
+
+
 class SurrogateUsers(ParametricUsers):
     """The parametric user with a surrogate's fitted blocks; every profile it is reset with is adapted
-    (`distill.surrogate_profile`) first."""
+    (`surrogate_profile`) first."""
 
     def __init__(self, catalog: Catalog, surrogate: Surrogate) -> None:
         fitted = surrogate.world
