@@ -65,6 +65,7 @@ class Vocabulary:
     pieces: list[bytes]
     lengths: np.ndarray
     text: np.ndarray  # token ids that may appear inside a JSON string
+    text_bytes: np.ndarray  # their lengths in bytes (a free string's step keeps those that still fit)
     closing: np.ndarray  # token ids whose piece starts with '"'
     number_end: np.ndarray  # token ids that would end a number
     digits: dict[str, int]
@@ -87,7 +88,8 @@ class Vocabulary:
                 raise Unsupported(f"the model's tokenizer splits {text!r} into {len(ids)} tokens")
             return ids[0]
 
-        return cls(pieces, lengths, np.flatnonzero(safe), np.flatnonzero(closing), np.flatnonzero(end),
+        text = np.flatnonzero(safe)
+        return cls(pieces, lengths, text, lengths[text], np.flatnonzero(closing), np.flatnonzero(end),
                    {d: single(d) for d in "0123456789"}, single("."), single("-"))
 
 
@@ -215,7 +217,7 @@ class _Cursor:
         v = self.vocab
         got = bytearray()
         while len(got) < max_bytes:
-            room = v.text[v.lengths[v.text] <= max_bytes - len(got)]
+            room = v.text[v.text_bytes <= max_bytes - len(got)]
             token = yield from self._sample(np.concatenate([room, v.closing]))
             if v.pieces[token][:1] == b'"':
                 break  # the closing quote is forced below, so only the decision is taken from the model
