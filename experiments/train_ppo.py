@@ -122,8 +122,6 @@ if __name__ == "__main__":
         # RESULTS: retention on the evaluation users (95% CI) and the paired advantage of the policy
         print()
         print(f"evaluation: {cfg.eval.n_users} users (seed {cfg.eval.seed}), retention = share of days active")
-        if result.stopped:
-            print(f"NOTE {result.stopped}")
         print(format_table(result.table))
         taught = result.curve[result.curve["iteration"] == 0]
         if len(taught):  # the teacher's DAgger rounds ran before PPO: what PPO added on top

@@ -328,9 +328,12 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in --out")] = False,
     calibrated: Annotated[Path | None, typer.Option(help=CALIBRATED_HELP)] = None,
 ) -> None:
-    """Train a PPO recommender (Ray RLlib) on RecoWorld-v0 and compare it with the baselines."""
+    """Train a PPO recommender (Ray RLlib) on RecoWorld-v0 and compare it with the baselines.
+
+    Ctrl-C or SIGTERM stops it cleanly (one line, exit code 130 or 143, Ray shut down); Ray's own log
+    lines go to ray.log in --out."""
     try:
-        from recoworld.rl.training import TrainConfig, format_table, start_ray
+        from recoworld.rl.training import StopSignals, TrainConfig, format_table, kept, latest_checkpoint, local_ray
         from recoworld.rl.training import train as run
 
         cfg = TrainConfig.load(config, iterations=iterations, num_env_runners=num_env_runners, seed=seed,
@@ -340,13 +343,20 @@ def train(
         raise _fail(RecoWorldError(f"training needs the rllib extra (pip install 'recoworld[rllib]'): {err}")) from None
     except (RecoWorldError, FileNotFoundError) as err:
         raise _fail(err) from None
-    start_ray(cfg.num_env_runners)
+    stop = StopSignals()
     try:
-        result = run(cfg, out, resume=resume, log=console.print)
+        with local_ray(cfg.num_env_runners, out / "ray.log", stop):
+            result = run(cfg, out, resume=resume,
+                         log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+    except KeyboardInterrupt:
+        import signal
+
+        signum = stop.received or signal.SIGINT
+        console.print(f"stopped by {signal.Signals(signum).name}; {kept(latest_checkpoint(out))}", markup=False,
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(code=128 + signum) from None
     except RecoWorldError as err:
         raise _fail(err) from None
-    if result.stopped:
-        console.print(f"[yellow]{result.stopped}[/yellow]")
     console.print(format_table(result.table), highlight=False)
     console.print(f"training time: {result.train_seconds:.0f} s  checkpoint: {result.checkpoint}  "
                   f"curve: {result.plot}\nuse it in a study: recoworld simulate --agents rllib:{result.checkpoint}")

@@ -203,7 +203,7 @@ def test_training_env_creator_builds_the_vector_env_when_rllib_asks_for_num_envs
     obs, _ = vec.reset(seed=5)
     for i in range(3):
         np.testing.assert_array_equal(obs["observations"][i], single.reset(seed=5 * 3 + i)[0]["observations"])
-    assert isinstance(vec.env, DisjointRunnerSeeds)
+    assert isinstance(vec.env.env, DisjointRunnerSeeds)
 
 
 def test_new_day_reward_sums_to_the_days_active_of_each_episode() -> None:
@@ -227,6 +227,28 @@ def test_new_day_reward_sums_to_the_days_active_of_each_episode() -> None:
             assert extra[i] == pytest.approx(2.5 * (info["episode_stats"]["days_active"][i] - 1))
             extra[i], episodes = 0.0, episodes + 1
     assert episodes >= 3
+
+
+def test_finished_episodes_keeps_each_ended_episodes_training_return_and_turns() -> None:
+    """The logged return's source: what the policy was rewarded (day reward included) over each whole episode."""
+    pytest.importorskip("ray")
+    from recoworld.rl.training import FinishedEpisodes, make_training_env, training_env_config
+
+    env = make_training_env({**training_env_config(tiny_config(0)), "day_reward": 1.5, "num_envs": 3})
+    finished = env.env
+    assert isinstance(finished, FinishedEpisodes)
+    env.reset(seed=2)
+    rng = np.random.default_rng(1)
+    total, expected = np.zeros(3), []
+    for _ in range(300):
+        _, reward, term, trunc, info = env.step(np.stack([rng.choice(6, 2, replace=False) for _ in range(3)]))
+        total += reward  # a user's restart step is rewarded 0
+        for i in np.flatnonzero(term | trunc):
+            expected.append((total[i], int(info["episode_stats"]["turns"][i])))
+            total[i] = 0.0
+    assert len(expected) >= 3 and len(finished.finished) == len(expected)
+    for (ret, turns), (want_ret, want_turns) in zip(finished.finished, expected):
+        assert ret == pytest.approx(want_ret) and turns == want_turns
 
 
 def test_num_envs_per_env_runner_is_validated() -> None:
@@ -316,7 +338,16 @@ def test_train_save_resume_restore_and_infer(ray_session: ModuleType, tmp_path: 
     assert cfg.num_envs_per_env_runner == 4
     assert result.envs == [("RecoWorldVectorEnv", 4)]
     assert "sampling: 1 env runner(s), each a RecoWorldVectorEnv of 4 user(s)" in logged
+    # progress: the baselines' users, then every iteration with its return window, and retention at each evaluation
+    assert "evaluating random: 4/4 users" in logged and "evaluating oracle: 4/4 users" in logged
+    iters = [line for line in logged if line.startswith("iter ")]
+    assert [line.split()[1] for line in iters] == ["1/2", "1", "2/2", "2"]
+    assert f"(last {result.curve['charts/episodes_in_window'].iloc[0]} episodes)" in iters[0]
+    assert "retention" in iters[1] and "on 4 evaluation users" in iters[1]
     assert np.isfinite(result.curve[["losses/policy_loss", "losses/vf_loss", "charts/episode_return_mean"]]).all(None)
+    # the return is smoothed over every episode finished so far (under 100 here), not over one iteration's
+    assert result.curve["charts/episodes"].is_monotonic_increasing
+    assert (result.curve["charts/episodes_in_window"] == result.curve["charts/episodes"].clip(upper=100)).all()
     assert list(result.curve["iteration"]) == [1, 2]
     assert result.curve["env_steps"].iloc[-1] >= 2 * cfg.ppo.train_batch_size
     assert result.checkpoint == latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "iter_000002"
@@ -393,7 +424,6 @@ def test_same_seed_gives_the_same_training(ray_session: ModuleType, tmp_path: Pa
     timing = ["seconds"]
     pd.testing.assert_frame_equal(a.curve.drop(columns=timing), b.curve.drop(columns=timing))
     pd.testing.assert_frame_equal(a.table, b.table)
-    assert a.stopped is None and b.stopped is None
     c = train(tiny_config(runners, iterations=2, seed=4), tmp_path / "c", log=lambda msg: None)
     assert not np.array_equal(a.curve["losses/policy_loss"], c.curve["losses/policy_loss"])
 

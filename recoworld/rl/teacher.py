@@ -170,8 +170,8 @@ def dagger(module: RLModule, settings: TeacherSettings, seed: int,
         module.eval()
         rows.append({"round": round_, "player": "oracle" if round_ == 0 else "student", "turns": len(y),
                      "agreement_before": agreement, "loss": loss})
-        log(f"teacher round {round_}: {len(y)} turns gathered so far, the student agreed with the oracle's first "
-            f"slot on {agreement:.0%} of them before this fit, loss after {loss:.3f}")
+        log(f"teacher round {round_} of {settings.rounds} done: {len(y)} turns gathered so far, the student agreed "
+            f"with the oracle's first slot on {agreement:.0%} of them before this fit, loss after {loss:.3f}")
     return pd.DataFrame(rows)
 
 

@@ -107,20 +107,39 @@ Untried: a reward for PPO that follows retention without its noise (e.g. potenti
 shaping on the simulator's satisfaction), a Plackett-Luce (top-K without replacement) action
 distribution, a per-session critic target.
 
+## Budget, progress and stopping
+The budget is counts, never time: `teacher.rounds` DAgger rounds (of `teacher.users` users each),
+then `iterations` PPO iterations (of `ppo.train_batch_size` env steps each), so the same config and
+seed give the same curve. `max_minutes` is only a safety stop on the run's wall clock: hitting it
+raises `TrainingTimeLimit`, one line saying how far the run got and which checkpoint it kept,
+never a result that depends on the machine's speed. Every long step logs progress: the baselines'
+evaluation (which recommender, users done), each teacher round, each PPO iteration, and the
+policy's evaluations with their retention. The logged training return is the mean over the last
+`RETURN_WINDOW` (100) finished episodes (`FinishedEpisodes` in each env runner), not over the
+7-15 episodes one iteration finishes. `recoworld train` runs in `local_ray`: Ray's Python logs go to
+`out/ray.log`, and SIGINT or SIGTERM stop the run with one line, exit code 130 or 143, and no
+Ray process left.
+
 ## Outputs (under `out`)
 `checkpoints/iter_NNNNNN/` (RLlib checkpoints, each moved into place only once complete),
 `curve.parquet` (one row per iteration; retention columns on evaluation rounds),
-`evaluation.parquet` (every evaluation round, policy and baselines) and `learning_curve.png`.
+`evaluation.parquet` (every evaluation round, policy and baselines), `learning_curve.png` and, from
+`recoworld train`, `ray.log`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -134,7 +153,7 @@ from recoworld.catalog import Catalog
 from recoworld.config import StrictModel, WorldConfig, build, load_config, relative_to_file
 from recoworld.envs.recoworld_env import RecoWorldEnv
 from recoworld.envs.vector_env import RecoWorldVectorEnv
-from recoworld.errors import ConfigError
+from recoworld.errors import ConfigError, RecoWorldError
 from recoworld.evaluation.metrics import mean_ci
 from recoworld.evaluation.simulation import SimulationConfig, simulate
 from recoworld.population import PopulationSpec
@@ -203,11 +222,13 @@ class TrainConfig(StrictModel):
     """Everything `recoworld train` and experiments/train_ppo.py need: world, users, PPO, budget."""
 
     seed: int = Field(0, ge=0, description="seeds RLlib (env runners, torch) and nothing else")
-    iterations: int = Field(20, ge=1, description="training budget in PPO iterations")
+    iterations: int = Field(20, ge=1, description="training budget in PPO iterations of `ppo.train_batch_size` env "
+                            "steps, after the teacher's rounds (`teacher.rounds`, counted on their own)")
     max_minutes: float | None = Field(
-        None, gt=0, description="safety stop only: past this many minutes, stop after the current iteration. The "
-        "budget is `iterations`; a run cut short by the clock depends on the machine, so it is reported "
-        "(`TrainResult.stopped`, the log, the final table)")
+        None, gt=0, description="safety stop only, never the budget: a run still going this many wall-clock "
+        "minutes after it began (baselines, teacher, PPO and evaluations together) ends with an error "
+        "(`TrainingTimeLimit`) that says how far it got. A run the clock ended would depend on the machine's "
+        "speed, so it never passes for a finished one")
     num_env_runners: int = Field(0, ge=0, description="0 samples in the driver process")
     num_envs_per_env_runner: int = Field(
         16, ge=1, le=4096, description="users each env runner steps together in one `RecoWorldVectorEnv`; on "
@@ -299,7 +320,7 @@ def make_training_env(env_config: dict[str, Any]) -> Any:
                                                              **inputs))
         if day_reward:
             vector = NewDayReward(vector, day_reward)
-        return UserRelativeVectorObservation(vector, action_mask=mask)
+        return UserRelativeVectorObservation(FinishedEpisodes(vector), action_mask=mask)
     if day_reward:
         raise ConfigError("day_reward is implemented for the vector env only (RLlib's vector_entry_point)")
     return UserRelativeObservation(RecoWorldEnv(world, **inputs), action_mask=mask)
@@ -321,6 +342,38 @@ class NewDayReward(VectorWrapper):
         obs, reward, terminated, truncated, info = self.env.step(actions)
         gained = np.where(restarting, 0, world.days_active - before)
         return obs, reward + self.weight * gained, terminated, truncated, info
+
+
+class FinishedEpisodes(VectorWrapper):
+    """Keep the training return and length of every episode that ends, for the driver to collect
+    (`collect_finished_episodes`) and smooth over the last `RETURN_WINDOW` of them.
+
+    Why not RLlib's `episode_return_mean`: how its metrics are reduced changed between Ray versions, and
+    on Ray 2.60 it is neither the mean of one iteration's episodes nor of its documented 100-episode
+    window, so a curve drawn from it would not say what it means. Here every finished episode is one
+    number, in the order the runner finished them, so the smoothed curve is as reproducible as the run."""
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        self.returns = np.zeros(self.num_envs)
+        self.lengths = np.zeros(self.num_envs, dtype=np.int64)
+        self.finished: list[tuple[float, int]] = []  # (return, turns) of each episode ended since the last collection
+
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        self.returns[:], self.lengths[:] = 0.0, 0  # episodes cut off by a reset never finished
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        playing = ~self.env.unwrapped._autoreset  # the others only restart this step (reward 0)
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        self.returns[playing] += np.asarray(reward)[playing]
+        self.lengths[playing] += 1
+        for i in np.flatnonzero(playing & (np.asarray(terminated) | np.asarray(truncated))):
+            self.finished.append((float(self.returns[i]), int(self.lengths[i])))
+            self.returns[i], self.lengths[i] = 0.0, 0
+        return obs, reward, terminated, truncated, info
 
 
 class DisjointRunnerSeeds(VectorWrapper):
@@ -407,21 +460,22 @@ def save_checkpoint(algo: Algorithm, out: str | os.PathLike[str]) -> Path:
 
 
 def evaluate(cfg: TrainConfig, agents: dict[str, Callable[[Catalog, int, int | None], Recommender]],
-             expose_mindset: bool = False) -> pd.DataFrame:
+             expose_mindset: bool = False, on_episode: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Run `agents` on the fixed evaluation users; one row per (recommender, user).
 
     Every call draws the same users with the same episode seeds (common random numbers), so
     rounds and recommenders are compared on identical conditions. `expose_mindset` puts the
     hidden mindset in `info` (for the oracle); it changes no random draw, so the users and
-    their episodes stay the same.
+    their episodes stay the same. `on_episode(recommender)` is called after each episode (`progress`).
     """
-    return play(cfg, cfg.eval_world(), agents, cfg.eval.n_users, cfg.eval.seed, expose_mindset)
+    return play(cfg, cfg.eval_world(), agents, cfg.eval.n_users, cfg.eval.seed, expose_mindset, on_episode)
 
 
 def play(cfg: TrainConfig, world: WorldConfig, agents: dict[str, Callable[[Catalog, int, int | None], Recommender]],
-         n_users: int, seed: int, expose_mindset: bool = False) -> pd.DataFrame:
+         n_users: int, seed: int, expose_mindset: bool = False,
+         on_episode: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Run `agents` in `world` on `n_users` users of `cfg`'s population (or calibrated users)
-    drawn with `seed`; one row per (recommender, user)."""
+    drawn with `seed`; one row per (recommender, user), `on_episode(recommender)` after each."""
     if expose_mindset:
         world = build(WorldConfig, "evaluation world", world, expose_mindset=True)
     sim = SimulationConfig(n_users=n_users, agents=list(agents), seed=seed, world=world, population=cfg.population)
@@ -432,7 +486,7 @@ def play(cfg: TrainConfig, world: WorldConfig, agents: dict[str, Callable[[Catal
         calibrated = cached_calibration(str(cfg.calibrated))
         catalog, profiles = calibrated.catalog, calibrated.profiles
     result = simulate(sim, catalog=catalog, profiles=profiles,
-                      build_agent=lambda name, catalog, k, seed: agents[name](catalog, k, seed))
+                      build_agent=lambda name, catalog, k, seed: agents[name](catalog, k, seed), on_episode=on_episode)
     return result.episodes
 
 
@@ -440,11 +494,11 @@ def baseline_agents(names: list[str]) -> dict[str, Callable[[Catalog, int, int |
     return {name: (lambda catalog, k, seed, name=name: make_recommender(name, catalog, k, seed)) for name in names}
 
 
-def evaluate_references(cfg: TrainConfig) -> pd.DataFrame:
+def evaluate_references(cfg: TrainConfig, on_episode: Callable[[str], None] | None = None) -> pd.DataFrame:
     """The baselines and (with `eval.oracle`) the oracle on the evaluation users: fixed, so run once."""
-    parts = [evaluate(cfg, baseline_agents(cfg.eval.baselines))] if cfg.eval.baselines else []
+    parts = [evaluate(cfg, baseline_agents(cfg.eval.baselines), on_episode=on_episode)] if cfg.eval.baselines else []
     if cfg.eval.oracle:
-        parts.append(evaluate(cfg, baseline_agents([ORACLE]), expose_mindset=True))
+        parts.append(evaluate(cfg, baseline_agents([ORACLE]), expose_mindset=True, on_episode=on_episode))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
@@ -485,6 +539,73 @@ def sampling_envs(algo: Algorithm) -> list[tuple[str, int]]:
     )
 
 
+#: Training episodes the logged return is the mean of: the last this many finished, whatever the iteration
+#: (one iteration of configs/ppo_small.yaml finishes only 7-15, too few for a readable curve).
+RETURN_WINDOW = 100
+
+
+def collect_finished_episodes(algo: Algorithm) -> list[tuple[float, int]]:
+    """(return, turns) of every training episode that ended since the last call, runner by runner in a
+    fixed order (`FinishedEpisodes` of each sampling env runner)."""
+
+    def take(runner: Any) -> list[tuple[float, int]]:
+        env = runner.env
+        while not isinstance(env, FinishedEpisodes):
+            env = env.env
+        finished, env.finished = env.finished, []
+        return finished
+
+    remote = algo.config.num_env_runners > 0
+    return [ep for part in algo.env_runner_group.foreach_env_runner(take, local_env_runner=not remote) for ep in part]
+
+
+class TrainingTimeLimit(RecoWorldError):
+    """The run was still going at `max_minutes`: a safety stop, never a normal end (the budget is
+    `iterations`), since a result cut short by the clock would depend on the machine."""
+
+
+@dataclass
+class SafetyStop:
+    """`TrainConfig.max_minutes`, counted in wall-clock time from the start of `train`."""
+
+    max_minutes: float | None
+    started: float = field(default_factory=time.perf_counter)
+
+    def passed(self) -> bool:
+        return self.max_minutes is not None and time.perf_counter() - self.started > 60 * self.max_minutes
+
+    def error(self, where: str, checkpoint: Path | None) -> TrainingTimeLimit:
+        """The one-line error: the limit, the time, how far the run got and what it kept."""
+        return TrainingTimeLimit(
+            f"max_minutes={self.max_minutes:g} passed ({(time.perf_counter() - self.started) / 60:.1f} min) {where}; "
+            f"{kept(checkpoint)}. It is a safety stop, not a budget: raise it, or lower iterations, teacher.rounds "
+            "or eval.n_users")
+
+
+def kept(checkpoint: Path | None) -> str:
+    """What a stopped run leaves to resume from, for its one-line message."""
+    return (f"the last checkpoint, {checkpoint}, is kept (--resume continues from it)" if checkpoint
+            else "no checkpoint was written yet")
+
+
+def progress(what: str, users: int, log: Callable[[str], None],
+             check: Callable[[str], None] = lambda where: None) -> Callable[[str], None]:
+    """An `on_episode` callback for `play` that logs `what` (formatted with `{agent}`) and the users done
+    per recommender, every fifth of `users` and at the end, and passes where it is to `check` after
+    each episode (the safety stop), so a minutes-long evaluation is never a silent wait."""
+    done: dict[str, int] = {}
+    every = max(1, users // 5)
+
+    def on_episode(agent: str) -> None:
+        done[agent] = n = done.get(agent, 0) + 1
+        label = what.format(agent=agent)
+        if n % every == 0 or n == users:
+            log(f"{label}: {n}/{users} users")
+        check(f"while {label} ({n}/{users} users)")
+
+    return on_episode
+
+
 @dataclass
 class TrainResult:
     checkpoint: Path
@@ -493,7 +614,6 @@ class TrainResult:
     plot: Path
     train_seconds: float
     envs: list[tuple[str, int]]  # (env class, users) of each sampling env runner (`sampling_envs`)
-    stopped: str | None = None  # why training stopped before `iterations` (the max_minutes safety stop)
     eval_seconds: float = 0.0  # the policy's evaluation rounds and checkpoints, not in `train_seconds`
 
 
@@ -507,9 +627,13 @@ def train(
 ) -> TrainResult:
     """Train PPO for `cfg.iterations`, evaluating every `cfg.eval.every`.
 
-    The budget is in iterations (each `ppo.train_batch_size` env steps), so the same config and
-    seed give the same curve and table on the same machine. `cfg.max_minutes` is only a safety
-    stop; when it cuts the run short, `TrainResult.stopped` says so.
+    The budget is `cfg.teacher.rounds` teacher rounds, then `cfg.iterations` PPO iterations (each
+    `ppo.train_batch_size` env steps), so the same config and seed give the same curve and table on
+    the same machine. `cfg.max_minutes` is only a safety stop: past it the run raises
+    `TrainingTimeLimit` (saying how far it got) at the next check, after each episode of an
+    evaluation or a teacher round and after each iteration; checkpoints written so far are kept.
+    Everything long logs progress: the baselines' and the policy's evaluations (users done), each
+    teacher round and each iteration (the return over the last `RETURN_WINDOW` finished episodes).
 
     `references` are the baselines' and oracle's evaluation episodes (`evaluate_references(cfg)`),
     computed here when None; they depend only on the world and the evaluation users, not on the
@@ -518,13 +642,16 @@ def train(
     as iteration 0 of the curve), sampling and learning (`algo.train()`);
     `TrainResult.eval_seconds` the policy's evaluation rounds and checkpoints.
 
-    With `resume`, continues from the newest checkpoint in `out` and its learning curve.
-    Ray must be initialised by the caller (or RLlib starts a default local cluster). Resuming
-    restores the checkpoint's algorithm config (including its env runners), not `cfg`'s.
+    With `resume`, continues from the newest checkpoint in `out` and its learning curve (the return
+    window starts empty again). Ray must be initialised by the caller (or RLlib starts a default
+    local cluster). Resuming restores the checkpoint's algorithm config (including its env runners),
+    not `cfg`'s. A KeyboardInterrupt (Ctrl-C, or SIGTERM as the CLI maps it) stops the algorithm and
+    propagates; the checkpoints written so far stay.
     """
     import torch
     from ray.rllib.algorithms.algorithm import Algorithm
 
+    clock = SafetyStop(cfg.max_minutes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = latest_checkpoint(out) if resume else None
@@ -538,14 +665,36 @@ def train(
     curve = curve[curve["iteration"] <= algo.iteration] if len(curve) else curve
     evals = pd.read_parquet(eval_path) if start and eval_path.exists() else pd.DataFrame()
     evals = evals[evals["iteration"] <= algo.iteration] if len(evals) else evals
+    checkpoint = start
+
+    def check(where: str) -> None:
+        if clock.passed():
+            raise clock.error(where, checkpoint)
+
+    def checkpoint_now() -> Path:
+        """The checkpoint of the current iteration, saved unless it already is."""
+        nonlocal checkpoint
+        if checkpoint is None or checkpoint.name != f"iter_{algo.iteration:06d}":
+            checkpoint = save_checkpoint(algo, out)
+        return checkpoint
+
     try:
-        baselines = evaluate_references(cfg) if references is None else references
+        baselines = references
+        if baselines is None:
+            log(f"evaluating the baselines on {cfg.eval.n_users} evaluation users (once; they do not train)")
+            baselines = evaluate_references(cfg, progress("evaluating {agent}", cfg.eval.n_users, log, check))
+            if len(baselines):
+                log("baselines' retention: " + ", ".join(
+                    f"{name} {ret:.3f}" for name, ret in baselines.groupby("recommender", sort=False)["retention"]
+                    .mean().items()))
 
         def evaluate_policy(row: dict[str, Any]) -> str:
-            """Evaluate the current policy into `row` and `evals`, checkpoint it; the log's tail."""
-            nonlocal evals, checkpoint
+            """Evaluate the current policy into `row` and `evals`, checkpoint it; the log's line."""
+            nonlocal evals
             policy = evaluate(cfg, {POLICY: lambda catalog, k, seed: RLlibRecommender(
-                algo.get_module(), k, seed, sample=cfg.eval.decode == "sample")})
+                algo.get_module(), k, seed, sample=cfg.eval.decode == "sample")},
+                on_episode=progress(f"evaluating {{agent}} at iteration {algo.iteration}", cfg.eval.n_users, log,
+                                    check))
             table = compare(pd.concat([policy, baselines], ignore_index=True))
             for _, r in table.iterrows():
                 row[f"retention/{r['recommender']}"] = r["retention"]
@@ -555,15 +704,18 @@ def train(
                     row[f"paired_ci/{r['recommender']}"] = r[f"{POLICY}_minus_this_ci"]
             evals = pd.concat([evals, table.assign(iteration=algo.iteration)], ignore_index=True)
             write_parquet_atomic(pa.Table.from_pandas(evals, preserve_index=False), eval_path)
-            checkpoint = save_checkpoint(algo, out)
-            return f"  retention {row[f'retention/{POLICY}']:.3f} ± {row[f'retention_ci/{POLICY}']:.3f}"
+            checkpoint_now()
+            paired = (f", {row[f'paired/{FLOOR}']:+.3f} ± {row[f'paired_ci/{FLOOR}']:.3f} over {FLOOR} (paired)"
+                      if f"paired/{FLOOR}" in row else "")
+            return (f"iter {algo.iteration:4d}  retention {row[f'retention/{POLICY}']:.3f} ± "
+                    f"{row[f'retention_ci/{POLICY}']:.3f} on {cfg.eval.n_users} evaluation users{paired}")
 
-        checkpoint, stopped, eval_seconds = start, None, 0.0
+        eval_seconds = 0.0
         t0, rows = time.perf_counter(), curve.to_dict("records")
         if start:
             log(f"resumed from {start} at iteration {algo.iteration}")
         elif cfg.teacher.rounds:
-            rounds = pretrain_with_teacher(cfg, algo, log)
+            rounds = pretrain_with_teacher(cfg, algo, log, check)
             row: dict[str, Any] = {"iteration": 0, "env_steps": 0, "seconds": time.perf_counter() - t0,
                                    "teacher/turns": int(rounds["turns"].iloc[-1]),
                                    "teacher/loss": float(rounds["loss"].iloc[-1])}
@@ -572,56 +724,61 @@ def train(
             eval_seconds += time.perf_counter() - t_eval
             rows.append(row)
             write_parquet_atomic(pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False), curve_path)
-            log(f"iter    0  after {cfg.teacher.rounds} teacher round(s), {row['seconds']:6.1f}s{msg}")
+            log(f"{msg}  (after {cfg.teacher.rounds} teacher round(s), {row['seconds']:.1f}s)")
         envs = sampling_envs(algo)
         log(f"sampling: {len(envs)} env runner(s), each a {envs[0][0]} of {envs[0][1]} user(s)")
+        log(f"PPO: iterations {algo.iteration + 1}-{cfg.iterations} of {cfg.ppo.train_batch_size} env steps; return = "
+            f"mean training return of the last {RETURN_WINDOW} finished episodes")
+        window: deque[tuple[float, int]] = deque(maxlen=RETURN_WINDOW)
+        finished = 0
         while algo.iteration < cfg.iterations:
             result = algo.train()
             it = algo.iteration
             t_eval = time.perf_counter()
-            runners = result.get("env_runners", {})
+            episodes = collect_finished_episodes(algo)
+            window.extend(episodes)
+            finished += len(episodes)
+            returns, lengths = np.array([r for r, _ in window]), np.array([n for _, n in window])
             learner = result.get("learners", {}).get("default_policy", {})
             row = {
                 "iteration": it,
                 "env_steps": int(result.get("num_env_steps_sampled_lifetime", 0)),
                 "seconds": time.perf_counter() - t0 - eval_seconds,  # teacher, sampling and learning so far
-                "charts/episode_return_mean": float(runners.get("episode_return_mean", np.nan)),
-                "charts/episode_len_mean": float(runners.get("episode_len_mean", np.nan)),
+                "charts/episode_return_mean": float(returns.mean()) if len(window) else np.nan,
+                "charts/episode_len_mean": float(lengths.mean()) if len(window) else np.nan,
+                "charts/episodes_in_window": len(window),
+                "charts/episodes": finished,
                 "losses/policy_loss": float(learner.get("policy_loss", np.nan)),
                 "losses/vf_loss": float(learner.get("vf_loss", np.nan)),
                 "losses/entropy": float(learner.get("entropy", np.nan)),
             }
-            out_of_time = cfg.max_minutes is not None and row["seconds"] > 60 * cfg.max_minutes
-            last = it >= cfg.iterations or out_of_time
-            msg = (f"iter {it:4d}  steps {row['env_steps']:8d}  return {row['charts/episode_return_mean']:8.2f}  "
-                   f"entropy {row['losses/entropy']:.3f}  {row['seconds']:6.1f}s")
-            if it % cfg.eval.every == 0 or last:
-                msg += evaluate_policy(row)
+            log(f"iter {it:4d}/{cfg.iterations}  steps {row['env_steps']:8d}  return "
+                f"{row['charts/episode_return_mean']:8.2f} (last {len(window)} episodes)  "
+                f"entropy {row['losses/entropy']:.3f}  {row['seconds']:6.1f}s")
+            if it % cfg.eval.every == 0 or it >= cfg.iterations:
+                log(evaluate_policy(row))
             eval_seconds += time.perf_counter() - t_eval
             rows.append(row)
             write_parquet_atomic(pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False), curve_path)
-            log(msg)
-            if out_of_time and it < cfg.iterations:
-                stopped = (f"safety stop: past max_minutes={cfg.max_minutes:g} after iteration {it} of "
-                           f"{cfg.iterations}; this result depends on the machine's speed")
-                log(stopped)
-                break
+            if it < cfg.iterations and clock.passed():
+                checkpoint_now()
+                check(f"after PPO iteration {it} of {cfg.iterations}")
         train_seconds = time.perf_counter() - t0 - eval_seconds
-        if checkpoint is None or checkpoint.name != f"iter_{algo.iteration:06d}":
-            checkpoint = save_checkpoint(algo, out)
+        last = checkpoint_now()
     finally:
         algo.stop()
     curve = pd.DataFrame(rows)
     final = evals[evals["iteration"] == evals["iteration"].max()].drop(columns="iteration") if len(evals) else evals
     plot = plot_learning_curve(curve, out / "learning_curve.png")
-    return TrainResult(checkpoint, curve, final.reset_index(drop=True), plot, train_seconds, envs, stopped,
-                       eval_seconds)
+    return TrainResult(last, curve, final.reset_index(drop=True), plot, train_seconds, envs, eval_seconds)
 
 
-def pretrain_with_teacher(cfg: TrainConfig, algo: Algorithm, log: Callable[[str], None] = print) -> pd.DataFrame:
+def pretrain_with_teacher(cfg: TrainConfig, algo: Algorithm, log: Callable[[str], None] = print,
+                          check: Callable[[str], None] = lambda where: None) -> pd.DataFrame:
     """DAgger from the oracle into the policy before PPO (recoworld/rl/teacher.py), on fresh
     training users in the training world; then the learner and every env runner hold the
-    distilled weights. One row per round."""
+    distilled weights. One row per round; each round logs its users' progress and passes where
+    it is to `check` (the safety stop)."""
     from ray.rllib.core import DEFAULT_MODULE_ID
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
@@ -630,8 +787,16 @@ def pretrain_with_teacher(cfg: TrainConfig, algo: Algorithm, log: Callable[[str]
     student = RLModuleSpec(module_class=type(runner), observation_space=runner.observation_space,
                            action_space=runner.action_space, model_config=runner.model_config).build()
     student.set_state(algo.get_weights()[DEFAULT_MODULE_ID])
-    rounds = dagger(student, cfg.teacher, cfg.seed, lambda agents, n_users, seed: play(
-        cfg, cfg.world, agents, n_users, seed, expose_mindset=True), log)
+    played = count()
+
+    def play_round(agents: dict[str, Callable[[Catalog, int, int | None], Recommender]], n_users: int,
+                   seed: int) -> pd.DataFrame:
+        round_ = next(played)
+        who = "the oracle plays" if round_ == 0 else "the student plays"
+        return play(cfg, cfg.world, agents, n_users, seed, expose_mindset=True, on_episode=progress(
+            f"teacher round {round_} of {cfg.teacher.rounds}, {who}", n_users, log, check))
+
+    rounds = dagger(student, cfg.teacher, cfg.seed, play_round, log)
     algo.learner_group.set_weights({DEFAULT_MODULE_ID: student.get_state()})
     algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True,
                                        timeout_seconds=60.0)
@@ -702,6 +867,60 @@ def format_seed_summary(summary: pd.DataFrame, policy: str = POLICY) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def ray_logs_to(path: Path) -> Iterator[Path]:
+    """While inside, Ray's and RLlib's Python log records (start-up notes, deprecation warnings for
+    RLlib's own internals, which a user can do nothing about) go to `path` instead of the terminal,
+    where they would bury the progress lines. Ray's C++ core logs its errors to stderr regardless."""
+    import logging
+
+    import ray.rllib  # noqa: F401  (sets up the `ray.rllib` logger's own terminal handler, replaced below)
+
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    saved = [(logger, logger.handlers[:]) for logger in map(logging.getLogger, ("ray", "ray.rllib", "ray.tune"))]
+    for logger, _ in saved:
+        logger.handlers = [handler]
+    try:
+        yield path
+    finally:
+        for logger, handlers in saved:
+            logger.handlers = handlers
+        handler.close()
+
+
+class StopSignals:
+    """While inside, SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, so `finally` blocks
+    stop RLlib and shut Ray down; the first one is kept (`received`, for the exit code 128 + its number)
+    and later ones are ignored, so cleanup is not interrupted in turn.
+
+    `ray.init` puts its own SIGTERM handler in place, which on Ray 2.60 prints a C++ stack dump and
+    aborts the process (exit -6) with its workers left to Ray's own cleanup: call `arm()` again once Ray
+    is up."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        self._previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        self.arm()
+        return self
+
+    def arm(self) -> None:
+        for signum in self._previous:
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signum
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
 def start_ray(num_env_runners: int) -> None:
     """A local Ray runtime with one CPU per env runner plus one for the driver (at least 2)."""
     import ray
@@ -709,6 +928,32 @@ def start_ray(num_env_runners: int) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if not ray.is_initialized():
         ray.init(num_cpus=max(2, num_env_runners + 1), include_dashboard=False, log_to_driver=False)
+
+
+@contextlib.contextmanager
+def local_ray(num_env_runners: int, logs: Path, stop: StopSignals) -> Iterator[None]:
+    """A local Ray runtime (`start_ray`) for one training run that stops cleanly: Ray's Python logs go
+    to `logs` (`ray_logs_to`), SIGINT and SIGTERM raise KeyboardInterrupt (`stop`, armed again once
+    Ray is up), and on the way out, however it ends, Ray is shut down and anything left of its session
+    is ended, so no `ray::` process outlives the run. A Ray someone else started is left running."""
+    import ray
+
+    from recoworld.studies.ray_cleanup import STOP_REQUESTED, end_own_sessions, stop_noted_during_init
+
+    started = not ray.is_initialized()
+    with ray_logs_to(logs), stop:
+        try:
+            with stop_noted_during_init():
+                start_ray(num_env_runners)
+            stop.arm()
+            if STOP_REQUESTED.is_set():  # a SIGTERM that Ray's own handler took while ray.init ran
+                stop.received = stop.received or signal.SIGTERM
+                raise KeyboardInterrupt
+            yield
+        finally:
+            if started:
+                ray.shutdown()
+                end_own_sessions()
 
 
 def plot_learning_curve(curve: pd.DataFrame, path: Path) -> Path:
@@ -728,7 +973,7 @@ def plot_learning_curve(curve: pd.DataFrame, path: Path) -> Path:
                              label=name, capsize=3, marker="o" if name == POLICY else None,
                              linestyle="-" if name == POLICY else "--")
     ax_ret.set_xlabel("env steps")
-    ax_ret.set_ylabel("mean episode return (training)")
+    ax_ret.set_ylabel(f"mean return of the last {RETURN_WINDOW} finished training episodes")
     ax_ret.set_title("PPO training return")
     ax_eval.set_xlabel("env steps")
     ax_eval.set_ylabel("retention on the evaluation users")
