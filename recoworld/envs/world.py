@@ -102,9 +102,10 @@ class TurnInfo(TypedDict, total=False):
     mindset: dict[str, Any]  # only with `expose_mindset=True`
 
 
-@dataclass
+@dataclass(kw_only=True)
 class StepBatch:
-    """What one world step did, row j for acting user `rows[j]` (arrays, for every view)."""
+    """What one world step did, row j for acting user `rows[j]` (arrays, for every view). Built by keyword
+    only: its many arrays share shapes and dtypes, so a field passed out of place would go unnoticed."""
 
     rows: np.ndarray  # (R,)
     slates: np.ndarray  # (R, K) catalog indices
@@ -245,8 +246,8 @@ class World:
         self.steps[acting] += 1
         self.turn[acting] += 1
         self.now[acting] += dwell.sum(axis=1) / MINUTES_PER_DAY
-        clock = (np.floor(self.now[acting]).astype(np.int64), self.session[acting], self.turn[acting],
-                 self.steps[acting], self.now[acting])
+        clock = {"day": np.floor(self.now[acting]).astype(np.int64), "session": self.session[acting],
+                 "turn": self.turn[acting], "step": self.steps[acting], "time_days": self.now[acting]}
         record(acting, slates, reactions, dwell, self.history_ids, self.history_reactions, self.history_dwell,
                self.consumed, self.tastes.fresh)
         said = [j for j, instruction in enumerate(fb.instructions) if instruction is not None]
@@ -278,10 +279,11 @@ class World:
         truncated = ~terminated & (self.steps[acting] >= cfg.max_steps)
         self._retrieve(acting[~(fb.left | terminated | truncated)])
         fallback = fb.fallback if fb.fallback is not None else np.zeros(len(acting), dtype=bool)
-        return StepBatch(acting, slates, reactions, dwell, fb.instructions, fb.left, fallback, fb.reasons,
-                         replaced, engagement, followed, satisfiable, reward, return_gap, terminated, truncated,
-                         *clock, similarity=similarity, disliked=disliked, exit_reasons=fb.exit_reasons,
-                         interviews=interviews)
+        return StepBatch(rows=acting, slates=slates, reactions=reactions, dwell_min=dwell, instructions=fb.instructions,
+                         left=fb.left, fallback=fallback, reasons=fb.reasons, replaced=replaced, engagement=engagement,
+                         followed=followed, satisfiable=satisfiable, reward=reward, return_gap=return_gap,
+                         terminated=terminated, truncated=truncated, **clock, similarity=similarity,
+                         disliked=disliked, exit_reasons=fb.exit_reasons, interviews=interviews)
 
     # ------------------------------------------------------------------ what the platform shows
 

@@ -37,7 +37,7 @@ from recoworld.simulators.base import BatchFeedback
 from recoworld.simulators.choice import ChoiceModel
 from recoworld.simulators.instructions import InstructionWriter, intent_direction
 from recoworld.simulators.return_gap import ReturnGapModel
-from recoworld.simulators.review_kernels import relevance_in_order, settle, slate_geometry
+from recoworld.simulators.review_kernels import relevance_in_order, settle, settle_params, slate_geometry
 from recoworld.streams import UserStreams
 
 _INITIAL_SATISFACTION = 0.6
@@ -91,12 +91,8 @@ class ParametricUsers:
         # float32 like the catalog: the slate's embedding products are the bulk of a review, and
         # float32 halves their memory traffic; their results continue in float64.
         self._emb_padded = np.vstack([catalog.embeddings, np.zeros((1, catalog.embedding_dim))]).astype(np.float32)
-        dyn = self.dyn
-        self._settle_params = np.array([  # the dynamics `review_kernels.settle` reads, in its order
-            dyn.browse_minutes, dyn.satisfaction_rate, dyn.skip_weight, dyn.skip_satisfaction, dyn.skip_relevance,
-            dyn.dislike_satisfaction, dyn.dislike_weight, dyn.satisfaction_collapse, dyn.interest_drift,
-            dyn.dislike_push, _SHORT_EMA, _LONG_EMA, dyn.repetition_similarity,
-        ])
+        # the dynamics `review_kernels.settle` reads, packed by name (`SETTLE_PARAMS`)
+        self._settle_params = settle_params(dict(self.dyn) | {"short_ema": _SHORT_EMA, "long_ema": _LONG_EMA})
         self._quality = catalog.quality.astype(np.float64)
         low = np.minimum(np.maximum((0.4 - self._quality) / 0.4, 0.0), 1.0)
         self._low_quality_fatigue = self.dyn.fatigue_low_quality * low

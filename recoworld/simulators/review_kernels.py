@@ -19,11 +19,40 @@ and the arithmetic of one row is the same whether B is 1 or 1,000.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numba
 import numpy as np
 
 from recoworld.mindset import UNSEEN
+
+#: The dynamics `settle` reads from its `params` array, in the array's order: `settle_params` packs them by these
+#: names, and `settle` reads each at its name's index below (module constants, which numba compiles in as literals),
+#: so the packing side and the compiled side cannot disagree on the order.
+SETTLE_PARAMS: tuple[str, ...] = (
+    "browse_minutes", "satisfaction_rate", "skip_weight", "skip_satisfaction", "skip_relevance",
+    "dislike_satisfaction", "dislike_weight", "satisfaction_collapse", "interest_drift", "dislike_push",
+    "short_ema", "long_ema", "repetition_similarity",
+)
+BROWSE_MINUTES = SETTLE_PARAMS.index("browse_minutes")
+SATISFACTION_RATE = SETTLE_PARAMS.index("satisfaction_rate")
+SKIP_WEIGHT = SETTLE_PARAMS.index("skip_weight")
+SKIP_SATISFACTION = SETTLE_PARAMS.index("skip_satisfaction")
+SKIP_RELEVANCE = SETTLE_PARAMS.index("skip_relevance")
+DISLIKE_SATISFACTION = SETTLE_PARAMS.index("dislike_satisfaction")
+DISLIKE_WEIGHT = SETTLE_PARAMS.index("dislike_weight")
+SATISFACTION_COLLAPSE = SETTLE_PARAMS.index("satisfaction_collapse")
+INTEREST_DRIFT = SETTLE_PARAMS.index("interest_drift")
+DISLIKE_PUSH = SETTLE_PARAMS.index("dislike_push")
+SHORT_EMA = SETTLE_PARAMS.index("short_ema")
+LONG_EMA = SETTLE_PARAMS.index("long_ema")
+REPETITION_SIMILARITY = SETTLE_PARAMS.index("repetition_similarity")
+
+
+def settle_params(values: Mapping[str, float]) -> np.ndarray:
+    """The `params` array of `settle`: `values[name]` for every name of `SETTLE_PARAMS`, in its order (other
+    keys are ignored; a missing one raises KeyError)."""
+    return np.array([values[name] for name in SETTLE_PARAMS], dtype=np.float64)
 
 
 @numba.njit(inline="always")
@@ -104,12 +133,14 @@ def settle(
     satisfaction collapses. The state then takes that position's values; interests drift toward
     each consumed item in order and are pushed away from disliked ones.
 
-    `params` packs the dynamics (see `ParametricUsers._settle_params`). Returns reactions (int8,
+    `params` packs the dynamics named by `SETTLE_PARAMS` (`settle_params`). Returns reactions (int8,
     -1 = unseen), dwell minutes (float32), left, disliked, and the exit kind (index of
     `_PARAMETRIC_EXITS`; -1 for users who stay)."""
-    browse, sat_rate, skip_weight, skip_sat, skip_rel = params[0], params[1], params[2], params[3], params[4]
-    dislike_sat, dislike_weight, collapse, eta, push = params[5], params[6], params[7], params[8], params[9]
-    short_ema, long_ema, tau = params[10], params[11], params[12]
+    browse, sat_rate, collapse = params[BROWSE_MINUTES], params[SATISFACTION_RATE], params[SATISFACTION_COLLAPSE]
+    skip_weight, skip_sat, skip_rel = params[SKIP_WEIGHT], params[SKIP_SATISFACTION], params[SKIP_RELEVANCE]
+    dislike_sat, dislike_weight = params[DISLIKE_SATISFACTION], params[DISLIKE_WEIGHT]
+    eta, push, tau = params[INTEREST_DRIFT], params[DISLIKE_PUSH], params[REPETITION_SIMILARITY]
+    short_ema, long_ema = params[SHORT_EMA], params[LONG_EMA]
     r, k = slates.shape
     d, m = emb.shape[1], memory_items.shape[1]
     reactions = np.full((r, k), UNSEEN, dtype=np.int8)
