@@ -429,6 +429,27 @@ def test_same_seed_gives_the_same_training(ray_session: ModuleType, tmp_path: Pa
 
 
 @pytest.mark.slow
+def test_passing_max_minutes_after_an_iteration_is_an_error_that_keeps_it_for_resume(
+        ray_session: ModuleType, tmp_path: Path) -> None:
+    """The safety stop never ends a run as if finished: it raises, after checkpointing the iteration it reached."""
+    import pandas as pd
+
+    from recoworld.rl.training import TrainConfig, TrainingTimeLimit, evaluate_references, latest_checkpoint, train
+
+    cfg = TrainConfig.model_validate({**tiny_config(0, iterations=3).model_dump(), "max_minutes": 1e-4,
+                                      "eval": {"every": 10, "n_users": 4, "baselines": ["random"]}})
+    references = evaluate_references(cfg)  # given, so the first check of the clock is after iteration 1
+    with pytest.raises(TrainingTimeLimit, match=r"^max_minutes=0.0001 passed \(.* min\) after PPO iteration 1 of 3; "
+                                               r"the last checkpoint, .*iter_000001, is kept"):
+        train(cfg, tmp_path, log=lambda msg: None, references=references)
+    assert latest_checkpoint(tmp_path).name == "iter_000001"
+    assert pd.read_parquet(tmp_path / "curve.parquet")["iteration"].tolist() == [1]
+    resumed = train(cfg.model_copy(update={"max_minutes": None}), tmp_path, resume=True, log=lambda msg: None,
+                    references=references)
+    assert resumed.curve["iteration"].tolist() == [1, 2, 3]
+
+
+@pytest.mark.slow
 def test_cli_train_then_simulate_with_the_policy(ray_session: ModuleType, tmp_path: Path) -> None:
     import yaml
 
