@@ -32,6 +32,7 @@ from recoworld.rl.training import (
     evaluate_references,
     format_seed_summary,
     format_table,
+    progress,
     seed_summary,
     start_ray,
     train,
@@ -100,7 +101,7 @@ if __name__ == "__main__":
     references = None
     if args.seeds > 1 and not args.resume:
         wall = time.perf_counter()
-        references = evaluate_references(cfg)
+        references = evaluate_references(cfg, progress("evaluating {agent}", cfg.eval.n_users, print))
         print(f"references ({', '.join(cfg.eval.baselines)}{', oracle' if cfg.eval.oracle else ''}) on "
               f"{cfg.eval.n_users} evaluation users: {time.perf_counter() - wall:.0f} s")
 

@@ -30,6 +30,7 @@ def test_train_ppo_script_runs_end_to_end(tmp_path: Path) -> None:
     assert "reference: reads the hidden mindset" in table[6]
     assert "±" in table[2]  # retention with its confidence interval, and the paired difference
     assert "charts/train_seconds" in proc.stdout
+    assert proc.stdout.count("evaluating random: 4/4 users") == 1  # the baselines, once for all seeds, with progress
     assert proc.stdout.count("teacher round 1 of 2 done:") == 2  # the oracle teacher's DAgger rounds, before PPO
     assert proc.stdout.count("after the teacher's rounds (iteration 0): retention") == 2
     for seed in (0, 1):  # --seeds 2: one output folder per training seed
