@@ -96,11 +96,9 @@ def test_unknown_agent_suggests_a_fix(catalog: Catalog) -> None:
         make_recommender("gredy", catalog, 5)
 
 
-def test_the_chat_layer_knows_the_llm_recommenders_by_name() -> None:
-    """`recoworld.llm.health.uses_llm` sits below the recommenders, so `recoworld.agents` tells it their names."""
-    from recoworld.agents import LLM_AGENTS
-    from recoworld.llm.health import CHAT_RECOMMENDERS, uses_llm
+def test_a_run_calls_a_chat_model_with_llm_users_or_an_llm_recommender() -> None:
+    """Whether a study probes its server first (`recoworld.studies.runner`)."""
+    from recoworld.agents import uses_llm
 
-    assert set(LLM_AGENTS) == CHAT_RECOMMENDERS
     assert uses_llm("parametric", ["greedy", "toolrec"]) and uses_llm("llm")
     assert not uses_llm("parametric", ["greedy"])

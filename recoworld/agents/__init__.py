@@ -17,7 +17,6 @@ from recoworld.agents.baselines import (
 from recoworld.catalog import Catalog
 from recoworld.config import WorldConfig
 from recoworld.errors import ConfigError, check_distinct
-from recoworld.llm import health
 from recoworld.llm.config import LLMConfig
 
 AgentFactory = Callable[[Catalog, int, int | None], Recommender]
@@ -89,7 +88,11 @@ LLMAgentFactory = Callable[[Catalog, int, int | None, LLMConfig], Recommender]
 LLM_AGENTS: dict[str, LLMAgentFactory] = {
     "toolrec": _toolrec,
 }
-health.CHAT_RECOMMENDERS.update(LLM_AGENTS)  # `recoworld.llm.health.uses_llm` asks by name
+
+
+def uses_llm(user_backend: str, recommenders: Iterable[str] = ()) -> bool:
+    """Whether a run with these users and recommenders calls a chat model (its server is probed first)."""
+    return user_backend == "llm" or any(name in LLM_AGENTS for name in recommenders)
 
 #: `make_recommender("rllib:PATH", ...)` loads a policy trained by `recoworld train` (needs `recoworld[rllib]`).
 RLLIB_PREFIX = "rllib:"

@@ -30,7 +30,7 @@ from recoworld.llm.errors import (
     LLMUnavailable,
     ReplayMiss,
 )
-from recoworld.llm.health import check_server, uses_llm
+from recoworld.llm.health import check_server
 from recoworld.llm.ledger import BudgetLedger
 from recoworld.llm.usage import Usage
 
@@ -59,5 +59,4 @@ __all__ = [
     "make_backend",
     "shared_backend",
     "shared_usage",
-    "uses_llm",
 ]

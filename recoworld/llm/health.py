@@ -25,7 +25,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import deque
-from collections.abc import Iterable
 
 from recoworld.llm.config import LLMConfig
 from recoworld.llm.errors import FallbackRateExceeded, LLMError, LLMServerUnreachable
@@ -33,17 +32,6 @@ from recoworld.llm.errors import FallbackRateExceeded, LLMError, LLMServerUnreac
 #: Seconds the health check waits for a connection and an answer.
 HEALTH_TIMEOUT_S = 5.0
 OPENAI_URL = "https://api.openai.com/v1"
-
-
-#: Names of the recommenders that call a chat model. `recoworld.agents` adds its `LLM_AGENTS` when it is
-#: imported: recommenders sit above the chat layer, so they tell it their names rather than it importing them.
-#: Recommender names reach a run through `recoworld.agents` (checked or built there), so it is filled by then.
-CHAT_RECOMMENDERS: set[str] = set()
-
-
-def uses_llm(user_backend: str, recommenders: Iterable[str] = ()) -> bool:
-    """Whether a run with these users and recommenders calls a chat model."""
-    return user_backend == "llm" or any(name in CHAT_RECOMMENDERS for name in recommenders)
 
 
 def check_server(config: LLMConfig, timeout_s: float = HEALTH_TIMEOUT_S) -> None:

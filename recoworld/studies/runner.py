@@ -50,7 +50,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recoworld.agents import make_recommender, mindset_ready
+from recoworld.agents import make_recommender, mindset_ready, uses_llm
 from recoworld.agents.base import blame
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.envs.platform import hold_back
@@ -58,7 +58,7 @@ from recoworld.envs.population_env import PopulationParallelEnv, PopulationWorld
 from recoworld.errors import ConfigError, RecoWorldError
 from recoworld.evaluation.run_folder import file_digest
 from recoworld.evaluation.trajectory import TrajectoryLog
-from recoworld.llm.health import check_server, uses_llm
+from recoworld.llm.health import check_server
 from recoworld.population import UserProfile, draw_profiles
 from recoworld.storage import write_json_atomic, write_parquet_atomic
 from recoworld.studies.creators import publish
