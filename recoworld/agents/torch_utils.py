@@ -7,14 +7,15 @@ unpickles code. Writes are atomic: a crash mid-save leaves the previous file int
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from recoworld.errors import ConfigError
+from recoworld.storage import write_atomic
 
 _FORMAT = 1
 
@@ -32,17 +33,9 @@ def torch_generator(seed: int | None) -> torch.Generator:
 def save_checkpoint(path: str | os.PathLike[str], kind: str, config: dict[str, Any],
                     state: dict[str, Any]) -> Path:
     """Write `{kind, config, state}` atomically to `path` and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"format": _FORMAT, "kind": kind, "config": config, "state": state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    buf = io.BytesIO()
+    torch.save({"format": _FORMAT, "kind": kind, "config": config, "state": state}, buf)
+    return write_atomic(path, buf.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike[str], kind: str) -> tuple[dict[str, Any], dict[str, Any]]:

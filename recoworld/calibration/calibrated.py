@@ -105,6 +105,7 @@ from recoworld.data.users import build_profiles
 from recoworld.data.world import DataConfig, RealWorld, prepare_world
 from recoworld.errors import ConfigError
 from recoworld.population import UserProfile
+from recoworld.storage import write_atomic
 
 FILES = ("world.yaml", "profiles.jsonl", "catalog.parquet", "calibration.json")
 NOT_IDENTIFIED = ("choice.position", "choice.fatigue", "choice.share_threshold - like_threshold",
@@ -647,11 +648,10 @@ def _spread(values: np.ndarray) -> dict[str, float]:
 def save_calibration(calibrated: CalibratedWorld, out: str | Path) -> Path:
     """Write world.yaml, profiles.jsonl, catalog.parquet and calibration.json into `out`."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "world.yaml").write_text(yaml.safe_dump(calibrated.world.model_dump(mode="json"), sort_keys=False))
-    (out / "profiles.jsonl").write_text("".join(p.model_dump_json() + "\n" for p in calibrated.profiles))
+    write_atomic(out / "world.yaml", yaml.safe_dump(calibrated.world.model_dump(mode="json"), sort_keys=False))
+    write_atomic(out / "profiles.jsonl", "".join(p.model_dump_json() + "\n" for p in calibrated.profiles))
     calibrated.catalog.to_parquet(out / "catalog.parquet")
-    (out / "calibration.json").write_text(json.dumps(calibrated.report, indent=2))
+    write_atomic(out / "calibration.json", json.dumps(calibrated.report, indent=2))
     return out
 
 

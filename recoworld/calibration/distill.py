@@ -63,6 +63,7 @@ from recoworld.config import WorldConfig, build
 from recoworld.errors import ConfigError
 from recoworld.population import UserProfile
 from recoworld.simulators.surrogate import rank_reweighted, surrogate_profile
+from recoworld.storage import write_atomic
 
 #: Fewest LLM item decisions (reviewed items, fallbacks excluded) the fit needs.
 MIN_DECISIONS = 200
@@ -469,8 +470,8 @@ def distill_run(run: str | Path | Sequence[str | Path], out: str | Path, holdout
     if neural_model is not None:
         neural_model.save(path / "neural.pt")
     if ranking is not None:
-        ranking.to_csv(path / "ranking.csv", index=False)
-    report.to_csv(path / "agreement.csv", index=False)
+        write_atomic(path / "ranking.csv", ranking.to_csv(index=False))
+    write_atomic(path / "agreement.csv", report.to_csv(index=False))
     plot(report, path / "agreement.png")
     return distilled, report
 

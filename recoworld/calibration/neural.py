@@ -17,6 +17,7 @@ session-level measures (instructions, return gaps) are left empty for it.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,7 @@ from recoworld.calibration.terms import design, persona_rows
 from recoworld.catalog import Catalog
 from recoworld.config import TasteConfig
 from recoworld.population import UserProfile
+from recoworld.storage import write_atomic
 
 RANKS = 5  # favourite-topic ranks one-hot encoded (more: counted as the last)
 #: The taste groups whose columns the scorer reads (their persona interactions it learns itself).
@@ -116,10 +118,11 @@ class NeuralChoice:
         """The trained net and its standardization, for `load_neural` (torch's weights-only format)."""
         import torch
 
+        buf = io.BytesIO()
         torch.save({"state": self.net.state_dict(), "mean": torch.from_numpy(self.mean),
                     "std": torch.from_numpy(self.std), "hidden": self.net[0].out_features,
-                    "layout": self.layout.model_dump_json()}, path)
-        return Path(path)
+                    "layout": self.layout.model_dump_json()}, buf)
+        return write_atomic(path, buf.getvalue())
 
     def predict(self, items: pd.DataFrame, profiles: Mapping[str, UserProfile], catalog: Catalog) -> pd.DataFrame:
         """Teacher-forced predictions in `agreement.predict`'s columns."""

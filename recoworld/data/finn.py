@@ -21,8 +21,8 @@ gives each item's group; `load_item_groups` reads it.
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from recoworld.errors import ConfigError
+from recoworld.storage import write_atomic
 
 PAD, NO_CLICK, UNKNOWN = 0, 1, 2
 ITEM_OFFSET = 3
@@ -118,17 +119,9 @@ def load_item_groups(path: str | os.PathLike[str], n_items: int) -> np.ndarray:
 
 def save_finn(data: SlateInteractions, path: str | os.PathLike[str]) -> Path:
     """Write `data.npz` atomically, readable by `load_finn` and by FINN's own loaders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **{f: getattr(data, f) for f in FIELDS})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{f: getattr(data, f) for f in FIELDS})
+    return write_atomic(path, buf.getvalue())
 
 
 def turn_events(items: np.ndarray, reactions: np.ndarray) -> list[Event]:

@@ -458,11 +458,11 @@ def build_report(run: RunData, max_users: int = MAX_USERS) -> str:
 def write_report(run_dir: str | Path, out: str | Path | None = None, *, max_users: int = MAX_USERS,
                  catalog: str | Path | None = None) -> Path:
     """Write the report of `run_dir` to `out` (default `run_dir/report.html`); returns its path."""
-    from recoworld.storage import write_bytes_atomic
+    from recoworld.storage import write_atomic
 
     run = load_run(run_dir, catalog)
     path = Path(out) if out is not None else Path(run_dir) / REPORT
-    write_bytes_atomic(build_report(run, max_users).encode(), path)
+    write_atomic(path, build_report(run, max_users))
     return path
 
 

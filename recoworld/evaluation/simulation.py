@@ -34,7 +34,7 @@ from recoworld.evaluation.trajectory import TrajectoryLog
 from recoworld.llm.config import LLMConfig
 from recoworld.llm.errors import BudgetExceeded
 from recoworld.population import PopulationSpec, UserProfile, draw_profiles, sample_population
-from recoworld.storage import write_bytes_atomic, write_parquet_atomic
+from recoworld.storage import write_atomic, write_parquet_atomic
 
 EPISODES, SUMMARY = "episodes.parquet", "summary.csv"
 _PART_DIRS = ("trajectories", "episodes")  # one file per recommender in each
@@ -216,7 +216,7 @@ def simulate(
     summary = summarize(traj, eps)
     if folder is not None:
         write_parquet_atomic(pa.Table.from_pandas(eps, preserve_index=False), folder.path / EPISODES)
-        write_bytes_atomic(summary.to_csv(index=False).encode(), folder.path / SUMMARY)
+        write_atomic(folder.path / SUMMARY, summary.to_csv(index=False))
         folder.finished()
     return SimulationResult(traj, eps, summary, profiles, stopped, resumed)
 

@@ -389,12 +389,12 @@ def write_transfer(result: TransferResult, out: str | Path) -> tuple[Path, Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from recoworld.storage import write_bytes_atomic
+    from recoworld.storage import write_atomic
 
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     csv, js, png = root / "transfer.csv", root / "transfer.json", root / "transfer.png"
-    write_bytes_atomic(result.table.to_csv(index=False).encode(), csv)
+    write_atomic(csv, result.table.to_csv(index=False))
     headline = next(iter(result.agreement.values()))
     doc = {**{k: headline[k] for k in ("spearman", "spearman_ci", "kendall", "kendall_ci", "n_recommenders",
                                        "n_users")},
@@ -402,7 +402,7 @@ def write_transfer(result: TransferResult, out: str | Path) -> tuple[Path, Path,
            "real_score": "NDCG@k on each user's items after the cutoff",
            "simulated_score": "consumptions per impression (CTR) of the served slates",
            "horizon_days": result.horizon_days, "cutoff": result.cutoff, "notes": result.notes}
-    write_bytes_atomic(json.dumps(doc, indent=2).encode(), js)
+    write_atomic(js, json.dumps(doc, indent=2))
     worlds = list(result.agreement)
     fig, axes = plt.subplots(1, len(worlds), figsize=(5.5 * len(worlds), 4.5), squeeze=False)
     for ax, w in zip(axes[0], worlds):
@@ -423,5 +423,5 @@ def write_transfer(result: TransferResult, out: str | Path) -> tuple[Path, Path,
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    write_bytes_atomic(buf.getvalue(), png)
+    write_atomic(png, buf.getvalue())
     return csv, js, png

@@ -27,6 +27,7 @@ import pandas as pd
 
 from recoworld.evaluation.metrics import daily_activity, summarize
 from recoworld.evaluation.report import plot_retention
+from recoworld.storage import write_atomic
 
 ALL = "all"
 #: Columns of the per-segment table in the markdown report.
@@ -126,9 +127,9 @@ def write_report(
     out = Path(out)
     summary = segment_summary(trajectories, episodes, target)
     effects = creator_effects(summary)
-    summary.to_csv(out / "summary.csv", index=False)
+    write_atomic(out / "summary.csv", summary.to_csv(index=False))
     if not effects.empty:
-        effects.to_csv(out / "effects.csv", index=False)
+        write_atomic(out / "effects.csv", effects.to_csv(index=False))
     label = trajectories["recommender"] + "/" + trajectories["arm"]
     overall = summary[summary["segment"] == ALL].assign(recommender=lambda s: s["recommender"] + "/" + s["arm"])
     daily = daily_activity(trajectories.assign(recommender=label), math.ceil(horizon_days))
@@ -148,5 +149,5 @@ def write_report(
                   "", markdown_table(effects), ""]
     lines += ["## Plots", "", "![retention](retention.png)", "", "![segments](segments.png)", ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    write_atomic(path, "\n".join(lines))
     return path, summary
