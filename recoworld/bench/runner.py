@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from recoworld import seeding
 from recoworld.agents import check_recommender_names
 from recoworld.bench.metrics import scenario_metrics
 from recoworld.bench.offline import OfflineConfig, offline_accuracy
@@ -154,8 +154,7 @@ def _run_simulate(scenario: Scenario, agents: list[str], out: Path, *, data: Pat
         calibrated = _calibrated(Path(data), out / "calibrated", scenario.seed)
         world = WorldConfig.model_validate(deep_merge(calibrated.world.model_dump(), scenario.world))
         catalog = calibrated.catalog
-        rng = np.random.default_rng(np.random.SeedSequence(scenario.seed, spawn_key=(7,)))
-        profiles = draw_profiles(calibrated.profiles, scenario.n_users, rng)
+        profiles = draw_profiles(calibrated.profiles, scenario.n_users, seeding.rng(scenario.seed, seeding.BENCH_USERS))
         inputs["data"] = str(data)
         split = calibrated.report.get("data", {}).get("split", "per_user (a calibration older than the split field)")
         notes.append(f"{len(profiles)} of the log's {len(calibrated.profiles)} users, calibrated from {data} "

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from recoworld import seeding
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel, WorldConfig, build
 from recoworld.errors import ConfigError, check_distinct
@@ -70,7 +71,7 @@ class Scenario(StrictModel):
 
     def draw_profiles(self, catalog: Catalog) -> list[UserProfile]:
         """The scenario's users, a function of its seed alone (and the interest shift, when it has one)."""
-        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(7,)))
+        rng = seeding.rng(self.seed, seeding.BENCH_USERS)
         profiles = sample_population(self.population, catalog, rng, n=self.n_users)
         if self.interest_shift is not None:
             profiles = shift_interests(profiles, catalog, self.interest_shift, rng)

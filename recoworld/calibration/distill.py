@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recoworld import seeding
 from recoworld.calibration import terms
 from recoworld.calibration.calibrated import CalibratedWorld
 from recoworld.calibration.fit_choice import fit_like_threshold
@@ -149,7 +150,7 @@ def _load(root: Path, min_decisions: int) -> tuple[Any, pd.DataFrame, pd.DataFra
                           f"(distill needs at least {min_decisions} LLM-reviewed items; rerun with --user-backend llm)")
     catalog = cached_catalog(cfg.world.catalog)
     profiles = sample_population(cfg.population, catalog,
-                                 np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(2)[0]), n=cfg.n_users)
+                                 seeding.rng(cfg.seed, seeding.POPULATION), n=cfg.n_users)
     expect = identity.get("users")
     if (expect is not None and run_identity(cfg, catalog, profiles)["users"] != expect) \
             or identity.get("catalog") not in (None, catalog_fingerprint(catalog)):

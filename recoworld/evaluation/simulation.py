@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
+from recoworld import seeding
 from recoworld.agents import CatalogSearcher, Recommender, make_recommender, mindset_ready
 from recoworld.agents.base import blame
 from recoworld.catalog import Catalog, cached_catalog
@@ -150,14 +151,13 @@ def simulate(
     cfg = config or SimulationConfig()
     cfg = cfg.model_copy(update={"world": mindset_ready(cfg.world, cfg.agents)})
     catalog = catalog if catalog is not None else cached_catalog(cfg.world.catalog)
-    seeds = np.random.SeedSequence(cfg.seed)
-    pop_seed, ep_seed = seeds.spawn(2)
-    pop_rng = np.random.default_rng(pop_seed)
+    pop_rng = seeding.rng(cfg.seed, seeding.POPULATION)
     if profiles is None:
         profiles = sample_population(cfg.population, catalog, pop_rng, n=cfg.n_users)
     else:
         profiles = draw_profiles(profiles, cfg.n_users, pop_rng)
-    episode_seeds = ep_seed.generate_state(len(profiles), dtype=np.uint32).astype(int).tolist()
+    episode_seeds = [int(s) for s in seeding.stream(cfg.seed, seeding.EPISODES).generate_state(len(profiles),
+                                                                                               dtype=np.uint32)]
     folder = None
     if out is not None:
         _distinct_files(cfg.agents)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
+from recoworld import seeding
 from recoworld.agents.base import Observation
 from recoworld.agents.oracle import OracleRecommender
 from recoworld.catalog import Catalog
@@ -145,7 +146,7 @@ def dagger(module: RLModule, settings: TeacherSettings, seed: int,
     import pandas as pd
 
     rows, features, masks, slates = [], [], [], []
-    seeds = np.random.SeedSequence([seed, 0x7EAC4E5]).generate_state(settings.rounds)
+    seeds = seeding.stream(seed, seeding.DAGGER).generate_state(settings.rounds)
     recorders: list[DaggerRecorder] = []
     teacher_plays = True
 
