@@ -9,12 +9,13 @@ instead (jump-forward decoding, as in SGLang's compressed FSM or guidance):
 
 - text the schema fixes (`{"item":2699,"reaction":"`, keys, `const`s) is appended without
   asking the model; it reaches the model's KV cache together with the next token it samples,
-  in one batched evaluation. It is tokenized together with the value that follows it, as the
-  model would write it: Gemma writes `":"` then `click`, and forcing `":` then `"` instead (an
-  unfamiliar split) made the tiny model click nearly every item;
-- an `enum`, a boolean, `null` or not, "one more array item" or not: the model's next-token
-  logits, restricted to the tokens that continue some allowed value (a token trie), one
-  evaluation per branching point, however long the values are;
+  in one batched evaluation. It is tokenized together with what follows it (`":"` then
+  `click`, as Gemma writes it, not `":` then `"`);
+- an `enum`, a boolean, "one more array item" or not: as under a grammar, token by token until
+  one value is left, each step's candidates every token that spells the start of a value still
+  possible (the last token of the fixed text before it may be re-spelled too; see
+  `_Cursor.choose` for why a tiny model needs that);
+- `null` or an object (`anyOf`): the model's choice among the branches' first tokens;
 - a number: digit by digit within `minimum`/`maximum`, at most `MAX_DECIMALS` decimals;
 - a string: free tokens that cannot break the JSON (no quote, backslash or control byte), until
   the model picks a closing quote or the string reaches its `maxLength`.
@@ -35,7 +36,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -67,6 +68,8 @@ class Vocabulary:
     text: np.ndarray  # token ids that may appear inside a JSON string
     text_bytes: np.ndarray  # their lengths in bytes (a free string's step keeps those that still fit)
     closing: np.ndarray  # token ids whose piece starts with '"'
+    by_piece: dict[bytes, int]  # the token of each text that is one token
+    longest: int  # bytes of the longest token
     number_end: np.ndarray  # token ids that would end a number
     digits: dict[str, int]
     dot: int
@@ -89,7 +92,9 @@ class Vocabulary:
             return ids[0]
 
         text = np.flatnonzero(safe)
-        return cls(pieces, lengths, text, lengths[text], np.flatnonzero(closing), np.flatnonzero(end),
+        by_piece = {p: i for i, p in reversed(list(enumerate(pieces))) if p}  # the lowest id of a repeated piece
+        return cls(pieces, lengths, text, lengths[text], np.flatnonzero(closing), by_piece, int(lengths.max()),
+                   np.flatnonzero(end),
                    {d: single(d) for d in "0123456789"}, single("."), single("-"))
 
 
@@ -99,24 +104,6 @@ class Decoded:
     prompt_tokens: int
     completion_tokens: int
     evaluations: int  # model evaluations (batched steps); the rest of the tokens were forced
-
-
-@dataclass
-class _Trie:
-    children: dict[int, _Trie] = field(default_factory=dict)
-    value: int | None = None  # index of the option that ends here
-
-
-def _trie(options: Sequence[list[int]]) -> _Trie:
-    root = _Trie()
-    for k, ids in enumerate(options):
-        node = root
-        for t in ids:
-            node = node.children.setdefault(t, _Trie())
-        if node.value is not None or node.children:
-            raise Unsupported("two allowed values tokenize so that one is a prefix of the other")
-        node.value = k
-    return root
 
 
 T = TypeVar("T")
@@ -179,35 +166,44 @@ class _Cursor:
         self.completion += 1
 
     def choose(self, options: Sequence[str]) -> Steps[int]:
-        """Write one of `options` (texts), the model choosing at each token where they part.
+        """Write one of `options` (texts), the model choosing token by token until one is left.
 
-        Each option is tokenized together with the text before it that is not tokenized yet, as the
-        model itself would write it (`":"` then `click`, not `":` then `"` then `click`): a small model's
-        choice depends strongly on seeing its own tokenization. Once the tokens taken single out an
-        option, the rest of its text waits to be tokenized with what follows."""
+        As under a grammar, the model may spell the value in any tokens, and may re-spell the last token
+        of the text before it (`":` may become `":"` then `sk`): at each step the candidates are all the
+        tokens whose text continues some option still possible. A small model's choice depends strongly
+        on this. Forcing `":`, `"`, `click` (a split Gemma never writes) made it click every item, and
+        offering only the usual spelling (`":"`, then `click`) never let it skip or share, where grammar
+        decoding, on the same prompts, spread its reactions over all five. What is left of the chosen
+        option waits to be tokenized with the text that follows."""
         if len(options) == 1:
             self.force(options[0])
             return 0
-        head, self.tail = self.tail, b""
-        texts = [head + o.encode() for o in options]
-        seqs = [self.tokenize(t) for t in texts]
-        alive, at = list(range(len(options))), 0
-        while len(alive) > 1:
-            if any(at == len(seqs[k]) for k in alive):
-                raise Unsupported(f"allowed values {[options[k] for k in alive]}: one is a prefix of another")
-            ids = np.array(sorted({seqs[k][at] for k in alive}), dtype=np.int64)
-            token = int(ids[0]) if len(ids) == 1 else (yield from self._sample(ids))
+        v = self.vocab
+        ids = self.tokenize(self.tail) if self.tail else []
+        heal = v.pieces[ids[-1]] if ids and self.tail.endswith(v.pieces[ids[-1]]) else b""
+        ids = ids[:-1] if heal else ids
+        self.pending.extend(ids)
+        self.completion += len(ids)
+        self.tail = b""
+        rest = {k: heal + o.encode() for k, o in enumerate(options)}
+        while len(rest) > 1:
+            if any(not r for r in rest.values()):
+                raise Unsupported(f"allowed values {[options[k] for k in rest]}: one is a prefix of another")
+            spelled: dict[int, bytes] = {}  # token -> the text it writes
+            for r in rest.values():
+                for n in range(1, min(len(r), v.longest) + 1):
+                    if (t := v.by_piece.get(r[:n])) is not None:
+                        spelled[t] = r[:n]
+            if not spelled:
+                raise Unsupported(f"no token spells the start of {[options[k] for k in rest]}")
+            candidates = np.array(sorted(spelled), dtype=np.int64)
+            token = int(candidates[0]) if len(candidates) == 1 else (yield from self._sample(candidates))
             self._take(token)
-            alive = [k for k in alive if seqs[k][at] == token]
-            at += 1
-        k = alive[0]
-        done = b"".join(self.vocab.pieces[t] for t in seqs[k][:at])
-        if not texts[k].startswith(done):  # a tokenizer whose pieces do not spell its text: take the option whole
-            for token in seqs[k][at:]:
-                self._take(token)
-            done = texts[k]
+            piece = spelled[token]
+            rest = {k: r[len(piece):] for k, r in rest.items() if r.startswith(piece)}
+        (k, left), = rest.items()
         self.out.append(options[k])
-        self.tail = texts[k][len(done):]
+        self.tail = left
         return k
 
     def string(self, max_bytes: int) -> Steps[None]:
