@@ -39,6 +39,7 @@ from recoworld.calibration.distill import Decisions, utility, with_relevance
 from recoworld.catalog import Catalog
 from recoworld.config import WorldConfig
 from recoworld.population import UserProfile
+from recoworld.stats import bootstrap_indices, percentile_ci
 
 MEASURES = ("reaction_accuracy", "reaction_macro_f1", "click_auc", "dwell_corr", "leave_accuracy",
             "instruction_agreement", "return_gap_ks")
@@ -136,7 +137,7 @@ def agreement(decisions: Decisions, held_out: set[str], models: Mapping[str, tup
     turns = decisions.turns[decisions.turns["user_id"].isin(held_out)].reset_index(drop=True)
     users = np.array(sorted(held_out))
     rng = np.random.default_rng(seed)
-    draws = [rng.choice(users, len(users)) for _ in range(n_boot)]
+    draws = users[bootstrap_indices(rng, len(users), n_boot)]
     rows = []
     runs: dict[str, tuple[pd.DataFrame, pd.DataFrame | None]] = {}
     for name, (world, profiles) in models.items():
@@ -161,8 +162,8 @@ def agreement(decisions: Decisions, held_out: set[str], models: Mapping[str, tup
             boot.append(_measures(items.iloc[ii], pred.iloc[ii].reset_index(drop=True), turns.iloc[tt], model_turns))
         for m in MEASURES:
             values = np.array([b[m] for b in boot], dtype=np.float64)
-            lo, hi = np.nanquantile(values, [0.025, 0.975]) if np.isfinite(values).any() else (np.nan, np.nan)
-            rows.append({"model": name, "measure": m, "value": point[m], "ci_low": float(lo), "ci_high": float(hi),
+            lo, hi = percentile_ci(values)
+            rows.append({"model": name, "measure": m, "value": point[m], "ci_low": lo, "ci_high": hi,
                          "ceiling": best[m], "n_users": len(users), "n_decisions": len(items)})
     return pd.DataFrame(rows)
 

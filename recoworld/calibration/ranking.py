@@ -27,6 +27,7 @@ import pandas as pd
 from recoworld.calibration.calibrated import CalibratedWorld
 from recoworld.calibration.distill import MIN_AGENTS, Decisions
 from recoworld.errors import ConfigError
+from recoworld.stats import bootstrap_indices, percentile_ci
 
 #: Metrics (columns of `recoworld.evaluation.metrics.summarize`) ranked, higher is better; the first is the headline.
 METRICS = ("return_per_user", "ctr", "like_rate", "dwell_min_per_user", "retention")
@@ -109,16 +110,15 @@ def rank_check(decisions: Decisions, surrogate: CalibratedWorld, seed: int | Non
     per_seed = np.array([_rhos(a, metrics(run)) for run in runs])
     rng = np.random.default_rng(base)
     boot = np.array([_rhos(metrics(llm[:, d]), metrics(sur[:, d]))
-                     for d in rng.integers(0, len(users), (n_boot, len(users)))])
+                     for d in bootstrap_indices(rng, len(users), n_boot)])
     rows = []
     for m, metric in enumerate(METRICS):
-        lo, hi = (np.nanquantile(boot[:, m], [0.025, 0.975]) if np.isfinite(boot[:, m]).any()
-                  else (np.nan, np.nan))
+        lo, hi = percentile_ci(boot[:, m])
         ra, rb = pd.Series(-np.round(a[:, m], 9)).rank().to_numpy(), pd.Series(-np.round(b[:, m], 9)).rank().to_numpy()
         for i, name in enumerate(agents):
             rows.append({"metric": metric, "recommender": name, "llm": a[i, m], "surrogate": b[i, m],
                          "llm_rank": ra[i], "surrogate_rank": rb[i], "spearman_rho": rho[m],
-                         "rho_ci_low": float(lo), "rho_ci_high": float(hi),
+                         "rho_ci_low": lo, "rho_ci_high": hi,
                          "rho_per_replica": " ".join(f"{x:+.2f}" for x in per_seed[:, m])})
     return pd.DataFrame(rows)
 

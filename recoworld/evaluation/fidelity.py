@@ -53,11 +53,11 @@ from rich.table import Table
 
 from recoworld.catalog import Catalog
 from recoworld.config import ChoiceConfig, StrictModel, WorldConfig
-from recoworld.evaluation.metrics import mean_ci
 from recoworld.population import UserProfile
 from recoworld.simulators.base import BatchUserSimulator
 from recoworld.simulators.choice import ChoiceModel
 from recoworld.simulators.parametric import ParametricUsers
+from recoworld.stats import mean_ci
 from recoworld.streams import UserStreams
 
 #: Passes of shuffled slates behind the simulated AUC, the default of both `fidelity` and `validate`.

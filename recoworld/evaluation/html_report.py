@@ -34,7 +34,8 @@ import pandas as pd
 
 from recoworld.catalog import Catalog
 from recoworld.errors import RecoWorldError
-from recoworld.evaluation.metrics import daily_activity, mean_ci, summarize
+from recoworld.evaluation.metrics import daily_activity, summarize
+from recoworld.stats import mean_ci
 
 #: users per recommender embedded in the journey explorer
 MAX_USERS = 100

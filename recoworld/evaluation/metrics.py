@@ -15,19 +15,7 @@ import pandas as pd
 from recoworld.catalog import Catalog
 from recoworld.mindset import EXIT_REASONS, Intent
 from recoworld.simulators.instructions import intent_topics, wants_quality
-
-#: z for a two-sided 95% normal confidence interval.
-Z95 = 1.959963984540054
-
-
-def mean_ci(values: np.ndarray | pd.Series) -> tuple[float, float]:
-    """Mean and half-width of its 95% confidence interval (normal approximation)."""
-    x = np.asarray(values, dtype=np.float64)
-    x = x[~np.isnan(x)]
-    if len(x) == 0:
-        return float("nan"), float("nan")
-    half = Z95 * x.std(ddof=1) / np.sqrt(len(x)) if len(x) > 1 else float("nan")
-    return float(x.mean()), float(half)
+from recoworld.stats import mean_ci
 
 
 def intent_match(intent: Intent | dict[str, Any], catalog: Catalog, items: np.ndarray) -> np.ndarray:

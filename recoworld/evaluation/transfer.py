@@ -55,9 +55,9 @@ from recoworld.data.split import Split
 from recoworld.envs.retrieval import CandidateRetriever
 from recoworld.envs.world import World, build_users
 from recoworld.errors import ConfigError, check_distinct
-from recoworld.evaluation.metrics import mean_ci
 from recoworld.mindset import UNSEEN, ReactionType
 from recoworld.population import UserProfile
+from recoworld.stats import bootstrap_indices, mean_ci, percentile_ci
 from recoworld.streams import UserStreams
 
 SECONDS_PER_DAY = 86400.0
@@ -271,16 +271,11 @@ def rank_agreement(real: np.ndarray, sim: np.ndarray, resamples: int, seed: int)
     rho, tau = _spearman(real.mean(0), sim.mean(0)), _kendall(real.mean(0), sim.mean(0))
     boot_rho, boot_tau = np.empty(resamples), np.empty(resamples)
     n = len(real)
-    for t in range(resamples):
-        pick = rng.integers(0, n, n)
+    for t, pick in enumerate(bootstrap_indices(rng, n, resamples)):
         r, s = real[pick].mean(0), sim[pick].mean(0)
         boot_rho[t], boot_tau[t] = _spearman(r, s), _kendall(r, s)
-
-    def ci(x: np.ndarray) -> list[float]:
-        x = x[~np.isnan(x)]
-        return [float(np.quantile(x, 0.025)), float(np.quantile(x, 0.975))] if len(x) else [float("nan")] * 2
-
-    return {"spearman": rho, "spearman_ci": ci(boot_rho), "kendall": tau, "kendall_ci": ci(boot_tau),
+    return {"spearman": rho, "spearman_ci": list(percentile_ci(boot_rho)), "kendall": tau,
+            "kendall_ci": list(percentile_ci(boot_tau)),
             "n_recommenders": int(real.shape[1]), "n_users": int(n)}
 
 
