@@ -273,13 +273,26 @@ class DynamicsConfig(StrictModel):
     """
 
     interest_drift: float = Field(0.06, ge=0, le=1, description="pull of a consumed item on interests")
+    initial_satisfaction: float = Field(0.6, ge=0, le=1, description="a new user's satisfaction, and where it "
+                                        "recovers to between sessions")
     satisfaction_rate: float = Field(0.15, gt=0, lt=1)
+    satisfaction_short_ema: float = Field(0.5, gt=0, le=1, description="per item weight of the short average of "
+                                          "satisfaction (its trend is short - long)")
+    satisfaction_long_ema: float = Field(0.1, gt=0, le=1, description="per item weight of the long average")
+    click_satisfaction: float = Field(0.35, ge=0, le=1, description="satisfaction a click pulls toward, before "
+                                      "the terms below")
+    click_relevance: float = Field(0.4, ge=0, le=2, description="a click's target rises by this x relevance")
+    click_quality: float = Field(0.35, ge=0, le=2, description="a click's target rises by this x item quality")
+    click_fatigue: float = Field(0.3, ge=0, le=2, description="a click's target falls by this x fatigue")
     skip_satisfaction: float = Field(0.3, ge=0, le=1, description="satisfaction an irrelevant skip pulls toward")
     skip_weight: float = Field(0.4, ge=0, le=1, description="a skip moves satisfaction this much less than a click")
     skip_relevance: float = Field(1.0, ge=0, le=2, description="a skipped item's target rises by this x relevance")
     # Fatigue per item is bounded: one item adding 1e308 overflowed the choice model to NaN.
     fatigue_repetition: float = Field(0.08, ge=0, le=10, description="fatigue per near-duplicate item")
-    fatigue_low_quality: float = Field(0.02, ge=0, le=10)
+    fatigue_low_quality: float = Field(0.02, ge=0, le=10, description="fatigue an item of quality 0 adds")
+    low_quality_threshold: float = Field(0.4, gt=0, le=1, description="items of lower quality add fatigue, "
+                                         "linearly up to fatigue_low_quality at quality 0")
+    fatigue_novelty: float = Field(0.3, ge=0, le=2, description="appetite for novelty rises by this x fatigue")
     fatigue_recovery: float = Field(0.08, ge=1e-6, lt=1, description="per-item decay of fatigue (a denormal "
                                     "such as 5e-324 made satisfaction NaN)")
     repetition_similarity: float = Field(0.9, ge=-1, lt=1, description="near-duplicate from this cosine")

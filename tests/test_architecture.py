@@ -150,8 +150,8 @@ def test_only_the_rl_package_imports_rllib() -> None:
 class _AlwaysClick(ChoiceModel):
     """Every item is irresistible: the injected choice model decides, the dynamics stay."""
 
-    def utility(self, *args, **kwargs) -> np.ndarray:  # type: ignore[override]
-        return np.full(np.shape(args[1]), 50.0)
+    def base_utility(self, *args, **kwargs) -> np.ndarray:  # type: ignore[override]
+        return np.full(np.shape(args[0]), 50.0)
 
 
 def test_the_choice_model_is_injectable(catalog: Catalog) -> None:

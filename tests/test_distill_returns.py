@@ -11,17 +11,19 @@ from recoworld.calibration.returns import fit_gap_glm, fit_returns, replay_satis
 from recoworld.catalog import cached_catalog
 from recoworld.config import CatalogConfig, DynamicsConfig, ReturnConfig
 from recoworld.population import PopulationSpec, sample_population
+from recoworld.simulators.choice import ChoiceModel
 from recoworld.simulators.parametric import ParametricUsers
 from recoworld.streams import UserStreams
 
 
 def _parametric_log(dynamics: DynamicsConfig, returns: ReturnConfig, n_users: int = 6,
-                    sessions: int = 3) -> tuple[pd.DataFrame, np.ndarray, dict, object]:
-    """Items the parametric user reviewed (the columns `replay_satisfaction` reads) and its satisfaction after
-    each session, as the simulator held it."""
+                    sessions: int = 3, choice_model: ChoiceModel | None = None,
+                    ) -> tuple[pd.DataFrame, np.ndarray, dict, object]:
+    """Items the parametric user (with `choice_model`, when given) reviewed (the columns `replay_satisfaction`
+    reads) and its satisfaction after each session, as the simulator held it."""
     catalog = cached_catalog(CatalogConfig(n_items=300, n_topics=6, seed=3))
     profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(0), n=n_users)
-    users = ParametricUsers(catalog, dynamics=dynamics, returns=returns)
+    users = ParametricUsers(catalog, dynamics=dynamics, returns=returns, choice_model=choice_model)
     users.reset(profiles)
     streams = UserStreams([np.random.default_rng(100 + i) for i in range(n_users)])
     rng = np.random.default_rng(1)

@@ -8,7 +8,8 @@ its gap and whether it comes back at each session's end, and its own stated sati
 absent). So s is *replayed*: `replay_satisfaction` runs the parametric user's satisfaction dynamics (those of
 `ParametricUsers.review` and `start_sessions`: per-item targets and rates, fatigue from repetition and low
 quality, interest drift after clicks, dislikes and instructions, recovery between sessions) on the LLM's own
-reactions and instructions, teacher-forced.
+reactions and instructions, teacher-forced, through the user's own rule (`review_kernels.satisfaction_step`,
+`fatigue_step`), so a change to the user model reaches the replay.
 The surrogate then maps its own simulated s through the fitted hazard, so a recommender that earned the LLM user's
 quick returns earns the surrogate's too.
 
@@ -44,7 +45,13 @@ from recoworld.config import DynamicsConfig, ReturnConfig
 from recoworld.mindset import Intent
 from recoworld.population import UserProfile
 from recoworld.simulators.instructions import intent_direction
-from recoworld.simulators.parametric import _INITIAL_SATISFACTION as INITIAL_SATISFACTION
+from recoworld.simulators.review_kernels import (
+    fatigue_increase,
+    fatigue_step,
+    low_quality_fatigue,
+    satisfaction_step,
+    settle_params,
+)
 
 #: Churned and returning session ends (each) before churn's dependence on satisfaction is fitted: on fewer, a
 #: separable handful (6 session ends of a real model) gave a slope of 74; then only the share is fitted.
@@ -58,50 +65,44 @@ def replay_satisfaction(items: pd.DataFrame, profiles: dict[str, UserProfile], c
     the previous session's `return_gap_days`. Novelty is the items table's (max similarity to the last reviewed
     items), which the simulator computes over its memory slots: the same, up to slots left unseen."""
     emb = catalog.embeddings.astype(np.float64)
-    low_quality = dynamics.fatigue_low_quality * np.clip((0.4 - catalog.quality.astype(np.float64)) / 0.4, 0, 1)
+    params = settle_params(dict(dynamics))  # the user's rule reads them as the compiled review does
     quality = catalog.quality.astype(np.float64)
+    low_quality = low_quality_fatigue(quality, params)
+    initial = dynamics.initial_satisfaction
     sat_out = np.empty(len(items))
     episode = (items["recommender"] + "\x00" + items["user_id"]).to_numpy()
     cols = {c: items[c].to_numpy() for c in ("item", "reaction", "session", "step", "novelty", "left",
                                             "return_gap_days")}
     disliked = items["disliked"].to_numpy(bool) if "disliked" in items else np.zeros(len(items), bool)
     intents = items["intent"].to_numpy() if "intent" in items else np.full(len(items), None)
-    tau, rho, eta = dynamics.repetition_similarity, dynamics.fatigue_recovery, dynamics.interest_drift
-    rate_click = dynamics.satisfaction_rate
+    eta = dynamics.interest_drift
     starts = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])
     for lo, hi in zip(starts, np.r_[starts[1:], len(items)]):
         long_term = profiles[items["user_id"].iat[lo]].interest_vector(catalog).astype(np.float64)
-        interests, sat, fat, gap = long_term.copy(), INITIAL_SATISFACTION, 0.0, math.inf
+        interests, sat, fat, gap = long_term.copy(), initial, 0.0, math.inf
         session, step, push, intent = None, None, np.zeros_like(long_term), None
         for j in range(lo, hi):
             if cols["step"][j] != step:  # a new turn: the last one's dislikes and instruction move interests
                 interests = _moved(interests, push, intent, catalog, dynamics)
                 push[:] = 0.0
                 step, intent = cols["step"][j], intents[j]
+                fat = min(fat, 1.0)  # the state a turn starts from is capped; within a slate the path is not
             if cols["session"][j] != session:  # a new session: recover from the gap (inf before the first)
                 session = cols["session"][j]
                 interests = long_term + (interests - long_term) * math.exp(-gap / returns.interest_memory_days)
                 fat *= math.exp(-gap / returns.fatigue_recovery_days)
-                sat = INITIAL_SATISFACTION + (sat - INITIAL_SATISFACTION) * math.exp(
-                    -gap / returns.satisfaction_recovery_days)
+                sat = initial + (sat - initial) * math.exp(-gap / returns.satisfaction_recovery_days)
             item = cols["item"][j]
             e = emb[item]
             rel = float(e @ interests)
-            max_sim = 1.0 - cols["novelty"][j]
-            fat = min(fat * (1.0 - rho) + dynamics.fatigue_repetition * min(max((max_sim - tau) / (1 - tau), 0), 1)
-                      + low_quality[item], 1.0)
-            if cols["reaction"][j] >= 1:
-                target = min(max(0.35 + 0.4 * rel + 0.35 * quality[item] - 0.3 * fat, 0.0), 1.0)
-                rate = rate_click
+            fat = fatigue_step(fat, fatigue_increase(1.0 - cols["novelty"][j], low_quality[item], params), params)
+            clicked = bool(cols["reaction"][j] >= 1)
+            dislike = bool(disliked[j]) and not clicked
+            sat = satisfaction_step(sat, clicked, dislike, rel, quality[item], min(fat, 1.0), params)
+            if clicked:
                 interests = (1.0 - eta) * interests + eta * e
-            else:
-                target = min(max(dynamics.skip_satisfaction + dynamics.skip_relevance * rel, 0.0), 1.0) * (1 - fat)
-                rate = rate_click * dynamics.skip_weight
-                if disliked[j]:
-                    target = min(target, dynamics.dislike_satisfaction)
-                    rate = max(rate, rate_click * dynamics.dislike_weight)
-                    push += e
-            sat += rate * (target - sat)
+            elif dislike:
+                push += e
             sat_out[j] = sat
             gap_j = cols["return_gap_days"][j]
             if cols["left"][j] and np.isfinite(gap_j):

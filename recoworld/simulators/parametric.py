@@ -37,10 +37,15 @@ from recoworld.simulators.base import BatchFeedback
 from recoworld.simulators.choice import ChoiceModel
 from recoworld.simulators.instructions import InstructionWriter, intent_direction
 from recoworld.simulators.return_gap import ReturnGapModel
-from recoworld.simulators.review_kernels import relevance_in_order, settle, settle_params, slate_geometry
+from recoworld.simulators.review_kernels import (
+    low_quality_fatigue,
+    relevance_in_order,
+    settle,
+    settle_params,
+    slate_geometry,
+)
 from recoworld.streams import UserStreams
 
-_INITIAL_SATISFACTION = 0.6
 #: A parametric user's exit reasons, by the index `review_kernels.settle` picks (shared: `ExitReason` is frozen).
 _PARAMETRIC_EXITS = (
     ExitReason(kind="out_of_time", text="Out of time for today."),
@@ -54,7 +59,6 @@ _PARAMETRIC_INTERVIEWS = tuple(
         ("That was a waste of my time.", "Mostly not for me today.", "It was okay, nothing special.",
          "I enjoyed most of what I saw.", "Great session, exactly my kind of thing."), start=1)
 )
-_SHORT_EMA, _LONG_EMA = 0.5, 0.1
 
 
 @functools.cache
@@ -91,11 +95,10 @@ class ParametricUsers:
         # float32 like the catalog: the slate's embedding products are the bulk of a review, and
         # float32 halves their memory traffic; their results continue in float64.
         self._emb_padded = np.vstack([catalog.embeddings, np.zeros((1, catalog.embedding_dim))]).astype(np.float32)
-        # the dynamics `review_kernels.settle` reads, packed by name (`SETTLE_PARAMS`)
-        self._settle_params = settle_params(dict(self.dyn) | {"short_ema": _SHORT_EMA, "long_ema": _LONG_EMA})
+        # the dynamics the compiled review reads, packed by name (`review_kernels.SETTLE_PARAMS`)
+        self._settle_params = settle_params(dict(self.dyn))
         self._quality = catalog.quality.astype(np.float64)
-        low = np.minimum(np.maximum((0.4 - self._quality) / 0.4, 0.0), 1.0)
-        self._low_quality_fatigue = self.dyn.fatigue_low_quality * low
+        self._low_quality_fatigue = low_quality_fatigue(self._quality, self._settle_params)
         self._duration = catalog.duration_min.astype(np.float64)
         self._popularity = catalog.popularity_z
         self._taste = self.choice.taste_on(catalog)  # a distilled world's tastes beyond the favourite topics
@@ -129,7 +132,7 @@ class ParametricUsers:
         novelty = np.array([p.novelty_trait for p in profiles], dtype=np.float64)
         patience = np.array([p.patience for p in profiles], dtype=np.int64)
         budget = np.array([p.time_budget_min for p in profiles], dtype=np.float64)
-        satisfaction = np.full(b, _INITIAL_SATISFACTION)
+        satisfaction = np.full(b, self.dyn.initial_satisfaction)
         return {
             "long_term": long_term, "interests": long_term.copy(),
             "novelty_trait": novelty, "novelty": novelty.copy(),
@@ -167,7 +170,8 @@ class ParametricUsers:
         keep_interest = np.exp(-gap / r.interest_memory_days)[:, None]
         self.interests[users] = self.long_term[users] + (self.interests[users] - self.long_term[users]) * keep_interest
         self.fatigue[users] *= np.exp(-gap / r.fatigue_recovery_days)
-        sat = _INITIAL_SATISFACTION + (self.satisfaction[users] - _INITIAL_SATISFACTION) * np.exp(
+        initial = self.dyn.initial_satisfaction
+        sat = initial + (self.satisfaction[users] - initial) * np.exp(
             -gap / r.satisfaction_recovery_days
         )
         self.satisfaction[users] = sat
@@ -234,29 +238,28 @@ class ParametricUsers:
         rel = (emb @ self.interests[users].astype(np.float32)[:, :, None])[:, :, 0].astype(np.float64)
         sims = emb @ context.transpose(0, 2, 1)  # (R, K, K + M): the slate's Gram matrix, then the memory
         max_sim, novelty, fat, appetite = slate_geometry(
-            sims, slates, self._low_quality_fatigue, self.fatigue, self.novelty, users, dyn.repetition_similarity,
-            dyn.fatigue_repetition, dyn.fatigue_recovery,
+            sims, slates, self._low_quality_fatigue, self.fatigue, self.novelty, users, self._settle_params,
         )
         quality = self._quality[slates]
         duration = self._duration[slates]
         noise = streams.logistic(users, (k, 4))
         popularity = self._popularity[slates] if choice.config.popularity else 0.0
-        base = choice.utility(0.0, quality, novelty, appetite, fat, _positions(k), popularity,
-                              self.conformity[users][:, None], self.activity[users][:, None], duration)
+        base = choice.base_utility(quality, novelty, appetite, fat, _positions(k), popularity,
+                                   self.conformity[users][:, None], self.activity[users][:, None], duration)
         if self._taste is not None:
             base = base + self._taste.bonus(self.taste_tables[users], slates)
         if utility_bonus is not None:
             base = base + utility_bonus
-        w_rel = choice.config.relevance
-        # click <=> base + w_rel * relevance + noise > 0 <=> w_rel * relevance > threshold
+        # click <=> base + relevance term + noise > 0 <=> relevance term > threshold
         threshold = np.ascontiguousarray(-noise[..., 0] - base, dtype=np.float64)
-        rel_seen = relevance_in_order(rel, sims, threshold, w_rel, dyn.interest_drift)
-        click = w_rel * rel_seen > threshold
-        utility = base + w_rel * rel_seen
+        rel_seen, rel_utility = relevance_in_order(rel, sims, threshold, choice.relevance_term.address,
+                                                   choice.config.relevance, dyn.interest_drift)
+        click = rel_utility > threshold
+        utility = base + rel_utility
         level = np.asarray(choice.engagement(click, utility, noise[..., 1:3]), dtype=np.int8)
         # "Not interested": a skip whose utility (with the same click noise) is far below the click
         # threshold; no extra draw, so a row's stream is consumed exactly as without dislikes.
-        dislike = ~click & (w_rel * rel_seen - threshold < -dyn.dislike_margin)
+        dislike = ~click & (rel_utility - threshold < -dyn.dislike_margin)
         reactions, dwell, left, disliked, exit_kind = settle(
             slates, users, click, level, dislike, np.ascontiguousarray(utility, dtype=np.float64),
             np.ascontiguousarray(noise[..., 3]), rel_seen, fat, max_sim, self._emb_padded, quality, duration,
@@ -320,8 +323,8 @@ class ParametricUsers:
         s = mindset.satisfaction
         self.interests[user] = np.asarray(mindset.interests, dtype=np.float64)
         self.satisfaction[user] = s
-        self.sat_short[user] += _SHORT_EMA * (s - self.sat_short[user])
-        self.sat_long[user] += _LONG_EMA * (s - self.sat_long[user])
+        self.sat_short[user] += self.dyn.satisfaction_short_ema * (s - self.sat_short[user])
+        self.sat_long[user] += self.dyn.satisfaction_long_ema * (s - self.sat_long[user])
         self.fatigue[user] = mindset.fatigue
         self.novelty[user] = mindset.novelty_propensity
         self.time_left[user] = mindset.time_left_min

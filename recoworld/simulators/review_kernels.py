@@ -1,16 +1,20 @@
 """Compiled steps of a parametric slate review (`ParametricUsers.review`), one user row at a time.
 
-A review has three parts that do not depend on the choice model, and two that do (the
-click utility and the engagement level, which stay numpy so that a `ChoiceModel` can be
-injected). The three compiled parts replace several dozen numpy passes over (B, K)
-arrays with loops that touch each number once:
+The click utility but relevance and the engagement level stay numpy, so that a `ChoiceModel`
+can be injected; relevance enters through the model's compiled `relevance_term`. The three
+compiled parts replace several dozen numpy passes over (B, K) arrays with loops that touch
+each number once:
 
 1. `slate_geometry`: novelty against memory and earlier items, and the fatigue path
    (before any choice; the embedding products themselves are batched numpy matmuls);
-2. `relevance_in_order`: each position's relevance when the user reaches it (a click pulls
-   interests toward the item, which moves every later relevance through the Gram matrix);
+2. `relevance_in_order`: each position's relevance, and its utility, when the user reaches it
+   (a click pulls interests toward the item, which moves every later relevance through the
+   Gram matrix);
 3. `settle`: time, patience and satisfaction along the slate, where the user leaves, and
    the new state (interest drift, satisfaction averages, memory).
+
+The user's satisfaction and fatigue rule (`satisfaction_step`, `fatigue_step` and their parts)
+lives here once, for the review, the returns replay of a distilled world and the oracle.
 
 Rows never read each other, so a user's review does not depend on the batch around it,
 and the arithmetic of one row is the same whether B is 1 or 1,000.
@@ -25,14 +29,17 @@ import numba
 import numpy as np
 
 from recoworld.mindset import UNSEEN
+from recoworld.simulators.choice import call_relevance_term
 
-#: The dynamics `settle` reads from its `params` array, in the array's order: `settle_params` packs them by these
-#: names, and `settle` reads each at its name's index below (module constants, which numba compiles in as literals),
-#: so the packing side and the compiled side cannot disagree on the order.
+#: The dynamics the compiled user reads from its `params` array, in the array's order: `settle_params` packs them by
+#: these names (every one a `DynamicsConfig` field), and the kernels read each at its name's index below (module
+#: constants, which numba compiles in as literals), so the packing side and the compiled side cannot disagree.
 SETTLE_PARAMS: tuple[str, ...] = (
     "browse_minutes", "satisfaction_rate", "skip_weight", "skip_satisfaction", "skip_relevance",
     "dislike_satisfaction", "dislike_weight", "satisfaction_collapse", "interest_drift", "dislike_push",
-    "short_ema", "long_ema", "repetition_similarity",
+    "satisfaction_short_ema", "satisfaction_long_ema", "repetition_similarity", "click_satisfaction",
+    "click_relevance", "click_quality", "click_fatigue", "fatigue_repetition", "fatigue_recovery", "fatigue_novelty",
+    "fatigue_low_quality", "low_quality_threshold",
 )
 BROWSE_MINUTES = SETTLE_PARAMS.index("browse_minutes")
 SATISFACTION_RATE = SETTLE_PARAMS.index("satisfaction_rate")
@@ -44,14 +51,23 @@ DISLIKE_WEIGHT = SETTLE_PARAMS.index("dislike_weight")
 SATISFACTION_COLLAPSE = SETTLE_PARAMS.index("satisfaction_collapse")
 INTEREST_DRIFT = SETTLE_PARAMS.index("interest_drift")
 DISLIKE_PUSH = SETTLE_PARAMS.index("dislike_push")
-SHORT_EMA = SETTLE_PARAMS.index("short_ema")
-LONG_EMA = SETTLE_PARAMS.index("long_ema")
+SATISFACTION_SHORT_EMA = SETTLE_PARAMS.index("satisfaction_short_ema")
+SATISFACTION_LONG_EMA = SETTLE_PARAMS.index("satisfaction_long_ema")
 REPETITION_SIMILARITY = SETTLE_PARAMS.index("repetition_similarity")
+CLICK_SATISFACTION = SETTLE_PARAMS.index("click_satisfaction")
+CLICK_RELEVANCE = SETTLE_PARAMS.index("click_relevance")
+CLICK_QUALITY = SETTLE_PARAMS.index("click_quality")
+CLICK_FATIGUE = SETTLE_PARAMS.index("click_fatigue")
+FATIGUE_REPETITION = SETTLE_PARAMS.index("fatigue_repetition")
+FATIGUE_RECOVERY = SETTLE_PARAMS.index("fatigue_recovery")
+FATIGUE_NOVELTY = SETTLE_PARAMS.index("fatigue_novelty")
+FATIGUE_LOW_QUALITY = SETTLE_PARAMS.index("fatigue_low_quality")
+LOW_QUALITY_THRESHOLD = SETTLE_PARAMS.index("low_quality_threshold")
 
 
 def settle_params(values: Mapping[str, float]) -> np.ndarray:
-    """The `params` array of `settle`: `values[name]` for every name of `SETTLE_PARAMS`, in its order (other
-    keys are ignored; a missing one raises KeyError)."""
+    """The `params` array of the kernels: `values[name]` for every name of `SETTLE_PARAMS`, in its order (other
+    keys are ignored; a missing one raises KeyError). `settle_params(dict(dynamics_config))` is the usual call."""
     return np.array([values[name] for name in SETTLE_PARAMS], dtype=np.float64)
 
 
@@ -60,10 +76,97 @@ def _unit_clip(x: float) -> float:
     return min(max(x, 0.0), 1.0)
 
 
+# ---------------------------------------------------------------- the user's satisfaction and fatigue rule
+# One copy, called by the compiled review below, by the replay that fits a distilled world's returns
+# (`recoworld.calibration.returns.replay_satisfaction`) and by the oracle (`recoworld.agents.oracle`): a change
+# to the user model reaches all three.
+
+
+@numba.njit(nogil=True, cache=True)
+def satisfaction_pull(clicked: bool, disliked: bool, relevance: float, quality: float, fatigue: float,
+                      params: np.ndarray) -> tuple[float, float]:
+    """(target, weight): the satisfaction one reviewed item pulls toward, and how hard, as a share of
+    `satisfaction_rate`. A click pulls toward a target that rises with relevance and quality and falls with
+    fatigue, at the full rate; a skip toward one that follows relevance (scrolling past relevant items is
+    ordinary, past irrelevant ones wearing), less hard; a dislike lower and harder still."""
+    if clicked:
+        target = _unit_clip(params[CLICK_SATISFACTION] + params[CLICK_RELEVANCE] * relevance
+                            + params[CLICK_QUALITY] * quality - params[CLICK_FATIGUE] * fatigue)
+        weight = 1.0
+    else:
+        target = _unit_clip(params[SKIP_SATISFACTION] + params[SKIP_RELEVANCE] * relevance) * (1.0 - fatigue)
+        weight = params[SKIP_WEIGHT]
+    if disliked:
+        target = min(target, params[DISLIKE_SATISFACTION])
+        weight = max(weight, params[DISLIKE_WEIGHT])
+    return target, weight
+
+
+@numba.njit(nogil=True, cache=True)
+def satisfaction_step(satisfaction: float, clicked: bool, disliked: bool, relevance: float, quality: float,
+                      fatigue: float, params: np.ndarray) -> float:
+    """Satisfaction after one reviewed item: a step toward its `satisfaction_pull` target."""
+    target, weight = satisfaction_pull(clicked, disliked, relevance, quality, fatigue, params)
+    return satisfaction + params[SATISFACTION_RATE] * weight * (target - satisfaction)
+
+
+@numba.njit(nogil=True, cache=True)
+def fatigue_increase(similarity: float, quality_fatigue: float, params: np.ndarray) -> float:
+    """Fatigue one item adds: repetition (its highest similarity to what was seen, from `repetition_similarity`
+    up to 1) plus `quality_fatigue`, what its quality adds (`low_quality_fatigue`)."""
+    tau = params[REPETITION_SIMILARITY]
+    return params[FATIGUE_REPETITION] * _unit_clip((similarity - tau) / (1.0 - tau)) + quality_fatigue
+
+
+@numba.njit(nogil=True, cache=True)
+def fatigue_step(fatigue: float, increase: float, params: np.ndarray) -> float:
+    """Fatigue after an item that adds `increase`: the old level decays by `fatigue_recovery` per item. Not
+    capped: the user's state, and what the rule reads, is min(fatigue, 1)."""
+    rho = params[FATIGUE_RECOVERY]
+    return fatigue + rho * (increase / rho - fatigue)
+
+
+@numba.njit(nogil=True, cache=True)
+def novelty_appetite(novelty: float, fatigue: float, params: np.ndarray) -> float:
+    """The appetite for novelty: the user's propensity, raised by fatigue."""
+    return min(novelty + params[FATIGUE_NOVELTY] * fatigue, 1.0)
+
+
+@numba.njit(nogil=True, cache=True)
+def low_quality_fatigue(quality: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Fatigue each item adds by its quality alone: none from `low_quality_threshold` up, rising linearly to
+    `fatigue_low_quality` at quality 0."""
+    threshold = params[LOW_QUALITY_THRESHOLD]
+    out = np.empty(len(quality))
+    for i in range(len(quality)):
+        out[i] = params[FATIGUE_LOW_QUALITY] * _unit_clip((threshold - quality[i]) / threshold)
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def satisfaction_pulls(clicked: bool, relevance: np.ndarray, quality: np.ndarray, fatigue: float,
+                       params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`satisfaction_pull` of each candidate (no dislike) at one fatigue: (targets, weights)."""
+    n = len(relevance)
+    targets, weights = np.empty(n), np.empty(n)
+    for i in range(n):
+        targets[i], weights[i] = satisfaction_pull(clicked, False, relevance[i], quality[i], fatigue, params)
+    return targets, weights
+
+
+@numba.njit(nogil=True, cache=True)
+def repetition_fatigue(similarity: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """`fatigue_increase` of each similarity, quality aside."""
+    out = np.empty(len(similarity))
+    for i in range(len(similarity)):
+        out[i] = fatigue_increase(similarity[i], 0.0, params)
+    return out
+
+
 @numba.njit(nogil=True, cache=True)
 def slate_geometry(
-    sims: np.ndarray, slates: np.ndarray, low_quality_fatigue: np.ndarray, fatigue: np.ndarray, novelty: np.ndarray,
-    rows: np.ndarray, repetition_similarity: float, fatigue_repetition: float, fatigue_recovery: float,
+    sims: np.ndarray, slates: np.ndarray, quality_fatigue: np.ndarray, fatigue: np.ndarray, novelty: np.ndarray,
+    rows: np.ndarray, params: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per row j (state row `rows[j]`) and slate position: the highest similarity to anything seen
     lately or earlier in the slate (floored at 0), the item's novelty, the fatigue path and the
@@ -76,7 +179,6 @@ def slate_geometry(
     item_novelty = np.empty((r, k))
     fat = np.empty((r, k))
     appetite = np.empty((r, k))
-    tau = repetition_similarity
     for j in range(r):
         u = rows[j]
         f = fatigue[u]
@@ -88,31 +190,33 @@ def slate_geometry(
             s = np.float64(top)
             max_sim[j, i] = s
             item_novelty[j, i] = 1.0 - min(s, 1.0)
-            increase = fatigue_repetition * _unit_clip((s - tau) / (1.0 - tau)) + low_quality_fatigue[slates[j, i]]
-            f = f + fatigue_recovery * (increase / fatigue_recovery - f)
+            f = fatigue_step(f, fatigue_increase(s, quality_fatigue[slates[j, i]], params), params)
             fat[j, i] = min(f, 1.0)
-            appetite[j, i] = min(novelty[u] + 0.3 * fat[j, i], 1.0)
+            appetite[j, i] = novelty_appetite(novelty[u], fat[j, i], params)
     return max_sim, item_novelty, fat, appetite
 
 
 @numba.njit(nogil=True, cache=True)
-def relevance_in_order(rel: np.ndarray, sims: np.ndarray, threshold: np.ndarray, w_rel: float,
-                       eta: float) -> np.ndarray:
-    """(R, K) relevance of each position when the user reaches it: a click at position p (relevance
-    x with `w_rel * x > threshold[p]`) moves every relevance by x <- x + eta * (sims[p, i] - x),
-    through the slate's Gram matrix (the first K columns of `sims`)."""
+def relevance_in_order(rel: np.ndarray, sims: np.ndarray, threshold: np.ndarray, term: int,
+                       w_rel: float, eta: float) -> tuple[np.ndarray, np.ndarray]:
+    """(R, K) relevance of each position when the user reaches it, and its utility `term(x, w_rel)` (`term`: the
+    address of the choice model's `relevance_term`): a click at position p (`term(x, w_rel) > threshold[p]`)
+    moves every relevance by x <- x + eta * (sims[p, i] - x), through the slate's Gram matrix (the first K
+    columns of `sims`)."""
     r, k = rel.shape
     seen = np.empty((r, k))
+    utility = np.empty((r, k))
     current = np.empty(k)
     for j in range(r):
         current[:] = rel[j]
         for pos in range(k):
             x = current[pos]
             seen[j, pos] = x
-            if w_rel * x > threshold[j, pos]:
+            utility[j, pos] = call_relevance_term(term, x, w_rel)
+            if utility[j, pos] > threshold[j, pos]:
                 for i in range(k):
                     current[i] = current[i] + eta * (np.float64(sims[j, pos, i]) - current[i])
-    return seen
+    return seen, utility
 
 
 @numba.njit(nogil=True, cache=True)
@@ -129,18 +233,16 @@ def settle(
 
     Along the slate: time spent (a click watches `duration * completion`, a skip costs
     `browse_minutes`), patience (reset by a click), and satisfaction moving toward each item's
-    target. The user leaves at the first position where time or patience runs out or
+    target (`satisfaction_step`). The user leaves at the first position where time or patience runs out or
     satisfaction collapses. The state then takes that position's values; interests drift toward
     each consumed item in order and are pushed away from disliked ones.
 
     `params` packs the dynamics named by `SETTLE_PARAMS` (`settle_params`). Returns reactions (int8,
     -1 = unseen), dwell minutes (float32), left, disliked, and the exit kind (index of
     `_PARAMETRIC_EXITS`; -1 for users who stay)."""
-    browse, sat_rate, collapse = params[BROWSE_MINUTES], params[SATISFACTION_RATE], params[SATISFACTION_COLLAPSE]
-    skip_weight, skip_sat, skip_rel = params[SKIP_WEIGHT], params[SKIP_SATISFACTION], params[SKIP_RELEVANCE]
-    dislike_sat, dislike_weight = params[DISLIKE_SATISFACTION], params[DISLIKE_WEIGHT]
+    browse, collapse = params[BROWSE_MINUTES], params[SATISFACTION_COLLAPSE]
     eta, push, tau = params[INTEREST_DRIFT], params[DISLIKE_PUSH], params[REPETITION_SIMILARITY]
-    short_ema, long_ema = params[SHORT_EMA], params[LONG_EMA]
+    short_ema, long_ema = params[SATISFACTION_SHORT_EMA], params[SATISFACTION_LONG_EMA]
     r, k = slates.shape
     d, m = emb.shape[1], memory_items.shape[1]
     reactions = np.full((r, k), UNSEEN, dtype=np.int8)
@@ -158,18 +260,11 @@ def settle(
             c = click[j, i]
             if c:
                 spent = duration[j, i] * (1.0 / (1.0 + math.exp(-(utility[j, i] + completion_noise[j, i]))))
-                target = _unit_clip(0.35 + 0.4 * rel_seen[j, i] + 0.35 * quality[j, i] - 0.3 * fat[j, i])
-                rate = sat_rate
                 last_click = i
             else:
                 spent = browse
-                target = _unit_clip(skip_sat + skip_rel * rel_seen[j, i]) * (1.0 - fat[j, i])
-                rate = sat_rate * skip_weight
-            if dislike[j, i]:  # a dislike pulls satisfaction lower, and harder, than a skip
-                target = min(target, dislike_sat)
-                rate = max(rate, sat_rate * dislike_weight)
-                disliked[j, i] = True
-            sat = sat + rate * (target - sat)
+            disliked[j, i] = dislike[j, i]
+            sat = satisfaction_step(sat, c, dislike[j, i], rel_seen[j, i], quality[j, i], fat[j, i], params)
             short = short + short_ema * (sat - short)
             long = long + long_ema * (sat - long)
             spent_total += spent
