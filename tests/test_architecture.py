@@ -62,7 +62,7 @@ def test_every_mapped_package_exists_and_every_package_is_mapped() -> None:
 #: before it, never one after it. A unit is a top-level module or package of `recoworld` (`__init__` is the
 #: package's own `__init__.py`) or a module inside one; a module belongs to the unit that names it most closely.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundations", ("errors", "storage", "streams", "mindset")),
+    ("foundations", ("errors", "storage", "streams", "seeding", "stats", "mindset")),
     ("chat models", ("llm",)),
     ("configs", ("config",)),
     ("catalog", ("catalog",)),
