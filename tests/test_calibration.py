@@ -442,7 +442,7 @@ def test_session_moments_recover_the_session_sizes(catalog: Catalog) -> None:
                                session_moments(np.concatenate([s.sizes for s in sessions(-4.0, 0.5, fresh)])),
                                rtol=0.2)
     assert np.mean([s.ctr for s in got]) == pytest.approx(ctr, rel=0.15)
-    assert fit.evaluations == len(calls) <= 40 + 4  # a 3-parameter simplex may finish a shrink past the budget
+    assert fit.evaluations == len(calls) <= 40  # the budget is a hard stop (scipy's maxfev)
 
 
 # ---------------------------------------------------------------- optimizer and bad input
@@ -453,7 +453,7 @@ def test_nelder_mead_finds_a_quadratic_minimum_within_its_budget() -> None:
     best, value, used = nelder_mead(lambda x: float(((x - [1.0, -2.0]) ** 2).sum()), np.zeros(2), np.ones(2), 200,
                                     np.full(2, -5.0), np.full(2, 5.0), on_eval=lambda n, v: calls.append(n))
     assert np.allclose(best, [1.0, -2.0], atol=1e-2) and value < 1e-4
-    assert used <= 200 + 2 and calls[-1] == used
+    assert used <= 200 and calls[-1] == used
 
 
 def _bad(args: list[str]) -> str:

@@ -53,12 +53,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import digamma, polygamma
 
 from recoworld import seeding
 from recoworld.calibration import terms
 from recoworld.calibration.calibrated import CalibratedWorld
 from recoworld.calibration.fit_choice import fit_like_threshold
-from recoworld.calibration.fit_sessions import _digamma, _trigamma
 from recoworld.catalog import Catalog
 from recoworld.config import WorldConfig, build
 from recoworld.errors import ConfigError
@@ -298,7 +298,7 @@ def gamma_shape(s: float, iterations: int = 50) -> float:
         return 100.0
     k = (3 - s + np.sqrt((s - 3) ** 2 + 24 * s)) / (12 * s)
     for _ in range(iterations):
-        step = (np.log(k) - float(_digamma(np.array([k]))[0]) - s) / (1 / k - float(_trigamma(np.array([k]))[0]))
+        step = (np.log(k) - float(digamma(k)) - s) / (1 / k - float(polygamma(1, k)))
         k = max(k - step, 1e-3)
         if abs(step) < 1e-10:
             break

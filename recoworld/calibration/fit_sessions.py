@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.special import digamma, polygamma
 
 from recoworld.config import ReturnConfig
 
@@ -145,15 +146,15 @@ def _dirichlet_shape(gaps: pd.DataFrame, per_user: pd.DataFrame, iterations: int
 
     k = 1.0
     for _ in range(iterations):
-        grad = float((n * (_digamma(n * k) - _digamma(np.full_like(n, k)))).sum()) + log_share
-        hess = float((n**2 * _trigamma(n * k) - n * _trigamma(np.full_like(n, k))).sum())
+        grad = float((n * (digamma(n * k) - digamma(k))).sum()) + log_share
+        hess = float((n**2 * polygamma(1, n * k) - n * polygamma(1, k)).sum())
         new = k - grad / hess if hess < 0 else k * 2.0
         new = min(max(new, k / 4.0, 1e-3), k * 4.0)
         if abs(new - k) < 1e-10 * k:
             k = new
             break
         k = new
-    info = -float((n**2 * _trigamma(n * k) - n * _trigamma(np.full_like(n, k))).sum())
+    info = -float((n**2 * polygamma(1, n * k) - n * polygamma(1, k)).sum())
     return k, 1.0 / math.sqrt(max(info, 1e-12)), loglik(k) / len(g)
 
 
@@ -161,25 +162,3 @@ def _gamma_q99(shape: float, rates: np.ndarray) -> np.ndarray:
     """99th percentile of Gamma(shape, rate = shape * rates) by Wilson-Hilferty's cube-root normal approximation."""
     c = 1.0 / (9.0 * shape)
     return (1.0 - c + _Z99 * math.sqrt(c)) ** 3 / rates
-
-
-def _digamma(x: np.ndarray) -> np.ndarray:
-    """psi(x) for x > 0: recurrence up to x >= 6, then the asymptotic series."""
-    x = np.asarray(x, dtype=np.float64).copy()
-    out = np.zeros_like(x)
-    while (small := x < 6.0).any():
-        out[small] -= 1.0 / x[small]
-        x[small] += 1.0
-    inv2 = 1.0 / x**2
-    return out + np.log(x) - 0.5 / x - inv2 * (1 / 12 - inv2 * (1 / 120 - inv2 * (1 / 252 - inv2 / 240)))
-
-
-def _trigamma(x: np.ndarray) -> np.ndarray:
-    """psi'(x) for x > 0: recurrence up to x >= 6, then the asymptotic series."""
-    x = np.asarray(x, dtype=np.float64).copy()
-    out = np.zeros_like(x)
-    while (small := x < 6.0).any():
-        out[small] += 1.0 / x[small] ** 2
-        x[small] += 1.0
-    inv2 = 1.0 / x**2
-    return out + 1.0 / x + 0.5 * inv2 + inv2 / x * (1 / 6 - inv2 * (1 / 30 - inv2 / 42))
