@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recoworld.stats import Z95, bootstrap_indices, mean_ci, percentile_ci
+from recoworld.stats import Z95, bootstrap_indices, estimate, mean_ci, percentile_ci
 
 
 def test_mean_ci_is_the_normal_interval_ignoring_nans() -> None:
@@ -31,3 +31,8 @@ def test_bootstrap_indices_draw_as_one_resample_at_a_time_did() -> None:
     one_by_one, by_choice = np.random.default_rng(9), np.random.default_rng(9)
     assert np.array_equal(drawn, [one_by_one.integers(0, 13, 13) for _ in range(40)])
     assert np.array_equal(users[drawn], [by_choice.choice(users, 13) for _ in range(40)])
+
+
+def test_estimate_is_value_se_and_the_rounded_normal_interval() -> None:
+    assert estimate(np.float64(2.0), 0.5) == {"value": 2.0, "se": 0.5, "ci95": [2.0 - 1.96 * 0.5, 2.0 + 1.96 * 0.5]}
+    assert all(type(v) is float for v in [*estimate(np.float32(1.5), np.float32(0.25))["ci95"]])

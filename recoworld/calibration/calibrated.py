@@ -105,6 +105,7 @@ from recoworld.data.users import build_profiles
 from recoworld.data.world import DataConfig, RealWorld, prepare_world
 from recoworld.errors import ConfigError
 from recoworld.population import UserProfile
+from recoworld.stats import Z95_ROUNDED, estimate
 from recoworld.storage import write_atomic
 
 FILES = ("world.yaml", "profiles.jsonl", "catalog.parquet", "calibration.json")
@@ -237,7 +238,7 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
         "choice": {
             "choices": {"fit": len(fit_rows.user), "valid": len(choices.valid_rows.user),
                         "negatives_per_choice": config.n_negatives},
-            "weights": {t: _estimate(logit.weights[t], logit.std_errors[t]) for t in CHOICE_TERMS},
+            "weights": {t: estimate(logit.weights[t], logit.std_errors[t]) for t in CHOICE_TERMS},
             "loglik_per_choice": {"train": logit.loglik, "valid": choices.valid_loglik, "null": logit.null_loglik},
             "feature_correlation": _feature_correlation(fit_rows),
         },
@@ -247,10 +248,10 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
         "activity": _spread(np.array(list(activity.values()))),
         "sessions": {
             "gap_minutes": config.session_gap_minutes, "sessions": len(sessions.sessions), "gaps": sessions.n_gaps,
-            "gap_shape": _estimate(sessions.gap_shape, sessions.gap_shape_se),
+            "gap_shape": estimate(sessions.gap_shape, sessions.gap_shape_se),
             "gap_loglik_per_gap": sessions.gap_loglik,
             "pooled_rate_per_day": sessions.pooled_rate, "base_rate": base_rate,
-            "churn_probability": _estimate(sessions.churn_probability, sessions.churn_probability_se),
+            "churn_probability": estimate(sessions.churn_probability, sessions.churn_probability_se),
             "churn_bias": world.returns.churn_bias, "churn_after": floor,
             "return_rate": _spread(sessions.user_rates.to_numpy()),
             "visits": {"consuming_share": visits.clicked_share, "churn_per_visit": visits.churn_per_visit,
@@ -422,7 +423,7 @@ def _fold_weights(dataset: Dataset, log: pd.DataFrame, config: CalibrationConfig
             out.append(entry | {"note": f"not fitted: {err}"})
             continue
         out.append(entry | {"users": len(fit.ids), "choices": len(fit.fit_rows.user),
-                            "weights": {k: _estimate(fit.logit.weights[k], fit.logit.std_errors[k])
+                            "weights": {k: estimate(fit.logit.weights[k], fit.logit.std_errors[k])
                                         for k in CHOICE_TERMS}})
     return out
 
@@ -436,7 +437,7 @@ def fold_warnings(folds: list[dict[str, Any]]) -> list[str]:
         for i, a in enumerate(fitted):
             for b in fitted[i + 1:]:
                 wa, wb = a["weights"][term], b["weights"][term]
-                if abs(wa["value"] - wb["value"]) > 1.96 * np.hypot(wa["se"], wb["se"]):
+                if abs(wa["value"] - wb["value"]) > Z95_ROUNDED * np.hypot(wa["se"], wb["se"]):
                     pairs.append(f"{a['fold']} vs {b['fold']} ({wa['value']:.3g} vs {wb['value']:.3g})")
         if pairs:
             out.append(f"folds: choice.{term} differs between time folds beyond their standard errors: "
@@ -598,9 +599,9 @@ def _like_threshold(rows: ChoiceData, positive: np.ndarray, weights: np.ndarray,
     log_t, se = fit_like_threshold(utility[rated], positive[rated])
     share = float(np.nanmean(train_positive))
     if not len(simulated_utility):
-        return _estimate(log_t, se) | {"positive_share": share, "log_mle": log_t, "note": "no simulated clicks"}
+        return estimate(log_t, se) | {"positive_share": share, "log_mle": log_t, "note": "no simulated clicks"}
     value = _solve_share(np.asarray(simulated_utility, np.float64), share)
-    return _estimate(value, se) | {"positive_share": share, "log_mle": log_t, "shift": value - log_t,
+    return estimate(value, se) | {"positive_share": share, "log_mle": log_t, "shift": value - log_t,
                                    "note": "solved on the simulated users' click utilities (the MLE's estimating "
                                            "equation); log_mle is the threshold on the log's fitted utilities"}
 
@@ -633,10 +634,6 @@ def _activity(sessions: pd.DataFrame) -> dict[str, float]:
     raw = np.log(per_user["mean"] / per_user["mean"].median())
     shrunk = raw * per_user["size"] / (per_user["size"] + _ACTIVITY_SHRINK)
     return {str(u): float(v) for u, v in shrunk.items()}
-
-
-def _estimate(value: float, se: float) -> dict[str, float]:
-    return {"value": float(value), "se": float(se), "ci95": [float(value - 1.96 * se), float(value + 1.96 * se)]}
 
 
 def _spread(values: np.ndarray) -> dict[str, float]:

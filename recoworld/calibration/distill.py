@@ -64,6 +64,7 @@ from recoworld.config import WorldConfig, build
 from recoworld.errors import ConfigError
 from recoworld.population import UserProfile
 from recoworld.simulators.surrogate import rank_reweighted, surrogate_profile
+from recoworld.stats import estimate
 from recoworld.storage import write_atomic
 
 #: Fewest LLM item decisions (reviewed items, fallbacks excluded) the fit needs.
@@ -341,7 +342,7 @@ def distill(decisions: Decisions, holdout: float = 0.3, seed: int = 0) -> tuple[
         fit = terms.fit_terms(x, TERMS, terms.design(it, layout, by_id, decisions.catalog), layout, click, act,
                               it["user_id"].to_numpy(), seed)
         choice = {t: float(v) for t, v in zip(TERMS, fit.base)} | {"taste": fit.taste.model_dump()}
-        report["choice"] = {t: _estimate(fit.base[i], fit.se[i]) for i, t in enumerate(TERMS)}
+        report["choice"] = {t: estimate(fit.base[i], fit.se[i]) for i, t in enumerate(TERMS)}
         report["terms"] = {"importance": fit.importance, "ridge": fit.ridge, "cv_loglik": fit.cv_loglik,
                            "measure": "drop in the fit users' cross-validated log-likelihood per decision (nats) "
                                       "when the term is removed"}
@@ -354,7 +355,7 @@ def distill(decisions: Decisions, holdout: float = 0.3, seed: int = 0) -> tuple[
         if len(y) and 0 < y.sum() < len(y):
             t, se_t = fit_like_threshold(u[given], y.astype(np.float64))
             choice[name] = t
-            report[name] = _estimate(t, se_t)
+            report[name] = estimate(t, se_t)
         elif len(y):  # all or none: put the threshold far on the side the log shows
             choice[name] = float(u[given].min() - 6.0) if y.all() else float(u[given].max() + 6.0)
             report[name] = {"value": choice[name], "note": "every decision the same; set past the fitted utilities"}
@@ -415,10 +416,6 @@ def _rank_weights(items: pd.DataFrame) -> np.ndarray | None:
     w, _ = fit_binary_logit(x, click, items["activity"].to_numpy())
     coef = np.maximum(w[:n], 0.0)
     return coef / coef.sum() if coef.sum() > 0 else None
-
-
-def _estimate(value: float, se: float) -> dict[str, float]:
-    return {"value": float(value), "se": float(se), "ci95": [float(value - 1.96 * se), float(value + 1.96 * se)]}
 
 
 def distill_run(run: str | Path | Sequence[str | Path], out: str | Path, holdout: float = 0.3, seed: int = 0,
