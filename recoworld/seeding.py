@@ -9,7 +9,9 @@ module existed, so every stream (and every published output) is bit-identical to
 - `POPULATION` and `EPISODES` are `SeedSequence(seed).spawn(2)`'s two children, spawn keys
   (0,) and (1,) (`recoworld simulate`, and `distill` rebuilding the same users);
 - `BENCH_USERS` is spawn key (7,): a scenario's users, a function of its seed alone;
-- `DAGGER` salts the entropy instead, `SeedSequence([seed, 0x7EAC4E5])`, as the teacher did.
+- `DAGGER` salts the entropy instead, `SeedSequence([seed, 0x7EAC4E5])`, as the teacher did;
+- `TRANSFER_USERS` and `TRANSFER_BOOTSTRAP` are the transfer panel's `default_rng([seed, 7])` and
+  `default_rng([seed, 11])`: salts too (a list seed is that `SeedSequence`).
 
 The studies (`recoworld.studies.runner`, `recoworld.studies.users`) still spell their own
 spawn keys (1, 2, 3 with a shard index; 0 and 100 with a shard index).
@@ -35,6 +37,8 @@ POPULATION = Purpose("population", spawn_key=(0,))
 EPISODES = Purpose("episodes", spawn_key=(1,))
 BENCH_USERS = Purpose("bench users", spawn_key=(7,))
 DAGGER = Purpose("dagger rounds", salt=0x7EAC4E5)
+TRANSFER_USERS = Purpose("transfer panel users' streams", salt=7)
+TRANSFER_BOOTSTRAP = Purpose("transfer rank-agreement bootstrap", salt=11)
 
 
 def stream(seed: int, purpose: Purpose, *index: int) -> np.random.SeedSequence:

@@ -48,6 +48,7 @@ import pandas as pd
 from pydantic import Field, field_validator
 from rich.table import Table
 
+from recoworld import seeding
 from recoworld.agents.log_rankers import PANEL, LogRanker, TrainLog, make_ranker
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel, WorldConfig, build
@@ -231,7 +232,7 @@ def simulated_scores(world: SimulatedWorld, user_ids: Sequence[str], orders: np.
     retriever = RankedRetriever(world.catalog, cfg, orders)
     sim = World(world.catalog, cfg, build_users(world.catalog, cfg, b), b, retriever=retriever)
     retriever.consumed = sim.consumed
-    sim.streams = UserStreams.spawn(np.random.default_rng([seed, 7]), b)
+    sim.streams = UserStreams.spawn(seeding.rng(seed, seeding.TRANSFER_USERS), b)
     sim.reset(np.arange(b), profiles, np.zeros(b))
     clicks, positive, seen = np.zeros(b), np.zeros(b), np.zeros(b)
     active = np.ones(b, dtype=bool)
@@ -267,7 +268,7 @@ def _kendall(a: np.ndarray, b: np.ndarray) -> float:
 def rank_agreement(real: np.ndarray, sim: np.ndarray, resamples: int, seed: int) -> dict[str, Any]:
     """Spearman and Kendall between per-recommender means of (users x recommenders) score matrices,
     with 95% percentile intervals from resampling users (rows) with replacement."""
-    rng = np.random.default_rng([seed, 11])
+    rng = seeding.rng(seed, seeding.TRANSFER_BOOTSTRAP)
     rho, tau = _spearman(real.mean(0), sim.mean(0)), _kendall(real.mean(0), sim.mean(0))
     boot_rho, boot_tau = np.empty(resamples), np.empty(resamples)
     n = len(real)
