@@ -179,12 +179,12 @@ class _Cursor:
             self.force(options[0])
             return 0
         v = self.vocab
-        ids = self.tokenize(self.tail) if self.tail else []
-        heal = v.pieces[ids[-1]] if ids and self.tail.endswith(v.pieces[ids[-1]]) else b""
-        ids = ids[:-1] if heal else ids
-        self.pending.extend(ids)
-        self.completion += len(ids)
-        self.tail = b""
+        head = self.tail
+        self.flush()
+        heal = b""  # the last token of the text not tokenized before, taken back for the model to re-spell
+        if head and self.pending and head.endswith(v.pieces[self.pending[-1]]):
+            heal = v.pieces[self.pending.pop()]
+            self.completion -= 1
         rest = {k: heal + o.encode() for k, o in enumerate(options)}
         while len(rest) > 1:
             if any(not r for r in rest.values()):
