@@ -13,8 +13,13 @@ module existed, so every stream (and every published output) is bit-identical to
 - `TRANSFER_USERS` and `TRANSFER_BOOTSTRAP` are the transfer panel's `default_rng([seed, 7])` and
   `default_rng([seed, 11])`: salts too (a list seed is that `SeedSequence`).
 
-The studies (`recoworld.studies.runner`, `recoworld.studies.users`) still spell their own
-spawn keys (1, 2, 3 with a shard index; 0 and 100 with a shard index).
+- a study (`recoworld.studies`) draws each shard's users from `POPULATION` with the shard's
+  index, and a calibrated folder's users from `POPULATION` itself; `STUDY_ORDER` shuffles them,
+  `STUDY_TARGET_SAMPLE` draws the users who tell a creator's topic, `STUDY_CREATOR` and
+  `STUDY_RELEASES` place the creator's and the catalog's new items, and `STUDY_SHARD` with the
+  shard's index seeds its world and recommenders. `STUDY_CREATOR` is `EPISODES`' spawn key (1,),
+  kept so that studies reproduce: the two never meet, since `simulate` has no creator and a study
+  seeds its episodes through `STUDY_SHARD`.
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ BENCH_USERS = Purpose("bench users", spawn_key=(7,))
 DAGGER = Purpose("dagger rounds", salt=0x7EAC4E5)
 TRANSFER_USERS = Purpose("transfer panel users' streams", salt=7)
 TRANSFER_BOOTSTRAP = Purpose("transfer rank-agreement bootstrap", salt=11)
+STUDY_CREATOR = Purpose("study creator's items", spawn_key=(1,))
+STUDY_RELEASES = Purpose("study catalog's held-back releases", spawn_key=(2,))
+STUDY_SHARD = Purpose("study shard's world and recommenders", spawn_key=(3,))
+STUDY_ORDER = Purpose("study users' order across shards", spawn_key=(100,))
+STUDY_TARGET_SAMPLE = Purpose("study creator's target-segment sample", spawn_key=(100, 1))
 
 
 def stream(seed: int, purpose: Purpose, *index: int) -> np.random.SeedSequence:

@@ -18,6 +18,10 @@ def test_streams_equal_the_legacy_derivations(seed: int) -> None:
         seeding.DAGGER: np.random.SeedSequence([seed, 0x7EAC4E5]),
         seeding.TRANSFER_USERS: np.random.SeedSequence([seed, 7]),
         seeding.TRANSFER_BOOTSTRAP: np.random.SeedSequence([seed, 11]),
+        seeding.STUDY_CREATOR: np.random.SeedSequence(seed, spawn_key=(1,)),
+        seeding.STUDY_RELEASES: np.random.SeedSequence(seed, spawn_key=(2,)),
+        seeding.STUDY_ORDER: np.random.SeedSequence(seed, spawn_key=(100,)),
+        seeding.STUDY_TARGET_SAMPLE: np.random.SeedSequence(seed, spawn_key=(100, 1)),
     }
     for purpose, old in legacy.items():
         new = seeding.stream(seed, purpose)
@@ -35,3 +39,5 @@ def test_purposes_and_indices_give_distinct_streams() -> None:
               for i in ((), (0,), (1,))}
     assert len(states) == 18
     assert seeding.stream(3, seeding.BENCH_USERS, 2).spawn_key == (7, 2)
+    assert seeding.stream(3, seeding.STUDY_SHARD, 4).spawn_key == (3, 4)  # a study shard's world and recommenders
+    assert seeding.stream(3, seeding.POPULATION, 4).spawn_key == (0, 4)  # a study shard's users

@@ -54,7 +54,7 @@ def test_ten_million_users_are_planned_without_drawing_anyone() -> None:
     holds 2 bytes a user, and the last shard can be drawn first."""
     users = StudyUsers.planned(POPULATION, 10_000_000, shard_size=16, seed=0)
     assert len(users) == 10_000_000 and users.given == ()
-    assert users.segment_of is not None and users.segment_of.nbytes == 20_000_000
+    assert users.plan is not None and users.plan.segment_of.nbytes == 20_000_000
     last = users.shard(users.n_shards - 1)
     assert len(last) == 16
     totals = dict(zip([s.name for s in POPULATION.segments], POPULATION.allocate(10_000_000)))

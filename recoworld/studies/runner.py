@@ -50,6 +50,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recoworld import seeding
 from recoworld.agents import make_recommender, mindset_ready, uses_llm
 from recoworld.agents.base import blame
 from recoworld.catalog import Catalog, cached_catalog
@@ -71,10 +72,8 @@ from recoworld.studies.ray_cleanup import (
     stop_noted_during_init,
 )
 from recoworld.studies.spec import StudySpec
-from recoworld.studies.users import POPULATION, ShardUsers, StudyUsers, study_rng
+from recoworld.studies.users import ShardUsers, StudyUsers
 
-# Spawn keys of the study's independent random streams (the users' are `recoworld.studies.users`').
-_CREATOR, _CATALOG, _SHARD = 1, 2, 3
 #: Users of the creator's target segment drawn to find the topic it cares about most (when the spec names none).
 TARGET_SAMPLE = 2_000
 MANIFEST = "manifest.json"
@@ -174,7 +173,7 @@ def prepare(spec: StudySpec, catalog: Catalog | None = None) -> StudySetup:
     if spec.profiles is not None:
         given = list(spec.profiles)
     elif calibrated is not None:  # the log's own users; `n_users` of them, drawn with the study seed
-        given = draw_profiles(calibrated.profiles, spec.n_users, study_rng(spec.seed, POPULATION))
+        given = draw_profiles(calibrated.profiles, spec.n_users, seeding.rng(spec.seed, seeding.POPULATION))
     if given is not None:
         check_fits(spec, len(given), available_memory())
         users = StudyUsers.of_profiles(given, spec.shard_size, spec.seed)
@@ -183,11 +182,11 @@ def prepare(spec: StudySpec, catalog: Catalog | None = None) -> StudySetup:
         check_fits(spec, sum(spec.population.allocate(spec.n_users)), available_memory())  # before the plan
         users = StudyUsers.planned(spec.population, spec.n_users, spec.shard_size, spec.seed)
     background = hold_back(np.zeros(len(base)), spec.new_item_share, spec.world.horizon_days,
-                           study_rng(spec.seed, _CATALOG))
+                           seeding.rng(spec.seed, seeding.STUDY_RELEASES))
     if spec.creator is None:
         return StudySetup(spec, base, base, users, {"baseline": background}, np.empty(0, np.int64), None)
     target = users.segment_sample(spec.creator.target_segment, base, TARGET_SAMPLE)
-    pub = publish(spec.creator, base, target, study_rng(spec.seed, _CREATOR))
+    pub = publish(spec.creator, base, target, seeding.rng(spec.seed, seeding.STUDY_CREATOR))
     release = {
         "without": np.concatenate([background, np.full(len(pub.new_items), np.inf)]),
         "with": np.concatenate([background, pub.release_day]),
@@ -197,7 +196,7 @@ def prepare(spec: StudySpec, catalog: Catalog | None = None) -> StudySetup:
 
 def shard_seeds(seed: int, shard: int) -> tuple[int, int]:
     """(world seed, recommender seed) of one shard: a function of the study seed and the index only."""
-    world, agents = np.random.SeedSequence(seed, spawn_key=(_SHARD, shard)).generate_state(2)
+    world, agents = seeding.stream(seed, seeding.STUDY_SHARD, shard).generate_state(2)
     return int(world), int(agents)
 
 
