@@ -28,6 +28,7 @@ import tyro
 
 from recoworld.rl.training import (
     POLICY,
+    STAGE_START,
     TrainConfig,
     evaluate_references,
     format_seed_summary,
@@ -128,7 +129,10 @@ if __name__ == "__main__":
         if len(taught):  # the teacher's DAgger rounds ran before PPO: what PPO added on top
             before = taught[f"retention/{POLICY}"].iloc[0]
             after = result.table.set_index("recommender").loc[POLICY, "retention"]
-            print(f"after the teacher's rounds (iteration 0): retention {before:.3f}; after PPO: {after:.3f}")
+            last = result.curve.iloc[-1]
+            stage = (f"; PPO's own stage, final - iteration 0 (paired): {last[f'paired/{STAGE_START}']:+.3f} ± "
+                     f"{last[f'paired_ci/{STAGE_START}']:.3f}" if f"paired/{STAGE_START}" in result.curve else "")
+            print(f"after the teacher's rounds (iteration 0): retention {before:.3f}; after PPO: {after:.3f}{stage}")
         print()
         print(f"charts/train_seconds {result.train_seconds:.1f} (teacher rounds, sampling and learning)  "
               f"policy evaluation {result.eval_seconds:.1f}  wall incl. setup and evaluation {wall:.1f}")

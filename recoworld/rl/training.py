@@ -174,6 +174,9 @@ POLICY = "ppo"
 ORACLE = "oracle"
 #: The reference floor of the gap-closed share.
 FLOOR = "random"
+#: The curve's name for the policy at iteration 0 (right after the teacher): `paired/iteration_0` is the
+#: policy's paired advantage over itself there, what PPO's own stage added.
+STAGE_START = "iteration_0"
 
 
 class PPOSettings(StrictModel):
@@ -240,6 +243,14 @@ class TrainConfig(StrictModel):
         0.0, ge=0, description="training only: add this to the reward whenever a user's next session opens on a "
         "new day (the unit of the retention metric, days active / horizon; see `NewDayReward`). The env's "
         "return bonus rewards any short gap, also a second session on the same day, which retention does not count")
+    satisfaction_reward: float = Field(
+        0.0, ge=0, description="training only: add this x the change in the user's satisfaction on every turn "
+        "(`SatisfactionReward`), so a session's terms sum to this x (satisfaction it ends on - it began with), "
+        "what the return rate follows. Satisfaction is the simulator's hidden state: the reward reads it, the "
+        "policy never sees it; a platform would need a survey to measure it")
+    rating_reward: float = Field(
+        0.0, ge=0, description="training only: add this x (rating - 3) at each session's end, the 1..5 end-of-session "
+        "interview (`info['interview_score']`), a survey a platform can run (`SatisfactionReward`)")
     calibrated: Path | None = Field(
         None, description="a `recoworld calibrate` folder: its world (under `world:`), catalog and users"
     )
@@ -315,14 +326,19 @@ def make_training_env(env_config: dict[str, Any]) -> Any:
         inputs = {"population": PopulationSpec.model_validate(env_config["population"])}
     mask = bool(env_config["action_mask"])
     day_reward = float(env_config.get("day_reward", 0.0))
+    satisfaction = float(env_config.get("satisfaction_reward", 0.0))
+    rating = float(env_config.get("rating_reward", 0.0))
     if "num_envs" in env_config:
         vector: Any = DisjointRunnerSeeds(RecoWorldVectorEnv(num_envs=int(env_config["num_envs"]), config=world,
                                                              **inputs))
         if day_reward:
             vector = NewDayReward(vector, day_reward)
+        if satisfaction or rating:
+            vector = SatisfactionReward(vector, satisfaction, rating)
         return UserRelativeVectorObservation(FinishedEpisodes(vector), action_mask=mask)
-    if day_reward:
-        raise ConfigError("day_reward is implemented for the vector env only (RLlib's vector_entry_point)")
+    for name in ("day_reward", "satisfaction_reward", "rating_reward"):
+        if env_config.get(name):
+            raise ConfigError(f"{name} is implemented for the vector env only (RLlib's vector_entry_point)")
     return UserRelativeObservation(RecoWorldEnv(world, **inputs), action_mask=mask)
 
 
@@ -342,6 +358,77 @@ class NewDayReward(VectorWrapper):
         obs, reward, terminated, truncated, info = self.env.step(actions)
         gained = np.where(restarting, 0, world.days_active - before)
         return obs, reward + self.weight * gained, terminated, truncated, info
+
+
+def satisfaction_of(users: Any, rows: np.ndarray) -> np.ndarray:
+    """The hidden satisfaction of users `rows`: the parametric users' array, or any simulator's `mindset`."""
+    state = getattr(users, "satisfaction", None)
+    if isinstance(state, np.ndarray):
+        return state[rows].astype(np.float64)
+    return np.array([users.mindset(int(r)).satisfaction for r in np.asarray(rows).tolist()], dtype=np.float64)
+
+
+class SessionEndSatisfaction:
+    """Stands in for a world's users and notes each user's satisfaction as its session ends, before the next
+    session's start recovers it towards the initial level; everything else goes to the users unchanged.
+
+    Why: the world ends a session and opens the next in the same step, so after the step a returning user's
+    satisfaction is already the new session's; the one the return gap was drawn from is only seen here."""
+
+    def __init__(self, users: Any) -> None:
+        self.users = users
+        self.ended: dict[int, float] = {}  # row -> satisfaction its session ended on, since the last `take`
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.users, name)
+
+    def end_sessions(self, rows: np.ndarray, now_days: np.ndarray, streams: Any) -> np.ndarray:
+        self.ended.update(zip(np.asarray(rows).tolist(), satisfaction_of(self.users, rows).tolist()))
+        return self.users.end_sessions(rows, now_days, streams)
+
+    def take(self) -> dict[int, float]:
+        ended, self.ended = self.ended, {}
+        return ended
+
+
+class SatisfactionReward(VectorWrapper):
+    """Training reward terms that follow what brings a user back: the satisfaction a session ends on.
+
+    In the user model the return rate grows as exp(4 x that satisfaction) and churn falls with it
+    (`ReturnConfig`), but the return bonus the env pays is a draw from a heavy-tailed gap, once per
+    session, whose noise drowns what PPO can learn. These terms carry the same signal without the draw:
+
+    - `satisfaction` x (satisfaction after the turn - before it), on every turn: dense, and summed over a
+      session it is `satisfaction` x (the satisfaction the session ends on - the one it began with), the
+      end-of-session satisfaction credited back to the turns that moved it (GFN4Retention's idea). The start
+      is the previous session's end recovered towards the initial level over the gap (half-life ~0.35 days),
+      nearly the same for every policy. The simulator's hidden state, read by the reward only: the policy's
+      observation never holds it.
+    - `rating` x (rating - 3) when a session ends: the 1..5 end-of-session interview (five bands of that
+      satisfaction for parametric users), a survey a real platform can run.
+    """
+
+    def __init__(self, env: Any, satisfaction: float, rating: float) -> None:
+        super().__init__(env)
+        self.satisfaction, self.rating = satisfaction, rating
+        world = env.unwrapped.world
+        self.probe = SessionEndSatisfaction(world.users)
+        world.users = self.probe
+        self._all = np.arange(self.num_envs)
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        playing = ~self.env.unwrapped._autoreset  # the others only restart this step (reward 0)
+        before = satisfaction_of(self.probe.users, self._all)
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        after = satisfaction_of(self.probe.users, self._all)
+        for row, ended_on in self.probe.take().items():
+            after[row] = ended_on
+        extra = self.satisfaction * np.where(playing, after - before, 0.0)
+        if self.rating and "interview_score" in info:
+            said = np.asarray(info["_interview_score"], dtype=bool) & playing
+            said &= np.array([score is not None for score in info["interview_score"]])
+            extra[said] += self.rating * (info["interview_score"][said].astype(np.float64) - 3.0)
+        return obs, np.asarray(reward) + extra, terminated, truncated, info
 
 
 class FinishedEpisodes(VectorWrapper):
@@ -400,6 +487,7 @@ def training_env_config(cfg: TrainConfig) -> dict[str, Any]:
     """The `env_config` of `make_training_env` for `cfg`: plain values that pickle to remote runners."""
     return {"world": cfg.world.model_dump(), "population": cfg.population.model_dump(),
             "action_mask": cfg.action_mask, "day_reward": cfg.day_reward,
+            "satisfaction_reward": cfg.satisfaction_reward, "rating_reward": cfg.rating_reward,
             "calibrated": str(cfg.calibrated) if cfg.calibrated else None}
 
 
@@ -665,6 +753,9 @@ def train(
     curve = curve[curve["iteration"] <= algo.iteration] if len(curve) else curve
     evals = pd.read_parquet(eval_path) if start and eval_path.exists() else pd.DataFrame()
     evals = evals[evals["iteration"] <= algo.iteration] if len(evals) else evals
+    users_path = out / "policy_users.parquet"  # the policy's retention per evaluation user and round
+    per_user = pd.read_parquet(users_path) if start and users_path.exists() else pd.DataFrame()
+    per_user = per_user[per_user["iteration"] <= algo.iteration] if len(per_user) else per_user
     checkpoint = start
 
     def check(where: str) -> None:
@@ -689,8 +780,8 @@ def train(
                     .mean().items()))
 
         def evaluate_policy(row: dict[str, Any]) -> str:
-            """Evaluate the current policy into `row` and `evals`, checkpoint it; the log's line."""
-            nonlocal evals
+            """Evaluate the current policy into `row`, `evals` and `per_user`, checkpoint it; the log's line."""
+            nonlocal evals, per_user
             policy = evaluate(cfg, {POLICY: lambda catalog, k, seed: RLlibRecommender(
                 algo.get_module(), k, seed, sample=cfg.eval.decode == "sample")},
                 on_episode=progress(f"evaluating {{agent}} at iteration {algo.iteration}", cfg.eval.n_users, log,
@@ -702,6 +793,14 @@ def train(
                 if r["recommender"] != POLICY:
                     row[f"paired/{r['recommender']}"] = r[f"{POLICY}_minus_this"]
                     row[f"paired_ci/{r['recommender']}"] = r[f"{POLICY}_minus_this_ci"]
+            mine = policy.set_index("user_id")["retention"]
+            if len(per_user) and (per_user["iteration"] == 0).any() and algo.iteration > 0:
+                # What PPO's own stage did to the policy it started from (after the teacher): paired per user.
+                taught = per_user[per_user["iteration"] == 0].set_index("user_id")["retention"]
+                row[f"paired/{STAGE_START}"], row[f"paired_ci/{STAGE_START}"] = mean_ci((mine - taught).dropna())
+            per_user = pd.concat([per_user, policy[["user_id", "retention"]].assign(iteration=algo.iteration)],
+                                 ignore_index=True)
+            write_parquet_atomic(pa.Table.from_pandas(per_user, preserve_index=False), users_path)
             evals = pd.concat([evals, table.assign(iteration=algo.iteration)], ignore_index=True)
             write_parquet_atomic(pa.Table.from_pandas(evals, preserve_index=False), eval_path)
             checkpoint_now()
