@@ -9,6 +9,11 @@ are never recorded: an outage or a bad reply must not outlive the run that saw i
 A file that is not an SQLite database, or a damaged one, stops the run (`CacheUnreadable`)
 naming it: it is never overwritten or moved, since it may be someone's only copy of their
 replies, or not a cache at all.
+
+A study on Ray keeps its cache on the driver, whose disk other nodes do not see: it ships a
+`snapshot` to every shard's task, the task's backends replay from and record into a copy of
+their own, and the task hands back what they recorded (`recorded_after` its `last_row`),
+which the driver `merge`s (`recoworld.studies.shared_llm`).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +31,9 @@ from typing import Any
 
 from recoworld.llm.config import CacheMode
 from recoworld.llm.errors import CacheUnreadable
+
+#: Cache entries as they travel between processes: (key, the reply's JSON text).
+Row = tuple[str, str]
 
 #: Seconds a cache connection waits for another process's lock (writes, and opening a fresh file).
 _BUSY_S = 30.0
@@ -102,6 +111,43 @@ class ResponseCache:
         with self._lock, self._guarded():
             db = self._db()
             db.execute("INSERT OR REPLACE INTO replies (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+            db.commit()
+
+    def snapshot(self) -> bytes | None:
+        """The whole cache as the bytes of one SQLite file (None when there is no file yet), taken with SQLite's
+        backup, so it is consistent while others write."""
+        if not self.path.exists():
+            return None
+        with self._lock, self._guarded(), tempfile.TemporaryDirectory(prefix="recoworld-cache-") as tmp:
+            copy = sqlite3.connect(Path(tmp) / "snapshot.sqlite")
+            try:
+                self._db().backup(copy)
+            finally:
+                copy.close()
+            return (Path(tmp) / "snapshot.sqlite").read_bytes()
+
+    def last_row(self) -> int:
+        """The number of the newest entry (0 when empty): what `recorded_after` counts from."""
+        if not self.path.exists():
+            return 0
+        with self._lock, self._guarded():
+            return int(self._db().execute("SELECT COALESCE(MAX(rowid), 0) FROM replies").fetchone()[0])
+
+    def recorded_after(self, row: int) -> list[Row]:
+        """The entries recorded since `last_row` gave `row` (SQLite numbers each new or replaced entry past
+        every earlier one)."""
+        if not self.path.exists():
+            return []
+        with self._lock, self._guarded():
+            return list(self._db().execute("SELECT key, value FROM replies WHERE rowid > ? ORDER BY rowid", (row,)))
+
+    def merge(self, rows: list[Row]) -> None:
+        """Record entries another cache recorded (`recorded_after`), as `put` would: only in mode write."""
+        if self.mode != "write" or not rows:
+            return
+        with self._lock, self._guarded():
+            db = self._db()
+            db.executemany("INSERT OR REPLACE INTO replies (key, value) VALUES (?, ?)", rows)
             db.commit()
 
     def __len__(self) -> int:

@@ -59,6 +59,8 @@ from recoworld.envs.population_env import PopulationParallelEnv, PopulationWorld
 from recoworld.errors import ConfigError, RecoWorldError
 from recoworld.evaluation.run_folder import file_digest
 from recoworld.evaluation.trajectory import TrajectoryLog
+from recoworld.llm.cache import Row
+from recoworld.llm.config import LLMConfig
 from recoworld.llm.health import check_server
 from recoworld.population import UserProfile, draw_profiles
 from recoworld.storage import write_json_atomic, write_parquet_atomic
@@ -71,12 +73,15 @@ from recoworld.studies.ray_cleanup import (
     sigterm_interrupts,
     stop_noted_during_init,
 )
+from recoworld.studies.shared_llm import ShardStopped, StudyLLM, TaskLLM, shared_llm
 from recoworld.studies.spec import StudySpec
 from recoworld.studies.users import ShardUsers, StudyUsers
 
 #: Users of the creator's target segment drawn to find the topic it cares about most (when the spec names none).
 TARGET_SAMPLE = 2_000
 MANIFEST = "manifest.json"
+#: Seconds a stopping study waits for its cancelled tasks to end (they are killed; this is only their exit).
+CANCEL_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -300,7 +305,8 @@ def run_study(
     todo = [i for i in range(n_shards) if str(i) not in manifest["shards"]]
     if on_shard is not None:  # the users are planned: the total is known before Ray starts
         on_shard(n_shards - len(todo), n_shards)
-    if todo and uses_llm(spec.world.user_backend, spec.recommenders):
+    asks_llm = bool(todo) and uses_llm(spec.world.user_backend, spec.recommenders)
+    if asks_llm:
         check_server(spec.world.llm)  # an unreachable server stops the study before any shard falls back
     started = not ray.is_initialized()
     sigterm = signal.getsignal(signal.SIGTERM)
@@ -319,31 +325,8 @@ def run_study(
             sigterm_interrupts(sigterm)  # ray.init took SIGTERM over; it ends the study like Ctrl-C
         if STOP_REQUESTED.is_set():  # a signal during ray.init whose KeyboardInterrupt Ray swallowed
             raise KeyboardInterrupt
-        task = ray.remote(run_shard)
-        cat_ref = ray.put(setup.catalog)
-        base_ref = ray.put(setup.base) if len(setup.new_items) else None
-        pending = {task.remote(spec, cat_ref, setup.release_day, setup.new_items, setup.users.shard(i), base_ref): i
-                   for i in todo}
-        try:
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-                if STOP_REQUESTED.is_set():
-                    raise KeyboardInterrupt
-                if not ready:
-                    continue
-                shard = pending.pop(ready[0])
-                try:
-                    traj, eps = ray.get(ready[0])
-                except ray.exceptions.RayTaskError as err:  # a budget, the circuit breaker: one clear error
-                    if isinstance(err.cause, RecoWorldError):
-                        raise err.cause from None
-                    raise
-                _checkpoint(out_dir, manifest, shard, setup.users.shard(shard).user_ids(), traj, eps)
-                if on_shard is not None:
-                    on_shard(len(manifest["shards"]), n_shards)
-        finally:
-            for ref in pending:
-                ray.cancel(ref, force=True)
+        with shared_llm(spec.world.llm) if asks_llm else contextlib.nullcontext() as llm:
+            _run_shards(setup, out_dir, manifest, todo, llm, on_shard)
     finally:
         if started:
             ray.shutdown()
@@ -352,6 +335,67 @@ def run_study(
             restore_sigterm(sigterm)
     traj, eps = _assemble(out_dir, manifest)
     return StudyResult(out_dir, setup, traj, eps, shards_run=len(todo))
+
+
+def shard_task(
+    spec: StudySpec,
+    catalog: Catalog,
+    release_day: dict[str, np.ndarray],
+    new_items: np.ndarray,
+    users: ShardUsers,
+    base: Catalog | None,
+    llm: TaskLLM | None,
+) -> tuple[tuple[pa.Table, pa.Table], list[Row]] | ShardStopped:
+    """One shard as a Ray task: `run_shard`, and with LLM users or recommenders the study's shared LLM state
+    (`recoworld.studies.shared_llm`): the cache replies it recorded come back with its results."""
+    if llm is None:
+        return run_shard(spec, catalog, release_day, new_items, users, base), []
+    return llm.run(spec.world.llm,
+                   lambda config: run_shard(_with_llm(spec, config), catalog, release_day, new_items, users, base))
+
+
+def _run_shards(setup: StudySetup, out_dir: Path, manifest: dict[str, Any], todo: list[int],
+                llm: StudyLLM | None, on_shard: Callable[[int, int], None] | None) -> None:
+    """The shards in `todo` as Ray tasks, each checkpointed as it comes back. Everything a task needs travels
+    through the object store (put once), never through the driver's disk."""
+    import ray
+
+    spec, n_shards = setup.spec, setup.n_shards
+    task = ray.remote(shard_task)
+    common = (ray.put(setup.catalog), ray.put(setup.release_day), ray.put(setup.new_items))
+    base = ray.put(setup.base) if len(setup.new_items) else None
+    shared = ray.put(llm.task) if llm is not None else None
+    pending = {task.remote(spec, *common, setup.users.shard(i), base, shared): i for i in todo}
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            if STOP_REQUESTED.is_set():
+                raise KeyboardInterrupt
+            if llm is not None:
+                llm.persist()  # the budget spent so far, in case the driver dies
+            if not ready:
+                continue
+            shard = pending.pop(ready[0])
+            try:
+                done = ray.get(ready[0])
+            except ray.exceptions.RayTaskError as err:  # a bug in a shard: Ray's traceback
+                if isinstance(err.cause, RecoWorldError):
+                    raise err.cause from None
+                raise
+            if isinstance(done, ShardStopped):  # a budget, the circuit breaker: one clear error
+                llm.merge(done.recorded)  # type: ignore[union-attr]  # the replies it paid for are kept
+                raise done.error
+            (traj, eps), recorded = done
+            if llm is not None:
+                llm.merge(recorded)
+            _checkpoint(out_dir, manifest, shard, setup.users.shard(shard).user_ids(), traj, eps)
+            if on_shard is not None:
+                on_shard(len(manifest["shards"]), n_shards)
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        # Cancelled tasks end before the budget's totals are written for the last time (`shared_llm`).
+        ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
 
 
 def check_ray_options(address: str | None, num_cpus: int | None, timeout_s: float = 5.0) -> None:
@@ -375,7 +419,10 @@ def check_ray_options(address: str | None, num_cpus: int | None, timeout_s: floa
 
 def _llm_for_run(spec: StudySpec, out_dir: Path) -> StudySpec:
     """The spec with its LLM cache under `out_dir` (unless set) and its budgets on the study-wide ledger."""
-    llm = spec.world.llm.for_run(out_dir, ledger=True)
+    return _with_llm(spec, spec.world.llm.for_run(out_dir, ledger=True))
+
+
+def _with_llm(spec: StudySpec, llm: LLMConfig) -> StudySpec:
     if llm == spec.world.llm:
         return spec
     return spec.model_copy(update={"world": spec.world.model_copy(update={"llm": llm})})
