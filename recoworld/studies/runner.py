@@ -16,11 +16,13 @@ matches its record. A `manifest.json` that is not a readable manifest is one cle
 
 LLM users and recommenders (`user_backend: llm`, `toolrec`) use the spec's `world.llm`.
 Within a shard, a step's user turns are in flight together (`llm.concurrency`); every
-Ray worker process has its own backend (cache connection, usage account, circuit breaker),
-but the `budget_*` limits are study-wide: they are charged to one locked ledger file,
-`<out>/llm-budget.json`, before every model call (`recoworld.llm.ledger`), and it persists,
-so a resumed study counts what it already spent. The LLM cache defaults to
-`<out>/llm-cache/llm.sqlite` (`llm.cache_path` shares one explicitly). Before any shard
+Ray worker process has its own backend (cache copy, usage account, circuit breaker),
+but the `budget_*` limits are study-wide: every model call is charged first to one Ray actor
+that the driver persists to `<out>/llm-budget.json`, so the budget holds across the nodes of
+a cluster and a resumed study counts what it already spent. The LLM cache defaults to
+`<out>/llm-cache/llm.sqlite` (`llm.cache_path` shares one explicitly); the tasks get a snapshot
+of it through the object store and return the replies they recorded, which the driver merges
+(`recoworld.studies.shared_llm`: nothing a task needs is on the driver's disk). Before any shard
 runs, an OpenAI-compatible server is probed once (`recoworld.llm.health.check_server`):
 unreachable, the study stops with `LLMServerUnreachable` before anything falls back. A
 shard whose calls keep failing stops the study with `FallbackRateExceeded` (the circuit
