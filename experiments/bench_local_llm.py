@@ -1,16 +1,20 @@
 """Benchmark: LLM users on the bundled local model (Gemma 3 270M), by decoding: speed, validity, agreement.
 
     python experiments/bench_local_llm.py [--users 1 4 16] [--turns 2] [--decodings grammar schema] [--batches 1 8]
-        [--grammar-users 1 4] [--validity-users 10] [--validity-turns 10] [--agreement 6] [--n-threads 2]
+        [--cache-slots 1 16] [--grammar-users 1 4] [--validity-users 10] [--validity-turns 10] [--agreement 6]
+        [--n-threads 2]
 
 `grammar` is llama.cpp's grammar-constrained sampling (the decoding before schema decoding);
 `schema` is `recoworld.llm.schema_decoder` (`llm.local.decoding`, the default), one request at a
-time (`llm.local.batch: 1`, the default) and batched (`--batches`). All run in the supervised
-model process, on the default world (slate of 10 items, prompts as users get them).
+time (`llm.local.batch: 1`, the default) and batched (`--batches`), with one cached sequence or
+several (`--cache-slots`, `llm.local.cache_slots`: a user's persona stays cached while others take
+their turns). All run in the supervised model process, on the default world (slate of 10 items,
+prompts as users get them).
 
 - **Speed.** For each decoding and each N in `--users`, N LLM users play `--turns` turns each,
   all of a step's turns in flight together as in a study; prints seconds per turn (wall time /
-  turns), turns/s and items decided/s, the model's tokens per turn and the fallbacks. The model
+  turns), turns/s and items decided/s, the model's tokens per turn (prompt, of which taken from
+  the cache, and reply) and the fallbacks. The model
   answers one request at a time, so grammar decoding's time per turn does not fall with N; it
   runs at `--grammar-users` only (it takes about a minute a turn).
 - **Validity.** `--validity-users` users x `--validity-turns` turns with schema decoding: the
@@ -63,6 +67,8 @@ class Args:
     """turns per user in the speed runs"""
     batches: list[int] = field(default_factory=lambda: [1, 8])
     """schema decoding's `llm.local.batch` settings to compare (requests decoded together)"""
+    cache_slots: list[int] = field(default_factory=lambda: [1, 16])
+    """schema decoding's `llm.local.cache_slots` settings to compare (sequences kept cached; at least `batch`)"""
     decodings: list[Decoding] = field(default_factory=lambda: ["grammar", "schema"])
     validity_users: int = 10
     validity_turns: int = 10
@@ -74,9 +80,14 @@ class Args:
     seed: int = 0
 
 
-def config(decoding: Decoding, args: Args, cache: Path, batch: int = 1) -> WorldConfig:
+#: A speed run's model settings: decoding, `llm.local.batch`, `llm.local.cache_slots`.
+Setting = tuple[Decoding, int, int]
+
+
+def config(setting: Setting, args: Args, cache: Path) -> WorldConfig:
+    decoding, batch, slots = setting
     llm = LLMConfig(backend="local", cache="off", cache_path=cache, n_threads=args.n_threads,
-                    max_fallback_rate=1.0, local=LocalModelConfig(decoding=decoding, batch=batch,
+                    max_fallback_rate=1.0, local=LocalModelConfig(decoding=decoding, batch=batch, cache_slots=slots,
                                                                   log_path=cache.parent / "m.log"))
     return WorldConfig(user_backend="llm", llm=llm, slate_size=args.slate_size)
 
@@ -91,7 +102,7 @@ def play(world: WorldConfig, backend: ChatBackend, n: int, turns: int, seed: int
     users.start_sessions(np.arange(n), np.zeros(n), streams)
     slates = np.random.default_rng(seed).choice(len(catalog), size=(turns, n, world.slate_size))
     usage = backend.usage
-    before = (usage.prompt_tokens, usage.completion_tokens, usage.requests)
+    before = (usage.prompt_tokens, usage.completion_tokens, usage.requests, usage.cached_prompt_tokens)
     started = time.perf_counter()
     fallbacks = items = 0
     for t in range(turns):
@@ -105,7 +116,7 @@ def play(world: WorldConfig, backend: ChatBackend, n: int, turns: int, seed: int
     wall = time.perf_counter() - started
     return {"wall": wall, "turns": n * turns, "items": items, "fallbacks": fallbacks,
             "calls": usage.requests - before[2], "prompt": usage.prompt_tokens - before[0],
-            "completion": usage.completion_tokens - before[1]}
+            "completion": usage.completion_tokens - before[1], "cached": usage.cached_prompt_tokens - before[3]}
 
 
 def first_turn_reactions(backend: ChatBackend, world: WorldConfig, k: int, seed: int,
@@ -155,22 +166,24 @@ def main(args: Args) -> None:
     print(f"Gemma 3 270M (portable llama.cpp build) on {os.cpu_count()} CPUs, n_threads {args.n_threads or 'default'}, "
           f"slate of {args.slate_size}")
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {("grammar", 1): args.grammar_users} if "grammar" in args.decodings else {}
+        runs: dict[Setting, list[int]] = {("grammar", 1, 1): args.grammar_users} if "grammar" in args.decodings else {}
         if "schema" in args.decodings:
-            runs |= {("schema", batch): args.users for batch in args.batches}
-        worlds = {key: config(key[0], args, Path(tmp) / f"{key[0]}{key[1]}" / "c.sqlite", key[1]) for key in runs}
+            runs |= {("schema", batch, slots): args.users for batch in args.batches for slots in args.cache_slots
+                     if slots >= batch}
+        worlds = {key: config(key, args, Path(tmp) / "-".join(map(str, key)) / "c.sqlite") for key in runs}
         made = {key: make_backend(w.llm) for key, w in worlds.items()}
-        print(f"{'decoding':>9} {'batch':>5} {'users':>5} {'turns':>5} {'s/turn':>7} {'turns/s':>8} {'items/s':>8} "
-              f"{'prompt tok/turn':>15} {'reply tok/turn':>14} {'calls/turn':>10} {'fallbacks':>9}")
+        print(f"{'decoding':>9} {'batch':>5} {'slots':>5} {'users':>5} {'turns':>5} {'s/turn':>7} {'turns/s':>8} "
+              f"{'items/s':>8} {'prompt tok/turn':>15} {'cached':>6} {'reply tok/turn':>14} {'calls/turn':>10} "
+              f"{'fallbacks':>9}")
         for key, users in runs.items():
             world, backend = worlds[key], made[key]
             play(world, backend, 1, 1, args.seed + 999)  # start and warm the model process: not timed
             for n in users:
                 r = play(world, backend, n, args.turns, args.seed)
                 t = r["turns"]
-                print(f"{key[0]:>9} {key[1]:>5} {n:>5} {t:>5} {r['wall'] / t:>7.2f} {t / r['wall']:>8.3f} "
-                      f"{r['items'] / r['wall']:>8.2f} {r['prompt'] / t:>15.0f} {r['completion'] / t:>14.0f} "
-                      f"{r['calls'] / t:>10.2f} {r['fallbacks']:>9}")
+                print(f"{key[0]:>9} {key[1]:>5} {key[2]:>5} {n:>5} {t:>5} {r['wall'] / t:>7.2f} {t / r['wall']:>8.3f} "
+                      f"{r['items'] / r['wall']:>8.2f} {r['prompt'] / t:>15.0f} {r['cached'] / t:>6.0f} "
+                      f"{r['completion'] / t:>14.0f} {r['calls'] / t:>10.2f} {r['fallbacks']:>9}")
         schema = [key for key in runs if key[0] == "schema"]
         if schema:  # the price of a crash: the next turn restarts the model process first
             local = made[schema[0]]
@@ -186,10 +199,10 @@ def main(args: Args) -> None:
             valid = 1 - r["fallbacks"] / r["turns"]
             print(f"validity (schema, batch {key[1]}): {r['turns'] - r['fallbacks']}/{r['turns']} turns decided by "
                   f"the model ({valid:.1%}; target 95%) | {r['wall'] / r['turns']:.2f} s/turn, {r['calls']} calls")
-        if args.agreement and schema and ("grammar", 1) in runs:
+        if args.agreement and schema and ("grammar", 1, 1) in runs:
             k, first = args.agreement, schema[0]
             world = worlds[first]
-            grammar, grammar2 = (first_turn_reactions(made[("grammar", 1)], world, k, args.seed + 2, s)
+            grammar, grammar2 = (first_turn_reactions(made[("grammar", 1, 1)], world, k, args.seed + 2, s)
                                  for s in (0, 10_000))
             decoded, decoded2 = (first_turn_reactions(made[first], world, k, args.seed + 2, s) for s in (0, 10_000))
             print(f"agreement over {k} first turns ({k * args.slate_size} items): grammar vs schema "

@@ -196,7 +196,7 @@ def batcher() -> Any:
     from recoworld.llm.llama_decoding import Batcher
     from recoworld.llm.local import bundled_model_path
 
-    return Batcher(Llama(model_path=str(bundled_model_path()), n_ctx=2048, verbose=False), slots=3)
+    return Batcher(Llama(model_path=str(bundled_model_path()), n_ctx=2048, verbose=False), slots=3, batch=3)
 
 
 def _request(content: str, schema: dict[str, Any], seed: int, temperature: float = 0.7) -> dict[str, Any]:
@@ -227,6 +227,31 @@ def test_gemma_turn_replies_are_valid_batched_and_reproducible(batcher: Any) -> 
     alone(batcher, 1)
     assert alone(batcher, 0) == first, "the whole prompt cached but its last token"
     assert alone(Batcher(batcher.llm, slots=1), 0) == first, "a fresh model, nothing cached"
+
+
+@pytest.mark.slow
+def test_gemma_users_taking_turns_keep_their_own_persona_cached(batcher: Any) -> None:
+    """With a sequence per user, a user's next call reuses its persona although another user's call came
+    between; with one sequence, only the system prompt both share survives."""
+    from recoworld.llm.llama_decoding import Batcher
+
+    schema = turn_schema([3, 4, 5], TOPICS, [1.5, 4.0, 12.0])
+    personas = [" ".join(f"{t} fan number {k}, watches every evening." for k in range(12)) for t in TOPICS[:2]]
+
+    def cached(model: Batcher, persona: str, turn: int) -> tuple[int, str]:
+        outcome, = model.answer([_request(f"{persona}\nTurn {turn}: videos 3, 4 and 5. React.", schema, seed=turn)])
+        result = outcome["result"]
+        return result["usage"]["prompt_tokens_details"]["cached_tokens"], result["choices"][0]["message"]["content"]
+
+    kept = {}
+    for slots in (2, 1):
+        model = Batcher(batcher.llm, slots=slots)
+        cached(model, personas[0], 1)
+        others, _ = cached(model, personas[1], 1)
+        kept[slots] = cached(model, personas[0], 2)
+    assert kept[2][0] >= others + 128, "the persona's whole chunks came from its own sequence"
+    assert kept[1][0] == others, "one sequence: the other user's call left only the shared system prompt"
+    assert kept[2][1] == kept[1][1], "what the cache held never changes the reply"
 
 
 @pytest.mark.slow

@@ -185,6 +185,7 @@ class Reply:
     refusal: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of the prompt tokens, those the server reused from its cache
     seconds: float = 0.0
 
     def record(self) -> dict[str, Any]:
@@ -321,7 +322,7 @@ class ChatBackend(ABC):
 
     def _spend(self, reply: Reply) -> None:
         self.usage.add(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-                       server_s=reply.seconds)
+                       cached_prompt_tokens=reply.cached_tokens, server_s=reply.seconds)
         if self.ledger is not None:
             self.ledger.spend(reply.prompt_tokens, reply.completion_tokens)
 

@@ -6,14 +6,18 @@ Two ways to answer a structured request (`LocalModelConfig.decoding`):
 - `grammar`: `Llama.create_chat_completion` with the schema as a GBNF grammar, one request at a
   time; also what `schema` uses for schemas outside its subset.
 
-`Batcher` decodes several schema requests together: one llama.cpp context holds `slots`
-sequences, and each `llama_decode` evaluates every active reply's pending tokens at once (their
-prompts, the text the schema forces, the token just chosen). On a CPU, evaluating a few tokens
-costs about as much as evaluating one (the weights are read once per step), so the replies of
-several users share each step's cost. A sequence keeps the tokens of its last request, and a new
-request goes to the free sequence whose tokens share the longest prefix with its prompt (the
-system prompt and task are the same for every user, and the persona the same for one user's
-calls; see `recoworld.simulators.prompts`): that prefix is not evaluated again.
+`Batcher` runs one llama.cpp context of `slots` sequences, each with a cache of its own. A
+sequence keeps the tokens of its last request, and a new request goes to the free sequence whose
+tokens share the longest prefix with its prompt, or else to the one least recently used: that
+prefix is not evaluated again. Prompts put what is shared first (the system prompt and task are
+the same for every call, the persona the same for one user's calls; see
+`recoworld.simulators.prompts`), so with a sequence for each user in flight, users who take turns
+each keep their own persona cached instead of evicting each other's (`llm.local.cache_slots`).
+
+Up to `batch` requests are decoded together: each `llama_decode` evaluates every active reply's
+pending tokens at once (their prompts, the text the schema forces, the token just chosen). On a
+CPU, evaluating a few tokens costs about as much as evaluating one (the weights are read once
+per step), so the replies of several users share each step's cost.
 
 Batching has a price: llama.cpp's kernels depend on how many tokens a step holds, so a reply's
 logits, and at a temperature above 0 its sampled tokens, can depend on which other requests
@@ -82,6 +86,7 @@ class _Job:
     steps: Steps[Any]
     todo: list[int]
     fence: int  # prompt tokens before it go in whole chunks of CHUNK
+    cached: int  # prompt tokens its sequence already held (not evaluated again)
     started: float
     logits_at: int = -1
 
@@ -95,7 +100,9 @@ def _common(a: list[int], b: list[int]) -> int:
 class Batcher:
     """Schema decoding of several requests at once on one `llama_cpp.Llama` (see the module docstring)."""
 
-    def __init__(self, llm: Any, slots: int) -> None:
+    def __init__(self, llm: Any, slots: int, batch: int = 1) -> None:
+        if not 1 <= batch <= slots:
+            raise ValueError(f"batch {batch} must be between 1 and the cached sequences ({slots})")
         import llama_cpp
         from llama_cpp import _internals
 
@@ -109,21 +116,18 @@ class Batcher:
         self._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
         self._batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=slots, verbose=False)
         self._slots = [_Slot(seq) for seq in range(slots)]
+        self.batch = batch
         self.n_vocab = int(llm.n_vocab())
         self.vocab = Vocabulary.of([bytes(llm.detokenize([i])) for i in range(self.n_vocab)], self.tokenize)
-
-    @property
-    def slots(self) -> int:
-        return len(self._slots)
 
     def tokenize(self, text: bytes) -> list[int]:
         return list(self.llm.tokenize(text, add_bos=False, special=False))
 
     def answer(self, requests: list[DecodeRequest]) -> list[Outcome]:
-        """One outcome per request, in order; at most `slots` requests are decoded at a time."""
+        """One outcome per request, in order; at most `batch` requests are decoded at a time."""
         out: list[Outcome] = []
-        for k in range(0, len(requests), self.slots):
-            out.extend(self._round(requests[k: k + self.slots]))
+        for k in range(0, len(requests), self.batch):
+            out.extend(self._round(requests[k: k + self.batch]))
         return out
 
     def warm_up(self) -> None:
@@ -131,7 +135,7 @@ class Batcher:
         self.answer([{"messages": [{"role": "user", "content": "Ready?"}], "schema": {"type": "boolean"},
                       "temperature": 0.0, "top_p": 1.0, "seed": 0, "max_tokens": 8}])
 
-    # ------------------------------------------------------------------ one round of up to `slots` requests
+    # ------------------------------------------------------------------ one round of up to `batch` requests
 
     def _round(self, requests: list[DecodeRequest]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(requests)
@@ -146,15 +150,16 @@ class Batcher:
                 if len(prompt) + 1 > self.n_ctx:
                     raise ValueError(f"the prompt has {len(prompt)} tokens; the context window holds {self.n_ctx} "
                                      "(llm.n_ctx)")
-                shared, slot = max(((min(_common(s.tokens, prompt), s.whole), s) for s in free),
-                                   key=lambda c: c[0])
+                # the sequence that can reuse the most whole chunks (the last prompt token gives the logits);
+                # among equals, the least recently used, so a prefix that saves nothing evicts no one's persona
+                keep, slot = max(((min(_common(s.tokens, prompt), s.whole, len(prompt) - 1) // CHUNK * CHUNK, s)
+                                  for s in free), key=lambda c: c[0])
                 free.remove(slot)
-                keep = min(shared, len(prompt) - 1) // CHUNK * CHUNK  # the last prompt token gives the logits
                 self._ctx.kv_cache_seq_rm(slot.seq, keep, -1)
                 slot.tokens = slot.tokens[:keep]
                 fence = len(prompt) // CHUNK * CHUNK
                 slot.whole = fence
-                jobs.append(_Job(i, slot, steps, [*prompt[keep:], *next(steps)], fence, time.perf_counter()))
+                jobs.append(_Job(i, slot, steps, [*prompt[keep:], *next(steps)], fence, keep, time.perf_counter()))
             except Unsupported:
                 grammar.append(i)
             except Exception as err:  # this request fails; the others go on
@@ -212,7 +217,7 @@ class Batcher:
                     job.todo = job.steps.send(logits)
             except StopIteration as done:
                 job.slot.used = time.perf_counter()
-                outcomes[job.index] = {"ok": True, "result": _completion(done.value, job.started)}
+                outcomes[job.index] = {"ok": True, "result": _completion(done.value, job.cached, job.started)}
             except Exception as err:
                 outcomes[job.index] = failure(err)
 
@@ -227,9 +232,11 @@ class Batcher:
         return {"ok": True, "result": dict(result)}
 
 
-def _completion(decoded: Any, started: float) -> dict[str, Any]:
-    """The chat-completion shape of a decoded reply (what `create_chat_completion` returns)."""
+def _completion(decoded: Any, cached: int, started: float) -> dict[str, Any]:
+    """The chat-completion shape of a decoded reply (what `create_chat_completion` returns), with the
+    prompt tokens taken from the cache where OpenAI's usage puts them."""
     return {"choices": [{"message": {"role": "assistant", "content": decoded.text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": decoded.prompt_tokens, "completion_tokens": decoded.completion_tokens,
-                      "total_tokens": decoded.prompt_tokens + decoded.completion_tokens},
+                      "total_tokens": decoded.prompt_tokens + decoded.completion_tokens,
+                      "prompt_tokens_details": {"cached_tokens": cached}},
             "evaluations": decoded.evaluations, "seconds": time.perf_counter() - started}

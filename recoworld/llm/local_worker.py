@@ -1,6 +1,6 @@
 """The child process that runs the local GGUF model for `recoworld.llm.supervisor.ModelProcess`.
 
-    python -m recoworld.llm.local_worker --model PATH --n-ctx 4096 [--n-threads 2] [--slots 8]
+    python -m recoworld.llm.local_worker --model PATH --n-ctx 4096 [--n-threads 2] [--slots 8] [--batch 1]
 
 Native model code can crash (llama.cpp's AMX kernels segfault on some CPUs) or be OOM-killed.
 Running it here keeps such a crash to one process that the supervisor restarts; the
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--n-ctx", type=int, default=4096)
     parser.add_argument("--n-threads", type=int, default=None)
-    parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--slots", type=int, default=8, help="sequences kept cached (llm.local.cache_slots)")
+    parser.add_argument("--batch", type=int, default=1, help="requests decoded together (llm.local.batch)")
     parser.add_argument("--parent", type=int, default=os.getppid())
     args = parser.parse_args(argv)
 
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from llama_cpp import Llama
 
     llm = Llama(model_path=args.model, n_ctx=args.n_ctx, n_threads=args.n_threads, verbose=False)
-    batcher = Batcher(llm, args.slots)
+    batcher = Batcher(llm, args.slots, args.batch)
     batcher.warm_up()
     print(f"ready: loaded {args.model} in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     out.write(json.dumps({"ready": True, "load_s": time.perf_counter() - started, "pid": os.getpid()}) + "\n")

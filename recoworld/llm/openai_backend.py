@@ -99,10 +99,12 @@ class OpenAIBackend(ChatBackend):
         msg = resp.choices[0].message
         calls = [(c.function.name, c.function.arguments) for c in (msg.tool_calls or [])]
         usage = resp.usage
+        details = getattr(usage, "prompt_tokens_details", None)
         return Reply(
             msg.content, calls, getattr(msg, "refusal", None),
             prompt_tokens=int(usage.prompt_tokens) if usage else 0,
             completion_tokens=int(usage.completion_tokens) if usage else 0,
+            cached_tokens=int(getattr(details, "cached_tokens", None) or 0),
         )
 
     def _send(self, request: Request) -> Reply:

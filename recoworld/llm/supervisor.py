@@ -166,7 +166,7 @@ class ModelProcess:
                    "--n-ctx", str(self.n_ctx), "--parent", str(os.getpid())]
         if self.n_threads is not None:
             command += ["--n-threads", str(self.n_threads)]
-        command += ["--slots", str(self.settings.batch)]
+        command += ["--slots", str(self.settings.cache_slots), "--batch", str(self.settings.batch)]
         started = time.perf_counter()
         with self.log_path.open("ab") as log:
             log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(command)}\n".encode())

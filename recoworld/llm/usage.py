@@ -26,6 +26,7 @@ class Usage:
     cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0  # prompt tokens the model reused from its cache (as servers report them)
     transport_errors: int = 0
     invalid_outputs: int = 0
     repairs: int = 0
