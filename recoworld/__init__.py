@@ -3,6 +3,9 @@
 Importing the package registers `RecoWorld-v0` with Gymnasium.
 """
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _distribution_version
+
 from recoworld.catalog import Catalog, Item, generate_catalog
 from recoworld.config import (
     CatalogConfig,
@@ -24,7 +27,10 @@ from recoworld.errors import (
 from recoworld.mindset import Instruction, Intent, Mindset, Reaction, ReactionType
 from recoworld.population import PopulationSpec, Segment, UserProfile, sample_population
 
-__version__ = "0.1.0"
+try:  # one version, pyproject.toml's, read from the installed distribution's metadata
+    __version__ = _distribution_version("recoworld")
+except PackageNotFoundError:  # a source tree put on sys.path without installing it: no metadata to read
+    __version__ = "0+unknown"
 
 register_envs()
 

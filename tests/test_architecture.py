@@ -75,7 +75,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("calibration", ("calibration",)),
     ("studies", ("validity", "studies", "rl")),
     ("benchmark", ("bench",)),
-    ("command line", ("cli",)),
+    ("command line", ("cli", "__main__")),
 )
 RANK = {unit: rank for rank, (_, units) in enumerate(LAYERS) for unit in units}
 

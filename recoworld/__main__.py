@@ -1,0 +1,6 @@
+"""`python -m recoworld`: the console script."""
+
+from recoworld.cli import main
+
+if __name__ == "__main__":
+    main()

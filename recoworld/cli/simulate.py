@@ -1,0 +1,206 @@
+"""`recoworld simulate`: a population of users against one or several recommenders."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import TaskID
+
+from recoworld.cli.common import bars, console, fail, hold, names, validated
+from recoworld.cli.options import (
+    DATA_HELP,
+    EMBEDDING_HELP,
+    CalibratedOption,
+    LLMBackendOption,
+    LLMBaseURLOption,
+    LLMBudgetOption,
+    LLMCacheOption,
+    LLMConcurrencyOption,
+    LLMModelOption,
+    OverwriteOption,
+    data_config,
+    llm_overrides,
+)
+from recoworld.errors import RecoWorldError
+
+
+def simulate(
+    ctx: typer.Context,
+    users: Annotated[int, typer.Option(help="number of simulated users")] = 200,
+    agents: Annotated[str, typer.Option(help="comma-separated recommenders")] = (
+        "random,popular,greedy,diverse,instruct"
+    ),
+    days: Annotated[float | None, typer.Option(help="horizon in days")] = None,
+    slate_size: Annotated[int | None, typer.Option(help="items per slate")] = None,
+    candidates: Annotated[int | None, typer.Option(help="candidates per turn")] = None,
+    seed: Annotated[int, typer.Option(help="study seed; the same seed gives the same results")] = 0,
+    config: Annotated[Path | None, typer.Option(help="world config (YAML or JSON)")] = None,
+    population: Annotated[Path | None, typer.Option(help="population spec (YAML)")] = None,
+    catalog: Annotated[Path | None, typer.Option(help="catalog Parquet file")] = None,
+    data: Annotated[Path | None, typer.Option(help=DATA_HELP)] = None,
+    embedding: Annotated[str, typer.Option(help=EMBEDDING_HELP)] = "auto",
+    calibrated: CalibratedOption = None,
+    out: Annotated[Path, typer.Option(help="output directory; rerun to resume")] = Path("runs/simulate"),
+    overwrite: OverwriteOption = False,
+    user_backend: Annotated[
+        str | None,
+        typer.Option(
+            help="simulated users: parametric, llm, or surrogate (a distilled LLM user: `surrogate: DIR` in --config)",
+        ),
+    ] = None,
+    llm: LLMBackendOption = None,
+    llm_base_url: LLMBaseURLOption = None,
+    llm_model: LLMModelOption = None,
+    llm_cache: LLMCacheOption = None,
+    llm_budget: LLMBudgetOption = None,
+    llm_concurrency: LLMConcurrencyOption = None,
+    judge: Annotated[
+        bool,
+        typer.Option(
+            help="score instruction following with an LLM judge over the logged "
+            "turns, on the --llm* model (cached like every LLM call)"
+        ),
+    ] = False,
+) -> None:
+    """Run a population of users against one or several recommenders."""
+    from recoworld.agents import LLM_AGENTS, check_recommender_names
+    from recoworld.calibration.worlds import load_calibrated, real_world_for, simulation_inputs
+    from recoworld.catalog import Catalog
+    from recoworld.evaluation.llm_run import llm_ready
+    from recoworld.evaluation.metrics import daily_activity
+    from recoworld.evaluation.report import plot_retention, summary_table
+    from recoworld.evaluation.simulation import SimulationConfig, load_world
+    from recoworld.evaluation.simulation import simulate as run
+    from recoworld.population import PopulationSpec
+
+    try:
+        overrides = {
+            "horizon_days": days,
+            "slate_size": slate_size,
+            "n_candidates": candidates,
+            "user_backend": user_backend,
+            "llm": llm_overrides(llm, llm_base_url, llm_model, llm_cache, llm_budget, llm_concurrency),
+        }
+        if calibrated is not None and (data or catalog or population):
+            raise RecoWorldError(
+                "--calibrated brings its own catalog and users; drop --data, --catalog and --population"
+            )
+        fitted = load_calibrated(calibrated, config, **overrides) if calibrated is not None else None
+        world = fitted.world if fitted is not None else load_world(config, **overrides)
+        if data is not None and (catalog or population):
+            raise RecoWorldError("--data builds the catalog and the users; drop --catalog and --population")
+        if data is None and embedding != "auto":
+            raise RecoWorldError(f"--embedding {embedding} applies to --data only; give --data or drop --embedding")
+        spec = PopulationSpec.from_yaml(population) if population else PopulationSpec.default()
+        agent_names = names(agents)
+        if not agent_names:
+            raise RecoWorldError(f"--agents {agents!r}: name at least one recommender, e.g. --agents greedy")
+        check_recommender_names(agent_names)
+        world = llm_ready(
+            world, out, calls_model=world.user_backend == "llm" or judge or any(n in LLM_AGENTS for n in agent_names)
+        )
+        cfg = validated(
+            SimulationConfig,
+            {"n_users": "--users", "agents": "--agents", "seed": "--seed"},
+            {
+                "n_users": users,
+                "agents": agent_names,
+                "seed": seed,
+                "world": world,
+                "population": spec,
+                "judge": world.llm if judge else None,
+            },
+        )
+        real = None
+        if data is not None:
+            with console.status(f"loading {data}"):
+                real = real_world_for(data_config(data, embedding, seed), None)
+            console.print(real.describe(), highlight=False)
+        cat, profiles = simulation_inputs(
+            world,
+            spec,
+            catalog=Catalog.from_parquet(catalog) if catalog else None,
+            real=real,
+            fitted=fitted,
+            population=f"--population {population}" if population else None,
+        )
+        if profiles is not None:
+            users = min(users, len(profiles))
+        hold(ctx, out)
+    except (RecoWorldError, FileNotFoundError, ValueError) as err:
+        raise fail(err) from None
+
+    progress = bars()
+    tasks: dict[str, TaskID] = {}
+
+    def advance(name: str) -> None:  # bars start with the first episode: a refused --out prints its error alone
+        if not tasks:
+            progress.start()
+        if name not in tasks:
+            tasks[name] = progress.add_task(f"{name:>10}", total=users)
+        progress.advance(tasks[name])
+
+    inputs = {
+        k: str(v)
+        for k, v in {
+            "config": config,
+            "population": population,
+            "catalog": catalog,
+            "data": data,
+            "calibrated": calibrated,
+        }.items()
+        if v is not None
+    }
+    try:
+        result = run(
+            cfg,
+            catalog=cat,
+            out=out,
+            profiles=profiles,
+            on_episode=advance,
+            overwrite=overwrite,
+            inputs=inputs,
+            also_writes=["retention.png"],
+        )
+    except RecoWorldError as err:
+        raise fail(err) from None
+    finally:
+        if tasks:
+            progress.stop()
+    if result.resumed:
+        console.print(
+            f"resumed {out}: {', '.join(result.resumed)} finished earlier, not recomputed",
+            soft_wrap=True,
+            highlight=False,
+        )
+
+    console.print(summary_table(result.summary, title=f"RecoWorld: {users} users, {world.horizon_days:g} days"))
+    for row in result.summary[result.summary["fallback_turns"] > 0].itertuples():
+        console.print(
+            f"{row.recommender}: {row.fallback_turns} turns decided by its fallback (summary.csv fallback_turns)",
+            soft_wrap=True,
+            highlight=False,
+        )
+    daily = daily_activity(result.trajectories, math.ceil(world.horizon_days))
+    plot = plot_retention(result.summary, daily, out / "retention.png")
+    console.print(f"trajectories: {out / 'trajectories'}  summary: {out / 'summary.csv'}  plot: {plot}")
+    if world.user_backend == "llm":
+        from recoworld.llm import shared_backend
+
+        turns = result.trajectories.drop_duplicates(["recommender", "user_id", "step"])
+        fallbacks = int(turns["llm_fallback"].sum())
+        console.print(
+            f"{shared_backend(world.llm).usage.describe()}; {fallbacks} of {len(turns)} turns "
+            "fell back to the parametric user",
+            soft_wrap=True,
+            highlight=False,
+        )
+    elif judge or any(name in LLM_AGENTS for name in agent_names):  # LLM recommenders and the judge share it
+        from recoworld.llm import shared_backend
+
+        console.print(shared_backend(world.llm).usage.describe(), soft_wrap=True, highlight=False)
+    if result.stopped:
+        console.print(f"[yellow]stopped early:[/yellow] {result.stopped}")

@@ -1,0 +1,74 @@
+"""`recoworld study`: a population study on Ray, sharded and checkpointed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from recoworld.cli.common import bars, console, fail, hold, validated
+from recoworld.cli.options import calibrated_option
+from recoworld.errors import RecoWorldError
+
+RAY_EXTRA = "studies run on Ray (pip install 'recoworld[rllib]')"
+
+
+def study(
+    ctx: typer.Context,
+    spec: Annotated[Path, typer.Argument(help="study spec (YAML), e.g. examples/creator_study.yaml")],
+    out: Annotated[Path | None, typer.Option(help="output directory; default: spec `out`, else runs/<name>")] = None,
+    address: Annotated[str | None, typer.Option(help="existing Ray cluster (e.g. 'auto'); default: local Ray")] = None,
+    num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray runtime")] = None,
+    seed: Annotated[int | None, typer.Option(help="override the spec's seed")] = None,
+    calibrated: Annotated[Path | None, calibrated_option("; replaces the spec's `calibrated:`")] = None,
+) -> None:
+    """Run a population study on Ray, sharded and checkpointed: rerun the same command to resume."""
+    from recoworld.studies.spec import StudySpec
+
+    try:
+        cfg = StudySpec.from_yaml(spec, calibrated=calibrated)
+        if seed is not None:
+            cfg = validated(StudySpec, {"seed": "--seed"}, {**cfg.model_dump(), "seed": seed})
+        hold(ctx, cfg.out_dir(out))
+        from recoworld.studies.notes import study_notes
+        from recoworld.studies.report import ALL, write_report
+        from recoworld.studies.runner import check_ray_options, run_study
+
+        check_ray_options(address, num_cpus)  # before any work: a bad address fails in seconds, never hangs
+    except ImportError as err:
+        raise fail(RecoWorldError(f"{RAY_EXTRA}: {err}")) from None
+    except (RecoWorldError, FileNotFoundError) as err:
+        raise fail(err) from None
+    from recoworld.evaluation.report import summary_table
+
+    with bars() as progress:
+        task = progress.add_task("planning the users", total=None)  # each shard draws its own
+        try:
+            result = run_study(
+                cfg,
+                out,
+                address=address,
+                num_cpus=num_cpus,
+                on_shard=lambda done, total: progress.update(task, completed=done, total=total, description="shards"),
+            )
+        except RecoWorldError as err:
+            raise fail(err) from None
+    report, summary = write_report(
+        result.trajectories,
+        result.episodes,
+        result.out,
+        title=f"Study: {cfg.name}",
+        horizon_days=cfg.world.horizon_days,
+        target=cfg.creator.target_segment if cfg.creator else None,
+        notes=study_notes(cfg, result.setup),
+        llm_users=cfg.world.user_backend == "llm",
+    )
+    overall = summary[summary["segment"] == ALL].assign(recommender=lambda s: s["recommender"] + "/" + s["arm"])
+    console.print(summary_table(overall, title=f"Study {cfg.name}: {len(result.setup.users)} users"))
+    from recoworld.evaluation.html_report import write_report as write_html
+
+    console.print(
+        f"shards run now: {result.shards_run} (the rest resumed from the checkpoint)  "
+        f"results: {result.out}  report: {report}  journeys: {write_html(result.out)}"
+    )
