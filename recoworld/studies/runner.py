@@ -13,6 +13,11 @@ with the same spec and output directory skips the recorded shards, so an interru
 resumes without losing or duplicating any user; a part written but not yet recorded is
 simply redone, and so is a recorded one that is missing, unreadable, emptied or no longer
 matches its record. A `manifest.json` that is not a readable manifest is one clear error.
+The manifest lists every shard's users, so it is not rewritten after every shard (that
+costs the driver time quadratic in the shards: hours for a million users) but whenever the
+shards finished since its last write pass `MANIFEST_SLACK` of those it records, and always
+when the study stops, an error or Ctrl-C included; only a driver killed outright
+(`kill -9`, a lost machine) redoes the shards it had not recorded, at most 1% of them.
 
 LLM users and recommenders (`user_backend: llm`, `toolrec`) use the spec's `world.llm`.
 Within a shard, a step's user turns are in flight together (`llm.concurrency`); every
@@ -82,6 +87,9 @@ from recoworld.studies.users import ShardUsers, StudyUsers
 #: Users of the creator's target segment drawn to find the topic it cares about most (when the spec names none).
 TARGET_SAMPLE = 2_000
 MANIFEST = "manifest.json"
+#: Shards finished but not yet in the manifest on disk, as a share of those in it, that make it due for a write
+#: (`manifest_due`): about 100 x ln(shards) writes in all instead of one per shard.
+MANIFEST_SLACK = 0.01
 #: Seconds a stopping study waits for its cancelled tasks to end (they are killed; this is only their exit).
 CANCEL_WAIT_S = 10.0
 
@@ -293,8 +301,9 @@ def run_study(
 
     Uses the running Ray runtime if there is one, else starts a local one (or connects
     to `address`) and shuts it down at the end. `on_shard(done, total)` is called after
-    each shard is checkpointed; if it raises, in-flight shards are cancelled and the
-    error propagates, leaving a checkpoint that a rerun resumes from.
+    each shard's parts are written; if it raises, in-flight shards are cancelled, the
+    manifest records every finished shard and the error propagates, leaving a checkpoint
+    that a rerun resumes from.
     """
     import ray
 
@@ -358,8 +367,9 @@ def shard_task(
 
 def _run_shards(setup: StudySetup, out_dir: Path, manifest: dict[str, Any], todo: list[int],
                 llm: StudyLLM | None, on_shard: Callable[[int, int], None] | None) -> None:
-    """The shards in `todo` as Ray tasks, each checkpointed as it comes back. Everything a task needs travels
-    through the object store (put once), never through the driver's disk."""
+    """The shards in `todo` as Ray tasks, each checkpointed as it comes back (its parts at once, the manifest
+    when due and when this ends). Everything a task needs travels through the object store (put once), never
+    through the driver's disk."""
     import ray
 
     spec, n_shards = setup.spec, setup.n_shards
@@ -368,6 +378,7 @@ def _run_shards(setup: StudySetup, out_dir: Path, manifest: dict[str, Any], todo
     base = ray.put(setup.base) if len(setup.new_items) else None
     shared = ray.put(llm.task) if llm is not None else None
     pending = {task.remote(spec, *common, setup.users.shard(i), base, shared): i for i in todo}
+    written = len(manifest["shards"])  # shards the manifest on disk records
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -390,14 +401,19 @@ def _run_shards(setup: StudySetup, out_dir: Path, manifest: dict[str, Any], todo
             (traj, eps), recorded = done
             if llm is not None:
                 llm.merge(recorded)
-            _checkpoint(out_dir, manifest, shard, setup.users.shard(shard).user_ids(), traj, eps)
+            write_parts(out_dir, manifest, shard, setup.users.shard(shard).user_ids(), traj, eps)
+            if manifest_due(len(manifest["shards"]) - written, written):
+                written = _write_manifest(out_dir, manifest)
             if on_shard is not None:
                 on_shard(len(manifest["shards"]), n_shards)
     finally:
+        if len(manifest["shards"]) > written:  # what is done stays done, however the study stops
+            _write_manifest(out_dir, manifest)
         for ref in pending:
             ray.cancel(ref, force=True)
         # Cancelled tasks end before the budget's totals are written for the last time (`shared_llm`).
-        ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
+        if pending:
+            ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
 
 
 def check_ray_options(address: str | None, num_cpus: int | None, timeout_s: float = 5.0) -> None:
@@ -471,9 +487,22 @@ def _intact(out_dir: Path, entry: Any) -> bool:
     return len(users) == entry["n_episodes"] and set(users) == set(entry["users"])
 
 
-def _checkpoint(out_dir: Path, manifest: dict[str, Any], shard: int, user_ids: list[str],
+def manifest_due(unrecorded: int, recorded: int) -> bool:
+    """Whether `unrecorded` finished shards warrant rewriting a manifest that records `recorded` (see the module
+    docstring)."""
+    return unrecorded > MANIFEST_SLACK * recorded
+
+
+def _write_manifest(out_dir: Path, manifest: dict[str, Any]) -> int:
+    """The manifest to disk, atomically; returns the number of shards it records."""
+    write_json_atomic(manifest, out_dir / MANIFEST)
+    return len(manifest["shards"])
+
+
+def write_parts(out_dir: Path, manifest: dict[str, Any], shard: int, user_ids: list[str],
                 traj: pa.Table, eps: pa.Table) -> None:
-    """Parts first, then the manifest that makes them count: a crash in between only redoes the shard."""
+    """A shard's parts, and its record in `manifest` (in memory): parts first, then the manifest that makes them
+    count, so a crash in between only redoes the shard."""
     files, sizes, digests = {}, {}, {}
     for kind, table in (("trajectories", traj), ("episodes", eps)):
         rel = f"parts/shard-{shard:05d}-{kind}.parquet"
@@ -481,7 +510,6 @@ def _checkpoint(out_dir: Path, manifest: dict[str, Any], shard: int, user_ids: l
         files[kind], sizes[kind], digests[kind] = rel, path.stat().st_size, file_digest(path)
     manifest["shards"][str(shard)] = {**files, "users": user_ids, "n_episodes": eps.num_rows,
                                       "bytes": sizes, "sha256": digests}
-    write_json_atomic(manifest, out_dir / MANIFEST)
 
 
 def _assemble(out_dir: Path, manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
