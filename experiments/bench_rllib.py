@@ -9,7 +9,9 @@ learning) in this process:
 - new: `RecoWorldVectorEnv` of N users (`vector_entry_point`), for each N in `--users`.
 
 Prints steps/s for each and the ratio of the config's N (`num_envs_per_env_runner`) to
-the old way. Runs in well under 3 minutes on 2 CPUs.
+the old way. Then sampling plus learning: `--learn-iterations` PPO iterations (`algo.train()`:
+sampling, GAE, `ppo.num_epochs` SGD passes; after one warm-up iteration) with the config's own
+runners and batch, as env steps sampled per second of training. Runs in a few minutes on 2 CPUs.
 
     python experiments/bench_rllib.py [--config configs/ppo_small.yaml] [--steps 4000] [--users 4 8 16 32]
 """
@@ -36,6 +38,8 @@ class Args:
     """vector env sizes to time besides the config's `num_envs_per_env_runner`"""
     repeats: int = 2
     """timed runs per setting; the best is reported"""
+    learn_iterations: int = 3
+    """PPO iterations timed for sampling plus learning (0 = skip)"""
 
 
 def steps_per_second(cfg: TrainConfig, num_envs: int, mode: str, steps: int, repeats: int) -> float:
@@ -58,6 +62,19 @@ def steps_per_second(cfg: TrainConfig, num_envs: int, mode: str, steps: int, rep
         runner.stop()
 
 
+def train_steps_per_second(cfg: TrainConfig, iterations: int) -> float:
+    """Env steps/s of `iterations` PPO iterations (sampling and learning), after one warm-up iteration."""
+    algo = build_ppo_config(cfg).build_algo()
+    try:
+        before = algo.train()["num_env_steps_sampled_lifetime"]  # warm-up: build, reset, first episodes
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            after = algo.train()["num_env_steps_sampled_lifetime"]
+        return (after - before) / (time.perf_counter() - t0)
+    finally:
+        algo.stop()
+
+
 def main(args: Args) -> None:
     import torch
 
@@ -77,6 +94,11 @@ def main(args: Args) -> None:
     n = cfg.num_envs_per_env_runner
     print(f"\nnum_envs_per_env_runner={n} (the config's): {rates[n]:.0f} vs {old:.0f} env steps/s, "
           f"ratio {rates[n] / old:.2f}")
+    if args.learn_iterations:
+        rate = train_steps_per_second(cfg, args.learn_iterations)
+        print(f"sampling + learning: {args.learn_iterations} PPO iterations of {cfg.ppo.train_batch_size} env steps "
+              f"({cfg.ppo.num_epochs} epochs, minibatch {cfg.ppo.minibatch_size}), {cfg.num_env_runners} env runner(s) "
+              f"x {n} users: {rate:.0f} env steps/s")
 
 
 if __name__ == "__main__":

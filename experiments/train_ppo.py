@@ -12,6 +12,7 @@ recoworld/rl/training.py.
     python experiments/train_ppo.py --config configs/ppo_small.yaml            # one seed
     python experiments/train_ppo.py --config configs/ppo_small.yaml --seeds 3  # seeds 0, 1, 2: out/seed_N each
     python experiments/train_ppo.py --config configs/ppo_small.yaml --resume   # continue from out/
+    python experiments/train_ppo.py --config configs/ppo_retention.yaml --seeds 3  # RL from reward alone
     recoworld simulate --agents random,popular,rllib:runs/ppo_small            # use it in a study
 """
 
@@ -70,6 +71,14 @@ class Args:
     """override the oracle teacher's DAgger rounds before PPO (0 = PPO alone)"""
     teacher_users: int | None = None
     """override the training users per teacher round"""
+    gamma: float | None = None
+    """override PPO's discount per turn"""
+    lr: float | None = None
+    """override PPO's learning rate"""
+    satisfaction_reward: float | None = None
+    """override the weight of the per-turn change of satisfaction in the training reward (0 = off)"""
+    rating_reward: float | None = None
+    """override the weight of (rating - 3) at each session end in the training reward (0 = off)"""
 
 
 if __name__ == "__main__":
@@ -82,8 +91,10 @@ if __name__ == "__main__":
         num_env_runners=args.num_env_runners,
         num_envs_per_env_runner=args.num_envs_per_env_runner,
         seed=args.seed,
-        ppo={k: v for k, v in {"train_batch_size": args.train_batch_size,
-                               "minibatch_size": args.minibatch_size}.items() if v is not None},
+        satisfaction_reward=args.satisfaction_reward,
+        rating_reward=args.rating_reward,
+        ppo={k: v for k, v in {"train_batch_size": args.train_batch_size, "minibatch_size": args.minibatch_size,
+                               "gamma": args.gamma, "lr": args.lr}.items() if v is not None},
         eval={k: v for k, v in {"n_users": args.eval_users, "every": args.eval_every}.items() if v is not None},
         teacher={k: v for k, v in {"rounds": args.teacher_rounds, "users": args.teacher_users}.items()
                  if v is not None},

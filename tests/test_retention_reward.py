@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from recoworld.envs.vector_env import RecoWorldVectorEnv
+from recoworld.mindset import interview_score
 from tests.conftest import require
 
 ROOT = Path(__file__).parents[1]
@@ -57,8 +58,7 @@ def test_satisfaction_terms_sum_over_each_session_to_its_end_minus_its_start() -
         for i in np.flatnonzero(info["left"] & info["_left"] & ~restarting):
             ended_on = start[i] + extra[i] / 2.0
             score = info["interview_score"][i]
-            assert (score - 1) / 5 - 1e-9 <= ended_on < score / 5 + 1e-9 or score in (1, 5) and (
-                ended_on < 0.2 + 1e-9 if score == 1 else ended_on >= 0.8 - 1e-9)
+            assert score in {interview_score(ended_on - 1e-9), interview_score(ended_on + 1e-9)}
             recovered_elsewhere += not (term[i] or trunc[i]) and abs(now[i] - ended_on) > 1e-6
             sessions += 1
             extra[i] = 0.0
