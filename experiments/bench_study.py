@@ -8,8 +8,8 @@ Prints, for one study spec (five baseline recommenders on the default world):
   (shards, checkpoints, the final assembly) after a warm-up study on the same workers;
 - memory per 100,000 users in flight: the peak memory of one shard's task, measured at two shard
   sizes in fresh processes, its growth per user (the catalog and the code are shared by all users);
-- what the driver does alone, per user-day: checkpoint a shard's results (Parquet, SHA-256), and
-  the bytes of results per user-day (in memory as Arrow, on disk as Parquet);
+- what the driver does alone, per user-day: write a shard's parts (encoded as Parquet by its task)
+  and record them, and the bytes of results per user-day (in memory as Arrow, on disk as Parquet);
 - from those figures, the wall time of a 1M-user, 30-day, 5-recommender study on 64 cores:
   the workers' time (the 1-worker rate x 64 x the measured efficiency, held to 64 workers) against
   the driver's (checkpointing every shard, one core), and the results' size.
@@ -151,8 +151,9 @@ class PeakMemory:
 
 def shard_memory(args: Args, users: int, queue: Any) -> None:
     """In a fresh process: the memory one shard of `users` users takes at its peak above what the process held
-    before it, the time the driver takes to checkpoint its results, and their size."""
-    from recoworld.studies.runner import prepare, run_shard, write_parts
+    before it (the task's encoding of its results included), the time the driver takes to write them, and their
+    size."""
+    from recoworld.studies.runner import encode_parts, prepare, run_shard, write_parts
 
     spec = spec_of(args, users, users)
     setup = prepare(spec)
@@ -161,15 +162,14 @@ def shard_memory(args: Args, users: int, queue: Any) -> None:
     before = rss()
     with PeakMemory() as memory:
         traj, eps = run_shard(spec, setup.catalog, setup.release_day, setup.new_items, setup.users.shard(0))
+        parts = encode_parts(traj, eps)
     peak = memory.peak
     manifest: dict[str, Any] = {"shards": {}}
     with tempfile.TemporaryDirectory(prefix="bench-study-") as tmp:
         start = time.perf_counter()
-        write_parts(Path(tmp), manifest, 0, setup.users.shard(0).user_ids(), traj, eps)
+        write_parts(Path(tmp), manifest, 0, setup.users.shard(0).user_ids(), parts)
         checkpoint_s = time.perf_counter() - start
-        parquet = sum(
-            (Path(tmp) / manifest["shards"]["0"][kind]).stat().st_size for kind in ("trajectories", "episodes")
-        )
+    parquet = sum(len(data) for data in parts.values())
     queue.put(
         {
             "users": users,
@@ -247,7 +247,7 @@ def main(args: Args) -> None:
         print(
             f"  {m['users']} users: peak {(m['peak'] - m['before']) / 2**20:,.0f} MiB over the warm process's "
             f"{m['before'] / 2**20:,.0f} MiB; results {m['arrow'] / ud / 1e3:.1f} KB a user-day as Arrow, "
-            f"{m['parquet'] / ud / 1e3:.2f} KB as Parquet; driver's checkpoint {m['checkpoint_s']:.2f} s"
+            f"{m['parquet'] / ud / 1e3:.2f} KB as Parquet; driver's write {m['checkpoint_s']:.3f} s"
         )
     grown = (large["peak"] - large["before"]) - (small["peak"] - small["before"])
     per_user = grown / (large["users"] - small["users"])
