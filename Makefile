@@ -26,7 +26,6 @@ export LLAMA_CMAKE_ARGS
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(TORCH_SPEC)" || $(PIP) install -q "torch>=2.4"
 	$(PIP) install -q -e .
 	touch $@
 
@@ -44,9 +43,15 @@ $(VENV)/.llama-$(LLAMA_KEY): $(LLAMA_DIR)/.built
 	$(PIP) install -q --no-cache-dir --no-deps --force-reinstall $(LLAMA_DIR)/llama_cpp_python-*.whl
 	rm -f $(VENV)/.llama-* && touch $@
 
+# Every extra: the tests cover them all. The CPU torch wheel goes in first (see TORCH_SPEC).
 $(VENV)/.all: $(VENV)/.core $(VENV)/.llama-$(LLAMA_KEY)
-	@echo "Installing extras (rllib, local, dev, embeddings)."
-	$(PIP) install -q -e ".[rllib,local,dev,embeddings]"
+	@echo "Installing extras (torch, rllib, local, dev, embeddings, experiments)."
+	$(PIP) install -q "$(TORCH_SPEC)" || $(PIP) install -q "torch>=2.4"
+	$(PIP) install -q -e ".[torch,rllib,local,dev,embeddings,experiments]"
+	touch $@
+
+$(VENV)/.experiments: $(VENV)/.core
+	$(PIP) install -q -e ".[experiments]"
 	touch $@
 
 demo: $(VENV)/.core
@@ -60,7 +65,7 @@ test: $(VENV)/.all
 lint: $(VENV)/.all
 	$(VENV)/bin/ruff check recoworld experiments tests
 
-bench: $(VENV)/.core
+bench: $(VENV)/.experiments
 	$(PY) experiments/bench_env.py
 
 clean:

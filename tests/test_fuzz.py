@@ -16,7 +16,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
+from tests.conftest import require
+
+hypothesis = require("hypothesis")  # a dev extra: CI installs it, so there a missing one fails
 from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402

@@ -24,6 +24,7 @@ from recoworld.rl.features import (
     user_relative_features,
 )
 from recoworld.rl.policy import RLlibRecommender, distinct_slate
+from tests.conftest import require
 
 TINY_WORLD = {"slate_size": 2, "n_candidates": 6, "history_len": 5, "horizon_days": 2,
               "catalog": {"n_items": 300, "seed": 1}}
@@ -153,7 +154,7 @@ def test_episode_profile_remembers_engaged_items_beyond_the_history_window() -> 
 def test_recommender_sees_the_training_wrappers_features_over_a_whole_episode() -> None:
     """Deployed, the policy must see what it trained on: `RLlibRecommender` keeps the same episode
     profile as `UserRelativeObservation`, turn after turn, across sessions."""
-    pytest.importorskip("ray")
+    require("ray")
     from recoworld.rl.rl_module import SlateScorerRLModule
 
     world = {**TINY_WORLD, "horizon_days": 5}
@@ -190,7 +191,7 @@ def test_batched_features_equal_one_users_features() -> None:
 
 
 def test_training_env_creator_builds_the_vector_env_when_rllib_asks_for_num_envs() -> None:
-    pytest.importorskip("ray")
+    require("ray")
     from recoworld.rl.training import DisjointRunnerSeeds, make_training_env, training_env_config
 
     env_config = training_env_config(tiny_config(0))
@@ -207,7 +208,7 @@ def test_training_env_creator_builds_the_vector_env_when_rllib_asks_for_num_envs
 
 
 def test_new_day_reward_sums_to_the_days_active_of_each_episode() -> None:
-    pytest.importorskip("ray")
+    require("ray")
     from recoworld.rl.training import make_training_env, training_env_config
 
     world = {**TINY_WORLD, "horizon_days": 5}
@@ -231,7 +232,7 @@ def test_new_day_reward_sums_to_the_days_active_of_each_episode() -> None:
 
 def test_finished_episodes_keeps_each_ended_episodes_training_return_and_turns() -> None:
     """The logged return's source: what the policy was rewarded (day reward included) over each whole episode."""
-    pytest.importorskip("ray")
+    require("ray")
     from recoworld.rl.training import FinishedEpisodes, make_training_env, training_env_config
 
     env = make_training_env({**training_env_config(tiny_config(0)), "day_reward": 1.5, "num_envs": 3})

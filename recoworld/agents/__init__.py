@@ -114,7 +114,12 @@ def make_recommender(
     if name not in AGENTS and (plugins.is_reference(name) or name in plugins.plugin_names()):
         return plugins.build(name, catalog, slate_size, seed)
     check_recommender_names([name])
-    return AGENTS[name](catalog, slate_size, seed)
+    try:
+        return AGENTS[name](catalog, slate_size, seed)
+    except ModuleNotFoundError as err:  # torch is an extra: the slate and novelty recommenders import it
+        if err.name != "torch":
+            raise
+        raise ConfigError(f"recommender {name!r} needs torch: pip install 'recoworld[torch]'") from None
 
 
 def check_recommender_names(names: list[str]) -> None:

@@ -40,7 +40,7 @@ from recoworld.envs.observation import (
 from recoworld.envs.platform import SharedPlatform
 from recoworld.envs.retrieval import CandidateRetriever, InstructionTargets, TasteRankings
 from recoworld.envs.world_kernels import instruction_measures, record
-from recoworld.errors import ConfigError
+from recoworld.errors import ConfigError, RecoWorldError
 from recoworld.mindset import UNSEEN, ExitReason, Instruction, Interview
 from recoworld.population import PopulationSpec, UserProfile, sample_profile
 from recoworld.simulators.base import BatchUserSimulator, session_interviews
@@ -138,6 +138,11 @@ class StepBatch:
         return self.exit_reasons[j] if self.exit_reasons is not None and self.left[j] else None
 
 
+#: The stream of a row that no view has seeded: one object, told apart by identity and never drawn from
+#: (`World.reset` refuses such a row; a placeholder shared by every row would correlate its users silently).
+_UNSEEDED = np.random.default_rng(0)
+
+
 class World:
     """The state of B users and the one implementation of a turn (see the module docstring)."""
 
@@ -155,7 +160,7 @@ class World:
         self.catalog, self.config, self.users, self.n_users = catalog, config, users, n_users
         self.platform = platform
         self.retriever = retriever or CandidateRetriever(catalog, config.retrieval, config.n_candidates)
-        self.streams = UserStreams([np.random.default_rng(0)] * n_users)  # views seed them before use
+        self.streams = UserStreams([_UNSEEDED] * n_users)  # each view seeds every row before resetting it
         self.profiles: list[UserProfile] = []
         b, h, n = n_users, config.history_len, len(catalog)
         self.history_ids = np.full((b, h), -1, dtype=np.int64)
@@ -204,6 +209,12 @@ class World:
         views check that it lies inside the horizon (`RecoWorldEnv.reset`'s `start_day`).
         """
         rows = np.asarray(rows, dtype=np.int64)
+        unseeded = [r for r in rows.tolist() if self.streams[r] is _UNSEEDED]
+        if unseeded:
+            raise RecoWorldError(
+                f"World.reset: rows {unseeded[:5]}{' ...' if len(unseeded) > 5 else ''} have no random stream "
+                "of their own; seed each row first (world.streams[row] = its generator), since users drawing "
+                "from one shared stream would be correlated")
         if len(rows) == self.n_users and (rows == self._all).all():
             self.profiles = list(profiles)
             self.users.reset(profiles)

@@ -1,18 +1,26 @@
-"""Find and end the orphans of local Ray sessions whose driver was killed (`kill -9`).
+"""What Ray's public API cannot end: the processes of a local Ray session whose driver never shut it down.
 
-A local `ray.init()` starts a session: `gcs_server`, `raylet` and helpers as children of the
-driver, and agents and workers as children of the raylet. Killed with SIGKILL, the driver
-runs no shutdown; the head processes notice and exit, but the dashboard and runtime-env
-agents (and sometimes workers) stay behind, re-parented, ignoring SIGTERM.
+Ray's public API ends everything a study or a training run starts, whenever the driver lives to call it: a
+run's `finally` calls `ray.shutdown()` (which ends the session's gcs_server, raylet, agents and workers),
+running shard tasks are cancelled with `ray.cancel(ref, force=True)` and the shared LLM actor ends with
+`ray.kill(actor)`; SIGTERM is made to interrupt like Ctrl-C (`sigterm_interrupts`) so those `finally` blocks
+run. Two cases are left, and only they are handled here, by reading `/proc` (Linux; elsewhere nothing is
+found and nothing is ended):
 
-Every process is told apart by its session, read from `/proc` (Linux only; elsewhere
-nothing is found): a `session_<date>_<time>_<pid>` folder named in its command line
-(`--session-dir=`, `--log_dir=`, socket paths) or, for agents and workers whose command line
-Ray rewrites to `ray::...`, in the paths of its open files (the session's logs). A session
-is *live* while its `gcs_server` or `raylet` runs, or while the process that started it (the
-pid ending the session name, if it started before the session) runs. Only the processes of
-sessions that are not live are ended, and only this user's: a user's own Ray cluster or a
-concurrent study is never touched.
+1. **The driver was killed (`kill -9`).** It ran no shutdown, and there is no public call that reaches a
+   session without a driver: its head processes notice and exit, but the dashboard and runtime-env agents
+   (and sometimes workers) stay, re-parented and ignoring SIGTERM. `clean_stale_ray` ends them before the
+   next local `ray.init()`. (`ray stop` would end every Ray process of the machine, a user's own cluster
+   and a concurrent study included.)
+2. **A signal arrived while `ray.init()` was starting the session.** `ray.shutdown()` then has no node to
+   shut down, though some of its processes already run: `end_own_sessions` ends them.
+
+Every process is told apart by its session: a `session_<date>_<time>_<pid>` folder named in its command line
+(`--session-dir=`, `--log_dir=`, socket paths) or, for agents and workers whose command line Ray rewrites
+to `ray::...`, in the paths of its open files (the session's logs). A session is *live* while its
+`gcs_server` or `raylet` runs, or while the process that started it (the pid ending the session name, if it
+started before the session) runs. Only the processes of sessions that are not live are ended, and only this
+user's: a user's own Ray cluster or a concurrent study is never touched.
 """
 
 from __future__ import annotations
@@ -254,18 +262,22 @@ STOP_REQUESTED = threading.Event()
 
 @contextlib.contextmanager
 def stop_noted_during_init() -> Iterator[None]:
-    """While `ray.init()` runs, Ray installs its own SIGTERM handler; wrap whatever it installs so
-    that a SIGTERM then also sets `STOP_REQUESTED` (Ray's `sys.exit` can be lost in its start-up)."""
-    import ray._private.utils as ray_utils
+    """While `ray.init()` runs, Ray installs its own SIGTERM handler (a `sys.exit` that can be lost in its
+    start-up); every SIGTERM handler installed meanwhile is wrapped so that a SIGTERM then also sets
+    `STOP_REQUESTED`. Ray offers no hook for this, so the wrap is on the standard library's `signal.signal`,
+    which Ray calls, for the duration of the `with` block only (main thread: only it may install handlers)."""
+    install = signal.signal
 
-    install = ray_utils.set_sigterm_handler
+    def install_noted(signum: int, handler: Handler) -> Handler:
+        if signum != signal.SIGTERM or not callable(handler):
+            return install(signum, handler)
+        ray_handler = handler
 
-    def install_noted(handler: Callable[[int, FrameType | None], Any]) -> None:
         def noted(signum: int, frame: FrameType | None) -> None:
             STOP_REQUESTED.set()
-            handler(signum, frame)
+            ray_handler(signum, frame)
 
-        install(noted)
+        return install(signum, noted)
 
     def quiet_stop(unraisable: Any) -> None:
         """Ray's handler exits with `sys.exit` wherever the signal lands; inside a fork hook or a
@@ -275,11 +287,10 @@ def stop_noted_during_init() -> Iterator[None]:
             hook(unraisable)
 
     hook = sys.unraisablehook
-    ray_utils.set_sigterm_handler = install_noted
+    signal.signal = install_noted  # type: ignore[assignment]
     sys.unraisablehook = quiet_stop
     try:
         yield
     finally:
-        ray_utils.set_sigterm_handler = install
+        signal.signal = install
         sys.unraisablehook = hook
-
