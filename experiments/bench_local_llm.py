@@ -12,11 +12,12 @@ their turns). All run in the supervised model process, on the default world (sla
 prompts as users get them).
 
 - **Speed.** For each decoding and each N in `--users`, N LLM users play `--turns` turns each,
-  all of a step's turns in flight together as in a study; prints seconds per turn (wall time /
-  turns), turns/s and items decided/s, the model's tokens per turn (prompt, of which taken from
-  the cache, and reply) and the fallbacks. The model
-  answers one request at a time, so grammar decoding's time per turn does not fall with N; it
-  runs at `--grammar-users` only (it takes about a minute a turn).
+  all of a step's turns in flight together as in a study. The settings compared at one N take
+  turns (in a rotating order), so a load that comes and goes on the machine falls on all of
+  them alike. Prints seconds per turn (wall time / turns), turns/s and items decided/s, the
+  model's tokens per turn (prompt, of which taken from the cache, and reply) and the
+  fallbacks. The model answers one request at a time, so grammar decoding's time per turn does
+  not fall with N; it runs at `--grammar-users` only (it takes about a minute a turn).
 - **Validity.** `--validity-users` users x `--validity-turns` turns with schema decoding: the
   share of turns the model decided (first reply or after repair), against the 95% target.
 - **Agreement.** On `--agreement` first turns (the same users, slates, prompts and seeds under
@@ -92,31 +93,54 @@ def config(setting: Setting, args: Args, cache: Path) -> WorldConfig:
     return WorldConfig(user_backend="llm", llm=llm, slate_size=args.slate_size)
 
 
-def play(world: WorldConfig, backend: ChatBackend, n: int, turns: int, seed: int) -> dict[str, float]:
-    """`n` users, `turns` turns each on random slates; a user who leaves opens the next session at once."""
-    catalog = cached_catalog(world.catalog)
-    profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(seed), n=n)
-    users = LLMUsers(catalog, world, n, backend)
-    streams = UserStreams([np.random.default_rng([seed, i]) for i in range(n)])
-    users.reset(profiles)
-    users.start_sessions(np.arange(n), np.zeros(n), streams)
-    slates = np.random.default_rng(seed).choice(len(catalog), size=(turns, n, world.slate_size))
-    usage = backend.usage
-    before = (usage.prompt_tokens, usage.completion_tokens, usage.requests, usage.cached_prompt_tokens)
-    started = time.perf_counter()
-    fallbacks = items = 0
-    for t in range(turns):
-        fb = users.review(slates[t], streams)
-        fallbacks += int(fb.fallback.sum())
-        items += int((fb.reactions >= 0).sum())
+class Play:
+    """`n` users playing turns on random slates, one turn at a time, so that the settings compared can take
+    turns in one run and share whatever load the machine is under; a user who leaves opens the next
+    session at once."""
+
+    def __init__(self, world: WorldConfig, backend: ChatBackend, n: int, turns: int, seed: int) -> None:
+        catalog = cached_catalog(world.catalog)
+        profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(seed), n=n)
+        self.backend, self.n, self.t = backend, n, 0
+        self.users = LLMUsers(catalog, world, n, backend)
+        self.streams = UserStreams([np.random.default_rng([seed, i]) for i in range(n)])
+        self.users.reset(profiles)
+        self.users.start_sessions(np.arange(n), np.zeros(n), self.streams)
+        self.slates = np.random.default_rng(seed).choice(len(catalog), size=(turns, n, world.slate_size))
+        self.wall = 0.0
+        self.counts: Counter[str] = Counter()
+
+    def turn(self) -> None:
+        usage, t = self.backend.usage, self.t
+        before = (usage.prompt_tokens, usage.cached_prompt_tokens, usage.completion_tokens, usage.requests)
+        started = time.perf_counter()
+        fb = self.users.review(self.slates[t], self.streams)
         left = np.flatnonzero(fb.left)
         if len(left):
-            users.end_sessions(left, np.full(len(left), t + 0.5), streams)
-            users.start_sessions(left, np.full(len(left), t + 1.0), streams)
-    wall = time.perf_counter() - started
-    return {"wall": wall, "turns": n * turns, "items": items, "fallbacks": fallbacks,
-            "calls": usage.requests - before[2], "prompt": usage.prompt_tokens - before[0],
-            "completion": usage.completion_tokens - before[1], "cached": usage.cached_prompt_tokens - before[3]}
+            self.users.end_sessions(left, np.full(len(left), t + 0.5), self.streams)
+            self.users.start_sessions(left, np.full(len(left), t + 1.0), self.streams)
+        self.wall += time.perf_counter() - started
+        after = (usage.prompt_tokens, usage.cached_prompt_tokens, usage.completion_tokens, usage.requests)
+        self.counts.update({"turns": self.n, "fallbacks": int(fb.fallback.sum()),
+                            "items": int((fb.reactions >= 0).sum()),
+                            **{k: b - a for k, a, b in zip(("prompt", "cached", "completion", "calls"),
+                                                           before, after)}})
+        self.t += 1
+
+    def row(self, setting: Setting) -> str:
+        c, wall = self.counts, self.wall
+        t = c["turns"]
+        return (f"{setting[0]:>9} {setting[1]:>5} {setting[2]:>5} {self.n:>5} {t:>5} {wall / t:>7.2f} "
+                f"{t / wall:>8.3f} {c['items'] / wall:>8.2f} {c['prompt'] / t:>15.0f} {c['cached'] / t:>6.0f} "
+                f"{c['completion'] / t:>14.0f} {c['calls'] / t:>10.2f} {c['fallbacks']:>9}")
+
+
+def play(world: WorldConfig, backend: ChatBackend, n: int, turns: int, seed: int) -> Play:
+    """`n` users, `turns` turns each."""
+    game = Play(world, backend, n, turns, seed)
+    for _ in range(turns):
+        game.turn()
+    return game
 
 
 def first_turn_reactions(backend: ChatBackend, world: WorldConfig, k: int, seed: int,
@@ -175,30 +199,32 @@ def main(args: Args) -> None:
         print(f"{'decoding':>9} {'batch':>5} {'slots':>5} {'users':>5} {'turns':>5} {'s/turn':>7} {'turns/s':>8} "
               f"{'items/s':>8} {'prompt tok/turn':>15} {'cached':>6} {'reply tok/turn':>14} {'calls/turn':>10} "
               f"{'fallbacks':>9}")
-        for key, users in runs.items():
-            world, backend = worlds[key], made[key]
-            play(world, backend, 1, 1, args.seed + 999)  # start and warm the model process: not timed
-            for n in users:
-                r = play(world, backend, n, args.turns, args.seed)
-                t = r["turns"]
-                print(f"{key[0]:>9} {key[1]:>5} {key[2]:>5} {n:>5} {t:>5} {r['wall'] / t:>7.2f} {t / r['wall']:>8.3f} "
-                      f"{r['items'] / r['wall']:>8.2f} {r['prompt'] / t:>15.0f} {r['cached'] / t:>6.0f} "
-                      f"{r['completion'] / t:>14.0f} {r['calls'] / t:>10.2f} {r['fallbacks']:>9}")
+        for key in runs:  # start and warm each model process: not timed
+            play(worlds[key], made[key], 1, 1, args.seed + 999)
+        for n in sorted({n for users in runs.values() for n in users}):
+            games = {key: Play(worlds[key], made[key], n, args.turns, args.seed) for key, users in runs.items()
+                     if n in users}
+            order = list(games)
+            for t in range(args.turns):  # the settings take turns, in a rotating order
+                for key in order[t % len(order):] + order[: t % len(order)]:
+                    games[key].turn()
+            for key, game in games.items():
+                print(game.row(key))
         schema = [key for key in runs if key[0] == "schema"]
         if schema:  # the price of a crash: the next turn restarts the model process first
             local = made[schema[0]]
             assert isinstance(local, LocalLlamaBackend)
             os.kill(local.process().pid or 0, signal.SIGKILL)
             time.sleep(0.5)
-            r = play(worlds[schema[0]], local, 1, 1, args.seed + 3)
-            print(f"after kill -9 of the model process: the next turn took {r['wall']:.1f} s "
-                  f"(restarts {local.usage.model_restarts}, fallbacks {r['fallbacks']})")
+            game = play(worlds[schema[0]], local, 1, 1, args.seed + 3)
+            print(f"after kill -9 of the model process: the next turn took {game.wall:.1f} s "
+                  f"(restarts {local.usage.model_restarts}, fallbacks {game.counts['fallbacks']})")
         if schema and args.validity_users:  # decisions do not depend on the batch: the widest is the quickest
             key = max(schema, key=lambda k: k[1])
-            r = play(worlds[key], made[key], args.validity_users, args.validity_turns, args.seed + 1)
-            valid = 1 - r["fallbacks"] / r["turns"]
-            print(f"validity (schema, batch {key[1]}): {r['turns'] - r['fallbacks']}/{r['turns']} turns decided by "
-                  f"the model ({valid:.1%}; target 95%) | {r['wall'] / r['turns']:.2f} s/turn, {r['calls']} calls")
+            c = (game := play(worlds[key], made[key], args.validity_users, args.validity_turns, args.seed + 1)).counts
+            print(f"validity (schema, batch {key[1]}): {c['turns'] - c['fallbacks']}/{c['turns']} turns decided by "
+                  f"the model ({1 - c['fallbacks'] / c['turns']:.1%}; target 95%) | {game.wall / c['turns']:.2f} "
+                  f"s/turn, {c['calls']} calls")
         if args.agreement and schema and ("grammar", 1, 1) in runs:
             k, first = args.agreement, schema[0]
             world = worlds[first]
