@@ -42,6 +42,7 @@ from typing import Literal
 
 import numpy as np
 import tyro
+from llm_turns import Play, Served, play
 
 from recoworld.catalog import cached_catalog
 from recoworld.config import WorldConfig
@@ -50,10 +51,8 @@ from recoworld.llm.backend import ChatBackend, Structured
 from recoworld.llm.local import LocalLlamaBackend
 from recoworld.llm.supervisor import close_all
 from recoworld.population import PopulationSpec, sample_population
-from recoworld.simulators.llm_user import LLMUsers
 from recoworld.simulators.parametric import ParametricUsers
 from recoworld.simulators.prompts import TurnDecision, turn_messages, turn_schema
-from recoworld.streams import UserStreams
 
 Decoding = Literal["grammar", "schema"]
 
@@ -79,13 +78,17 @@ class Args:
     """items per slate (the default world's)"""
     n_threads: int | None = None
     seed: int = 0
+    before: Path | None = None
+    """a checkout of RecoWorld from before a change (`git worktree add DIR REV`): its code, with its own
+    defaults, plays turns too at each of `--grammar-users`, taking turns with the settings above"""
 
 
-#: A speed run's model settings: decoding, `llm.local.batch`, `llm.local.cache_slots`.
-Setting = tuple[Decoding, int, int]
+#: A speed run's model settings: decoding (or "before": `--before`'s code), `llm.local.batch`,
+#: `llm.local.cache_slots`.
+Setting = tuple[str, int, int]
 
 
-def config(setting: Setting, args: Args, cache: Path) -> WorldConfig:
+def config(setting: tuple[Decoding, int, int], args: Args, cache: Path) -> WorldConfig:
     decoding, batch, slots = setting
     llm = LLMConfig(backend="local", cache="off", cache_path=cache, n_threads=args.n_threads,
                     max_fallback_rate=1.0, local=LocalModelConfig(decoding=decoding, batch=batch, cache_slots=slots,
@@ -93,54 +96,11 @@ def config(setting: Setting, args: Args, cache: Path) -> WorldConfig:
     return WorldConfig(user_backend="llm", llm=llm, slate_size=args.slate_size)
 
 
-class Play:
-    """`n` users playing turns on random slates, one turn at a time, so that the settings compared can take
-    turns in one run and share whatever load the machine is under; a user who leaves opens the next
-    session at once."""
-
-    def __init__(self, world: WorldConfig, backend: ChatBackend, n: int, turns: int, seed: int) -> None:
-        catalog = cached_catalog(world.catalog)
-        profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(seed), n=n)
-        self.backend, self.n, self.t = backend, n, 0
-        self.users = LLMUsers(catalog, world, n, backend)
-        self.streams = UserStreams([np.random.default_rng([seed, i]) for i in range(n)])
-        self.users.reset(profiles)
-        self.users.start_sessions(np.arange(n), np.zeros(n), self.streams)
-        self.slates = np.random.default_rng(seed).choice(len(catalog), size=(turns, n, world.slate_size))
-        self.wall = 0.0
-        self.counts: Counter[str] = Counter()
-
-    def turn(self) -> None:
-        usage, t = self.backend.usage, self.t
-        before = (usage.prompt_tokens, usage.cached_prompt_tokens, usage.completion_tokens, usage.requests)
-        started = time.perf_counter()
-        fb = self.users.review(self.slates[t], self.streams)
-        left = np.flatnonzero(fb.left)
-        if len(left):
-            self.users.end_sessions(left, np.full(len(left), t + 0.5), self.streams)
-            self.users.start_sessions(left, np.full(len(left), t + 1.0), self.streams)
-        self.wall += time.perf_counter() - started
-        after = (usage.prompt_tokens, usage.cached_prompt_tokens, usage.completion_tokens, usage.requests)
-        self.counts.update({"turns": self.n, "fallbacks": int(fb.fallback.sum()),
-                            "items": int((fb.reactions >= 0).sum()),
-                            **{k: b - a for k, a, b in zip(("prompt", "cached", "completion", "calls"),
-                                                           before, after)}})
-        self.t += 1
-
-    def row(self, setting: Setting) -> str:
-        c, wall = self.counts, self.wall
-        t = c["turns"]
-        return (f"{setting[0]:>9} {setting[1]:>5} {setting[2]:>5} {self.n:>5} {t:>5} {wall / t:>7.2f} "
-                f"{t / wall:>8.3f} {c['items'] / wall:>8.2f} {c['prompt'] / t:>15.0f} {c['cached'] / t:>6.0f} "
-                f"{c['completion'] / t:>14.0f} {c['calls'] / t:>10.2f} {c['fallbacks']:>9}")
-
-
-def play(world: WorldConfig, backend: ChatBackend, n: int, turns: int, seed: int) -> Play:
-    """`n` users, `turns` turns each."""
-    game = Play(world, backend, n, turns, seed)
-    for _ in range(turns):
-        game.turn()
-    return game
+def row(setting: Setting, game: Play | Served) -> str:
+    c, wall, t = game.counts, game.wall, game.counts["turns"]
+    return (f"{setting[0]:>9} {setting[1]:>5} {setting[2]:>5} {game.n:>5} {t:>5} {wall / t:>7.2f} "
+            f"{t / wall:>8.3f} {c['items'] / wall:>8.2f} {c['prompt'] / t:>15.0f} {c['cached'] / t:>6.0f} "
+            f"{c['completion'] / t:>14.0f} {c['calls'] / t:>10.2f} {c['fallbacks']:>9}")
 
 
 def first_turn_reactions(backend: ChatBackend, world: WorldConfig, k: int, seed: int,
@@ -190,7 +150,8 @@ def main(args: Args) -> None:
     print(f"Gemma 3 270M (portable llama.cpp build) on {os.cpu_count()} CPUs, n_threads {args.n_threads or 'default'}, "
           f"slate of {args.slate_size}")
     with tempfile.TemporaryDirectory() as tmp:
-        runs: dict[Setting, list[int]] = {("grammar", 1, 1): args.grammar_users} if "grammar" in args.decodings else {}
+        runs: dict[tuple[Decoding, int, int], list[int]] = (
+            {("grammar", 1, 1): args.grammar_users} if "grammar" in args.decodings else {})
         if "schema" in args.decodings:
             runs |= {("schema", batch, slots): args.users for batch in args.batches for slots in args.cache_slots
                      if slots >= batch}
@@ -202,14 +163,20 @@ def main(args: Args) -> None:
         for key in runs:  # start and warm each model process: not timed
             play(worlds[key], made[key], 1, 1, args.seed + 999)
         for n in sorted({n for users in runs.values() for n in users}):
-            games = {key: Play(worlds[key], made[key], n, args.turns, args.seed) for key, users in runs.items()
-                     if n in users}
+            games: dict[Setting, Play | Served] = {
+                key: Play(worlds[key], made[key], n, args.turns, args.seed) for key, users in runs.items()
+                if n in users}
+            if args.before is not None and n in args.grammar_users:
+                games[("before", 1, 1)] = Served(args.before, n, args.turns, args.slate_size, args.n_threads,
+                                                 args.seed)
             order = list(games)
             for t in range(args.turns):  # the settings take turns, in a rotating order
                 for key in order[t % len(order):] + order[: t % len(order)]:
                     games[key].turn()
             for key, game in games.items():
-                print(game.row(key))
+                print(row(key, game))
+                if isinstance(game, Served):
+                    game.close()
         schema = [key for key in runs if key[0] == "schema"]
         if schema:  # the price of a crash: the next turn restarts the model process first
             local = made[schema[0]]
