@@ -22,8 +22,11 @@ TINY = {
     "recommenders": ["greedy"],
     "world": {"slate_size": 3, "n_candidates": 12, "horizon_days": 4, "catalog": {"n_items": 300, "seed": 4}},
     "new_item_share": 0.05,
-    "creator": {"name": "Tiny Studio", "target_segment": "explorer",
-                "items": {"count": 15, "popularity": 5.0, "release_day": {"dist": "uniform", "low": 0, "high": 2}}},
+    "creator": {
+        "name": "Tiny Studio",
+        "target_segment": "explorer",
+        "items": {"count": 15, "popularity": 5.0, "release_day": {"dist": "uniform", "low": 0, "high": 2}},
+    },
 }
 
 
@@ -155,8 +158,11 @@ def test_spec_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"creator\.items\.topic"):
         from recoworld.studies.runner import prepare
 
-        prepare(StudySpec.parse({**TINY, "creator": {"name": "x", "target_segment": "explorer",
-                                                     "items": {"topic": "knitting"}}}))
+        prepare(
+            StudySpec.parse(
+                {**TINY, "creator": {"name": "x", "target_segment": "explorer", "items": {"topic": "knitting"}}}
+            )
+        )
     with pytest.raises(ConfigError, match="not found"):
         StudySpec.from_yaml(tmp_path / "missing.yaml")
 

@@ -19,7 +19,10 @@ from recoworld.errors import ConfigError
 from recoworld.studies.spec import StudySpec
 
 SPEC = {
-    "name": "checkpoints", "seed": 3, "n_users": 10, "shard_size": 4,  # 3 shards: 4 + 4 + 2 users
+    "name": "checkpoints",
+    "seed": 3,
+    "n_users": 10,
+    "shard_size": 4,  # 3 shards: 4 + 4 + 2 users
     "recommenders": ["greedy"],
     "world": {"slate_size": 3, "n_candidates": 12, "horizon_days": 3, "catalog": {"n_items": 200, "seed": 2}},
 }
@@ -54,8 +57,9 @@ def _deleted(path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["episodes", "trajectories"])
 @pytest.mark.parametrize("damage", [_empty, _garbage, _other_shard, _deleted], ids=lambda f: f.__name__[1:])
-def test_a_damaged_part_is_redone_not_trusted(finished, tmp_path: Path, kind: str,
-                                               damage: Callable[[Path], None]) -> None:
+def test_a_damaged_part_is_redone_not_trusted(
+    finished, tmp_path: Path, kind: str, damage: Callable[[Path], None]
+) -> None:
     from recoworld.studies.runner import run_study
 
     out = tmp_path / "study"
@@ -63,8 +67,9 @@ def test_a_damaged_part_is_redone_not_trusted(finished, tmp_path: Path, kind: st
     damage(out / PART.format(kind))
     again = run_study(StudySpec.parse(SPEC), out)
     assert again.shards_run == 1  # only the damaged shard
-    pd.testing.assert_frame_equal(again.episodes.sort_values(KEYS, ignore_index=True),
-                                  finished.episodes.sort_values(KEYS, ignore_index=True))
+    pd.testing.assert_frame_equal(
+        again.episodes.sort_values(KEYS, ignore_index=True), finished.episodes.sort_values(KEYS, ignore_index=True)
+    )
     assert len(again.trajectories) == len(finished.trajectories)
     assert run_study(StudySpec.parse(SPEC), out).shards_run == 0  # the redone part is trusted again
 
@@ -97,8 +102,11 @@ def test_a_manifest_from_before_digests_still_resumes(finished, tmp_path: Path) 
     assert run_study(StudySpec.parse(SPEC), out).shards_run == 1
 
 
-@pytest.mark.parametrize("text", ['{"study": "checkpoints", "fingerp', "", "[]", '{"shards": 3}'],
-                         ids=["truncated", "empty", "a-list", "no-shards"])
+@pytest.mark.parametrize(
+    "text",
+    ['{"study": "checkpoints", "fingerp', "", "[]", '{"shards": 3}'],
+    ids=["truncated", "empty", "a-list", "no-shards"],
+)
 def test_a_damaged_manifest_is_one_clear_error(tmp_path: Path, text: str) -> None:
     from recoworld.studies.runner import MANIFEST, _load_manifest, prepare
 

@@ -15,15 +15,30 @@ from recoworld.errors import ConfigError
 from recoworld.simulators.llm_user import LLMUsers
 from recoworld.studies.spec import StudySpec
 
-WORLD: dict[str, Any] = {"slate_size": 3, "n_candidates": 10, "horizon_days": 2, "max_steps": 5,
-                         "catalog": {"n_items": 600, "seed": 3}}  # the `catalog` fixture's config
+WORLD: dict[str, Any] = {
+    "slate_size": 3,
+    "n_candidates": 10,
+    "horizon_days": 2,
+    "max_steps": 5,
+    "catalog": {"n_items": 600, "seed": 3},
+}  # the `catalog` fixture's config
 
 
 def loopback(srv: FaultServer, tmp_path: Path, **over: Any) -> dict[str, Any]:
     """One request per turn: no retries and no repair, so every injected fault is exactly one fallback."""
-    return {"backend": "openai", "base_url": srv.url, "model": "loopback", "structured_output": "json_object",
-            "cache": "off", "cache_path": str(tmp_path / "llm.sqlite"), "timeout_s": 5.0, "retry_backoff_s": 0.01,
-            "max_retries": 0, "repair": False, **over}
+    return {
+        "backend": "openai",
+        "base_url": srv.url,
+        "model": "loopback",
+        "structured_output": "json_object",
+        "cache": "off",
+        "cache_path": str(tmp_path / "llm.sqlite"),
+        "timeout_s": 5.0,
+        "retry_backoff_s": 0.01,
+        "max_retries": 0,
+        "repair": False,
+        **over,
+    }
 
 
 def llm_world(catalog: Catalog, llm: dict[str, Any], n_users: int) -> PopulationParallelEnv:
@@ -33,17 +48,28 @@ def llm_world(catalog: Catalog, llm: dict[str, Any], n_users: int) -> Population
 def play(env: PopulationParallelEnv, seed: int) -> tuple[dict[str, list[tuple[Any, ...]]], list[dict[str, Any]]]:
     """One episode under the greedy recommender: each user's turns in order, and the infos of step 1."""
     obs, infos = env.reset(seed=seed)
-    agents = {a: make_recommender("greedy", env.catalog, WORLD["slate_size"], i)
-              for i, a in enumerate(env.possible_agents)}
+    agents = {
+        a: make_recommender("greedy", env.catalog, WORLD["slate_size"], i) for i, a in enumerate(env.possible_agents)
+    }
     turns: dict[str, list[tuple[Any, ...]]] = {a: [] for a in env.possible_agents}
     first: list[dict[str, Any]] = []
     while env.agents:
         obs, rewards, _, _, infos = env.step({a: agents[a].act(obs[a], infos[a]) for a in env.agents})
         first = first or list(infos.values())
         for a, info in infos.items():
-            turns[a].append((info["slate"].tolist(), info["reactions"].tolist(), info["dwell_min"].tolist(),
-                             info["instruction"], info["left"], info["return_gap_days"], info["churned"],
-                             info["llm_fallback"], rewards[a]))
+            turns[a].append(
+                (
+                    info["slate"].tolist(),
+                    info["reactions"].tolist(),
+                    info["dwell_min"].tolist(),
+                    info["instruction"],
+                    info["left"],
+                    info["return_gap_days"],
+                    info["churned"],
+                    info["llm_fallback"],
+                    rewards[a],
+                )
+            )
     return turns, first
 
 
@@ -80,23 +106,39 @@ def test_population_llm_fallbacks_are_counted_per_turn(catalog: Catalog, tmp_pat
 
 
 @pytest.mark.slow
-def test_study_with_llm_users_keeps_the_server_busy_and_reports_fallbacks(ray_session, catalog: Catalog,
-                                                                           tmp_path: Path) -> None:
+def test_study_with_llm_users_keeps_the_server_busy_and_reports_fallbacks(
+    ray_session, catalog: Catalog, tmp_path: Path
+) -> None:
     from recoworld.studies.report import ALL, write_report
     from recoworld.studies.runner import run_study
 
     with FaultServer(barrier=4) as srv:
-        spec = StudySpec.parse({"name": "llm-users", "seed": 3, "n_users": 6, "shard_size": 6, "world": WORLD,
-                                "recommenders": ["greedy"], "user_backend": "llm",
-                                "llm": loopback(srv, tmp_path, concurrency=4)})
+        spec = StudySpec.parse(
+            {
+                "name": "llm-users",
+                "seed": 3,
+                "n_users": 6,
+                "shard_size": 6,
+                "world": WORLD,
+                "recommenders": ["greedy"],
+                "user_backend": "llm",
+                "llm": loopback(srv, tmp_path, concurrency=4),
+            }
+        )
         srv.inject("malformed", "malformed")  # two of the first step's six turns
         result = run_study(spec, tmp_path / "study", catalog=catalog)
         assert srv.barrier_met and srv.max_in_flight == 4, "one shard's users were reviewed four at a time"
     turns = result.trajectories.drop_duplicates(["recommender", "arm", "user_id", "step"])
     assert int(turns["llm_fallback"].sum()) == 2
     assert int(turns[turns["step"] == 1]["llm_fallback"].sum()) == 2
-    report, summary = write_report(result.trajectories, result.episodes, result.out, title="LLM users",
-                                   horizon_days=spec.world.horizon_days, llm_users=True)
+    report, summary = write_report(
+        result.trajectories,
+        result.episodes,
+        result.out,
+        title="LLM users",
+        horizon_days=spec.world.horizon_days,
+        llm_users=True,
+    )
     rate = summary[summary["segment"] == ALL]["llm_fallback_rate"].iloc[0]
     assert rate == pytest.approx(2 / len(turns))
     text = report.read_text()
@@ -107,8 +149,15 @@ def test_llm_recommender_in_a_study_uses_the_study_llm(catalog: Catalog, tmp_pat
     from recoworld.studies.runner import prepare, run_shard
 
     with FaultServer() as srv:
-        spec = StudySpec.parse({"seed": 1, "n_users": 2, "world": {**WORLD, "max_steps": 2},
-                                "recommenders": ["toolrec"], "llm": loopback(srv, tmp_path)})
+        spec = StudySpec.parse(
+            {
+                "seed": 1,
+                "n_users": 2,
+                "world": {**WORLD, "max_steps": 2},
+                "recommenders": ["toolrec"],
+                "llm": loopback(srv, tmp_path),
+            }
+        )
         setup = prepare(spec, catalog)
         traj, _ = run_shard(spec, setup.catalog, setup.release_day, setup.new_items, setup.users.shard(0))
         assert srv.requests and {r["model"] for r in srv.requests} == {"loopback"}

@@ -73,7 +73,8 @@ class ResponseCache:
             raise CacheUnreadable(
                 f"llm.cache_path {self.path} is not a readable LLM cache ({err}); move it aside "
                 f"(mv '{self.path}' '{self.path}.damaged') and rerun to start a new cache there, or point "
-                "llm.cache_path (--llm-cache off to run without one) elsewhere") from None
+                "llm.cache_path (--llm-cache off to run without one) elsewhere"
+            ) from None
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -70,8 +70,9 @@ def publish(
     extended = catalog.append_items(
         item_ids=[f"{slug}_{i:05d}" for i in range(m)],
         titles=[f"{creator.name}: {name.title()} #{i + 1}" for i, name in enumerate(names)],
-        descriptions=[f"A {d:.0f}-minute piece on {name} ({topic}). By {creator.name}."
-                      for d, name in zip(duration, names)],
+        descriptions=[
+            f"A {d:.0f}-minute piece on {name} ({topic}). By {creator.name}." for d, name in zip(duration, names)
+        ],
         topic=np.full(m, t),
         subtopic=sub,
         creator=creator.name,

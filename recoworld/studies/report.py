@@ -31,11 +31,33 @@ from recoworld.storage import write_atomic
 
 ALL = "all"
 #: Columns of the per-segment table in the markdown report.
-SHOWN = ("recommender", "arm", "segment", "users", "reach", "new_item_ctr", "ctr", "like_rate", "dwell_min_per_user",
-         "sessions_per_user", "retention", "retention_ci", "churn_rate", "return_per_user")
+SHOWN = (
+    "recommender",
+    "arm",
+    "segment",
+    "users",
+    "reach",
+    "new_item_ctr",
+    "ctr",
+    "like_rate",
+    "dwell_min_per_user",
+    "sessions_per_user",
+    "retention",
+    "retention_ci",
+    "churn_rate",
+    "return_per_user",
+)
 #: Metrics whose with-minus-without difference is the creator's effect.
-EFFECTS = ("reach", "new_item_clicks_per_user", "ctr", "dwell_min_per_user", "sessions_per_user", "retention",
-           "churn_rate", "return_per_user")
+EFFECTS = (
+    "reach",
+    "new_item_clicks_per_user",
+    "ctr",
+    "dwell_min_per_user",
+    "sessions_per_user",
+    "retention",
+    "churn_rate",
+    "return_per_user",
+)
 
 
 def segment_summary(trajectories: pd.DataFrame, episodes: pd.DataFrame, target: str | None = None) -> pd.DataFrame:
@@ -51,13 +73,18 @@ def segment_summary(trajectories: pd.DataFrame, episodes: pd.DataFrame, target: 
         for segment, t, e in parts:
             headline = summarize(t, e).iloc[0].drop("recommender")
             seen, clicked = e["new_items_seen"].sum(), e["new_items_clicked"].sum()
-            rows.append({
-                "recommender": rec, "arm": arm, "segment": segment, "target": segment == target,
-                **headline.to_dict(),
-                "reach": float((e["new_items_seen"] > 0).mean()),
-                "new_item_clicks_per_user": float(e["new_items_clicked"].mean()),
-                "new_item_ctr": float(clicked / seen) if seen else float("nan"),
-            })
+            rows.append(
+                {
+                    "recommender": rec,
+                    "arm": arm,
+                    "segment": segment,
+                    "target": segment == target,
+                    **headline.to_dict(),
+                    "reach": float((e["new_items_seen"] > 0).mean()),
+                    "new_item_clicks_per_user": float(e["new_items_clicked"].mean()),
+                    "new_item_ctr": float(clicked / seen) if seen else float("nan"),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -139,14 +166,20 @@ def write_report(
     if llm_users:
         turns = trajectories.drop_duplicates(["recommender", "arm", "user_id", "step"])
         fell = int(turns["llm_fallback"].sum())
-        lines.append(f"- LLM fallbacks: {fell} of {len(turns)} turns ({fell / max(len(turns), 1):.1%}) fell back to "
-                     "the parametric user")
+        lines.append(
+            f"- LLM fallbacks: {fell} of {len(turns)} turns ({fell / max(len(turns), 1):.1%}) fell back to "
+            "the parametric user"
+        )
     lines.append("")
     shown = [*SHOWN, "llm_fallback_rate"] if llm_users else list(SHOWN)
     lines += ["## Per segment", "", markdown_table(summary[shown]), ""]
     if not effects.empty:
-        lines += [f"## Effect of the new content (with − without){f', target segment: {target}' if target else ''}",
-                  "", markdown_table(effects), ""]
+        lines += [
+            f"## Effect of the new content (with − without){f', target segment: {target}' if target else ''}",
+            "",
+            markdown_table(effects),
+            "",
+        ]
     lines += ["## Plots", "", "![retention](retention.png)", "", "![segments](segments.png)", ""]
     path = out / "report.md"
     write_atomic(path, "\n".join(lines))

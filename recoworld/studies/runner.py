@@ -171,7 +171,8 @@ def check_fits(spec: StudySpec, n_users: int, available: int | None) -> None:
         f"({spec.world.horizon_days:g} days x {runs} recommender runs x about "
         f"{RESULT_BYTES_PER_USER_DAY / 1e3:.1f} KB a user-day), more than this machine can spare "
         f"({available / 1e9:.1f} GB available; half is left for the shards); give n_users {fits} or fewer, "
-        "fewer days or recommenders, or split the study by seed")
+        "fewer days or recommenders, or split the study by seed"
+    )
 
 
 def prepare(spec: StudySpec, catalog: Catalog | None = None) -> StudySetup:
@@ -198,8 +199,12 @@ def prepare(spec: StudySpec, catalog: Catalog | None = None) -> StudySetup:
         spec.population.check_topics(base)
         check_fits(spec, sum(spec.population.allocate(spec.n_users)), available_memory())  # before the plan
         users = StudyUsers.planned(spec.population, spec.n_users, spec.shard_size, spec.seed)
-    background = hold_back(np.zeros(len(base)), spec.new_item_share, spec.world.horizon_days,
-                           seeding.rng(spec.seed, seeding.STUDY_RELEASES))
+    background = hold_back(
+        np.zeros(len(base)),
+        spec.new_item_share,
+        spec.world.horizon_days,
+        seeding.rng(spec.seed, seeding.STUDY_RELEASES),
+    )
     if spec.creator is None:
         return StudySetup(spec, base, base, users, {"baseline": background}, np.empty(0, np.int64), None)
     target = users.segment_sample(spec.creator.target_segment, base, TARGET_SAMPLE)
@@ -230,8 +235,9 @@ def run_shard(
     shard = users.shard
     profiles = users.profiles(catalog if base is None else base)
     world_seed, agent_seed = shard_seeds(spec.seed, shard)
-    config = PopulationWorldConfig(world=mindset_ready(spec.world, spec.recommenders), n_users=len(profiles),
-                                   social=spec.social)
+    config = PopulationWorldConfig(
+        world=mindset_ready(spec.world, spec.recommenders), n_users=len(profiles), social=spec.social
+    )
     tables, episodes = [], []
     for recommender in spec.recommenders:
         for arm, release in release_day.items():
@@ -245,7 +251,12 @@ def run_shard(
 
 
 def _play(
-    env: PopulationParallelEnv, recommender: str, arm: str, world_seed: int, agent_seed: int, log: TrajectoryLog,
+    env: PopulationParallelEnv,
+    recommender: str,
+    arm: str,
+    world_seed: int,
+    agent_seed: int,
+    log: TrajectoryLog,
 ) -> list[dict[str, Any]]:
     """One episode of the world with one recommender instance per user slot."""
     cat, k = env.catalog, env.config.world.slate_size
@@ -279,11 +290,20 @@ def _play(
             new_clicked[a] += int((fresh & (reactions >= 1)).sum())
             log.add(info["user_id"], info["segment"], world_seed, info, rewards[a], traces[a])
             if terms[a] or truncs[a]:
-                rows.append({"recommender": recommender, "arm": arm, "user_id": info["user_id"],
-                             "segment": info["segment"],
-                             "total_reward": totals[a], "churned": bool(info["churned"]),
-                             "new_items_seen": new_seen[a], "new_items_clicked": new_clicked[a],
-                             "fallback_turns": getattr(agents[a], "fallback_turns", 0), **info["episode_stats"]})
+                rows.append(
+                    {
+                        "recommender": recommender,
+                        "arm": arm,
+                        "user_id": info["user_id"],
+                        "segment": info["segment"],
+                        "total_reward": totals[a],
+                        "churned": bool(info["churned"]),
+                        "new_items_seen": new_seen[a],
+                        "new_items_clicked": new_clicked[a],
+                        "fallback_turns": getattr(agents[a], "fallback_turns", 0),
+                        **info["episode_stats"],
+                    }
+                )
     return rows
 
 
@@ -330,8 +350,12 @@ def run_study(
                 clean_stale_ray()  # orphans of a local Ray whose driver was killed (kill -9)
             try:
                 with stop_noted_during_init():
-                    ray.init(address=address, num_cpus=num_cpus if address is None else None,
-                             include_dashboard=False, log_to_driver=False)
+                    ray.init(
+                        address=address,
+                        num_cpus=num_cpus if address is None else None,
+                        include_dashboard=False,
+                        log_to_driver=False,
+                    )
             except (ConnectionError, ValueError) as err:  # e.g. --address auto with no cluster running
                 reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise ConfigError(f"--address {address}: cannot start or reach Ray ({reason})") from None
@@ -382,8 +406,14 @@ def encode_parts(traj: pa.Table, eps: pa.Table) -> Parts:
     return parts
 
 
-def _run_shards(setup: StudySetup, out_dir: Path, manifest: dict[str, Any], todo: list[int],
-                llm: StudyLLM | None, on_shard: Callable[[int, int], None] | None) -> None:
+def _run_shards(
+    setup: StudySetup,
+    out_dir: Path,
+    manifest: dict[str, Any],
+    todo: list[int],
+    llm: StudyLLM | None,
+    on_shard: Callable[[int, int], None] | None,
+) -> None:
     """The shards in `todo` as Ray tasks, each checkpointed as it comes back (its parts at once, the manifest
     when due and when this ends). Everything a task needs travels through the object store (put once), never
     through the driver's disk."""
@@ -448,8 +478,9 @@ def check_ray_options(address: str | None, num_cpus: int | None, timeout_s: floa
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as err:
         reason = err.strerror or str(err) or type(err).__name__
-        raise ConfigError(f"--address {address}: no Ray cluster answers there within {timeout_s:g} s ({reason})") \
-            from None
+        raise ConfigError(
+            f"--address {address}: no Ray cluster answers there within {timeout_s:g} s ({reason})"
+        ) from None
 
 
 def _llm_for_run(spec: StudySpec, out_dir: Path) -> StudySpec:
@@ -493,8 +524,9 @@ def _intact(out_dir: Path, entry: Any) -> bool:
     try:
         for kind in ("trajectories", "episodes"):
             path = out_dir / entry[kind]
-            if "sha256" in entry and (path.stat().st_size != entry["bytes"][kind]
-                                      or file_digest(path) != entry["sha256"][kind]):
+            if "sha256" in entry and (
+                path.stat().st_size != entry["bytes"][kind] or file_digest(path) != entry["sha256"][kind]
+            ):
                 return False
             if kind == "trajectories":
                 pq.read_metadata(path)
@@ -525,8 +557,13 @@ def write_parts(out_dir: Path, manifest: dict[str, Any], shard: int, user_ids: l
         write_atomic(out_dir / rel, data)
         files[kind], sizes[kind], digests[kind] = rel, len(data), hashlib.sha256(data).hexdigest()
     n_episodes = pq.read_metadata(pa.BufferReader(parts["episodes"])).num_rows
-    manifest["shards"][str(shard)] = {**files, "users": user_ids, "n_episodes": n_episodes,
-                                      "bytes": sizes, "sha256": digests}
+    manifest["shards"][str(shard)] = {
+        **files,
+        "users": user_ids,
+        "n_episodes": n_episodes,
+        "bytes": sizes,
+        "sha256": digests,
+    }
 
 
 def _assemble(out_dir: Path, manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:

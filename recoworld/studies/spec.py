@@ -53,8 +53,9 @@ class StudySpec(_Spec):
 
     name: str = Field("study", min_length=1)
     seed: int = Field(0, ge=0)
-    n_users: int | None = Field(None, ge=1, le=10_000_000,
-                                description="users drawn from the population; default: segment sizes")
+    n_users: int | None = Field(
+        None, ge=1, le=10_000_000, description="users drawn from the population; default: segment sizes"
+    )
     shard_size: int = Field(16, ge=1, description="users per shard; each shard is one shared platform")
     recommenders: list[str] = Field(default_factory=lambda: ["greedy"], min_length=1)
     world: WorldConfig = WorldConfig()

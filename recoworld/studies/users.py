@@ -63,8 +63,13 @@ class ShardUsers:
         """The profiles: given, or drawn on `catalog` from this shard's stream (the same ones every time)."""
         if self.plan is None:
             return list(self.given)
-        return sample_users(self.plan.population, catalog, seeding.rng(self.seed, seeding.POPULATION, self.shard),
-                            self.plan.segment_of, self.plan.first)
+        return sample_users(
+            self.plan.population,
+            catalog,
+            seeding.rng(self.seed, seeding.POPULATION, self.shard),
+            self.plan.segment_of,
+            self.plan.first,
+        )
 
 
 @dataclass(frozen=True)
@@ -124,5 +129,10 @@ class StudyUsers:
         names = [s.name for s in self.plan.population.segments]
         if segment not in names or not (self.plan.segment_of == names.index(segment)).any():
             return []
-        return sample_users(self.plan.population, catalog, seeding.rng(self.seed, seeding.STUDY_TARGET_SAMPLE),
-                            np.full(n, names.index(segment)), [0] * len(names))
+        return sample_users(
+            self.plan.population,
+            catalog,
+            seeding.rng(self.seed, seeding.STUDY_TARGET_SAMPLE),
+            np.full(n, names.index(segment)),
+            [0] * len(names),
+        )
