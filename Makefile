@@ -1,4 +1,4 @@
-# Two commands: `make demo` and `make test`. Each sets up .venv on first use.
+# Two commands: `make demo` and `make test` (`make lint` first). Each sets up .venv on first use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -58,12 +58,13 @@ demo: $(VENV)/.core
 	$(VENV)/bin/recoworld simulate --out runs/demo --overwrite  # the demo replaces its own previous run
 	$(VENV)/bin/recoworld report runs/demo
 
-test: $(VENV)/.all
-	$(VENV)/bin/ruff check recoworld experiments tests
+test: lint
 	$(PY) -m pytest -q -ra
 
+# ruff, then mypy over recoworld/ (its configuration, and the modules it does not check yet: pyproject.toml).
 lint: $(VENV)/.all
 	$(VENV)/bin/ruff check recoworld experiments tests
+	$(VENV)/bin/mypy
 
 bench: $(VENV)/.experiments
 	$(PY) experiments/bench_env.py

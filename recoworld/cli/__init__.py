@@ -47,11 +47,12 @@ def main() -> None:
     handler, closes the pipe, so the run exits at once instead of after the reply.
     """
     import signal
+    from types import FrameType
 
     from recoworld.llm.supervisor import close_all
     from recoworld.studies.ray_cleanup import STOP_REQUESTED
 
-    def interrupt(signum: int, frame: object) -> None:
+    def interrupt(signum: int, frame: FrameType | None) -> None:
         STOP_REQUESTED.set()
         close_all()
         signal.default_int_handler(signum, frame)

@@ -81,6 +81,7 @@ def distill(
         raise fail(ConfigError("give either --from RUN or --collect N --config WORLD"))
     try:
         hold(ctx, out)
+        runs: Path | list[Path] | None = from_
         if collect is not None:
             from recoworld.agents import check_recommender_names
             from recoworld.calibration.distill import collect as collect_runs
@@ -100,8 +101,8 @@ def distill(
             )
             if stopped:
                 console.print(f"[yellow]collection stopped early:[/yellow] {stopped}")
-            from_ = runs  # type: ignore[assignment]
-        result, report = distill_run(from_, out, holdout, seed, boot, min_decisions, rank_check or None, neural)
+        assert runs is not None  # exactly one of --from and --collect, checked above
+        result, report = distill_run(runs, out, holdout, seed, boot, min_decisions, rank_check or None, neural)
     except ModuleNotFoundError as err:
         if err.name != "torch":
             raise

@@ -249,7 +249,12 @@ def validate(
         if fitted is not None:
             worlds.append(SimWorld("calibrated", fitted.world, fitted.catalog, fitted.profiles))
         with console.status("validating") as status:
-            result = run(real, worlds, cfg, progress=lambda msg: (status.update(msg), note(msg)))
+
+            def progress(message: str) -> None:
+                status.update(message)
+                note(message)
+
+            result = run(real, worlds, cfg, progress=progress)
     except ImportError as err:
         raise fail(RecoWorldError(f"{LLM_EXTRA}: {err}")) from None
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
