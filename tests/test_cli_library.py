@@ -5,6 +5,9 @@ the command line (which tests/test_cli_*.py cover)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from importlib.metadata import version
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +34,16 @@ from recoworld.evaluation.fidelity import FidelityConfig, eval_population, evalu
 from recoworld.evaluation.fidelity_run import fidelity_runs, write_fidelity
 from recoworld.evaluation.llm_run import llm_ready
 from recoworld.population import PopulationSpec
+
+
+def test_the_version_is_the_installed_distributions() -> None:
+    import recoworld
+
+    assert recoworld.__version__ == version("recoworld")
+    res = CliRunner().invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"recoworld {version('recoworld')}"
+    module = subprocess.run([sys.executable, "-m", "recoworld", "--version"], capture_output=True, text=True)
+    assert module.returncode == 0 and module.stdout.strip() == f"recoworld {version('recoworld')}", module.stderr
 
 
 def test_llm_base_url_selects_openai_and_contradicting_local_names_the_flag() -> None:

@@ -1,6 +1,6 @@
 """The option groups that several commands share, written once: data, users, LLM and output.
 
-Each option is an `Annotated` type, so a command declares `data: DataOption = None` and gets the same flag,
+Each option is an `Annotated` type, so a command declares `data: DataOption` and gets the same flag,
 help and checks as every other command that reads a real log. Where a command adds to the help, the group's
 `*_option(more)` function returns the same option with `more` appended.
 """
