@@ -163,3 +163,35 @@ def test_a_worker_node_killed_mid_study_and_a_resume_lose_nothing(cluster, tmp_p
     assert resumed.shards_run == 6 - 3, "only the shards not checkpointed before the driver stopped"
     assert_same_results(whole, resumed)
     assert sorted(resumed.episodes["user_id"]) == sorted(whole.episodes["user_id"]), "nobody lost, nobody twice"
+
+
+def test_a_task_records_into_its_own_copy_of_the_cache_and_returns_what_it_recorded(tmp_path: Path) -> None:
+    """`TaskLLM.run` without Ray (no model call is charged here): the study's snapshot in, the new replies out,
+    also from a shard a RecoWorld error stopped, and nothing left in the temporary directory."""
+    from recoworld.llm.config import LLMConfig
+    from recoworld.studies.shared_llm import ShardStopped, TaskLLM
+
+    study = ResponseCache(tmp_path / "study.sqlite", "write")
+    study.put("old", {"content": "kept"})
+    task = TaskLLM(tmp_path / "llm-budget.json", keeper=None, cache=study.snapshot())
+    config = LLMConfig(cache="write", cache_path=tmp_path / "study.sqlite", budget_ledger=tmp_path / "llm-budget.json")
+    folders: list[Path] = []
+
+    def work(config: LLMConfig, fail: bool = False) -> str:
+        assert config.cache_path is not None and config.cache_path.parent != tmp_path, "a copy of its own"
+        folders.append(config.cache_path.parent)
+        copy = ResponseCache(config.cache_path, "write")
+        assert copy.get("old") == {"content": "kept"}
+        copy.put("new", {"content": "recorded"})
+        copy.close()
+        if fail:
+            raise BudgetExceeded("LLM request budget reached (study-wide)")
+        return "results"
+
+    assert task.run(config, work) == ("results", [("new", '{"content": "recorded"}')])
+    stopped = task.run(config, lambda config: work(config, fail=True))
+    assert isinstance(stopped, ShardStopped) and isinstance(stopped.error, BudgetExceeded)
+    assert stopped.recorded == [("new", '{"content": "recorded"}')], "replies paid for before the stop come back"
+    assert not any(folder.exists() for folder in folders)
+    study.merge(stopped.recorded)
+    assert study.get("new") == {"content": "recorded"} and len(study) == 2

@@ -28,8 +28,8 @@ Outside Ray (simulate, the bench's in-process studies, distill) the ledger stays
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -114,8 +114,9 @@ class TaskLLM:
     def run(self, config: LLMConfig, work: Callable[[LLMConfig], T]) -> tuple[T, list[Row]] | ShardStopped:
         """`work(config)` in a shard's task, with its own copy of the study's cache in a folder of its own (also
         the default home of the local model's log) and every model call charged to the keeper; returns what it
-        returned and the replies it recorded, or `ShardStopped`. The folder is removed unless an error ended
-        the work (then the model's log is there)."""
+        returned and the replies it recorded, or `ShardStopped`. The copy is removed at the end, and the folder
+        with it unless the local model's log is there. A task killed outright (its node lost, a study
+        cancelling it) leaves its folder in the node's temporary directory."""
         folder = Path(tempfile.mkdtemp(prefix="recoworld-shard-llm-"))
         path = folder / "llm.sqlite"
         if self.cache is not None and config.cache != "off":
@@ -132,11 +133,13 @@ class TaskLLM:
                     result = work(config.model_copy(update={"cache_path": path}))
                 except RecoWorldError as err:
                     return ShardStopped(err, recorded())
-            replies = recorded()
+            return result, recorded()
         finally:
             copy.close()
-        shutil.rmtree(folder, ignore_errors=True)
-        return result, replies
+            for part in folder.glob(f"{path.name}*"):  # the copy, its WAL and shared memory
+                part.unlink()
+            with contextlib.suppress(OSError):  # kept when the local model's log is there
+                folder.rmdir()
 
 
 class StudyLLM:
