@@ -68,6 +68,7 @@ oracle 0.375; gap = share of random-to-oracle; ± = paired 95% CI, about ±0.021
 
 | training reward | gamma per turn | retention | - random | - instruct | gap |
 |---|---|---|---|---|---|
+| engagement only (dwell 0.1, click 0.5, like 1, share 2) | 0.8 | 0.302 | +0.012 | -0.025 | 15% |
 | satisfaction 10 | 0.95 | 0.323 | +0.034 | -0.003 | 40% |
 | satisfaction 10 + engagement (dwell 0.1, click 0.5, like 1, share 2) | 0.95 | 0.326 | +0.036 | -0.001 | 42% |
 | satisfaction 10 | 0.99 | 0.299 | +0.009 | -0.028 | 10% |
@@ -75,10 +76,12 @@ oracle 0.375; gap = share of random-to-oracle; ± = paired 95% CI, about ±0.021
 | satisfaction 10 | 0.5 | 0.328 | +0.038 | +0.001 | 45% |
 | rating 2 (survey; no hidden state) | 0.95 | 0.328 | +0.039 | +0.002 | 46% |
 
-What mattered: a discount that does not reach far past the session (0.99, ~100 turns or several
-sessions, lost nearly everything: the terms of later sessions are noise to this turn's slate). The
-reward's source mattered less than expected: the coarse survey rating did as well as the exact
-satisfaction, and adding engagement changed nothing measurable. Per-session discounting (gamma 1
+What mattered: the reward's satisfaction (or rating) terms, 15% of the gap on engagement alone
+against 47% with them at the same discount; and a discount that does not reach far past the
+session (0.99, ~100 turns or several sessions, lost nearly everything: the terms of later sessions
+are noise to this turn's slate). Which of the two satisfaction signals mattered less than
+expected: the coarse survey rating did as well as the exact satisfaction, and adding engagement
+to the satisfaction terms changed nothing measurable. Per-session discounting (gamma 1
 inside a session, a discount at each session boundary) and a critic for the session's return (RLUR)
 are not built: with the session's outcome already in its own turns' rewards, a short per-turn
 discount stands in for them.
