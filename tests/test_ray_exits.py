@@ -87,7 +87,7 @@ def _spec(tmp_path: Path) -> Path:
 
 
 def _running_shard(ray_root: Path) -> bool:
-    return any(p.role.startswith("ray::run_shard") for p in _session_procs(ray_root))
+    return any(p.role.startswith("ray::shard_task") for p in _session_procs(ray_root))
 
 
 @pytest.mark.parametrize(("signum", "when"), [(signal.SIGTERM, "running"), (signal.SIGINT, "running"),
