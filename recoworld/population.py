@@ -336,7 +336,7 @@ def sample_population(
 
 
 def sample_users(spec: PopulationSpec, catalog: Catalog, rng: np.random.Generator, segment_of: np.ndarray,
-                 first: Sequence[int]) -> list[UserProfile]:
+                 first: Sequence[int] | np.ndarray) -> list[UserProfile]:
     """Profiles of users whose segments are given (`segment_of`: indices into `spec.segments`), in that
     order; segment s's users are numbered from `first[s]` on. A study shard draws its users this way,
     from its own stream, so no process ever holds a whole large population (`recoworld.studies.users`)."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 import ctypes
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -57,7 +57,7 @@ def chat_prompt(llm: Any, messages: list[dict[str, str]]) -> list[int]:
         formatter = llama_chat_format.Jinja2ChatFormatter(
             template=template, eos_token=llm.detokenize([llm.token_eos()]).decode(),
             bos_token=llm.detokenize([llm.token_bos()]).decode())
-        result = formatter(messages=messages)
+        result = formatter(messages=cast(Any, messages))  # plain dicts: llama_cpp types them as TypedDicts
     else:  # llama-cpp-python's own fallback for a GGUF without a template (the bundled base model)
         result = llama_chat_format.format_llama2(messages=messages)
     return list(llm.tokenize(result.prompt.encode(), add_bos=not result.added_special, special=True))

@@ -420,7 +420,7 @@ def _run_shards(
     import ray
 
     spec, n_shards = setup.spec, setup.n_shards
-    task = ray.remote(shard_task)
+    task: Any = ray.remote(shard_task)  # Ray's stubs cannot type a task taking ObjectRefs of optional values
     common = (ray.put(setup.catalog), ray.put(setup.release_day), ray.put(setup.new_items))
     base = ray.put(setup.base) if len(setup.new_items) else None
     shared = ray.put(llm.task) if llm is not None else None

@@ -184,7 +184,7 @@ def shared_llm(config: LLMConfig) -> Iterator[StudyLLM]:
     name = keeper_name(config.budget_ledger)
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     try:
-        keeper = (
+        keeper: Any = (  # Ray's stubs type an actor's methods as plain functions, without `.remote`
             ray.remote(BudgetKeeper)
             .options(
                 name=name,

@@ -132,7 +132,7 @@ class StudySpec(_Spec):
 
     def fingerprint(self) -> str:
         """Hash of everything that determines results; a checkpoint only resumes the same study."""
-        exclude = {"out": True, "world": {"llm": LLM_RUNTIME_FIELDS}}
+        exclude: dict[str, Any] = {"out": True, "world": {"llm": LLM_RUNTIME_FIELDS}}
         return hashlib.sha256(self.model_dump_json(exclude=exclude).encode()).hexdigest()[:16]
 
     @classmethod
