@@ -51,7 +51,7 @@ def limits(usage: Usage) -> dict[str, float | None]:
 def charge(totals: dict[str, int], budget: dict[str, float | None]) -> str | None:
     """Count one model call in `totals`; or, when `budget` (`limits`) leaves no room for it, count nothing and
     say why. The one rule of every account, applied where its totals live."""
-    why = Usage(**budget).over_budget(
+    why = Usage(**budget).over_budget(  # type: ignore[arg-type]  # exactly LIMITS, Usage's own fields
         totals["requests"], totals["prompt_tokens"], totals["completion_tokens"], where=" (study-wide)"
     )
     if why is None:

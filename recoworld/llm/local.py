@@ -121,12 +121,11 @@ class RequestBatches:
                     batch, self._queue = self._queue[: self.size], self._queue[self.size:]
                 if not batch:
                     continue
+                error: BaseException | None = None
                 try:
                     outcomes = run([e.request for e in batch])
                 except BaseException as err:  # the model process died: every request of the batch failed
                     outcomes, error = [], err
-                else:
-                    error = None
                 for k, e in enumerate(batch):
                     e.outcome, e.error = (outcomes[k] if error is None else None), error
                     e.done.set()

@@ -162,8 +162,8 @@ class ScriptedBackend(ChatBackend):
             if not self.barrier_met and self.in_flight >= self.barrier:
                 self.barrier_met = True
                 self._met.set()
-                for waiter_loop, fut in self._waiters:
-                    waiter_loop.call_soon_threadsafe(_resolve, fut)
+                for waiter_loop, waiter in self._waiters:
+                    waiter_loop.call_soon_threadsafe(_resolve, waiter)
                 self._waiters.clear()
             if self._deadline is None and not self.barrier_met:
                 self._deadline = time.monotonic() + self.barrier_timeout_s
