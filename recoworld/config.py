@@ -124,8 +124,9 @@ def _key_lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> dict[tuple[Any, .
         children = [(i, value, value) for i, value in enumerate(node.value)]
     lines: dict[tuple[Any, ...], int] = {}
     for step, at, value in children:
-        lines[(*path, step)] = at.start_mark.line + 1
-        lines.update(_key_lines(value, (*path, step)))
+        here = (*path, step)
+        lines[here] = at.start_mark.line + 1
+        lines.update(_key_lines(value, here))
     return lines
 
 

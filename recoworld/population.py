@@ -95,7 +95,9 @@ class Constant(_Dist):
         return {"value": self.value}
 
 
-Dist = Annotated[Beta | Uniform | Normal | Constant, Field(discriminator="dist")]
+#: One trait distribution, whichever kind; `Dist` is the same, told apart by its `dist` field when parsed.
+AnyDist = Beta | Uniform | Normal | Constant
+Dist = Annotated[AnyDist, Field(discriminator="dist")]
 
 #: Each trait's range. A spec whose constant, uniform bounds, or normal or beta mean lies outside is refused
 #: (it was clamped in silence, every user alike); single draws outside, a normal's tails, are clipped to it.
@@ -140,7 +142,7 @@ class Segment(BaseModel):
 
     @field_validator(*TRAIT_RANGES)
     @classmethod
-    def _in_range(cls, dist: _Dist, info: ValidationInfo) -> _Dist:
+    def _in_range(cls, dist: AnyDist, info: ValidationInfo) -> AnyDist:
         lo, hi = TRAIT_RANGES[str(info.field_name)]
         for name, value in dist.anchors().items():
             if not lo <= value <= hi:

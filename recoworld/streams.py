@@ -43,8 +43,18 @@ from numba.np.random._constants import (
 #: cffi). They are passed to the compiled loops as arguments, not globals, so the loops can be
 #: cached on disk.
 _PCG64_BITS = np.random.PCG64(0).ctypes
-_PCG64_NEXT_DOUBLE = np.uint64(ctypes.cast(_PCG64_BITS.next_double, ctypes.c_void_p).value)
-_PCG64_NEXT_UINT64 = np.uint64(ctypes.cast(_PCG64_BITS.next_uint64, ctypes.c_void_p).value)
+
+
+def _address(function: Any) -> np.uint64:
+    """The address of a C function pointer from numpy's `ctypes` interface, as the loops take it."""
+    address = ctypes.cast(function, ctypes.c_void_p).value
+    if address is None:
+        raise RuntimeError(f"numpy's PCG64 ctypes interface gave a null function pointer: {function!r}")
+    return np.uint64(address)
+
+
+_PCG64_NEXT_DOUBLE = _address(_PCG64_BITS.next_double)
+_PCG64_NEXT_UINT64 = _address(_PCG64_BITS.next_uint64)
 _NOT_PCG64 = np.uint64(0)
 
 

@@ -225,7 +225,7 @@ class Taxonomy:
                 raise ValueError(f"n_topics must be in [1, {len(ordered)}], got {n_topics}")
             ordered = ordered[:n_topics]
         groups = tuple(dict.fromkeys(g for g, _ in ordered))
-        topics = tuple(t for _, t in ordered)
+        topic_names = tuple(t for _, t in ordered)
         subtopics: list[str] = []
         sub_topic: list[int] = []
         keywords: list[tuple[str, ...]] = []
@@ -236,7 +236,7 @@ class Taxonomy:
                 keywords.append(kws)
         return cls(
             groups=groups,
-            topics=topics,
+            topics=topic_names,
             topic_group=tuple(groups.index(g) for g, _ in ordered),
             subtopics=tuple(subtopics),
             subtopic_topic=tuple(sub_topic),
