@@ -93,6 +93,11 @@ over random with each seed's paired CI above 0, but -0.008 ± 0.019 against inst
 heuristic, in no seed above it. PPO from reward alone learns retention up to the level of the
 best hand-written recommender, not past it; 105-149 s of training per seed.
 
+With the teacher first (issue 28, part 3), PPO's own stage still adds nothing on this reward: the
+config with `teacher: {rounds: 2, users: 150}`, seed 0, 300 evaluation users: 0.335 after the
+teacher, 0.325 after 40 PPO iterations, final - iteration 0 = -0.011 ± 0.021 paired
+(`paired/iteration_0` in curve.parquet, from `policy_users.parquet`).
+
 ## What made PPO learn (measured on configs/ppo_small.yaml, 2 shared CPUs)
 What drives retention in the user model: the return rate grows as exp(4 x the satisfaction a
 session ends on); with about 4% of impressions clicked, that satisfaction is mostly an average
@@ -428,6 +433,8 @@ class SessionEndSatisfaction:
         self.ended: dict[int, float] = {}  # row -> satisfaction its session ended on, since the last `take`
 
     def __getattr__(self, name: str) -> Any:
+        if name == "users":  # not set yet (a copy being built): no endless lookup through itself
+            raise AttributeError(name)
         return getattr(self.users, name)
 
     def end_sessions(self, rows: np.ndarray, now_days: np.ndarray, streams: Any) -> np.ndarray:
