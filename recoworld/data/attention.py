@@ -24,8 +24,10 @@ drawn then). Fit it for the horizon the world will simulate.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 
 SECONDS_PER_DAY = 86400.0
 #: Half-lives tried by `fit_half_life`, in days; `inf` is the all-time count.
@@ -124,8 +126,10 @@ def attention_z(items: np.ndarray, times: np.ndarray, n_items: int, half_life_da
     events = np.argsort(event_day, kind="stable")
     first, last = int(event_day.min()), int(event_day.max())
     lo = int(np.searchsorted(day, first - 1))  # interactions before day first - 1: A[first - 1]
-    attention = np.bincount(items[:lo], weights=decay ** (first - 2 - day[:lo]).astype(np.float64),
-                            minlength=n_items)
+    # numpy's stubs type every bincount as integer counts; with weights it returns float64.
+    attention = cast("npt.NDArray[np.float64]",
+                     np.bincount(items[:lo], weights=decay ** (first - 2 - day[:lo]).astype(np.float64),
+                                 minlength=n_items))
     seen = lo
     e_lo = 0
     for d in range(first, last + 1):

@@ -74,14 +74,17 @@ def is_generic(path: Path) -> bool:
 def load_generic(path: str | Path, columns: dict[str, str] | None = None) -> Dataset:
     """A folder with `interactions.*` (+ `items.*`, `users.*`), or a single interaction file."""
     path = Path(path)
+    item_path: Path | None = None
+    user_path: Path | None = None
     if path.is_file():
-        inter_path, item_path, user_path = path, None, None
+        inter_path = path
     else:
-        inter_path = find_table(path, "interactions")
-        if inter_path is None:
+        found = find_table(path, "interactions")
+        if found is None:
             raise CatalogFormatError(
                 f"{path}: no interactions table; expected interactions.<{'|'.join(s[1:] for s in TABLE_SUFFIXES)}>"
             )
+        inter_path = found
         item_path, user_path = find_table(path, "items"), find_table(path, "users")
     columns = dict(columns or {})
     unknown = sorted(set(columns) - set(ALIASES))
@@ -89,8 +92,9 @@ def load_generic(path: str | Path, columns: dict[str, str] | None = None) -> Dat
         raise ConfigError(f"columns: unknown target(s) {unknown}; known: {', '.join(ALIASES)}")
     inter = _canonical(read_table(inter_path), "interactions", columns, inter_path)
     items = _canonical(read_table(item_path), "items", columns, item_path) if item_path else None
-    users = read_table(user_path) if user_path else None
-    if users is not None:
+    users = None
+    if user_path is not None:
+        users = read_table(user_path)
         users = users.rename(columns={_pick(users, "user_id", columns, user_path): "user_id"})
     name = path.stem if path.is_file() else path.name
     return Dataset.from_frames(name, inter, items, users, source=str(path))

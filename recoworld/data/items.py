@@ -36,7 +36,7 @@ import pandas as pd
 from pydantic import Field, field_validator
 
 from recoworld.catalog import Catalog
-from recoworld.catalog.embeddings import embed_texts, reduce_features
+from recoworld.catalog.embeddings import EmbeddingMethod, embed_texts, reduce_features
 from recoworld.catalog.semantic_ids import ResidualQuantizer, with_collision_level
 from recoworld.config import StrictModel
 from recoworld.data.attention import fit_half_life, item_attention
@@ -47,11 +47,20 @@ from recoworld.errors import CatalogFormatError, ConfigError
 
 NO_GENRE = "other"
 
+#: How items can be embedded (`RepresentationConfig.embedding`).
+ItemEmbedding = Literal["auto", "mf", "sentence", "tfidf", "features", "mf+tfidf", "mf+sentence"]
+#: The parts each embedding but "features" concatenates, in order: "mf" (ALS factors learned from the log's
+#: behaviour) or a text encoder of `embed_texts`.
+_EMBEDDING_PARTS: dict[ItemEmbedding, tuple[Literal["mf"] | EmbeddingMethod, ...]] = {
+    "auto": ("mf",), "mf": ("mf",), "sentence": ("sentence",), "tfidf": ("tfidf",),
+    "mf+tfidf": ("mf", "tfidf"), "mf+sentence": ("mf", "sentence"),
+}
+
 
 class RepresentationConfig(StrictModel):
     """How items are represented: which embedding, which features, which semantic IDs."""
 
-    embedding: Literal["auto", "mf", "sentence", "tfidf", "features", "mf+tfidf", "mf+sentence"] = Field(
+    embedding: ItemEmbedding = Field(
         "auto", description="auto = mf (factors learned from the log's behaviour); sentence/tfidf = item text; "
         "features = multimodal vectors; mf+tfidf, mf+sentence = both, concatenated with equal weight"
     )
@@ -197,7 +206,7 @@ def build_catalog(dataset: Dataset, interactions: pd.DataFrame, config: Represen
         embeddings, method = reduce_features(multimodal, cfg.embedding_dim), "features"
     else:
         parts, names = [], []
-        for part in ("mf" if cfg.embedding == "auto" else cfg.embedding).split("+"):
+        for part in _EMBEDDING_PARTS[cfg.embedding]:
             if part == "mf":
                 parts.append(mf_embeddings(interactions, idx, topic, n, cfg))
                 names.append("mf")
