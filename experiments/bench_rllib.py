@@ -12,6 +12,8 @@ Prints steps/s for each and the ratio of the config's N (`num_envs_per_env_runne
 the old way. Then sampling plus learning: `--learn-iterations` PPO iterations (`algo.train()`:
 sampling, GAE, `ppo.num_epochs` SGD passes; after one warm-up iteration) with the config's own
 runners and batch, as env steps sampled per second of training. Runs in a few minutes on 2 CPUs.
+The old way has no training-only reward terms (`day_reward`, `satisfaction_reward`, `rating_reward` need the
+vector env), so time a config without them, such as configs/ppo_small.yaml.
 
     python experiments/bench_rllib.py [--config configs/ppo_small.yaml] [--steps 4000] [--users 4 8 16 32]
 """
