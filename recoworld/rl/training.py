@@ -75,13 +75,17 @@ oracle 0.375; gap = share of random-to-oracle; ± = paired 95% CI, about ±0.021
 | satisfaction 10 | 0.8 | 0.330 | +0.040 | +0.003 | 47% |
 | satisfaction 10 | 0.5 | 0.328 | +0.038 | +0.001 | 45% |
 | rating 2 (survey; no hidden state) | 0.95 | 0.328 | +0.039 | +0.002 | 46% |
+| rating 2 (survey; no hidden state) | 0.8 | 0.302 | +0.012 | -0.025 | 15% |
 
 What mattered: the reward's satisfaction (or rating) terms, 15% of the gap on engagement alone
 against 47% with them at the same discount; and a discount that does not reach far past the
 session (0.99, ~100 turns or several sessions, lost nearly everything: the terms of later sessions
 are noise to this turn's slate). Which of the two satisfaction signals mattered less than
-expected: the coarse survey rating did as well as the exact satisfaction, and adding engagement
-to the satisfaction terms changed nothing measurable. Per-session discounting (gamma 1
+expected: the coarse survey rating did as well as the exact satisfaction at 0.95, and adding
+engagement to the satisfaction terms changed nothing measurable. But the two need different
+discounts: the rating arrives once, at the session's end, and at 0.8 (~5 turns) it no longer
+reaches the turns that earned it (15%), while the per-turn satisfaction terms credit each turn
+itself and do as well at 0.5 as at 0.95. Per-session discounting (gamma 1
 inside a session, a discount at each session boundary) and a critic for the session's return (RLUR)
 are not built: with the session's outcome already in its own turns' rewards, a short per-turn
 discount stands in for them.
