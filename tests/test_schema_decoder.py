@@ -231,26 +231,33 @@ def test_gemma_turn_replies_are_valid_batched_and_reproducible(batcher: Any) -> 
 
 @pytest.mark.slow
 def test_gemma_users_taking_turns_keep_their_own_persona_cached(batcher: Any) -> None:
-    """With a sequence per user, a user's next call reuses its persona although another user's call came
-    between; with one sequence, only the system prompt both share survives."""
+    """Users share a long system prompt and take turns. With a sequence per user, a user's next call reuses
+    its persona too, although another user's call came between (that call copies the shared prompt into
+    a sequence of its own instead of cutting the persona off); with one sequence, only the shared prompt
+    survives. What the cache held never changes a reply."""
     from recoworld.llm.llama_decoding import Batcher
 
     schema = turn_schema([3, 4, 5], TOPICS, [1.5, 4.0, 12.0])
+    system = "You rate short videos for a recommender study. " * 12  # several whole chunks every call shares
     personas = [" ".join(f"{t} fan number {k}, watches every evening." for k in range(12)) for t in TOPICS[:2]]
 
-    def cached(model: Batcher, persona: str, turn: int) -> tuple[int, str]:
-        outcome, = model.answer([_request(f"{persona}\nTurn {turn}: videos 3, 4 and 5. React.", schema, seed=turn)])
+    def call(model: Batcher, persona: str, turn: int) -> tuple[int, str]:
+        request = {**_request("", schema, seed=turn), "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": f"{persona}\nTurn {turn}: videos 3, 4 and 5. React."}]}
+        (outcome,) = model.answer([request])
         result = outcome["result"]
         return result["usage"]["prompt_tokens_details"]["cached_tokens"], result["choices"][0]["message"]["content"]
 
-    kept = {}
+    kept, shared = {}, {}
     for slots in (2, 1):
         model = Batcher(batcher.llm, slots=slots)
-        cached(model, personas[0], 1)
-        others, _ = cached(model, personas[1], 1)
-        kept[slots] = cached(model, personas[0], 2)
-    assert kept[2][0] >= others + 128, "the persona's whole chunks came from its own sequence"
-    assert kept[1][0] == others, "one sequence: the other user's call left only the shared system prompt"
+        call(model, personas[0], 1)
+        shared[slots], _ = call(model, personas[1], 1)
+        kept[slots] = call(model, personas[0], 2)
+    assert shared[2] == shared[1] >= 128, "the other user reused the shared system prompt"
+    assert kept[2][0] >= shared[2] + 128, "the persona's whole chunks stayed in the first user's sequence"
+    assert kept[1][0] == shared[1], "one sequence: the other user's call left only the shared system prompt"
     assert kept[2][1] == kept[1][1], "what the cache held never changes the reply"
 
 

@@ -7,12 +7,13 @@ Two ways to answer a structured request (`LocalModelConfig.decoding`):
   time; also what `schema` uses for schemas outside its subset.
 
 `Batcher` runs one llama.cpp context of `slots` sequences, each with a cache of its own. A
-sequence keeps the tokens of its last request, and a new request goes to the free sequence whose
-tokens share the longest prefix with its prompt, or else to the one least recently used: that
-prefix is not evaluated again. Prompts put what is shared first (the system prompt and task are
-the same for every call, the persona the same for one user's calls; see
-`recoworld.simulators.prompts`), so with a sequence for each user in flight, users who take turns
-each keep their own persona cached instead of evicting each other's (`llm.local.cache_slots`).
+request reuses the longest prefix (in whole chunks) any sequence holds, and that prefix is not
+evaluated again. Prompts put what is shared first (the system prompt and task are the same for
+every call, the persona the same for one user's calls; see `recoworld.simulators.prompts`). When
+the sequence holding that prefix holds more past it (another user's persona, or an old feed),
+its cache is copied into the least recently used sequence instead of being cut, so users
+who take turns each keep their own persona cached (`llm.local.cache_slots`); a copy costs a
+memory copy, far less than evaluating the prefix again.
 
 Up to `batch` requests are decoded together: each `llama_decode` evaluates every active reply's
 pending tokens at once (their prompts, the text the schema forces, the token just chosen). On a
@@ -150,10 +151,17 @@ class Batcher:
                 if len(prompt) + 1 > self.n_ctx:
                     raise ValueError(f"the prompt has {len(prompt)} tokens; the context window holds {self.n_ctx} "
                                      "(llm.n_ctx)")
-                # the sequence that can reuse the most whole chunks (the last prompt token gives the logits);
-                # among equals, the least recently used, so a prefix that saves nothing evicts no one's persona
-                keep, slot = max(((min(_common(s.tokens, prompt), s.whole, len(prompt) - 1) // CHUNK * CHUNK, s)
+                # reuse the most whole chunks any sequence holds (the last prompt token gives the logits)
+                keep, best = max(((min(_common(s.tokens, prompt), s.whole, len(prompt) - 1) // CHUNK * CHUNK, s)
                                   for s in free), key=lambda c: c[0])
+                slot = free[0]  # the least recently used
+                if keep and best is not slot:
+                    if best.whole <= keep:  # nothing cached past the shared part: carry on in that sequence
+                        slot = best
+                    else:  # another conversation's cache: copy it to the least recently used, leave it whole
+                        self._ctx.kv_cache_seq_rm(slot.seq, 0, -1)
+                        self._ctx.kv_cache_seq_cp(best.seq, slot.seq, 0, -1)
+                        slot.tokens, slot.whole = best.tokens[:keep], keep
                 free.remove(slot)
                 self._ctx.kv_cache_seq_rm(slot.seq, keep, -1)
                 slot.tokens = slot.tokens[:keep]
