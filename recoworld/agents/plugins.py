@@ -23,6 +23,7 @@ import inspect
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from recoworld.agents.base import Recommender
 from recoworld.catalog import Catalog
@@ -63,7 +64,7 @@ def load_class(name: str) -> type[Recommender]:
 def build(name: str, catalog: Catalog, slate_size: int, seed: int | None) -> Recommender:
     """An instance of the referenced class (see the module docstring for the constructor call)."""
     cls = load_class(name)
-    kwargs: dict[str, object] = {"seed": seed}
+    kwargs: dict[str, Any] = {"seed": seed}  # for a constructor we know only by its signature
     if "catalog" in inspect.signature(cls).parameters:
         kwargs["catalog"] = catalog
     try:

@@ -376,7 +376,8 @@ def distill(decisions: Decisions, holdout: float = 0.3, seed: int = 0) -> tuple[
         dynamics["instruction_cooldown"] = int(max(0, round(1.0 / rate) - 1))
     from recoworld.calibration.returns import fit_returns
 
-    surrogates = [surrogate_profile(p, rank_weights, patience) for p in decisions.profiles.values()]
+    weight_list = None if rank_weights is None else rank_weights.tolist()
+    surrogates = [surrogate_profile(p, weight_list, patience) for p in decisions.profiles.values()]
 
     def own_satisfaction(returns: dict[str, float]) -> np.ndarray:
         """End-of-session satisfaction of the surrogate (these returns) on the fit users and the run's recommenders
@@ -397,7 +398,7 @@ def distill(decisions: Decisions, holdout: float = 0.3, seed: int = 0) -> tuple[
     world = build(WorldConfig, "distilled world", base, user_backend="parametric", choice=choice,
                   dynamics=dynamics, returns=returns)
     profiles = surrogates
-    report["favourite_rank_weights"] = None if rank_weights is None else rank_weights.tolist()
+    report["favourite_rank_weights"] = weight_list
     report["held_out_users"] = sorted(held)
     report["source"] = "recoworld distill"
     return CalibratedWorld(world, decisions.catalog, profiles, report), held

@@ -128,7 +128,7 @@ def choice_data(
 def _negatives(user: np.ndarray, time: np.ndarray, histories: list[np.ndarray], n_items: int, k: int,
                rng: np.random.Generator) -> np.ndarray:
     """(E, k) items drawn uniformly among those the event's user had not chosen by its time (redrawn on clash)."""
-    first = [{} for _ in histories]  # user -> item -> position of its first choice
+    first: list[dict[int, int]] = [{} for _ in histories]  # user -> item -> position of its first choice
     for u, hist in enumerate(histories):
         for t, i in enumerate(hist.tolist()):
             first[u].setdefault(i, t)

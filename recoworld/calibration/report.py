@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import JustifyMethod
 from rich.table import Table
 
 
 def calibration_table(report: dict[str, Any]) -> Table:
     """One row per fitted parameter (value, standard error, 95% CI or how it was fitted)."""
     table = Table(title="Calibrated parametric user")
-    for header, justify in (("parameter", "left"), ("value", "right"), ("± SE", "right"), ("95% CI / note", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("parameter", "left"), ("value", "right"), ("± SE", "right"), ("95% CI / note", "left"))
+    for header, justify in columns:
         table.add_column(header, justify=justify)
 
     def estimate(name: str, est: dict[str, Any]) -> None:
@@ -68,8 +71,9 @@ def calibration_table(report: dict[str, Any]) -> Table:
 def fit_check_table(report: dict[str, Any]) -> Table:
     """Fitted vs log: each statistic of the log next to the calibrated world's simulated one, and its tolerance."""
     table = Table(title="Fitted vs log (calibrated users simulated over the train window, uniform exposure)")
-    for header, justify in (("statistic", "left"), ("log", "right"), ("simulated", "right"),
-                            ("tolerance", "left"), ("ok", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("statistic", "left"), ("log", "right"), ("simulated", "right"), ("tolerance", "left"), ("ok", "left"))
+    for header, justify in columns:
         table.add_column(header, justify=justify)
     for name, row in report.get("fit_check", {}).items():
         ok = {True: "yes", False: "[bold red]NO[/]", None: "-"}[row["ok"]]

@@ -178,7 +178,7 @@ class RunFolder:
         """
         path = Path(path)
         identity = json.loads(json.dumps(dict(identity), default=str))  # as it reads back from the manifest
-        new = {"kind": kind, "fingerprint": fingerprint(identity), "identity": identity,
+        new: dict[str, Any] = {"kind": kind, "fingerprint": fingerprint(identity), "identity": identity,
                "inputs": dict(inputs or {}), "files": list(files), "parts": {}, "finished": False}
         old = cls._read(path, kind)
         if old is None:

@@ -49,7 +49,7 @@ class BatchFeedback:
     def concat(cls, parts: Sequence[BatchFeedback]) -> BatchFeedback:
         """Rows of several feedbacks, in order (e.g. users of one batch served by different models)."""
         fallback = [p.fallback if p.fallback is not None else np.zeros(len(p.left), bool) for p in parts]
-        reasons = [p.reasons if p.reasons is not None else [[] for _ in p.left] for p in parts]
+        reasons: list[list[list[str]]] = [p.reasons if p.reasons is not None else [[] for _ in p.left] for p in parts]
         disliked = [p.disliked if p.disliked is not None else np.zeros(p.reactions.shape, bool) for p in parts]
         exits = [p.exit_reasons if p.exit_reasons is not None else [None] * len(p.left) for p in parts]
         return cls(np.concatenate([p.reactions for p in parts]), np.concatenate([p.dwell_min for p in parts]),

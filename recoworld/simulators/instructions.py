@@ -8,6 +8,7 @@ one topic, content that is not for them, low quality, or sameness.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -131,7 +132,7 @@ class InstructionWriter:
         return names[max(pool, key=affinity.__getitem__)]  # the first of equal ones, as argmax
 
 
-def _said(text: str, kind: str, topics: list[str], related: list[str],
+def _said(text: str, kind: Literal["more", "less", "different"], topics: list[str], related: list[str],
           attributes: dict[str, str] | None = None) -> Instruction:
     """The instruction's models, built without re-validation: the writer's values are consistent."""
     return Instruction.model_construct(text=text, intent=Intent.model_construct(

@@ -317,11 +317,12 @@ def turn_schema(slate: list[int], topics: list[str], durations: list[float] | No
         }
 
     instruction = _instruction_schema(topics)
+    bounds: list[float | None] = list(durations) if durations else [None] * len(slate)
     return {
         "type": "object",
         "properties": {
             "reactions": {"type": "array", "prefixItems": [reaction(i, d) for i, d in
-                                                           zip(slate, durations or [None] * len(slate))],
+                                                           zip(slate, bounds)],
                           "minItems": len(slate), "maxItems": len(slate)},
             "satisfaction": _SHARE,
             "fatigue": _SHARE,
