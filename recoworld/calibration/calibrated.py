@@ -167,9 +167,9 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
     log = train.assign(item=row.reindex(train["item_id"].to_numpy()).to_numpy().astype(np.int64))
     log = log.sort_values(["timestamp"], kind="stable")
     attention = None if requested is None else _AttentionLog.of(log, len(real.catalog))
-    grid = () if requested is None else CHOICE_HALF_LIFE_GRID if requested == "fit" else (float(requested),)
+    half_lives = () if requested is None else CHOICE_HALF_LIFE_GRID if requested == "fit" else (float(requested),)
     rng = np.random.default_rng(config.seed)
-    choices = _fit_choices(real.dataset, log, config, rng, attention, grid)
+    choices = _fit_choices(real.dataset, log, config, rng, attention, half_lives)
     logit, fit_rows, ids = choices.logit, choices.fit_rows, choices.ids
     if attention is not None and choices.half_life is not None:
         real = dataclasses.replace(real, catalog=_attention_catalog(real.catalog, attention, choices.half_life,

@@ -151,7 +151,7 @@ def simulate_sessions(
     now = np.zeros(b)
     clicks, satisfaction, impressions, utility = [], [], [], []
     for session in range(1 if gaps is None else _SESSIONS):
-        if session:
+        if session and gaps is not None:  # sessions after the first come only with gaps
             users.end_sessions(everyone, now, streams)
             now = now + rng.choice(gaps, b)
         users.start_sessions(everyone, now, streams)
@@ -163,6 +163,8 @@ def simulate_sessions(
             clicked = fb.reactions >= 1
             session_clicks[active] += clicked.sum(axis=1)
             session_seen[active] += (fb.reactions >= 0).sum(axis=1)
+            if recorder.last_utility is None:
+                raise RuntimeError("the users' review made no choice: the recording choice model saw no utilities")
             utility.append(recorder.last_utility[clicked])
             now[active] += fb.dwell_min.sum(axis=1) / MINUTES_PER_DAY
             active = active[~fb.left]

@@ -160,9 +160,10 @@ def fit_terms(base: np.ndarray, base_names: Sequence[str], groups: Mapping[str, 
     penalized = ~np.isin(labels, list(base_names))
     folds = _folds(users, seed)
     keep = np.ones(len(labels), dtype=bool)
-    ridge, cv, importance = 1.0, float("nan"), []
+    ridge, cv = 1.0, float("nan")
+    importance: list[dict[str, float | int | str | bool]] = []
     if folds:  # else one fit user: no split to choose on; a middle strength, every group
-        starts: list[np.ndarray | None] = [None] * len(folds)
+        starts: Sequence[np.ndarray | None] = [None] * len(folds)
         by_ridge = {}
         for r in sorted(RIDGES, reverse=True):  # strong to weak: each solution starts the next
             by_ridge[r] = _cv(x, y, offset, folds, np.where(penalized, r, _BASE_RIDGE), starts)
@@ -182,8 +183,8 @@ def fit_terms(base: np.ndarray, base_names: Sequence[str], groups: Mapping[str, 
             reduced, _ = _cv(x[:, keep], y, offset, folds, penalty[keep], [w[keep] for w in full])  # jointly too
             if reduced < cv:
                 keep[:] = True
-                for r in importance:
-                    r["kept"] = True
+                for term in importance:
+                    term["kept"] = True
     penalty = np.where(penalized, ridge, _BASE_RIDGE)[keep]
     w = np.zeros(len(labels))
     w[keep] = _fit(x[:, keep], y, offset, penalty)

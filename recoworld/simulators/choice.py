@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, cast
 
 import numba
 import numpy as np
@@ -46,13 +46,18 @@ def linear_relevance(relevance: float, weight: float) -> float:
 
 
 @intrinsic
-def call_relevance_term(typingctx: object, address: types.Integer, relevance: types.Float,
+def _call_relevance_term(typingctx: object, address: types.Integer, relevance: types.Float,
                         weight: types.Float) -> tuple:
     """In compiled code: the `RELEVANCE_TERM` cfunc at `address` (its `.address`), called on (relevance, weight)."""
     def codegen(context: object, builder: ir.IRBuilder, signature: object, args: tuple) -> ir.Value:
         pointer = ir.FunctionType(ir.DoubleType(), [ir.DoubleType(), ir.DoubleType()]).as_pointer()
         return builder.call(builder.inttoptr(args[0], pointer), [args[1], args[2]])
     return types.float64(types.intp, types.float64, types.float64), codegen
+
+
+#: `_call_relevance_term` as compiled code calls it: numba types an `@intrinsic` by its typing function
+#: (typingctx and numba types), not by the (address, relevance, weight) -> float it compiles to.
+call_relevance_term = cast("Callable[[int, float, float], float]", _call_relevance_term)
 
 
 @numba.njit(cache=True)
@@ -89,8 +94,8 @@ class ChoiceModel:
         relevance: np.ndarray | float,
         quality: np.ndarray,
         novelty: np.ndarray,
-        novelty_propensity: np.ndarray,
-        fatigue: np.ndarray,
+        novelty_propensity: np.ndarray | float,
+        fatigue: np.ndarray | float,
         position: np.ndarray | int,
         popularity: np.ndarray | float = 0.0,
         conformity: np.ndarray | float = 1.0,
@@ -104,14 +109,22 @@ class ChoiceModel:
     def relevance_utility(self, relevance: np.ndarray | float) -> np.ndarray:
         """`relevance_term` of each relevance (any shape), with the config's relevance weight."""
         x = np.asarray(relevance, dtype=np.float64)
-        return _relevance_terms(self.relevance_term.address, x.ravel(), self.config.relevance).reshape(x.shape)
+        return _relevance_terms(self.relevance_address, x.ravel(), self.config.relevance).reshape(x.shape)
+
+    @property
+    def relevance_address(self) -> int:
+        """Where compiled code calls `relevance_term` (`call_relevance_term`)."""
+        address = self.relevance_term.address
+        if address is None:  # a cfunc is compiled when it is defined: only a broken subclass gets here
+            raise TypeError(f"relevance_term {self.relevance_term!r} is not a compiled RELEVANCE_TERM cfunc")
+        return address
 
     def base_utility(
         self,
         quality: np.ndarray,
         novelty: np.ndarray,
-        novelty_propensity: np.ndarray,
-        fatigue: np.ndarray,
+        novelty_propensity: np.ndarray | float,
+        fatigue: np.ndarray | float,
         position: np.ndarray | int,
         popularity: np.ndarray | float = 0.0,
         conformity: np.ndarray | float = 1.0,

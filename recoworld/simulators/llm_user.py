@@ -55,7 +55,7 @@ import asyncio
 import threading
 from collections import Counter
 from collections.abc import Coroutine, Generator, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 
@@ -101,8 +101,10 @@ T = TypeVar("T")
 Call = tuple[list[dict[str, str]], Structured[Any], SamplingParams]
 #: An item-by-item turn: yields each item's call, is sent the decision (or the `LLMError`), returns the feedback.
 ItemTurn = Generator[Call, "ItemDecision | LLMError", SlateFeedback]
-#: A turn in either mode: answered with the mode's decision, or the `LLMError` its call raised.
-Turn = Generator[Call, "TurnDecision | ItemDecision | LLMError", SlateFeedback]
+#: What a turn's call is answered with: the mode's decision, or the `LLMError` its call raised.
+Reply: TypeAlias = "TurnDecision | ItemDecision | LLMError"
+#: A turn in either mode: yields its calls, is sent their replies, returns the feedback.
+Turn = Generator[Call, Reply, SlateFeedback]
 REVIEW_MODES = ("slate", "item")
 
 
@@ -159,10 +161,11 @@ class LLMUser:
         self._session_items = []
 
     def review(self, slate: np.ndarray, rng: np.random.Generator) -> SlateFeedback:
-        turn, reply = self._turn(slate, rng), None
+        turn: Turn = self._turn(slate, rng)
+        reply: Reply | None = None  # the first step starts the turn
         while True:
             try:
-                call = turn.send(reply)
+                call = next(turn) if reply is None else turn.send(reply)
             except StopIteration as done:
                 return done.value
             try:
@@ -171,10 +174,11 @@ class LLMUser:
                 reply = err
 
     async def areview(self, slate: np.ndarray, rng: np.random.Generator) -> SlateFeedback:
-        turn, reply = self._turn(slate, rng), None
+        turn: Turn = self._turn(slate, rng)
+        reply: Reply | None = None  # the first step starts the turn
         while True:
             try:
-                call = turn.send(reply)
+                call = next(turn) if reply is None else turn.send(reply)
             except StopIteration as done:
                 return done.value
             try:
@@ -314,7 +318,7 @@ class LLMUser:
                            exit_reason=batch.exit_reasons[0] if batch.exit_reasons is not None else None)
         seen = fb.reactions[start:] != UNSEEN
         for item, level, no in zip(slate[start:][seen].tolist(), fb.reactions[start:][seen].tolist(),
-                                   fb.disliked[start:][seen].tolist()):
+                                   disliked[start:][seen].tolist()):
             self._session_items.append((item, "dislike" if no else ReactionType(level).name.lower()))
         self._feeling = self.fallback.mindset(0).summary
         self.stats["fallback_turns"] += 1

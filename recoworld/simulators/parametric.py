@@ -74,6 +74,33 @@ def _unit_clip(x: np.ndarray) -> np.ndarray:
 class ParametricUsers:
     """B simulated users whose mindsets live in arrays (struct of arrays)."""
 
+    # The mindset, one row per user, set by `reset` (by the names `_initial_state` gives them).
+    long_term: np.ndarray  # (B, D) float64: the interests sessions recover towards
+    interests: np.ndarray  # (B, D) float64: the current interests
+    novelty_trait: np.ndarray  # (B,) float64: the profile's novelty propensity
+    novelty: np.ndarray  # (B,) float64: the current one
+    patience: np.ndarray  # (B,) int64: items a session tolerates without a click
+    patience_left: np.ndarray  # (B,) int64
+    budget: np.ndarray  # (B,) float64: minutes a day
+    time_left: np.ndarray  # (B,) float64: minutes left today
+    return_propensity: np.ndarray  # (B,) float64
+    conformity: np.ndarray  # (B,) float64: the profile's popularity affinity
+    activity: np.ndarray  # (B,) float64: the click logit's per-user offset
+    satisfaction: np.ndarray  # (B,) float64
+    sat_short: np.ndarray  # (B,) float64
+    sat_long: np.ndarray  # (B,) float64
+    fatigue: np.ndarray  # (B,) float64
+    memory_items: np.ndarray  # (B, M) int64, -1 where empty
+    memory_reactions: np.ndarray  # (B, M) int8, UNSEEN where empty
+    memory_dwell: np.ndarray  # (B, M) float32
+    memory_disliked: np.ndarray  # (B, M) bool
+    turn: np.ndarray  # (B,) int64
+    consumed: np.ndarray  # (B,) int64: clicks so far
+    last_instruction_turn: np.ndarray  # (B,) int64
+    last_session_end: np.ndarray  # (B,) float64 days, -inf before the first session
+    shift_day: np.ndarray  # (B,) float64 day of the interest shift, inf for none
+    taste_tables: np.ndarray  # (B, topics, minutes bins): only in a world with tastes
+
     def __init__(
         self,
         catalog: Catalog,
@@ -252,7 +279,7 @@ class ParametricUsers:
             base = base + utility_bonus
         # click <=> base + relevance term + noise > 0 <=> relevance term > threshold
         threshold = np.ascontiguousarray(-noise[..., 0] - base, dtype=np.float64)
-        rel_seen, rel_utility = relevance_in_order(rel, sims, threshold, choice.relevance_term.address,
+        rel_seen, rel_utility = relevance_in_order(rel, sims, threshold, choice.relevance_address,
                                                    choice.config.relevance, dyn.interest_drift)
         click = rel_utility > threshold
         utility = base + rel_utility
