@@ -147,6 +147,8 @@ def inslate_fill(rankings: np.ndarray, k: int, rule: str = "per-slot") -> np.nda
 class SlateGRUModel(nn.Module):
     """The variational Bayesian GRU slate model over item indices (0..2 reserved, see finn.py)."""
 
+    item_group: torch.Tensor  # (N,) each item's group: a buffer (`register_buffer`), moved with the module
+
     def __init__(self, item_group: np.ndarray, width: int, dim: int = 25, score: Score = "dot",
                  prior_group_scale: float = 1.0, init_scale: float = 0.5, seed: int | None = None) -> None:
         super().__init__()

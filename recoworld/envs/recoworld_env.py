@@ -101,7 +101,7 @@ the turn, the info (`TurnInfo`) and the observation are written once, there.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, SupportsFloat
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -131,7 +131,8 @@ _RESET_OPTIONS = frozenset({"profile", "start_day"})
 
 
 class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 1}
+    # Gymnasium declares `metadata` an instance attribute (a ClassVar here would be an override mypy refuses).
+    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 1}  # noqa: RUF012
 
     def __init__(
         self,
@@ -200,7 +201,9 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             self._last_render = self._describe(batch)
         return self._observation(), float(batch.reward[0]), terminated, truncated, info
 
-    def render(self) -> str | None:
+    # Gymnasium types render's frame with a TypeVar bound to nothing (RenderFrame), which no concrete frame
+    # type matches; "ansi" frames are text.
+    def render(self) -> str | None:  # type: ignore[override]
         return self._last_render if self.render_mode == "ansi" else None
 
     def episode_stats(self) -> EpisodeStats:

@@ -144,7 +144,7 @@ class CandidateRetriever:
             return out
         draws = streams.random(rows, self._n_draws)
         positive = (history_items >= 0) & (history_reactions > 0)
-        has_taste = positive.any(axis=1)
+        has_taste = np.asarray(positive.any(axis=1))  # (R,) bool; numpy's stubs allow a scalar for any()
         if tastes is None:  # no kept rankings: rank every row afresh
             tastes, taste_rows = TasteRankings(np.zeros((r, self.taste_depth), dtype=np.int64),
                                                np.zeros(r, dtype=bool)), np.arange(r)

@@ -32,7 +32,7 @@ on), `churned`, ...), `user_id`/`segment` and the clock for every user, and
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, Literal
 
 import numpy as np
 from gymnasium.utils import seeding
@@ -60,11 +60,13 @@ _STEP_KEYS = {"reactions": "reactions", "dwell_min": "dwell_min", "left": "left"
               "return_gap_days": "return_gap", "llm_fallback": "fallback",
               "instruction_followed": "followed", "instruction_satisfiable": "satisfiable",
               "instruction_similarity": "similarity", "disliked": "disliked"}
-_STATS = ("sessions", "days_active", "retention", "turns")
+_STATS: tuple[Literal["sessions", "days_active", "retention", "turns"], ...] = (
+    "sessions", "days_active", "retention", "turns")  # `EpisodeStats`' keys
 
 
 class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray]):
-    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+    # Gymnasium declares `metadata` an instance attribute (a ClassVar here would be an override mypy refuses).
+    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}  # noqa: RUF012
 
     def __init__(
         self,
@@ -197,8 +199,9 @@ class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray
             if ended.any():  # their state still holds the episode: it is replaced on the next step
                 stats = {s: np.zeros(b) for s in _STATS}
                 for r in np.flatnonzero(ended).tolist():
-                    for s, v in w.episode_stats(r).items():
-                        stats[s][r] = v
+                    episode = w.episode_stats(r)
+                    for s in _STATS:
+                        stats[s][r] = episode[s]
                 info["episode_stats"], info["_episode_stats"] = stats, ended
         for key, value in clock.items():
             info[key], info[f"_{key}"] = value, everyone

@@ -263,7 +263,7 @@ class World:
                self.consumed, self.tastes.fresh)
         said = [j for j, instruction in enumerate(fb.instructions) if instruction is not None]
         if said:
-            self.listen(acting[said], [fb.instructions[j] for j in said])
+            self.listen(acting[said], [instruction for instruction in fb.instructions if instruction is not None])
         if self.platform is not None:
             self.retriever.set_popularity(self.platform.update(slates, reactions))
 
@@ -325,11 +325,12 @@ class World:
         similarity = batch.similarity.tolist() if batch.similarity is not None else nans
         disliked = batch.disliked if batch.disliked is not None else np.zeros((r, k), dtype=bool)
         ended = (batch.terminated | batch.truncated).tolist()
+        reasons_of: Sequence[list[str] | None] = batch.reasons or [None] * r
         columns = zip(batch.rows.tolist(), batch.instructions, batch.return_gap.tolist(), batch.followed.tolist(),
                       batch.satisfiable.tolist(), similarity, batch.left.tolist(), batch.replaced.tolist(),
                       batch.engagement.tolist(), batch.fallback.tolist(), batch.day.tolist(), batch.session.tolist(),
                       batch.turn.tolist(), batch.step.tolist(), batch.time_days.tolist(), ended,
-                      batch.interviews or [None] * r, batch.reasons or [None] * r)
+                      batch.interviews or [None] * r, reasons_of)
         infos: list[TurnInfo] = []
         for j, (row, instruction, gap, followed, satisfiable, sim, left, replaced, engagement, fallback, day,
                 session, turn, step, time_days, end, interview, reasons) in enumerate(columns):
