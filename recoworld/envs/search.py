@@ -89,8 +89,9 @@ class PlatformSearch:
         field = choose(by, SEARCH_FIELDS, "search field")
         w, row = self.world, self.row
         open_ = ~w.consumed[row]
-        if w.platform is not None:
-            open_ &= ~w.platform.unreleased(w.now[row : row + 1])[0]
+        unreleased = w.platform.unreleased(w.now[row : row + 1]) if w.platform is not None else None
+        if unreleased is not None:  # None: every item is out
+            open_ &= ~unreleased[0]
         items = np.flatnonzero(open_)
         score = self.matcher.score(field, value, items)
         if field == "query" and not score.any():

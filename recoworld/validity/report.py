@@ -106,14 +106,14 @@ def _missing(ax: Axes, title: str, reason: str) -> None:
 
 
 def _cdf(ax: Axes, facts: dict[str, dict[str, Fact]], fact: str, label: str, log_x: bool) -> None:
-    samples = {src: f[fact].sample for src, f in facts.items() if f[fact].sample is not None}
+    samples = {src: sample for src, f in facts.items() if (sample := f[fact].sample) is not None}
     if not samples:
         _missing(ax, fact, facts["real"][fact].missing.get("*", "no data"))
         return
     for src, x in samples.items():
         x = np.sort(x)
         ax.step(x, np.arange(1, len(x) + 1) / len(x), where="post", label=src, lw=2 if src == "real" else 1.2)
-    if log_x and all((x > 0).any() for x in samples.values()):
+    if log_x and all(np.any(x > 0) for x in samples.values()):
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_title(fact)

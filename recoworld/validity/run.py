@@ -271,6 +271,11 @@ def _clip(trajectories: pd.DataFrame, horizon: float) -> pd.DataFrame:
     return trajectories[trajectories["time_days"].to_numpy() <= horizon]
 
 
+def _n_users(log: ConsumptionLog | None) -> int:
+    """Users with a consumption in `log` (0 without a log: the period had no interactions)."""
+    return int(log.consumptions["user"].nunique()) if log is not None else 0
+
+
 def _users_rows(
     real: ConsumptionLog | None, sim: ConsumptionLog, compared: int, simulated: int,
 ) -> list[dict[str, object]]:
@@ -373,9 +378,9 @@ def validate(
     facts: dict[str, dict[str, dict[str, Fact]]] = {p: {} for p in PERIODS}
     for name, (inter, until, horizon, _) in periods.items():
         # Out of sample with a cutoff, every compared user is seen from the cutoff, as the simulation starts there.
-        common = {"start": real.split.cutoff, "users": users} if name == OUT_OF_SAMPLE and real.split.cutoff else {}
+        from_cutoff = name == OUT_OF_SAMPLE and bool(real.split.cutoff)
         log = (from_interactions(inter, real.catalog, real.dataset.rating_scale, horizon, observed_until=until,
-                                 **common)
+                                 start=real.split.cutoff if from_cutoff else None, users=users if from_cutoff else ())
                if len(inter) else None)
         if log is not None and not log.consumptions["user"].nunique():
             log = None
@@ -408,7 +413,7 @@ def validate(
                 period_rows += compare(name, facts[period]["real"][name], fact)
             rows += [{**row, "period": period, "world": w.name} for row in period_rows]
     info = {name: Period(name, desc, horizon,
-                         int(real_logs[name].consumptions["user"].nunique()) if real_logs[name] is not None else 0,
+                         _n_users(real_logs[name]),
                          sim_users[name], len(users))
             for name, (_, _, horizon, desc) in periods.items()}
     return ValidityResult(pd.DataFrame(rows, columns=COLUMNS), facts, info, users, notes)
