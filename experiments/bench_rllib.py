@@ -27,7 +27,8 @@ from pathlib import Path
 
 import tyro
 
-from recoworld.rl.training import TrainConfig, build_ppo_config
+from recoworld.rl.train_config import TrainConfig
+from recoworld.rl.training_env import build_ppo_config
 
 
 @dataclass

@@ -7,7 +7,7 @@ gap closed (the oracle reads the hidden mindset: a headroom reference, not a rec
 With `--seeds N` it trains N seeds one after another (seed, seed + 1, ...) and ends with the
 mean over seeds of the final paired advantage over each baseline, with a 95% t interval. How
 observations reach the model (user-relative features + action mask) is documented in
-recoworld/rl/training.py.
+recoworld/rl/training_env.py.
 
     python experiments/train_ppo.py --config configs/ppo_small.yaml            # one seed
     python experiments/train_ppo.py --config configs/ppo_small.yaml --seeds 3  # seeds 0, 1, 2: out/seed_N each
@@ -27,18 +27,9 @@ from pathlib import Path
 import pandas as pd
 import tyro
 
-from recoworld.rl.training import (
-    POLICY,
-    STAGE_START,
-    TrainConfig,
-    evaluate_references,
-    format_seed_summary,
-    format_table,
-    progress,
-    seed_summary,
-    start_ray,
-    train,
-)
+from recoworld.rl.evaluation import POLICY, evaluate_references, format_seed_summary, format_table, seed_summary
+from recoworld.rl.train_config import TrainConfig
+from recoworld.rl.training import STAGE_START, progress, start_ray, train
 
 
 @dataclass

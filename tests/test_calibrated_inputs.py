@@ -27,7 +27,8 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_training_config_takes_the_calibrated_world_under_its_own_keys(calibrated: Path, tmp_path: Path) -> None:
-    from recoworld.rl.training import TrainConfig, make_training_env
+    from recoworld.rl.train_config import TrainConfig
+    from recoworld.rl.training_env import make_training_env
 
     world = load_calibration(calibrated).world
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(
@@ -58,7 +59,8 @@ def test_a_missing_calibration_is_one_clear_error(tmp_path: Path) -> None:
 def test_rllib_trains_on_a_calibrated_world_with_a_remote_runner(ray_session: ModuleType, calibrated: Path,
                                                                 tmp_path: Path) -> None:
     """The remote env runner gets only the path and loads the catalog and users itself."""
-    from recoworld.rl.training import TrainConfig, train
+    from recoworld.rl.train_config import TrainConfig
+    from recoworld.rl.training import train
 
     cfg = TrainConfig.load(None, calibrated=calibrated, iterations=1, num_env_runners=1,
                            world={"slate_size": 2, "n_candidates": 6, "horizon_days": 2},

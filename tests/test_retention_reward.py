@@ -21,7 +21,8 @@ WORLD = {"slate_size": 2, "n_candidates": 6, "history_len": 5, "horizon_days": 5
 
 
 def env_pair(**weights: float):  # -> (plain, shaped) training envs of 3 users
-    from recoworld.rl.training import TrainConfig, make_training_env, training_env_config
+    from recoworld.rl.train_config import TrainConfig
+    from recoworld.rl.training_env import make_training_env, training_env_config
 
     config = {**training_env_config(TrainConfig.load(None, world=WORLD)), "num_envs": 3}
     return make_training_env(config), make_training_env({**config, **weights})
@@ -36,7 +37,7 @@ def test_satisfaction_terms_sum_over_each_session_to_its_end_minus_its_start() -
     checked against the user's own interview, the 1..5 band of that satisfaction, and must differ from the next
     session's recovered start (what the users hold after the step), or the probe would not be needed."""
     require("ray")
-    from recoworld.rl.training import SatisfactionReward, satisfaction_of
+    from recoworld.rl.training_env import SatisfactionReward, satisfaction_of
 
     plain, shaped = env_pair(satisfaction_reward=2.0)
     wrapper = shaped.env.env
@@ -90,7 +91,7 @@ def test_rating_term_is_paid_once_per_session_end_from_the_interview() -> None:
 def test_without_weights_the_training_env_and_its_reward_are_unchanged() -> None:
     """The new terms are opt-in: at 0 no wrapper is added, and the env's own reward is what the policy gets."""
     require("ray")
-    from recoworld.rl.training import SatisfactionReward, make_training_env
+    from recoworld.rl.training_env import SatisfactionReward, make_training_env
 
     plain, same = env_pair(satisfaction_reward=0.0, rating_reward=0.0)
     env = same
@@ -105,13 +106,14 @@ def test_without_weights_the_training_env_and_its_reward_are_unchanged() -> None
         actions = random_slates(rng)
         np.testing.assert_array_equal(plain.step(actions)[1], raw.step(actions)[1])
     with pytest.raises(Exception, match="satisfaction_reward is implemented for the vector env only"):
-        from recoworld.rl.training import TrainConfig, training_env_config
+        from recoworld.rl.train_config import TrainConfig
+        from recoworld.rl.training_env import training_env_config
 
         make_training_env({**training_env_config(TrainConfig.load(None, world=WORLD)), "satisfaction_reward": 1.0})
 
 
 def test_retention_config_trains_without_the_teacher_on_the_satisfaction_reward() -> None:
-    from recoworld.rl.training import TrainConfig
+    from recoworld.rl.train_config import TrainConfig
 
     cfg = TrainConfig.load(ROOT / "configs" / "ppo_retention.yaml")
     assert cfg.teacher.rounds == 0 and cfg.satisfaction_reward > 0

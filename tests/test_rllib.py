@@ -32,7 +32,7 @@ TINY_WORLD = {"slate_size": 2, "n_candidates": 6, "history_len": 5, "horizon_day
 
 def tiny_config(runners: int, iterations: int = 2, seed: int = 0, network: str = "shared_scorer",
                 num_envs: int = 4):  # -> TrainConfig
-    from recoworld.rl.training import TrainConfig
+    from recoworld.rl.train_config import TrainConfig
 
     # Episodes end within 40 turns, so every iteration of 200 env steps over 4 users completes some
     # (its episode return is finite) whatever users the population draws.
@@ -192,7 +192,7 @@ def test_batched_features_equal_one_users_features() -> None:
 
 def test_training_env_creator_builds_the_vector_env_when_rllib_asks_for_num_envs() -> None:
     require("ray")
-    from recoworld.rl.training import DisjointRunnerSeeds, make_training_env, training_env_config
+    from recoworld.rl.training_env import DisjointRunnerSeeds, make_training_env, training_env_config
 
     env_config = training_env_config(tiny_config(0))
     single = make_training_env(env_config)
@@ -209,7 +209,7 @@ def test_training_env_creator_builds_the_vector_env_when_rllib_asks_for_num_envs
 
 def test_new_day_reward_sums_to_the_days_active_of_each_episode() -> None:
     require("ray")
-    from recoworld.rl.training import make_training_env, training_env_config
+    from recoworld.rl.training_env import make_training_env, training_env_config
 
     world = {**TINY_WORLD, "horizon_days": 5}
     env_config = {**training_env_config(tiny_config(0)), "world": world, "day_reward": 2.5}
@@ -233,7 +233,7 @@ def test_new_day_reward_sums_to_the_days_active_of_each_episode() -> None:
 def test_finished_episodes_keeps_each_ended_episodes_training_return_and_turns() -> None:
     """The logged return's source: what the policy was rewarded (day reward included) over each whole episode."""
     require("ray")
-    from recoworld.rl.training import FinishedEpisodes, make_training_env, training_env_config
+    from recoworld.rl.training_env import FinishedEpisodes, make_training_env, training_env_config
 
     env = make_training_env({**training_env_config(tiny_config(0)), "day_reward": 1.5, "num_envs": 3})
     finished = env.env
@@ -253,7 +253,7 @@ def test_finished_episodes_keeps_each_ended_episodes_training_return_and_turns()
 
 
 def test_num_envs_per_env_runner_is_validated() -> None:
-    from recoworld.rl.training import TrainConfig
+    from recoworld.rl.train_config import TrainConfig
 
     assert TrainConfig().num_envs_per_env_runner > 1
     with pytest.raises(ConfigError, match="num_envs_per_env_runner"):
@@ -278,7 +278,7 @@ def test_distinct_slate_prefers_available_candidates_and_never_repeats() -> None
 def test_compare_reports_paired_advantage_and_gap_closed_and_seeds_summarise() -> None:
     import pandas as pd
 
-    from recoworld.rl.training import compare, format_seed_summary, format_table, seed_summary
+    from recoworld.rl.evaluation import compare, format_seed_summary, format_table, seed_summary
 
     users = [f"u{i}" for i in range(4)]
     retention = {"ppo": [0.5, 0.6, 0.4, 0.5], "random": [0.3, 0.4, 0.3, 0.2], "oracle": [0.7, 0.8, 0.6, 0.7]}
@@ -299,7 +299,7 @@ def test_compare_reports_paired_advantage_and_gap_closed_and_seeds_summarise() -
 
 
 def test_train_config_names_the_bad_field() -> None:
-    from recoworld.rl.training import TrainConfig
+    from recoworld.rl.train_config import TrainConfig
 
     with pytest.raises(ConfigError, match=r"ppo\.lr"):
         TrainConfig.load(None, ppo={"lr": -1})
@@ -313,7 +313,7 @@ def test_rllib_prefix_with_a_bad_path_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_small_config_file_is_valid() -> None:
-    from recoworld.rl.training import TrainConfig
+    from recoworld.rl.train_config import TrainConfig
 
     cfg = TrainConfig.load(Path(__file__).parents[1] / "configs" / "ppo_small.yaml")
     assert cfg.world.slate_size <= cfg.world.n_candidates
@@ -330,7 +330,8 @@ def test_train_save_resume_restore_and_infer(ray_session: ModuleType, tmp_path: 
     from ray.rllib.algorithms.algorithm import Algorithm
     from ray.rllib.core.columns import Columns
 
-    from recoworld.rl.training import POLICY, latest_checkpoint, train
+    from recoworld.rl.evaluation import POLICY
+    from recoworld.rl.training import latest_checkpoint, train
 
     cfg = tiny_config(runners)
     logged: list[str] = []
@@ -435,7 +436,9 @@ def test_passing_max_minutes_after_an_iteration_is_an_error_that_keeps_it_for_re
     """The safety stop never ends a run as if finished: it raises, after checkpointing the iteration it reached."""
     import pandas as pd
 
-    from recoworld.rl.training import TrainConfig, TrainingTimeLimit, evaluate_references, latest_checkpoint, train
+    from recoworld.rl.evaluation import evaluate_references
+    from recoworld.rl.train_config import TrainConfig
+    from recoworld.rl.training import TrainingTimeLimit, latest_checkpoint, train
 
     cfg = TrainConfig.model_validate({**tiny_config(0, iterations=3).model_dump(), "max_minutes": 1e-4,
                                       "eval": {"every": 10, "n_users": 4, "baselines": ["random"]}})

@@ -111,7 +111,9 @@ def test_pretraining_puts_the_distilled_policy_in_the_learner_and_every_env_runn
         ray_session: ModuleType, tmp_path: Path, runners: int) -> None:
     from ray.rllib.core import DEFAULT_MODULE_ID
 
-    from recoworld.rl.training import TrainConfig, build_ppo_config, pretrain_with_teacher, train
+    from recoworld.rl.train_config import TrainConfig
+    from recoworld.rl.training import pretrain_with_teacher, train
+    from recoworld.rl.training_env import build_ppo_config
 
     cfg = TrainConfig.model_validate({**tiny_config(runners).model_dump(),
                                       "teacher": {"rounds": 2, "users": 4, "epochs": 3}})
@@ -151,7 +153,7 @@ def test_pretraining_puts_the_distilled_policy_in_the_learner_and_every_env_runn
 
 def test_teacher_needs_the_shared_scorer() -> None:
     from recoworld.errors import ConfigError
-    from recoworld.rl.training import TrainConfig
+    from recoworld.rl.train_config import TrainConfig
 
     with pytest.raises(ConfigError, match=r"ppo\.network"):
         TrainConfig.load(None, teacher={"rounds": 1}, ppo={"network": "mlp"})

@@ -27,7 +27,9 @@ def train(
     Ctrl-C or SIGTERM stops it cleanly (one line, exit code 130 or 143, Ray shut down); Ray's own log
     lines go to ray.log in --out."""
     try:
-        from recoworld.rl.training import StopSignals, TrainConfig, format_table, kept, latest_checkpoint, local_ray
+        from recoworld.rl.evaluation import format_table
+        from recoworld.rl.train_config import TrainConfig
+        from recoworld.rl.training import StopSignals, kept, latest_checkpoint, local_ray
         from recoworld.rl.training import train as run
 
         cfg = TrainConfig.load(
