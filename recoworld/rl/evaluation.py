@@ -15,6 +15,7 @@ of the random-to-oracle gap. `experiments/train_ppo.py --seeds N` repeats traini
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,7 @@ def play(cfg: TrainConfig, world: WorldConfig, agents: dict[str, Callable[[Catal
 
 
 def baseline_agents(names: list[str]) -> dict[str, Callable[[Catalog, int, int | None], Recommender]]:
-    return {name: (lambda catalog, k, seed, name=name: make_recommender(name, catalog, k, seed)) for name in names}
+    return {name: partial(make_recommender, name) for name in names}
 
 
 def evaluate_references(cfg: TrainConfig, on_episode: Callable[[str], None] | None = None) -> pd.DataFrame:

@@ -165,7 +165,7 @@ def user_relative_features(observation: dict[str, np.ndarray]) -> np.ndarray:
         [
             _masked_mean(sims, engaged)[..., None],
             _masked_mean(sims, skipped)[..., None],
-            np.where(seen.any(axis=1)[:, None], repetition, 0.0).astype(np.float32)[..., None],
+            np.where(seen.any(axis=1, keepdims=True), repetition, 0.0).astype(np.float32)[..., None],
             (emb @ instruction[:, 4:, None]),
             cand[..., layout.scalars],
             observation["candidate_mask"][..., None].astype(np.float32),
@@ -216,16 +216,23 @@ def user_relative_observation(
     return {"action_mask": slate_action_mask(observation["candidate_mask"], slate_size), "observations": features}
 
 
+def _candidate_space(raw: spaces.Space[Any]) -> spaces.Box:
+    """The `candidate_features` Box of RecoWorld's Dict observation `raw`; one clear error for any other space."""
+    box = raw.spaces.get("candidate_features") if isinstance(raw, spaces.Dict) else None
+    if not isinstance(box, spaces.Box):
+        raise ConfigError(f"UserRelativeObservation expects RecoWorld's Dict observation, got {raw}")
+    return box
+
+
 def user_relative_space(
     raw: spaces.Space[Any], action: spaces.Space[Any], action_mask: bool = True
 ) -> tuple[spaces.Space[Any], int]:
     """The policy's (single-user) observation space for RecoWorld's `raw` Dict observation and
     slate `action` space, and the slate size."""
-    if not isinstance(raw, spaces.Dict) or "candidate_features" not in raw.spaces:
-        raise ConfigError(f"UserRelativeObservation expects RecoWorld's Dict observation, got {raw}")
+    candidates = _candidate_space(raw)
     if not isinstance(action, spaces.MultiDiscrete):
         raise ConfigError(f"UserRelativeObservation expects a MultiDiscrete slate action, got {action}")
-    n_candidates = int(raw["candidate_features"].shape[0])
+    n_candidates = int(candidates.shape[0])
     slate_size = int(action.shape[0])
     features = spaces.Box(-1.0, 1.0, (n_candidates * N_CANDIDATE_FEATURES + N_GLOBAL_FEATURES,), np.float32)
     if not action_mask:
@@ -262,7 +269,7 @@ class UserRelativeObservation(gym.Wrapper[Any, Any, Any, Any]):
         self.observation_space, self.slate_size = user_relative_space(env.observation_space, env.action_space,
                                                                       action_mask)
         self.action_mask = action_mask
-        dim = FeatureLayout.from_width(env.observation_space["candidate_features"].shape[-1]).embedding_dim
+        dim = FeatureLayout.from_width(_candidate_space(env.observation_space).shape[-1]).embedding_dim
         self.profile = EpisodeProfile(1, dim)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -303,14 +310,15 @@ class UserRelativeVectorObservation(VectorWrapper):
             env.single_observation_space, env.single_action_space, action_mask)
         self.observation_space = batch_space(self.single_observation_space, env.num_envs)
         self.action_mask = action_mask
-        dim = FeatureLayout.from_width(env.single_observation_space["candidate_features"].shape[-1]).embedding_dim
+        dim = FeatureLayout.from_width(_candidate_space(env.single_observation_space).shape[-1]).embedding_dim
         self.profile = EpisodeProfile(env.num_envs, dim)
         self._restarting = np.zeros(env.num_envs, dtype=bool)
 
     def reset(
-        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
-        obs, info = self.env.reset(seed=seed, options=options)
+        # VectorEnv.reset's stub takes one int; vector envs (and VectorWrapper.reset) take one seed per user.
+        obs, info = self.env.reset(seed=seed, options=options)  # type: ignore[arg-type]
         mask = (options or {}).get("reset_mask")
         rows = None if mask is None else np.flatnonzero(mask)
         self.profile.reset(rows)

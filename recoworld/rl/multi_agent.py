@@ -29,17 +29,19 @@ class PopulationMultiAgentEnv(MultiAgentEnv):
         self.world = PopulationParallelEnv(**dict(config or {}))
         self.possible_agents = list(self.world.possible_agents)
         self.agents = []
-        self.observation_spaces = {a: self.world.observation_space(a) for a in self.possible_agents}
-        self.action_spaces = {a: self.world.action_space(a) for a in self.possible_agents}
+        self.observation_spaces = {a: self.world.observation_space(a) for a in self.world.possible_agents}
+        self.action_spaces = {a: self.world.action_space(a) for a in self.world.possible_agents}
 
-    def reset(
+    # RLlib types agent ids as any Hashable; this env's are the world's str ids (`user_0`, ...), which RLlib
+    # hands back as they came. Its `step`, a dict per agent, also differs from gymnasium's `Env.step`, its base.
+    def reset(  # type: ignore[override]
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         obs, infos = self.world.reset(seed=seed, options=options)
         self.agents = list(self.world.agents)
         return obs, infos
 
-    def step(self, action_dict: dict[str, np.ndarray]) -> tuple[
+    def step(self, action_dict: dict[str, np.ndarray]) -> tuple[  # type: ignore[override]
         dict[str, Any], dict[str, float], dict[str, bool], dict[str, bool], dict[str, Any]
     ]:
         obs, rewards, terminateds, truncateds, infos = self.world.step(action_dict)

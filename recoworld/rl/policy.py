@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from gymnasium import spaces
 
 from recoworld.agents.base import Observation, Recommender
 from recoworld.catalog.features import FeatureLayout
@@ -53,7 +54,7 @@ class RLlibRecommender(Recommender):
 
         self._torch = torch
         self.module = module
-        nvec = np.asarray(module.action_space.nvec)
+        nvec = np.asarray(slate_action_space(module).nvec)
         if len(nvec) != slate_size:
             raise ConfigError(f"the policy shows slates of {len(nvec)} items, but slate_size={slate_size}")
         self.n_candidates = int(nvec[0])
@@ -109,7 +110,15 @@ class RLlibRecommender(Recommender):
 def takes_action_mask(module: RLModule) -> bool:
     """Whether the module's observation is `Dict(action_mask, observations)` rather than the features alone."""
     space = module.observation_space
-    return hasattr(space, "spaces") and "action_mask" in space.spaces
+    return isinstance(space, spaces.Dict) and "action_mask" in space.spaces
+
+
+def slate_action_space(module: RLModule) -> spaces.MultiDiscrete:
+    """The module's slate action space, `MultiDiscrete([C] * K)`; one clear error for any other."""
+    space = module.action_space
+    if not isinstance(space, spaces.MultiDiscrete):
+        raise ConfigError(f"the policy's action space is {space}, not a MultiDiscrete slate of candidate indices")
+    return space
 
 
 def distinct_slate(slot_logits: np.ndarray, available: np.ndarray,

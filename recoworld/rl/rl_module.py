@@ -50,16 +50,22 @@ class SlateScorerRLModule(TorchRLModule, ValueFunctionAPI):
         self.n_candidates, self.slate_size = int(space.nvec[0]), len(space.nvec)
         obs_space = self.observation_space
         features = obs_space["observations"] if isinstance(obs_space, gym.spaces.Dict) else obs_space
+        if features is None:
+            raise ValueError("SlateScorerRLModule needs an observation space (UserRelativeObservation's features)")
         expected = self.n_candidates * N_CANDIDATE_FEATURES + N_GLOBAL_FEATURES
         if features.shape != (expected,):
             raise ValueError(
                 f"SlateScorerRLModule expects UserRelativeObservation features of shape ({expected},) for "
                 f"{self.n_candidates} candidates, got {features.shape}"
             )
-        hidden = list((self.model_config or {}).get("hidden", [64, 64]))
+        config = self.model_config or {}
+        if not isinstance(config, dict):
+            raise ValueError(f"SlateScorerRLModule takes a dict model_config ({{'hidden': [...]}}), got {config!r}")
+        hidden = list(config.get("hidden", [64, 64]))
         self.scorer = _mlp([N_CANDIDATE_FEATURES + N_GLOBAL_FEATURES, *hidden, self.slate_size])
         self.value_head = _mlp([2 * N_CANDIDATE_FEATURES + N_GLOBAL_FEATURES, *hidden, 1])
-        self.action_dist_cls = TorchMultiCategorical.get_partial_dist_cls(
+        # RLlib declares this classmethod as a plain function of `parent_cls`, so mypy misreads the call.
+        self.action_dist_cls = TorchMultiCategorical.get_partial_dist_cls(  # type: ignore[misc]
             space=space, input_lens=[self.n_candidates] * self.slate_size
         )
 

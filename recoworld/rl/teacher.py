@@ -34,17 +34,18 @@ import numpy as np
 from pydantic import Field
 
 from recoworld import seeding
-from recoworld.agents.base import Observation
+from recoworld.agents.base import Observation, Recommender
 from recoworld.agents.oracle import OracleRecommender
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel
 from recoworld.rl.features import slate_action_mask
-from recoworld.rl.policy import RLlibRecommender, takes_action_mask
+from recoworld.rl.policy import RLlibRecommender, slate_action_space, takes_action_mask
 
 if TYPE_CHECKING:
     import pandas as pd
     import torch
     from ray.rllib.core.rl_module.rl_module import RLModule
+    from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
 
 class TeacherSettings(StrictModel):
@@ -108,7 +109,7 @@ def slate_imitation_loss(slot_logits: torch.Tensor, slates: torch.Tensor, masks:
     return loss
 
 
-def fit_scorer(module: RLModule, features: np.ndarray, masks: np.ndarray, slates: np.ndarray,
+def fit_scorer(module: TorchRLModule, features: np.ndarray, masks: np.ndarray, slates: np.ndarray,
                settings: TeacherSettings, seed: int) -> float:
     """Fit `module`'s policy logits to the teacher's slates; returns the last epoch's mean loss."""
     import torch
@@ -134,13 +135,13 @@ def fit_scorer(module: RLModule, features: np.ndarray, masks: np.ndarray, slates
     return last
 
 
-def dagger(module: RLModule, settings: TeacherSettings, seed: int,
-           play: Callable[[dict[str, Callable[[Catalog, int, int | None], RLlibRecommender]], int, int], Any],
+def dagger(module: TorchRLModule, settings: TeacherSettings, seed: int,
+           play: Callable[[dict[str, Callable[[Catalog, int, int | None], Recommender]], int, int], Any],
            log: Callable[[str], None] = print) -> pd.DataFrame:
     """Run `settings.rounds` DAgger rounds on `module` in place; one row per round.
 
     `play(agents, n_users, seed)` plays each agent on `n_users` fresh training users drawn with
-    `seed`, in a world that exposes the mindset (training.py's `play`). The scorer is the one
+    `seed`, in a world that exposes the mindset (evaluation.py's `play`). The scorer is the one
     trained: only the policy's logits enter the loss, so the value head is left as it was.
     """
     import pandas as pd
@@ -195,7 +196,7 @@ def _module_obs(module: RLModule, features: np.ndarray, masks: np.ndarray) -> An
     import torch
 
     if takes_action_mask(module):
-        slate_size = len(module.action_space.nvec)
+        slate_size = len(slate_action_space(module).nvec)
         return {"observations": torch.from_numpy(features),
                 "action_mask": torch.from_numpy(slate_action_mask(masks, slate_size))}
     return torch.from_numpy(features)

@@ -67,7 +67,7 @@ Evaluation users: 500 (`eval.n_users`); the paired 95% CI is then about ±0.017 
 ±0.025 with 200. Where it stands: see the README's table ("Training a recommender with
 RLlib"), from experiments/train_ppo.py --seeds 3.
 Untried: a Plackett-Luce (top-K without replacement) action distribution, a per-session critic
-target. The reward that follows retention without its noise is `SatisfactionReward` (above).
+target. The reward that follows retention without its noise is `SatisfactionReward` (recoworld/rl/training_env.py).
 
 ## Budget, progress and stopping
 The budget is counts, never time: `teacher.rounds` DAgger rounds (of `teacher.users` users each),
@@ -110,7 +110,7 @@ import pyarrow as pa
 
 from recoworld.agents import Recommender
 from recoworld.catalog import Catalog
-from recoworld.errors import RecoWorldError
+from recoworld.errors import ConfigError, RecoWorldError
 from recoworld.evaluation.metrics import mean_ci
 from recoworld.rl.evaluation import FLOOR, POLICY, compare, evaluate, evaluate_references, play, plot_learning_curve
 from recoworld.rl.policy import RLlibRecommender
@@ -121,6 +121,9 @@ from recoworld.storage import write_parquet_atomic
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm import Algorithm
+    from ray.rllib.core.learner.learner_group import LearnerGroup
+    from ray.rllib.core.rl_module.rl_module import RLModule
+    from ray.rllib.env.env_runner_group import EnvRunnerGroup
 
 #: The curve's name for the policy at iteration 0 (right after the teacher): `paired/iteration_0` is the
 #: policy's paired advantage over itself there, what PPO's own stage added.
@@ -152,13 +155,37 @@ def save_checkpoint(algo: Algorithm, out: str | os.PathLike[str]) -> Path:
 # ---------------------------------------------------------------------------- training loop
 
 
+def env_runners(algo: Algorithm) -> tuple[EnvRunnerGroup, bool]:
+    """The algorithm's env runners, and whether the remote ones sample (else the driver's own runner does)."""
+    if algo.config is None or algo.env_runner_group is None:
+        raise RuntimeError("the algorithm has no env runners: it was never built, or it was stopped")
+    return algo.env_runner_group, algo.config.num_env_runners > 0
+
+
+def learners(algo: Algorithm) -> LearnerGroup:
+    """The algorithm's learners, where the trained weights live."""
+    if algo.learner_group is None:
+        raise RuntimeError("the algorithm has no learner group: it was never built, or it was stopped")
+    return algo.learner_group
+
+
+def policy_module(algo: Algorithm) -> RLModule:
+    """The policy's module in the driver (its local env runner's, or the learner's)."""
+    module = algo.get_module()
+    if module is None:
+        raise RuntimeError("the algorithm holds no policy module in this process")
+    return module
+
+
 def sampling_envs(algo: Algorithm) -> list[tuple[str, int]]:
     """(env class, users) of every env runner that samples: the driver's with
     `num_env_runners: 0`, else the remote ones."""
-    remote = algo.config.num_env_runners > 0
-    return algo.env_runner_group.foreach_env_runner(
-        lambda runner: (type(runner.env.unwrapped).__name__, int(runner.num_envs)), local_env_runner=not remote
-    )
+
+    def describe(runner: Any) -> tuple[str, int]:  # a SingleAgentEnvRunner: RLlib's EnvRunner declares no env
+        return type(runner.env.unwrapped).__name__, int(runner.num_envs)
+
+    group, remote = env_runners(algo)
+    return group.foreach_env_runner(describe, local_env_runner=not remote)
 
 
 def collect_finished_episodes(algo: Algorithm) -> list[tuple[float, int]]:
@@ -172,8 +199,8 @@ def collect_finished_episodes(algo: Algorithm) -> list[tuple[float, int]]:
         finished, env.finished = env.finished, []
         return finished
 
-    remote = algo.config.num_env_runners > 0
-    return [ep for part in algo.env_runner_group.foreach_env_runner(take, local_env_runner=not remote) for ep in part]
+    group, remote = env_runners(algo)
+    return [ep for part in group.foreach_env_runner(take, local_env_runner=not remote) for ep in part]
 
 
 class TrainingTimeLimit(RecoWorldError):
@@ -312,7 +339,7 @@ def train(
             """Evaluate the current policy into `row`, `evals` and `per_user`, checkpoint it; the log's line."""
             nonlocal evals, per_user
             policy = evaluate(cfg, {POLICY: lambda catalog, k, seed: RLlibRecommender(
-                algo.get_module(), k, seed, sample=cfg.eval.decode == "sample")},
+                policy_module(algo), k, seed, sample=cfg.eval.decode == "sample")},
                 on_episode=progress(f"evaluating {{agent}} at iteration {algo.iteration}", cfg.eval.n_users, log,
                                     check))
             table = compare(pd.concat([policy, baselines], ignore_index=True))
@@ -409,11 +436,14 @@ def pretrain_with_teacher(cfg: TrainConfig, algo: Algorithm, log: Callable[[str]
     it is to `check` (the safety stop)."""
     from ray.rllib.core import DEFAULT_MODULE_ID
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+    from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
     # The env runners' modules are inference-only, so the student is a trainable copy of the learner's.
-    runner = algo.get_module()
+    runner = policy_module(algo)
     student = RLModuleSpec(module_class=type(runner), observation_space=runner.observation_space,
                            action_space=runner.action_space, model_config=runner.model_config).build()
+    if not isinstance(student, TorchRLModule):
+        raise ConfigError(f"the teacher fits a torch module, got {type(student).__name__}")
     student.set_state(algo.get_weights()[DEFAULT_MODULE_ID])
     played = count()
 
@@ -425,9 +455,9 @@ def pretrain_with_teacher(cfg: TrainConfig, algo: Algorithm, log: Callable[[str]
             f"teacher round {round_} of {cfg.teacher.rounds}, {who}", n_users, log, check))
 
     rounds = dagger(student, cfg.teacher, cfg.seed, play_round, log)
-    algo.learner_group.set_weights({DEFAULT_MODULE_ID: student.get_state()})
-    algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True,
-                                       timeout_seconds=60.0)
+    learner_group, (group, _) = learners(algo), env_runners(algo)
+    learner_group.set_weights({DEFAULT_MODULE_ID: student.get_state()})
+    group.sync_weights(from_worker_or_learner_group=learner_group, inference_only=True, timeout_seconds=60.0)
     return rounds
 
 

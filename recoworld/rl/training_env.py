@@ -267,10 +267,11 @@ class FinishedEpisodes(VectorWrapper):
         self.finished: list[tuple[float, int]] = []  # (return, turns) of each episode ended since the last collection
 
     def reset(
-        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         self.returns[:], self.lengths[:] = 0.0, 0  # episodes cut off by a reset never finished
-        return self.env.reset(seed=seed, options=options)
+        # VectorEnv.reset's stub takes one int; vector envs (and VectorWrapper.reset) take one seed per user.
+        return self.env.reset(seed=seed, options=options)  # type: ignore[arg-type]
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         playing = ~self.env.unwrapped._autoreset  # the others only restart this step (reward 0)
@@ -289,11 +290,12 @@ class DisjointRunnerSeeds(VectorWrapper):
     shifted by one. With this wrapper user i of a reset with seed s gets `s * num_envs + i`."""
 
     def reset(
-        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
             seed = [int(seed) * self.num_envs + i for i in range(self.num_envs)]
-        return self.env.reset(seed=seed, options=options)
+        # VectorEnv.reset's stub takes one int; vector envs (and VectorWrapper.reset) take one seed per user.
+        return self.env.reset(seed=seed, options=options)  # type: ignore[arg-type]
 
 
 def register_training_env() -> None:
