@@ -5,7 +5,7 @@ recommender does, through `info["mindset"]`, which the env fills only when it is
 `expose_mindset=True` (`WorldConfig.expose_mindset`). It exists to measure *headroom*: how
 much retention a recommender could gain in this world if it knew the user perfectly, so
 that a learned policy's result can be read as a share of the random-to-oracle gap
-(`(agent - random) / (oracle - random)`, see `recoworld.rl.training.compare`).
+(`(agent - random) / (oracle - random)`, see `recoworld.rl.evaluation.compare`).
 
 How it ranks: it aims at what drives retention in the user model, the satisfaction a
 session ends on (the return rate grows with it, `ReturnConfig`). For every candidate it
