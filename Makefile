@@ -61,7 +61,7 @@ demo: $(VENV)/.core
 test: lint
 	$(PY) -m pytest -q -ra
 
-# ruff, then mypy over recoworld/ (its configuration, and the modules it does not check yet: pyproject.toml).
+# ruff, then mypy over all of recoworld/ (its configuration: pyproject.toml).
 lint: $(VENV)/.all
 	$(VENV)/bin/ruff check recoworld experiments tests
 	$(VENV)/bin/mypy

@@ -29,7 +29,7 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pydantic import ValidationError
@@ -167,8 +167,8 @@ class Script:
 
     def session_turns(self, session: int) -> int:
         """Turns of session `session` (from 0)."""
-        counts = self.leave_after_turns
-        return counts[min(session, len(counts) - 1)]  # type: ignore[index]
+        counts = cast("tuple[int, ...]", self.leave_after_turns)  # a tuple since __post_init__
+        return counts[min(session, len(counts) - 1)]
 
     def gap_after(self, session: int) -> float:
         """Days from the end of session `session` (from 0) to the next one."""
@@ -262,7 +262,7 @@ class ScriptedUsers:
                                 np.where(reactions[j] == ReactionType.SKIP, script.skip_dwell_min, 0.0))
             left[j] = self.session_turn[r] >= script.session_turns(int(self.session[r]))
             exits[j] = script.exit_reason if left[j] else None  # type: ignore[assignment]
-            instructions.append(script.instruct_on_turns.get(turn))  # type: ignore[union-attr]
+            instructions.append(cast("dict[int, Instruction]", script.instruct_on_turns).get(turn))  # as normalised
             self._remember(r, slates[j], reactions[j], dwell[j])
         return BatchFeedback(reactions, dwell, left, instructions, disliked=disliked, exit_reasons=exits)
 
