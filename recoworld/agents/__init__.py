@@ -19,7 +19,10 @@ from recoworld.config import WorldConfig
 from recoworld.errors import ConfigError, check_distinct
 from recoworld.llm.config import LLMConfig
 
+#: Builds a recommender for a catalog, a seed and an optional `top_k`: what `AGENTS` maps names to.
 AgentFactory = Callable[[Catalog, int, int | None], Recommender]
+#: Builds a recommender by name (`make_recommender` and its wrappers): what runs take to build their agents.
+AgentBuilder = Callable[[str, Catalog, int, int | None], Recommender]
 
 
 def _slate_ts(policy: str) -> AgentFactory:

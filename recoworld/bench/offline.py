@@ -20,13 +20,12 @@ observation are reported as not ranked, with the reason, never given a number:
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from pydantic import Field
 
-from recoworld.agents import LLM_AGENTS, Recommender, make_recommender
+from recoworld.agents import LLM_AGENTS, AgentBuilder, Recommender, make_recommender
 from recoworld.agents.log_rankers import log_observation
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel
@@ -86,7 +85,7 @@ def prepare_reference(config: OfflineConfig) -> tuple[Catalog, list[EvalUser]]:
 
 def offline_accuracy(
     agents: list[str], config: OfflineConfig | None = None,
-    build: Callable[[str, Catalog, int, int], Recommender] | None = None,
+    build: AgentBuilder | None = None,
 ) -> dict[str, dict[str, Any]]:
     """{agent: {"ndcg@k": {"mean", "ci95", "n"}}} or {agent: {"not_ranked": reason}} for each agent."""
     cfg = config or OfflineConfig()

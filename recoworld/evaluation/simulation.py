@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
 from recoworld import seeding
-from recoworld.agents import CatalogSearcher, Recommender, make_recommender, mindset_ready
+from recoworld.agents import AgentBuilder, CatalogSearcher, Recommender, make_recommender, mindset_ready
 from recoworld.agents.base import blame
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import StrictModel, WorldConfig, load_config
@@ -61,9 +61,6 @@ class SimulationConfig(StrictModel):
     def _distinct(cls, agents: list[str]) -> list[str]:
         check_distinct(agents, "recommender")
         return agents
-
-
-AgentBuilder = Callable[[str, Catalog, int, int | None], Recommender]
 
 
 @dataclass

@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recoworld.agents import Recommender, make_recommender
-from recoworld.catalog import Catalog
+from recoworld.agents import AgentFactory, make_recommender
 from recoworld.config import WorldConfig, build
 from recoworld.evaluation.metrics import mean_ci
 from recoworld.evaluation.simulation import SimulationConfig, simulate
@@ -37,7 +36,7 @@ ORACLE = "oracle"
 FLOOR = "random"
 
 
-def evaluate(cfg: TrainConfig, agents: dict[str, Callable[[Catalog, int, int | None], Recommender]],
+def evaluate(cfg: TrainConfig, agents: dict[str, AgentFactory],
              expose_mindset: bool = False, on_episode: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Run `agents` on the fixed evaluation users; one row per (recommender, user).
 
@@ -49,7 +48,7 @@ def evaluate(cfg: TrainConfig, agents: dict[str, Callable[[Catalog, int, int | N
     return play(cfg, cfg.eval_world(), agents, cfg.eval.n_users, cfg.eval.seed, expose_mindset, on_episode)
 
 
-def play(cfg: TrainConfig, world: WorldConfig, agents: dict[str, Callable[[Catalog, int, int | None], Recommender]],
+def play(cfg: TrainConfig, world: WorldConfig, agents: dict[str, AgentFactory],
          n_users: int, seed: int, expose_mindset: bool = False,
          on_episode: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Run `agents` in `world` on `n_users` users of `cfg`'s population (or calibrated users)
@@ -68,7 +67,7 @@ def play(cfg: TrainConfig, world: WorldConfig, agents: dict[str, Callable[[Catal
     return result.episodes
 
 
-def baseline_agents(names: list[str]) -> dict[str, Callable[[Catalog, int, int | None], Recommender]]:
+def baseline_agents(names: list[str]) -> dict[str, AgentFactory]:
     return {name: partial(make_recommender, name) for name in names}
 
 

@@ -34,7 +34,8 @@ import numpy as np
 from pydantic import Field
 
 from recoworld import seeding
-from recoworld.agents.base import Observation, Recommender
+from recoworld.agents import AgentFactory
+from recoworld.agents.base import Observation
 from recoworld.agents.oracle import OracleRecommender
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel
@@ -136,7 +137,7 @@ def fit_scorer(module: TorchRLModule, features: np.ndarray, masks: np.ndarray, s
 
 
 def dagger(module: TorchRLModule, settings: TeacherSettings, seed: int,
-           play: Callable[[dict[str, Callable[[Catalog, int, int | None], Recommender]], int, int], Any],
+           play: Callable[[dict[str, AgentFactory], int, int], Any],
            log: Callable[[str], None] = print) -> pd.DataFrame:
     """Run `settings.rounds` DAgger rounds on `module` in place; one row per round.
 

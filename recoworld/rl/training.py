@@ -108,8 +108,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from recoworld.agents import Recommender
-from recoworld.catalog import Catalog
+from recoworld.agents import AgentFactory
 from recoworld.errors import ConfigError, RecoWorldError
 from recoworld.evaluation.metrics import mean_ci
 from recoworld.rl.evaluation import FLOOR, POLICY, compare, evaluate, evaluate_references, play, plot_learning_curve
@@ -447,7 +446,7 @@ def pretrain_with_teacher(cfg: TrainConfig, algo: Algorithm, log: Callable[[str]
     student.set_state(algo.get_weights()[DEFAULT_MODULE_ID])
     played = count()
 
-    def play_round(agents: dict[str, Callable[[Catalog, int, int | None], Recommender]], n_users: int,
+    def play_round(agents: dict[str, AgentFactory], n_users: int,
                    seed: int) -> pd.DataFrame:
         round_ = next(played)
         who = "the oracle plays" if round_ == 0 else "the student plays"
