@@ -158,3 +158,13 @@ def test_cli_simulate_local_llm_users_over_days(gemma_path: Path, tmp_path: Path
     assert found is not None, out.stdout
     fell_back, turns = int(found[1]), int(found[2])
     assert turns >= 4 and fell_back <= 0.05 * turns, out.stdout
+
+
+def test_a_batch_wider_than_the_cached_sequences_is_refused() -> None:
+    """Each request of a batch is decoded in a cached sequence of its own, so `batch` may not exceed
+    `cache_slots`; the error names both."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"batch \(9\).*cache_slots \(8\)"):
+        LocalModelConfig(batch=9)
+    assert LocalModelConfig(batch=4, cache_slots=4).batch == 4

@@ -60,10 +60,11 @@ class LocalModelConfig(BaseModel):
     )
     cache_slots: int = Field(
         8, ge=1, le=256, description="schema decoding: sequences the model keeps cached, each with its own "
-        "cache; a call goes to the one holding the longest prefix of its prompt, so users who take turns each "
-        "reuse their own system prompt and persona. Memory: cache_slots x n_ctx tokens of cache (about 18 KB a "
-        "token on Gemma 3 270M: 590 MB at 8 x 4096). Set it to at least the users in flight per model process; "
-        "more users than slots evict each other's personas, as with 1"
+        "cache; a call reuses the longest prefix any of them holds, copied into the least recently used one "
+        "when that sequence holds another user's persona, so users who take turns each keep their own system "
+        "prompt and persona cached. Memory: cache_slots x n_ctx tokens of cache (about 18 KB a token on Gemma 3 "
+        "270M: 590 MB at 8 x 4096). Set it to at least the users in flight per model process; with fewer, users "
+        "evict each other's personas"
     )
     call_timeout_s: float = Field(900.0, gt=0, description="a reply slower than this means a hung model: kill it")
     load_timeout_s: float = Field(300.0, gt=0, description="time allowed for the child to load the model")
