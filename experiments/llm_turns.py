@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -85,9 +87,6 @@ class Served:
 
     def __init__(self, checkout: Path, n: int, turns: int, slate_size: int, n_threads: int | None,
                  seed: int) -> None:
-        import os
-        import subprocess
-
         command = [sys.executable, __file__, "--users", str(n), "--turns", str(turns), "--slate-size",
                    str(slate_size), "--seed", str(seed)] + (["--n-threads", str(n_threads)] if n_threads else [])
         env = {**os.environ, "PYTHONPATH": str(checkout.resolve())}
