@@ -1,4 +1,4 @@
-"""One trajectory schema: `simulate` and studies write exactly its columns and types, and the README lists them."""
+"""One trajectory schema: `simulate` and studies write exactly its columns and types, and the docs list them."""
 
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def test_a_study_shard_writes_exactly_the_schema(catalog: Catalog) -> None:
     assert all(g["time_days"].is_monotonic_increasing for _, g in frame.groupby(["arm", "user_id"]))
 
 
-def test_readme_documents_every_column_in_order() -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    table = readme[readme.index("| column | type | per | meaning |"):]
+def test_the_reference_documents_every_column_in_order() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "reference" / "trajectory.md").read_text()
+    table = page[page.index("| column | type | per | meaning |"):]
     documented = re.findall(r"^\| `(\w+)` \| (\w+) \| (turn|slot) \|", table.split("\n\n")[0], flags=re.M)
     assert documented == [(c.name, str(c.type), "slot" if c.per_slot else "turn") for c in COLUMNS]
