@@ -10,10 +10,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recoworld.agents import agent_labels
 from recoworld.bench.metrics import METRICS
 from recoworld.storage import write_bytes_atomic
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from recoworld.bench.runner import BenchResult
 
 RESULTS, LEADERBOARD, QUADRANT = "results.json", "leaderboard.md", "quadrant.png"
@@ -25,7 +28,7 @@ def results_dict(result: BenchResult) -> dict[str, Any]:
     k = result.offline_config.k
     return {
         "recoworld": recoworld.__version__,
-        "agents": result.agents,
+        "agents": agent_labels(result.agents),  # as the scenarios' and offline tables name them
         "scenarios": {
             run.scenario.name: {
                 "version": run.scenario.version,
@@ -104,11 +107,30 @@ def leaderboard(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: What the quadrant plot's grey lines are, printed under its panels.
+QUADRANT_NOTE = ("Grey lines: the agents' mean offline accuracy (dashed, vertical) and mean retention (dotted, "
+                 "horizontal). Top right: accurate offline and retaining online; bottom right: accurate but not "
+                 "retaining.")
+
+
 def quadrant_plot(data: dict[str, Any], path: Path) -> Path:
+    """`quadrant_figure` saved as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = quadrant_figure(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def quadrant_figure(data: dict[str, Any]) -> Figure:
     """Offline accuracy (x) against retention (y), one panel per scenario that reports retention.
 
     The dashed lines are the agents' means: top right is accurate offline and retaining
-    online, bottom right accurate but not retaining. Agents without an offline ranking are
+    online, bottom right accurate but not retaining. Each panel has a legend of its agents and
+    of the dashed lines, and the figure says in words what the lines are (`QUADRANT_NOTE`): a
+    reader of the PNG alone has nothing else to go by. Agents without an offline ranking are
     named under the panels instead of being placed anywhere."""
     import matplotlib
 
@@ -138,20 +160,19 @@ def quadrant_plot(data: dict[str, Any], path: Path) -> Path:
             xs.append(x)
             ys.append(y)
         if xs:
-            ax.axvline(sum(xs) / len(xs), color="grey", ls="--", lw=0.8)
-            ax.axhline(sum(ys) / len(ys), color="grey", ls="--", lw=0.8)
+            ax.axvline(sum(xs) / len(xs), color="grey", ls="--", lw=0.8, label="mean offline accuracy")
+            ax.axhline(sum(ys) / len(ys), color="grey", ls=":", lw=0.8, label="mean retention")
+            ax.legend(fontsize=7, loc="best", framealpha=0.85)
         ax.set_title(f"{name} v{sc['version']}", fontsize=10)
         ax.set_xlabel(f"offline {metric.upper()} (reference log, held out)")
         ax.set_ylabel("retention (share of days active)")
         ax.grid(alpha=0.3)
     if not panels:
         axes[0][0].text(0.5, 0.5, "no scenario reports retention", ha="center", va="center")
+    fig.text(0.01, 0.045 if missing else 0.012, QUADRANT_NOTE, fontsize=7, wrap=True)
     if missing:
         fig.text(0.01, 0.01, "not ranked offline (no point): " + "; ".join(f"{a} ({why})" for a, why in
                                                                            missing.items())[:300], fontsize=7)
     fig.suptitle("Offline accuracy against retention")
-    fig.tight_layout(rect=(0, 0.05 if missing else 0, 1, 0.95))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    fig.tight_layout(rect=(0, 0.09 if missing else 0.05, 1, 0.95))
+    return fig

@@ -28,12 +28,26 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 
 from recoworld.catalog import Catalog
+from recoworld.config import RewardConfig
+from recoworld.envs.observation import return_reward
 from recoworld.errors import RecoWorldError
+from recoworld.evaluation.axes import value_axis, zoom_note
+from recoworld.evaluation.exits import (
+    MEANING,
+    REASONS,
+    UNSTATED,
+    exit_counts,
+    exit_overview,
+    exit_quotes,
+    exit_shares,
+    interview_means,
+)
 from recoworld.evaluation.metrics import daily_activity, summarize
 from recoworld.stats import mean_ci
 
@@ -193,38 +207,73 @@ def _color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
+def _text_width(text: str, size: float = 10.5) -> float:
+    """A generous width in pixels of a label (DejaVu Sans averages 0.6 em a character): the charts are laid out
+    here, before any browser measures them, and a label must never be cut to fit."""
+    return 0.62 * size * len(text)
+
+
 def bar_chart(names: list[str], values: list[float], ci: list[float], title: str, ylabel: str) -> str:
-    w, h, left, bottom, top = 460, 260, 48, 56, 28
-    pw, ph = w - left - 12, h - bottom - top
-    vmax = max([v + (c if c == c else 0) for v, c in zip(values, ci) if v == v] + [1e-9])
-    ymax = 1.0 if vmax <= 1.0 else vmax * 1.1
+    """Bars with 95% CIs on an axis zoomed to the data (`recoworld.evaluation.axes`): retention that differs
+    by 0.02 around 0.4 must look different. A zoomed axis says so beside its label and breaks at its foot;
+    each bar carries its value, and names are written whole (slanted when wider than a bar)."""
+    err = [c if c == c else 0.0 for c in ci]
+    axis = value_axis([v - c for v, c in zip(values, err)], [v + c for v, c in zip(values, err)])
+    span = axis.top - axis.bottom
+    left, top = 62, 28
+    w = max(460, left + 12 + 64 * len(names))
+    pw, ph = w - left - 12, 176
     bw = pw / max(len(names), 1)
-    parts = [f'<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">',
+    longest = max((_text_width(n) for n in names), default=0.0)
+    slant = longest > bw * 0.95
+    bottom = 20 + (longest * 0.72 + 8 if slant else 14)
+    h = int(top + ph + bottom)
+    digits = axis.decimals()
+
+    def y(v: float) -> float:
+        return top + ph - (min(max(v, axis.bottom), axis.top) - axis.bottom) / span * ph
+
+    parts = [f'<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" '
+             f'data-axis-bottom="{axis.bottom:g}" data-axis-top="{axis.top:g}">',
              f'<text x="{w / 2}" y="16" class="title">{_esc(title)}</text>']
-    for t in np.linspace(0, ymax, 5):
-        y = top + ph - t / ymax * ph
-        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-                     f'<text x="{left - 4}" y="{y + 3:.1f}" class="tick" text-anchor="end">{t:.2f}</text>')
-    for i, (name, v, c) in enumerate(zip(names, values, ci)):
+    for t in axis.ticks():
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{y(t):.1f}" y2="{y(t):.1f}" class="grid"/>'
+                     f'<text x="{left - 4}" y="{y(t) + 3:.1f}" class="tick" text-anchor="end">{t:.{digits}f}</text>')
+    if axis.zoomed:  # the axis' foot is broken: the bars do not start at zero
+        foot = top + ph
+        parts.append(f'<path d="M{left - 6} {foot - 2}l12 -5M{left - 6} {foot + 3}l12 -5" class="break"/>')
+    for i, (name, v, c) in enumerate(zip(names, values, err)):
         if v != v:
             continue
-        x, y = left + i * bw + bw * 0.15, top + ph - v / ymax * ph
-        parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bw * 0.7:.1f}" height="{top + ph - y:.1f}" '
+        x, yv = left + i * bw + bw * 0.15, y(v)
+        cx = x + bw * 0.35
+        parts.append(f'<rect x="{x:.1f}" y="{yv:.1f}" width="{bw * 0.7:.1f}" height="{top + ph - yv:.1f}" '
                      f'fill="{_color(i)}"><title>{_esc(name)}: {v:.3f} ± {c:.3f}</title></rect>')
-        if c == c and c > 0:
-            cx, y0, y1 = x + bw * 0.35, top + ph - (v - c) / ymax * ph, top + ph - (v + c) / ymax * ph
+        if c > 0:
+            y0, y1 = y(v - c), y(v + c)
             parts.append(f'<path d="M{cx - 5:.1f} {y0:.1f}H{cx + 5:.1f}M{cx:.1f} {y0:.1f}V{y1:.1f}'
                          f'M{cx - 5:.1f} {y1:.1f}H{cx + 5:.1f}" class="err"/>')
-        parts.append(f'<text x="{x + bw * 0.35:.1f}" y="{top + ph + 14}" class="tick" text-anchor="middle">'
-                     f'{_esc(name[:16])}</text>')
-    parts.append(f'<text x="12" y="{top + ph / 2}" class="tick" transform="rotate(-90 12 {top + ph / 2})" '
-                 f'text-anchor="middle">{_esc(ylabel)}</text></svg>')
+        parts.append(f'<text x="{cx + 7:.1f}" y="{yv - 3:.1f}" class="tick value">{v:.3f}</text>')
+        ty = top + ph + 14
+        turn = f' transform="rotate(-45 {cx:.1f} {ty})"' if slant else ""
+        parts.append(f'<text x="{cx:.1f}" y="{ty}" class="tick name" text-anchor="{"end" if slant else "middle"}"'
+                     f'{turn}>{_esc(name)}</text>')
+    mid = top + ph / 2
+    parts.append(f'<text x="12" y="{mid}" class="tick" transform="rotate(-90 12 {mid})" '
+                 f'text-anchor="middle">{_esc(ylabel)}</text>')
+    if axis.zoomed:
+        parts.append(f'<text x="25" y="{mid}" class="tick zoom-note" transform="rotate(-90 25 {mid})" '
+                     f'text-anchor="middle">{_esc(zoom_note(axis))}</text>')
+    parts.append("</svg>")
     return "".join(parts)
 
 
 def line_chart(series: dict[str, list[float]], title: str, xlabel: str, ylabel: str) -> str:
-    w, h, left, bottom, top = 460, 260, 48, 40, 28
-    pw, ph = w - left - 110, h - bottom - top
+    """Lines of shares (0-1) by day, with a legend that names every series whole: the chart widens for long
+    names ("diverse / without") instead of cutting them into another series' name."""
+    legend = max(110.0, max((_text_width(n) for n in series), default=0.0) + 34)
+    w, h, left, bottom, top = int(350 + legend), 260, 48, 40, 28
+    pw, ph = w - left - legend, h - bottom - top
     n = max((len(v) for v in series.values()), default=1)
     xmax = max(n - 1, 1)
     parts = [f'<svg class="chart" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img">',
@@ -243,7 +292,7 @@ def line_chart(series: dict[str, list[float]], title: str, xlabel: str, ylabel: 
                      f'<title>{_esc(name)}</title></polyline>')
         ly = top + 10 + i * 16
         parts.append(f'<rect x="{left + pw + 10}" y="{ly - 8}" width="10" height="10" fill="{_color(i)}"/>'
-                     f'<text x="{left + pw + 24}" y="{ly + 1}" class="tick">{_esc(name[:14])}</text>')
+                     f'<text x="{left + pw + 24}" y="{ly + 1}" class="tick legend-name">{_esc(name)}</text>')
     parts.append(f'<text x="{left + pw / 2}" y="{h - 6}" class="tick" text-anchor="middle">{_esc(xlabel)}</text>'
                  f'<text x="12" y="{top + ph / 2}" class="tick" transform="rotate(-90 12 {top + ph / 2})" '
                  f'text-anchor="middle">{_esc(ylabel)}</text></svg>')
@@ -318,6 +367,107 @@ def segments_html(traj: pd.DataFrame, episodes: pd.DataFrame) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
+# ---------------------------------------------------------------------------------------------- why users left
+
+#: One colour per exit reason, the same in the table, its bars and the journeys.
+REASON_COLORS = {"bored": "#8172B3", "irrelevant": "#C44E52", "repetitive": "#DD8452", "out_of_time": "#4C72B0",
+                 "satisfied": "#55A868", "other": "#937860", UNSTATED: "#8C8C8C"}
+
+
+def journey_link(rec: str, user: str, session: int | None = None) -> str:
+    """The page's own address of one journey (`#rec=...&user=...&session=...`), which selects and scrolls to it."""
+    parts = [f"rec={quote(rec, safe='')}", f"user={quote(user, safe='')}"]
+    if session is not None:
+        parts.append(f"session={session}")
+    return "#" + "&".join(parts)
+
+
+def _share(share: float) -> str:
+    """A share in whole percent, where one exit in 300 reads "<1%" rather than a 0% that hides it."""
+    if share != share:
+        return "–"
+    return "<1%" if 0 < share < 0.005 else f"{share * 100:.0f}%"
+
+
+def _mix_bar(counts: pd.Series, reasons: list[str]) -> str:
+    """A recommender's exits as one 100% bar, a segment per reason."""
+    total = int(counts.sum())
+    if not total:
+        return '<span class="note">no exits</span>'
+    w, x, parts = 180.0, 0.0, ['<svg class="mix" width="180" height="12" viewBox="0 0 180 12" role="img">']
+    for reason in reasons:
+        part = w * int(counts[reason]) / total
+        if part > 0:
+            parts.append(f'<rect x="{x:.1f}" width="{part:.1f}" height="12" fill="{REASON_COLORS[reason]}">'
+                         f"<title>{_esc(reason)}: {int(counts[reason])} of {total}</title></rect>")
+            x += part
+    return "".join(parts) + "</svg>"
+
+
+def why_left_html(traj: pd.DataFrame, recommenders: list[str], embedded: dict[str, set[str]]) -> str:
+    """The "why users left" panel: per recommender the exits by reason (share and count, the largest share of
+    each reason across recommenders marked), the share who left for good and the mean interview, then the
+    users' own words per reason, each linked to a journey that said them when the explorer holds it."""
+    counts = exit_counts(traj, recommenders)
+    shares = exit_shares(counts)
+    overview = exit_overview(traj, recommenders)
+    means = interview_means(traj).reindex(index=recommenders)
+    reasons = [r for r in REASONS if counts[r].sum() > 0]
+    if not reasons:
+        return '<p class="note" id="why-left-empty">No user ended a session in this run.</p>'
+    head = "".join(f'<th><i class="swatch" style="background:{REASON_COLORS[r]}"></i>{_esc(r)}</th>'
+                   for r in reasons)
+    top = {r: shares[r].max() for r in reasons}
+    rows = []
+    for rec in recommenders:
+        o = overview.loc[rec]
+        cells = []
+        for r in reasons:
+            share, n = shares.at[rec, r], int(counts.at[rec, r])
+            mark = ' class="most"' if share == share and share == top[r] and len(recommenders) > 1 else ""
+            cells.append(f'<td{mark} data-reason="{_esc(r)}" data-count="{n}">{_share(share)} '
+                         f"<small>({n})</small></td>")
+        rows.append(f'<tr data-rec="{_esc(rec)}"><th>{_esc(rec)}</th><td>{int(o["exits"])}</td>'
+                    f'<td>{int(o["left_for_good"])}</td><td>{_fmt(o["interview_mean"], "{:.2f}")}</td>'
+                    f"<td>{_mix_bar(counts.loc[rec], reasons)}</td>{''.join(cells)}</tr>")
+    table = (f'<table class="data exits"><thead><tr><th>recommender</th><th>sessions ended</th>'
+             f"<th>left for good</th><th>interview (1-5)</th><th>mix</th>{head}</tr></thead>"
+             f"<tbody>{''.join(rows)}</tbody></table>")
+    meaning = "".join(f"<li><b>{_esc(r)}</b>: {_esc(MEANING[r])}</li>" for r in reasons)
+    quotes = exit_quotes(traj)
+    cards = []
+    for rec in recommenders:
+        said = quotes.get(rec, {})
+        if not said:
+            body = '<p class="note">No user left a session with words.</p>' if overview.at[rec, "exits"] else \
+                '<p class="note">No user ended a session.</p>'
+        else:
+            items = []
+            for reason, picked in said.items():
+                n = int(counts.at[rec, reason])
+                mean = means.at[rec, reason] if rec in means.index else float("nan")
+                lines = []
+                for q in picked:
+                    if q.user_id in embedded.get(rec, set()):
+                        who = (f'<a class="journey-link" href="{_esc(journey_link(rec, q.user_id, q.session))}">'
+                               f"{_esc(q.user_id)}, session {q.session}</a>")
+                    else:
+                        who = f"{_esc(q.user_id)}, session {q.session}"
+                    interview = "" if q.interview_score is None and q.interview is None else (
+                        f' · interview {q.interview_score if q.interview_score is not None else "–"}/5'
+                        + (f' <q class="interview">{_esc(q.interview)}</q>' if q.interview else ""))
+                    lines.append(f'<li><q class="exit-text">{_esc(q.text)}</q> <small>×{q.count}</small> '
+                                 f'<span class="who">— {who}{interview}</span></li>')
+                items.append(f'<li class="reason" data-reason="{_esc(reason)}"><span class="exit-reason" '
+                             f'style="border-color:{REASON_COLORS[reason]}">{_esc(reason)}</span> {n} exit'
+                             f'{"" if n == 1 else "s"}, {_share(shares.at[rec, reason])}, '
+                             f'mean interview {_fmt(mean, "{:.1f}")}<ul>{"".join(lines)}</ul></li>')
+            body = f'<ul class="reasons">{"".join(items)}</ul>'
+        cards.append(f'<div class="exit-quotes" data-rec="{_esc(rec)}"><h3>{_esc(rec)}</h3>{body}</div>')
+    return (f'{table}<ul class="meaning note">{meaning}</ul>'
+            f'<div class="quote-cards">{"".join(cards)}</div>')
+
+
 # ---------------------------------------------------------------------------------------------- explorer data
 
 
@@ -331,19 +481,56 @@ def _num(v: Any, digits: int = 3) -> float | None:
     return None if math.isnan(f) else round(f, digits)
 
 
+def _text(v: Any) -> str | None:
+    return v if isinstance(v, str) and v else None
+
+
+def _int(v: Any) -> int | None:
+    f = _num(v)
+    return None if f is None else int(f)
+
+
+def reward_config(manifest: dict[str, Any]) -> RewardConfig | None:
+    """The run's reward weights, from its manifest's world config; None when the manifest has none (a study's)
+    or it does not validate, since a guess at the weights would misstate the session-end term."""
+    world = _world_config(manifest)
+    if not world:
+        return None
+    try:
+        return RewardConfig.model_validate(world.get("reward") or {})
+    except ValueError:
+        return None
+
+
+def session_end_terms(turns: pd.DataFrame, reward: RewardConfig) -> list[float | None]:
+    """Per turn row, the session-end term of its reward (`recoworld.envs.observation.return_reward`): the
+    return bonus for its gap, or the churn penalty; None on turns the user did not leave."""
+    left = turns["left"].astype(bool).to_numpy()
+    gap = np.where(turns["churned"].astype(bool).to_numpy(), np.inf,
+                   turns["return_gap_days"].to_numpy(np.float64, na_value=np.nan))
+    terms = np.where(np.isnan(gap), 0.0, return_reward(reward, gap))  # no gap and no churn: nothing was added
+    return [_num(t) if lft else None for t, lft in zip(terms.tolist(), left)]
+
+
 def journey_data(run: RunData, max_users: int = MAX_USERS) -> dict[str, Any]:
     """The explorer's data: per recommender, up to `max_users` users, each a list of turns.
 
     A turn is `[session, turn, time_days, reward, instruction, left, gap, churned, intent_match,
-    trace, items, reactions, dwell (tenths of a minute), satisfaction, fatigue]`; `reactions` is
-    one character per slot (`u` unseen, else the reaction code); `items` maps item ids to
-    `[title, topic index]` and `topics` lists topic names.
+    trace, items, reactions, dwell (tenths of a minute), satisfaction, fatigue, exit_reason,
+    exit_text, interview_score, interview, session_end]`; `reactions` is one character per slot
+    (`u` unseen, else the reaction code); `items` maps item ids to `[title, topic index]` and
+    `topics` lists topic names. `session_end` is the part of `reward` the env added because the
+    session ended (the return bonus, or the churn penalty): without it a turn of ten skips would
+    show a reward of 7 and nobody would know why. It is null on other turns, and when the run
+    names no world config (`session_end_known` is then false and the page only says the reward
+    includes it).
     """
     traj = run.trajectories
     mindset = "satisfaction" in traj and bool(traj["satisfaction"].notna().any())
     eps = run.episodes.set_index(["recommender", "user_id"]) if len(run.episodes) else None
     out: dict[str, Any] = {"recommenders": [], "users": {}, "shown": {}, "total": {}}
     used: set[int] = set()
+    reward = reward_config(run.manifest)
     for rec, frame in traj.groupby("recommender", sort=False):
         ids = list(dict.fromkeys(frame["user_id"]))
         keep = ids[:max_users]
@@ -359,7 +546,9 @@ def journey_data(run: RunData, max_users: int = MAX_USERS) -> dict[str, Any]:
         first = frame.iloc[starts]
         cols = {c: first[c].tolist() for c in ("user_id", "segment", "session", "turn", "time_days", "turn_reward",
                                                "instruction", "left", "return_gap_days", "churned", "intent_match",
-                                               "agent_trace")}
+                                               "agent_trace", "exit_reason", "exit_text", "interview_score",
+                                               "interview")}
+        ends = session_end_terms(first, reward) if reward is not None else [None] * len(starts)
         sat = first["satisfaction"].tolist() if mindset else [None] * len(starts)
         fat = first["fatigue"].tolist() if mindset else [None] * len(starts)
         users: list[dict[str, Any]] = []
@@ -381,7 +570,8 @@ def journey_data(run: RunData, max_users: int = MAX_USERS) -> dict[str, Any]:
                 int(bool(cols["left"][k])), _num(cols["return_gap_days"][k]), int(bool(cols["churned"][k])),
                 _num(cols["intent_match"][k], 2), json.loads(trace) if isinstance(trace, str) else None,
                 items[a:b].tolist(), "".join("u" if r < 0 else str(r) for r in reactions[a:b]),
-                dwell[a:b].tolist(), _num(sat[k]), _num(fat[k]),
+                dwell[a:b].tolist(), _num(sat[k]), _num(fat[k]), _text(cols["exit_reason"][k]),
+                _text(cols["exit_text"][k]), _int(cols["interview_score"][k]), _text(cols["interview"][k]), ends[k],
             ])
         out["recommenders"].append(rec)
         out["users"][rec] = users
@@ -395,6 +585,8 @@ def journey_data(run: RunData, max_users: int = MAX_USERS) -> dict[str, Any]:
         out["topics"] = [f"topic {k}" for k in range(int(traj["topic"].max()) + 1)]
         out["items"] = {str(i): [f"item {i}", int(topics.get(i, 0))] for i in sorted(used)}
     out["mindset"] = bool(mindset)
+    out["session_end_known"] = reward is not None
+    out["reason_colors"] = REASON_COLORS
     out["horizon"] = run.horizon_days
     out["max_users"] = max_users
     return out
@@ -421,6 +613,8 @@ def build_report(run: RunData, max_users: int = MAX_USERS) -> str:
                    "Users not churned", "day", "share of users"),
     ]
     data = journey_data(run, max_users)
+    embedded = {r: {u["id"] for u in data["users"][r]} for r in data["recommenders"]}
+    why_left = why_left_html(traj, data["recommenders"], embedded)
     capped = [f"{_esc(r)}: {data['shown'][r]} of {data['total'][r]}" for r in data["recommenders"]
               if data["shown"][r] < data["total"][r]]
     cap_note = (f"The explorer holds at most {max_users} users per recommender ({'; '.join(capped)}); "
@@ -446,6 +640,7 @@ def build_report(run: RunData, max_users: int = MAX_USERS) -> str:
         summary=summary_html(summary, eps),
         charts="".join(charts),
         segments=segments_html(traj, eps),
+        why_left=why_left,
         cap_note=cap_note,
         catalog_note=_esc(run.catalog_note),
         mindset_note=mindset_note,
@@ -527,6 +722,19 @@ svg .grid { stroke: #eee; } svg .err { stroke: #222; stroke-width: 1.3; fill: no
 .left { color: #b42318; font-weight: 600; margin-top: 4px; } .churn { color: #fff; background: #b42318;
         padding: 1px 6px; border-radius: 3px; }
 details.trace pre { background: #f6f8fa; padding: 6px; overflow-x: auto; font-size: 11.5px; max-height: 300px; }
+.exits td.most { background: #fff1e0; font-weight: 600; } .exits small { color: var(--muted); }
+i.swatch { display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: middle; }
+ul.meaning { margin: 4px 0 8px; padding-left: 18px; columns: 2; }
+.quote-cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 10px; }
+.exit-quotes { background: #fff; border: 1px solid var(--line); border-radius: 6px; padding: 6px 12px; }
+.exit-quotes h3 { margin: 2px 0 4px; font-size: 14px; } ul.reasons { padding-left: 0; list-style: none; margin: 0; }
+ul.reasons > li { margin: 6px 0; } ul.reasons ul { margin: 2px 0; padding-left: 16px; }
+.exit-reason { border-left: 4px solid #888; padding: 0 5px; font-weight: 600; background: #f4f4f6; }
+q.exit-text { font-style: italic; } q.interview { color: var(--muted); font-style: italic; }
+.why { margin: 2px 0 0 0; } .interview-line { color: var(--muted); font-size: 12.5px; }
+.end-term { color: #7a4d00; } svg .break { stroke: #444; stroke-width: 1.3; fill: none; }
+svg .zoom-note { fill: #b45309; } svg .value { font-size: 9.5px; fill: #222; }
+#timeline text.tl-gap { font-size: 9.5px; fill: #888; }
 #js-errors { color: #b42318; background: #fff0f0; padding: 6px; }
 .legend span { margin-right: 10px; font-size: 12px; } .legend i { display: inline-block; width: 11px; height: 11px;
   border: 1px solid #aaa; vertical-align: middle; margin-right: 3px; }
@@ -576,7 +784,7 @@ _JS = r"""
     sessions.forEach(function (s) {
       s.start = s.turns[0][2]; s.end = s.turns[s.turns.length - 1][2];
       var last = s.turns[s.turns.length - 1];
-      s.left = !!last[5]; s.gap = last[6]; s.churned = !!last[7];
+      s.left = !!last[5]; s.gap = last[6]; s.churned = !!last[7]; s.reason = last[15];
     });
     return sessions;
   }
@@ -591,16 +799,30 @@ _JS = r"""
       s.appendChild(svg('line', {x1: x(d), x2: x(d), y1: 36, y2: 44, stroke: '#bbb'}));
       s.appendChild(svg('text', {x: x(d), y: 60, 'font-size': 10, 'text-anchor': 'middle', fill: '#555'}, 'd' + d));
     }
+    box.appendChild(s);  // in the page first, so the gap labels can be measured
+    // Gap labels sit between sessions, in the first of two rows where they clear the previous label; one that
+    // fits in neither is left out (the gap stays in the session's tooltip and heading).
+    var rows = [28, 17], rowEnd = [-Infinity, -Infinity];
     sessions.forEach(function (se, i) {
       if (se.gap !== null && se.gap !== undefined && i + 1 < sessions.length) {
         var gx = (x(se.end) + x(sessions[i + 1].start)) / 2;
-        s.appendChild(svg('text', {x: gx, y: 28, 'font-size': 9.5, 'text-anchor': 'middle', fill: '#888'},
-                          fmt(se.gap, 1) + 'd'));
+        var label = svg('text', {x: gx.toFixed(1), y: rows[0], 'text-anchor': 'middle', 'class': 'tl-gap'},
+                        fmt(se.gap, 1) + 'd');
+        s.appendChild(label);
+        var half = label.getComputedTextLength() / 2, row = -1;
+        for (var r = 0; r < rows.length && row < 0; r++) if (gx - half >= rowEnd[r] + 3) row = r;
+        if (row < 0) { s.removeChild(label); }
+        else {
+          label.setAttribute('y', rows[row]); label.setAttribute('data-width', (2 * half).toFixed(1));
+          rowEnd[row] = gx + half;
+        }
       }
       var rect = svg('rect', {x: x(se.start) - 3, y: 32, width: Math.max(x(se.end) - x(se.start), 0) + 6, height: 16,
                               rx: 3, fill: '#4C72B0', 'class': 'tl-session', 'data-session': se.n, cursor: 'pointer'});
       rect.appendChild(svg('title', {},
-                           'session ' + se.n + ': day ' + fmt(se.start, 2) + ', ' + se.turns.length + ' turns'));
+                           'session ' + se.n + ': day ' + fmt(se.start, 2) + ', ' + se.turns.length + ' turns' +
+                           (se.reason ? ', left: ' + se.reason : '') +
+                           (se.gap !== null && se.gap !== undefined ? ', away ' + fmt(se.gap, 2) + ' days' : '')));
       rect.addEventListener('click', function () {
         var target = document.getElementById('session-' + se.n);
         if (target) target.scrollIntoView({behavior: 'smooth'});
@@ -610,7 +832,6 @@ _JS = r"""
         s.appendChild(svg('text', {x: x(se.end) + 6, y: 45, 'font-size': 13, fill: '#b42318'}, '✖ churned'));
       }
     });
-    box.appendChild(s);
   }
 
   function mindset(user) {
@@ -633,6 +854,21 @@ _JS = r"""
     });
     s.appendChild(svg('text', {x: (W - R + L) / 2, y: H - 4, 'font-size': 10, 'text-anchor': 'middle'}, 'day'));
     box.appendChild(s);
+  }
+
+  // The reward of a turn that ends a session holds the env's session-end term (the return bonus for the gap,
+  // or the churn penalty): shown apart, so ten skips with "reward 7.35" explain themselves.
+  function endTerm(t) {
+    var span = el('span', {'class': 'end-term', title: 'at session end the env adds return_bonus × exp(−gap / ' +
+                           'return_tau_days) when the user will come back, or churn_penalty when they never do'});
+    if (t[19] === null) {
+      span.textContent = DATA.session_end_known ? '' : ' (includes the session-end return term)';
+    } else {
+      var slatePart = t[3] - t[19];
+      span.textContent = ' = ' + fmt(slatePart, 2) + ' from the slate ' + (t[19] < 0 ? '− ' : '+ ') +
+        fmt(Math.abs(t[19]), 2) + (t[7] ? ' churn penalty' : ' return bonus') + ' (session end)';
+    }
+    return span;
   }
 
   function slate(t) {
@@ -669,14 +905,18 @@ _JS = r"""
       var hasGap = se.gap !== null && se.gap !== undefined;
       var after = se.churned ? 'then left for good'
         : (hasGap ? 'then away ' + fmt(se.gap, 2) + ' days' : (se.left ? 'then left' : 'horizon reached'));
-      h.appendChild(el('span', {'class': 'gap'}, '— ' + after));
+      h.appendChild(el('span', {'class': 'gap'}, '— ' + after + (se.reason ? ' (' + se.reason + ')' : '')));
       box.appendChild(h);
       se.turns.forEach(function (t) {
         var turn = el('div', {'class': 'turn', 'data-turn': t[1]});
-        var head = 'turn ' + t[1] + ' · t=' + fmt(t[2], 3) + 'd · reward ' + fmt(t[3], 2);
-        if (t[8] !== null) head += ' · intent match ' + fmt(t[8], 2);
-        if (DATA.mindset && t[13] !== null) head += ' · satisfaction ' + fmt(t[13], 2) + ' · fatigue ' + fmt(t[14], 2);
-        turn.appendChild(el('div', {'class': 'turn-head'}, head));
+        var head = el('div', {'class': 'turn-head'}, 'turn ' + t[1] + ' · t=' + fmt(t[2], 3) + 'd · reward ' +
+                      fmt(t[3], 2));
+        if (t[5]) head.appendChild(endTerm(t));
+        var more = '';
+        if (t[8] !== null) more += ' · intent match ' + fmt(t[8], 2);
+        if (DATA.mindset && t[13] !== null) more += ' · satisfaction ' + fmt(t[13], 2) + ' · fatigue ' + fmt(t[14], 2);
+        head.appendChild(document.createTextNode(more));
+        turn.appendChild(head);
         if (t[4]) turn.appendChild(el('div', {'class': 'instruction'}, '“' + t[4] + '”'));
         turn.appendChild(slate(t));
         if (t[9]) {
@@ -692,6 +932,22 @@ _JS = r"""
           var left = el('div', {'class': 'left'}, text);
           if (t[7]) left.appendChild(el('span', {'class': 'churn'}, 'churned'));
           turn.appendChild(left);
+          if (t[15] || t[16]) {
+            var why = el('div', {'class': 'why'});
+            if (t[15]) {
+              why.appendChild(el('span', {'class': 'exit-reason', style: 'border-color:' +
+                                          (DATA.reason_colors[t[15]] || '#888')}, t[15]));
+              why.appendChild(document.createTextNode(' '));
+            }
+            if (t[16]) why.appendChild(el('q', {'class': 'exit-text'}, t[16]));
+            turn.appendChild(why);
+          }
+        }
+        if (t[17] !== null || t[18]) {
+          var iv = el('div', {'class': 'interview-line'},
+                      'Interview: ' + (t[17] !== null ? t[17] + '/5 ' : ''));
+          if (t[18]) iv.appendChild(el('q', {'class': 'interview'}, t[18]));
+          turn.appendChild(iv);
         }
         box.appendChild(turn);
       });
@@ -705,18 +961,40 @@ _JS = r"""
   DATA.recommenders.forEach(function (r) { recSel.appendChild(el('option', {value: r}, r)); });
   recSel.addEventListener('change', function () { fillUsers(); render(); });
   userSel.addEventListener('change', render);
-  // `report.html#rec=NAME&user=ID` opens that journey
-  var wanted = {};
-  location.hash.replace(/^#/, '').split('&').forEach(function (kv) {
-    var i = kv.indexOf('=');
-    if (i > 0) wanted[decodeURIComponent(kv.slice(0, i))] = decodeURIComponent(kv.slice(i + 1));
-  });
-  if (wanted.rec && DATA.users[wanted.rec]) recSel.value = wanted.rec;
-  fillUsers();
-  if (wanted.user) {
-    (DATA.users[recSel.value] || []).forEach(function (u, i) { if (u.id === wanted.user) userSel.value = String(i); });
+  // `report.html#rec=NAME&user=ID[&session=N]` opens that journey and scrolls to it (to that session when
+  // given); the quotes of "why users left" link here, so the hash is read again whenever it changes.
+  function wantedJourney() {
+    var wanted = {};
+    location.hash.replace(/^#/, '').split('&').forEach(function (kv) {
+      var i = kv.indexOf('=');
+      if (i > 0) wanted[decodeURIComponent(kv.slice(0, i))] = decodeURIComponent(kv.slice(i + 1));
+    });
+    return wanted;
   }
-  render();
+  function openJourney(wanted) {
+    if (wanted.rec && DATA.users[wanted.rec]) recSel.value = wanted.rec;
+    fillUsers();
+    var found = false;
+    if (wanted.user) {
+      (DATA.users[recSel.value] || []).forEach(function (u, i) {
+        if (u.id === wanted.user) { userSel.value = String(i); found = true; }
+      });
+      if (!found) document.getElementById('user-count').textContent += ' · user ' + wanted.user +
+        ' is not among the users embedded in this page';
+    }
+    render();
+    var target = (found && wanted.session && document.getElementById('session-' + wanted.session)) ||
+                 document.getElementById('journeys');
+    target.scrollIntoView({block: 'start'});
+    document.body.setAttribute('data-scrolled-to', target.id);
+    document.body.setAttribute('data-scroll-y', String(Math.round(window.scrollY)));
+  }
+  var first = wantedJourney();
+  if (first.rec || first.user) { openJourney(first); } else { fillUsers(); render(); }
+  window.addEventListener('hashchange', function () {
+    var wanted = wantedJourney();
+    if (wanted.rec || wanted.user) openJourney(wanted);
+  });
   document.body.setAttribute('data-explorer-ready', '1');
 })();
 """
@@ -743,7 +1021,14 @@ _PAGE = """<!DOCTYPE html>
 <h2>Per segment</h2>
 <p class="note">Retention ± 95% CI per population segment; CTR over the items each segment saw.</p>
 {segments}
-<h2>User journeys</h2>
+<h2 id="why-left">Why users left</h2>
+<p class="note">Each time a user ended a session they gave a reason (<code>exit_reason</code>), said why in their
+own words (<code>exit_text</code>) and answered an end-of-session interview (a score from 1, fed up, to 5,
+delighted, and a sentence). Shares are of each recommender's ended sessions (a session still open at the horizon
+is not an exit); the largest share of each reason across recommenders is marked. Under the table, the words users
+said most per reason; a linked name opens that journey at that session.</p>
+<div id="why-left-panel">{why_left}</div>
+<h2 id="journeys">User journeys</h2>
 <p class="note">{cap_note} {catalog_note}. {mindset_note}</p>
 <div class="controls">
 <label>recommender <select id="rec-select"></select></label>

@@ -25,6 +25,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from recoworld.catalog import Catalog
+from recoworld.evaluation.axes import value_axis, zoom_note
 from recoworld.evaluation.metrics import daily_activity, summarize
 from recoworld.evaluation.report import plot_retention
 from recoworld.storage import write_atomic
@@ -111,7 +113,10 @@ def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
 
 
 def plot_segments(summary: pd.DataFrame, path: Path) -> Path:
-    """Retention (95% CI) and reach per segment, one bar per recommender x arm."""
+    """Retention (95% CI) and reach per segment, one bar per recommender x arm, each named whole in the legend.
+
+    Each axis is zoomed to its data (`recoworld.evaluation.axes`) and says so in its label: arms whose
+    retention differs by 0.02 look equal on a 0-1 axis."""
     segs = summary[summary["segment"] != ALL]
     segments = list(dict.fromkeys(segs["segment"]))
     groups = list(dict.fromkeys(zip(segs["recommender"], segs["arm"])))
@@ -123,13 +128,19 @@ def plot_segments(summary: pd.DataFrame, path: Path) -> Path:
         offset = x - 0.4 + width * (j + 0.5)
         ax_ret.bar(offset, g["retention"], width, yerr=g["retention_ci"].fillna(0), capsize=3, label=f"{rec}/{arm}")
         ax_reach.bar(offset, g["reach"], width, label=f"{rec}/{arm}")
-    for ax, title in ((ax_ret, "Retention per segment (95% CI)"), (ax_reach, "Reach of the new content")):
+    ci = segs["retention_ci"].fillna(0)
+    axes = (
+        (ax_ret, "Retention per segment (95% CI)", "share of days active",
+         value_axis(segs["retention"] - ci, segs["retention"] + ci)),
+        (ax_reach, "Reach of the new content", "share of users who saw a new item",
+         value_axis(segs["reach"], segs["reach"])),
+    )
+    for ax, title, ylabel, axis in axes:
         ax.set_xticks(x, segments)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(axis.bottom, axis.top)
         ax.set_title(title)
+        ax.set_ylabel(ylabel + (f"\n({zoom_note(axis)})" if axis.zoomed else ""))
         ax.legend(fontsize=8)
-    ax_ret.set_ylabel("share of days active")
-    ax_reach.set_ylabel("share of users who saw a new item")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -147,11 +158,17 @@ def write_report(
     target: str | None = None,
     notes: list[str] | None = None,
     llm_users: bool = False,
+    catalog: Catalog | None = None,
 ) -> tuple[Path, pd.DataFrame]:
     """Write `summary.csv`, `effects.csv`, two plots and `report.md` under `out`; returns the report and summary.
 
-    `llm_users` adds the LLM fallback rate to the per-segment table (it is always in `summary.csv`)."""
+    `llm_users` adds the LLM fallback rate to the per-segment table (it is always in `summary.csv`).
+    `catalog`, the items the study played (the creator's included: `StudySetup.catalog`), is written as
+    `catalog.parquet`, from which the HTML report (`recoworld report`) shows titles and topics instead of
+    item ids: a study's manifest names no catalog it could rebuild."""
     out = Path(out)
+    if catalog is not None:
+        catalog.to_parquet(out / "catalog.parquet")
     summary = segment_summary(trajectories, episodes, target)
     effects = creator_effects(summary)
     write_atomic(out / "summary.csv", summary.to_csv(index=False))
