@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from recoworld.agents import plugins
@@ -126,8 +126,9 @@ def make_recommender(
 
 
 def check_recommender_names(names: list[str]) -> None:
-    """Raise `ConfigError` for the first unknown name, or a `module:Class` reference that does not
-    load a `Recommender`, before any work starts on the others."""
+    """Raise `ConfigError` for the first unknown name, a `module:Class` reference that does not
+    load a `Recommender`, or two names that runs would label alike (`agent_labels`), before any
+    work starts on the others."""
     import difflib
 
     check_distinct(names, "recommender")
@@ -147,6 +148,37 @@ def check_recommender_names(names: list[str]) -> None:
             f"unknown agent {name!r}; known agents: {', '.join(known)}, {RLLIB_PREFIX}PATH, "
             "or your own module:Class / file.py:Class" + (f". Did you mean {hint[0]!r}?" if hint else "")
         )
+    agent_labels(names)
+
+
+def agent_label(name: str) -> str:
+    """What runs call the recommender `name` builds, in their tables, file names, plots and reports:
+    a `module:Class` or `file.py:Class` reference by its class's `name` (`plugins.label`, whose
+    module docstring has the rules), any other name as it is."""
+    if name.startswith(RLLIB_PREFIX) or name in AGENTS or name in LLM_AGENTS or not plugins.is_reference(name):
+        return name
+    return plugins.label(name)
+
+
+def agent_labels(names: Sequence[str]) -> list[str]:
+    """`agent_label` of each name, in order. Two names labelled alike, or a reference labelled like a
+    built-in or installed recommender, raise `ConfigError` naming both: one's results would be read
+    as the other's, and their files would overwrite each other."""
+    builtin = {known: f"the built-in recommender {known!r}" for known in [*AGENTS, *LLM_AGENTS]}
+    builtin.update({known: f"the installed plug-in {known!r}" for known in plugins.plugin_names()})
+    seen: dict[str, str] = {}  # label -> the first name labelled so
+    labels: list[str] = []
+    for name in names:
+        label = agent_label(name)
+        if label != name and label in builtin:
+            raise ConfigError(f"agent {name!r} is named {label!r} (its class's `name`), as is {builtin[label]}; "
+                              "give the class another `name`")
+        other = seen.setdefault(label, name)
+        if other != name:
+            raise ConfigError(f"agents {other!r} and {name!r} are both named {label!r}: their tables and files "
+                              "would mix; give one class another `name`")
+        labels.append(label)
+    return labels
 
 
 _LAZY = {
@@ -189,6 +221,8 @@ __all__ = [
     "SlateTSConfig",
     "SlateTSRecommender",
     "ToolRecRecommender",
+    "agent_label",
+    "agent_labels",
     "check_recommender",
     "check_recommender_names",
     "make_recommender",

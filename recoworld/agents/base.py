@@ -1,8 +1,72 @@
 """The recommender contract: act on what a platform sees, learn from what users do.
 
-`act(observation, info)` returns a slate of candidate positions (shape `(slate_size,)`),
-exactly the env's action. `observe(reactions, info)` receives the feedback of the
-slate just shown, with the env's step `info`. Recommenders never see the mindset.
+A recommender is a `Recommender` subclass. Runs (`recoworld simulate`, `bench`, `study`,
+`train`'s evaluation) build it by name, or yours by reference (`module:Class`,
+`file.py:Class`, `recoworld.agents.plugins`), as `Class(slate_size, seed=seed)`, adding
+`catalog=catalog` (a `recoworld.catalog.Catalog`) when the constructor takes one.
+`recoworld check-agent SPEC` (or `recoworld.agents.check.check_recommender`) tries it
+before a run does. Recommenders never see the user's hidden mindset.
+
+## Name
+`name` (a class attribute, a str) is what runs call a recommender in tables, file names
+(`trajectories/<name>.parquet`), plots, leaderboards and reports: 1 to 64 ASCII letters,
+digits, `.`, `_` or `-`, starting with a letter or digit. A class that sets none is called
+by its class name; two recommenders of one run with the same name, or yours named like a
+built-in one (`greedy`), are an error before the run starts.
+
+## Calls, in order
+1. `begin_episode(seed)`: a new user arrives (an episode is one user over the horizon).
+   `simulate` plays every user with one instance, so what it learns carries over users;
+   a study builds an instance per user. The default reseeds `self.rng`.
+2. `act(observation, info) -> slate`, once per turn.
+3. `observe(reactions, info)`: the feedback on the slate just shown; the default does nothing.
+
+## `act(observation, info)`
+`observation` is a dict of numpy arrays, one user's view of the platform
+(C = `n_candidates`, H = `history_len`, F = the catalog's `embedding_dim` + 3,
+D = `embedding_dim`):
+
+| key | shape, dtype | meaning |
+|---|---|---|
+| `candidate_ids` | (C,) int64 | catalog rows of this turn's candidates, in retrieval order |
+| `candidate_features` | (C, F) float32 | embedding, quality, log-duration, log-popularity |
+| `candidate_mask` | (C,) int8 | 1 = available, 0 = the user already consumed it this episode |
+| `history_ids` | (H,) int64 | the last items the user reviewed, oldest first; -1 = padding |
+| `history_features` | (H, F) float32 | their features (zeros for padding) |
+| `history_reactions` | (H,) int64 | -1 padding, 0 skip, 1 click, 2 like, 3 share |
+| `history_dwell` | (H,) float32 | minutes spent on each |
+| `instruction` | (4 + D,) float32 | latest instruction: [present, more, less, different] + direction in item space |
+| `context` | (4,) float32 | day, session index, turn in the session, days since the last session |
+
+`instruction` is zeros until the user first says what it wants; how much of it shows
+depends on the world's `instruction_channel` (`recoworld.envs.recoworld_env`).
+`info` is the env's info of the turn before (on a user's first turn: `user_id`, `segment`
+and the clock `day`, `session`, `turn`, `step`, `time_days`); from then on a
+`recoworld.envs.world.TurnInfo`, whose `instruction` is the text of what the user asked
+for (None when nothing) and `instruction_intent` its parsed intent. `logged_instruction`,
+`logged_intent` and `mindset` are for logs and the oracle: recommenders must not read them.
+
+It returns the slate: `slate_size` distinct candidate **positions** (indices into the
+candidate arrays, 0..C-1; not catalog ids), as integers, shape `(slate_size,)`, best
+first; a numpy int64 array is what the env's action space holds. `top_k(scores,
+observation)` turns (C,) scores into such a slate: the best available candidates first,
+consumed ones last, ties broken by retrieval order.
+
+## `observe(reactions, info)`
+`reactions` is (slate_size,) int: per slot, -1 unseen (the user left before it), 0 skip,
+1 click, 2 like, 3 share; `info` the turn's `TurnInfo` (dwell, `left`, `churned`,
+`exit_reason`, the instruction, ...).
+
+## Optional capabilities
+Runs look for these and use them only where a recommender has them:
+- `CatalogSearcher` (mix it in): `connect_search(search)` is handed the platform's catalog
+  search before each episode (`simulate`; None when search is off), to bring items from
+  the whole catalog into the candidates.
+- `last_trace`: an attribute read after each `act`; when set, a JSON-serialisable record of
+  how the slate was chosen, stored in the trajectories' `agent_trace` column (ToolRec's
+  reasoning).
+- `fallback_turns`: an int attribute, the turns so far decided by a fallback rather than the
+  recommender's own policy; its increase per episode is the summary's `fallback_turns`.
 """
 
 from __future__ import annotations
@@ -41,7 +105,7 @@ def blame(recommender: str, method: str, user_id: str, turn: int) -> Iterator[No
 
 
 class Recommender(ABC):
-    """Base class: subclasses implement `act`, and override the hooks they need."""
+    """Base class: subclasses implement `act`, set `name`, and override the hooks they need (module docstring)."""
 
     name: str = "recommender"
 
@@ -57,7 +121,8 @@ class Recommender(ABC):
             self.rng = np.random.default_rng(seed)
 
     @abstractmethod
-    def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray: ...
+    def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
+        """The slate: `slate_size` distinct candidate positions (int, shape `(slate_size,)`), best first."""
 
     def observe(self, reactions: np.ndarray, info: dict[str, Any]) -> None:  # noqa: B027
         """Feedback on the last slate; a no-op for agents that do not learn online."""

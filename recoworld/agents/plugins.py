@@ -9,8 +9,22 @@ it also takes a reference to a `Recommender` subclass:
   e.g. in its `pyproject.toml`: `[project.entry-points."recoworld.agents"] mine = "my_pkg:MyRecommender"`.
 
 The class is built as `Class(slate_size, seed=seed)`, with `catalog=catalog` added when its
-constructor takes a `catalog` argument. `check_recommender` (in `recoworld.agents.check`)
-tries such a class against a small world before a long run does.
+constructor takes a `catalog` argument. `check_recommender` (in `recoworld.agents.check`), or
+`recoworld check-agent SPEC` on the command line, tries such a class against a small world
+before a long run does.
+
+## Names
+Runs label a recommender in their tables, file names (`trajectories/<name>.parquet`), plots,
+leaderboards and reports. A `module:Class` or `file.py:Class` reference is labelled by its
+class's `name` attribute (`label`), read from the class before anything is built, so that
+a clash stops a run before it starts. A `name` is 1 to 64 ASCII letters, digits, `.`, `_`
+or `-`, starting with a letter or digit, so that it is a file name on every system and can
+never be mistaken for a reference. A class that does not set `name` (it inherits
+`Recommender.name`) is labelled by its class name, when that is such a name; a `name` that
+is set but unusable (empty, not a str, a path, spaces) is an error, since its author meant
+something else. An installed plug-in is labelled by its entry-point name, the name typed.
+Two recommenders of a run with one name, or a plug-in named like a built-in recommender,
+are an error naming both (`recoworld.agents.agent_labels`).
 """
 
 from __future__ import annotations
@@ -20,6 +34,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -31,6 +46,9 @@ from recoworld.errors import ConfigError
 
 #: The entry-point group installed plug-ins register their recommenders in.
 ENTRY_POINT_GROUP = "recoworld.agents"
+#: A label that is a file name everywhere (no separator, no leading dot, no space) and holds no `:`.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_NAME_RULE = "1 to 64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
 def is_reference(name: str) -> bool:
@@ -59,6 +77,25 @@ def load_class(name: str) -> type[Recommender]:
     if not hasattr(module, attr):
         raise ConfigError(f"agent {name!r}: {target} has no attribute {attr!r}")
     return _checked(getattr(module, attr), name)
+
+
+def label(name: str) -> str:
+    """What runs call the recommender that reference or plug-in `name` builds (see Names above)."""
+    if name in plugin_names():
+        return name
+    cls = load_class(name)
+    owner = next(c for c in cls.__mro__ if "name" in vars(c))  # Recommender declares one
+    if owner is Recommender:
+        if NAME_PATTERN.fullmatch(cls.__name__):
+            return cls.__name__
+        raise ConfigError(f"agent {name!r}: {cls.__name__} sets no `name`, and its class name cannot label it in "
+                          f"tables and file names; set one, e.g. name = \"my-recommender\" ({_NAME_RULE})")
+    value = vars(owner)["name"]
+    if not (isinstance(value, str) and NAME_PATTERN.fullmatch(value)):
+        where = cls.__name__ if owner is cls else f"{cls.__name__} (from {owner.__name__})"
+        raise ConfigError(f"agent {name!r}: {where}.name = {value!r} cannot label it in tables and file names; "
+                          f"a name is {_NAME_RULE}")
+    return value
 
 
 def build(name: str, catalog: Catalog, slate_size: int, seed: int | None) -> Recommender:

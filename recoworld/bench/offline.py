@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from recoworld.agents import LLM_AGENTS, AgentBuilder, Recommender, make_recommender
+from recoworld.agents import LLM_AGENTS, AgentBuilder, Recommender, agent_labels, make_recommender
 from recoworld.agents.log_rankers import log_observation
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel
@@ -87,19 +87,20 @@ def offline_accuracy(
     agents: list[str], config: OfflineConfig | None = None,
     build: AgentBuilder | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """{agent: {"ndcg@k": {"mean", "ci95", "n"}}} or {agent: {"not_ranked": reason}} for each agent."""
+    """{agent: {"ndcg@k": {"mean", "ci95", "n"}}} or {agent: {"not_ranked": reason}} for each agent, by its
+    label (`recoworld.agents.agent_label`: a plug-in's `name`)."""
     cfg = config or OfflineConfig()
     catalog, users = prepare_reference(cfg)
     make = build or (lambda name, cat, k, seed: make_recommender(name, cat, k, seed))
     out: dict[str, dict[str, Any]] = {}
-    for name in agents:
+    for spec, name in zip(agents, agent_labels(agents)):
         if name in NOT_RANKABLE or name in LLM_AGENTS:
             out[name] = {"not_ranked": NOT_RANKABLE.get(name, "an LLM recommender: ranking a log would call the "
                                                               "chat model once per user")}
             continue
         rng = np.random.default_rng([cfg.seed, *map(ord, name)])
         try:
-            ranker = OfflineRanker(make(name, catalog, cfg.k, cfg.seed), catalog, cfg.k, cfg.history_len, cfg.seed)
+            ranker = OfflineRanker(make(spec, catalog, cfg.k, cfg.seed), catalog, cfg.k, cfg.history_len, cfg.seed)
             ndcg = [user_metrics(ranker.scores(u, i), u.n_positives, cfg.k, rng)[1] for i, u in enumerate(users)]
         except Exception as err:  # any recommender's failure to rank is reported, not raised
             out[name] = {"not_ranked": f"cannot act on a log observation ({type(err).__name__}: {err})"[:300]}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from recoworld.agents import agent_labels
 from recoworld.calibration.calibrated import CalibratedWorld
 from recoworld.calibration.distill import MIN_AGENTS, Decisions
 from recoworld.errors import ConfigError
@@ -97,13 +98,14 @@ def rank_check(decisions: Decisions, surrogate: CalibratedWorld, seed: int | Non
         raise ConfigError("the run has no episodes/*.parquet (it did not finish); the rank check needs every "
                           "recommender's episodes")
     users = [p.user_id for p in surrogate.profiles]
-    llm = _tensor(decisions.user_sums, agents, users)
+    labels = agent_labels(agents)  # what the trajectories call them (a plug-in's `name`)
+    llm = _tensor(decisions.user_sums, labels, users)
     base = decisions.seed if seed is None else seed
     runs = []
     for r in range(replicas):
         cfg = SimulationConfig(n_users=len(users), agents=agents, seed=base + r, world=surrogate.world)
         result = simulate(cfg, catalog=surrogate.catalog, profiles=surrogate.profiles)
-        runs.append(_tensor(user_sums(result.trajectories, result.episodes), agents, users))
+        runs.append(_tensor(user_sums(result.trajectories, result.episodes), labels, users))
     sur = np.mean(runs, axis=0)
     a, b = metrics(llm), metrics(sur)
     rho = _rhos(a, b)
@@ -115,7 +117,7 @@ def rank_check(decisions: Decisions, surrogate: CalibratedWorld, seed: int | Non
     for m, metric in enumerate(METRICS):
         lo, hi = percentile_ci(boot[:, m])
         ra, rb = pd.Series(-np.round(a[:, m], 9)).rank().to_numpy(), pd.Series(-np.round(b[:, m], 9)).rank().to_numpy()
-        for i, name in enumerate(agents):
+        for i, name in enumerate(labels):
             rows.append({"metric": metric, "recommender": name, "llm": a[i, m], "surrogate": b[i, m],
                          "llm_rank": ra[i], "surrogate_rank": rb[i], "spearman_rho": rho[m],
                          "rho_ci_low": lo, "rho_ci_high": hi,

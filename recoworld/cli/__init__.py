@@ -12,11 +12,12 @@ Commands parse flags and print; what they do lives in the library (`recoworld.ca
 | `study` | study |
 | `train` | train |
 | `files` | report, catalog |
+| `check_agent` | check-agent |
 """
 
 from __future__ import annotations
 
-from recoworld.cli import bench, distill, files, real_logs, simulate, study, train
+from recoworld.cli import bench, check_agent, distill, files, real_logs, simulate, study, train
 from recoworld.cli.common import app
 
 __all__ = ["app", "main"]
@@ -36,6 +37,7 @@ for _command in (
 ):
     app.command()(_command)
 app.command("catalog")(files.make_catalog)
+app.command("check-agent")(check_agent.check_agent)
 
 
 def main() -> None:

@@ -23,7 +23,14 @@ import pyarrow.parquet as pq
 from pydantic import Field, field_validator
 
 from recoworld import seeding
-from recoworld.agents import AgentBuilder, CatalogSearcher, Recommender, make_recommender, mindset_ready
+from recoworld.agents import (
+    AgentBuilder,
+    CatalogSearcher,
+    Recommender,
+    agent_labels,
+    make_recommender,
+    mindset_ready,
+)
 from recoworld.agents.base import blame
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import StrictModel, WorldConfig, load_config
@@ -155,16 +162,17 @@ def simulate(
         profiles = draw_profiles(profiles, cfg.n_users, pop_rng)
     episode_seeds = [int(s) for s in seeding.stream(cfg.seed, seeding.EPISODES).generate_state(len(profiles),
                                                                                                dtype=np.uint32)]
+    labels = agent_labels(cfg.agents)  # a plug-in's `name`, not its reference, in tables and file names
     folder = None
     if out is not None:
-        _distinct_files(cfg.agents)
+        _distinct_files(labels)
         folder = RunFolder.open(out, "simulate", run_identity(cfg, catalog, profiles, build_agent),
                                 files=[EPISODES, SUMMARY, *also_writes], part_dirs=_PART_DIRS,
                                 overwrite=overwrite, inputs=inputs)
 
     trajectories, episodes, resumed = [], [], []
     stopped: str | None = None
-    for name in cfg.agents:
+    for spec, name in zip(cfg.agents, labels):
         if stopped is not None:
             break
         files = {kind: f"{kind}/{_safe(name)}.parquet" for kind in _PART_DIRS}
@@ -175,8 +183,8 @@ def simulate(
                 on_episode(name)  # type: ignore[misc]
             continue
         env = RecoWorldEnv(cfg.world, catalog=catalog, population=profiles)
-        agent = (build_agent(name, catalog, cfg.world.slate_size, cfg.seed) if build_agent is not None
-                 else make_recommender(name, catalog, cfg.world.slate_size, cfg.seed, llm=cfg.world.llm))
+        agent = (build_agent(spec, catalog, cfg.world.slate_size, cfg.seed) if build_agent is not None
+                 else make_recommender(spec, catalog, cfg.world.slate_size, cfg.seed, llm=cfg.world.llm))
         log = TrajectoryLog(catalog, name)
         rows = []
         for profile, seed in zip(profiles, episode_seeds):
@@ -202,7 +210,7 @@ def simulate(
         write_parquet_atomic(eps, folder.path / files["episodes"])
         folder.finish(name, complete=stopped is None, episodes=len(rows), rows=table.num_rows)
     if folder is not None:  # the results are what the files hold, whichever run wrote them
-        for name in cfg.agents:
+        for name in labels:
             part = folder.manifest["parts"].get(name)
             if part is not None and part.get("status") in ("complete", "incomplete"):
                 trajectories.append(pq.read_table(folder.path / part["files"]["trajectories"]))

@@ -58,7 +58,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recoworld import seeding
-from recoworld.agents import make_recommender, mindset_ready, uses_llm
+from recoworld.agents import agent_labels, make_recommender, mindset_ready, uses_llm
 from recoworld.agents.base import blame
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.envs.platform import hold_back
@@ -239,11 +239,11 @@ def run_shard(
         world=mindset_ready(spec.world, spec.recommenders), n_users=len(profiles), social=spec.social
     )
     tables, episodes = [], []
-    for recommender in spec.recommenders:
+    for recommender, label in zip(spec.recommenders, agent_labels(spec.recommenders)):
         for arm, release in release_day.items():
             env = PopulationParallelEnv(config, catalog=catalog, population=profiles, release_day=release)
-            log = TrajectoryLog(catalog, recommender, arm=arm, shard=shard, new_items=new_items)
-            episodes += _play(env, recommender, arm, world_seed, agent_seed, log)
+            log = TrajectoryLog(catalog, label, arm=arm, shard=shard, new_items=new_items)
+            episodes += _play(env, recommender, label, arm, world_seed, agent_seed, log)
             tables.append(log.table())
     eps = pd.DataFrame(episodes)
     eps.insert(2, "shard", shard)
@@ -253,12 +253,13 @@ def run_shard(
 def _play(
     env: PopulationParallelEnv,
     recommender: str,
+    label: str,
     arm: str,
     world_seed: int,
     agent_seed: int,
     log: TrajectoryLog,
 ) -> list[dict[str, Any]]:
-    """One episode of the world with one recommender instance per user slot."""
+    """One episode of the world with one instance of `recommender` per user slot, called `label` in the rows."""
     cat, k = env.catalog, env.config.world.slate_size
     obs, infos = env.reset(seed=world_seed)
     users = {a: str(infos[a].get("user_id", a)) for a in env.possible_agents}
@@ -292,7 +293,7 @@ def _play(
             if terms[a] or truncs[a]:
                 rows.append(
                     {
-                        "recommender": recommender,
+                        "recommender": label,
                         "arm": arm,
                         "user_id": info["user_id"],
                         "segment": info["segment"],
