@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recoworld.agents import make_recommender
+from recoworld.agents import agent_label, make_recommender
 from recoworld.calibration.fit_sessions import SECONDS_PER_DAY, SESSION_GAP_MINUTES, sessionize
 from recoworld.catalog import Catalog
 from recoworld.config import WorldConfig
@@ -91,7 +91,7 @@ def simulate_from_cutoff(
     gaps = first_gaps(world, profiles, absent, train_counts, seeds)
     env = RecoWorldEnv(world, catalog=catalog, population=list(profiles))
     recommender = make_recommender(agent, catalog, world.slate_size, seed, llm=world.llm)
-    log = TrajectoryLog(catalog, agent)
+    log = TrajectoryLog(catalog, agent_label(agent))
     stopped: str | None = None
     for profile, episode_seed, gap in zip(profiles, seeds, gaps.tolist()):
         if not gap < world.horizon_days:
