@@ -7,10 +7,12 @@ under CI=true.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
 import subprocess
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from recoworld.agents.baselines import GreedyRelevanceRecommender
 from recoworld.catalog import Catalog
 from recoworld.cli import app
 from recoworld.config import WorldConfig
+from recoworld.evaluation.exits import exit_counts
 from recoworld.evaluation.html_report import journey_data, load_run, write_report
 from recoworld.evaluation.simulation import SimulationConfig, simulate
 from recoworld.evaluation.trajectory import MINDSET_COLUMNS, SCHEMA
@@ -54,6 +57,15 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory, catalog: Catalog) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def crowded_dir(tmp_path_factory: pytest.TempPathFactory, catalog: Catalog) -> Path:
+    """Users with about twenty sessions in 40 days: their timeline has gaps a few pixels apart."""
+    out = tmp_path_factory.mktemp("crowded")
+    world = WorldConfig(**{**WORLD, "horizon_days": 40, "expose_mindset": False})
+    simulate(SimulationConfig(n_users=4, agents=["greedy"], seed=1, world=world), catalog=catalog, out=out)
+    return out
+
+
 def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
@@ -73,6 +85,22 @@ def _body(dom: str) -> dict[str, str]:
     tag = re.search(r"<body([^>]*)>", dom)
     assert tag, dom[:500]
     return dict(re.findall(r'([\w-]+)="([^"]*)"', tag.group(1)))
+
+
+def _dom(exe: str, tmp: Path, url: str) -> tuple[str, dict[str, str]]:
+    """The page's DOM after its script ran, and its body's attributes; the script must have raised nothing."""
+    done = _browser(exe, tmp, "--dump-dom", url)
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom, body = done.stdout, _body(done.stdout)
+    errors = re.search(r'<pre id="js-errors"[^>]*>(.*?)</pre>', dom, re.S)
+    assert body.get("data-js-errors") == "0", errors.group(1) if errors else dom[:2000]
+    return dom, body
+
+
+def _turns(run_dir: Path) -> pd.DataFrame:
+    """One row per turn of every recommender of a `simulate` folder."""
+    frames = [pd.read_parquet(p) for p in sorted((run_dir / "trajectories").glob("*.parquet"))]
+    return pd.concat(frames, ignore_index=True).drop_duplicates(["recommender", "user_id", "step"])
 
 
 def test_trajectories_carry_the_mindset_only_when_exposed(run_dir: Path, catalog: Catalog) -> None:
@@ -149,6 +177,7 @@ def test_report_renders_in_chromium_without_errors(run_dir: Path, tmp_path: Path
     body = _body(done.stdout)
     assert body.get("data-js-errors") == "0" and body.get("data-explorer-user") == other
     assert int(body["data-explorer-sessions"]) == traced.loc[traced["user_id"] == other, "session"].nunique()
+    assert body.get("data-scrolled-to") == "journeys" and int(body["data-scroll-y"]) > 0
     assert "recommender trace" in done.stdout and "search_items" in done.stdout
     assert "&lt;b&gt;likes&lt;/b&gt;" in done.stdout
 
@@ -166,3 +195,85 @@ def test_bench_writes_a_report_per_scenario(tmp_path: Path) -> None:
     page = (out / "cold-start" / "report.html").read_text()
     assert "report cold-start:" in result.output and 'id="journey-data"' in page
     assert "Titles and topics: the catalog rebuilt" in page  # the scenario's synthetic catalog, fingerprint-checked
+
+
+def test_why_users_left_panel_counts_reasons_and_quotes_the_users(run_dir: Path, tmp_path: Path) -> None:
+    exe = _chromium()
+    path = write_report(run_dir, tmp_path / "report.html")
+    dom, body = _dom(exe, tmp_path, path.as_uri())
+    assert "data-scrolled-to" not in body  # without a journey in the address the page stays at its top
+    panel = re.search(r'<h2 id="why-left">Why users left</h2>(.*?)<h2 id="journeys"', dom, re.S)
+    assert panel, "no why-users-left panel"
+    text = panel.group(1)
+    turns = _turns(run_dir)
+    left = turns[turns["left"]]
+    assert len(left) and left["exit_text"].notna().all()
+    # a row per recommender, each reason counted as the trajectories hold it
+    counts = exit_counts(turns)
+    for rec in ("greedy", "traced"):
+        row = re.search(rf'<tr data-rec="{rec}">(.*?)</tr>', text, re.S)
+        assert row, rec
+        cells = dict(re.findall(r'data-reason="(\w+)" data-count="(\d+)"', row.group(1)))
+        assert cells == {r: str(n) for r, n in counts.loc[rec].items() if counts[r].sum()}
+        assert row.group(1).startswith(f"<th>{rec}</th><td>{int((left['recommender'] == rec).sum())}</td>")
+    # the users' own words render as quotes, every quote is words a user said, and every reason is quoted
+    quoted = {html.unescape(q) for q in re.findall(r'<q class="exit-text">(.*?)</q>', text)}
+    assert quoted and quoted <= set(left["exit_text"])
+    assert set(left["exit_text"]) <= quoted  # parametric users: one sentence per reason
+    interviews = {html.unescape(q) for q in re.findall(r'<q class="interview">(.*?)</q>', text)}
+    assert interviews and interviews <= set(left["interview"].dropna())
+
+
+def test_a_quote_opens_its_journey_where_the_user_left(run_dir: Path, tmp_path: Path) -> None:
+    exe = _chromium()
+    path = write_report(run_dir, tmp_path / "report.html")
+    page = path.read_text()
+    links = re.findall(r'<a class="journey-link" href="(#rec=traced&amp;user=[^"]+)">', page)
+    assert links
+    link = html.unescape(links[-1])
+    wanted = dict(kv.split("=", 1) for kv in link[1:].split("&"))
+    dom, body = _dom(exe, tmp_path, path.as_uri() + link)
+    # the link selects the journey and scrolls the page to the session where those words were said
+    assert body.get("data-explorer-rec") == "traced" and body.get("data-explorer-user") == wanted["user"]
+    assert body.get("data-scrolled-to") == f"session-{wanted['session']}" and int(body["data-scroll-y"]) > 1000
+    turns = _turns(run_dir)
+    exit_ = turns[(turns["recommender"] == "traced") & (turns["user_id"] == wanted["user"])
+                  & (turns["session"] == int(wanted["session"])) & turns["left"]].iloc[0]
+    section = re.search(rf'<section class="session" id="session-{wanted["session"]}"(.*?)</section>', dom, re.S)
+    assert section
+    where = section.group(1)
+    # where the user left: the reason, their words and the interview, as the trajectories hold them
+    assert f'{exit_["exit_reason"]}</span>' in where and f"({exit_['exit_reason']})" in where
+    assert f'<q class="exit-text">{html.escape(exit_["exit_text"], quote=False)}</q>' in where
+    assert f"Interview: {int(exit_['interview_score'])}/5" in where
+    assert f'<q class="interview">{html.escape(exit_["interview"], quote=False)}</q>' in where
+    # its reward shows the session-end term apart from what the slate earned
+    term = "churn penalty" if exit_["churned"] else "return bonus"
+    assert f"{term} (session end)" in where
+    assert f"reward {exit_['turn_reward']:.2f}" in where
+
+
+def test_timeline_gap_labels_do_not_overlap(crowded_dir: Path, tmp_path: Path) -> None:
+    exe = _chromium()
+    path = write_report(crowded_dir, tmp_path / "report.html")
+    turns = _turns(crowded_dir)
+    # the user whose gaps lie closest together on the 1,100-pixel timeline
+    def closest(f: pd.DataFrame) -> float:
+        s = f.groupby("session")["time_days"].agg(["first", "last"])
+        mids = (s["last"].to_numpy()[:-1] + s["first"].to_numpy()[1:]) / 2
+        return float(np.diff(mids).min()) if len(mids) > 1 else np.inf
+    user = min(turns["user_id"].unique(), key=lambda u: closest(turns[turns["user_id"] == u]))
+    dom, body = _dom(exe, tmp_path, f"{path.as_uri()}#rec=greedy&user={user}")
+    assert body.get("data-explorer-user") == user
+    labels = [(float(x), float(y), float(w)) for x, y, w in
+              re.findall(r'<text x="([\d.]+)" y="([\d.]+)" text-anchor="middle" class="tl-gap" data-width="([\d.]+)"',
+                         dom)]
+    assert len(labels) >= 5 and min(w for _, _, w in labels) > 0
+    # in one row the labels would collide: two neighbours are closer than their half-widths
+    xs = sorted(labels)
+    assert any(b[0] - a[0] < (a[2] + b[2]) / 2 for a, b in pairwise(xs))
+    # as laid out, no two labels of a row overlap
+    for row in {y for _, y, _ in labels}:
+        placed = sorted((x, w) for x, y, w in labels if y == row)
+        for (xa, wa), (xb, wb) in pairwise(placed):
+            assert xa + wa / 2 <= xb - wb / 2, (row, xa, wa, xb, wb)
