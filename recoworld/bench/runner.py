@@ -96,14 +96,17 @@ def run_bench(
     data: Path | None = None,
     llm: LLMConfig | None = None,
     n_users: int | None = None,
+    seed: int | None = None,
+    days: float | None = None,
     offline: OfflineConfig | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """Run every scenario in `names` with every agent and write the bench's files into `out`.
 
-    `n_users` replaces every scenario's number of users (a smaller, quicker run; the config
-    hash changes with it). `llm` is the chat model of LLM users (`llm-users-small`).
+    `n_users`, `seed` and `days` replace every scenario's number of users, seed and horizon (a smaller,
+    quicker run, or another draw; the config hash changes with them). `llm` is the chat model of LLM
+    users (`llm-users-small`).
     """
     from recoworld.bench.report import write_outputs
 
@@ -112,9 +115,12 @@ def run_bench(
     out = Path(out)
     say = log or (lambda _msg: None)
     runs = []
+    scenarios = [scenario.varied(n_users, seed, days) for scenario in scenarios]  # all refused before any runs
     for scenario in scenarios:
-        scenario = scenario.sized(n_users)
-        say(f"scenario {scenario.name} v{scenario.version}: {scenario.n_users} users, seed {scenario.seed}")
+        say(
+            f"scenario {scenario.name} v{scenario.version}: {scenario.n_users} users, seed {scenario.seed}, "
+            f"{scenario.world_config().horizon_days:g} days"
+        )
         if scenario.kind == "creator":
             runs.append(_run_creator(scenario, agents, out / scenario.name))
         else:

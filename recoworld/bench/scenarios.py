@@ -21,6 +21,7 @@ Kinds:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -65,9 +66,25 @@ class Scenario(StrictModel):
         """The scenario's world, with `overrides` (e.g. the command line's LLM settings) on top."""
         return build(WorldConfig, f"scenario {self.name} world", self.world, **overrides)
 
-    def sized(self, n_users: int | None) -> Scenario:
-        """The same scenario with another number of users (None: unchanged); the config hash records it."""
-        return self if n_users is None else self.model_copy(update={"n_users": n_users})
+    def varied(self, n_users: int | None = None, seed: int | None = None, days: float | None = None) -> Scenario:
+        """The same scenario with another number of users, seed or horizon in days (None: the scenario's own);
+        the config hash records what changed. An interest shift must stay inside the new horizon."""
+        for flag, value, low in (("--users", n_users, 1), ("--seed", seed, 0)):
+            if value is not None and value < low:
+                raise ConfigError(f"{flag} {value}: give at least {low}")
+        update: dict[str, Any] = {k: v for k, v in {"n_users": n_users, "seed": seed}.items() if v is not None}
+        if days is not None:
+            if not 0 < days < math.inf:
+                raise ConfigError(f"--days {days:g}: give a finite horizon above 0 days")
+            if self.interest_shift is not None and days <= self.interest_shift.day:
+                raise ConfigError(
+                    f"--days {days:g}: scenario {self.name} shifts interests on day {self.interest_shift.day:g}; "
+                    "give a horizon past it"
+                )
+            update["world"] = {**self.world, "horizon_days": days}
+        varied = self.model_validate({**self.model_dump(), **update}) if update else self
+        varied.world_config()  # a horizon the world refuses is an error now, naming the scenario
+        return varied
 
     def draw_profiles(self, catalog: Catalog) -> list[UserProfile]:
         """The scenario's users, a function of its seed alone (and the interest shift, when it has one)."""

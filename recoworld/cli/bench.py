@@ -8,26 +8,16 @@ from typing import Annotated
 import typer
 
 from recoworld.cli.common import console, fail, hold, names
-from recoworld.cli.options import (
-    DATA_HELP,
-    LLMBackendOption,
-    LLMBaseURLOption,
-    LLMBudgetOption,
-    LLMCacheOption,
-    LLMConcurrencyOption,
-    LLMModelOption,
-    llm_overrides,
-)
+from recoworld.cli.options import DATA_HELP, agents_option, days_option, seed_option, users_option, with_llm_flags
 from recoworld.errors import RecoWorldError
 
 
+@with_llm_flags
 def bench(
     ctx: typer.Context,
     list_: Annotated[bool, typer.Option("--list", help="list the scenarios (name, version, description)")] = False,
     scenarios: Annotated[str, typer.Option(help="comma-separated scenarios (see --list)")] = "retention-30d",
-    agents: Annotated[
-        str, typer.Option(help="comma-separated recommenders: names, module:Class, file.py:Class")
-    ] = "random,popular,greedy,diverse,instruct",
+    agents: Annotated[str, agents_option()] = "random,popular,greedy,diverse,instruct",
     out: Annotated[
         Path,
         typer.Option(help="output directory: results.json, leaderboard.md, quadrant.png and one folder per scenario"),
@@ -36,16 +26,18 @@ def bench(
         Path | None, typer.Option(help="real-log: " + DATA_HELP + "; or a `recoworld calibrate` folder")
     ] = None,
     users: Annotated[
-        int | None, typer.Option(min=1, help="users per scenario instead of its own number (changes its config hash)")
+        int | None,
+        users_option(" simulated per scenario (default: each scenario's own; another number changes its config hash)"),
+    ] = None,
+    seed: Annotated[
+        int | None, seed_option(" (default: each scenario's own; another seed changes its config hash)")
+    ] = None,
+    days: Annotated[
+        float | None, days_option("; default: each scenario's own (another horizon changes its config hash)")
     ] = None,
     config: Annotated[Path | None, typer.Option(help="world config whose llm block configures llm-users-small")] = None,
-    llm: LLMBackendOption = None,
-    llm_base_url: LLMBaseURLOption = None,
-    llm_model: LLMModelOption = None,
-    llm_cache: LLMCacheOption = None,
-    llm_budget: LLMBudgetOption = None,
-    llm_concurrency: LLMConcurrencyOption = None,
     overwrite: Annotated[bool, typer.Option(help="a scenario folder holds another run: replace it")] = False,
+    llm_flags: dict[str, object] | None = None,
 ) -> None:
     """RecoWorld-Bench: run versioned, seeded scenarios; write results.json, leaderboard.md and quadrant.png.
 
@@ -63,9 +55,7 @@ def bench(
         from recoworld.evaluation.simulation import load_world
 
         scenario_names, agent_names = names(scenarios), names(agents)
-        world_llm = load_world(
-            config, llm=llm_overrides(llm, llm_base_url, llm_model, llm_cache, llm_budget, llm_concurrency)
-        ).llm
+        world_llm = load_world(config, llm=llm_flags).llm
         check_inputs(scenario_names, agent_names, data, world_llm)
         hold(ctx, out)
         start = time.perf_counter()
@@ -76,6 +66,8 @@ def bench(
             data=data,
             llm=world_llm,
             n_users=users,
+            seed=seed,
+            days=days,
             overwrite=overwrite,
             log=lambda msg: console.print(msg, soft_wrap=True, highlight=False),
         )

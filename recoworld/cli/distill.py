@@ -8,9 +8,11 @@ from typing import Annotated
 import typer
 
 from recoworld.cli.common import console, fail, hold, names
+from recoworld.cli.options import agents_option, seed_option, users_option, with_llm_flags
 from recoworld.errors import ConfigError, RecoWorldError
 
 
+@with_llm_flags
 def distill(
     ctx: typer.Context,
     from_: Annotated[
@@ -31,7 +33,7 @@ def distill(
         float, typer.Option(help="share of the users held out of the fit, for the agreement report")
     ] = 0.3,
     boot: Annotated[int, typer.Option(min=10, help="bootstrap resamples of the held-out users")] = 200,
-    seed: Annotated[int, typer.Option(help="seed of the held-out draw and the bootstrap")] = 0,
+    seed: Annotated[int, seed_option(": the held-out draw, the bootstrap and --collect's users")] = 0,
     min_decisions: Annotated[
         int, typer.Option(min=1, help="fewest LLM item decisions to fit on (fewer: an error)")
     ] = 200,
@@ -59,11 +61,9 @@ def distill(
             help="--collect: the world config (YAML/JSON); its llm block sets the model, budget and concurrency"
         ),
     ] = None,
-    agents: Annotated[
-        str, typer.Option(help="--collect: comma-separated recommenders the LLM users meet")
-    ] = "random,popular,greedy,instruct",
+    agents: Annotated[str, agents_option("; --collect: those the LLM users meet")] = "random,popular,greedy,instruct",
     batch_users: Annotated[int, typer.Option(min=1, help="--collect: users in the first batch")] = 8,
-    max_users: Annotated[int, typer.Option(min=1, help="--collect: most users in all")] = 10_000,
+    users: Annotated[int, users_option(" --collect simulates at most, in all")] = 10_000,
     neural: Annotated[
         bool,
         typer.Option(
@@ -72,6 +72,7 @@ def distill(
             "column (item-level measures) to the agreement report",
         ),
     ] = False,
+    llm_flags: dict[str, object] | None = None,
 ) -> None:
     """Fit the parametric user to an LLM user's decisions (a fast surrogate) and report their agreement."""
     from recoworld.calibration.agreement import table
@@ -79,6 +80,8 @@ def distill(
 
     if (from_ is None) == (collect is None):
         raise fail(ConfigError("give either --from RUN or --collect N --config WORLD"))
+    if users < 1:
+        raise fail(ConfigError(f"--users {users}: --collect needs at least 1 user"))
     try:
         hold(ctx, out)
         runs: Path | list[Path] | None = from_
@@ -88,7 +91,7 @@ def distill(
             from recoworld.evaluation.simulation import load_world
             from recoworld.llm.health import check_server
 
-            world = load_world(config, user_backend="llm")
+            world = load_world(config, user_backend="llm", llm=llm_flags)
             agent_names = names(agents)
             check_recommender_names(agent_names)
             check_server(world.llm)
@@ -97,7 +100,7 @@ def distill(
                 console.print(f"{run}: {n} LLM decisions so far (of {collect})", highlight=False)
 
             runs, stopped = collect_runs(
-                world, collect, out, agent_names, seed, batch_users, max_users, on_batch=progress
+                world, collect, out, agent_names, seed, batch_users, users, on_batch=progress
             )
             if stopped:
                 console.print(f"[yellow]collection stopped early:[/yellow] {stopped}")

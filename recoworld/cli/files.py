@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 
 from recoworld.cli.common import console, fail, validated, writable_dir
+from recoworld.cli.options import seed_option
 from recoworld.errors import RecoWorldError
 
 
 def report(
     run_dir: Annotated[Path, typer.Argument(help="a run folder: simulate --out, a bench scenario folder, a study")],
     out: Annotated[Path | None, typer.Option(help="HTML file to write; default RUN_DIR/report.html")] = None,
-    max_users: Annotated[int, typer.Option(min=1, help="users per recommender in the journey explorer")] = 100,
+    journeys: Annotated[int, typer.Option(min=1, help="user journeys per recommender in the journey explorer")] = 100,
     catalog: Annotated[
         Path | None,
         typer.Option(help="catalog Parquet file for item titles and topics; default: rebuilt from the run's config"),
@@ -26,7 +27,7 @@ def report(
     try:
         if out is not None and out.is_dir():
             raise RecoWorldError(f"--out {out} is a directory; give the HTML file to write, e.g. {out / 'report.html'}")
-        path = write_report(run_dir, out, max_users=max_users, catalog=catalog)
+        path = write_report(run_dir, out, max_users=journeys, catalog=catalog)
     except RecoWorldError as err:
         raise fail(err) from None
     except OSError as err:
@@ -39,7 +40,7 @@ def report(
 def make_catalog(
     out: Annotated[Path, typer.Option(help="Parquet file to write")] = Path("catalog.parquet"),
     n_items: Annotated[int, typer.Option(help="number of items")] = 3000,
-    seed: Annotated[int, typer.Option(help="catalog seed")] = 0,
+    seed: Annotated[int, seed_option(": the catalog's items")] = 0,
 ) -> None:
     """Generate a synthetic catalog and save it as Parquet."""
     from recoworld.catalog import generate_catalog

@@ -1,19 +1,58 @@
-"""The option groups that several commands share, written once: data, users, LLM and output.
+"""The option groups that several commands share, written once: the run's vocabulary, data, users, LLM and output.
 
 Each option is an `Annotated` type, so a command declares `data: DataOption` and gets the same flag,
 help and checks as every other command that reads a real log. Where a command adds to the help, the group's
-`*_option(more)` function returns the same option with `more` appended.
+`*_option(more)` function returns the same option with `more` appended. A flag means one thing in every
+command: `--agents` the recommenders, `--users` how many users the command simulates or scores, `--seed`
+the seed every random draw derives from, `--days` the simulated horizon, `--llm*` the chat model.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from recoworld.cli.common import validated
+from recoworld.cli.common import fail, names, validated
 from recoworld.errors import ConfigError
+
+# ---- the run's vocabulary: --agents, --users, --seed, --days ----
+AGENTS_HELP = "comma-separated recommenders: built-in names, module:Class or file.py:Class (labelled by their `name`)"
+USERS_HELP = "number of users"
+SEED_HELP = "seed of every random draw"
+DAYS_HELP = "simulated horizon in days"
+
+
+def agents_option(more: str = "") -> Any:
+    return typer.Option("--agents", help=AGENTS_HELP + more)
+
+
+def users_option(more: str = "") -> Any:
+    return typer.Option("--users", help=USERS_HELP + more)
+
+
+def seed_option(more: str = "") -> Any:
+    return typer.Option("--seed", help=SEED_HELP + more + "; the same seed gives the same results")
+
+
+def days_option(more: str = "") -> Any:
+    return typer.Option("--days", help=DAYS_HELP + more)
+
+
+MaxDaysOption = Annotated[float, typer.Option(help="cap of the default horizon, in days")]
+
+
+def one_agent(agents: str) -> str:
+    """The one recommender of a command that compares worlds under a single feed (`validate`)."""
+    given = names(agents)
+    if len(given) != 1:
+        raise ConfigError(f"--agents {agents!r}: this command runs one recommender; name exactly one")
+    return given[0]
+
 
 # ---- data: a real log, its item representation, its split and its time ----
 DATA_HELP = (
@@ -64,6 +103,10 @@ PassesOption = Annotated[int | None, typer.Option(help=PASSES_HELP)]
 
 def split_option(more: str = "") -> Any:
     return typer.Option(help=SPLIT_HELP + more)
+
+
+def test_fraction_option(more: str = "") -> Any:
+    return typer.Option(help="share of the log held out after the cutoff, by time" + more)
 
 
 def data_config(
@@ -120,6 +163,15 @@ LLMCacheOption = Annotated[
 ]
 LLMBudgetOption = Annotated[float | None, typer.Option(help="stop at this LLM cost (USD)")]
 LLMConcurrencyOption = Annotated[int | None, typer.Option(help="LLM requests in flight at once")]
+#: The --llm* flags, in the order `--help` lists them, by the parameter name `llm_overrides` gives each.
+LLM_FLAGS: dict[str, Any] = {
+    "backend": ("llm", LLMBackendOption),
+    "base_url": ("llm_base_url", LLMBaseURLOption),
+    "model": ("llm_model", LLMModelOption),
+    "cache": ("llm_cache", LLMCacheOption),
+    "budget": ("llm_budget", LLMBudgetOption),
+    "concurrency": ("llm_concurrency", LLMConcurrencyOption),
+}
 
 
 def llm_overrides(
@@ -152,6 +204,32 @@ def llm_overrides(
         "concurrency": concurrency,
     }
     return {k: v for k, v in given.items() if v is not None} or None
+
+
+def with_llm_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """`command` with the six --llm* flags after its own options, handed to it as one `llm_flags` argument
+    (`llm_overrides` of the flags: None when none is given).
+
+    Declared once here, so every command that talks to a model takes the same flags by the same rule.
+    """
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "llm_flags"]
+    flags = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=option)
+        for name, option in LLM_FLAGS.values()
+    ]
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> None:
+        given = {field: kwargs.pop(name) for field, (name, _) in LLM_FLAGS.items()}
+        try:
+            flags = llm_overrides(**given)
+        except ConfigError as err:
+            raise fail(err) from None
+        command(*args, llm_flags=flags, **kwargs)
+
+    run.__signature__ = signature.replace(parameters=[*own, *flags])  # type: ignore[attr-defined]
+    return run
 
 
 # ---- output (each command's --out says what it writes) ----

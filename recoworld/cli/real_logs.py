@@ -13,10 +13,18 @@ from recoworld.cli.options import (
     DataOption,
     DriftOption,
     EmbeddingOption,
+    MaxDaysOption,
     PassesOption,
+    agents_option,
     calibrated_option,
     data_config,
+    days_option,
+    one_agent,
+    seed_option,
     split_option,
+    test_fraction_option,
+    users_option,
+    with_llm_flags,
 )
 from recoworld.errors import RecoWorldError
 
@@ -31,11 +39,11 @@ def calibrate(
     ] = Path("runs/calibrated"),
     embedding: EmbeddingOption = "auto",
     split: Annotated[str, split_option("; only the train part is fitted")] = "global",
-    test_fraction: Annotated[float, typer.Option(help="share of interactions held out, by time")] = 0.2,
+    test_fraction: Annotated[float, test_fraction_option()] = 0.2,
     budget: Annotated[int, typer.Option(help="evaluation budget of the simulated-moments fit")] = 60,
     attention: AttentionOption = "none",
     drift: DriftOption = "none",
-    seed: Annotated[int, typer.Option(help="seed of the sampled negatives and the simulated users")] = 0,
+    seed: Annotated[int, seed_option(": the sampled negatives and the simulated users")] = 0,
 ) -> None:
     """Fit the parametric user to a real log; write a world config, the users and the fit report."""
     from recoworld.calibration import CalibrationConfig, save_calibration
@@ -75,21 +83,23 @@ def calibrate(
     )
 
 
+@with_llm_flags
 def fidelity(
     data: DataOption,
     embedding: EmbeddingOption = "auto",
     split: Annotated[str, split_option()] = "global",
-    test_fraction: Annotated[float, typer.Option(help="share of interactions held out, by time")] = 0.2,
+    test_fraction: Annotated[float, test_fraction_option()] = 0.2,
     negatives: Annotated[int, typer.Option(help="sampled negatives per user; 0 ranks every unseen item")] = 99,
-    users: Annotated[int | None, typer.Option(help="evaluate at most this many users")] = None,
+    users: Annotated[int | None, users_option(": the first N eligible users; default: all of them")] = None,
     llm_users: Annotated[int, typer.Option(help="also score LLM users on the first N users (slow); 0 = skip")] = 0,
     config: Annotated[Path | None, typer.Option(help="world config (YAML or JSON): choice model, LLM backend")] = None,
     calibrated: Annotated[Path | None, calibrated_option("; scored with its own split")] = None,
     passes: PassesOption = None,
-    seed: Annotated[int, typer.Option(help="seed of the negatives, the simulated users and tie-breaks")] = 0,
+    seed: Annotated[int, seed_option(": the negatives, the simulated users and tie-breaks")] = 0,
     out: Annotated[
         Path, typer.Option(help="output directory: fidelity.csv, fidelity.json, fidelity_per_user.parquet")
     ] = Path("runs/fidelity"),
+    llm_flags: dict[str, object] | None = None,
 ) -> None:
     """How well simulated users, initialised from a real train log, rank the real held-out interactions.
 
@@ -105,7 +115,7 @@ def fidelity(
     from recoworld.evaluation.simulation import load_world
 
     try:
-        world = load_world(config)
+        world = load_world(config, llm=llm_flags)
         cfg = validated(
             FidelityConfig,
             {"n_negatives": "--negatives", "max_users": "--users", "seed": "--seed"},
@@ -157,8 +167,8 @@ VALIDATE_FLAGS = {
     "users": "--users",
     "days": "--days",
     "max_days": "--max-days",
-    "agent": "--agent",
-    "candidates": "--candidates",
+    "agent": "--agents",
+    "candidates": "--candidate-pool",
     "passes": "--passes",
     "fidelity_users": "--fidelity-users",
     "llm_users": "--llm-users",
@@ -168,21 +178,23 @@ VALIDATE_FLAGS = {
 }
 
 
+@with_llm_flags
 def validate(
     data: DataOption,
     embedding: EmbeddingOption = "auto",
-    users: Annotated[int, typer.Option(help="real users compared (drawn with the seed)")] = 200,
-    days: Annotated[float | None, typer.Option(help="simulated horizon; default: the log's span, capped")] = None,
-    max_days: Annotated[float, typer.Option(help="cap of the default horizon, in days")] = 60.0,
-    agent: Annotated[
+    users: Annotated[int, users_option(": real users compared, drawn with the seed")] = 200,
+    days: Annotated[float | None, days_option("; default: the log's span, capped")] = None,
+    max_days: MaxDaysOption = 60.0,
+    agents: Annotated[
         str,
-        typer.Option(
-            help="the recommender the simulated users meet (random: uniform exposure, "
+        agents_option(
+            "; one, the recommender the simulated users meet (random: uniform exposure, "
             "what a log without impressions identifies)"
         ),
     ] = "random",
-    candidates: Annotated[
-        str, typer.Option(help="uniform: candidates drawn uniformly from the catalog; world: each world's retrieval")
+    candidate_pool: Annotated[
+        str,
+        typer.Option(help="uniform: candidates drawn uniformly from the catalog; world: each world's retrieval"),
     ] = "uniform",
     passes: PassesOption = None,
     fidelity_users: Annotated[int, typer.Option(help="users of the held-out ranking fidelity")] = 100,
@@ -200,13 +212,12 @@ def validate(
     config: Annotated[Path | None, typer.Option(help="world config (YAML or JSON) of the default world")] = None,
     calibrated: Annotated[Path | None, calibrated_option("; compared next to the default")] = None,
     split: Annotated[str, split_option("; a --calibrated world's own split wins")] = "global",
-    test_fraction: Annotated[
-        float, typer.Option(help="share of interactions after the cutoff: the out-of-sample period")
-    ] = 0.2,
-    seed: Annotated[int, typer.Option(help="seed of the users drawn, the simulation and the negatives")] = 0,
+    test_fraction: Annotated[float, test_fraction_option(": the out-of-sample period")] = 0.2,
+    seed: Annotated[int, seed_option(": the users drawn, the simulation and the negatives")] = 0,
     out: Annotated[
         Path, typer.Option(help="output directory: validity.csv, validity.png (out of sample), validity_in_sample.png")
     ] = Path("runs/validate"),
+    llm_flags: dict[str, object] | None = None,
 ) -> None:
     """Compare simulated and real users on the same users and items: stylized facts, distances, plots.
 
@@ -228,8 +239,8 @@ def validate(
                 "users": users,
                 "days": days,
                 "max_days": max_days,
-                "agent": agent,
-                "candidates": candidates,
+                "agent": one_agent(agents),
+                "candidates": candidate_pool,
                 "passes": DEFAULT_PASSES if passes is None else passes,
                 "fidelity_users": fidelity_users,
                 "llm_users": llm_users,
@@ -244,7 +255,7 @@ def validate(
                 data_config(data, embedding, seed, split=split, test_fraction=test_fraction), fitted, calibrated
             )
         console.print(real.describe(), highlight=False)
-        default = llm_ready(load_world(config), out, calls_model=llm_users > 0)  # LLM users run on its llm
+        default = llm_ready(load_world(config, llm=llm_flags), out, calls_model=llm_users > 0)  # LLM users: its llm
         worlds = [SimWorld("default", default, real.catalog, real.profiles)]
         if fitted is not None:
             worlds.append(SimWorld("calibrated", fitted.world, fitted.catalog, fitted.profiles))
@@ -280,22 +291,16 @@ def transfer(
         calibrated_option("; fitted on this log with a global split (default: calibrate here, on the past only)"),
     ] = None,
     embedding: EmbeddingOption = "auto",
-    test_fraction: Annotated[
-        float,
-        typer.Option(
-            help="share of the log's time after the cutoff, by timestamp "
-            "quantile (a --calibrated world's own cutoff wins)"
-        ),
-    ] = 0.2,
+    test_fraction: Annotated[float, test_fraction_option("; a --calibrated world's own cutoff wins")] = 0.2,
     attention: AttentionOption = "none",
     drift: DriftOption = "none",
     panel: Annotated[
         str | None,
         typer.Option(help="comma-separated panel recommenders (default: all of recoworld.agents.log_rankers.PANEL)"),
     ] = None,
-    users: Annotated[int | None, typer.Option(help="judge at most N users (drawn with the seed)")] = None,
-    days: Annotated[float | None, typer.Option(help="simulated horizon; default: the log's future, capped")] = None,
-    max_days: Annotated[float, typer.Option(help="cap of the default horizon, in days")] = 60.0,
+    users: Annotated[int | None, users_option(": judged, drawn with the seed; default: all of them")] = None,
+    days: Annotated[float | None, days_option("; default: the log's future, capped")] = None,
+    max_days: MaxDaysOption = 60.0,
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples of users behind the intervals")] = 1000,
     budget: Annotated[int, typer.Option(help="evaluation budget of the calibration's simulated-moments fit")] = 60,
     circularity: Annotated[
@@ -306,7 +311,7 @@ def transfer(
             "simulator living in the ALS space may favour ALS)"
         ),
     ] = True,
-    seed: Annotated[int, typer.Option(help="seed of the calibration, the panel, the simulated users")] = 0,
+    seed: Annotated[int, seed_option(": the calibration, the panel, the simulated users")] = 0,
 ) -> None:
     """Does the simulator order recommenders as the real future does? A panel trained on the past, scored on
     the real users' future (NDCG@k) and by simulated users (consumptions); rank correlation with CIs."""

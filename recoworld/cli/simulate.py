@@ -14,29 +14,28 @@ from recoworld.cli.options import (
     DATA_HELP,
     EMBEDDING_HELP,
     CalibratedOption,
-    LLMBackendOption,
-    LLMBaseURLOption,
-    LLMBudgetOption,
-    LLMCacheOption,
-    LLMConcurrencyOption,
-    LLMModelOption,
     OverwriteOption,
+    agents_option,
     data_config,
-    llm_overrides,
+    days_option,
+    seed_option,
+    users_option,
+    with_llm_flags,
 )
 from recoworld.errors import RecoWorldError
 
 
+@with_llm_flags
 def simulate(
     ctx: typer.Context,
-    users: Annotated[int, typer.Option(help="number of simulated users")] = 200,
-    agents: Annotated[str, typer.Option(help="comma-separated recommenders")] = (
-        "random,popular,greedy,diverse,instruct"
-    ),
-    days: Annotated[float | None, typer.Option(help="horizon in days")] = None,
+    users: Annotated[
+        int, users_option(" simulated; a --data log or --calibrated world with fewer: all of them, with a note")
+    ] = 200,
+    agents: Annotated[str, agents_option()] = "random,popular,greedy,diverse,instruct",
+    days: Annotated[float | None, days_option("; default: the world config's horizon_days")] = None,
     slate_size: Annotated[int | None, typer.Option(help="items per slate")] = None,
     candidates: Annotated[int | None, typer.Option(help="candidates per turn")] = None,
-    seed: Annotated[int, typer.Option(help="study seed; the same seed gives the same results")] = 0,
+    seed: Annotated[int, seed_option()] = 0,
     config: Annotated[Path | None, typer.Option(help="world config (YAML or JSON)")] = None,
     population: Annotated[Path | None, typer.Option(help="population spec (YAML)")] = None,
     catalog: Annotated[Path | None, typer.Option(help="catalog Parquet file")] = None,
@@ -51,12 +50,6 @@ def simulate(
             help="simulated users: parametric, llm, or surrogate (a distilled LLM user: `surrogate: DIR` in --config)",
         ),
     ] = None,
-    llm: LLMBackendOption = None,
-    llm_base_url: LLMBaseURLOption = None,
-    llm_model: LLMModelOption = None,
-    llm_cache: LLMCacheOption = None,
-    llm_budget: LLMBudgetOption = None,
-    llm_concurrency: LLMConcurrencyOption = None,
     judge: Annotated[
         bool,
         typer.Option(
@@ -64,6 +57,7 @@ def simulate(
             "turns, on the --llm* model (cached like every LLM call)"
         ),
     ] = False,
+    llm_flags: dict[str, object] | None = None,
 ) -> None:
     """Run a population of users against one or several recommenders."""
     from recoworld.agents import LLM_AGENTS, check_recommender_names
@@ -82,7 +76,7 @@ def simulate(
             "slate_size": slate_size,
             "n_candidates": candidates,
             "user_backend": user_backend,
-            "llm": llm_overrides(llm, llm_base_url, llm_model, llm_cache, llm_budget, llm_concurrency),
+            "llm": llm_flags,
         }
         if calibrated is not None and (data or catalog or population):
             raise RecoWorldError(
@@ -127,12 +121,20 @@ def simulate(
             fitted=fitted,
             population=f"--population {population}" if population else None,
         )
-        if profiles is not None:
-            users = min(users, len(profiles))
+        notes = []
+        if profiles is not None and users > len(profiles):
+            notes.append(f"--users {users}: the users' source holds {len(profiles)}; all {len(profiles)} simulated")
+            users = len(profiles)
+        elif population is not None and sum(s.size for s in spec.segments) != users:
+            shares = " + ".join(f"{s.size} {s.name}" for s in spec.segments)
+            counts = " + ".join(str(n) for n in spec.allocate(users))
+            notes.append(f"--population {population}: segment sizes {shares} are shares of --users {users}: {counts}")
         hold(ctx, out)
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise fail(err) from None
 
+    for line in notes:
+        console.print(f"[yellow]note:[/yellow] {line}", soft_wrap=True, highlight=False)
     progress = bars()
     tasks: dict[str, TaskID] = {}
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from recoworld.cli.common import bars, console, fail, hold, validated
-from recoworld.cli.options import calibrated_option
+from recoworld.cli.options import calibrated_option, seed_option
 from recoworld.errors import RecoWorldError
 
 RAY_EXTRA = "studies run on Ray (pip install 'recoworld[rllib]')"
@@ -20,7 +20,7 @@ def study(
     out: Annotated[Path | None, typer.Option(help="output directory; default: spec `out`, else runs/<name>")] = None,
     address: Annotated[str | None, typer.Option(help="existing Ray cluster (e.g. 'auto'); default: local Ray")] = None,
     num_cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray runtime")] = None,
-    seed: Annotated[int | None, typer.Option(help="override the spec's seed")] = None,
+    seed: Annotated[int | None, seed_option(" (default: the spec's)")] = None,
     calibrated: Annotated[Path | None, calibrated_option("; replaces the spec's `calibrated:`")] = None,
 ) -> None:
     """Run a population study on Ray, sharded and checkpointed: rerun the same command to resume."""

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from recoworld.cli.common import console, fail, hold, say
-from recoworld.cli.options import CalibratedOption
+from recoworld.cli.options import CalibratedOption, seed_option
 from recoworld.errors import RecoWorldError
 
 
@@ -18,7 +18,7 @@ def train(
     out: Annotated[Path, typer.Option(help="output directory: checkpoints, curve, plot")] = Path("runs/train"),
     iterations: Annotated[int | None, typer.Option(help="override the PPO iteration budget")] = None,
     num_env_runners: Annotated[int | None, typer.Option(help="override the number of remote env runners")] = None,
-    seed: Annotated[int | None, typer.Option(help="override the training seed")] = None,
+    seed: Annotated[int | None, seed_option(" (default: the training config's)")] = None,
     resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in --out")] = False,
     calibrated: CalibratedOption = None,
 ) -> None:

@@ -368,6 +368,8 @@ def validate(
         worlds.append(llm_world(worlds[0], cfg, set(real.split.test["user_id"])))
     periods = _periods(real, chosen, cfg)
     notes: list[str] = []
+    if len(users) < cfg.users:
+        notes.append(f"--users {cfg.users}: the log has {len(users)} users with a train history; all of them compared")
     if cfg.days is not None and periods[OUT_OF_SAMPLE][2] < cfg.days:
         notes.append(f"out-of-sample horizon: {periods[OUT_OF_SAMPLE][2]:g} days, the test period's length "
                      f"(--days {cfg.days:g} is longer)")
