@@ -108,6 +108,14 @@ def test_two_plugins_with_one_name_are_an_error_naming_both(tmp_path: Path) -> N
     assert f"agents {a!r} and {b!r} are both named 'twin'" in str(err.value)
 
 
+def test_names_that_differ_only_in_case_clash(tmp_path: Path) -> None:
+    """`Fresh.parquet` and `fresh.parquet` are one file on macOS and Windows."""
+    a = _plugin(tmp_path, "a.py", "A", 'name = "fresh"')
+    b = _plugin(tmp_path, "b.py", "B", 'name = "Fresh"')
+    with pytest.raises(ConfigError, match=r"agents '.*a\.py:A' and '.*b\.py:B' are named 'fresh' and 'Fresh'"):
+        agent_labels([a, b])
+
+
 def test_the_cli_refuses_a_clash_before_any_run(tmp_path: Path) -> None:
     a = _plugin(tmp_path, "a.py", "A", 'name = "twin"')
     b = _plugin(tmp_path, "b.py", "B", 'name = "twin"')

@@ -166,17 +166,18 @@ def agent_labels(names: Sequence[str]) -> list[str]:
     as the other's, and their files would overwrite each other."""
     builtin = {known: f"the built-in recommender {known!r}" for known in [*AGENTS, *LLM_AGENTS]}
     builtin.update({known: f"the installed plug-in {known!r}" for known in plugins.plugin_names()})
-    seen: dict[str, str] = {}  # label -> the first name labelled so
+    seen: dict[str, tuple[str, str]] = {}  # label, in lower case (one file on macOS and Windows) -> name, label
     labels: list[str] = []
     for name in names:
         label = agent_label(name)
         if label != name and label in builtin:
             raise ConfigError(f"agent {name!r} is named {label!r} (its class's `name`), as is {builtin[label]}; "
                               "give the class another `name`")
-        other = seen.setdefault(label, name)
+        other, its = seen.setdefault(label.lower(), (name, label))
         if other != name:
-            raise ConfigError(f"agents {other!r} and {name!r} are both named {label!r}: their tables and files "
-                              "would mix; give one class another `name`")
+            named = f"both named {label!r}" if its == label else f"named {its!r} and {label!r}"
+            raise ConfigError(f"agents {other!r} and {name!r} are {named}: their tables and files would mix; "
+                              "give one class another `name`")
         labels.append(label)
     return labels
 

@@ -11,8 +11,8 @@ before a run does. Recommenders never see the user's hidden mindset.
 `name` (a class attribute, a str) is what runs call a recommender in tables, file names
 (`trajectories/<name>.parquet`), plots, leaderboards and reports: 1 to 64 ASCII letters,
 digits, `.`, `_` or `-`, starting with a letter or digit. A class that sets none is called
-by its class name; two recommenders of one run with the same name, or yours named like a
-built-in one (`greedy`), are an error before the run starts.
+by its class name; two recommenders of one run with the same name (case aside), or yours
+named like a built-in one (`greedy`), are an error before the run starts.
 
 ## Calls, in order
 1. `begin_episode(seed)`: a new user arrives (an episode is one user over the horizon).

@@ -23,8 +23,9 @@ never be mistaken for a reference. A class that does not set `name` (it inherits
 `Recommender.name`) is labelled by its class name, when that is such a name; a `name` that
 is set but unusable (empty, not a str, a path, spaces) is an error, since its author meant
 something else. An installed plug-in is labelled by its entry-point name, the name typed.
-Two recommenders of a run with one name, or a plug-in named like a built-in recommender,
-are an error naming both (`recoworld.agents.agent_labels`).
+Two recommenders of a run with one name (upper and lower case alike: one file on macOS and
+Windows), or a plug-in named like a built-in recommender, are an error naming both
+(`recoworld.agents.agent_labels`).
 """
 
 from __future__ import annotations
