@@ -48,12 +48,14 @@ for (None when nothing) and `instruction_intent` its parsed intent. `logged_inst
 
 It returns the slate: `slate_size` distinct candidate **positions** (indices into the
 candidate arrays, 0..C-1; not catalog ids), as integers, shape `(slate_size,)`, best
-first; a numpy int64 array is what the env's action space holds. `top_k(scores,
+first; a numpy int64 array is what the env's action space holds. The env replaces a
+repeated position by the first unused candidate (`on_duplicate="replace"`, counted in
+`info["duplicates_replaced"]`) or refuses it (`"error"`); `check-agent` flags repeats. `top_k(scores,
 observation)` turns (C,) scores into such a slate: the best available candidates first,
 consumed ones last, ties broken by retrieval order.
 
 ## `observe(reactions, info)`
-`reactions` is (slate_size,) int: per slot, -1 unseen (the user left before it), 0 skip,
+`reactions` is (slate_size,) int8: per slot, -1 unseen (the user left before it), 0 skip,
 1 click, 2 like, 3 share; `info` the turn's `TurnInfo` (dwell, `left`, `churned`,
 `exit_reason`, the instruction, ...).
 
