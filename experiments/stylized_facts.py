@@ -8,8 +8,8 @@ from the same candidates, in CTR and retention, and its CTR over the popular rec
 most-viewed page of Davidson et al.). The facts themselves are computed by
 `recoworld.validity` (the same code that compares a calibrated world with a real log), so a
 fact means the same thing here and in `recoworld validate`. Where a band is sourced and
-where it is an assumption is documented in `recoworld/config.py` and the README section
-"Realism: defaults and their sources".
+where it is an assumption is documented in `recoworld/validity/bands.py` (the one definition of the bands,
+which the summaries of `recoworld simulate` and `recoworld bench` also warn by) and in `recoworld/config.py`.
 
     python experiments/stylized_facts.py [--users 300] [--agents random popular greedy diverse instruct]
 """
@@ -29,49 +29,8 @@ from recoworld.catalog import Catalog, cached_catalog, embedding_part
 from recoworld.evaluation.simulation import SimulationConfig, simulate
 from recoworld.population import UserProfile, sample_population
 from recoworld.validity import event_facts, from_trajectories
+from recoworld.validity.bands import BANDS, LIFT_BANDS, Band
 
-
-@dataclass(frozen=True)
-class Band:
-    """A documented range for one fact; `source` says where it comes from (or that it is an assumption)."""
-
-    low: float
-    high: float
-    source: str
-
-    def holds(self, value: float) -> bool:
-        return self.low <= value <= self.high
-
-
-#: fact -> band. Keep in step with the docstrings of ChoiceConfig, DynamicsConfig and ReturnConfig.
-BANDS: dict[str, Band] = {
-    "click rate / impression": Band(0.02, 0.10, "MIND news impressions: about 4% clicked; short-video logs < 10%"),
-    "likes / click": Band(0.02, 0.25, "assumption: like/view ratios of a few percent on video platforms"),
-    "item Gini": Band(0.60, 0.90, "public logs 0.6-0.9, e.g. MovieLens-100K about 0.63"),
-    "top 1% share": Band(0.05, 0.35, "assumption: what a Gini of 0.6-0.9 implies"),
-    "top 10% share": Band(0.30, 0.70, "assumption: what a Gini of 0.6-0.9 implies"),
-    "session items (median)": Band(2.0, 40.0, "assumption: a few to tens of positive interactions per visit"),
-    "session turns (mean)": Band(1.0, 10.0, "assumption: a few pages per visit (Agent4Rec caps a visit at 5)"),
-    "gap median (days)": Band(0.2, 3.0, "assumption: below the mean, as in any right-skewed gap distribution"),
-    "gap mean (days)": Band(2.0, 5.0, "KuaiSim baselines: return time 3.48-3.57 days (REFERENCE.md)"),
-    "gap p90 (days)": Band(3.0, 15.0, "assumption: heavy tail (lognormal/Pareto-like gaps)"),
-    "gap p99 (days)": Band(7.0, 30.0, "heavy-tailed gaps, p99 of weeks; the 30-day horizon caps it"),
-    "return day 1": Band(0.20, 0.70, "assumption: next-day return of consumer apps"),
-    "return day 7": Band(0.10, 0.50, "assumption: 7th-day return of consumer apps"),
-    "retention (days active)": Band(0.10, 0.60, "assumption: DAU/MAU-like stickiness; KuaiSim's 0.57-0.61 differs"),
-    "churn (30 days)": Band(0.05, 0.50, "assumption: a minority leaves for good within a month"),
-}
-
-
-#: Personalization lift: the relevance ranker's over random's, both on the same users and candidates.
-LIFT_BANDS: dict[str, Band] = {
-    "CTR lift (taste / random)": Band(1.5, 4.0, "YouTube: personalized recommendations about 2x the CTR of the "
-                                      "most-viewed page (Davidson et al., RecSys 2010)"),
-    "retention ratio (taste / random)": Band(1.0, np.inf, "personalization lowers churn (Gomez-Uribe & Hunt, "
-                                             "ACM TMIS 2015, Netflix)"),
-    "CTR lift (taste / popular)": Band(1.5, 4.0, "the comparison Davidson et al. made: about 2x the CTR of the "
-                                       "most-viewed page; what bounds the choice model's popularity weight"),
-}
 TASTE = "taste"
 
 

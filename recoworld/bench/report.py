@@ -71,6 +71,15 @@ def _cell(value: dict[str, Any] | None) -> str:
     return f"{value['mean']:.3f} ± {ci:.3f}" if ci is not None else f"{value['mean']:.3f}"
 
 
+def _undefined(scenario: dict[str, Any]) -> list[str]:
+    """What a cell without "± CI" or with "n/a" means, for the metrics of `scenario` that have one."""
+    values = [(m, v) for agent in scenario["metrics"].values() for m, v in agent.items()]
+    no_ci = sorted({m for m, v in values if v.get("mean") is not None and v.get("ci95") is None})
+    none = sorted({m for m, v in values if v.get("mean") is None})
+    return ([f"No ± on {', '.join(no_ci)}: one user had the metric, and a 95% CI needs 2+ users."] if no_ci else []) \
+        + ([f"n/a on {', '.join(none)}: no user had the metric (e.g. no instruction given)."] if none else [])
+
+
 def _offline_cell(entry: dict[str, Any], metric: str) -> str:
     if "not_ranked" in entry:
         return "not ranked offline"
@@ -99,6 +108,8 @@ def leaderboard(data: dict[str, Any]) -> str:
             lines.append(f"| {rank} | {agent} | " + " | ".join(cells)
                          + f" | {_offline_cell(off['agents'].get(agent, {}), metric)} |")
         lines.append("")
+        undefined = _undefined(sc)
+        lines += [f"_{why}_" for why in undefined] + ([""] if undefined else [])
     not_ranked = {a: e["not_ranked"] for a, e in off["agents"].items() if "not_ranked" in e}
     if not_ranked:
         lines += ["Not ranked offline: " + "; ".join(f"{a}: {why}" for a, why in not_ranked.items()) + ".", ""]

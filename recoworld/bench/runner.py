@@ -101,12 +101,15 @@ def run_bench(
     offline: OfflineConfig | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
+    on_episode: Callable[[str, str], None] | None = None,
 ) -> BenchResult:
     """Run every scenario in `names` with every agent and write the bench's files into `out`.
 
     `n_users`, `seed` and `days` replace every scenario's number of users, seed and horizon (a smaller,
     quicker run, or another draw; the config hash changes with them). `llm` is the chat model of LLM
-    users (`llm-users-small`).
+    users (`llm-users-small`). `log(message)` is called as each stage starts (a scenario, its calibration's
+    stages, a creator scenario's shards, the offline ranking, the files); `on_episode(scenario, agent)`
+    after each episode of a simulated scenario.
     """
     from recoworld.bench.report import write_outputs
 
@@ -122,12 +125,15 @@ def run_bench(
             f"{scenario.world_config().horizon_days:g} days"
         )
         if scenario.kind == "creator":
-            runs.append(_run_creator(scenario, agents, out / scenario.name))
+            runs.append(_run_creator(scenario, agents, out / scenario.name, say))
         else:
-            runs.append(_run_simulate(scenario, agents, out / scenario.name, data=data, llm=llm, overwrite=overwrite))
+            episode = (lambda agent, name=scenario.name: on_episode(name, agent)) if on_episode else None
+            runs.append(_run_simulate(scenario, agents, out / scenario.name, data=data, llm=llm, overwrite=overwrite,
+                                      say=say, on_episode=episode))
     offline_cfg = offline or OfflineConfig()
     say(f"offline ranking on a reference log ({offline_cfg.n_users} users, {offline_cfg.n_items} items)")
     result = BenchResult(agents, runs, offline_accuracy(agents, offline_cfg), offline_cfg)
+    say("writing results.json, leaderboard.md and quadrant.png")
     write_outputs(result, out)
     return result
 
@@ -150,14 +156,16 @@ def config_hash(scenario: Scenario, world: WorldConfig, catalog: Catalog, profil
 
 
 def _run_simulate(scenario: Scenario, agents: list[str], out: Path, *, data: Path | None, llm: LLMConfig | None,
-                  overwrite: bool) -> ScenarioRun:
+                  overwrite: bool, say: Callable[[str], None],
+                  on_episode: Callable[[str], None] | None) -> ScenarioRun:
     from recoworld.evaluation.simulation import SimulationConfig, simulate
 
     notes: list[str] = []
     inputs: dict[str, str] = {"scenario": f"{scenario.name} v{scenario.version}"}
     if scenario.kind == "real-log":
         assert data is not None  # check_inputs
-        calibrated = _calibrated(Path(data), out / "calibrated", scenario.seed)
+        calibrated = _calibrated(Path(data), out / "calibrated", scenario.seed,
+                                 lambda stage: say(f"{scenario.name}: calibrating {data}: {stage}"))
         world = WorldConfig.model_validate(deep_merge(calibrated.world.model_dump(), scenario.world))
         catalog = calibrated.catalog
         profiles = draw_profiles(calibrated.profiles, scenario.n_users, seeding.rng(scenario.seed, seeding.BENCH_USERS))
@@ -176,14 +184,16 @@ def _run_simulate(scenario: Scenario, agents: list[str], out: Path, *, data: Pat
                      f"cache {world.llm.cache_path}")
     cfg = SimulationConfig(n_users=len(profiles), agents=agents, seed=scenario.seed, world=world,
                            population=scenario.population)
-    result = simulate(cfg, catalog=catalog, out=out, profiles=profiles, overwrite=overwrite, inputs=inputs)
+    say(f"{scenario.name}: simulating {len(profiles)} users x {len(agents)} agents")
+    result = simulate(cfg, catalog=catalog, out=out, profiles=profiles, overwrite=overwrite, inputs=inputs,
+                      on_episode=on_episode)
     if result.stopped:
         notes.append(f"stopped early: {result.stopped}")
     return ScenarioRun(scenario, config_hash(scenario, world, catalog, profiles),
                        scenario_metrics(scenario, result.trajectories, result.episodes), out, notes)
 
 
-def _calibrated(data: Path, out: Path, seed: int) -> Any:
+def _calibrated(data: Path, out: Path, seed: int, on_stage: Callable[[str], None]) -> Any:
     """A `recoworld calibrate` folder as it is, or a raw log calibrated now (small budget) into `out`."""
     from recoworld.calibration import CalibrationConfig, calibrate, load_calibration, save_calibration
     from recoworld.data import DataConfig
@@ -192,12 +202,12 @@ def _calibrated(data: Path, out: Path, seed: int) -> Any:
         return load_calibration(data)
     result = calibrate(CalibrationConfig(data=DataConfig(path=data, seed=seed, split=REAL_LOG_SPLIT),
                                          moment_budget=REAL_LOG_MOMENT_BUDGET, moment_users=REAL_LOG_MOMENT_USERS,
-                                         seed=seed))
+                                         seed=seed), on_stage=on_stage)
     save_calibration(result, out)
     return result
 
 
-def _run_creator(scenario: Scenario, agents: list[str], out: Path) -> ScenarioRun:
+def _run_creator(scenario: Scenario, agents: list[str], out: Path, say: Callable[[str], None]) -> ScenarioRun:
     """The study creator machinery, in this process: `prepare` then every shard with `run_shard`."""
     from recoworld.studies.runner import prepare, run_shard
     from recoworld.studies.spec import StudySpec
@@ -209,6 +219,7 @@ def _run_creator(scenario: Scenario, agents: list[str], out: Path) -> ScenarioRu
     setup = prepare(spec)
     trajs, eps, profiles = [], [], []
     for i in range(setup.n_shards):
+        say(f"{scenario.name}: shared platform {i + 1} of {setup.n_shards} ({len(agents)} agents)")
         shard = setup.users.shard(i)
         traj, ep = run_shard(spec, setup.catalog, setup.release_day, setup.new_items, shard, setup.base)
         trajs.append(traj)

@@ -44,6 +44,14 @@ from recoworld.stats import bootstrap_indices, percentile_ci
 MEASURES = ("reaction_accuracy", "reaction_macro_f1", "click_auc", "dwell_corr", "leave_accuracy",
             "instruction_agreement", "return_gap_ks")
 
+#: Why a measure can be n/a (not a number) in the agreement table.
+UNDEFINED = {
+    "click_auc": "needs held-out items both clicked and not clicked",
+    "dwell_corr": "needs dwell that varies, in the log and in the model's predictions",
+    "return_gap_ks": "needs return gaps on both sides (a model that only scores items, such as neural, has none)",
+    "instruction_agreement": "needs turns the model plays (a model that only scores items, such as neural, has none)",
+}
+
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
@@ -172,7 +180,8 @@ def table(report: pd.DataFrame) -> str:
     """The report as a terminal table: measures down, models across, `value [low, high]`, then the ceiling when
     one is known; then, when `distill_run` attached them (`report.attrs["terms"]`), the terms carrying the fit."""
     models = list(dict.fromkeys(report["model"]))
-    cell = report.assign(cell=report.apply(lambda r: f"{r.value:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]", axis=1))
+    cell = report.assign(cell=report.apply(
+        lambda r: "n/a" if np.isnan(r.value) else f"{r.value:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]", axis=1))
     wide = cell.pivot(index="measure", columns="model", values="cell").reindex(list(MEASURES))[models]
     if "ceiling" in report and report["ceiling"].notna().any():
         best = report.drop_duplicates("measure").set_index("measure")["ceiling"].reindex(list(MEASURES))
@@ -182,6 +191,8 @@ def table(report: pd.DataFrame) -> str:
     lines = [" " * width + "  " + "  ".join(str(m).ljust(w) for m, w in zip(wide.columns, cols))]
     for measure, row in wide.iterrows():
         lines.append(str(measure).ljust(width) + "  " + "  ".join(str(v).ljust(w) for v, w in zip(row, cols)))
+    undefined = report.loc[report["value"].isna(), "measure"].unique()
+    lines += [f"n/a: {m}: {UNDEFINED.get(m, 'not defined on these users')}" for m in MEASURES if m in undefined]
     if report.attrs.get("terms"):
         from recoworld.calibration.terms import importance_table
 

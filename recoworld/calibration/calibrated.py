@@ -116,6 +116,10 @@ _ACTIVITY_GRID = 7  # activity offsets at which the share of visits that consume
 _MAX_PROPENSITY = 0.95
 #: The fit check's row holding each session-size moment the moments fit targets: one tolerance for both.
 _MOMENT_ROWS = {"mean": "items per consuming visit", "median": "session size median", "p90": "session size p90"}
+#: The stages of `calibrate`, in order, as `on_stage` names them (the moments and folds stages add their sizes).
+STAGES = ("loading and splitting the log", "fitting the choice model", "fitting sessions and return gaps",
+          "fitting simulated moments", "fitting returns and activity", "fitting the choice model per fold",
+          "checking the fit (simulating the calibrated users)")
 
 
 class CalibrationConfig(StrictModel):
@@ -149,8 +153,12 @@ class CalibratedWorld:
     report: dict[str, Any] = field(default_factory=dict)
 
 
-def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] | None = None) -> CalibratedWorld:
-    """Fit the parametric user to `config.data` (module docstring); `on_eval(n, best)` tracks the moments fit."""
+def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] | None = None,
+              on_stage: Callable[[str], None] | None = None) -> CalibratedWorld:
+    """Fit the parametric user to `config.data` (module docstring); `on_eval(n, best)` tracks the moments fit,
+    `on_stage(name)` is called as each stage starts (`STAGES`: minutes of silence otherwise); the first, loading
+    and checking the log, once the log passed its checks."""
+    stage = on_stage or (lambda _name: None)
     data = config.data
     dataset = load_dataset(data.path, data.format, data.columns or None)
     _check_log(dataset, config)
@@ -163,12 +171,14 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
     _check_train(real, config)
     train = real.split.train
     _check_no_test_time(real)
+    stage(STAGES[0])  # announced once the log passed its checks (it started with the call)
     row = pd.Series(np.arange(len(real.catalog)), index=real.catalog.item_ids)
     log = train.assign(item=row.reindex(train["item_id"].to_numpy()).to_numpy().astype(np.int64))
     log = log.sort_values(["timestamp"], kind="stable")
     attention = None if requested is None else _AttentionLog.of(log, len(real.catalog))
     half_lives = () if requested is None else CHOICE_HALF_LIFE_GRID if requested == "fit" else (float(requested),)
     rng = np.random.default_rng(config.seed)
+    stage(STAGES[1])
     choices = _fit_choices(real.dataset, log, config, rng, attention, half_lives)
     logit, fit_rows, ids = choices.logit, choices.fit_rows, choices.ids
     if attention is not None and choices.half_life is not None:
@@ -176,6 +186,7 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
                                                                       data.representation))
     conformity = dict(zip(ids, fit_conformity(fit_rows, logit, len(ids))))
 
+    stage(STAGES[2])
     timing = _timing_log(real)
     floor = int(timing.groupby("user_id").size().min())
     sessions = fit_sessions(timing, config.session_gap_minutes, churn_after=floor)
@@ -187,8 +198,10 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
     pick = np.sort(rng.choice(len(profiles), min(config.moment_users, len(profiles)), replace=False))
     moment_profiles = [profiles[i] for i in pick]
     gaps = _gaps_days(sessions.sessions)
+    stage(f"{STAGES[3]} ({config.moment_budget} evaluations on {len(moment_profiles)} users)")
     moments = fit_session_moments(real.catalog, world0, moment_profiles, sessions.sessions["size"].to_numpy(),
                                   config.seed, config.moment_budget, on_eval, gaps, config.assumed_ctr)
+    stage(STAGES[4])
     p_churn = min(max(sessions.churn_probability, 1e-4), 1 - 1e-4)
     visits = visit_returns(moments.sessions.satisfaction, moments.sessions.clicks > 0, p_churn, world0.returns)
     user_activity = np.array([activity.get(u, 0.0) for u in sessions.user_rates.index])
@@ -222,6 +235,7 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
                   returns={"base_rate": base_rate, "satisfaction_reference": visits.satisfaction_reference,
                            "churn_bias": visits.churn_bias, "churn_after": floor})
 
+    stage(f"{STAGES[5]} ({config.folds} time windows)")
     folds = _fold_weights(real.dataset, log, config, attention, choices.half_life)
     report = {
         "data": json.loads(config.data.model_dump_json()),
@@ -267,6 +281,7 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
         "not_identified": list(NOT_IDENTIFIED),
     }
     calibrated = CalibratedWorld(world, real.catalog, profiles, report)
+    stage(STAGES[6])
     check = check_fit(calibrated, real, config)
     report["fit_check"] = check
     report["warnings"] = fit_warnings(check) + fold_warnings(folds) + _moment_warnings(moments)

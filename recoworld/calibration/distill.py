@@ -423,6 +423,7 @@ def distill_run(run: str | Path | Sequence[str | Path], out: str | Path, holdout
                 n_boot: int = 200, min_decisions: int = MIN_DECISIONS,
                 rank_check: bool | None = None, neural: bool = False,
                 ceiling: Callable[[Decisions], Callable[[pd.DataFrame], pd.DataFrame]] | None = None,
+                on_stage: Callable[[str], None] | None = None,
                 ) -> tuple[CalibratedWorld, pd.DataFrame]:
     """`recoworld distill --from RUN --out DIR`: fit, write the world (calibrated-world format, so `--calibrated
     DIR` and `--config DIR/world.yaml` take it), and the agreement report (agreement.csv, agreement.png) of the
@@ -434,13 +435,17 @@ def distill_run(run: str | Path | Sequence[str | Path], out: str | Path, holdout
     (`recoworld.calibration.neural`) on the fit users, adds its (item-level) column to the report and writes it to
     DIR/neural.pt (`neural.load_neural`). `ceiling`, when the rule behind the decisions is known (a scripted
     user's), makes from the run's decisions a perfect model's scorer: the report's `ceiling` column
-    (`recoworld.calibration.agreement`). The terms carrying the fit are the report's `attrs["terms"]`."""
+    (`recoworld.calibration.agreement`). The terms carrying the fit are the report's `attrs["terms"]`.
+    `on_stage(name)` is called as each stage starts."""
     from recoworld.calibration.agreement import agreement, plot
     from recoworld.calibration.calibrated import save_calibration
 
+    stage = on_stage or (lambda _name: None)
     if not 0 < holdout < 1:
         raise ConfigError(f"--holdout must be a share between 0 and 1 (exclusive), got {holdout}")
+    stage("reading the run's LLM decisions")
     decisions = read_run(run, min_decisions)
+    stage("fitting the surrogate")
     distilled, held = distill(decisions, holdout, seed)
     default = build(WorldConfig, "default world", decisions.world, user_backend="parametric",
                     choice=WorldConfig().choice.model_dump(), dynamics=WorldConfig().dynamics.model_dump(),
@@ -450,10 +455,12 @@ def distill_run(run: str | Path | Sequence[str | Path], out: str | Path, holdout
     if neural:
         from recoworld.calibration.neural import fit_neural
 
+        stage("training the neural choice model")
         neural_model = fit_neural(decisions.items[~decisions.items["user_id"].isin(held)], decisions.profiles,
                                   decisions.catalog, seed=seed)
         scorers["neural"] = functools.partial(neural_model.predict, profiles=decisions.profiles,
                                               catalog=decisions.catalog)
+    stage(f"agreement on {len(held)} held-out users ({n_boot} bootstrap resamples)")
     report = agreement(decisions, held, {"default": (default, list(decisions.profiles.values())),
                                          "distilled": (distilled.world, distilled.profiles)}, n_boot, seed, scorers,
                        None if ceiling is None else ceiling(decisions))
@@ -463,8 +470,10 @@ def distill_run(run: str | Path | Sequence[str | Path], out: str | Path, holdout
     if rank_check or (rank_check is None and len(decisions.agents) >= MIN_AGENTS and decisions.user_sums is not None):
         from recoworld.calibration import ranking as rk
 
+        stage(f"rank check: {len(decisions.agents)} recommenders under the surrogate")
         ranking = rk.rank_check(decisions, distilled)
         distilled.report["ranking"] = rk.summary(ranking)
+    stage("writing the distilled world and the agreement report")
     path = save_calibration(distilled, out)
     if neural_model is not None:
         neural_model.save(path / "neural.pt")

@@ -145,13 +145,37 @@ def _num(x: float) -> float | None:
 
 
 def table(ranking: pd.DataFrame) -> str:
-    """Terminal table: a line per metric, recommenders ordered under LLM users and under the surrogate, and rho."""
+    """Terminal table: a line per metric, recommenders ordered under LLM users and under the surrogate, and rho;
+    a rho or interval that is not a number reads "n/a", and a line under the table says why (`undefined`)."""
     lines = ["metric              rho    95% CI (users)   LLM users' order  |  surrogate's order"]
+    notes = []
     for metric, g in ranking.groupby("metric", sort=False):
         rho, lo, hi = g[["spearman_rho", "rho_ci_low", "rho_ci_high"]].iloc[0]
-        lines.append(f"{metric:<18}  {rho:+.2f}   [{lo:+.2f}, {hi:+.2f}]   {_order(g, 'llm_rank')}  |  "
+        ci = "n/a" if np.isnan(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
+        lines.append(f"{metric:<18}  {_signed(rho):>5}   {ci:<14}   {_order(g, 'llm_rank')}  |  "
                      f"{_order(g, 'surrogate_rank')}")
-    return "\n".join(lines)
+        why = undefined(g)
+        if why:
+            notes.append(f"{metric}: {why}")
+    return "\n".join(lines + notes)
+
+
+def undefined(g: pd.DataFrame) -> str:
+    """Why one metric's rho, or its interval, is not a number (empty when both are): a rank correlation needs
+    the recommenders apart on both sides, and every recommender tied on one side leaves nothing to order."""
+    rho, lo = g["spearman_rho"].iloc[0], g["rho_ci_low"].iloc[0]
+    tied = [side for side, column in (("the LLM users", "llm"), ("the surrogate", "surrogate"))
+            if np.round(g[column].to_numpy(np.float64), 9).std() == 0]
+    if np.isnan(rho):
+        return (f"rho n/a: every recommender has the same value under {' and under '.join(tied) or 'one side'}, "
+                "so there is no order to compare (e.g. every user active every day of a short run)")
+    if np.isnan(lo):
+        return "95% CI n/a: on every bootstrap resample of the users one side ties all recommenders"
+    return ""
+
+
+def _signed(x: float) -> str:
+    return "n/a" if np.isnan(x) else f"{x:+.2f}"
 
 
 def _order(g: pd.DataFrame, rank: str) -> str:

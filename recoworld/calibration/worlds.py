@@ -109,8 +109,7 @@ def transfer_worlds(
     representation saw only one half of the users, judged on the other half. A representation not learned from
     users needs no such check: `progress` says it was skipped."""
     if fitted is None:
-        progress("calibrating on the past (choices, sessions, simulated moments)")
-        fitted = calibrate(calibration)
+        fitted = calibrate(calibration, on_stage=lambda stage: progress(f"calibrating on the past: {stage}"))
     default = WorldConfig(catalog={"n_items": len(real.catalog)})
     worlds = [
         SimulatedWorld("calibrated", fitted.world, fitted.catalog, fitted.profiles),
@@ -120,8 +119,8 @@ def transfer_worlds(
     if circularity and "mf" in embedding.split("+"):
         data = calibration.data
         half = data.model_copy(update={"representation": data.representation.model_copy(update={"mf_user_half": 0})})
-        progress("calibrating a world whose representation half of the users learned")
-        apart = calibrate(calibration.model_copy(update={"data": half}))
+        apart = calibrate(calibration.model_copy(update={"data": half}),
+                          on_stage=lambda stage: progress(f"calibrating, representation from half the users: {stage}"))
         others = real.split.train["user_id"].unique()
         judged = frozenset(u for u, h in zip(others, user_halves(others, data.representation.seed)) if h == 1)
         worlds.insert(

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from recoworld.cli.common import console, fail, hold, names
+from recoworld.cli.common import clocked, console, elapsed, fail, hold, names, note, outputs, stages, warn
 from recoworld.cli.options import DATA_HELP, agents_option, days_option, seed_option, users_option, with_llm_flags
 from recoworld.errors import RecoWorldError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.status import Status
 
 
 @with_llm_flags
@@ -42,9 +47,8 @@ def bench(
     """RecoWorld-Bench: run versioned, seeded scenarios; write results.json, leaderboard.md and quadrant.png.
 
     The --llm* flags configure the LLM users of llm-users-small, by the same rule as `simulate`'s."""
-    import time
-
     from recoworld.bench import SCENARIOS, run_bench
+    from recoworld.bench.report import LEADERBOARD, QUADRANT, RESULTS
     from recoworld.bench.runner import check_inputs
 
     if list_:
@@ -59,32 +63,68 @@ def bench(
         check_inputs(scenario_names, agent_names, data, world_llm)
         hold(ctx, out)
         start = time.perf_counter()
-        result = run_bench(
-            scenario_names,
-            agent_names,
-            out,
-            data=data,
-            llm=world_llm,
-            n_users=users,
-            seed=seed,
-            days=days,
-            overwrite=overwrite,
-            log=lambda msg: console.print(msg, soft_wrap=True, highlight=False),
-        )
+        with stages() as stage:
+            agent = Episodes(stage.status)
+
+            def log(message: str) -> None:
+                agent.end()
+                stage(message)
+
+            result = run_bench(scenario_names, agent_names, out, data=data, llm=world_llm, n_users=users, seed=seed,
+                               days=days, overwrite=overwrite, log=log, on_episode=agent)
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise fail(err) from None
-    console.print((out / "leaderboard.md").read_text(), soft_wrap=True, highlight=False, markup=False)
-    console.print(
-        f"{len(result.runs)} scenario(s) x {len(result.agents)} agent(s) in "
-        f"{time.perf_counter() - start:.0f} s; results: {out / 'results.json'}  leaderboard: "
-        f"{out / 'leaderboard.md'}  quadrant plot: {out / 'quadrant.png'}",
-        soft_wrap=True,
-        highlight=False,
-    )
+    console.print((out / LEADERBOARD).read_text(), soft_wrap=True, highlight=False, markup=False)
+    from recoworld.validity.bands import band_warnings
+
+    for run in result.runs:
+        for line in band_warnings(bench_summary(run.metrics), run.scenario.world_config().horizon_days,
+                                  where=f"{run.scenario.name}: "):
+            warn(line)
     from recoworld.evaluation.html_report import write_report as write_html
 
-    for run in result.runs:  # one HTML report (summary, plots, journeys) per scenario folder
-        try:
-            console.print(f"report {run.scenario.name}: {write_html(run.out)}", soft_wrap=True, highlight=False)
-        except RecoWorldError as err:
-            console.print(f"[yellow]no report for {run.scenario.name}:[/yellow] {err}", soft_wrap=True)
+    reports = []
+    with stages() as stage:
+        for run in result.runs:  # one HTML report (summary, plots, journeys) per scenario folder
+            stage(f"report of {run.scenario.name}")
+            try:
+                reports.append(write_html(run.out))
+            except RecoWorldError as err:
+                console.print(f"[yellow]no report for {run.scenario.name}:[/yellow] {err}", soft_wrap=True)
+    outputs(out, [RESULTS, LEADERBOARD, QUADRANT, *reports],
+            then=f"{len(result.runs)} scenario(s) x {len(result.agents)} agent(s) in "
+                 f"{elapsed(time.perf_counter() - start)}")
+
+
+def bench_summary(metrics: dict[str, dict[str, dict[str, float | None]]]) -> pd.DataFrame:
+    """A scenario's {agent: {metric: {mean, ...}}} as a summary frame (a row per agent, a column per metric's
+    mean), the shape the realism bands read; a metric the scenario does not report is not a column."""
+    import pandas as pd
+
+    rows = [{"recommender": agent, **{m: v["mean"] for m, v in values.items()}} for agent, values in metrics.items()]
+    return pd.DataFrame(rows).astype(float, errors="ignore")
+
+
+class Episodes:
+    """Per-agent progress inside a scenario, from `run_bench`'s `on_episode(scenario, agent)`: the spinner
+    counts users; a line every 50 users without a terminal, and one with the time when the agent is done
+    (agents run one after another, so the next one's first episode, or the next stage, ends it)."""
+
+    def __init__(self, status: Status | None) -> None:
+        self.status, self.key, self.users, self.since = status, "", 0, 0.0
+
+    def __call__(self, scenario: str, agent: str) -> None:
+        key = f"{scenario} / {agent}"
+        if key != self.key:
+            self.end()
+            self.key, self.users, self.since = key, 0, time.perf_counter()
+        self.users += 1
+        if self.status is not None:
+            self.status.update(f"{key}: {self.users} users")
+        if self.users % 50 == 0:
+            note(f"{key}: {self.users} users in {elapsed(time.perf_counter() - self.since)}")
+
+    def end(self) -> None:
+        if self.key:
+            clocked(f"{self.key}: {self.users} users done in {elapsed(time.perf_counter() - self.since)}")
+            self.key = ""

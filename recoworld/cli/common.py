@@ -1,10 +1,14 @@
-"""What every command shares: the app, the console, one-line errors, the --out check and lock, progress lines.
+"""What every command shares: the app, the console, one-line errors, the --out check and lock, progress lines,
+the stage lines of long work, warnings and the closing `outputs:` line.
 
 Commands parse flags and print; nothing here decides what a run does.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -17,6 +21,7 @@ from recoworld.errors import ConfigError, RecoWorldError
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+    from rich.status import Status
 
 M = TypeVar("M", bound="BaseModel")
 app = typer.Typer(
@@ -24,9 +29,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console()
+console = Console(log_path=False)  # a progress line's source file and line number tell a user nothing
 if not console.is_terminal:  # piped or in CI: do not squeeze the summary table into 80 columns
-    console = Console(width=180)
+    console = Console(width=180, log_path=False)
 
 #: `recoworld --debug ...`: errors that carry a traceback (`RecommenderFailed.details`) print it above their line.
 _DEBUG = {"on": False}
@@ -119,7 +124,12 @@ def names(value: str) -> list[str]:
 def note(message: str) -> None:
     """A progress line where no live display can show one: output piped or redirected to a file."""
     if not console.is_terminal:
-        console.log(message, highlight=False)
+        clocked(message)
+
+
+def clocked(message: str) -> None:
+    """A progress line with the time of day: `[09:12:01] message` (plain, not padded to the console's width)."""
+    console.print(f"[{time.strftime('%H:%M:%S')}] {message}", markup=False, highlight=False, soft_wrap=True)
 
 
 def say(message: str) -> None:
@@ -144,4 +154,73 @@ def advance(progress: Progress, task: TaskID, every: int = 50) -> None:
     progress.advance(task)
     t = progress.tasks[task]
     if t.completed % every == 0 or t.completed == t.total:
-        note(f"{t.description.strip()}: {t.completed:.0f}/{t.total:.0f}")
+        note(f"{t.description.strip()}: {t.completed:.0f}/{t.total:.0f} in {elapsed(t.elapsed or 0.0)}")
+
+
+def elapsed(seconds: float) -> str:
+    """`4.2 s`, `3 min 05 s`, `1 h 02 min`: what a stage line says it took."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+class Stages:
+    """The stage lines of long work: calling it with a stage's name ends the stage before (a line with
+    its time, always, since neither a spinner nor a file keeps it) and starts this one (a line only
+    without a terminal, where the spinner `status` names it otherwise). The library announces its
+    stages through a `Callable[[str], None]` (`calibrate(on_stage=...)`, `validate(progress=...)`);
+    this is the one place they become lines."""
+
+    def __init__(self, status: Status | None = None) -> None:
+        self.status = status
+        self.name: str | None = None
+        self.started = time.perf_counter()
+        self.first = True
+
+    def __call__(self, name: str) -> None:
+        """Start stage `name`. The first stage started with the block: a library may announce it only once its
+        inputs are checked, so that a bad input is one error line and nothing before it."""
+        self.end()
+        self.name = name
+        if not self.first:
+            self.started = time.perf_counter()
+        self.first = False
+        if self.status is not None:
+            self.status.update(name)
+        note(f"{name} ...")
+
+    def end(self) -> None:
+        """End the running stage, if any: `NAME: done in T`."""
+        if self.name is not None:
+            clocked(f"{self.name}: done in {elapsed(time.perf_counter() - self.started)}")
+            self.name = None
+
+
+@contextmanager
+def stages(first: str | None = None) -> Iterator[Stages]:
+    """A spinner on a terminal, stage lines always (`Stages`), starting with stage `first` if given (else
+    with the first the library announces); the last stage ends when the block does, unless by an error (whose
+    line follows, without a "done")."""
+    with console.status(first or "starting") as status:
+        lines = Stages(status)
+        if first is not None:
+            lines(first)
+        try:
+            yield lines
+        except BaseException:
+            lines.name = None  # not done: the error's own line says what happened
+            raise
+        lines.end()
+
+
+def warn(message: str) -> None:
+    """A number worth a second look before it is reported: one yellow `warning:` line."""
+    console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True, highlight=False)
+
+
+def outputs(folder: Path, files: Sequence[str | Path], then: str = "") -> None:
+    """The last line of every command that writes files: `outputs: FOLDER (file, file, ...)`, the files
+    relative to the folder where they are inside it; `then`: what to do with them next, on the same line."""
+    shown = [str(Path(f).relative_to(folder)) if Path(f).is_relative_to(folder) else str(f) for f in files]
+    say(f"outputs: {folder} ({', '.join(shown)})" + (f"; {then}" if then else ""))

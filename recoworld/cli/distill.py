@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from recoworld.cli.common import console, fail, hold, names
+from recoworld.cli.common import console, fail, hold, names, outputs, stages
 from recoworld.cli.options import agents_option, seed_option, users_option, with_llm_flags
 from recoworld.errors import ConfigError, RecoWorldError
 
@@ -105,7 +105,10 @@ def distill(
             if stopped:
                 console.print(f"[yellow]collection stopped early:[/yellow] {stopped}")
         assert runs is not None  # exactly one of --from and --collect, checked above
-        result, report = distill_run(runs, out, holdout, seed, boot, min_decisions, rank_check or None, neural)
+        with stages() as stage:
+            result, report = distill_run(
+                runs, out, holdout, seed, boot, min_decisions, rank_check or None, neural, on_stage=stage
+            )
     except ModuleNotFoundError as err:
         if err.name != "torch":
             raise
@@ -113,6 +116,7 @@ def distill(
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise fail(err) from None
     console.print(table(report), markup=False, highlight=False)
+    written = ["world.yaml", "profiles.jsonl", "catalog.parquet", "calibration.json", "agreement.csv", "agreement.png"]
     if (out / "ranking.csv").is_file() and "ranking" in result.report:
         import pandas as pd
 
@@ -120,8 +124,16 @@ def distill(
 
         console.print("policy ranking, LLM users vs surrogate (Spearman's rho, 95% bootstrap CI over users):")
         console.print(ranking_table(pd.read_csv(out / "ranking.csv")), markup=False, highlight=False)
+        written.append("ranking.csv")
+    if neural:
+        written.append("neural.pt")
     console.print(
-        f"distilled world: {out} ({result.report['decisions']['fit']} decisions fitted, "
-        f"{result.report['decisions']['held_out']} held out); use it: recoworld simulate --calibrated {out} "
-        f"(its users), or `user_backend: surrogate` with `surrogate: {out}` in a world config (any users)"
+        f"{result.report['decisions']['fit']} decisions fitted, {result.report['decisions']['held_out']} held out",
+        highlight=False,
+    )
+    outputs(
+        out,
+        written,
+        then=f"use it: recoworld simulate --calibrated {out} (its users), or `user_backend: surrogate` with "
+        f"`surrogate: {out}` in a world config (any users)",
     )

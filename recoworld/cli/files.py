@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from recoworld.cli.common import console, fail, validated, writable_dir
+from recoworld.cli.common import fail, outputs, validated, writable_dir
 from recoworld.cli.options import seed_option
 from recoworld.errors import RecoWorldError
 
@@ -34,7 +34,7 @@ def report(
         raise fail(
             RecoWorldError(f"cannot write the report: {err.strerror or type(err).__name__} ({err.filename or out})")
         ) from None
-    console.print(f"report: {path}", soft_wrap=True, highlight=False)
+    outputs(path.parent, [path], then=f"open {path} in a browser (self-contained, offline)")
 
 
 def make_catalog(
@@ -60,4 +60,4 @@ def make_catalog(
         raise fail(err) from None
     except OSError as err:
         raise fail(RecoWorldError(f"--out {out}: cannot write there ({err.strerror or type(err).__name__})")) from None
-    console.print(f"wrote {len(cat)} items, {cat.n_topics} topics to {path}")
+    outputs(path.parent, [path], then=f"{len(cat)} items, {cat.n_topics} topics")

@@ -7,7 +7,21 @@ from typing import Annotated
 
 import typer
 
-from recoworld.cli.common import advance, bars, console, fail, hold, names, note, validated, writable_dir
+from recoworld.cli.common import (
+    Stages,
+    advance,
+    bars,
+    console,
+    fail,
+    hold,
+    names,
+    note,
+    outputs,
+    stages,
+    validated,
+    warn,
+    writable_dir,
+)
 from recoworld.cli.options import (
     AttentionOption,
     DataOption,
@@ -29,6 +43,14 @@ from recoworld.cli.options import (
 from recoworld.errors import RecoWorldError
 
 LLM_EXTRA = "LLM users need the local extra (pip install 'recoworld[local]')"
+CONTINUATION_HELP = (
+    "out of sample, each simulated user starts where they stood at the cutoff (churned, or back after the "
+    "residual gap of the world's return model); off: everyone opens a session on day 0"
+)
+CIRCULARITY_HELP = (
+    "also calibrate a world whose mf representation is learned from one half of the users, judged on the other "
+    "half (a simulator living in the ALS space may favour ALS)"
+)
 
 
 def calibrate(
@@ -48,6 +70,7 @@ def calibrate(
     """Fit the parametric user to a real log; write a world config, the users and the fit report."""
     from recoworld.calibration import CalibrationConfig, save_calibration
     from recoworld.calibration import calibrate as run
+    from recoworld.calibration.calibrated import FILES
     from recoworld.calibration.report import calibration_table, fit_check_table, folds_table
 
     try:
@@ -60,27 +83,25 @@ def calibrate(
             {"data": data_cfg, "moment_budget": budget, "seed": seed},
         )
         hold(ctx, out)
-        with bars(transient=True) as progress:
-            task = progress.add_task("fitting choices, sessions, then simulated moments", total=cfg.moment_budget)
+        with stages() as stage:
 
             def moments(n: int, best: float) -> None:
-                progress.update(task, completed=n, description=f"simulated moments (best objective {best:.3g})")
+                if stage.status is not None:
+                    stage.status.update(f"simulated moments: {n}/{cfg.moment_budget} (best objective {best:.3g})")
                 if n % 10 == 0:
-                    note(f"simulated moments: {n} evaluations, best objective {best:.3g}")
+                    note(f"simulated moments: {n}/{cfg.moment_budget} evaluations, best objective {best:.3g}")
 
-            result = run(cfg, on_eval=moments)
-        path = save_calibration(result, out)
+            result = run(cfg, on_eval=moments, on_stage=stage)
+            stage("writing the calibrated world")
+            path = save_calibration(result, out)
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise fail(err) from None
     console.print(calibration_table(result.report))
     console.print(folds_table(result.report))
     console.print(fit_check_table(result.report))
     for warning in result.report.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {warning}")
-    console.print(
-        f"calibrated world: {path} (world.yaml, profiles.jsonl, catalog.parquet, calibration.json); "
-        f"use it: recoworld simulate --calibrated {path}"
-    )
+        warn(warning)
+    outputs(path, FILES, then=f"use it: recoworld simulate --calibrated {path}")
 
 
 @with_llm_flags
@@ -126,7 +147,7 @@ def fidelity(
         if passes is not None and passes < 1:
             raise RecoWorldError(f"--passes {passes}: give at least 1 pass of shuffled slates")
         fitted = load_calibrated(calibrated, config) if calibrated is not None else None
-        with console.status(f"loading {data}"):
+        with stages(f"loading {data}"):
             real = real_world_for(
                 data_config(data, embedding, seed, split=split, test_fraction=test_fraction), fitted, calibrated
             )
@@ -146,12 +167,29 @@ def fidelity(
         raise fail(err) from None
     results = []
     with bars() as progress:
+        # A bar's clock starts with its scorer's first user, not with the first scorer's: they run one by one.
         tasks = {
-            s.name: progress.add_task(f"{s.name:>26}", total=len(group)) for scorers, group in runs for s in scorers
+            s.name: progress.add_task(f"{s.name:>26}", total=len(group), start=False)
+            for scorers, group in runs
+            for s in scorers
         }
+        order, stage = list(tasks), Stages()
+
+        def begin(i: int) -> None:
+            if i < len(order):
+                progress.start_task(tasks[order[i]])
+                stage(f"scoring {progress.tasks[tasks[order[i]]].total:.0f} users: {order[i]}")
+
+        def scored(name: str) -> None:
+            advance(progress, tasks[name])
+            if progress.tasks[tasks[name]].finished:
+                stage.end()
+                begin(order.index(name) + 1)
+
+        begin(0)
         for scorers, group in runs:
             try:
-                results.append(evaluate(group, scorers, cfg, on_user=lambda name: advance(progress, tasks[name])))
+                results.append(evaluate(group, scorers, cfg, on_user=scored))
             except RecoWorldError as err:
                 raise fail(err) from None
     summary = pd.concat([r[0] for r in results], ignore_index=True)
@@ -159,8 +197,7 @@ def fidelity(
     console.print(fidelity_table(summary, cfg.k))
     if llm is not None:  # how many slates the model decided, and how many fell back to the parametric user
         console.print(f"LLM users: {dict(getattr(llm.simulator, 'stats', {}))}", highlight=False)
-    csv, js, parquet = write_fidelity(out, summary, per_user, population, real.split, cfg, passes, test_fraction)
-    console.print(f"summary: {csv}  users and split: {js}  per user: {parquet}")
+    outputs(out, write_fidelity(out, summary, per_user, population, real.split, cfg, passes, test_fraction))
 
 
 VALIDATE_FLAGS = {
@@ -200,15 +237,7 @@ def validate(
     fidelity_users: Annotated[int, typer.Option(help="users of the held-out ranking fidelity")] = 100,
     llm_users: Annotated[int, typer.Option(help="also simulate N LLM users (world config's llm); 0 = skip")] = 0,
     llm_turns: Annotated[int, typer.Option(help="turns per LLM user")] = 20,
-    continuation: Annotated[
-        bool,
-        typer.Option(
-            help="out of sample, each simulated user starts where they stood "
-            "at the cutoff (churned, or back after the residual gap of "
-            "the world's return model); off: everyone opens a session "
-            "on day 0"
-        ),
-    ] = True,
+    continuation: Annotated[bool, typer.Option(help=CONTINUATION_HELP)] = True,
     config: Annotated[Path | None, typer.Option(help="world config (YAML or JSON) of the default world")] = None,
     calibrated: Annotated[Path | None, calibrated_option("; compared next to the default")] = None,
     split: Annotated[str, split_option("; a --calibrated world's own split wins")] = "global",
@@ -250,7 +279,7 @@ def validate(
             },
         )
         fitted = load_calibrated(calibrated) if calibrated is not None else None
-        with console.status(f"loading {data}"):
+        with stages(f"loading {data}"):
             real = real_world_for(
                 data_config(data, embedding, seed, split=split, test_fraction=test_fraction), fitted, calibrated
             )
@@ -259,13 +288,10 @@ def validate(
         worlds = [SimWorld("default", default, real.catalog, real.profiles)]
         if fitted is not None:
             worlds.append(SimWorld("calibrated", fitted.world, fitted.catalog, fitted.profiles))
-        with console.status("validating") as status:
-
-            def progress(message: str) -> None:
-                status.update(message)
-                note(message)
-
-            result = run(real, worlds, cfg, progress=progress)
+        with stages() as stage:
+            result = run(real, worlds, cfg, progress=stage)
+            stage("writing the table and plots")
+            written = write_validity(result, out)
     except ImportError as err:
         raise fail(RecoWorldError(f"{LLM_EXTRA}: {err}")) from None
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
@@ -277,8 +303,7 @@ def validate(
         from recoworld.llm import shared_backend
 
         console.print(shared_backend(worlds[0].world.llm).usage.describe(), soft_wrap=True, highlight=False)
-    csv, png, png_in = write_validity(result, out)
-    console.print(f"table: {csv}  plots: {png} (out of sample), {png_in} (in sample)")
+    outputs(out, written)
 
 
 def transfer(
@@ -303,14 +328,7 @@ def transfer(
     max_days: MaxDaysOption = 60.0,
     bootstrap: Annotated[int, typer.Option(help="bootstrap resamples of users behind the intervals")] = 1000,
     budget: Annotated[int, typer.Option(help="evaluation budget of the calibration's simulated-moments fit")] = 60,
-    circularity: Annotated[
-        bool,
-        typer.Option(
-            help="also calibrate a world whose mf representation is learned "
-            "from one half of the users, judged on the other half (a "
-            "simulator living in the ALS space may favour ALS)"
-        ),
-    ] = True,
+    circularity: Annotated[bool, typer.Option(help=CIRCULARITY_HELP)] = True,
     seed: Annotated[int, seed_option(": the calibration, the panel, the simulated users")] = 0,
 ) -> None:
     """Does the simulator order recommenders as the real future does? A panel trained on the past, scored on
@@ -349,23 +367,19 @@ def transfer(
         calibration = validated(
             CalibrationConfig, {"moment_budget": "--budget"}, {"data": data_cfg, "moment_budget": budget, "seed": seed}
         )
-        with console.status(f"loading {data}"):
+        with stages(f"loading {data}"):
             real = real_world_for(data_cfg, None)
         console.print(real.describe(), highlight=False)
 
-        with console.status("transfer") as status:
-
-            def progress(message: str) -> None:
-                status.update(message)
-                console.log(message, highlight=False)
-
-            worlds = transfer_worlds(real, calibration, fitted, circularity, progress)
+        with stages() as stage:
+            worlds = transfer_worlds(real, calibration, fitted, circularity, stage)
             genres = [list(g) for g in real.dataset.items["genres"]]
-            result = run_transfer(real.split, real.catalog, genres, worlds, cfg, progress=progress)
+            result = run_transfer(real.split, real.catalog, genres, worlds, cfg, progress=stage)
+            stage("writing the table and plot")
+            written = write_transfer(result, out)
     except (RecoWorldError, FileNotFoundError, ValueError) as err:
         raise fail(err) from None
     console.print(transfer_table(result))
     for line in result.notes:
         console.print(line, soft_wrap=True, highlight=False)
-    csv, js, png = write_transfer(result, out)
-    console.print(f"table: {csv}  agreement: {js}  plot: {png}")
+    outputs(out, written)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import TaskID
 
-from recoworld.cli.common import bars, console, fail, hold, names, validated
+from recoworld.cli.common import advance, bars, console, fail, hold, names, outputs, say, stages, validated, warn
 from recoworld.cli.options import (
     DATA_HELP,
     EMBEDDING_HELP,
@@ -110,7 +110,7 @@ def simulate(
         )
         real = None
         if data is not None:
-            with console.status(f"loading {data}"):
+            with stages(f"loading {data}"):
                 real = real_world_for(data_config(data, embedding, seed), None)
             console.print(real.describe(), highlight=False)
         cat, profiles = simulation_inputs(
@@ -138,12 +138,12 @@ def simulate(
     progress = bars()
     tasks: dict[str, TaskID] = {}
 
-    def advance(name: str) -> None:  # bars start with the first episode: a refused --out prints its error alone
+    def episode(name: str) -> None:  # bars start with the first episode: a refused --out prints its error alone
         if not tasks:
             progress.start()
         if name not in tasks:
             tasks[name] = progress.add_task(f"{name:>10}", total=users)
-        progress.advance(tasks[name])
+        advance(progress, tasks[name])
 
     inputs = {
         k: str(v)
@@ -157,16 +157,8 @@ def simulate(
         if v is not None
     }
     try:
-        result = run(
-            cfg,
-            catalog=cat,
-            out=out,
-            profiles=profiles,
-            on_episode=advance,
-            overwrite=overwrite,
-            inputs=inputs,
-            also_writes=["retention.png"],
-        )
+        result = run(cfg, catalog=cat, out=out, profiles=profiles, on_episode=episode, overwrite=overwrite,
+                     inputs=inputs, also_writes=["retention.png"])
     except RecoWorldError as err:
         raise fail(err) from None
     finally:
@@ -179,30 +171,26 @@ def simulate(
             highlight=False,
         )
 
+    from recoworld.validity.bands import band_warnings
+
     console.print(summary_table(result.summary, title=f"RecoWorld: {users} users, {world.horizon_days:g} days"))
     for row in result.summary[result.summary["fallback_turns"] > 0].itertuples():
-        console.print(
-            f"{row.recommender}: {row.fallback_turns} turns decided by its fallback (summary.csv fallback_turns)",
-            soft_wrap=True,
-            highlight=False,
-        )
+        say(f"{row.recommender}: {row.fallback_turns} turns decided by its fallback (summary.csv fallback_turns)")
+    for line in band_warnings(result.summary, world.horizon_days):
+        warn(line)
     daily = daily_activity(result.trajectories, math.ceil(world.horizon_days))
     plot = plot_retention(result.summary, daily, out / "retention.png")
-    console.print(f"trajectories: {out / 'trajectories'}  summary: {out / 'summary.csv'}  plot: {plot}")
     if world.user_backend == "llm":
         from recoworld.llm import shared_backend
 
         turns = result.trajectories.drop_duplicates(["recommender", "user_id", "step"])
         fallbacks = int(turns["llm_fallback"].sum())
-        console.print(
-            f"{shared_backend(world.llm).usage.describe()}; {fallbacks} of {len(turns)} turns "
-            "fell back to the parametric user",
-            soft_wrap=True,
-            highlight=False,
-        )
+        say(f"{shared_backend(world.llm).usage.describe()}; {fallbacks} of {len(turns)} turns "
+            "fell back to the parametric user")
     elif judge or any(name in LLM_AGENTS for name in agent_names):  # LLM recommenders and the judge share it
         from recoworld.llm import shared_backend
 
-        console.print(shared_backend(world.llm).usage.describe(), soft_wrap=True, highlight=False)
+        say(shared_backend(world.llm).usage.describe())
     if result.stopped:
         console.print(f"[yellow]stopped early:[/yellow] {result.stopped}")
+    outputs(out, ["trajectories/", "episodes.parquet", "summary.csv", plot], then=f"report: recoworld report {out}")

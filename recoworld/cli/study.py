@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from recoworld.cli.common import bars, console, fail, hold, validated
+from recoworld.cli.common import bars, console, elapsed, fail, hold, note, outputs, validated, warn
 from recoworld.cli.options import calibrated_option, seed_option
 from recoworld.errors import RecoWorldError
 
@@ -44,14 +44,14 @@ def study(
 
     with bars() as progress:
         task = progress.add_task("planning the users", total=None)  # each shard draws its own
+        note("planning the users, then the shards on Ray ...")
+
+        def shard(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total, description="shards")
+            note(f"shards: {done}/{total} in {elapsed(progress.tasks[task].elapsed or 0.0)}")
+
         try:
-            result = run_study(
-                cfg,
-                out,
-                address=address,
-                num_cpus=num_cpus,
-                on_shard=lambda done, total: progress.update(task, completed=done, total=total, description="shards"),
-            )
+            result = run_study(cfg, out, address=address, num_cpus=num_cpus, on_shard=shard)
         except RecoWorldError as err:
             raise fail(err) from None
     report, summary = write_report(
@@ -66,9 +66,12 @@ def study(
     )
     overall = summary[summary["segment"] == ALL].assign(recommender=lambda s: s["recommender"] + "/" + s["arm"])
     console.print(summary_table(overall, title=f"Study {cfg.name}: {len(result.setup.users)} users"))
+    from recoworld.validity.bands import band_warnings
+
+    for line in band_warnings(overall, cfg.world.horizon_days):
+        warn(line)
     from recoworld.evaluation.html_report import write_report as write_html
 
-    console.print(
-        f"shards run now: {result.shards_run} (the rest resumed from the checkpoint)  "
-        f"results: {result.out}  report: {report}  journeys: {write_html(result.out)}"
-    )
+    journeys = write_html(result.out)
+    outputs(result.out, ["trajectories.parquet", "episodes.parquet", report, journeys],
+            then=f"{result.shards_run} shard(s) run now, the rest resumed from the checkpoint")

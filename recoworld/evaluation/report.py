@@ -27,8 +27,24 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: Why a summary cell can be "-" (not a number), by column; a column not named here: no turn it is defined on.
+UNDEFINED: dict[str, str] = {
+    "retention_ci": "a 95% CI needs 2+ users",
+    "ctr": "no item reviewed",
+    "instruction_following": "no turn under an instruction",
+}
+
+
+def undefined_note(summary: pd.DataFrame) -> str:
+    """The table's caption when a cell is "-": which columns, and why (`UNDEFINED`); empty when none is."""
+    reasons = {header: UNDEFINED.get(col, "no turn it is defined on") for col, header, _ in COLUMNS
+               if col in summary and summary[col].isna().any()}
+    return "; ".join(f"{header} -: {why}" for header, why in reasons.items())
+
+
 def summary_table(summary: pd.DataFrame, title: str = "RecoWorld simulation") -> Table:
-    table = Table(title=title)
+    """The terminal table of `COLUMNS`, the best retention in green; a "-" cell is explained in the caption."""
+    table = Table(title=title, caption=undefined_note(summary) or None)
     table.add_column("recommender", style="bold")
     for _, header, _ in COLUMNS:
         table.add_column(header, justify="right")

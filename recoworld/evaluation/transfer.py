@@ -315,6 +315,7 @@ def run_transfer(
             sim = simulated_scores(w, ids, order[pick], horizon, config.k, config.seed)
             rows.append(pd.DataFrame({"world": w.name, "recommender": name, "user_id": ids,
                                       "ndcg": ndcg[pick], "recall": recall[pick], **sim}))
+    say(f"rank agreement of each world with the real future ({config.bootstrap} bootstrap resamples)")
     per_user = pd.concat(rows, ignore_index=True)
     table_rows, agreement = [], {}
     for w in worlds:

@@ -361,6 +361,7 @@ def validate(
 ) -> ValidityResult:
     """Compare each world with the real log on every fact, out of sample and in sample (module docstring)."""
     cfg = config or ValidityConfig()
+    progress("the compared users and the real log's facts")
     users = _pick_users(real.profiles, cfg.users, cfg.seed)
     chosen = set(users)
     worlds = [SimWorld(w.name, w.world, w.catalog, [p for p in w.profiles if p.user_id in chosen]) for w in worlds]
