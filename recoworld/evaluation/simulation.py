@@ -189,7 +189,7 @@ def simulate(
         rows = []
         for profile, seed in zip(profiles, episode_seeds):
             try:
-                rows.append({"recommender": name, **run_episode(env, agent, profile, seed, log, name=name)})
+                rows.append({"recommender": name, **run_episode(env, agent, profile, seed, log, name=spec)})
             except BudgetExceeded as err:  # keep everything played so far; the unfinished episode has no row
                 stopped = str(err)
                 break
