@@ -3,7 +3,9 @@
 - `RecoWorld-v0` (`RecoWorldEnv`): one user over many sessions (Gymnasium `Env`);
   `gym.make_vec("RecoWorld-v0", num_envs=B, vectorization_mode="vector_entry_point")`
   gives `RecoWorldVectorEnv`, B independent users in one batched step;
-- `PopulationParallelEnv`: many users on one shared platform (PettingZoo `ParallelEnv`).
+- `PopulationParallelEnv`: many users on one shared platform (PettingZoo `ParallelEnv`; PettingZoo envs
+  are not Gymnasium envs, so it has no `gym.make` id: `PopulationParallelEnv(...)` or
+  `recoworld.envs.population_env.parallel_env(...)` builds it).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""`RecoWorldPopulation-v0`: many users on one platform at once, as a PettingZoo `ParallelEnv`.
+"""The population env (`recoworld_population_v0`): many users on one platform at once, a PettingZoo `ParallelEnv`.
+
+PettingZoo envs are not Gymnasium envs, so there is no `gym.make` id: build it with
+`PopulationParallelEnv(...)` or PettingZoo's usual `recoworld.envs.population_env.parallel_env(...)`
+(docs/recipes/pettingzoo.md). `recoworld_population_v0` is its `metadata["name"]`.
 
 ## Description
 Each agent is a *user slot* served by the recommender: at every step each live user
@@ -34,7 +38,7 @@ shown (retrieval and the popularity feature): the click-utility bonus is a term 
 parametric choice model, so it applies neither to the model's choices nor to fallback
 turns.
 
-| Creation | `PopulationParallelEnv(n_users=16, world={"slate_size": 5})` |
+| Creation | `PopulationParallelEnv(n_users=16, world={"slate_size": 5})` or `parallel_env(n_users=16, ...)` |
 |---|---|
 | Agents | `user_0` .. `user_{n_users-1}` |
 | Action Shape | `MultiDiscrete([n_candidates] * slate_size)` per agent, as `RecoWorld-v0` |
@@ -47,7 +51,8 @@ churn penalty when a session ends.
 ## Episode End
 An agent terminates when its user churns or its next session falls beyond the
 horizon, and is truncated after `world.max_steps` turns; the episode ends when no
-agent is left.
+agent is left. No wrapper counts steps (there is no `max_episode_steps`, as there is no
+registration): the horizon in days ends every episode, and `world.max_steps` is the safety cap.
 
 ## Arguments
 Any `PopulationWorldConfig` field as a keyword (`n_users`, `world`, `social`,
