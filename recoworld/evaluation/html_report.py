@@ -4,14 +4,20 @@ No network, no CDN: the CSS and JS are inline, the charts are SVG written here, 
 journey explorer's data is one JSON block in the page. The page holds
 
 - the summary table (`metrics.summarize`) with 95% CIs;
-- retention per recommender (bars with CIs), the share of users active on each day and the
+- retention per recommender (bars with CIs, on an axis zoomed to the data when that shows
+  differences a 0-1 axis hides, and says so), the share of users active on each day and the
   share not yet churned on each day;
 - per-segment retention and CTR;
+- why users left (`recoworld.evaluation.exits`): per recommender the ended sessions by exit
+  reason (share and count), those after which the user never came back, the mean interview
+  score, and the users' own words per reason, each linked to a journey that said them;
 - a user journey explorer: pick a recommender and a user and see the timeline of sessions
   and gaps, every slate with its items (title and topic name when the catalog can be
-  rebuilt, else item ids), reactions, dwell and instructions, where the user left, the
-  recommender's traces (ToolRec's tool calls) and, for runs made with `expose_mindset`,
-  the satisfaction and fatigue curves.
+  rebuilt, else item ids), reactions, dwell and instructions, where the user left with
+  the reason, their words and the interview, the reward's session-end term apart from
+  what the slate earned, the recommender's traces (ToolRec's tool calls) and, for runs
+  made with `expose_mindset`, the satisfaction and fatigue curves.
+  `report.html#rec=NAME&user=ID[&session=N]` selects a journey and scrolls to it.
 
 It reads a `simulate` folder (`trajectories/<agent>.parquet`, each bench scenario's folder)
 or a study folder (`trajectories.parquet`; recommenders are shown per arm). At most
@@ -994,6 +1000,12 @@ _JS = r"""
   window.addEventListener('hashchange', function () {
     var wanted = wantedJourney();
     if (wanted.rec || wanted.user) openJourney(wanted);
+  });
+  // a link to the journey already in the address changes no hash: open it all the same
+  Array.prototype.forEach.call(document.querySelectorAll('a.journey-link'), function (a) {
+    a.addEventListener('click', function (e) {
+      if (a.getAttribute('href') === location.hash) { e.preventDefault(); openJourney(wantedJourney()); }
+    });
   });
   document.body.setAttribute('data-explorer-ready', '1');
 })();
