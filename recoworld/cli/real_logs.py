@@ -83,7 +83,7 @@ def calibrate(
             {"data": data_cfg, "moment_budget": budget, "seed": seed},
         )
         hold(ctx, out)
-        with stages() as stage:
+        with stages(checks_first=True) as stage:  # a log that cannot be calibrated: one error line
 
             def moments(n: int, best: float) -> None:
                 if stage.status is not None:
