@@ -121,7 +121,15 @@ def test_a_study_folder_shows_titles_and_whole_arm_names(run: tuple[Path, Simula
     (tmp_path / "manifest.json").write_text('{"study": "s", "fingerprint": "f", "n_shards": 1, "shards": {}}')
     assert "items shown by id" in load_run(tmp_path).catalog_note  # what a study's manifest alone gives
 
-    write_study_report(traj, eps, tmp_path, title="s", horizon_days=3, catalog=catalog)
+    report, _ = write_study_report(traj, eps, tmp_path, title="s", horizon_days=3, catalog=catalog)
+    # the Markdown report says why users left, per recommender and arm, in their words
+    text = report.read_text()
+    why = text[text.index("## Why users left"):text.index("## Plots")]
+    turns = traj.drop_duplicates(["recommender", "arm", "user_id", "step"])
+    left = turns[turns["left"]]
+    for (rec, arm), exits in left.groupby(["recommender", "arm"]):
+        assert f"| {rec}/{arm} | {len(exits)} | {int(exits['churned'].sum())} |" in why
+    assert any(f"\u201c{words}\u201d" in why for words in left["exit_text"])
     study = load_run(tmp_path)
     assert study.catalog_note == "catalog.parquet of the run"
     data = journey_data(study)

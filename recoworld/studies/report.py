@@ -27,6 +27,7 @@ import pandas as pd
 
 from recoworld.catalog import Catalog
 from recoworld.evaluation.axes import value_axis, zoom_note
+from recoworld.evaluation.exits import exit_counts, exit_overview, exit_quotes, exit_shares
 from recoworld.evaluation.metrics import daily_activity, summarize
 from recoworld.evaluation.report import plot_retention
 from recoworld.storage import write_atomic
@@ -112,6 +113,15 @@ def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join([head, rule, *body])
 
 
+def why_left_table(trajectories: pd.DataFrame) -> pd.DataFrame:
+    """Per recommender (in a study, label each recommender/arm first): its ended sessions, those after which
+    the user never came back, and each exit reason's share of them, for the reasons any user gave
+    (`recoworld.evaluation.exits`)."""
+    counts = exit_counts(trajectories)
+    shares = exit_shares(counts)[[r for r in counts.columns if counts[r].sum() > 0]]
+    return pd.concat([exit_overview(trajectories)[["exits", "left_for_good"]], shares], axis=1).reset_index()
+
+
 def plot_segments(summary: pd.DataFrame, path: Path) -> Path:
     """Retention (95% CI) and reach per segment, one bar per recommender x arm, each named whole in the legend.
 
@@ -174,9 +184,9 @@ def write_report(
     write_atomic(out / "summary.csv", summary.to_csv(index=False))
     if not effects.empty:
         write_atomic(out / "effects.csv", effects.to_csv(index=False))
-    label = trajectories["recommender"] + "/" + trajectories["arm"]
+    labelled = trajectories.assign(recommender=trajectories["recommender"] + "/" + trajectories["arm"])
     overall = summary[summary["segment"] == ALL].assign(recommender=lambda s: s["recommender"] + "/" + s["arm"])
-    daily = daily_activity(trajectories.assign(recommender=label), math.ceil(horizon_days))
+    daily = daily_activity(labelled, math.ceil(horizon_days))
     plot_retention(overall, daily, out / "retention.png")
     plot_segments(summary, out / "segments.png")
     lines = [f"# {title}", "", *(notes or [])]
@@ -197,6 +207,12 @@ def write_report(
             markdown_table(effects),
             "",
         ]
+    said = [f"- {rec}, {reason}: \u201c{q[0].text}\u201d ({q[0].count} exits)"
+            for rec, per in exit_quotes(labelled, per_reason=1).items() for reason, q in per.items()]
+    lines += ["## Why users left", "",
+              "Exit reasons as shares of each recommender's ended sessions; the words said most for each reason "
+              "follow (the HTML report, `report.html`, has them all, with the users' journeys).", "",
+              markdown_table(why_left_table(labelled), digits=2), "", *said, ""]
     lines += ["## Plots", "", "![retention](retention.png)", "", "![segments](segments.png)", ""]
     path = out / "report.md"
     write_atomic(path, "\n".join(lines))
