@@ -1,23 +1,28 @@
 """Benchmark: LLM users on the bundled local model (Gemma 3 270M), by decoding: speed, validity, agreement.
 
     python experiments/bench_local_llm.py [--users 1 4 16] [--turns 2] [--decodings grammar schema] [--batches 1 8]
-        [--cache-slots 1 16] [--grammar-users 1 4] [--validity-users 10] [--validity-turns 10] [--agreement 6]
-        [--n-threads 2]
+        [--cache-slots 1 16] [--threads 0 1] [--grammar-users 1 4] [--validity-users 10] [--validity-turns 10]
+        [--agreement 6] [--before DIR]
 
 `grammar` is llama.cpp's grammar-constrained sampling (the decoding before schema decoding);
 `schema` is `recoworld.llm.schema_decoder` (`llm.local.decoding`, the default), one request at a
 time (`llm.local.batch: 1`, the default) and batched (`--batches`), with one cached sequence or
 several (`--cache-slots`, `llm.local.cache_slots`: a user's persona stays cached while others take
-their turns). All run in the supervised model process, on the default world (slate of 10 items,
-prompts as users get them).
+their turns), on the model's default threads or others (`--threads`, `llm.n_threads`). All run in
+the supervised model process, on the default world (slate of 10 items, prompts as users get them).
 
 - **Speed.** For each decoding and each N in `--users`, N LLM users play `--turns` turns each,
   all of a step's turns in flight together as in a study. The settings compared at one N take
   turns (in a rotating order), so a load that comes and goes on the machine falls on all of
-  them alike. Prints seconds per turn (wall time / turns), turns/s and items decided/s, the
-  model's tokens per turn (prompt, of which taken from the cache, and reply) and the
-  fallbacks. The model answers one request at a time, so grammar decoding's time per turn does
+  them alike. Prints seconds per turn (wall time / turns, and its range over the rounds), turns/s
+  and items decided/s, the model's tokens per turn (prompt, of which taken from the cache, and
+  reply) and the fallbacks. The model answers one request at a time, so grammar decoding's time per turn does
   not fall with N; it runs at `--grammar-users` only (it takes about a minute a turn).
+- **Before and after.** With `--before DIR` (a checkout of an older RecoWorld), its code plays the
+  same users, slates and seeds at each of `--grammar-users`, with its own defaults, taking turns with
+  the settings above (see `llm_turns.py`). Each setting's decisions are then compared with its: the
+  share of items both saw with the same decision (on first turns the users' states are still
+  equal), the decision shares of each and their total-variation distance, and the fallbacks.
 - **Validity.** `--validity-users` users x `--validity-turns` turns with schema decoding: the
   share of turns the model decided (first reply or after repair), against the 95% target.
 - **Agreement.** On `--agreement` first turns (the same users, slates, prompts and seeds under
@@ -42,7 +47,7 @@ from typing import Literal
 
 import numpy as np
 import tyro
-from llm_turns import Play, Served, play
+from llm_turns import Play, Rounds, Served, play
 
 from recoworld.catalog import cached_catalog
 from recoworld.config import WorldConfig
@@ -76,7 +81,8 @@ class Args:
     """first-turn prompts compared between decodings (0 = skip)"""
     slate_size: int = 10
     """items per slate (the default world's)"""
-    n_threads: int | None = None
+    threads: list[int] = field(default_factory=lambda: [0])
+    """schema decoding's `llm.n_threads` settings to compare (0 = the default: every core)"""
     seed: int = 0
     before: Path | None = None
     """a checkout of RecoWorld from before a change (`git worktree add DIR REV`): its code, with its own
@@ -84,21 +90,23 @@ class Args:
 
 
 #: A speed run's model settings: decoding (or "before": `--before`'s code), `llm.local.batch`,
-#: `llm.local.cache_slots`.
-Setting = tuple[str, int, int]
+#: `llm.local.cache_slots`, `llm.n_threads` (0: the default).
+Setting = tuple[str, int, int, int]
 
 
-def config(setting: tuple[Decoding, int, int], args: Args, cache: Path) -> WorldConfig:
-    decoding, batch, slots = setting
-    llm = LLMConfig(backend="local", cache="off", cache_path=cache, n_threads=args.n_threads,
+def config(setting: tuple[Decoding, int, int, int], args: Args, cache: Path) -> WorldConfig:
+    decoding, batch, slots, threads = setting
+    llm = LLMConfig(backend="local", cache="off", cache_path=cache, n_threads=threads or None,
                     max_fallback_rate=1.0, local=LocalModelConfig(decoding=decoding, batch=batch, cache_slots=slots,
                                                                   log_path=cache.parent / "m.log"))
     return WorldConfig(user_backend="llm", llm=llm, slate_size=args.slate_size)
 
 
-def row(setting: Setting, game: Play | Served) -> str:
+def row(setting: Setting, game: Rounds) -> str:
     c, wall, t = game.counts, game.wall, game.counts["turns"]
-    return (f"{setting[0]:>9} {setting[1]:>5} {setting[2]:>5} {game.n:>5} {t:>5} {wall / t:>7.2f} "
+    threads, rounds = setting[3] or "def", [w / game.n for w in game.walls]
+    return (f"{setting[0]:>9} {setting[1]:>5} {setting[2]:>5} {threads:>7} {game.n:>5} {t:>5} {wall / t:>7.2f} "
+            f"{min(rounds):>5.1f}-{max(rounds):<5.1f} "
             f"{t / wall:>8.3f} {c['items'] / wall:>8.2f} {c['prompt'] / t:>15.0f} {c['cached'] / t:>6.0f} "
             f"{c['completion'] / t:>14.0f} {c['calls'] / t:>10.2f} {c['fallbacks']:>9}")
 
@@ -146,37 +154,54 @@ def distance(a: list[list[str]], b: list[list[str]]) -> float:
     return float(np.abs(shares(a) - shares(b)).sum() / 2)
 
 
+def against(before: Rounds, now: Rounds) -> str:
+    """How `now`'s decisions compare with `before`'s on the same users, slates and seeds."""
+
+    def both_saw(turns: slice) -> tuple[list[list[str]], list[list[str]]]:
+        pairs = [(x, y) for ta, tb in zip(before.decided[turns], now.decided[turns]) for ua, ub in zip(ta, tb)
+                 for x, y in zip(ua, ub) if "unseen" not in (x, y)]
+        return [[x for x, _ in pairs]], [[y for _, y in pairs]]
+
+    first, every = both_saw(slice(0, 1)), both_saw(slice(None))
+    return (f"  vs before: same decision on {agree(*first):.2f} of {len(first[0][0])} first-turn items, "
+            f"{agree(*every):.2f} of {len(every[0][0])} items both saw | shares: before {shown(shares(every[0]))}; "
+            f"this {shown(shares(every[1]))} | distance {distance(*every):.2f} | fallbacks {before.counts['fallbacks']}"
+            f" before, {now.counts['fallbacks']} this")
+
+
 def main(args: Args) -> None:
-    print(f"Gemma 3 270M (portable llama.cpp build) on {os.cpu_count()} CPUs, n_threads {args.n_threads or 'default'}, "
-          f"slate of {args.slate_size}")
+    print(f"Gemma 3 270M (portable llama.cpp build) on {os.cpu_count()} CPUs, slate of {args.slate_size}")
     with tempfile.TemporaryDirectory() as tmp:
-        runs: dict[tuple[Decoding, int, int], list[int]] = (
-            {("grammar", 1, 1): args.grammar_users} if "grammar" in args.decodings else {})
+        runs: dict[tuple[Decoding, int, int, int], list[int]] = (
+            {("grammar", 1, 1, 0): args.grammar_users} if "grammar" in args.decodings else {})
         if "schema" in args.decodings:
-            runs |= {("schema", batch, slots): args.users for batch in args.batches for slots in args.cache_slots
-                     if slots >= batch}
+            runs |= {("schema", batch, slots, threads): args.users for batch in args.batches
+                     for slots in args.cache_slots for threads in args.threads if slots >= batch}
         worlds = {key: config(key, args, Path(tmp) / "-".join(map(str, key)) / "c.sqlite") for key in runs}
         made = {key: make_backend(w.llm) for key, w in worlds.items()}
-        print(f"{'decoding':>9} {'batch':>5} {'slots':>5} {'users':>5} {'turns':>5} {'s/turn':>7} {'turns/s':>8} "
-              f"{'items/s':>8} {'prompt tok/turn':>15} {'cached':>6} {'reply tok/turn':>14} {'calls/turn':>10} "
-              f"{'fallbacks':>9}")
+        print(f"{'decoding':>9} {'batch':>5} {'slots':>5} {'threads':>7} {'users':>5} {'turns':>5} {'s/turn':>7} "
+              f"{'per round':>11} {'turns/s':>8} {'items/s':>8} {'prompt tok/turn':>15} {'cached':>6} "
+              f"{'reply tok/turn':>14} {'calls/turn':>10} {'fallbacks':>9}")
         for key in runs:  # start and warm each model process: not timed
             play(worlds[key], made[key], 1, 1, args.seed + 999)
         for n in sorted({n for users in runs.values() for n in users}):
-            games: dict[Setting, Play | Served] = {
+            games: dict[Setting, Rounds] = {
                 key: Play(worlds[key], made[key], n, args.turns, args.seed) for key, users in runs.items()
                 if n in users}
             if args.before is not None and n in args.grammar_users:
-                games[("before", 1, 1)] = Served(args.before, n, args.turns, args.slate_size, args.n_threads,
-                                                 args.seed)
+                games[("before", 1, 1, 0)] = Served(args.before, n, args.turns, args.slate_size, args.seed)
             order = list(games)
             for t in range(args.turns):  # the settings take turns, in a rotating order
-                for key in order[t % len(order):] + order[: t % len(order)]:
-                    games[key].turn()
-            for key, game in games.items():
-                print(row(key, game))
-                if isinstance(game, Served):
-                    game.close()
+                for setting in order[t % len(order):] + order[: t % len(order)]:
+                    games[setting].turn()
+            for setting, game in games.items():
+                print(row(setting, game))
+            before = games.pop(("before", 1, 1, 0), None)
+            if isinstance(before, Served):
+                before.close()
+                for setting, game in games.items():
+                    print(f"{setting[0]} batch {setting[1]} slots {setting[2]} threads {setting[3] or 'def'}:")
+                    print(against(before, game))
         schema = [key for key in runs if key[0] == "schema"]
         if schema:  # the price of a crash: the next turn restarts the model process first
             local = made[schema[0]]
@@ -192,10 +217,10 @@ def main(args: Args) -> None:
             print(f"validity (schema, batch {key[1]}): {c['turns'] - c['fallbacks']}/{c['turns']} turns decided by "
                   f"the model ({1 - c['fallbacks'] / c['turns']:.1%}; target 95%) | {game.wall / c['turns']:.2f} "
                   f"s/turn, {c['calls']} calls")
-        if args.agreement and schema and ("grammar", 1, 1) in runs:
+        if args.agreement and schema and ("grammar", 1, 1, 0) in runs:
             k, first = args.agreement, schema[0]
             world = worlds[first]
-            grammar, grammar2 = (first_turn_reactions(made[("grammar", 1, 1)], world, k, args.seed + 2, s)
+            grammar, grammar2 = (first_turn_reactions(made[("grammar", 1, 1, 0)], world, k, args.seed + 2, s)
                                  for s in (0, 10_000))
             decoded, decoded2 = (first_turn_reactions(made[first], world, k, args.seed + 2, s) for s in (0, 10_000))
             print(f"agreement over {k} first turns ({k * args.slate_size} items): grammar vs schema "
