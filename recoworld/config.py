@@ -393,6 +393,43 @@ class RetrievalConfig(StrictModel):
         "0 turns the search service off. At most n_candidates; the default 5 admits n_candidates when there "
         "are fewer",
     )
+    index: Literal["exact", "ivf", "hnsw"] = Field(
+        "exact",
+        description="how the interest block finds the items nearest a user's taste: 'exact' scores the whole "
+        "catalog; 'ivf' (inverted lists over k-means cells) and 'hnsw' (a navigable small-world graph) search "
+        "a faiss approximate nearest-neighbour index, as production candidate generators do "
+        "(`recoworld.envs.ann_index`). An approximate index changes which candidates users see, so a world "
+        "calibrated or validated with one index must be calibrated and validated again with another "
+        "(`recoworld calibrate`, `recoworld validate`); recall and the baselines' ranking against exact: "
+        "`python experiments/bench_ann.py`",
+    )
+    refresh_every: int = Field(
+        1, ge=1, le=10_000,
+        description="turns a user's taste ranking is kept before a changed taste is searched again (one "
+        "retrieval opens each session and follows each turn): 1 searches after every turn that changed the "
+        "taste; production systems refresh user vectors in batches, which a larger value plays",
+    )
+    nlist: int | None = Field(
+        None, ge=1, le=1_000_000,
+        description="index 'ivf': k-means cells of the catalog, at most its number of items; None = the square "
+        "root of the catalog size",
+    )
+    nprobe: int = Field(
+        8, ge=1, le=1_000_000,
+        description="index 'ivf': cells searched per query, at most nlist (a default nlist caps it); more is "
+        "closer to exact and slower",
+    )
+    hnsw_m: int = Field(32, ge=2, le=512, description="index 'hnsw': graph neighbours per item")
+    ef_search: int = Field(
+        128, ge=1, le=100_000,
+        description="index 'hnsw': candidates kept while searching (faiss searches at least as deep as the "
+        "ranking kept, `CandidateRetriever.taste_depth`); more is closer to exact and slower",
+    )
+    index_seed: int = Field(
+        0, ge=0,
+        description="seed of the index's random draws (the k-means start of 'ivf', the graph levels of "
+        "'hnsw'): part of the world, like `catalog.seed`, so every user and view of a world searches one index",
+    )
 
     @model_validator(mode="after")
     def _shares(self) -> RetrievalConfig:
@@ -402,6 +439,8 @@ class RetrievalConfig(StrictModel):
                 "interest_share + popular_share + instruction_share must be <= 1, got "
                 f"{self.interest_share} + {self.popular_share} + {self.instruction_share}"
             )
+        if self.nlist is not None and self.nprobe > self.nlist:
+            raise ValueError(f"nprobe must be <= nlist, got nprobe={self.nprobe} with nlist={self.nlist}")
         return self
 
 

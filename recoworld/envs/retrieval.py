@@ -14,6 +14,13 @@ every ranking. The rankings that need the whole catalog (a user's taste, an inst
 answer) are kept until they go stale; the blocks are then composed row by row in one
 compiled pass (`recoworld.envs.retrieval_kernels.compose`), and the rare block that a kept
 ranking or the drawn uniforms cannot fill is settled exactly here.
+
+The taste ranking is the catalog's exact ranking by default; with `retrieval.index: ivf | hnsw`
+it is what an approximate nearest-neighbour index finds (`recoworld.envs.ann_index`), as on a
+production platform, and `retrieval.refresh_every` keeps it for a few turns after the taste
+changed, as platforms that refresh user vectors in batches do. The instruction block stays an
+exact ranking: it filters the catalog by what was asked, and a population repeats the same asks,
+so its rankings are kept per ask (`rank_kept`).
 """
 
 from __future__ import annotations
@@ -25,11 +32,15 @@ import numpy as np
 
 from recoworld.catalog import Catalog
 from recoworld.config import RetrievalConfig
+from recoworld.envs.ann_index import ItemIndex
 from recoworld.envs.retrieval_kernels import DONE, INSTRUCTION, INTEREST, POPULAR, blocked_items, compose
 from recoworld.streams import UserStreams
 
 #: How many of the latest engaged items make up the interest query.
 QUERY_ITEMS = 10
+
+#: The age of a taste ranking that must be made before it is read: none was made since the row's episode began.
+UNRANKED = np.iinfo(np.int64).max // 2
 
 
 @dataclass
@@ -61,11 +72,23 @@ class TasteRankings:
     The query (the latest engaged items in the platform's history) changes only when the user
     engages with something or an engaged item leaves the history window, so a ranking is kept
     until the world marks its row stale, and the interest block reads it instead of scoring the
-    whole catalog every turn.
+    whole catalog every turn. A stale ranking is made again once it is `retrieval.refresh_every`
+    retrievals old.
     """
 
-    ranked: np.ndarray  # (B, L) item indices
+    ranked: np.ndarray  # (B, L) item indices, -1 where an approximate index found fewer
     fresh: np.ndarray  # (B,) bool: `ranked` is the ranking of the current query
+    age: np.ndarray | None = None  # (B,) retrievals since `ranked` was made; None = UNRANKED for every row
+
+    def __post_init__(self) -> None:
+        if self.age is None:
+            self.age = np.full(len(self.fresh), UNRANKED, dtype=np.int64)
+
+    def forget(self, rows: np.ndarray) -> None:
+        """A new episode for `rows`: their next taste ranking is made, whatever the cadence."""
+        assert self.age is not None
+        self.fresh[rows] = False
+        self.age[rows] = UNRANKED
 
 
 class _Composition:
@@ -92,6 +115,7 @@ class CandidateRetriever:
         self.config = config
         self.n = n_candidates
         self._emb = catalog.embeddings.astype(np.float64)
+        self._index = ItemIndex(catalog.embeddings, config) if config.index != "exact" else None
         self.set_popularity(catalog.popularity)
         n_int = round(config.interest_share * n_candidates)
         n_pop = round(config.popular_share * n_candidates)
@@ -151,11 +175,15 @@ class CandidateRetriever:
         else:
             taste_rows = np.asarray(rows, dtype=np.int64)
         if self._n_interest:
-            stale = np.flatnonzero(has_taste & ~tastes.fresh[taste_rows])
+            assert tastes.age is not None
+            tastes.age[taste_rows] += 1
+            stale = np.flatnonzero(has_taste & ~tastes.fresh[taste_rows]
+                                   & (tastes.age[taste_rows] >= self.config.refresh_every))
             if len(stale):
-                tastes.ranked[taste_rows[stale]] = _top_rows(self._taste_scores(history_items[stale], positive[stale]),
-                                                             self.taste_depth)
+                tastes.ranked[taste_rows[stale]] = self._taste_ranked(history_items[stale], positive[stale],
+                                                                      self.taste_depth)
                 tastes.fresh[taste_rows[stale]] = True
+                tastes.age[taste_rows[stale]] = 0
         asked = instructions if self._n_instruction and instructions is not None else None
         ranked = (np.where(asked.active[:, None], asked.ranked, -1) if asked is not None
                   else np.full((r, 1), -1, dtype=np.int64))
@@ -189,9 +217,7 @@ class CandidateRetriever:
             picks = picks[picks >= 0]
             state.n_instruction[j] = len(picks)
         elif stage == INTEREST:
-            scores = self._taste_scores(history_items[None, :], positive[None, :])
-            scores[0, blocked] = -np.inf
-            picks = _top_rows(scores, self._n_interest)[0]
+            picks = self._taste_free(history_items, positive, blocked)
             state.n_interest[j] = len(picks)
         else:
             free, k = np.flatnonzero(~blocked), int(state.need[j])
@@ -204,11 +230,31 @@ class CandidateRetriever:
         state.filled[j] = at + len(picks)
         state.stage[j] = stage + 1
 
-    def _taste_scores(self, history_items: np.ndarray, positive: np.ndarray) -> np.ndarray:
-        """(R, N) similarity of every item to each row's taste query: its latest engaged items."""
+    def _taste_query(self, history_items: np.ndarray, positive: np.ndarray) -> np.ndarray:
+        """(R, D) each row's taste query: the sum of its latest engaged items' embeddings."""
         latest = positive & (np.cumsum(positive[:, ::-1], axis=1)[:, ::-1] <= QUERY_ITEMS)
-        query = np.einsum("rh,rhd->rd", latest.astype(np.float64), self._emb[np.maximum(history_items, 0)])
-        return query @ self._emb.T
+        return np.einsum("rh,rhd->rd", latest.astype(np.float64), self._emb[np.maximum(history_items, 0)])
+
+    def _taste_ranked(self, history_items: np.ndarray, positive: np.ndarray, depth: int) -> np.ndarray:
+        """(R, depth) the items nearest each row's taste query, best first: the exact ranking of the
+        catalog, or what the ANN index finds (-1 where it finds fewer)."""
+        query = self._taste_query(history_items, positive)
+        if self._index is None:
+            return _top_rows(query @ self._emb.T, depth)
+        return self._index.search(query, depth)
+
+    def _taste_free(self, history_items: np.ndarray, positive: np.ndarray, blocked: np.ndarray) -> np.ndarray:
+        """The interest block of one row whose kept ranking blocked items used up: the nearest of the
+        items it may still take, the whole catalog searched (the ANN index as deep as the blocked items
+        reach; what it does not find is left to the popular and random blocks)."""
+        if self._index is None:
+            scores = self._taste_query(history_items[None, :], positive[None, :]) @ self._emb.T
+            scores[0, blocked] = -np.inf
+            return _top_rows(scores, self._n_interest)[0]
+        found = self._taste_ranked(history_items[None, :], positive[None, :],
+                                   self._n_interest + int(blocked.sum()))[0]
+        found = found[found >= 0]
+        return found[~blocked[found]][: self._n_interest]
 
     def rank(self, targets: InstructionTargets, depth: int | None = None, blocked: np.ndarray | None = None,
              ) -> np.ndarray:

@@ -228,7 +228,7 @@ class World:
         self.consumed[rows] = False
         self.instruction[rows] = 0.0
         self.asked.active[rows] = False
-        self.tastes.fresh[rows] = False
+        self.tastes.forget(rows)
         self.now[rows] = now_days
         self.session[rows] = 0
         self.steps[rows] = 0
