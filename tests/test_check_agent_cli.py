@@ -108,3 +108,10 @@ def test_an_unknown_name_is_a_one_line_error() -> None:
     code, lines = _check("gredy")
     assert code == 2 and _marked(lines, "✗") == ["found"], lines
     assert lines[-1].startswith("error: unknown agent 'gredy'") and "Did you mean 'greedy'?" in lines[-1]
+
+
+def test_a_negative_seed_is_one_line_naming_it() -> None:
+    res = CliRunner().invoke(app, ["check-agent", "greedy", "--seed", "-1"])
+    assert res.exit_code == 2
+    assert [line for line in res.output.splitlines() if line.startswith("error:")] == [
+        "error: --seed -1: give a seed >= 0"]

@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 
 from recoworld.cli.common import console, fail
+from recoworld.cli.options import seed_option
 from recoworld.errors import RecoWorldError
 
 PASSED, FAILED, NOT_REACHED = "[green]✓[/green]", "[red]✗[/red]", "[dim]·[/dim]"
@@ -28,7 +29,7 @@ def check_agent(
         int | None, typer.Option(min=1, help="candidates per turn; default 20, or twice --slate-size when more")
     ] = None,
     episodes: Annotated[int, typer.Option(min=1, help="short episodes to play")] = 2,
-    seed: Annotated[int, typer.Option(min=0, help="seed of the recommender and the episodes' users")] = 0,
+    seed: Annotated[int, seed_option(": the recommender and the episodes' users")] = 0,
     catalog: Annotated[
         Path | None, typer.Option(help="catalog Parquet file; default: the default world's synthetic catalog")
     ] = None,
@@ -51,6 +52,8 @@ def check_agent(
                       soft_wrap=True, highlight=False)
 
     console.print(f"check-agent {escape(spec)}", highlight=False, soft_wrap=True)
+    if seed < 0:
+        raise fail(RecoWorldError(f"--seed {seed}: give a seed >= 0"))
     stage = "found"
     try:
         reference = plugins.is_reference(spec) and not spec.startswith(RLLIB_PREFIX)
