@@ -522,14 +522,14 @@ def journey_data(run: RunData, max_users: int = MAX_USERS) -> dict[str, Any]:
     """The explorer's data: per recommender, up to `max_users` users, each a list of turns.
 
     A turn is `[session, turn, time_days, reward, instruction, left, gap, churned, intent_match,
-    trace, items, reactions, dwell (tenths of a minute), satisfaction, fatigue, exit_reason,
-    exit_text, interview_score, interview, session_end]`; `reactions` is one character per slot
-    (`u` unseen, else the reaction code); `items` maps item ids to `[title, topic index]` and
-    `topics` lists topic names. `session_end` is the part of `reward` the env added because the
-    session ended (the return bonus, or the churn penalty): without it a turn of ten skips would
-    show a reward of 7 and nobody would know why. It is null on other turns, and when the run
-    names no world config (`session_end_known` is then false and the page only says the reward
-    includes it).
+    trace, items, reactions, dwell (tenths of a minute), satisfaction, fatigue, exit]`; `reactions`
+    is one character per slot (`u` unseen, else the reaction code); `items` maps item ids to
+    `[title, topic index]` and `topics` lists topic names. `exit`, on the turn a user left (null on
+    the others, which keeps the page small), is `[exit_reason, exit_text, interview_score,
+    interview, session_end]`: `session_end` is the part of `reward` the env added because the
+    session ended (the return bonus, or the churn penalty), since without it a turn of ten skips
+    would show a reward of 7 and nobody would know why; it is null when the run names no world
+    config (`session_end_known` is then false and the page only says the reward includes it).
     """
     traj = run.trajectories
     mindset = "satisfaction" in traj and bool(traj["satisfaction"].notna().any())
@@ -576,8 +576,9 @@ def journey_data(run: RunData, max_users: int = MAX_USERS) -> dict[str, Any]:
                 int(bool(cols["left"][k])), _num(cols["return_gap_days"][k]), int(bool(cols["churned"][k])),
                 _num(cols["intent_match"][k], 2), json.loads(trace) if isinstance(trace, str) else None,
                 items[a:b].tolist(), "".join("u" if r < 0 else str(r) for r in reactions[a:b]),
-                dwell[a:b].tolist(), _num(sat[k]), _num(fat[k]), _text(cols["exit_reason"][k]),
-                _text(cols["exit_text"][k]), _int(cols["interview_score"][k]), _text(cols["interview"][k]), ends[k],
+                dwell[a:b].tolist(), _num(sat[k]), _num(fat[k]),
+                [_text(cols["exit_reason"][k]), _text(cols["exit_text"][k]), _int(cols["interview_score"][k]),
+                 _text(cols["interview"][k]), ends[k]] if cols["left"][k] else None,
             ])
         out["recommenders"].append(rec)
         out["users"][rec] = users
@@ -790,7 +791,7 @@ _JS = r"""
     sessions.forEach(function (s) {
       s.start = s.turns[0][2]; s.end = s.turns[s.turns.length - 1][2];
       var last = s.turns[s.turns.length - 1];
-      s.left = !!last[5]; s.gap = last[6]; s.churned = !!last[7]; s.reason = last[15];
+      s.left = !!last[5]; s.gap = last[6]; s.churned = !!last[7]; s.reason = last[15] && last[15][0];
     });
     return sessions;
   }
@@ -867,12 +868,12 @@ _JS = r"""
   function endTerm(t) {
     var span = el('span', {'class': 'end-term', title: 'at session end the env adds return_bonus × exp(−gap / ' +
                            'return_tau_days) when the user will come back, or churn_penalty when they never do'});
-    if (t[19] === null) {
+    var end = t[15][4];
+    if (end === null) {
       span.textContent = DATA.session_end_known ? '' : ' (includes the session-end return term)';
     } else {
-      var slatePart = t[3] - t[19];
-      span.textContent = ' = ' + fmt(slatePart, 2) + ' from the slate ' + (t[19] < 0 ? '− ' : '+ ') +
-        fmt(Math.abs(t[19]), 2) + (t[7] ? ' churn penalty' : ' return bonus') + ' (session end)';
+      span.textContent = ' = ' + fmt(t[3] - end, 2) + ' from the slate ' + (end < 0 ? '− ' : '+ ') +
+        fmt(Math.abs(end), 2) + (t[7] ? ' churn penalty' : ' return bonus') + ' (session end)';
     }
     return span;
   }
@@ -938,22 +939,22 @@ _JS = r"""
           var left = el('div', {'class': 'left'}, text);
           if (t[7]) left.appendChild(el('span', {'class': 'churn'}, 'churned'));
           turn.appendChild(left);
-          if (t[15] || t[16]) {
+          var ex = t[15];
+          if (ex[0] || ex[1]) {
             var why = el('div', {'class': 'why'});
-            if (t[15]) {
+            if (ex[0]) {
               why.appendChild(el('span', {'class': 'exit-reason', style: 'border-color:' +
-                                          (DATA.reason_colors[t[15]] || '#888')}, t[15]));
+                                          (DATA.reason_colors[ex[0]] || '#888')}, ex[0]));
               why.appendChild(document.createTextNode(' '));
             }
-            if (t[16]) why.appendChild(el('q', {'class': 'exit-text'}, t[16]));
+            if (ex[1]) why.appendChild(el('q', {'class': 'exit-text'}, ex[1]));
             turn.appendChild(why);
           }
-        }
-        if (t[17] !== null || t[18]) {
-          var iv = el('div', {'class': 'interview-line'},
-                      'Interview: ' + (t[17] !== null ? t[17] + '/5 ' : ''));
-          if (t[18]) iv.appendChild(el('q', {'class': 'interview'}, t[18]));
-          turn.appendChild(iv);
+          if (ex[2] !== null || ex[3]) {
+            var iv = el('div', {'class': 'interview-line'}, 'Interview: ' + (ex[2] !== null ? ex[2] + '/5 ' : ''));
+            if (ex[3]) iv.appendChild(el('q', {'class': 'interview'}, ex[3]));
+            turn.appendChild(iv);
+          }
         }
         box.appendChild(turn);
       });
