@@ -156,10 +156,10 @@ class CalibratedWorld:
 def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] | None = None,
               on_stage: Callable[[str], None] | None = None) -> CalibratedWorld:
     """Fit the parametric user to `config.data` (module docstring); `on_eval(n, best)` tracks the moments fit,
-    `on_stage(name)` is called as each stage starts (`STAGES`: minutes of silence otherwise); the first, loading
-    and checking the log, once the log passed its checks."""
+    `on_stage(name)` is called as each stage starts (`STAGES`: minutes of silence otherwise)."""
     stage = on_stage or (lambda _name: None)
     data = config.data
+    stage(STAGES[0])
     dataset = load_dataset(data.path, data.format, data.columns or None)
     _check_log(dataset, config)
     requested = data.representation.popularity_half_life_days
@@ -171,7 +171,6 @@ def calibrate(config: CalibrationConfig, on_eval: Callable[[int, float], None] |
     _check_train(real, config)
     train = real.split.train
     _check_no_test_time(real)
-    stage(STAGES[0])  # announced once the log passed its checks (it started with the call)
     row = pd.Series(np.arange(len(real.catalog)), index=real.catalog.item_ids)
     log = train.assign(item=row.reindex(train["item_id"].to_numpy()).to_numpy().astype(np.int64))
     log = log.sort_values(["timestamp"], kind="stable")

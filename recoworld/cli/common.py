@@ -172,23 +172,22 @@ class Stages:
     stages through a `Callable[[str], None]` (`calibrate(on_stage=...)`, `validate(progress=...)`);
     this is the one place they become lines."""
 
-    def __init__(self, status: Status | None = None) -> None:
+    def __init__(self, status: Status | None = None, checks_first: bool = False) -> None:
         self.status = status
         self.name: str | None = None
-        self.started = time.perf_counter()
-        self.first = True
+        self.started = 0.0
+        self.quiet = checks_first
 
     def __call__(self, name: str) -> None:
-        """Start stage `name`. The first stage started with the block: a library may announce it only once its
-        inputs are checked, so that a bad input is one error line and nothing before it."""
+        """Start stage `name`. With `checks_first`, the first stage checks the inputs: its start line is held
+        back (its end line says what it took), so that a bad input is one error line and nothing before it."""
         self.end()
-        self.name = name
-        if not self.first:
-            self.started = time.perf_counter()
-        self.first = False
+        self.name, self.started = name, time.perf_counter()
         if self.status is not None:
             self.status.update(name)
-        note(f"{name} ...")
+        if not self.quiet:
+            note(f"{name} ...")
+        self.quiet = False
 
     def end(self) -> None:
         """End the running stage, if any: `NAME: done in T`."""
@@ -198,12 +197,12 @@ class Stages:
 
 
 @contextmanager
-def stages(first: str | None = None) -> Iterator[Stages]:
-    """A spinner on a terminal, stage lines always (`Stages`), starting with stage `first` if given (else
-    with the first the library announces); the last stage ends when the block does, unless by an error (whose
-    line follows, without a "done")."""
+def stages(first: str | None = None, checks_first: bool = False) -> Iterator[Stages]:
+    """A spinner on a terminal, stage lines always (`Stages`, `checks_first` as there), starting with stage
+    `first` if given (else with the first the library announces); the last stage ends when the block does,
+    unless by an error (whose line follows, without a "done")."""
     with console.status(first or "starting") as status:
-        lines = Stages(status)
+        lines = Stages(status, checks_first)
         if first is not None:
             lines(first)
         try:
