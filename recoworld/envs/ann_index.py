@@ -39,7 +39,7 @@ class ItemIndex:
     def __init__(self, embeddings: np.ndarray, config: RetrievalConfig) -> None:
         import faiss  # a core dependency, imported only by worlds that ask for an index
 
-        self._faiss = faiss
+        self._faiss: Any = faiss  # its stubs lack much of the SWIG API used here
         items = np.ascontiguousarray(embeddings, dtype=np.float32)
         n, d = items.shape
         self.n_items = n
@@ -57,7 +57,7 @@ class ItemIndex:
                 index.nprobe = min(config.nprobe, nlist)
             elif config.index == "hnsw":
                 index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-                index.hnsw.rng = faiss.RandomGenerator(config.index_seed)
+                index.hnsw.rng = self._faiss.RandomGenerator(config.index_seed)
                 index.hnsw.efSearch = config.ef_search
             else:
                 raise ConfigError(f"retrieval.index={config.index!r} has no ANN index; use 'ivf' or 'hnsw'")

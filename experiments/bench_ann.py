@@ -1,0 +1,170 @@
+"""The platform's ANN index against the exact scan: what users see, what a study concludes, what it costs.
+
+`retrieval.index: ivf | hnsw` (`recoworld.envs.ann_index`) changes the interest block of the
+candidates, the items nearest each user's taste. For each index (and each `--refresh-every`
+cadence of the taste ranking) this prints, against `exact` with the same users and seeds:
+
+- recall: the share of the exact interest block, and of all the exact candidates, that the
+  index's retrieval also gives, on the tastes of users who have played `--warm-steps` turns
+  (the same histories and the same random draws for both);
+- the baselines' retention ranking: each recommender's mean retention on the same users, and
+  Kendall's tau between the exact ranking and the index's;
+- the validity facts (`recoworld.validity`, as `experiments/stylized_facts.py` computes them)
+  per recommender, and the largest change of each over the recommenders;
+- speed: user-steps/s of the vector env (as `experiments/bench_env.py` times it, one core),
+  next to the target of issue 32 (>= 70,000 with an ANN index).
+
+    python experiments/bench_ann.py [--users 300] [--days 30] [--indexes exact ivf hnsw] [--refresh-every 1 5]
+"""
+
+from __future__ import annotations
+
+import os
+
+# One core, as bench_env.py: pin the process and keep BLAS single-threaded.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import tyro  # noqa: E402
+from scipy.stats import kendalltau  # noqa: E402
+from stylized_facts import facts_of  # noqa: E402  (experiments/ is the script's folder)
+
+from recoworld.catalog import cached_catalog  # noqa: E402
+from recoworld.config import WorldConfig  # noqa: E402
+from recoworld.envs import RecoWorldVectorEnv  # noqa: E402
+from recoworld.envs.retrieval import CandidateRetriever  # noqa: E402
+from recoworld.evaluation.simulation import SimulationConfig, simulate  # noqa: E402
+from recoworld.streams import UserStreams  # noqa: E402
+
+
+@dataclass
+class Args:
+    users: int = 300
+    """users of each simulation (the same users for every index and recommender)"""
+    days: float = 30.0
+    """horizon of each simulation, days"""
+    agents: list[str] = field(default_factory=lambda: ["random", "popular", "greedy", "diverse", "instruct"])
+    """baseline recommenders whose retention ranking is compared"""
+    indexes: list[str] = field(default_factory=lambda: ["exact", "ivf", "hnsw"])
+    """values of retrieval.index; the first is the reference (exact)"""
+    refresh_every: list[int] = field(default_factory=lambda: [1])
+    """values of retrieval.refresh_every, each run with every index"""
+    recall_users: int = 1_024
+    """users whose tastes measure recall"""
+    warm_steps: int = 20
+    """turns those users play (random slates) before their tastes are read"""
+    vector_users: int = 1_024
+    """users of the timed vector env"""
+    vector_steps: int = 60
+    """timed vector env steps"""
+    seed: int = 0
+    """seed of the users, the episodes and the actions"""
+    simulate: bool = True
+    """run the simulations (ranking and facts); off: recall and speed only"""
+
+
+def world(index: str, refresh_every: int, days: float = 30.0) -> WorldConfig:
+    return WorldConfig(horizon_days=days, retrieval={"index": index, "refresh_every": refresh_every})
+
+
+def recall(args: Args, configs: dict[str, WorldConfig]) -> pd.DataFrame:
+    """Per setting, the share of the reference's interest block and candidates that it also retrieves."""
+    reference = next(iter(configs.values()))
+    env = RecoWorldVectorEnv(args.recall_users, reference)
+    rng = np.random.default_rng(args.seed)
+    env.reset(seed=args.seed)
+    n_cand, k = reference.n_candidates, reference.slate_size
+    for _ in range(args.warm_steps):
+        env.step(np.stack([rng.permutation(n_cand)[:k] for _ in range(args.recall_users)]))
+    items, reactions = env.world.history_ids.copy(), env.world.history_reactions.copy()
+    has_taste = ((items >= 0) & (reactions > 0)).any(axis=1)
+    rows = np.arange(args.recall_users)
+    catalog = env.catalog
+    out: dict[str, np.ndarray] = {}
+    for name, cfg in configs.items():
+        retriever = CandidateRetriever(catalog, cfg.retrieval, n_cand)
+        streams = UserStreams.spawn(np.random.default_rng(args.seed), args.recall_users)  # the same draws for each
+        out[name] = retriever.retrieve(items, reactions, streams, rows)
+    n_interest = round(reference.retrieval.interest_share * n_cand)  # no instruction: the block comes first
+    first = out[next(iter(configs))]
+
+    def overlap(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.mean([len(np.intersect1d(x, y)) / len(y) for x, y in zip(a, b)]))
+
+    return pd.DataFrame({name: {"recall@interest block": overlap(c[has_taste, :n_interest],
+                                                                 first[has_taste, :n_interest]),
+                                "recall@candidates": overlap(c[has_taste], first[has_taste]),
+                                "users with a taste": int(has_taste.sum())}
+                         for name, c in out.items()}).T
+
+
+def speed(args: Args, cfg: WorldConfig) -> float:
+    """User-steps/s of the vector env, timed as bench_env.py's `bench_vector`."""
+    env = RecoWorldVectorEnv(args.vector_users, cfg)
+    rng = np.random.default_rng(args.seed)
+    n_cand = cfg.n_candidates
+    actions = np.stack([rng.permutation(n_cand)[: cfg.slate_size] for _ in range(args.vector_users)])
+    env.reset(seed=args.seed)
+    for _ in range(5):
+        env.step(actions)
+    start = time.perf_counter()
+    for _ in range(args.vector_steps):
+        env.step(actions)
+    return args.vector_steps * args.vector_users / (time.perf_counter() - start)
+
+
+def simulated(args: Args, cfg: WorldConfig) -> tuple[pd.Series, dict[str, dict[str, float]]]:
+    """Each recommender's mean retention, and its validity facts, in world `cfg`."""
+    config = SimulationConfig(n_users=args.users, agents=args.agents, seed=args.seed, world=cfg)
+    result = simulate(config, catalog=cached_catalog(cfg.catalog))
+    retention = result.episodes.groupby("recommender")["retention"].mean()[args.agents]
+    facts = {a: facts_of(result.trajectories[result.trajectories["recommender"] == a],
+                         result.episodes[result.episodes["recommender"] == a], config) for a in args.agents}
+    return retention, facts
+
+
+def main(args: Args) -> None:
+    start = time.perf_counter()
+    configs = {f"{index}, refresh {r}": world(index, r, args.days)
+               for r in args.refresh_every for index in args.indexes}
+    reference = next(iter(configs))
+    table = recall(args, configs)
+    table["vector user-steps/s"] = [speed(args, cfg) for cfg in configs.values()]
+    print(f"recall and speed ({args.recall_users} users after {args.warm_steps} turns; vector env, "
+          f"B = {args.vector_users}, one core; target >= 70,000 user-steps/s with an ANN index)")
+    with pd.option_context("display.width", 250, "display.float_format", "{:,.3f}".format):
+        print(table.to_string())
+    if not args.simulate:
+        return
+    runs: dict[str, tuple[pd.Series, dict[str, dict[str, float]]]] = {}
+    for name, cfg in configs.items():
+        runs[name] = simulated(args, cfg)
+        print(f"  simulated {name}: {time.perf_counter() - start:.0f} s")
+    retention = pd.DataFrame({name: run[0] for name, run in runs.items()})
+    base = retention[reference]
+    taus: dict[str, Any] = {name: kendalltau(base, retention[name]).statistic for name in configs}
+    retention.loc["Kendall tau vs " + reference] = taus
+    print(f"\nmean retention ({args.users} users x {args.days:g} days, seed {args.seed}) and Kendall tau of the "
+          "recommenders' ranking against the reference")
+    with pd.option_context("display.width", 250, "display.float_format", "{:.4f}".format):
+        print(retention.to_string())
+    facts = {name: pd.DataFrame(run[1]) for name, run in runs.items()}
+    change = pd.DataFrame({name: (facts[name] - facts[reference]).abs().max(axis=1) for name in configs})
+    change.insert(0, f"{reference} (mean over recommenders)", facts[reference].mean(axis=1))
+    print("\nvalidity facts: the reference's mean over the recommenders, and each setting's largest change "
+          "from it over the recommenders")
+    with pd.option_context("display.width", 250, "display.float_format", "{:.4f}".format):
+        print(change.to_string())
+    print(f"\n{time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
