@@ -30,7 +30,6 @@ gives the same run" assume; with `batch` above 1, a run is reproduced exactly th
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -48,18 +47,6 @@ Outcome = dict[str, Any]
 def failure(err: Exception) -> Outcome:
     """The outcome of a request that raised: the exception's class and message, for the caller to classify."""
     return {"ok": False, "error": type(err).__name__, "message": str(err)[:2000]}
-
-
-def model_threads(n_threads: int | None) -> int:
-    """The threads a model evaluation runs on: `llm.n_threads`, else every core this process may use.
-
-    llama-cpp-python's own default gives an evaluation of one token half the cores (one thread on 2 cores)
-    and a longer one all of them. Schema decoding asks the model at its choices one token at a time, and
-    those steps are about half of a turn: on 2 cores, a one-token step took 33 ms on two threads against
-    44 ms on one, a slate-of-2 turn 13% less time, with the same replies."""
-    if n_threads is not None:
-        return n_threads
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def chat_prompt(llm: Any, messages: list[dict[str, str]]) -> list[int]:

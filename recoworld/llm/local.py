@@ -39,7 +39,7 @@ from typing import Any
 from recoworld.errors import ConfigError
 from recoworld.llm.backend import ChatBackend, ErrorKind, Mode, Reply, Request, Spec
 from recoworld.llm.config import LLMConfig
-from recoworld.llm.llama_decoding import Batcher, DecodeRequest, Outcome, model_threads
+from recoworld.llm.llama_decoding import Batcher, DecodeRequest, Outcome
 from recoworld.llm.schema_decoder import decodable
 from recoworld.llm.supervisor import (
     OPENMP_WAIT,
@@ -80,7 +80,7 @@ def load_llama(path: Path, n_ctx: int, n_threads: int | None, slots: int,
                 from llama_cpp import Llama
             except ImportError:
                 raise ConfigError(f"the local LLM backend needs llama-cpp-python: {_INSTALL}") from None
-            llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=model_threads(n_threads), verbose=False)
+            llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
             batcher = Batcher(llm, slots, batch)
             batcher.warm_up()
             _MODELS[key] = (llm, batcher, threading.Lock())

@@ -31,7 +31,7 @@ import threading
 import time
 from typing import IO, Any
 
-from recoworld.llm.llama_decoding import Batcher, failure, model_threads
+from recoworld.llm.llama_decoding import Batcher, failure
 
 
 def _die_with_parent(parent: int) -> None:
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     from llama_cpp import Llama
 
-    llm = Llama(model_path=args.model, n_ctx=args.n_ctx, n_threads=model_threads(args.n_threads), verbose=False)
+    llm = Llama(model_path=args.model, n_ctx=args.n_ctx, n_threads=args.n_threads, verbose=False)
     batcher = Batcher(llm, args.slots, args.batch)
     batcher.warm_up()
     print(f"ready: loaded {args.model} in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
