@@ -66,7 +66,8 @@ class Args:
     vector_steps: int = 60
     """timed vector env steps"""
     repeats: int = 3
-    """timings of each setting, taken in turn with the others'; the best counts (a shared machine's noise only slows)"""
+    """timings of each setting, taken in turn with the others'; the best counts (a shared machine's noise only
+    slows); 0: no timing"""
     n_items: int = 3_000
     """catalog size (the default world's is 3,000; an index pays off on larger catalogs)"""
     seed: int = 0
@@ -141,8 +142,9 @@ def main(args: Args) -> None:
     configs = {f"{index}, refresh {r}": world(args, index, r) for r in args.refresh_every for index in args.indexes}
     reference = next(iter(configs))
     table = recall(args, configs)
-    timings = [[speed(args, cfg) for cfg in configs.values()] for _ in range(args.repeats)]
-    table["vector user-steps/s"] = np.max(timings, axis=0)
+    if args.repeats:
+        timings = [[speed(args, cfg) for cfg in configs.values()] for _ in range(args.repeats)]
+        table["vector user-steps/s"] = np.max(timings, axis=0)
     print(f"recall and speed ({args.n_items:,} items; {args.recall_users} users after {args.warm_steps} turns; "
           f"vector env, B = {args.vector_users}, one core, best of {args.repeats}; target >= 70,000 user-steps/s "
           "with an ANN index)")

@@ -426,7 +426,7 @@ class RetrievalConfig(StrictModel):
         "ranking kept, `CandidateRetriever.taste_depth`); more is closer to exact and slower",
     )
     index_seed: int = Field(
-        0, ge=0,
+        0, ge=0, le=2**31 - 1,
         description="seed of the index's random draws (the k-means start of 'ivf', the graph levels of "
         "'hnsw'): part of the world, like `catalog.seed`, so every user and view of a world searches one index",
     )

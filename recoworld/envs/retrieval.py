@@ -235,20 +235,23 @@ class CandidateRetriever:
         latest = positive & (np.cumsum(positive[:, ::-1], axis=1)[:, ::-1] <= QUERY_ITEMS)
         return np.einsum("rh,rhd->rd", latest.astype(np.float64), self._emb[np.maximum(history_items, 0)])
 
+    def _taste_scores(self, history_items: np.ndarray, positive: np.ndarray) -> np.ndarray:
+        """(R, N) similarity of every item to each row's taste query: what the exact index ranks by."""
+        return self._taste_query(history_items, positive) @ self._emb.T
+
     def _taste_ranked(self, history_items: np.ndarray, positive: np.ndarray, depth: int) -> np.ndarray:
         """(R, depth) the items nearest each row's taste query, best first: the exact ranking of the
         catalog, or what the ANN index finds (-1 where it finds fewer)."""
-        query = self._taste_query(history_items, positive)
         if self._index is None:
-            return _top_rows(query @ self._emb.T, depth)
-        return self._index.search(query, depth)
+            return _top_rows(self._taste_scores(history_items, positive), depth)
+        return self._index.search(self._taste_query(history_items, positive), depth)
 
     def _taste_free(self, history_items: np.ndarray, positive: np.ndarray, blocked: np.ndarray) -> np.ndarray:
         """The interest block of one row whose kept ranking blocked items used up: the nearest of the
         items it may still take, the whole catalog searched (the ANN index as deep as the blocked items
         reach; what it does not find is left to the popular and random blocks)."""
         if self._index is None:
-            scores = self._taste_query(history_items[None, :], positive[None, :]) @ self._emb.T
+            scores = self._taste_scores(history_items[None, :], positive[None, :])
             scores[0, blocked] = -np.inf
             return _top_rows(scores, self._n_interest)[0]
         found = self._taste_ranked(history_items[None, :], positive[None, :],
