@@ -70,6 +70,8 @@ class Args:
     """override the weight of the per-turn change of satisfaction in the training reward (0 = off)"""
     rating_reward: float | None = None
     """override the weight of (rating - 3) at each session end in the training reward (0 = off)"""
+    critic_hidden_state: bool | None = None
+    """override whether the value head also reads the users' hidden state in training (the policy head never)"""
 
 
 if __name__ == "__main__":
@@ -84,6 +86,7 @@ if __name__ == "__main__":
         seed=args.seed,
         satisfaction_reward=args.satisfaction_reward,
         rating_reward=args.rating_reward,
+        critic_hidden_state=args.critic_hidden_state,
         ppo={k: v for k, v in {"train_batch_size": args.train_batch_size, "minibatch_size": args.minibatch_size,
                                "gamma": args.gamma, "lr": args.lr}.items() if v is not None},
         eval={k: v for k, v in {"n_users": args.eval_users, "every": args.eval_every}.items() if v is not None},

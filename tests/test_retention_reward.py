@@ -139,3 +139,44 @@ def test_retention_config_runs_end_to_end_and_writes_its_evaluation(tmp_path: Pa
     final = evals[evals["iteration"] == 2].set_index("recommender")
     assert set(final.index) == {"ppo", "random", "popular", "greedy", "diverse", "instruct", "oracle"}
     assert (final["users"] == 4).all()
+
+
+def test_the_critic_reads_the_users_hidden_state_and_the_policy_head_does_not() -> None:
+    """`critic_hidden_state`: each observation carries the users' hidden state under `critic`; the value head
+    reads it, the policy's logits do not depend on it (the deployed policy never has it)."""
+    require("ray")
+    import torch
+    from ray.rllib.core.columns import Columns
+
+    from recoworld.rl.rl_module import SlateScorerRLModule
+    from recoworld.rl.training_env import CRITIC_STATE, HiddenStateForCritic
+
+    _, env = env_pair(satisfaction_reward=1.0, critic_hidden_state=True)
+    assert isinstance(env, HiddenStateForCritic)
+    users = env.unwrapped.world.users
+    obs, _ = env.reset(seed=6)
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        assert env.observation_space.contains(obs)
+        state = obs["critic"]
+        assert state.shape == (3, len(CRITIC_STATE))
+        np.testing.assert_allclose(state[:, 0], users.satisfaction, rtol=1e-6)
+        np.testing.assert_allclose(state[:, 2], np.minimum(users.fatigue, 1.0), rtol=1e-6)
+        np.testing.assert_allclose(state[:, 5], np.tanh(users.patience_left / 20.0), rtol=1e-6)
+        obs, *_ = env.step(random_slates(rng))
+    module = SlateScorerRLModule(observation_space=env.single_observation_space,
+                                 action_space=env.single_action_space, model_config={"hidden": [8]})
+    batch = {key: torch.from_numpy(value) for key, value in obs.items()}
+    other = {**batch, "critic": torch.from_numpy(rng.uniform(-1, 1, obs["critic"].shape).astype(np.float32))}
+    with torch.no_grad():
+        logits = [module.forward_inference({Columns.OBS: b})[Columns.ACTION_DIST_INPUTS] for b in (batch, other)]
+        values = [module.compute_values({Columns.OBS: b}) for b in (batch, other)]
+    torch.testing.assert_close(logits[0], logits[1])
+    assert not torch.allclose(values[0], values[1])
+
+
+def test_the_critics_hidden_state_needs_the_shared_scorer() -> None:
+    from recoworld.rl.train_config import TrainConfig
+
+    with pytest.raises(Exception, match=r"critic_hidden_state: true needs ppo\.network: shared_scorer"):
+        TrainConfig.load(None, world=WORLD, critic_hidden_state=True, ppo={"network": "mlp"})

@@ -8,7 +8,9 @@ reads K outputs from it: candidate i's logit for slot k. The logits are those of
 `MultiDiscrete([C] * K)` action (slot-major), so PPO's MultiCategorical distribution is
 unchanged. When the observation carries an `action_mask`, masked logits are pushed to
 RLlib's FLOAT_MIN, as in `ActionMaskingTorchRLModule`. The value head sees the global
-features and the mean and max of the candidate rows (permutation invariant as well).
+features and the mean and max of the candidate rows (permutation invariant as well), and,
+when the observation carries `critic` (`HiddenStateForCritic`, training only), the user's
+hidden state too; the policy head never reads it.
 
 Use with `UserRelativeObservation` (either variant) and PPO:
 `RLModuleSpec(module_class=SlateScorerRLModule, model_config={"hidden": [64, 64]})`.
@@ -62,8 +64,10 @@ class SlateScorerRLModule(TorchRLModule, ValueFunctionAPI):
         if not isinstance(config, dict):
             raise ValueError(f"SlateScorerRLModule takes a dict model_config ({{'hidden': [...]}}), got {config!r}")
         hidden = list(config.get("hidden", [64, 64]))
+        critic = obs_space.spaces.get("critic") if isinstance(obs_space, gym.spaces.Dict) else None
+        self.n_critic = int(critic.shape[0]) if critic is not None and critic.shape else 0
         self.scorer = _mlp([N_CANDIDATE_FEATURES + N_GLOBAL_FEATURES, *hidden, self.slate_size])
-        self.value_head = _mlp([2 * N_CANDIDATE_FEATURES + N_GLOBAL_FEATURES, *hidden, 1])
+        self.value_head = _mlp([2 * N_CANDIDATE_FEATURES + N_GLOBAL_FEATURES + self.n_critic, *hidden, 1])
         # RLlib declares this classmethod as a plain function of `parent_cls`, so mypy misreads the call.
         self.action_dist_cls = TorchMultiCategorical.get_partial_dist_cls(  # type: ignore[misc]
             space=space, input_lens=[self.n_candidates] * self.slate_size
@@ -71,7 +75,7 @@ class SlateScorerRLModule(TorchRLModule, ValueFunctionAPI):
 
     def _split(self, obs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(B, C, F) candidate rows, (B, G) global features, and the (B, K * C) mask or None."""
-        features, mask = (obs["observations"], obs["action_mask"]) if isinstance(obs, dict) else (obs, None)
+        features, mask = (obs["observations"], obs.get("action_mask")) if isinstance(obs, dict) else (obs, None)
         c, f = self.n_candidates, N_CANDIDATE_FEATURES
         return features[:, : c * f].reshape(-1, c, f), features[:, c * f :], mask
 
@@ -85,6 +89,10 @@ class SlateScorerRLModule(TorchRLModule, ValueFunctionAPI):
         return {Columns.ACTION_DIST_INPUTS: logits}
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any | None = None) -> torch.Tensor:
-        cand, glob, _ = self._split(batch[Columns.OBS])
-        pooled = torch.cat([cand.mean(dim=1), cand.max(dim=1).values, glob], dim=-1)
+        obs = batch[Columns.OBS]
+        cand, glob, _ = self._split(obs)
+        parts = [cand.mean(dim=1), cand.max(dim=1).values, glob]
+        if self.n_critic:
+            parts.append(obs["critic"])
+        pooled = torch.cat(parts, dim=-1)
         return self.value_head(pooled).squeeze(-1)

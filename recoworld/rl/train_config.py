@@ -90,6 +90,10 @@ class TrainConfig(StrictModel):
     rating_reward: float = Field(
         0.0, ge=0, description="training only: add this x (rating - 3) at each session's end, the 1..5 end-of-session "
         "interview (`info['interview_score']`), a survey a platform can run (`SatisfactionReward`)")
+    critic_hidden_state: bool = Field(
+        False, description="training only: the value head also reads each user's hidden state (satisfaction, its "
+        "trend, fatigue, novelty appetite, time and patience left; `HiddenStateForCritic`), the policy head never: "
+        "an asymmetric actor-critic. Needs ppo.network: shared_scorer and action_mask: true")
     calibrated: Path | None = Field(
         None, description="a `recoworld calibrate` folder: its world (under `world:`), catalog and users"
     )
@@ -113,6 +117,14 @@ class TrainConfig(StrictModel):
         if self.teacher.rounds and self.ppo.network != "shared_scorer":
             raise ValueError(f"teacher.rounds={self.teacher.rounds} needs ppo.network: shared_scorer (the teacher fits "
                              f"its per-candidate slot logits), got ppo.network: {self.ppo.network}")
+        return self
+
+    @model_validator(mode="after")
+    def _critic_state_needs_the_shared_scorer(self) -> TrainConfig:
+        if self.critic_hidden_state and (self.ppo.network != "shared_scorer" or not self.action_mask):
+            raise ValueError("critic_hidden_state: true needs ppo.network: shared_scorer and action_mask: true (the "
+                             f"value head of SlateScorerRLModule reads it), got ppo.network: {self.ppo.network}, "
+                             f"action_mask: {self.action_mask}")
         return self
 
     @model_validator(mode="after")

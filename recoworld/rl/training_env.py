@@ -79,9 +79,33 @@ engagement to the satisfaction terms changed nothing measurable. But the two nee
 discounts: the rating arrives once, at the session's end, and at 0.8 (~5 turns) it no longer
 reaches the turns that earned it (15%), while the per-turn satisfaction terms credit each turn
 itself and do as well at 0.5 as at 0.95. Per-session discounting (gamma 1
-inside a session, a discount at each session boundary) and a critic for the session's return (RLUR)
-are not built: with the session's outcome already in its own turns' rewards, a short per-turn
-discount stands in for them.
+inside a session, a discount at each session boundary) is not built: with the session's outcome
+already in its own turns' rewards, a short per-turn discount stands in for it.
+
+A critic that knows the user (RLUR's critic, made asymmetric): with `critic_hidden_state: true`
+(`HiddenStateForCritic`) the value head also reads each user's hidden satisfaction, its trend,
+fatigue, appetite for novelty, and time and patience left, in training only; the policy head never
+reads them and the deployed policy never has them. The reward's terms are changes of that hidden
+satisfaction, so a critic blind to it leaves their spread in every advantage. It did not help
+(seed 0, 500 evaluation users, the shipped config's references: random 0.287, instruct 0.341,
+oracle 0.381; ± = paired 95% CI):
+
+| change to configs/ppo_retention.yaml | iterations | retention | - instruct | gap |
+|---|---|---|---|---|
+| none (commit 6b45094) | 40 | 0.341 | +0.000 ± 0.017 | 57% |
+| an instruction shown only in the session it was given in (not kept) | 40 | 0.340 | -0.001 ± 0.016 | 56% |
+| the same, and `critic_hidden_state: true` | 40 | 0.328 | -0.013 ± 0.017 | 43% |
+| the same, and `critic_hidden_state: true` | 80 | 0.340 | -0.001 ± 0.017 | 56% |
+
+The second row: the observation's `instruction` keeps the episode's last instruction after its
+session ends (on about a quarter of turns under random slates), while the world's retrieval and the
+`instruct` baseline drop it then; hiding it from the features outside its session changed nothing
+measurable (the user's interests keep part of an instruction's shift into later sessions, so a stale
+instruction is not worthless either), and it would have changed every trained policy's input, so it
+is not kept. With the critic the training curve barely moved (at iteration 40: entropy 3.67 against
+3.81, mean training return -4.85 against -4.81) and retention did not rise, so the advantages' noise
+is not what holds PPO back here. More likely it is what the features show: imitating the oracle
+itself on them (the teacher, configs/ppo_small.yaml) closed about 60% of the gap, not more.
 
 Where it stands (experiments/train_ppo.py --config configs/ppo_retention.yaml --seeds 3, at commit
 6b45094, 500 evaluation users, 2 shared CPUs): retention 0.341 / 0.326 / 0.333 in seeds 0-2 (mean
@@ -102,7 +126,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from gymnasium import spaces
 from gymnasium.vector import VectorWrapper
+from gymnasium.vector.utils import batch_space
 
 from recoworld.config import WorldConfig
 from recoworld.envs.recoworld_env import RecoWorldEnv
@@ -146,6 +172,7 @@ def make_training_env(env_config: dict[str, Any]) -> Any:
     day_reward = float(env_config.get("day_reward", 0.0))
     satisfaction = float(env_config.get("satisfaction_reward", 0.0))
     rating = float(env_config.get("rating_reward", 0.0))
+    critic = bool(env_config.get("critic_hidden_state", False))
     if "num_envs" in env_config:
         vector: Any = DisjointRunnerSeeds(RecoWorldVectorEnv(num_envs=int(env_config["num_envs"]), config=world,
                                                              **inputs))
@@ -153,8 +180,9 @@ def make_training_env(env_config: dict[str, Any]) -> Any:
             vector = NewDayReward(vector, day_reward)
         if satisfaction or rating:
             vector = SatisfactionReward(vector, satisfaction, rating)
-        return UserRelativeVectorObservation(FinishedEpisodes(vector), action_mask=mask)
-    for name in ("day_reward", "satisfaction_reward", "rating_reward"):
+        shown = UserRelativeVectorObservation(FinishedEpisodes(vector), action_mask=mask)
+        return HiddenStateForCritic(shown) if critic else shown
+    for name in ("day_reward", "satisfaction_reward", "rating_reward", "critic_hidden_state"):
         if env_config.get(name):
             raise ConfigError(f"{name} is implemented for the vector env only (RLlib's vector_entry_point)")
     return UserRelativeObservation(RecoWorldEnv(world, **inputs), action_mask=mask)
@@ -251,6 +279,66 @@ class SatisfactionReward(VectorWrapper):
         return obs, np.asarray(reward) + extra, terminated, truncated, info
 
 
+#: What the critic reads of each user's hidden mindset (`hidden_state`), one column each, in [-1, 1]: the
+#: satisfaction the reward's terms move and what moves it next (its short- minus long-term trend, fatigue, the
+#: appetite for novelty) or ends the session (minutes left today / 60 and patience left / 20, squashed by tanh).
+CRITIC_STATE = ("satisfaction", "satisfaction_trend", "fatigue", "novelty", "time_left", "patience_left")
+
+
+def hidden_state(users: Any, rows: np.ndarray) -> np.ndarray:
+    """(R, len(CRITIC_STATE)) float32: the `CRITIC_STATE` of users `rows`, from the parametric users' arrays,
+    or any simulator's `mindset`."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if isinstance(getattr(users, "satisfaction", None), np.ndarray):
+        columns = [users.satisfaction[rows], users.sat_short[rows] - users.sat_long[rows],
+                   np.minimum(users.fatigue[rows], 1.0), users.novelty[rows], users.time_left[rows],
+                   users.patience_left[rows]]
+    else:
+        minds = [users.mindset(int(r)) for r in rows.tolist()]
+        columns = [[getattr(m, name) for m in minds] for name in ("satisfaction", "satisfaction_trend", "fatigue",
+                                                                  "novelty_propensity", "time_left_min",
+                                                                  "patience_left")]
+    state = np.stack([np.asarray(c, dtype=np.float64) for c in columns], axis=1)
+    state[:, 4] = np.tanh(state[:, 4] / 60.0)
+    state[:, 5] = np.tanh(state[:, 5] / 20.0)
+    return np.clip(state, -1.0, 1.0).astype(np.float32)
+
+
+class HiddenStateForCritic(VectorWrapper):
+    """Add `critic`, each user's `hidden_state`, to the policy's `Dict` observation, for the value head only.
+
+    Why: the reward's terms are changes of the hidden satisfaction, and how much a state's next turns can still
+    move it depends on where it stands (a satisfied user has little to gain, a fatigued one much to lose), which
+    the observation does not show; a critic blind to it leaves that spread in every advantage. Reading it in
+    training is the privilege the reward already takes (an asymmetric actor-critic): `SlateScorerRLModule`'s policy
+    head never reads `critic`, and `RLlibRecommender` never builds it, so the deployed policy sees exactly the
+    observation features."""
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        single = env.single_observation_space
+        if not isinstance(single, spaces.Dict):
+            raise ConfigError("critic_hidden_state needs action_mask: true (the policy's Dict observation)")
+        box = spaces.Box(-1.0, 1.0, (len(CRITIC_STATE),), np.float32)
+        self.single_observation_space = spaces.Dict({**single.spaces, "critic": box})
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self._all = np.arange(self.num_envs)
+
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        # VectorEnv.reset's stub takes one int; vector envs (and VectorWrapper.reset) take one seed per user.
+        obs, info = self.env.reset(seed=seed, options=options)  # type: ignore[arg-type]
+        return self._with_state(obs), info
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        return self._with_state(obs), reward, terminated, truncated, info
+
+    def _with_state(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {**obs, "critic": hidden_state(self.env.unwrapped.world.users, self._all)}
+
+
 class FinishedEpisodes(VectorWrapper):
     """Keep the training return and length of every episode that ends, for the driver to collect
     (`collect_finished_episodes`) and smooth over the last `RETURN_WINDOW` of them.
@@ -310,6 +398,7 @@ def training_env_config(cfg: TrainConfig) -> dict[str, Any]:
     return {"world": cfg.world.model_dump(), "population": cfg.population.model_dump(),
             "action_mask": cfg.action_mask, "day_reward": cfg.day_reward,
             "satisfaction_reward": cfg.satisfaction_reward, "rating_reward": cfg.rating_reward,
+            "critic_hidden_state": cfg.critic_hidden_state,
             "calibrated": str(cfg.calibrated) if cfg.calibrated else None}
 
 
