@@ -61,14 +61,26 @@ Any `PopulationWorldConfig` field as a keyword (`n_users`, `world`, `social`,
 [...]})` fixes the users of one episode. For RLlib use
 `recoworld.rl.multi_agent.PopulationMultiAgentEnv`.
 
+## Infos on demand
+`infos="full"` (the default) returns every live agent's `TurnInfo` from `reset` and `step`, as
+`RecoWorld-v0` does. Building them costs about a fifth of a population user-step (a dict of some
+25 keys per live user, `experiments/bench_env.py`), which is wasted where nothing reads them, as in a
+training loop that needs only observations and rewards. `infos="none"` returns an empty dict per
+live agent instead, and `env.last_infos()` (every agent of the last `reset` or `step`) or
+`env.last_infos(["user_3"])` builds the same dicts afterwards, on demand; `env.last_batch` holds
+the last step's arrays (`recoworld.envs.world.StepBatch`, row j for slot `rows[j]`), which is
+how the study runner logs its trajectories. An option, not a lazily filled mapping: a dict that
+fills itself on first access would look empty to the C code (pydantic, pandas) that reads a
+dict's storage directly, and PettingZoo wants plain dicts keyed by every live agent.
+
 ## Version History
 * v0: initial release.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Literal, cast, get_args
 
 import numpy as np
 from gymnasium import spaces
@@ -81,6 +93,7 @@ from recoworld.envs.observation import action_space, observation_space
 from recoworld.envs.platform import SharedPlatform, SocialConfig, hold_back
 from recoworld.envs.world import (
     EpisodeStats,
+    StepBatch,
     World,
     build_users,
     check_population,
@@ -92,6 +105,7 @@ from recoworld.population import PopulationSpec, UserProfile, sample_population
 from recoworld.streams import UserStreams
 
 AgentID = str
+Infos = Literal["full", "none"]
 
 
 class PopulationWorldConfig(StrictModel):
@@ -115,8 +129,12 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
         population: PopulationSpec | list[UserProfile] | None = None,
         release_day: np.ndarray | None = None,
         render_mode: str | None = None,
+        infos: Infos = "full",
         **overrides: Any,
     ) -> None:
+        if infos not in get_args(Infos):
+            raise ConfigError(f"infos must be one of {list(get_args(Infos))}, got {infos!r}")
+        self.infos_mode = infos
         if isinstance(population, list) and population:
             overrides.setdefault("n_users", len(population))
         self.config = cfg = build(PopulationWorldConfig, "population world config", config, **overrides)
@@ -150,6 +168,8 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
         self._act_space = action_space(world)
         self._rng = np.random.default_rng()
         self._last_render = ""
+        self._last_batch: StepBatch | None = None
+        self._last_agents: list[AgentID] = []  # the agents of the last reset or step, in its row order
 
     # ------------------------------------------------------------------ PettingZoo API
 
@@ -184,9 +204,10 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
         self.world.streams = UserStreams.spawn(self._rng, b)
         self.world.reset(np.arange(b), profiles, self._rng.uniform(0.0, 1.0, b))  # first visits spread over day 0
         self.agents = list(self.possible_agents)
+        self._last_batch, self._last_agents = None, list(self.agents)
         batch = self.world.observe()
         obs = {a: {k: v[i] for k, v in batch.items()} for i, a in enumerate(self.agents)}
-        return obs, {a: self.world.reset_info(i) for i, a in enumerate(self.agents)}
+        return obs, self._infos_of_step()
 
     def step(self, actions: dict[AgentID, np.ndarray]) -> tuple[
         dict[AgentID, dict[str, np.ndarray]], dict[AgentID, float], dict[AgentID, bool],
@@ -220,8 +241,8 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
         rewards = dict(zip(self.agents, batch.reward.tolist()))
         terms = dict(zip(self.agents, batch.terminated.tolist()))
         truncs = dict(zip(self.agents, batch.truncated.tolist()))
-        infos: dict[AgentID, dict[str, Any]] = {
-            agent: dict(info) for agent, info in zip(self.agents, self.world.turn_infos(batch))}
+        self._last_batch, self._last_agents = batch, self.agents
+        infos = self._infos_of_step()
         self.agents = [a for a in self.agents if not (terms[a] or truncs[a])]
         if self.render_mode == "ansi":
             self._last_render = (f"step {int(self.world.steps.max())}: {len(self.agents)} users live, "
@@ -233,6 +254,35 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
 
     def close(self) -> None:
         self.agents = []
+
+    # ------------------------------------------------------------------ infos on demand
+
+    @property
+    def last_batch(self) -> StepBatch | None:
+        """The last step's arrays (row j for slot `rows[j]`, agent `possible_agents[rows[j]]`); None after reset."""
+        return self._last_batch
+
+    def last_infos(self, agents: Iterable[AgentID] | None = None) -> dict[AgentID, dict[str, Any]]:
+        """The infos of the last `reset` or `step` for `agents` (default: every agent it returned), as
+        `infos="full"` returns them; fresh dicts on every call."""
+        wanted, at = self._last_agents, None
+        if agents is not None:
+            order = {a: j for j, a in enumerate(self._last_agents)}
+            wanted = list(agents)
+            absent = [a for a in wanted if a not in order]
+            if absent:
+                raise ConfigError(f"last_infos: agents {absent[:5]} were not in the last reset or step; its agents "
+                                  f"are {self._last_agents[:5]}{' ...' if len(self._last_agents) > 5 else ''}")
+            at = [order[a] for a in wanted]
+        if self._last_batch is None:
+            return {a: self.world.reset_info(self._slots[a]) for a in wanted}
+        # A TurnInfo is a plain dict at run time: no copy per agent (PettingZoo types infos as dicts).
+        return dict(zip(wanted, cast(list[dict[str, Any]], self.world.turn_infos(self._last_batch, at))))
+
+    def _infos_of_step(self) -> dict[AgentID, dict[str, Any]]:
+        if self.infos_mode == "full":
+            return self.last_infos()
+        return {a: {} for a in self._last_agents}
 
     # ------------------------------------------------------------------ helpers
 

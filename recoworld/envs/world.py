@@ -314,26 +314,35 @@ class World:
         profile = self.profiles[row]
         return {"user_id": profile.user_id, "segment": profile.segment, **self.clock(row)}
 
-    def turn_infos(self, batch: StepBatch) -> list[TurnInfo]:
-        """Each row of a step as the per-user info dict every view returns (entry j for `batch.rows[j]`).
+    def turn_infos(self, batch: StepBatch, at: Sequence[int] | None = None) -> list[TurnInfo]:
+        """Rows of a step as the per-user info dicts every view returns: entry j for `batch.rows[j]`, or,
+        with `at`, one entry per j in `at` (the population env builds only the infos asked for).
 
         Columns become Python lists once, not element by element: a population step builds an
         info per live user, and per-element numpy scalar access would cost more than the turn."""
         r, k = batch.slates.shape
+        js: Sequence[int] = range(r) if at is None else list(at)
+        picked = np.asarray(js, dtype=np.int64)
+
+        def column(values: np.ndarray) -> list[Any]:
+            return values.tolist() if at is None else values[picked].tolist()
+
+        def entries(values: Sequence[Any] | None) -> Sequence[Any]:
+            if values is None:
+                return [None] * len(js)
+            return values if at is None else [values[j] for j in js]
+
         channel, expose = self.config.instruction_channel, self.config.expose_mindset
-        nans = [math.nan] * r
-        similarity = batch.similarity.tolist() if batch.similarity is not None else nans
+        similarity = column(batch.similarity) if batch.similarity is not None else [math.nan] * len(js)
         disliked = batch.disliked if batch.disliked is not None else np.zeros((r, k), dtype=bool)
-        ended = (batch.terminated | batch.truncated).tolist()
-        reasons_of: Sequence[list[str] | None] = batch.reasons or [None] * r
-        columns = zip(batch.rows.tolist(), batch.instructions, batch.return_gap.tolist(), batch.followed.tolist(),
-                      batch.satisfiable.tolist(), similarity, batch.left.tolist(), batch.replaced.tolist(),
-                      batch.engagement.tolist(), batch.fallback.tolist(), batch.day.tolist(), batch.session.tolist(),
-                      batch.turn.tolist(), batch.step.tolist(), batch.time_days.tolist(), ended,
-                      batch.interviews or [None] * r, reasons_of)
+        columns = zip(js, column(batch.rows), entries(batch.instructions), column(batch.return_gap),
+                      column(batch.followed), column(batch.satisfiable), similarity, column(batch.left),
+                      column(batch.replaced), column(batch.engagement), column(batch.fallback), column(batch.day),
+                      column(batch.session), column(batch.turn), column(batch.step), column(batch.time_days),
+                      column(batch.terminated | batch.truncated), entries(batch.interviews), entries(batch.reasons))
         infos: list[TurnInfo] = []
-        for j, (row, instruction, gap, followed, satisfiable, sim, left, replaced, engagement, fallback, day,
-                session, turn, step, time_days, end, interview, reasons) in enumerate(columns):
+        for (j, row, instruction, gap, followed, satisfiable, sim, left, replaced, engagement, fallback, day,
+             session, turn, step, time_days, end, interview, reasons) in columns:
             profile = self.profiles[row]
             intent = instruction.intent.model_dump() if instruction else {}
             info: TurnInfo = {
