@@ -11,14 +11,19 @@ adds `MINDSET_COLUMNS` (satisfaction, fatigue) after them.
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from recoworld.catalog import Catalog, slate_diversity
+
+if TYPE_CHECKING:
+    from recoworld.envs.world import StepBatch, World
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,8 @@ class TrajectoryLog:
     """Rows of one recommender's episodes (in one arm and shard), buffered column by column.
 
     `add` takes a turn's `info` (a `TurnInfo`) as the env returns it, so every writer
-    derives the columns the same way.
+    derives the columns the same way; `add_step` takes a whole world step from its arrays (the
+    study runner's population steps), the same columns without a dict per user and turn.
     """
 
     def __init__(self, catalog: Catalog, recommender: str, *, arm: str = "baseline", shard: int | None = None,
@@ -112,6 +118,7 @@ class TrajectoryLog:
         self._turns: dict[str, list[Any]] = {c.name: [] for c in COLUMNS if not c.per_slot and c.name not in _CONSTANT}
         self._slots: dict[str, list[np.ndarray]] = {c.name: [] for c in COLUMNS if c.per_slot}
         self._mindset: dict[str, list[float | None]] = {c.name: [] for c in MINDSET_COLUMNS}
+        self._sizes: list[int] = []  # slots of each turn logged
 
     def add(self, user_id: str, segment: str, episode_seed: int, info: dict[str, Any], reward: float,
             trace: Any = None) -> None:
@@ -135,23 +142,71 @@ class TrajectoryLog:
             "slate_diversity": slate_diversity(cat, slate), "llm_fallback": info["llm_fallback"],
             "agent_trace": json.dumps(trace) if trace else None,
         }
-        for name, value in turn.items():
-            self._turns[name].append(value)
-        mindset = info.get("mindset") or {}
-        for name in self._mindset:
-            self._mindset[name].append(float(mindset[name]) if name in mindset else None)
-        slots = {"position": np.arange(len(slate)), "item": slate, "topic": cat.topic[slate],
-                 "reaction": info["reactions"],
-                 "disliked": info.get("disliked", np.zeros(len(slate), dtype=bool)), "dwell_min": info["dwell_min"],
-                 "self_information": cat.self_information[slate], "new_item": self.is_new[slate],
-                 "searched": info.get("searched", np.zeros(len(slate), dtype=bool))}
-        for name, values in slots.items():
-            self._slots[name].append(np.asarray(values))
+        slots = {"reaction": info["reactions"], "disliked": info.get("disliked", np.zeros(len(slate), dtype=bool)),
+                 "dwell_min": info["dwell_min"], "searched": info.get("searched", np.zeros(len(slate), dtype=bool))}
+        self._append({name: [value] for name, value in turn.items()}, [info.get("mindset")], slate[None], slots)
+
+    def add_step(self, world: World, batch: StepBatch, episode_seed: int, traces: Sequence[Any]) -> None:
+        """Every turn of one world step, row j of `batch` with the recommender's `traces[j]`: the columns
+        `add` derives from `world.turn_infos(batch)`, value for value, read from the step's arrays."""
+        r, k = batch.slates.shape
+        rows = batch.rows.tolist()
+        profiles = [world.profiles[row] for row in rows]
+        instructions = batch.instructions
+        gaps = batch.return_gap.tolist()
+        similarity = batch.similarity.tolist() if batch.similarity is not None else [math.nan] * r
+        exits = [batch.exit_reason(j) for j in range(r)]
+        interviews = batch.interviews or [None] * r
+        turns = {
+            "user_id": [p.user_id for p in profiles], "segment": [p.segment for p in profiles],
+            "episode_seed": [episode_seed] * r, "session": batch.session.tolist(), "day": batch.day.tolist(),
+            "turn": batch.turn.tolist(), "step": batch.step.tolist(), "time_days": batch.time_days.tolist(),
+            "turn_reward": batch.reward.tolist(),
+            "instruction": [i.text if i is not None else None for i in instructions],
+            "intent": [json.dumps(i.intent.model_dump()) if i is not None and i.text else None for i in instructions],
+            "left": batch.left.tolist(),
+            "return_gap_days": [None if math.isnan(g) or math.isinf(g) else g for g in gaps],
+            "churned": [math.isinf(g) for g in gaps],
+            "exit_reason": [e.kind if e is not None else None for e in exits],
+            "exit_text": [e.text if e is not None else None for e in exits],
+            "interview_score": [i.score if i is not None else None for i in interviews],
+            "interview": [i.text if i is not None else None for i in interviews],
+            "intent_match": [None if math.isnan(f) else f for f in batch.followed.tolist()],
+            "instruction_satisfiable": [None if math.isnan(s) else bool(s) for s in batch.satisfiable.tolist()],
+            "instruction_similarity": [None if math.isnan(s) else s for s in similarity],
+            "instruction_judge": [None] * r, "instruction_judge_reason": [None] * r,
+            "slate_diversity": [slate_diversity(self.catalog, slate) for slate in batch.slates],
+            "llm_fallback": batch.fallback.tolist(),
+            "agent_trace": [json.dumps(trace) if trace else None for trace in traces],
+        }
+        mindsets: list[dict[str, Any] | None] = (
+            [world.users.mindset(row).model_dump() for row in rows] if world.config.expose_mindset else [None] * r)
+        disliked = batch.disliked if batch.disliked is not None else np.zeros((r, k), dtype=bool)
+        slots = {"reaction": batch.reactions, "disliked": disliked, "dwell_min": batch.dwell_min,
+                 "searched": np.zeros((r, k), dtype=bool)}
+        self._append(turns, mindsets, batch.slates, slots)
+
+    def _append(self, turns: dict[str, list[Any]], mindsets: Sequence[dict[str, Any] | None], slates: np.ndarray,
+                slots: dict[str, np.ndarray]) -> None:
+        """Turns (one list entry each), their mindsets and their (T, K) slates with the slot columns that
+        come from the env; the item's own columns are looked up here, once for every writer."""
+        for name, values in turns.items():
+            self._turns[name].extend(values)
+        for mindset in mindsets:
+            for name in self._mindset:
+                self._mindset[name].append(float(mindset[name]) if mindset and name in mindset else None)
+        t, k = slates.shape
+        items = slates.ravel()
+        self._sizes.extend([k] * t)
+        own = {"position": np.tile(np.arange(k), t), "item": items, "topic": self.catalog.topic[items],
+               "self_information": self.catalog.self_information[items], "new_item": self.is_new[items]}
+        for name, values in (own | slots).items():
+            self._slots[name].append(np.asarray(values).ravel())
 
     def table(self) -> pa.Table:
         """The rows so far as an Arrow table of exactly `SCHEMA` (plus `MINDSET_COLUMNS` when the env exposed
         the mindset); turn columns repeat on each slot's row."""
-        sizes = np.array([len(s) for s in self._slots["position"]], dtype=np.int64)
+        sizes = np.array(self._sizes, dtype=np.int64)
         rows = np.repeat(np.arange(len(sizes)), sizes)
         arrays = []
         for col in COLUMNS:

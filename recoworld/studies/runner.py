@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import signal
 import socket
@@ -259,7 +260,10 @@ def _play(
     agent_seed: int,
     log: TrajectoryLog,
 ) -> list[dict[str, Any]]:
-    """One episode of the world with one instance of `recommender` per user slot, called `label` in the rows."""
+    """One episode of the world with one instance of `recommender` per user slot, called `label` in the rows.
+
+    The log and the episode rows read the world's step arrays (`env.last_batch`), not the agents' infos.
+    Recommenders still get their `info` (any may read it), so the env keeps building it for them."""
     cat, k = env.catalog, env.config.world.slate_size
     obs, infos = env.reset(seed=world_seed)
     users = {a: str(infos[a].get("user_id", a)) for a in env.possible_agents}
@@ -268,9 +272,8 @@ def _play(
         agents[a] = make_recommender(recommender, cat, k, agent_seed + i, llm=env.config.world.llm)
         with blame(recommender, "begin_episode", users[a], 0):
             agents[a].begin_episode(agent_seed + i)
-    totals = dict.fromkeys(env.possible_agents, 0.0)
-    new_seen = dict.fromkeys(env.possible_agents, 0)
-    new_clicked = dict.fromkeys(env.possible_agents, 0)
+    slots = len(env.possible_agents)
+    totals, new_seen, new_clicked = np.zeros(slots), np.zeros(slots, np.int64), np.zeros(slots, np.int64)
     rows = []
     turn = 0
     while env.agents:
@@ -279,32 +282,35 @@ def _play(
         for a in env.agents:
             with blame(recommender, "act", users[a], turn):
                 actions[a] = agents[a].act(obs[a], infos[a])
-        traces = {a: getattr(agents[a], "last_trace", None) for a in env.agents}
-        obs, rewards, terms, truncs, infos = env.step(actions)
+        traces = [getattr(agents[a], "last_trace", None) for a in env.agents]
+        obs, _, _, _, infos = env.step(actions)
         for a, info in infos.items():
             with blame(recommender, "observe", users[a], turn):
                 agents[a].observe(info["reactions"], info)
-            slate, reactions = info["slate"], info["reactions"]
-            totals[a] += rewards[a]
-            fresh = log.is_new[slate]
-            new_seen[a] += int((fresh & (reactions >= 0)).sum())
-            new_clicked[a] += int((fresh & (reactions >= 1)).sum())
-            log.add(info["user_id"], info["segment"], world_seed, info, rewards[a], traces[a])
-            if terms[a] or truncs[a]:
-                rows.append(
-                    {
-                        "recommender": label,
-                        "arm": arm,
-                        "user_id": info["user_id"],
-                        "segment": info["segment"],
-                        "total_reward": totals[a],
-                        "churned": bool(info["churned"]),
-                        "new_items_seen": new_seen[a],
-                        "new_items_clicked": new_clicked[a],
-                        "fallback_turns": getattr(agents[a], "fallback_turns", 0),
-                        **info["episode_stats"],
-                    }
-                )
+        batch = env.last_batch
+        assert batch is not None
+        log.add_step(env.world, batch, world_seed, traces)
+        totals[batch.rows] += batch.reward  # rows are distinct: one addition per user, as a scalar sum
+        fresh = log.is_new[batch.slates]
+        new_seen[batch.rows] += (fresh & (batch.reactions >= 0)).sum(axis=1)
+        new_clicked[batch.rows] += (fresh & (batch.reactions >= 1)).sum(axis=1)
+        ended = batch.terminated | batch.truncated
+        for row, gap in zip(batch.rows[ended].tolist(), batch.return_gap[ended].tolist()):
+            a, profile = env.possible_agents[row], env.profiles[row]
+            rows.append(
+                {
+                    "recommender": label,
+                    "arm": arm,
+                    "user_id": profile.user_id,
+                    "segment": profile.segment,
+                    "total_reward": float(totals[row]),
+                    "churned": math.isinf(gap),
+                    "new_items_seen": int(new_seen[row]),
+                    "new_items_clicked": int(new_clicked[row]),
+                    "fallback_turns": getattr(agents[a], "fallback_turns", 0),
+                    **env.episode_stats(row),
+                }
+            )
     return rows
 
 
