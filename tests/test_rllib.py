@@ -325,7 +325,8 @@ def test_small_config_file_is_valid() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("runners", [0, 1])
-def test_train_save_resume_restore_and_infer(ray_session: ModuleType, tmp_path: Path, runners: int) -> None:
+def test_train_save_resume_restore_and_infer(ray_session: ModuleType, tmp_path: Path, runners: int,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
     from ray.rllib.algorithms.algorithm import Algorithm
     from ray.rllib.core.columns import Columns
@@ -380,6 +381,11 @@ def test_train_save_resume_restore_and_infer(ray_session: ModuleType, tmp_path: 
             return m.forward_inference(batch)[Columns.ACTION_DIST_INPUTS][0].detach().numpy()
 
         np.testing.assert_allclose(logits(agent.module), logits(module), atol=1e-6)  # same trained weights
+        monkeypatch.chdir(tmp_path.parent)  # `rllib:runs/ppo`, relative to the current folder, as train's hint says
+        catalog = cached_catalog(RecoWorldEnv(TINY_WORLD).config.catalog)
+        relative = make_recommender(f"rllib:{tmp_path.name}", catalog, 2)
+        assert isinstance(relative, RLlibRecommender)
+        np.testing.assert_allclose(logits(relative.module), logits(module), atol=1e-6)
         done, turns = False, 0
         while not done:
             slate = agent.act(obs, info)

@@ -142,8 +142,9 @@ def distinct_slate(slot_logits: np.ndarray, available: np.ndarray,
 
 
 def resolve_module_path(path: str | os.PathLike[str]) -> Path:
-    """The module folder for an algorithm checkpoint, a module folder or a training output folder."""
-    path = Path(path)
+    """The module folder for an algorithm checkpoint, a module folder or a training output folder, absolute:
+    RLlib restores from a URI, and a relative path has no scheme (`rllib:runs/ppo` from the current folder)."""
+    path = Path(path).resolve()
     if (path / MODULE_SUBDIR).is_dir():
         return path / MODULE_SUBDIR
     if any(path.glob("module_state.*")):
