@@ -7,7 +7,12 @@ Prints each figure next to its target (issue: batched world core):
 | `RecoWorld-v0` steps/s, slate 10 of 50 candidates | >= 10,000 |
 | native vector env user-steps/s, B = 1,024, slate 10 of 50 | >= 100,000 |
 | batched user review, user-item evaluations/s | >= 3,000,000 |
-| population env (1,000 users on one platform) user-steps/s | >= 100,000 |
+| population env (1,000 users on one platform) user-steps/s, infos built | |
+| population env user-steps/s, infos on demand (`infos="none"`) | >= 60,000 (issue 32) |
+
+The two population figures are the same steps of the same seeded world, with every live user's info
+dict built each step (`PopulationParallelEnv`'s default) and with none built (`infos="none"`, what a
+loop that reads no infos, or builds a few with `last_infos`, pays).
 
 RLlib's sampling rate on the vector env is `experiments/bench_rllib.py`.
 
@@ -43,6 +48,7 @@ import tyro  # noqa: E402
 from recoworld.catalog import cached_catalog  # noqa: E402
 from recoworld.config import CatalogConfig  # noqa: E402
 from recoworld.envs import PopulationParallelEnv, RecoWorldEnv, RecoWorldVectorEnv, retrieval, vector_env  # noqa: E402
+from recoworld.envs.population_env import Infos  # noqa: E402
 from recoworld.envs.world import World  # noqa: E402
 from recoworld.population import PopulationSpec, sample_population  # noqa: E402
 from recoworld.simulators import ParametricUsers  # noqa: E402
@@ -130,8 +136,8 @@ def bench_review(args: Args) -> float:
     return args.reviews * args.users * args.slate_size / elapsed
 
 
-def bench_population(args: Args, on_start: Callable[[], object] | None = None) -> float:
-    env = PopulationParallelEnv(n_users=args.population_users, world={"slate_size": args.slate_size})
+def bench_population(args: Args, on_start: Callable[[], object] | None = None, infos: Infos = "full") -> float:
+    env = PopulationParallelEnv(n_users=args.population_users, world={"slate_size": args.slate_size}, infos=infos)
     env.reset(seed=args.seed)
     slate = np.arange(args.slate_size)
     for _ in range(5):  # warm-up: caches (the instruction text space is fit on the first instruction)
@@ -238,11 +244,13 @@ if __name__ == "__main__":
         (f"RecoWorld-v0 steps/s (slate {args.slate_size} of 50)", bench_env(args), 10_000),
         (f"vector env user-steps/s (B = {args.vector_users})", bench_vector(args), 100_000),
         (f"user-item evaluations/s ({args.users} users)", bench_review(args), 3_000_000),
-        (f"population env user-steps/s ({args.population_users} users)", bench_population(args), 100_000),
+        (f"population env user-steps/s ({args.population_users} users, infos built)", bench_population(args), None),
+        (f"population env user-steps/s ({args.population_users} users, infos on demand)",
+         bench_population(args, infos="none"), 60_000),
     ]
-    print(f"{'benchmark':<52}{'value':>14}{'target':>12}")
+    print(f"{'benchmark':<64}{'value':>14}{'target':>12}")
     for name, value, target in rows:
-        print(f"{name:<52}{value:>14,.0f}{target:>12,}")
+        print(f"{name:<64}{value:>14,.0f}{'' if target is None else f'{target:,}':>12}")
     if args.breakdown:
         print_breakdown(f"vector env step (B = {args.vector_users})", breakdown(args, "vector"), 100_000)
         print_breakdown(f"population env step ({args.population_users} users)", breakdown(args, "population"),

@@ -266,7 +266,7 @@ def _play(
     Recommenders still get their `info` (any may read it), so the env keeps building it for them."""
     cat, k = env.catalog, env.config.world.slate_size
     obs, infos = env.reset(seed=world_seed)
-    users = {a: str(infos[a].get("user_id", a)) for a in env.possible_agents}
+    users = {a: profile.user_id for a, profile in zip(env.possible_agents, env.profiles)}
     agents = {}
     for i, a in enumerate(env.possible_agents):
         agents[a] = make_recommender(recommender, cat, k, agent_seed + i, llm=env.config.world.llm)
@@ -284,11 +284,11 @@ def _play(
                 actions[a] = agents[a].act(obs[a], infos[a])
         traces = [getattr(agents[a], "last_trace", None) for a in env.agents]
         obs, _, _, _, infos = env.step(actions)
-        for a, info in infos.items():
-            with blame(recommender, "observe", users[a], turn):
-                agents[a].observe(info["reactions"], info)
         batch = env.last_batch
         assert batch is not None
+        for (a, info), reactions in zip(infos.items(), batch.reactions):
+            with blame(recommender, "observe", users[a], turn):
+                agents[a].observe(reactions, info)
         log.add_step(env.world, batch, world_seed, traces)
         totals[batch.rows] += batch.reward  # rows are distinct: one addition per user, as a scalar sum
         fresh = log.is_new[batch.slates]
