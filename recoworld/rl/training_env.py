@@ -93,19 +93,20 @@ oracle 0.381; ± = paired 95% CI):
 | change to configs/ppo_retention.yaml | iterations | retention | - instruct | gap |
 |---|---|---|---|---|
 | none (commit 6b45094) | 40 | 0.341 | +0.000 ± 0.017 | 57% |
+| `critic_hidden_state: true` (commit 73aa778) | 40 | 0.330 | -0.011 ± 0.016 | 46% |
 | an instruction shown only in the session it was given in (not kept) | 40 | 0.340 | -0.001 ± 0.016 | 56% |
 | the same, and `critic_hidden_state: true` | 40 | 0.328 | -0.013 ± 0.017 | 43% |
 | the same, and `critic_hidden_state: true` | 80 | 0.340 | -0.001 ± 0.017 | 56% |
 
-The second row: the observation's `instruction` keeps the episode's last instruction after its
+The instruction rows: the observation's `instruction` keeps the episode's last instruction after its
 session ends (on about a quarter of turns under random slates), while the world's retrieval and the
 `instruct` baseline drop it then; hiding it from the features outside its session changed nothing
 measurable (the user's interests keep part of an instruction's shift into later sessions, so a stale
 instruction is not worthless either), and it would have changed every trained policy's input, so it
-is not kept. With the critic the training curve barely moved (at iteration 40: entropy 3.67 against
-3.81, mean training return -4.85 against -4.81) and retention did not rise, so the advantages' noise
-is not what holds PPO back here. More likely it is what the features show: imitating the oracle
-itself on them (the teacher, configs/ppo_small.yaml) closed about 60% of the gap, not more.
+is not kept. With the critic retention did not rise, alone or with that change, at 40 or 80
+iterations, so the advantages' noise is not what holds PPO back here. More likely it is what the
+features show: imitating the oracle itself on them (the teacher, configs/ppo_small.yaml) closed
+about 60% of the gap, not more.
 
 Where it stands (experiments/train_ppo.py --config configs/ppo_retention.yaml --seeds 3, at commit
 6b45094, 500 evaluation users, 2 shared CPUs): retention 0.341 / 0.326 / 0.333 in seeds 0-2 (mean
