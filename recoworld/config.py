@@ -344,7 +344,7 @@ class ReturnConfig(StrictModel):
     (lognormal/Pareto-like, p99 of weeks; band 7-30 days, the 30-day horizon caps it). The
     family is the one `recoworld calibrate` fits (Gamma gaps with per-user rates), so a
     calibrated world and the default share a model. The median and day-1/day-7 return bands
-    of the README are assumptions.
+    of docs/results.md ("Realism") are assumptions.
     """
 
     base_rate: float = Field(0.3, gt=0, description="returns per day at neutral satisfaction")

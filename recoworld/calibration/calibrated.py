@@ -137,7 +137,7 @@ class CalibrationConfig(StrictModel):
     assumed_ctr: float = Field(0.045, gt=0, lt=1, description="clicks per impression the world assumes: a log "
                                "without impressions does not identify it (MIND news about 4%)")
     ctr_band: tuple[float, float] = Field((0.02, 0.10), description="documented clicks-per-impression band the fit "
-                                          "check holds the calibrated world to (README 'Realism')")
+                                          "check holds the calibrated world to (docs/results.md 'Realism')")
     folds: int = Field(3, ge=2, le=10, description="consecutive time windows of train whose choice weights are "
                        "fitted separately to test their stability")
     seed: int = Field(0, ge=0)

@@ -9,8 +9,8 @@ decide it, and on a log with long sessions it settles where users click most of 
 explicitly: users see slates of items drawn uniformly from the catalog (the exposure the choice
 fit assumes, `fit_choice`; a popularity-weighted feed would count popularity twice) and click a
 share `ctr` of what they reach, a value inside the band the default world is held to (clicks
-per impression 0.02-0.10: MIND news impressions about 4%, short-video logs under 10%; README
-"Realism"). The click bias is *solved* for that CTR (`solve_bias`), not fitted.
+per impression 0.02-0.10: MIND news impressions about 4%, short-video logs under 10%;
+docs/results.md "Realism"). The click bias is *solved* for that CTR (`solve_bias`), not fitted.
 
 **Consumption per visit.** Given the click level, how many items a visit consumes is the whole
 within-session process (clicks, patience, the day's time budget, satisfaction), which has no

@@ -27,7 +27,7 @@ Effects are held at >= 0 (`ReturnConfig`'s bounds: a happier user never returns 
 opposite gets 0 and a note. Without this fit (one Gamma for every session, the first version of distill), the
 surrogate's retention hardly responded to what the recommender served: on the hidden-rule user, a spread of 0.03
 between the best and worst recommender against the LLM users' 0.13, which single simulations could rank either
-way (README, `experiments/distill_rank_check.py`).
+way (docs/results.md, `experiments/distill_rank_check.py`).
 """
 
 from __future__ import annotations

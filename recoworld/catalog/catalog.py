@@ -305,7 +305,7 @@ class Catalog:
 #: Pareto shape of the synthetic catalog's exposure term (the heavy tail of item popularity).
 #: 1.3 gives the popularity prior itself a Gini of 0.59 (quality adds a little), about the
 #: concentration of public logs (MovieLens-100K's item-consumption Gini is about 0.63; the
-#: README's band is 0.6-0.9). The former 1.6 gave 0.47, a prior flatter than the logs it
+#: band of docs/results.md, "Realism", is 0.6-0.9). The former 1.6 gave 0.47, a prior flatter than the logs it
 #: stands for, so that retrieval's popular block (which samples it) and the popular
 #: recommender exposed users to a thinner head than real platforms do (issue 27). The
 #: choice model reads the standardized log popularity, whose spread this shape barely moves.

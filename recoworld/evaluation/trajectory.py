@@ -3,8 +3,8 @@
 `simulate` (and so training evaluation, which runs it), and studies log their turns through
 `TrajectoryLog`, so their Parquet files have exactly the columns and types of `SCHEMA`,
 in this order. A column that only one writer knows has a documented value in the other
-(`arm`, `shard`, `new_item` and, in studies, `episode_seed`); the README's table of
-columns is `COLUMNS`, and a test keeps the two the same. An env made with `expose_mindset=True`
+(`arm`, `shard`, `new_item` and, in studies, `episode_seed`); docs/reference/trajectory.md's table
+of columns is `COLUMNS`, and a test keeps the two the same. An env made with `expose_mindset=True`
 adds `MINDSET_COLUMNS` (satisfaction, fatigue) after them.
 """
 

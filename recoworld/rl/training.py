@@ -64,7 +64,7 @@ profile of engaged items +0.028 ± 0.022, +0.037 ± 0.022 with a near-duplicate 
    Tried and not better: an entropy bonus (above), a disliked-items profile in hand-written
    rankers (+0.031 and +0.026 against +0.035 without, 500 users).
 Evaluation users: 500 (`eval.n_users`); the paired 95% CI is then about ±0.017 instead of
-±0.025 with 200. Where it stands: see the README's table ("Training a recommender with
+±0.025 with 200. Where it stands: see docs/results.md ("Training a recommender with
 RLlib"), from experiments/train_ppo.py --seeds 3.
 Untried: a Plackett-Luce (top-K without replacement) action distribution, a per-session critic
 target. The reward that follows retention without its noise is `SatisfactionReward` (recoworld/rl/training_env.py).
