@@ -20,7 +20,8 @@ RLlib's sampling rate on the vector env is `experiments/bench_rllib.py`.
 timed on its own (time spent in a part's own code, not in the parts it calls) and prints where a
 user-step goes, in microseconds, next to the 10 us a user-step may take at 100,000 user-steps/s.
 
-    python experiments/bench_env.py [--steps 20000] [--vector-users 1024] [--population-users 1000] [--breakdown]
+    python experiments/bench_env.py [--steps 20000] [--vector-users 1024] [--population-users 1000] [--index hnsw]
+        [--breakdown]
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import time  # noqa: E402
 from collections import Counter  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, Literal  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tyro  # noqa: E402
@@ -73,6 +74,8 @@ class Args:
     """users of the population env"""
     population_steps: int = 30
     """population env steps to time"""
+    index: Literal["exact", "ivf", "hnsw"] = "exact"
+    """the population env's retrieval index (`retrieval.index`; issue 32 sets its target with an ANN index)"""
     seed: int = 0
     """seed of the envs, the actions and the population"""
     breakdown: bool = False
@@ -137,7 +140,8 @@ def bench_review(args: Args) -> float:
 
 
 def bench_population(args: Args, on_start: Callable[[], object] | None = None, infos: Infos = "full") -> float:
-    env = PopulationParallelEnv(n_users=args.population_users, world={"slate_size": args.slate_size}, infos=infos)
+    env = PopulationParallelEnv(n_users=args.population_users, infos=infos,
+                                world={"slate_size": args.slate_size, "retrieval": {"index": args.index}})
     env.reset(seed=args.seed)
     slate = np.arange(args.slate_size)
     for _ in range(5):  # warm-up: caches (the instruction text space is fit on the first instruction)
@@ -244,8 +248,9 @@ if __name__ == "__main__":
         (f"RecoWorld-v0 steps/s (slate {args.slate_size} of 50)", bench_env(args), 10_000),
         (f"vector env user-steps/s (B = {args.vector_users})", bench_vector(args), 100_000),
         (f"user-item evaluations/s ({args.users} users)", bench_review(args), 3_000_000),
-        (f"population env user-steps/s ({args.population_users} users, infos built)", bench_population(args), None),
-        (f"population env user-steps/s ({args.population_users} users, infos on demand)",
+        (f"population env user-steps/s ({args.population_users} users, {args.index}, infos built)",
+         bench_population(args), None),
+        (f"population env user-steps/s ({args.population_users} users, {args.index}, infos on demand)",
          bench_population(args, infos="none"), 60_000),
     ]
     print(f"{'benchmark':<64}{'value':>14}{'target':>12}")
