@@ -57,7 +57,8 @@ def calibrated(log: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
 
 def test_calibrate_prints_each_stage_with_its_time_and_ends_with_its_outputs(calibrated: tuple[Path, str]) -> None:
     out, output = calibrated
-    # The first stage, which checks the log, says only when it is done: a bad log is one error line.
+    # The first stage, which checks the log, says only when it is done: a bad log is one error line (as in every
+    # command that loads a log).
     assert_one_after_another(stage_lines(output), [*STAGES, "writing the calibrated world"], quiet_first=True)
     assert "simulated moments: 5/5 evaluations" not in output  # a count line every 10 evaluations, none of 5
     assert last_line(output) == (f"outputs: {out} ({', '.join(FILES)}); use it: recoworld simulate "
@@ -72,7 +73,7 @@ def test_validate_prints_each_stage_with_its_time(log: Path, tmp_path: Path) -> 
     assert_one_after_another(stage_lines(res.output), [
         f"loading {log}", "the compared users and the real log's facts", "default: simulating 20 users for",
         "default: simulating 20 users from the cutoff", "default: ranking fidelity on held-out interactions",
-        "writing the table and plots"])
+        "writing the table and plots"], quiet_first=True)
     assert last_line(res.output) == f"outputs: {out} (validity.csv, validity.png, validity_in_sample.png)"
 
 
@@ -84,7 +85,8 @@ def test_fidelity_scores_one_model_after_another_each_with_its_own_time(log: Pat
     events = stage_lines(res.output)
     scorers = ["parametric (choice model)", "parametric (simulated)", "popularity (reference)"]
     n = int(re.search(r"scoring (\d+) users", res.output)[1])  # type: ignore[index]
-    assert_one_after_another(events[2:], [f"scoring {n} users: {name}" for name in scorers])
+    assert events[0] == ("done", f"loading {log}")  # loading checks the log: a bad one is one error line
+    assert_one_after_another(events[1:], [f"scoring {n} users: {name}" for name in scorers])
     for name in scorers:  # the count line when a model is done, with its own bar's time
         assert re.search(rf"\] {re.escape(name)}: {n}/{n} in \d+\.\d s$", res.output, re.M), res.output
     assert last_line(res.output) == f"outputs: {out} (fidelity.csv, fidelity.json, fidelity_per_user.parquet)"
@@ -103,7 +105,7 @@ def test_transfer_prints_each_stage_with_its_time(log: Path, calibrated: tuple[P
         "item-knn: 14 simulated users in the calibrated world", "item-knn: 14 simulated users in the default world",
         "training random on the past", "random: 14 simulated users in the calibrated world",
         "random: 14 simulated users in the default world", "rank agreement of each world",
-        "writing the table and plot"])
+        "writing the table and plot"], quiet_first=True)
     assert last_line(res.output) == f"outputs: {out} (transfer.csv, transfer.json, transfer.png)"
 
 

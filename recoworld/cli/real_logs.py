@@ -147,7 +147,7 @@ def fidelity(
         if passes is not None and passes < 1:
             raise RecoWorldError(f"--passes {passes}: give at least 1 pass of shuffled slates")
         fitted = load_calibrated(calibrated, config) if calibrated is not None else None
-        with stages(f"loading {data}"):
+        with stages(f"loading {data}", checks_first=True):
             real = real_world_for(
                 data_config(data, embedding, seed, split=split, test_fraction=test_fraction), fitted, calibrated
             )
@@ -279,7 +279,7 @@ def validate(
             },
         )
         fitted = load_calibrated(calibrated) if calibrated is not None else None
-        with stages(f"loading {data}"):
+        with stages(f"loading {data}", checks_first=True):
             real = real_world_for(
                 data_config(data, embedding, seed, split=split, test_fraction=test_fraction), fitted, calibrated
             )
@@ -367,7 +367,7 @@ def transfer(
         calibration = validated(
             CalibrationConfig, {"moment_budget": "--budget"}, {"data": data_cfg, "moment_budget": budget, "seed": seed}
         )
-        with stages(f"loading {data}"):
+        with stages(f"loading {data}", checks_first=True):
             real = real_world_for(data_cfg, None)
         console.print(real.describe(), highlight=False)
 

@@ -110,7 +110,7 @@ def simulate(
         )
         real = None
         if data is not None:
-            with stages(f"loading {data}"):
+            with stages(f"loading {data}", checks_first=True):
                 real = real_world_for(data_config(data, embedding, seed), None)
             console.print(real.describe(), highlight=False)
         cat, profiles = simulation_inputs(
