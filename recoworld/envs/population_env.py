@@ -170,6 +170,7 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
         self._last_render = ""
         self._last_batch: StepBatch | None = None
         self._last_agents: list[AgentID] = []  # the agents of the last reset or step, in its row order
+        self._last_order: dict[AgentID, int] | None = None  # agent -> its row, built on the first subset asked
 
     # ------------------------------------------------------------------ PettingZoo API
 
@@ -204,7 +205,7 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
         self.world.streams = UserStreams.spawn(self._rng, b)
         self.world.reset(np.arange(b), profiles, self._rng.uniform(0.0, 1.0, b))  # first visits spread over day 0
         self.agents = list(self.possible_agents)
-        self._last_batch, self._last_agents = None, list(self.agents)
+        self._last_batch, self._last_agents, self._last_order = None, list(self.agents), None
         batch = self.world.observe()
         obs = {a: {k: v[i] for k, v in batch.items()} for i, a in enumerate(self.agents)}
         return obs, self._infos_of_step()
@@ -241,7 +242,7 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
         rewards = dict(zip(self.agents, batch.reward.tolist()))
         terms = dict(zip(self.agents, batch.terminated.tolist()))
         truncs = dict(zip(self.agents, batch.truncated.tolist()))
-        self._last_batch, self._last_agents = batch, self.agents
+        self._last_batch, self._last_agents, self._last_order = batch, self.agents, None
         infos = self._infos_of_step()
         self.agents = [a for a in self.agents if not (terms[a] or truncs[a])]
         if self.render_mode == "ansi":
@@ -267,7 +268,9 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
         `infos="full"` returns them; fresh dicts on every call."""
         wanted, at = self._last_agents, None
         if agents is not None:
-            order = {a: j for j, a in enumerate(self._last_agents)}
+            if self._last_order is None:  # once a step: a loop asking agent by agent pays it once
+                self._last_order = {a: j for j, a in enumerate(self._last_agents)}
+            order = self._last_order
             wanted = list(agents)
             absent = [a for a in wanted if a not in order]
             if absent:
