@@ -107,10 +107,12 @@ def _recall(found: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([len(np.intersect1d(f[f >= 0], e)) / len(e) for f, e in zip(found, exact)]))
 
 
-@pytest.mark.parametrize(("index", "floor"), [("ivf", 0.9), ("hnsw", 0.95)])
-def test_ann_recall_on_the_default_catalog_is_high(index: str, floor: float) -> None:
+@pytest.mark.parametrize("index", ["ivf", "hnsw"])
+def test_ann_recall_on_the_default_catalog_is_high(index: str) -> None:
     """Measured on the default catalog (3,000 items) with the default parameters: recall of the kept
-    taste ranking (83 deep) 0.96 for ivf and 0.99 for hnsw; of the interest block (15) 0.99 and up."""
+    taste ranking (83 deep) 0.955 for ivf and 0.962 for hnsw; of its first 15 (an interest block)
+    0.982 and 0.980. The floor leaves a margin for another machine's float rounding."""
+    floor = 0.92
     catalog = cached_catalog(CatalogConfig())
     queries = _taste_queries(catalog, 300)
     retriever = CandidateRetriever(catalog, RetrievalConfig(), 50)
