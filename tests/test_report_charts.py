@@ -162,3 +162,16 @@ def test_the_quadrant_plot_has_a_legend_and_says_what_its_lines_are() -> None:
     lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("mean")}
     assert np.allclose(lines["mean offline accuracy"].get_xdata(), 0.03)
     assert np.allclose(lines["mean retention"].get_ydata(), 0.35)
+
+
+def test_simulates_retention_plot_zooms_to_close_recommenders() -> None:
+    from recoworld.evaluation.report import retention_figure
+
+    summary = pd.DataFrame({"recommender": ["a", "b"], "retention": [0.40, 0.42], "retention_ci": [0.005, np.nan]})
+    daily = pd.DataFrame({"a": [1.0, 0.5], "b": [1.0, 0.6]})
+    fig = retention_figure(summary, daily)
+    bottom, top = fig.axes[0].get_ylim()
+    assert 0.3 < bottom < 0.395 and 0.42 <= top < 0.5  # b has no CI (one user): its bar alone
+    assert "zoomed" in fig.axes[0].get_ylabel()
+    spread = retention_figure(summary.assign(retention=[0.1, 0.4]), daily)
+    assert spread.axes[0].get_ylim()[0] == 0 and "zoomed" not in spread.axes[0].get_ylabel()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -471,6 +472,10 @@ def test_cli_train_then_simulate_with_the_policy(ray_session: ModuleType, tmp_pa
     trained = runner.invoke(app, ["train", "--config", str(config), "--out", str(tmp_path / "run")])
     assert trained.exit_code == 0, trained.output
     assert "ppo" in trained.output and "random" in trained.output and "training time" in trained.output
+    assert re.search(r"^\[\d\d:\d\d:\d\d\] iter +1/1 ", trained.output, re.M), "progress lines carry their time"
+    closing, run = trained.output.strip().splitlines()[-1], tmp_path / "run"
+    assert closing.startswith(f"outputs: {run} (checkpoints/iter_000001, curve.parquet, evaluation.parquet")
+    assert closing.endswith(f"use it: recoworld simulate --agents rllib:{run / 'checkpoints' / 'iter_000001'}")
     world = tmp_path / "world.yaml"
     world.write_text(yaml.safe_dump(TINY_WORLD))
     sim = runner.invoke(app, ["simulate", "--config", str(world), "--users", "3", "--out", str(tmp_path / "sim"),

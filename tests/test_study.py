@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -182,7 +183,8 @@ def test_cli_runs_the_example_study_and_writes_the_report(ray_session, tmp_path:
 
     result = CliRunner().invoke(app, ["study", str(EXAMPLES / "creator_study.yaml"), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert "report:" in result.output
+    assert f"outputs: {tmp_path} (trajectories.parquet, episodes.parquet, report.md, report.html)" in result.output
+    assert "catalog.parquet" in os.listdir(tmp_path), "the HTML report's titles come from the study's catalog"
     report = (tmp_path / "report.md").read_text()
     assert "Deep Time Audio" in report and "curious" in report
     eps = pd.read_parquet(tmp_path / "episodes.parquet")

@@ -63,6 +63,7 @@ def study(
         target=cfg.creator.target_segment if cfg.creator else None,
         notes=study_notes(cfg, result.setup),
         llm_users=cfg.world.user_backend == "llm",
+        catalog=result.setup.catalog,  # the HTML report's titles: a study's manifest names no catalog to rebuild
     )
     overall = summary[summary["segment"] == ALL].assign(recommender=lambda s: s["recommender"] + "/" + s["arm"])
     console.print(summary_table(overall, title=f"Study {cfg.name}: {len(result.setup.users)} users"))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from recoworld.cli.common import console, fail, hold, say
+from recoworld.cli.common import clocked, console, fail, hold, outputs, say
 from recoworld.cli.options import CalibratedOption, seed_option
 from recoworld.errors import RecoWorldError
 
@@ -43,7 +43,7 @@ def train(
     stop = StopSignals()
     try:
         with local_ray(cfg.num_env_runners, out / "ray.log", stop):
-            result = run(cfg, out, resume=resume, log=say)
+            result = run(cfg, out, resume=resume, log=clocked)  # each line with its time: training runs long
     except KeyboardInterrupt:
         import signal
 
@@ -53,7 +53,7 @@ def train(
     except RecoWorldError as err:
         raise fail(err) from None
     console.print(format_table(result.table), highlight=False)
-    console.print(
-        f"training time: {result.train_seconds:.0f} s  checkpoint: {result.checkpoint}  "
-        f"curve: {result.plot}\nuse it in a study: recoworld simulate --agents rllib:{result.checkpoint}"
-    )
+    say(f"training time: {result.train_seconds:.0f} s")
+    tables = [out / name for name in ("curve.parquet", "evaluation.parquet", "policy_users.parquet", "ray.log")]
+    files = [result.checkpoint, *(f for f in tables if f.exists()), result.plot]
+    outputs(out, files, then=f"use it: recoworld simulate --agents rllib:{result.checkpoint}")

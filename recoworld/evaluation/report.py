@@ -9,7 +9,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 from rich.table import Table
+
+from recoworld.evaluation.axes import value_axis, zoom_note
 
 #: (column, header, format) of the summary table, in display order.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -58,16 +61,16 @@ def summary_table(summary: pd.DataFrame, title: str = "RecoWorld simulation") ->
     return table
 
 
-def plot_retention(summary: pd.DataFrame, daily: pd.DataFrame, path: str | Path) -> Path:
-    """Left: retention per recommender with 95% CIs. Right: share of users active per day."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def retention_figure(summary: pd.DataFrame, daily: pd.DataFrame) -> Figure:
+    """Left: retention per recommender with 95% CIs, on an axis zoomed to the data when their differences are
+    small next to their level (the axis says so). Right: share of users active per day."""
     fig, (ax_bar, ax_day) = plt.subplots(1, 2, figsize=(12, 4.5))
-    ax_bar.bar(summary["recommender"], summary["retention"], yerr=summary["retention_ci"].fillna(0),
-               capsize=4, color="#4C72B0")
-    ax_bar.set_ylabel("retention (share of days active)")
+    ci = summary["retention_ci"].fillna(0)
+    axis = value_axis(summary["retention"] - ci, summary["retention"] + ci)
+    ax_bar.bar(summary["recommender"], summary["retention"], yerr=ci, capsize=4, color="#4C72B0")
+    ax_bar.set_ylabel("retention (share of days active)" + (f"\n({zoom_note(axis)})" if axis.zoomed else ""))
     ax_bar.set_title("Retention per recommender (95% CI)")
-    ax_bar.set_ylim(0, 1)
+    ax_bar.set_ylim(axis.bottom, axis.top)
     for name in daily.columns:
         ax_day.plot(daily.index, daily[name], label=name)
     ax_day.set_xlabel("day")
@@ -76,6 +79,14 @@ def plot_retention(summary: pd.DataFrame, daily: pd.DataFrame, path: str | Path)
     ax_day.set_ylim(0, 1)
     ax_day.legend()
     fig.tight_layout()
+    return fig
+
+
+def plot_retention(summary: pd.DataFrame, daily: pd.DataFrame, path: str | Path) -> Path:
+    """`retention_figure`, written to `path` (PNG)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = retention_figure(summary, daily)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
