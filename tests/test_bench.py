@@ -194,10 +194,13 @@ def test_real_log_calibrates_the_log_it_is_given(tmp_path: Path) -> None:
     from recoworld.data.reference_log import write_reference_log
 
     log = write_reference_log(tmp_path / "log", n_users=40, n_items=120, mean_activity=20, seed=2)
-    result = run_bench(["real-log"], ["greedy"], tmp_path / "out", data=log, n_users=6, offline=TINY_OFFLINE)
+    result = run_bench(["real-log"], ["greedy"], tmp_path / "out", data=log, n_users=500, offline=TINY_OFFLINE)
     run = result.runs[0]
-    assert run.metrics["greedy"]["retention"]["n"] == 6 and "calibrated from" in run.notes[0]
+    played = run.metrics["greedy"]["retention"]["n"]
+    assert played == run.n_users < 40 and "calibrated from" in run.notes[0]  # the log's users, not the 500 asked
     assert (tmp_path / "out" / "real-log" / "calibrated" / "world.yaml").exists()
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["scenarios"]["real-log"]["n_users"] == played
+    assert f"; {played} users." in (tmp_path / "out" / "leaderboard.md").read_text()
 
 
 def test_llm_users_small_runs_on_the_configured_server_and_caches(tmp_path: Path) -> None:

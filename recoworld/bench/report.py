@@ -36,7 +36,7 @@ def results_dict(result: BenchResult) -> dict[str, Any]:
                 "config_hash": run.config_hash,
                 "description": run.scenario.description,
                 "kind": run.scenario.kind,
-                "n_users": run.scenario.n_users,
+                "n_users": run.n_users,
                 "metrics_order": run.scenario.metrics,
                 "folder": run.out.name,
                 "notes": run.notes,

@@ -47,6 +47,7 @@ class ScenarioRun:
     config_hash: str
     metrics: dict[str, dict[str, Any]]  # agent -> metric -> {mean, ci95, n}
     out: Path
+    n_users: int  # the users who played: a real log may hold fewer than the scenario asks for
     notes: list[str] = field(default_factory=list)
 
 
@@ -190,7 +191,7 @@ def _run_simulate(scenario: Scenario, agents: list[str], out: Path, *, data: Pat
     if result.stopped:
         notes.append(f"stopped early: {result.stopped}")
     return ScenarioRun(scenario, config_hash(scenario, world, catalog, profiles),
-                       scenario_metrics(scenario, result.trajectories, result.episodes), out, notes)
+                       scenario_metrics(scenario, result.trajectories, result.episodes), out, len(profiles), notes)
 
 
 def _calibrated(data: Path, out: Path, seed: int, on_stage: Callable[[str], None]) -> Any:
@@ -233,4 +234,4 @@ def _run_creator(scenario: Scenario, agents: list[str], out: Path, say: Callable
              f"segment {scenario.creator.target_segment!r}; {setup.n_shards} shared platforms of up to "
              f"{scenario.shard_size} users"] if scenario.creator else []
     return ScenarioRun(scenario, config_hash(scenario, world, setup.catalog, profiles),
-                       scenario_metrics(scenario, traj_table.to_pandas(), eps_frame), out, notes)
+                       scenario_metrics(scenario, traj_table.to_pandas(), eps_frame), out, len(profiles), notes)
