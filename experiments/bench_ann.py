@@ -20,30 +20,26 @@ cadence of the taste ranking) this prints, against `exact` with the same users a
 
 from __future__ import annotations
 
-import os
+import one_core  # noqa: F401  (first: one pinned core, single-threaded BLAS, before numpy loads)
 
-# One core, as bench_env.py: pin the process and keep BLAS single-threaded.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-if hasattr(os, "sched_setaffinity"):
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+# isort: split
 
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import tyro  # noqa: E402
-from scipy.stats import kendalltau  # noqa: E402
-from stylized_facts import facts_of  # noqa: E402  (experiments/ is the script's folder)
+import numpy as np
+import pandas as pd
+import tyro
+from scipy.stats import kendalltau
+from stylized_facts import facts_of  # experiments/ is the script's folder
 
-from recoworld.catalog import cached_catalog  # noqa: E402
-from recoworld.config import WorldConfig  # noqa: E402
-from recoworld.envs import RecoWorldVectorEnv  # noqa: E402
-from recoworld.envs.retrieval import CandidateRetriever  # noqa: E402
-from recoworld.evaluation.simulation import SimulationConfig, simulate  # noqa: E402
-from recoworld.streams import UserStreams  # noqa: E402
+from recoworld.catalog import cached_catalog
+from recoworld.config import WorldConfig
+from recoworld.envs import RecoWorldVectorEnv
+from recoworld.envs.retrieval import CandidateRetriever
+from recoworld.evaluation.simulation import SimulationConfig, simulate
+from recoworld.streams import UserStreams
 
 
 @dataclass

@@ -24,33 +24,31 @@ from __future__ import annotations
 
 import os
 
-# One core: pin the process and keep BLAS and torch single-threaded (as experiments/bench_env.py).
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-if hasattr(os, "sched_setaffinity"):
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+import one_core  # noqa: F401  (first: one pinned core, single-threaded BLAS, before numpy loads)
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
+# isort: split
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recoworld.calibration import load_calibration  # noqa: E402
-from recoworld.calibration.distill import distill_run, read_run  # noqa: E402
-from recoworld.calibration.neural import inputs, load_neural  # noqa: E402
-from recoworld.evaluation.simulation import SimulationConfig, simulate  # noqa: E402
-from recoworld.llm import backend as llm_backend  # noqa: E402
-from recoworld.llm.scripted import ScriptedBackend  # noqa: E402
-from recoworld.simulators.parametric import ParametricUsers  # noqa: E402
-from recoworld.streams import UserStreams  # noqa: E402
-from tests.distill_rule import RULES, HiddenRule, Rule, rule_llm, rule_world  # noqa: E402
+from recoworld.calibration import load_calibration
+from recoworld.calibration.distill import distill_run, read_run
+from recoworld.calibration.neural import inputs, load_neural
+from recoworld.evaluation.simulation import SimulationConfig, simulate
+from recoworld.llm import backend as llm_backend
+from recoworld.llm.scripted import ScriptedBackend
+from recoworld.simulators.parametric import ParametricUsers
+from recoworld.streams import UserStreams
+from tests.distill_rule import RULES, HiddenRule, Rule, rule_llm, rule_world
 
 
 def rule_run(rule: Rule, out: Path, users: int, days: float, agents: list[str]) -> Path:

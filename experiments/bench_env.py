@@ -26,34 +26,29 @@ user-step goes, in microseconds, next to the 10 us a user-step may take at 100,0
 
 from __future__ import annotations
 
-import os
+import one_core  # noqa: F401  (first: one pinned core, single-threaded BLAS, before numpy loads)
 
-# The targets are for one core: pin the process and keep BLAS single-threaded, which also
-# avoids thread start-up cost on the small matrix products of one env step.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-if hasattr(os, "sched_setaffinity"):
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+# isort: split
 
-import functools  # noqa: E402
-import gc  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any, Literal  # noqa: E402
+import functools
+import gc
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
-import numpy as np  # noqa: E402
-import tyro  # noqa: E402
+import numpy as np
+import tyro
 
-from recoworld.catalog import cached_catalog  # noqa: E402
-from recoworld.config import CatalogConfig  # noqa: E402
-from recoworld.envs import PopulationParallelEnv, RecoWorldEnv, RecoWorldVectorEnv, retrieval, vector_env  # noqa: E402
-from recoworld.envs.population_env import Infos  # noqa: E402
-from recoworld.envs.world import World  # noqa: E402
-from recoworld.population import PopulationSpec, sample_population  # noqa: E402
-from recoworld.simulators import ParametricUsers  # noqa: E402
-from recoworld.streams import UserStreams  # noqa: E402
+from recoworld.catalog import cached_catalog
+from recoworld.config import CatalogConfig
+from recoworld.envs import PopulationParallelEnv, RecoWorldEnv, RecoWorldVectorEnv, retrieval, vector_env
+from recoworld.envs.population_env import Infos
+from recoworld.envs.world import World
+from recoworld.population import PopulationSpec, sample_population
+from recoworld.simulators import ParametricUsers
+from recoworld.streams import UserStreams
 
 
 @dataclass
