@@ -9,6 +9,7 @@ stop is an error line naming `max_minutes` and where the run was, never a normal
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -58,8 +59,9 @@ def test_a_signalled_training_stops_in_one_line_and_leaves_no_ray_process(
         assert proc.stdout is not None
         seen = []
         for line in proc.stdout:  # a progress line of the first PPO iteration: training has started
-            seen.append(line)
-            if line.startswith("iter    1/500"):
+            seen.append(re.sub(r"^\[\d\d:\d\d:\d\d\] ", "", line))  # progress lines carry their time
+            if seen[-1].startswith("iter    1/500"):
+                assert seen[-1] != line, f"the iteration's line without its time: {line!r}"
                 break
         else:
             pytest.fail(f"no progress line of iteration 1: {''.join(seen)[-2000:]}{proc.stderr.read()[-3000:]}")
