@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import TaskID
 
 from recoworld.cli.common import advance, bars, console, fail, hold, names, outputs, say, stages, validated, warn
@@ -134,7 +135,7 @@ def simulate(
         raise fail(err) from None
 
     for line in notes:
-        console.print(f"[yellow]note:[/yellow] {line}", soft_wrap=True, highlight=False)
+        console.print(f"[yellow]note:[/yellow] {escape(line)}", soft_wrap=True, highlight=False)  # paths may hold [
     progress = bars()
     tasks: dict[str, TaskID] = {}
 
