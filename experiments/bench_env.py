@@ -94,11 +94,16 @@ def bench_env(args: Args) -> float:
     return args.steps / (time.perf_counter() - start)
 
 
-def bench_vector(args: Args, on_start: Callable[[], object] | None = None) -> float:
+def bench_vector(args: Args, on_start: Callable[[], object] | None = None, repeats: bool = False) -> float:
+    """User-steps/s of the vector env fed distinct slates, or with `repeats` slates whose slots are drawn
+    independently, as `action_space.sample()` and RLlib's `MultiDiscrete` policies draw them."""
     env = RecoWorldVectorEnv(args.vector_users, slate_size=args.slate_size)
     rng = np.random.default_rng(args.seed)
     n_cand = env.config.n_candidates
-    actions = np.stack([rng.permutation(n_cand)[: args.slate_size] for _ in range(args.vector_users)])
+    if repeats:
+        actions = rng.integers(0, n_cand, size=(args.vector_users, args.slate_size))
+    else:
+        actions = np.stack([rng.permutation(n_cand)[: args.slate_size] for _ in range(args.vector_users)])
     env.reset(seed=args.seed)
     for _ in range(5):
         env.step(actions)
@@ -242,6 +247,8 @@ if __name__ == "__main__":
     rows = [
         (f"RecoWorld-v0 steps/s (slate {args.slate_size} of 50)", bench_env(args), 10_000),
         (f"vector env user-steps/s (B = {args.vector_users})", bench_vector(args), 100_000),
+        (f"vector env user-steps/s (B = {args.vector_users}, sampled slates with repeats)",
+         bench_vector(args, repeats=True), None),
         (f"user-item evaluations/s ({args.users} users)", bench_review(args), 3_000_000),
         (f"population env user-steps/s ({args.population_users} users, {args.index}, infos built)",
          bench_population(args), None),

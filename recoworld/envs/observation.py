@@ -9,12 +9,15 @@ the slate check and the reward, written once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba
 import numpy as np
 from gymnasium import spaces
 
 from recoworld.catalog import Catalog
 from recoworld.config import RewardConfig, WorldConfig
+from recoworld.envs.world_kernels import replace_duplicates
 from recoworld.errors import InvalidActionError
 from recoworld.mindset import UNSEEN, Instruction, ReactionType
 from recoworld.simulators.instructions import intent_direction
@@ -122,12 +125,15 @@ def instruction_vector(instruction: Instruction, catalog: Catalog) -> np.ndarray
     return vec
 
 
-def slate_positions(actions: np.ndarray, cfg: WorldConfig, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def slate_positions(
+    actions: np.ndarray, cfg: WorldConfig, label: Callable[[int], str],
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate R slate actions (R, K); returns candidate positions and duplicates replaced per row.
 
-    `labels[j]` names row j in errors (`"action"` in the single-user env, `"actions[3]"` in
-    the vector env). With `on_duplicate="replace"` a repeated candidate is replaced by the
-    first unused candidate in retrieval order; with `"error"` a repeat raises
+    `label(j)` names row j in errors (`"action"` in the single-user env, `"actions[3]"` in
+    the vector env); it is called only when an error is raised, so a batch of many users pays
+    nothing for its names. With `on_duplicate="replace"` a repeated candidate is replaced by
+    the first unused candidate in retrieval order; with `"error"` a repeat raises
     `InvalidActionError`.
     """
     c = cfg.n_candidates
@@ -135,47 +141,34 @@ def slate_positions(actions: np.ndarray, cfg: WorldConfig, labels: list[str]) ->
     if act.dtype.kind not in "iu":
         whole = np.isfinite(act) & (act == np.round(act)) if act.dtype.kind == "f" else np.zeros(act.shape, bool)
         if act.dtype.kind != "f" and act.size:
-            raise InvalidActionError(f"{labels[0]} holds {act.dtype} values {act[0].tolist()}; give integer "
+            raise InvalidActionError(f"{label(0)} holds {act.dtype} values {act[0].tolist()}; give integer "
                                      "candidate positions")
         if not whole.all():
             j, i = (int(x[0]) for x in np.nonzero(~whole))
-            raise InvalidActionError(f"{labels[j]}[{i}]={act[j, i].item()!r} is not an integer candidate position "
+            raise InvalidActionError(f"{label(j)}[{i}]={act[j, i].item()!r} is not an integer candidate position "
                                      f"(the slate: {act[j].tolist()})")
         act = act.astype(np.int64)
     bad = (act < 0) | (act >= c)
     if bad.any():
         j, i = (int(x[0]) for x in np.nonzero(bad))
         raise InvalidActionError(
-            f"{labels[j]}[{i}]={int(act[j, i])} is out of range: candidate positions are 0..{c - 1} "
+            f"{label(j)}[{i}]={int(act[j, i])} is out of range: candidate positions are 0..{c - 1} "
             f"(n_candidates={c})"
         )
-    out = act.astype(np.int64)  # a copy: rows are fixed in place below
-    replaced = np.zeros(len(out), dtype=np.int64)
-    ordered = np.sort(out, axis=1)
-    for j in np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1)).tolist():
-        replaced[j] = _replace_duplicates(out[j], c, cfg.on_duplicate, labels[j])
-    return out, replaced
-
-
-def _replace_duplicates(slots: np.ndarray, n_candidates: int, on_duplicate: str, label: str) -> int:
-    """Fix one slate with repeats in place; returns how many slots were replaced."""
-    listed = slots.tolist()
-    if on_duplicate == "error":
-        dup = next(i for i, pos in enumerate(listed) if pos in listed[:i])
-        raise InvalidActionError(
-            f"{label}[{dup}]={listed[dup]} repeats an earlier slot; a slate shows distinct items "
-            "(or make the env with on_duplicate='replace')"
-        )
-    used = np.zeros(n_candidates, dtype=bool)
-    free = iter(range(n_candidates))
-    replaced = 0
-    for slot, pos in enumerate(listed):
-        if used[pos]:
-            pos = next(p for p in free if not used[p] and p not in slots[slot + 1 :])
-            slots[slot] = pos
-            replaced += 1
-        used[pos] = True
-    return replaced
+    out = np.array(act, dtype=np.int64)  # a copy: rows are fixed in place below
+    if cfg.on_duplicate == "error":
+        ordered = np.sort(out, axis=1)
+        repeats = np.flatnonzero((ordered[:, 1:] == ordered[:, :-1]).any(axis=1))
+        if len(repeats):
+            j = int(repeats[0])
+            listed = out[j].tolist()
+            dup = next(i for i, pos in enumerate(listed) if pos in listed[:i])
+            raise InvalidActionError(
+                f"{label(j)}[{dup}]={listed[dup]} repeats an earlier slot; a slate shows distinct items "
+                "(or make the env with on_duplicate='replace')"
+            )
+        return out, np.zeros(len(out), dtype=np.int64)
+    return out, replace_duplicates(out, c)
 
 
 def engagement_reward(reward: RewardConfig, reactions: np.ndarray, dwell: np.ndarray) -> np.ndarray:

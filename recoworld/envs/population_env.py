@@ -235,7 +235,8 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
                                          f"got shape {act.shape}")
             acts.append(act)
         live = np.array([self._slots[a] for a in self.agents], dtype=np.int64)
-        batch = self.world.step(np.stack(acts), live, [f"actions[{a!r}]" for a in self.agents])
+        agents = self.agents
+        batch = self.world.step(np.stack(acts), live, lambda j: f"actions[{agents[j]!r}]")
         observed = self.world.observe(live)
         keys = list(observed)
         rows = zip(*(list(observed[key]) for key in keys))  # per-agent row views, split in C

@@ -190,7 +190,7 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if act.shape != (k,):
             raise InvalidActionError(f"action must have shape ({k},) (slate_size), got shape {act.shape}")
         admitted = self.search.admitted_items if self.search is not None else np.empty(0, dtype=np.int64)
-        batch = self.world.step(act[None, :], None, ["action"])
+        batch = self.world.step(act[None, :], None, lambda _: "action")
         info: dict[str, Any] = dict(self.world.turn_infos(batch)[0])
         info["searched"] = np.isin(batch.slates[0], admitted) if len(admitted) else np.zeros(k, dtype=bool)
         if self.search is not None:

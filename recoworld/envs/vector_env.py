@@ -94,7 +94,6 @@ class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._autoreset = np.zeros(num_envs, dtype=bool)
-        self._labels = [f"actions[{i}]" for i in range(num_envs)]
         self._started = False
 
     def reset(
@@ -136,8 +135,7 @@ class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray
         batch = None
         if len(resetting) < b:
             acting = None if not len(resetting) else np.flatnonzero(~self._autoreset)
-            labels = self._labels if acting is None else [self._labels[r] for r in acting.tolist()]
-            batch = self.world.step(acts if acting is None else acts[acting], acting, labels)
+            batch = self.world.step(acts if acting is None else acts[acting], acting)
             rewards[batch.rows] = batch.reward
             terminated[batch.rows] = batch.terminated
             truncated[batch.rows] = batch.truncated

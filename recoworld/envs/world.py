@@ -20,7 +20,7 @@ that row's seed.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -236,12 +236,14 @@ class World:
         self.last_day[rows] = -1
         self._open_sessions(rows, np.zeros(len(rows)))
 
-    def step(self, actions: np.ndarray, rows: np.ndarray | None = None, labels: list[str] | None = None) -> StepBatch:
+    def step(
+        self, actions: np.ndarray, rows: np.ndarray | None = None, label: Callable[[int], str] | None = None,
+    ) -> StepBatch:
         """Users `rows` (all, in order, when None) are shown the slates `actions` (R, K) pick from
-        their candidates; `labels` name the rows in action errors."""
+        their candidates; `label(j)` names the j-th acting row in action errors (`actions[row]` when None)."""
         cfg = self.config
         acting = self._all if rows is None else np.asarray(rows, dtype=np.int64)
-        positions, replaced = slate_positions(actions, cfg, labels or [f"actions[{r}]" for r in acting.tolist()])
+        positions, replaced = slate_positions(actions, cfg, label or (lambda j: f"actions[{int(acting[j])}]"))
         slates = self.candidates[acting[:, None], positions]
         followed, satisfiable = instruction_measures(
             acting, slates, self.candidates, self.asked.active, self.asked.topics, self.asked.high_quality,

@@ -14,6 +14,46 @@ from recoworld.mindset import UNSEEN
 
 
 @numba.njit(nogil=True, cache=True)
+def replace_duplicates(slots: np.ndarray, n_candidates: int) -> np.ndarray:
+    """Fix the (R, K) slates with repeated candidates in place; returns the slots replaced per row.
+
+    A repeat is replaced by the first candidate, in retrieval order, that the slate neither
+    shows before it nor lists after it. Policies that sample each slot independently (RLlib's
+    `MultiDiscrete`, `action_space.sample()`) repeat often, so this path runs every turn and
+    must cost what the distinct one does (issue 28), not a Python loop per slate.
+    """
+    r, k = slots.shape
+    replaced = np.zeros(r, dtype=np.int64)
+    used = np.zeros(n_candidates, dtype=np.bool_)
+    later = np.zeros(n_candidates, dtype=np.int64)  # times a candidate is listed after the current slot
+    for j in range(r):
+        repeats = False
+        for i in range(k):
+            repeats |= used[slots[j, i]]
+            used[slots[j, i]] = True
+        for i in range(k):
+            used[slots[j, i]] = False
+        if not repeats:
+            continue
+        for i in range(k):
+            later[slots[j, i]] += 1
+        free = 0  # candidates before it are used or listed later: never a replacement again
+        for i in range(k):
+            pos = slots[j, i]
+            later[pos] -= 1
+            if used[pos]:
+                while used[free] or later[free] > 0:
+                    free += 1
+                pos = free
+                slots[j, i] = pos
+                replaced[j] += 1
+            used[pos] = True
+        for i in range(k):
+            used[slots[j, i]] = False
+    return replaced
+
+
+@numba.njit(nogil=True, cache=True)
 def record(
     rows: np.ndarray, slates: np.ndarray, reactions: np.ndarray, dwell: np.ndarray, history_ids: np.ndarray,
     history_reactions: np.ndarray, history_dwell: np.ndarray, consumed: np.ndarray, taste_fresh: np.ndarray,
