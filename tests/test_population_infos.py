@@ -3,6 +3,7 @@ the ones asked for, and the study runner logs from the world's step arrays with 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from pettingzoo.test import parallel_api_test
 
 from recoworld.agents import make_recommender
+from recoworld.catalog import slate_diversity
 from recoworld.envs.population_env import Infos, PopulationParallelEnv, PopulationWorldConfig
 from recoworld.errors import ConfigError
 from recoworld.evaluation.trajectory import TrajectoryLog
@@ -66,6 +68,30 @@ def test_bad_infos_and_unknown_agents_are_one_line_naming_them() -> None:
         env.last_infos(["user_99"])
 
 
+def _log_from_info(log: TrajectoryLog, episode_seed: int, info: dict[str, Any], reward: float, trace: Any) -> None:
+    """One turn's columns derived from the user's info dict, the way every writer logged before they all read
+    the step's arrays (`TrajectoryLog.add_step`): the definition the arrays must reproduce."""
+    instruction = info["logged_instruction"]
+    slate = np.asarray(info["slate"])
+    turn = {
+        "user_id": info["user_id"], "segment": info["segment"], "episode_seed": episode_seed,
+        "session": info["session"], "day": info["day"], "turn": info["turn"], "step": info["step"],
+        "time_days": info["time_days"], "turn_reward": float(reward), "instruction": instruction,
+        "intent": json.dumps(info["logged_intent"]) if instruction else None,
+        "left": info["left"], "return_gap_days": info["return_gap_days"], "churned": info["churned"],
+        "exit_reason": info.get("exit_reason"), "exit_text": info.get("exit_text"),
+        "interview_score": info.get("interview_score"), "interview": info.get("interview"),
+        "intent_match": info["instruction_followed"], "instruction_satisfiable": info["instruction_satisfiable"],
+        "instruction_similarity": info["instruction_similarity"],
+        "instruction_judge": None, "instruction_judge_reason": None,
+        "slate_diversity": slate_diversity(log.catalog, slate), "llm_fallback": info["llm_fallback"],
+        "agent_trace": json.dumps(trace) if trace else None,
+    }
+    slots = {"reaction": info["reactions"], "disliked": info["disliked"], "dwell_min": info["dwell_min"],
+             "searched": np.zeros(len(slate), dtype=bool)}
+    log._append({name: [value] for name, value in turn.items()}, [info.get("mindset")], slate[None], slots)
+
+
 def _reference_play(env: PopulationParallelEnv, recommender: str, world_seed: int, agent_seed: int,
                     log: TrajectoryLog) -> list[dict[str, Any]]:
     """The study runner's loop before infos on demand: every logged value read from the agents' infos."""
@@ -89,7 +115,7 @@ def _reference_play(env: PopulationParallelEnv, recommender: str, world_seed: in
             fresh = log.is_new[info["slate"]]
             seen[a] += int((fresh & (info["reactions"] >= 0)).sum())
             clicked[a] += int((fresh & (info["reactions"] >= 1)).sum())
-            log.add(info["user_id"], info["segment"], world_seed, info, rewards[a], traces[a])
+            _log_from_info(log, world_seed, info, rewards[a], traces[a])
             if terms[a] or truncs[a]:
                 rows.append({"recommender": recommender, "arm": "with", "user_id": info["user_id"],
                              "segment": info["segment"], "total_reward": totals[a], "churned": bool(info["churned"]),

@@ -132,7 +132,8 @@ def test_env_info_trajectory_and_summary_carry_the_new_fields() -> None:
     ended, banded = 0, False
     for _ in range(200):
         _, reward, terminated, truncated, info = env.step(rng.choice(30, 5, replace=False))
-        log.add(info["user_id"], info["segment"], 1, info, reward)
+        assert env.last_batch is not None and float(env.last_batch.reward[0]) == reward
+        log.add_step(env.world, env.last_batch, 1, [None], env.last_searched)
         assert info["disliked"].shape == (5,) and info["disliked"].dtype == bool
         if info["left"]:
             ended += 1

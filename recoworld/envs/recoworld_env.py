@@ -160,6 +160,10 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.action_space = action_space(cfg)
         self._needs_reset = True
         self._last_render = ""
+        # The last step's arrays and which of its slate items entered through search: what a log reads
+        # (`TrajectoryLog.add_step`), so every writer derives its columns from one place. None after reset.
+        self.last_batch: StepBatch | None = None
+        self.last_searched: np.ndarray | None = None
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -178,6 +182,7 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
             self.search.new_turn()
         self._needs_reset = False
         self._last_render = ""
+        self.last_batch, self.last_searched = None, None
         return self._observation(), self.world.reset_info(0)
 
     def step(
@@ -193,6 +198,7 @@ class RecoWorldEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         batch = self.world.step(act[None, :], None, lambda _: "action")
         info: dict[str, Any] = dict(self.world.turn_infos(batch)[0])
         info["searched"] = np.isin(batch.slates[0], admitted) if len(admitted) else np.zeros(k, dtype=bool)
+        self.last_batch, self.last_searched = batch, info["searched"][None]
         if self.search is not None:
             self.search.new_turn()
         terminated, truncated = bool(batch.terminated[0]), bool(batch.truncated[0])

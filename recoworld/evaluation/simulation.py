@@ -117,7 +117,8 @@ def run_episode(
         with own("observe", turn):
             agent.observe(info["reactions"], info)
         total += float(reward)
-        log.add(profile.user_id, profile.segment, seed, info, float(reward), trace)
+        assert env.last_batch is not None  # set by the step just taken
+        log.add_step(env.world, env.last_batch, seed, [trace], env.last_searched)
         done = terminated or truncated
     stats = info["episode_stats"]
     return {"user_id": profile.user_id, "segment": profile.segment, "episode_seed": seed,

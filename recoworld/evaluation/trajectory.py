@@ -103,9 +103,9 @@ _CONSTANT = ("recommender", "arm", "shard")
 class TrajectoryLog:
     """Rows of one recommender's episodes (in one arm and shard), buffered column by column.
 
-    `add` takes a turn's `info` (a `TurnInfo`) as the env returns it, so every writer
-    derives the columns the same way; `add_step` takes a whole world step from its arrays (the
-    study runner's population steps), the same columns without a dict per user and turn.
+    Every writer logs through `add_step`, which reads a world step's arrays (`RecoWorldEnv.last_batch`
+    in `simulate`, `PopulationParallelEnv.last_batch` in studies), so the columns are derived in one
+    place and a population step needs no dict per user and turn.
     """
 
     def __init__(self, catalog: Catalog, recommender: str, *, arm: str = "baseline", shard: int | None = None,
@@ -120,35 +120,11 @@ class TrajectoryLog:
         self._mindset: dict[str, list[float | None]] = {c.name: [] for c in MINDSET_COLUMNS}
         self._sizes: list[int] = []  # slots of each turn logged
 
-    def add(self, user_id: str, segment: str, episode_seed: int, info: dict[str, Any], reward: float,
-            trace: Any = None) -> None:
-        """One turn of one user; `trace` is the recommender's `last_trace` for it."""
-        # What the user really said (`logged_*`), whatever the instruction channel showed the recommender.
-        instruction = info.get("logged_instruction", info["instruction"])
-        intent = info.get("logged_intent", info["instruction_intent"])
-        cat, slate = self.catalog, np.asarray(info["slate"])
-        turn = {
-            "user_id": user_id, "segment": segment, "episode_seed": episode_seed,
-            "session": info["session"], "day": info["day"], "turn": info["turn"], "step": info["step"],
-            "time_days": info["time_days"], "turn_reward": float(reward), "instruction": instruction,
-            "intent": json.dumps(intent) if instruction else None,
-            "left": info["left"], "return_gap_days": info["return_gap_days"], "churned": info["churned"],
-            "exit_reason": info.get("exit_reason"), "exit_text": info.get("exit_text"),
-            "interview_score": info.get("interview_score"), "interview": info.get("interview"),
-            "intent_match": info["instruction_followed"],
-            "instruction_satisfiable": info["instruction_satisfiable"],
-            "instruction_similarity": info.get("instruction_similarity"),
-            "instruction_judge": None, "instruction_judge_reason": None,  # filled by `recoworld.evaluation.judge`
-            "slate_diversity": slate_diversity(cat, slate), "llm_fallback": info["llm_fallback"],
-            "agent_trace": json.dumps(trace) if trace else None,
-        }
-        slots = {"reaction": info["reactions"], "disliked": info.get("disliked", np.zeros(len(slate), dtype=bool)),
-                 "dwell_min": info["dwell_min"], "searched": info.get("searched", np.zeros(len(slate), dtype=bool))}
-        self._append({name: [value] for name, value in turn.items()}, [info.get("mindset")], slate[None], slots)
-
-    def add_step(self, world: World, batch: StepBatch, episode_seed: int, traces: Sequence[Any]) -> None:
-        """Every turn of one world step, row j of `batch` with the recommender's `traces[j]`: the columns
-        `add` derives from `world.turn_infos(batch)`, value for value, read from the step's arrays."""
+    def add_step(self, world: World, batch: StepBatch, episode_seed: int, traces: Sequence[Any],
+                 searched: np.ndarray | None = None) -> None:
+        """Every turn of one world step, row j of `batch` with the recommender's `traces[j]` and `searched[j]`
+        (the slate items that entered through catalog search; none when None). What the user really said is
+        logged, whatever the instruction channel showed the recommender."""
         r, k = batch.slates.shape
         rows = batch.rows.tolist()
         profiles = [world.profiles[row] for row in rows]
@@ -183,7 +159,7 @@ class TrajectoryLog:
             [world.users.mindset(row).model_dump() for row in rows] if world.config.expose_mindset else [None] * r)
         disliked = batch.disliked if batch.disliked is not None else np.zeros((r, k), dtype=bool)
         slots = {"reaction": batch.reactions, "disliked": disliked, "dwell_min": batch.dwell_min,
-                 "searched": np.zeros((r, k), dtype=bool)}
+                 "searched": searched if searched is not None else np.zeros((r, k), dtype=bool)}
         self._append(turns, mindsets, batch.slates, slots)
 
     def _append(self, turns: dict[str, list[Any]], mindsets: Sequence[dict[str, Any] | None], slates: np.ndarray,
