@@ -67,10 +67,11 @@ def decode(model: StandIn, prompt: list[int], schema: dict[str, Any], temperatur
     steps = reply_steps(model.tokenize_text, Vocabulary.of(model._pieces, model.tokenize_text), len(prompt), schema,
                         temperature=temperature, top_p=top_p, seed=seed)
     model.start(prompt)
-    tokens = next(steps)
+    tokens, candidates = next(steps)
     while True:
         try:
-            tokens = steps.send(model.logits(tokens))
+            logits = model.logits(tokens)
+            tokens, candidates = steps.send(logits[candidates] if candidates is not None else logits[:0])
         except StopIteration as done:
             return done.value
 
@@ -227,6 +228,25 @@ def test_gemma_turn_replies_are_valid_batched_and_reproducible(batcher: Any) -> 
     alone(batcher, 1)
     assert alone(batcher, 0) == first, "the whole prompt cached but its last token"
     assert alone(Batcher(batcher.llm, slots=1), 0) == first, "a fresh model, nothing cached"
+
+
+@pytest.mark.slow
+def test_gemma_steps_with_few_candidates_skip_the_output_layer_and_reply_the_same(batcher: Any) -> None:
+    """A step that chooses among a few tokens takes their logits from the hidden state and their rows of
+    the output matrix, not from llama.cpp's output layer over the whole vocabulary: the replies are the
+    same as with every step's logits from llama.cpp, seed for seed."""
+    from recoworld.llm.llama_decoding import Batcher
+
+    schema = turn_schema([3, 4], TOPICS, [1.5, 4.0])
+    request = _request("Two videos: 3 (news), 4 (food). You love food. React to each.", schema, seed=3)
+    assert batcher._head.exact, "the numpy output layer gives Gemma's logits"
+    skipping = Batcher(batcher.llm, slots=1)
+    every = Batcher(batcher.llm, slots=1)
+    every._head.exact = False  # every step takes llama.cpp's logits
+    for seed in range(3):
+        replies = [model.answer([{**request, "seed": seed}])[0]["result"]["choices"][0]["message"]["content"]
+                   for model in (skipping, every)]
+        assert replies[0] == replies[1]
 
 
 @pytest.mark.slow

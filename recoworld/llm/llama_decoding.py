@@ -64,6 +64,96 @@ def chat_prompt(llm: Any, messages: list[dict[str, str]]) -> list[int]:
     return list(llm.tokenize(result.prompt.encode(), add_bos=not result.added_special, special=True))
 
 
+#: A step that asks for the logits of at most FEW tokens (an enum's spellings, a boolean, digits) gets them from
+#: the model's last hidden state and those tokens' rows of the output matrix, and llama.cpp stops before its
+#: output layer: on Gemma 3 270M, that layer (262,144 tokens x 640) is 28 of a one-token step's 47 ms.
+FEW = 4096
+#: The graph node holding the last hidden state, after the final norm (the output layer's input), in llama.cpp.
+_HIDDEN = b"result_norm"
+#: The graph node holding the input embeddings as looked up, before any scaling: the tied output matrix's rows.
+_LOOKUP = b"embd"
+
+
+def _q8_0(x: np.ndarray) -> np.ndarray:
+    """`x` as llama.cpp's CPU matmul sees it against Q8_0 weights: quantized to 8 bits in blocks of 32, with a
+    half-precision scale per block. With it, the logits computed here equal llama.cpp's to float rounding."""
+    blocks = x.reshape(-1, 32).astype(np.float32)
+    scale = np.abs(blocks).max(axis=1) / 127
+    inverse = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0)
+    return (np.round(blocks * inverse[:, None]) * scale.astype(np.float16).astype(np.float32)[:, None]).ravel()
+
+
+class _OutputLayer:
+    """The model's output layer for a few tokens, in numpy, and the evaluation callback that stops llama.cpp
+    before its own output layer when no step of a decode needs every logit.
+
+    It assumes the output matrix is the input embedding (Gemma ties them), with Q8_0 weights, and no logit
+    soft-capping; `check` compares it with llama.cpp's own logits once, and where they differ (another
+    model), every step takes llama.cpp's logits, as before."""
+
+    def __init__(self, llm: Any, n_embd: int) -> None:
+        import llama_cpp
+        from llama_cpp import _ggml, _internals
+
+        ggml = _ggml.libggml
+        ggml.ggml_get_name.restype, ggml.ggml_get_name.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
+        ggml.ggml_get_data_f32.restype = ctypes.POINTER(ctypes.c_float)
+        ggml.ggml_get_data_f32.argtypes = [ctypes.c_void_p]
+        ggml.ggml_nelements.restype, ggml.ggml_nelements.argtypes = ctypes.c_int64, [ctypes.c_void_p]
+        self._ggml = ggml
+        self.n_embd = n_embd
+        self.full = True  # whether the decode under way goes on past the hidden state to every logit
+        self.exact = False  # whether this numpy layer gives llama.cpp's logits (`check`)
+        self.hidden = np.zeros(0, dtype=np.float32)  # the last ubatch's output rows' hidden states
+        self.callback = llama_cpp.ggml_backend_sched_eval_callback(self._eval)
+        self._rows = np.zeros((int(llm.n_vocab()), n_embd), dtype=np.float32)  # pages are touched only when filled
+        self._have = np.zeros(int(llm.n_vocab()), dtype=bool)
+        # a small context of its own looks rows up (llama.cpp's own dequantisation), stopped after the lookup
+        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+        params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = 512, 512, 512, 1
+        self._lookup_callback = llama_cpp.ggml_backend_sched_eval_callback(self._eval_lookup)
+        params.cb_eval = self._lookup_callback
+        self._lookup_ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        self._lookup_batch = _internals.LlamaBatch(n_tokens=512, embd=0, n_seq_max=1, verbose=False)
+        self._looked_up = np.zeros(0, dtype=np.float32)
+
+    def _tensor(self, t: int) -> np.ndarray:
+        return np.ctypeslib.as_array(self._ggml.ggml_get_data_f32(t), shape=(self._ggml.ggml_nelements(t),)).copy()
+
+    def _eval(self, t: int, ask: bool, _: Any) -> bool:
+        if ask:  # llama.cpp asks which nodes we want to see: only the hidden state
+            return bool(self._ggml.ggml_get_name(t) == _HIDDEN)
+        if self._ggml.ggml_nelements(t):  # a part of the decode without outputs leaves the last rows alone
+            self.hidden = self._tensor(t)
+        return self.full  # False stops the graph here, before the output layer
+
+    def _eval_lookup(self, t: int, ask: bool, _: Any) -> bool:
+        if ask:
+            return bool(self._ggml.ggml_get_name(t) == _LOOKUP)
+        self._looked_up = self._tensor(t)
+        return False
+
+    def logits(self, candidates: np.ndarray) -> np.ndarray:
+        """The logits of `candidates` after the last output row of the decode just run."""
+        missing = candidates[~self._have[candidates]]
+        for k in range(0, len(missing), 512):
+            part = missing[k: k + 512]
+            b = self._lookup_batch.batch
+            for i, token in enumerate(part.tolist()):
+                b.token[i], b.pos[i], b.seq_id[i][0], b.n_seq_id[i], b.logits[i] = token, i, 0, 1, False
+            b.logits[len(part) - 1] = True
+            b.n_tokens = len(part)
+            self._lookup_ctx.decode(self._lookup_batch)
+            self._lookup_ctx.kv_cache_seq_rm(0, 0, -1)
+            self._rows[part] = self._looked_up.reshape(len(part), self.n_embd)
+            self._have[part] = True
+        return self._rows[candidates] @ _q8_0(self.hidden[-self.n_embd:])
+
+    def check(self, full: np.ndarray, tokens: np.ndarray) -> None:
+        """Whether this layer gives `full`'s logits (llama.cpp's, after the decode just run) for `tokens`."""
+        self.exact = bool(np.allclose(self.logits(tokens), full[tokens], rtol=0, atol=1e-3))
+
+
 #: Prompt tokens are evaluated in chunks of CHUNK that start at multiples of CHUNK, and a cached prefix is
 #: reused in whole chunks. llama.cpp's CPU kernels give a token's cache entries and logits that depend on
 #: how the tokens were split into evaluations (on Gemma 3 270M, a logit moved by up to 0.8 between splits),
@@ -86,6 +176,7 @@ class _Job:
     slot: _Slot
     steps: Steps[Any]
     todo: list[int]
+    want: np.ndarray | None  # the tokens whose logits its next step needs
     fence: int  # prompt tokens before it go in whole chunks of CHUNK
     cached: int  # prompt tokens its sequence already held (not evaluated again)
     started: float
@@ -114,12 +205,15 @@ class Batcher:
         params.n_ctx = self.n_ctx * slots
         params.n_seq_max = slots
         params.kv_unified = False  # a cache per sequence: attention spans its own tokens, not every sequence's
+        self.n_vocab = int(llm.n_vocab())
+        self._head = _OutputLayer(llm, int(llm.n_embd()))
+        params.cb_eval = self._head.callback
         self._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
         self._batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=slots, verbose=False)
         self._slots = [_Slot(seq) for seq in range(slots)]
         self.batch = batch
-        self.n_vocab = int(llm.n_vocab())
         self.vocab = Vocabulary.of([bytes(llm.detokenize([i])) for i in range(self.n_vocab)], self.tokenize)
+        self._check_output_layer()
 
     def tokenize(self, text: bytes) -> list[int]:
         return list(self.llm.tokenize(text, add_bos=False, special=False))
@@ -135,6 +229,13 @@ class Batcher:
         """One tiny request, so that no user's first turn pays for paging the weights in and building graphs."""
         self.answer([{"messages": [{"role": "user", "content": "Ready?"}], "schema": {"type": "boolean"},
                       "temperature": 0.0, "top_p": 1.0, "seed": 0, "max_tokens": 8}])
+
+    def _check_output_layer(self) -> None:
+        """Whether the numpy output layer gives llama.cpp's logits, on a spread of tokens, after a short prompt."""
+        seq = self._slots[0].seq
+        full = self._every_logit(seq, self.tokenize(b"Is this video worth watching? Answer yes or no:"), 0).copy()
+        self._ctx.kv_cache_seq_rm(seq, 0, -1)
+        self._head.check(full, np.arange(0, self.n_vocab, 997))
 
     # ------------------------------------------------------------------ one round of up to `batch` requests
 
@@ -167,7 +268,8 @@ class Batcher:
                 slot.tokens = slot.tokens[:keep]
                 fence = len(prompt) // CHUNK * CHUNK
                 slot.whole = fence
-                jobs.append(_Job(i, slot, steps, [*prompt[keep:], *next(steps)], fence, keep, time.perf_counter()))
+                first, want = next(steps)
+                jobs.append(_Job(i, slot, steps, [*prompt[keep:], *first], want, fence, keep, time.perf_counter()))
             except Unsupported:
                 grammar.append(i)
             except Exception as err:  # this request fails; the others go on
@@ -211,23 +313,59 @@ class Batcher:
             if n == self.n_batch:
                 break
         b.n_tokens = n
+        asking = [j for j in jobs if j.logits_at >= 0 and outcomes[j.index] is None]
+        # one reply alone whose step needs a few logits (or none): llama.cpp stops before its output layer. With
+        # several replies in the step, llama.cpp may split it and order their outputs its own way: every logit.
+        few = len(asking) == 1 and self._few(asking[0].want)
+        self._head.full = not few and any(j.want is not None for j in asking)
         if n:
             self._ctx.decode(self._batch)
-        for job in jobs:
-            if job.logits_at < 0 or outcomes[job.index] is not None:
-                continue
-            pointer = self._ctx.get_logits_ith(job.logits_at)
-            logits = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)),
-                                           shape=(self.n_vocab,)).copy()
+        for job in asking:
+            full = None if few else np.ctypeslib.as_array(
+                ctypes.cast(self._ctx.get_logits_ith(job.logits_at), ctypes.POINTER(ctypes.c_float)),
+                shape=(self.n_vocab,))
             try:
-                job.todo = job.steps.send(logits)
-                while not job.todo:  # a choice right after a choice: the same position, the same logits
-                    job.todo = job.steps.send(logits)
+                while True:
+                    want = job.want
+                    if want is None:  # the reply's last forced tokens, evaluated for the next prompt to reuse
+                        logits = np.zeros(0, dtype=np.float32)
+                    elif few:
+                        logits = self._head.logits(want)
+                    else:
+                        logits = full[want] if full is not None else self._again(job)[want]
+                    job.todo, job.want = job.steps.send(logits)
+                    if job.todo:
+                        break
+                    # a choice right after a choice: the same position; a step that needs every logit now that
+                    # the output layer was skipped evaluates the position again
+                    few = few and self._few(job.want)
             except StopIteration as done:
                 job.slot.used = time.perf_counter()
                 outcomes[job.index] = {"ok": True, "result": _completion(done.value, job.cached, job.started)}
             except Exception as err:
                 outcomes[job.index] = failure(err)
+
+    def _again(self, job: _Job) -> np.ndarray:
+        """Every logit at `job`'s last position, by evaluating its last token again."""
+        last = len(job.slot.tokens) - 1
+        self._ctx.kv_cache_seq_rm(job.slot.seq, last, -1)
+        return self._every_logit(job.slot.seq, job.slot.tokens[last:], last)
+
+    def _every_logit(self, seq: int, tokens: list[int], start: int) -> np.ndarray:
+        """Evaluate `tokens` at `start` in sequence `seq` (one decode), and return every logit after them."""
+        b = self._batch.batch
+        for k, token in enumerate(tokens):
+            b.token[k], b.pos[k], b.seq_id[k][0], b.n_seq_id[k], b.logits[k] = token, start + k, seq, 1, False
+        b.logits[len(tokens) - 1] = True
+        b.n_tokens = len(tokens)
+        self._head.full = True
+        self._ctx.decode(self._batch)
+        return np.ctypeslib.as_array(ctypes.cast(self._ctx.get_logits_ith(len(tokens) - 1),
+                                                 ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,))
+
+    def _few(self, want: np.ndarray | None) -> bool:
+        """Whether a step's logits come from `_OutputLayer` (the same source whatever else shares the decode)."""
+        return want is None or (self._head.exact and len(want) <= FEW)
 
     def _grammar(self, request: DecodeRequest) -> Outcome:
         try:

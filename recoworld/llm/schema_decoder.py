@@ -107,9 +107,14 @@ class Decoded:
 
 
 T = TypeVar("T")
-#: A decoding step protocol: yields the tokens to append to the sequence, is sent the next-token logits after
-#: them, returns its value. One reply is one such generator, so a driver can run many replies in one batch.
-Steps = Generator[list[int], np.ndarray, T]
+#: What a step asks of the driver: the tokens to append to the sequence, and the tokens whose next-token
+#: logits it needs after them (None: none, the reply is done).
+Ask = tuple[list[int], "np.ndarray | None"]
+#: A decoding step protocol: yields an `Ask`, is sent the logits of the tokens it asked for (in their order),
+#: returns its value. One reply is one such generator, so a driver can run many replies in one batch. Knowing
+#: the candidates before the evaluation lets the driver skip the output layer over the whole vocabulary when
+#: they are few (`recoworld.llm.llama_decoding`): most of a one-token step's cost on a small model.
+Steps = Generator[Ask, np.ndarray, T]
 
 
 class _Cursor:
@@ -143,9 +148,9 @@ class _Cursor:
         llama.cpp's default sampler chain (the one its grammar sampling runs after masking): top-k,
         top-p and min-p on the untempered distribution, then the temperature."""
         pending, self.pending = self.pending, []
-        logits = yield pending
+        logits = yield pending, candidates
         self.evaluations += 1
-        z = logits[candidates].astype(np.float64)
+        z = np.asarray(logits, dtype=np.float64)
         if self.temperature <= 0.0 or len(candidates) == 1:
             return int(candidates[int(np.argmax(z))])
         if len(candidates) > TOP_K:  # partition, then sort only the top k (a free string's step)
@@ -455,7 +460,8 @@ def decodable(schema: dict[str, Any]) -> bool:
 def reply_steps(tokenize: Callable[[bytes], list[int]], vocab: Vocabulary, n_prompt: int, schema: dict[str, Any],
                 *, temperature: float, top_p: float, seed: int) -> Steps[Decoded]:
     """One reply that follows `schema`, as steps (see `Steps`): the driver evaluates the prompt (with the
-    first tokens yielded) and the tokens each step yields, and sends back the next-token logits. The
+    first tokens yielded) and the tokens each step yields, and sends back the next-token logits of the
+    candidates the step names. The
     last step yields the last forced tokens, whose logits are not needed: the driver evaluates them only
     so that the next prompt can reuse them."""
     emit = compile_schema(schema)
@@ -463,7 +469,7 @@ def reply_steps(tokenize: Callable[[bytes], list[int]], vocab: Vocabulary, n_pro
     yield from emit(cursor)
     cursor.flush()
     if cursor.pending:
-        yield cursor.pending
+        yield cursor.pending, None
     return Decoded(cursor.text(), n_prompt, cursor.completion, cursor.evaluations)
 
 
