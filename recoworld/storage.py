@@ -32,21 +32,33 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def temp_beside(path: Path) -> str:
+    """A new, empty temporary file in `path`'s directory (created if need be), for `commit` to rename onto it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    return tmp
+
+
+def commit(tmp: str, path: Path) -> None:
+    """`tmp` (from `temp_beside`, fully written and closed) synced and renamed onto `path`, durably. A writer that
+    fills a file over a long time (a study's trajectories, shard by shard) holds it open between the two."""
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; a result file is readable like the CSV and PNG beside it
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 @contextmanager
 def _atomically(path: Path) -> Iterator[str]:
     """Yield a temporary path beside `path`; on success it is synced and renamed onto `path`.
 
     If the body raises, the temporary file is removed and `path` is untouched."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = temp_beside(path)
     try:
         yield tmp
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a result file is readable like the CSV and PNG beside it
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        commit(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

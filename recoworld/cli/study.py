@@ -12,6 +12,9 @@ from recoworld.cli.options import calibrated_option, seed_option
 from recoworld.errors import RecoWorldError
 
 RAY_EXTRA = "studies run on Ray (pip install 'recoworld[rllib]')"
+#: Memory the HTML report (`recoworld report`) takes per trajectory row: it reads the whole table, as Arrow and
+#: then pandas (242 + 317 bytes a row; default world, greedy and instruct for 7 days, 2026-12).
+HTML_BYTES_PER_ROW = 560
 
 
 def study(
@@ -32,8 +35,8 @@ def study(
             cfg = validated(StudySpec, {"seed": "--seed"}, {**cfg.model_dump(), "seed": seed})
         hold(ctx, cfg.out_dir(out))
         from recoworld.studies.notes import study_notes
-        from recoworld.studies.report import ALL, write_report
-        from recoworld.studies.runner import check_ray_options, run_study
+        from recoworld.studies.report import ALL, COLUMNS, write_report
+        from recoworld.studies.runner import MEMORY_SHARE, available_memory, check_ray_options, run_study
 
         check_ray_options(address, num_cpus)  # before any work: a bad address fails in seconds, never hangs
     except ImportError as err:
@@ -55,7 +58,7 @@ def study(
         except RecoWorldError as err:
             raise fail(err) from None
     report, summary = write_report(
-        result.trajectories,
+        result.trajectory_shards(COLUMNS),  # one shard in memory at a time, however large the study
         result.episodes,
         result.out,
         title=f"Study: {cfg.name}",
@@ -73,6 +76,12 @@ def study(
         warn(line)
     from recoworld.evaluation.html_report import write_report as write_html
 
-    journeys = write_html(result.out)
-    outputs(result.out, ["trajectories.parquet", "episodes.parquet", report, journeys],
-            then=f"{result.shards_run} shard(s) run now, the rest resumed from the checkpoint")
+    written = ["trajectories.parquet", "episodes.parquet", report]
+    need, available = result.trajectory_rows() * HTML_BYTES_PER_ROW, available_memory()
+    if available is None or need <= MEMORY_SHARE * available:
+        written.append(write_html(result.out))
+    else:  # the page reads every row at once; the Markdown report above read one shard at a time
+        warn(f"no report.html: it reads all {result.trajectory_rows():,} trajectory rows at once, about "
+             f"{need / 1e9:.1f} GB, more than this machine can spare ({available / 1e9:.1f} GB available); "
+             f"run `recoworld report {result.out}` on a larger machine")
+    outputs(result.out, written, then=f"{result.shards_run} shard(s) run now, the rest resumed from the checkpoint")

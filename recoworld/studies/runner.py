@@ -19,6 +19,14 @@ shards finished since its last write pass `MANIFEST_SLACK` of those it records, 
 when the study stops, an error or Ctrl-C included; only a driver killed outright
 (`kill -9`, a lost machine) redoes the shards it had not recorded, at most 1% of them.
 
+Results stream: no study's trajectories are ever whole in memory (a million users for 30 days with five
+recommenders would be 1.6 TB). `trajectories.parquet` is the shards' parts concatenated in shard order, one row
+group per part, appended by `TrajectoryFile` while the study runs and renamed into place once every shard is in;
+`StudyResult` loads only the episodes and reads trajectories one shard at a time (`trajectory_shards`), as the
+report does. So `check_fits` bounds what is held: the shards in flight, and every user's plan and episodes.
+Shard tasks are submitted a window at a time (`TASKS_PER_CPU`), so the first shards start and are checkpointed
+at once however many there are.
+
 LLM users and recommenders (`user_backend: llm`, `toolrec`) use the spec's `world.llm`.
 Within a shard, a step's user turns are in flight together (`llm.concurrency`); every
 Ray worker process has its own backend (cache copy, usage account, circuit breaker),
@@ -43,13 +51,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +81,7 @@ from recoworld.llm.cache import Row
 from recoworld.llm.config import LLMConfig
 from recoworld.llm.health import check_server
 from recoworld.population import UserProfile, draw_profiles
-from recoworld.storage import write_atomic, write_json_atomic, write_parquet_atomic
+from recoworld.storage import commit, temp_beside, write_atomic, write_json_atomic, write_parquet_atomic
 from recoworld.studies.creators import publish
 from recoworld.studies.ray_cleanup import (
     STOP_REQUESTED,
@@ -88,11 +98,17 @@ from recoworld.studies.users import ShardUsers, StudyUsers
 #: Users of the creator's target segment drawn to find the topic it cares about most (when the spec names none).
 TARGET_SAMPLE = 2_000
 MANIFEST = "manifest.json"
+TRAJECTORIES = "trajectories.parquet"
 #: A shard's results as the bytes of its Parquet parts, by kind ("trajectories", "episodes").
 Parts = dict[str, bytes]
 #: Shards finished but not yet in the manifest on disk, as a share of those in it, that make it due for a write
 #: (`manifest_due`): about 100 x ln(shards) writes in all instead of one per shard.
 MANIFEST_SLACK = 0.01
+#: Shard tasks submitted at a time per CPU of the Ray cluster, topped up as they finish: enough to keep every worker
+#: busy while the driver checkpoints; few enough that the driver neither spends minutes submitting millions of
+#: shards before checkpointing the first nor holds them, and that each `ray.wait` scans a short list (over all
+#: shards, that scan alone was quadratic in them).
+TASKS_PER_CPU = 2
 #: Seconds a stopping study waits for its cancelled tasks to end (they are killed; this is only their exit).
 CANCEL_WAIT_S = 10.0
 
@@ -129,21 +145,53 @@ USERS_PER_SHARD = "users drawn per shard"
 
 @dataclass
 class StudyResult:
+    """A study's results, on disk under `out`: the episodes (one row per user x recommender run, small) are
+    loaded; the trajectories, which grow with users x days x runs (1.6 TB for a million users over 30 days with
+    five recommenders), are read shard by shard (`trajectory_shards`), or whole only when asked (`trajectories`)."""
+
     out: Path
     setup: StudySetup
-    trajectories: pd.DataFrame
     episodes: pd.DataFrame
+    parts: list[Path]  # each shard's trajectories part, in shard order: `trajectories.parquet` is their concatenation
     shards_run: int  # shards computed by this call (the rest came from the checkpoint)
 
+    @property
+    def trajectories_path(self) -> Path:
+        return self.out / TRAJECTORIES
 
-#: Memory a finished study's results take, per user, simulated day, recommender and arm: the trajectory
-#: rows as Arrow and as pandas, both held while they are assembled (`_assemble`). Measured on the default
-#: world (64 users; greedy for 7 days, random and greedy for 14; 2026-12): 8.2-11.3 KB in Arrow plus
-#: 10.9-14.9 KB in pandas.
-RESULT_BYTES_PER_USER_DAY = 26_000
-#: The plan of users held before any shard (segment per user: `recoworld.studies.users`).
-PLAN_BYTES_PER_USER = 2
-#: Share of the available memory a study's results may take: the catalog and the shards in flight need the rest.
+    def trajectory_rows(self) -> int:
+        """How many trajectory rows the study has, from the parts' footers (nothing is read)."""
+        return sum(pq.read_metadata(part).num_rows for part in self.parts)
+
+    def trajectory_shards(self, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+        """Each shard's trajectory rows (only `columns`, default all), in shard order: one shard in memory at a
+        time, which is how the report reads them (`recoworld.studies.report`)."""
+        for part in self.parts:
+            yield pq.read_table(part, columns=columns).to_pandas()
+
+    @cached_property
+    def trajectories(self) -> pd.DataFrame:
+        """Every trajectory row in one frame, read on first use: for small studies and tests; `check_fits` does
+        not bound it (read a large study with `trajectory_shards` or `pyarrow.dataset` on `trajectories_path`)."""
+        if not self.parts:
+            return pd.DataFrame()
+        return pa.concat_tables([pq.read_table(part) for part in self.parts]).to_pandas()
+
+
+#: Memory one shard's task holds at its peak, per user, simulated day and recommender run (its world, its
+#: trajectory rows as Arrow and their Parquet encoding): `experiments/bench_study.py`'s "memory per 100k users
+#: in flight", the growth of a task's peak from 200 to 600 users, 683 KB a user at 7 days x 5 recommenders
+#: (default world; c7ab3d3, docs/results.md).
+FLIGHT_BYTES_PER_USER_DAY = 20_000
+#: Memory of the episodes per user and recommender run, which the driver holds whole (`StudyResult.episodes`,
+#: the report): 142 bytes a row in pandas (deep; default world, 64 users x 5 recommenders, 2026-12), held up to
+#: three times at once (the shards' frames and their concatenation, then the frame and the Arrow table written).
+EPISODE_BYTES_PER_RUN = 450
+#: Per user, before and beside the shards: the plan (a segment each: `recoworld.studies.users`, 2 bytes) and the
+#: manifest's record of the user's id (71 bytes as a Python string in a list, 31 more as JSON while it is
+#: written; same study).
+PLAN_BYTES_PER_USER = 105
+#: Share of the available memory a study may take: the catalog, Ray and the rest of the machine need the rest.
 MEMORY_SHARE = 0.5
 
 
@@ -158,27 +206,50 @@ def available_memory() -> int | None:
     return None
 
 
-def check_fits(spec: StudySpec, n_users: int, available: int | None) -> None:
-    """Refuse, with an estimate, a study whose results cannot be assembled in `available` bytes of memory,
-    before anything runs (10 million users declared used to mean minutes of `shards 0/?` and then running
-    out of memory: issue 31). Users are drawn per shard, so the results, not the users, are what grows."""
-    runs = len(spec.recommenders) * (2 if spec.creator is not None else 1)
-    need = n_users * (PLAN_BYTES_PER_USER + runs * spec.world.horizon_days * RESULT_BYTES_PER_USER_DAY)
-    if available is None or need <= MEMORY_SHARE * available:
-        return
-    fits = int(MEMORY_SHARE * available / (need / n_users))
-    raise ConfigError(
-        f"n_users {n_users}: the study's results take about {need / 1e9:.1f} GB "
-        f"({spec.world.horizon_days:g} days x {runs} recommender runs x about "
-        f"{RESULT_BYTES_PER_USER_DAY / 1e3:.1f} KB a user-day), more than this machine can spare "
-        f"({available / 1e9:.1f} GB available; half is left for the shards); give n_users {fits} or fewer, "
-        "fewer days or recommenders, or split the study by seed"
+def memory_need(spec: StudySpec, n_users: int, workers: int) -> tuple[float, float]:
+    """(bytes held whatever the study's size lets run at once, bytes held per user): the shards in flight (one
+    per worker, at most every shard) and, per user, the plan and the episodes. The trajectories are not held:
+    they stream to disk shard by shard (`TrajectoryFile`) and the report reads them one shard at a time."""
+    runs = len(spec.recommenders) * len(spec.arms)
+    in_flight = min(workers, -(-n_users // spec.shard_size)) * min(spec.shard_size, n_users)
+    return in_flight * runs * spec.world.horizon_days * FLIGHT_BYTES_PER_USER_DAY, PLAN_BYTES_PER_USER + runs * (
+        EPISODE_BYTES_PER_RUN
     )
 
 
-def prepare(spec: StudySpec, catalog: Catalog | None = None) -> StudySetup:
+def check_fits(spec: StudySpec, n_users: int, available: int | None, workers: int | None = None) -> None:
+    """Refuse, with an estimate, a study whose state cannot be held in `available` bytes of memory, before
+    anything runs (10 million users declared used to mean minutes of `shards 0/?` and then running out of
+    memory: issue 31): the shards in flight on `workers` local workers (default: this machine's cores) and the
+    plan and episodes of every user. Its trajectories, however large, are on disk, not in memory."""
+    workers = workers or os.cpu_count() or 1
+    fixed, per_user = memory_need(spec, n_users, workers)
+    need = fixed + n_users * per_user
+    if available is None or need <= MEMORY_SHARE * available:
+        return
+    runs = len(spec.recommenders) * len(spec.arms)
+    if fixed > MEMORY_SHARE * available:
+        shard = int(MEMORY_SHARE * available / (workers * runs * spec.world.horizon_days * FLIGHT_BYTES_PER_USER_DAY))
+        raise ConfigError(
+            f"shard_size {spec.shard_size}: {workers} shards in flight take about {fixed / 1e9:.1f} GB "
+            f"({spec.world.horizon_days:g} days x {runs} recommender runs x about "
+            f"{FLIGHT_BYTES_PER_USER_DAY / 1e3:.0f} KB a user-day in a shard's task), more than this machine can "
+            f"spare ({available / 1e9:.1f} GB available, half of it for the study); give shard_size {shard} or "
+            "fewer, fewer days or recommenders, or fewer CPUs (--num-cpus)"
+        )
+    fits = int((MEMORY_SHARE * available - fixed) / per_user)
+    raise ConfigError(
+        f"n_users {n_users}: the study holds about {need / 1e9:.1f} GB (every user's plan and episodes, "
+        f"{per_user:.0f} bytes a user for {runs} recommender runs, and {fixed / 1e9:.1f} GB of shards in flight), "
+        f"more than this machine can spare ({available / 1e9:.1f} GB available, half of it for the study); give "
+        f"n_users {fits} or fewer, or split the study by seed"
+    )
+
+
+def prepare(spec: StudySpec, catalog: Catalog | None = None, workers: int | None = None) -> StudySetup:
     """Plan the users, publish the creator's items and fix the release days, all from `spec.seed`; no user
-    is drawn here (each shard draws its own, `recoworld.studies.users`)."""
+    is drawn here (each shard draws its own, `recoworld.studies.users`). `workers`: the local Ray runtime's CPUs,
+    whose shards in flight `check_fits` counts (default: this machine's cores)."""
     calibrated = None
     if spec.calibrated is not None:
         from recoworld.calibration.inputs import cached_calibration
@@ -194,11 +265,11 @@ def prepare(spec: StudySpec, catalog: Catalog | None = None) -> StudySetup:
     elif calibrated is not None:  # the log's own users; `n_users` of them, drawn with the study seed
         given = draw_profiles(calibrated.profiles, spec.n_users, seeding.rng(spec.seed, seeding.POPULATION))
     if given is not None:
-        check_fits(spec, len(given), available_memory())
+        check_fits(spec, len(given), available_memory(), workers)
         users = StudyUsers.of_profiles(given, spec.shard_size, spec.seed)
     else:
         spec.population.check_topics(base)
-        check_fits(spec, sum(spec.population.allocate(spec.n_users)), available_memory())  # before the plan
+        check_fits(spec, sum(spec.population.allocate(spec.n_users)), available_memory(), workers)  # before the plan
         users = StudyUsers.planned(spec.population, spec.n_users, spec.shard_size, spec.seed)
     background = hold_back(
         np.zeros(len(base)),
@@ -339,7 +410,7 @@ def run_study(
     check_ray_options(address, num_cpus)
     out_dir = spec.out_dir(out)
     spec = _llm_for_run(spec, out_dir)
-    setup = prepare(spec, catalog)
+    setup = prepare(spec, catalog, num_cpus)
     manifest = _load_manifest(out_dir, setup)
     n_shards = setup.n_shards
     todo = [i for i in range(n_shards) if str(i) not in manifest["shards"]]
@@ -350,7 +421,9 @@ def run_study(
         check_server(spec.world.llm)  # an unreachable server stops the study before any shard falls back
     started = not ray.is_initialized()
     sigterm = signal.getsignal(signal.SIGTERM)
+    trajectories = TrajectoryFile(out_dir, n_shards)
     try:
+        trajectories.extend(manifest)  # the shards already checkpointed
         if started:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             if address in (None, "local"):
@@ -370,15 +443,17 @@ def run_study(
         if STOP_REQUESTED.is_set():  # a signal during ray.init whose KeyboardInterrupt Ray swallowed
             raise KeyboardInterrupt
         with shared_llm(spec.world.llm) if asks_llm else contextlib.nullcontext() as llm:
-            _run_shards(setup, out_dir, manifest, todo, llm, on_shard)
+            _run_shards(setup, out_dir, manifest, todo, llm, on_shard, trajectories)
+        trajectories.commit()
     finally:
+        trajectories.discard()
         if started:
             ray.shutdown()
             if address in (None, "local"):
                 end_own_sessions()  # what a signal during ray.init left running
             restore_sigterm(sigterm)
-    traj, eps = _assemble(out_dir, manifest)
-    return StudyResult(out_dir, setup, traj, eps, shards_run=len(todo))
+    parts = [out_dir / manifest["shards"][k]["trajectories"] for k in sorted(manifest["shards"], key=int)]
+    return StudyResult(out_dir, setup, _episodes(out_dir, manifest), parts, shards_run=len(todo))
 
 
 def shard_task(
@@ -420,10 +495,11 @@ def _run_shards(
     todo: list[int],
     llm: StudyLLM | None,
     on_shard: Callable[[int, int], None] | None,
+    trajectories: TrajectoryFile,
 ) -> None:
     """The shards in `todo` as Ray tasks, each checkpointed as it comes back (its parts at once, the manifest
-    when due and when this ends). Everything a task needs travels through the object store (put once), never
-    through the driver's disk."""
+    when due and when this ends) and appended to `trajectories` once those before it are. Everything a task
+    needs travels through the object store (put once), never through the driver's disk."""
     import ray
 
     spec, n_shards = setup.spec, setup.n_shards
@@ -431,9 +507,17 @@ def _run_shards(
     common = (ray.put(setup.catalog), ray.put(setup.release_day), ray.put(setup.new_items))
     base = ray.put(setup.base) if len(setup.new_items) else None
     shared = ray.put(llm.task) if llm is not None else None
-    pending = {task.remote(spec, *common, setup.users.shard(i), base, shared): i for i in todo}
+    waiting = iter(todo)
+    window = max(1, TASKS_PER_CPU * int(ray.cluster_resources().get("CPU", 1)))
+    pending: dict[Any, int] = {}
+
+    def submit() -> None:
+        for i in itertools.islice(waiting, window - len(pending)):
+            pending[task.remote(spec, *common, setup.users.shard(i), base, shared)] = i
+
     written = len(manifest["shards"])  # shards the manifest on disk records
     try:
+        submit()
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             if STOP_REQUESTED.is_set():
@@ -456,6 +540,9 @@ def _run_shards(
             if llm is not None:
                 llm.merge(recorded)
             write_parts(out_dir, manifest, shard, setup.users.shard(shard).user_ids(), parts)
+            del done, parts  # the shard's bytes are on disk: the driver holds no finished shard
+            trajectories.extend(manifest)
+            submit()
             if manifest_due(len(manifest["shards"]) - written, written):
                 written = _write_manifest(out_dir, manifest)
             if on_shard is not None:
@@ -573,14 +660,56 @@ def write_parts(out_dir: Path, manifest: dict[str, Any], shard: int, user_ids: l
     }
 
 
-def _assemble(out_dir: Path, manifest: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The results so far, in shard order; written as `trajectories.parquet` and `episodes.parquet`."""
+class TrajectoryFile:
+    """`trajectories.parquet`, the concatenation of the shards' trajectory parts in shard order, written while
+    the study runs: a shard's part is appended, one row group at a time, as soon as it and every shard before it
+    are checkpointed. The driver never holds more than one row group, and its re-encoding overlaps the tasks
+    instead of following them. The file is built under a temporary name and renamed into place (`commit`) only
+    once every shard is in; a study that stops leaves the previous file, if any, as it was."""
+
+    def __init__(self, out_dir: Path, n_shards: int) -> None:
+        self.path, self.out_dir, self.n_shards = out_dir / TRAJECTORIES, out_dir, n_shards
+        self.next = 0  # the next shard to append
+        self._tmp: str | None = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def extend(self, manifest: dict[str, Any]) -> None:
+        """Append every shard the manifest (in memory) records from `next` on, up to the first gap."""
+        while str(self.next) in manifest["shards"]:
+            part = pq.ParquetFile(self.out_dir / manifest["shards"][str(self.next)]["trajectories"])
+            if self._writer is None:
+                self._tmp = temp_beside(self.path)
+                self._writer = pq.ParquetWriter(self._tmp, part.schema_arrow)
+            for group in range(part.num_row_groups):
+                self._writer.write_table(part.read_row_group(group))
+            part.close()
+            self.next += 1
+
+    def commit(self) -> None:
+        """Rename the file into place if every shard is in it (a study with shards still to run leaves none)."""
+        if self._writer is None or self.next < self.n_shards:
+            return
+        self._writer.close()
+        assert self._tmp is not None
+        commit(self._tmp, self.path)
+        self._writer = self._tmp = None
+
+    def discard(self) -> None:
+        """Drop an uncommitted file (the study stopped first)."""
+        if self._writer is not None:
+            self._writer.close()
+        if self._tmp is not None and os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+        self._writer = self._tmp = None
+
+
+def _episodes(out_dir: Path, manifest: dict[str, Any]) -> pd.DataFrame:
+    """The episodes so far, in shard order (one row per user x recommender run: small enough to hold whole);
+    written as `episodes.parquet` when every shard is done."""
     done = sorted(manifest["shards"], key=int)
     if not done:
-        return pd.DataFrame(), pd.DataFrame()
-    traj = pa.concat_tables([pq.read_table(out_dir / manifest["shards"][k]["trajectories"]) for k in done])
+        return pd.DataFrame()
     eps = pd.concat([pd.read_parquet(out_dir / manifest["shards"][k]["episodes"]) for k in done], ignore_index=True)
     if len(done) == manifest["n_shards"]:
-        write_parquet_atomic(traj, out_dir / "trajectories.parquet")
         write_parquet_atomic(pa.Table.from_pandas(eps, preserve_index=False), out_dir / "episodes.parquet")
-    return traj.to_pandas(), eps
+    return eps
