@@ -270,3 +270,25 @@ def test_transfer_reuses_a_calibration_only_on_its_own_global_cutoff(tmp_path: P
     cutoff = json.loads((tmp_path / "t2" / "transfer.json").read_text())["cutoff"]
     times = pd.read_csv(data / "u.data", sep="\t", header=None)[3]
     assert cutoff == pytest.approx(np.quantile(times, 0.7))  # the calibration's 30% held out, not the default 20%
+
+
+def test_plugins_in_the_panel_are_labelled_by_their_name(trending_log: Path, tmp_path: Path) -> None:
+    """A `file.py:Class` panel member is a row named by its class's `name`, as in every other run's tables; one
+    named like a log-trained ranker is refused before any work, naming both."""
+    (tmp_path / "agents.py").write_text(
+        "from recoworld.agents import Recommender\n\n"
+        "class Fresh(Recommender):\n    name = 'fresh'\n\n"
+        "    def act(self, observation, info):\n"
+        "        return self.top_k(-observation['candidate_features'][:, -1], observation)\n\n"
+        "class Popular(Fresh):\n    name = 'Popularity'\n")
+    out = tmp_path / "t"
+    result = CliRunner().invoke(app, ["transfer", "--data", str(trending_log), "--out", str(out), "--bootstrap", "20",
+                                      "--budget", "10", "--no-circularity", "--users", "60",
+                                      "--panel", f"random,popularity,{tmp_path / 'agents.py'}:Fresh"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "transfer.csv")
+    assert set(table["recommender"]) == {"random", "popularity", "fresh"}
+    result = CliRunner().invoke(app, ["transfer", "--data", str(trending_log), "--out", str(tmp_path / "o"),
+                                      "--panel", f"random,item-knn,{tmp_path / 'agents.py'}:Popular"])
+    assert result.exit_code == 2 and "--panel" in result.output
+    assert "'Popularity'" in result.output and "log-trained panel ranker" in result.output

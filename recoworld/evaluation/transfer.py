@@ -88,6 +88,7 @@ class TransferConfig(StrictModel):
         others = [p for p in panel if p not in PANEL]
         try:
             check_recommender_names(others)
+            panel_labels(panel)
         except ConfigError as err:
             raise ValueError(f"{err}; the log-trained panel is {', '.join(PANEL)}") from None
         return panel
@@ -280,6 +281,22 @@ def rank_agreement(real: np.ndarray, sim: np.ndarray, resamples: int, seed: int)
             "n_recommenders": int(real.shape[1]), "n_users": int(n)}
 
 
+def panel_labels(panel: Sequence[str]) -> list[str]:
+    """What the transfer table calls each panel member: a log-trained ranker by its `PANEL` name, a RecoWorld
+    recommender as every run labels it (`agent_labels`: a plug-in by its class's `name`). A plug-in labelled
+    like a log-trained ranker (`random`, `popularity`, ...) is a `ConfigError` naming both, since their rows
+    would be read as one recommender's."""
+    from recoworld.agents import agent_labels
+
+    others = [name for name in panel if name not in PANEL]
+    labels = dict(zip(others, agent_labels(others)))
+    for name, label in labels.items():
+        if label.lower() in PANEL:
+            raise ConfigError(f"panel recommender {name!r} is named {label!r} (its class's `name`), as is the "
+                              f"log-trained panel ranker {label!r}; give the class another `name`")
+    return [labels.get(name, name) for name in panel]
+
+
 def run_transfer(
     split: Split, catalog: Catalog, item_genres: list[list[str]], worlds: Sequence[SimulatedWorld],
     config: TransferConfig, progress: Callable[[str], None] | None = None,
@@ -289,6 +306,7 @@ def run_transfer(
     say = progress or (lambda _msg: None)
     item_index = pd.Index(list(catalog.item_ids))
     rankers = [make_ranker(name, config.seed, catalog) for name in config.panel]  # bad names fail before work
+    labels = panel_labels(config.panel)
     for w in worlds:
         if list(w.catalog.item_ids) != list(item_index):
             raise ConfigError(f"world {w.name!r}: its catalog is not the log's items in the log's order")
@@ -301,7 +319,7 @@ def run_transfer(
     horizon = config.days or min(max((last - log.cutoff) / SECONDS_PER_DAY, 1.0), config.max_days)
 
     rows: list[pd.DataFrame] = []
-    for name, ranker in zip(config.panel, rankers):
+    for name, ranker in zip(labels, rankers):
         say(f"training {name} on the past")
         ranker.fit(log)
         order = ranked_items(ranker, users.codes, seen)
@@ -320,13 +338,13 @@ def run_transfer(
     table_rows, agreement = [], {}
     for w in worlds:
         part = per_user[per_user["world"] == w.name]
-        for name in config.panel:
+        for name in labels:
             group = part[part["recommender"] == name]
             entry: dict[str, Any] = {"world": w.name, "recommender": name, "users": len(group)}
             for metric in ("ndcg", "recall", "ctr", "consumptions", "positive", "retention"):
                 entry[metric], entry[f"{metric}_ci"] = mean_ci(group[metric])
             table_rows.append(entry)
-        wide = {m: part.pivot(index="user_id", columns="recommender", values=m)[config.panel].to_numpy()
+        wide = {m: part.pivot(index="user_id", columns="recommender", values=m)[labels].to_numpy()
                 for m in (REAL_SCORE, "recall", "ctr", "consumptions", "positive", "retention")}
         agreement[w.name] = rank_agreement(wide[REAL_SCORE], wide[SIM_SCORE], config.bootstrap, config.seed)
         agreement[w.name]["also"] = {
@@ -341,8 +359,8 @@ def run_transfer(
             if other.judged is not None:
                 continue
             part = per_user[(per_user["world"] == other.name) & per_user["user_id"].isin(w.judged)]
-            real = part.pivot(index="user_id", columns="recommender", values=REAL_SCORE)[config.panel].to_numpy()
-            sim = part.pivot(index="user_id", columns="recommender", values=SIM_SCORE)[config.panel].to_numpy()
+            real = part.pivot(index="user_id", columns="recommender", values=REAL_SCORE)[labels].to_numpy()
+            sim = part.pivot(index="user_id", columns="recommender", values=SIM_SCORE)[labels].to_numpy()
             agreement[other.name][f"on the users of {w.name}"] = rank_agreement(real, sim, config.bootstrap,
                                                                              config.seed)
     notes = [f"{users.counts['cold_start']} test user(s) have no interaction before the cutoff (cold-start) and "
