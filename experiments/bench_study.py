@@ -9,10 +9,13 @@ Prints, for one study spec (five baseline recommenders on the default world):
 - memory per 100,000 users in flight: the peak memory of one shard's task, measured at two shard
   sizes in fresh processes, its growth per user (the catalog and the code are shared by all users);
 - what the driver does alone, per user-day: write a shard's parts (encoded as Parquet by its task)
-  and record them, and the bytes of results per user-day (in memory as Arrow, on disk as Parquet);
+  and record them, append them to the streamed `trajectories.parquet` (pages copied, footers merged:
+  `recoworld.studies.parquet_concat`), and the bytes of results per user-day (as Arrow in a task, on disk
+  as Parquet);
 - from those figures, the wall time of a 1M-user, 30-day, 5-recommender study on 64 cores:
   the workers' time (the 1-worker rate x 64 x the measured efficiency, held to 64 workers) against
-  the driver's (checkpointing every shard, one core), and the results' size.
+  the driver's (checkpointing and appending every shard, the manifest's writes; one core), the results'
+  size on disk, and what the driver holds (every user's plan and episodes: `check_fits`).
 
 The machine's load average is printed beside each timing: on a shared machine the figures move with it.
 
@@ -104,7 +107,7 @@ def time_study(args: Args, workers: int) -> dict[str, float]:
             start = time.perf_counter()
             result = run_study(spec, Path(tmp) / "timed")
             seconds = time.perf_counter() - start
-            turns = len(result.trajectories.drop_duplicates(["recommender", "arm", "user_id", "step"]))
+            turns = int(result.episodes["turns"].sum())
     finally:
         ray.shutdown()
     rate = user_days(spec) / seconds
@@ -153,7 +156,7 @@ def shard_memory(args: Args, users: int, queue: Any) -> None:
     """In a fresh process: the memory one shard of `users` users takes at its peak above what the process held
     before it (the task's encoding of its results included), the time the driver takes to write them, and their
     size."""
-    from recoworld.studies.runner import encode_parts, prepare, run_shard, write_parts
+    from recoworld.studies.runner import TrajectoryFile, encode_parts, prepare, run_shard, write_parts
 
     spec = spec_of(args, users, users)
     setup = prepare(spec)
@@ -169,6 +172,11 @@ def shard_memory(args: Args, users: int, queue: Any) -> None:
         start = time.perf_counter()
         write_parts(Path(tmp), manifest, 0, setup.users.shard(0).user_ids(), parts)
         checkpoint_s = time.perf_counter() - start
+        start = time.perf_counter()
+        streamed = TrajectoryFile(Path(tmp), 1)
+        streamed.extend(manifest)
+        streamed.commit()
+        append_s = time.perf_counter() - start
     parquet = sum(len(data) for data in parts.values())
     queue.put(
         {
@@ -176,6 +184,8 @@ def shard_memory(args: Args, users: int, queue: Any) -> None:
             "before": before,
             "peak": peak,
             "checkpoint_s": checkpoint_s,
+            "append_s": append_s,
+            "episodes": eps.to_pandas().memory_usage(deep=True).sum() / eps.num_rows,
             "cpu_s": cpu_s,
             "arrow": traj.nbytes + eps.nbytes,
             "parquet": parquet,
@@ -248,7 +258,8 @@ def main(args: Args) -> None:
         print(
             f"  {m['users']} users: peak {(m['peak'] - m['before']) / 2**20:,.0f} MiB over the warm process's "
             f"{m['before'] / 2**20:,.0f} MiB; results {m['arrow'] / ud / 1e3:.1f} KB a user-day as Arrow, "
-            f"{m['parquet'] / ud / 1e3:.2f} KB as Parquet; driver's write {m['checkpoint_s']:.3f} s; "
+            f"{m['parquet'] / ud / 1e3:.2f} KB as Parquet; driver's write {m['checkpoint_s']:.3f} s, "
+            f"append to trajectories.parquet {m['append_s']:.3f} s; "
             f"{ud / m['cpu_s']:,.0f} user-days per CPU-second of the task ({m['cpu_s']:.1f} s)"
         )
     grown = (large["peak"] - large["before"]) - (small["peak"] - small["before"])
@@ -260,6 +271,8 @@ def main(args: Args) -> None:
     # A shard's write: a fixed part (files, fsyncs) and a part per user-day, from the two sizes.
     parts_per_ud = max(large["checkpoint_s"] - small["checkpoint_s"], 0.0) / (large["user_days"] - small["user_days"])
     parts_fixed_s = max(small["checkpoint_s"] - parts_per_ud * small["user_days"], 0.0)
+    append_per_ud = max(large["append_s"] - small["append_s"], 0.0) / (large["user_days"] - small["user_days"])
+    append_fixed_s = max(small["append_s"] - append_per_ud * small["user_days"], 0.0)
     arrow_per_ud, parquet_per_ud = large["arrow"] / large["user_days"], large["parquet"] / large["user_days"]
 
     target = float(TARGET_USERS * TARGET_DAYS * TARGET_RECOMMENDERS)
@@ -269,8 +282,9 @@ def main(args: Args) -> None:
     shards = -(-TARGET_USERS // args.shard_size)
     last_manifest_s = manifest_write_s(large["entry"], shards, args.shard_size)
     parts_s = shards * parts_fixed_s + target * parts_per_ud
+    append_s = shards * append_fixed_s + target * append_per_ud
     writes, manifests_s = manifest_writes(shards, last_manifest_s)
-    driver_s = parts_s + manifests_s
+    driver_s = parts_s + append_s + manifests_s
     print(
         f"Projection: {TARGET_USERS:,} users x {TARGET_DAYS} days x {TARGET_RECOMMENDERS} recommenders = "
         f"{target:,.0f} user-days on {TARGET_CORES} cores"
@@ -287,8 +301,9 @@ def main(args: Args) -> None:
     )
     print(
         f"  driver, on its own core alongside the workers: the shards' parts at {parts_fixed_s * 1e3:.1f} ms a "
-        f"shard + {parts_per_ud * 1e6:.1f} us a user-day = {parts_s / 3600:.2f} h, "
-        f"and the manifest written {writes:,} times over "
+        f"shard + {parts_per_ud * 1e6:.1f} us a user-day = {parts_s / 3600:.2f} h, appending them to "
+        f"trajectories.parquet at {append_fixed_s * 1e3:.1f} ms a shard + {append_per_ud * 1e6:.1f} us a user-day "
+        f"= {append_s / 3600:.2f} h, and the manifest written {writes:,} times over "
         f"{shards:,} shards of {args.shard_size} (the last write {last_manifest_s:.2f} s) = "
         f"{manifests_s / 3600:.2f} h; "
         f"{driver_s / 3600:.2f} h in all"
@@ -297,10 +312,16 @@ def main(args: Args) -> None:
         f"  wall time: about {max(workers_s, driver_s) / 3600:.2f} h (target < 1 h); with workers that scale "
         f"perfectly (efficiency 1) {max(workers_s * eff, driver_s) / 3600:.2f} h"
     )
+    from recoworld.studies.runner import PLAN_BYTES_PER_USER
+
+    held = TARGET_USERS * (PLAN_BYTES_PER_USER + TARGET_RECOMMENDERS * large["episodes"])
     print(
-        f"  results: {target * arrow_per_ud / 1e12:.2f} TB as Arrow in memory, {target * parquet_per_ud / 1e12:.2f} "
-        f"TB of Parquet parts; per shard in flight at {TARGET_DAYS} days x {TARGET_RECOMMENDERS} recommenders about "
-        f"{arrow_per_ud * TARGET_DAYS * TARGET_RECOMMENDERS / 1e6:.1f} MB a user"
+        f"  results: {target * arrow_per_ud / 1e12:.2f} TB as Arrow, never in memory (streamed shard by shard), "
+        f"{2 * target * parquet_per_ud / 1e12:.2f} TB of Parquet on disk (the parts and trajectories.parquet); "
+        f"the driver holds every user's plan and episodes, {held / 1e9:.2f} GB ({large['episodes']:.0f} bytes an "
+        f"episode in pandas); a shard in flight at {TARGET_DAYS} days x {TARGET_RECOMMENDERS} recommenders "
+        f"about {per_user * TARGET_DAYS / args.days * TARGET_RECOMMENDERS / len(args.recommenders) / 1e6:.1f} MB "
+        "a user"
     )
 
 

@@ -141,3 +141,42 @@ def test_a_study_whose_held_state_cannot_fit_is_refused_with_an_estimate() -> No
     with pytest.raises(ConfigError, match=r"shard_size 100000: 16 shards in flight .*give shard_size \d+ or fewer"):
         check_fits(wide, 10_000_000, 23_000_000_000, workers=16)
     check_fits(wide, 10_000_000, None, workers=16)  # where the memory cannot be told, nothing is refused
+
+
+def test_parquet_files_concatenate_byte_for_byte_into_one_readable_file(tmp_path: Path) -> None:
+    """The parts' pages are copied, not decoded: the file reads as `pa.concat_tables` of the parts, row group
+    for row group, whatever their row groups (20 parts: the footer's list takes its long form past 14), their
+    nulls, strings and statistics; a part with another schema is refused by name."""
+    from recoworld.studies.parquet_concat import ParquetConcat
+
+    parts = []
+    for i in range(20):
+        n = 7 + 13 * i
+        table = pa.table({
+            "user_id": [f"u{i}-{j}" for j in range(n)],
+            "step": pa.array(range(n), pa.int64()),
+            "dwell_min": pa.array([j / 3 if j % 4 else None for j in range(n)], pa.float32()),
+            "left": [j % 5 == 0 for j in range(n)],
+            "exit_text": [None if j % 3 else "bored of this" for j in range(n)],
+        })
+        parts.append(tmp_path / f"part-{i}.parquet")
+        pq.write_table(table, parts[-1], row_group_size=50 if i % 2 else None)
+    out = tmp_path / "all.parquet"
+    with out.open("wb") as sink:
+        concat = ParquetConcat(sink)
+        for part in parts:
+            concat.append(part)
+        concat.close()
+    want = pa.concat_tables([pq.read_table(p) for p in parts])
+    assert pq.read_table(out).equals(want)
+    file = pq.ParquetFile(out)
+    assert file.num_row_groups == sum(pq.ParquetFile(p).num_row_groups for p in parts) > 20
+    groups = [pq.ParquetFile(p).read_row_group(g) for p in parts for g in range(pq.ParquetFile(p).num_row_groups)]
+    assert all(file.read_row_group(i).equals(g) for i, g in enumerate(groups))
+
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"user_id": ["x"]}), other)
+    with (tmp_path / "bad.parquet").open("wb") as sink, pytest.raises(ValueError, match=r"other\.parquet: its schema"):
+        concat = ParquetConcat(sink)
+        concat.append(parts[0])
+        concat.append(other)
