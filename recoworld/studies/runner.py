@@ -179,11 +179,13 @@ class StudyResult:
         return pa.concat_tables([pq.read_table(part) for part in self.parts]).to_pandas()
 
 
-#: Memory one shard's task holds at its peak, per user, simulated day and recommender run (its world, its
-#: trajectory rows as Arrow and their Parquet encoding): `experiments/bench_study.py`'s "memory per 100k users
-#: in flight", the growth of a task's peak from 200 to 600 users, 683 KB a user at 7 days x 5 recommenders
-#: (default world; c7ab3d3, docs/results.md).
-FLIGHT_BYTES_PER_USER_DAY = 20_000
+#: Memory one shard's task holds at its peak, per user (its world: the same for any horizon) and per user,
+#: simulated day and recommender run (its trajectory rows as Arrow and their Parquet encoding): fitted to
+#: `experiments/bench_study.py`'s "memory per 100k users in flight" (the growth of a task's peak from 200 to 600
+#: users, or 40 to 120) with the five baselines on the default world: 683 KB a user at 7 days (c7ab3d3,
+#: docs/results.md) and 429 KB at 2 days (61cfb52).
+FLIGHT_BYTES_PER_USER = 330_000
+FLIGHT_BYTES_PER_USER_DAY = 10_000
 #: Memory of the episodes per user and recommender run, which the driver holds whole (`StudyResult.episodes`,
 #: the report): 142 bytes a row in pandas (deep; default world, 64 users x 5 recommenders, 2026-12), held up to
 #: three times at once (the shards' frames and their concatenation, then the frame and the Arrow table written).
@@ -213,9 +215,13 @@ def memory_need(spec: StudySpec, n_users: int, workers: int) -> tuple[float, flo
     they stream to disk shard by shard (`TrajectoryFile`) and the report reads them one shard at a time."""
     runs = len(spec.recommenders) * len(spec.arms)
     in_flight = min(workers, -(-n_users // spec.shard_size)) * min(spec.shard_size, n_users)
-    return in_flight * runs * spec.world.horizon_days * FLIGHT_BYTES_PER_USER_DAY, PLAN_BYTES_PER_USER + runs * (
-        EPISODE_BYTES_PER_RUN
-    )
+    return in_flight * flight_bytes_per_user(spec), PLAN_BYTES_PER_USER + runs * EPISODE_BYTES_PER_RUN
+
+
+def flight_bytes_per_user(spec: StudySpec) -> float:
+    """Memory a user of a shard in flight takes in its task, at the spec's horizon and recommender runs."""
+    runs = len(spec.recommenders) * len(spec.arms)
+    return FLIGHT_BYTES_PER_USER + runs * spec.world.horizon_days * FLIGHT_BYTES_PER_USER_DAY
 
 
 def check_fits(spec: StudySpec, n_users: int, available: int | None, workers: int | None = None) -> None:
@@ -230,13 +236,13 @@ def check_fits(spec: StudySpec, n_users: int, available: int | None, workers: in
         return
     runs = len(spec.recommenders) * len(spec.arms)
     if fixed > MEMORY_SHARE * available:
-        shard = int(MEMORY_SHARE * available / (workers * runs * spec.world.horizon_days * FLIGHT_BYTES_PER_USER_DAY))
+        shard = int(MEMORY_SHARE * available / (workers * flight_bytes_per_user(spec)))
         raise ConfigError(
             f"shard_size {spec.shard_size}: {workers} shards in flight take about {fixed / 1e9:.1f} GB "
-            f"({spec.world.horizon_days:g} days x {runs} recommender runs x about "
-            f"{FLIGHT_BYTES_PER_USER_DAY / 1e3:.0f} KB a user-day in a shard's task), more than this machine can "
-            f"spare ({available / 1e9:.1f} GB available, half of it for the study); give shard_size {shard} or "
-            "fewer, fewer days or recommenders, or fewer CPUs (--num-cpus)"
+            f"(about {flight_bytes_per_user(spec) / 1e6:.1f} MB a user in a shard's task at "
+            f"{spec.world.horizon_days:g} days x {runs} recommender runs), more than this machine can spare "
+            f"({available / 1e9:.1f} GB available, half of it for the study); give shard_size {shard} or fewer, "
+            "fewer days or recommenders, or fewer CPUs (--num-cpus)"
         )
     fits = int((MEMORY_SHARE * available - fixed) / per_user)
     raise ConfigError(
@@ -528,6 +534,7 @@ def _run_shards(
             if not ready:
                 continue
             shard = pending.pop(ready[0])
+            submit()  # the next shard starts while this one is checkpointed
             try:
                 done = ray.get(ready[0])
             except ray.exceptions.RayTaskError as err:  # a bug in a shard: Ray's traceback
@@ -543,7 +550,6 @@ def _run_shards(
             write_parts(out_dir, manifest, shard, setup.users.shard(shard).user_ids(), parts)
             del done, parts  # the shard's bytes are on disk: the driver holds no finished shard
             trajectories.extend(manifest)
-            submit()
             if manifest_due(len(manifest["shards"]) - written, written):
                 written = _write_manifest(out_dir, manifest)
             if on_shard is not None:
