@@ -16,6 +16,8 @@ The old way has no training-only reward terms (`day_reward`, `satisfaction_rewar
 vector env), so time a config without them, such as configs/ppo_small.yaml.
 
     python experiments/bench_rllib.py [--config configs/ppo_small.yaml] [--steps 4000] [--users 4 8 16 32]
+    python experiments/bench_rllib.py --config configs/ppo_retention.yaml --skip-old --users 64 256 \
+        --num-envs-per-env-runner 256 --train-batch-size 8192 --minibatch-size 2048 --num-epochs 2
 """
 
 from __future__ import annotations
@@ -43,6 +45,16 @@ class Args:
     """timed runs per setting; the best is reported"""
     learn_iterations: int = 3
     """PPO iterations timed for sampling plus learning (0 = skip)"""
+    num_envs_per_env_runner: int | None = None
+    """override the config's users per env runner (sampling plus learning, and the ratio line)"""
+    train_batch_size: int | None = None
+    """override the config's env steps per PPO iteration"""
+    minibatch_size: int | None = None
+    """override the config's SGD minibatch"""
+    num_epochs: int | None = None
+    """override the config's SGD passes per iteration"""
+    skip_old: bool = False
+    """skip the one-env-per-runner timing (it cannot run a config with training-only reward terms)"""
 
 
 def steps_per_second(cfg: TrainConfig, num_envs: int, mode: str, steps: int, repeats: int) -> float:
@@ -82,16 +94,19 @@ def main(args: Args) -> None:
     import torch
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    cfg = TrainConfig.load(args.config)
+    ppo = {"train_batch_size": args.train_batch_size, "minibatch_size": args.minibatch_size,
+           "num_epochs": args.num_epochs}
+    cfg = TrainConfig.load(args.config, num_envs_per_env_runner=args.num_envs_per_env_runner,
+                           ppo={k: v for k, v in ppo.items() if v is not None})
     torch.set_num_threads(cfg.ppo.torch_threads)
     w = cfg.world
     print(f"world: slate {w.slate_size} of {w.n_candidates} candidates, history {w.history_len}, "
           f"{w.horizon_days:g} days; network {cfg.ppo.network}; {args.steps} env steps per timing")
-    old = steps_per_second(cfg, 1, "sync", args.steps, args.repeats)
+    old = float("nan") if args.skip_old else steps_per_second(cfg, 1, "sync", args.steps, args.repeats)
     print(f"old  one RecoWorld-v0 per runner (sync, num_envs 1)      {old:9.0f} env steps/s")
     rates = {}
     for n in sorted({*args.users, cfg.num_envs_per_env_runner}):
-        rates[n] = steps_per_second(cfg, n, "vector_entry_point", args.steps, args.repeats)
+        rates[n] = steps_per_second(cfg, n, "vector_entry_point", max(args.steps, n), args.repeats)
         print(f"new  RecoWorldVectorEnv, {n:4d} users (vector_entry_point) {rates[n]:9.0f} env steps/s  "
               f"x{rates[n] / old:.2f}")
     n = cfg.num_envs_per_env_runner

@@ -70,8 +70,18 @@ class Args:
     """override the weight of the per-turn change of satisfaction in the training reward (0 = off)"""
     rating_reward: float | None = None
     """override the weight of (rating - 3) at each session end in the training reward (0 = off)"""
+    features: str | None = None
+    """override the policy's feature set: episode or session (recoworld/rl/features.py)"""
+    slate: str | None = None
+    """override how training draws a slate: independent (each slot on its own) or distinct (slot by slot)"""
+    num_epochs: int | None = None
+    """override the SGD passes per iteration"""
     critic_hidden_state: bool | None = None
     """override whether the value head also reads the users' hidden state in training (the policy head never)"""
+    references: Path | None = None
+    """a parquet of the baselines' and oracle's evaluation episodes: read if it exists, else written once computed.
+    They depend only on the world and the evaluation users, so an ablation's runs can share them; the file does not
+    record which world and users made it: name it after them"""
 
 
 if __name__ == "__main__":
@@ -87,8 +97,10 @@ if __name__ == "__main__":
         satisfaction_reward=args.satisfaction_reward,
         rating_reward=args.rating_reward,
         critic_hidden_state=args.critic_hidden_state,
+        features=args.features,
         ppo={k: v for k, v in {"train_batch_size": args.train_batch_size, "minibatch_size": args.minibatch_size,
-                               "gamma": args.gamma, "lr": args.lr}.items() if v is not None},
+                               "gamma": args.gamma, "lr": args.lr, "slate": args.slate,
+                               "num_epochs": args.num_epochs}.items() if v is not None},
         eval={k: v for k, v in {"n_users": args.eval_users, "every": args.eval_every}.items() if v is not None},
         teacher={k: v for k, v in {"rounds": args.teacher_rounds, "users": args.teacher_users}.items()
                  if v is not None},
@@ -105,9 +117,14 @@ if __name__ == "__main__":
           f"{os.cpu_count()} CPUs; started {time.strftime('%Y-%m-%d %H:%M')}")
     # The baselines and the oracle play the same evaluation users whatever the training seed: once for all seeds
     references = None
-    if args.seeds > 1 and not args.resume:
+    if args.references is not None and args.references.exists():
+        references = pd.read_parquet(args.references)
+        print(f"references: {args.references} ({references['recommender'].nunique()} recommenders)")
+    elif (args.seeds > 1 or args.references is not None) and not args.resume:
         wall = time.perf_counter()
         references = evaluate_references(cfg, progress("evaluating {agent}", cfg.eval.n_users, print))
+        if args.references is not None:
+            references.to_parquet(args.references)
         print(f"references ({', '.join(cfg.eval.baselines)}{', oracle' if cfg.eval.oracle else ''}) on "
               f"{cfg.eval.n_users} evaluation users: {time.perf_counter() - wall:.0f} s")
 

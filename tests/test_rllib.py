@@ -18,8 +18,13 @@ from recoworld.envs.vector_env import RecoWorldVectorEnv
 from recoworld.errors import ConfigError
 from recoworld.population import PopulationSpec
 from recoworld.rl.features import (
+    EPISODE,
     N_CANDIDATE_FEATURES,
     N_GLOBAL_FEATURES,
+    RECENT_ITEMS,
+    SESSION,
+    EpisodeProfile,
+    FeatureSet,
     UserRelativeObservation,
     UserRelativeVectorObservation,
     user_relative_features,
@@ -95,13 +100,14 @@ def test_unmasked_variant_is_a_plain_box() -> None:
     assert env.observation_space.contains(obs)
 
 
-def test_vector_wrapper_gives_each_user_the_single_wrappers_observation_bit_for_bit() -> None:
+@pytest.mark.parametrize("features", [EPISODE, SESSION], ids=lambda f: f.name)
+def test_vector_wrapper_gives_each_user_the_single_wrappers_observation_bit_for_bit(features: FeatureSet) -> None:
     """User i of the wrapped vector env is the wrapped RecoWorld-v0 reset with seed + i, features and mask included."""
     n, seed = 3, 11
-    vec = UserRelativeVectorObservation(RecoWorldVectorEnv(num_envs=n, **TINY_WORLD))
-    singles = [UserRelativeObservation(RecoWorldEnv(TINY_WORLD)) for _ in range(n)]
+    vec = UserRelativeVectorObservation(RecoWorldVectorEnv(num_envs=n, **TINY_WORLD), features=features)
+    singles = [UserRelativeObservation(RecoWorldEnv(TINY_WORLD), features=features) for _ in range(n)]
     assert vec.single_observation_space == singles[0].observation_space
-    width = 6 * N_CANDIDATE_FEATURES + N_GLOBAL_FEATURES
+    width = features.width(6)
     assert vec.observation_space.shape is None and vec.observation_space["observations"].shape == (n, width)
     obs, _ = vec.reset(seed=seed)
     single_obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(singles)]
@@ -135,7 +141,7 @@ def test_episode_profile_remembers_engaged_items_beyond_the_history_window() -> 
     profile = EpisodeProfile(2, d, decay=0.5)
     eye = np.eye(d, dtype=np.float32)
     obs = {"history_reactions": np.array([[-1, 0, 1], [0, 0, 0]]),
-           "history_features": np.zeros((2, 3, d + 3), np.float32)}
+           "history_features": np.zeros((2, 3, d + 3), np.float32), "context": np.array([[0, 0, 1, 0]] * 2)}
     obs["history_features"][0, 1, :d], obs["history_features"][0, 2, :d] = eye[0], eye[1]
     profile.update(obs, np.array([2, 0]))  # user 0 reviewed two items (a skip, a click); user 1 did not play
     np.testing.assert_array_equal(profile.engaged, [[0, 1, 0], [0, 0, 0]])
@@ -152,17 +158,49 @@ def test_episode_profile_remembers_engaged_items_beyond_the_history_window() -> 
     assert not profile.engaged.any() and not profile.n_engaged.any()
 
 
-def test_recommender_sees_the_training_wrappers_features_over_a_whole_episode() -> None:
+def test_session_block_remembers_recent_items_and_forgets_the_session_at_its_start() -> None:
+    """The `SESSION` state: the ring of the last `RECENT_ITEMS` reviewed items, turns since the last engagement and
+    this session's engaged items (both forgotten when an observation opens a session, turn 0), and how familiar
+    engaged and skipped items were when shown."""
+    d = 3
+    profile = EpisodeProfile(1, d)
+    eye = np.eye(d, dtype=np.float32)
+    features = np.zeros((1, 2, d + 3), np.float32)
+    features[0, 0, :d], features[0, 1, :d] = eye[0], eye[0]
+    obs = {"history_reactions": np.array([[0, 0]]), "history_features": features, "context": np.array([[0, 0, 1, 0]])}
+    profile.update(obs, np.array([1]))  # one skip of item e0: nothing engaged this session yet
+    assert profile.since_engaged.tolist() == [1] and profile.recent_seen[0].sum() == 1
+    obs["history_reactions"] = np.array([[0, 1]])
+    obs["context"] = np.array([[0, 0, 2, 0]])
+    profile.update(obs, np.array([1]))  # a click on e0 again: engaged, and fully familiar when shown
+    assert profile.since_engaged.tolist() == [0] and profile.session_n_engaged.tolist() == [1]
+    state = profile.augment({})["session_state"][0]
+    np.testing.assert_allclose(state[2:], [1.0, 0.0])  # engaged items were familiar (1), the first skip was new (0)
+    for turn in range(RECENT_ITEMS):  # the ring keeps the newest RECENT_ITEMS items only
+        features[0, 1, :d] = eye[1]
+        obs["context"] = np.array([[0, 0, 3 + turn, 0]])
+        profile.update(obs, np.array([1]))
+    assert (profile.recent[0] @ eye[0] == 0).all(), "e0 fell out of the ring"
+    obs["context"] = np.array([[1, 1, 0, 1]])  # the step ended the session and opened the next
+    profile.update(obs, np.array([1]))
+    assert profile.session_n_engaged.tolist() == [0] and profile.since_engaged.tolist() == [0]
+    assert profile.n_engaged.tolist() == [RECENT_ITEMS + 2], "the episode's profile stays"
+
+
+@pytest.mark.parametrize("features", [EPISODE, SESSION], ids=lambda f: f.name)
+def test_recommender_sees_the_training_wrappers_features_over_a_whole_episode(features: FeatureSet) -> None:
     """Deployed, the policy must see what it trained on: `RLlibRecommender` keeps the same episode
-    profile as `UserRelativeObservation`, turn after turn, across sessions."""
+    profile as `UserRelativeObservation`, turn after turn, across sessions, and reads from the
+    module's input size which feature set that is."""
     require("ray")
     from recoworld.rl.rl_module import SlateScorerRLModule
 
     world = {**TINY_WORLD, "horizon_days": 5}
-    wrapped, raw_env = UserRelativeObservation(RecoWorldEnv(world)), RecoWorldEnv(world)
+    wrapped, raw_env = UserRelativeObservation(RecoWorldEnv(world), features=features), RecoWorldEnv(world)
     module = SlateScorerRLModule(observation_space=wrapped.observation_space, action_space=wrapped.action_space,
                                  model_config={"hidden": [8]})
     agent = RLlibRecommender(module, 2, seed=0)
+    assert agent.feature_set == features and module.features == features
     for seed in (3, 4):  # two episodes: the profile is forgotten between them
         shown, _ = wrapped.reset(seed=seed)
         raw, info = raw_env.reset(seed=seed)
@@ -485,3 +523,27 @@ def test_cli_train_then_simulate_with_the_policy(ray_session: ModuleType, tmp_pa
     bad = runner.invoke(app, ["train", "--config", str(world), "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "slate_size" in bad.output
 
+
+
+def test_distinct_slate_draws_each_slate_without_repeats_and_its_argmax_is_the_evaluation_decode() -> None:
+    """`DistinctSlate` (ppo.slate: distinct): slot by slot without the candidates already drawn; its
+    log-probabilities sum to 1 over all slates of distinct candidates, and its deterministic slate is
+    `distinct_slate`'s, what `RLlibRecommender` shows in evaluation."""
+    import itertools
+
+    torch = require("torch")
+    from recoworld.rl.rl_module import DistinctSlate
+
+    torch.manual_seed(0)
+    k, c = 3, 4
+    logits = torch.randn(6, k * c)
+    dist = DistinctSlate.from_logits(logits, input_lens=[c] * k)
+    for _ in range(20):
+        drawn = dist.sample()
+        assert all(len(set(row.tolist())) == k for row in drawn)
+    total = sum(dist.logp(torch.tensor([slate] * 6)).exp() for slate in itertools.permutations(range(c), k))
+    np.testing.assert_allclose(total.numpy(), 1.0, rtol=1e-5)
+    greedy = dist.to_deterministic().loc
+    for row in range(6):
+        expected = distinct_slate(logits[row].numpy().reshape(k, c), np.ones(c, dtype=bool))
+        assert greedy[row].tolist() == expected.tolist()

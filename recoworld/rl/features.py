@@ -54,7 +54,7 @@ user's features are bit for bit the same alone as in a batch.
 
 from __future__ import annotations
 
-from typing import Any, SupportsFloat
+from typing import Any, NamedTuple, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -69,17 +69,52 @@ from recoworld.mindset import UNSEEN
 N_CANDIDATE_FEATURES = 10
 N_GLOBAL_FEATURES = 4 + 5 + 4 + 1
 
+
+class FeatureSet(NamedTuple):
+    """A layout of the policy's features: `per_candidate` columns per candidate, then `globals`."""
+
+    name: str
+    per_candidate: int
+    globals: int
+
+    def width(self, n_candidates: int) -> int:
+        return n_candidates * self.per_candidate + self.globals
+
+
+#: The features above (the default, what every policy trained before `SESSION` reads).
+EPISODE = FeatureSet("episode", N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES)
+#: `EPISODE` and the session block (see the module docstring): 3 more columns per candidate, 4 more globals.
+SESSION = FeatureSet("session", N_CANDIDATE_FEATURES + 3, N_GLOBAL_FEATURES + 4)
+FEATURE_SETS = {f.name: f for f in (EPISODE, SESSION)}
+
+
+def feature_set_of(width: int, n_candidates: int) -> FeatureSet:
+    """The feature set whose vector for `n_candidates` candidates is `width` long: how a saved policy says
+    which features it was trained on."""
+    for features in FEATURE_SETS.values():
+        if features.width(n_candidates) == width:
+            return features
+    raise ConfigError(f"a policy input of {width} features matches no feature set for {n_candidates} candidates ("
+                      + ", ".join(f"{f.name}: {f.width(n_candidates)}" for f in FEATURE_SETS.values()) + ")")
+
 #: Per-turn decay of `EpisodeProfile`'s sums: a memory of about 50 turns, several sessions.
 #: Measured with a hand-written profile ranker (300 users): 0.98 and 1.0 (no decay) alike,
 #: 0.9 (about 10 turns) lost a third of the gain over random.
 PROFILE_DECAY = 0.98
 #: Keys `EpisodeProfile.augment` adds to a raw observation; `user_relative_features` reads them.
-PROFILE_KEYS = ("engaged_profile", "skipped_profile", "episode_engaged")
+PROFILE_KEYS = ("engaged_profile", "skipped_profile", "episode_engaged", "recent_items", "recent_seen",
+                "session_profile", "session_state")
+#: Reviewed items the `SESSION` features' repetition column looks back over: the simulated users' memory
+#: (`DynamicsConfig.memory_size`), which their repetition fatigue reads, against the observation's 10.
+RECENT_ITEMS = 30
 
 
 class EpisodeProfile:
     """Per-user memory of a whole episode, from what the platform logged: decaying sums of the
-    embeddings of the items each user engaged with and skipped (see the module docstring).
+    embeddings of the items each user engaged with and skipped (see the module docstring), and
+    what the `SESSION` features read: the last `RECENT_ITEMS` reviewed items, this session's
+    engaged items and turns since the last engagement, and how familiar the items the user
+    engaged with and skipped were when shown.
 
     After every turn call `update` with the new observation and how many items the user
     reviewed in that turn (those are the newest `n` rows of its history); `augment` then adds
@@ -97,38 +132,81 @@ class EpisodeProfile:
         self.engaged = np.zeros((n_users, dim), np.float64)
         self.skipped = np.zeros((n_users, dim), np.float64)
         self.n_engaged = np.zeros(n_users, np.float64)
+        self.recent = np.zeros((n_users, RECENT_ITEMS, dim), np.float32)  # ring buffer of reviewed items
+        self.recent_seen = np.zeros((n_users, RECENT_ITEMS), bool)
+        self.recent_next = np.zeros(n_users, np.int64)
+        self.session_engaged = np.zeros((n_users, dim), np.float64)
+        self.session_n_engaged = np.zeros(n_users, np.float64)
+        self.since_engaged = np.zeros(n_users, np.float64)  # turns without an engagement, this session
+        self.familiarity = np.zeros((n_users, 4), np.float64)  # decaying sums: engaged, n, skipped, n
 
     def reset(self, rows: np.ndarray | None = None) -> None:
         """Forget users `rows` (all when None): a new episode, a new user."""
         at = slice(None) if rows is None else np.asarray(rows)
-        self.engaged[at] = 0.0
-        self.skipped[at] = 0.0
-        self.n_engaged[at] = 0.0
+        for state in (self.engaged, self.skipped, self.n_engaged, self.recent, self.recent_seen, self.recent_next,
+                      self.familiarity):
+            state[at] = 0
+        self._new_session(at)
+
+    def _new_session(self, at: Any) -> None:
+        self.session_engaged[at] = 0.0
+        self.session_n_engaged[at] = 0.0
+        self.since_engaged[at] = 0.0
 
     def update(self, observation: dict[str, np.ndarray], n_new: np.ndarray, rows: np.ndarray | None = None) -> None:
         """Fold in the newest `n_new[j]` history rows of the batched `observation`'s row j, the
         items user `rows[j]` (all users, in order, when None) reviewed in the turn just played;
-        rows with `n_new` 0 (they did not play) are left as they are."""
+        rows with `n_new` 0 (they did not play) are left as they are, but for the session's
+        state, forgotten whenever the observation opens a session (its turn is 0)."""
         at = np.arange(len(self.engaged)) if rows is None else np.asarray(rows, dtype=np.int64)
         n_new = np.asarray(n_new, dtype=np.int64)
         reactions = observation["history_reactions"]
         h = reactions.shape[1]
-        emb = embedding_part(observation["history_features"]).astype(np.float64)
+        emb = embedding_part(observation["history_features"])
         new = np.arange(h)[None, :] >= h - np.minimum(n_new, h)[:, None]  # (R, H): the turn's items
         engaged, skipped = new & (reactions >= 1), new & (reactions == 0)
         played = n_new > 0
         decay = np.where(played, self.decay, 1.0)[:, None]
+        emb64 = emb.astype(np.float64)
         # einsum sums each row on its own, in history order, whatever the batch around it.
-        self.engaged[at] = decay * self.engaged[at] + np.einsum("rh,rhd->rd", engaged.astype(np.float64), emb)
-        self.skipped[at] = decay * self.skipped[at] + np.einsum("rh,rhd->rd", skipped.astype(np.float64), emb)
+        self.engaged[at] = decay * self.engaged[at] + np.einsum("rh,rhd->rd", engaged.astype(np.float64), emb64)
+        self.skipped[at] = decay * self.skipped[at] + np.einsum("rh,rhd->rd", skipped.astype(np.float64), emb64)
         self.n_engaged[at] += engaged.sum(axis=1)
+        # How familiar each new item was when shown: its highest similarity to the recent items before this turn.
+        familiar = _max_similarity(emb, self.recent[at], self.recent_seen[at])  # (R, H)
+        self.familiarity[at] = decay * self.familiarity[at] + np.stack(
+            [np.where(engaged, familiar, 0.0).sum(axis=1), engaged.sum(axis=1),
+             np.where(skipped, familiar, 0.0).sum(axis=1), skipped.sum(axis=1)], axis=1)
+        for j in range(h):  # the turn's items into each row's ring buffer, oldest first
+            rows_j = np.flatnonzero(new[:, j])
+            slot = self.recent_next[at[rows_j]] % RECENT_ITEMS
+            self.recent[at[rows_j], slot] = emb[rows_j, j]
+            self.recent_seen[at[rows_j], slot] = True
+            self.recent_next[at[rows_j]] += 1
+        self.session_engaged[at] += np.einsum("rh,rhd->rd", engaged.astype(np.float64), emb64)
+        self.session_n_engaged[at] += engaged.sum(axis=1)
+        self.since_engaged[at] = np.where(engaged.any(axis=1), 0.0, self.since_engaged[at] + played)
+        self._new_session(at[observation["context"][:, 2] == 0])
 
     def augment(self, observation: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """`observation` (batched, row j = user `rows[j]`) with `PROFILE_KEYS` added: the unit
-        engaged and skipped profiles (zeros before any) and the engaged count."""
+        engaged and skipped profiles (zeros before any), the engaged count, and the session block's state."""
         at = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
+        fam = self.familiarity[at]
+        mean_familiarity = np.divide(fam[:, [0, 2]], fam[:, [1, 3]], out=np.zeros((len(fam), 2)),
+                                     where=fam[:, [1, 3]] > 0)
+        session = np.stack([np.tanh(self.since_engaged[at] / 5.0), np.tanh(self.session_n_engaged[at] / 3.0)], axis=1)
         return {**observation, "engaged_profile": _unit(self.engaged[at]), "skipped_profile": _unit(self.skipped[at]),
-                "episode_engaged": self.n_engaged[at].astype(np.float32)}
+                "episode_engaged": self.n_engaged[at].astype(np.float32), "recent_items": self.recent[at],
+                "recent_seen": self.recent_seen[at], "session_profile": _unit(self.session_engaged[at]),
+                "session_state": np.concatenate([session, mean_familiarity], axis=1).astype(np.float32)}
+
+
+def _max_similarity(emb: np.ndarray, others: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(B, N) highest cosine of each of `emb` (B, N, D) to the `valid` (B, M) rows of `others` (B, M, D); 0 for none."""
+    sims = emb @ others.swapaxes(-1, -2)  # (B, N, M), row by row
+    top = np.where(valid[:, None, :], sims, -np.inf).max(axis=-1, initial=-np.inf)
+    return np.where(valid.any(axis=1, keepdims=True), top, 0.0).astype(np.float32)
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -137,8 +215,8 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return np.divide(vectors, norm, out=np.zeros_like(vectors), where=norm > 0).astype(np.float32)
 
 
-def user_relative_features(observation: dict[str, np.ndarray]) -> np.ndarray:
-    """The float32 features `UserRelativeObservation` shows the policy (see the module table).
+def user_relative_features(observation: dict[str, np.ndarray], features: FeatureSet = EPISODE) -> np.ndarray:
+    """The float32 `features` `UserRelativeObservation` shows the policy (see the module table).
 
     Takes one observation (`candidate_features` of shape (C, F)) and returns a flat vector,
     or a batch (B, C, F) and returns (B, n_features). The single case is the batch of one,
@@ -146,7 +224,8 @@ def user_relative_features(observation: dict[str, np.ndarray]) -> np.ndarray:
     profile columns read `PROFILE_KEYS` (`EpisodeProfile.augment`); an observation without
     them is treated as a user with no profile yet (zeros)."""
     if observation["candidate_features"].ndim == 2:
-        return user_relative_features({key: np.asarray(value)[None] for key, value in observation.items()})[0]
+        return user_relative_features({key: np.asarray(value)[None] for key, value in observation.items()},
+                                      features)[0]
     cand = observation["candidate_features"]  # (B, C, F)
     layout = FeatureLayout.from_width(cand.shape[-1])
     emb = cand[..., layout.embedding]
@@ -161,19 +240,21 @@ def user_relative_features(observation: dict[str, np.ndarray]) -> np.ndarray:
     engaged_profile = observation.get("engaged_profile", zeros)
     skipped_profile = observation.get("skipped_profile", zeros)
     n_engaged = observation.get("episode_engaged", np.zeros(b, np.float32))
-    per_candidate = np.concatenate(
-        [
-            _masked_mean(sims, engaged)[..., None],
-            _masked_mean(sims, skipped)[..., None],
-            np.where(seen.any(axis=1, keepdims=True), repetition, 0.0).astype(np.float32)[..., None],
-            (emb @ instruction[:, 4:, None]),
-            cand[..., layout.scalars],
-            observation["candidate_mask"][..., None].astype(np.float32),
-            (emb @ engaged_profile[:, :, None]),
-            (emb @ skipped_profile[:, :, None]),
-        ],
-        axis=-1,
-    )  # (B, C, N_CANDIDATE_FEATURES)
+    columns = [
+        _masked_mean(sims, engaged)[..., None],
+        _masked_mean(sims, skipped)[..., None],
+        np.where(seen.any(axis=1, keepdims=True), repetition, 0.0).astype(np.float32)[..., None],
+        (emb @ instruction[:, 4:, None]),
+        cand[..., layout.scalars],
+        observation["candidate_mask"][..., None].astype(np.float32),
+        (emb @ engaged_profile[:, :, None]),
+        (emb @ skipped_profile[:, :, None]),
+    ]
+    globals_ = []
+    if features == SESSION:
+        columns += _session_columns(observation, emb)
+        globals_.append(observation.get("session_state", np.zeros((b, 4), np.float32)))
+    per_candidate = np.concatenate(columns, axis=-1)  # (B, C, features.per_candidate)
     h = max(reactions.shape[1], 1)
     counts = (reactions[..., None] == _SHARE_ORDER).sum(axis=1)  # skip, click, like, share, padding
     shares = counts / h
@@ -181,9 +262,25 @@ def user_relative_features(observation: dict[str, np.ndarray]) -> np.ndarray:
     scale = np.array([7.0, 10.0, 10.0, 1.0], np.float32)
     clock = np.tanh(context / scale)
     profile_depth = np.tanh(np.asarray(n_engaged, np.float32) / 5.0)[:, None]
-    vec = np.concatenate([per_candidate.reshape(len(cand), -1), instruction[:, :4], shares, clock, profile_depth],
-                         axis=1)
+    vec = np.concatenate([per_candidate.reshape(len(cand), -1), instruction[:, :4], shares, clock, profile_depth,
+                          *globals_], axis=1)
     return np.clip(vec, -1.0, 1.0).astype(np.float32)
+
+
+def _session_columns(observation: dict[str, np.ndarray], emb: np.ndarray) -> list[np.ndarray]:
+    """The `SESSION` block's per-candidate columns: repetition over the last `RECENT_ITEMS` reviewed items,
+    the highest similarity to another available candidate (what the slate's other slots may repeat), and the
+    similarity to this session's engaged profile; zeros where `EpisodeProfile.augment` added nothing."""
+    b, c, d = emb.shape
+    recent = observation.get("recent_items", np.zeros((b, 1, d), np.float32))
+    seen = observation.get("recent_seen", np.zeros((b, 1), bool))
+    available = observation["candidate_mask"].astype(bool)
+    others = emb @ emb.swapaxes(-1, -2)  # (B, C, C)
+    others = np.where(available[:, None, :] & ~np.eye(c, dtype=bool)[None], others, -np.inf).max(axis=-1)
+    session = observation.get("session_profile", np.zeros((b, d), np.float32))
+    return [_max_similarity(emb, recent, seen)[..., None],
+            np.where(np.isfinite(others), others, 0.0).astype(np.float32)[..., None],
+            emb @ session[:, :, None]]
 
 
 #: History reaction codes in the order of the share features: skip, click, like, share, padding.
@@ -207,10 +304,10 @@ def slate_action_mask(candidate_mask: np.ndarray, slate_size: int) -> np.ndarray
 
 
 def user_relative_observation(
-    observation: dict[str, np.ndarray], slate_size: int, action_mask: bool = True
+    observation: dict[str, np.ndarray], slate_size: int, action_mask: bool = True, feature_set: FeatureSet = EPISODE
 ) -> np.ndarray | dict[str, np.ndarray]:
     """What both wrappers show the policy for one raw observation or a batch of them."""
-    features = user_relative_features(observation)
+    features = user_relative_features(observation, feature_set)
     if not action_mask:
         return features
     return {"action_mask": slate_action_mask(observation["candidate_mask"], slate_size), "observations": features}
@@ -225,7 +322,7 @@ def _candidate_space(raw: spaces.Space[Any]) -> spaces.Box:
 
 
 def user_relative_space(
-    raw: spaces.Space[Any], action: spaces.Space[Any], action_mask: bool = True
+    raw: spaces.Space[Any], action: spaces.Space[Any], action_mask: bool = True, feature_set: FeatureSet = EPISODE
 ) -> tuple[spaces.Space[Any], int]:
     """The policy's (single-user) observation space for RecoWorld's `raw` Dict observation and
     slate `action` space, and the slate size."""
@@ -234,7 +331,7 @@ def user_relative_space(
         raise ConfigError(f"UserRelativeObservation expects a MultiDiscrete slate action, got {action}")
     n_candidates = int(candidates.shape[0])
     slate_size = int(action.shape[0])
-    features = spaces.Box(-1.0, 1.0, (n_candidates * N_CANDIDATE_FEATURES + N_GLOBAL_FEATURES,), np.float32)
+    features = spaces.Box(-1.0, 1.0, (feature_set.width(n_candidates),), np.float32)
     if not action_mask:
         return features, slate_size
     mask = spaces.Box(0.0, 1.0, (slate_size * n_candidates,), np.float32)
@@ -255,6 +352,7 @@ class UserRelativeObservation(gym.Wrapper[Any, Any, Any, Any]):
     Args:
         env: a `RecoWorld-v0` env (or a wrapper around one) with the standard `Dict` observation.
         action_mask: also expose a per-slot action mask, as `Dict(action_mask, observations)`.
+        features: the feature set (`EPISODE`, or `SESSION` with the session block).
 
     Example:
         >>> import gymnasium as gym
@@ -264,11 +362,12 @@ class UserRelativeObservation(gym.Wrapper[Any, Any, Any, Any]):
         ((30,), (114,))
     """
 
-    def __init__(self, env: gym.Env[Any, Any], action_mask: bool = True) -> None:
+    def __init__(self, env: gym.Env[Any, Any], action_mask: bool = True, features: FeatureSet = EPISODE) -> None:
         super().__init__(env)
         self.observation_space, self.slate_size = user_relative_space(env.observation_space, env.action_space,
-                                                                      action_mask)
+                                                                      action_mask, features)
         self.action_mask = action_mask
+        self.features = features
         dim = FeatureLayout.from_width(_candidate_space(env.observation_space).shape[-1]).embedding_dim
         self.profile = EpisodeProfile(1, dim)
 
@@ -285,7 +384,7 @@ class UserRelativeObservation(gym.Wrapper[Any, Any, Any, Any]):
     def observation(self, observation: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
         """The features of a raw observation, with this user's current episode profile."""
         batched = self.profile.augment({k: np.asarray(v)[None] for k, v in observation.items()})
-        shown = user_relative_observation(batched, self.slate_size, self.action_mask)
+        shown = user_relative_observation(batched, self.slate_size, self.action_mask, self.features)
         return {k: v[0] for k, v in shown.items()} if isinstance(shown, dict) else shown[0]
 
 
@@ -304,12 +403,14 @@ class UserRelativeVectorObservation(VectorWrapper):
         ((4, 30), (4, 114))
     """
 
-    def __init__(self, env: VectorEnv[Any, Any, Any], action_mask: bool = True) -> None:
+    def __init__(self, env: VectorEnv[Any, Any, Any], action_mask: bool = True,
+                 features: FeatureSet = EPISODE) -> None:
         super().__init__(env)
         self.single_observation_space, self.slate_size = user_relative_space(
-            env.single_observation_space, env.single_action_space, action_mask)
+            env.single_observation_space, env.single_action_space, action_mask, features)
         self.observation_space = batch_space(self.single_observation_space, env.num_envs)
         self.action_mask = action_mask
+        self.features = features
         dim = FeatureLayout.from_width(_candidate_space(env.single_observation_space).shape[-1]).embedding_dim
         self.profile = EpisodeProfile(env.num_envs, dim)
         self._restarting = np.zeros(env.num_envs, dtype=bool)
@@ -342,4 +443,5 @@ class UserRelativeVectorObservation(VectorWrapper):
 
     def observations(self, observations: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
         """The features of a batch of raw observations, with every user's current episode profile."""
-        return user_relative_observation(self.profile.augment(observations), self.slate_size, self.action_mask)
+        return user_relative_observation(self.profile.augment(observations), self.slate_size, self.action_mask,
+                                         self.features)

@@ -26,7 +26,13 @@ from gymnasium import spaces
 from recoworld.agents.base import Observation, Recommender
 from recoworld.catalog.features import FeatureLayout
 from recoworld.errors import ConfigError
-from recoworld.rl.features import EpisodeProfile, reviewed_count, slate_action_mask, user_relative_features
+from recoworld.rl.features import (
+    EpisodeProfile,
+    feature_set_of,
+    reviewed_count,
+    slate_action_mask,
+    user_relative_features,
+)
 
 if TYPE_CHECKING:
     from ray.rllib.core.rl_module.rl_module import RLModule
@@ -59,6 +65,11 @@ class RLlibRecommender(Recommender):
             raise ConfigError(f"the policy shows slates of {len(nvec)} items, but slate_size={slate_size}")
         self.n_candidates = int(nvec[0])
         self.masked = takes_action_mask(module)
+        space = module.observation_space
+        features = space["observations"] if isinstance(space, spaces.Dict) else space
+        if not isinstance(features, spaces.Box):
+            raise ConfigError(f"the policy's observation space is {space}, not UserRelativeObservation's features")
+        self.feature_set = feature_set_of(int(features.shape[0]), self.n_candidates)  # the layout it trained on
         self.profile: EpisodeProfile | None = None  # built at the first observation (its embedding width)
         self._reviewed = 0  # items reviewed in the last turn, folded into the profile at the next `act`
         self.last_features: np.ndarray | None = None
@@ -94,7 +105,8 @@ class RLlibRecommender(Recommender):
             self.profile = EpisodeProfile(1, FeatureLayout.from_width(width).embedding_dim)
         self.profile.update(batched, np.array([self._reviewed]))
         self._reviewed = 0
-        self.last_features = user_relative_features(self.profile.augment(batched))  # (1, n): what the policy saw
+        # (1, n): what the policy saw
+        self.last_features = user_relative_features(self.profile.augment(batched), self.feature_set)
         features = torch.from_numpy(self.last_features)
         mask = observation["candidate_mask"]
         obs: Any = features

@@ -35,6 +35,10 @@ class PPOSettings(StrictModel):
         "shared_scorer", description="SlateScorerRLModule, or RLlib's default MLP over all features"
     )
     hidden: list[int] = Field(default_factory=lambda: [64, 64], min_length=1)
+    slate: Literal["independent", "distinct"] = Field(
+        "independent", description="how the shared scorer's slate is drawn in training: each slot on its own "
+        "(RLlib's MultiCategorical; the env replaces repeats in retrieval order), or slot by slot without the "
+        "candidates already in the slate (`DistinctSlate`, what evaluation decodes). shared_scorer only")
     torch_threads: int = Field(
         1, ge=1, description="torch threads in this process; the nets are tiny, and on 2 busy CPUs more threads "
         "only contend (measured: 3 s vs 50+ s per iteration)"
@@ -78,6 +82,11 @@ class TrainConfig(StrictModel):
         "iteration takes 0.8 s instead of 4.3 s, past which the learner dominates"
     )
     action_mask: bool = True
+    features: Literal["episode", "session"] = Field(
+        "episode", description="what the policy sees (recoworld/rl/features.py): `episode`, each candidate's relation "
+        "to the history and the episode's engaged and skipped profiles; `session` adds repetition over the last 30 "
+        "reviewed items, each candidate's nearest other candidate, this session's engaged profile, turns since the "
+        "last engagement and how familiar the engaged and skipped items were. A saved policy says which by its size")
     day_reward: float = Field(
         0.0, ge=0, description="training only: add this to the reward whenever a user's next session opens on a "
         "new day (the unit of the retention metric, days active / horizon; see `NewDayReward`). The env's "

@@ -136,7 +136,7 @@ from recoworld.envs.recoworld_env import RecoWorldEnv
 from recoworld.envs.vector_env import RecoWorldVectorEnv
 from recoworld.errors import ConfigError
 from recoworld.population import PopulationSpec
-from recoworld.rl.features import UserRelativeObservation, UserRelativeVectorObservation
+from recoworld.rl.features import FEATURE_SETS, UserRelativeObservation, UserRelativeVectorObservation
 from recoworld.rl.train_config import TrainConfig
 
 if TYPE_CHECKING:
@@ -170,6 +170,7 @@ def make_training_env(env_config: dict[str, Any]) -> Any:
     else:
         inputs = {"population": PopulationSpec.model_validate(env_config["population"])}
     mask = bool(env_config["action_mask"])
+    features = FEATURE_SETS[env_config.get("features", "episode")]
     day_reward = float(env_config.get("day_reward", 0.0))
     satisfaction = float(env_config.get("satisfaction_reward", 0.0))
     rating = float(env_config.get("rating_reward", 0.0))
@@ -181,12 +182,12 @@ def make_training_env(env_config: dict[str, Any]) -> Any:
             vector = NewDayReward(vector, day_reward)
         if satisfaction or rating:
             vector = SatisfactionReward(vector, satisfaction, rating)
-        shown = UserRelativeVectorObservation(FinishedEpisodes(vector), action_mask=mask)
+        shown = UserRelativeVectorObservation(FinishedEpisodes(vector), action_mask=mask, features=features)
         return HiddenStateForCritic(shown) if critic else shown
     for name in ("day_reward", "satisfaction_reward", "rating_reward", "critic_hidden_state"):
         if env_config.get(name):
             raise ConfigError(f"{name} is implemented for the vector env only (RLlib's vector_entry_point)")
-    return UserRelativeObservation(RecoWorldEnv(world, **inputs), action_mask=mask)
+    return UserRelativeObservation(RecoWorldEnv(world, **inputs), action_mask=mask, features=features)
 
 
 class NewDayReward(VectorWrapper):
@@ -397,7 +398,7 @@ def register_training_env() -> None:
 def training_env_config(cfg: TrainConfig) -> dict[str, Any]:
     """The `env_config` of `make_training_env` for `cfg`: plain values that pickle to remote runners."""
     return {"world": cfg.world.model_dump(), "population": cfg.population.model_dump(),
-            "action_mask": cfg.action_mask, "day_reward": cfg.day_reward,
+            "action_mask": cfg.action_mask, "features": cfg.features, "day_reward": cfg.day_reward,
             "satisfaction_reward": cfg.satisfaction_reward, "rating_reward": cfg.rating_reward,
             "critic_hidden_state": cfg.critic_hidden_state,
             "calibrated": str(cfg.calibrated) if cfg.calibrated else None}
@@ -413,7 +414,8 @@ def build_ppo_config(cfg: TrainConfig) -> PPOConfig:
     register_training_env()
     p = cfg.ppo
     if p.network == "shared_scorer":
-        spec = RLModuleSpec(module_class=SlateScorerRLModule, model_config={"hidden": p.hidden})
+        spec = RLModuleSpec(module_class=SlateScorerRLModule,
+                            model_config={"hidden": p.hidden, "distinct_slate": p.slate == "distinct"})
     else:
         # Separate value network: returns are O(100); a shared trunk lets the value loss drown the policy's.
         model = {"fcnet_hiddens": p.hidden, "fcnet_activation": "tanh", "head_fcnet_hiddens": [],
