@@ -76,7 +76,7 @@ def study(
         warn(line)
     from recoworld.evaluation.html_report import write_report as write_html
 
-    written = ["trajectories.parquet", "episodes.parquet", report]
+    written: list[str | Path] = ["trajectories.parquet", "episodes.parquet", report]
     need, available = result.trajectory_rows() * HTML_BYTES_PER_ROW, available_memory()
     if available is None or need <= MEMORY_SHARE * available:
         written.append(write_html(result.out))
