@@ -102,16 +102,18 @@ def main(args: Args) -> None:
     w = cfg.world
     print(f"world: slate {w.slate_size} of {w.n_candidates} candidates, history {w.history_len}, "
           f"{w.horizon_days:g} days; network {cfg.ppo.network}; {args.steps} env steps per timing")
-    old = float("nan") if args.skip_old else steps_per_second(cfg, 1, "sync", args.steps, args.repeats)
-    print(f"old  one RecoWorld-v0 per runner (sync, num_envs 1)      {old:9.0f} env steps/s")
+    old = None if args.skip_old else steps_per_second(cfg, 1, "sync", args.steps, args.repeats)
+    if old is not None:
+        print(f"old  one RecoWorld-v0 per runner (sync, num_envs 1)      {old:9.0f} env steps/s")
     rates = {}
     for n in sorted({*args.users, cfg.num_envs_per_env_runner}):
         rates[n] = steps_per_second(cfg, n, "vector_entry_point", max(args.steps, n), args.repeats)
-        print(f"new  RecoWorldVectorEnv, {n:4d} users (vector_entry_point) {rates[n]:9.0f} env steps/s  "
-              f"x{rates[n] / old:.2f}")
+        print(f"new  RecoWorldVectorEnv, {n:4d} users (vector_entry_point) {rates[n]:9.0f} env steps/s"
+              + (f"  x{rates[n] / old:.2f}" if old else ""))
     n = cfg.num_envs_per_env_runner
-    print(f"\nnum_envs_per_env_runner={n} (the config's): {rates[n]:.0f} vs {old:.0f} env steps/s, "
-          f"ratio {rates[n] / old:.2f}")
+    if old is not None:
+        print(f"\nnum_envs_per_env_runner={n} (the config's): {rates[n]:.0f} vs {old:.0f} env steps/s, "
+              f"ratio {rates[n] / old:.2f}")
     if args.learn_iterations:
         rate = train_steps_per_second(cfg, args.learn_iterations)
         print(f"sampling + learning: {args.learn_iterations} PPO iterations of {cfg.ppo.train_batch_size} env steps "
