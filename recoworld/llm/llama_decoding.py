@@ -7,7 +7,7 @@ Two ways to answer a structured request (`LocalModelConfig.decoding`):
   time; also what `schema` uses for schemas outside its subset.
 
 `Batcher` runs one llama.cpp context of `slots` sequences, each with a cache of its own. A
-request reuses the longest prefix (in whole chunks) any sequence holds, and that prefix is not
+request reuses the longest prefix (in whole multiples of `ALIGN` tokens) any sequence holds, and that prefix is not
 evaluated again. Prompts put what is shared first (the system prompt and task are the same for
 every call, the persona the same for one user's calls; see `recoworld.simulators.prompts`). When
 the sequence holding that prefix holds more past it (another user's persona, or an old feed),
@@ -154,19 +154,21 @@ class _OutputLayer:
         self.exact = bool(np.allclose(self.logits(tokens), full[tokens], rtol=0, atol=1e-3))
 
 
-#: Prompt tokens are evaluated in chunks of CHUNK that start at multiples of CHUNK, and a cached prefix is
-#: reused in whole chunks. llama.cpp's CPU kernels give a token's cache entries and logits that depend on
-#: how the tokens were split into evaluations (on Gemma 3 270M, a logit moved by up to 0.8 between splits),
-#: so without a fixed split a reply would depend on what the cache held before. Costs about a fifth of the
-#: prompt evaluation's speed against 512-token chunks, and up to CHUNK - 1 reusable tokens.
-CHUNK = 64
+#: llama.cpp's CPU kernels give a token's cache entries and logits that depend on how the tokens were split into
+#: evaluations, unless every evaluation holds a multiple of ALIGN tokens: on Gemma 3 270M, 160 prompt tokens
+#: evaluated as 64+64+32, 100+60, 156+4 or 136+24 give the last token the same logits to the bit, and as 159+1,
+#: 129+31 or 127+33 move a logit by up to 1.2. So a prompt is evaluated in pieces of a multiple of ALIGN tokens
+#: (as many as a decode holds), but for its last few tokens, and a cached prefix is reused in whole multiples of
+#: ALIGN: a reply never depends on what the cache held before. (Was 64-token chunks: a fifth slower, and up to
+#: 63 reusable tokens evaluated again.)
+ALIGN = 4
 
 
 @dataclass
 class _Slot:
     seq: int
     tokens: list[int] = field(default_factory=list)  # what this sequence holds in the cache
-    whole: int = 0  # its leading tokens evaluated in whole aligned chunks (the reusable part)
+    whole: int = 0  # its leading tokens evaluated in aligned pieces (the reusable part)
     used: float = 0.0  # when it last served a request (least recently used is reused first)
 
 
@@ -177,7 +179,7 @@ class _Job:
     steps: Steps[Any]
     todo: list[int]
     want: np.ndarray | None  # the tokens whose logits its next step needs
-    fence: int  # prompt tokens before it go in whole chunks of CHUNK
+    fence: int  # prompt tokens before it go in pieces of a multiple of ALIGN
     cached: int  # prompt tokens its sequence already held (not evaluated again)
     started: float
     logits_at: int = -1
@@ -252,8 +254,8 @@ class Batcher:
                 if len(prompt) + 1 > self.n_ctx:
                     raise ValueError(f"the prompt has {len(prompt)} tokens; the context window holds {self.n_ctx} "
                                      "(llm.n_ctx)")
-                # reuse the most whole chunks any sequence holds (the last prompt token gives the logits)
-                keep, best = max(((min(_common(s.tokens, prompt), s.whole, len(prompt) - 1) // CHUNK * CHUNK, s)
+                # reuse the longest aligned prefix any sequence holds (the last prompt token gives the logits)
+                keep, best = max(((min(_common(s.tokens, prompt), s.whole, len(prompt) - 1) // ALIGN * ALIGN, s)
                                   for s in free), key=lambda c: c[0])
                 slot = free[0]  # the least recently used
                 if keep and best is not slot:
@@ -266,7 +268,7 @@ class Batcher:
                 free.remove(slot)
                 self._ctx.kv_cache_seq_rm(slot.seq, keep, -1)
                 slot.tokens = slot.tokens[:keep]
-                fence = len(prompt) // CHUNK * CHUNK
+                fence = len(prompt) // ALIGN * ALIGN
                 slot.whole = fence
                 first, want = next(steps)
                 jobs.append(_Job(i, slot, steps, [*prompt[keep:], *first], want, fence, keep, time.perf_counter()))
@@ -289,7 +291,7 @@ class Batcher:
         for job in jobs:
             job.logits_at = -1
             start = len(job.slot.tokens)
-            room = self.n_batch - n if start >= job.fence else min(self.n_batch - n, CHUNK - start % CHUNK)
+            room = self.n_batch - n if start >= job.fence else min(self.n_batch - n, job.fence - start) // ALIGN * ALIGN
             take = job.todo[:room]
             if not take:
                 continue
