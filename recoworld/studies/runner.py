@@ -213,15 +213,13 @@ def memory_need(spec: StudySpec, n_users: int, workers: int) -> tuple[float, flo
     """(bytes held whatever the study's size lets run at once, bytes held per user): the shards in flight (one
     per worker, at most every shard) and, per user, the plan and the episodes. The trajectories are not held:
     they stream to disk shard by shard (`TrajectoryFile`) and the report reads them one shard at a time."""
-    runs = len(spec.recommenders) * len(spec.arms)
     in_flight = min(workers, -(-n_users // spec.shard_size)) * min(spec.shard_size, n_users)
-    return in_flight * flight_bytes_per_user(spec), PLAN_BYTES_PER_USER + runs * EPISODE_BYTES_PER_RUN
+    return in_flight * flight_bytes_per_user(spec), PLAN_BYTES_PER_USER + spec.runs * EPISODE_BYTES_PER_RUN
 
 
 def flight_bytes_per_user(spec: StudySpec) -> float:
     """Memory a user of a shard in flight takes in its task, at the spec's horizon and recommender runs."""
-    runs = len(spec.recommenders) * len(spec.arms)
-    return FLIGHT_BYTES_PER_USER + runs * spec.world.horizon_days * FLIGHT_BYTES_PER_USER_DAY
+    return FLIGHT_BYTES_PER_USER + spec.runs * spec.world.horizon_days * FLIGHT_BYTES_PER_USER_DAY
 
 
 def check_fits(spec: StudySpec, n_users: int, available: int | None, workers: int | None = None) -> None:
@@ -234,7 +232,7 @@ def check_fits(spec: StudySpec, n_users: int, available: int | None, workers: in
     need = fixed + n_users * per_user
     if available is None or need <= MEMORY_SHARE * available:
         return
-    runs = len(spec.recommenders) * len(spec.arms)
+    runs = spec.runs
     if fixed > MEMORY_SHARE * available:
         shard = int(MEMORY_SHARE * available / (workers * flight_bytes_per_user(spec)))
         raise ConfigError(

@@ -130,6 +130,11 @@ class StudySpec(_Spec):
         """`baseline` alone, or `without` / `with` the creator's content."""
         return ("without", "with") if self.creator is not None else ("baseline",)
 
+    @property
+    def runs(self) -> int:
+        """Recommender runs per user: every recommender in every arm, what a user's results grow with."""
+        return len(self.recommenders) * len(self.arms)
+
     def fingerprint(self) -> str:
         """Hash of everything that determines results; a checkpoint only resumes the same study."""
         exclude: dict[str, Any] = {"out": True, "world": {"llm": LLM_RUNTIME_FIELDS}}
