@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from recoworld.bench.scenarios import Scenario
-from recoworld.evaluation.metrics import mean_ci
+from recoworld.stats import mean_ci
 
 #: What each metric means (the leaderboard's legend).
 METRICS: dict[str, str] = {

@@ -30,7 +30,7 @@ from recoworld.agents.log_rankers import log_observation
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel
 from recoworld.evaluation.fidelity import EvalUser, FidelityConfig, eval_users, user_metrics
-from recoworld.evaluation.metrics import mean_ci
+from recoworld.stats import mean_ci
 
 #: Recommenders that cannot rank a log, and why.
 NOT_RANKABLE = {"oracle": "reads the hidden mindset of a live user; a log has none"}

@@ -23,10 +23,10 @@ import pandas as pd
 
 from recoworld.agents import AgentFactory, make_recommender
 from recoworld.config import WorldConfig, build
-from recoworld.evaluation.metrics import mean_ci
 from recoworld.evaluation.simulation import SimulationConfig, simulate
 from recoworld.rl.train_config import TrainConfig
 from recoworld.rl.training_env import RETURN_WINDOW
+from recoworld.stats import mean_ci
 
 #: Name of the trained policy in evaluation tables.
 POLICY = "ppo"

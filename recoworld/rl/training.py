@@ -110,12 +110,12 @@ import pyarrow as pa
 
 from recoworld.agents import AgentFactory
 from recoworld.errors import ConfigError, RecoWorldError
-from recoworld.evaluation.metrics import mean_ci
 from recoworld.rl.evaluation import FLOOR, POLICY, compare, evaluate, evaluate_references, play, plot_learning_curve
 from recoworld.rl.policy import RLlibRecommender
 from recoworld.rl.teacher import dagger
 from recoworld.rl.train_config import TrainConfig
 from recoworld.rl.training_env import RETURN_WINDOW, FinishedEpisodes, build_ppo_config, register_training_env
+from recoworld.stats import mean_ci
 from recoworld.storage import write_parquet_atomic
 
 if TYPE_CHECKING:
