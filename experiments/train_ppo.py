@@ -71,7 +71,7 @@ class Args:
     rating_reward: float | None = None
     """override the weight of (rating - 3) at each session end in the training reward (0 = off)"""
     features: str | None = None
-    """override the policy's feature set: episode or session (recoworld/rl/features.py)"""
+    """override the policy's feature set: episode, session or intent (recoworld/rl/features.py)"""
     slate: str | None = None
     """override how training draws a slate: independent (each slot on its own) or distinct (slot by slot)"""
     num_epochs: int | None = None

@@ -19,6 +19,7 @@ from recoworld.errors import ConfigError
 from recoworld.population import PopulationSpec
 from recoworld.rl.features import (
     EPISODE,
+    INTENT,
     N_CANDIDATE_FEATURES,
     N_GLOBAL_FEATURES,
     RECENT_ITEMS,
@@ -100,7 +101,7 @@ def test_unmasked_variant_is_a_plain_box() -> None:
     assert env.observation_space.contains(obs)
 
 
-@pytest.mark.parametrize("features", [EPISODE, SESSION], ids=lambda f: f.name)
+@pytest.mark.parametrize("features", [EPISODE, SESSION, INTENT], ids=lambda f: f.name)
 def test_vector_wrapper_gives_each_user_the_single_wrappers_observation_bit_for_bit(features: FeatureSet) -> None:
     """User i of the wrapped vector env is the wrapped RecoWorld-v0 reset with seed + i, features and mask included."""
     n, seed = 3, 11
@@ -113,14 +114,15 @@ def test_vector_wrapper_gives_each_user_the_single_wrappers_observation_bit_for_
     single_obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(singles)]
     rng = np.random.default_rng(0)
     restarting = np.zeros(n, dtype=bool)  # NEXT_STEP autoreset: the step after an episode's end starts the next
-    ended = 0
+    ended = intents = 0
     for _ in range(80):
         assert vec.observation_space.contains(obs)
         for i in range(n):
             for key in ("observations", "action_mask"):
                 np.testing.assert_array_equal(obs[key][i], single_obs[i][key])
         actions = np.stack([rng.choice(6, 2, replace=False) for _ in range(n)])
-        obs, _, terminated, truncated, _ = vec.step(actions)
+        obs, _, terminated, truncated, info = vec.step(actions)
+        intents += sum(bool(intent) for intent in info.get("instruction_intent", []))  # the intent block reads them
         for i, env in enumerate(singles):
             if restarting[i]:
                 single_obs[i], _ = env.reset()  # the next episode, from the same user stream
@@ -129,7 +131,7 @@ def test_vector_wrapper_gives_each_user_the_single_wrappers_observation_bit_for_
                 assert (term, trunc) == (terminated[i], truncated[i])
         restarting = terminated | truncated
         ended += int(restarting.sum())
-    assert ended >= 1
+    assert ended >= 1 and intents >= 1
 
 
 def test_episode_profile_remembers_engaged_items_beyond_the_history_window() -> None:
@@ -187,7 +189,7 @@ def test_session_block_remembers_recent_items_and_forgets_the_session_at_its_sta
     assert profile.n_engaged.tolist() == [RECENT_ITEMS + 2], "the episode's profile stays"
 
 
-@pytest.mark.parametrize("features", [EPISODE, SESSION], ids=lambda f: f.name)
+@pytest.mark.parametrize("features", [EPISODE, SESSION, INTENT], ids=lambda f: f.name)
 def test_recommender_sees_the_training_wrappers_features_over_a_whole_episode(features: FeatureSet) -> None:
     """Deployed, the policy must see what it trained on: `RLlibRecommender` keeps the same episode
     profile as `UserRelativeObservation`, turn after turn, across sessions, and reads from the
@@ -199,7 +201,7 @@ def test_recommender_sees_the_training_wrappers_features_over_a_whole_episode(fe
     wrapped, raw_env = UserRelativeObservation(RecoWorldEnv(world), features=features), RecoWorldEnv(world)
     module = SlateScorerRLModule(observation_space=wrapped.observation_space, action_space=wrapped.action_space,
                                  model_config={"hidden": [8]})
-    agent = RLlibRecommender(module, 2, seed=0)
+    agent = RLlibRecommender(module, 2, seed=0, catalog=raw_env.catalog)
     assert agent.feature_set == features and module.features == features
     for seed in (3, 4):  # two episodes: the profile is forgotten between them
         shown, _ = wrapped.reset(seed=seed)
@@ -215,6 +217,78 @@ def test_recommender_sees_the_training_wrappers_features_over_a_whole_episode(fe
             done, sessions = terminated or truncated, sessions | {info["session"]}
             engaged += int((info["reactions"] > 0).sum())
         assert wrapped.profile.n_engaged[0] == engaged
+
+
+def _intent_rows(shown: dict[str, np.ndarray], c: int) -> np.ndarray:
+    """(C, 5) the `INTENT` block's columns of one user's policy observation."""
+    rows = shown["observations"][: c * INTENT.per_candidate].reshape(c, INTENT.per_candidate)
+    return rows[:, N_CANDIDATE_FEATURES:]
+
+
+def test_intent_columns_say_which_candidates_the_sessions_intent_names_and_suggests() -> None:
+    """A candidate on a topic the intent names gets +1 under `more` and -1 under `less`/`different`, one on a
+    suggested (related) topic 1, its quality counts only when the intent asked for quality, and the intent holds
+    for the rest of its session: an observation that opens a session forgets it."""
+    catalog = RecoWorldEnv(TINY_WORLD).catalog
+    profile = EpisodeProfile(1, catalog.embedding_dim, catalog=catalog)
+    ids = np.array([[int(np.flatnonzero(catalog.topic == t)[0]) for t in range(4)]])  # one item of topics 0..3
+    names = catalog.topic_names
+    features = catalog.item_features
+    obs = {"candidate_ids": ids, "candidate_features": features[ids], "candidate_mask": np.ones((1, 4)),
+           "history_reactions": np.full((1, 2), -1), "history_features": np.zeros((1, 2, features.shape[1])),
+           "history_ids": np.full((1, 2), -1), "instruction": np.zeros((1, 4 + catalog.embedding_dim), np.float32),
+           "context": np.array([[0.0, 0.0, 1.0, 0.0]], np.float32)}
+
+    def columns() -> np.ndarray:
+        return user_relative_features(profile.augment(obs), INTENT)[0, : 4 * INTENT.per_candidate].reshape(4, -1)[
+            :, N_CANDIDATE_FEATURES:]
+
+    assert not columns()[:, :3].any(), "no intent in force: no membership, no quality"
+    profile.update(obs, np.array([0]), intents=[{"kind": "less", "topics": [names[0]], "related": [names[1]]}])
+    np.testing.assert_array_equal(columns()[:, :3], [[-1, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 0]])
+    profile.update(obs, np.array([0]), intents=[None])  # a turn without an instruction: the intent holds
+    np.testing.assert_array_equal(columns()[:, 0], [-1, 0, 0, 0])
+    profile.update(obs, np.array([0]), intents=[{"kind": "more", "topics": [names[2]], "related": [],
+                                                 "attributes": {"quality": "high"}}])
+    quality = features[ids[0], catalog.embedding_dim]
+    np.testing.assert_allclose(columns()[:, :3], np.c_[[0, 0, 1, 0], [0, 0, 0, 0], quality], atol=1e-6)
+    obs["context"] = np.array([[1.0, 1.0, 0.0, 1.0]], np.float32)  # the next observation opens a session
+    profile.update(obs, np.array([0]), intents=[None])
+    assert not columns()[:, :3].any(), "the intent is about the session it was given in"
+
+
+def test_intent_score_column_is_the_instruct_baselines_score() -> None:
+    """The last `INTENT` column is what `InstructionAwareRecommender` ranks by (its taste of the last engaged items,
+    popularity before any, plus its intent bonus), / 3, turn after turn over whole episodes; the taste column is
+    the cosine to its taste vector."""
+    from recoworld.agents.baselines import InstructionAwareRecommender
+
+    world = {**TINY_WORLD, "horizon_days": 5}
+    env, raw_env = UserRelativeObservation(RecoWorldEnv(world), features=INTENT), RecoWorldEnv(world)
+    instruct = InstructionAwareRecommender(2, raw_env.catalog, seed=0)
+    intents = 0
+    for seed in (3, 4):
+        shown, _ = env.reset(seed=seed)
+        raw, info = raw_env.reset(seed=seed)
+        instruct.begin_episode(seed)
+        done = False
+        while not done:
+            slate = instruct.act(raw, info)
+            score = instruct.scores(raw)
+            if instruct._intent is not None:
+                score = score + instruct.intent_bonus(raw, instruct._intent)
+                intents += 1
+            rows = _intent_rows(shown, 6)
+            np.testing.assert_allclose(rows[:, 4] * 3, score, atol=1e-5)
+            taste = instruct.taste(raw)
+            if taste is not None:
+                cos = raw["candidate_features"][:, :-3] @ (taste / np.linalg.norm(taste))
+                np.testing.assert_allclose(rows[:, 3], cos, atol=1e-5)
+            shown, *_ = env.step(slate)
+            raw, _, terminated, truncated, info = raw_env.step(slate)
+            instruct.observe(info["reactions"], info)
+            done = terminated or truncated
+    assert intents > 0, "no turn had an intent in force: the test did not test it"
 
 
 def test_batched_features_equal_one_users_features() -> None:

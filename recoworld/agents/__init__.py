@@ -111,7 +111,7 @@ def make_recommender(
     if name.startswith(RLLIB_PREFIX):
         from recoworld.rl.policy import RLlibRecommender
 
-        return RLlibRecommender.from_checkpoint(name[len(RLLIB_PREFIX) :], slate_size, seed)
+        return RLlibRecommender.from_checkpoint(name[len(RLLIB_PREFIX) :], slate_size, seed, catalog=catalog)
     if name in LLM_AGENTS:
         return LLM_AGENTS[name](catalog, slate_size, seed, llm or LLMConfig())
     if name not in AGENTS and (plugins.is_reference(name) or name in plugins.plugin_names()):

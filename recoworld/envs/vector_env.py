@@ -25,9 +25,9 @@ step returns the reset observation with reward 0 and both flags False.
 ## Info
 A dict of arrays in Gymnasium's vector format, each key with a boolean `_key` mask of
 the users it holds: the `TurnInfo` keys for users that stepped (`reactions`, `dwell_min`,
-`left`, `instruction`, `engagement_reward`, `return_gap_days` (nan while the session goes
-on), `churned`, ...), `user_id`/`segment` and the clock for every user, and
-`episode_stats` (a dict of arrays) for users whose episode just ended.
+`left`, `instruction`, `instruction_intent` (None without one), `engagement_reward`,
+`return_gap_days` (nan while the session goes on), `churned`, ...), `user_id`/`segment` and
+the clock for every user, and `episode_stats` (a dict of arrays) for users whose episode just ended.
 """
 
 from __future__ import annotations
@@ -175,11 +175,14 @@ class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray
                 full[batch.rows] = value
                 info[key], info[f"_{key}"] = full, stepped
             info["churned"], info["_churned"] = np.isinf(info["return_gap_days"]), stepped
-            text = np.full(b, None, dtype=object)
+            text, intent = np.full(b, None, dtype=object), np.full(b, None, dtype=object)
+            structured = self.config.instruction_channel == "structured"
             for j, instruction in enumerate(batch.instructions):
                 if instruction is not None:
                     text[batch.rows[j]] = w.shown_instruction(instruction)
+                    intent[batch.rows[j]] = instruction.intent.model_dump() if structured else None
             info["instruction"], info["_instruction"] = text, stepped
+            info["instruction_intent"], info["_instruction_intent"] = intent, stepped
             said = {key: np.full(b, None, dtype=object) for key in ("exit_reason", "exit_text", "interview_score",
                                                                       "interview")}
             for j in np.flatnonzero(batch.left).tolist():  # reasons and interviews come only with leaving

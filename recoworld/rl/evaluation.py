@@ -22,8 +22,11 @@ import numpy as np
 import pandas as pd
 
 from recoworld.agents import AgentFactory, make_recommender
+from recoworld.agents.base import Recommender
+from recoworld.catalog import Catalog
 from recoworld.config import WorldConfig, build
 from recoworld.evaluation.simulation import SimulationConfig, simulate
+from recoworld.rl.policy import RLlibRecommender
 from recoworld.rl.train_config import TrainConfig
 from recoworld.rl.training_env import RETURN_WINDOW
 from recoworld.stats import mean_ci
@@ -62,9 +65,18 @@ def play(cfg: TrainConfig, world: WorldConfig, agents: dict[str, AgentFactory],
 
         calibrated = cached_calibration(str(cfg.calibrated))
         catalog, profiles = calibrated.catalog, calibrated.profiles
-    result = simulate(sim, catalog=catalog, profiles=profiles,
-                      build_agent=lambda name, catalog, k, seed: agents[name](catalog, k, seed), on_episode=on_episode)
+    result = simulate(sim, catalog=catalog, profiles=profiles, build_agent=partial(_build, agents),
+                      on_episode=on_episode)
     return result.episodes
+
+
+def _build(agents: dict[str, AgentFactory], name: str, catalog: Catalog, k: int, seed: int | None) -> Recommender:
+    """`agents[name]`, and a trained policy gets the world's catalog (`RLlibRecommender.use_catalog`): one trained
+    on the intent features reads the candidates' topics from it."""
+    agent = agents[name](catalog, k, seed)
+    if isinstance(agent, RLlibRecommender) and agent.catalog is None:
+        agent.use_catalog(catalog)
+    return agent
 
 
 def baseline_agents(names: list[str]) -> dict[str, AgentFactory]:

@@ -40,6 +40,25 @@ near-duplicates of the history, +0.037 ± 0.022 retention; ranking by the *hidde
 interests +0.042 ± 0.020; by the observation's 10-item window (greedy) below random. It is
 built only from what the platform saw (items shown and reactions), never from the mindset.
 
+## The intent block (`features: intent`)
+The instruct baseline acts on the structured intent of the session's last instruction
+(`info["instruction_intent"]`: more of, less of or something different from the named topics,
+suggested related topics, maybe high quality), which the columns above see only as flags and a
+cosine to the intent's direction: they cannot tell that a candidate is on a named or a suggested
+topic. `INTENT` adds, per candidate (columns 10-14): its named-topic membership signed by the
+intent's kind (+1 for `more`, -1 for `less`/`different`, 0 off the named topics or without an
+intent), its related-topic membership (0/1), its quality when the intent asked for quality (else
+0), its cosine to the taste the greedy and instruct baselines keep (the last `TASTE_ITEMS` engaged
+items, weighted by reaction and by `TASTE_RECENCY` per newer engaged item; 0 before any), and the
+instruct baseline's own score / 3 (that cosine, or the log-popularity before any engagement, plus
+the three intent columns): a deployable heuristic's output, so the policy can learn a correction
+on top of it. Globals: the intent's kind [more, less, different], quality asked, and whether there
+is a taste yet. `EpisodeProfile` keeps the intent from the info the platform gets after each turn,
+for the rest of the session (forgotten when an observation opens a session, as instruct forgets it
+when the user leaves), and the candidates' topics come from the catalog the platform serves: all
+three paths hand it the same info and catalog, so the block is bit for bit the same in training and
+evaluation. Nothing of the hidden mindset enters it.
+
 With `action_mask=True` (default) the observation is
 `Dict(action_mask=Box(0, 1, (K * C,)), observations=Box(...))`, the format of RLlib's
 `ActionMaskingTorchRLModule`: the candidate mask is repeated once per slate slot, because
@@ -54,6 +73,7 @@ user's features are bit for bit the same alone as in a batch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple, SupportsFloat
 
 import gymnasium as gym
@@ -62,6 +82,7 @@ from gymnasium import spaces
 from gymnasium.vector import VectorEnv, VectorWrapper
 from gymnasium.vector.utils import batch_space
 
+from recoworld.catalog import Catalog
 from recoworld.catalog.features import FeatureLayout, embedding_part
 from recoworld.errors import ConfigError
 from recoworld.mindset import UNSEEN
@@ -85,7 +106,9 @@ class FeatureSet(NamedTuple):
 EPISODE = FeatureSet("episode", N_CANDIDATE_FEATURES, N_GLOBAL_FEATURES)
 #: `EPISODE` and the session block (see the module docstring): 3 more columns per candidate, 4 more globals.
 SESSION = FeatureSet("session", N_CANDIDATE_FEATURES + 3, N_GLOBAL_FEATURES + 4)
-FEATURE_SETS = {f.name: f for f in (EPISODE, SESSION)}
+#: `EPISODE` and the intent block (see the module docstring): 5 more columns per candidate, 5 more globals.
+INTENT = FeatureSet("intent", N_CANDIDATE_FEATURES + 5, N_GLOBAL_FEATURES + 5)
+FEATURE_SETS = {f.name: f for f in (EPISODE, SESSION, INTENT)}
 
 
 def feature_set_of(width: int, n_candidates: int) -> FeatureSet:
@@ -103,10 +126,17 @@ def feature_set_of(width: int, n_candidates: int) -> FeatureSet:
 PROFILE_DECAY = 0.98
 #: Keys `EpisodeProfile.augment` adds to a raw observation; `user_relative_features` reads them.
 PROFILE_KEYS = ("engaged_profile", "skipped_profile", "episode_engaged", "recent_items", "recent_seen",
-                "session_profile", "session_state")
+                "session_profile", "session_state", "taste_profile", "intent_topics", "intent_state")
 #: Reviewed items the `SESSION` features' repetition column looks back over: the simulated users' memory
 #: (`DynamicsConfig.memory_size`), which their repetition fatigue reads, against the observation's 10.
 RECENT_ITEMS = 30
+#: The `INTENT` block's taste: the last `TASTE_ITEMS` engaged items, weighted by reaction (`TASTE_WEIGHT`: skip,
+#: click, like, share) and by `TASTE_RECENCY` per newer engaged item, as the greedy and instruct baselines keep it.
+TASTE_ITEMS = 20
+TASTE_RECENCY = 0.9
+TASTE_WEIGHT = np.array([0.0, 1.0, 2.0, 3.0])
+#: Intent kinds in the order of `intent_state`'s columns (0 in `EpisodeProfile.intent_kind`: none in force).
+INTENT_KINDS = ("more", "less", "different")
 
 
 class EpisodeProfile:
@@ -121,14 +151,29 @@ class EpisodeProfile:
     `PROFILE_KEYS` to an observation for `user_relative_features`. Every operation is row-wise,
     so a user's profile is bit for bit the same alone (`n_users=1`) as in a batch.
 
+    With a `catalog` it also keeps what the `INTENT` features read: each user's taste (the last
+    `TASTE_ITEMS` engaged items) and the structured intent of the session's last instruction
+    (`update`'s `intents`, from `info["instruction_intent"]`), forgotten when a session opens.
+
     Args:
         n_users: rows (users) kept.
         dim: item embedding dimension.
         decay: multiplies the sums once per turn (`PROFILE_DECAY`).
+        catalog: the platform's catalog (its items' topics), to keep the `INTENT` block; None keeps none of it.
     """
 
-    def __init__(self, n_users: int, dim: int, decay: float = PROFILE_DECAY) -> None:
+    def __init__(self, n_users: int, dim: int, decay: float = PROFILE_DECAY, catalog: Catalog | None = None) -> None:
         self.decay = decay
+        self.catalog = catalog
+        n_topics = catalog.n_topics if catalog is not None else 0
+        self.taste = np.zeros((n_users, TASTE_ITEMS, dim), np.float32)  # ring buffer of engaged items
+        self.taste_weight = np.zeros((n_users, TASTE_ITEMS), np.float64)  # reaction weight, 0 = empty slot
+        self.taste_order = np.zeros((n_users, TASTE_ITEMS), np.int64)  # which engaged item of the episode
+        self.taste_next = np.zeros(n_users, np.int64)
+        self.intent_kind = np.zeros(n_users, np.int64)  # 0: none in force, else 1 + INTENT_KINDS.index(kind)
+        self.intent_named = np.zeros((n_users, n_topics), bool)
+        self.intent_related = np.zeros((n_users, n_topics), bool)
+        self.intent_quality = np.zeros(n_users, bool)
         self.engaged = np.zeros((n_users, dim), np.float64)
         self.skipped = np.zeros((n_users, dim), np.float64)
         self.n_engaged = np.zeros(n_users, np.float64)
@@ -144,7 +189,7 @@ class EpisodeProfile:
         """Forget users `rows` (all when None): a new episode, a new user."""
         at = slice(None) if rows is None else np.asarray(rows)
         for state in (self.engaged, self.skipped, self.n_engaged, self.recent, self.recent_seen, self.recent_next,
-                      self.familiarity):
+                      self.familiarity, self.taste, self.taste_weight, self.taste_order, self.taste_next):
             state[at] = 0
         self._new_session(at)
 
@@ -152,12 +197,19 @@ class EpisodeProfile:
         self.session_engaged[at] = 0.0
         self.session_n_engaged[at] = 0.0
         self.since_engaged[at] = 0.0
+        for state in (self.intent_kind, self.intent_named, self.intent_related, self.intent_quality):
+            state[at] = 0
 
-    def update(self, observation: dict[str, np.ndarray], n_new: np.ndarray, rows: np.ndarray | None = None) -> None:
+    def update(self, observation: dict[str, np.ndarray], n_new: np.ndarray, rows: np.ndarray | None = None,
+               intents: Sequence[dict[str, Any] | None] | None = None) -> None:
         """Fold in the newest `n_new[j]` history rows of the batched `observation`'s row j, the
         items user `rows[j]` (all users, in order, when None) reviewed in the turn just played;
         rows with `n_new` 0 (they did not play) are left as they are, but for the session's
-        state, forgotten whenever the observation opens a session (its turn is 0)."""
+        state, forgotten whenever the observation opens a session (its turn is 0).
+
+        `intents[j]` is the structured intent user `rows[j]` gave in that turn (`info["instruction_intent"]`;
+        None or empty for none): it stays in force for the rest of the session, as the instruct baseline keeps
+        it. Kept only with a catalog."""
         at = np.arange(len(self.engaged)) if rows is None else np.asarray(rows, dtype=np.int64)
         n_new = np.asarray(n_new, dtype=np.int64)
         reactions = observation["history_reactions"]
@@ -183,23 +235,66 @@ class EpisodeProfile:
             self.recent[at[rows_j], slot] = emb[rows_j, j]
             self.recent_seen[at[rows_j], slot] = True
             self.recent_next[at[rows_j]] += 1
+            if self.catalog is not None:  # and its engaged items into the taste's
+                rows_j = np.flatnonzero(engaged[:, j])
+                users, slot = at[rows_j], self.taste_next[at[rows_j]] % TASTE_ITEMS
+                self.taste[users, slot] = emb[rows_j, j]
+                self.taste_weight[users, slot] = TASTE_WEIGHT[reactions[rows_j, j]]
+                self.taste_order[users, slot] = self.taste_next[users]
+                self.taste_next[users] += 1
+        if self.catalog is not None and intents is not None:
+            self._hear(at, intents)
         self.session_engaged[at] += np.einsum("rh,rhd->rd", engaged.astype(np.float64), emb64)
         self.session_n_engaged[at] += engaged.sum(axis=1)
         self.since_engaged[at] = np.where(engaged.any(axis=1), 0.0, self.since_engaged[at] + played)
         self._new_session(at[observation["context"][:, 2] == 0])
 
+    def _hear(self, at: np.ndarray, intents: Sequence[dict[str, Any] | None]) -> None:
+        """Put each row's new structured intent in force (rows without one keep theirs)."""
+        assert self.catalog is not None
+        for row, intent in zip(at.tolist(), intents):
+            if not intent:
+                continue
+            self.intent_kind[row] = 1 + INTENT_KINDS.index(intent["kind"])
+            self.intent_named[row] = False
+            self.intent_named[row, [self.catalog.topic_index(t) for t in intent["topics"]]] = True
+            self.intent_related[row] = False
+            self.intent_related[row, [self.catalog.topic_index(t) for t in intent.get("related", [])]] = True
+            self.intent_quality[row] = intent.get("attributes", {}).get("quality") == "high"
+
     def augment(self, observation: dict[str, np.ndarray], rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """`observation` (batched, row j = user `rows[j]`) with `PROFILE_KEYS` added: the unit
-        engaged and skipped profiles (zeros before any), the engaged count, and the session block's state."""
+        engaged and skipped profiles (zeros before any), the engaged count, the session block's state,
+        and, with a catalog, the intent block's (the unit taste, each candidate's signed named-topic and
+        related-topic membership, the intent's kind and quality and whether there is a taste)."""
         at = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
         fam = self.familiarity[at]
         mean_familiarity = np.divide(fam[:, [0, 2]], fam[:, [1, 3]], out=np.zeros((len(fam), 2)),
                                      where=fam[:, [1, 3]] > 0)
         session = np.stack([np.tanh(self.since_engaged[at] / 5.0), np.tanh(self.session_n_engaged[at] / 3.0)], axis=1)
-        return {**observation, "engaged_profile": _unit(self.engaged[at]), "skipped_profile": _unit(self.skipped[at]),
-                "episode_engaged": self.n_engaged[at].astype(np.float32), "recent_items": self.recent[at],
-                "recent_seen": self.recent_seen[at], "session_profile": _unit(self.session_engaged[at]),
-                "session_state": np.concatenate([session, mean_familiarity], axis=1).astype(np.float32)}
+        shown = {**observation, "engaged_profile": _unit(self.engaged[at]),
+                 "skipped_profile": _unit(self.skipped[at]), "episode_engaged": self.n_engaged[at].astype(np.float32),
+                 "recent_items": self.recent[at], "recent_seen": self.recent_seen[at],
+                 "session_profile": _unit(self.session_engaged[at]),
+                 "session_state": np.concatenate([session, mean_familiarity], axis=1).astype(np.float32)}
+        if self.catalog is not None:
+            shown.update(self._intent_block(observation, at))
+        return shown
+
+    def _intent_block(self, observation: dict[str, np.ndarray], at: Any) -> dict[str, np.ndarray]:
+        assert self.catalog is not None
+        # The taste as greedy keeps it: reaction weight x TASTE_RECENCY per engaged item since, row by row.
+        age = (self.taste_next[at] - 1)[:, None] - self.taste_order[at]
+        weights = self.taste_weight[at] * TASTE_RECENCY ** age.astype(np.float64)
+        taste = np.einsum("rk,rkd->rd", weights, self.taste[at].astype(np.float64))
+        kind = self.intent_kind[at]
+        topics = self.catalog.topic[np.asarray(observation["candidate_ids"], dtype=np.int64)]  # (B, C)
+        named = np.take_along_axis(self.intent_named[at], topics, axis=1)
+        related = np.take_along_axis(self.intent_related[at], topics, axis=1)
+        signed = np.where(named, np.where(kind == 1, 1.0, -1.0)[:, None], 0.0)
+        state = np.stack([kind == 1, kind == 2, kind == 3, self.intent_quality[at], self.taste_next[at] > 0], axis=1)
+        return {"taste_profile": _unit(taste), "intent_topics": np.stack([signed, related], axis=-1).astype(np.float32),
+                "intent_state": state.astype(np.float32)}
 
 
 def _max_similarity(emb: np.ndarray, others: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -254,6 +349,10 @@ def user_relative_features(observation: dict[str, np.ndarray], features: Feature
     if features == SESSION:
         columns += _session_columns(observation, emb)
         globals_.append(observation.get("session_state", np.zeros((b, 4), np.float32)))
+    if features == INTENT:
+        state = observation.get("intent_state", np.zeros((b, 5), np.float32))
+        columns += _intent_columns(observation, cand, layout, state)
+        globals_.append(state)
     per_candidate = np.concatenate(columns, axis=-1)  # (B, C, features.per_candidate)
     h = max(reactions.shape[1], 1)
     counts = (reactions[..., None] == _SHARE_ORDER).sum(axis=1)  # skip, click, like, share, padding
@@ -281,6 +380,22 @@ def _session_columns(observation: dict[str, np.ndarray], emb: np.ndarray) -> lis
     return [_max_similarity(emb, recent, seen)[..., None],
             np.where(np.isfinite(others), others, 0.0).astype(np.float32)[..., None],
             emb @ session[:, :, None]]
+
+
+def _intent_columns(observation: dict[str, np.ndarray], cand: np.ndarray, layout: FeatureLayout,
+                    state: np.ndarray) -> list[np.ndarray]:
+    """The `INTENT` block's per-candidate columns: named-topic membership signed by the intent's kind,
+    related-topic membership, quality when the intent asked for it, the cosine to the taste, and the instruct
+    baseline's score / 3 (taste cosine, popularity before any taste, plus those three); zeros where
+    `EpisodeProfile.augment` added nothing."""
+    b, c, _ = cand.shape
+    emb = cand[..., layout.embedding]
+    topics = observation.get("intent_topics", np.zeros((b, c, 2), np.float32))
+    named, related = topics[..., 0:1], topics[..., 1:2]
+    quality = cand[..., layout.column("quality"), None] * state[:, None, 3:4]
+    taste = emb @ observation.get("taste_profile", np.zeros((b, emb.shape[-1]), np.float32))[:, :, None]
+    relevance = np.where(state[:, None, 4:5] > 0, taste, cand[..., layout.column("log_popularity"), None])
+    return [named, related, quality, taste, (relevance + named + related + quality) / np.float32(3.0)]
 
 
 #: History reaction codes in the order of the share features: skip, click, like, share, padding.
@@ -338,6 +453,16 @@ def user_relative_space(
     return spaces.Dict({"action_mask": mask, "observations": features}), slate_size
 
 
+def intent_catalog(features: FeatureSet, env: Any) -> Catalog | None:
+    """The catalog an `EpisodeProfile` needs for `features`: `env`'s (its items' topics) for `INTENT`, else None."""
+    if features != INTENT:
+        return None
+    catalog = getattr(env, "catalog", None)
+    if not isinstance(catalog, Catalog):
+        raise ConfigError(f"features: intent reads the candidates' topics from the env's catalog; {env} has none")
+    return catalog
+
+
 def reviewed_count(reactions: np.ndarray) -> np.ndarray:
     """Items reviewed per user in a turn, from its reactions (..., K): everything not UNSEEN."""
     return (np.asarray(reactions) != UNSEEN).sum(axis=-1)
@@ -352,7 +477,7 @@ class UserRelativeObservation(gym.Wrapper[Any, Any, Any, Any]):
     Args:
         env: a `RecoWorld-v0` env (or a wrapper around one) with the standard `Dict` observation.
         action_mask: also expose a per-slot action mask, as `Dict(action_mask, observations)`.
-        features: the feature set (`EPISODE`, or `SESSION` with the session block).
+        features: the feature set (`EPISODE`, `SESSION` with the session block, or `INTENT` with the intent block).
 
     Example:
         >>> import gymnasium as gym
@@ -369,7 +494,7 @@ class UserRelativeObservation(gym.Wrapper[Any, Any, Any, Any]):
         self.action_mask = action_mask
         self.features = features
         dim = FeatureLayout.from_width(_candidate_space(env.observation_space).shape[-1]).embedding_dim
-        self.profile = EpisodeProfile(1, dim)
+        self.profile = EpisodeProfile(1, dim, catalog=intent_catalog(features, env.unwrapped))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
@@ -378,7 +503,8 @@ class UserRelativeObservation(gym.Wrapper[Any, Any, Any, Any]):
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self.profile.update({k: np.asarray(v)[None] for k, v in obs.items()}, reviewed_count(info["reactions"])[None])
+        self.profile.update({k: np.asarray(v)[None] for k, v in obs.items()}, reviewed_count(info["reactions"])[None],
+                            intents=[info.get("instruction_intent")])
         return self.observation(obs), reward, terminated, truncated, info
 
     def observation(self, observation: dict[str, np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
@@ -412,7 +538,7 @@ class UserRelativeVectorObservation(VectorWrapper):
         self.action_mask = action_mask
         self.features = features
         dim = FeatureLayout.from_width(_candidate_space(env.single_observation_space).shape[-1]).embedding_dim
-        self.profile = EpisodeProfile(env.num_envs, dim)
+        self.profile = EpisodeProfile(env.num_envs, dim, catalog=intent_catalog(features, env.unwrapped))
         self._restarting = np.zeros(env.num_envs, dtype=bool)
 
     def reset(
@@ -433,11 +559,15 @@ class UserRelativeVectorObservation(VectorWrapper):
         obs, reward, terminated, truncated, info = self.env.step(actions)
         restarted = self._restarting.copy()
         played = np.zeros(self.num_envs, dtype=np.int64)
+        intents: list[dict[str, Any] | None] = [None] * self.num_envs
         if "reactions" in info:
             stepped = np.asarray(info.get("_reactions", np.ones(self.num_envs, dtype=bool)), dtype=bool)
             played = np.where(stepped & ~restarted, reviewed_count(info["reactions"]), 0)
+            if "instruction_intent" in info:
+                said = np.asarray(info.get("_instruction_intent", stepped), dtype=bool) & stepped & ~restarted
+                intents = [info["instruction_intent"][i] if said[i] else None for i in range(self.num_envs)]
         self.profile.reset(np.flatnonzero(restarted))
-        self.profile.update(obs, played)
+        self.profile.update(obs, played, intents=intents)
         self._restarting = np.asarray(terminated | truncated, dtype=bool)
         return self.observations(obs), reward, terminated, truncated, info
 

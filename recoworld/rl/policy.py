@@ -5,7 +5,8 @@
 folder (its newest checkpoint). It applies the same `user_relative_features` the policy
 trained on, with the same `EpisodeProfile` (forgotten at `begin_episode`, fed with the items
 reviewed in each turn, whose count `observe` gets and whose rows the next observation's
-history holds), then decodes the slot logits into a slate of *distinct* candidates: slot by
+history holds, and, for a policy trained on the `intent` features, the structured intent `observe`
+gets in `info`), then decodes the slot logits into a slate of *distinct* candidates: slot by
 slot, the best-scoring candidate not yet in the slate, available ones first. Where the
 per-slot argmax has no repeats this is exactly the deterministic PPO action; otherwise it
 fixes the repeats by the policy's own preferences instead of the env's retrieval order.
@@ -24,9 +25,11 @@ import numpy as np
 from gymnasium import spaces
 
 from recoworld.agents.base import Observation, Recommender
+from recoworld.catalog import Catalog
 from recoworld.catalog.features import FeatureLayout
 from recoworld.errors import ConfigError
 from recoworld.rl.features import (
+    INTENT,
     EpisodeProfile,
     feature_set_of,
     reviewed_count,
@@ -49,13 +52,17 @@ class RLlibRecommender(Recommender):
         slate_size: must match the policy's `MultiDiscrete` action length.
         seed: seeds the sampling decode (unused by the greedy one).
         sample: draw each slot from the policy's distribution instead of taking its argmax.
+        catalog: the platform's catalog, which a policy trained on the `intent` features reads the candidates'
+            topics from; evaluation hands it over (`use_catalog`) where the constructor did not get it.
     """
 
     name = "rllib"
 
-    def __init__(self, module: RLModule, slate_size: int, seed: int | None = None, sample: bool = False) -> None:
+    def __init__(self, module: RLModule, slate_size: int, seed: int | None = None, sample: bool = False,
+                 catalog: Catalog | None = None) -> None:
         super().__init__(slate_size, seed)
         self.sample = sample
+        self.catalog = catalog
         import torch
 
         self._torch = torch
@@ -72,25 +79,34 @@ class RLlibRecommender(Recommender):
         self.feature_set = feature_set_of(int(features.shape[0]), self.n_candidates)  # the layout it trained on
         self.profile: EpisodeProfile | None = None  # built at the first observation (its embedding width)
         self._reviewed = 0  # items reviewed in the last turn, folded into the profile at the next `act`
+        self._intent: dict[str, Any] | None = None  # the intent given in the last turn, likewise
         self.last_features: np.ndarray | None = None
+
+    def use_catalog(self, catalog: Catalog) -> None:
+        """The catalog of the world the policy plays in (see `catalog`), before its first episode."""
+        self.catalog = catalog
+        self.profile = None  # rebuilt at the next observation, with it
 
     def begin_episode(self, seed: int | None = None) -> None:
         super().begin_episode(seed)
         if self.profile is not None:
             self.profile.reset()
         self._reviewed = 0
+        self._intent = None
 
     def observe(self, reactions: np.ndarray, info: dict[str, Any]) -> None:
         self._reviewed = int(reviewed_count(reactions))
+        self._intent = info.get("instruction_intent")
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike[str], slate_size: int, seed: int | None = None, sample: bool = False
+        cls, path: str | os.PathLike[str], slate_size: int, seed: int | None = None, sample: bool = False,
+        catalog: Catalog | None = None,
     ) -> RLlibRecommender:
         module_path = resolve_module_path(path)
         from ray.rllib.core.rl_module.rl_module import RLModule
 
-        return cls(RLModule.from_checkpoint(str(module_path)), slate_size, seed, sample)
+        return cls(RLModule.from_checkpoint(str(module_path)), slate_size, seed, sample, catalog)
 
     def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
         from ray.rllib.core.columns import Columns
@@ -102,9 +118,13 @@ class RLlibRecommender(Recommender):
         batched = {key: np.asarray(value)[None] for key, value in observation.items()}
         if self.profile is None:
             width = batched["candidate_features"].shape[-1]
-            self.profile = EpisodeProfile(1, FeatureLayout.from_width(width).embedding_dim)
-        self.profile.update(batched, np.array([self._reviewed]))
-        self._reviewed = 0
+            if self.feature_set == INTENT and self.catalog is None:
+                raise ConfigError("this policy was trained on the intent features, which read the candidates' "
+                                  "topics: build RLlibRecommender with the world's catalog (catalog=)")
+            self.profile = EpisodeProfile(1, FeatureLayout.from_width(width).embedding_dim,
+                                          catalog=self.catalog if self.feature_set == INTENT else None)
+        self.profile.update(batched, np.array([self._reviewed]), intents=[self._intent])
+        self._reviewed, self._intent = 0, None
         # (1, n): what the policy saw
         self.last_features = user_relative_features(self.profile.augment(batched), self.feature_set)
         features = torch.from_numpy(self.last_features)

@@ -82,11 +82,15 @@ class TrainConfig(StrictModel):
         "iteration takes 0.8 s instead of 4.3 s, past which the learner dominates"
     )
     action_mask: bool = True
-    features: Literal["episode", "session"] = Field(
+    features: Literal["episode", "session", "intent"] = Field(
         "episode", description="what the policy sees (recoworld/rl/features.py): `episode`, each candidate's relation "
         "to the history and the episode's engaged and skipped profiles; `session` adds repetition over the last 30 "
         "reviewed items, each candidate's nearest other candidate, this session's engaged profile, turns since the "
-        "last engagement and how familiar the engaged and skipped items were. A saved policy says which by its size")
+        "last engagement and how familiar the engaged and skipped items were; `intent` adds to `episode` what the "
+        "instruct baseline acts on: each candidate's membership of the topics the session's last structured "
+        "intent names (signed by its kind) and suggests, its quality when the intent asked for it, its cosine to "
+        "the taste of the last 20 engaged items, and the instruct baseline's own score. A saved policy says which "
+        "by its size")
     day_reward: float = Field(
         0.0, ge=0, description="training only: add this to the reward whenever a user's next session opens on a "
         "new day (the unit of the retention metric, days active / horizon; see `NewDayReward`). The env's "
