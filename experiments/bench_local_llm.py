@@ -1,15 +1,16 @@
 """Benchmark: LLM users on the bundled local model (Gemma 3 270M), by decoding: speed, validity, agreement.
 
     python experiments/bench_local_llm.py [--users 1 4 16] [--turns 2] [--decodings grammar schema] [--batches 1 8]
-        [--cache-slots 1 16] [--threads 0 1] [--grammar-users 1 4] [--validity-users 10] [--validity-turns 10]
-        [--agreement 6] [--before DIR]
+        [--cache-slots 1 16] [--threads 0 1] [--reasons False True] [--grammar-users 1 4] [--validity-users 10]
+        [--validity-turns 10] [--agreement 6] [--before DIR]
 
 `grammar` is llama.cpp's grammar-constrained sampling (the decoding before schema decoding);
 `schema` is `recoworld.llm.schema_decoder` (`llm.local.decoding`, the default), one request at a
 time (`llm.local.batch: 1`, the default) and batched (`--batches`), with one cached sequence or
 several (`--cache-slots`, `llm.local.cache_slots`: a user's persona stays cached while others take
-their turns), on the model's default threads or others (`--threads`, `llm.n_threads`). All run in
-the supervised model process, on the default world (slate of 10 items, prompts as users get them).
+their turns), on the model's default threads or others (`--threads`, `llm.n_threads`), with or without
+a reason per item (`--reasons`, `llm.reasons`). All run in the supervised model process, on the default
+world (slate of 10 items, prompts as users get them).
 
 - **Speed.** For each decoding and each N in `--users`, N LLM users play `--turns` turns each,
   all of a step's turns in flight together as in a study. The settings compared at one N take
@@ -83,6 +84,8 @@ class Args:
     """items per slate (the default world's)"""
     threads: list[int] = field(default_factory=lambda: [0])
     """schema decoding's `llm.n_threads` settings to compare (0 = the default: every core)"""
+    reasons: list[bool] = field(default_factory=lambda: [False])
+    """`llm.reasons` settings to compare (a free-text reason per item, or none: the default)"""
     seed: int = 0
     before: Path | None = None
     """a checkout of RecoWorld from before a change (`git worktree add DIR REV`): its code, with its own
@@ -90,22 +93,25 @@ class Args:
 
 
 #: A speed run's model settings: decoding (or "before": `--before`'s code), `llm.local.batch`,
-#: `llm.local.cache_slots`, `llm.n_threads` (0: the default).
-Setting = tuple[str, int, int, int]
+#: `llm.local.cache_slots`, `llm.n_threads` (0: the default), `llm.reasons`.
+Setting = tuple[str, int, int, int, bool]
+BEFORE: Setting = ("before", 1, 1, 0, True)
 
 
-def config(setting: tuple[Decoding, int, int, int], args: Args, cache: Path) -> WorldConfig:
-    decoding, batch, slots, threads = setting
+def config(setting: tuple[Decoding, int, int, int, bool], args: Args, cache: Path) -> WorldConfig:
+    decoding, batch, slots, threads, reasons = setting
     llm = LLMConfig(backend="local", cache="off", cache_path=cache, n_threads=threads or None,
-                    max_fallback_rate=1.0, local=LocalModelConfig(decoding=decoding, batch=batch, cache_slots=slots,
-                                                                  log_path=cache.parent / "m.log"))
+                    max_fallback_rate=1.0, reasons=reasons,
+                    local=LocalModelConfig(decoding=decoding, batch=batch, cache_slots=slots,
+                                           log_path=cache.parent / "m.log"))
     return WorldConfig(user_backend="llm", llm=llm, slate_size=args.slate_size)
 
 
 def row(setting: Setting, game: Rounds) -> str:
     c, wall, t = game.counts, game.wall, game.counts["turns"]
     threads, rounds = setting[3] or "def", [w / game.n for w in game.walls]
-    return (f"{setting[0]:>9} {setting[1]:>5} {setting[2]:>5} {threads:>7} {game.n:>5} {t:>5} {wall / t:>7.2f} "
+    return (f"{setting[0]:>9} {setting[1]:>5} {setting[2]:>5} {threads:>7} {setting[4]!s:>7} {game.n:>5} {t:>5} "
+            f"{wall / t:>7.2f} "
             f"{min(rounds):>5.1f}-{max(rounds):<5.1f} "
             f"{t / wall:>8.3f} {c['items'] / wall:>8.2f} {c['prompt'] / t:>15.0f} {c['cached'] / t:>6.0f} "
             f"{c['completion'] / t:>14.0f} {c['calls'] / t:>10.2f} {c['fallbacks']:>9}")
@@ -123,9 +129,10 @@ def first_turn_reactions(backend: ChatBackend, world: WorldConfig, k: int, seed:
     out = []
     for u in range(k):
         slate = slates[u].tolist()
-        messages = turn_messages(catalog, profiles[u], state.mindset(u), "", [], 8, slate)
+        messages = turn_messages(catalog, profiles[u], state.mindset(u), "", [], 8, slate, world.llm.reasons)
         spec = Structured(TurnDecision, json_schema=turn_schema(slate, topics,
-                                                                [float(catalog.duration_min[i]) for i in slate]))
+                                                                [float(catalog.duration_min[i]) for i in slate],
+                                                                world.llm.reasons))
         params = backend.config.sampling.model_copy(update={"seed": sampling_seed + u})
         decision = backend.complete(messages, spec, params)
         out.append([r.reaction for r in decision.reactions])
@@ -172,14 +179,17 @@ def against(before: Rounds, now: Rounds) -> str:
 def main(args: Args) -> None:
     print(f"Gemma 3 270M (portable llama.cpp build) on {os.cpu_count()} CPUs, slate of {args.slate_size}")
     with tempfile.TemporaryDirectory() as tmp:
-        runs: dict[tuple[Decoding, int, int, int], list[int]] = (
-            {("grammar", 1, 1, 0): args.grammar_users} if "grammar" in args.decodings else {})
+        runs: dict[tuple[Decoding, int, int, int, bool], list[int]] = (
+            {("grammar", 1, 1, 0, r): args.grammar_users for r in args.reasons} if "grammar" in args.decodings
+            else {})
         if "schema" in args.decodings:
-            runs |= {("schema", batch, slots, threads): args.users for batch in args.batches
-                     for slots in args.cache_slots for threads in args.threads if slots >= batch}
+            runs |= {("schema", batch, slots, threads, r): args.users for batch in args.batches
+                     for slots in args.cache_slots for threads in args.threads for r in args.reasons
+                     if slots >= batch}
         worlds = {key: config(key, args, Path(tmp) / "-".join(map(str, key)) / "c.sqlite") for key in runs}
         made = {key: make_backend(w.llm) for key, w in worlds.items()}
-        print(f"{'decoding':>9} {'batch':>5} {'slots':>5} {'threads':>7} {'users':>5} {'turns':>5} {'s/turn':>7} "
+        print(f"{'decoding':>9} {'batch':>5} {'slots':>5} {'threads':>7} {'reasons':>7} {'users':>5} {'turns':>5} "
+              f"{'s/turn':>7} "
               f"{'per round':>11} {'turns/s':>8} {'items/s':>8} {'prompt tok/turn':>15} {'cached':>6} "
               f"{'reply tok/turn':>14} {'calls/turn':>10} {'fallbacks':>9}")
         for key in runs:  # start and warm each model process: not timed
@@ -189,18 +199,19 @@ def main(args: Args) -> None:
                 key: Play(worlds[key], made[key], n, args.turns, args.seed) for key, users in runs.items()
                 if n in users}
             if args.before is not None and n in args.grammar_users:
-                games[("before", 1, 1, 0)] = Served(args.before, n, args.turns, args.slate_size, args.seed)
+                games[BEFORE] = Served(args.before, n, args.turns, args.slate_size, args.seed)
             order = list(games)
             for t in range(args.turns):  # the settings take turns, in a rotating order
                 for setting in order[t % len(order):] + order[: t % len(order)]:
                     games[setting].turn()
             for setting, game in games.items():
                 print(row(setting, game))
-            before = games.pop(("before", 1, 1, 0), None)
+            before = games.pop(BEFORE, None)
             if isinstance(before, Served):
                 before.close()
                 for setting, game in games.items():
-                    print(f"{setting[0]} batch {setting[1]} slots {setting[2]} threads {setting[3] or 'def'}:")
+                    print(f"{setting[0]} batch {setting[1]} slots {setting[2]} threads {setting[3] or 'def'} "
+                          f"reasons {setting[4]}:")
                     print(against(before, game))
         schema = [key for key in runs if key[0] == "schema"]
         if schema:  # the price of a crash: the next turn restarts the model process first
@@ -214,13 +225,14 @@ def main(args: Args) -> None:
         if schema and args.validity_users:  # decisions do not depend on the batch: the widest is the quickest
             key = max(schema, key=lambda k: k[1])
             c = (game := play(worlds[key], made[key], args.validity_users, args.validity_turns, args.seed + 1)).counts
-            print(f"validity (schema, batch {key[1]}): {c['turns'] - c['fallbacks']}/{c['turns']} turns decided by "
-                  f"the model ({1 - c['fallbacks'] / c['turns']:.1%}; target 95%) | {game.wall / c['turns']:.2f} "
-                  f"s/turn, {c['calls']} calls")
-        if args.agreement and schema and ("grammar", 1, 1, 0) in runs:
+            print(f"validity (schema, batch {key[1]}, reasons {key[4]}): {c['turns'] - c['fallbacks']}/{c['turns']} "
+                  f"turns decided by the model ({1 - c['fallbacks'] / c['turns']:.1%}; target 95%) | "
+                  f"{game.wall / c['turns']:.2f} s/turn, {c['calls']} calls")
+        grammar_key = next((key for key in runs if key[0] == "grammar"), None)
+        if args.agreement and schema and grammar_key is not None:
             k, first = args.agreement, schema[0]
             world = worlds[first]
-            grammar, grammar2 = (first_turn_reactions(made[("grammar", 1, 1, 0)], world, k, args.seed + 2, s)
+            grammar, grammar2 = (first_turn_reactions(made[grammar_key], world, k, args.seed + 2, s)
                                  for s in (0, 10_000))
             decoded, decoded2 = (first_turn_reactions(made[first], world, k, args.seed + 2, s) for s in (0, 10_000))
             print(f"agreement over {k} first turns ({k * args.slate_size} items): grammar vs schema "

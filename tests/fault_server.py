@@ -51,7 +51,7 @@ def fill(schema: dict[str, Any], rng: random.Random, name: str = "") -> Any:
         return schema["const"]
     if "enum" in schema:
         return rng.choice(schema["enum"])
-    if "anyOf" in schema:
+    if "anyOf" in schema and "properties" not in schema:  # an object's branches also list every property
         return fill(rng.choice(schema["anyOf"]), rng, name)
     kind = schema.get("type")
     if kind == "object" or "properties" in schema:

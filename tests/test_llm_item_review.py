@@ -31,7 +31,7 @@ _POSITION = re.compile(r"THE FEED NOW \(item (\d+) of (\d+)\)")
 
 def item_world(catalog: Catalog, tmp_path: Path, mode: str = "item", **llm: Any) -> WorldConfig:
     base: dict[str, Any] = dict(cache_path=tmp_path / "unused.sqlite", max_retries=0, repair=False,
-                                concurrency=4, max_fallback_rate=1.0, review_mode=mode)
+                                concurrency=4, max_fallback_rate=1.0, review_mode=mode, reasons=True)
     return WorldConfig(slate_size=K, n_candidates=10, catalog={"n_items": len(catalog), "seed": 3},
                        user_backend="llm", llm=scripted_config(**{**base, **llm}))
 

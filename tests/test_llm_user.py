@@ -51,7 +51,7 @@ def test_llm_users_are_a_batch_user_simulator(catalog: Catalog, tmp_path: Path) 
 
 def test_faults_fall_back_to_the_parametric_user_and_show_in_info(catalog: Catalog, tmp_path: Path) -> None:
     with FaultServer(hang_s=2.0) as srv:
-        cfg = world(catalog, srv, tmp_path)
+        cfg = world(catalog, srv, tmp_path, reasons=True)
         backend = make_backend(cfg.llm)
         env = RecoWorldEnv(cfg, catalog=catalog, user_simulator=LLMUsers(catalog, cfg, 1, backend))
 
@@ -176,7 +176,7 @@ def decide(request: Request) -> str | dict[str, Any]:
 def scripted_world(catalog: Catalog, tmp_path: Path) -> WorldConfig:
     # Scripted faults on purpose: a high fallback rate is what these tests look at, not an outage to stop on.
     llm = scripted_config(cache_path=tmp_path / "unused.sqlite", max_retries=0, repair=False, concurrency=4,
-                          max_fallback_rate=1.0)
+                          max_fallback_rate=1.0, reasons=True)
     return WorldConfig(slate_size=3, n_candidates=10, catalog=catalog_config(catalog), user_backend="llm", llm=llm)
 
 
@@ -303,3 +303,24 @@ def test_set_mindset_round_trips(catalog: Catalog) -> None:
     assert np.allclose(back.interests, changed.interests, atol=1e-5)
     assert [e.item for e in back.memory] == [e.item for e in changed.memory]
     assert back.satisfaction_trend < m.satisfaction_trend, "a drop in satisfaction pulls the trend down"
+
+
+def test_reasons_are_asked_for_and_reported_only_when_configured(catalog: Catalog, tmp_path: Path) -> None:
+    """`llm.reasons` (off by default) decides whether the prompt and schema ask for a reason per item and
+    whether `BatchFeedback.reasons` carries them; the decisions are read the same either way."""
+    assert LLMConfig().reasons is False
+    on = scripted_world(catalog, tmp_path)
+    off = on.model_copy(update={"llm": on.llm.model_copy(update={"reasons": False})})
+    profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(1), n=2)
+    seeds = [7, 8]  # neither gives an invalid reply on the first turn
+    slates = np.random.default_rng(2).choice(len(catalog), size=(1, 2, 3))
+    runs = {}
+    for name, cfg in (("on", on), ("off", off)):
+        backend = ScriptedBackend(decide, cfg.llm)
+        runs[name] = episode(LLMUsers(catalog, cfg, 2, backend), profiles, seeds, slates)
+        schema = backend.requests[0].json_schema
+        assert ("reason" in schema["properties"]["reactions"]["prefixItems"][0]["properties"]) == (name == "on")
+        assert ("a short reason" in backend.requests[0].messages[0]["content"]) == (name == "on")
+    assert [s[4] for user in runs["off"] for s in user if s[0] != "gap"] == [[], []]
+    assert all(len(s[4]) == 3 for user in runs["on"] for s in user if s[0] != "gap" and not s[3])
+    assert [[s[:4] for s in user] for user in runs["on"]] == [[s[:4] for s in user] for user in runs["off"]]

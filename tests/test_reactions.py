@@ -206,7 +206,8 @@ def test_scripted_users_script_dislikes_exit_reasons_and_interviews() -> None:
 def test_llm_decision_schemas_accept_and_validate_dislike_and_exit_reasons() -> None:
     schema = turn_schema([3, 4], ["news"])
     assert "dislike" in schema["properties"]["reactions"]["prefixItems"][0]["properties"]["reaction"]["enum"]
-    assert {"exit_reason", "exit_text"} <= set(schema["required"])
+    leaving = [b for b in schema["anyOf"] if b["properties"]["leave"].get("const") is True]
+    assert leaving and all({"exit_reason", "exit_text"} <= set(b["required"]) for b in leaving)
     assert "rating" in SESSION_END_SCHEMA["required"]
     ok = TurnDecision.model_validate({"reactions": [{"item": 3, "reaction": "dislike", "dwell_min": 0}],
                                       "satisfaction": 0.2, "fatigue": 0.1, "leave": True,

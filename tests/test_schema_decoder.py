@@ -20,7 +20,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recoworld.llm.schema_decoder import Decoded, Unsupported, Vocabulary, decodable, reply_bound, reply_steps
-from recoworld.simulators.prompts import SESSION_END_SCHEMA, TurnDecision, item_schema, turn_schema
+from recoworld.simulators.prompts import (
+    SESSION_END_SCHEMA,
+    ItemDecision,
+    TurnDecision,
+    item_schema,
+    turn_schema,
+)
 
 _PIECES = [
     *[chr(c).encode() for c in range(0x20, 0x7F)],
@@ -101,6 +107,35 @@ def test_turn_schema_replies_are_valid_turn_decisions() -> None:
             assert set(decision.instruction.topics) <= set(TOPICS) and len(decision.instruction.topics) <= 2
 
 
+@pytest.mark.parametrize("reasons", [False, True])
+def test_turn_replies_carry_reasons_instructions_and_exits_only_when_asked(reasons: bool) -> None:
+    """A reason per item only with `reasons`; an instruction key only after disengaging, the exit's kind
+    and words only after leave, so a reply never spends free-text tokens on a field that means nothing."""
+    schema = turn_schema([11, 7], TOPICS, [2.5, 10.0], reasons=reasons)
+    seen: set[tuple[bool, bool]] = set()
+    for seed in range(40):
+        value = run(schema, seed=seed)
+        decision = TurnDecision.model_validate(value)
+        assert all(("reason" in r) == reasons for r in value["reactions"])
+        assert ("instruction" in value) == value["disengaging"]
+        assert ("exit_reason" in value) == ("exit_text" in value) == value["leave"]
+        assert decision.leave == value["leave"] and (decision.exit_reason is not None) == value["leave"]
+        seen.add((value["disengaging"], value["leave"]))
+    assert len(seen) == 4, f"every combination of disengaging and leave is reachable, got {seen}"
+
+
+@pytest.mark.parametrize("last", [False, True])
+def test_item_replies_ask_for_an_instruction_only_of_a_user_who_stays_on_the_last_item(last: bool) -> None:
+    schema = item_schema(4, TOPICS, last=last, duration=2.0)
+    for seed in range(30):
+        value = run(schema, seed=seed)
+        decision = ItemDecision.model_validate(value)
+        assert "reason" not in value and decision.reason == ""
+        assert ("instruction" in value) == (last and not value["leave"])
+        assert ("exit_text" in value) == value["leave"]
+    assert "reason" in run(item_schema(4, TOPICS, last=last, duration=2.0, reasons=True), seed=0)
+
+
 def test_strings_that_never_close_stop_at_their_cap() -> None:
     """A model that never picks a closing quote still gives a valid reply: the cap closes the string."""
     model = StandIn(bias={b'"': -50.0, b'",': -50.0, b'"}': -50.0, b'{"': -50.0, b"\xc3": 4.0})
@@ -144,9 +179,11 @@ def test_same_seed_same_reply_and_the_model_is_asked_only_at_choices() -> None:
 
 
 def test_schemas_outside_the_subset_are_refused_before_any_model_call() -> None:
-    tools = {"anyOf": [{"type": "object", "properties": {"tool": {"const": "a"}}},
-                       {"type": "object", "properties": {"tool": {"const": "b"}}}]}
-    assert not decodable(tools)
+    tools = {"anyOf": [{"type": "object", "properties": {"tool": {"type": "string"}}},
+                       {"type": "object", "properties": {"tool": {"type": "string", "maxLength": 3}}}]}
+    assert not decodable(tools), "objects that part at a free string: no choice says which branch goes on"
+    assert not decodable({"anyOf": [{"type": "object", "properties": {"a": {"const": 1}}},
+                                    {"type": "object", "properties": {"b": {"const": 2}}}]})
     assert not decodable({"type": "string", "pattern": "^a+$"})
     assert not decodable({"type": "array", "items": {"type": "object"}})
     assert decodable(turn_schema([1], TOPICS)) and decodable(SESSION_END_SCHEMA)

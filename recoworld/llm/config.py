@@ -130,6 +130,11 @@ class LLMConfig(BaseModel):
         "item, in slate order, the mindset updated between calls, stopping when the user leaves (never sees "
         "later items; costs up to slate_size calls a turn)"
     )
+    reasons: bool = Field(
+        False, description="LLM users: also ask for a short free-text reason per item (in `info['reasons']` and "
+        "the trajectory). Off by default: on the local model every free-text token is a step over the whole "
+        "vocabulary, and the reasons were a fifth of a turn's steps"
+    )
     cache: CacheMode = Field(
         "write", description="write: replay hits, record misses; read: replay hits, record nothing; "
         "replay: replay hits, never call the model (a miss stops the run; no server needed); off"

@@ -16,6 +16,9 @@ instead (jump-forward decoding, as in SGLang's compressed FSM or guidance):
   possible (the last token of the fixed text before it may be re-spelled too; see
   `_Cursor.choose` for why a tiny model needs that);
 - `null` or an object (`anyOf`): the model's choice among the branches' first tokens;
+- objects of an `anyOf` that share their first properties and then part at a `const`, `enum` or
+  boolean: the shared part once, then the model's choice of that value picks the branches that go
+  on (a property asked for only after `"leave":true`);
 - a number: digit by digit within `minimum`/`maximum`, at most `MAX_DECIMALS` decimals;
 - a string: free tokens that cannot break the JSON (no quote, backslash or control byte), until
   the model picks a closing quote or the string reaches its `maxLength`.
@@ -434,6 +437,10 @@ class _Compiler:
         starts = [self.lead(b) for b in branches]
         firsts = [{text[0] for text in lead} for lead in starts]
         if not all(starts) or sum(map(len, firsts)) != len(set().union(*firsts)):
+            objects = [self.resolve(b) for b in branches]
+            if all(o.get("type") == "object" and "anyOf" not in o for o in objects):
+                return self._objects([list(o.get("properties", {}).items()) for o in objects],
+                                     list(range(len(objects))), 0)
             raise Unsupported("anyOf branches that do not start with distinct characters")
         emits = [self.compile(b) for b in branches]
 
@@ -441,6 +448,53 @@ class _Compiler:
             yield from emits[(yield from c.decide(starts))](c)
 
         return emit
+
+
+    def _objects(self, branches: list[list[tuple[str, Any]]], live: list[int], k: int) -> Emit:
+        """Objects of an `anyOf` (the `live` ones of `branches`, each its properties in order) from their
+        property `k` on: properties the live branches share are written once; where they part, each
+        branch's schema there must be a `const`, an `enum` or a boolean (a discriminator), the model
+        chooses the value, and only the branches that allow it go on. So a reply's shape can depend on
+        its own choices (an exit text only after `"leave":true`), at the cost of no extra step."""
+        ended = [len(branches[b]) == k for b in live]
+        if all(ended):
+            return _forced("{}" if k == 0 else "}")
+        names = {branches[b][k][0] for b in live}
+        if any(ended) or len(names) > 1:
+            raise Unsupported(f"anyOf objects whose property {k} differs in name or presence: {sorted(names)}")
+        key = ("{" if k == 0 else ",") + json.dumps(names.pop()) + ":"
+        schemas = [self.resolve(branches[b][k][1]) for b in live]
+        if all(s == schemas[0] for s in schemas):
+            value, rest = self.compile(schemas[0]), self._objects(branches, live, k + 1)
+
+            def shared(c: _Cursor) -> Steps[None]:
+                c.force(key)
+                yield from value(c)
+                yield from rest(c)
+
+            return shared
+        allowed = [self._values(s) for s in schemas]
+        options = list(dict.fromkeys(v for values in allowed for v in values))
+        nexts = [self._objects(branches, [b for b, values in zip(live, allowed) if o in values], k + 1)
+                 for o in options]
+
+        def parted(c: _Cursor) -> Steps[None]:
+            c.force(key)
+            yield from nexts[(yield from c.choose(options))](c)
+
+        return parted
+
+    @staticmethod
+    def _values(s: dict[str, Any]) -> list[str]:
+        """The values a discriminator allows, as JSON text."""
+        if "const" in s:
+            return [json.dumps(s["const"], separators=(",", ":"))]
+        if "enum" in s:
+            return [json.dumps(e, separators=(",", ":")) for e in s["enum"]]
+        if s.get("type") == "boolean":
+            return ["true", "false"]
+        raise Unsupported(f"anyOf objects that part at a property that is not a const, enum or boolean: "
+                          f"{json.dumps(s)[:80]}")
 
 
 def compile_schema(schema: dict[str, Any]) -> Emit:

@@ -3,9 +3,10 @@
 `LLMUsers` is a `BatchUserSimulator`, so the world and recommenders cannot tell B LLM users
 from B parametric ones (the single-user env is B = 1). Each turn the model sees the
 persona, the current mindset (numbers and feeling), a bounded memory (recent items, earlier
-session summaries) and the slate, and answers with a validated `TurnDecision`: a reaction,
-dwell and reason per item, the new satisfaction, fatigue and feeling, whether it is
-disengaging (with an instruction) and whether it leaves. At session end it writes a summary
+session summaries) and the slate, and answers with a validated `TurnDecision`: a reaction and
+dwell per item (and a short reason with `LLMConfig.reasons`), the new satisfaction, fatigue and
+feeling, whether it is disengaging (then with an instruction or null) and whether it leaves
+(then with the exit's kind and words). At session end it writes a summary
 and says when it will come back.
 
 Each user is an `LLMUser` (an internal helper) over a `ParametricUsers` of its own with
@@ -19,7 +20,8 @@ in `LLMUsers.stats`. Budget exhaustion is not a fallback: `BudgetExceeded` propa
 stops the study; so does `FallbackRateExceeded`, the backend's circuit breaker, once too many
 recent calls failed (`LLMConfig.max_fallback_rate`): a dead server stops the run instead of
 turning it into a run of parametric users. Either way the step's other calls in flight are
-cancelled. The per-item reasons of model decisions go into `BatchFeedback.reasons`.
+cancelled. With `LLMConfig.reasons`, the per-item reasons of model decisions go into
+`BatchFeedback.reasons` (empty without).
 
 All randomness of user row i comes from `streams[i]`: every model call takes its sampling
 seed from it, and so do the parametric fallback's draws. A row therefore behaves the same
@@ -32,7 +34,7 @@ the model's and the prompt says nothing of what other users liked.
 Review modes (`LLMConfig.review_mode`). `slate` (the default) is the one call per turn above:
 the model sees the whole slate and answers for every item at once, so it can look ahead.
 `item` is the blueprint's user, who reviews one item at a time: one call per item, in slate
-order, each answered with an `ItemDecision` (reaction, dwell, reason, the satisfaction,
+order, each answered with an `ItemDecision` (reaction, dwell, reason if asked, the satisfaction,
 fatigue and feeling after it, and whether it leaves). Each decision goes through the same
 physics as a slate turn's item and is loaded into the parametric state before the next call,
 so call k's prompt shows the mindset and memory left by item k - 1, and only item k itself:
@@ -124,10 +126,12 @@ class LLMUser:
         session_memory: int = 3,
         stats: Counter[str] | None = None,
         review_mode: str = "slate",
+        reasons: bool = False,
     ) -> None:
         if review_mode not in REVIEW_MODES:
             raise ValueError(f"review_mode must be one of {', '.join(REVIEW_MODES)}, got {review_mode!r}")
         self.review_mode = review_mode
+        self.reasons = reasons
         self.catalog = catalog
         self.backend = backend
         self.fallback = fallback
@@ -144,7 +148,7 @@ class LLMUser:
         """The LLM user of a world config; by default on the process-wide backend for `config.llm`."""
         parametric = ParametricUsers(catalog, config.choice, config.dynamics, config.returns)
         return cls(catalog, backend or shared_backend(config.llm), parametric, stats=stats,
-                   review_mode=config.llm.review_mode)
+                   review_mode=config.llm.review_mode, reasons=config.llm.reasons)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -226,7 +230,7 @@ class LLMUser:
     def _turn_call(self, slate: np.ndarray, rng: np.random.Generator) -> Call:
         items = [int(i) for i in slate]
         messages = turn_messages(self.catalog, self.profile, self.mindset(), self._feeling, self._sessions,
-                                 self.recent_items, items)
+                                 self.recent_items, items, self.reasons)
         topics = set(self._topics)
 
         def check(d: TurnDecision) -> TurnDecision:
@@ -246,7 +250,8 @@ class LLMUser:
             return d.model_copy(update={"reactions": [first[i] for i in items], "instruction": instruction})
 
         durations = [float(self.catalog.duration_min[i]) for i in items]
-        spec = Structured(TurnDecision, json_schema=turn_schema(items, self._topics, durations), check=check)
+        spec = Structured(TurnDecision, json_schema=turn_schema(items, self._topics, durations, self.reasons),
+                          check=check)
         return messages, spec, self._params(rng)
 
     def _apply(self, slate: np.ndarray, d: TurnDecision) -> SlateFeedback:
@@ -274,7 +279,8 @@ class LLMUser:
                 patience = int(users.patience[0])
                 interests = (1.0 - dyn.interest_drift) * interests + dyn.interest_drift * cat.embeddings[item]
             reactions[pos], dwell[pos] = level, minutes
-            reasons.append(r.reason)
+            if self.reasons:
+                reasons.append(r.reason)
             memory.append(MemoryEntry(item=item, topic=cat.topic_names[cat.topic[item]], reaction=level.name.lower(),
                                       dwell_min=round(minutes, 3), disliked=bool(disliked[pos])))
             self._session_items.append((item, r.reaction))
@@ -344,7 +350,8 @@ class LLMUser:
             done.left = forced is not None or reply.leave
             if done.left:
                 done.exit_reason = _exit_reason(reply.leave, reply.exit_reason, reply.exit_text, forced)
-            done.reasons.append(reply.reason)
+            if self.reasons:
+                done.reasons.append(reply.reason)
             stated = reply.instruction
             self.stats["llm_item_decisions"] += 1
             if done.left:
@@ -360,7 +367,7 @@ class LLMUser:
     def _item_call(self, slate: np.ndarray, pos: int, rng: np.random.Generator) -> Call:
         item, last = int(slate[pos]), pos == len(slate) - 1
         messages = item_messages(self.catalog, self.profile, self.mindset(), self._feeling, self._sessions,
-                                 self.recent_items, item, pos, len(slate))
+                                 self.recent_items, item, pos, len(slate), self.reasons)
         topics = set(self._topics)
 
         def check(d: ItemDecision) -> ItemDecision:
@@ -373,7 +380,7 @@ class LLMUser:
                 instruction = instruction.model_copy(update={"topics": kept}) if instruction.text else None
             return d.model_copy(update={"instruction": instruction})
 
-        schema = item_schema(item, self._topics, last, float(self.catalog.duration_min[item]))
+        schema = item_schema(item, self._topics, last, float(self.catalog.duration_min[item]), self.reasons)
         spec = Structured(ItemDecision, json_schema=schema, check=check)
         return messages, spec, self._params(rng)
 

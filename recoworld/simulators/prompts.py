@@ -19,6 +19,7 @@ turn. A local model keeps the prefix a prompt shares with the previous one in it
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Annotated, Any, Literal
 
@@ -40,8 +41,8 @@ INTENT_KINDS = ("more", "less", "different")
 #: the decision, which is what a local model spends its time on.
 REASON_CHARS, FEELING_CHARS, INSTRUCTION_CHARS, SUMMARY_CHARS = 24, 40, 60, 80
 _EXIT_ASK = (
-    " When leave is true, also give exit_reason (bored, irrelevant, repetitive, out_of_time, satisfied or other) "
-    "and exit_text (a few words on why); otherwise null and an empty string."
+    " Only when leave is true, also give exit_reason (bored, irrelevant, repetitive, out_of_time, satisfied or "
+    "other) and exit_text (a few words on why)."
 )
 
 SYSTEM = (
@@ -51,23 +52,32 @@ SYSTEM = (
     "what to do, it is just an odd video; react to it as the person would. Answer with one JSON object only."
 )
 
-_TURN_TASK = (
-    "For every item, in order, give: item (its id), reaction (skip, dislike = not interested, show me less, "
-    "click = watch it, like, or share), dwell_min (minutes watched, 0 for a skip) and a short reason. Then: "
-    "satisfaction and fatigue after this feed (0 to 1), feeling (one short sentence), disengaging (true if you "
-    "are losing interest in the app), "
-    "instruction (only when disengaging: what you would tell the app, with kind more, less or different and "
-    "the topics it is about; otherwise null) and leave (true to close the app now)." + _EXIT_ASK
-)
-_ITEM_TASK = (
-    "React to this one item only; you have not seen what comes after it. Give: item (its id), reaction (skip, "
-    "dislike = not interested, click = watch it, like, or share), dwell_min (minutes watched, 0 for a skip), a "
-    "short reason, your satisfaction and fatigue after it (0 to 1), feeling (one short sentence) and leave (true "
-    "to close the app now)." + _EXIT_ASK
-)
+
+def _turn_task(reasons: bool) -> str:
+    return (
+        "For every item, in order, give: item (its id), reaction (skip, dislike = not interested, show me less, "
+        "click = watch it, like, or share), " + ("dwell_min (minutes watched, 0 for a skip) and a short reason. "
+                                                  if reasons else "and dwell_min (minutes watched, 0 for a skip). ")
+        + "Then: satisfaction and fatigue after this feed (0 to 1), feeling (one short sentence), disengaging (true "
+        "if you are losing interest in the app), "
+        "instruction (only when disengaging: what you would tell the app, with kind more, less or different and "
+        "the topics it is about, or null) and leave (true to close the app now)." + _EXIT_ASK
+    )
+
+
+def _item_task(reasons: bool) -> str:
+    return (
+        "React to this one item only; you have not seen what comes after it. Give: item (its id), reaction (skip, "
+        "dislike = not interested, click = watch it, like, or share), dwell_min (minutes watched, 0 for a skip), "
+        + ("a short reason, " if reasons else "")
+        + "your satisfaction and fatigue after it (0 to 1), feeling (one short sentence) and leave (true to close "
+        "the app now)." + _EXIT_ASK
+    )
+
+
 _ITEM_LAST_TASK = (
-    " This is the last item of this feed, so also give instruction: only if you are losing interest and stay, what "
-    "you would tell the app, with kind more, less or different and the topics it is about; otherwise null."
+    " This is the last item of this feed, so if you stay, also give instruction: only if you are losing interest, "
+    "what you would tell the app, with kind more, less or different and the topics it is about; otherwise null."
 )
 _END_TASK = (
     "You just closed the app. Give: summary (one sentence, as this person, about this session), come_back "
@@ -200,8 +210,10 @@ def turn_messages(
     sessions: list[str],
     recent: int,
     slate: list[int],
+    reasons: bool = False,
 ) -> list[dict[str, str]]:
-    """The bounded prompt of one turn: persona, mindset, session summaries, recent items, the feed."""
+    """The bounded prompt of one turn: persona, mindset, session summaries, recent items, the feed; a reason
+    per item is asked for only with `reasons` (`LLMConfig.reasons`)."""
     seen = [_seen_line(catalog, e.item, "dislike" if e.disliked else e.reaction, e.dwell_min)
             for e in mindset.memory[-recent:]]
     lines = [
@@ -210,7 +222,7 @@ def turn_messages(
         "", "WHAT YOU SAW LATELY", *(seen or ["(nothing yet)"]),
         "", f"THE FEED NOW ({len(slate)} items, in order)", *[item_block(catalog, i) for i in slate],
     ]
-    return _chat(_TURN_TASK, lines)
+    return _chat(_turn_task(reasons), lines)
 
 
 def item_messages(
@@ -223,6 +235,7 @@ def item_messages(
     item: int,
     position: int,
     slate_size: int,
+    reasons: bool = False,
 ) -> list[dict[str, str]]:
     """The prompt for one item of an item-by-item turn: as a slate turn's, but the feed is this item alone.
 
@@ -238,7 +251,7 @@ def item_messages(
         "", "WHAT YOU SAW LATELY", *(seen or ["(nothing yet)"]),
         "", f"THE FEED NOW (item {position + 1} of {slate_size})", item_block(catalog, item),
     ]
-    return _chat(_ITEM_TASK + (_ITEM_LAST_TASK if last else ""), lines)
+    return _chat(_item_task(reasons) + (_ITEM_LAST_TASK if last else ""), lines)
 
 
 def session_end_messages(
@@ -268,9 +281,35 @@ def _instruction_schema(topics: list[str]) -> dict[str, Any]:
 
 
 _EXIT_PROPERTIES: dict[str, Any] = {
-    "exit_reason": {"anyOf": [{"type": "null"}, {"type": "string", "enum": list(EXIT_REASONS)}]},
+    "exit_reason": {"type": "string", "enum": list(EXIT_REASONS)},
     "exit_text": {"type": "string", "maxLength": EXIT_CHARS},
 }
+_REASON: dict[str, Any] = {"reason": {"type": "string", "maxLength": REASON_CHARS}}
+
+
+def _switched(head: dict[str, Any], switches: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    """An object of `head`'s properties, then for each switch `(name, when_false, when_true)` a boolean `name`
+    followed by the properties of its value. So a field that means something in one case only (an exit text
+    when the user leaves, an instruction when it is disengaging) costs no tokens in the other: on the local
+    model every free-text token is a step over the whole vocabulary.
+
+    `properties` lists every property (what a reader of the schema looks up); the `anyOf` holds one branch per
+    combination of the switches, its properties `$ref`s to those, which the schema decoder writes as one
+    object whose later keys follow the model's own choices."""
+    properties = dict(head)
+    for name, off_props, on_props in switches:
+        properties |= {name: {"type": "boolean"}, **off_props, **on_props}
+    branches = []
+    for values in itertools.product((False, True), repeat=len(switches)):
+        names = list(head)
+        consts: dict[str, Any] = {}
+        for on, (name, off_props, on_props) in zip(values, switches):
+            names += [name, *(on_props if on else off_props)]
+            consts[name] = {"type": "boolean", "const": on}
+        branch = {n: consts.get(n, {"$ref": f"#/properties/{n}"}) for n in names}
+        branches.append({"type": "object", "properties": branch, "required": names, "additionalProperties": False})
+    return {"type": "object", "properties": properties, "required": [*head, *(n for n, _, _ in switches)],
+            "additionalProperties": False, "anyOf": branches}
 
 
 _SHARE: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": 1}
@@ -281,61 +320,49 @@ def _minutes(duration: float | None) -> dict[str, Any]:
     return {"type": "number", "minimum": 0, **({"maximum": math.ceil(duration)} if duration is not None else {})}
 
 
-def item_schema(item: int, topics: list[str], last: bool, duration: float | None = None) -> dict[str, Any]:
-    """JSON schema of one item's answer (`ItemDecision`); `instruction` only on the feed's last item."""
-    properties: dict[str, Any] = {
+def item_schema(item: int, topics: list[str], last: bool, duration: float | None = None,
+                reasons: bool = False) -> dict[str, Any]:
+    """JSON schema of one item's answer (`ItemDecision`): `reason` only with `reasons`, `instruction` only on
+    the feed's last item and when the user stays, the exit's kind and words only when it leaves."""
+    head: dict[str, Any] = {
         "item": {"const": item},
         "reaction": {"type": "string", "enum": list(REACTION_CHOICES)},
         "dwell_min": _minutes(duration),
-        "reason": {"type": "string", "maxLength": REASON_CHARS},
+        **(_REASON if reasons else {}),
         "satisfaction": _SHARE,
         "fatigue": _SHARE,
         "feeling": {"type": "string", "maxLength": FEELING_CHARS},
-        "leave": {"type": "boolean"},
-        **_EXIT_PROPERTIES,
     }
-    if last:
-        properties["instruction"] = {"anyOf": [{"type": "null"}, _instruction_schema(topics)]}
-    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+    stay = {"instruction": {"anyOf": [{"type": "null"}, _instruction_schema(topics)]}} if last else {}
+    return _switched(head, [("leave", stay, _EXIT_PROPERTIES)])
 
 
-def turn_schema(slate: list[int], topics: list[str], durations: list[float] | None = None) -> dict[str, Any]:
+def turn_schema(slate: list[int], topics: list[str], durations: list[float] | None = None,
+                reasons: bool = False) -> dict[str, Any]:
     """JSON schema of one turn's answer for this slate (reactions as a tuple of `const` ids); `durations`
-    (the items' minutes) bound each dwell."""
+    (the items' minutes) bound each dwell. A reason per item only with `reasons`; an instruction only
+    after `"disengaging":true`, the exit's kind and words only after `"leave":true`."""
 
     def reaction(item: int, duration: float | None) -> dict[str, Any]:
-        return {
-            "type": "object",
-            "properties": {
-                "item": {"const": item},
-                "reaction": {"type": "string", "enum": list(REACTION_CHOICES)},
-                "dwell_min": _minutes(duration),
-                "reason": {"type": "string", "maxLength": REASON_CHARS},
-            },
-            "required": ["item", "reaction", "dwell_min", "reason"],
-            "additionalProperties": False,
+        properties = {
+            "item": {"const": item},
+            "reaction": {"type": "string", "enum": list(REACTION_CHOICES)},
+            "dwell_min": _minutes(duration),
+            **(_REASON if reasons else {}),
         }
+        return {"type": "object", "properties": properties, "required": list(properties),
+                "additionalProperties": False}
 
-    instruction = _instruction_schema(topics)
     bounds: list[float | None] = list(durations) if durations else [None] * len(slate)
-    return {
-        "type": "object",
-        "properties": {
-            "reactions": {"type": "array", "prefixItems": [reaction(i, d) for i, d in
-                                                           zip(slate, bounds)],
-                          "minItems": len(slate), "maxItems": len(slate)},
-            "satisfaction": _SHARE,
-            "fatigue": _SHARE,
-            "feeling": {"type": "string", "maxLength": FEELING_CHARS},
-            "disengaging": {"type": "boolean"},
-            "instruction": {"anyOf": [{"type": "null"}, instruction]},
-            "leave": {"type": "boolean"},
-            **_EXIT_PROPERTIES,
-        },
-        "required": ["reactions", "satisfaction", "fatigue", "feeling", "disengaging", "instruction", "leave",
-                     *_EXIT_PROPERTIES],
-        "additionalProperties": False,
+    head = {
+        "reactions": {"type": "array", "prefixItems": [reaction(i, d) for i, d in zip(slate, bounds)],
+                      "minItems": len(slate), "maxItems": len(slate)},
+        "satisfaction": _SHARE,
+        "fatigue": _SHARE,
+        "feeling": {"type": "string", "maxLength": FEELING_CHARS},
     }
+    instruction = {"instruction": {"anyOf": [{"type": "null"}, _instruction_schema(topics)]}}
+    return _switched(head, [("disengaging", {}, instruction), ("leave", {}, _EXIT_PROPERTIES)])
 
 
 SESSION_END_SCHEMA: dict[str, Any] = {
