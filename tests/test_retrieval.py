@@ -8,7 +8,15 @@ import numpy as np
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import CatalogConfig, RetrievalConfig
 from recoworld.envs import RecoWorldEnv
-from recoworld.envs.retrieval import CandidateRetriever, InstructionTargets, TasteRankings
+from recoworld.envs.retrieval import (
+    QUERY_ITEMS,
+    CandidateRetriever,
+    InstructionTargets,
+    TasteRankings,
+    _top_rows,
+    _top_rows_exact,
+)
+from recoworld.envs.retrieval_kernels import taste_queries
 from recoworld.streams import UserStreams
 
 
@@ -194,3 +202,41 @@ def test_kept_instruction_rankings_are_the_rankings(catalog: Catalog) -> None:
     assert np.array_equal(retriever.rank_kept(keys, targets), retriever.rank(targets))
     assert np.array_equal(retriever.rank_kept(keys[::-1], targets.subset(np.arange(r)[::-1])),
                           retriever.rank(targets)[::-1])
+
+
+def test_the_sampled_top_k_is_the_ranking_of_the_whole_row(catalog: Catalog) -> None:
+    """`_top_rows` ranks most rows among the items a sample's threshold keeps; it must answer what ranking
+    the whole row does (score descending, ties by index), in every kind of row a world meets: taste
+    scores, ties inside the k and across the k-th place, rows mostly -inf, and narrow rows."""
+    rng = np.random.default_rng(0)
+    emb = catalog.embeddings.astype(np.float64)
+    taste = emb[rng.integers(len(catalog), size=(300, 10))].sum(axis=1) @ emb.T  # what the taste ranking sees
+    tied = np.round(taste, 1)  # many ties, inside the k and across its edge
+    honoured = np.where(rng.random(taste.shape) < 0.97, -np.inf, taste)  # an instruction's few honouring items
+    for scores in (taste, tied, honoured, taste[:, :100]):
+        for k in (1, 15, 83, 100):
+            got = _top_rows(scores, k)
+            values = np.take_along_axis(scores, got, axis=1)
+            assert np.array_equal(values, -np.sort(-scores, axis=1)[:, :k])  # the k best, best first
+            assert all(len(set(row)) == k for row in got.tolist())
+            # Ties in index order: among equal scores, a later place never holds a lower index ...
+            same = values[:, 1:] == values[:, :-1]
+            assert (got[:, 1:][same] > got[:, :-1][same]).all()
+            # ... and where the k-th score is not tied past the k, the answer is the full stable ranking.
+            full = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            clean = ~(np.sort(scores, axis=1)[:, ::-1][:, k - 1 : k + 1] == values[:, -1:]).all(axis=1)
+            assert np.array_equal(got[clean], full[clean])
+    assert np.array_equal(_top_rows(tied, 83), _top_rows_exact(tied, 83))  # ties across the k: as before
+
+
+def test_taste_queries_sum_the_latest_engaged_items(catalog: Catalog) -> None:
+    rng = np.random.default_rng(1)
+    items, reactions = _history(catalog, rng, 64)
+    positive = (items >= 0) & (reactions > 0)
+    emb = catalog.embeddings.astype(np.float64)
+    expected = np.zeros((64, catalog.embedding_dim))
+    for j in range(64):
+        latest = [int(i) for i, p in zip(items[j], positive[j]) if p][-QUERY_ITEMS:]
+        for i in latest:
+            expected[j] += emb[i]
+    assert np.array_equal(taste_queries(items, positive, emb, QUERY_ITEMS), expected)

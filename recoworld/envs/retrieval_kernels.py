@@ -153,3 +153,61 @@ def _take_ranked(ranked: np.ndarray, stamp: np.ndarray, tick: int, row: np.ndarr
             row[start + found] = item
             found += 1
     return found
+
+
+
+
+@numba.njit(nogil=True, cache=True)
+def at_least(scores: np.ndarray, thresholds: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row j, the items scoring at least `thresholds[j]`, in index order, and their scores:
+    (R, C) items and (R, C) scores, where C is the most any row holds (at most `cap`), and (R,) how
+    many, or 0 for a row with more than `cap` (a row's places past its own hold item 0 at -inf).
+
+    One branch-free scan of each row: every item is written to the row's next open place, which
+    only an item that passes keeps. `retrieval._top_rows` sorts what it keeps."""
+    r, n = scores.shape
+    picked = np.empty((r, cap + 1), dtype=np.int64)  # the last column takes what overflows
+    values = np.empty((r, cap + 1), dtype=scores.dtype)
+    found = np.zeros(r, dtype=np.int64)
+    width = 0
+    for j in range(r):
+        row, threshold = scores[j], thresholds[j]
+        count = 0
+        for i in range(n):
+            at = min(count, cap)
+            picked[j, at] = i
+            values[j, at] = row[i]
+            count += row[i] >= threshold
+        found[j] = count if count <= cap else 0
+        width = max(width, found[j])
+    for j in range(r):
+        for c in range(found[j], width):
+            picked[j, c] = 0
+            values[j, c] = -np.inf
+    return picked[:, :width], values[:, :width], found
+
+
+@numba.njit(nogil=True, cache=True)
+def taste_queries(history_items: np.ndarray, positive: np.ndarray, embeddings: np.ndarray, latest: int) -> np.ndarray:
+    """(R, D) each row's taste query: the sum of the embeddings of its `latest` most recent engaged
+    items (`positive` marks them in the (R, H) history, oldest first), added oldest first.
+
+    One pass per row instead of numpy's mask, cumulative sum and gather of all H items' float64
+    embeddings; the sum is the same as summing over every position with weights 0 and 1."""
+    r, h = history_items.shape
+    d = embeddings.shape[1]
+    out = np.zeros((r, d), dtype=np.float64)
+    for j in range(r):
+        start, count = h, 0
+        for c in range(h - 1, -1, -1):
+            if positive[j, c]:
+                if count == latest:
+                    break
+                count += 1
+                start = c
+        for c in range(start, h):
+            if positive[j, c]:
+                item = history_items[j, c]
+                for e in range(d):
+                    out[j, e] += embeddings[item, e]
+    return out
