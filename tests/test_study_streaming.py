@@ -76,12 +76,13 @@ def test_the_streamed_report_equals_the_one_computed_on_the_whole_frame(study: S
     """Shard by shard, the report's figures are those of `summarize`, `daily_activity` and the exit tables on
     the whole trajectory frame (how the report computed them before results streamed), up to the order of
     the sums: dwell is float32 in the trajectories, summed in float64 here."""
+    from recoworld.evaluation.digest import COLUMNS
     from recoworld.evaluation.exits import exit_counts, exit_overview, exit_quotes, exit_shares
     from recoworld.evaluation.metrics import daily_activity, summarize
-    from recoworld.studies.report import ALL, COLUMNS, Digest, segment_summary, write_report
+    from recoworld.studies.report import ALL, KEYS, LABEL, Digest, segment_summary, write_report
 
     traj, eps = study.trajectories, study.episodes
-    digest = Digest.of(study.trajectory_shards(COLUMNS))
+    digest = Digest.of(study.trajectory_shards(COLUMNS), KEYS, LABEL)
     streamed = segment_summary(digest, eps, target="explorer")
     assert len(streamed) == 2 * 2 * (1 + eps["segment"].nunique())  # recommenders x arms x (all + segments)
     for row in streamed.itertuples(index=False):

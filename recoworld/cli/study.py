@@ -34,8 +34,9 @@ def study(
         if seed is not None:
             cfg = validated(StudySpec, {"seed": "--seed"}, {**cfg.model_dump(), "seed": seed})
         hold(ctx, cfg.out_dir(out))
+        from recoworld.evaluation.digest import COLUMNS
         from recoworld.studies.notes import study_notes
-        from recoworld.studies.report import ALL, COLUMNS, write_report
+        from recoworld.studies.report import ALL, write_report
         from recoworld.studies.runner import MEMORY_SHARE, available_memory, check_ray_options, run_study
 
         check_ray_options(address, num_cpus)  # before any work: a bad address fails in seconds, never hangs

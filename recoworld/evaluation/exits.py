@@ -35,6 +35,9 @@ MEANING: dict[str, str] = {
 #: The columns of one exit (see `exits`).
 EXIT_COLUMNS = ("recommender", "user_id", "session", "step", "time_days", "exit_reason", "exit_text",
                 "interview_score", "interview", "churned")
+_TEXT_KEYS = ["recommender", "exit_reason", "text"]
+#: What `exit_table` keeps of the first exit that said a sentence.
+_FIRST = ("user_id", "session", "interview_score", "interview")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,37 @@ def exits(trajectories: pd.DataFrame) -> pd.DataFrame:
     return left.assign(exit_reason=left["exit_reason"].fillna(UNSTATED).astype(str))
 
 
+def exit_table(trajectories: pd.DataFrame) -> pd.DataFrame:
+    """The exits counted per recommender, reason and sentence (stripped; "" without words), in order of first
+    appearance: `n` exits, `churned` (never came back), the interview scores' `interview_sum` and `interview_n`,
+    and the first exit that said it (`user_id`, `session`, `interview_score`, `interview`). Every figure below
+    reads this table, and the tables of disjoint users add up (`merge_exit_tables`): a study counts its exits
+    one shard at a time."""
+    left = exits(trajectories)
+    text = left["exit_text"]
+    left = left.assign(text=text.astype(str).str.strip().where(text.notna(), ""),
+                       scored=left["interview_score"].notna(), score=left["interview_score"].fillna(0))
+    g = left.groupby(_TEXT_KEYS, sort=False)
+    counts = g.agg(n=("user_id", "size"), churned=("churned", "sum"), interview_sum=("score", "sum"),
+                   interview_n=("scored", "sum"))
+    return counts.join(left.drop_duplicates(_TEXT_KEYS).set_index(_TEXT_KEYS)[list(_FIRST)]).reset_index()
+
+
+def merge_exit_tables(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """`exit_table`s of disjoint users as one, in their order (the first exit that said a sentence stays first)."""
+    merged = pd.concat(tables, ignore_index=True)
+    sums = merged.groupby(_TEXT_KEYS, sort=False)[["n", "churned", "interview_sum", "interview_n"]].sum()
+    return sums.join(merged.drop_duplicates(_TEXT_KEYS).set_index(_TEXT_KEYS)[list(_FIRST)]).reset_index()
+
+
+def exit_counts_of(table: pd.DataFrame, recommenders: list[str]) -> pd.DataFrame:
+    """`exit_counts` of an `exit_table`."""
+    counts = table.groupby(["recommender", "exit_reason"], sort=False)["n"].sum().unstack(fill_value=0)
+    counts = counts.reindex(index=recommenders, columns=list(REASONS), fill_value=0).fillna(0).astype(np.int64)
+    counts.index.name, counts.columns.name = "recommender", "exit_reason"
+    return counts
+
+
 def exit_counts(trajectories: pd.DataFrame, recommenders: list[str] | None = None) -> pd.DataFrame:
     """Exits per recommender (rows) and reason (columns, `REASONS`).
 
@@ -68,11 +102,20 @@ def exit_counts(trajectories: pd.DataFrame, recommenders: list[str] | None = Non
     appearance; one whose users never left has a row of zeros rather than no row, so a comparison
     across recommenders never drops the one that kept its users."""
     names = recommenders if recommenders is not None else list(dict.fromkeys(trajectories["recommender"]))
-    left = exits(trajectories)
-    counts = pd.crosstab(left["recommender"], left["exit_reason"]) if len(left) else pd.DataFrame()
-    counts = counts.reindex(index=names, columns=list(REASONS), fill_value=0).fillna(0).astype(np.int64)
-    counts.index.name, counts.columns.name = "recommender", "exit_reason"
-    return counts
+    return exit_counts_of(exit_table(trajectories), names)
+
+
+def exit_overview_of(table: pd.DataFrame, recommenders: list[str]) -> pd.DataFrame:
+    """`exit_overview` of an `exit_table`."""
+    g = table.groupby("recommender", sort=False)
+    scored = g["interview_n"].sum()
+    out = pd.DataFrame({"exits": g["n"].sum(), "left_for_good": g["churned"].sum(),
+                        "interview_mean": g["interview_sum"].sum() / scored.where(scored > 0)})
+    out = out.reindex(recommenders)
+    out[["exits", "left_for_good"]] = out[["exits", "left_for_good"]].fillna(0).astype(np.int64)
+    out["interview_mean"] = out["interview_mean"].astype(float)
+    out.index.name = "recommender"
+    return out
 
 
 def exit_overview(trajectories: pd.DataFrame, recommenders: list[str] | None = None) -> pd.DataFrame:
@@ -80,13 +123,7 @@ def exit_overview(trajectories: pd.DataFrame, recommenders: list[str] | None = N
     after which the user never came back) and `interview_mean` (the mean end-of-session interview score,
     1-5; NaN without interviews)."""
     names = recommenders if recommenders is not None else list(dict.fromkeys(trajectories["recommender"]))
-    g = exits(trajectories).groupby("recommender", sort=False)
-    out = pd.DataFrame({"exits": g.size(), "left_for_good": g["churned"].sum(),
-                        "interview_mean": g["interview_score"].mean()})
-    out = out.reindex(names)
-    out[["exits", "left_for_good"]] = out[["exits", "left_for_good"]].fillna(0).astype(np.int64)
-    out.index.name = "recommender"
-    return out
+    return exit_overview_of(exit_table(trajectories), names)
 
 
 def exit_shares(counts: pd.DataFrame) -> pd.DataFrame:
@@ -99,39 +136,36 @@ def exit_shares(counts: pd.DataFrame) -> pd.DataFrame:
 def interview_means(trajectories: pd.DataFrame) -> pd.DataFrame:
     """The mean interview score (1-5) per recommender (rows) and reason (columns) of the exits that had an
     interview; NaN where none did."""
-    left = exits(trajectories).dropna(subset=["interview_score"])
-    if left.empty:
+    table = exit_table(trajectories)
+    table = table[table["interview_n"] > 0]
+    if table.empty:
         return pd.DataFrame(index=pd.Index([], name="recommender"), columns=list(REASONS), dtype=float)
-    means = left.groupby(["recommender", "exit_reason"], sort=False)["interview_score"].mean().unstack()
+    g = table.groupby(["recommender", "exit_reason"], sort=False)
+    means = (g["interview_sum"].sum() / g["interview_n"].sum()).unstack()
     return means.reindex(columns=list(REASONS)).astype(float)
+
+
+def exit_quotes_of(table: pd.DataFrame, per_reason: int = 3) -> dict[str, dict[str, list[Quote]]]:
+    """`exit_quotes` of an `exit_table`."""
+    said = table[table["text"] != ""]
+    out: dict[str, dict[str, list[Quote]]] = {}
+    for rec, frame in said.groupby("recommender", sort=False):
+        quotes: dict[str, list[Quote]] = {}
+        reasons = frame.groupby("exit_reason", sort=False)["n"].sum().sort_values(ascending=False, kind="stable")
+        for reason in reasons.index:
+            texts = frame[frame["exit_reason"] == reason].sort_values("n", ascending=False, kind="stable")
+            quotes[str(reason)] = [
+                Quote(str(reason), str(q.text), int(q.n), str(q.user_id), int(q.session),
+                      None if pd.isna(q.interview_score) else int(q.interview_score),
+                      q.interview if isinstance(q.interview, str) and q.interview else None)
+                for q in texts.head(per_reason).itertuples(index=False)
+            ]
+        out[str(rec)] = quotes
+    return out
 
 
 def exit_quotes(trajectories: pd.DataFrame, per_reason: int = 3) -> dict[str, dict[str, list[Quote]]]:
     """Per recommender and reason (most frequent reason first), up to `per_reason` distinct sentences users
     said when leaving, most said first (ties: first said first), each with its first speaker's session and
     interview, so a reader can open that journey. Exits without words are counted, not quoted."""
-    left = exits(trajectories)
-    left = left[left["exit_text"].notna() & (left["exit_text"].astype(str).str.strip() != "")]
-    out: dict[str, dict[str, list[Quote]]] = {}
-    for rec, frame in left.groupby("recommender", sort=False):
-        quotes: dict[str, list[Quote]] = {}
-        for reason in _most_first(frame["exit_reason"]).index:
-            said = frame[frame["exit_reason"] == reason]
-            texts = said["exit_text"].astype(str).str.strip()
-            picked = []
-            for text, count in _most_first(texts).head(per_reason).items():
-                first = said[texts == text].iloc[0]
-                score = first["interview_score"]
-                words = first["interview"]
-                picked.append(Quote(str(reason), str(text), int(count), str(first["user_id"]), int(first["session"]),
-                                    None if pd.isna(score) else int(score),
-                                    words if isinstance(words, str) and words else None))
-            quotes[str(reason)] = picked
-        out[str(rec)] = quotes
-    return out
-
-
-def _most_first(values: pd.Series) -> pd.Series:
-    """How often each value occurs, most frequent first and ties in order of first appearance (so the page
-    is the same on every run)."""
-    return values.groupby(values, sort=False).size().sort_values(ascending=False, kind="stable")
+    return exit_quotes_of(exit_table(trajectories), per_reason)

@@ -13,21 +13,17 @@ With LLM users the table also shows `llm_fallback_rate`: the share of turns the 
 could not decide, played by the parametric user instead.
 
 A study's trajectories can be far larger than memory, so the report never holds them whole: it
-reads them one shard at a time (`StudyResult.trajectory_shards`, only `COLUMNS`) and reduces each
-to a `Digest`, the sums and counts every figure is a ratio of, keyed by recommender, arm and
-segment (a shard's users are nobody else's, so the digests of shards add up). A single frame is
-one shard. The figures equal `recoworld.evaluation.metrics.summarize`, `daily_activity` and
-`recoworld.evaluation.exits` on the whole frame (tests/test_study_report.py), up to the order of
-floating-point sums.
+reads them one shard at a time (`StudyResult.trajectory_shards`, only `recoworld.evaluation.digest.COLUMNS`)
+and reduces each to a `Digest`, the sums and counts every figure is a ratio of, keyed by recommender, arm
+and segment (a shard's users are nobody else's, so the digests of shards add up). `summarize` is the same
+reduction of one frame, so the report's figures are `summarize`'s on the segment's rows, up to the order of
+floating-point sums (tests/test_study_streaming.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeAlias
 
 import matplotlib
 
@@ -38,10 +34,8 @@ import pandas as pd
 
 from recoworld.catalog import Catalog
 from recoworld.evaluation.axes import value_axis, zoom_note
-from recoworld.evaluation.exits import REASONS, Quote, exit_shares, exits
+from recoworld.evaluation.digest import Digest, TrajectorySource, headline
 from recoworld.evaluation.report import plot_retention
-from recoworld.mindset import EXIT_REASONS
-from recoworld.stats import mean_ci
 from recoworld.storage import write_atomic
 
 ALL = "all"
@@ -75,193 +69,15 @@ EFFECTS = (
 )
 
 
-#: The trajectory columns the report reads (a study's shards are read with only these).
-COLUMNS = [
-    "recommender", "arm", "shard", "user_id", "segment", "session", "day", "step", "time_days", "left",
-    "return_gap_days", "churned", "exit_reason", "exit_text", "interview_score", "interview", "instruction",
-    "intent_match", "instruction_satisfiable", "instruction_similarity", "instruction_judge", "slate_diversity",
-    "llm_fallback", "reaction", "disliked", "dwell_min", "self_information",
-]
-KEYS = ["recommender", "arm", "segment"]
-#: Per-turn columns averaged over their non-null values, as `summarize` does, by the name of their sum and count.
-TURN_MEANS = {"gap": "return_gap_days", "diversity": "slate_diversity", "fallback": "llm_fallback",
-              "interview": "interview_score"}
-#: The same over the turns with an instruction's intent.
-INTENT_MEANS = {"satisfiable": "instruction_satisfiable", "similarity": "instruction_similarity",
-                "judge": "instruction_judge"}
-
-#: A study's trajectories: one frame, or its shards one frame at a time.
-TrajectorySource: TypeAlias = pd.DataFrame | Iterable[pd.DataFrame]
-
-
-def _valued(values: pd.Series) -> pd.Series:
-    """Numbers, with what is not one as NaN (`summarize`'s `_mean_of`); booleans count as 0 and 1."""
-    return pd.to_numeric(values.astype(float) if values.dtype == bool else values, errors="coerce")
-
-
-def _sums(traj: pd.DataFrame) -> pd.DataFrame:
-    """One shard's sums and counts per recommender x arm x segment (see the module docstring)."""
-    reaction = traj["reaction"]
-    reviewed = reaction >= 0
-    rows = pd.DataFrame({
-        **{k: traj[k] for k in KEYS},
-        "reviewed": reviewed, "clicked": reaction >= 1, "liked": reaction >= 2,
-        "disliked": reviewed & traj["disliked"].astype(bool), "dwell": traj["dwell_min"].astype(float).fillna(0.0),
-        "novelty": traj["self_information"].fillna(0.0), "novelty_n": traj["self_information"].notna(),
-    })
-    turns = traj.drop_duplicates(["recommender", "arm", "user_id", "step"])
-    intent = turns["intent_match"].notna()
-    cols: dict[str, pd.Series] = {k: turns[k] for k in KEYS}
-    cols["turns"] = pd.Series(1, index=turns.index)
-    cols["sessions"] = ~turns.duplicated(["recommender", "arm", "user_id", "session"])
-    cols["instructed"] = turns["instruction"].notna()
-    cols["intent_n"], cols["followed"] = intent, intent & (turns["intent_match"] >= 0.5)
-    for name, column in TURN_MEANS.items():
-        values = _valued(turns[column])
-        cols[name], cols[f"{name}_n"] = values.fillna(0.0), values.notna()
-    for name, column in INTENT_MEANS.items():
-        values = _valued(turns[column]).where(intent)
-        cols[name], cols[f"{name}_n"] = values.fillna(0.0), values.notna()
-    reason = turns["exit_reason"]
-    cols["exit_n"] = reason.notna()
-    for r in EXIT_REASONS:
-        cols[f"exit_{r}"] = reason == r
-    per_row = rows.groupby(KEYS, sort=False).sum()
-    return per_row.join(pd.DataFrame(cols).groupby(KEYS, sort=False).sum(), how="outer", sort=False)
-
-
-def _daily(traj: pd.DataFrame) -> pd.DataFrame:
-    """One shard's users per recommender/arm label (`day` -1) and its users active on each day."""
-    label = traj["recommender"] + "/" + traj["arm"]
-    active = pd.DataFrame({"label": label, "user_id": traj["user_id"], "day": traj["day"]}).drop_duplicates()
-    users = active.drop_duplicates(["label", "user_id"]).assign(day=-1)
-    return pd.concat([users, active]).groupby(["label", "day"], sort=False).size().rename("users").reset_index()
-
-
-def _exit_digest(traj: pd.DataFrame) -> pd.DataFrame:
-    """One shard's ended sessions (`recoworld.evaluation.exits.exits`, per recommender/arm label) counted per
-    label, reason and sentence (stripped; "" without words), with the first exit that said it."""
-    left = exits(traj.assign(recommender=traj["recommender"] + "/" + traj["arm"]))
-    text = left["exit_text"]
-    left = left.assign(text=text.astype(str).str.strip().where(text.notna(), ""))
-    keys = ["recommender", "exit_reason", "text"]
-    counts = left.groupby(keys, sort=False).agg(n=("user_id", "size"), churned=("churned", "sum"))
-    firsts = left.drop_duplicates(keys).set_index(keys)[["user_id", "session", "interview_score", "interview"]]
-    return counts.join(firsts).reset_index()
-
-
-@dataclass(frozen=True)
-class Digest:
-    """What the report needs of a study's trajectories, summed over its shards: `sums` per recommender x arm x
-    segment, `daily` users per label and day, `exits` per label, reason and sentence."""
-
-    sums: pd.DataFrame
-    daily: pd.DataFrame
-    exits: pd.DataFrame
-
-    @classmethod
-    def of(cls, trajectories: TrajectorySource) -> Digest:
-        """Each shard reduced as it is read (a frame is one shard), then the reductions added up in shard order."""
-        shards = [trajectories] if isinstance(trajectories, pd.DataFrame) else trajectories
-        sums, daily, left = [], [], []
-        for traj in shards:
-            sums.append(_sums(traj))
-            daily.append(_daily(traj))
-            left.append(_exit_digest(traj))
-        merged = pd.concat(left, ignore_index=True)
-        keys = ["recommender", "exit_reason", "text"]
-        counts = merged.groupby(keys, sort=False)[["n", "churned"]].sum()
-        firsts = merged.drop_duplicates(keys).set_index(keys)[["user_id", "session", "interview_score", "interview"]]
-        return cls(
-            pd.concat(sums).groupby(level=KEYS).sum(),  # sorted: looked up by key
-            pd.concat(daily).groupby(["label", "day"], sort=False)["users"].sum(),
-            counts.join(firsts).reset_index(),
-        )
-
-    def labels(self) -> list[str]:
-        """Every recommender/arm, in order of appearance."""
-        return list(dict.fromkeys(self.daily.index.get_level_values("label")))
-
-    def daily_activity(self, horizon_days: int) -> pd.DataFrame:
-        """`recoworld.evaluation.metrics.daily_activity` of the labelled trajectories."""
-        out = {}
-        for label in self.labels():
-            per_day = self.daily[label]
-            users = max(int(per_day.get(-1, 0)), 1)
-            out[label] = [per_day.get(d, 0) / users for d in range(horizon_days)]
-        return pd.DataFrame(out, index=pd.RangeIndex(horizon_days, name="day"))
-
-    def why_left(self) -> pd.DataFrame:
-        """Per recommender/arm label: its ended sessions, those after which the user never came back, and each
-        exit reason's share of them (`recoworld.evaluation.exits`), for the reasons any user gave."""
-        names = self.labels()
-        counts = self.exits.groupby(["recommender", "exit_reason"], sort=False)["n"].sum().unstack(fill_value=0)
-        counts = counts.reindex(index=names, columns=list(REASONS), fill_value=0).fillna(0).astype(np.int64)
-        counts.index.name, counts.columns.name = "recommender", "exit_reason"
-        by_label = self.exits.groupby("recommender", sort=False)
-        overview = pd.DataFrame({"exits": by_label["n"].sum(), "left_for_good": by_label["churned"].sum()})
-        overview = overview.reindex(names).fillna(0).astype(np.int64)
-        overview.index.name = "recommender"
-        shares = exit_shares(counts)[[r for r in counts.columns if counts[r].sum() > 0]]
-        return pd.concat([overview, shares], axis=1).reset_index()
-
-    def quotes(self, per_reason: int = 3) -> dict[str, dict[str, list[Quote]]]:
-        """`recoworld.evaluation.exits.exit_quotes` of the labelled trajectories."""
-        said = self.exits[self.exits["text"] != ""]
-        out: dict[str, dict[str, list[Quote]]] = {}
-        for rec, frame in said.groupby("recommender", sort=False):
-            quotes: dict[str, list[Quote]] = {}
-            reasons = frame.groupby("exit_reason", sort=False)["n"].sum().sort_values(ascending=False, kind="stable")
-            for reason in reasons.index:
-                texts = frame[frame["exit_reason"] == reason].sort_values("n", ascending=False, kind="stable")
-                quotes[str(reason)] = [
-                    Quote(str(reason), str(q.text), int(q.n), str(q.user_id), int(q.session),
-                          None if pd.isna(q.interview_score) else int(q.interview_score),
-                          q.interview if isinstance(q.interview, str) and q.interview else None)
-                    for q in texts.head(per_reason).itertuples(index=False)
-                ]
-            out[str(rec)] = quotes
-        return out
-
-
-def _ratio(num: float, den: float) -> float:
-    return float(num / den) if den else float("nan")
-
-
-def _headline(s: pd.Series, eps: pd.DataFrame) -> dict[str, float]:
-    """`recoworld.evaluation.metrics.summarize`'s row (less `recommender`) from a group's sums and episodes."""
-    retention, retention_ci = mean_ci(eps["retention"])
-    return {
-        "users": len(eps),
-        "ctr": _ratio(s["clicked"], s["reviewed"]),
-        "like_rate": _ratio(s["liked"], s["reviewed"]),
-        "dwell_min_per_user": float(s["dwell"] / max(len(eps), 1)),
-        "session_length": _ratio(s["turns"], s["sessions"]),
-        "sessions_per_user": float(eps["sessions"].mean()),
-        "mean_return_gap": _ratio(s["gap"], s["gap_n"]),
-        "retention": retention,
-        "retention_ci": retention_ci,
-        "churn_rate": float(eps["churned"].mean()),
-        "instruction_rate": _ratio(s["instructed"], s["turns"]),
-        "instruction_following": _ratio(s["followed"], s["intent_n"]),
-        "instruction_satisfiable": _ratio(s["satisfiable"], s["satisfiable_n"]),
-        "instruction_similarity": _ratio(s["similarity"], s["similarity_n"]),
-        "instruction_judge": _ratio(s["judge"], s["judge_n"]),
-        "diversity": _ratio(s["diversity"], s["diversity_n"]),
-        "novelty": _ratio(s["novelty"], s["novelty_n"]),
-        "return_per_user": float(eps["total_reward"].mean()),
-        "llm_fallback_rate": _ratio(s["fallback"], s["fallback_n"]),
-        "fallback_turns": int(eps["fallback_turns"].sum()) if "fallback_turns" in eps else 0,
-        "dislike_rate": _ratio(s["disliked"], s["reviewed"]),
-        **{f"exit_{r}": _ratio(s[f"exit_{r}"], s["exit_n"]) for r in EXIT_REASONS},
-        "interview_score": _ratio(s["interview"], s["interview_n"]),
-    }
+KEYS = ("recommender", "arm", "segment")
+#: What a study's retention curves and exit tables are drawn for: "greedy/with".
+LABEL = ("recommender", "arm")
 
 
 def segment_summary(trajectories: TrajectorySource | Digest, episodes: pd.DataFrame,
                     target: str | None = None) -> pd.DataFrame:
     """One row per recommender x arm x segment (and an `all` row per recommender x arm)."""
-    digest = trajectories if isinstance(trajectories, Digest) else Digest.of(trajectories)
+    digest = trajectories if isinstance(trajectories, Digest) else Digest.of(trajectories, KEYS, LABEL)
     rows = []
     for (rec, arm), eps in episodes.groupby(["recommender", "arm"], sort=False):
         sums = digest.sums.loc[(rec, arm)]
@@ -274,7 +90,7 @@ def segment_summary(trajectories: TrajectorySource | Digest, episodes: pd.DataFr
                     "arm": arm,
                     "segment": segment,
                     "target": segment == target,
-                    **_headline(s, e),
+                    **headline(s, e),
                     "reach": float((e["new_items_seen"] > 0).mean()),
                     "new_item_clicks_per_user": float(e["new_items_clicked"].mean()),
                     "new_item_ctr": float(clicked / seen) if seen else float("nan"),
@@ -365,7 +181,7 @@ def write_report(
     out = Path(out)
     if catalog is not None:
         catalog.to_parquet(out / "catalog.parquet")
-    digest = Digest.of(trajectories)
+    digest = Digest.of(trajectories, KEYS, LABEL)
     summary = segment_summary(digest, episodes, target)
     effects = creator_effects(summary)
     write_atomic(out / "summary.csv", summary.to_csv(index=False))
