@@ -312,15 +312,13 @@ def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
     rank = 2 * k // stride + 2
     if n < 4 * rank * stride:
         return _top_rows_exact(scores, k)
-    sample = scores[:, ::stride]
-    m = sample.shape[1]
-    thresholds = np.partition(sample, m - rank, axis=1)[:, m - rank]
-    picked, values, found = at_least(scores, thresholds, 2 * rank * stride)
+    picked, values, found = at_least(scores, stride, rank, 2 * rank * stride)
     out = np.empty((r, k), dtype=np.int64)
-    sampled = np.flatnonzero((found >= k) & (thresholds > -np.inf))
+    sampled = np.flatnonzero(found >= k)
+    if len(sampled) < r:
+        picked, values = picked[sampled], values[sampled]
     whole = np.ones(r, dtype=bool)
     if len(sampled):
-        picked, values = picked[sampled], values[sampled]
         order = np.argsort(values, axis=1)[:, : -k - 2 : -1]  # the k + 1 best, best first (ties in no order)
         best = values[np.arange(len(sampled))[:, None], order]
         # A tie across the k-th place: which of the tied items make the k is partition's choice, so the row is

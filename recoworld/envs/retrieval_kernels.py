@@ -158,20 +158,37 @@ def _take_ranked(ranked: np.ndarray, stamp: np.ndarray, tick: int, row: np.ndarr
 
 
 @numba.njit(nogil=True, cache=True)
-def at_least(scores: np.ndarray, thresholds: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row j, the items scoring at least `thresholds[j]`, in index order, and their scores:
-    (R, C) items and (R, C) scores, where C is the most any row holds (at most `cap`), and (R,) how
-    many, or 0 for a row with more than `cap` (a row's places past its own hold item 0 at -inf).
+def at_least(scores: np.ndarray, stride: int, rank: int, cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row j, the items scoring at least its threshold, the `rank`-th best of every `stride`-th
+    item (-inf when the sample holds fewer finite scores), in index order, and their scores: (R, C)
+    items and (R, C) scores, where C is the most any row holds (at most `cap`), and (R,) how many,
+    or 0 for a row with more than `cap` or a threshold of -inf (a row's places past its own hold item
+    0 at -inf).
 
-    One branch-free scan of each row: every item is written to the row's next open place, which
-    only an item that passes keeps. `retrieval._top_rows` sorts what it keeps."""
+    The sample's best are kept in a short sorted list; then one branch-free scan of the row writes
+    every item to the row's next open place, which only an item that passes keeps.
+    `retrieval._top_rows` sorts what it keeps."""
     r, n = scores.shape
     picked = np.empty((r, cap + 1), dtype=np.int64)  # the last column takes what overflows
     values = np.empty((r, cap + 1), dtype=scores.dtype)
     found = np.zeros(r, dtype=np.int64)
+    best = np.empty(rank, dtype=scores.dtype)  # the sample's best so far, descending
     width = 0
     for j in range(r):
-        row, threshold = scores[j], thresholds[j]
+        row = scores[j]
+        for c in range(rank):
+            best[c] = -np.inf
+        for c in range(0, n, stride):
+            value = row[c]
+            if value > best[rank - 1]:
+                at = rank - 1
+                while at > 0 and best[at - 1] < value:
+                    best[at] = best[at - 1]
+                    at -= 1
+                best[at] = value
+        threshold = best[rank - 1]
+        if threshold == -np.inf:
+            continue
         count = 0
         for i in range(n):
             at = min(count, cap)
