@@ -1,6 +1,6 @@
 """Benchmark: env steps RLlib's env runner samples per second, old way vs native vector env.
 
-Builds the env runner `recoworld train` uses (`build_ppo_config`: same world, users,
+Builds the env runner `recoworld train` uses (`streamline(build_ppo_config(cfg))`: same world, users,
 features, action mask and `SlateScorerRLModule`) for the world in `--config`, and times
 `SingleAgentEnvRunner.sample` (env steps, connectors, exploration forward passes; no
 learning) in this process:
@@ -11,26 +11,37 @@ learning) in this process:
 Prints steps/s for each and the ratio of the config's N (`num_envs_per_env_runner`) to
 the old way. Then sampling plus learning: `--learn-iterations` PPO iterations (`algo.train()`:
 sampling, GAE, `ppo.num_epochs` SGD passes; after one warm-up iteration) with the config's own
-runners and batch, as env steps sampled per second of training. Runs in a few minutes on 2 CPUs.
+runners and batch, as env steps sampled per second of training, for each learner pipeline in
+`--pipelines`: `default` (RLlib's own learner connectors, what `build_ppo_config` builds) and
+`streamlined` (`recoworld.rl.connectors.streamline`, what `recoworld train` runs: the same train
+batch built in array operations). The pipelines' algorithms are built side by side and their
+iterations interleaved, so a change in the machine's load hits both alike; each line also splits the
+iteration into learning (`learner_group.update`: the learner connectors and SGD) and the rest (mostly
+sampling). Runs in a few minutes on 2 CPUs.
 The old way has no training-only reward terms (`day_reward`, `satisfaction_reward`, `rating_reward` need the
 vector env), so time a config without them, such as configs/ppo_small.yaml.
 
     python experiments/bench_rllib.py [--config configs/ppo_small.yaml] [--steps 4000] [--users 4 8 16 32]
-    python experiments/bench_rllib.py --config configs/ppo_retention.yaml --skip-old --users 64 256 \
-        --num-envs-per-env-runner 256 --train-batch-size 8192 --minibatch-size 2048 --num-epochs 2
+    python experiments/bench_rllib.py --config configs/ppo_retention.yaml --skip-old --users 1024 \
+        --num-envs-per-env-runner 1024 --train-batch-size 16384 --minibatch-size 4096 --num-epochs 1 --steps 16384
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import tyro
 
+from recoworld.rl.connectors import streamline
 from recoworld.rl.train_config import TrainConfig
 from recoworld.rl.training_env import build_ppo_config
+
+Pipeline = Literal["default", "streamlined"]
 
 
 @dataclass
@@ -53,6 +64,14 @@ class Args:
     """override the config's SGD minibatch"""
     num_epochs: int | None = None
     """override the config's SGD passes per iteration"""
+    hidden: list[int] | None = None
+    """override the config's hidden layers (SGD's cost grows with their width)"""
+    num_env_runners: int | None = None
+    """override the config's env runners (0: sample in this process)"""
+    torch_threads: int | None = None
+    """override the config's torch threads in this process (sampling forward passes and SGD)"""
+    pipelines: list[Pipeline] = field(default_factory=lambda: ["default", "streamlined"])
+    """learner pipelines timed for sampling plus learning (see the module docstring)"""
     skip_old: bool = False
     """skip the one-env-per-runner timing (it cannot run a config with training-only reward terms)"""
 
@@ -61,8 +80,9 @@ def steps_per_second(cfg: TrainConfig, num_envs: int, mode: str, steps: int, rep
     """Env steps/s of one local env runner sampling `steps` steps (best of `repeats`)."""
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
-    config = build_ppo_config(cfg).env_runners(num_envs_per_env_runner=num_envs, gym_env_vectorize_mode=mode,
-                                               rollout_fragment_length=max(1, steps // num_envs))
+    config = streamline(build_ppo_config(cfg)).env_runners(
+        num_envs_per_env_runner=num_envs, gym_env_vectorize_mode=mode,
+        rollout_fragment_length=max(1, steps // num_envs))
     runner = SingleAgentEnvRunner(config=config)
     try:
         runner.sample(num_timesteps=steps // 4, random_actions=False)  # warm-up: build, reset, first episodes
@@ -77,17 +97,50 @@ def steps_per_second(cfg: TrainConfig, num_envs: int, mode: str, steps: int, rep
         runner.stop()
 
 
-def train_steps_per_second(cfg: TrainConfig, iterations: int) -> float:
-    """Env steps/s of `iterations` PPO iterations (sampling and learning), after one warm-up iteration."""
-    algo = build_ppo_config(cfg).build_algo()
-    try:
-        before = algo.train()["num_env_steps_sampled_lifetime"]  # warm-up: build, reset, first episodes
+@dataclass
+class Timing:
+    """One pipeline's timed PPO iterations: env steps sampled, seconds in all, seconds in `learner_group.update`."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    learning: float = 0.0
+
+
+def timed_updates(algo: Any, timing: Timing) -> None:
+    """Count the seconds of this algorithm's learner updates into `timing` (wraps its `learner_group.update`)."""
+    update: Callable[..., Any] = algo.learner_group.update
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
+        try:
+            return update(*args, **kwargs)
+        finally:
+            timing.learning += time.perf_counter() - t0
+
+    algo.learner_group.update = timed
+
+
+def train_steps_per_second(cfg: TrainConfig, iterations: int, pipelines: list[Pipeline]) -> dict[Pipeline, Timing]:
+    """`iterations` PPO iterations (sampling and learning) per pipeline, after one warm-up iteration each,
+    the pipelines' iterations interleaved."""
+    build = {"default": build_ppo_config, "streamlined": lambda c: streamline(build_ppo_config(c))}
+    algos = {p: build[p](cfg).build_algo() for p in pipelines}
+    try:
+        timings = {p: Timing() for p in pipelines}
+        lifetime = {p: algos[p].train()["num_env_steps_sampled_lifetime"] for p in pipelines}  # warm-up
+        for p in pipelines:
+            timed_updates(algos[p], timings[p])
         for _ in range(iterations):
-            after = algo.train()["num_env_steps_sampled_lifetime"]
-        return (after - before) / (time.perf_counter() - t0)
+            for p in pipelines:
+                t0 = time.perf_counter()
+                after = algos[p].train()["num_env_steps_sampled_lifetime"]
+                timings[p].seconds += time.perf_counter() - t0
+                timings[p].steps += int(after - lifetime[p])
+                lifetime[p] = after
+        return timings
     finally:
-        algo.stop()
+        for algo in algos.values():
+            algo.stop()
 
 
 def main(args: Args) -> None:
@@ -95,13 +148,13 @@ def main(args: Args) -> None:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ppo = {"train_batch_size": args.train_batch_size, "minibatch_size": args.minibatch_size,
-           "num_epochs": args.num_epochs}
+           "num_epochs": args.num_epochs, "torch_threads": args.torch_threads, "hidden": args.hidden}
     cfg = TrainConfig.load(args.config, num_envs_per_env_runner=args.num_envs_per_env_runner,
-                           ppo={k: v for k, v in ppo.items() if v is not None})
+                           num_env_runners=args.num_env_runners, ppo={k: v for k, v in ppo.items() if v is not None})
     torch.set_num_threads(cfg.ppo.torch_threads)
     w = cfg.world
     print(f"world: slate {w.slate_size} of {w.n_candidates} candidates, history {w.history_len}, "
-          f"{w.horizon_days:g} days; network {cfg.ppo.network}; {args.steps} env steps per timing")
+          f"{w.horizon_days:g} days; network {cfg.ppo.network} {cfg.ppo.hidden}; {args.steps} env steps per timing")
     old = None if args.skip_old else steps_per_second(cfg, 1, "sync", args.steps, args.repeats)
     if old is not None:
         print(f"old  one RecoWorld-v0 per runner (sync, num_envs 1)      {old:9.0f} env steps/s")
@@ -115,11 +168,14 @@ def main(args: Args) -> None:
         print(f"\nnum_envs_per_env_runner={n} (the config's): {rates[n]:.0f} vs {old:.0f} env steps/s, "
               f"ratio {rates[n] / old:.2f}")
     if args.learn_iterations:
-        rate = train_steps_per_second(cfg, args.learn_iterations)
         print(f"sampling + learning: {args.learn_iterations} PPO iterations of {cfg.ppo.train_batch_size} env steps "
               f"({cfg.ppo.num_epochs} epochs, minibatch {cfg.ppo.minibatch_size}), {cfg.num_env_runners} env runner(s) "
-              f"x {n} users: {rate:.0f} env steps/s")
-
+              f"x {n} users, {cfg.ppo.torch_threads} torch thread(s):")
+        for p, t in train_steps_per_second(cfg, args.learn_iterations, args.pipelines).items():
+            per = t.seconds / args.learn_iterations
+            print(f"  {p:11s} learner pipeline: {t.steps / t.seconds:7.0f} env steps/s; per iteration {per:.2f} s: "
+                  f"learning {t.learning / args.learn_iterations:.2f} s, sampling and the rest "
+                  f"{per - t.learning / args.learn_iterations:.2f} s")
 
 if __name__ == "__main__":
     main(tyro.cli(Args))

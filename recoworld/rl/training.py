@@ -110,6 +110,7 @@ import pyarrow as pa
 
 from recoworld.agents import AgentFactory
 from recoworld.errors import ConfigError, RecoWorldError
+from recoworld.rl.connectors import streamline
 from recoworld.rl.evaluation import FLOOR, POLICY, compare, evaluate, evaluate_references, play, plot_learning_curve
 from recoworld.rl.policy import RLlibRecommender
 from recoworld.rl.teacher import dagger
@@ -302,7 +303,8 @@ def train(
         log(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
     torch.set_num_threads(cfg.ppo.torch_threads)
     register_training_env()
-    algo = Algorithm.from_checkpoint(str(start.resolve())) if start else build_ppo_config(cfg).build_algo()
+    # `streamline`: RLlib's default learner pipeline rebuilt in array operations, the same train batch bit for bit
+    algo = Algorithm.from_checkpoint(str(start.resolve())) if start else streamline(build_ppo_config(cfg)).build_algo()
     curve_path, eval_path = out / "curve.parquet", out / "evaluation.parquet"
     curve = pd.read_parquet(curve_path) if start and curve_path.exists() else pd.DataFrame()
     curve = curve[curve["iteration"] <= algo.iteration] if len(curve) else curve
