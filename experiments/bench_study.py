@@ -197,10 +197,10 @@ def shard_memory(args: Args, users: int, queue: Any) -> None:
 
 def manifest_write_s(entry: dict[str, Any], shards: int, shard_size: int) -> float:
     """Seconds to write the manifest as it stands when the last of `shards` shards of `shard_size` users is
-    checkpointed: every shard's record, its users' ids among them (the runner rewrites it after each shard)."""
+    checkpointed: every shard's record (the runner rewrites it as `manifest_due` says)."""
     from recoworld.storage import write_json_atomic
 
-    one = {**entry, "users": (entry["users"] * shard_size)[:shard_size], "n_episodes": shard_size}
+    one = {**entry, "n_episodes": shard_size}
     manifest = {
         "study": "bench-study",
         "fingerprint": "0" * 16,
@@ -312,9 +312,10 @@ def main(args: Args) -> None:
         f"  wall time: about {max(workers_s, driver_s) / 3600:.2f} h (target < 1 h); with workers that scale "
         f"perfectly (efficiency 1) {max(workers_s * eff, driver_s) / 3600:.2f} h"
     )
-    from recoworld.studies.runner import PLAN_BYTES_PER_USER
+    from recoworld.studies.runner import PLAN_BYTES_PER_USER, SHARD_RECORD_BYTES
 
-    held = TARGET_USERS * (PLAN_BYTES_PER_USER + TARGET_RECOMMENDERS * large["episodes"])
+    plan = PLAN_BYTES_PER_USER + SHARD_RECORD_BYTES / args.shard_size
+    held = TARGET_USERS * (plan + TARGET_RECOMMENDERS * large["episodes"])
     print(
         f"  results: {target * arrow_per_ud / 1e12:.2f} TB as Arrow, never in memory (streamed shard by shard), "
         f"{2 * target * parquet_per_ud / 1e12:.2f} TB of Parquet on disk (the parts and trajectories.parquet); "

@@ -102,6 +102,29 @@ def test_a_manifest_from_before_digests_still_resumes(finished, tmp_path: Path) 
     assert run_study(StudySpec.parse(SPEC), out).shards_run == 1
 
 
+@pytest.mark.slow
+def test_the_manifest_records_a_shards_users_by_digest(finished, tmp_path: Path) -> None:
+    """A digest of the shard's user ids, not the ids (some 150 MB for 10M users, rewritten at every checkpoint):
+    a digest of other users redoes the shard, and a manifest from before digests, listing the ids, resumes."""
+    from recoworld.studies.runner import MANIFEST, run_study, users_digest
+
+    out = tmp_path / "study"
+    shutil.copytree(finished.out, out)
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert all("users" not in e and len(e["users_sha256"]) == 64 for e in manifest["shards"].values())
+
+    listed = json.loads(json.dumps(manifest))
+    for entry in listed["shards"].values():
+        entry["users"] = sorted(set(pd.read_parquet(out / entry["episodes"])["user_id"]))
+        del entry["users_sha256"]
+    (out / MANIFEST).write_text(json.dumps(listed))
+    assert run_study(StudySpec.parse(SPEC), out).shards_run == 0
+
+    manifest["shards"]["1"]["users_sha256"] = users_digest(["someone else"])
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    assert run_study(StudySpec.parse(SPEC), out).shards_run == 1
+
+
 @pytest.mark.parametrize(
     "text",
     ['{"study": "checkpoints", "fingerp', "", "[]", '{"shards": 3}'],

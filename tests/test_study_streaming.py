@@ -72,6 +72,31 @@ def test_a_resumed_study_writes_the_same_trajectory_file(study: StudyResult, tmp
 
 
 @pytest.mark.slow
+def test_a_finished_study_rerun_keeps_its_trajectory_file_unless_it_no_longer_matches(
+    study: StudyResult, tmp_path: Path
+) -> None:
+    """A rerun of a finished study runs no shard and leaves `trajectories.parquet` untouched (not even
+    rewritten with the same bytes); a file that is not the parts' concatenation any more is built again."""
+    import shutil
+
+    from recoworld.studies.runner import run_study
+
+    out = tmp_path / "copy"
+    shutil.copytree(study.out, out)
+    path = out / "trajectories.parquet"
+    before = path.stat()
+    again = run_study(StudySpec.parse(SPEC), out)
+    after = path.stat()
+    assert again.shards_run == 0
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+    pq.write_table(pq.read_table(study.parts[0]), path)  # one shard's rows where four belong
+    rebuilt = run_study(StudySpec.parse(SPEC), out)
+    assert rebuilt.shards_run == 0
+    assert pq.read_table(path).equals(pq.read_table(study.trajectories_path))
+
+
+@pytest.mark.slow
 def test_the_streamed_report_equals_the_one_computed_on_the_whole_frame(study: StudyResult, tmp_path: Path) -> None:
     """Shard by shard, the report's figures are those of `summarize`, `daily_activity` and the exit tables on
     the whole trajectory frame (how the report computed them before results streamed), up to the order of

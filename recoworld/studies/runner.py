@@ -13,7 +13,7 @@ with the same spec and output directory skips the recorded shards, so an interru
 resumes without losing or duplicating any user; a part written but not yet recorded is
 simply redone, and so is a recorded one that is missing, unreadable, emptied or no longer
 matches its record. A `manifest.json` that is not a readable manifest is one clear error.
-The manifest lists every shard's users, so it is not rewritten after every shard (that
+The manifest records every shard, so it is not rewritten after every shard (that
 costs the driver time quadratic in the shards: hours for a million users) but whenever the
 shards finished since its last write pass `MANIFEST_SLACK` of those it records, and always
 when the study stops, an error or Ctrl-C included; only a driver killed outright
@@ -57,7 +57,7 @@ import math
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -190,10 +190,11 @@ FLIGHT_BYTES_PER_USER_DAY = 10_000
 #: the report): 142 bytes a row in pandas (deep; default world, 64 users x 5 recommenders, 2026-12), held up to
 #: three times at once (the shards' frames and their concatenation, then the frame and the Arrow table written).
 EPISODE_BYTES_PER_RUN = 450
-#: Per user, before and beside the shards: the plan (a segment each: `recoworld.studies.users`, 2 bytes) and the
-#: manifest's record of the user's id (71 bytes as a Python string in a list, 31 more as JSON while it is
-#: written; same study).
-PLAN_BYTES_PER_USER = 105
+#: Per user, before and beside the shards: the plan (a segment each: `recoworld.studies.users`, 2 bytes).
+PLAN_BYTES_PER_USER = 2
+#: Per shard: the manifest's record (part names, sizes, digests: about 420 bytes as JSON, twice that as Python
+#: objects while it is written).
+SHARD_RECORD_BYTES = 1_300
 #: Share of the available memory a study may take: the catalog, Ray and the rest of the machine need the rest.
 MEMORY_SHARE = 0.5
 
@@ -214,7 +215,8 @@ def memory_need(spec: StudySpec, n_users: int, workers: int) -> tuple[float, flo
     per worker, at most every shard) and, per user, the plan and the episodes. The trajectories are not held:
     they stream to disk shard by shard (`TrajectoryFile`) and the report reads them one shard at a time."""
     in_flight = min(workers, -(-n_users // spec.shard_size)) * min(spec.shard_size, n_users)
-    return in_flight * flight_bytes_per_user(spec), PLAN_BYTES_PER_USER + spec.runs * EPISODE_BYTES_PER_RUN
+    per_user = PLAN_BYTES_PER_USER + SHARD_RECORD_BYTES / spec.shard_size + spec.runs * EPISODE_BYTES_PER_RUN
+    return in_flight * flight_bytes_per_user(spec), per_user
 
 
 def flight_bytes_per_user(spec: StudySpec) -> float:
@@ -632,7 +634,18 @@ def _intact(out_dir: Path, entry: Any) -> bool:
         users = pq.read_table(out_dir / entry["episodes"], columns=["user_id"]).column("user_id").to_pylist()
     except (OSError, KeyError, TypeError, pa.ArrowException):
         return False
-    return len(users) == entry["n_episodes"] and set(users) == set(entry["users"])
+    if len(users) != entry["n_episodes"]:
+        return False
+    if "users" in entry:  # manifests from before `users_sha256`
+        return set(users) == set(entry["users"])
+    return users_digest(users) == entry["users_sha256"]
+
+
+def users_digest(user_ids: Iterable[str]) -> str:
+    """SHA-256 of a shard's distinct user ids, sorted: what the manifest records of who a shard's parts are
+    about. The ids themselves would make a 10M-user study's manifest some 150 MB, rewritten at every checkpoint,
+    and the shard's seed already says who they are."""
+    return hashlib.sha256("\n".join(sorted(set(user_ids))).encode()).hexdigest()
 
 
 def manifest_due(unrecorded: int, recorded: int) -> bool:
@@ -658,7 +671,7 @@ def write_parts(out_dir: Path, manifest: dict[str, Any], shard: int, user_ids: l
     n_episodes = pq.read_metadata(pa.BufferReader(parts["episodes"])).num_rows
     manifest["shards"][str(shard)] = {
         **files,
-        "users": user_ids,
+        "users_sha256": users_digest(user_ids),
         "n_episodes": n_episodes,
         "bytes": sizes,
         "sha256": digests,
@@ -682,7 +695,12 @@ class TrajectoryFile:
         self._concat: ParquetConcat | None = None
 
     def extend(self, manifest: dict[str, Any]) -> None:
-        """Append every shard the manifest (in memory) records from `next` on, up to the first gap."""
+        """Append every shard the manifest (in memory) records from `next` on, up to the first gap. A study
+        rerun after it finished keeps its file when the file is already those parts (`_holds`): rebuilding it
+        would copy every byte of a study that may be far larger than memory to change nothing."""
+        if self.next == 0 and self._concat is None and self._holds(manifest):
+            self.next = self.n_shards
+            return
         while str(self.next) in manifest["shards"]:
             if self._concat is None:
                 self._tmp = temp_beside(self.path)
@@ -690,6 +708,22 @@ class TrajectoryFile:
                 self._concat = ParquetConcat(self._sink)
             self._concat.append(self.out_dir / manifest["shards"][str(self.next)]["trajectories"])
             self.next += 1
+
+    def _holds(self, manifest: dict[str, Any]) -> bool:
+        """Whether every shard is recorded and the file on disk is their parts' concatenation, as far as the
+        footers tell (the parts themselves are checked against the manifest's digests when it is loaded): one
+        row group per part's row group, with the same row counts and schema. Footers only: cheap at any size."""
+        if len(manifest["shards"]) < self.n_shards or not self.path.is_file():
+            return False
+        try:
+            whole = pq.read_metadata(self.path)
+            parts = [pq.read_metadata(self.out_dir / manifest["shards"][str(k)]["trajectories"])
+                     for k in range(self.n_shards)]
+        except (OSError, KeyError, pa.ArrowException):
+            return False
+        groups = [part.row_group(g).num_rows for part in parts for g in range(part.num_row_groups)]
+        return (whole.schema.equals(parts[0].schema)
+                and [whole.row_group(g).num_rows for g in range(whole.num_row_groups)] == groups)
 
     def commit(self) -> None:
         """Rename the file into place if every shard is in it (a study with shards still to run leaves none)."""
