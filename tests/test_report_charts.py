@@ -16,6 +16,7 @@ from recoworld.catalog import Catalog
 from recoworld.config import RewardConfig, WorldConfig
 from recoworld.envs.observation import engagement_reward
 from recoworld.evaluation.axes import value_axis, zoom_note
+from recoworld.evaluation.exits import exit_table
 from recoworld.evaluation.html_report import (
     bar_chart,
     journey_data,
@@ -101,13 +102,14 @@ def test_the_panel_keeps_a_recommender_whose_users_never_left(run: tuple[Path, S
     _, result = run
     traj = result.trajectories
     kept = traj[~traj["left"]].assign(recommender="keeper")  # the same turns, none of them an exit
-    page = why_left_html(pd.concat([traj, kept]), ["greedy", "diverse", "keeper"], {"greedy": set(), "diverse": set()})
+    page = why_left_html(exit_table(pd.concat([traj, kept])), ["greedy", "diverse", "keeper"],
+                         {"greedy": set(), "diverse": set()})
     row = re.search(r'<tr data-rec="keeper"><th>keeper</th><td>0</td><td>0</td><td>–</td>(.*?)</tr>', page)
     assert row and "no exits" in row.group(1) and 'data-count="0">–' in row.group(1)
     card = re.search(r'<div class="exit-quotes" data-rec="keeper">(.*?)</div>', page)
     assert card and "No user ended a session." in card.group(1)
     assert 'class="journey-link"' not in page  # no linked journeys: none is embedded
-    assert "No user ended a session in this run." in why_left_html(kept, ["keeper"], {})
+    assert "No user ended a session in this run." in why_left_html(exit_table(kept), ["keeper"], {})
 
 
 def test_a_study_folder_shows_titles_and_whole_arm_names(run: tuple[Path, SimulationResult], catalog: Catalog,

@@ -12,9 +12,6 @@ from recoworld.cli.options import calibrated_option, seed_option
 from recoworld.errors import RecoWorldError
 
 RAY_EXTRA = "studies run on Ray (pip install 'recoworld[rllib]')"
-#: Memory the HTML report (`recoworld report`) takes per trajectory row: it reads the whole table, as Arrow and
-#: then pandas (242 + 317 bytes a row; default world, greedy and instruct for 7 days, 2026-12).
-HTML_BYTES_PER_ROW = 560
 
 
 def study(
@@ -37,7 +34,7 @@ def study(
         from recoworld.evaluation.digest import COLUMNS
         from recoworld.studies.notes import study_notes
         from recoworld.studies.report import ALL, write_report
-        from recoworld.studies.runner import MEMORY_SHARE, available_memory, check_ray_options, run_study
+        from recoworld.studies.runner import check_ray_options, run_study
 
         check_ray_options(address, num_cpus)  # before any work: a bad address fails in seconds, never hangs
     except ImportError as err:
@@ -77,12 +74,6 @@ def study(
         warn(line)
     from recoworld.evaluation.html_report import write_report as write_html
 
-    written: list[str | Path] = ["trajectories.parquet", "episodes.parquet", report]
-    need, available = result.trajectory_rows() * HTML_BYTES_PER_ROW, available_memory()
-    if available is None or need <= MEMORY_SHARE * available:
-        written.append(write_html(result.out))
-    else:  # the page reads every row at once; the Markdown report above read one shard at a time
-        warn(f"no report.html: it reads all {result.trajectory_rows():,} trajectory rows at once, about "
-             f"{need / 1e9:.1f} GB, more than this machine can spare ({available / 1e9:.1f} GB available); "
-             f"run `recoworld report {result.out}` on a larger machine")
+    # Like the Markdown report, the page reads one shard at a time: it holds sums, the episodes and its journeys.
+    written: list[str | Path] = ["trajectories.parquet", "episodes.parquet", report, write_html(result.out)]
     outputs(result.out, written, then=f"{result.shards_run} shard(s) run now, the rest resumed from the checkpoint")

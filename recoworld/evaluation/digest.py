@@ -2,10 +2,12 @@
 
 A study's trajectories can be far larger than memory, and a notebook's fit in a frame. Both get
 their figures from one reduction: each frame (or shard) becomes a `Digest`, per-group sums and
-counts, users active per day and the exits' table (`recoworld.evaluation.exits.exit_table`), and
-digests of disjoint users add up. `summarize` and `daily_activity` (`recoworld.evaluation.metrics`)
-are a digest of one frame keyed by recommender; a study's report keys it by recommender, arm and
-segment and feeds it one shard at a time. So the two can never disagree, up to the order in which
+counts, users active per day, users who left for good per day and the exits' table
+(`recoworld.evaluation.exits.exit_table`), and digests of disjoint users add up. `summarize` and
+`daily_activity` (`recoworld.evaluation.metrics`) are a digest of one frame keyed by recommender;
+a study's report keys it by recommender, arm and segment and feeds it one shard at a time; the
+HTML report (`recoworld.evaluation.html_report`) keys it by recommender and segment and feeds it
+one shard or agent file at a time. So they can never disagree, up to the order in which
 floating-point sums are added.
 """
 
@@ -15,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
+import numpy as np
 import pandas as pd
 
 from recoworld.evaluation.exits import (
@@ -105,16 +108,28 @@ def _daily(traj: pd.DataFrame, label: Sequence[str]) -> pd.DataFrame:
     return pd.concat([users, active]).groupby(["label", "day"], sort=False).size().rename("users").reset_index()
 
 
+def _churned(traj: pd.DataFrame, label: Sequence[str]) -> pd.DataFrame:
+    """One frame's users per label who left for good, by the day they did (`time_days` rounded down: churned by
+    the end of day d is churned on a day <= d)."""
+    rows = traj.loc[traj["churned"].astype(bool)]
+    gone = pd.DataFrame({"label": _labelled(rows, label), "user_id": rows["user_id"],
+                         "day": np.floor(rows["time_days"].to_numpy(np.float64)).astype(np.int64)})
+    gone = gone.drop_duplicates(["label", "user_id"])
+    return gone.groupby(["label", "day"], sort=False).size().rename("users").reset_index()
+
+
 @dataclass(frozen=True)
 class Digest:
     """What the metrics need of trajectories, added up over frames: `sums` per group of `keys`, `daily` users
-    per label and day, `exits` per label, reason and sentence (`recoworld.evaluation.exits.exit_table`).
+    per label and day, `churned` users per label and the day they left for good, `exits` per label, reason and
+    sentence (`recoworld.evaluation.exits.exit_table`).
 
     A label is the `label` columns joined by "/" (a study's "greedy/with"): what a retention curve or an
     exit table is drawn for."""
 
     sums: pd.DataFrame
     daily: pd.Series
+    churned: pd.Series
     exits: pd.DataFrame
 
     @classmethod
@@ -122,20 +137,35 @@ class Digest:
            label: Sequence[str] = ("recommender",)) -> Digest:
         """Each frame reduced as it is read, then the reductions added up in order (a frame is one shard)."""
         shards = [trajectories] if isinstance(trajectories, pd.DataFrame) else trajectories
-        sums, daily, left = [], [], []
+        sums, daily, churned, left = [], [], [], []
         for traj in shards:
             sums.append(_sums(traj, list(keys)))
             daily.append(_daily(traj, label))
+            churned.append(_churned(traj, label))
             left.append(exit_table(traj.assign(recommender=_labelled(traj, label))))
         return cls(
             pd.concat(sums).groupby(level=list(keys)).sum(),  # sorted: looked up by key
             pd.concat(daily).groupby(["label", "day"], sort=False)["users"].sum(),
+            pd.concat(churned).groupby(["label", "day"], sort=False)["users"].sum(),
             merge_exit_tables(left),
         )
 
     def labels(self) -> list[str]:
         """Every label, in order of appearance."""
         return list(dict.fromkeys(self.daily.index.get_level_values("label")))
+
+    def users(self, label: str) -> int:
+        """How many users a label has."""
+        return int(self.daily.get((label, -1), 0))
+
+    def summary(self, episodes: pd.DataFrame, names: Sequence[str] | None = None) -> pd.DataFrame:
+        """One row per value of the first key (`names`, default every label in order of appearance: a digest
+        labelled by its first key) with `headline`'s metrics, from the sums of its groups and its episodes."""
+        sums = self.sums.groupby(level=0).sum()
+        return pd.DataFrame([
+            {"recommender": name, **headline(sums.loc[name], episodes[episodes["recommender"] == name])}
+            for name in (self.labels() if names is None else names)
+        ])
 
     def daily_activity(self, horizon_days: int) -> pd.DataFrame:
         """Share of each label's users active on each day of the horizon."""
@@ -144,6 +174,15 @@ class Digest:
             per_day = self.daily[label]
             users = max(int(per_day.get(-1, 0)), 1)
             out[label] = [per_day.get(d, 0) / users for d in range(horizon_days)]
+        return pd.DataFrame(out, index=pd.RangeIndex(horizon_days, name="day"))
+
+    def not_churned(self, horizon_days: int) -> pd.DataFrame:
+        """Share of each label's users who have not left for good by the end of each day of the horizon."""
+        out = {}
+        for label in self.labels():
+            users = max(self.users(label), 1)
+            gone = np.cumsum([int(self.churned.get((label, d), 0)) for d in range(horizon_days)])
+            out[label] = [1.0 - float(n) / users for n in gone.tolist()]
         return pd.DataFrame(out, index=pd.RangeIndex(horizon_days, name="day"))
 
     def why_left(self) -> pd.DataFrame:

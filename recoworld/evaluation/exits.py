@@ -133,16 +133,20 @@ def exit_shares(counts: pd.DataFrame) -> pd.DataFrame:
     return counts.div(total.where(total > 0), axis=0)
 
 
-def interview_means(trajectories: pd.DataFrame) -> pd.DataFrame:
-    """The mean interview score (1-5) per recommender (rows) and reason (columns) of the exits that had an
-    interview; NaN where none did."""
-    table = exit_table(trajectories)
+def interview_means_of(table: pd.DataFrame) -> pd.DataFrame:
+    """`interview_means` of an `exit_table`."""
     table = table[table["interview_n"] > 0]
     if table.empty:
         return pd.DataFrame(index=pd.Index([], name="recommender"), columns=list(REASONS), dtype=float)
     g = table.groupby(["recommender", "exit_reason"], sort=False)
     means = (g["interview_sum"].sum() / g["interview_n"].sum()).unstack()
     return means.reindex(columns=list(REASONS)).astype(float)
+
+
+def interview_means(trajectories: pd.DataFrame) -> pd.DataFrame:
+    """The mean interview score (1-5) per recommender (rows) and reason (columns) of the exits that had an
+    interview; NaN where none did."""
+    return interview_means_of(exit_table(trajectories))
 
 
 def exit_quotes_of(table: pd.DataFrame, per_reason: int = 3) -> dict[str, dict[str, list[Quote]]]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,23 +39,26 @@ from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from recoworld.catalog import Catalog
 from recoworld.config import RewardConfig
 from recoworld.envs.observation import return_reward
 from recoworld.errors import RecoWorldError
 from recoworld.evaluation.axes import value_axis, zoom_note
+from recoworld.evaluation.digest import COLUMNS, Digest
 from recoworld.evaluation.exits import (
     MEANING,
     REASONS,
     UNSTATED,
-    exit_counts,
-    exit_overview,
-    exit_quotes,
+    exit_counts_of,
+    exit_overview_of,
+    exit_quotes_of,
     exit_shares,
-    interview_means,
+    interview_means_of,
 )
-from recoworld.evaluation.metrics import daily_activity, summarize
 from recoworld.stats import mean_ci
 
 #: users per recommender embedded in the journey explorer
@@ -68,23 +72,112 @@ class ReportError(RecoWorldError):
     """The folder cannot be reported on (no trajectories, unreadable files)."""
 
 
+#: What the page reads of every trajectory row besides the digest's columns (`recoworld.evaluation.digest.COLUMNS`):
+#: the items (checked against the catalog), their topics (named when no catalog is had) and the mindset (whether
+#: to draw its curves); and `turn_reward` where a folder has no episodes (they are rebuilt).
+SCAN_COLUMNS = ("item", "topic", "satisfaction")
+#: What the journey explorer shows of its users' rows.
+JOURNEY_COLUMNS = ("recommender", "arm", "user_id", "segment", "session", "turn", "step", "position", "time_days",
+                   "turn_reward", "instruction", "left", "return_gap_days", "churned", "intent_match", "agent_trace",
+                   "exit_reason", "exit_text", "interview_score", "interview", "item", "topic", "reaction",
+                   "dwell_min", "satisfaction", "fatigue")
+#: What the page reads of the episodes (one row per user and recommender run).
+EPISODE_COLUMNS = ("recommender", "arm", "user_id", "segment", "retention", "sessions", "churned", "total_reward",
+                   "fallback_turns", "days_active")
+
+
+@dataclass(frozen=True)
+class Part:
+    """Trajectory rows of whole users, read as one frame: a file (an agent's, in a `simulate` folder) or the row
+    groups of whole shards of a study's `trajectories.parquet` (a shard's users are nobody else's)."""
+
+    path: Path
+    row_groups: tuple[int, ...]
+    rows: int
+
+    def read(self, columns: Sequence[str]) -> pd.DataFrame:
+        """The part's rows, with only those of `columns` the file has."""
+        try:
+            file = pq.ParquetFile(self.path)
+            return file.read_row_groups(list(self.row_groups), columns=_present(file, columns)).to_pandas()
+        except (OSError, ValueError, pa.ArrowException) as err:
+            raise ReportError(f"cannot read trajectories: {err}") from None
+
+    def rows_of(self, users: Collection[str], columns: Sequence[str]) -> pd.DataFrame:
+        """The rows of `users` only, filtered one record batch at a time: the part is never whole in memory."""
+        try:
+            file = pq.ParquetFile(self.path)
+            wanted = pa.array(sorted(users), pa.string())
+            batches = [batch.filter(pc.is_in(batch.column("user_id"), value_set=wanted))
+                       for batch in file.iter_batches(row_groups=list(self.row_groups),
+                                                      columns=_present(file, columns))]
+            return pa.Table.from_batches(batches).to_pandas()
+        except (OSError, ValueError, pa.ArrowException) as err:
+            raise ReportError(f"cannot read trajectories: {err}") from None
+
+
+def _present(file: pq.ParquetFile, columns: Sequence[str]) -> list[str]:
+    return [c for c in dict.fromkeys(columns) if c in file.schema_arrow.names]
+
+
+def _parts(path: Path) -> list[Part]:
+    """A trajectory file cut into parts of whole users: one per run of row groups that holds whole shards, read
+    from the footer's statistics of `shard` (a study writes each shard as row groups of its own, in shard order);
+    the whole file when it has no shards (a `simulate` agent's file) or does not say which row group holds which."""
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (OSError, ValueError, pa.ArrowException) as err:
+        raise ReportError(f"cannot read trajectories: {err}") from None
+    whole = [Part(path, tuple(range(meta.num_row_groups)), meta.num_rows)] if meta.num_row_groups else []
+    if meta.num_row_groups < 2:
+        return whole
+    first = meta.row_group(0)
+    shard = next((j for j in range(first.num_columns) if first.column(j).path_in_schema == "shard"), None)
+    if shard is None:
+        return whole
+    groups: list[list[int]] = []
+    low = top = None
+    for g in range(meta.num_row_groups):
+        stats = meta.row_group(g).column(shard).statistics
+        if stats is None or not stats.has_min_max or (low is not None and stats.min < low):
+            return whole  # no statistics, or not in shard order: a shard could span parts
+        if top is not None and stats.min <= top:
+            groups[-1].append(g)  # a shard that began in the group before
+        else:
+            groups.append([g])
+        low, top = stats.min, stats.max if top is None else max(top, stats.max)
+    return [Part(path, tuple(g), sum(meta.row_group(i).num_rows for i in g)) for g in groups]
+
+
 @dataclass
 class RunData:
+    """What the page shows of a run, gathered one part of its trajectories at a time (`load_run`): no more than
+    the digest (sums per recommender and segment, users active and users gone per day, the exits' table), the
+    episodes, and every row of the journey explorer's users, at most `max_users` per recommender."""
+
     path: Path
-    trajectories: pd.DataFrame
+    digest: Digest
+    recommenders: list[str]  # in the page's order: the manifest's agents first, then as they appear
+    journeys: pd.DataFrame  # the explorer's users' rows, in the trajectories' order
     episodes: pd.DataFrame
     manifest: dict[str, Any]
     horizon_days: int
     catalog: Catalog | None
     catalog_note: str
+    mindset: bool  # the run exposed the mindset (satisfaction and fatigue)
+    topics: int  # topic indices seen: 1 + the largest
+    max_users: int
 
 
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def _read(paths: list[Path], what: str) -> pd.DataFrame:
+def _read(paths: list[Path], what: str, columns: Sequence[str]) -> pd.DataFrame:
     try:
-        frames = [pd.read_parquet(p) for p in paths]
+        frames = []
+        for p in paths:
+            file = pq.ParquetFile(p)
+            frames.append(file.read(_present(file, columns)).to_pandas())
     except Exception as err:  # any unreadable file is one line naming it
         raise ReportError(f"cannot read {what}: {err}") from None
     frames = [f for f in frames if len(f)]
@@ -142,64 +235,129 @@ def load_catalog(path: Path, manifest: dict[str, Any], catalog: str | Path | Non
         return None, f"items shown by id: catalog not loaded ({err})"
 
 
-def load_run(path: str | Path, catalog: str | Path | None = None) -> RunData:
-    """A run folder's trajectories and episodes; a folder without trajectories is a `ReportError`."""
+def load_run(path: str | Path, catalog: str | Path | None = None, max_users: int = MAX_USERS) -> RunData:
+    """What the page needs of a run folder, its trajectories read one part at a time (`Part`: an agent's file,
+    or a study's shard) with only the columns the digest needs, then the rows of the explorer's users (the first
+    `max_users` of each recommender) alone; a folder without trajectories is a `ReportError`."""
     path = Path(path)
     if not path.is_dir():
         raise ReportError(f"{path}: no such run directory")
-    parts = sorted((path / "trajectories").glob("*.parquet")) if (path / "trajectories").is_dir() else []
-    if not parts and (path / "trajectories.parquet").is_file():
-        parts = [path / "trajectories.parquet"]
-    if not parts:
+    files = sorted((path / "trajectories").glob("*.parquet")) if (path / "trajectories").is_dir() else []
+    if not files and (path / "trajectories.parquet").is_file():
+        files = [path / "trajectories.parquet"]
+    if not files:
         raise ReportError(f"{path} has no trajectories: expected trajectories/<agent>.parquet "
                           "(recoworld simulate --out, a bench scenario) or trajectories.parquet (a study)")
+    parts = [part for file in files for part in _parts(file)]
+    if not sum(part.rows for part in parts):
+        raise ReportError(f"{path}: its trajectories hold no rows")
     manifest = _manifest(path)
     order = list(((manifest.get("identity") or {}).get("config") or {}).get("agents") or [])
-    traj = _read(parts, "trajectories")
-    if traj.empty:
-        raise ReportError(f"{path}: its trajectories hold no rows")
     if (path / "episodes").is_dir() and any((path / "episodes").glob("*.parquet")):
-        eps = _read(sorted((path / "episodes").glob("*.parquet")), "episodes")
+        eps = _read(sorted((path / "episodes").glob("*.parquet")), "episodes", EPISODE_COLUMNS)
     elif (path / "episodes.parquet").is_file():
-        eps = _read([path / "episodes.parquet"], "episodes")
+        eps = _read([path / "episodes.parquet"], "episodes", EPISODE_COLUMNS)
     else:
         eps = pd.DataFrame()
+    scan = _Scan(parts, max_users, _has_arms(parts), rebuild_episodes=eps.empty)
+    digest = Digest.of(scan.frames(), keys=("recommender", "segment"))
     if eps.empty:
-        eps = _episodes_from(traj)
-    traj, eps = _label_arms(traj, eps)
-    if order:
-        rank = {n: i for i, n in enumerate(order)}
-        traj = traj.sort_values("recommender", key=lambda s: s.map(rank).fillna(len(rank)), kind="stable")
+        eps = scan.episodes()
+    if scan.arms and "arm" in eps:
+        eps = eps.assign(recommender=eps["recommender"] + " / " + eps["arm"])
+    rank = {n: i for i, n in enumerate(order)}
+    names = sorted(digest.labels(), key=lambda n: rank.get(n, len(rank)))
     world = _world_config(manifest)
-    horizon = world.get("horizon_days") or float(traj["time_days"].max())
+    horizon = world.get("horizon_days") or scan.max_time
     cat, note = load_catalog(path, manifest, catalog)
-    if cat is not None and int(traj["item"].max()) >= len(cat):
+    if cat is not None and scan.max_item >= len(cat):
         if catalog is not None:
             raise ReportError(f"--catalog {catalog}: {len(cat)} items, but the run shows item "
-                              f"{int(traj['item'].max())}; give the catalog the run played on")
+                              f"{scan.max_item}; give the catalog the run played on")
         cat, note = None, "items shown by id: the catalog is smaller than the items shown"
-    return RunData(path, traj.reset_index(drop=True), eps, manifest, max(1, math.ceil(horizon)), cat, note)
+    return RunData(path, digest, names, scan.journeys(), eps, manifest, max(1, math.ceil(horizon)), cat, note,
+                   scan.mindset, scan.max_topic + 1, max_users)
 
 
-def _label_arms(traj: pd.DataFrame, eps: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _has_arms(parts: list[Part]) -> bool:
+    """Whether a row names an arm other than `baseline` (a study's): then each recommender and arm is a row of
+    its own, "greedy / with". Reads the `arm` column alone, a part at a time."""
+    for part in parts:
+        arms = part.read(["arm"])
+        if "arm" not in arms:
+            return False
+        if set(arms["arm"].dropna()) - {"baseline"}:
+            return True
+    return False
+
+
+class _Scan:
+    """One pass over a run's trajectory parts for `Digest.of` (`frames`), which keeps on the way what the page
+    needs beyond the digest: the largest item, topic and time, whether the mindset was exposed, each
+    recommender's first `max_users` users and the part that holds them, and (for a folder without episodes)
+    each part's per-user rows."""
+
+    def __init__(self, parts: list[Part], max_users: int, arms: bool, rebuild_episodes: bool) -> None:
+        self.parts, self.max_users, self.arms, self.rebuild = parts, max_users, arms, rebuild_episodes
+        self.max_item, self.max_topic, self.max_time, self.mindset = -1, -1, 0.0, False
+        self.chosen: dict[str, dict[str, int]] = {}  # recommender -> the explorer's users -> their part
+        self._episodes: list[pd.DataFrame] = []
+
+    def frames(self) -> Iterator[pd.DataFrame]:
+        """Each part's rows, with only the digest's and `SCAN_COLUMNS`, labelled by recommender (and arm)."""
+        columns = [*COLUMNS, *SCAN_COLUMNS, *(("turn_reward",) if self.rebuild else ())]
+        for i, part in enumerate(self.parts):
+            if not part.rows:
+                continue
+            traj = part.read(columns)
+            self.max_item = max(self.max_item, int(traj["item"].max()))
+            self.max_topic = max(self.max_topic, int(traj["topic"].max()))
+            self.max_time = max(self.max_time, float(traj["time_days"].max()))
+            self.mindset = self.mindset or ("satisfaction" in traj and bool(traj["satisfaction"].notna().any()))
+            if self.rebuild:
+                self._episodes.append(_episode_rows(traj))
+            traj = _label_arms(traj) if self.arms else traj
+            for rec, users in traj.groupby("recommender", sort=False)["user_id"]:
+                chosen = self.chosen.setdefault(rec, {})
+                if len(chosen) < self.max_users:
+                    for user in users.unique():
+                        if len(chosen) >= self.max_users:
+                            break
+                        chosen.setdefault(user, i)
+            yield traj
+
+    def episodes(self) -> pd.DataFrame:
+        """The rebuilt episodes, their retention over the horizon the trajectories reached."""
+        eps = pd.concat(self._episodes, ignore_index=True)
+        eps["retention"] = eps["days_active"] / max(1, math.ceil(self.max_time))
+        return eps
+
+    def journeys(self) -> pd.DataFrame:
+        """Every row of the explorer's users, read from the parts that hold them, in the trajectories' order."""
+        frames = []
+        for i, part in enumerate(self.parts):
+            wanted = {user for chosen in self.chosen.values() for user, at in chosen.items() if at == i}
+            if not wanted:
+                continue
+            rows = part.rows_of(wanted, JOURNEY_COLUMNS)
+            rows = _label_arms(rows) if self.arms else rows
+            keep = [user in self.chosen.get(rec, {}) for rec, user in zip(rows["recommender"], rows["user_id"])]
+            frames.append(rows[keep])
+        return pd.concat(frames, ignore_index=True)
+
+
+def _label_arms(traj: pd.DataFrame) -> pd.DataFrame:
     """In a study, one recommender plays several arms: each (recommender, arm) is a row of its own."""
-    if "arm" not in traj or set(traj["arm"].dropna()) <= {"baseline"}:
-        return traj, eps
-    traj = traj.assign(recommender=traj["recommender"] + " / " + traj["arm"])
-    if "arm" in eps:
-        eps = eps.assign(recommender=eps["recommender"] + " / " + eps["arm"])
-    return traj, eps
+    return traj.assign(recommender=traj["recommender"] + " / " + traj["arm"])
 
 
-def _episodes_from(traj: pd.DataFrame) -> pd.DataFrame:
-    """Per-user rows rebuilt from the trajectories when a folder has no episodes file."""
+def _episode_rows(traj: pd.DataFrame) -> pd.DataFrame:
+    """Per-user rows rebuilt from a part of the trajectories when a folder has no episodes file (their
+    `retention` is set once the horizon the trajectories reached is known)."""
     turns = traj.drop_duplicates(["recommender", "user_id", "step"])
     g = turns.groupby(["recommender", "user_id"], sort=False)
-    horizon = max(1, math.ceil(float(traj["time_days"].max())))
-    out = g.agg(segment=("segment", "first"), total_reward=("turn_reward", "sum"), churned=("churned", "any"),
-                sessions=("session", "max"), days_active=("day", "nunique"), turns=("step", "max")).reset_index()
-    out["retention"] = out["days_active"] / horizon
-    return out
+    return g.agg(segment=("segment", "first"), total_reward=("turn_reward", "sum"), churned=("churned", "any"),
+                 sessions=("session", "max"), days_active=("day", "nunique"), turns=("step", "max")).reset_index()
 
 
 # ---------------------------------------------------------------------------------------------- SVG charts
@@ -305,16 +463,6 @@ def line_chart(series: dict[str, list[float]], title: str, xlabel: str, ylabel: 
     return "".join(parts)
 
 
-def not_churned(trajectories: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
-    """Share of each recommender's users who have not churned (left for good) by the end of each day."""
-    out = {}
-    for name, traj in trajectories.groupby("recommender", sort=False):
-        users = traj["user_id"].nunique()
-        churn = traj.loc[traj["churned"].astype(bool)].drop_duplicates("user_id")["time_days"].to_numpy()
-        out[name] = [1.0 - float((churn < d + 1).sum()) / max(users, 1) for d in range(horizon_days)]
-    return pd.DataFrame(out, index=pd.RangeIndex(horizon_days, name="day"))
-
-
 # ---------------------------------------------------------------------------------------------- tables
 
 SUMMARY_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -353,12 +501,12 @@ def summary_html(summary: pd.DataFrame, episodes: pd.DataFrame) -> str:
             f"<tbody>{''.join(rows)}</tbody></table>")
 
 
-def segments_html(traj: pd.DataFrame, episodes: pd.DataFrame) -> str:
-    """Retention (± 95% CI) and CTR per segment (rows) and recommender (columns)."""
-    recs = list(dict.fromkeys(traj["recommender"]))
+def segments_html(digest: Digest, episodes: pd.DataFrame, recs: list[str]) -> str:
+    """Retention (± 95% CI) and CTR per segment (rows) and recommender (columns), from a digest keyed by
+    recommender and segment."""
     segs = sorted(episodes["segment"].dropna().unique()) if "segment" in episodes else []
-    reviewed = traj[traj["reaction"] >= 0]
-    ctr = (reviewed["reaction"] >= 1).groupby([reviewed["recommender"], reviewed["segment"]]).mean()
+    seen = digest.sums[["clicked", "reviewed"]]
+    ctr = (seen["clicked"] / seen["reviewed"].where(seen["reviewed"] > 0)).dropna()
     head = "".join(f"<th>{_esc(r)}</th>" for r in recs)
     rows = []
     for seg in segs:
@@ -410,14 +558,15 @@ def _mix_bar(counts: pd.Series, reasons: list[str]) -> str:
     return "".join(parts) + "</svg>"
 
 
-def why_left_html(traj: pd.DataFrame, recommenders: list[str], embedded: dict[str, set[str]]) -> str:
-    """The "why users left" panel: per recommender the exits by reason (share and count, the largest share of
-    each reason across recommenders marked), the share who left for good and the mean interview, then the
-    users' own words per reason, each linked to a journey that said them when the explorer holds it."""
-    counts = exit_counts(traj, recommenders)
+def why_left_html(exits: pd.DataFrame, recommenders: list[str], embedded: dict[str, set[str]]) -> str:
+    """The "why users left" panel of an `exit_table` (`recoworld.evaluation.exits`): per recommender the exits by
+    reason (share and count, the largest share of each reason across recommenders marked), the share who left
+    for good and the mean interview, then the users' own words per reason, each linked to a journey that said
+    them when the explorer holds it."""
+    counts = exit_counts_of(exits, recommenders)
     shares = exit_shares(counts)
-    overview = exit_overview(traj, recommenders)
-    means = interview_means(traj).reindex(index=recommenders)
+    overview = exit_overview_of(exits, recommenders)
+    means = interview_means_of(exits).reindex(index=recommenders)
     reasons = [r for r in REASONS if counts[r].sum() > 0]
     if not reasons:
         return '<p class="note" id="why-left-empty">No user ended a session in this run.</p>'
@@ -440,7 +589,7 @@ def why_left_html(traj: pd.DataFrame, recommenders: list[str], embedded: dict[st
              f"<th>left for good</th><th>interview (1-5)</th><th>mix</th>{head}</tr></thead>"
              f"<tbody>{''.join(rows)}</tbody></table>")
     meaning = "".join(f"<li><b>{_esc(r)}</b>: {_esc(MEANING[r])}</li>" for r in reasons)
-    quotes = exit_quotes(traj)
+    quotes = exit_quotes_of(exits)
     cards = []
     for rec in recommenders:
         said = quotes.get(rec, {})
@@ -518,8 +667,9 @@ def session_end_terms(turns: pd.DataFrame, reward: RewardConfig) -> list[float |
     return [_num(t) if lft else None for t, lft in zip(terms.tolist(), left)]
 
 
-def journey_data(run: RunData, max_users: int = MAX_USERS) -> dict[str, Any]:
-    """The explorer's data: per recommender, up to `max_users` users, each a list of turns.
+def journey_data(run: RunData, max_users: int | None = None) -> dict[str, Any]:
+    """The explorer's data: per recommender, up to `max_users` users (default and at most: the run's, those
+    `load_run` kept), each a list of turns.
 
     A turn is `[session, turn, time_days, reward, instruction, left, gap, churned, intent_match,
     trace, items, reactions, dwell (tenths of a minute), satisfaction, fatigue, exit]`; `reactions`
@@ -531,15 +681,19 @@ def journey_data(run: RunData, max_users: int = MAX_USERS) -> dict[str, Any]:
     would show a reward of 7 and nobody would know why; it is null when the run names no world
     config (`session_end_known` is then false and the page only says the reward includes it).
     """
-    traj = run.trajectories
-    mindset = "satisfaction" in traj and bool(traj["satisfaction"].notna().any())
+    if max_users is None:
+        max_users = run.max_users
+    elif max_users > run.max_users:
+        raise ValueError(f"max_users {max_users}: the run was loaded with the first {run.max_users} users of each "
+                         "recommender; give load_run max_users")
+    traj, mindset = run.journeys, run.mindset
     eps = run.episodes.set_index(["recommender", "user_id"]) if len(run.episodes) else None
     out: dict[str, Any] = {"recommenders": [], "users": {}, "shown": {}, "total": {}}
     used: set[int] = set()
     reward = reward_config(run.manifest)
-    for rec, frame in traj.groupby("recommender", sort=False):
-        ids = list(dict.fromkeys(frame["user_id"]))
-        keep = ids[:max_users]
+    for rec in run.recommenders:
+        frame = traj[traj["recommender"] == rec]
+        keep = list(dict.fromkeys(frame["user_id"]))[:max_users]
         frame = frame[frame["user_id"].isin(set(keep))].sort_values(["user_id", "step", "position"], kind="stable")
         # one row per turn: where each (user, step) starts in the slot rows
         key = frame["user_id"].astype(str).to_numpy() + "\x1f" + frame["step"].astype(str).to_numpy()
@@ -582,14 +736,14 @@ def journey_data(run: RunData, max_users: int = MAX_USERS) -> dict[str, Any]:
             ])
         out["recommenders"].append(rec)
         out["users"][rec] = users
-        out["shown"][rec], out["total"][rec] = len(keep), len(ids)
+        out["shown"][rec], out["total"][rec] = len(keep), run.digest.users(rec)
     cat = run.catalog
     if cat is not None:
         out["topics"] = list(cat.topic_names)
         out["items"] = {str(i): [str(cat.titles[i]), int(cat.topic[i])] for i in sorted(used)}
     else:
         topics = traj.drop_duplicates("item").set_index("item")["topic"]
-        out["topics"] = [f"topic {k}" for k in range(int(traj["topic"].max()) + 1)]
+        out["topics"] = [f"topic {k}" for k in range(run.topics)]
         out["items"] = {str(i): [f"item {i}", int(topics.get(i, 0))] for i in sorted(used)}
     out["mindset"] = bool(mindset)
     out["session_end_known"] = reward is not None
@@ -607,28 +761,30 @@ def _json_for_script(data: Any) -> str:
 # ---------------------------------------------------------------------------------------------- page
 
 
-def build_report(run: RunData, max_users: int = MAX_USERS) -> str:
-    traj, eps = run.trajectories, run.episodes
-    summary = summarize(traj, eps)
-    names = summary["recommender"].astype(str).tolist()
+def build_report(run: RunData, max_users: int | None = None) -> str:
+    """The page (see the module docstring): tables and charts from the run's digest and episodes, the explorer
+    from its users' rows."""
+    digest, eps, names = run.digest, run.episodes, run.recommenders
+    summary = digest.summary(eps, names)
     charts = [
         bar_chart(names, summary["retention"].tolist(), summary["retention_ci"].tolist(),
                   "Retention per recommender (95% CI)", "share of days active"),
-        line_chart({str(k): v.tolist() for k, v in daily_activity(traj, run.horizon_days).items()},
+        line_chart({str(k): v.tolist() for k, v in digest.daily_activity(run.horizon_days)[names].items()},
                    "Daily active users", "day", "share of users active"),
-        line_chart({str(k): v.tolist() for k, v in not_churned(traj, run.horizon_days).items()},
+        line_chart({str(k): v.tolist() for k, v in digest.not_churned(run.horizon_days)[names].items()},
                    "Users not churned", "day", "share of users"),
     ]
     data = journey_data(run, max_users)
+    max_users = data["max_users"]
     embedded = {r: {u["id"] for u in data["users"][r]} for r in data["recommenders"]}
-    why_left = why_left_html(traj, data["recommenders"], embedded)
+    why_left = why_left_html(digest.exits, data["recommenders"], embedded)
     capped = [f"{_esc(r)}: {data['shown'][r]} of {data['total'][r]}" for r in data["recommenders"]
               if data["shown"][r] < data["total"][r]]
     cap_note = (f"The explorer holds at most {max_users} users per recommender ({'; '.join(capped)}); "
                 "tables and charts use every user." if capped else
                 f"The explorer holds every user (at most {max_users} per recommender are embedded).")
     config = _world_config(run.manifest)
-    facts = [f"{traj['user_id'].nunique()} users", f"{len(names)} recommenders", f"{run.horizon_days} days"]
+    facts = [f"{eps['user_id'].nunique()} users", f"{len(names)} recommenders", f"{run.horizon_days} days"]
     if config:
         facts.append(f"slate {config.get('slate_size')}, {config.get('n_candidates')} candidates, "
                      f"{config.get('user_backend', 'parametric')} users")
@@ -646,7 +802,7 @@ def build_report(run: RunData, max_users: int = MAX_USERS) -> str:
         facts=" · ".join(facts),
         summary=summary_html(summary, eps),
         charts="".join(charts),
-        segments=segments_html(traj, eps),
+        segments=segments_html(digest, eps, names),
         why_left=why_left,
         cap_note=cap_note,
         catalog_note=_esc(run.catalog_note),
@@ -663,9 +819,9 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, max_user
     """Write the report of `run_dir` to `out` (default `run_dir/report.html`); returns its path."""
     from recoworld.storage import write_atomic
 
-    run = load_run(run_dir, catalog)
+    run = load_run(run_dir, catalog, max_users)
     path = Path(out) if out is not None else Path(run_dir) / REPORT
-    write_atomic(path, build_report(run, max_users))
+    write_atomic(path, build_report(run))
     return path
 
 

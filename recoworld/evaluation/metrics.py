@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from recoworld.catalog import Catalog
-from recoworld.evaluation.digest import Digest, headline
+from recoworld.evaluation.digest import Digest
 from recoworld.mindset import Intent
 from recoworld.simulators.instructions import intent_topics, wants_quality
 
@@ -36,11 +36,7 @@ def summarize(trajectories: pd.DataFrame, episodes: pd.DataFrame) -> pd.DataFram
     `interview_score` and `instruction_rate` over turns; `instruction_following`, `_satisfiable`,
     `_similarity` and `_judge` over the turns with an intent; `novelty` over items; `exit_<reason>` over the
     exits with a stated reason; `retention`, `churn_rate`, `sessions_per_user` and `return_per_user` per user."""
-    digest = Digest.of(trajectories)
-    return pd.DataFrame([
-        {"recommender": name, **headline(digest.sums.loc[name], episodes[episodes["recommender"] == name])}
-        for name in dict.fromkeys(trajectories["recommender"])
-    ])
+    return Digest.of(trajectories).summary(episodes)
 
 
 def daily_activity(trajectories: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
