@@ -22,8 +22,19 @@ journey explorer's data is one JSON block in the page. The page holds
 It reads a `simulate` folder (`trajectories/<agent>.parquet`, each bench scenario's folder)
 or a study folder (`trajectories.parquet`; recommenders are shown per arm). At most
 `max_users` users per recommender go into the explorer (the page says so); the tables and
-charts use every user. Script errors are recorded into the DOM (`<body data-js-errors>`,
-`#js-errors`), so a headless browser can check the page.
+charts use every user.
+
+A study's trajectories can be far larger than memory, so the page never holds them: it reads
+one part at a time (`Part`: an agent's file, or the row groups of one shard of a study, found
+from the footer's statistics of `shard`) with only the columns its figures need, and reduces
+each to a `recoworld.evaluation.digest.Digest` keyed by recommender and segment (the summary,
+the per-segment CTR, users active and users not churned per day, the exits' table). Then it
+reads the rows of the explorer's users alone, filtered a record batch at a time. What it holds
+is that digest, the episodes (one row per user and recommender run) and the explorer's rows;
+the page is the one the whole frame gives (tests/test_report_streaming.py).
+
+Script errors are recorded into the DOM (`<body data-js-errors>`, `#js-errors`), so a headless
+browser can check the page.
 """
 
 from __future__ import annotations
