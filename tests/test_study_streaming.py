@@ -138,6 +138,36 @@ def test_the_streamed_report_equals_the_one_computed_on_the_whole_frame(study: S
     pd.testing.assert_frame_equal(pd.read_csv(one / "summary.csv"), pd.read_csv(two / "summary.csv"))
 
 
+@pytest.mark.slow
+def test_the_html_report_reads_one_shard_at_a_time_and_shows_what_all_rows_at_once_show(
+        study: StudyResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`recoworld report` on a study: each shard's row group is read alone, with the digest's columns, and the
+    page equals the one of the same rows in one row group, read at once (tests/test_report_streaming.py checks
+    that page against the whole frame's figures)."""
+    import shutil
+
+    from recoworld.evaluation.html_report import Part, build_report, load_run
+
+    whole = tmp_path / study.out.name  # the folder's name is the page's title
+    whole.mkdir()
+    for name in ("episodes.parquet", "manifest.json"):
+        shutil.copy(study.out / name, whole / name)
+    pq.write_table(pq.read_table(study.trajectories_path), whole / "trajectories.parquet")
+    assert pq.ParquetFile(whole / "trajectories.parquet").num_row_groups == 1
+    read: list[int] = []
+    original = Part.read
+
+    def spy(self: Part, columns: list[str]) -> pd.DataFrame:
+        read.append(len(frame := original(self, columns)))
+        return frame
+
+    monkeypatch.setattr(Part, "read", spy)
+    page = build_report(load_run(study.out, max_users=2))
+    assert max(read) == max(pq.read_metadata(p).num_rows for p in study.parts) < study.trajectory_rows()
+    monkeypatch.undo()
+    assert build_report(load_run(whole, max_users=2)) == page
+
+
 def test_results_far_beyond_memory_are_no_longer_refused() -> None:
     """A million users for 30 days with five recommenders: 1.6 TB of trajectories, on disk shard by shard, so
     only the plan, the episodes and the shards in flight count against memory."""
