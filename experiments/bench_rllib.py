@@ -15,7 +15,8 @@ runners and batch, as env steps sampled per second of training, for each learner
 `--pipelines`: `default` (RLlib's own learner connectors, what `build_ppo_config` builds) and
 `streamlined` (`recoworld.rl.connectors.streamline`, what `recoworld train` runs: the same train
 batch built in array operations). The pipelines' algorithms are built side by side and their
-iterations interleaved, so a change in the machine's load hits both alike; each line also splits the
+iterations interleaved, so a change in the machine's load hits both alike (with several
+`--learn-threads`, each pipeline at each torch thread count, interleaved the same way); each line also splits the
 iteration into learning (`learner_group.update`: the learner connectors and SGD) and the rest (mostly
 sampling). Runs in a few minutes on 2 CPUs.
 The old way has no training-only reward terms (`day_reward`, `satisfaction_reward`, `rating_reward` need the
@@ -72,6 +73,8 @@ class Args:
     """override the config's torch threads in this process (sampling forward passes and SGD)"""
     pipelines: list[Pipeline] = field(default_factory=lambda: ["default", "streamlined"])
     """learner pipelines timed for sampling plus learning (see the module docstring)"""
+    learn_threads: list[int] | None = None
+    """torch thread counts timed for sampling plus learning, interleaved (default: the config's torch_threads)"""
     skip_old: bool = False
     """skip the one-env-per-runner timing (it cannot run a config with training-only reward terms)"""
 
@@ -120,23 +123,31 @@ def timed_updates(algo: Any, timing: Timing) -> None:
     algo.learner_group.update = timed
 
 
-def train_steps_per_second(cfg: TrainConfig, iterations: int, pipelines: list[Pipeline]) -> dict[Pipeline, Timing]:
-    """`iterations` PPO iterations (sampling and learning) per pipeline, after one warm-up iteration each,
-    the pipelines' iterations interleaved."""
+Variant = tuple[Pipeline, int]  # (learner pipeline, torch threads)
+
+
+def train_steps_per_second(cfg: TrainConfig, iterations: int, variants: list[Variant]) -> dict[Variant, Timing]:
+    """`iterations` PPO iterations (sampling and learning) per (pipeline, torch threads), after one warm-up
+    iteration each, the variants' iterations interleaved."""
+    import torch
+
     build = {"default": build_ppo_config, "streamlined": lambda c: streamline(build_ppo_config(c))}
-    algos = {p: build[p](cfg).build_algo() for p in pipelines}
+    algos = {v: build[v[0]](cfg).build_algo() for v in variants}
     try:
-        timings = {p: Timing() for p in pipelines}
-        lifetime = {p: algos[p].train()["num_env_steps_sampled_lifetime"] for p in pipelines}  # warm-up
-        for p in pipelines:
-            timed_updates(algos[p], timings[p])
+        timings = {v: Timing() for v in variants}
+        lifetime = {}
+        for v in variants:  # warm-up
+            torch.set_num_threads(v[1])
+            lifetime[v] = algos[v].train()["num_env_steps_sampled_lifetime"]
+            timed_updates(algos[v], timings[v])
         for _ in range(iterations):
-            for p in pipelines:
+            for v in variants:
+                torch.set_num_threads(v[1])
                 t0 = time.perf_counter()
-                after = algos[p].train()["num_env_steps_sampled_lifetime"]
-                timings[p].seconds += time.perf_counter() - t0
-                timings[p].steps += int(after - lifetime[p])
-                lifetime[p] = after
+                after = algos[v].train()["num_env_steps_sampled_lifetime"]
+                timings[v].seconds += time.perf_counter() - t0
+                timings[v].steps += int(after - lifetime[v])
+                lifetime[v] = after
         return timings
     finally:
         for algo in algos.values():
@@ -168,14 +179,16 @@ def main(args: Args) -> None:
         print(f"\nnum_envs_per_env_runner={n} (the config's): {rates[n]:.0f} vs {old:.0f} env steps/s, "
               f"ratio {rates[n] / old:.2f}")
     if args.learn_iterations:
+        threads = args.learn_threads or [cfg.ppo.torch_threads]
         print(f"sampling + learning: {args.learn_iterations} PPO iterations of {cfg.ppo.train_batch_size} env steps "
               f"({cfg.ppo.num_epochs} epochs, minibatch {cfg.ppo.minibatch_size}), {cfg.num_env_runners} env runner(s) "
-              f"x {n} users, {cfg.ppo.torch_threads} torch thread(s):")
-        for p, t in train_steps_per_second(cfg, args.learn_iterations, args.pipelines).items():
-            per = t.seconds / args.learn_iterations
-            print(f"  {p:11s} learner pipeline: {t.steps / t.seconds:7.0f} env steps/s; per iteration {per:.2f} s: "
-                  f"learning {t.learning / args.learn_iterations:.2f} s, sampling and the rest "
-                  f"{per - t.learning / args.learn_iterations:.2f} s")
+              f"x {n} users:")
+        variants = [(p, t) for p in args.pipelines for t in threads]
+        for (p, t), timing in train_steps_per_second(cfg, args.learn_iterations, variants).items():
+            per, learning = timing.seconds / args.learn_iterations, timing.learning / args.learn_iterations
+            print(f"  {p:11s} learner pipeline, {t} torch thread(s): {timing.steps / timing.seconds:7.0f} env steps/s; "
+                  f"per iteration {per:.2f} s: learning {learning:.2f} s, sampling and the rest {per - learning:.2f} s")
+
 
 if __name__ == "__main__":
     main(tyro.cli(Args))
