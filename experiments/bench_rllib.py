@@ -12,13 +12,15 @@ Prints steps/s for each and the ratio of the config's N (`num_envs_per_env_runne
 the old way. Then sampling plus learning: `--learn-iterations` PPO iterations (`algo.train()`:
 sampling, GAE, `ppo.num_epochs` SGD passes; after one warm-up iteration) with the config's own
 runners and batch, as env steps sampled per second of training, for each learner pipeline in
-`--pipelines`: `default` (RLlib's own learner connectors, what `build_ppo_config` builds) and
-`streamlined` (`recoworld.rl.connectors.streamline`, what `recoworld train` runs: the same train
-batch built in array operations). The pipelines' algorithms are built side by side and their
-iterations interleaved, so a change in the machine's load hits both alike (with several
-`--learn-threads`, each pipeline at each torch thread count, interleaved the same way); each line also splits the
-iteration into learning (`learner_group.update`: the learner connectors and SGD) and the rest (mostly
-sampling). Runs in a few minutes on 2 CPUs.
+`--pipelines`: `default` (RLlib's own learner connectors, what `build_ppo_config` builds),
+`streamlined` (`recoworld.rl.connectors.streamline`: the same train batch built in array operations) and
+`batched` (`streamline` plus `recoworld.rl.env_runner.batched_sampling`, what `recoworld train` runs: the same
+episodes, each user's chunks built once per sample). The sampling-only timing runs each env runner in
+`--runners` (`default`: RLlib's `SingleAgentEnvRunner`; `batched`: `BatchedEnvRunner`), their runs interleaved.
+The pipelines' algorithms are built side by side and their iterations interleaved, so a change in the machine's
+load hits both alike (with several `--learn-threads`, each pipeline at each torch thread count, interleaved the
+same way); each line also splits the iteration into learning (`learner_group.update`: the learner connectors and
+SGD) and the rest (mostly sampling). Runs in a few minutes on 2 CPUs.
 The old way has no training-only reward terms (`day_reward`, `satisfaction_reward`, `rating_reward` need the
 vector env), so time a config without them, such as configs/ppo_small.yaml.
 
@@ -39,10 +41,12 @@ from typing import Any, Literal
 import tyro
 
 from recoworld.rl.connectors import streamline
+from recoworld.rl.env_runner import BatchedEnvRunner, batched_sampling
 from recoworld.rl.train_config import TrainConfig
 from recoworld.rl.training_env import build_ppo_config
 
-Pipeline = Literal["default", "streamlined"]
+Pipeline = Literal["default", "streamlined", "batched"]
+Runner = Literal["default", "batched"]
 
 
 @dataclass
@@ -71,33 +75,41 @@ class Args:
     """override the config's env runners (0: sample in this process)"""
     torch_threads: int | None = None
     """override the config's torch threads in this process (sampling forward passes and SGD)"""
-    pipelines: list[Pipeline] = field(default_factory=lambda: ["default", "streamlined"])
+    pipelines: list[Pipeline] = field(default_factory=lambda: ["default", "streamlined", "batched"])
     """learner pipelines timed for sampling plus learning (see the module docstring)"""
     learn_threads: list[int] | None = None
     """torch thread counts timed for sampling plus learning, interleaved (default: the config's torch_threads)"""
+    runners: list[Runner] = field(default_factory=lambda: ["default", "batched"])
+    """env runners timed for sampling alone (see the module docstring)"""
     skip_old: bool = False
     """skip the one-env-per-runner timing (it cannot run a config with training-only reward terms)"""
 
 
-def steps_per_second(cfg: TrainConfig, num_envs: int, mode: str, steps: int, repeats: int) -> float:
-    """Env steps/s of one local env runner sampling `steps` steps (best of `repeats`)."""
+def steps_per_second(cfg: TrainConfig, num_envs: int, mode: str, steps: int, repeats: int,
+                     runners: list[Runner]) -> dict[Runner, float]:
+    """Env steps/s of one local env runner of each kind sampling `steps` steps (best of `repeats`, the kinds'
+    runs interleaved)."""
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
     config = streamline(build_ppo_config(cfg)).env_runners(
         num_envs_per_env_runner=num_envs, gym_env_vectorize_mode=mode,
         rollout_fragment_length=max(1, steps // num_envs))
-    runner = SingleAgentEnvRunner(config=config)
+    classes = {"default": SingleAgentEnvRunner, "batched": BatchedEnvRunner}
+    built = {r: classes[r](config=config) for r in runners}
     try:
-        runner.sample(num_timesteps=steps // 4, random_actions=False)  # warm-up: build, reset, first episodes
-        best = 0.0
+        for runner in built.values():  # warm-up: build, reset, first episodes
+            runner.sample(num_timesteps=steps // 4, random_actions=False)
+        best = dict.fromkeys(runners, 0.0)
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            episodes = runner.sample(num_timesteps=steps, random_actions=False)
-            elapsed = time.perf_counter() - t0
-            best = max(best, sum(len(e) for e in episodes) / elapsed)
+            for r, runner in built.items():
+                t0 = time.perf_counter()
+                episodes = runner.sample(num_timesteps=steps, random_actions=False)
+                elapsed = time.perf_counter() - t0
+                best[r] = max(best[r], sum(len(e) for e in episodes) / elapsed)
         return best
     finally:
-        runner.stop()
+        for runner in built.values():
+            runner.stop()
 
 
 @dataclass
@@ -131,7 +143,8 @@ def train_steps_per_second(cfg: TrainConfig, iterations: int, variants: list[Var
     iteration each, the variants' iterations interleaved."""
     import torch
 
-    build = {"default": build_ppo_config, "streamlined": lambda c: streamline(build_ppo_config(c))}
+    build = {"default": build_ppo_config, "streamlined": lambda c: streamline(build_ppo_config(c)),
+             "batched": lambda c: batched_sampling(streamline(build_ppo_config(c)))}
     algos = {v: build[v[0]](cfg).build_algo() for v in variants}
     try:
         timings = {v: Timing() for v in variants}
@@ -166,14 +179,16 @@ def main(args: Args) -> None:
     w = cfg.world
     print(f"world: slate {w.slate_size} of {w.n_candidates} candidates, history {w.history_len}, "
           f"{w.horizon_days:g} days; network {cfg.ppo.network} {cfg.ppo.hidden}; {args.steps} env steps per timing")
-    old = None if args.skip_old else steps_per_second(cfg, 1, "sync", args.steps, args.repeats)
+    old = None if args.skip_old else steps_per_second(cfg, 1, "sync", args.steps, args.repeats, ["default"])["default"]
     if old is not None:
         print(f"old  one RecoWorld-v0 per runner (sync, num_envs 1)      {old:9.0f} env steps/s")
     rates = {}
     for n in sorted({*args.users, cfg.num_envs_per_env_runner}):
-        rates[n] = steps_per_second(cfg, n, "vector_entry_point", max(args.steps, n), args.repeats)
-        print(f"new  RecoWorldVectorEnv, {n:4d} users (vector_entry_point) {rates[n]:9.0f} env steps/s"
-              + (f"  x{rates[n] / old:.2f}" if old else ""))
+        by_runner = steps_per_second(cfg, n, "vector_entry_point", max(args.steps, n), args.repeats, args.runners)
+        rates[n] = by_runner[args.runners[0]]
+        for r, rate in by_runner.items():
+            print(f"new  RecoWorldVectorEnv, {n:4d} users (vector_entry_point), {r:7s} env runner {rate:9.0f} "
+                  "env steps/s" + (f"  x{rate / old:.2f}" if old else ""))
     n = cfg.num_envs_per_env_runner
     if old is not None:
         print(f"\nnum_envs_per_env_runner={n} (the config's): {rates[n]:.0f} vs {old:.0f} env steps/s, "

@@ -105,3 +105,31 @@ def test_batched_runner_names_the_pipeline_it_needs(ray_session: ModuleType) -> 
 
     with pytest.raises(ValueError, match=r"needs `streamline`'s env-to-module pipeline"):
         BatchedEnvRunner(config=build_ppo_config(config("shared_scorer")))
+
+
+@pytest.mark.slow
+def test_training_with_the_batched_runner_learns_what_rllibs_runner_learns(ray_session: ModuleType) -> None:
+    require("ray.rllib")
+    import torch
+
+    from recoworld.rl.connectors import streamline
+    from recoworld.rl.env_runner import BatchedEnvRunner, batched_sampling
+    from recoworld.rl.training_env import build_ppo_config
+
+    runs = {}
+    for batched in (False, True):
+        ppo_config = streamline(build_ppo_config(config("shared_scorer")))
+        algo = (batched_sampling(ppo_config) if batched else ppo_config).build_algo()
+        try:
+            assert (type(algo.env_runner) is BatchedEnvRunner) == batched
+            curve = []
+            for _ in range(2):
+                result = algo.train()
+                learner = result["learners"]["default_policy"]
+                curve.append((result["num_env_steps_sampled_lifetime"], float(learner["policy_loss"]),
+                              float(learner["vf_loss"]), float(learner["entropy"])))
+            runs[batched] = curve, {k: v.clone() for k, v in algo.get_module().state_dict().items()}
+        finally:
+            algo.stop()
+    assert runs[True][0] == runs[False][0]
+    assert all(torch.equal(w, runs[False][1][k]) for k, w in runs[True][1].items())

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tree  # dm-tree, which RLlib uses for nested observations
@@ -39,6 +39,9 @@ from ray.rllib.utils.spaces.space_utils import unbatch
 from ray.rllib.utils.torch_utils import convert_to_torch_tensor
 
 from recoworld.rl.connectors import LastObservationsToBatch
+
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.ppo import PPOConfig
 
 #: RLlib's per-episode callbacks, which `_sample` makes for every user at every step.
 EPISODE_CALLBACKS = ("on_episode_created", "on_episode_start", "on_episode_step", "on_episode_end")
@@ -62,13 +65,33 @@ def _batched(head: list[Any], rows: np.ndarray) -> np.ndarray:
 def _buffer(head: InfiniteLookbackBuffer | None, rows: Any, space: Any = None) -> InfiniteLookbackBuffer:
     """A finalized buffer: `head`'s items (its lookback and what the chunk already held), then `rows` (a structure
     of arrays, one row per step)."""
-    items = head.data if head is not None else []
-    lookback = head.lookback if head is not None else 0
-    if head is not None and head.finalized:
+    if head is not None and not isinstance(head.data, list):
         raise ValueError("BatchedEnvRunner continues list-based episode chunks (RLlib's `cut`), got a numpy'd one")
-    data = tree.map_structure_with_path(
-        lambda path, leaf: _batched([_at(item, path) for item in items], leaf), rows)
+    items: list[Any] = list(head.data) if head is not None else []
+    lookback = head.lookback if head is not None else 0
+    data: Any
+    if isinstance(rows, np.ndarray):
+        data = _batched(items, rows)
+    elif _flat(rows):
+        data = {k: _batched([item[k] for item in items], leaf) for k, leaf in rows.items()}
+    else:
+        data = tree.map_structure_with_path(lambda path, leaf: _batched([_at(item, path) for item in items], leaf),
+                                            rows)
     return InfiniteLookbackBuffer(data=data, lookback=lookback, space=space)
+
+
+def _flat(struct: Any) -> bool:
+    """Whether `struct` is a dict of arrays (RecoWorld's observation), which skips dm-tree's generic walk."""
+    return type(struct) is dict and all(isinstance(v, np.ndarray) for v in struct.values())
+
+
+def _map(fn: Any, struct: Any) -> Any:
+    """`tree.map_structure(fn, struct)`, quicker for an array or a dict of arrays."""
+    if isinstance(struct, np.ndarray):
+        return fn(struct)
+    if _flat(struct):
+        return {k: fn(v) for k, v in struct.items()}
+    return tree.map_structure(fn, struct)
 
 
 def _at(item: Any, path: tuple[Any, ...]) -> Any:
@@ -200,7 +223,7 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
         rows = slice(begin, last + 1)
         head = episode if episode.is_reset else None
         observations = _buffer(head.observations if head is not None else None,
-                               tree.map_structure(lambda a: a[i, first:last + 1], obs))
+                               _map(lambda a: a[i, first:last + 1], obs))
         info_items = (head.infos.data if head is not None else []) + [x or {} for x in infos[i][first:last + 1]]
         chunk_infos = InfiniteLookbackBuffer(info_items, lookback=head.infos.lookback if head is not None else 0)
         kept = episode.extra_model_outputs
@@ -214,7 +237,7 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
         chunk = SingleAgentEpisode(
             episode.id_, observations=observations, infos=chunk_infos,
             actions=_buffer(head.actions if head is not None else None,
-                            tree.map_structure(lambda a: a[i, rows], actions)),
+                            _map(lambda a: a[i, rows], actions)),
             rewards=_buffer(head.rewards if head is not None else None, rewards[i, rows], space=_REWARDS_BOX_SPACE),
             extra_model_outputs={k: _buffer(kept.get(k), extra_rows[k]) for k in keys},
             terminated=flags[0], truncated=flags[1],
@@ -234,9 +257,15 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
         def tail(buffer: InfiniteLookbackBuffer, count: int) -> list[Any]:
             if count == 0:
                 return []
+            data: Any = buffer.data
             if not buffer.finalized:
-                return list(buffer.data[-count:])
-            return unbatch(tree.map_structure(lambda a: a[-count:], buffer.data))
+                return list(data[-count:])
+            if isinstance(data, np.ndarray):  # rows, or scalars for a 1-D leaf, as `unbatch` gives them
+                return list(data[-count:])
+            if _flat(data):
+                length = len(next(iter(data.values())))
+                return [{k: v[j] for k, v in data.items()} for j in range(max(0, length - count), length)]
+            return unbatch(tree.map_structure(lambda a: a[-count:], data))
 
         successor = SingleAgentEpisode(
             chunk.id_, observations=tail(chunk.observations, lookback + 1), infos=tail(chunk.infos, lookback + 1),
@@ -255,5 +284,10 @@ def _by_user(*steps: Any) -> np.ndarray:
 
 def _item(obs: Any, i: int, step: int) -> Any:
     """User `i`'s observation at `step`, as RLlib's `unbatch` hands it to an episode."""
-    return tree.map_structure(lambda a: a[i, step], obs)
+    return _map(lambda a: a[i, step], obs)
 
+
+
+def batched_sampling(config: PPOConfig) -> PPOConfig:
+    """`config` (built by `streamline`) sampling with `BatchedEnvRunner`; returns `config`."""
+    return config.env_runners(env_runner_cls=BatchedEnvRunner)

@@ -111,6 +111,7 @@ import pyarrow as pa
 from recoworld.agents import AgentFactory
 from recoworld.errors import ConfigError, RecoWorldError
 from recoworld.rl.connectors import streamline
+from recoworld.rl.env_runner import batched_sampling
 from recoworld.rl.evaluation import FLOOR, POLICY, compare, evaluate, evaluate_references, play, plot_learning_curve
 from recoworld.rl.policy import RLlibRecommender
 from recoworld.rl.teacher import dagger
@@ -303,8 +304,10 @@ def train(
         log(f"no checkpoint in {out / 'checkpoints'}; starting from scratch")
     torch.set_num_threads(cfg.ppo.torch_threads)
     register_training_env()
-    # `streamline`: RLlib's default learner pipeline rebuilt in array operations, the same train batch bit for bit
-    algo = Algorithm.from_checkpoint(str(start.resolve())) if start else streamline(build_ppo_config(cfg)).build_algo()
+    # `streamline`: RLlib's default learner pipeline rebuilt in array operations, the same train batch bit for bit;
+    # `batched_sampling`: RLlib's env runner with each user's episode chunks built once per sample, the same episodes
+    algo = (Algorithm.from_checkpoint(str(start.resolve())) if start
+            else batched_sampling(streamline(build_ppo_config(cfg))).build_algo())
     curve_path, eval_path = out / "curve.parquet", out / "evaluation.parquet"
     curve = pd.read_parquet(curve_path) if start and curve_path.exists() else pd.DataFrame()
     curve = curve[curve["iteration"] <= algo.iteration] if len(curve) else curve
