@@ -40,9 +40,9 @@ from recoworld.agents.toolrec import ToolRecConfig, ToolRecRecommender
 from recoworld.bench.scenarios import SCENARIOS
 from recoworld.catalog import Catalog
 from recoworld.config import DynamicsConfig, RetrievalConfig, WorldConfig
-from recoworld.evaluation.metrics import mean_ci
 from recoworld.evaluation.simulation import SimulationConfig, simulate
 from recoworld.llm import ChatBackend, LLMConfig, SamplingParams, make_backend
+from recoworld.stats import mean_ci
 
 Channel = Literal["structured", "text", "none"]
 #: Per-user measures, in table order: (column, header).

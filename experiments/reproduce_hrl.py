@@ -36,9 +36,9 @@ from recoworld.agents.hrl_novelty import NoveltyRecommender
 from recoworld.catalog import Catalog, cached_catalog
 from recoworld.config import ChoiceConfig, WorldConfig
 from recoworld.envs.recoworld_env import RecoWorldEnv
-from recoworld.evaluation.metrics import mean_ci
 from recoworld.evaluation.simulation import SimulationConfig, simulate
 from recoworld.population import Beta, PopulationSpec, Segment
+from recoworld.stats import mean_ci
 
 
 @dataclass

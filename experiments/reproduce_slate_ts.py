@@ -26,8 +26,8 @@ from recoworld.agents import Recommender
 from recoworld.agents.slate_ts import SlateTSRecommender
 from recoworld.catalog import Catalog
 from recoworld.config import WorldConfig
-from recoworld.evaluation.metrics import mean_ci
 from recoworld.evaluation.simulation import SimulationConfig, simulate
+from recoworld.stats import mean_ci
 
 
 @dataclass
