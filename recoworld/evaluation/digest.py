@@ -28,6 +28,7 @@ from recoworld.evaluation.exits import (
     exit_shares,
     exit_table,
     merge_exit_tables,
+    turn_keys,
 )
 from recoworld.mindset import EXIT_REASONS
 from recoworld.stats import mean_ci
@@ -53,12 +54,6 @@ TrajectorySource: TypeAlias = pd.DataFrame | Iterable[pd.DataFrame]
 def _valued(values: pd.Series) -> pd.Series:
     """Numbers, with what is not one as NaN; booleans count as 0 and 1."""
     return pd.to_numeric(values.astype(float) if values.dtype == bool else values, errors="coerce")
-
-
-def turn_keys(trajectories: pd.DataFrame) -> list[str]:
-    """What tells a turn apart: a trajectory repeats its turn columns on every slate position, and the same user
-    plays every recommender and arm (and in a study, user ids are unique per shard only)."""
-    return [c for c in ("recommender", "arm", "shard", "user_id", "step") if c in trajectories]
 
 
 def _sums(traj: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -171,8 +166,7 @@ class Digest:
         """Share of each label's users active on each day of the horizon."""
         out = {}
         for label in self.labels():
-            per_day = self.daily[label]
-            users = max(int(per_day.get(-1, 0)), 1)
+            per_day, users = self.daily[label], max(self.users(label), 1)
             out[label] = [per_day.get(d, 0) / users for d in range(horizon_days)]
         return pd.DataFrame(out, index=pd.RangeIndex(horizon_days, name="day"))
 

@@ -53,13 +53,18 @@ class Quote:
     interview: str | None
 
 
+def turn_keys(trajectories: pd.DataFrame) -> list[str]:
+    """What tells a turn apart: a trajectory repeats its turn columns on every slate position, and the same user
+    plays every recommender and arm (and in a study, user ids are unique per shard only)."""
+    return [c for c in ("recommender", "arm", "shard", "user_id", "step") if c in trajectories]
+
+
 def exits(trajectories: pd.DataFrame) -> pd.DataFrame:
     """One row per session a user ended (`left`), in the trajectories' order, with `EXIT_COLUMNS`.
 
     A trajectory repeats its turn columns on every slate position, so turns are told apart by
     (recommender, arm, shard, user, step); a null `exit_reason` becomes `UNSTATED`."""
-    keys = [c for c in ("recommender", "arm", "shard", "user_id", "step") if c in trajectories]
-    turns = trajectories.drop_duplicates(keys)
+    turns = trajectories.drop_duplicates(turn_keys(trajectories))
     left = turns.loc[turns["left"].astype(bool), list(EXIT_COLUMNS)].reset_index(drop=True)
     return left.assign(exit_reason=left["exit_reason"].fillna(UNSTATED).astype(str))
 
