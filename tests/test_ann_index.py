@@ -124,6 +124,26 @@ def test_ann_recall_on_the_default_catalog_is_high(index: str) -> None:
     assert _recall(found[:, :15], exact[:, :15]) >= floor
 
 
+@pytest.mark.parametrize("ivf", [{}, {"nprobe": 1}, {"nlist": 7, "nprobe": 3}, {"nprobe": 55}])
+def test_an_ivf_search_answers_as_faiss_searches(ivf: dict[str, Any]) -> None:
+    """`ItemIndex` answers an 'ivf' search itself (faiss's cells and scores, a compiled selection):
+    the same items in the same order as faiss's search, at every depth, for taste queries, random
+    directions, and a catalog whose repeated items tie (those rows are faiss's own answer)."""
+    catalog = cached_catalog(CatalogConfig())
+    repeated = catalog.embeddings.copy()
+    repeated[1::7] = repeated[::7][: len(repeated[1::7])]  # every 7th item has a twin: equal scores
+    rng = np.random.default_rng(1)
+    queries = [_taste_queries(catalog, 300), rng.normal(size=(300, catalog.embedding_dim)),
+               np.zeros((3, catalog.embedding_dim))]  # all scores 0 (and -0.0): every row ties
+    for embeddings in (catalog.embeddings, repeated):
+        index = ItemIndex(embeddings, RetrievalConfig(index="ivf", **ivf))
+        assert index._cell_items is not None  # the compiled search is on
+        for q in queries:
+            q32 = np.ascontiguousarray(q, dtype=np.float32)
+            for depth in (1, 2, 15, 83, 300, len(catalog) + 5):
+                assert np.array_equal(index.search(q, depth), index._faiss_search(q32, depth)), depth
+
+
 def test_the_index_seed_decides_the_index() -> None:
     catalog = cached_catalog(CatalogConfig())
     queries = _taste_queries(catalog, 200)

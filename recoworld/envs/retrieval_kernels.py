@@ -228,3 +228,100 @@ def taste_queries(history_items: np.ndarray, positive: np.ndarray, embeddings: n
                 for e in range(d):
                     out[j, e] += embeddings[item, e]
     return out
+
+
+@numba.njit(nogil=True, cache=True)
+def probed_items(cells: np.ndarray, offsets: np.ndarray, list_items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(R, W) the items of each row's probed cells, cell by cell in probe order and in each cell's
+    stored order (the order an 'ivf' search scans them), -1 padded, W the most any row holds, and
+    (R,) how many. `cells` (R, P) are the probed cells (-1 = none); cell c holds
+    `list_items[offsets[c]:offsets[c + 1]]`."""
+    r, p = cells.shape
+    count = np.zeros(r, dtype=np.int64)
+    for j in range(r):
+        for t in range(p):
+            c = cells[j, t]
+            if c >= 0:
+                count[j] += offsets[c + 1] - offsets[c]
+    width = 0
+    for j in range(r):
+        width = max(width, count[j])
+    items = np.full((r, width), -1, dtype=np.int64)
+    for j in range(r):
+        at = 0
+        for t in range(p):
+            c = cells[j, t]
+            if c >= 0:
+                for s in range(offsets[c], offsets[c + 1]):
+                    items[j, at] = list_items[s]
+                    at += 1
+    return items, count
+
+
+#: Below the key of every float32 score in `top_scored` (the lowest, -inf, is (-2**31 + 2**23 - 1) << 32).
+_BELOW_EVERY_KEY = np.iinfo(np.int64).min
+
+
+@numba.njit(nogil=True, cache=True)
+def top_scored(bits: np.ndarray, items: np.ndarray, count: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row j, the `k` items of `items[j, :count[j]]` with the highest float32 scores, best first,
+    -1 padded where it holds fewer, and (R,) bool: the row holds two equal scores among its k + 1
+    best, whose order an 'ivf' search decides by its scan (`ann_index.ItemIndex` asks faiss for those
+    rows). `bits` is the (R, W) float32 scores viewed as int32.
+
+    Each score becomes an int64 key that sorts as the float does (-0.0 as 0.0), its place in the row
+    in the low bits. A threshold, the (m / 4 + 4)-th best of every 4th key for the m = k + 1 best,
+    keeps about m + 13 keys in one branch-free scan (and a tenth of the rows, which keep fewer than m,
+    scan again with the (m / 4 + 10)-th), and only those are sorted; a row that keeps fewer than m
+    even then (very rare) sorts all its keys."""
+    r, w = bits.shape
+    out = np.full((r, k), -1, dtype=np.int64)
+    tied = np.zeros(r, dtype=np.bool_)
+    keys = np.empty(w, dtype=np.int64)
+    kept = np.empty(w + 1, dtype=np.int64)
+    rank_max = (k + 1) // 4 + 10
+    best = np.empty(rank_max, dtype=np.int64)
+    low = np.int64(0xFFFFFFFF)
+    for j in range(r):
+        n = count[j]
+        for i in range(n):
+            b = bits[j, i]
+            if b == -2147483648:  # -0.0
+                b = 0
+            elif b < 0:  # negative floats order the other way round as ints
+                b = b ^ 0x7FFFFFFF
+            keys[i] = (np.int64(b) << 32) | i
+        m = min(k + 1, n)
+        if m == 0:
+            continue
+        rank = m // 4 + 10  # the sample's best kept; the first threshold is its (m / 4 + 4)-th
+        c = 0
+        if 4 * rank < n:
+            for t in range(rank):
+                best[t] = _BELOW_EVERY_KEY
+            for i in range(0, n, 4):
+                key = keys[i]
+                if key > best[rank - 1]:
+                    at = rank - 1
+                    while at > 0 and best[at - 1] < key:
+                        best[at] = best[at - 1]
+                        at -= 1
+                    best[at] = key
+            for threshold in (best[rank - 7], best[rank - 1]):  # about m + 13, then (rarely) m + 37 pass
+                c = 0
+                for i in range(n):
+                    kept[c] = keys[i]
+                    c += keys[i] >= threshold
+                if c >= m:
+                    break
+        if c < m:  # too few passed both thresholds (very rare), or a short row: sort them all
+            c = n
+            kept[:n] = keys[:n]
+        kept[:c].sort()
+        last = c - 1
+        for t in range(m - 1):
+            if (kept[last - t] >> 32) == (kept[last - t - 1] >> 32):
+                tied[j] = True
+        for t in range(min(k, m)):
+            out[j, t] = items[j, kept[last - t] & low]
+    return out, tied
