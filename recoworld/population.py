@@ -12,6 +12,7 @@ import bisect
 import itertools
 import math
 import os
+import weakref
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,13 @@ from recoworld.errors import ConfigError, UnknownTopicError
 class _Dist(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def draw(self, rng: np.random.Generator) -> float:
+        """`sample(rng, 1)[0]`, the same draw, without the array: a profile draws its traits one by one."""
+        raise NotImplementedError
+
     def anchors(self) -> dict[str, float]:
         """The values that must lie in a trait's range (`TRAIT_RANGES`): where the draws are meant to fall."""
         raise NotImplementedError
@@ -38,6 +46,9 @@ class Beta(_Dist):
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.beta(self.a, self.b, size=n)
+
+    def draw(self, rng: np.random.Generator) -> float:
+        return float(rng.beta(self.a, self.b))
 
     def anchors(self) -> dict[str, float]:
         return {"mean": 1.0 / (1.0 + self.b / self.a)}  # a / (a + b), without overflowing a + b
@@ -56,6 +67,9 @@ class Uniform(_Dist):
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return rng.uniform(self.low, self.high, size=n)
+
+    def draw(self, rng: np.random.Generator) -> float:
+        return float(rng.uniform(self.low, self.high))
 
     def anchors(self) -> dict[str, float]:
         return {"low": self.low, "high": self.high}
@@ -80,6 +94,11 @@ class Normal(_Dist):
         with np.errstate(over="ignore"):  # a huge std overflows to inf, clipped here or to the trait's range
             return np.clip(rng.normal(self.mean, self.std, size=n), self.low, self.high)
 
+    def draw(self, rng: np.random.Generator) -> float:
+        value = float(rng.normal(self.mean, self.std))
+        value = value if value > self.low else self.low  # np.clip's comparisons, -0.0 included
+        return value if value < self.high else self.high
+
     def anchors(self) -> dict[str, float]:
         return {"mean": self.mean}  # its tails may leave the range: they are clipped to it
 
@@ -90,6 +109,9 @@ class Constant(_Dist):
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         return np.full(n, self.value, dtype=np.float64)
+
+    def draw(self, rng: np.random.Generator) -> float:
+        return float(self.value)
 
     def anchors(self) -> dict[str, float]:
         return {"value": self.value}
@@ -359,10 +381,19 @@ def sample_profile(spec: PopulationSpec, catalog: Catalog, rng: np.random.Genera
     """One user: a segment drawn with probability proportional to its size, then a profile of it.
 
     Not `sample_population(n=1)`, whose largest-remainder split always gives the largest segment."""
-    spec.check_topics(catalog)
+    checked = _CHECKED.setdefault(catalog, {})
+    if checked.get(id(spec)) is not spec:  # a spec checked against this catalog once (both are frozen)
+        spec.check_topics(catalog)
+        if len(checked) >= 64:
+            checked.clear()
+        checked[id(spec)] = spec
     cumulative = list(itertools.accumulate(segment.size for segment in spec.segments))
     segment = spec.segments[bisect.bisect_right(cumulative, rng.random() * cumulative[-1])]
     return _sample_segment(segment, 1, catalog, rng)[0]
+
+
+#: Per catalog, the specs already checked against it (`sample_profile`, once per episode, checks each once).
+_CHECKED: weakref.WeakKeyDictionary[Catalog, dict[int, PopulationSpec]] = weakref.WeakKeyDictionary()
 
 
 def _favourite_topic_odds(catalog: Catalog, mainstream: float) -> np.ndarray | None:
@@ -382,10 +413,61 @@ def _favourite_topic_odds(catalog: Catalog, mainstream: float) -> np.ndarray | N
     return odds / odds.sum()
 
 
+class _TopicOdds:
+    """A catalog's `_favourite_topic_odds` for one `mainstream`, made once (a single env draws a profile
+    per episode), with what `_choose_topics` reads: the odds and their first CDF as Python floats."""
+
+    def __init__(self, catalog: Catalog, mainstream: float) -> None:
+        self.odds = _favourite_topic_odds(catalog, mainstream)
+        if self.odds is not None:
+            self.odds_list: list[float] = self.odds.tolist()
+            cdf = np.cumsum(self.odds)
+            cdf /= cdf[-1]
+            self.cdf: list[float] = cdf.tolist()
+            self.nonzero = int(np.count_nonzero(self.odds > 0))
+
+
+#: Per catalog and `mainstream`, its `_TopicOdds` (catalogs are not changed once made; see their cached properties).
+_TOPIC_ODDS: weakref.WeakKeyDictionary[Catalog, dict[float, _TopicOdds]] = weakref.WeakKeyDictionary()
+
+
+def _topic_odds(catalog: Catalog, mainstream: float) -> _TopicOdds:
+    kept = _TOPIC_ODDS.setdefault(catalog, {})
+    if mainstream not in kept:
+        kept[mainstream] = _TopicOdds(catalog, mainstream)
+    return kept[mainstream]
+
+
+def _choose_topics(rng: np.random.Generator, topics: _TopicOdds, k: int) -> list[int]:
+    """`rng.choice(len(odds), size=k, replace=False, p=odds)`, the same draws and the same answer, with
+    the first round's CDF made once: numpy's own rounds, in Python floats (its cumulative sum runs in
+    order, its division and `searchsorted(side='right')` are `/` and `bisect_right`). A round draws a
+    uniform per topic still missing, keeps the new topics in the order first drawn, and the next round
+    draws again with the found topics' odds set to zero."""
+    if topics.nonzero < k:  # numpy's own error
+        raise ValueError("Fewer non-zero entries in p than size")
+    found: list[int] = []
+    cdf = topics.cdf
+    while len(found) < k:
+        x = rng.random(k - len(found)).tolist()
+        if found:
+            p = list(topics.odds_list)
+            for f in found:
+                p[f] = 0.0
+            sums = list(itertools.accumulate(p))
+            total = sums[-1]
+            cdf = [v / total for v in sums]
+        for new in (bisect.bisect_right(cdf, u) for u in x):
+            if new not in found:
+                found.append(new)
+    return found
+
+
 def _draw(segment: Segment, trait: str, rng: np.random.Generator) -> float:
     """One draw of `trait`, clipped to its range."""
     lo, hi = TRAIT_RANGES[trait]
-    return min(max(float(getattr(segment, trait).sample(rng, 1)[0]), lo), hi)
+    dist: AnyDist = getattr(segment, trait)
+    return min(max(dist.draw(rng), lo), hi)
 
 
 def _sample_segment(segment: Segment, count: int, catalog: Catalog, rng: np.random.Generator,
@@ -393,17 +475,24 @@ def _sample_segment(segment: Segment, count: int, catalog: Catalog, rng: np.rand
     profiles: list[UserProfile] = []
     if segment.topics is not None:
         fav_idx = [catalog.topic_index(t) for t in segment.topics]
-    topic_odds = _favourite_topic_odds(catalog, segment.mainstream) if segment.topics is None else None
+    topic_odds = _topic_odds(catalog, segment.mainstream) if segment.topics is None else None
+    alphas: dict[int, np.ndarray] = {}  # the Dirichlet's alpha per number of topics
     for i in range(count):
-        if segment.topics is None:
+        chosen: list[int] | np.ndarray
+        if topic_odds is not None:
             k = min(segment.n_favorite_topics, catalog.n_topics)
-            chosen = rng.choice(catalog.n_topics, size=k, replace=False, p=topic_odds)
+            if topic_odds.odds is None:
+                chosen = rng.choice(catalog.n_topics, size=k, replace=False)
+            else:
+                chosen = _choose_topics(rng, topic_odds, k)
         else:
             k = min(segment.n_favorite_topics, len(fav_idx))
             chosen = rng.choice(fav_idx, size=k, replace=False)
-        weights = rng.dirichlet(np.full(len(chosen), segment.interest_concentration))
-        order = np.argsort(-weights, kind="stable")
-        interests = {catalog.topic_names[int(chosen[j])]: round(float(weights[j]), 4) for j in order}
+        if len(chosen) not in alphas:
+            alphas[len(chosen)] = np.full(len(chosen), segment.interest_concentration)
+        weights = rng.dirichlet(alphas[len(chosen)]).tolist()
+        order = sorted(range(len(weights)), key=lambda j: -weights[j])  # stable, as numpy's stable argsort
+        interests = {catalog.topic_names[int(chosen[j])]: round(weights[j], 4) for j in order}
         attrs = {key: str(opts[rng.integers(len(opts))]) for key, opts in segment.attributes.items()}
         novelty = _draw(segment, "novelty", rng)
         patience = round(_draw(segment, "patience", rng))

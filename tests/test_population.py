@@ -108,3 +108,36 @@ def test_trait_values_outside_the_range_are_refused(catalog: Catalog, field: str
         profile = sample_population(spec, catalog, np.random.default_rng(0))[0]
         key = {"novelty": "novelty_trait"}.get(field, field)
         assert getattr(profile, key) == end
+
+
+@pytest.mark.parametrize("mainstream", [0.5, 1.0, 2.5])
+def test_favourite_topics_are_numpys_weighted_draw_without_replacement(catalog: Catalog, mainstream: float) -> None:
+    """`_choose_topics` replays `rng.choice(T, k, replace=False, p=odds)` with the first CDF made once:
+    the same topics in the same order, and the stream left where numpy leaves it, also when a round
+    draws a topic twice and another round follows (k near the number of topics)."""
+    from recoworld.population import _choose_topics, _topic_odds
+
+    topics = _topic_odds(catalog, mainstream)
+    assert topics.odds is not None
+    for k in (1, 3, 5, catalog.n_topics - 1, catalog.n_topics):
+        for seed in range(40):
+            ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+            assert _choose_topics(ours, topics, k) == theirs.choice(catalog.n_topics, k, replace=False,
+                                                                    p=topics.odds).tolist()
+            assert ours.random() == theirs.random()
+
+
+def test_a_traits_single_draw_is_its_sample_of_one() -> None:
+    """Profiles draw each trait with `draw`, which must be `sample(rng, 1)[0]` bit for bit (clipping
+    included) and leave the stream where it leaves it."""
+    from recoworld.population import Beta, Constant, Normal, Uniform
+
+    dists = [Beta(a=2, b=5), Uniform(low=-1.0, high=3.0), Normal(mean=25, std=8, low=5, high=80),
+             Normal(mean=0.0, std=1.0, low=0.0), Normal(mean=-0.0, std=0.0), Normal(mean=1.0, std=1e308, high=2.0),
+             Constant(value=4.5)]
+    for dist in dists:
+        for seed in range(200):
+            ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+            one, sample = dist.draw(ours), float(dist.sample(theirs, 1)[0])
+            assert np.copysign(1.0, one) == np.copysign(1.0, sample) and (one == sample), dist
+            assert ours.random() == theirs.random()
