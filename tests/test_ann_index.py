@@ -144,6 +144,27 @@ def test_an_ivf_search_answers_as_faiss_searches(ivf: dict[str, Any]) -> None:
                 assert np.array_equal(index.search(q, depth), index._faiss_search(q32, depth)), depth
 
 
+def test_faiss_heap_steps_answer_as_faiss_searches() -> None:
+    """`heap_scanned`, faiss's heap on the same scan, answers every row as faiss's search does (not only
+    the tied rows `ItemIndex` gives it), at every depth."""
+    import faiss
+
+    from recoworld.envs.retrieval_kernels import heap_scanned, probed_items
+
+    catalog = cached_catalog(CatalogConfig())
+    index = ItemIndex(catalog.embeddings, RetrievalConfig(index="ivf", nlist=7, nprobe=3))
+    assert index._cell_items is not None
+    queries = np.ascontiguousarray(_taste_queries(catalog, 300), dtype=np.float32)
+    _, cells = index._index.quantizer.search(queries, index._index.nprobe)
+    items, count = probed_items(cells, index._cell_offsets, index._cell_items)
+    scores = np.empty(items.shape, dtype=np.float32)
+    faiss.fvec_inner_products_by_idx(faiss.swig_ptr(scores), faiss.swig_ptr(queries), faiss.swig_ptr(index._items),
+                                     faiss.swig_ptr(items), catalog.embedding_dim, len(queries), items.shape[1])
+    for depth in (1, 7, 83, 1000, len(catalog)):
+        assert np.array_equal(heap_scanned(scores, items, count, np.arange(len(queries)), depth),
+                              index._faiss_search(queries, depth))
+
+
 def test_the_index_seed_decides_the_index() -> None:
     catalog = cached_catalog(CatalogConfig())
     queries = _taste_queries(catalog, 200)

@@ -23,8 +23,10 @@ their items with the very kernel its search scans with (`fvec_inner_products_by_
 float32 inner product), and a compiled selection keeps the best (`retrieval_kernels.top_scored`)
 instead of faiss's heap, which was most of a search as deep as a taste ranking. Without equal
 scores the heap keeps exactly the best, in score order; a row with two equal scores among its
-best is asked of faiss's search, whose scan order settles them. The index checks on queries of
-its own that both agree before it answers this way (`_scan_agrees`), and asks faiss otherwise.
+best (a sixth of the taste rankings: sums of a few items' embeddings tie often) takes faiss's
+heap steps on the same scan (`retrieval_kernels.heap_scanned`), where the scan order settles
+which equal items are kept. The index checks on queries of its own that its answers are faiss's
+(`_scan_agrees`), and asks faiss otherwise.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from recoworld.config import RetrievalConfig
-from recoworld.envs.retrieval_kernels import probed_items, top_scored
+from recoworld.envs.retrieval_kernels import heap_scanned, probed_items, top_scored
 from recoworld.errors import ConfigError
 
 #: faiss scores a batch of at least this many queries by a matrix product; never, here (see the module docstring).
@@ -105,7 +107,7 @@ class ItemIndex:
 
     def _scan(self, queries: np.ndarray, depth: int) -> np.ndarray:
         """`search` of an 'ivf' index as its search scans, the best kept without a heap (see the module
-        docstring); rows with equal scores among their best go to faiss's search."""
+        docstring); rows with equal scores among their best by faiss's heap steps."""
         assert self._cell_items is not None
         faiss = self._faiss
         with self._one_thread():
@@ -116,8 +118,9 @@ class ItemIndex:
                                              faiss.swig_ptr(self._items), faiss.swig_ptr(items),
                                              queries.shape[1], len(queries), items.shape[1])
         out, tied = top_scored(scores.view(np.int32), items, count, depth)
-        if tied.any():
-            out[tied] = self._faiss_search(queries[tied], depth)
+        if tied.any():  # faiss's heap decides between equal scores: its steps, on the same scan
+            rows = np.flatnonzero(tied)
+            out[rows, : min(depth, self.n_items)] = heap_scanned(scores, items, count, rows, min(depth, self.n_items))
         return out
 
     def _scan_agrees(self) -> bool:

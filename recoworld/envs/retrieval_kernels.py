@@ -325,3 +325,92 @@ def top_scored(bits: np.ndarray, items: np.ndarray, count: np.ndarray, k: int) -
         for t in range(min(k, m)):
             out[j, t] = items[j, kept[last - t] & low]
     return out, tied
+
+
+@numba.njit(nogil=True, cache=True)
+def heap_scanned(scores: np.ndarray, items: np.ndarray, count: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """(len(rows), k) what faiss's 'ivf' search answers for rows `rows` of `top_scored`'s input, by its
+    own steps: a min-heap of k (score, item) pairs ordered by score then item (`CMin::cmp2`), filled
+    with (lowest float, -1); each scanned item whose score beats the heap's top strictly replaces it
+    (`heap_replace_top`); then the heap is popped into best-first order (`heap_reorder`), -1 where it
+    kept no item. `ann_index` answers the rows with equal scores among their best this way, where
+    the scan order decides which of the equal items are kept. `scores` are float32."""
+    out = np.full((rows.shape[0], k), -1, dtype=np.int64)
+    heap_val = np.empty(k + 1, dtype=np.float32)  # 1-based, as faiss's code
+    heap_ids = np.empty(k + 1, dtype=np.int64)
+    lowest = np.float32(-3.4028234663852886e38)
+    for t in range(rows.shape[0]):
+        j = rows[t]
+        for i in range(1, k + 1):
+            heap_val[i] = lowest
+            heap_ids[i] = -1
+        for c in range(count[j]):
+            dis = scores[j, c]
+            if heap_val[1] < dis:
+                _heap_replace_top(heap_val, heap_ids, k, dis, items[j, c])
+        # heap_reorder: pop the top (the worst) to the end, again and again
+        ii = 0
+        for i in range(k):
+            val, ident = heap_val[1], heap_ids[1]
+            _heap_pop(heap_val, heap_ids, k - i)
+            heap_val[k - ii] = val
+            heap_ids[k - ii] = ident
+            if ident != -1:
+                ii += 1
+        for i in range(ii):
+            out[t, i] = heap_ids[k - ii + 1 + i]
+    return out
+
+
+@numba.njit(inline="always")
+def _cmp2(a1: float, b1: float, a2: int, b2: int) -> bool:
+    return (a1 < b1) or ((a1 == b1) and (a2 < b2))
+
+
+@numba.njit(inline="always")
+def _heap_replace_top(val: np.ndarray, ids: np.ndarray, k: int, v: float, ident: int) -> None:
+    i = 1
+    while True:
+        i1 = i << 1
+        i2 = i1 + 1
+        if i1 > k:
+            break
+        if i2 == k + 1 or _cmp2(val[i1], val[i2], ids[i1], ids[i2]):
+            if _cmp2(v, val[i1], ident, ids[i1]):
+                break
+            val[i] = val[i1]
+            ids[i] = ids[i1]
+            i = i1
+        else:
+            if _cmp2(v, val[i2], ident, ids[i2]):
+                break
+            val[i] = val[i2]
+            ids[i] = ids[i2]
+            i = i2
+    val[i] = v
+    ids[i] = ident
+
+
+@numba.njit(inline="always")
+def _heap_pop(val: np.ndarray, ids: np.ndarray, k: int) -> None:
+    v, ident = val[k], ids[k]
+    i = 1
+    while True:
+        i1 = i << 1
+        i2 = i1 + 1
+        if i1 > k:
+            break
+        if i2 == k + 1 or _cmp2(val[i1], val[i2], ids[i1], ids[i2]):
+            if _cmp2(v, val[i1], ident, ids[i1]):
+                break
+            val[i] = val[i1]
+            ids[i] = ids[i1]
+            i = i1
+        else:
+            if _cmp2(v, val[i2], ident, ids[i2]):
+                break
+            val[i] = val[i2]
+            ids[i] = ids[i2]
+            i = i2
+    val[i] = val[k]
+    ids[i] = ids[k]
