@@ -135,3 +135,17 @@ def test_bad_input_names_the_field(call: Any, message: str) -> None:
 def test_num_envs_must_be_a_positive_integer() -> None:
     with pytest.raises(ConfigError, match="num_envs"):
         RecoWorldVectorEnv(0, WORLD)
+
+
+def test_an_intents_info_is_its_model_dump() -> None:
+    """Infos give an intent as `world.intent_dict`, which must be `model_dump()` (fresh copies) for
+    every field `Intent` has."""
+    from recoworld.envs.world import intent_dict
+    from recoworld.mindset import Intent
+
+    assert list(Intent.model_fields) == ["kind", "topics", "related", "attributes"]
+    for intent in (Intent(kind="more"), Intent(kind="less", topics=["a", "b"], related=["c"]),
+                   Intent(kind="different", topics=["x"], attributes={"quality": "high"})):
+        dumped = intent_dict(intent)
+        assert dumped == intent.model_dump() and list(dumped) == list(intent.model_dump())
+        assert dumped["topics"] is not intent.topics and dumped["attributes"] is not intent.attributes

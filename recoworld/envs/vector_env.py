@@ -48,6 +48,7 @@ from recoworld.envs.world import (
     build_users,
     check_population,
     draw_profile,
+    intent_dict,
     reset_options,
     resolve_catalog,
 )
@@ -95,6 +96,9 @@ class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._autoreset = np.zeros(num_envs, dtype=bool)
         self._started = False
+        # Each user's `user_id` and `segment`, as the infos give them (copied): set when an episode starts.
+        self._user_ids = np.full(num_envs, None, dtype=object)
+        self._segments = np.full(num_envs, None, dtype=object)
 
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
@@ -151,14 +155,16 @@ class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray
         streams = self.world.streams
         profiles = [draw_profile(self.population, self.catalog, streams[r]) for r in rows.tolist()]
         self.world.reset(rows, profiles, np.zeros(len(rows)))
+        self._user_ids[rows] = [p.user_id for p in profiles]
+        self._segments[rows] = [p.segment for p in profiles]
 
     def _infos(self, batch: StepBatch | None, resetting: np.ndarray) -> dict[str, Any]:
         """Gymnasium's vector info: arrays over all users plus `_key` masks of the users each key covers."""
         b, w = self.num_envs, self.world
         everyone = np.ones(b, dtype=bool)
         info: dict[str, Any] = {
-            "user_id": np.array([p.user_id for p in w.profiles], dtype=object), "_user_id": everyone,
-            "segment": np.array([p.segment for p in w.profiles], dtype=object), "_segment": everyone,
+            "user_id": self._user_ids.copy(), "_user_id": everyone,
+            "segment": self._segments.copy(), "_segment": everyone,
         }
         clock = {"day": np.floor(w.now).astype(np.int64), "session": w.session.copy(), "turn": w.turn.copy(),
                  "step": w.steps.copy(), "time_days": w.now.copy()}
@@ -180,7 +186,7 @@ class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray
             for j, instruction in enumerate(batch.instructions):
                 if instruction is not None:
                     text[batch.rows[j]] = w.shown_instruction(instruction)
-                    intent[batch.rows[j]] = instruction.intent.model_dump() if structured else None
+                    intent[batch.rows[j]] = intent_dict(instruction.intent) if structured else None
             info["instruction"], info["_instruction"] = text, stepped
             info["instruction_intent"], info["_instruction_intent"] = intent, stepped
             said = {key: np.full(b, None, dtype=object) for key in ("exit_reason", "exit_text", "interview_score",

@@ -41,7 +41,7 @@ from recoworld.envs.platform import SharedPlatform
 from recoworld.envs.retrieval import CandidateRetriever, InstructionTargets, TasteRankings
 from recoworld.envs.world_kernels import instruction_measures, record
 from recoworld.errors import ConfigError, RecoWorldError
-from recoworld.mindset import UNSEEN, ExitReason, Instruction, Interview
+from recoworld.mindset import UNSEEN, ExitReason, Instruction, Intent, Interview
 from recoworld.population import PopulationSpec, UserProfile, sample_profile
 from recoworld.simulators.base import BatchUserSimulator, session_interviews
 from recoworld.simulators.instructions import intent_direction, intent_key, intent_topics, wants_quality
@@ -346,13 +346,13 @@ class World:
         for (j, row, instruction, gap, followed, satisfiable, sim, left, replaced, engagement, fallback, day,
              session, turn, step, time_days, end, interview, reasons) in columns:
             profile = self.profiles[row]
-            intent = instruction.intent.model_dump() if instruction else {}
+            intent = intent_dict(instruction.intent) if instruction else {}
             info: TurnInfo = {
                 "user_id": profile.user_id, "segment": profile.segment,
                 "slate": batch.slates[j], "reactions": batch.reactions[j], "dwell_min": batch.dwell_min[j],
                 "instruction": self.shown_instruction(instruction),
                 # Its own dump, not the log's dict: what a recommender edits must not reach the log.
-                "instruction_intent": instruction.intent.model_dump() if instruction and channel == "structured"
+                "instruction_intent": intent_dict(instruction.intent) if instruction and channel == "structured"
                 else {},
                 "logged_instruction": instruction.text if instruction else None,
                 "logged_intent": intent,
@@ -455,6 +455,15 @@ class World:
             emb = self.catalog.embeddings[slates[a]].astype(np.float64)  # (A, K, D)
             out[a] = np.einsum("akd,ad->a", emb, self.asked_text[rows[a]].astype(np.float64)) / slates.shape[1]
         return out
+
+
+def intent_dict(intent: Intent) -> dict[str, Any]:
+    """`intent.model_dump()`: a fresh dict of fresh lists, without pydantic's serializer, which cost
+    a vector env's infos more than all the rest of them. An intent's fields are a string, lists of
+    strings and a dict of strings, so copies of them are its whole dump (a test holds this to
+    `model_dump` and to `Intent`'s fields)."""
+    return {"kind": intent.kind, "topics": list(intent.topics), "related": list(intent.related),
+            "attributes": dict(intent.attributes)}
 
 
 # ---------------------------------------------------------------------- building a world
