@@ -21,12 +21,13 @@ An 'ivf' search is answered here rather than by faiss's search, with the same an
 third of its time (issue 32): faiss picks the probed cells (`quantizer.search`) and scores
 their items with the very kernel its search scans with (`fvec_inner_products_by_idx`, the same
 float32 inner product), and a compiled selection keeps the best (`retrieval_kernels.top_scored`)
-instead of faiss's heap, which was most of a search as deep as a taste ranking. Without equal
-scores the heap keeps exactly the best, in score order; a row with two equal scores among its
-best (a sixth of the taste rankings: sums of a few items' embeddings tie often) takes faiss's
-heap steps on the same scan (`retrieval_kernels.heap_scanned`), where the scan order settles
-which equal items are kept. The index checks on queries of its own that its answers are faiss's
-(`_scan_agrees`), and asks faiss otherwise.
+instead of faiss's heap, which was most of a search as deep as a taste ranking. The heap keeps
+exactly the best, ordered by score and then by item, unless the last kept and the first left out
+score the same (a sixth of the taste rankings hold equal scores, sums of a few items' embeddings
+tie often, but rarely there): then which of the equal items are kept depends on the scan order,
+and the row takes faiss's heap steps on the same scan (`retrieval_kernels.heap_scanned`). The
+index checks on queries of its own that its answers are faiss's (`_scan_agrees`), and asks faiss
+otherwise.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class ItemIndex:
 
     def _scan(self, queries: np.ndarray, depth: int) -> np.ndarray:
         """`search` of an 'ivf' index as its search scans, the best kept without a heap (see the module
-        docstring); rows with equal scores among their best by faiss's heap steps."""
+        docstring); rows with equal scores across the last place kept by faiss's heap steps."""
         assert self._cell_items is not None
         faiss = self._faiss
         with self._one_thread():
@@ -118,7 +119,7 @@ class ItemIndex:
                                              faiss.swig_ptr(self._items), faiss.swig_ptr(items),
                                              queries.shape[1], len(queries), items.shape[1])
         out, tied = top_scored(scores.view(np.int32), items, count, depth)
-        if tied.any():  # faiss's heap decides between equal scores: its steps, on the same scan
+        if tied.any():  # equal scores across the last place kept: faiss's heap steps, on the same scan
             rows = np.flatnonzero(tied)
             out[rows, : min(depth, self.n_items)] = heap_scanned(scores, items, count, rows, min(depth, self.n_items))
         return out

@@ -264,16 +264,20 @@ _BELOW_EVERY_KEY = np.iinfo(np.int64).min
 
 @numba.njit(nogil=True, cache=True)
 def top_scored(bits: np.ndarray, items: np.ndarray, count: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row j, the `k` items of `items[j, :count[j]]` with the highest float32 scores, best first,
-    -1 padded where it holds fewer, and (R,) bool: the row holds two equal scores among its k + 1
-    best, whose order an 'ivf' search decides by its scan (`ann_index.ItemIndex` asks faiss for those
-    rows). `bits` is the (R, W) float32 scores viewed as int32.
+    """Per row j, what an 'ivf' search keeps of the items `items[j, :count[j]]` scanned in that order:
+    the `k` best by float32 score, best first, -1 padded where it holds fewer; and (R,) bool: the
+    row's k-th and (k + 1)-th best scores are equal, so which of the equal items the search keeps
+    depends on its scan (`heap_scanned` answers those rows). `bits` is the (R, W) float32 scores
+    viewed as int32.
 
-    Each score becomes an int64 key that sorts as the float does (-0.0 as 0.0), its place in the row
-    in the low bits. A threshold, the (m / 4 + 4)-th best of every 4th key for the m = k + 1 best,
-    keeps about m + 13 keys in one branch-free scan (and a tenth of the rows, which keep fewer than m,
-    scan again with the (m / 4 + 10)-th), and only those are sorted; a row that keeps fewer than m
-    even then (very rare) sorts all its keys."""
+    Otherwise the search's heap keeps exactly the k best (an item is evicted only by a better one
+    while k others at least as good are kept), and its final pops order them by score and then by
+    item, both descending (`CMin::cmp2`), which is the order of the keys here: each score becomes an
+    int64 key that sorts as the float does (-0.0 as 0.0), the item in the low bits. A threshold, the
+    (m / 4 + 4)-th best of every 4th key for the m = k + 1 best, keeps about m + 13 keys in one
+    branch-free scan (and a tenth of the rows, which keep fewer than m, scan again with the
+    (m / 4 + 10)-th), and only those are sorted; a row that keeps fewer than m even then (very
+    rare) sorts all its keys."""
     r, w = bits.shape
     out = np.full((r, k), -1, dtype=np.int64)
     tied = np.zeros(r, dtype=np.bool_)
@@ -290,7 +294,7 @@ def top_scored(bits: np.ndarray, items: np.ndarray, count: np.ndarray, k: int) -
                 b = 0
             elif b < 0:  # negative floats order the other way round as ints
                 b = b ^ 0x7FFFFFFF
-            keys[i] = (np.int64(b) << 32) | i
+            keys[i] = (np.int64(b) << 32) | items[j, i]
         m = min(k + 1, n)
         if m == 0:
             continue
@@ -319,11 +323,9 @@ def top_scored(bits: np.ndarray, items: np.ndarray, count: np.ndarray, k: int) -
             kept[:n] = keys[:n]
         kept[:c].sort()
         last = c - 1
-        for t in range(m - 1):
-            if (kept[last - t] >> 32) == (kept[last - t - 1] >> 32):
-                tied[j] = True
+        tied[j] = m == k + 1 and (kept[last - k + 1] >> 32) == (kept[last - k] >> 32)
         for t in range(min(k, m)):
-            out[j, t] = items[j, kept[last - t] & low]
+            out[j, t] = kept[last - t] & low
     return out, tied
 
 
