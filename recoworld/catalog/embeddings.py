@@ -17,6 +17,7 @@ embedding, so a study can run on image or audio features instead of text.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -71,6 +72,7 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
+@functools.lru_cache(maxsize=1 << 16)  # instructions repeat their words: a hash per new word only
 def _bucket(token: str) -> int:
     return int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little") % _N_BUCKETS
 

@@ -26,6 +26,7 @@ each map caches the texts it has encoded, so the env pays for the fit once per p
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -78,11 +79,22 @@ class FittedTfidf:
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim))
         for i, text in enumerate(texts):
-            for b, count in Counter(_bucket(t) for t in tokenize(text)).items():
-                idf = self.idf.get(b)
-                if idf is not None:  # a word the corpus never uses carries no weight
-                    out[i] += (1.0 + np.log(count)) * idf * self._row(b)
+            # A word the corpus never uses carries no weight.
+            terms = [(b, count) for b, count in Counter(map(_bucket, tokenize(text))).items() if b in self.idf]
+            if not terms:
+                continue
+            steps = np.zeros((len(terms) + 1, self.dim))
+            coefs = np.array([(1.0 + _log(count)) * self.idf[b] for b, count in terms])
+            steps[1:] = coefs[:, None] * np.stack([self._row(b) for b, _ in terms])
+            # out[i] += coef * row word by word, in one call: a cumulative sum adds the rows in that order
+            out[i] = np.cumsum(steps, axis=0)[-1]
         return _unit(out)
+
+
+@functools.cache
+def _log(count: int) -> float:
+    """`np.log(count)` (a word's count in a text: a small integer), worked out once."""
+    return float(np.log(count))
 
 
 class InstructionTextSpace:
