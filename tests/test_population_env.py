@@ -174,6 +174,27 @@ def test_bad_input_names_the_problem() -> None:
         env.step({"user_0": np.arange(4)})
     with pytest.raises(InvalidActionError, match="out of range"):
         env.step({a: np.array([0, 1, 2, 99]) for a in env.agents})
+    wrong = {a: np.arange(4) for a in env.agents}
+    wrong[env.agents[1]] = np.arange(5)  # slates are stacked in one call: a bad one is still named
+    with pytest.raises(InvalidActionError, match=rf"actions\['{env.agents[1]}'\] must have shape \(4,\)"):
+        env.step(wrong)
+    with pytest.raises(InvalidActionError, match=rf"actions\['{env.agents[0]}'\] must have shape \(4,\)"):
+        env.step({a: np.arange(4)[None] for a in env.agents})
+
+
+def test_slates_given_as_lists_or_arrays_play_alike() -> None:
+    played = []
+    for as_list in (False, True):
+        env = make()
+        obs, _ = env.reset(seed=3)
+        rng = np.random.default_rng(0)
+        rewards = []
+        for _ in range(6):
+            slates = {a: rng.permutation(4) for a in env.agents}
+            obs, reward, *_ = env.step({a: s.tolist() for a, s in slates.items()} if as_list else slates)
+            rewards.append(reward)
+        played.append((rewards, {a: o["candidate_ids"].tolist() for a, o in obs.items()}))
+    assert played[0] == played[1]
 
 
 def test_append_items_keeps_existing_indices() -> None:

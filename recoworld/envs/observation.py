@@ -67,10 +67,11 @@ def build_observations(
     allocated, so views of one row are safe to keep."""
     arrays = _fill_observations(features, rows, candidates, consumed, history_ids, history_reactions, history_dwell,
                                 instruction, *context)
-    return dict(zip(_OBSERVATION_KEYS, arrays))
+    return dict(zip(OBSERVATION_KEYS, arrays))
 
 
-_OBSERVATION_KEYS = ("candidate_ids", "candidate_features", "candidate_mask", "history_ids", "history_features",
+#: The observation's keys, in the order `build_observations` gives them.
+OBSERVATION_KEYS = ("candidate_ids", "candidate_features", "candidate_mask", "history_ids", "history_features",
                      "history_reactions", "history_dwell", "instruction", "context")
 
 
@@ -80,7 +81,7 @@ def _fill_observations(
     history_reactions: np.ndarray, history_dwell: np.ndarray, instruction: np.ndarray, now: np.ndarray,
     session: np.ndarray, turn: np.ndarray, gap: np.ndarray,
 ) -> tuple[np.ndarray, ...]:
-    """One gather per key, row by row, in the order of `_OBSERVATION_KEYS` (history padding, id -1,
+    """One gather per key, row by row, in the order of `OBSERVATION_KEYS` (history padding, id -1,
     has zero features)."""
     r, c, h, f = rows.shape[0], candidates.shape[1], history_ids.shape[1], features.shape[1]
     cand_ids = np.empty((r, c), dtype=np.int64)

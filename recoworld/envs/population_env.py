@@ -90,7 +90,7 @@ from pydantic import Field
 
 from recoworld.catalog import Catalog
 from recoworld.config import StrictModel, WorldConfig, build
-from recoworld.envs.observation import action_space, observation_space
+from recoworld.envs.observation import OBSERVATION_KEYS, action_space, observation_space
 from recoworld.envs.platform import SharedPlatform, SocialConfig, hold_back
 from recoworld.envs.world import (
     EpisodeStats,
@@ -226,21 +226,10 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
         missing = [a for a in self.agents if a not in actions]
         if missing:
             raise InvalidActionError(f"no action for live agents {missing[:5]}; every live agent acts each step")
-        k = self.config.world.slate_size
-        acts = []
-        for agent in self.agents:
-            act = np.asarray(actions[agent])
-            if act.shape != (k,):
-                raise InvalidActionError(f"actions[{agent!r}] must have shape ({k},) (slate_size), "
-                                         f"got shape {act.shape}")
-            acts.append(act)
         live = np.array([self._slots[a] for a in self.agents], dtype=np.int64)
         agents = self.agents
-        batch = self.world.step(np.stack(acts), live, lambda j: f"actions[{agents[j]!r}]")
-        observed = self.world.observe(live)
-        keys = list(observed)
-        rows = zip(*(list(observed[key]) for key in keys))  # per-agent row views, split in C
-        obs = {agent: dict(zip(keys, row)) for agent, row in zip(self.agents, rows)}
+        batch = self.world.step(self._slates(actions), live, lambda j: f"actions[{agents[j]!r}]")
+        obs = _per_agent(self.agents, self.world.observe(live))
         rewards = dict(zip(self.agents, batch.reward.tolist()))
         terms = dict(zip(self.agents, batch.terminated.tolist()))
         truncs = dict(zip(self.agents, batch.truncated.tolist()))
@@ -291,6 +280,22 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
 
     # ------------------------------------------------------------------ helpers
 
+    def _slates(self, actions: Mapping[AgentID, Any]) -> np.ndarray:
+        """(live agents, K) the live agents' slates, stacked in one call when every one is a (K,) array
+        (as `np.stack` of `np.asarray` of each, which the other inputs take)."""
+        k, agents = self.config.world.slate_size, self.agents
+        given = [actions[agent] for agent in agents]
+        if all(type(act) is np.ndarray and act.shape == (k,) for act in given):
+            return np.stack(given)
+        acts = []  # other inputs, and the error that names the first bad slate
+        for agent, act in zip(agents, given):
+            act = np.asarray(act)
+            if act.shape != (k,):
+                raise InvalidActionError(f"actions[{agent!r}] must have shape ({k},) (slate_size), "
+                                         f"got shape {act.shape}")
+            acts.append(act)
+        return np.stack(acts)
+
     def episode_stats(self, user: int) -> EpisodeStats:
         """Retention is the share of days in the horizon on which the user had a session."""
         return self.world.episode_stats(user)
@@ -305,6 +310,18 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
             return list(given)
         assert isinstance(self.population, PopulationSpec)
         return sample_population(self.population, self.catalog, self._rng, n=b)
+
+
+def _per_agent(agents: list[AgentID], observed: dict[str, np.ndarray]) -> dict[AgentID, dict[str, np.ndarray]]:
+    """Each agent's observation: a dict of its row of every key (views, split in C). The world's nine
+    keys are written as a dict display, which builds a thousand agents' dicts in half the time of
+    `dict(zip(keys, row))`."""
+    keys = list(observed)
+    if tuple(keys) != OBSERVATION_KEYS:
+        return {agent: dict(zip(keys, row)) for agent, row in zip(agents, zip(*(list(observed[k]) for k in keys)))}
+    k0, k1, k2, k3, k4, k5, k6, k7, k8 = keys
+    return {agent: {k0: a, k1: b, k2: c, k3: d, k4: e, k5: f, k6: g, k7: h, k8: i}
+            for agent, a, b, c, d, e, f, g, h, i in zip(agents, *(list(observed[k]) for k in keys))}
 
 
 def parallel_env(**kwargs: Any) -> PopulationParallelEnv:
