@@ -276,13 +276,15 @@ def top_scored(bits: np.ndarray, items: np.ndarray, count: np.ndarray, k: int) -
     int64 key that sorts as the float does (-0.0 as 0.0), the item in the low bits. A threshold, the
     (m / 4 + 4)-th best of every 4th key for the m = k + 1 best, keeps about m + 13 keys in one
     branch-free scan (and a tenth of the rows, which keep fewer than m, scan again with the
-    (m / 4 + 10)-th), and only those are sorted; a row that keeps fewer than m even then (very
-    rare) sorts all its keys."""
+    (m / 4 + 10)-th), and only those are ordered, each by counting the kept keys below it (keys are
+    distinct: an item is in one cell); a row that keeps fewer than m even then (very rare) sorts all
+    its keys."""
     r, w = bits.shape
     out = np.full((r, k), -1, dtype=np.int64)
     tied = np.zeros(r, dtype=np.bool_)
     keys = np.empty(w, dtype=np.int64)
     kept = np.empty(w + 1, dtype=np.int64)
+    ordered = np.empty(w + 1, dtype=np.int64)
     rank_max = (k + 1) // 4 + 10
     best = np.empty(rank_max, dtype=np.int64)
     low = np.int64(0xFFFFFFFF)
@@ -320,12 +322,18 @@ def top_scored(bits: np.ndarray, items: np.ndarray, count: np.ndarray, k: int) -
                     break
         if c < m:  # too few passed both thresholds (very rare), or a short row: sort them all
             c = n
-            kept[:n] = keys[:n]
-        kept[:c].sort()
+            ordered[:n] = keys[:n]
+            ordered[:n].sort()
+        else:  # each kept key's rank: branch-free compares, twice as fast as a sort of a hundred keys
+            for i in range(c):
+                key, at = kept[i], 0
+                for t in range(c):
+                    at += kept[t] < key
+                ordered[at] = key
         last = c - 1
-        tied[j] = m == k + 1 and (kept[last - k + 1] >> 32) == (kept[last - k] >> 32)
+        tied[j] = m == k + 1 and (ordered[last - k + 1] >> 32) == (ordered[last - k] >> 32)
         for t in range(min(k, m)):
-            out[j, t] = kept[last - t] & low
+            out[j, t] = ordered[last - t] & low
     return out, tied
 
 
