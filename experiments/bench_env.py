@@ -21,7 +21,7 @@ timed on its own (time spent in a part's own code, not in the parts it calls) an
 user-step goes, in microseconds, next to the 10 us a user-step may take at 100,000 user-steps/s.
 
     python experiments/bench_env.py [--steps 20000] [--vector-users 1024] [--population-users 1000] [--index hnsw]
-        [--breakdown]
+        [--refresh-every 1] [--breakdown]
 """
 
 from __future__ import annotations
@@ -72,10 +72,17 @@ class Args:
     index: Literal["exact", "ivf", "hnsw"] = "exact"
     """the vector and population envs' retrieval index (`retrieval.index`; issue 32 sets their targets with an
     ANN index)"""
+    refresh_every: int = 1
+    """the vector and population envs' taste refresh cadence (`retrieval.refresh_every`; 1, the default,
+    searches after every turn that changed a taste)"""
     seed: int = 0
     """seed of the envs, the actions and the population"""
     breakdown: bool = False
     """also print where a vector env step spends its time"""
+
+
+def _retrieval(args: Args) -> dict[str, Any]:
+    return {"index": args.index, "refresh_every": args.refresh_every}
 
 
 def bench_env(args: Args) -> float:
@@ -98,7 +105,7 @@ def bench_env(args: Args) -> float:
 def bench_vector(args: Args, on_start: Callable[[], object] | None = None, repeats: bool = False) -> float:
     """User-steps/s of the vector env fed distinct slates, or with `repeats` slates whose slots are drawn
     independently, as `action_space.sample()` and RLlib's `MultiDiscrete` policies draw them."""
-    env = RecoWorldVectorEnv(args.vector_users, slate_size=args.slate_size, retrieval={"index": args.index})
+    env = RecoWorldVectorEnv(args.vector_users, slate_size=args.slate_size, retrieval=_retrieval(args))
     rng = np.random.default_rng(args.seed)
     n_cand = env.config.n_candidates
     if repeats:
@@ -142,7 +149,7 @@ def bench_review(args: Args) -> float:
 
 def bench_population(args: Args, on_start: Callable[[], object] | None = None, infos: Infos = "full") -> float:
     env = PopulationParallelEnv(n_users=args.population_users, infos=infos,
-                                world={"slate_size": args.slate_size, "retrieval": {"index": args.index}})
+                                world={"slate_size": args.slate_size, "retrieval": _retrieval(args)})
     env.reset(seed=args.seed)
     slate = np.arange(args.slate_size)
     for _ in range(5):  # warm-up: caches (the instruction text space is fit on the first instruction)
