@@ -20,7 +20,7 @@ that row's seed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -176,6 +176,8 @@ class World:
         self.asked_more = np.zeros(b, dtype=bool)
         self.asked_text = np.zeros((b, catalog.embedding_dim), dtype=np.float32)  # the text's direction
         self._text_space: InstructionTextSpace | None = None
+        # Per ask (`intent_key`): its observation vector, the topics that honour it, quality, direction, "more".
+        self._asks: dict[Hashable, tuple[np.ndarray, np.ndarray, bool, np.ndarray, bool]] = {}
         self.tastes = TasteRankings(np.zeros((b, self.retriever.taste_depth), dtype=np.int64), np.zeros(b, dtype=bool))
         self.now = np.zeros(b)
         self.gap = np.zeros(b)
@@ -421,23 +423,31 @@ class World:
         channel = self.config.instruction_channel
         directions = self.text_space.encode([instruction.text for instruction in instructions])
         self.asked_text[rows] = directions
-        for row, instruction, direction in zip(rows.tolist(), instructions, directions):
-            intent = instruction.intent
+        keys = [intent_key(instruction.intent) for instruction in instructions]
+        for row, instruction, direction, key in zip(rows.tolist(), instructions, directions, keys):
+            ask = self._asks.get(key)
+            if ask is None:  # what an ask means depends on its key alone: worked out once per world
+                if len(self._asks) >= 4096:
+                    self._asks.clear()
+                intent = instruction.intent
+                ask = self._asks[key] = (instruction_vector(instruction, self.catalog),
+                                         intent_topics(intent, self.catalog), wants_quality(intent),
+                                         intent_direction(intent, self.catalog), intent.kind == "more")
+            shown, topics, high_quality, toward, more = ask
             if channel == "structured":
-                self.instruction[row] = instruction_vector(instruction, self.catalog)
+                self.instruction[row] = shown
             elif channel == "text":  # the words only: present, no parsed kind, the text's direction
                 self.instruction[row] = 0.0
                 self.instruction[row, 0] = 1.0
                 self.instruction[row, 4:] = direction
             else:  # "none": the recommender is told nothing
                 self.instruction[row] = 0.0
-            self.asked.topics[row] = intent_topics(intent, self.catalog)
-            self.asked.high_quality[row] = wants_quality(intent)
-            self.asked.direction[row] = intent_direction(intent, self.catalog)
-            self.asked_more[row] = intent.kind == "more"
+            self.asked.topics[row] = topics
+            self.asked.high_quality[row] = high_quality
+            self.asked.direction[row] = toward
+            self.asked_more[row] = more
         self.asked.active[rows] = True
-        self.asked.ranked[rows] = self.retriever.rank_kept([intent_key(i.intent) for i in instructions],
-                                                           self.asked.subset(rows))
+        self.asked.ranked[rows] = self.retriever.rank_kept(keys, self.asked.subset(rows))
 
     @property
     def text_space(self) -> InstructionTextSpace:
