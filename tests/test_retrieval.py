@@ -240,3 +240,30 @@ def test_taste_queries_sum_the_latest_engaged_items(catalog: Catalog) -> None:
         for i in latest:
             expected[j] += emb[i]
     assert np.array_equal(taste_queries(items, positive, emb, QUERY_ITEMS), expected)
+
+
+def test_an_instructions_ranking_is_the_whole_rows_ranking() -> None:
+    """`CandidateRetriever.rank` ranks only the items an instruction honours (by score, ties by index);
+    it must answer as `_top_rows` over the whole row with the rest at -inf, ties across the last
+    place (all-zero directions) and rows with fewer honouring items than the depth included."""
+    from recoworld.catalog import cached_catalog
+    from recoworld.config import CatalogConfig, RetrievalConfig
+    from recoworld.envs.retrieval import CandidateRetriever, InstructionTargets, _top_rows
+
+    catalog = cached_catalog(CatalogConfig())
+    retriever = CandidateRetriever(catalog, RetrievalConfig(), 50)
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        r = 7
+        targets = InstructionTargets(
+            np.ones(r, dtype=bool), rng.random((r, catalog.n_topics)) < rng.choice([0.03, 0.1, 0.5, 0.95]),
+            rng.random(r) < 0.5, rng.normal(size=(r, catalog.embedding_dim)) * (trial % 5 != 0),
+            np.zeros((r, 5), dtype=np.int64))
+        blocked = rng.random((r, len(catalog))) < 0.05 if trial % 2 else None
+        for depth in (None, 5, 200, len(catalog)):
+            scores = targets.direction @ catalog.embeddings.astype(np.float64).T
+            excluded = ~targets.honoured(catalog) | (blocked if blocked is not None else False)
+            scores[excluded] = -np.inf
+            picks = _top_rows(scores, depth or retriever.instruction_depth)
+            whole = np.where(np.take_along_axis(scores, picks, axis=1) > -np.inf, picks, -1)
+            assert np.array_equal(retriever.rank(targets, depth, blocked), whole)

@@ -276,8 +276,24 @@ class CandidateRetriever:
         if blocked is not None:
             excluded |= blocked
         scores[excluded] = -np.inf
-        picks = _top_rows(scores, depth or self.instruction_depth)
-        return np.where(np.take_along_axis(scores, picks, axis=1) > -np.inf, picks, -1)
+        depth = depth or self.instruction_depth
+        out = np.full((len(scores), depth), -1, dtype=np.int64)
+        whole = []
+        for j in range(len(scores)):
+            # An instruction honours a few topics: rank just those items, by score and then by index, as the
+            # whole row's ranking orders them; a tie across the last place goes to that ranking, whose
+            # partition picks among the tied items.
+            free = np.flatnonzero(~excluded[j])
+            order = np.argsort(-scores[j, free], kind="stable")
+            if len(free) > depth and scores[j, free[order[depth - 1]]] == scores[j, free[order[depth]]]:
+                whole.append(j)
+            else:
+                out[j, : min(depth, len(free))] = free[order[:depth]]
+        if whole:
+            rows = scores[whole]
+            picks = _top_rows(rows, depth)
+            out[whole] = np.where(np.take_along_axis(rows, picks, axis=1) > -np.inf, picks, -1)
+        return out
 
     def rank_kept(self, keys: Sequence[Hashable], targets: InstructionTargets) -> np.ndarray:
         """`rank(targets)` at the kept depth with nothing blocked, remembered per key: such a ranking
