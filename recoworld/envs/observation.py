@@ -88,7 +88,7 @@ def _fill_observations(
     cand_feat = np.empty((r, c, f), dtype=np.float32)
     cand_mask = np.empty((r, c), dtype=np.int8)
     hist_ids = np.empty((r, h), dtype=np.int64)
-    hist_feat = np.zeros((r, h, f), dtype=np.float32)
+    hist_feat = np.empty((r, h, f), dtype=np.float32)
     hist_reactions = np.empty((r, h), dtype=np.int64)
     hist_dwell = np.empty((r, h), dtype=np.float32)
     instr = np.empty((r, instruction.shape[1]), dtype=np.float32)
@@ -107,6 +107,9 @@ def _fill_observations(
             if item >= 0:
                 for e in range(f):
                     hist_feat[j, i, e] = features[item, e]
+            else:  # padding: zero features (written here, not by a zero-filled allocation of every row)
+                for e in range(f):
+                    hist_feat[j, i, e] = 0.0
             hist_reactions[j, i] = history_reactions[u, i]
             hist_dwell[j, i] = history_dwell[u, i]
         instr[j] = instruction[u]
