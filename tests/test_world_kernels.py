@@ -8,7 +8,7 @@ import numpy as np
 
 from recoworld.catalog import Catalog
 from recoworld.envs.observation import build_observations
-from recoworld.envs.world_kernels import instruction_measures, record
+from recoworld.envs.world_kernels import instruction_measures, pack_consumed, record
 from recoworld.mindset import UNSEEN
 
 
@@ -30,6 +30,7 @@ def test_record_appends_the_reviewed_prefix_and_marks_consumption_and_staleness(
     reactions_h = np.full((b, h), UNSEEN, dtype=np.int64)
     dwell_h = np.zeros((b, h), dtype=np.float32)
     consumed = np.zeros((b, n), dtype=bool)
+    bits = pack_consumed(consumed)
     fresh = np.ones(b, dtype=bool)
     for turn in range(30):
         rows = rng.permutation(b)[: int(rng.integers(1, b + 1))]  # any subset, in any order
@@ -45,7 +46,8 @@ def test_record_appends_the_reviewed_prefix_and_marks_consumption_and_staleness(
             leaving = [said[c] for c in range(min(len(seen), h))]  # entries pushed out of the window
             expected[u] = (items[-h:], said[-h:], minutes[-h:], set(np.flatnonzero(consumed[u])) | engaged,
                            fresh[u] and not engaged and not any(x > 0 for x in leaving))
-        record(rows, slates, reactions, dwell, ids, reactions_h, dwell_h, consumed, fresh)
+        record(rows, slates, reactions, dwell, ids, reactions_h, dwell_h, consumed, bits, fresh)
+        assert np.array_equal(bits, pack_consumed(consumed))  # the packed copy kept in step
         for u, (items, said, minutes, eaten, still_fresh) in expected.items():
             assert ids[u].tolist() == items, (turn, u)
             assert reactions_h[u].tolist() == said
@@ -92,6 +94,9 @@ def test_observations_are_the_rows_of_the_worlds_state(catalog: Catalog) -> None
     clock = (rng.random(b) * 30, rng.integers(1, 9, b), rng.integers(0, 40, b), rng.random(b) * 3)
     rows = np.array([5, 1, 1, 3])
     obs = build_observations(features, rows, candidates, consumed, ids, reactions, dwell, instruction, clock)
+    packed = build_observations(features, rows, candidates, pack_consumed(consumed), ids, reactions, dwell,
+                                instruction, clock)
+    assert all(np.array_equal(packed[key], obs[key]) for key in obs)  # the world's bit-packed copy reads alike
     for j, u in enumerate(rows.tolist()):
         assert obs["candidate_ids"][j].tolist() == candidates[u].tolist()
         assert np.array_equal(obs["candidate_features"][j], features[candidates[u]])

@@ -17,7 +17,7 @@ from gymnasium import spaces
 
 from recoworld.catalog import Catalog
 from recoworld.config import RewardConfig, WorldConfig
-from recoworld.envs.world_kernels import replace_duplicates
+from recoworld.envs.world_kernels import pack_consumed, replace_duplicates
 from recoworld.errors import InvalidActionError
 from recoworld.mindset import UNSEEN, Instruction, ReactionType
 from recoworld.simulators.instructions import intent_direction
@@ -62,9 +62,12 @@ def build_observations(
     history_reactions: np.ndarray, history_dwell: np.ndarray, instruction: np.ndarray, context: tuple[np.ndarray, ...],
 ) -> dict[str, np.ndarray]:
     """The observations of users `rows`, every key batched on axis 0, read from the world's (B, ...)
-    state arrays; `features` is the (N, F) table the platform shows, `context` the (B,) clock
-    columns (time in days, session, turn, gap before the session). Every array is freshly
+    state arrays; `features` is the (N, F) table the platform shows, `consumed` the (B, N) bools
+    or their bit-packed copy (`world_kernels.pack_consumed`, as the world keeps it), `context` the
+    (B,) clock columns (time in days, session, turn, gap before the session). Every array is freshly
     allocated, so views of one row are safe to keep."""
+    if consumed.dtype == np.bool_:
+        consumed = pack_consumed(consumed)
     arrays = _fill_observations(features, rows, candidates, consumed, history_ids, history_reactions, history_dwell,
                                 instruction, *context)
     return dict(zip(OBSERVATION_KEYS, arrays))
@@ -100,7 +103,7 @@ def _fill_observations(
             cand_ids[j, i] = item
             for e in range(f):
                 cand_feat[j, i, e] = features[item, e]
-            cand_mask[j, i] = not consumed[u, item]
+            cand_mask[j, i] = 1 - ((consumed[u, item >> 3] >> (item & 7)) & 1)  # bit-packed
         for i in range(h):
             item = history_ids[u, i]
             hist_ids[j, i] = item

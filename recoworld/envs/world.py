@@ -39,7 +39,7 @@ from recoworld.envs.observation import (
 )
 from recoworld.envs.platform import SharedPlatform
 from recoworld.envs.retrieval import CandidateRetriever, InstructionTargets, TasteRankings
-from recoworld.envs.world_kernels import instruction_measures, record
+from recoworld.envs.world_kernels import instruction_measures, pack_consumed, record
 from recoworld.errors import ConfigError, RecoWorldError
 from recoworld.mindset import UNSEEN, ExitReason, Instruction, Intent, Interview
 from recoworld.population import PopulationSpec, UserProfile, sample_profile
@@ -167,6 +167,7 @@ class World:
         self.history_reactions = np.full((b, h), UNSEEN, dtype=np.int64)
         self.history_dwell = np.zeros((b, h), dtype=np.float32)
         self.consumed = np.zeros((b, n), dtype=bool)
+        self.consumed_bits = pack_consumed(self.consumed)  # what the observation reads (record keeps both)
         self.instruction = np.zeros((b, 4 + catalog.embedding_dim), dtype=np.float32)
         self.candidates = np.zeros((b, config.n_candidates), dtype=np.int64)
         # The session's latest instruction, as retrieval and the instruction-following measures need it.
@@ -228,6 +229,7 @@ class World:
         self.history_reactions[rows] = UNSEEN
         self.history_dwell[rows] = 0.0
         self.consumed[rows] = False
+        self.consumed_bits[rows] = 0
         self.instruction[rows] = 0.0
         self.asked.active[rows] = False
         self.tastes.forget(rows)
@@ -264,7 +266,7 @@ class World:
         clock = {"day": np.floor(self.now[acting]).astype(np.int64), "session": self.session[acting],
                  "turn": self.turn[acting], "step": self.steps[acting], "time_days": self.now[acting]}
         record(acting, slates, reactions, dwell, self.history_ids, self.history_reactions, self.history_dwell,
-               self.consumed, self.tastes.fresh)
+               self.consumed, self.consumed_bits, self.tastes.fresh)
         said = [j for j, instruction in enumerate(fb.instructions) if instruction is not None]
         if said:
             self.listen(acting[said], [instruction for instruction in fb.instructions if instruction is not None])
@@ -305,7 +307,7 @@ class World:
     def observe(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Batched observations of `rows` (all when None), each key (R, ...)."""
         at = self._all if rows is None else np.asarray(rows, dtype=np.int64)
-        return build_observations(self.features, at, self.candidates, self.consumed, self.history_ids,
+        return build_observations(self.features, at, self.candidates, self.consumed_bits, self.history_ids,
                                   self.history_reactions, self.history_dwell, self.instruction,
                                   (self.now, self.session, self.turn, self.gap))
 
