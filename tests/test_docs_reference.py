@@ -4,23 +4,18 @@ trajectory column. `docs/reference/generate.py` writes them from the Typer app, 
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.scripts import ROOT, load_script
+
 REFERENCE = ROOT / "docs" / "reference"
 
 
 def generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("docs_reference_generate", REFERENCE / "generate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("docs/reference/generate.py", "docs_reference_generate")
 
 
 @pytest.mark.parametrize("page", ["cli.md", "config.md", "trajectory.md"])

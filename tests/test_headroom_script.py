@@ -3,10 +3,7 @@ pairs every row with the same users the training evaluation plays."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -17,18 +14,7 @@ from recoworld.catalog import Catalog
 from recoworld.envs.recoworld_env import RecoWorldEnv
 from recoworld.rl.evaluation import baseline_agents, evaluate
 from recoworld.rl.train_config import TrainConfig
-
-ROOT = Path(__file__).parents[1]
-SCRIPT = ROOT / "experiments" / "headroom.py"
-
-
-def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("headroom", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the module's annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+from tests.scripts import ROOT, load_script
 
 
 def _turns(n: int = 12) -> list[tuple[dict[str, Any], dict[str, Any], Catalog]]:
@@ -47,7 +33,7 @@ def _turns(n: int = 12) -> list[tuple[dict[str, Any], dict[str, Any], Catalog]]:
 
 
 def test_each_forgetful_oracle_replaces_only_its_part() -> None:
-    headroom = _module()
+    headroom = load_script("experiments/headroom.py", "headroom")
     for observation, info, catalog in _turns():
         oracle = OracleRecommender(3, catalog)
         mindset = info["mindset"]
@@ -65,7 +51,7 @@ def test_each_forgetful_oracle_replaces_only_its_part() -> None:
 
 
 def test_the_table_pairs_every_row_with_the_training_evaluation_users(tmp_path: Path) -> None:
-    headroom = _module()
+    headroom = load_script("experiments/headroom.py", "headroom")
     out = tmp_path / "episodes.parquet"
     table = headroom.main(headroom.Args(users=3, out=out))
     assert set(table["recommender"]) == {"random", "instruct", "oracle", *headroom.FORGETFUL.values(),

@@ -3,7 +3,6 @@ heuristics, and in process with ToolRec on a scripted chat backend."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -18,18 +17,13 @@ from recoworld.llm import LLMConfig
 from recoworld.llm import backend as backend_module
 from recoworld.llm.backend import Reply, Request
 from recoworld.llm.scripted import ScriptedBackend, scripted_config
+from tests.scripts import ROOT, load_script
 
-ROOT = Path(__file__).parents[1]
 SCRIPT = ROOT / "experiments" / "instruction_following.py"
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("instruction_following", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the module's annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_script("experiments/instruction_following.py", "instruction_following")
 
 
 def test_the_script_reports_every_world_with_confidence_intervals(tmp_path: Path) -> None:

@@ -17,22 +17,14 @@ heuristic on it. These tests pin what the issue asks, on the same users for ever
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from recoworld.evaluation.simulation import SimulationConfig
+from tests.scripts import load_script
 
-_SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "stylized_facts.py"
-_spec = importlib.util.spec_from_file_location("stylized_facts", _SCRIPT)
-assert _spec is not None and _spec.loader is not None
-facts = importlib.util.module_from_spec(_spec)
-sys.modules["stylized_facts"] = facts
-_spec.loader.exec_module(facts)
+facts = load_script("experiments/stylized_facts.py", "stylized_facts")
 
 #: Users over the default 30 days: 200 keep the paired retention differences (about 0.05-0.1
 #: between the heuristics and random) a few standard errors from zero, and the six recommenders

@@ -3,8 +3,6 @@ warning naming the value, the band and its source; a cell that is not a number s
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from recoworld.calibration.agreement import table as agreement_table
 from recoworld.calibration.ranking import table as ranking_table
 from recoworld.cli import app
 from recoworld.validity.bands import BANDS, band_warnings
+from tests.scripts import load_script
 
 #: The real-log bench on the old README's sample log (issue 29): 30 days, nothing flagged then.
 MEASURED = pd.DataFrame({"recommender": ["random", "greedy"], "ctr": [0.001, 0.05],
@@ -92,10 +91,5 @@ def test_an_agreement_measure_that_is_not_a_number_reads_n_a_and_says_why() -> N
 
 
 def test_the_stylized_facts_script_reads_the_one_definition_of_the_bands() -> None:
-    script = Path(__file__).resolve().parents[1] / "experiments" / "stylized_facts.py"
-    spec = importlib.util.spec_from_file_location("stylized_facts_bands", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_script("experiments/stylized_facts.py", "stylized_facts_bands")
     assert module.BANDS is BANDS
