@@ -65,3 +65,23 @@ def test_the_batched_writer_is_the_row_by_row_diagnosis(catalog: Catalog) -> Non
     assert {x.intent.kind for x in got} == {"more", "less", "different"}  # every branch is met
     one = writer.write(memory[5], favourites[5], interests[5], float(novelty[5]), np.random.default_rng(seeds[5]))
     assert one.model_dump() == expected[5].model_dump()
+
+
+def test_the_writers_models_are_what_model_construct_builds() -> None:
+    from recoworld.simulators.instructions import _said
+
+    for args in (("t", "different", ["a"], ["b"]), ("u", "more", ["a", "b"], []),
+                 ("v", "less", [], ["a"], {"quality": "high"})):
+        fast = _said(*args)  # type: ignore[arg-type]
+        text, kind, topics, related, *rest = args
+        slow = Instruction.model_construct(text=text, intent=Intent.model_construct(
+            kind=kind, topics=topics, related=related, attributes=rest[0] if rest else {}))
+        for built, reference in ((fast, slow), (fast.intent, slow.intent)):
+            assert type(built) is type(reference)
+            assert built.__dict__ == reference.__dict__ and list(built.__dict__) == list(reference.__dict__)
+            assert built.model_fields_set == reference.model_fields_set
+            assert built.__pydantic_extra__ == reference.__pydantic_extra__
+            assert built.__pydantic_private__ == reference.__pydantic_private__
+        assert fast == slow and fast.model_dump() == slow.model_dump()
+        assert fast.model_dump_json() == slow.model_dump_json()
+        assert Instruction.model_validate(fast.model_dump()) == fast
