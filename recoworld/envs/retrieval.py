@@ -284,7 +284,16 @@ class CandidateRetriever:
             # whole row's ranking orders them; a tie across the last place goes to that ranking, whose
             # partition picks among the tied items.
             free = np.flatnonzero(~excluded[j])
-            order = np.argsort(-scores[j, free], kind="stable")
+            neg = -scores[j, free]
+            if len(free) > depth + 1:
+                # Only the depth + 1 best need an order: those items with a better score than the (depth + 1)-th
+                # best are the same whichever tied items a partition keeps, and the check below sends a tie at
+                # the depth-th place to the whole row's ranking, so this orders them as the full stable sort.
+                kept = np.argpartition(neg, depth)[: depth + 1]
+                kept.sort()
+                order = kept[np.argsort(neg[kept], kind="stable")]
+            else:
+                order = np.argsort(neg, kind="stable")
             if len(free) > depth and scores[j, free[order[depth - 1]]] == scores[j, free[order[depth]]]:
                 whole.append(j)
             else:
