@@ -184,8 +184,11 @@ def slate_geometry(
         f = fatigue[u]
         for i in range(k):
             top = np.float32(0.0)
-            for c in range(width):
-                if (c < i or c >= k) and sims[j, i, c] > top:
+            for c in range(i):  # earlier in the slate, then the memory: the same maximum, without a test per column
+                if sims[j, i, c] > top:
+                    top = sims[j, i, c]
+            for c in range(k, width):
+                if sims[j, i, c] > top:
                     top = sims[j, i, c]
             s = np.float64(top)
             max_sim[j, i] = s
