@@ -14,7 +14,11 @@ users, episode seeds and world as `recoworld train`'s final table):
   items the user reviewed lately (the platform knows what it showed); a per-topic click posterior (clicks over
   exposures per topic of the catalog, with an optimistic bonus for topics seldom shown) added to greedy's taste
   and instruct's intent; and greedy's taste with each click weighted by how much of the item was watched
-  (dwell / duration, which follows the click's utility and so its relevance).
+  (dwell / duration, which follows the click's utility and so its relevance);
+- **a log that showed the interests**: instruct's intent on a ranking by a ridge regression, on the item embeddings,
+  of a noisy read of each reviewed item's true relevance (its relevance to the hidden interests plus Gaussian noise
+  of 0.3 or 1.0), what a watch time on every impression, skips included, would give a platform if it grew with
+  relevance: a diagnostic of how strong such a signal would have to be, not a deployable recommender.
 
 Every row plays the same users with the same episode seeds (`expose_mindset` changes no draw), so the paired
 difference against instruct is per user.
@@ -217,6 +221,48 @@ class Watched(LoggedRecommender):
             del self._engaged[item]
 
 
+class NoisyRelevance(InstructionAwareRecommender):
+    """instruct's intent bonus on a ranking by a ridge regression (prior `ridge` x identity, old reads decayed by
+    `decay` a turn) of each reviewed item's relevance to the hidden interests, read with Gaussian noise of `noise`."""
+
+    def __init__(self, slate_size: int, catalog: Catalog, seed: int | None = None, *, noise: float,
+                 ridge: float = 1.0, decay: float = 0.99) -> None:
+        super().__init__(slate_size, catalog, seed)
+        self.noise, self.ridge, self.decay = noise, ridge, decay
+        self.name = f"noisy-relevance-{noise:g}"
+        self._emb = catalog.embeddings.astype(np.float64)
+        self._draws = np.random.default_rng(seed)
+
+    def begin_episode(self, seed: int | None = None) -> None:
+        super().begin_episode(seed)
+        d = self._emb.shape[1]
+        self._gram, self._moment = self.ridge * np.eye(d), np.zeros(d)
+        self._slate: np.ndarray | None = None
+        self._interests: np.ndarray | None = None
+
+    def observe(self, reactions: np.ndarray, info: dict[str, Any]) -> None:
+        super().observe(reactions, info)
+        if self._slate is not None and self._interests is not None:
+            x = self._emb[self._slate[np.asarray(reactions) != UNSEEN]]
+            read = x @ self._interests + self.noise * self._draws.standard_normal(len(x))
+            prior = (1 - self.decay) * self.ridge * np.eye(len(self._moment))
+            self._gram = self.decay * self._gram + x.T @ x + prior
+            self._moment = self.decay * self._moment + x.T @ read
+        if info.get("mindset"):
+            self._interests = np.asarray(info["mindset"]["interests"], dtype=np.float64)
+
+    def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
+        ids = np.asarray(observation["candidate_ids"], dtype=np.int64)
+        if info.get("mindset"):
+            self._interests = np.asarray(info["mindset"]["interests"], dtype=np.float64)
+        scores = self._emb[ids] @ np.linalg.solve(self._gram, self._moment)
+        if self._intent is not None:
+            scores = scores + self.intent_bonus(observation, self._intent)
+        out = self.top_k(scores, observation)
+        self._slate = ids[out]
+        return out
+
+
 def agents() -> dict[str, AgentFactory]:
     """Every row of the table, by name: the references, the oracle without each part, the deployable estimators."""
     rows: dict[str, AgentFactory] = baseline_agents(["random", "instruct", "oracle"])
@@ -224,11 +270,17 @@ def agents() -> dict[str, AgentFactory]:
         rows[name] = partial(_forgetful, forget)
     for cls in (Unrepeated, TopicPosterior, Watched):
         rows[cls.name] = partial(_logged, cls)
+    for noise in (0.3, 1.0):
+        rows[f"noisy-relevance-{noise:g}"] = partial(_noisy, noise)
     return rows
 
 
 def _forgetful(forget: str, catalog: Catalog, k: int, seed: int | None) -> Recommender:
     return Forgetful(k, catalog, seed, forget=forget)
+
+
+def _noisy(noise: float, catalog: Catalog, k: int, seed: int | None) -> Recommender:
+    return NoisyRelevance(k, catalog, seed, noise=noise)
 
 
 def _logged(cls: type[LoggedRecommender], catalog: Catalog, k: int, seed: int | None) -> Recommender:

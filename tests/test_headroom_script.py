@@ -55,7 +55,8 @@ def test_the_table_pairs_every_row_with_the_training_evaluation_users(tmp_path: 
     out = tmp_path / "episodes.parquet"
     table = headroom.main(headroom.Args(users=3, out=out))
     assert set(table["recommender"]) == {"random", "instruct", "oracle", *headroom.FORGETFUL.values(),
-                                         "instruct+repetition", "instruct+topic-posterior", "instruct+watch-time"}
+                                         "instruct+repetition", "instruct+topic-posterior", "instruct+watch-time",
+                                         "noisy-relevance-0.3", "noisy-relevance-1"}
     assert table.loc[table["recommender"] != "instruct", "instruct_minus_this"].notna().all()
     # The mindset in info changes no draw: instruct's users retain as in the evaluation `recoworld train` runs.
     cfg = TrainConfig.load(ROOT / "configs" / "ppo_retention.yaml")
