@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from recoworld.catalog import Catalog
-from recoworld.envs.observation import build_observations
+from recoworld.envs.observation import _LEVELS, build_observations, engagement_reward
 from recoworld.envs.world_kernels import instruction_measures, pack_consumed, record
 from recoworld.mindset import UNSEEN
 
@@ -115,3 +115,20 @@ def test_observations_are_the_rows_of_the_worlds_state(catalog: Catalog) -> None
     assert {key: value.dtype.type for key, value in obs.items()} == expected
     obs["candidate_ids"][0, 0] = -5  # fresh arrays: editing an observation leaves the world alone
     assert candidates[5, 0] != -5
+
+
+def test_a_batchs_engagement_is_each_rows_own() -> None:
+    """A batch counts its reactions per level its own way (cheaper on many rows): the same rewards, bit for
+    bit, as the (R, K, 3) count that a short batch and one slate take."""
+    from recoworld.config import RewardConfig
+
+    rng = np.random.default_rng(3)
+    reward = RewardConfig(dwell=0.13, click=0.7, like=1.1, share=2.3)
+    for dtype in (np.int8, np.int64):
+        reactions = rng.integers(UNSEEN, 4, (300, 10)).astype(dtype)
+        dwell = (rng.random((300, 10)) * 9).astype(np.float32)
+        batched = engagement_reward(reward, reactions, dwell)
+        assert batched.dtype == np.float64
+        at_least = (reactions[..., None] >= _LEVELS).sum(axis=-2)
+        weights = np.array([reward.click, reward.like, reward.share])
+        assert batched.tolist() == (reward.dwell * dwell.sum(axis=-1).astype(np.float64) + at_least @ weights).tolist()

@@ -27,6 +27,7 @@ INTENTS = ("more", "less", "different")
 MINUTES_PER_DAY = 1440.0
 # Plain ints: comparing arrays with IntEnum members costs an enum lookup per use in the hot loop.
 _LEVELS = np.array([int(ReactionType.CLICK), int(ReactionType.LIKE), int(ReactionType.SHARE)])
+_LEVEL_LIST = _LEVELS.tolist()
 
 
 def observation_space(catalog: Catalog, cfg: WorldConfig) -> spaces.Dict:
@@ -184,7 +185,10 @@ def engagement_reward(reward: RewardConfig, reactions: np.ndarray, dwell: np.nda
     Reactions are ordinal (a share is also a like and a click), so each level counts the
     reactions at or above it. Works for one slate (K,) or a batch (B, K).
     """
-    at_least = (reactions[..., None] >= _LEVELS).sum(axis=-2)  # (..., 3): clicks, likes, shares
+    if reactions.ndim == 2 and len(reactions) >= 64:  # a batch: one count per level, 4x cheaper than (R, K, 3)
+        at_least = np.stack([np.count_nonzero(reactions >= level, axis=-1) for level in _LEVEL_LIST], axis=-1)
+    else:
+        at_least = (reactions[..., None] >= _LEVELS).sum(axis=-2)  # (..., 3): clicks, likes, shares
     weights = np.array([reward.click, reward.like, reward.share])
     return reward.dwell * dwell.sum(axis=-1).astype(np.float64) + at_least @ weights
 
