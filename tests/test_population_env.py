@@ -197,6 +197,19 @@ def test_slates_given_as_lists_or_arrays_play_alike() -> None:
     assert played[0] == played[1]
 
 
+def test_stacked_slates_are_np_stacks() -> None:
+    """The live agents' (K,) arrays are joined in one call: np.stack's rows and dtype, mixed dtypes included."""
+    env = make()
+    env.reset(seed=3)
+    rng = np.random.default_rng(1)
+    k = env.config.world.slate_size
+    for dtypes in ((np.int64,), (np.int32,), (np.int32, np.int64), (np.uint8, np.int16)):
+        slates = {a: rng.permutation(k).astype(dtypes[j % len(dtypes)]) for j, a in enumerate(env.agents)}
+        joined = env._slates(slates)
+        expected = np.stack([slates[a] for a in env.agents])
+        assert joined.dtype == expected.dtype and np.array_equal(joined, expected)
+
+
 def test_append_items_keeps_existing_indices() -> None:
     cat = cached_catalog(CatalogConfig(n_items=300, seed=5))
     emb = cat.embeddings[:2] + 0.01
