@@ -403,24 +403,6 @@ def _heap_replace_top(val: np.ndarray, ids: np.ndarray, k: int, v: float, ident:
 
 @numba.njit(inline="always")
 def _heap_pop(val: np.ndarray, ids: np.ndarray, k: int) -> None:
-    v, ident = val[k], ids[k]
-    i = 1
-    while True:
-        i1 = i << 1
-        i2 = i1 + 1
-        if i1 > k:
-            break
-        if i2 == k + 1 or _cmp2(val[i1], val[i2], ids[i1], ids[i2]):
-            if _cmp2(v, val[i1], ident, ids[i1]):
-                break
-            val[i] = val[i1]
-            ids[i] = ids[i1]
-            i = i1
-        else:
-            if _cmp2(v, val[i2], ident, ids[i2]):
-                break
-            val[i] = val[i2]
-            ids[i] = ids[i2]
-            i = i2
-    val[i] = val[k]
-    ids[i] = ids[k]
+    """faiss's `heap_pop` of a heap of k: its loop is `heap_replace_top`'s with the last entry as the new one (the
+    sift only writes parents, below k, so that entry stays where it is until the end)."""
+    _heap_replace_top(val, ids, k, val[k], ids[k])
