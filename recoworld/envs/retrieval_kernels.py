@@ -11,6 +11,8 @@ each other, so a row's candidates do not depend on the batch around it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
 
@@ -179,13 +181,7 @@ def at_least(scores: np.ndarray, stride: int, rank: int, cap: int) -> tuple[np.n
         for c in range(rank):
             best[c] = -np.inf
         for c in range(0, n, stride):
-            value = row[c]
-            if value > best[rank - 1]:
-                at = rank - 1
-                while at > 0 and best[at - 1] < value:
-                    best[at] = best[at - 1]
-                    at -= 1
-                best[at] = value
+            _keep_best(best, rank, row[c])
         threshold = best[rank - 1]
         if threshold == -np.inf:
             continue
@@ -306,13 +302,7 @@ def top_scored(bits: np.ndarray, items: np.ndarray, count: np.ndarray, k: int) -
             for t in range(rank):
                 best[t] = _BELOW_EVERY_KEY
             for i in range(0, n, 4):
-                key = keys[i]
-                if key > best[rank - 1]:
-                    at = rank - 1
-                    while at > 0 and best[at - 1] < key:
-                        best[at] = best[at - 1]
-                        at -= 1
-                    best[at] = key
+                _keep_best(best, rank, keys[i])
             for threshold in (best[rank - 7], best[rank - 1]):  # about m + 13, then (rarely) m + 37 pass
                 c = 0
                 for i in range(n):
@@ -370,6 +360,18 @@ def heap_scanned(scores: np.ndarray, items: np.ndarray, count: np.ndarray, rows:
         for i in range(ii):
             out[t, i] = heap_ids[k - ii + 1 + i]
     return out
+
+
+@numba.njit(inline="always")
+def _keep_best(best: np.ndarray, rank: int, value: Any) -> None:
+    """`value` into `best[:rank]`, kept in descending order, when it beats the last kept (insertion, for the
+    few dozen a sample keeps)."""
+    if value > best[rank - 1]:
+        at = rank - 1
+        while at > 0 and best[at - 1] < value:
+            best[at] = best[at - 1]
+            at -= 1
+        best[at] = value
 
 
 @numba.njit(inline="always")
