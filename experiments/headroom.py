@@ -120,22 +120,13 @@ class LoggedRecommender(InstructionAwareRecommender):
     def log(self, items: np.ndarray, reactions: np.ndarray) -> None:
         """Hook: the items the user reviewed in the last turn and their reactions."""
 
-    def instruct_scores(self, observation: Observation, taste_weight: float = 1.0) -> np.ndarray:
-        """instruct's scores, its taste term (or the popularity fallback) weighted by `taste_weight`."""
-        scores = taste_weight * self.scores(observation)
-        if self._intent is not None:
-            return scores + self.strength * self.intent_bonus(observation, self._intent)
-        if self._heard:
-            return scores + self.strength * self.direction_bonus(observation)
-        return scores
-
     def choose(self, observation: Observation, scores: np.ndarray) -> np.ndarray:
         out = self.top_k(scores, observation)
         self._slate = np.asarray(observation["candidate_ids"], dtype=np.int64)[out]
         return out
 
     def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
-        return self.choose(observation, self.instruct_scores(observation))
+        return self.choose(observation, self.instructed_scores(observation))
 
 
 class Unrepeated(LoggedRecommender):
@@ -152,7 +143,7 @@ class Unrepeated(LoggedRecommender):
 
     def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
         ids = np.asarray(observation["candidate_ids"], dtype=np.int64)
-        scores = self.instruct_scores(observation)
+        scores = self.instructed_scores(observation)
         emb = self._emb[ids]
         max_sim = (emb @ self._emb[self.reviewed].T).max(axis=1) if self.reviewed else np.full(len(ids), -np.inf)
         available = observation["candidate_mask"].astype(bool)
@@ -197,7 +188,7 @@ class TopicPosterior(LoggedRecommender):
         shown = self._exposures[topics] + self.prior_strength
         rate = (self._clicks[topics] + self.prior_strength * self.prior_rate) / shown
         optimism = self.bonus * np.sqrt(1.0 / (shown * self.prior_rate))
-        scores = self.instruct_scores(observation, self.taste_weight)
+        scores = self.instructed_scores(observation, self.taste_weight * self.scores(observation))
         return self.choose(observation, scores + np.log(rate / (1 - rate)) + optimism)
 
 

@@ -134,12 +134,17 @@ class InstructionAwareRecommender(GreedyRelevanceRecommender):
             self._intent, self._heard = None, False
 
     def act(self, observation: Observation, info: dict[str, Any]) -> np.ndarray:
-        scores = self.scores(observation)
+        return self.top_k(self.instructed_scores(observation), observation)
+
+    def instructed_scores(self, observation: Observation, relevance: np.ndarray | None = None) -> np.ndarray:
+        """What `act` ranks by: `relevance` (greedy's `scores` by default) plus the bonus of the instruction
+        in force. A variant that estimates relevance its own way keeps instruct's way of following."""
+        scores = self.scores(observation) if relevance is None else relevance
         if self._intent is not None:
-            scores = scores + self.strength * self.intent_bonus(observation, self._intent)
-        elif self._heard:
-            scores = scores + self.strength * self.direction_bonus(observation)
-        return self.top_k(scores, observation)
+            return scores + self.strength * self.intent_bonus(observation, self._intent)
+        if self._heard:
+            return scores + self.strength * self.direction_bonus(observation)
+        return scores
 
     @staticmethod
     def direction_bonus(observation: Observation) -> np.ndarray:
