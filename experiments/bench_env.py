@@ -16,12 +16,16 @@ loop that reads no infos, or builds a few with `last_infos`, pays).
 
 RLlib's sampling rate on the vector env is `experiments/bench_rllib.py`.
 
+`--rounds N` runs every figure N times, interleaved (round 1 of each, then round 2, ...), and prints the
+median with the lowest and highest round: on a shared or virtual machine one run of a figure can be 10% off
+its median, and a target is met only when the median meets it.
+
 `--breakdown` then times the vector and population envs' steps again with each part of a turn
 timed on its own (time spent in a part's own code, not in the parts it calls) and prints where a
 user-step goes, in microseconds, next to the 10 us a user-step may take at 100,000 user-steps/s.
 
     python experiments/bench_env.py [--steps 20000] [--vector-users 1024] [--population-users 1000] [--index hnsw]
-        [--refresh-every 1] [--breakdown]
+        [--refresh-every 1] [--rounds 1] [--breakdown]
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ class Args:
     searches after every turn that changed a taste)"""
     seed: int = 0
     """seed of the envs, the actions and the population"""
+    rounds: int = 1
+    """times each figure is measured (interleaved); the median is printed, with the range when above 1"""
     breakdown: bool = False
     """also print where a vector env step spends its time"""
 
@@ -252,21 +258,28 @@ def print_breakdown(title: str, shares: list[tuple[str, float]], target: int) ->
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    rows = [
-        (f"RecoWorld-v0 steps/s (slate {args.slate_size} of 50)", bench_env(args), 10_000),
-        (f"vector env user-steps/s (B = {args.vector_users}, {args.index})", bench_vector(args),
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds must be at least 1, got {args.rounds}")
+    figures: list[tuple[str, Callable[[], float], int | None]] = [
+        (f"RecoWorld-v0 steps/s (slate {args.slate_size} of 50)", lambda: bench_env(args), 10_000),
+        (f"vector env user-steps/s (B = {args.vector_users}, {args.index})", lambda: bench_vector(args),
          100_000 if args.index == "exact" else 70_000),
         (f"vector env user-steps/s (B = {args.vector_users}, {args.index}, sampled slates with repeats)",
-         bench_vector(args, repeats=True), None),
-        (f"user-item evaluations/s ({args.users} users)", bench_review(args), 3_000_000),
+         lambda: bench_vector(args, repeats=True), None),
+        (f"user-item evaluations/s ({args.users} users)", lambda: bench_review(args), 3_000_000),
         (f"population env user-steps/s ({args.population_users} users, {args.index}, infos built)",
-         bench_population(args), None),
+         lambda: bench_population(args), None),
         (f"population env user-steps/s ({args.population_users} users, {args.index}, infos on demand)",
-         bench_population(args, infos="none"), 60_000),
+         lambda: bench_population(args, infos="none"), 60_000),
     ]
-    print(f"{'benchmark':<64}{'value':>14}{'target':>12}")
-    for name, value, target in rows:
-        print(f"{name:<64}{value:>14,.0f}{'' if target is None else f'{target:,}':>12}")
+    rounds = [[measure() for _, measure, _ in figures] for _ in range(args.rounds)]
+    spread = args.rounds > 1
+    print(f"{'benchmark':<64}{'median' if spread else 'value':>14}{'target':>12}"
+          + (f"{f'range of {args.rounds} rounds':>28}" if spread else ""))
+    for i, (name, _, target) in enumerate(figures):
+        values = [measured[i] for measured in rounds]
+        line = f"{name:<64}{float(np.median(values)):>14,.0f}{'' if target is None else f'{target:,}':>12}"
+        print(line + (f"{f'{min(values):,.0f} - {max(values):,.0f}':>28}" if spread else ""))
     if args.breakdown:
         print_breakdown(f"vector env step (B = {args.vector_users})", breakdown(args, "vector"), 100_000)
         print_breakdown(f"population env step ({args.population_users} users)", breakdown(args, "population"),
