@@ -85,3 +85,19 @@ def test_the_writers_models_are_what_model_construct_builds() -> None:
         assert fast == slow and fast.model_dump() == slow.model_dump()
         assert fast.model_dump_json() == slow.model_dump_json()
         assert Instruction.model_validate(fast.model_dump()) == fast
+
+
+def test_a_lone_unknown_favourite_is_refused_whatever_the_branch(catalog: Catalog) -> None:
+    """A user whose only favourite is no topic of the catalog is refused as the related-topic look-up
+    refuses it, even where the instruction would not name a related topic."""
+    import pytest
+
+    from recoworld.errors import UnknownTopicError
+
+    writer = InstructionWriter(catalog)
+    same = np.flatnonzero(catalog.topic == 0)[:10]  # ten items of one topic: "too much" of it
+    with pytest.raises(UnknownTopicError):
+        writer.write(same, ["no such topic"], np.ones(catalog.embedding_dim), 0.0, np.random.default_rng(0))
+    said = writer.write(same, ["no such topic", catalog.topic_names[1]], np.ones(catalog.embedding_dim), 0.0,
+                        np.random.default_rng(0))
+    assert said.intent.kind == "different" and said.intent.topics == [catalog.topic_names[0]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, TypeVar
 
+import numba
 import numpy as np
 
 from recoworld.catalog import Catalog
@@ -51,6 +52,15 @@ class InstructionWriter:
         self._quality = catalog.quality.astype(np.float64)
         self._related_pool = [catalog.related_topics(t) for t in range(catalog.n_topics)]
         self._centroids = catalog.topic_centroids.astype(np.float64)
+        names = self._names
+        # `_related`'s pools for the two exclusions made most: none (a second favourite) and the topic itself.
+        self._pools = [self._pool(t, set()) for t in range(catalog.n_topics)]
+        self._pools_but_self = [self._pool(t, {names[t]}) for t in range(catalog.n_topics)]
+
+    def _pool(self, t: int, exclude: set[str]) -> list[int]:
+        names = self._names
+        pool = [i for i in self._related_pool[t] if names[i] not in exclude]
+        return pool or [i for i in range(self.catalog.n_topics) if names[i] not in exclude and i != t]
 
     def write(
         self,
@@ -74,56 +84,57 @@ class InstructionWriter:
     ) -> list[Instruction]:
         """One instruction per row: row j's (M,) `recent_items` (oldest first, -1: empty), favourite
         topics, interests, novelty propensity and own generator. The diagnosis (what the latest ten
-        items were about) is counted for all rows at once; the words are then chosen row by row."""
-        s, m = recent_items.shape
-        valid = recent_items >= 0
-        # The latest ten valid items: those with at most ten valid items at or after them.
-        recent = valid & (np.cumsum(valid[:, ::-1], axis=1)[:, ::-1] <= _RECENT)
-        topic = np.where(recent, self._topic_ids[np.maximum(recent_items, 0)], -1)
-        at, col = np.nonzero(recent)
-        counts = np.zeros((s, len(self._names)), dtype=np.int64)
-        np.add.at(counts, (at, topic[at, col]), 1)
-        first = np.full((s, len(self._names)), m, dtype=np.int64)
-        np.minimum.at(first, (at, topic[at, col]), col)
-        # The most common topic, and of equal ones the one met first (oldest first), as Counter.most_common.
-        dominant = np.argmax(counts * (m + 1) - first, axis=1).tolist()
-        n_recent = recent.sum(axis=1).tolist()
-        n_topics = np.count_nonzero(counts, axis=1).tolist()
-        dom_n = counts.max(axis=1).tolist()
-        # The recent items' quality summed oldest first, one at a time (a cumulative sum adds in order,
-        # as Python's sum of floats does here; the 0.0 of other slots leaves a float sum as it is).
-        quality_sum = np.cumsum(np.where(recent, self._quality[np.maximum(recent_items, 0)], 0.0), axis=1)[:, -1]
+        items were about) is counted for all rows at once, and so is every row's affinity to each topic;
+        the words are then chosen row by row, each working out only what its branch reads."""
+        counts, dominant, n_recent, n_topics, dom_n, quality_sum = _diagnose(
+            np.asarray(recent_items, dtype=np.int64), self._topic_ids, self._quality, len(self._names))
+        # Row j's affinities are `centroids @ interests[j]`, one matrix-vector product a row (a stacked product
+        # makes each slice's as the single one does, bit for bit; one product of the two matrices would not).
+        affinities = (self._centroids[None] @ interests[:, :, None])[:, :, 0].tolist()
+        dominant, n_recent, n_topics, dom_n = dominant.tolist(), n_recent.tolist(), n_topics.tolist(), dom_n.tolist()
         quality_sum = quality_sum.tolist()
+        names, index, novelty = self._names, self._index, novelty_propensity.tolist()
         out = []
         for j, (n, favourites) in enumerate(zip(n_recent, favourite_topics)):
-            topics_j = counts[j]
-            top = self._names[dominant[j]] if n else favourites[0]
-            share = dom_n[j] / max(n, 1)
-            fav_share = sum(int(topics_j[self._index[t]]) if t in self._index else 0 for t in favourites) / max(n, 1)
-            quality = quality_sum[j] / n if n else 1.0
             f1 = favourites[0]
-            f2 = favourites[1] if len(favourites) > 1 else self._related(f1, interests[j], set())
+            if len(favourites) < 2 and f1 not in index:
+                self.catalog.topic_index(f1)  # an unknown name: its error, as the related topic's look-up raises
             rng = rngs[j]
-
-            def pick(templates: tuple[str, ...], rng: np.random.Generator = rng, **kw: str) -> str:
-                return templates[int(rng.integers(len(templates)))].format(**kw)
-
-            if share >= 0.6 and n >= 3:
-                r = self._related(top, interests[j], exclude={top})
-                templates = _SAMENESS if novelty_propensity[j] > 0.6 and n_topics[j] <= 2 else _TOO_MUCH
-                out.append(_said(pick(templates, d=top, r=r), "different", [top], [r]))
-            elif fav_share < 0.3:
-                out.append(_said(pick(_NOT_ME, f1=f1, f2=f2), "more", [f1, f2], []))
-            elif quality < 0.45:
-                out.append(_said(pick(_LOW_QUALITY, f1=f1), "less", [], [f1], {"quality": "high"}))
+            if n >= 3 and dom_n[j] / n >= 0.6:
+                top = names[dominant[j]]
+                r = self._closest(self._pools_but_self, index[top], affinities[j], top)
+                templates = _SAMENESS if novelty[j] > 0.6 and n_topics[j] <= 2 else _TOO_MUCH
+                text = templates[int(rng.integers(len(templates)))].format(d=top, r=r)
+                out.append(_said(text, "different", [top], [r]))
+                continue
+            topics_j: list[int] = counts[j].tolist() if n else []
+            fav_share = sum(topics_j[index[t]] for t in favourites if t in index) / n if n else 0.0
+            if fav_share < 0.3:
+                f2 = favourites[1] if len(favourites) > 1 else self._closest(self._pools, index[f1], affinities[j], f1)
+                text = _NOT_ME[int(rng.integers(len(_NOT_ME)))].format(f1=f1, f2=f2)
+                out.append(_said(text, "more", [f1, f2], []))
+            elif quality_sum[j] / n < 0.45:
+                text = _LOW_QUALITY[int(rng.integers(len(_LOW_QUALITY)))].format(f1=f1)
+                out.append(_said(text, "less", [], [f1], {"quality": "high"}))
             else:
-                seen = {self._names[t] for t in np.flatnonzero(topics_j).tolist()}
-                r = self._related(top, interests[j], exclude=seen)
-                out.append(_said(pick(_SAMENESS, d=top, r=r), "different", [top], [r]))
+                top = names[dominant[j]]
+                r = self._related(top, interests[j], exclude={names[t] for t, c in enumerate(topics_j) if c},
+                                  affinity=affinities[j])
+                text = _SAMENESS[int(rng.integers(len(_SAMENESS)))].format(d=top, r=r)
+                out.append(_said(text, "different", [top], [r]))
         return out
 
-    def _related(self, topic: str, interests: np.ndarray, exclude: set[str]) -> str:
-        """The topic closest to the user's interests among the same group, else overall."""
+    def _closest(self, pools: list[list[int]], t: int, affinity: list[float], topic: str) -> str:
+        """`_related` for a precomputed pool (`_pools`, `_pools_but_self`): the same topic, without the
+        pool's rebuilding."""
+        pool = pools[t]
+        return self._names[max(pool, key=affinity.__getitem__)] if pool else topic
+
+    def _related(
+        self, topic: str, interests: np.ndarray, exclude: set[str], affinity: list[float] | None = None,
+    ) -> str:
+        """The topic closest to the user's interests among the same group, else overall (`affinity`: the
+        interests' product with every topic centroid, when already made)."""
         cat, names = self.catalog, self._names
         t = self._index[topic] if topic in self._index else cat.topic_index(topic)  # an unknown name: its error
         pool = [i for i in self._related_pool[t] if names[i] not in exclude]
@@ -131,8 +142,59 @@ class InstructionWriter:
             pool = [i for i in range(cat.n_topics) if names[i] not in exclude and i != t]
         if not pool:
             return topic
-        affinity = (self._centroids @ interests).tolist()  # every topic at once: cheaper than gathering the pool
+        if affinity is None:
+            affinity = (self._centroids @ interests).tolist()  # every topic at once: cheaper than gathering the pool
         return names[max(pool, key=affinity.__getitem__)]  # the first of equal ones, as argmax
+
+
+@numba.njit(nogil=True, cache=True)
+def _diagnose(
+    recent_items: np.ndarray, topic_ids: np.ndarray, quality: np.ndarray, n_topics: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of (S, M) recent items (oldest first, -1: empty), what its latest ten valid items were
+    about: (S, T) counts per topic; the most common topic, of equal ones the one met first (oldest
+    first, as Counter.most_common; 0 without items); how many items, topics and items of the most
+    common topic; and their quality summed oldest first, one at a time (as Python's sum). A speaker's
+    numpy diagnosis took a dozen passes with `np.add.at` in them, for a few dozen rows."""
+    s, m = recent_items.shape
+    counts = np.zeros((s, n_topics), dtype=np.int64)
+    first = np.empty(n_topics, dtype=np.int64)
+    dominant = np.zeros(s, dtype=np.int64)
+    n_recent = np.zeros(s, dtype=np.int64)
+    n_distinct = np.zeros(s, dtype=np.int64)
+    dom_n = np.zeros(s, dtype=np.int64)
+    quality_sum = np.zeros(s)
+    for j in range(s):
+        start = m  # the latest ten valid items are the valid ones from `start` on
+        n = 0
+        while start > 0 and n < _RECENT:
+            start -= 1
+            if recent_items[j, start] >= 0:
+                n += 1
+        first[:] = m
+        total = 0.0
+        began = False
+        for c in range(start, m):
+            item = recent_items[j, c]
+            if item < 0:
+                continue
+            t = topic_ids[item]
+            counts[j, t] += 1
+            if first[t] == m:
+                first[t] = c
+            total = total + quality[item] if began else quality[item]
+            began = True
+        best = 0
+        for t in range(n_topics):
+            if counts[j, t] > 0:
+                n_distinct[j] += 1
+            if counts[j, t] * (m + 1) - first[t] > counts[j, best] * (m + 1) - first[best]:
+                best = t
+        dominant[j] = best
+        n_recent[j] = n
+        dom_n[j] = counts[j, best]
+        quality_sum[j] = total
+    return counts, dominant, n_recent, n_distinct, dom_n, quality_sum
 
 
 def _said(text: str, kind: Literal["more", "less", "different"], topics: list[str], related: list[str],
