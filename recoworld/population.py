@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from recoworld.catalog import Catalog
 from recoworld.config import build, load_config
 from recoworld.errors import ConfigError, UnknownTopicError
+from recoworld.streams import DRAW_BETA, DRAW_CONSTANT, DRAW_NORMAL, DRAW_UNIFORM, profile_draws
 
 
 class _Dist(BaseModel):
@@ -382,18 +383,21 @@ def sample_profile(spec: PopulationSpec, catalog: Catalog, rng: np.random.Genera
 
     Not `sample_population(n=1)`, whose largest-remainder split always gives the largest segment."""
     checked = _CHECKED.setdefault(catalog, {})
-    if checked.get(id(spec)) is not spec:  # a spec checked against this catalog once (both are frozen)
+    kept = checked.get(id(spec))
+    if kept is None or kept[0] is not spec:  # a spec checked against this catalog once (both are frozen)
         spec.check_topics(catalog)
         if len(checked) >= 64:
             checked.clear()
-        checked[id(spec)] = spec
-    cumulative = list(itertools.accumulate(segment.size for segment in spec.segments))
+        kept = checked[id(spec)] = (spec, list(itertools.accumulate(segment.size for segment in spec.segments)))
+    cumulative = kept[1]
     segment = spec.segments[bisect.bisect_right(cumulative, rng.random() * cumulative[-1])]
     return _sample_segment(segment, 1, catalog, rng)[0]
 
 
-#: Per catalog, the specs already checked against it (`sample_profile`, once per episode, checks each once).
-_CHECKED: weakref.WeakKeyDictionary[Catalog, dict[int, PopulationSpec]] = weakref.WeakKeyDictionary()
+#: Per catalog, the specs already checked against it (`sample_profile`, once per episode, checks each once),
+#: each with its segments' cumulative sizes.
+_CHECKED: weakref.WeakKeyDictionary[Catalog, dict[int, tuple[PopulationSpec, list[int]]]] = \
+    weakref.WeakKeyDictionary()
 
 
 def _favourite_topic_odds(catalog: Catalog, mainstream: float) -> np.ndarray | None:
@@ -463,20 +467,105 @@ def _choose_topics(rng: np.random.Generator, topics: _TopicOdds, k: int) -> list
     return found
 
 
-def _draw(segment: Segment, trait: str, rng: np.random.Generator) -> float:
-    """One draw of `trait`, clipped to its range."""
-    lo, hi = TRAIT_RANGES[trait]
-    dist: AnyDist = getattr(segment, trait)
-    return min(max(dist.draw(rng), lo), hi)
+class _SegmentDraws:
+    """What drawing one of a segment's users reads, looked up once per segment (a single env draws a profile
+    per episode): each trait's `draw` and range, in the order a user draws them, the attributes' options, the
+    Dirichlet's alpha per number of topics; and, where `streams.profile_draws` can draw a user's numbers in one
+    compiled call, the options and traits as it takes them (`compiled`)."""
+
+    def __init__(self, segment: Segment) -> None:
+        self.segment = segment
+        dists: list[AnyDist] = [getattr(segment, trait) for trait in _TRAITS]
+        self.draws = [dist.draw for dist in dists]
+        self.ranges = [TRAIT_RANGES[trait] for trait in _TRAITS]
+        self.attributes = [(key, options, len(options)) for key, options in segment.attributes.items()]
+        self.alphas: dict[int, np.ndarray] = {}
+        self.options = np.array([n for _, _, n in self.attributes], dtype=np.uint64)
+        self.kinds = np.zeros(len(dists), dtype=np.int64)
+        self.params = np.zeros((len(dists), 4))
+        # numpy's dirichlet draws Gammas from alpha 0.1 up, and its beta two Gammas unless a, b <= 1
+        self.compiled = segment.interest_concentration >= 0.1 and all(n < 2**32 for _, _, n in self.attributes)
+        for t, dist in enumerate(dists):
+            if type(dist) is Beta and (dist.a > 1.0 or dist.b > 1.0):
+                self.kinds[t], self.params[t, :2] = DRAW_BETA, (dist.a, dist.b)
+            elif type(dist) is Uniform:  # `Generator.uniform` draws low + (high - low) * u
+                self.kinds[t], self.params[t, :2] = DRAW_UNIFORM, (dist.low, dist.high - dist.low)
+            elif type(dist) is Normal:
+                self.kinds[t], self.params[t] = DRAW_NORMAL, (dist.mean, dist.std, dist.low, dist.high)
+            elif type(dist) is Constant:
+                self.kinds[t], self.params[t, 0] = DRAW_CONSTANT, dist.value
+            else:
+                self.compiled = False
+
+    def alpha(self, k: int) -> np.ndarray:
+        if k not in self.alphas:
+            self.alphas[k] = np.full(k, self.segment.interest_concentration)
+        return self.alphas[k]
+
+    def numbers(self, rng: np.random.Generator, k: int) -> tuple[list[float], list[int], list[float]]:
+        """One user's topic weights (k), attribute option indices and traits (unclipped), in this order."""
+        drawn = profile_draws(rng, self.alpha(k), self.options, self.kinds, self.params) if self.compiled else None
+        if drawn is not None:  # the same numbers as the calls below, in one compiled call
+            return drawn
+        weights = rng.dirichlet(self.alpha(k)).tolist()
+        picks = [int(rng.integers(n)) for _, _, n in self.attributes]
+        return weights, picks, [draw(rng) for draw in self.draws]
+
+
+_TRAITS = ("novelty", "patience", "time_budget_min", "return_propensity")  # in the order a user draws them
+
+#: Per segment (by id, kept with it: segments are frozen), its `_SegmentDraws`.
+_SEGMENT_DRAWS: dict[int, _SegmentDraws] = {}
+
+
+def _segment_draws(segment: Segment) -> _SegmentDraws:
+    kept = _SEGMENT_DRAWS.get(id(segment))
+    if kept is None or kept.segment is not segment:
+        if len(_SEGMENT_DRAWS) >= 256:
+            _SEGMENT_DRAWS.clear()
+        kept = _SEGMENT_DRAWS[id(segment)] = _SegmentDraws(segment)
+    return kept
+
+
+#: `UserProfile`'s fields in declared order, and the defaults of those a drawn profile does not set.
+_PROFILE_FIELDS = tuple(UserProfile.model_fields)
+_PROFILE_DEFAULTS = {name: field.get_default(call_default_factory=True)
+                     for name, field in UserProfile.model_fields.items() if not field.is_required()}
+_set = object.__setattr__
+
+
+def _drawn_profile(fields: dict[str, Any]) -> UserProfile:
+    """The `UserProfile(**fields)` of a drawn user, without re-validating what the draws guarantee.
+
+    Validation would check each trait's bounds, which `TRAIT_RANGES` (within the model's) already clip the draws
+    to, and normalise the topic weights, done here the same way (their sum, in order, then each divided by it).
+    The model is built as validation builds it: every field in declared order (the defaults of those not drawn),
+    the drawn ones the fields set. Anything the shortcut cannot vouch for (a NaN trait, weights not summing above
+    zero) goes through validation, which says what is wrong (or normalises alike)."""
+    weights = fields["topic_interests"]
+    total = sum(weights.values())
+    if not (total > 0 and fields["novelty_trait"] == fields["novelty_trait"]
+            and fields["time_budget_min"] == fields["time_budget_min"]
+            and fields["return_propensity"] == fields["return_propensity"]):
+        return UserProfile(**fields)
+    values = fields | {"topic_interests": {k: v / total for k, v in weights.items()}} | _PROFILE_DEFAULTS
+    built = UserProfile.__new__(UserProfile)
+    _set(built, "__dict__", {name: values[name] for name in _PROFILE_FIELDS})
+    _set(built, "__pydantic_fields_set__", set(fields))
+    _set(built, "__pydantic_extra__", None)
+    _set(built, "__pydantic_private__", None)
+    return built
 
 
 def _sample_segment(segment: Segment, count: int, catalog: Catalog, rng: np.random.Generator,
                     first: int = 0) -> list[UserProfile]:
     profiles: list[UserProfile] = []
+    plan = _segment_draws(segment)
     if segment.topics is not None:
         fav_idx = [catalog.topic_index(t) for t in segment.topics]
     topic_odds = _topic_odds(catalog, segment.mainstream) if segment.topics is None else None
-    alphas: dict[int, np.ndarray] = {}  # the Dirichlet's alpha per number of topics
+    topic_names = catalog.topic_names
+    (novelty_lo, novelty_hi), (patience_lo, patience_hi), (budget_lo, budget_hi), (ret_lo, ret_hi) = plan.ranges
     for i in range(count):
         chosen: list[int] | np.ndarray
         if topic_odds is not None:
@@ -488,27 +577,23 @@ def _sample_segment(segment: Segment, count: int, catalog: Catalog, rng: np.rand
         else:
             k = min(segment.n_favorite_topics, len(fav_idx))
             chosen = rng.choice(fav_idx, size=k, replace=False)
-        if len(chosen) not in alphas:
-            alphas[len(chosen)] = np.full(len(chosen), segment.interest_concentration)
-        weights = rng.dirichlet(alphas[len(chosen)]).tolist()
+        weights, picks, traits = plan.numbers(rng, len(chosen))
         order = sorted(range(len(weights)), key=lambda j: -weights[j])  # stable, as numpy's stable argsort
-        interests = {catalog.topic_names[int(chosen[j])]: round(weights[j], 4) for j in order}
-        attrs = {key: str(opts[rng.integers(len(opts))]) for key, opts in segment.attributes.items()}
-        novelty = _draw(segment, "novelty", rng)
-        patience = round(_draw(segment, "patience", rng))
-        budget = _draw(segment, "time_budget_min", rng)
-        ret = _draw(segment, "return_propensity", rng)
-        profiles.append(
-            UserProfile(
-                user_id=f"{segment.name}-{first + i:05d}",
-                segment=segment.name,
-                persona=_describe(attrs, list(interests), novelty, patience, budget),
-                attributes=attrs,
-                topic_interests=interests,
-                novelty_trait=novelty,
-                patience=patience,
-                time_budget_min=budget,
-                return_propensity=ret,
-            )
-        )
+        interests = {topic_names[int(chosen[j])]: round(weights[j], 4) for j in order}
+        attrs = {key: str(opts[pick]) for (key, opts, _), pick in zip(plan.attributes, picks)}
+        novelty = min(max(traits[0], novelty_lo), novelty_hi)  # each trait clipped to its range
+        patience = round(min(max(traits[1], patience_lo), patience_hi))
+        budget = min(max(traits[2], budget_lo), budget_hi)
+        ret = min(max(traits[3], ret_lo), ret_hi)
+        profiles.append(_drawn_profile({
+            "user_id": f"{segment.name}-{first + i:05d}",
+            "segment": segment.name,
+            "persona": _describe(attrs, list(interests), novelty, patience, budget),
+            "attributes": attrs,
+            "topic_interests": interests,
+            "novelty_trait": novelty,
+            "patience": patience,
+            "time_budget_min": budget,
+            "return_propensity": ret,
+        }))
     return profiles

@@ -55,6 +55,7 @@ def _address(function: Any) -> np.uint64:
 
 _PCG64_NEXT_DOUBLE = _address(_PCG64_BITS.next_double)
 _PCG64_NEXT_UINT64 = _address(_PCG64_BITS.next_uint64)
+_PCG64_NEXT_UINT32 = _address(_PCG64_BITS.next_uint32)
 _NOT_PCG64 = np.uint64(0)
 
 
@@ -75,6 +76,7 @@ def _bit_call(result: types.Type, llvm_result: ir.Type) -> Callable[..., Any]:
 
 _next_double = _bit_call(types.float64, ir.DoubleType())
 _next_uint64 = _bit_call(types.uint64, ir.IntType(64))
+_next_uint32 = _bit_call(types.uint32, ir.IntType(32))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -177,6 +179,76 @@ def _fill_churn_and_gap(u64: np.uint64, f64: np.uint64, states: np.ndarray, rows
         state = states[rows[j]]
         u[j] = _next_double(f64, state)
         gap[j] = (1.0 / shape) * _standard_gamma(u64, f64, state, shape)
+
+
+#: The trait distributions `profile_draws` knows, by code (`population._Dist`'s kinds): beta (a, b) with a > 1 or
+#: b > 1 (numpy's two-Gamma case), uniform (low, high - low), normal (mean, std) clipped to [low, high], constant.
+DRAW_BETA, DRAW_UNIFORM, DRAW_NORMAL, DRAW_CONSTANT = 0, 1, 2, 3
+
+
+@numba.njit(nogil=True, cache=True)
+def _bounded_uint32(u32: np.uint64, state: np.uint64, n: np.uint64) -> np.uint64:
+    """numpy's `integers(n)` for 1 <= n <= 2**32 (`random_bounded_uint64_fill`: none drawn for n = 1, Lemire's
+    rejection on the stream's 32-bit draws, which PCG64 serves half a 64-bit draw at a time, otherwise)."""
+    rng = n - np.uint64(1)
+    if rng == np.uint64(0):
+        return np.uint64(0)
+    if rng == np.uint64(0xFFFFFFFF):
+        return np.uint64(_next_uint32(u32, state))
+    m = np.uint64(_next_uint32(u32, state)) * n
+    leftover = m & np.uint64(0xFFFFFFFF)
+    if leftover < n:
+        threshold = (np.uint64(0xFFFFFFFF) - rng) % n
+        while leftover < threshold:
+            m = np.uint64(_next_uint32(u32, state)) * n
+            leftover = m & np.uint64(0xFFFFFFFF)
+    return m >> np.uint64(32)
+
+
+@numba.njit(nogil=True, cache=True)
+def _fill_profile(u64: np.uint64, f64: np.uint64, u32: np.uint64, state: np.uint64, alpha: np.ndarray,
+                  options: np.ndarray, kinds: np.ndarray, params: np.ndarray, weights: np.ndarray, picks: np.ndarray,
+                  traits: np.ndarray) -> None:
+    # `Generator.dirichlet` with alpha.max() >= 0.1: Gamma draws normalised by their sum's reciprocal
+    acc = 0.0
+    for j in range(alpha.shape[0]):
+        weights[j] = _standard_gamma(u64, f64, state, alpha[j])
+        acc = acc + weights[j]
+    invacc = 1.0 / acc
+    for j in range(alpha.shape[0]):
+        weights[j] = weights[j] * invacc
+    for a in range(options.shape[0]):
+        picks[a] = _bounded_uint32(u32, state, options[a])
+    for t in range(kinds.shape[0]):
+        kind = kinds[t]
+        if kind == DRAW_BETA:
+            ga = _standard_gamma(u64, f64, state, params[t, 0])
+            gb = _standard_gamma(u64, f64, state, params[t, 1])
+            x = ga / (ga + gb)
+        elif kind == DRAW_UNIFORM:
+            x = params[t, 0] + params[t, 1] * _next_double(f64, state)
+        elif kind == DRAW_NORMAL:
+            x = params[t, 0] + params[t, 1] * _standard_normal(u64, f64, state)
+            x = x if x > params[t, 2] else params[t, 2]
+            x = x if x < params[t, 3] else params[t, 3]
+        else:
+            x = params[t, 0]
+        traits[t] = x
+
+
+def profile_draws(generator: np.random.Generator, alpha: np.ndarray, options: np.ndarray, kinds: np.ndarray,
+                  params: np.ndarray) -> tuple[list[float], list[int], list[float]] | None:
+    """A drawn user's numbers in one compiled call, as `generator`'s own calls draw them in this order:
+    `dirichlet(alpha)` (alpha.max() >= 0.1), `integers(n)` for each n of `options` (each 1 <= n < 2**32), then
+    each trait (`kinds[t]`, `params[t]`: `DRAW_BETA` and the others). None when `generator` is not on PCG64:
+    the caller draws through it instead."""
+    state = _state_address(generator)
+    if not state:
+        return None
+    weights, picks, traits = np.empty(len(alpha)), np.empty(len(options), dtype=np.uint64), np.empty(len(kinds))
+    _fill_profile(_PCG64_NEXT_UINT64, _PCG64_NEXT_DOUBLE, _PCG64_NEXT_UINT32, state, alpha, options, kinds, params,
+                  weights, picks, traits)
+    return weights.tolist(), picks.tolist(), traits.tolist()
 
 
 def _state_address(generator: np.random.Generator) -> np.uint64:

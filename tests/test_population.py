@@ -141,3 +141,49 @@ def test_a_traits_single_draw_is_its_sample_of_one() -> None:
             one, sample = dist.draw(ours), float(dist.sample(theirs, 1)[0])
             assert np.copysign(1.0, one) == np.copysign(1.0, sample) and (one == sample), dist
             assert ours.random() == theirs.random()
+
+
+def test_drawn_profiles_are_the_validated_models(catalog: Catalog) -> None:
+    """A drawn profile skips validation (`population._drawn_profile`): it must be the model validation builds
+    from the same fields, field by field (types and order), fields set and dumps; every segment kind (compiled
+    draws or the generator's own calls, Dirichlet from Gammas or sticks, Beta from Gammas or Johnk's, a generator
+    not on PCG64) draws the same users as validation would get from the same draws."""
+    from recoworld import population
+
+    built: list[tuple[UserProfile, dict[str, object]]] = []
+    drawn_profile = population._drawn_profile
+
+    def keep(fields: dict[str, object]) -> UserProfile:
+        profile = drawn_profile(fields)
+        built.append((profile, dict(fields)))
+        return profile
+
+    spec = PopulationSpec.parse({"segments": [
+        {"name": "a", "size": 3, "novelty": {"dist": "uniform", "low": 0.1, "high": 0.9},
+         "patience": {"dist": "constant", "value": 7}, "return_propensity": {"dist": "beta", "a": 0.5, "b": 3},
+         "time_budget_min": {"dist": "normal", "mean": 30, "std": 400, "low": 2, "high": 3000}},
+        {"name": "b", "size": 2, "interest_concentration": 0.05, "n_favorite_topics": 4},
+        {"name": "c", "size": 2, "novelty": {"dist": "beta", "a": 0.5, "b": 0.7},
+         "attributes": {"x": ["only"], "y": list("abcdefghijklmnopq")}},
+        {"name": "d", "size": 2, "topics": catalog.topic_names[:3], "n_favorite_topics": 2},
+        {"name": "e", "size": 2, "mainstream": 0, "attributes": {}},
+    ]})
+    population._drawn_profile = keep
+    try:
+        for seed in range(60):
+            rng = np.random.default_rng(seed) if seed % 3 else np.random.Generator(np.random.MT19937(seed))
+            sample_population(spec, catalog, rng, n=7)
+            sample_profile(PopulationSpec.default(), catalog, rng)
+    finally:
+        population._drawn_profile = drawn_profile
+    assert {p.segment for p, _ in built} == {"a", "b", "c", "d", "e", "casual", "enthusiast", "explorer", "impatient"}
+    for profile, fields in built:
+        validated = UserProfile(**fields)  # type: ignore[arg-type]
+        assert profile == validated
+        assert list(profile.__dict__) == list(validated.__dict__)
+        assert [type(v) for v in profile.__dict__.values()] == [type(v) for v in validated.__dict__.values()]
+        assert profile.model_fields_set == validated.model_fields_set
+        assert profile.model_dump_json() == validated.model_dump_json() and repr(profile) == repr(validated)
+    # what the shortcut cannot vouch for is validated: an error names it
+    with pytest.raises(ValueError, match="weights must not all be zero"):
+        drawn_profile(dict(built[0][1], topic_interests={catalog.topic_names[0]: 0.0}))

@@ -62,3 +62,45 @@ def test_batched_normal_and_gamma_draws_are_each_rows_own_generator_draws() -> N
     assert np.array_equal(u, [second.random(), first.random()])
     assert np.array_equal(gap, [second.gamma(0.5, 2.0), first.gamma(0.5, 2.0)])
     assert mixed.normal([], 1.0).shape == (0,)
+
+
+def test_a_profiles_compiled_draws_are_its_generators_own_calls() -> None:
+    """`profile_draws` replays dirichlet, integers (32-bit draws, half a 64-bit draw each, the leftover half kept
+    for the next call) and each trait kind's draw, in order; thousands of streams reach the Gamma, normal and
+    Lemire rejection steps. A generator not on PCG64 gets None (its caller draws through it)."""
+    from recoworld.streams import DRAW_BETA, DRAW_CONSTANT, DRAW_NORMAL, DRAW_UNIFORM, profile_draws
+
+    cases = [  # (alpha, options, traits as (kind, params))
+        (np.full(3, 1.0), [6, 9, 5, 10], [(DRAW_BETA, (2.0, 3.0)), (DRAW_NORMAL, (25.0, 8.0, 5.0, 80.0)),
+                                          (DRAW_UNIFORM, (1.0, 4.0)), (DRAW_CONSTANT, (0.5,))]),
+        (np.full(5, 0.7), [1, 2**31 + 5, 3, 2**32 - 1, 2**32], [(DRAW_BETA, (0.5, 1.5)),
+                                                               (DRAW_NORMAL, (0.0, 1e308, -np.inf, 2.0))]),
+        (np.full(1, 30.0), [], [(DRAW_NORMAL, (-0.0, 0.0, -np.inf, np.inf))]),
+    ]
+    for alpha, options, traits in cases:
+        kinds = np.array([kind for kind, _ in traits], dtype=np.int64)
+        params = np.array([list(p) + [0.0] * (4 - len(p)) for _, p in traits])
+        for seed in range(2_000):
+            ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+            drawn = profile_draws(ours, alpha, np.array(options, dtype=np.uint64), kinds, params)
+            assert drawn is not None
+            weights, picks, values = drawn
+            assert weights == theirs.dirichlet(alpha).tolist()
+            assert picks == [int(theirs.integers(n)) for n in options]
+            expected = []
+            for kind, p in traits:
+                if kind == DRAW_BETA:
+                    expected.append(float(theirs.beta(*p)))
+                elif kind == DRAW_UNIFORM:
+                    expected.append(float(theirs.uniform(p[0], p[0] + p[1])))
+                elif kind == DRAW_NORMAL:
+                    with np.errstate(over="ignore"):
+                        expected.append(float(np.clip(theirs.normal(p[0], p[1]), p[2], p[3])))
+                else:
+                    expected.append(p[0])
+            assert values == expected
+            assert ours.integers(7, size=3).tolist() == theirs.integers(7, size=3).tolist()
+            assert ours.random() == theirs.random()
+    other = np.random.Generator(np.random.MT19937(0))
+    assert profile_draws(other, np.ones(2), np.ones(1, dtype=np.uint64), np.zeros(0, dtype=np.int64),
+                         np.zeros((0, 4))) is None
