@@ -132,3 +132,38 @@ def test_the_kept_ranking_gives_the_block_a_full_ranking_would(catalog: Catalog)
             assert np.array_equal(candidates[0, : len(expected)], expected)
             if intent.kind != "more":
                 assert len(expected) == block
+
+
+@pytest.mark.parametrize("channel", ["structured", "text"])
+def test_listening_rows_take_what_each_ask_means(catalog: Catalog, channel: str) -> None:
+    """The world keeps what each ask means in a table, row per ask: through the table's growth and its
+    clearing (after 4,096 asks) every listening row holds what its own instruction asks for."""
+    from recoworld.envs.observation import instruction_vector
+    from recoworld.simulators.instructions import intent_direction, intent_key, intent_topics, wants_quality
+
+    env = RecoWorldVectorEnv(3, {**WORLD, "instruction_channel": channel}, catalog=catalog)
+    env.reset(seed=0)
+    world, rng, names = env.world, np.random.default_rng(0), catalog.topic_names
+    keys: set[object] = set()
+    while len(keys) < 4_200:
+        rows = rng.permutation(3)[: int(rng.integers(1, 4))]
+        said = []
+        for _ in rows:
+            topics = [str(t) for t in rng.choice(names, int(rng.integers(1, 6)))]
+            kind = str(rng.choice(["more", "less", "different"]))
+            attributes = {"quality": "high"} if rng.random() < 0.3 else {}
+            intent = Intent(kind=kind, topics=topics, related=topics[:1], attributes=attributes)  # type: ignore[arg-type]
+            said.append(Instruction(text=" ".join(topics[:2]), intent=intent))
+            keys.add(intent_key(intent))
+        world.listen(rows, said)
+        for row, instruction in zip(rows.tolist(), said):
+            intent = instruction.intent
+            if channel == "structured":
+                assert np.array_equal(world.instruction[row], instruction_vector(instruction, catalog))
+            else:
+                assert world.instruction[row, :4].tolist() == [1.0, 0.0, 0.0, 0.0]
+            assert np.array_equal(world.asked.topics[row], intent_topics(intent, catalog))
+            assert world.asked.high_quality[row] == wants_quality(intent)
+            assert np.array_equal(world.asked.direction[row], intent_direction(intent, catalog))
+            assert world.asked_more[row] == (intent.kind == "more") and world.asked.active[row]
+    assert len(world._asks) <= 4_096 < len(keys)  # the table was cleared on the way

@@ -8,7 +8,7 @@ import numpy as np
 
 from recoworld.catalog import Catalog
 from recoworld.envs.observation import _LEVELS, build_observations, engagement_reward
-from recoworld.envs.world_kernels import instruction_measures, pack_consumed, record
+from recoworld.envs.world_kernels import advance_clock, instruction_measures, pack_consumed, record
 from recoworld.mindset import UNSEEN
 
 
@@ -132,3 +132,28 @@ def test_a_batchs_engagement_is_each_rows_own() -> None:
         at_least = (reactions[..., None] >= _LEVELS).sum(axis=-2)
         weights = np.array([reward.click, reward.like, reward.share])
         assert batched.tolist() == (reward.dwell * dwell.sum(axis=-1).astype(np.float64) + at_least @ weights).tolist()
+
+
+def test_the_clock_advances_the_acting_rows_as_numpy_did() -> None:
+    """A turn's clock, against the numpy passes it replaces: the same times to the bit, counters, and
+    returned columns that are copies (the world moves on after the turn)."""
+    rng = np.random.default_rng(3)
+    b = 9
+    now, steps = rng.random(b) * 20, rng.integers(0, 50, b)
+    turn, session = rng.integers(0, 9, b), rng.integers(1, 5, b)
+    for _ in range(20):
+        rows = rng.permutation(b)[: int(rng.integers(1, b + 1))]
+        days = rng.random(len(rows)).astype(np.float32) * np.float32(3.7) / np.float32(1440.0)
+        want_now, want_steps, want_turn = now.copy(), steps.copy(), turn.copy()
+        want_steps[rows] += 1
+        want_turn[rows] += 1
+        want_now[rows] += days
+        got = advance_clock(rows, days, now, steps, turn, session)
+        want = (np.floor(want_now[rows]).astype(np.int64), session[rows], want_turn[rows], want_steps[rows],
+                want_now[rows])
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and np.array_equal(g, w)
+        assert np.array_equal(now, want_now) and np.array_equal(steps, want_steps) and np.array_equal(turn, want_turn)
+        before = now.copy()
+        got[4][:] = -1.0
+        assert np.array_equal(now, before)

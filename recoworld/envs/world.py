@@ -22,7 +22,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from itertools import compress, repeat
+from operator import is_not
+from typing import Any, TypedDict, cast
 
 import numpy as np
 
@@ -39,7 +41,7 @@ from recoworld.envs.observation import (
 )
 from recoworld.envs.platform import SharedPlatform
 from recoworld.envs.retrieval import CandidateRetriever, InstructionTargets, TasteRankings
-from recoworld.envs.world_kernels import instruction_measures, pack_consumed, record
+from recoworld.envs.world_kernels import advance_clock, instruction_measures, pack_consumed, record
 from recoworld.errors import ConfigError, RecoWorldError
 from recoworld.mindset import UNSEEN, ExitReason, Instruction, Intent, Interview
 from recoworld.population import PopulationSpec, UserProfile, sample_profile
@@ -177,8 +179,9 @@ class World:
         self.asked_more = np.zeros(b, dtype=bool)
         self.asked_text = np.zeros((b, catalog.embedding_dim), dtype=np.float32)  # the text's direction
         self._text_space: InstructionTextSpace | None = None
-        # Per ask (`intent_key`): its observation vector, the topics that honour it, quality, direction, "more".
-        self._asks: dict[Hashable, tuple[np.ndarray, np.ndarray, bool, np.ndarray, bool]] = {}
+        # Per ask (`intent_key`) its row of `_ask_table`: what the ask means, worked out once per world.
+        self._asks: dict[Hashable, int] = {}
+        self._ask_table = _AskTable(catalog, 64)
         self.tastes = TasteRankings(np.zeros((b, self.retriever.taste_depth), dtype=np.int64), np.zeros(b, dtype=bool))
         self.now = np.zeros(b)
         self.gap = np.zeros(b)
@@ -248,7 +251,8 @@ class World:
         cfg = self.config
         acting = self._all if rows is None else np.asarray(rows, dtype=np.int64)
         positions, replaced = slate_positions(actions, cfg, label or (lambda j: f"actions[{int(acting[j])}]"))
-        slates = self.candidates[acting[:, None], positions]
+        slates = (np.take_along_axis(self.candidates, positions, axis=1) if rows is None
+                  else self.candidates[acting[:, None], positions])
         followed, satisfiable = instruction_measures(
             acting, slates, self.candidates, self.asked.active, self.asked.topics, self.asked.high_quality,
             self.asked_more, self._item_topic, self._item_good)
@@ -260,16 +264,15 @@ class World:
         engagement = engagement_reward(cfg.reward, reactions, dwell)
         if cfg.reward.dislike:
             engagement = engagement + cfg.reward.dislike * disliked.sum(axis=1)
-        self.steps[acting] += 1
-        self.turn[acting] += 1
-        self.now[acting] += dwell.sum(axis=1) / MINUTES_PER_DAY
-        clock = {"day": np.floor(self.now[acting]).astype(np.int64), "session": self.session[acting],
-                 "turn": self.turn[acting], "step": self.steps[acting], "time_days": self.now[acting]}
+        day, session, turn, step, time_days = advance_clock(acting, dwell.sum(axis=1) / MINUTES_PER_DAY, self.now,
+                                                            self.steps, self.turn, self.session)
+        clock = {"day": day, "session": session, "turn": turn, "step": step, "time_days": time_days}
         record(acting, slates, reactions, dwell, self.history_ids, self.history_reactions, self.history_dwell,
                self.consumed, self.consumed_bits, self.tastes.fresh)
-        said = [j for j, instruction in enumerate(fb.instructions) if instruction is not None]
+        instructions = fb.instructions  # mostly None: the speakers found without a Python-level loop
+        said = list(compress(range(len(instructions)), map(is_not, instructions, repeat(None))))
         if said:
-            self.listen(acting[said], [instruction for instruction in fb.instructions if instruction is not None])
+            self.listen(acting[said], cast(list[Instruction], [instructions[j] for j in said]))
         if self.platform is not None:
             self.retriever.set_popularity(self.platform.update(slates, reactions))
 
@@ -419,35 +422,35 @@ class World:
         )
 
     def listen(self, rows: np.ndarray, instructions: Sequence[Instruction]) -> None:
-        """Take in what users said (one instruction per row): the observation shows it, retrieval
-        and the instruction measures answer it."""
+        """Take in what users said (one instruction per row, distinct rows): the observation shows it,
+        retrieval and the instruction measures answer it. Each ask's meaning is a row of the world's
+        table, so the rows take theirs in a few gathers, not row by row."""
         rows = np.asarray(rows, dtype=np.int64)
         channel = self.config.instruction_channel
         directions = self.text_space.encode([instruction.text for instruction in instructions])
         self.asked_text[rows] = directions
         keys = [intent_key(instruction.intent) for instruction in instructions]
-        for row, instruction, direction, key in zip(rows.tolist(), instructions, directions, keys):
-            ask = self._asks.get(key)
-            if ask is None:  # what an ask means depends on its key alone: worked out once per world
-                if len(self._asks) >= 4096:
-                    self._asks.clear()
-                intent = instruction.intent
-                ask = self._asks[key] = (instruction_vector(instruction, self.catalog),
-                                         intent_topics(intent, self.catalog), wants_quality(intent),
-                                         intent_direction(intent, self.catalog), intent.kind == "more")
-            shown, topics, high_quality, toward, more = ask
-            if channel == "structured":
-                self.instruction[row] = shown
-            elif channel == "text":  # the words only: present, no parsed kind, the text's direction
-                self.instruction[row] = 0.0
-                self.instruction[row, 0] = 1.0
-                self.instruction[row, 4:] = direction
-            else:  # "none": the recommender is told nothing
-                self.instruction[row] = 0.0
-            self.asked.topics[row] = topics
-            self.asked.high_quality[row] = high_quality
-            self.asked.direction[row] = toward
-            self.asked_more[row] = more
+        asks, ids = self._asks, []
+        if len(asks) + len(keys) > 4096:  # before any row is looked up: a row of the table is rewritten after
+            asks.clear()
+        for instruction, key in zip(instructions, keys):
+            at = asks.get(key)
+            if at is None:  # what an ask means depends on its key alone: worked out once per world
+                at = asks[key] = len(asks)
+                self._ask_table.put(at, instruction, self.catalog)
+            ids.append(at)
+        table, meant = self._ask_table, np.asarray(ids, dtype=np.int64)
+        if channel == "structured":
+            self.instruction[rows] = table.shown[meant]
+        elif channel == "text":  # the words only: present, no parsed kind, the text's direction
+            self.instruction[rows, :4] = (1.0, 0.0, 0.0, 0.0)
+            self.instruction[rows, 4:] = directions
+        else:  # "none": the recommender is told nothing
+            self.instruction[rows] = 0.0
+        self.asked.topics[rows] = table.topics[meant]
+        self.asked.high_quality[rows] = table.high_quality[meant]
+        self.asked.direction[rows] = table.direction[meant]
+        self.asked_more[rows] = table.more[meant]
         self.asked.active[rows] = True
         self.asked.ranked[rows] = self.retriever.rank_kept(keys, self.asked.subset(rows))
 
@@ -463,10 +466,37 @@ class World:
         force (item embeddings are unit norm); nan where none is in force."""
         out = np.full(len(rows), np.nan)
         a = np.flatnonzero(self.asked.active[rows])
-        if len(a):
-            emb = self.catalog.embeddings[slates[a]].astype(np.float64)  # (A, K, D)
-            out[a] = np.einsum("akd,ad->a", emb, self.asked_text[rows[a]].astype(np.float64)) / slates.shape[1]
+        if len(a):  # `take`: the same rows as fancy indexing, gathered faster
+            emb = np.take(self.catalog.embeddings, slates[a], axis=0).astype(np.float64)  # (A, K, D)
+            text = np.take(self.asked_text, np.take(rows, a), axis=0).astype(np.float64)
+            out[a] = np.einsum("akd,ad->a", emb, text) / slates.shape[1]
         return out
+
+
+class _AskTable:
+    """What each ask a world has heard means, row `World._asks[key]` per ask: its observation vector, the
+    topics that honour it, whether it wants quality, its direction and whether it asks for more."""
+
+    def __init__(self, catalog: Catalog, capacity: int) -> None:
+        self.shown = np.zeros((capacity, 4 + catalog.embedding_dim), dtype=np.float32)
+        self.topics = np.zeros((capacity, catalog.n_topics), dtype=bool)
+        self.high_quality = np.zeros(capacity, dtype=bool)
+        self.direction = np.zeros((capacity, catalog.embedding_dim), dtype=np.float32)
+        self.more = np.zeros(capacity, dtype=bool)
+
+    def put(self, at: int, instruction: Instruction, catalog: Catalog) -> None:
+        if at >= len(self.more):  # twice the rows, the asks so far kept
+            for name in ("shown", "topics", "high_quality", "direction", "more"):
+                old = getattr(self, name)
+                grown = np.zeros((2 * len(old), *old.shape[1:]), dtype=old.dtype)
+                grown[: len(old)] = old
+                setattr(self, name, grown)
+        intent = instruction.intent
+        self.shown[at] = instruction_vector(instruction, catalog)
+        self.topics[at] = intent_topics(intent, catalog)
+        self.high_quality[at] = wants_quality(intent)
+        self.direction[at] = intent_direction(intent, catalog)
+        self.more[at] = intent.kind == "more"
 
 
 def intent_dict(intent: Intent) -> dict[str, Any]:
