@@ -187,3 +187,23 @@ def test_drawn_profiles_are_the_validated_models(catalog: Catalog) -> None:
     # what the shortcut cannot vouch for is validated: an error names it
     with pytest.raises(ValueError, match="weights must not all be zero"):
         drawn_profile(dict(built[0][1], topic_interests={catalog.topic_names[0]: 0.0}))
+
+
+def test_batched_interest_vectors_are_each_profiles_own(catalog: Catalog) -> None:
+    """`interest_vectors` mixes many profiles' topics in one pass: the same float32 numbers as each profile's
+    `interest_vector`, bit for bit, for topic mixes of any length and profiles given an embedding directly."""
+    from recoworld.population import interest_vectors
+
+    profiles = sample_population(PopulationSpec.default(), catalog, np.random.default_rng(0), n=500)
+    base = profiles[0].model_dump()
+    profiles += [
+        UserProfile(**base | {"interest_embedding": np.random.default_rng(1).normal(size=catalog.embedding_dim)
+                              .tolist()}),
+        UserProfile(**base | {"topic_interests": dict.fromkeys(catalog.topic_names, 1.0)}),
+        UserProfile(**base | {"topic_interests": {catalog.topic_names[3]: 1.0}}),
+    ]
+    for chosen in (profiles, profiles[-3:], profiles[:1], []):
+        expected = np.stack([p.interest_vector(catalog) for p in chosen]) if chosen else \
+            np.empty((0, catalog.embedding_dim), dtype=np.float32)
+        got = interest_vectors(chosen, catalog)
+        assert got.dtype == np.float32 and np.array_equal(got, expected)

@@ -320,3 +320,26 @@ def test_the_compiled_review_is_the_item_by_item_definition(catalog: Catalog, dy
         users.start_sessions(gone, np.full(len(gone), turn + 1.5), streams)
     assert clicks and bool(dislikes) == bool(instructed) == dislikes_and_instructions
     assert exits_seen <= exits
+
+
+def test_intents_scale_each_row_by_its_own_norm(catalog: Catalog) -> None:
+    """`apply_intents` scales all speakers' interests at once: each row as the per-row rule would, bit for bit
+    (divided by sqrt(row @ row) when that is above 1)."""
+    import math
+
+    users = ParametricUsers(catalog)
+    users.reset(_profiles(catalog, 40))
+    rng = np.random.default_rng(0)
+    users.interests[:] *= rng.uniform(0.0, 3.0, (40, 1))  # rows inside and outside the unit ball
+    from recoworld.mindset import Intent
+
+    intents = [Intent(kind="more", topics=[catalog.topic_names[u % catalog.n_topics]]) for u in range(0, 40, 2)]
+    rows = np.arange(0, 40, 2)
+    expected = users.interests[rows] + users.dyn.instruction_strength * np.stack(
+        [intent_direction(intent, catalog) for intent in intents])
+    for row in expected:
+        row /= max(1.0, math.sqrt(row @ row))
+    untouched = users.interests[1::2].copy()
+    users.apply_intents(rows, intents)
+    assert np.array_equal(users.interests[rows], expected)
+    assert np.array_equal(users.interests[1::2], untouched)

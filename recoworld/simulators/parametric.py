@@ -13,7 +13,6 @@ It implements `BatchUserSimulator`: the single-user env is the same model with B
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -32,7 +31,7 @@ from recoworld.mindset import (
     ReactionType,
     interview_score,
 )
-from recoworld.population import UserProfile
+from recoworld.population import UserProfile, interest_vectors
 from recoworld.simulators.base import BatchFeedback
 from recoworld.simulators.choice import ChoiceModel
 from recoworld.simulators.instructions import InstructionWriter, intent_direction
@@ -155,7 +154,7 @@ class ParametricUsers:
 
     def _initial_state(self, profiles: list[UserProfile]) -> dict[str, np.ndarray]:
         b, m = len(profiles), self.dyn.memory_size
-        long_term = np.stack([p.interest_vector(self.catalog) for p in profiles]).astype(np.float64)
+        long_term = interest_vectors(profiles, self.catalog).astype(np.float64)
         novelty = np.array([p.novelty_trait for p in profiles], dtype=np.float64)
         patience = np.array([p.patience for p in profiles], dtype=np.int64)
         budget = np.array([p.time_budget_min for p in profiles], dtype=np.float64)
@@ -332,8 +331,10 @@ class ParametricUsers:
         (one intent per user of `users`, distinct users)."""
         directions = np.stack([intent_direction(intent, self.catalog) for intent in intents])
         vec = self.interests[users] + self.dyn.instruction_strength * directions
-        for row in vec:
-            row /= max(1.0, math.sqrt(row @ row))  # np.linalg.norm's own formula
+        # Each row's norm by np.linalg.norm's own formula, sqrt(row @ row): a stacked (1, D) @ (D, 1) product
+        # takes the same BLAS dot per row, in one call; rows longer than 1 are scaled back to it.
+        norms = np.sqrt(np.matmul(vec[:, None, :], vec[:, :, None])[:, 0, 0])
+        vec /= np.where(norms > 1.0, norms, 1.0)[:, None]
         self.interests[users] = vec
         self.patience_left[users] += self.patience[users] // 2
         self.last_instruction_turn[users] = self.turn[users]
