@@ -167,3 +167,28 @@ def test_listening_rows_take_what_each_ask_means(catalog: Catalog, channel: str)
             assert np.array_equal(world.asked.direction[row], intent_direction(intent, catalog))
             assert world.asked_more[row] == (intent.kind == "more") and world.asked.active[row]
     assert len(world._asks) <= 4_096 < len(keys)  # the table was cleared on the way
+
+
+def test_asks_that_share_a_ranking_key_rank_alike(catalog: Catalog) -> None:
+    """`ranking_key` lets "more X, Y" and "more Y, X" (whatever they relate to) share a kept ranking: their
+    rankings are the same to the bit, for every pair of topics, with and without asking for quality."""
+    from recoworld.envs.retrieval import InstructionTargets
+    from recoworld.envs.world import ranking_key
+    from recoworld.simulators.instructions import intent_direction, intent_key, intent_topics, wants_quality
+
+    env = RecoWorldEnv(WORLD, catalog=catalog)
+    retriever, names = env.world.retriever, catalog.topic_names
+    pairs = [(a, b) for a in names for b in names if a < b]
+    for quality in ({}, {"quality": "high"}):
+        asks = [Intent(kind="more", topics=[a, b], related=[a][: i % 2], attributes=quality)
+                for i, pair in enumerate(pairs) for a, b in (pair, pair[::-1])]
+        assert all(ranking_key(intent_key(x)) == ranking_key(intent_key(y)) for x, y in zip(asks[::2], asks[1::2]))
+        targets = InstructionTargets(np.ones(len(asks), dtype=bool),
+                                     np.stack([intent_topics(x, catalog) for x in asks]),
+                                     np.array([wants_quality(x) for x in asks]),
+                                     np.stack([intent_direction(x, catalog) for x in asks]).astype(np.float64),
+                                     np.zeros((len(asks), 1), dtype=np.int64))
+        ranked = retriever.rank(targets)
+        assert np.array_equal(ranked[::2], ranked[1::2])
+    assert ranking_key(("more", ("a", "b", "c"), (), False)) != ranking_key(("more", ("b", "a", "c"), (), False))
+    assert ranking_key(("different", ("a",), ("b",), False)) == ("different", ("a",), ("b",), False)
