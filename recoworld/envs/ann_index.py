@@ -17,17 +17,22 @@ Two rules keep it inside the world core's contract (docs/architecture.md):
   matrix product, whose rounding differs), and a graph built by one thread is the same graph
   every time. Parallelism belongs to the shards of a study, one world per core.
 
-An 'ivf' search is answered here rather than by faiss's search, with the same answer and a
-third of its time (issue 32): faiss picks the probed cells (`quantizer.search`) and scores
-their items with the very kernel its search scans with (`fvec_inner_products_by_idx`, the same
-float32 inner product), and a compiled selection keeps the best (`retrieval_kernels.top_scored`)
-instead of faiss's heap, which was most of a search as deep as a taste ranking. The heap keeps
-exactly the best, ordered by score and then by item, unless the last kept and the first left out
-score the same (a sixth of the taste rankings hold equal scores, sums of a few items' embeddings
-tie often, but rarely there): then which of the equal items are kept depends on the scan order,
-and the row takes faiss's heap steps on the same scan (`retrieval_kernels.heap_scanned`). The
-index checks on queries of its own that its answers are faiss's (`_scan_agrees`), and asks faiss
-otherwise.
+An 'ivf' search is answered here rather than by faiss's search, with the same answer in a fraction
+of its time (issue 32). Where faiss scores with its AVX-512 kernel and the embeddings have 32
+dimensions, one compiled pass a row does it all (`retrieval_kernels.ivf_searched`): the flat
+quantizer's scores and heap pick the probed cells, their items are scored in scan order with faiss's
+float32 inner product computed bit for bit as its kernel computes it (the same fused multiply-adds
+and the same order of additions, 16 items at a time from a copy of each cell's vectors), and the
+best are kept by a selection (`retrieval_kernels.top_scored`'s) instead of faiss's heap, which was
+most of a search as deep as a taste ranking. Elsewhere faiss picks the probed cells
+(`quantizer.search`) and scores their items with the very kernel its search scans with
+(`fvec_inner_products_by_idx`), and the same selection keeps the best. The selection keeps exactly
+the best, ordered by score and then by item, unless the last kept and the first left out score the
+same (a sixth of the taste rankings hold equal scores, sums of a few items' embeddings tie often,
+but rarely there): then which of the equal items are kept depends on the scan order, and the row
+takes faiss's heap steps on the same scan (`retrieval_kernels.heap_scanned`). The index checks on
+queries of its own that its answers are faiss's (`_scan_agrees`), the compiled pass first, and asks
+faiss otherwise.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from recoworld.config import RetrievalConfig
-from recoworld.envs.retrieval_kernels import heap_scanned, probed_items, top_scored
+from recoworld.envs.retrieval_kernels import IVF_DIM, heap_scanned, ivf_blocks, ivf_searched, probed_items, top_scored
 from recoworld.errors import ConfigError
 
 #: faiss scores a batch of at least this many queries by a matrix product; never, here (see the module docstring).
@@ -80,6 +85,8 @@ class ItemIndex:
         # An 'ivf' index's cells, for `_scan`: cell c holds `_cell_items[_cell_offsets[c]:_cell_offsets[c + 1]]`.
         self._cell_items: np.ndarray | None = None
         self._cell_offsets = np.zeros(1, dtype=np.int64)
+        # ... and for `ivf_searched`, its centroids and cells' vectors as `ivf_blocks`.
+        self._blocks: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if config.index == "ivf":
             lists = index.invlists
             sizes = [lists.list_size(c) for c in range(index.nlist)]
@@ -87,7 +94,13 @@ class ItemIndex:
             self._cell_items = np.concatenate(
                 [faiss.rev_swig_ptr(lists.get_ids(c), size).copy() if size else np.zeros(0, dtype=np.int64)
                  for c, size in enumerate(sizes)]).astype(np.int64)
-            if not self._scan_agrees():
+            if d == IVF_DIM:
+                centroids = np.ascontiguousarray(index.quantizer.reconstruct_n(0, index.nlist), dtype=np.float32)
+                blocks, block_at = ivf_blocks(items[self._cell_items], self._cell_offsets)
+                self._blocks = (ivf_blocks(centroids, np.array([0, index.nlist]))[0], blocks, block_at)
+                if not self._scan_agrees():
+                    self._blocks = None
+            if self._blocks is None and not self._scan_agrees():
                 self._cell_items = None
 
     def search(self, queries: np.ndarray, depth: int) -> np.ndarray:
@@ -110,6 +123,10 @@ class ItemIndex:
         """`search` of an 'ivf' index as its search scans, the best kept without a heap (see the module
         docstring); rows with equal scores across the last place kept by faiss's heap steps."""
         assert self._cell_items is not None
+        if self._blocks is not None:
+            centroids, blocks, block_at = self._blocks
+            return ivf_searched(queries, centroids, self._index.nprobe, blocks, block_at, self._cell_offsets,
+                                self._cell_items, depth)
         faiss = self._faiss
         with self._one_thread():
             _, cells = self._index.quantizer.search(queries, self._index.nprobe)

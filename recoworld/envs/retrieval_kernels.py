@@ -15,6 +15,7 @@ from typing import Any
 
 import numba
 import numpy as np
+from numba.extending import intrinsic
 
 #: The blocks of a row's candidates, in order; a row's `stage` is the block it is at.
 INSTRUCTION, INTEREST, POPULAR, RANDOM, DONE = 0, 1, 2, 3, 4
@@ -264,101 +265,232 @@ def top_scored(bits: np.ndarray, items: np.ndarray, count: np.ndarray, k: int) -
     the `k` best by float32 score, best first, -1 padded where it holds fewer; and (R,) bool: the
     row's k-th and (k + 1)-th best scores are equal, so which of the equal items the search keeps
     depends on its scan (`heap_scanned` answers those rows). `bits` is the (R, W) float32 scores
-    viewed as int32.
-
-    Otherwise the search's heap keeps exactly the k best (an item is evicted only by a better one
-    while k others at least as good are kept), and its final pops order them by score and then by
-    item, both descending (`CMin::cmp2`), which is the order of the keys here: each score becomes an
-    int64 key that sorts as the float does (-0.0 as 0.0), the item in the low bits. A threshold, the
-    (m / 4 + 4)-th best of every 4th key for the m = k + 1 best, keeps about m + 13 keys in one
-    branch-free scan (and a tenth of the rows, which keep fewer than m, scan again with the
-    (m / 4 + 10)-th), and only those are ordered, each by counting the kept keys below it (keys are
-    distinct: an item is in one cell); a row that keeps fewer than m even then (very rare) sorts all
-    its keys."""
+    viewed as int32. How: `_top_row`."""
     r, w = bits.shape
     out = np.full((r, k), -1, dtype=np.int64)
     tied = np.zeros(r, dtype=np.bool_)
     keys = np.empty(w, dtype=np.int64)
     kept = np.empty(w + 1, dtype=np.int64)
     ordered = np.empty(w + 1, dtype=np.int64)
-    rank_max = (k + 1) // 4 + 10
-    best = np.empty(rank_max, dtype=np.int64)
-    low = np.int64(0xFFFFFFFF)
+    best = np.empty((k + 1) // 4 + 10, dtype=np.int64)
     for j in range(r):
-        n = count[j]
-        for i in range(n):
-            b = bits[j, i]
-            if b == -2147483648:  # -0.0
-                b = 0
-            elif b < 0:  # negative floats order the other way round as ints
-                b = b ^ 0x7FFFFFFF
-            keys[i] = (np.int64(b) << 32) | items[j, i]
-        m = min(k + 1, n)
-        if m == 0:
-            continue
-        rank = m // 4 + 10  # the sample's best kept; the first threshold is its (m / 4 + 4)-th
-        c = 0
-        if 4 * rank < n:
-            for t in range(rank):
-                best[t] = _BELOW_EVERY_KEY
-            for i in range(0, n, 4):
-                _keep_best(best, rank, keys[i])
-            for threshold in (best[rank - 7], best[rank - 1]):  # about m + 13, then (rarely) m + 37 pass
-                c = 0
-                for i in range(n):
-                    kept[c] = keys[i]
-                    c += keys[i] >= threshold
-                if c >= m:
-                    break
-        if c < m:  # too few passed both thresholds (very rare), or a short row: sort them all
-            c = n
-            ordered[:n] = keys[:n]
-            ordered[:n].sort()
-        else:  # each kept key's rank: branch-free compares, twice as fast as a sort of a hundred keys
-            for i in range(c):
-                key, at = kept[i], 0
-                for t in range(c):
-                    at += kept[t] < key
-                ordered[at] = key
-        last = c - 1
-        tied[j] = m == k + 1 and (ordered[last - k + 1] >> 32) == (ordered[last - k] >> 32)
-        for t in range(min(k, m)):
-            out[j, t] = ordered[last - t] & low
+        tied[j] = _top_row(bits[j], items[j], count[j], k, out[j], keys, kept, ordered, best)
     return out, tied
+
+
+@numba.njit(inline="always")
+def _top_row(bits: np.ndarray, items: np.ndarray, n: int, k: int, out: np.ndarray, keys: np.ndarray,
+             kept: np.ndarray, ordered: np.ndarray, best: np.ndarray) -> bool:
+    """`top_scored` of one row (`bits[:n]`, `items[:n]`) into `out` (-1 filled), with scratch of n + 1
+    (`best`: (k + 1) // 4 + 10); whether its k-th and (k + 1)-th best scores are equal.
+
+    The search's heap keeps exactly the k best (an item is evicted only by a better one while k others
+    at least as good are kept), and its final pops order them by score and then by item, both
+    descending (`CMin::cmp2`), which is the order of the keys here: each score becomes an int64 key
+    that sorts as the float does (-0.0 as 0.0), the item in the low bits. A threshold, the
+    (m / 4 + 4)-th best of every 4th key for the m = k + 1 best, keeps about m + 13 keys in one
+    branch-free scan (and a tenth of the rows, which keep fewer than m, scan again with the
+    (m / 4 + 10)-th), and only those are ordered, each by counting the kept keys below it (keys are
+    distinct: an item is in one cell); a row that keeps fewer than m even then (very rare) sorts all
+    its keys."""
+    low = np.int64(0xFFFFFFFF)
+    for i in range(n):
+        b = bits[i]
+        if b == -2147483648:  # -0.0
+            b = 0
+        elif b < 0:  # negative floats order the other way round as ints
+            b = b ^ 0x7FFFFFFF
+        keys[i] = (np.int64(b) << 32) | items[i]
+    m = min(k + 1, n)
+    if m == 0:
+        return False
+    rank = m // 4 + 10  # the sample's best kept; the first threshold is its (m / 4 + 4)-th
+    c = 0
+    if 4 * rank < n:
+        for t in range(rank):
+            best[t] = _BELOW_EVERY_KEY
+        for i in range(0, n, 4):
+            _keep_best(best, rank, keys[i])
+        for threshold in (best[rank - 7], best[rank - 1]):  # about m + 13, then (rarely) m + 37 pass
+            c = 0
+            for i in range(n):
+                kept[c] = keys[i]
+                c += keys[i] >= threshold
+            if c >= m:
+                break
+    if c < m:  # too few passed both thresholds (very rare), or a short row: sort them all
+        c = n
+        ordered[:n] = keys[:n]
+        ordered[:n].sort()
+    else:  # each kept key's rank: branch-free compares, twice as fast as a sort of a hundred keys
+        for i in range(c):
+            key, at = kept[i], 0
+            for t in range(c):
+                at += kept[t] < key
+            ordered[at] = key
+    last = c - 1
+    for t in range(min(k, m)):
+        out[t] = ordered[last - t] & low
+    return m == k + 1 and (ordered[last - k + 1] >> 32) == (ordered[last - k] >> 32)
 
 
 @numba.njit(nogil=True, cache=True)
 def heap_scanned(scores: np.ndarray, items: np.ndarray, count: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     """(len(rows), k) what faiss's 'ivf' search answers for rows `rows` of `top_scored`'s input, by its
-    own steps: a min-heap of k (score, item) pairs ordered by score then item (`CMin::cmp2`), filled
-    with (lowest float, -1); each scanned item whose score beats the heap's top strictly replaces it
-    (`heap_replace_top`); then the heap is popped into best-first order (`heap_reorder`), -1 where it
-    kept no item. `ann_index` answers the rows with equal scores among their best this way, where
-    the scan order decides which of the equal items are kept. `scores` are float32."""
+    own steps (`_heap_row`). `ann_index` answers the rows with equal scores among their best this way,
+    where the scan order decides which of the equal items are kept. `scores` are float32."""
     out = np.full((rows.shape[0], k), -1, dtype=np.int64)
     heap_val = np.empty(k + 1, dtype=np.float32)  # 1-based, as faiss's code
     heap_ids = np.empty(k + 1, dtype=np.int64)
-    lowest = np.float32(-3.4028234663852886e38)
     for t in range(rows.shape[0]):
         j = rows[t]
-        for i in range(1, k + 1):
-            heap_val[i] = lowest
-            heap_ids[i] = -1
-        for c in range(count[j]):
-            dis = scores[j, c]
-            if heap_val[1] < dis:
-                _heap_replace_top(heap_val, heap_ids, k, dis, items[j, c])
-        # heap_reorder: pop the top (the worst) to the end, again and again
-        ii = 0
-        for i in range(k):
-            val, ident = heap_val[1], heap_ids[1]
-            _heap_pop(heap_val, heap_ids, k - i)
-            heap_val[k - ii] = val
-            heap_ids[k - ii] = ident
-            if ident != -1:
-                ii += 1
-        for i in range(ii):
-            out[t, i] = heap_ids[k - ii + 1 + i]
+        _heap_row(scores[j], items[j], count[j], k, out[t], heap_val, heap_ids)
+    return out
+
+
+@numba.njit(inline="always")
+def _heap_row(scores: np.ndarray, items: np.ndarray, n: int, k: int, out: np.ndarray, heap_val: np.ndarray,
+              heap_ids: np.ndarray) -> None:
+    """faiss's heap of the k best of `scores[:n]` (ids `items[:n]`) in scan order, into `out` (-1 filled;
+    `heap_val`, `heap_ids`: k + 1 scratch): a min-heap of k (score, item) pairs ordered by score then
+    item (`CMin::cmp2`), filled with (lowest float, -1); each scanned item whose score beats the heap's
+    top strictly replaces it (`heap_replace_top`); then the heap is popped into best-first order
+    (`heap_reorder`), -1 where it kept no item. The steps of faiss's 'ivf' scan and of its flat
+    quantizer's search alike."""
+    lowest = np.float32(-3.4028234663852886e38)
+    for i in range(1, k + 1):
+        heap_val[i] = lowest
+        heap_ids[i] = -1
+    for c in range(n):
+        dis = scores[c]
+        if heap_val[1] < dis:
+            _heap_replace_top(heap_val, heap_ids, k, dis, items[c])
+    # heap_reorder: pop the top (the worst) to the end, again and again
+    ii = 0
+    for i in range(k):
+        val, ident = heap_val[1], heap_ids[1]
+        _heap_pop(heap_val, heap_ids, k - i)
+        heap_val[k - ii] = val
+        heap_ids[k - ii] = ident
+        if ident != -1:
+            ii += 1
+    for i in range(ii):
+        out[i] = heap_ids[k - ii + 1 + i]
+
+
+#: The embedding size `ivf_searched` scores: faiss's AVX-512 kernel at 32 dimensions (see its docstring).
+IVF_DIM = 32
+
+
+def _fma32_typed(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+    """float32 a * b + c rounded once, as the fused multiply-add faiss's compiled kernel uses."""
+    sig = numba.types.float32(numba.types.float32, numba.types.float32, numba.types.float32)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.fma(*args)
+
+    return sig, codegen
+
+
+_fma32: Any = intrinsic(_fma32_typed)
+
+
+@numba.njit(inline="always")
+def _lane(q: np.ndarray, block: np.ndarray, at: int, width: int, lane: int, u: int) -> Any:
+    """Lane `lane` of faiss's 16-float accumulator after 32 dimensions, for item u of a transposed block
+    of `width` items at `block[at:]` (unsigned indices: no negative-index fix-up, which would keep
+    LLVM from vectorizing over the items)."""
+    first = q[lane] * block[np.uint64(at + lane * width + u)] + np.float32(0.0)
+    return _fma32(q[lane + 16], block[np.uint64(at + (lane + 16) * width + u)], first)
+
+
+@numba.njit(inline="always")
+def _block_scores(q: np.ndarray, block: np.ndarray, at: int, width: int, out: np.ndarray, start: int) -> None:
+    """`out[start:start + width]`: the float32 inner products of 32-dim `q` with the `width` items of the
+    transposed block `block[at:at + 32 * width]` (dimension-major), bit for bit as faiss's AVX-512
+    `fvec_inner_product` (one 16-float accumulator: the first 16 dimensions' products, then a fused
+    multiply-add of the next 16; then halves added pairwise, 8, 4, 2, 1). Item-major over the items,
+    so LLVM scores 16 items per vector instruction."""
+    for u in range(width):
+        out[np.uint64(start + u)] = (
+            ((_lane(q, block, at, width, 0, u) + _lane(q, block, at, width, 8, u))
+             + (_lane(q, block, at, width, 4, u) + _lane(q, block, at, width, 12, u)))
+            + ((_lane(q, block, at, width, 2, u) + _lane(q, block, at, width, 10, u))
+               + (_lane(q, block, at, width, 6, u) + _lane(q, block, at, width, 14, u)))
+        ) + (
+            ((_lane(q, block, at, width, 1, u) + _lane(q, block, at, width, 9, u))
+             + (_lane(q, block, at, width, 5, u) + _lane(q, block, at, width, 13, u)))
+            + ((_lane(q, block, at, width, 3, u) + _lane(q, block, at, width, 11, u))
+               + (_lane(q, block, at, width, 7, u) + _lane(q, block, at, width, 15, u)))
+        )
+
+
+@numba.njit(nogil=True, cache=True)
+def ivf_blocks(vectors: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`ivf_searched`'s layout of the (N, 32) float32 `vectors` in groups `offsets` (group c is
+    `vectors[offsets[c]:offsets[c + 1]]`): each group transposed (dimension-major) and padded with zeros
+    to a multiple of 16 items, one after the other; and (C + 1,) where each starts (then the end).
+    A group's 32 rows lie within a few kilobytes: the rows of one catalog-wide transpose lie a
+    multiple of 4 KiB apart for some catalog sizes, and then evict each other from the L1 cache."""
+    groups = offsets.shape[0] - 1
+    at = np.zeros(groups + 1, dtype=np.int64)
+    for c in range(groups):
+        at[c + 1] = at[c] + IVF_DIM * ((offsets[c + 1] - offsets[c] + 15) // 16 * 16)
+    blocks = np.zeros(at[groups], dtype=np.float32)
+    for c in range(groups):
+        width = (at[c + 1] - at[c]) // IVF_DIM
+        for u in range(offsets[c + 1] - offsets[c]):
+            for e in range(IVF_DIM):
+                blocks[at[c] + e * width + u] = vectors[offsets[c] + u, e]
+    return blocks, at
+
+
+@numba.njit(nogil=True, cache=True)
+def ivf_searched(queries: np.ndarray, centroids: np.ndarray, nprobe: int, blocks: np.ndarray, block_at: np.ndarray,
+                 offsets: np.ndarray, list_items: np.ndarray, k: int) -> np.ndarray:
+    """(R, k) faiss's 'ivf' search of the (R, 32) float32 `queries` over an IndexIVFFlat by inner product,
+    its whole answer in one pass a row (nothing (R, W) between steps): its flat quantizer's search
+    (the scores of the `centroids`, `ivf_blocks` of one group, and its heap of the `nprobe` best), the
+    probed cells' items scored in scan order (cell c's vectors are `blocks`'s group c, its items
+    `list_items[offsets[c]:offsets[c + 1]]`), and the k best kept as `_top_row` keeps them, or by
+    faiss's heap (`_heap_row`) when the k-th and (k + 1)-th scores are equal. Every score is computed
+    as faiss's AVX-512 kernel computes it (`_block_scores`); `ann_index` checks that on this machine."""
+    r = queries.shape[0]
+    nlist = offsets.shape[0] - 1
+    n_items = list_items.shape[0]
+    out = np.full((r, k), -1, dtype=np.int64)
+    centroid_scores = np.empty(centroids.shape[0] // IVF_DIM, dtype=np.float32)
+    cell_ids = np.arange(nlist)
+    cells = np.empty(nprobe, dtype=np.int64)
+    cell_val = np.empty(nprobe + 1, dtype=np.float32)
+    cell_heap = np.empty(nprobe + 1, dtype=np.int64)
+    scores = np.empty(n_items + 16, dtype=np.float32)  # a cell's scores, padded to 16, end up to 15 past the row
+    bits = scores.view(np.int32)
+    items = np.empty(n_items, dtype=np.int64)
+    keys = np.empty(n_items, dtype=np.int64)
+    kept = np.empty(n_items + 1, dtype=np.int64)
+    ordered = np.empty(n_items + 1, dtype=np.int64)
+    best = np.empty((k + 1) // 4 + 10, dtype=np.int64)
+    heap_val = np.empty(k + 1, dtype=np.float32)
+    heap_ids = np.empty(k + 1, dtype=np.int64)
+    for j in range(r):
+        q = queries[j]
+        _block_scores(q, centroids, 0, centroid_scores.shape[0], centroid_scores, 0)
+        cells[:] = -1
+        _heap_row(centroid_scores, cell_ids, nlist, nprobe, cells, cell_val, cell_heap)
+        n = 0
+        for t in range(nprobe):
+            c = cells[t]
+            if c < 0:
+                continue
+            size = offsets[c + 1] - offsets[c]
+            for u in range(size):
+                items[n + u] = list_items[offsets[c] + u]
+            _block_scores(q, blocks, block_at[c], (block_at[c + 1] - block_at[c]) // IVF_DIM, scores, n)
+            n += size
+        if _top_row(bits, items, n, k, out[j], keys, kept, ordered, best):
+            out[j, :] = -1
+            _heap_row(scores, items, n, k, out[j], heap_val, heap_ids)
     return out
 
 
