@@ -169,32 +169,40 @@ class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray
         clock = {"day": np.floor(w.now).astype(np.int64), "session": w.session.copy(), "turn": w.turn.copy(),
                  "step": w.steps.copy(), "time_days": w.now.copy()}
         if batch is not None:
+            rows = batch.rows
             for key in clock:  # users that stepped report the clock of the turn they played
-                clock[key][batch.rows] = getattr(batch, key)
+                clock[key][rows] = getattr(batch, key)
             stepped = np.zeros(b, dtype=bool)
-            stepped[batch.rows] = True
+            stepped[rows] = True
+            everyone_stepped = len(rows) == b  # rows are distinct: the scatter below writes every entry
             for key, attr in _STEP_KEYS.items():
                 value = getattr(batch, attr)
-                full = np.zeros((b, *value.shape[1:]), dtype=value.dtype)
-                if value.dtype.kind == "f":  # nan: nothing to report for that user
-                    full[:] = np.nan
-                full[batch.rows] = value
+                if everyone_stepped:  # no filler to write first: the usual step, no user autoresetting
+                    full = np.empty((b, *value.shape[1:]), dtype=value.dtype)
+                else:
+                    full = np.zeros((b, *value.shape[1:]), dtype=value.dtype)
+                    if value.dtype.kind == "f":  # nan: nothing to report for that user
+                        full[:] = np.nan
+                full[rows] = value
                 info[key], info[f"_{key}"] = full, stepped
             info["churned"], info["_churned"] = np.isinf(info["return_gap_days"]), stepped
             text, intent = np.full(b, None, dtype=object), np.full(b, None, dtype=object)
             structured = self.config.instruction_channel == "structured"
-            for j, instruction in enumerate(batch.instructions):
-                if instruction is not None:
-                    text[batch.rows[j]] = w.shown_instruction(instruction)
-                    intent[batch.rows[j]] = intent_dict(instruction.intent) if structured else None
+            # Only the few rows with an instruction (or leaving) are visited, by their positions in Python
+            # ints: a loop over every row, or numpy scalars as indices, cost more than the rest of the infos.
+            given = [(j, instruction) for j, instruction in enumerate(batch.instructions) if instruction is not None]
+            for (_, instruction), row in zip(given, rows[[j for j, _ in given]].tolist()):
+                text[row] = w.shown_instruction(instruction)
+                intent[row] = intent_dict(instruction.intent) if structured else None
             info["instruction"], info["_instruction"] = text, stepped
             info["instruction_intent"], info["_instruction_intent"] = intent, stepped
             said = {key: np.full(b, None, dtype=object) for key in ("exit_reason", "exit_text", "interview_score",
                                                                       "interview")}
-            for j in np.flatnonzero(batch.left).tolist():  # reasons and interviews come only with leaving
-                row = int(batch.rows[j])
-                exit_reason = batch.exit_reason(j)
-                interview = batch.interviews[j] if batch.interviews is not None else None
+            leaving = np.flatnonzero(batch.left)  # reasons and interviews come only with leaving
+            exit_reasons, interviews = batch.exit_reasons, batch.interviews
+            for j, row in zip(leaving.tolist(), rows[leaving].tolist()):
+                exit_reason = exit_reasons[j] if exit_reasons is not None else None  # `batch.exit_reason(j)`: j left
+                interview = interviews[j] if interviews is not None else None
                 if exit_reason is not None:
                     said["exit_reason"][row], said["exit_text"][row] = exit_reason.kind, exit_reason.text
                 if interview is not None:
@@ -202,7 +210,7 @@ class RecoWorldVectorEnv(VectorEnv[dict[str, np.ndarray], np.ndarray, np.ndarray
             for key, values in said.items():
                 info[key], info[f"_{key}"] = values, stepped
             ended = np.zeros(b, dtype=bool)
-            ended[batch.rows] = batch.terminated | batch.truncated
+            ended[rows] = batch.terminated | batch.truncated
             if ended.any():  # their state still holds the episode: it is replaced on the next step
                 stats = {s: np.zeros(b) for s in _STATS}
                 for r in np.flatnonzero(ended).tolist():
