@@ -210,6 +210,23 @@ def test_stacked_slates_are_np_stacks() -> None:
         assert joined.dtype == expected.dtype and np.array_equal(joined, expected)
 
 
+def test_bad_actions_are_named_and_ended_agents_leave_a_fresh_agent_list() -> None:
+    """The step's checks run as C loops over every action; each failing one still names its offenders."""
+    env = make()
+    env.reset(seed=3)
+    k = env.config.world.slate_size
+    with pytest.raises(InvalidActionError, match=r"unknown agents \['user_99'\]"):
+        env.step({**{a: np.arange(k) for a in env.agents}, "user_99": np.arange(k)})
+    zero_d = {a: np.arange(k) for a in env.agents}
+    zero_d[env.agents[2]] = np.array(1)  # 0-d: no length to check
+    with pytest.raises(InvalidActionError, match=rf"actions\['{env.agents[2]}'\] must have shape \({k},\)"):
+        env.step(zero_d)
+    while env.agents:
+        before = env.agents
+        _, _, terms, truncs, _ = env.step({a: np.arange(k) for a in before})
+        assert env.agents == [a for a in before if not (terms[a] or truncs[a])] and env.agents is not before
+
+
 def test_append_items_keeps_existing_indices() -> None:
     cat = cached_catalog(CatalogConfig(n_items=300, seed=5))
     emb = cat.embeddings[:2] + 0.01

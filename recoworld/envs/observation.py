@@ -84,12 +84,13 @@ OBSERVATION_KEYS = ("candidate_ids", "candidate_features", "candidate_mask", "hi
                      "history_reactions", "history_dwell", "instruction", "context")
 
 
-#: Bytes `_copy_block` moves: one 512-bit register, or two 256-bit ones.
-_BLOCK_BYTES = 64
+#: Items `_copy_block` moves: 64 bytes of float32, one 512-bit register or two 256-bit ones. A constant, so
+#: the loop over a row's blocks compiles with a known step (a block size read from the array costs a third).
+_BLOCK_ITEMS = 16
 
 
 def _copy_block_typed(typingctx: Any, dst: Any, dst_at: Any, src: Any, src_at: Any) -> Any:
-    """Copy `_BLOCK_BYTES` bytes from item `src_at` of the C-contiguous `src` to item `dst_at` of `dst`.
+    """Copy `_BLOCK_ITEMS` items from item `src_at` of the C-contiguous `src` to item `dst_at` of `dst`.
 
     An element loop over a feature row compiles to a vector loop guarded by a check that the two
     arrays do not overlap and followed by a scalar tail, all paid per row of 35 floats; a memcpy of
@@ -103,8 +104,9 @@ def _copy_block_typed(typingctx: Any, dst: Any, dst_at: Any, src: Any, src_at: A
         dst_v, dst_at_v, src_v, src_at_v = args
         dst_data = context.make_array(signature.args[0])(context, builder, dst_v).data
         src_data = context.make_array(signature.args[2])(context, builder, src_v).data
+        itemsize = context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype))
         cgutils.raw_memcpy(builder, builder.gep(dst_data, [dst_at_v]), builder.gep(src_data, [src_at_v]),
-                           context.get_constant(types.intp, _BLOCK_BYTES), 1)
+                           context.get_constant(types.intp, _BLOCK_ITEMS), itemsize)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -117,7 +119,7 @@ _copy_block: Any = intrinsic(_copy_block_typed)
 def _copy_row(dst: np.ndarray, dst_at: int, src: np.ndarray, src_at: int, width: int) -> None:
     """`dst[dst_at:dst_at + width] = src[src_at:src_at + width]` (flat C-contiguous arrays of one dtype)
     as whole blocks, the last one overlapping the one before it rather than leaving a tail."""
-    block = _BLOCK_BYTES // src.itemsize
+    block = _BLOCK_ITEMS
     if width < block:
         for e in range(width):
             dst[dst_at + e] = src[src_at + e]

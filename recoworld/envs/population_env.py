@@ -81,6 +81,8 @@ dict's storage directly, and PettingZoo wants plain dicts keyed by every live ag
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from itertools import compress
+from operator import attrgetter
 from typing import Any, ClassVar, Literal, cast, get_args
 
 import numpy as np
@@ -107,6 +109,7 @@ from recoworld.streams import UserStreams
 
 AgentID = str
 Infos = Literal["full", "none"]
+_ndim = attrgetter("ndim")
 
 
 class PopulationWorldConfig(StrictModel):
@@ -219,23 +222,25 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
             raise ResetNeeded("call reset() before step(), and again after every agent is done")
         if not isinstance(actions, Mapping):
             raise InvalidActionError(f"actions must be a dict of agent -> slate, got {type(actions).__name__}")
-        unknown = [a for a in actions if a not in self._slots]
-        if unknown:
+        agents, slots = self.agents, self._slots
+        # The checks run as C loops (key views, map) and name the offenders only when one fails.
+        if not actions.keys() <= slots.keys():
+            unknown = [a for a in actions if a not in slots]
             raise InvalidActionError(f"actions for unknown agents {unknown[:5]}; agents are "
                                      f"{self.possible_agents[0]}..{self.possible_agents[-1]}")
-        missing = [a for a in self.agents if a not in actions]
-        if missing:
+        if not all(map(actions.__contains__, agents)):
+            missing = [a for a in agents if a not in actions]
             raise InvalidActionError(f"no action for live agents {missing[:5]}; every live agent acts each step")
-        live = np.array([self._slots[a] for a in self.agents], dtype=np.int64)
-        agents = self.agents
+        live = np.fromiter(map(slots.__getitem__, agents), dtype=np.int64, count=len(agents))
         batch = self.world.step(self._slates(actions), live, lambda j: f"actions[{agents[j]!r}]")
-        obs = _per_agent(self.agents, self.world.observe(live))
-        rewards = dict(zip(self.agents, batch.reward.tolist()))
-        terms = dict(zip(self.agents, batch.terminated.tolist()))
-        truncs = dict(zip(self.agents, batch.truncated.tolist()))
-        self._last_batch, self._last_agents, self._last_order = batch, self.agents, None
+        obs = _per_agent(agents, self.world.observe(live))
+        rewards = dict(zip(agents, batch.reward.tolist()))
+        terms = dict(zip(agents, batch.terminated.tolist()))
+        truncs = dict(zip(agents, batch.truncated.tolist()))
+        self._last_batch, self._last_agents, self._last_order = batch, agents, None
         infos = self._infos_of_step()
-        self.agents = [a for a in self.agents if not (terms[a] or truncs[a])]
+        ended = batch.terminated | batch.truncated
+        self.agents = list(compress(agents, (~ended).tolist())) if ended.any() else list(agents)
         if self.render_mode == "ansi":
             self._last_render = (f"step {int(self.world.steps.max())}: {len(self.agents)} users live, "
                                  f"mean reward {float(batch.reward.mean()):.2f}")
@@ -284,8 +289,10 @@ class PopulationParallelEnv(ParallelEnv[AgentID, dict[str, np.ndarray], np.ndarr
         """(live agents, K) the live agents' slates, stacked in one call when every one is a (K,) array
         (as `np.stack` of `np.asarray` of each, which the other inputs take)."""
         k, agents = self.config.world.slate_size, self.agents
-        given = [actions[agent] for agent in agents]
-        if given and all(type(act) is np.ndarray and act.shape == (k,) for act in given):
+        given = list(map(actions.__getitem__, agents))
+        # Every slate a (k,) ndarray, checked by C loops: its type, then ndim, then length (len needs ndim >= 1).
+        if (given and set(map(type, given)) == {np.ndarray} and set(map(_ndim, given)) == {1}
+                and set(map(len, given)) == {k}):
             return np.concatenate(given).reshape(len(given), k)  # np.stack's rows and dtype, a third of its cost
         acts = []  # other inputs, and the error that names the first bad slate
         for agent, act in zip(agents, given):
@@ -316,12 +323,12 @@ def _per_agent(agents: list[AgentID], observed: dict[str, np.ndarray]) -> dict[A
     """Each agent's observation: a dict of its row of every key (views, split in C). The world's nine
     keys are written as a dict display, which builds a thousand agents' dicts in half the time of
     `dict(zip(keys, row))`."""
-    keys = list(observed)
-    if tuple(keys) != OBSERVATION_KEYS:
-        return {agent: dict(zip(keys, row)) for agent, row in zip(agents, zip(*(list(observed[k]) for k in keys)))}
+    keys = tuple(observed)
+    if keys != OBSERVATION_KEYS:
+        return {agent: dict(zip(keys, row)) for agent, row in zip(agents, zip(*observed.values()))}
     k0, k1, k2, k3, k4, k5, k6, k7, k8 = keys
     return {agent: {k0: a, k1: b, k2: c, k3: d, k4: e, k5: f, k6: g, k7: h, k8: i}
-            for agent, a, b, c, d, e, f, g, h, i in zip(agents, *(list(observed[k]) for k in keys))}
+            for agent, a, b, c, d, e, f, g, h, i in zip(agents, *observed.values())}
 
 
 def parallel_env(**kwargs: Any) -> PopulationParallelEnv:
