@@ -8,7 +8,7 @@ one topic, content that is not for them, low quality, or sameness.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
 import numba
 import numpy as np
@@ -86,49 +86,46 @@ class InstructionWriter:
         topics, interests, novelty propensity and own generator. The diagnosis (what the latest ten
         items were about) is counted for all rows at once, and so is every row's affinity to each topic;
         the words are then chosen row by row, each working out only what its branch reads."""
-        counts, dominant, n_recent, n_topics, dom_n, quality_sum = _diagnose(
+        counts, dominant, n_recent, n_topics, dom_n, quality_sums = _diagnose(
             np.asarray(recent_items, dtype=np.int64), self._topic_ids, self._quality, len(self._names))
         # Row j's affinities are `centroids @ interests[j]`, one matrix-vector product a row (a stacked product
         # makes each slice's as the single one does, bit for bit; one product of the two matrices would not).
         affinities = (self._centroids[None] @ interests[:, :, None])[:, :, 0].tolist()
-        dominant, n_recent, n_topics, dom_n = dominant.tolist(), n_recent.tolist(), n_topics.tolist(), dom_n.tolist()
-        quality_sum = quality_sum.tolist()
-        names, index, novelty = self._names, self._index, novelty_propensity.tolist()
+        names, index, pools, pools_but_self = self._names, self._index, self._pools, self._pools_but_self
         out = []
-        for j, (n, favourites) in enumerate(zip(n_recent, favourite_topics)):
+        for j, (n, favourites, rng, top_at, top_n, distinct, novelty, affinity, quality_sum) in enumerate(zip(
+                n_recent.tolist(), favourite_topics, rngs, dominant.tolist(), dom_n.tolist(), n_topics.tolist(),
+                novelty_propensity.tolist(), affinities, quality_sums.tolist())):
             f1 = favourites[0]
             if len(favourites) < 2 and f1 not in index:
                 self.catalog.topic_index(f1)  # an unknown name: its error, as the related topic's look-up raises
-            rng = rngs[j]
-            if n >= 3 and dom_n[j] / n >= 0.6:
-                top = names[dominant[j]]
-                r = self._closest(self._pools_but_self, index[top], affinities[j], top)
-                templates = _SAMENESS if novelty[j] > 0.6 and n_topics[j] <= 2 else _TOO_MUCH
-                text = templates[int(rng.integers(len(templates)))].format(d=top, r=r)
-                out.append(_said(text, "different", [top], [r]))
+            if n >= 3 and top_n / n >= 0.6:
+                top = names[top_at]
+                pool = pools_but_self[index[top]]  # `_related` excluding the topic itself
+                r = names[max(pool, key=affinity.__getitem__)] if pool else top
+                templates = _SAMENESS if novelty > 0.6 and distinct <= 2 else _TOO_MUCH
+                out.append(_said(templates[int(rng.integers(len(templates)))].format(d=top, r=r), "different",
+                                 [top], [r]))
                 continue
             topics_j: list[int] = counts[j].tolist() if n else []
             fav_share = sum(topics_j[index[t]] for t in favourites if t in index) / n if n else 0.0
             if fav_share < 0.3:
-                f2 = favourites[1] if len(favourites) > 1 else self._closest(self._pools, index[f1], affinities[j], f1)
-                text = _NOT_ME[int(rng.integers(len(_NOT_ME)))].format(f1=f1, f2=f2)
-                out.append(_said(text, "more", [f1, f2], []))
-            elif quality_sum[j] / n < 0.45:
-                text = _LOW_QUALITY[int(rng.integers(len(_LOW_QUALITY)))].format(f1=f1)
-                out.append(_said(text, "less", [], [f1], {"quality": "high"}))
+                if len(favourites) > 1:
+                    f2 = favourites[1]
+                else:  # `_related` excluding nothing
+                    pool = pools[index[f1]]
+                    f2 = names[max(pool, key=affinity.__getitem__)] if pool else f1
+                out.append(_said(_NOT_ME[int(rng.integers(len(_NOT_ME)))].format(f1=f1, f2=f2), "more", [f1, f2], []))
+            elif quality_sum / n < 0.45:
+                out.append(_said(_LOW_QUALITY[int(rng.integers(len(_LOW_QUALITY)))].format(f1=f1), "less", [],
+                                 [f1], {"quality": "high"}))
             else:
-                top = names[dominant[j]]
+                top = names[top_at]
                 r = self._related(top, interests[j], exclude={names[t] for t, c in enumerate(topics_j) if c},
-                                  affinity=affinities[j])
-                text = _SAMENESS[int(rng.integers(len(_SAMENESS)))].format(d=top, r=r)
-                out.append(_said(text, "different", [top], [r]))
+                                  affinity=affinity)
+                out.append(_said(_SAMENESS[int(rng.integers(len(_SAMENESS)))].format(d=top, r=r), "different",
+                                 [top], [r]))
         return out
-
-    def _closest(self, pools: list[list[int]], t: int, affinity: list[float], topic: str) -> str:
-        """`_related` for a precomputed pool (`_pools`, `_pools_but_self`): the same topic, without the
-        pool's rebuilding."""
-        pool = pools[t]
-        return self._names[max(pool, key=affinity.__getitem__)] if pool else topic
 
     def _related(
         self, topic: str, interests: np.ndarray, exclude: set[str], affinity: list[float] | None = None,
@@ -199,25 +196,24 @@ def _diagnose(
 
 def _said(text: str, kind: Literal["more", "less", "different"], topics: list[str], related: list[str],
           attributes: dict[str, str] | None = None) -> Instruction:
-    """The instruction's models, built without re-validation: the writer's values are consistent."""
-    return _constructed(Instruction, {"text": text, "intent": _constructed(Intent, {
-        "kind": kind, "topics": topics, "related": related, "attributes": attributes or {}})})
-
-
-_set = object.__setattr__
-_M = TypeVar("_M", Intent, Instruction)
-
-
-def _constructed(model: type[_M], fields: dict[str, Any]) -> _M:
-    """What `model.model_construct(**fields)` builds when every field is given, at a third of its cost
-    (it looks up each field's aliases and defaults; these two models have neither, nor extra fields,
-    private attributes or a post-init, and `fields` come in their declared order)."""
-    built = model.__new__(model)
-    _set(built, "__dict__", fields)
-    _set(built, "__pydantic_fields_set__", set(fields))
+    """The instruction's models as `model_construct` builds them when every field is given, at a third of its
+    cost and without re-validation (the writer's values are consistent): it looks up each field's aliases and
+    defaults, and these two models have neither, nor extra fields, private attributes or a post-init."""
+    intent = _new(Intent)
+    _set(intent, "__dict__", {"kind": kind, "topics": topics, "related": related, "attributes": attributes or {}})
+    _set(intent, "__pydantic_fields_set__", {"kind", "topics", "related", "attributes"})
+    _set(intent, "__pydantic_extra__", None)
+    _set(intent, "__pydantic_private__", None)
+    built = _new(Instruction)
+    _set(built, "__dict__", {"text": text, "intent": intent})
+    _set(built, "__pydantic_fields_set__", {"text", "intent"})
     _set(built, "__pydantic_extra__", None)
     _set(built, "__pydantic_private__", None)
     return built
+
+
+_set = object.__setattr__
+_new = object.__new__
 
 
 def intent_key(intent: Intent) -> tuple[str, tuple[str, ...], tuple[str, ...], bool]:
