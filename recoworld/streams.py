@@ -311,7 +311,9 @@ class UserStreams:
     def logistic(self, rows: np.ndarray | Sequence[int], shape: int | tuple[int, ...] = ()) -> np.ndarray:
         """Standard logistic noise: `u + noise > 0` happens with probability sigmoid(u)."""
         p = self.random(rows, shape)
-        return np.log(p) - np.log1p(-p)
+        noise = np.log(p)
+        p = np.negative(p, out=p)  # log(p) - log1p(-p), the same passes, without their temporaries
+        return np.subtract(noise, np.log1p(p, out=p), out=noise)
 
     def normal(self, rows: np.ndarray | Sequence[int], scale: float = 1.0) -> np.ndarray:
         """(len(rows),) normal draws with mean 0 and standard deviation `scale`."""

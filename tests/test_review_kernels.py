@@ -46,3 +46,28 @@ def test_the_parametric_user_packs_what_the_kernel_reads(catalog: Catalog) -> No
     packed = ParametricUsers(catalog, dynamics=DynamicsConfig(**values))._settle_params
     for name, value in values.items():
         assert packed[getattr(review_kernels, name.upper())] == value, name
+
+
+def test_the_reviews_inputs_are_numpys_gathers(catalog: Catalog) -> None:
+    """`review_inputs` copies what the review gathered with numpy: the context of slate then memory embeddings
+    (an empty slot, -1, the appended zero row), quality, duration and the interests cast to float32, the same
+    values and layout; an item outside the catalog raises as numpy's gather did."""
+    import numpy as np
+
+    users = ParametricUsers(catalog)
+    rng = np.random.default_rng(0)
+    b, k, m = 12, 7, users.dyn.memory_size
+    users.memory_items = np.where(rng.random((b, m)) < 0.3, -1, rng.integers(0, len(catalog), (b, m)))
+    users.interests = rng.normal(size=(b, catalog.embedding_dim))
+    rows = np.array([3, 0, 11, 3, 5])
+    slates = rng.integers(0, len(catalog), (len(rows), k))
+    context, quality, duration, interests = review_kernels.review_inputs(
+        users._emb_padded, users._quality, users._duration, slates, users.memory_items, users.interests, rows)
+    expected = np.take(users._emb_padded, np.concatenate([slates, users.memory_items[rows]], axis=1), axis=0)
+    assert context.dtype == expected.dtype and context.flags.c_contiguous and np.array_equal(context, expected)
+    assert np.array_equal(quality, users._quality[slates]) and np.array_equal(duration, users._duration[slates])
+    assert interests.dtype == np.float32 and np.array_equal(interests, users.interests[rows].astype(np.float32))
+    for item in (-1, len(catalog)):
+        with pytest.raises(IndexError):
+            review_kernels.review_inputs(users._emb_padded, users._quality, users._duration, np.full((1, k), item),
+                                         users.memory_items, users.interests, rows[:1])

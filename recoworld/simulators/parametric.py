@@ -39,6 +39,7 @@ from recoworld.simulators.return_gap import ReturnGapModel
 from recoworld.simulators.review_kernels import (
     low_quality_fatigue,
     relevance_in_order,
+    review_inputs,
     settle,
     settle_params,
     slate_geometry,
@@ -259,15 +260,14 @@ class ParametricUsers:
         slates = np.ascontiguousarray(slates, dtype=np.int64)
         # Memory slots hold -1 when empty; -1 indexes the zero row appended to the table, so empty
         # slots have similarity 0 and never count as "seen before".
-        context = np.take(self._emb_padded, np.concatenate([slates, self.memory_items[users]], axis=1), axis=0)
+        context, quality, duration, interests = review_inputs(
+            self._emb_padded, self._quality, self._duration, slates, self.memory_items, self.interests, users)
         emb = context[:, :k]  # (R, K, D)
-        rel = (emb @ self.interests[users].astype(np.float32)[:, :, None])[:, :, 0].astype(np.float64)
+        rel = (emb @ interests[:, :, None])[:, :, 0].astype(np.float64)
         sims = emb @ context.transpose(0, 2, 1)  # (R, K, K + M): the slate's Gram matrix, then the memory
         max_sim, novelty, fat, appetite = slate_geometry(
             sims, slates, self._low_quality_fatigue, self.fatigue, self.novelty, users, self._settle_params,
         )
-        quality = self._quality[slates]
-        duration = self._duration[slates]
         noise = streams.logistic(users, (k, 4))
         popularity = self._popularity[slates] if choice.config.popularity else 0.0
         base = choice.base_utility(quality, novelty, appetite, fat, _positions(k), popularity,

@@ -164,6 +164,42 @@ def repetition_fatigue(similarity: np.ndarray, params: np.ndarray) -> np.ndarray
 
 
 @numba.njit(nogil=True, cache=True)
+def review_inputs(
+    emb: np.ndarray, quality: np.ndarray, duration: np.ndarray, slates: np.ndarray, memory_items: np.ndarray,
+    interests: np.ndarray, rows: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What a review gathers, in one pass over the rows: each row's context (R, K + M, D), the embedding rows of
+    its slate then of its memory (an empty slot, -1, is `emb`'s last row, the zero row appended to the catalog's),
+    the slate's quality and duration (R, K), and the row's interests in `emb`'s precision (R, D): the values of
+    numpy's gathers and cast, copied once. A slate item outside the catalog raises IndexError."""
+    r, k = slates.shape
+    m, d, n = memory_items.shape[1], emb.shape[1], emb.shape[0]
+    context = np.empty((r, k + m, d), dtype=emb.dtype)
+    item_quality = np.empty((r, k))
+    item_duration = np.empty((r, k))
+    row_interests = np.empty((r, d), dtype=emb.dtype)
+    for j in range(r):
+        u = rows[j]
+        for i in range(k):
+            item = slates[j, i]
+            if item < 0 or item >= quality.shape[0]:
+                raise IndexError("slate item outside the catalog")
+            item_quality[j, i] = quality[item]
+            item_duration[j, i] = duration[item]
+            for x in range(d):
+                context[j, i, x] = emb[item, x]
+        for i in range(m):
+            item = memory_items[u, i]
+            if item < 0:
+                item += n
+            for x in range(d):
+                context[j, k + i, x] = emb[item, x]
+        for x in range(d):
+            row_interests[j, x] = interests[u, x]
+    return context, item_quality, item_duration, row_interests
+
+
+@numba.njit(nogil=True, cache=True)
 def slate_geometry(
     sims: np.ndarray, slates: np.ndarray, quality_fatigue: np.ndarray, fatigue: np.ndarray, novelty: np.ndarray,
     rows: np.ndarray, params: np.ndarray,
