@@ -243,3 +243,23 @@ def test_summary_and_simulate_report_all_three(catalog: Catalog, monkeypatch: py
     assert len(scripted.requests) >= 1
     plain = summarize(result.trajectories.assign(instruction_judge=np.nan), result.episodes).iloc[0]
     assert np.isnan(plain["instruction_judge"])
+
+
+def test_a_turns_similarity_read_later_is_that_of_the_turn(catalog: Catalog) -> None:
+    """`StepBatch.similarity` is worked out when read: it is still the turn's, after later turns change the
+    instructions in force and the slates handed out are written over."""
+    env = RecoWorldVectorEnv(16, WORLD, catalog=catalog)
+    env.reset(seed=0)
+    world, rng = env.world, np.random.default_rng(0)
+    batches, expected = [], []
+    for _ in range(12):
+        actions = np.stack([rng.permutation(30)[:5] for _ in range(16)])
+        slates = np.take_along_axis(world.candidates, actions, axis=1)
+        active, text = world.asked.active.copy(), world.asked_text.astype(np.float64)
+        emb = catalog.embeddings[slates].astype(np.float64)
+        expected.append(np.where(active, np.einsum("akd,ad->a", emb, text) / 5, np.nan))
+        batches.append(world.step(actions))
+        batches[-1].slates[:] = 0
+    assert any(np.isfinite(e).any() for e in expected) and any(np.isnan(e).any() for e in expected)
+    for batch, want in zip(batches, expected):
+        assert np.array_equal(batch.similarity, want, equal_nan=True)

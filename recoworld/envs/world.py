@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import compress, repeat
 from operator import is_not
 from typing import Any, TypedDict, cast
@@ -130,7 +131,7 @@ class StepBatch:
     turn: np.ndarray
     step: np.ndarray
     time_days: np.ndarray
-    similarity: np.ndarray | None = None  # (R,) mean cosine of the slate to the instruction's text; nan = none
+    similarity_of: TurnSimilarity | None = field(default=None, repr=False, compare=False)  # what `similarity` is of
     disliked: np.ndarray | None = None  # (R, K) bool: skips marked "not interested"
     exit_reasons: list[ExitReason | None] | None = None  # (R,) why each leaving row left
     interviews: list[Interview | None] | None = None  # (R,) end-of-session interviews of leaving rows
@@ -138,6 +139,33 @@ class StepBatch:
     def exit_reason(self, j: int) -> ExitReason | None:
         """Why row j left, or None while it stays (a reason is only ever reported with the leaving)."""
         return self.exit_reasons[j] if self.exit_reasons is not None and self.left[j] else None
+
+    @cached_property
+    def similarity(self) -> np.ndarray | None:
+        """(R,) mean cosine of each slate to the text of the instruction in force; nan = none. Worked out on
+        first read: a population that builds no infos never reads it, and it cost a tenth of the turn."""
+        return self.similarity_of.values() if self.similarity_of is not None else None
+
+
+@dataclass(frozen=True)
+class TurnSimilarity:
+    """What a turn's instruction similarity is made of, taken at the turn (the instructions in force and
+    the slates handed out may change after it): the rows with an instruction in force, their slates and
+    the text directions of their instructions."""
+
+    n_rows: int
+    at: np.ndarray  # (A,) the rows with an instruction in force
+    slates: np.ndarray  # (A, K) their slates
+    texts: np.ndarray  # (A, D) float32 text directions in item space
+    embeddings: np.ndarray  # (N, D) the catalog's unit item embeddings
+
+    def values(self) -> np.ndarray:
+        """Per row, the mean cosine of the slate's items to the text direction (nan where none is in force)."""
+        out = np.full(self.n_rows, np.nan)
+        if len(self.at):  # `take`: the same rows as fancy indexing, gathered faster
+            emb = np.take(self.embeddings, self.slates, axis=0).astype(np.float64)  # (A, K, D)
+            out[self.at] = np.einsum("akd,ad->a", emb, self.texts.astype(np.float64)) / self.slates.shape[1]
+        return out
 
 
 #: The stream of a row that no view has seeded: one object, told apart by identity and never drawn from
@@ -256,7 +284,7 @@ class World:
         followed, satisfiable = instruction_measures(
             acting, slates, self.candidates, self.asked.active, self.asked.topics, self.asked.high_quality,
             self.asked_more, self._item_topic, self._item_good)
-        similarity = self._instruction_similarity(acting, slates)
+        similarity = self._instruction_similarity(acting, slates)  # the instructions in force before this turn's
         bonus = self.platform.utility_bonus(slates) if self.platform is not None else None
         fb = self.users.review(slates, self.streams, rows, bonus)
         reactions, dwell = fb.reactions, fb.dwell_min
@@ -302,7 +330,7 @@ class World:
         return StepBatch(rows=acting, slates=slates, reactions=reactions, dwell_min=dwell, instructions=fb.instructions,
                          left=fb.left, fallback=fallback, reasons=fb.reasons, replaced=replaced, engagement=engagement,
                          followed=followed, satisfiable=satisfiable, reward=reward, return_gap=return_gap,
-                         terminated=terminated, truncated=truncated, **clock, similarity=similarity,
+                         terminated=terminated, truncated=truncated, **clock, similarity_of=similarity,
                          disliked=disliked, exit_reasons=fb.exit_reasons, interviews=interviews)
 
     # ------------------------------------------------------------------ what the platform shows
@@ -464,16 +492,12 @@ class World:
             self._text_space = instruction_text_space(self.catalog, self.config.instruction_encoder)
         return self._text_space
 
-    def _instruction_similarity(self, rows: np.ndarray, slates: np.ndarray) -> np.ndarray:
-        """Per row, the mean cosine of the slate's items to the text direction of the instruction in
-        force (item embeddings are unit norm); nan where none is in force."""
-        out = np.full(len(rows), np.nan)
+    def _instruction_similarity(self, rows: np.ndarray, slates: np.ndarray) -> TurnSimilarity:
+        """What the turn's similarity of `rows`' slates to the instructions in force is made of, for
+        `StepBatch.similarity` to work out when read."""
         a = np.flatnonzero(self.asked.active[rows])
-        if len(a):  # `take`: the same rows as fancy indexing, gathered faster
-            emb = np.take(self.catalog.embeddings, slates[a], axis=0).astype(np.float64)  # (A, K, D)
-            text = np.take(self.asked_text, np.take(rows, a), axis=0).astype(np.float64)
-            out[a] = np.einsum("akd,ad->a", emb, text) / slates.shape[1]
-        return out
+        return TurnSimilarity(len(rows), a, np.take(slates, a, axis=0),
+                              np.take(self.asked_text, np.take(rows, a), axis=0), self.catalog.embeddings)
 
 
 class _AskTable:
