@@ -444,12 +444,16 @@ class World:
         if not len(rows):
             return
         unavailable = self.platform.unreleased(self.now[rows]) if self.platform is not None else None
-        asked = self.asked  # its rows by `take`, which gathers whole rows at a third of fancy indexing's cost
         self.candidates[rows] = self.retriever.retrieve(
             np.take(self.history_ids, rows, axis=0), np.take(self.history_reactions, rows, axis=0), self.streams,
-            rows, unavailable, InstructionTargets(*(np.take(a, rows, axis=0) for a in (
-                asked.active, asked.topics, asked.high_quality, asked.direction, asked.ranked))), self.tastes,
+            rows, unavailable, self._asked_of(rows), self.tastes,
         )
+
+    def _asked_of(self, rows: np.ndarray) -> InstructionTargets:
+        """`asked.subset(rows)` by `take`, which gathers whole rows at a third of fancy indexing's cost."""
+        a = self.asked
+        return InstructionTargets(*(np.take(x, rows, axis=0) for x in (a.active, a.topics, a.high_quality, a.direction,
+                                                                       a.ranked)))
 
     def listen(self, rows: np.ndarray, instructions: Sequence[Instruction]) -> None:
         """Take in what users said (one instruction per row, distinct rows): the observation shows it,
@@ -460,16 +464,16 @@ class World:
         directions = self.text_space.encode([instruction.text for instruction in instructions])
         self.asked_text[rows] = directions
         keys = [intent_key(instruction.intent) for instruction in instructions]
-        asks, ids = self._asks, []
+        asks, table, ids = self._asks, self._ask_table, []
         if len(asks) + len(keys) > 4096:  # before any row is looked up: a row of the table is rewritten after
             asks.clear()
         for instruction, key in zip(instructions, keys):
             at = asks.get(key)
             if at is None:  # what an ask means depends on its key alone: worked out once per world
                 at = asks[key] = len(asks)
-                self._ask_table.put(at, key, instruction, self.catalog)
+                table.put(at, key, instruction, self.catalog)
             ids.append(at)
-        table, meant = self._ask_table, np.asarray(ids, dtype=np.int64)
+        meant = np.asarray(ids, dtype=np.int64)
         if channel == "structured":
             self.instruction[rows] = table.shown[meant]
         elif channel == "text":  # the words only: present, no parsed kind, the text's direction
@@ -483,7 +487,7 @@ class World:
         self.asked_more[rows] = table.more[meant]
         self.asked.active[rows] = True
         ranking = table.ranking
-        self.asked.ranked[rows] = self.retriever.rank_kept([ranking[at] for at in ids], self.asked.subset(rows))
+        self.asked.ranked[rows] = self.retriever.rank_kept([ranking[at] for at in ids], self._asked_of(rows))
 
     @property
     def text_space(self) -> InstructionTextSpace:
