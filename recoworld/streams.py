@@ -205,7 +205,7 @@ def _bounded_uint32(u32: np.uint64, state: np.uint64, n: np.uint64) -> np.uint64
     return m >> np.uint64(32)
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, error_model="numpy")  # C's division: Gammas all 0 give NaN, as numpy's
 def _fill_profile(u64: np.uint64, f64: np.uint64, u32: np.uint64, state: np.uint64, alpha: np.ndarray,
                   options: np.ndarray, kinds: np.ndarray, params: np.ndarray, weights: np.ndarray, picks: np.ndarray,
                   traits: np.ndarray) -> None:

@@ -51,7 +51,7 @@ def test_the_parametric_user_packs_what_the_kernel_reads(catalog: Catalog) -> No
 def test_the_reviews_inputs_are_numpys_gathers(catalog: Catalog) -> None:
     """`review_inputs` copies what the review gathered with numpy: the context of slate then memory embeddings
     (an empty slot, -1, the appended zero row), quality, duration and the interests cast to float32, the same
-    values and layout; an item outside the catalog raises as numpy's gather did."""
+    values and layout; an item outside the catalog, or a row outside the batch, raises as numpy's gather did."""
     import numpy as np
 
     users = ParametricUsers(catalog)
@@ -71,3 +71,6 @@ def test_the_reviews_inputs_are_numpys_gathers(catalog: Catalog) -> None:
         with pytest.raises(IndexError):
             review_kernels.review_inputs(users._emb_padded, users._quality, users._duration, np.full((1, k), item),
                                          users.memory_items, users.interests, rows[:1])
+    with pytest.raises(IndexError):
+        review_kernels.review_inputs(users._emb_padded, users._quality, users._duration, slates[:1],
+                                     users.memory_items, users.interests, np.array([b]))

@@ -171,7 +171,8 @@ def review_inputs(
     """What a review gathers, in one pass over the rows: each row's context (R, K + M, D), the embedding rows of
     its slate then of its memory (an empty slot, -1, is `emb`'s last row, the zero row appended to the catalog's),
     the slate's quality and duration (R, K), and the row's interests in `emb`'s precision (R, D): the values of
-    numpy's gathers and cast, copied once. A slate item outside the catalog raises IndexError."""
+    numpy's gathers and cast, copied once. A slate item outside the catalog, or a row outside the batch,
+    raises IndexError (a row from the end, negative, is numpy's too)."""
     r, k = slates.shape
     m, d, n = memory_items.shape[1], emb.shape[1], emb.shape[0]
     context = np.empty((r, k + m, d), dtype=emb.dtype)
@@ -180,6 +181,8 @@ def review_inputs(
     row_interests = np.empty((r, d), dtype=emb.dtype)
     for j in range(r):
         u = rows[j]
+        if u < -memory_items.shape[0] or u >= memory_items.shape[0]:
+            raise IndexError("user row outside the batch")
         for i in range(k):
             item = slates[j, i]
             if item < 0 or item >= quality.shape[0]:
