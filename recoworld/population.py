@@ -472,6 +472,7 @@ class _TopicOdds:
             cdf = np.cumsum(self.odds)
             cdf /= cdf[-1]
             self.cdf: list[float] = cdf.tolist()
+            self.compiled = (self.odds, cdf)  # what `streams.profile_draws` takes
             self.nonzero = int(np.count_nonzero(self.odds > 0))
 
 
@@ -546,14 +547,20 @@ class _SegmentDraws:
             self.alphas[k] = np.full(k, self.segment.interest_concentration)
         return self.alphas[k]
 
-    def numbers(self, rng: np.random.Generator, k: int) -> tuple[list[float], list[int], list[float]]:
-        """One user's topic weights (k), attribute option indices and traits (unclipped), in this order."""
-        drawn = profile_draws(rng, self.alpha(k), self.options, self.kinds, self.params) if self.compiled else None
-        if drawn is not None:  # the same numbers as the calls below, in one compiled call
-            return drawn
+    def numbers(self, rng: np.random.Generator, k: int, topics: _TopicOdds | None
+                ) -> tuple[list[int], list[float], list[int], list[float]]:
+        """One user's favourite topics (k of `topics`' odds; [] without odds: the caller chose them), topic
+        weights (k), attribute option indices and traits (unclipped), drawn in this order."""
+        weighted = topics if topics is not None and topics.odds is not None else None
+        if self.compiled and (weighted is None or weighted.nonzero >= k):  # (else numpy's error, below)
+            drawn = profile_draws(rng, self.alpha(k), self.options, self.kinds, self.params,
+                                  None if weighted is None else weighted.compiled)
+            if drawn is not None:  # the same numbers as the calls below, in one compiled call
+                return drawn
+        chosen = [] if weighted is None else _choose_topics(rng, weighted, k)
         weights = rng.dirichlet(self.alpha(k)).tolist()
         picks = [int(rng.integers(n)) for _, _, n in self.attributes]
-        return weights, picks, [draw(rng) for draw in self.draws]
+        return chosen, weights, picks, [draw(rng) for draw in self.draws]
 
 
 _TRAITS = ("novelty", "patience", "time_budget_min", "return_propensity")  # in the order a user draws them
@@ -571,10 +578,15 @@ def _segment_draws(segment: Segment) -> _SegmentDraws:
     return kept
 
 
-#: `UserProfile`'s fields in declared order, and the defaults of those a drawn profile does not set.
+#: `UserProfile`'s fields in declared order, those a drawn profile sets (`_sample_segment`'s, in its order), and
+#: the defaults of the others; `_DRAWN_FIRST`: the drawn ones come first, so a drawn profile's fields followed by
+#: the defaults are already in declared order.
 _PROFILE_FIELDS = tuple(UserProfile.model_fields)
+_DRAWN_FIELDS = ("user_id", "segment", "persona", "attributes", "topic_interests", "novelty_trait", "patience",
+                 "time_budget_min", "return_propensity")
 _PROFILE_DEFAULTS = {name: field.get_default(call_default_factory=True)
                      for name, field in UserProfile.model_fields.items() if not field.is_required()}
+_DRAWN_FIRST = _DRAWN_FIELDS + tuple(_PROFILE_DEFAULTS) == _PROFILE_FIELDS
 _set = object.__setattr__
 
 
@@ -585,16 +597,18 @@ def _drawn_profile(fields: dict[str, Any]) -> UserProfile:
     to, and normalise the topic weights, done here the same way (their sum, in order, then each divided by it).
     The model is built as validation builds it: every field in declared order (the defaults of those not drawn),
     the drawn ones the fields set. Anything the shortcut cannot vouch for (a NaN trait, weights not summing above
-    zero) goes through validation, which says what is wrong (or normalises alike)."""
+    zero, fields other than a drawn profile's) goes through validation, which says what is wrong (or builds it)."""
     weights = fields["topic_interests"]
     total = sum(weights.values())
     if not (total > 0 and fields["novelty_trait"] == fields["novelty_trait"]
             and fields["time_budget_min"] == fields["time_budget_min"]
-            and fields["return_propensity"] == fields["return_propensity"]):
+            and fields["return_propensity"] == fields["return_propensity"]
+            and _DRAWN_FIRST and tuple(fields) == _DRAWN_FIELDS):
         return UserProfile(**fields)
-    values = fields | {"topic_interests": {k: v / total for k, v in weights.items()}} | _PROFILE_DEFAULTS
+    values = fields | _PROFILE_DEFAULTS  # in declared order (`_DRAWN_FIRST`)
+    values["topic_interests"] = {k: v / total for k, v in weights.items()}
     built = UserProfile.__new__(UserProfile)
-    _set(built, "__dict__", {name: values[name] for name in _PROFILE_FIELDS})
+    _set(built, "__dict__", values)
     _set(built, "__pydantic_fields_set__", set(fields))
     _set(built, "__pydantic_extra__", None)
     _set(built, "__pydantic_private__", None)
@@ -611,17 +625,16 @@ def _sample_segment(segment: Segment, count: int, catalog: Catalog, rng: np.rand
     topic_names = catalog.topic_names
     (novelty_lo, novelty_hi), (patience_lo, patience_hi), (budget_lo, budget_hi), (ret_lo, ret_hi) = plan.ranges
     for i in range(count):
-        chosen: list[int] | np.ndarray
+        chosen: list[int] | np.ndarray | None = None
         if topic_odds is not None:
             k = min(segment.n_favorite_topics, catalog.n_topics)
             if topic_odds.odds is None:
                 chosen = rng.choice(catalog.n_topics, size=k, replace=False)
-            else:
-                chosen = _choose_topics(rng, topic_odds, k)
         else:
             k = min(segment.n_favorite_topics, len(fav_idx))
             chosen = rng.choice(fav_idx, size=k, replace=False)
-        weights, picks, traits = plan.numbers(rng, len(chosen))
+        favourites, weights, picks, traits = plan.numbers(rng, k, topic_odds)  # drawn by the odds, when chosen isn't
+        chosen = favourites if chosen is None else chosen
         order = sorted(range(len(weights)), key=lambda j: -weights[j])  # stable, as numpy's stable argsort
         interests = {topic_names[int(chosen[j])]: round(weights[j], 4) for j in order}
         attrs = {key: str(opts[pick]) for (key, opts, _), pick in zip(plan.attributes, picks)}

@@ -205,10 +205,52 @@ def _bounded_uint32(u32: np.uint64, state: np.uint64, n: np.uint64) -> np.uint64
     return m >> np.uint64(32)
 
 
+@numba.njit(nogil=True, cache=True, error_model="numpy")
+def _choose_weighted(f64: np.uint64, state: np.uint64, odds: np.ndarray, cdf: np.ndarray, chosen: np.ndarray) -> None:
+    """`Generator.choice(len(odds), len(chosen), replace=False, p=odds)` into `chosen` (at least that many odds
+    non-zero), as `population._choose_topics` replays it: a round draws a uniform per index still missing and
+    searches the CDF (`cdf` the first round's) as `bisect_right`, keeping new indices in the order drawn; the next
+    round's CDF is the running sum, in order, of the odds with the found ones zeroed, each divided by the last."""
+    k, n = chosen.shape[0], odds.shape[0]
+    found = 0
+    current = cdf
+    x = np.empty(k)
+    while found < k:
+        m = k - found
+        for i in range(m):
+            x[i] = _next_double(f64, state)
+        if found:
+            sums = np.empty(n)
+            for t in range(n):
+                v = odds[t]
+                for f in range(found):
+                    if chosen[f] == t:
+                        v = 0.0
+                sums[t] = v if t == 0 else sums[t - 1] + v
+            current = sums / sums[n - 1]
+        for i in range(m):
+            lo, hi = 0, n
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if x[i] < current[mid]:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            new = True
+            for f in range(found):
+                if chosen[f] == lo:
+                    new = False
+            if new:
+                chosen[found] = lo
+                found += 1
+
+
 @numba.njit(nogil=True, cache=True, error_model="numpy")  # C's division: Gammas all 0 give NaN, as numpy's
-def _fill_profile(u64: np.uint64, f64: np.uint64, u32: np.uint64, state: np.uint64, alpha: np.ndarray,
-                  options: np.ndarray, kinds: np.ndarray, params: np.ndarray, weights: np.ndarray, picks: np.ndarray,
-                  traits: np.ndarray) -> None:
+def _fill_profile(u64: np.uint64, f64: np.uint64, u32: np.uint64, state: np.uint64, odds: np.ndarray, cdf: np.ndarray,
+                  chosen: np.ndarray, alpha: np.ndarray, options: np.ndarray, kinds: np.ndarray, params: np.ndarray,
+                  weights: np.ndarray, picks: np.ndarray, traits: np.ndarray) -> None:
+    if chosen.shape[0]:
+        _choose_weighted(f64, state, odds, cdf, chosen)
     # `Generator.dirichlet` with alpha.max() >= 0.1: Gamma draws normalised by their sum's reciprocal
     acc = 0.0
     for j in range(alpha.shape[0]):
@@ -236,19 +278,26 @@ def _fill_profile(u64: np.uint64, f64: np.uint64, u32: np.uint64, state: np.uint
         traits[t] = x
 
 
+_NO_TOPICS = (np.zeros(0), np.zeros(0))
+
+
 def profile_draws(generator: np.random.Generator, alpha: np.ndarray, options: np.ndarray, kinds: np.ndarray,
-                  params: np.ndarray) -> tuple[list[float], list[int], list[float]] | None:
-    """A drawn user's numbers in one compiled call, as `generator`'s own calls draw them in this order:
-    `dirichlet(alpha)` (alpha.max() >= 0.1), `integers(n)` for each n of `options` (each 1 <= n < 2**32), then
-    each trait (`kinds[t]`, `params[t]`: `DRAW_BETA` and the others). None when `generator` is not on PCG64:
-    the caller draws through it instead."""
+                  params: np.ndarray, topics: tuple[np.ndarray, np.ndarray] | None = None,
+                  ) -> tuple[list[int], list[float], list[int], list[float]] | None:
+    """A drawn user's numbers in one compiled call, as `generator`'s own calls draw them in this order: with
+    `topics` (odds, their CDF), len(alpha) of them by `choice(len(odds), len(alpha), replace=False, p=odds)`
+    (at least that many odds non-zero; otherwise none, []), then `dirichlet(alpha)` (alpha.max() >= 0.1),
+    `integers(n)` for each n of `options` (each 1 <= n < 2**32), then each trait (`kinds[t]`, `params[t]`:
+    `DRAW_BETA` and the others). None when `generator` is not on PCG64: the caller draws through it instead."""
     state = _state_address(generator)
     if not state:
         return None
+    odds, cdf = _NO_TOPICS if topics is None else topics
+    chosen = np.empty(0 if topics is None else len(alpha), dtype=np.int64)
     weights, picks, traits = np.empty(len(alpha)), np.empty(len(options), dtype=np.uint64), np.empty(len(kinds))
-    _fill_profile(_PCG64_NEXT_UINT64, _PCG64_NEXT_DOUBLE, _PCG64_NEXT_UINT32, state, alpha, options, kinds, params,
-                  weights, picks, traits)
-    return weights.tolist(), picks.tolist(), traits.tolist()
+    _fill_profile(_PCG64_NEXT_UINT64, _PCG64_NEXT_DOUBLE, _PCG64_NEXT_UINT32, state, odds, cdf, chosen, alpha,
+                  options, kinds, params, weights, picks, traits)
+    return chosen.tolist(), weights.tolist(), picks.tolist(), traits.tolist()
 
 
 def _state_address(generator: np.random.Generator) -> np.uint64:

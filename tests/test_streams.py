@@ -84,7 +84,8 @@ def test_a_profiles_compiled_draws_are_its_generators_own_calls() -> None:
             ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
             drawn = profile_draws(ours, alpha, np.array(options, dtype=np.uint64), kinds, params)
             assert drawn is not None
-            weights, picks, values = drawn
+            chosen, weights, picks, values = drawn
+            assert chosen == []
             assert weights == theirs.dirichlet(alpha).tolist()
             assert picks == [int(theirs.integers(n)) for n in options]
             expected = []
@@ -104,3 +105,25 @@ def test_a_profiles_compiled_draws_are_its_generators_own_calls() -> None:
     other = np.random.Generator(np.random.MT19937(0))
     assert profile_draws(other, np.ones(2), np.ones(1, dtype=np.uint64), np.zeros(0, dtype=np.int64),
                          np.zeros((0, 4))) is None
+
+
+def test_a_profiles_compiled_favourites_are_numpys_weighted_choice() -> None:
+    """With topic odds, `profile_draws` first draws len(alpha) indices as `choice(n, k, replace=False, p=odds)`
+    does (`population._choose_topics`' rounds), also when a round draws an index twice and more rounds follow
+    (k near the number of non-zero odds), then the rest of the user's numbers."""
+    from recoworld.streams import profile_draws
+
+    odds = np.random.default_rng(0).random(24) ** 3
+    odds[[3, 7]] = 0.0
+    odds /= odds.sum()
+    cdf = np.cumsum(odds)
+    cdf /= cdf[-1]
+    none = np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64), np.zeros((0, 4))
+    for k in (1, 3, 5, 21, 22):
+        for seed in range(300):
+            ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+            drawn = profile_draws(ours, np.ones(k), *none, topics=(odds, cdf))
+            assert drawn is not None
+            assert drawn[0] == theirs.choice(24, k, replace=False, p=odds).tolist()
+            assert drawn[1] == theirs.dirichlet(np.ones(k)).tolist()
+            assert ours.random() == theirs.random()
