@@ -8,7 +8,7 @@ import numpy as np
 
 from recoworld.catalog import Catalog
 from recoworld.envs.observation import _LEVELS, build_observations, engagement_reward
-from recoworld.envs.world_kernels import advance_clock, instruction_measures, pack_consumed, record
+from recoworld.envs.world_kernels import advance_clock, instruction_measures, pack_consumed, put_rows, record
 from recoworld.mindset import UNSEEN
 
 
@@ -157,3 +157,15 @@ def test_the_clock_advances_the_acting_rows_as_numpy_did() -> None:
         before = now.copy()
         got[4][:] = -1.0
         assert np.array_equal(now, before)
+
+
+def test_put_rows_is_fancy_assignment_of_whole_rows() -> None:
+    rng = np.random.default_rng(5)
+    into = rng.integers(0, 100, (12, 7))
+    for _ in range(10):
+        rows = rng.permutation(12)[: int(rng.integers(0, 13))]
+        values = rng.integers(0, 100, (len(rows), 7))
+        want = into.copy()
+        want[rows] = values
+        put_rows(into, rows, values)
+        assert np.array_equal(into, want)

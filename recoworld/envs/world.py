@@ -42,7 +42,7 @@ from recoworld.envs.observation import (
 )
 from recoworld.envs.platform import SharedPlatform
 from recoworld.envs.retrieval import CandidateRetriever, InstructionTargets, TasteRankings
-from recoworld.envs.world_kernels import advance_clock, instruction_measures, pack_consumed, record
+from recoworld.envs.world_kernels import advance_clock, instruction_measures, pack_consumed, put_rows, record
 from recoworld.errors import ConfigError, RecoWorldError
 from recoworld.mindset import UNSEEN, ExitReason, Instruction, Intent, Interview
 from recoworld.population import PopulationSpec, UserProfile, sample_profile
@@ -444,10 +444,10 @@ class World:
         if not len(rows):
             return
         unavailable = self.platform.unreleased(self.now[rows]) if self.platform is not None else None
-        self.candidates[rows] = self.retriever.retrieve(
+        put_rows(self.candidates, rows, self.retriever.retrieve(
             np.take(self.history_ids, rows, axis=0), np.take(self.history_reactions, rows, axis=0), self.streams,
             rows, unavailable, self._asked_of(rows), self.tastes,
-        )
+        ))
 
     def _asked_of(self, rows: np.ndarray) -> InstructionTargets:
         """`asked.subset(rows)` by `take`, which gathers whole rows at a third of fancy indexing's cost."""

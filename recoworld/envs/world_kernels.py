@@ -121,13 +121,26 @@ def instruction_measures(
         for i in range(k):
             item = slates[j, i]
             shown += topics[u, item_topic[item]] and (item_good[item] or not high_quality[u])
+        need = 1 if asked_more[u] else k
         offered = 0
-        for c in range(candidates.shape[1]):
+        for c in range(candidates.shape[1]):  # counted until there are enough: only enough or not is told
             item = candidates[u, c]
             offered += topics[u, item_topic[item]] and (item_good[item] or not high_quality[u])
+            if offered >= need:
+                break
         followed[j] = shown / k
-        satisfiable[j] = 1.0 if offered >= (1 if asked_more[u] else k) else 0.0
+        satisfiable[j] = 1.0 if offered >= need else 0.0
     return followed, satisfiable
+
+
+@numba.njit(nogil=True, cache=True)
+def put_rows(into: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+    """`into[rows] = values` for distinct `rows` of a 2-D array: a turn writes the candidates of about every
+    user, and numpy's fancy assignment of whole rows costs several times these copies."""
+    for j in range(len(rows)):
+        u = rows[j]
+        for c in range(values.shape[1]):
+            into[u, c] = values[j, c]
 
 
 @numba.njit(nogil=True, cache=True)
