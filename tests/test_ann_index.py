@@ -126,15 +126,18 @@ def test_ann_recall_on_the_default_catalog_is_high(index: str) -> None:
 
 @pytest.mark.parametrize("ivf", [{}, {"nprobe": 1}, {"nlist": 7, "nprobe": 3}, {"nprobe": 55}])
 def test_an_ivf_search_answers_as_faiss_searches(ivf: dict[str, Any]) -> None:
-    """`ItemIndex` answers an 'ivf' search itself (faiss's cells and scores, a compiled selection):
-    the same items in the same order as faiss's search, at every depth, for taste queries, random
-    directions, and a catalog whose repeated items tie (those rows are faiss's own answer)."""
+    """`ItemIndex` answers an 'ivf' search itself (one compiled pass, or faiss's cells and scores and a
+    compiled selection): the same items in the same order as faiss's search, at every depth, for taste
+    queries, random directions, scores at the float's ends, and a catalog whose repeated items tie
+    (those rows are faiss's own answer)."""
     catalog = cached_catalog(CatalogConfig())
     repeated = catalog.embeddings.copy()
     repeated[1::7] = repeated[::7][: len(repeated[1::7])]  # every 7th item has a twin: equal scores
     rng = np.random.default_rng(1)
     queries = [_taste_queries(catalog, 300), rng.normal(size=(300, catalog.embedding_dim)),
-               np.zeros((3, catalog.embedding_dim))]  # all scores 0 (and -0.0): every row ties
+               np.zeros((3, catalog.embedding_dim)),  # all scores 0 (and -0.0): every row ties
+               rng.normal(size=(20, catalog.embedding_dim)) * 1e37,  # scores overflow to +-inf, which heaps skip
+               rng.normal(size=(20, catalog.embedding_dim)) * 1e-30]  # scores a few subnormals apart
     for embeddings in (catalog.embeddings, repeated):
         index = ItemIndex(embeddings, RetrievalConfig(index="ivf", **ivf))
         assert index._cell_items is not None  # the compiled search is on

@@ -258,31 +258,33 @@ def probed_items(cells: np.ndarray, offsets: np.ndarray, list_items: np.ndarray)
 #: How many equal parts `_top_row` cuts a row's range of scores into.
 _BUCKETS = 128
 
+#: The lowest float32, what faiss's heaps start filled with (`CMin::neutral`).
+_LOWEST = np.float32(-3.4028234663852886e38)
+
 
 @numba.njit(nogil=True, cache=True)
 def top_scored(bits: np.ndarray, items: np.ndarray, count: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row j, what an 'ivf' search keeps of the items `items[j, :count[j]]` scanned in that order:
     the `k` best by float32 score, best first, -1 padded where it holds fewer; and (R,) bool: the
     row's k-th and (k + 1)-th best scores are equal, so which of the equal items the search keeps
-    depends on its scan (`heap_scanned` answers those rows). `bits` is the (R, W) float32 scores
-    viewed as int32. How: `_top_row`."""
+    depends on its scan, or its scores are ones `_top_row` leaves to the heap (`heap_scanned` answers
+    those rows). `bits` is the (R, W) float32 scores viewed as int32."""
     r, w = bits.shape
     out = np.full((r, k), -1, dtype=np.int64)
     tied = np.zeros(r, dtype=np.bool_)
-    keys, kept = np.empty(w + 1, dtype=np.int64), np.empty(w + 1, dtype=np.int64)
-    bucket, ordered = np.empty(w + 1, dtype=np.int64), np.empty(w + 1, dtype=np.int64)
+    keys, kept, bucket = np.empty(w + 1, dtype=np.int64), np.empty(w + 1, dtype=np.int64), np.empty(w + 1, np.int64)
     hist = np.empty(2 * _BUCKETS, dtype=np.int64)
     for j in range(r):
-        tied[j] = _top_row(bits[j], items[j], count[j], k, out[j], keys, kept, bucket, ordered, hist)
+        tied[j] = _top_row(bits[j], items[j], count[j], k, out[j], keys, kept, bucket, hist)
     return out, tied
 
 
 @numba.njit(inline="always")
 def _top_row(bits: np.ndarray, items: np.ndarray, n: int, k: int, out: np.ndarray, keys: np.ndarray,
-             kept: np.ndarray, bucket: np.ndarray, ordered: np.ndarray, hist: np.ndarray) -> bool:
+             kept: np.ndarray, bucket: np.ndarray, hist: np.ndarray) -> bool:
     """`top_scored` of one row (`bits[:n]`, `items[:n]`) into `out` (-1 filled), with scratch `keys`,
-    `kept`, `bucket`, `ordered` of n + 1 and `hist` of 2 * _BUCKETS; whether its k-th and (k + 1)-th
-    best scores are equal.
+    `kept`, `bucket` of n + 1 and `hist` of 2 * _BUCKETS; whether the row needs faiss's heap steps
+    (`_heap_row`) instead: its k-th and (k + 1)-th best scores are equal, or its scores make no buckets.
 
     The search's heap keeps exactly the k best (an item is evicted only by a better one while k others
     at least as good are kept), and its final pops order them by score and then by item, both
@@ -292,7 +294,8 @@ def _top_row(bits: np.ndarray, items: np.ndarray, n: int, k: int, out: np.ndarra
     the keys of the top buckets that hold the k + 1 best (about k + 4 keys) are placed bucket by bucket,
     best bucket first, in one branch-free scan, then put in order by insertion, which only moves a key
     within its bucket (a handful each): a twentieth of the compares of ordering a hundred keys by
-    counting. A row whose range makes no buckets (one score, infinities, NaN) sorts all its keys."""
+    counting. A row whose range makes no buckets (one score, infinities, NaN) or that scores the lowest
+    float, which a heap filled with it never takes, is left to the heap."""
     low = np.int64(0xFFFFFFFF)
     m = min(k + 1, n)
     if m == 0:
@@ -308,38 +311,34 @@ def _top_row(bits: np.ndarray, items: np.ndarray, n: int, k: int, out: np.ndarra
         ceiling = max(ceiling, score_key)
     lo, hi = _key_score(floor), _key_score(ceiling)
     scale = np.float32(_BUCKETS) / (hi - lo) if hi > lo else np.float32(0)
-    if not (scale > 0 and scale < np.inf):  # one score, NaN, infinities, or a range too narrow or too wide
-        ordered[:n] = keys[:n]
-        ordered[:n].sort()
-        for t in range(n):
-            kept[t] = ordered[n - 1 - t]
-    else:
-        scores = bits.view(np.float32)
-        for i in range(n):
-            bucket[i] = min(np.int64((scores[i] - lo) * scale), _BUCKETS - 1)
-        hist[:_BUCKETS] = 0
-        for i in range(n):
-            hist[bucket[i]] += 1
-        place = hist[_BUCKETS:]  # where the next kept key of each bucket goes, the top bucket first
-        cut, c = _BUCKETS - 1, hist[_BUCKETS - 1]
-        place[cut] = 0
-        while c < m:
-            cut -= 1
-            place[cut] = c
-            c += hist[cut]
-        for b in range(cut):
-            place[b] = n  # the slot past every kept key, which the keys below the cut overwrite
-        for i in range(n):
-            b = bucket[i]
-            to = place[b]
-            kept[to] = keys[i]
-            place[b] = to + (b >= cut)
-        for i in range(1, c):  # insertion: the keys are in order but within a bucket, a few each
-            key, at = kept[i], i
-            while at > 0 and kept[at - 1] < key:
-                kept[at] = kept[at - 1]
-                at -= 1
-            kept[at] = key
+    if not (scale > 0 and scale < np.inf and lo > _LOWEST):
+        return True  # one score, NaN, infinities, a range too narrow or too wide, or scores a heap never takes
+    scores = bits.view(np.float32)
+    for i in range(n):
+        bucket[i] = min(np.int64((scores[i] - lo) * scale), _BUCKETS - 1)
+    hist[:_BUCKETS] = 0
+    for i in range(n):
+        hist[bucket[i]] += 1
+    place = hist[_BUCKETS:]  # where the next kept key of each bucket goes, the top bucket first
+    cut, c = _BUCKETS - 1, hist[_BUCKETS - 1]
+    place[cut] = 0
+    while c < m:
+        cut -= 1
+        place[cut] = c
+        c += hist[cut]
+    for b in range(cut):
+        place[b] = n  # the slot past every kept key, which the keys below the cut overwrite
+    for i in range(n):
+        b = bucket[i]
+        to = place[b]
+        kept[to] = keys[i]
+        place[b] = to + (b >= cut)
+    for i in range(1, c):  # insertion: the keys are in order but within a bucket, a few each
+        key, at = kept[i], i
+        while at > 0 and kept[at - 1] < key:
+            kept[at] = kept[at - 1]
+            at -= 1
+        kept[at] = key
     for t in range(min(k, m)):
         out[t] = kept[t] & low
     return m == k + 1 and (kept[k - 1] >> 32) == (kept[k] >> 32)
@@ -375,9 +374,8 @@ def _heap_row(scores: np.ndarray, items: np.ndarray, n: int, k: int, out: np.nda
     top strictly replaces it (`heap_replace_top`); then the heap is popped into best-first order
     (`heap_reorder`), -1 where it kept no item. The steps of faiss's 'ivf' scan and of its flat
     quantizer's search alike."""
-    lowest = np.float32(-3.4028234663852886e38)
     for i in range(1, k + 1):
-        heap_val[i] = lowest
+        heap_val[i] = _LOWEST
         heap_ids[i] = -1
     for c in range(n):
         dis = scores[c]
@@ -468,16 +466,18 @@ def ivf_searched(queries: np.ndarray, centroids: np.ndarray, nprobe: int, blocks
                  offsets: np.ndarray, list_items: np.ndarray, k: int) -> np.ndarray:
     """(R, k) faiss's 'ivf' search of the (R, 32) float32 `queries` over an IndexIVFFlat by inner product,
     its whole answer in one pass a row (nothing (R, W) between steps): its flat quantizer's search
-    (the scores of the `centroids`, `ivf_blocks` of one group, and its heap of the `nprobe` best), the
-    probed cells' items scored in scan order (cell c's vectors are `blocks`'s group c, its items
-    `list_items[offsets[c]:offsets[c + 1]]`), and the k best kept as `_top_row` keeps them, or by
-    faiss's heap (`_heap_row`) when the k-th and (k + 1)-th scores are equal. Every score is computed
+    (the scores of the `centroids`, `ivf_blocks` of one group, and the `nprobe` best), the probed
+    cells' items scored in scan order (cell c's vectors are `blocks`'s group c, its items
+    `list_items[offsets[c]:offsets[c + 1]]`), and the k best; both selections are faiss's heaps' (the
+    quantizer's and the scan's, one kind), made by `_top_row`, or by the heap's steps (`_heap_row`)
+    where `_top_row` leaves a row to them. Every score is computed
     as faiss's AVX-512 kernel computes it (`_block_scores`); `ann_index` checks that on this machine."""
     r = queries.shape[0]
     nlist = offsets.shape[0] - 1
     n_items = list_items.shape[0]
     out = np.full((r, k), -1, dtype=np.int64)
     centroid_scores = np.empty(centroids.shape[0] // IVF_DIM, dtype=np.float32)
+    centroid_bits = centroid_scores.view(np.int32)
     cell_ids = np.arange(nlist)
     cells = np.empty(nprobe, dtype=np.int64)
     cell_val = np.empty(nprobe + 1, dtype=np.float32)
@@ -485,8 +485,8 @@ def ivf_searched(queries: np.ndarray, centroids: np.ndarray, nprobe: int, blocks
     scores = np.empty(n_items + 16, dtype=np.float32)  # a cell's scores, padded to 16, end up to 15 past the row
     bits = scores.view(np.int32)
     items = np.empty(n_items, dtype=np.int64)
-    keys, kept = np.empty(n_items + 1, dtype=np.int64), np.empty(n_items + 1, dtype=np.int64)
-    bucket, ordered = np.empty(n_items + 1, dtype=np.int64), np.empty(n_items + 1, dtype=np.int64)
+    keys, kept, bucket = (np.empty(n_items + 1, dtype=np.int64), np.empty(n_items + 1, dtype=np.int64),
+                          np.empty(n_items + 1, dtype=np.int64))
     hist = np.empty(2 * _BUCKETS, dtype=np.int64)
     heap_val = np.empty(k + 1, dtype=np.float32)
     heap_ids = np.empty(k + 1, dtype=np.int64)
@@ -494,7 +494,9 @@ def ivf_searched(queries: np.ndarray, centroids: np.ndarray, nprobe: int, blocks
         q = queries[j]
         _block_scores(q, centroids, 0, centroid_scores.shape[0], centroid_scores, 0)
         cells[:] = -1
-        _heap_row(centroid_scores, cell_ids, nlist, nprobe, cells, cell_val, cell_heap)
+        if _top_row(centroid_bits, cell_ids, nlist, nprobe, cells, keys, kept, bucket, hist):
+            cells[:] = -1
+            _heap_row(centroid_scores, cell_ids, nlist, nprobe, cells, cell_val, cell_heap)
         n = 0
         for t in range(nprobe):
             c = cells[t]
@@ -505,7 +507,7 @@ def ivf_searched(queries: np.ndarray, centroids: np.ndarray, nprobe: int, blocks
                 items[n + u] = list_items[offsets[c] + u]
             _block_scores(q, blocks, block_at[c], (block_at[c + 1] - block_at[c]) // IVF_DIM, scores, n)
             n += size
-        if _top_row(bits, items, n, k, out[j], keys, kept, bucket, ordered, hist):
+        if _top_row(bits, items, n, k, out[j], keys, kept, bucket, hist):
             out[j, :] = -1
             _heap_row(scores, items, n, k, out[j], heap_val, heap_ids)
     return out
