@@ -276,18 +276,15 @@ class ParametricUsers:
             base = base + self._taste.bonus(self.taste_tables[users], slates)
         if utility_bonus is not None:
             base = base + utility_bonus
-        # click <=> base + relevance term + noise > 0 <=> relevance term > threshold
-        threshold = np.ascontiguousarray(-noise[..., 0] - base, dtype=np.float64)
-        rel_seen, rel_utility = relevance_in_order(rel, sims, threshold, choice.relevance_address,
-                                                   choice.config.relevance, dyn.interest_drift)
-        click = rel_utility > threshold
-        utility = base + rel_utility
+        # click <=> base + relevance term + noise > 0; "not interested": a skip whose relevance term is far
+        # below the click threshold (no extra draw, so a row's stream is consumed exactly as without dislikes)
+        base = np.ascontiguousarray(np.broadcast_to(base, (b, k)), dtype=np.float64)
+        rel_seen, click, utility, dislike = relevance_in_order(
+            rel, sims, noise, base, choice.relevance_address, choice.config.relevance, dyn.interest_drift,
+            dyn.dislike_margin)
         level = np.asarray(choice.engagement(click, utility, noise[..., 1:3]), dtype=np.int8)
-        # "Not interested": a skip whose utility (with the same click noise) is far below the click
-        # threshold; no extra draw, so a row's stream is consumed exactly as without dislikes.
-        dislike = ~click & (rel_utility - threshold < -dyn.dislike_margin)
         reactions, dwell, left, disliked, exit_kind = settle(
-            slates, users, click, level, dislike, np.ascontiguousarray(utility, dtype=np.float64),
+            slates, users, click, level, dislike, utility,
             np.ascontiguousarray(noise[..., 3]), rel_seen, fat, max_sim, self._emb_padded, quality, duration,
             self._settle_params, self.interests, self.satisfaction, self.sat_short, self.sat_long, self.fatigue,
             self.time_left, self.patience, self.patience_left, self.consumed, self.memory_items,

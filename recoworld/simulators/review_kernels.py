@@ -7,8 +7,8 @@ each number once:
 
 1. `slate_geometry`: novelty against memory and earlier items, and the fatigue path
    (before any choice; the embedding products themselves are batched numpy matmuls);
-2. `relevance_in_order`: each position's relevance, and its utility, when the user reaches it
-   (a click pulls interests toward the item, which moves every later relevance through the
+2. `relevance_in_order`: each position's relevance when the user reaches it, its click, utility and
+   dislike (a click pulls interests toward the item, which moves every later relevance through the
    Gram matrix);
 3. `settle`: time, patience and satisfaction along the slate, where the user leaves, and
    the new state (interest drift, satisfaction averages, memory).
@@ -239,26 +239,36 @@ def slate_geometry(
 
 
 @numba.njit(nogil=True, cache=True)
-def relevance_in_order(rel: np.ndarray, sims: np.ndarray, threshold: np.ndarray, term: int,
-                       w_rel: float, eta: float) -> tuple[np.ndarray, np.ndarray]:
-    """(R, K) relevance of each position when the user reaches it, and its utility `term(x, w_rel)` (`term`: the
-    address of the choice model's `relevance_term`): a click at position p (`term(x, w_rel) > threshold[p]`)
-    moves every relevance by x <- x + eta * (sims[p, i] - x), through the slate's Gram matrix (the first K
-    columns of `sims`)."""
+def relevance_in_order(rel: np.ndarray, sims: np.ndarray, noise: np.ndarray, base: np.ndarray, term: int,
+                       w_rel: float, eta: float, margin: float,
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(R, K) relevance of each position when the user reaches it, whether it is clicked, its utility and whether
+    it is disliked. The relevance's utility is `term(x, w_rel)` (`term`: the address of the choice model's
+    `relevance_term`); with the click noise `noise[..., 0]`, the click threshold is -noise - base (click <=>
+    base + term + noise > 0), and a click at position p moves every relevance by x <- x + eta * (sims[p, i] - x),
+    through the slate's Gram matrix (the first K columns of `sims`). The utility is base + term; a dislike is a
+    skip whose term lies more than `margin` below the threshold (no extra draw)."""
     r, k = rel.shape
     seen = np.empty((r, k))
+    click = np.empty((r, k), dtype=np.bool_)
     utility = np.empty((r, k))
+    dislike = np.empty((r, k), dtype=np.bool_)
     current = np.empty(k)
     for j in range(r):
         current[:] = rel[j]
         for pos in range(k):
             x = current[pos]
             seen[j, pos] = x
-            utility[j, pos] = call_relevance_term(term, x, w_rel)
-            if utility[j, pos] > threshold[j, pos]:
+            term_utility = call_relevance_term(term, x, w_rel)
+            threshold = -noise[j, pos, 0] - base[j, pos]
+            clicked = term_utility > threshold
+            click[j, pos] = clicked
+            utility[j, pos] = base[j, pos] + term_utility
+            dislike[j, pos] = not clicked and term_utility - threshold < -margin
+            if clicked:
                 for i in range(k):
                     current[i] = current[i] + eta * (np.float64(sims[j, pos, i]) - current[i])
-    return seen, utility
+    return seen, click, utility, dislike
 
 
 @numba.njit(nogil=True, cache=True)
