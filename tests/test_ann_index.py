@@ -153,6 +153,25 @@ def test_an_ivf_search_answers_as_faiss_searches(ivf: dict[str, Any]) -> None:
                 index._blocks = blocks
 
 
+def test_the_one_pass_search_is_refused_where_its_scores_are_not_faiss_s_to_the_last_bit() -> None:
+    """The one-pass search repeats one faiss build's order of additions; a score off by one unit in the
+    last place (another build's rounding) turns it off, though the answers of its checking queries
+    would rarely show it."""
+    catalog = cached_catalog(CatalogConfig())
+    index = ItemIndex(catalog.embeddings, RetrievalConfig(index="ivf"))
+    if index._blocks is None:  # faiss scores otherwise here: nothing to refuse
+        assert not _faiss_scores_with_avx512()
+        return
+    centroids = np.ascontiguousarray(index._index.quantizer.reconstruct_n(0, index._index.nlist), dtype=np.float32)
+    assert index._scores_agree(centroids)
+    for group in (0, 1):  # an item's vector, then a centroid's
+        kept = index._blocks[group][5]
+        index._blocks[group][5] = np.nextafter(kept, np.float32(np.inf))
+        assert not index._scores_agree(centroids), group
+        index._blocks[group][5] = kept
+    assert index._scores_agree(centroids)
+
+
 def _faiss_scores_with_avx512() -> bool:
     """Whether faiss's float32 inner product is its AVX-512 kernel here, the one `ivf_searched` computes."""
     import faiss

@@ -31,8 +31,8 @@ the best, ordered by score and then by item, unless the last kept and the first 
 same (a sixth of the taste rankings hold equal scores, sums of a few items' embeddings tie often,
 but rarely there): then which of the equal items are kept depends on the scan order, and the row
 takes faiss's heap steps on the same scan (`retrieval_kernels.heap_scanned`). The index checks on
-queries of its own that its answers are faiss's (`_scan_agrees`), the compiled pass first, and asks
-faiss otherwise.
+queries of its own that its answers are faiss's (`_scan_agrees`), the compiled pass first, whose
+scores must also be faiss's kernel's to the last bit (`_scores_agree`), and asks faiss otherwise.
 """
 
 from __future__ import annotations
@@ -44,7 +44,15 @@ from typing import Any
 import numpy as np
 
 from recoworld.config import RetrievalConfig
-from recoworld.envs.retrieval_kernels import IVF_DIM, heap_scanned, ivf_blocks, ivf_searched, probed_items, top_scored
+from recoworld.envs.retrieval_kernels import (
+    IVF_DIM,
+    heap_scanned,
+    ivf_blocks,
+    ivf_scored,
+    ivf_searched,
+    probed_items,
+    top_scored,
+)
 from recoworld.errors import ConfigError
 
 #: faiss scores a batch of at least this many queries by a matrix product; never, here (see the module docstring).
@@ -98,7 +106,7 @@ class ItemIndex:
                 centroids = np.ascontiguousarray(index.quantizer.reconstruct_n(0, index.nlist), dtype=np.float32)
                 blocks, block_at = ivf_blocks(items[self._cell_items], self._cell_offsets)
                 self._blocks = (ivf_blocks(centroids, np.array([0, index.nlist]))[0], blocks, block_at)
-                if not self._scan_agrees():
+                if not (self._scores_agree(centroids) and self._scan_agrees()):
                     self._blocks = None
             if self._blocks is None and not self._scan_agrees():
                 self._cell_items = None
@@ -141,15 +149,42 @@ class ItemIndex:
             out[rows, : min(depth, self.n_items)] = heap_scanned(scores, items, count, rows, min(depth, self.n_items))
         return out
 
-    def _scan_agrees(self) -> bool:
-        """Whether `_scan` answers as faiss's search on queries like a taste's (sums of 1 to 10 items),
-        at a few depths: both score with one kernel, so they agree unless a faiss build scans otherwise."""
+    def _scores_agree(self, centroids: np.ndarray) -> bool:
+        """Whether `ivf_searched`'s float32 scores are faiss's own, bit for bit, for every item and every
+        centroid on queries like a taste's: its kernel repeats one faiss build's order of additions
+        (AVX-512), and another build's rounding differs in the last bit, which changes a ranking too
+        rarely for `_scan_agrees`'s answers to be sure to show it."""
+        assert self._blocks is not None and self._cell_items is not None
+        faiss = self._faiss
+        queries = self._check_queries()
+        nlist = len(centroids)
+        scored = (ivf_scored(queries, self._blocks[1], self._blocks[2], self._cell_offsets),
+                  ivf_scored(queries, self._blocks[0], np.array([0, len(self._blocks[0])]), np.array([0, nlist])))
+        for vectors, ids, mine in ((self._items, self._cell_items, scored[0]),
+                                   (centroids, np.arange(nlist, dtype=np.int64), scored[1])):
+            ids = np.ascontiguousarray(np.broadcast_to(ids, (len(queries), len(ids))))
+            theirs = np.empty(ids.shape, dtype=np.float32)
+            with self._one_thread():
+                faiss.fvec_inner_products_by_idx(faiss.swig_ptr(theirs), faiss.swig_ptr(queries),
+                                                 faiss.swig_ptr(vectors), faiss.swig_ptr(ids), queries.shape[1],
+                                                 len(queries), ids.shape[1])
+            if not np.array_equal(mine.view(np.int32), theirs.view(np.int32)):
+                return False
+        return True
+
+    def _check_queries(self) -> np.ndarray:
+        """(256, D) float32 queries like a taste's (sums of 1 to 10 items), the same every time."""
         rng = np.random.default_rng(0)
         n, d = self._items.shape
         queries = np.zeros((256, d), dtype=np.float64)
         for j, size in enumerate(rng.integers(1, 11, len(queries)).tolist()):
             queries[j] = self._items[rng.integers(n, size=size)].astype(np.float64).sum(axis=0)
-        q = np.ascontiguousarray(queries, dtype=np.float32)
+        return np.ascontiguousarray(queries, dtype=np.float32)
+
+    def _scan_agrees(self) -> bool:
+        """Whether `_scan` answers as faiss's search on queries like a taste's (sums of 1 to 10 items),
+        at a few depths: both score with one kernel, so they agree unless a faiss build scans otherwise."""
+        q = self._check_queries()
         return all(np.array_equal(self._scan(q, depth), self._faiss_search(q, depth)) for depth in (1, 20, 100))
 
     @contextmanager

@@ -462,6 +462,20 @@ def ivf_blocks(vectors: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np
 
 
 @numba.njit(nogil=True, cache=True)
+def ivf_scored(queries: np.ndarray, blocks: np.ndarray, block_at: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(R, N) every (R, 32) float32 query's scores of all the groups' vectors of `ivf_blocks` (group c's
+    in columns `offsets[c]:offsets[c + 1]`), as `ivf_searched` scores a probed cell: what `ann_index`
+    compares bit for bit with faiss's own kernel before it searches this way."""
+    r, groups = queries.shape[0], offsets.shape[0] - 1
+    out = np.empty((r, offsets[groups] + 16), dtype=np.float32)  # a group's scores end up to 15 past its items
+    for j in range(r):
+        for c in range(groups):
+            _block_scores(queries[j], blocks, block_at[c], (block_at[c + 1] - block_at[c]) // IVF_DIM, out[j],
+                          offsets[c])
+    return out[:, : offsets[groups]]
+
+
+@numba.njit(nogil=True, cache=True)
 def ivf_searched(queries: np.ndarray, centroids: np.ndarray, nprobe: int, blocks: np.ndarray, block_at: np.ndarray,
                  offsets: np.ndarray, list_items: np.ndarray, k: int) -> np.ndarray:
     """(R, k) faiss's 'ivf' search of the (R, 32) float32 `queries` over an IndexIVFFlat by inner product,
