@@ -53,6 +53,8 @@ _PARAMETRIC_EXITS = (
     ExitReason(kind="bored", text="Nothing worth watching for too long."),
     ExitReason(kind="irrelevant", text="None of this is what I am interested in."),
 )
+#: The exit reason of each `settle` exit kind, by index: the kinds 0..3, then None for -1 (users who stay).
+_EXIT_OF_KIND: tuple[ExitReason | None, ...] = (*_PARAMETRIC_EXITS, None)
 #: A parametric user's interview answers, by score 1..5 (shared: `Interview` is frozen).
 _PARAMETRIC_INTERVIEWS = tuple(
     Interview(score=score, text=text) for score, text in enumerate(
@@ -292,7 +294,7 @@ class ParametricUsers:
         )
         self.turn[users] += 1
         instructions = self._instruct(users, left, streams)
-        exits: list[ExitReason | None] = [None if kind < 0 else _PARAMETRIC_EXITS[kind] for kind in exit_kind.tolist()]
+        exits: list[ExitReason | None] = list(map(_EXIT_OF_KIND.__getitem__, exit_kind.tolist()))
         return BatchFeedback(reactions, dwell, left, instructions, disliked=disliked, exit_reasons=exits)
 
     def interview(self, user: int) -> Interview:
