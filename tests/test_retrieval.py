@@ -267,3 +267,33 @@ def test_an_instructions_ranking_is_the_whole_rows_ranking() -> None:
             picks = _top_rows(scores, depth or retriever.instruction_depth)
             whole = np.where(np.take_along_axis(scores, picks, axis=1) > -np.inf, picks, -1)
             assert np.array_equal(retriever.rank(targets, depth, blocked), whole)
+
+
+def test_an_instructions_ranking_is_its_own_whatever_its_batch(catalog: Catalog) -> None:
+    """`rank` scores an item as the batched matrix product does (fused multiply-adds over the dimensions in
+    order), item by item: a row ranks the same alone as in any batch, and as the whole row's ranking does, in
+    a catalog full of ties too (embeddings on a grid of eighths, small integer directions: every score exact,
+    whatever the order of its sums, so that many tie inside the depth and across its last place)."""
+    import dataclasses
+
+    gridded = np.round(catalog.embeddings * 8) / 8
+    for items, integer in ((catalog, False), (dataclasses.replace(catalog, embeddings=gridded), True)):
+        retriever = CandidateRetriever(items, RetrievalConfig(), 50)
+        rng = np.random.default_rng(4)
+        emb = items.embeddings.astype(np.float64)
+        for trial in range(12):
+            r = 9
+            direction = (rng.integers(-2, 3, (r, items.embedding_dim)).astype(np.float64) if integer
+                         else rng.normal(size=(r, items.embedding_dim)))
+            targets = InstructionTargets(np.ones(r, dtype=bool), rng.random((r, items.n_topics)) < 0.2 + 0.1 * trial,
+                                         rng.random(r) < 0.5, direction, np.zeros((r, 1), dtype=np.int64))
+            for depth in (None, 5, 68, 200):
+                ranked = retriever.rank(targets, depth)
+                for j in range(r):
+                    assert np.array_equal(retriever.rank(targets.subset(np.array([j])), depth)[0], ranked[j])
+                if integer:
+                    scores = direction @ emb.T
+                    scores[~targets.honoured(items)] = -np.inf
+                    picks = _top_rows(scores, depth or retriever.instruction_depth)
+                    assert np.array_equal(ranked, np.where(np.take_along_axis(scores, picks, axis=1) > -np.inf,
+                                                           picks, -1))

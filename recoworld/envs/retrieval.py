@@ -33,6 +33,7 @@ import numpy as np
 from recoworld.catalog import Catalog
 from recoworld.config import RetrievalConfig
 from recoworld.envs.ann_index import ItemIndex
+from recoworld.envs.instruction_kernels import RANKED, instruction_ranked, instruction_scores
 from recoworld.envs.retrieval_kernels import (
     DONE,
     INSTRUCTION,
@@ -124,6 +125,14 @@ class CandidateRetriever:
         self.config = config
         self.n = n_candidates
         self._emb = catalog.embeddings.astype(np.float64)
+        # What an instruction's ranking reads (`rank`): the catalog grouped by topic (items by topic, then index),
+        # where each topic's items start, whether they are of at least median quality (`InstructionTargets.
+        # honoured`), and their embeddings dimension-major.
+        self._by_topic = np.argsort(catalog.topic, kind="stable").astype(np.int64)
+        self._topic_start = np.searchsorted(catalog.topic[self._by_topic], np.arange(catalog.n_topics + 1))
+        self._good_by_topic = (catalog.quality >= catalog.median_quality)[self._by_topic]
+        self._emb_t = np.ascontiguousarray(self._emb[self._by_topic].T)
+        self._nothing_blocked = np.zeros((0, len(catalog)), dtype=bool)
         self._index = ItemIndex(catalog.embeddings, config) if config.index != "exact" else None
         self.set_popularity(catalog.popularity)
         n_int = round(config.interest_share * n_candidates)
@@ -270,38 +279,30 @@ class CandidateRetriever:
     def rank(self, targets: InstructionTargets, depth: int | None = None, blocked: np.ndarray | None = None,
              ) -> np.ndarray:
         """(R, depth) the items that honour each row's instruction, nearest its direction first
-        (ties by index), -1 where fewer exist; `blocked` (R, N) items are left out."""
-        scores = targets.direction.astype(np.float64) @ self._emb.T
-        excluded = ~targets.honoured(self.catalog)
-        if blocked is not None:
-            excluded |= blocked
-        scores[excluded] = -np.inf
+        (ties by index), -1 where fewer exist; `blocked` (R, N) items are left out.
+
+        An instruction honours a few topics: just those items are scored and ranked, by score and then by
+        index, as the whole row's ranking orders them (`instruction_kernels.instruction_ranked`). A tie
+        across the last place goes to that ranking, whose partition picks among the tied items, and so does
+        a row with a NaN score, as before."""
         depth = depth or self.instruction_depth
-        out = np.full((len(scores), depth), -1, dtype=np.int64)
-        whole = []
-        for j in range(len(scores)):
-            # An instruction honours a few topics: rank just those items, by score and then by index, as the
-            # whole row's ranking orders them; a tie across the last place goes to that ranking, whose
-            # partition picks among the tied items.
-            free = np.flatnonzero(~excluded[j])
-            neg = -scores[j, free]
-            if len(free) > depth + 1:
-                # Only the depth + 1 best need an order: those items with a better score than the (depth + 1)-th
-                # best are the same whichever tied items a partition keeps, and the check below sends a tie at
-                # the depth-th place to the whole row's ranking, so this orders them as the full stable sort.
-                kept = np.argpartition(neg, depth)[: depth + 1]
-                kept.sort()
-                order = kept[np.argsort(neg[kept], kind="stable")]
-            else:
-                order = np.argsort(neg, kind="stable")
-            if len(free) > depth and scores[j, free[order[depth - 1]]] == scores[j, free[order[depth]]]:
-                whole.append(j)
-            else:
-                out[j, : min(depth, len(free))] = free[order[:depth]]
-        if whole:
-            rows = scores[whole]
-            picks = _top_rows(rows, depth)
-            out[whole] = np.where(np.take_along_axis(rows, picks, axis=1) > -np.inf, picks, -1)
+        r = len(targets.active)
+        out = np.full((r, depth), -1, dtype=np.int64)
+        if r == 0:
+            return out
+        direction = np.ascontiguousarray(targets.direction, dtype=np.float64)
+        status = np.empty(r, dtype=np.int8)
+        instruction_ranked(direction, targets.topics, targets.high_quality, self._by_topic, self._topic_start,
+                           self._good_by_topic, self._emb_t, blocked if blocked is not None else self._nothing_blocked,
+                           out, status)
+        left = np.flatnonzero(status != RANKED)
+        if len(left):
+            excluded = ~targets.subset(left).honoured(self.catalog)
+            if blocked is not None:
+                excluded |= blocked[left]
+            scores = np.empty(excluded.shape)
+            scores[:, self._by_topic] = instruction_scores(direction[left], self._emb_t, excluded[:, self._by_topic])
+            out[left] = _rank_whole(scores, excluded, depth)
         return out
 
     def rank_kept(self, keys: Sequence[Hashable], targets: InstructionTargets) -> np.ndarray:
@@ -314,6 +315,35 @@ class CandidateRetriever:
                 self._kept.setdefault(keys[j], ranked)
         return np.stack([self._kept[key] for key in keys]) if len(keys) else np.empty((0, self.instruction_depth),
                                                                                       dtype=np.int64)
+
+
+def _rank_whole(scores: np.ndarray, excluded: np.ndarray, depth: int) -> np.ndarray:
+    """`CandidateRetriever.rank` of rows scored over the whole catalog (-inf where `excluded`), as it ranked
+    every row before its compiled pass: the honouring items by score and then by index, a tie across the
+    last place (or a NaN score that makes one) sent to the whole row's ranking `_top_rows`."""
+    out = np.full((len(scores), depth), -1, dtype=np.int64)
+    whole = []
+    for j in range(len(scores)):
+        free = np.flatnonzero(~excluded[j])
+        neg = -scores[j, free]
+        if len(free) > depth + 1:
+            # Only the depth + 1 best need an order: those items with a better score than the (depth + 1)-th
+            # best are the same whichever tied items a partition keeps, and the check below sends a tie at
+            # the depth-th place to the whole row's ranking, so this orders them as the full stable sort.
+            kept = np.argpartition(neg, depth)[: depth + 1]
+            kept.sort()
+            order = kept[np.argsort(neg[kept], kind="stable")]
+        else:
+            order = np.argsort(neg, kind="stable")
+        if len(free) > depth and scores[j, free[order[depth - 1]]] == scores[j, free[order[depth]]]:
+            whole.append(j)
+        else:
+            out[j, : min(depth, len(free))] = free[order[:depth]]
+    if whole:
+        rows = scores[whole]
+        picks = _top_rows(rows, depth)
+        out[whole] = np.where(np.take_along_axis(rows, picks, axis=1) > -np.inf, picks, -1)
+    return out
 
 
 def _top_rows(scores: np.ndarray, k: int) -> np.ndarray:
