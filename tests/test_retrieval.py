@@ -187,6 +187,12 @@ def test_retrieval_composes_every_block_by_its_rules_in_every_rare_case() -> Non
                                    np.zeros(1, dtype=np.int64), unavailable[one], asked.subset(one),
                                    TasteRankings(tastes.ranked[one], np.ones(1, dtype=bool)))
         assert np.array_equal(alone[0], batch[j])
+    # A world passes its own kept rankings, read at the retrieving rows: the same candidates as those rows' own.
+    rows = rng.permutation(b)[:15]
+    streams = UserStreams([np.random.default_rng(s) for s in seeds])
+    kept = TasteRankings(tastes.ranked.copy(), np.ones(b, dtype=bool))
+    some = retriever.retrieve(items[rows], reactions[rows], streams, rows, unavailable[rows], asked, kept)
+    assert np.array_equal(some, batch[rows])
 
 
 def test_kept_instruction_rankings_are_the_rankings(catalog: Catalog) -> None:

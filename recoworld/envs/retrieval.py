@@ -177,8 +177,10 @@ class CandidateRetriever:
         `history_items`/`history_reactions` are (R, H), oldest first with -1 padding on the left;
         row j belongs to user `rows[j]` and draws from `streams[rows[j]]`. `unavailable` (R, N)
         bool marks items that cannot be offered at all (e.g. not yet published). `instructions`
-        (one row per retrieving user) and `tastes` (one row per world user, updated in place)
-        carry the kept rankings of the instruction and interest blocks.
+        and `tastes` (one row per world user, read at `rows`; `tastes` updated in place) carry the
+        kept rankings of the instruction and interest blocks: a world passes its own, and only the
+        rows' kept instruction rankings and whether they are in force are gathered, not the rest of
+        what was asked, which only a block the kept ranking cannot fill reads.
         """
         r, n_items = len(rows), len(self.catalog)
         out = np.empty((r, self.n), dtype=np.int64)
@@ -203,8 +205,8 @@ class CandidateRetriever:
                 tastes.fresh[taste_rows[stale]] = True
                 tastes.age[taste_rows[stale]] = 0
         asked = instructions if self._n_instruction and instructions is not None else None
-        ranked = (np.where(asked.active[:, None], asked.ranked, -1) if asked is not None
-                  else np.full((r, 1), -1, dtype=np.int64))
+        ranked = (np.where(np.take(asked.active, rows)[:, None], np.take(asked.ranked, rows, axis=0), -1)
+                  if asked is not None else np.full((r, 1), -1, dtype=np.int64))
         state = _Composition(r)
         unavailable_items = unavailable if unavailable is not None else np.zeros((0, n_items), dtype=bool)
         todo = np.arange(r)
@@ -218,12 +220,14 @@ class CandidateRetriever:
             for j in todo.tolist():  # rare: a block the kept rankings or the draws could not fill
                 blocked = blocked_items(j, out, state.filled, state.recent_blocked, history_items, unavailable_items,
                                         self.config.exclude_recent, n_items)
-                self._settle(j, out[j], state, blocked, asked, history_items[j], positive[j], streams[int(rows[j])])
+                self._settle(j, int(rows[j]), out[j], state, blocked, asked, history_items[j], positive[j],
+                             streams[int(rows[j])])
 
-    def _settle(self, j: int, out: np.ndarray, state: _Composition, blocked: np.ndarray,
+    def _settle(self, j: int, row: int, out: np.ndarray, state: _Composition, blocked: np.ndarray,
                 asked: InstructionTargets | None, history_items: np.ndarray, positive: np.ndarray,
                 rng: np.random.Generator) -> None:
-        """Fill row j's block at `state.stage[j]` exactly, given its `blocked` items, and move it on.
+        """Fill row j's block at `state.stage[j]` exactly, given its `blocked` items, and move it on
+        (`row`: its row of `asked`).
 
         An instruction or interest block whose kept ranking was used up by blocked items takes
         the top items of a ranking over the whole catalog; a popular or random block whose
@@ -231,7 +235,7 @@ class CandidateRetriever:
         stage, at = int(state.stage[j]), int(state.filled[j])
         if stage == INSTRUCTION:
             assert asked is not None
-            picks = self.rank(asked.subset(np.array([j])), self._n_instruction, blocked[None, :])[0]
+            picks = self.rank(asked.subset(np.array([row])), self._n_instruction, blocked[None, :])[0]
             picks = picks[picks >= 0]
             state.n_instruction[j] = len(picks)
         elif stage == INTEREST:
@@ -305,13 +309,16 @@ class CandidateRetriever:
             out[left] = _rank_whole(scores, excluded, depth)
         return out
 
-    def rank_kept(self, keys: Sequence[Hashable], targets: InstructionTargets) -> np.ndarray:
-        """`rank(targets)` at the kept depth with nothing blocked, remembered per key: such a ranking
-        depends only on what the instruction asks for, which `keys` (one per row) name, and a
-        population repeats the same few asks."""
+    def rank_kept(self, keys: Sequence[Hashable], targets: InstructionTargets, rows: np.ndarray | None = None,
+                  ) -> np.ndarray:
+        """`rank(targets.subset(rows))` (all of `targets` by default) at the kept depth with nothing blocked,
+        remembered per key: such a ranking depends only on what the instruction asks for, which `keys`
+        (one per row) name, and a population repeats the same few asks (so only the rows of new keys
+        are gathered)."""
         new = [j for j, key in enumerate(keys) if key not in self._kept]
         if new:
-            for j, ranked in zip(new, self.rank(targets.subset(np.asarray(new)))):
+            at = np.asarray(new) if rows is None else np.take(rows, new)
+            for j, ranked in zip(new, self.rank(targets.subset(at))):
                 self._kept.setdefault(keys[j], ranked)
         return np.stack([self._kept[key] for key in keys]) if len(keys) else np.empty((0, self.instruction_depth),
                                                                                       dtype=np.int64)
