@@ -303,3 +303,15 @@ def test_an_instructions_ranking_is_its_own_whatever_its_batch(catalog: Catalog)
                     picks = _top_rows(scores, depth or retriever.instruction_depth)
                     assert np.array_equal(ranked, np.where(np.take_along_axis(scores, picks, axis=1) > -np.inf,
                                                            picks, -1))
+
+
+def test_the_kept_rankings_read_are_those_in_force() -> None:
+    """`kept_rankings`: the rows' kept instruction rankings where their instruction is in force, -1 elsewhere."""
+    from recoworld.envs.instruction_kernels import kept_rankings
+
+    rng = np.random.default_rng(6)
+    active, ranked = rng.random(50) < 0.4, rng.integers(-1, 3000, (50, 68))
+    rows = rng.choice(50, 30, replace=False)
+    expected = np.where(active[rows][:, None], ranked[rows], -1)
+    assert np.array_equal(kept_rankings(active, ranked, rows), expected)
+    assert kept_rankings(active, ranked, rows[:0]).shape == (0, 68)

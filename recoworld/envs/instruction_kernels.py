@@ -168,3 +168,17 @@ def instruction_ranked(direction: np.ndarray, topics: np.ndarray, high_quality: 
             status[j] = RANKED
             for t in range(depth):
                 out[j, t] = honouring_item[t] if t < kept else -1
+
+
+@numba.njit(nogil=True, cache=True)
+def kept_rankings(active: np.ndarray, ranked: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(R, L) the kept ranking of each of `rows` whose instruction is in force (`active`), -1 for the rest:
+    what the instruction block reads, in one pass (a gather of both and a select cost four times as much)."""
+    out = np.empty((len(rows), ranked.shape[1]), dtype=np.int64)
+    for j in range(len(rows)):
+        row = rows[j]
+        if active[row]:
+            out[j] = ranked[row]
+        else:
+            out[j] = -1
+    return out

@@ -33,7 +33,7 @@ import numpy as np
 from recoworld.catalog import Catalog
 from recoworld.config import RetrievalConfig
 from recoworld.envs.ann_index import ItemIndex
-from recoworld.envs.instruction_kernels import RANKED, instruction_ranked, instruction_scores
+from recoworld.envs.instruction_kernels import RANKED, instruction_ranked, instruction_scores, kept_rankings
 from recoworld.envs.retrieval_kernels import (
     DONE,
     INSTRUCTION,
@@ -205,8 +205,8 @@ class CandidateRetriever:
                 tastes.fresh[taste_rows[stale]] = True
                 tastes.age[taste_rows[stale]] = 0
         asked = instructions if self._n_instruction and instructions is not None else None
-        ranked = (np.where(np.take(asked.active, rows)[:, None], np.take(asked.ranked, rows, axis=0), -1)
-                  if asked is not None else np.full((r, 1), -1, dtype=np.int64))
+        ranked = (kept_rankings(asked.active, asked.ranked, np.asarray(rows, dtype=np.int64)) if asked is not None
+                  else np.full((r, 1), -1, dtype=np.int64))
         state = _Composition(r)
         unavailable_items = unavailable if unavailable is not None else np.zeros((0, n_items), dtype=bool)
         todo = np.arange(r)
