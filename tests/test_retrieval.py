@@ -315,3 +315,33 @@ def test_the_kept_rankings_read_are_those_in_force() -> None:
     expected = np.where(active[rows][:, None], ranked[rows], -1)
     assert np.array_equal(kept_rankings(active, ranked, rows), expected)
     assert kept_rankings(active, ranked, rows[:0]).shape == (0, 68)
+
+
+def test_retrievers_on_one_catalog_share_kept_rankings(catalog: Catalog) -> None:
+    """`rank_kept(shared=True)` keeps one ranking per ask and depth for every retriever on the catalog (a study's
+    worlds rank each ask once), the ranking each would make itself; unshared keys, and a retriever with its own
+    `rank`, keep their own."""
+    rng = np.random.default_rng(7)
+    r, t, d = 6, catalog.n_topics, catalog.embedding_dim
+
+    def asks() -> InstructionTargets:
+        return InstructionTargets(np.ones(r, dtype=bool), rng.random((r, t)) < 0.3, rng.random(r) < 0.5,
+                                  rng.normal(size=(r, d)), np.zeros((r, 1), dtype=np.int64))
+
+    targets, other = asks(), asks()
+    keys = [("shared-kept test", j) for j in range(r)]
+    first = CandidateRetriever(catalog, RetrievalConfig(), 50)
+    second = CandidateRetriever(catalog, RetrievalConfig(), 50)
+    kept = first.rank_kept(keys, targets, shared=True)
+    assert np.array_equal(kept, second.rank(targets))
+    assert np.array_equal(second.rank_kept(keys, other, shared=True), kept)  # the first's, not ranked again
+    assert np.array_equal(second.rank_kept(keys[::-1], other, np.arange(r)[::-1], shared=True), kept[::-1])
+    assert np.array_equal(second.rank_kept(keys, other), second.rank(other))  # unshared: its own
+
+    class Reversed(CandidateRetriever):
+        def rank(self, targets: InstructionTargets, depth: int | None = None, blocked: np.ndarray | None = None,
+                 ) -> np.ndarray:
+            return super().rank(targets, depth, blocked)[:, ::-1]
+
+    own = Reversed(catalog, RetrievalConfig(), 50)
+    assert np.array_equal(own.rank_kept(keys, other, shared=True), own.rank(other))

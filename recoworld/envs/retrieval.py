@@ -25,8 +25,10 @@ so its rankings are kept per ask (`rank_kept`).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -310,18 +312,37 @@ class CandidateRetriever:
         return out
 
     def rank_kept(self, keys: Sequence[Hashable], targets: InstructionTargets, rows: np.ndarray | None = None,
-                  ) -> np.ndarray:
+                  shared: bool = False) -> np.ndarray:
         """`rank(targets.subset(rows))` (all of `targets` by default) at the kept depth with nothing blocked,
         remembered per key: such a ranking depends only on what the instruction asks for, which `keys`
         (one per row) name, and a population repeats the same few asks (so only the rows of new keys
-        are gathered)."""
-        new = [j for j, key in enumerate(keys) if key not in self._kept]
+        are gathered).
+
+        `shared`: the keys name what is asked alike for every retriever on this catalog (a world's
+        `ranking_key`s: what an ask means is worked out per catalog), so the rankings are kept for all
+        of them at this depth (`_SHARED_KEPT`): a study's many worlds on one catalog rank each ask once.
+        A retriever that ranks otherwise (a subclass's own `rank`) keeps its own."""
+        kept = self._kept
+        if shared and type(self).rank is CandidateRetriever.rank:
+            kept = _SHARED_KEPT.setdefault(self.catalog, {}).setdefault(self.instruction_depth, {})
+        found: list[np.ndarray | None] = [kept.get(key) for key in keys]
+        new = [j for j, ranked in enumerate(found) if ranked is None]
         if new:
             at = np.asarray(new) if rows is None else np.take(rows, new)
+            if len(kept) + len(new) > _SHARED_LIMIT:
+                kept.clear()
             for j, ranked in zip(new, self.rank(targets.subset(at))):
-                self._kept.setdefault(keys[j], ranked)
-        return np.stack([self._kept[key] for key in keys]) if len(keys) else np.empty((0, self.instruction_depth),
-                                                                                      dtype=np.int64)
+                found[j] = kept.setdefault(keys[j], ranked)
+        return (np.stack(cast("list[np.ndarray]", found)) if len(keys)
+                else np.empty((0, self.instruction_depth), dtype=np.int64))
+
+
+#: Per catalog and depth, the kept instruction rankings of every retriever on it that ranks as `CandidateRetriever.rank`
+#: does (`rank_kept(shared=True)`). A ranking is the same to the bit whichever world makes it: `rank` scores each
+#: item and orders each row alone, whatever else is in its batch. Weak on the catalog; at most `_SHARED_LIMIT` per
+#: depth (then started again, as a world's table of asks is).
+_SHARED_KEPT: weakref.WeakKeyDictionary[Catalog, dict[int, dict[Hashable, np.ndarray]]] = weakref.WeakKeyDictionary()
+_SHARED_LIMIT = 1 << 14
 
 
 def _rank_whole(scores: np.ndarray, excluded: np.ndarray, depth: int) -> np.ndarray:

@@ -481,7 +481,7 @@ class World:
         self.asked_more[rows] = table.more[meant]
         self.asked.active[rows] = True
         ranking = table.ranking
-        self.asked.ranked[rows] = self.retriever.rank_kept([ranking[at] for at in ids], self.asked, rows)
+        self.asked.ranked[rows] = self.retriever.rank_kept([ranking[at] for at in ids], self.asked, rows, shared=True)
 
     @property
     def text_space(self) -> InstructionTextSpace:
