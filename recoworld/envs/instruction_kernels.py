@@ -48,7 +48,7 @@ def _score_range(direction: np.ndarray, emb_t: np.ndarray, start: int, stop: int
         dk = direction[k]
         row = emb_t[k, start:stop]
         for i in range(m):
-            scores[i] = _fma64(dk, row[i], scores[i])
+            scores[i] = _fma64(dk, np.float64(row[i]), scores[i])
 
 
 @numba.njit(nogil=True, cache=True)

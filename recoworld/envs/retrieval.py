@@ -129,11 +129,12 @@ class CandidateRetriever:
         self._emb = catalog.embeddings.astype(np.float64)
         # What an instruction's ranking reads (`rank`): the catalog grouped by topic (items by topic, then index),
         # where each topic's items start, whether they are of at least median quality (`InstructionTargets.
-        # honoured`), and their embeddings dimension-major.
+        # honoured`), and their embeddings dimension-major (as the catalog stores them: float32 widens to float64
+        # exactly, in half the memory a ranking reads).
         self._by_topic = np.argsort(catalog.topic, kind="stable").astype(np.int64)
         self._topic_start = np.searchsorted(catalog.topic[self._by_topic], np.arange(catalog.n_topics + 1))
         self._good_by_topic = (catalog.quality >= catalog.median_quality)[self._by_topic]
-        self._emb_t = np.ascontiguousarray(self._emb[self._by_topic].T)
+        self._emb_t = np.ascontiguousarray(catalog.embeddings[self._by_topic].T)
         self._nothing_blocked = np.zeros((0, len(catalog)), dtype=bool)
         self._index = ItemIndex(catalog.embeddings, config) if config.index != "exact" else None
         self.set_popularity(catalog.popularity)
