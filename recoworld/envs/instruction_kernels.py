@@ -11,28 +11,14 @@ the rare row needing a ranking of the whole row reads.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numba
 import numpy as np
-from numba.extending import intrinsic
+
+from recoworld.envs.retrieval_kernels import fma
 
 #: What `instruction_ranked` leaves to the caller for a row: nothing (its ranking is written), a tie across
 #: the last place (the whole row's ranking settles which of the tied items make it), or a NaN score.
 RANKED, TIED, UNORDERED = 0, 1, 2
-
-
-def _fma64_typed(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
-    """float64 a * b + c rounded once, as the BLAS matrix product accumulates a dot product."""
-    sig = numba.types.float64(numba.types.float64, numba.types.float64, numba.types.float64)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        return builder.fma(*args)
-
-    return sig, codegen
-
-
-_fma64: Any = intrinsic(_fma64_typed)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -48,7 +34,7 @@ def _score_range(direction: np.ndarray, emb_t: np.ndarray, start: int, stop: int
         dk = direction[k]
         row = emb_t[k, start:stop]
         for i in range(m):
-            scores[i] = _fma64(dk, np.float64(row[i]), scores[i])
+            scores[i] = fma(dk, np.float64(row[i]), scores[i])
 
 
 @numba.njit(nogil=True, cache=True)

@@ -398,17 +398,20 @@ def _heap_row(scores: np.ndarray, items: np.ndarray, n: int, k: int, out: np.nda
 IVF_DIM = 32
 
 
-def _fma32_typed(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
-    """float32 a * b + c rounded once, as the fused multiply-add faiss's compiled kernel uses."""
-    sig = numba.types.float32(numba.types.float32, numba.types.float32, numba.types.float32)
+def _fma_typed(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
+    """a * b + c rounded once, for three floats of one type: the fused multiply-add of the compiled kernels
+    the scores repeat (faiss's float32 inner product here, the BLAS product's float64 one in
+    `instruction_kernels`), which LLVM emits only when asked."""
+    if not (isinstance(a, numba.types.Float) and a == b == c):
+        return None
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         return builder.fma(*args)
 
-    return sig, codegen
+    return a(a, b, c), codegen
 
 
-_fma32: Any = intrinsic(_fma32_typed)
+fma: Any = intrinsic(_fma_typed)
 
 
 @numba.njit(inline="always")
@@ -417,7 +420,7 @@ def _lane(q: np.ndarray, block: np.ndarray, at: int, width: int, lane: int, u: i
     of `width` items at `block[at:]` (unsigned indices: no negative-index fix-up, which would keep
     LLVM from vectorizing over the items)."""
     first = q[lane] * block[np.uint64(at + lane * width + u)] + np.float32(0.0)
-    return _fma32(q[lane + 16], block[np.uint64(at + (lane + 16) * width + u)], first)
+    return fma(q[lane + 16], block[np.uint64(at + (lane + 16) * width + u)], first)
 
 
 @numba.njit(inline="always")
