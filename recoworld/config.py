@@ -31,6 +31,24 @@ def build(model: type[M], what: str, data: dict[str, Any] | M | None = None, **o
     return _validate(model, what, deep_merge(base, overrides))
 
 
+def constructed(model: type[M], values: dict[str, Any], fields_set: set[str]) -> M:
+    """The `model` validation would build from values it already holds, without validating them: `values` is
+    every field, in declared order, as validation leaves it, and `fields_set` those the caller gave. What
+    `model_construct` builds for a model without aliases, extra fields, private attributes or a post-init,
+    at a third of its cost (it looks up each field's aliases and defaults); for the hot paths whose values
+    are consistent by construction (the instruction writer's models, a drawn user's profile)."""
+    built = _new(model)
+    _set(built, "__dict__", values)
+    _set(built, "__pydantic_fields_set__", fields_set)
+    _set(built, "__pydantic_extra__", None)
+    _set(built, "__pydantic_private__", None)
+    return built
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
 def _validate(model: type[M], what: str, data: dict[str, Any], lines: dict[tuple[Any, ...], int] | None = None) -> M:
     try:
         return model.model_validate(data)

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from recoworld.catalog import Catalog
-from recoworld.config import build, load_config
+from recoworld.config import build, constructed, load_config
 from recoworld.errors import ConfigError, UnknownTopicError
 from recoworld.streams import DRAW_BETA, DRAW_CONSTANT, DRAW_NORMAL, DRAW_UNIFORM, profile_draws
 
@@ -587,7 +587,6 @@ _DRAWN_FIELDS = ("user_id", "segment", "persona", "attributes", "topic_interests
 _PROFILE_DEFAULTS = {name: field.get_default(call_default_factory=True)
                      for name, field in UserProfile.model_fields.items() if not field.is_required()}
 _DRAWN_FIRST = _DRAWN_FIELDS + tuple(_PROFILE_DEFAULTS) == _PROFILE_FIELDS
-_set = object.__setattr__
 
 
 def _drawn_profile(fields: dict[str, Any]) -> UserProfile:
@@ -607,12 +606,7 @@ def _drawn_profile(fields: dict[str, Any]) -> UserProfile:
         return UserProfile(**fields)
     values = fields | _PROFILE_DEFAULTS  # in declared order (`_DRAWN_FIRST`)
     values["topic_interests"] = {k: v / total for k, v in weights.items()}
-    built = UserProfile.__new__(UserProfile)
-    _set(built, "__dict__", values)
-    _set(built, "__pydantic_fields_set__", set(fields))
-    _set(built, "__pydantic_extra__", None)
-    _set(built, "__pydantic_private__", None)
-    return built
+    return constructed(UserProfile, values, set(fields))
 
 
 def _sample_segment(segment: Segment, count: int, catalog: Catalog, rng: np.random.Generator,

@@ -15,6 +15,7 @@ import numpy as np
 
 from recoworld.catalog import Catalog
 from recoworld.catalog.catalog import CatalogCache
+from recoworld.config import constructed
 from recoworld.mindset import Instruction, Intent
 
 _TOO_MUCH = (
@@ -41,7 +42,7 @@ _SAMENESS = (
 
 class InstructionWriter:
     """Writes parametric users' instructions. Runs for every user who speaks up (several percent
-    of all turns), so a turn's speakers are diagnosed together in numpy, and the (internally
+    of all turns), so a turn's speakers are diagnosed together in one compiled pass, and the (internally
     consistent) models are built without re-validating them."""
 
     def __init__(self, catalog: Catalog) -> None:
@@ -58,6 +59,8 @@ class InstructionWriter:
         self._pools_but_self = [self._pool(t, {names[t]}) for t in range(catalog.n_topics)]
 
     def _pool(self, t: int, exclude: set[str]) -> list[int]:
+        """What `_related` picks from for topic t: its group's topics not excluded, else every topic not
+        excluded but t."""
         names = self._names
         pool = [i for i in self._related_pool[t] if names[i] not in exclude]
         return pool or [i for i in range(self.catalog.n_topics) if names[i] not in exclude and i != t]
@@ -102,7 +105,7 @@ class InstructionWriter:
             if n >= 3 and top_n / n >= 0.6:
                 top = names[top_at]
                 pool = pools_but_self[index[top]]  # `_related` excluding the topic itself
-                r = names[max(pool, key=affinity.__getitem__)] if pool else top
+                r = self._closest(pool, affinity, top)
                 templates = _SAMENESS if novelty > 0.6 and distinct <= 2 else _TOO_MUCH
                 out.append(_said(templates[int(rng.integers(len(templates)))].format(d=top, r=r), "different",
                                  [top], [r]))
@@ -114,7 +117,7 @@ class InstructionWriter:
                     f2 = favourites[1]
                 else:  # `_related` excluding nothing
                     pool = pools[index[f1]]
-                    f2 = names[max(pool, key=affinity.__getitem__)] if pool else f1
+                    f2 = self._closest(pool, affinity, f1)
                 out.append(_said(_NOT_ME[int(rng.integers(len(_NOT_ME)))].format(f1=f1, f2=f2), "more", [f1, f2], []))
             elif quality_sum / n < 0.45:
                 out.append(_said(_LOW_QUALITY[int(rng.integers(len(_LOW_QUALITY)))].format(f1=f1), "less", [],
@@ -132,16 +135,17 @@ class InstructionWriter:
     ) -> str:
         """The topic closest to the user's interests among the same group, else overall (`affinity`: the
         interests' product with every topic centroid, when already made)."""
-        cat, names = self.catalog, self._names
-        t = self._index[topic] if topic in self._index else cat.topic_index(topic)  # an unknown name: its error
-        pool = [i for i in self._related_pool[t] if names[i] not in exclude]
-        if not pool:
-            pool = [i for i in range(cat.n_topics) if names[i] not in exclude and i != t]
-        if not pool:
-            return topic
-        if affinity is None:
+        # an unknown name: its error
+        t = self._index[topic] if topic in self._index else self.catalog.topic_index(topic)
+        pool = self._pool(t, exclude)
+        if pool and affinity is None:
             affinity = (self._centroids @ interests).tolist()  # every topic at once: cheaper than gathering the pool
-        return names[max(pool, key=affinity.__getitem__)]  # the first of equal ones, as argmax
+        return self._closest(pool, affinity or [], topic)
+
+    def _closest(self, pool: list[int], affinity: list[float], topic: str) -> str:
+        """The topic of `pool` with the highest `affinity` (the first of equal ones, as argmax); `topic`
+        when the pool is empty."""
+        return self._names[max(pool, key=affinity.__getitem__)] if pool else topic
 
 
 @numba.njit(nogil=True, cache=True)
@@ -196,24 +200,14 @@ def _diagnose(
 
 def _said(text: str, kind: Literal["more", "less", "different"], topics: list[str], related: list[str],
           attributes: dict[str, str] | None = None) -> Instruction:
-    """The instruction's models as `model_construct` builds them when every field is given, at a third of its
-    cost and without re-validation (the writer's values are consistent): it looks up each field's aliases and
-    defaults, and these two models have neither, nor extra fields, private attributes or a post-init."""
-    intent = _new(Intent)
-    _set(intent, "__dict__", {"kind": kind, "topics": topics, "related": related, "attributes": attributes or {}})
-    _set(intent, "__pydantic_fields_set__", {"kind", "topics", "related", "attributes"})
-    _set(intent, "__pydantic_extra__", None)
-    _set(intent, "__pydantic_private__", None)
-    built = _new(Instruction)
-    _set(built, "__dict__", {"text": text, "intent": intent})
-    _set(built, "__pydantic_fields_set__", {"text", "intent"})
-    _set(built, "__pydantic_extra__", None)
-    _set(built, "__pydantic_private__", None)
-    return built
+    """The instruction's models, built without re-validation: the writer's values are consistent."""
+    intent = constructed(Intent, {"kind": kind, "topics": topics, "related": related, "attributes": attributes or {}},
+                         _INTENT_FIELDS)
+    return constructed(Instruction, {"text": text, "intent": intent}, _INSTRUCTION_FIELDS)
 
 
-_set = object.__setattr__
-_new = object.__new__
+_INTENT_FIELDS = {"kind", "topics", "related", "attributes"}
+_INSTRUCTION_FIELDS = {"text", "intent"}
 
 
 def intent_key(intent: Intent) -> tuple[str, tuple[str, ...], tuple[str, ...], bool]:
