@@ -202,12 +202,8 @@ def _said(text: str, kind: Literal["more", "less", "different"], topics: list[st
           attributes: dict[str, str] | None = None) -> Instruction:
     """The instruction's models, built without re-validation: the writer's values are consistent."""
     intent = constructed(Intent, {"kind": kind, "topics": topics, "related": related, "attributes": attributes or {}},
-                         _INTENT_FIELDS)
-    return constructed(Instruction, {"text": text, "intent": intent}, _INSTRUCTION_FIELDS)
-
-
-_INTENT_FIELDS = {"kind", "topics", "related", "attributes"}
-_INSTRUCTION_FIELDS = {"text", "intent"}
+                         {"kind", "topics", "related", "attributes"})
+    return constructed(Instruction, {"text": text, "intent": intent}, {"text", "intent"})
 
 
 def intent_key(intent: Intent) -> tuple[str, tuple[str, ...], tuple[str, ...], bool]:
